@@ -1,0 +1,250 @@
+//! Typed errors for everything that crosses a service boundary.
+//!
+//! Every error answers two questions the saga engine must ask: *may this be
+//! retried?* ([`Error::is_retryable`]) and *may the failed call have taken
+//! effect anyway?* ([`Error::may_have_applied`]). The second matters for the
+//! compensation rule: a `PATCH` to Auth0 that timed out may have landed, so
+//! the new key can no longer be assumed unused.
+//!
+//! Error strings never contain secrets. Connectors build these values from
+//! service error codes and messages, never from request bodies.
+
+use std::time::Duration;
+
+/// The library's error type. `anyhow` is used only in `main` and the CLI.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An AWS SDK call failed. `code`/`message` come from the service's
+    /// error metadata; `request_id` is kept so an operator can quote it to
+    /// AWS support.
+    #[error("AWS {service}.{operation} failed: {code}: {message}{}", request_id.as_deref().map(|r| format!(" (request id {r})")).unwrap_or_default())]
+    Aws {
+        service: &'static str,
+        operation: &'static str,
+        code: String,
+        message: String,
+        request_id: Option<String>,
+        retryable: bool,
+    },
+
+    /// An HTTP API (Auth0, Graph) answered with an error status.
+    #[error("{service} {operation} answered HTTP {status} {code}: {message}")]
+    Http {
+        service: &'static str,
+        operation: &'static str,
+        status: u16,
+        code: String,
+        message: String,
+        /// Server-requested wait (`Retry-After`, `x-ratelimit-reset`).
+        retry_after: Option<Duration>,
+        /// True for writes whose outcome is unknown (5xx after the request
+        /// was sent).
+        may_have_applied: bool,
+    },
+
+    /// The request never got an HTTP answer: connect failure, reset, timeout.
+    #[error("{service} {operation}: {message}")]
+    Transport {
+        service: &'static str,
+        operation: &'static str,
+        message: String,
+        may_have_applied: bool,
+    },
+
+    /// A domain rule stopped the step (e.g. the user already has two keys,
+    /// the old key was used after the switch). Never retried.
+    #[error("{code}: {message}")]
+    Refused { code: &'static str, message: String },
+
+    /// A transient domain condition (e.g. a new key that does not
+    /// authenticate yet). Retried by the saga.
+    #[error("{code}: {message}")]
+    NotYet { code: &'static str, message: String },
+
+    /// Invalid configuration or input. Never retried.
+    #[error("{0}")]
+    Config(String),
+
+    /// The saga store lost a conditional write race: another worker moved
+    /// the saga first. Not an error of the step; the caller drops its work.
+    #[error("saga {saga_id} changed under us (expected version {expected})")]
+    Conflict { saga_id: String, expected: u64 },
+
+    /// Stored data that cannot be decoded (corrupt item, unknown schema).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether the same call may succeed if simply tried again later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Aws { retryable, .. } => *retryable,
+            Error::Http { status, .. } => *status == 429 || *status >= 500 || *status == 408,
+            Error::Transport { .. } | Error::NotYet { .. } => true,
+            Error::Refused { .. } | Error::Config(_) | Error::Conflict { .. } | Error::Corrupt(_) => false,
+        }
+    }
+
+    /// Whether a failed write may nevertheless have taken effect.
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            Error::Http { may_have_applied, .. } | Error::Transport { may_have_applied, .. } => *may_have_applied,
+            _ => false,
+        }
+    }
+
+    /// Wait the server asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A short machine-readable code for history, notifications and metrics.
+    pub fn code(&self) -> String {
+        match self {
+            Error::Aws { code, .. } | Error::Http { code, .. } => code.clone(),
+            Error::Transport { .. } => "Transport".into(),
+            Error::Refused { code, .. } | Error::NotYet { code, .. } => (*code).into(),
+            Error::Config(_) => "InvalidConfiguration".into(),
+            Error::Conflict { .. } => "Conflict".into(),
+            Error::Corrupt(_) => "CorruptData".into(),
+        }
+    }
+
+    /// Whether an operator (rather than waiting) is what fixes it: wrong
+    /// permissions, wrong client secret, a refused precondition.
+    pub fn operator_fixable(&self) -> bool {
+        match self {
+            Error::Http { status, .. } => matches!(status, 400 | 401 | 403 | 404),
+            Error::Aws { code, .. } => matches!(
+                code.as_str(),
+                "AccessDenied" | "AccessDeniedException" | "NoSuchEntity" | "LimitExceeded" | "NotFoundException"
+                    | "KMSInvalidStateException" | "DisabledException" | "ResourceNotFoundException"
+            ),
+            Error::Refused { .. } | Error::Config(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Turn any AWS SDK error into [`Error::Aws`], keeping the service's error
+/// code, message and request id. Dispatch failures and timeouts are
+/// retryable; so are the throttling and internal-failure codes every AWS
+/// service uses.
+pub fn aws<E, R>(service: &'static str, operation: &'static str, err: aws_sdk_sts::error::SdkError<E, R>) -> Error
+where
+    E: aws_sdk_sts::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_sts::error::SdkError;
+    match &err {
+        SdkError::ServiceError(se) => {
+            let e = se.err();
+            let code = e.code().unwrap_or("Unknown").to_string();
+            let message = e.message().unwrap_or("").to_string();
+            let request_id = e.meta().extra("aws_request_id").map(str::to_string);
+            let retryable = is_retryable_aws_code(&code);
+            Error::Aws { service, operation, code, message, request_id, retryable }
+        }
+        SdkError::TimeoutError(_) => Error::Aws {
+            service,
+            operation,
+            code: "Timeout".into(),
+            message: "the request timed out".into(),
+            request_id: None,
+            retryable: true,
+        },
+        SdkError::DispatchFailure(d) => Error::Aws {
+            service,
+            operation,
+            code: "DispatchFailure".into(),
+            message: format!("could not send the request: {:?}", d.as_connector_error().map(|c| c.to_string())),
+            request_id: None,
+            retryable: true,
+        },
+        other => Error::Aws {
+            service,
+            operation,
+            code: "ResponseError".into(),
+            message: format!("{}", aws_smithy_types::error::display::DisplayErrorContext(other)),
+            request_id: None,
+            retryable: true,
+        },
+    }
+}
+
+/// Throttling and internal-error codes shared across AWS services.
+pub fn is_retryable_aws_code(code: &str) -> bool {
+    matches!(
+        code,
+        "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "RequestLimitExceeded"
+            | "TooManyRequestsException"
+            | "ProvisionedThroughputExceededException"
+            | "RequestThrottled"
+            | "RequestThrottledException"
+            | "ServiceFailure"
+            | "ServiceUnavailable"
+            | "ServiceUnavailableException"
+            | "InternalFailure"
+            | "InternalError"
+            | "InternalServerError"
+            | "KMSInternalException"
+            | "TransactionConflictException"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_classification() {
+        let e = |status| Error::Http {
+            service: "auth0",
+            operation: "PATCH",
+            status,
+            code: "x".into(),
+            message: "m".into(),
+            retry_after: None,
+            may_have_applied: false,
+        };
+        assert!(e(429).is_retryable());
+        assert!(e(503).is_retryable());
+        assert!(!e(403).is_retryable());
+        assert!(!e(400).is_retryable());
+        assert!(e(403).operator_fixable());
+        assert!(!e(503).operator_fixable());
+    }
+
+    #[test]
+    fn aws_codes() {
+        assert!(is_retryable_aws_code("ServiceFailure"));
+        assert!(is_retryable_aws_code("Throttling"));
+        assert!(!is_retryable_aws_code("NoSuchEntity"));
+        assert!(!is_retryable_aws_code("LimitExceeded"));
+    }
+
+    #[test]
+    fn display_includes_request_id() {
+        let e = Error::Aws {
+            service: "iam",
+            operation: "CreateAccessKey",
+            code: "LimitExceeded".into(),
+            message: "Cannot exceed quota for AccessKeysPerUser: 2".into(),
+            request_id: Some("abc".into()),
+            retryable: false,
+        };
+        assert_eq!(
+            e.to_string(),
+            "AWS iam.CreateAccessKey failed: LimitExceeded: Cannot exceed quota for AccessKeysPerUser: 2 (request id abc)"
+        );
+    }
+}

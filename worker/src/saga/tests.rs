@@ -1,0 +1,358 @@
+//! Exhaustive and property tests of the pure saga machine.
+
+use super::*;
+use proptest::prelude::*;
+
+fn clock(now: Millis, n: u128) -> Clock {
+    Clock { now, jitter: 0.5, token: n }
+}
+
+fn policy() -> Policy {
+    Policy { max_attempts: 3, retry_base: 1_000, retry_cap: 8_000, propagation_timeout: 20_000, grace_period: 0 }
+}
+
+fn key(id: &str) -> KeyRef {
+    KeyRef { id: id.into(), active: true, created_at: Some(1) }
+}
+
+fn new_saga() -> Saga {
+    Saga::new("s1".into(), "r1".into(), "iam_access_key:u".into(), "manual".into(), 0, 1)
+}
+
+fn err(retryable: bool, may_have_applied: bool) -> StepError {
+    StepError {
+        code: if retryable { "ServiceFailure".into() } else { "insufficient_scope".into() },
+        message: "m".into(),
+        retryable,
+        may_have_applied,
+        operator_fixable: !retryable,
+        retry_after: None,
+    }
+}
+
+/// Run one step: begin the attempt, then advance with `outcome`.
+fn run(s: &Saga, outcome: Outcome, t: &mut u128) -> Transition {
+    *t += 1;
+    let now = s.not_before.max(s.updated_at) + 1;
+    advance(&begin_attempt(s), &outcome, &policy(), clock(now, *t))
+}
+
+fn done(e: Effect) -> Outcome {
+    Outcome::Done(e)
+}
+
+fn happy_effect(step: Step, new_id: &str) -> Effect {
+    match step {
+        Step::Start => Effect::Started { keys: vec![key("OLD")] },
+        Step::IssueNew => Effect::Issued { key_id: new_id.into() },
+        Step::ProveNew => Effect::Proven,
+        Step::PushToTarget => Effect::Pushed,
+        Step::VerifyTarget => Effect::Verified(Verification::HoldsNew),
+        Step::DisableOld => Effect::Disabled,
+        Step::RetireOld => Effect::Retired,
+        Step::RevokeNew => Effect::Revoked,
+        Step::RestoreOld => Effect::Restored,
+        Step::Finalize => Effect::Finalized,
+    }
+}
+
+#[test]
+fn happy_path_visits_every_forward_step_in_order() {
+    let mut s = new_saga();
+    let mut t = 1;
+    let mut seen = vec![];
+    while !s.status.is_terminal() {
+        seen.push(s.step);
+        let e = happy_effect(s.step, "NEW");
+        s = run(&s, done(e), &mut t).saga;
+    }
+    assert_eq!(
+        seen,
+        vec![
+            Step::Start,
+            Step::IssueNew,
+            Step::ProveNew,
+            Step::PushToTarget,
+            Step::VerifyTarget,
+            Step::DisableOld,
+            Step::RetireOld,
+            Step::Finalize
+        ]
+    );
+    assert_eq!(s.status, Status::Succeeded);
+    assert!(s.old_disabled && s.old_deleted && !s.new_revoked);
+    assert_eq!(s.target, TargetState::HoldsNew);
+    assert!(!s.secret_stored, "finalize erases the secret");
+}
+
+#[test]
+fn two_unknown_keys_are_refused_before_anything_changes() {
+    let s = new_saga();
+    let tr = run(&s, done(Effect::Started { keys: vec![key("A"), key("B")] }), &mut 1);
+    assert_eq!(tr.saga.step, Step::Finalize);
+    assert_eq!(tr.saga.closing, Some(Status::Refused));
+    assert_eq!(tr.saga.failure.as_ref().unwrap().code, "TooManyKeys");
+    assert!(tr.saga.new_key.is_none());
+}
+
+#[test]
+fn no_old_key_skips_retirement() {
+    let mut s = new_saga();
+    let mut t = 1;
+    s = run(&s, done(Effect::Started { keys: vec![] }), &mut t).saga;
+    for step in [Step::IssueNew, Step::ProveNew, Step::PushToTarget, Step::VerifyTarget] {
+        assert_eq!(s.step, step);
+        s = run(&s, done(happy_effect(step, "NEW")), &mut t).saga;
+    }
+    assert_eq!(s.step, Step::Finalize);
+    assert_eq!(s.closing, Some(Status::Succeeded));
+}
+
+fn at_step(target: Step) -> (Saga, u128) {
+    let mut s = new_saga();
+    let mut t = 1;
+    while s.step != target {
+        s = run(&s, done(happy_effect(s.step, "NEW")), &mut t).saga;
+    }
+    (s, t)
+}
+
+#[test]
+fn push_rejected_with_client_error_revokes_new_key() {
+    let (s, mut t) = at_step(Step::PushToTarget);
+    let s = run(&s, Outcome::Failed(err(false, false)), &mut t).saga;
+    assert_eq!(s.target, TargetState::Rejected);
+    assert_eq!(s.step, Step::RevokeNew);
+    assert_eq!(s.status, Status::Compensating);
+    let s = run(&s, done(Effect::Revoked), &mut t).saga;
+    assert_eq!(s.step, Step::Finalize);
+    let s = run(&s, done(Effect::Finalized), &mut t).saga;
+    assert_eq!(s.status, Status::Compensated);
+    assert!(s.new_revoked && !s.old_disabled);
+    assert_eq!(s.failure.as_ref().unwrap().step, Step::PushToTarget);
+    assert_eq!(s.compensations.len(), 1);
+}
+
+#[test]
+fn ambiguous_push_is_resolved_by_verification_never_by_revoking() {
+    let (s, mut t) = at_step(Step::PushToTarget);
+    // A timeout that may have landed, retried until the budget is gone.
+    let mut s = s;
+    for _ in 0..policy().max_attempts {
+        assert_eq!(s.step, Step::PushToTarget);
+        s = run(&s, Outcome::Failed(err(true, true)), &mut t).saga;
+    }
+    assert_eq!(s.step, Step::VerifyTarget);
+    assert_eq!(s.target, TargetState::Uncertain);
+    assert!(!s.may_revoke_new());
+    // The target reveals nothing: a person must look.
+    let na = run(&s, done(Effect::Verified(Verification::Opaque)), &mut t).saga;
+    assert_eq!(na.closing, Some(Status::NeedsAttention));
+    // The target shows the old key: now revoking is safe.
+    let back = run(&s, done(Effect::Verified(Verification::HoldsOld)), &mut t).saga;
+    assert_eq!(back.step, Step::RevokeNew);
+    // The target shows the new key: roll forward.
+    let fwd = run(&s, done(Effect::Verified(Verification::HoldsNew)), &mut t).saga;
+    assert_eq!(fwd.step, Step::DisableOld);
+}
+
+#[test]
+fn failures_after_the_switch_never_revoke() {
+    for step in [Step::DisableOld, Step::RetireOld] {
+        let (s, mut t) = at_step(step);
+        let s = run(&s, Outcome::Failed(err(false, false)), &mut t).saga;
+        assert_eq!(s.step, Step::Finalize, "{step}");
+        assert_eq!(s.closing, Some(Status::NeedsAttention));
+        assert!(!s.new_revoked);
+    }
+}
+
+#[test]
+fn prove_new_retries_until_the_propagation_bound_then_compensates() {
+    let (mut s, mut t) = at_step(Step::ProveNew);
+    let mut retries = 0;
+    while s.step == Step::ProveNew {
+        s = run(&s, Outcome::Failed(err(true, false)), &mut t).saga;
+        retries += 1;
+        assert!(retries < 100);
+    }
+    assert!(retries > policy().max_attempts as usize, "bounded by time, not attempts: {retries}");
+    assert_eq!(s.step, Step::RevokeNew);
+}
+
+#[test]
+fn retry_delay_grows_caps_and_honours_server_hint() {
+    let p = policy();
+    assert_eq!(retry_delay(&p, 1, 1.0, None), 1_000);
+    assert_eq!(retry_delay(&p, 2, 1.0, None), 2_000);
+    assert_eq!(retry_delay(&p, 3, 0.0, None), 2_000);
+    assert_eq!(retry_delay(&p, 30, 1.0, None), 8_000);
+    assert_eq!(retry_delay(&p, 1, 0.0, Some(30_000)), 30_000);
+}
+
+#[test]
+fn retry_keeps_step_and_changes_token() {
+    let (s, mut t) = at_step(Step::PushToTarget);
+    let old_token = s.token.clone();
+    let r = run(&s, Outcome::Failed(err(true, false)), &mut t).saga;
+    assert_eq!(r.step, Step::PushToTarget);
+    assert_ne!(r.token, old_token);
+    assert!(r.not_before > s.not_before);
+    assert!(!accepts(&r, Step::PushToTarget, &old_token), "the old message is stale now");
+    assert!(accepts(&r, Step::PushToTarget, &r.token));
+}
+
+#[test]
+fn rollback_only_during_grace() {
+    let (s, mut t) = at_step(Step::RetireOld);
+    t += 1;
+    let rb = request_rollback(&s, clock(s.updated_at + 1, t)).unwrap();
+    assert_eq!(rb.step, Step::RestoreOld);
+    let rb = run(&rb, done(Effect::Restored), &mut t).saga;
+    let rb = run(&rb, done(Effect::Finalized), &mut t).saga;
+    assert_eq!(rb.status, Status::RolledBack);
+    assert!(!rb.old_disabled);
+
+    let (early, _) = at_step(Step::PushToTarget);
+    assert!(request_rollback(&early, clock(1, 99)).is_err());
+}
+
+#[test]
+fn grace_wait_is_reported() {
+    let mut s = at_step(Step::DisableOld).0;
+    let p = Policy { grace_period: 60_000, ..policy() };
+    s = advance(&begin_attempt(&s), &done(Effect::Disabled), &p, clock(1_000, 7)).saga;
+    assert_eq!(s.step, Step::RetireOld);
+    assert_eq!(s.waiting_until(1_000), Some(61_000));
+    assert_eq!(s.waiting_until(61_000), None);
+}
+
+#[test]
+fn history_is_bounded() {
+    let mut s = new_saga();
+    for i in 0..(HISTORY_LIMIT as u64 + 50) {
+        s.record(i, "retry", None);
+    }
+    assert_eq!(s.history.len(), HISTORY_LIMIT);
+    assert_eq!(s.history.last().unwrap().at, HISTORY_LIMIT as u64 + 49);
+}
+
+#[test]
+fn terminal_sagas_do_not_move() {
+    let mut s = new_saga();
+    s.status = Status::Succeeded;
+    let tr = advance(&s, &done(Effect::Proven), &policy(), clock(5, 5));
+    assert_eq!(tr.next, Next::Stop);
+    assert_eq!(tr.saga.step, s.step);
+    assert!(!accepts(&s, s.step, &s.token));
+}
+
+// ---------------------------------------------------------------------------
+// Property tests: any outcome sequence, including redeliveries of stale
+// messages, ends in a terminal state without breaking the compensation rule.
+
+#[derive(Debug, Clone)]
+enum Event {
+    /// The step succeeds; `variant` picks among the effects it can have.
+    Ok(u8),
+    /// The step fails.
+    Fail { retryable: bool, applied: bool },
+    /// A stale message from earlier is redelivered.
+    Stale(usize),
+    /// An operator asks for rollback.
+    Rollback,
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        4 => any::<u8>().prop_map(Event::Ok),
+        3 => (any::<bool>(), any::<bool>()).prop_map(|(retryable, applied)| Event::Fail { retryable, applied }),
+        1 => any::<usize>().prop_map(Event::Stale),
+        1 => Just(Event::Rollback),
+    ]
+}
+
+fn effect_for(step: Step, variant: u8) -> Effect {
+    match (step, variant % 4) {
+        (Step::Start, 0) => Effect::Started { keys: vec![] },
+        (Step::Start, 1) => Effect::Started { keys: vec![key("A"), key("B")] },
+        (Step::Start, _) => Effect::Started { keys: vec![key("OLD")] },
+        (Step::VerifyTarget, 0) => Effect::Verified(Verification::HoldsOld),
+        (Step::VerifyTarget, 1) => Effect::Verified(Verification::Opaque),
+        (Step::VerifyTarget, 2) => Effect::Verified(Verification::Unhealthy("disabled".into())),
+        (Step::VerifyTarget, _) => Effect::Verified(Verification::HoldsNew),
+        (step, _) => happy_effect(step, "NEW"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_run_terminates_safely(events in proptest::collection::vec(event(), 0..300)) {
+        let mut s = new_saga();
+        let mut t: u128 = 10;
+        let mut seen_tokens: Vec<(Step, String)> = vec![(s.step, s.token.clone())];
+        let mut events = events.into_iter();
+        let mut moves = 0;
+        while !s.status.is_terminal() {
+            moves += 1;
+            prop_assert!(moves < 2_000, "no terminal state after {moves} moves: {s:?}");
+            let before = s.clone();
+            // Past the scripted events every step just succeeds.
+            let ev = events.next().unwrap_or(Event::Ok(3));
+            match ev {
+                Event::Stale(i) => {
+                    let (step, token) = &seen_tokens[i % seen_tokens.len()];
+                    if (step, token) != (&s.step, &s.token) {
+                        prop_assert!(!accepts(&s, *step, token));
+                    }
+                    continue;
+                }
+                Event::Rollback => {
+                    t += 1;
+                    match request_rollback(&s, clock(s.updated_at + 1, t)) {
+                        Ok(r) => { prop_assert!(before.old_disabled && !before.old_deleted); s = r; }
+                        Err(_) => prop_assert!(!(s.step == Step::RetireOld && s.old_disabled)),
+                    }
+                }
+                Event::Ok(v) => { s = run(&s, done(effect_for(s.step, v)), &mut t).saga; }
+                Event::Fail { retryable, applied } => { s = run(&s, Outcome::Failed(err(retryable, applied)), &mut t).saga; }
+            }
+            seen_tokens.push((s.step, s.token.clone()));
+
+            // The compensation rule: RevokeNew is entered only when no
+            // consumer can hold the new key.
+            if s.step == Step::RevokeNew && before.step != Step::RevokeNew {
+                prop_assert!(s.may_revoke_new(), "revoke planned while target may hold new: {s:?}");
+            }
+            // The old key is touched only after the target holds the new one.
+            if s.step == Step::DisableOld || s.old_disabled {
+                prop_assert_eq!(s.target, TargetState::HoldsNew);
+            }
+            // Once verification saw the new key, that knowledge never regresses.
+            if before.target == TargetState::HoldsNew {
+                prop_assert_eq!(s.target, TargetState::HoldsNew);
+            }
+            prop_assert!(s.history.len() <= HISTORY_LIMIT);
+        }
+        match s.status {
+            Status::Succeeded => {
+                prop_assert_eq!(s.target, TargetState::HoldsNew);
+                prop_assert!(s.old_keys.is_empty() || s.old_deleted);
+                prop_assert!(!s.new_revoked);
+            }
+            Status::Compensated => {
+                prop_assert!(!s.target.may_hold_new());
+                prop_assert!(s.new_key.is_none() || s.new_revoked);
+                prop_assert!(!s.old_disabled);
+            }
+            Status::Refused => prop_assert!(s.new_key.is_none()),
+            Status::RolledBack => prop_assert!(s.old_restored && !s.old_deleted),
+            Status::NeedsAttention => prop_assert!(s.failure.is_some()),
+            Status::Running | Status::Compensating => unreachable!(),
+        }
+        // The secret is erased at the end unless erasing itself failed.
+        prop_assert!(!s.secret_stored || s.status == Status::NeedsAttention);
+    }
+}
