@@ -1,2 +1,9 @@
 pub mod error;
 pub mod saga;
+pub mod config;
+pub mod aws;
+pub mod queue;
+pub mod seal;
+pub mod secrets;
+pub mod store;
+pub mod connectors;

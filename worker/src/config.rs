@@ -1,0 +1,453 @@
+//! The configuration file.
+//!
+//! One TOML file (`--config PATH` or `KEYTURN_CONFIG`) names the AWS
+//! resources and declares the rotations. Every table rejects unknown keys, so
+//! a typo is an error rather than a silently ignored setting. Secrets are
+//! never written in the file: a secret is a *reference* to an environment
+//! variable or a Secrets Manager secret, and an inline string is refused.
+//!
+//! Errors name the file, the key and the problem, e.g.
+//! `keyturn.toml: rotation "auth0-ses": target.base_url: must be https (or http on a loopback address)`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::saga::Policy;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub aws: AwsConfig,
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    #[serde(default, rename = "rotation")]
+    pub rotations: Vec<RotationConfig>,
+}
+
+/// `[aws]`: the resources keyturn uses. Endpoints come from the standard
+/// `AWS_ENDPOINT_URL` environment variable; credentials from the standard
+/// provider chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    /// Region of the queue, table, topic and key. Defaults to the standard chain.
+    pub region: Option<String>,
+    /// Step queue URL.
+    pub queue_url: String,
+    /// Dead-letter queue of the step queue: poison messages go here.
+    pub dlq_url: String,
+    /// Saga table name (partition key `pk`, string).
+    pub table: String,
+    /// SNS topic for notifications.
+    pub topic_arn: String,
+    /// KMS key (id, ARN or alias) that encrypts stored secrets.
+    pub kms_key_id: String,
+}
+
+/// `[worker]`: how the worker process runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Steps handled at once by one process.
+    pub concurrency: usize,
+    /// SQS long-poll wait (at most 20 s).
+    pub wait_time: Dur,
+    /// Visibility timeout given to received messages; extended by heartbeats
+    /// while a step runs.
+    pub visibility_timeout: Dur,
+    /// How long a worker owns a saga's step before another may take over.
+    pub lease: Dur,
+    /// How often the sweeper looks for stuck sagas.
+    pub sweep_interval: Dur,
+    /// A saga overdue by this much is re-driven by the sweeper.
+    pub sweep_after: Dur,
+    /// On SIGTERM/Ctrl-C, how long in-flight steps may take to finish.
+    pub shutdown_grace: Dur,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 4,
+            wait_time: Dur(Duration::from_secs(20)),
+            visibility_timeout: Dur(Duration::from_secs(120)),
+            lease: Dur(Duration::from_secs(120)),
+            sweep_interval: Dur(Duration::from_secs(60)),
+            sweep_after: Dur(Duration::from_secs(120)),
+            shutdown_grace: Dur(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// One `[[rotation]]`: which credential, which consumer, which policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotationConfig {
+    pub id: String,
+    pub source: SourceConfig,
+    pub target: TargetConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+/// The credential source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// An IAM user's access key.
+    IamAccessKey {
+        user_name: String,
+        /// Expected account id; when set, the new key must authenticate as
+        /// this account's user.
+        account_id: Option<String>,
+    },
+}
+
+/// The consumer the credential is handed to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TargetConfig {
+    /// Auth0's custom email provider, Amazon SES flavour.
+    Auth0EmailProvider {
+        /// Tenant domain, e.g. `example.eu.auth0.com`.
+        domain: String,
+        /// Override of `https://{domain}` (tests, custom domains).
+        base_url: Option<String>,
+        /// Machine-to-machine application's client id.
+        client_id: String,
+        /// Its client secret, by reference.
+        client_secret: SecretRef,
+        /// Region Auth0 sends SES mail in.
+        ses_region: String,
+        /// `default_from_address` to set; left unchanged when absent.
+        from_address: Option<String>,
+    },
+}
+
+/// `[rotation.policy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Between deactivating the old key and deleting it.
+    pub grace_period: Dur,
+    /// How long the new key may take to authenticate.
+    pub propagation_timeout: Dur,
+    /// Attempts of one step before it counts as failed.
+    pub max_attempts: u32,
+    /// First retry delay (doubles, with jitter).
+    pub retry_base: Dur,
+    /// Longest retry delay.
+    pub retry_cap: Dur,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let p = Policy::default();
+        PolicyConfig {
+            grace_period: Dur(Duration::from_millis(p.grace_period)),
+            propagation_timeout: Dur(Duration::from_millis(p.propagation_timeout)),
+            max_attempts: p.max_attempts,
+            retry_base: Dur(Duration::from_millis(p.retry_base)),
+            retry_cap: Dur(Duration::from_millis(p.retry_cap)),
+        }
+    }
+}
+
+impl PolicyConfig {
+    pub fn to_policy(&self) -> Policy {
+        Policy {
+            max_attempts: self.max_attempts,
+            retry_base: self.retry_base.0.as_millis() as u64,
+            retry_cap: self.retry_cap.0.as_millis() as u64,
+            propagation_timeout: self.propagation_timeout.0.as_millis() as u64,
+            grace_period: self.grace_period.0.as_millis() as u64,
+        }
+    }
+}
+
+/// Where a secret lives. Exactly one of the forms:
+/// `{ env = "AUTH0_CLIENT_SECRET" }` or `{ secrets_manager = "arn-or-name" }`
+/// (optionally with `json_key = "field"` for a JSON secret).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawSecretRef")]
+pub enum SecretRef {
+    Env(String),
+    SecretsManager { secret_id: String, json_key: Option<String> },
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSecretRef {
+    // Held only to be refused; never printed.
+    Inline(#[allow(dead_code)] String),
+    Table {
+        env: Option<String>,
+        secrets_manager: Option<String>,
+        json_key: Option<String>,
+    },
+}
+
+impl TryFrom<RawSecretRef> for SecretRef {
+    type Error = String;
+    fn try_from(raw: RawSecretRef) -> Result<Self, String> {
+        match raw {
+            RawSecretRef::Inline(_) => Err("client_secret: inline secrets are not allowed; write client_secret = { env = \"VAR\" } or client_secret = { secrets_manager = \"secret id or ARN\" }".into()),
+            RawSecretRef::Table { env: Some(v), secrets_manager: None, json_key: None } if !v.is_empty() => Ok(SecretRef::Env(v)),
+            RawSecretRef::Table { env: None, secrets_manager: Some(id), json_key } if !id.is_empty() => {
+                Ok(SecretRef::SecretsManager { secret_id: id, json_key })
+            }
+            _ => Err("client_secret: a secret reference needs exactly one of `env` or `secrets_manager` (and `json_key` only with `secrets_manager`)".into()),
+        }
+    }
+}
+
+/// A duration written as `"30s"`, `"5m"`, `"2h"`, `"7d"` or `"250ms"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parse `"<number><unit>"` with unit `ms`, `s`, `m`, `h` or `d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected a whole number and a unit, like \"30s\", \"5m\", \"7d\""))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("invalid duration {s:?}: unit must be one of ms, s, m, h, d")),
+    };
+    n.checked_mul(ms).map(Duration::from_millis).ok_or_else(|| format!("duration {s:?} is too large"))
+}
+
+/// A configuration problem, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl Config {
+    /// Read and validate a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError { path: path.to_path_buf(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        Config::parse(&text).map_err(err)
+    }
+
+    /// Parse and validate text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let a = &self.aws;
+        for (key, v) in [
+            ("aws.queue_url", &a.queue_url),
+            ("aws.dlq_url", &a.dlq_url),
+            ("aws.table", &a.table),
+            ("aws.topic_arn", &a.topic_arn),
+            ("aws.kms_key_id", &a.kms_key_id),
+        ] {
+            if v.trim().is_empty() {
+                return Err(format!("{key}: must not be empty"));
+            }
+        }
+        let w = &self.worker;
+        if w.concurrency == 0 || w.concurrency > 256 {
+            return Err("worker.concurrency: must be between 1 and 256".into());
+        }
+        if w.wait_time.0 > Duration::from_secs(20) {
+            return Err("worker.wait_time: SQS long polling waits at most 20s".into());
+        }
+        if w.visibility_timeout.0 < Duration::from_secs(10) || w.visibility_timeout.0 > Duration::from_secs(12 * 3600) {
+            return Err("worker.visibility_timeout: must be between 10s and 12h".into());
+        }
+        if w.lease.0 < Duration::from_secs(1) {
+            return Err("worker.lease: must be at least 1s".into());
+        }
+        let mut ids = HashSet::new();
+        let mut creds = HashSet::new();
+        for r in &self.rotations {
+            let at = |key: &str, msg: &str| format!("rotation {:?}: {key}: {msg}", r.id);
+            if r.id.is_empty() || !r.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(format!("rotation {:?}: id: use letters, digits, '-' and '_' only", r.id));
+            }
+            if !ids.insert(r.id.clone()) {
+                return Err(at("id", "declared twice"));
+            }
+            match &r.source {
+                SourceConfig::IamAccessKey { user_name, account_id } => {
+                    if user_name.is_empty() || user_name.len() > 64 {
+                        return Err(at("source.user_name", "must be an IAM user name (1-64 characters)"));
+                    }
+                    if let Some(acct) = account_id {
+                        if acct.len() != 12 || !acct.chars().all(|c| c.is_ascii_digit()) {
+                            return Err(at("source.account_id", "must be a 12-digit AWS account id"));
+                        }
+                    }
+                }
+            }
+            if !creds.insert(r.credential_key()) {
+                return Err(at("source", "another rotation already rotates this credential"));
+            }
+            match &r.target {
+                TargetConfig::Auth0EmailProvider { domain, base_url, client_id, ses_region, .. } => {
+                    if domain.is_empty() || domain.contains('/') || domain.contains(':') {
+                        return Err(at("target.domain", "must be a bare tenant domain like example.eu.auth0.com"));
+                    }
+                    if let Some(u) = base_url {
+                        check_base_url(u).map_err(|m| at("target.base_url", &m))?;
+                    }
+                    if client_id.is_empty() {
+                        return Err(at("target.client_id", "must not be empty"));
+                    }
+                    if ses_region.is_empty() {
+                        return Err(at("target.ses_region", "must be an AWS region like eu-west-1"));
+                    }
+                }
+            }
+            let p = &r.policy;
+            if p.max_attempts == 0 {
+                return Err(at("policy.max_attempts", "must be at least 1"));
+            }
+            if p.retry_base.0.is_zero() || p.retry_cap.0 < p.retry_base.0 {
+                return Err(at("policy.retry_cap", "must be at least policy.retry_base, which must be above zero"));
+            }
+            if p.propagation_timeout.0.is_zero() {
+                return Err(at("policy.propagation_timeout", "must be above zero"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn rotation(&self, id: &str) -> Option<&RotationConfig> {
+        self.rotations.iter().find(|r| r.id == id)
+    }
+}
+
+impl RotationConfig {
+    /// The per-credential lock key: two rotations of one credential are one saga.
+    pub fn credential_key(&self) -> String {
+        match &self.source {
+            SourceConfig::IamAccessKey { user_name, .. } => format!("iam_access_key:{user_name}"),
+        }
+    }
+}
+
+/// A target base URL must be https, or http to a loopback host (tests).
+fn check_base_url(u: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(u).map_err(|e| format!("not a URL: {e}"))?;
+    let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]" | "::1"));
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err("must be https (or http on a loopback address)".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[aws]
+queue_url = "http://localhost/q"
+dlq_url = "http://localhost/dlq"
+table = "keyturn-sagas"
+topic_arn = "arn:aws:sns:eu-west-1:123456789012:keyturn"
+kms_key_id = "alias/keyturn"
+
+[[rotation]]
+id = "auth0-ses"
+source = { kind = "iam_access_key", user_name = "auth0-ses-sender" }
+[rotation.target]
+kind = "auth0_email_provider"
+domain = "example.eu.auth0.com"
+client_id = "abc"
+client_secret = { env = "AUTH0_CLIENT_SECRET" }
+ses_region = "eu-west-1"
+[rotation.policy]
+grace_period = "0s"
+"#;
+
+    #[test]
+    fn parses_complete_example() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.rotations.len(), 1);
+        assert_eq!(c.worker.concurrency, 4);
+        let r = &c.rotations[0];
+        assert_eq!(r.credential_key(), "iam_access_key:auth0-ses-sender");
+        assert_eq!(r.policy.to_policy().grace_period, 0);
+        match &r.target {
+            TargetConfig::Auth0EmailProvider { client_secret, .. } => {
+                assert_eq!(client_secret, &SecretRef::Env("AUTH0_CLIENT_SECRET".into()))
+            }
+        }
+    }
+
+    #[test]
+    fn inline_secret_is_refused() {
+        let bad = GOOD.replace(r#"{ env = "AUTH0_CLIENT_SECRET" }"#, r#""s3cr3t""#);
+        let e = Config::parse(&bad).unwrap_err();
+        assert!(e.contains("inline secrets are not allowed"), "{e}");
+        assert!(e.contains("client_secret"), "names the key: {e}");
+        assert!(!e.contains("s3cr3t"), "does not echo the secret: {e}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let bad = GOOD.replace("client_id = \"abc\"", "client_id = \"abc\"\nclient_sekret = 1");
+        let e = Config::parse(&bad).unwrap_err();
+        assert!(e.contains("client_sekret"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_rotation_and_key() {
+        let bad = GOOD.replace("[rotation.policy]", "base_url = \"http://example.com\"\n[rotation.policy]");
+        let e = Config::parse(&bad).unwrap_err();
+        assert_eq!(e, "rotation \"auth0-ses\": target.base_url: must be https (or http on a loopback address)");
+        let dup = format!("{GOOD}\n{}", &GOOD[GOOD.find("[[rotation]]").unwrap()..]);
+        assert!(Config::parse(&dup).unwrap_err().contains("declared twice"));
+    }
+
+    #[test]
+    fn bad_duration_is_explained() {
+        let bad = GOOD.replace("\"0s\"", "\"7 days\"");
+        let e = Config::parse(&bad).unwrap_err();
+        assert!(e.contains("unit must be one of"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86_400));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let e = Config::load(Path::new("/nonexistent/keyturn.toml")).unwrap_err();
+        assert!(e.to_string().starts_with("/nonexistent/keyturn.toml: cannot read"));
+    }
+}

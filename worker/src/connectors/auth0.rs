@@ -1,0 +1,309 @@
+//! Target: Auth0's custom email provider, Amazon SES flavour.
+//!
+//! Auth0 facts this leans on (see `../shared/reference/external-apis.md`):
+//! * a client-credentials token from `POST /oauth/token`, cached here until
+//!   a minute before it expires;
+//! * `PATCH /api/v2/emails/provider` with `name: "ses"` and all three
+//!   credential fields every time (partial updates are unconfirmed);
+//! * the secret is write-only: `GET` never returns it, and may or may not
+//!   return `accessKeyId` — so verification answers [`Verification::Opaque`]
+//!   when the id is absent, and the saga decides what that means;
+//! * 429 comes with `Retry-After` and/or `x-ratelimit-reset` (UNIX seconds):
+//!   `Retry-After` first, then the reset time.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::{header::HeaderMap, Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use super::{http_retry, BoxFut, NewCredential, RetryPolicy, Target};
+use crate::config::SecretRef;
+use crate::error::{Error, Result};
+use crate::saga::Verification;
+use crate::secrets::SecretResolver;
+
+const SERVICE: &str = "auth0";
+/// Refresh a cached token this long before it expires.
+const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+
+pub struct Auth0Settings {
+    pub domain: String,
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: SecretRef,
+    pub ses_region: String,
+    pub from_address: Option<String>,
+    pub http: reqwest::Client,
+    pub secrets: SecretResolver,
+    pub retry: RetryPolicy,
+}
+
+struct CachedToken {
+    token: SecretString,
+    refresh_at: Instant,
+}
+
+pub struct Auth0EmailProvider {
+    s: Auth0Settings,
+    token: Mutex<Option<CachedToken>>,
+}
+
+impl Auth0EmailProvider {
+    pub fn new(s: Auth0Settings) -> Self {
+        Auth0EmailProvider { s, token: Mutex::new(None) }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.s.base_url.trim_end_matches('/'), path)
+    }
+
+    /// A Management API token, from cache when it has over a minute left.
+    async fn token(&self) -> Result<SecretString> {
+        let mut cached = self.token.lock().await;
+        if let Some(c) = cached.as_ref() {
+            if Instant::now() < c.refresh_at {
+                return Ok(c.token.clone());
+            }
+        }
+        let client_secret = self.s.secrets.resolve(&self.s.client_secret).await?;
+        let audience = format!("https://{}/api/v2/", self.s.domain);
+        let url = self.url("/oauth/token");
+        let (token, expires_in) = http_retry(self.s.retry, || async {
+            let body = json!({
+                "grant_type": "client_credentials",
+                "client_id": self.s.client_id,
+                "client_secret": client_secret.expose_secret(),
+                "audience": audience,
+            });
+            let resp = self
+                .s
+                .http
+                .post(&url)
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| transport("POST /oauth/token", e, false))?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let text = resp.text().await.map_err(|e| transport("POST /oauth/token", e, false))?;
+            if !status.is_success() {
+                return Err(http_error("POST /oauth/token", status, &headers, &text, false));
+            }
+            let v: Value = serde_json::from_str(&text).map_err(|_| Error::Http {
+                service: SERVICE,
+                operation: "POST /oauth/token",
+                status: status.as_u16(),
+                code: "invalid_response".into(),
+                message: "token response is not JSON".into(),
+                retry_after: None,
+                may_have_applied: false,
+            })?;
+            let token = v.get("access_token").and_then(Value::as_str).ok_or_else(|| Error::Http {
+                service: SERVICE,
+                operation: "POST /oauth/token",
+                status: status.as_u16(),
+                code: "invalid_response".into(),
+                message: "token response has no access_token".into(),
+                retry_after: None,
+                may_have_applied: false,
+            })?;
+            Ok((SecretString::from(token.to_string()), v.get("expires_in").and_then(Value::as_u64).unwrap_or(86_400)))
+        })
+        .await?;
+        let lifetime = Duration::from_secs(expires_in);
+        *cached = Some(CachedToken { token: token.clone(), refresh_at: Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN) });
+        Ok(token)
+    }
+
+    /// One Management API call with retries. A 401 drops the cached token.
+    async fn call(&self, method: Method, path_and_query: &str, operation: &'static str, body: Option<Value>) -> Result<Value> {
+        let url = self.url(path_and_query);
+        let is_write = method != Method::GET;
+        http_retry(self.s.retry, || async {
+            let token = self.token().await?;
+            let mut req = self.s.http.request(method.clone(), &url).bearer_auth(token.expose_secret());
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            let resp = req.send().await.map_err(|e| transport(operation, e, is_write))?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let text = resp.text().await.map_err(|e| transport(operation, e, is_write))?;
+            if status == StatusCode::UNAUTHORIZED {
+                *self.token.lock().await = None;
+            }
+            if !status.is_success() {
+                return Err(http_error(operation, status, &headers, &text, is_write));
+            }
+            if text.trim().is_empty() {
+                return Ok(Value::Null);
+            }
+            Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+        })
+        .await
+    }
+
+    async fn push_impl(&self, cred: &NewCredential) -> Result<()> {
+        let mut body = json!({
+            "name": "ses",
+            "enabled": true,
+            "credentials": {
+                "accessKeyId": cred.id,
+                "secretAccessKey": cred.secret.expose_secret(),
+                "region": self.s.ses_region,
+            }
+        });
+        if let Some(from) = &self.s.from_address {
+            body["default_from_address"] = json!(from);
+        }
+        self.call(Method::PATCH, "/api/v2/emails/provider", "PATCH /api/v2/emails/provider", Some(body)).await?;
+        Ok(())
+    }
+
+    async fn verify_impl(&self, new_id: &str, old_ids: &[String]) -> Result<Verification> {
+        let v = self
+            .call(
+                Method::GET,
+                "/api/v2/emails/provider?fields=name,enabled,credentials,default_from_address,settings&include_fields=true",
+                "GET /api/v2/emails/provider",
+                None,
+            )
+            .await?;
+        Ok(judge_provider(&v, new_id, old_ids))
+    }
+}
+
+/// Decide what a `GET /api/v2/emails/provider` answer says about the key.
+pub fn judge_provider(v: &Value, new_id: &str, old_ids: &[String]) -> Verification {
+    let name = v.get("name").and_then(Value::as_str).unwrap_or("");
+    if name != "ses" {
+        return Verification::Unhealthy(format!("Auth0's email provider is {name:?}, not \"ses\""));
+    }
+    if v.get("enabled").and_then(Value::as_bool) != Some(true) {
+        return Verification::Unhealthy("Auth0's email provider is disabled".into());
+    }
+    match v.pointer("/credentials/accessKeyId").and_then(Value::as_str) {
+        Some(id) if id == new_id => Verification::HoldsNew,
+        Some(id) if old_ids.iter().any(|o| o == id) => Verification::HoldsOld,
+        Some(id) => Verification::Unhealthy(format!("Auth0 holds access key {id}, which is neither the new nor the old key")),
+        None => Verification::Opaque,
+    }
+}
+
+impl Target for Auth0EmailProvider {
+    fn kind(&self) -> &'static str {
+        "auth0_email_provider"
+    }
+    fn describe(&self) -> String {
+        format!("Auth0 {}", self.s.domain)
+    }
+    fn push<'a>(&'a self, cred: &'a NewCredential) -> BoxFut<'a, Result<()>> {
+        Box::pin(self.push_impl(cred))
+    }
+    fn verify<'a>(&'a self, new_id: &'a str, old_ids: &'a [String]) -> BoxFut<'a, Result<Verification>> {
+        Box::pin(self.verify_impl(new_id, old_ids))
+    }
+}
+
+fn transport(operation: &'static str, e: reqwest::Error, is_write: bool) -> Error {
+    // A request that never connected cannot have landed; one that timed out
+    // or broke mid-flight may have.
+    let sent = !e.is_connect();
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "connection failed"
+    };
+    Error::Transport { service: SERVICE, operation, message: format!("{what}: {}", e.without_url()), may_have_applied: is_write && sent }
+}
+
+/// Build the error for a non-2xx answer from Auth0's error body and headers.
+pub fn http_error(operation: &'static str, status: StatusCode, headers: &HeaderMap, body: &str, is_write: bool) -> Error {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let code = v
+        .get("errorCode")
+        .or_else(|| v.get("error"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
+    let message = v
+        .get("message")
+        .or_else(|| v.get("error_description"))
+        .and_then(Value::as_str)
+        .map(|m| m.chars().take(500).collect())
+        .unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
+    Error::Http {
+        service: SERVICE,
+        operation,
+        status: status.as_u16(),
+        code,
+        message,
+        retry_after: retry_after(headers, SystemTime::now()),
+        may_have_applied: is_write && status.is_server_error(),
+    }
+}
+
+/// `Retry-After` (seconds) first, then `x-ratelimit-reset` (UNIX seconds).
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(secs) = header("retry-after").and_then(|v| v.parse::<u64>().ok()) {
+        return Some(Duration::from_secs(secs));
+    }
+    let reset = header("x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok())?;
+    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    Some(Duration::from_secs(reset.saturating_sub(now)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn retry_after_prefers_retry_after_then_reset() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-reset", HeaderValue::from_static("1003"));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(3)));
+        h.insert("retry-after", HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(7)));
+        let mut past = HeaderMap::new();
+        past.insert("x-ratelimit-reset", HeaderValue::from_static("10"));
+        assert_eq!(retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn error_body_is_parsed() {
+        let body = r#"{"statusCode":403,"error":"Forbidden","message":"Insufficient scope, expected any of: update:email_provider","errorCode":"insufficient_scope"}"#;
+        let e = http_error("PATCH /api/v2/emails/provider", StatusCode::FORBIDDEN, &HeaderMap::new(), body, true);
+        assert_eq!(e.code(), "insufficient_scope");
+        assert!(!e.is_retryable());
+        assert!(!e.may_have_applied());
+        assert!(e.to_string().contains("Insufficient scope"));
+        let e503 = http_error("PATCH /api/v2/emails/provider", StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new(), "oops", true);
+        assert!(e503.is_retryable() && e503.may_have_applied());
+    }
+
+    #[test]
+    fn provider_judgement() {
+        let old = vec!["AKIAOLD".to_string()];
+        let v = |id: Option<&str>, name: &str, enabled: bool| {
+            let mut v = json!({"name": name, "enabled": enabled, "credentials": {"region": "eu-west-1"}});
+            if let Some(id) = id {
+                v["credentials"]["accessKeyId"] = json!(id);
+            }
+            v
+        };
+        assert_eq!(judge_provider(&v(Some("AKIANEW"), "ses", true), "AKIANEW", &old), Verification::HoldsNew);
+        assert_eq!(judge_provider(&v(Some("AKIAOLD"), "ses", true), "AKIANEW", &old), Verification::HoldsOld);
+        assert_eq!(judge_provider(&v(None, "ses", true), "AKIANEW", &old), Verification::Opaque);
+        assert!(matches!(judge_provider(&v(None, "mandrill", true), "AKIANEW", &old), Verification::Unhealthy(_)));
+        assert!(matches!(judge_provider(&v(Some("AKIANEW"), "ses", false), "AKIANEW", &old), Verification::Unhealthy(_)));
+        assert!(matches!(judge_provider(&v(Some("AKIAX"), "ses", true), "AKIANEW", &old), Verification::Unhealthy(_)));
+    }
+}

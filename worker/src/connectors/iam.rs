@@ -1,0 +1,191 @@
+//! Credential source: an IAM user's access key.
+//!
+//! IAM facts this leans on (see `../shared/reference/external-apis.md`): at
+//! most two keys per user; `CreateAccessKey` is not idempotent and returns
+//! the secret exactly once; a new key authenticates only after an unbounded
+//! propagation delay, which `sts:GetCallerIdentity` signed with the key is the
+//! usual probe for. The probe compares the returned ARN with the user: an
+//! unknown key must never count as proven (moto answers one with a generic
+//! principal instead of an error).
+
+use aws_credential_types::Credentials;
+use aws_sdk_iam::types::StatusType;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{BoxFut, CredentialSource, NewCredential};
+use crate::error::{aws, Error, Result};
+use crate::saga::{KeyRef, Millis};
+
+pub struct IamAccessKey {
+    iam: aws_sdk_iam::Client,
+    base: aws_config::SdkConfig,
+    user: String,
+    account_id: Option<String>,
+}
+
+impl IamAccessKey {
+    pub fn new(iam: aws_sdk_iam::Client, base: aws_config::SdkConfig, user: String, account_id: Option<String>) -> Self {
+        IamAccessKey { iam, base, user, account_id }
+    }
+
+    async fn list(&self) -> Result<Vec<KeyRef>> {
+        let out = self
+            .iam
+            .list_access_keys()
+            .user_name(&self.user)
+            .send()
+            .await
+            .map_err(|e| aws("iam", "ListAccessKeys", e))?;
+        Ok(out
+            .access_key_metadata()
+            .iter()
+            .filter_map(|k| {
+                Some(KeyRef {
+                    id: k.access_key_id()?.to_string(),
+                    active: k.status() == Some(&StatusType::Active),
+                    created_at: k.create_date().and_then(|d| d.to_millis().ok()).map(|m| m.max(0) as u64),
+                })
+            })
+            .collect())
+    }
+
+    async fn delete(&self, id: &str) -> Result<()> {
+        match self.iam.delete_access_key().user_name(&self.user).access_key_id(id).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match aws("iam", "DeleteAccessKey", e) {
+                Error::Aws { code, .. } if code == "NoSuchEntity" => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn set_status(&self, id: &str, status: StatusType) -> Result<()> {
+        self.iam
+            .update_access_key()
+            .user_name(&self.user)
+            .access_key_id(id)
+            .status(status)
+            .send()
+            .await
+            .map_err(|e| aws("iam", "UpdateAccessKey", e))?;
+        Ok(())
+    }
+
+    async fn issue_impl(&self, keep: &[String]) -> Result<NewCredential> {
+        for orphan in self.list().await?.into_iter().filter(|k| !keep.contains(&k.id)) {
+            tracing::warn!(user = %self.user, key_id = %orphan.id, "deleting orphan key left by an interrupted attempt");
+            self.delete(&orphan.id).await?;
+        }
+        let out = match self.iam.create_access_key().user_name(&self.user).send().await {
+            Ok(o) => o,
+            Err(e) => {
+                return Err(match aws("iam", "CreateAccessKey", e) {
+                    // After orphan cleanup only known keys remain, so hitting
+                    // the two-key limit means a concurrent attempt created one:
+                    // the next attempt deletes it as an orphan.
+                    Error::Aws { code, message, request_id, .. } if code == "LimitExceeded" && keep.len() < 2 => {
+                        Error::Aws { service: "iam", operation: "CreateAccessKey", code, message, request_id, retryable: true }
+                    }
+                    other => other,
+                })
+            }
+        };
+        let key = out.access_key().ok_or_else(|| Error::Corrupt("CreateAccessKey returned no key".into()))?;
+        Ok(NewCredential {
+            id: key.access_key_id().to_string(),
+            secret: SecretString::from(key.secret_access_key().to_string()),
+        })
+    }
+
+    async fn prove_impl(&self, cred: &NewCredential) -> Result<()> {
+        let creds = Credentials::new(cred.id.clone(), cred.secret.expose_secret().to_string(), None, None, "keyturn-new-key");
+        let conf = aws_sdk_sts::config::Builder::from(&self.base).credentials_provider(creds).build();
+        let sts = aws_sdk_sts::Client::from_conf(conf);
+        let out = match sts.get_caller_identity().send().await {
+            Ok(o) => o,
+            Err(e) => {
+                return Err(match aws("sts", "GetCallerIdentity", e) {
+                    Error::Aws { code, message, .. }
+                        if matches!(code.as_str(), "InvalidClientTokenId" | "SignatureDoesNotMatch" | "AuthFailure" | "UnrecognizedClientException") =>
+                    {
+                        Error::NotYet { code: "KeyNotPropagated", message: format!("new key {} does not authenticate yet ({code}: {message})", cred.id) }
+                    }
+                    other => other,
+                })
+            }
+        };
+        let arn = out.arn().unwrap_or_default();
+        let is_user = arn.contains(":user/") && arn.rsplit('/').next() == Some(self.user.as_str());
+        let account_ok = self.account_id.as_deref().is_none_or(|a| out.account() == Some(a));
+        if is_user && account_ok {
+            Ok(())
+        } else {
+            Err(Error::NotYet {
+                code: "KeyNotPropagated",
+                message: format!("new key {} authenticated as {arn:?}, not as iam user {}", cred.id, self.user),
+            })
+        }
+    }
+
+    async fn retire_impl(&self, id: &str, switched_at: Millis) -> Result<()> {
+        let out = match self.iam.get_access_key_last_used().access_key_id(id).send().await {
+            Ok(o) => o,
+            Err(e) => match aws("iam", "GetAccessKeyLastUsed", e) {
+                Error::Aws { code, .. } if code == "NoSuchEntity" => return Ok(()),
+                other => return Err(other),
+            },
+        };
+        let last = out.access_key_last_used().and_then(|u| u.last_used_date()).and_then(|d| d.to_millis().ok());
+        if let Some(last) = last {
+            if last > switched_at as i64 {
+                let service = out.access_key_last_used().map(|u| u.service_name().to_string()).unwrap_or_default();
+                return Err(Error::Refused {
+                    code: "OldKeyUsedAfterSwitch",
+                    message: format!(
+                        "old key {id} was used after the target switched to the new key (last used {} by {service}); not deleting it",
+                        aws_smithy_types::DateTime::from_millis(last)
+                            .fmt(aws_smithy_types::date_time::Format::DateTime)
+                            .unwrap_or_default()
+                    ),
+                });
+            }
+        }
+        self.delete(id).await
+    }
+}
+
+impl CredentialSource for IamAccessKey {
+    fn kind(&self) -> &'static str {
+        "iam_access_key"
+    }
+    fn describe(&self) -> String {
+        format!("iam user {}", self.user)
+    }
+    fn inventory(&self) -> BoxFut<'_, Result<Vec<KeyRef>>> {
+        Box::pin(self.list())
+    }
+    fn issue<'a>(&'a self, keep: &'a [String]) -> BoxFut<'a, Result<NewCredential>> {
+        Box::pin(self.issue_impl(keep))
+    }
+    fn prove<'a>(&'a self, cred: &'a NewCredential) -> BoxFut<'a, Result<()>> {
+        Box::pin(self.prove_impl(cred))
+    }
+    fn disable<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<()>> {
+        Box::pin(async move {
+            match self.set_status(id, StatusType::Inactive).await {
+                // A key that is gone cannot be used either.
+                Err(Error::Aws { code, .. }) if code == "NoSuchEntity" => Ok(()),
+                other => other,
+            }
+        })
+    }
+    fn enable<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<()>> {
+        Box::pin(self.set_status(id, StatusType::Active))
+    }
+    fn retire<'a>(&'a self, id: &'a str, switched_at: Millis) -> BoxFut<'a, Result<()>> {
+        Box::pin(self.retire_impl(id, switched_at))
+    }
+    fn revoke<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<()>> {
+        Box::pin(self.delete(id))
+    }
+}

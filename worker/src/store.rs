@@ -1,0 +1,344 @@
+//! The saga store: one DynamoDB table, two kinds of item.
+//!
+//! * `pk = "saga#<id>"`: the saga. `doc` holds the [`Saga`] as JSON (no
+//!   secrets in it, ever); `version` is bumped by every write and every write
+//!   is conditional on it; `lease_owner`/`lease_until` say which worker runs
+//!   the current step; `due_at` is when the sweeper should consider the saga
+//!   stuck; `secret` (binary) is the KMS ciphertext of the new credential's
+//!   secret, present only between `IssueNew` and `Finalize`.
+//! * `pk = "lock#<credential>"`: the per-credential lock, naming the saga
+//!   that holds it. Created in one transaction with the saga, so two
+//!   requests for one credential give one saga; deleted in one transaction
+//!   with the saga's terminal write.
+//!
+//! The table needs nothing but the string partition key `pk`.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::Client;
+
+use crate::error::{aws, Error, Result};
+use crate::saga::{Millis, Saga, Status};
+
+/// A saga as loaded, with its concurrency-control attributes.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub saga: Saga,
+    pub version: u64,
+    pub lease_owner: Option<String>,
+    pub lease_until: Millis,
+    /// KMS ciphertext of the new credential's secret.
+    pub secret: Option<Vec<u8>>,
+}
+
+/// What to do with the stored ciphertext in a commit.
+#[derive(Debug, Clone)]
+pub enum SecretWrite {
+    Keep,
+    Set(Vec<u8>),
+    Erase,
+}
+
+/// Result of asking for a new saga.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    New(String),
+    /// The credential is already being rotated by this saga.
+    Existing(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    client: Client,
+    table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+fn saga_pk(id: &str) -> AttributeValue {
+    s(format!("saga#{id}"))
+}
+fn lock_pk(credential: &str) -> AttributeValue {
+    s(format!("lock#{credential}"))
+}
+
+fn is_conditional_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E) -> bool {
+    matches!(e.code(), Some("ConditionalCheckFailedException") | Some("TransactionCanceledException"))
+}
+
+impl Store {
+    pub fn new(client: Client, table: impl Into<String>) -> Store {
+        Store { client, table: table.into() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn doc(saga: &Saga) -> Result<AttributeValue> {
+        serde_json::to_string(saga).map(s).map_err(|e| Error::Corrupt(format!("cannot encode saga: {e}")))
+    }
+
+    /// Create a saga and take the credential's lock in one transaction. If
+    /// the lock is held, answer the saga that holds it.
+    pub async fn create(&self, saga: &Saga, sweep_after: Millis) -> Result<Created> {
+        let lock = Put::builder()
+            .table_name(&self.table)
+            .item("pk", lock_pk(&saga.credential))
+            .item("saga_id", s(&saga.saga_id))
+            .item("created_at", n(saga.created_at))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let item = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(self.saga_attrs(saga, 1, saga.not_before + sweep_after)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(lock).build())
+            .transact_items(TransactWriteItem::builder().put(item).build())
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(Created::New(saga.saga_id.clone())),
+            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => match self.lock_holder(&saga.credential).await? {
+                Some(id) => Ok(Created::Existing(id)),
+                // The holder finished between our write and this read: the
+                // caller may simply try again.
+                None => Err(Error::Aws {
+                    service: "dynamodb",
+                    operation: "TransactWriteItems",
+                    code: "TransactionConflict".into(),
+                    message: "lock released concurrently; try again".into(),
+                    request_id: None,
+                    retryable: true,
+                }),
+            },
+            Err(e) => Err(aws("dynamodb", "TransactWriteItems", e)),
+        }
+    }
+
+    fn saga_attrs(&self, saga: &Saga, version: u64, due_at: Millis) -> Result<HashMap<String, AttributeValue>> {
+        Ok(HashMap::from([
+            ("pk".to_string(), saga_pk(&saga.saga_id)),
+            ("kind".to_string(), s("saga")),
+            ("saga_id".to_string(), s(&saga.saga_id)),
+            ("rotation_id".to_string(), s(&saga.rotation_id)),
+            ("status".to_string(), s(saga.status.as_str())),
+            ("created_at".to_string(), n(saga.created_at)),
+            ("due_at".to_string(), n(due_at)),
+            ("version".to_string(), n(version)),
+            ("doc".to_string(), Self::doc(saga)?),
+        ]))
+    }
+
+    /// The saga holding a credential's lock, if any.
+    pub async fn lock_holder(&self, credential: &str) -> Result<Option<String>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", lock_pk(credential))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| aws("dynamodb", "GetItem", e))?;
+        Ok(out.item.and_then(|i| i.get("saga_id").and_then(|v| v.as_s().ok()).cloned()))
+    }
+
+    pub async fn load(&self, saga_id: &str) -> Result<Option<Stored>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", saga_pk(saga_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| aws("dynamodb", "GetItem", e))?;
+        out.item.map(|i| decode(&i)).transpose()
+    }
+
+    /// Take the saga's lease for one step attempt, writing `attempt` (the
+    /// saga after [`crate::saga::begin_attempt`]) in the same conditional
+    /// write: the attempt — and for `IssueNew` the intent to create a key —
+    /// is on record before any side effect.
+    pub async fn acquire(&self, attempt: &Saga, expected: u64, owner: &str, lease_until: Millis, due_at: Millis) -> Result<u64> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", saga_pk(&attempt.saga_id))
+            .update_expression("SET version = :next, doc = :doc, lease_owner = :me, lease_until = :until, due_at = :due")
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(expected))
+            .expression_attribute_values(":next", n(expected + 1))
+            .expression_attribute_values(":doc", Self::doc(attempt)?)
+            .expression_attribute_values(":me", s(owner))
+            .expression_attribute_values(":until", n(lease_until))
+            .expression_attribute_values(":due", n(due_at))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(expected + 1),
+            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => {
+                Err(Error::Conflict { saga_id: attempt.saga_id.clone(), expected })
+            }
+            Err(e) => Err(aws("dynamodb", "UpdateItem", e)),
+        }
+    }
+
+    /// Extend a held lease (heartbeat). Fails with `Conflict` if lost.
+    pub async fn extend(&self, saga_id: &str, version: u64, owner: &str, lease_until: Millis, due_at: Millis) -> Result<()> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", saga_pk(saga_id))
+            .update_expression("SET lease_until = :until, due_at = :due")
+            .condition_expression("version = :v AND lease_owner = :me")
+            .expression_attribute_values(":v", n(version))
+            .expression_attribute_values(":me", s(owner))
+            .expression_attribute_values(":until", n(lease_until))
+            .expression_attribute_values(":due", n(due_at))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => {
+                Err(Error::Conflict { saga_id: saga_id.into(), expected: version })
+            }
+            Err(e) => Err(aws("dynamodb", "UpdateItem", e)),
+        }
+    }
+
+    /// Write the saga's next state, conditional on `expected` (and on still
+    /// owning the lease when `owner` is given). Clears the lease. A terminal
+    /// state releases the credential lock in the same transaction.
+    pub async fn commit(&self, saga: &Saga, expected: u64, owner: Option<&str>, secret: SecretWrite, due_at: Millis) -> Result<u64> {
+        let next = expected + 1;
+        let mut set = vec![
+            "version = :next",
+            "doc = :doc",
+            "#st = :status",
+            "due_at = :due",
+        ];
+        let mut remove = vec!["lease_owner", "lease_until"];
+        let mut cond = "version = :v".to_string();
+        let mut upd = Update::builder()
+            .table_name(&self.table)
+            .key("pk", saga_pk(&saga.saga_id))
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":v", n(expected))
+            .expression_attribute_values(":next", n(next))
+            .expression_attribute_values(":doc", Self::doc(saga)?)
+            .expression_attribute_values(":status", s(saga.status.as_str()))
+            .expression_attribute_values(":due", n(due_at));
+        if let Some(me) = owner {
+            cond.push_str(" AND lease_owner = :me");
+            upd = upd.expression_attribute_values(":me", s(me));
+        }
+        match secret {
+            SecretWrite::Keep => {}
+            SecretWrite::Set(blob) => {
+                set.push("secret = :secret");
+                upd = upd.expression_attribute_values(":secret", AttributeValue::B(blob.into()));
+            }
+            SecretWrite::Erase => remove.push("secret"),
+        }
+        let expr = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
+        let upd = upd.update_expression(expr).condition_expression(cond).build().map_err(|e| Error::Config(e.to_string()))?;
+        let mut tx = self.client.transact_write_items().transact_items(TransactWriteItem::builder().update(upd).build());
+        if saga.status.is_terminal() {
+            let del = Delete::builder()
+                .table_name(&self.table)
+                .key("pk", lock_pk(&saga.credential))
+                .condition_expression("attribute_not_exists(pk) OR saga_id = :id")
+                .expression_attribute_values(":id", s(&saga.saga_id))
+                .build()
+                .map_err(|e| Error::Config(e.to_string()))?;
+            tx = tx.transact_items(TransactWriteItem::builder().delete(del).build());
+        }
+        match tx.send().await {
+            Ok(_) => Ok(next),
+            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => {
+                Err(Error::Conflict { saga_id: saga.saga_id.clone(), expected })
+            }
+            Err(e) => Err(aws("dynamodb", "TransactWriteItems", e)),
+        }
+    }
+
+    /// All sagas, newest first (a Scan: fine for the handful of sagas a
+    /// deployment accumulates; see ARCHITECTURE.md).
+    pub async fn list(&self) -> Result<Vec<Stored>> {
+        self.scan(None).await
+    }
+
+    /// Running sagas whose `due_at` has passed: candidates for the sweeper.
+    pub async fn overdue(&self, now: Millis) -> Result<Vec<Stored>> {
+        self.scan(Some(now)).await
+    }
+
+    async fn scan(&self, overdue_at: Option<Millis>) -> Result<Vec<Stored>> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let mut req = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .expression_attribute_names("#k", "kind")
+                .expression_attribute_values(":saga", s("saga"));
+            req = match overdue_at {
+                None => req.filter_expression("#k = :saga"),
+                Some(now) => req
+                    .filter_expression("#k = :saga AND due_at < :now AND (#st = :running OR #st = :comp)")
+                    .expression_attribute_names("#st", "status")
+                    .expression_attribute_values(":now", n(now))
+                    .expression_attribute_values(":running", s(Status::Running.as_str()))
+                    .expression_attribute_values(":comp", s(Status::Compensating.as_str())),
+            };
+            let page = req.send().await.map_err(|e| aws("dynamodb", "Scan", e))?;
+            for item in page.items() {
+                out.push(decode(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| b.saga.created_at.cmp(&a.saga.created_at));
+        Ok(out)
+    }
+
+    /// Raw items, for tests and the leak scan.
+    pub async fn raw_items(&self) -> Result<Vec<HashMap<String, AttributeValue>>> {
+        let page = self.client.scan().table_name(&self.table).send().await.map_err(|e| aws("dynamodb", "Scan", e))?;
+        Ok(page.items.unwrap_or_default())
+    }
+}
+
+fn decode(item: &HashMap<String, AttributeValue>) -> Result<Stored> {
+    let get_s = |k: &str| item.get(k).and_then(|v| v.as_s().ok());
+    let get_n = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<u64>().ok());
+    let doc = get_s("doc").ok_or_else(|| Error::Corrupt("saga item without doc".into()))?;
+    let saga: Saga = serde_json::from_str(doc).map_err(|e| Error::Corrupt(format!("saga doc: {e}")))?;
+    Ok(Stored {
+        version: get_n("version").ok_or_else(|| Error::Corrupt(format!("saga {} without version", saga.saga_id)))?,
+        lease_owner: get_s("lease_owner").cloned(),
+        lease_until: get_n("lease_until").unwrap_or(0),
+        secret: item.get("secret").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()),
+        saga,
+    })
+}
