@@ -1,9 +1,24 @@
-pub mod error;
-pub mod saga;
-pub mod config;
+//! keyturn: credential rotation as durable, idempotent sagas on SQS + DynamoDB.
+//!
+//! Start with `ARCHITECTURE.md` for the bird's-eye view. Module map:
+//! * [`saga`]: the pure state machine (no I/O) — steps, transitions, the compensation rule;
+//! * [`engine`]: runs one step message against the saga it names;
+//! * [`worker`]: long polling, concurrency, sweeper, shutdown;
+//! * [`store`], [`queue`], [`seal`], [`notify`], [`secrets`]: the AWS edges;
+//! * [`connectors`]: credential sources and targets (IAM access key, Auth0);
+//! * [`config`], [`cli`], [`app`]: configuration and the command line.
+
+pub mod app;
 pub mod aws;
+pub mod cli;
+pub mod config;
+pub mod connectors;
+pub mod engine;
+pub mod error;
+pub mod notify;
 pub mod queue;
+pub mod saga;
 pub mod seal;
 pub mod secrets;
 pub mod store;
-pub mod connectors;
+pub mod worker;

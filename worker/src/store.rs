@@ -277,6 +277,28 @@ impl Store {
         }
     }
 
+    /// Push back `due_at` (sweeper re-drive), conditional on the version.
+    pub async fn set_due(&self, saga_id: &str, version: u64, due_at: Millis) -> Result<()> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", saga_pk(saga_id))
+            .update_expression("SET due_at = :due")
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(version))
+            .expression_attribute_values(":due", n(due_at))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => {
+                Err(Error::Conflict { saga_id: saga_id.into(), expected: version })
+            }
+            Err(e) => Err(aws("dynamodb", "UpdateItem", e)),
+        }
+    }
+
     /// All sagas, newest first (a Scan: fine for the handful of sagas a
     /// deployment accumulates; see ARCHITECTURE.md).
     pub async fn list(&self) -> Result<Vec<Stored>> {

@@ -1,0 +1,43 @@
+//! Wiring: configuration + AWS clients → an [`Engine`] on SQS.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::aws::Clients;
+use crate::config::Config;
+use crate::connectors;
+use crate::engine::{Engine, Faults};
+use crate::notify::Notifier;
+use crate::queue::SqsQueue;
+use crate::seal::Sealer;
+use crate::secrets::SecretResolver;
+use crate::store::Store;
+
+/// Build the engine a worker (or the CLI) runs.
+pub fn engine(cfg: &Config, clients: &Clients, worker_id: String) -> Engine<SqsQueue> {
+    let http = connectors::http_client();
+    let secrets = SecretResolver::new(clients.secrets.clone());
+    let rotations: HashMap<_, _> = cfg
+        .rotations
+        .iter()
+        .map(|r| (r.id.clone(), connectors::build(r, clients, &secrets, &http)))
+        .collect();
+    Engine {
+        store: Store::new(clients.dynamodb.clone(), &cfg.aws.table),
+        queue: SqsQueue { client: clients.sqs.clone(), url: cfg.aws.queue_url.clone(), dlq_url: cfg.aws.dlq_url.clone() },
+        sealer: Sealer::new(clients.kms.clone(), &cfg.aws.kms_key_id),
+        notifier: Notifier::new(clients.sns.clone(), &cfg.aws.topic_arn),
+        rotations,
+        worker_id,
+        lease: cfg.worker.lease.0,
+        visibility: cfg.worker.visibility_timeout.0,
+        sweep_after: cfg.worker.sweep_after.0,
+        faults: Arc::new(Faults::default()),
+    }
+}
+
+/// A worker id unique to this process: host name, pid and a random suffix.
+pub fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
+}

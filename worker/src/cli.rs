@@ -1,0 +1,225 @@
+//! The `keyturn` command line. `main.rs` only parses and calls [`run`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+
+use crate::config::{parse_duration, Config};
+use crate::saga::{Saga, Status};
+use crate::store::{Created, Stored};
+
+/// keyturn rotates long-lived credentials held by outside services, as
+/// durable sagas on SQS + DynamoDB.
+///
+/// Configuration comes from a TOML file (see README.md, "Configuration").
+/// AWS credentials, region and endpoints come from the standard AWS
+/// environment (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, ...).
+#[derive(Debug, Parser)]
+#[command(name = "keyturn", version, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, short, env = "KEYTURN_CONFIG", global = true, default_value = "keyturn.toml")]
+    pub config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the worker: poll the step queue and run saga steps until SIGTERM/Ctrl-C.
+    Worker,
+    /// Ask for a rotation of a configured credential (enqueues it; a worker runs it).
+    ///
+    /// A second request for a credential already being rotated returns the
+    /// running saga instead of starting another.
+    Rotate {
+        /// Rotation id from the configuration (`[[rotation]] id`).
+        rotation: String,
+        /// Follow the saga's steps live; exit non-zero unless it succeeds.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up waiting after this long (e.g. 90s, 15m).
+        #[arg(long, default_value = "30m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Show a saga's timeline: every step attempt, its outcome and error.
+    Status {
+        saga_id: String,
+        /// Print the saga as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List recent sagas and their states, newest first.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Roll back during the grace period: reactivate the old key.
+    ///
+    /// Possible only after the old key was deactivated and before it is
+    /// deleted. The target keeps the new key (its old secret cannot be put
+    /// back); both keys end up active and the saga ends as rolled_back.
+    Rollback {
+        saga_id: String,
+        /// Wait for the worker to finish the rollback.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Validate the configuration file and exit.
+    CheckConfig,
+}
+
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+/// Run a parsed command. Returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let cfg = Config::load(&cli.config)?;
+    if let Command::CheckConfig = cli.command {
+        println!("{}: ok ({} rotation(s): {})", cli.config.display(), cfg.rotations.len(),
+            cfg.rotations.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "));
+        return Ok(0);
+    }
+    let clients = crate::aws::Clients::new(crate::aws::load(cfg.aws.region.as_deref()).await);
+    let engine = Arc::new(crate::app::engine(&cfg, &clients, crate::app::worker_id()));
+    match cli.command {
+        Command::CheckConfig => unreachable!(),
+        Command::Worker => {
+            crate::worker::run(engine, &cfg.worker, crate::worker::shutdown_signal()).await;
+            Ok(0)
+        }
+        Command::Rotate { rotation, wait, timeout } => {
+            if cfg.rotation(&rotation).is_none() {
+                bail!("no rotation {rotation:?} in {}; configured: {}", cli.config.display(),
+                    cfg.rotations.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "));
+            }
+            let saga_id = match engine.request(&rotation, "manual").await.context("requesting the rotation")? {
+                Created::New(id) => {
+                    println!("rotation {rotation}: saga {id} started");
+                    id
+                }
+                Created::Existing(id) => {
+                    println!("rotation {rotation}: already in progress as saga {id}");
+                    id
+                }
+            };
+            if !wait {
+                println!("follow it with: keyturn status {saga_id}");
+                return Ok(0);
+            }
+            follow(&engine.store, &saga_id, timeout).await
+        }
+        Command::Status { saga_id, json } => {
+            let s = engine.store.load(&saga_id).await?.with_context(|| format!("no saga {saga_id}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s.saga)?);
+            } else {
+                print!("{}", timeline(&s));
+            }
+            Ok(0)
+        }
+        Command::List { limit, json } => {
+            let all = engine.store.list().await?;
+            let rows: Vec<&Saga> = all.iter().take(limit).map(|s| &s.saga).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:<36}  {:<16}  {:<15}  {:<14}  started", "saga", "rotation", "status", "step");
+                for s in rows {
+                    println!("{:<36}  {:<16}  {:<15}  {:<14}  {}", s.saga_id, s.rotation_id, s.status.as_str(), s.step.as_str(), fmt_time(s.created_at));
+                }
+            }
+            Ok(0)
+        }
+        Command::Rollback { saga_id, wait } => {
+            engine.rollback(&saga_id).await?;
+            println!("rollback of saga {saga_id} requested: the old key will be reactivated");
+            if wait {
+                return follow(&engine.store, &saga_id, Duration::from_secs(600)).await;
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn fmt_time(ms: u64) -> String {
+    aws_smithy_types::DateTime::from_millis(ms as i64)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+/// The saga's timeline as text.
+pub fn timeline(s: &Stored) -> String {
+    let g = &s.saga;
+    let mut out = format!(
+        "saga {}  rotation {}  status {}  step {}\n  trigger {}  started {}  updated {}\n",
+        g.saga_id, g.rotation_id, g.status.as_str(), g.step, g.trigger, fmt_time(g.created_at), fmt_time(g.updated_at)
+    );
+    out.push_str(&format!(
+        "  old key(s): {}  new key: {}  target: {:?}\n",
+        if g.old_keys.is_empty() { "none".into() } else { g.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ") },
+        g.new_key.as_deref().unwrap_or("none"),
+        g.target
+    ));
+    if let Some(f) = &g.failure {
+        out.push_str(&format!("  failure at {}: {}: {}\n", f.step, f.code, f.message));
+    }
+    for c in &g.compensations {
+        out.push_str(&format!("  compensation: {c}\n"));
+    }
+    for a in &g.history {
+        out.push_str(&format!("  {}  {:<15} #{:<2} {:<18}{}\n", fmt_time(a.at), a.step.as_str(), a.attempt, a.outcome,
+            match (&a.code, &a.message) {
+                (Some(c), Some(m)) => format!(" {c}: {m}"),
+                _ => String::new(),
+            }));
+    }
+    out
+}
+
+/// Print a saga's steps as they happen until it ends; exit code 0 only on success.
+pub async fn follow(store: &crate::store::Store, saga_id: &str, timeout: Duration) -> anyhow::Result<i32> {
+    let start = Instant::now();
+    let mut printed = 0;
+    loop {
+        let s = store.load(saga_id).await?.with_context(|| format!("no saga {saga_id}"))?;
+        for a in s.saga.history.iter().skip(printed) {
+            println!("  {}  {:<15} #{:<2} {}{}", fmt_time(a.at), a.step.as_str(), a.attempt, a.outcome,
+                a.code.as_ref().map(|c| format!(" ({c}: {})", a.message.as_deref().unwrap_or(""))).unwrap_or_default());
+        }
+        printed = s.saga.history.len();
+        if s.saga.status.is_terminal() {
+            println!("saga {saga_id}: {}", s.saga.status.as_str());
+            if let Some(f) = &s.saga.failure {
+                println!("  failed at {}: {}: {}", f.step, f.code, f.message);
+            }
+            return Ok(if s.saga.status == Status::Succeeded { 0 } else { 1 });
+        }
+        if start.elapsed() > timeout {
+            eprintln!("saga {saga_id} still {} at step {} after {:?}; it continues in the background", s.saga.status.as_str(), s.saga.step, timeout);
+            return Ok(3);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

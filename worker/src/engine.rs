@@ -1,0 +1,410 @@
+//! The engine: runs one step message against the saga it names.
+//!
+//! ```text
+//! message ──parse──► load saga ──token/step match?──► lease (conditional write, records the attempt)
+//!    │ poison            │ unknown      │ no: stale, ack        │ lost race: ack
+//!    ▼                   ▼              ▼                       ▼
+//!   DLQ                 DLQ            ack            step I/O via connectors
+//!                                                             │
+//!                         ack ◄── send next ◄── commit (conditional on version + lease) ◄── saga::advance
+//! ```
+//!
+//! Why it is safe under at-least-once delivery, duplicates and crashes:
+//! * the saga item is the truth and every write is conditional on its
+//!   version, so two workers can never both advance it;
+//! * a message whose token is not the saga's current one is acknowledged with
+//!   no side effect — duplicates, redeliveries and stale retries die here;
+//! * the lease is taken in the same write that records the attempt, so the
+//!   intent to create a key is stored before IAM is called;
+//! * a worker that dies mid-step leaves its lease to expire and its message
+//!   to reappear; if the message is lost after a commit, the sweeper re-sends
+//!   it once the saga's `due_at` passes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use secrecy::SecretString;
+use tracing::{error, info, instrument, warn};
+
+use crate::connectors::{NewCredential, Rotation};
+use crate::error::{Error, Result};
+use crate::notify::{self, Notifier};
+use crate::queue::{PoisonReason, Queue, Received, StepMessage};
+use crate::saga::{self, Clock, Effect, Millis, Next, Outcome, Saga, Status, Step, StepError};
+use crate::seal::Sealer;
+use crate::store::{Created, SecretWrite, Store, Stored};
+
+pub fn now_ms() -> Millis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn clock(now: Millis) -> Clock {
+    Clock { now, jitter: fastrand::f64(), token: fastrand::u128(..) }
+}
+
+/// Test-only crash points. A fault makes the handler stop as a killed
+/// process would: nothing committed, message neither acknowledged nor
+/// released, lease left to expire.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Crash this many times right after IAM created a key, before the saga
+    /// recorded it.
+    pub crash_after_issue: AtomicU32,
+}
+
+impl Faults {
+    fn fire(counter: &AtomicU32) -> bool {
+        counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+    }
+}
+
+/// What happened to a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// Step ran and the saga moved on.
+    Advanced { step: Step, status: Status },
+    /// Still waiting (retry delay, grace period); re-armed.
+    Waiting,
+    /// Duplicate or stale; acknowledged with no effect.
+    Stale,
+    /// Left on the queue, visible again after the given time.
+    Retained(Duration),
+    /// Sent to the dead-letter queue.
+    DeadLettered(String),
+    /// A fault point fired: behaved like a crash.
+    Crashed,
+}
+
+pub struct Engine<Q: Queue> {
+    pub store: Store,
+    pub queue: Q,
+    pub sealer: Sealer,
+    pub notifier: Notifier,
+    pub rotations: HashMap<String, Rotation>,
+    pub worker_id: String,
+    pub lease: Duration,
+    pub visibility: Duration,
+    pub sweep_after: Duration,
+    pub faults: Arc<Faults>,
+}
+
+/// What one step's I/O produced besides its outcome.
+struct StepResult {
+    outcome: Outcome,
+    secret: SecretWrite,
+}
+
+impl StepResult {
+    fn of(r: Result<Effect>) -> StepResult {
+        StepResult { outcome: into_outcome(r), secret: SecretWrite::Keep }
+    }
+}
+
+fn into_outcome(r: Result<Effect>) -> Outcome {
+    match r {
+        Ok(e) => Outcome::Done(e),
+        Err(e) => Outcome::Failed(StepError::from(&e)),
+    }
+}
+
+impl<Q: Queue> Engine<Q> {
+    fn ms(d: Duration) -> Millis {
+        d.as_millis() as u64
+    }
+
+    /// Ask for a rotation. Two requests for one credential give one saga:
+    /// the second gets the first's id as `Created::Existing`.
+    #[instrument(skip(self), fields(worker = %self.worker_id))]
+    pub async fn request(&self, rotation_id: &str, trigger: &str) -> Result<Created> {
+        let rot = self
+            .rotations
+            .get(rotation_id)
+            .ok_or_else(|| Error::Config(format!("no rotation with id {rotation_id:?} in the configuration")))?;
+        let now = now_ms();
+        let saga_id = uuid::Uuid::new_v4().to_string();
+        let saga = Saga::new(saga_id, rotation_id.into(), rot.credential.clone(), trigger.into(), now, fastrand::u128(..));
+        let created = self.store.create(&saga, Self::ms(self.sweep_after)).await?;
+        if let Created::New(id) = &created {
+            info!(saga = %id, rotation = rotation_id, "rotation requested");
+            if let Err(e) = self.queue.send(&StepMessage::new(id, Step::Start, &saga.token), Duration::ZERO).await {
+                // The saga is stored; the sweeper will send the message.
+                warn!(saga = %id, error = %e, "could not enqueue start; the sweeper will re-drive it");
+            }
+        }
+        Ok(created)
+    }
+
+    /// Operator rollback during the grace period.
+    pub async fn rollback(&self, saga_id: &str) -> Result<Saga> {
+        let stored = self.store.load(saga_id).await?.ok_or_else(|| Error::Config(format!("no saga {saga_id}")))?;
+        let now = now_ms();
+        let next = saga::request_rollback(&stored.saga, clock(now)).map_err(|e| Error::Refused { code: "RollbackRefused", message: e.0 })?;
+        self.store.commit(&next, stored.version, None, SecretWrite::Keep, now + Self::ms(self.sweep_after)).await?;
+        self.queue.send(&StepMessage::new(saga_id, next.step, &next.token), Duration::ZERO).await?;
+        Ok(next)
+    }
+
+    /// Handle one received message end to end (ack included).
+    #[instrument(skip_all, fields(worker = %self.worker_id, message_id = %m.message_id, saga, step))]
+    pub async fn handle(&self, m: &Received) -> Result<Handled> {
+        let msg = match StepMessage::parse(&m.body) {
+            Ok(msg) => msg,
+            Err(reason) => return self.poison(m, reason).await,
+        };
+        tracing::Span::current().record("saga", msg.saga_id.as_str()).record("step", msg.step.as_str());
+        let stored = match self.store.load(&msg.saga_id).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return self.poison(m, PoisonReason::UnknownSaga(msg.saga_id.clone())).await,
+            Err(Error::Corrupt(why)) => return self.poison(m, PoisonReason::CorruptSaga(msg.saga_id.clone(), why)).await,
+            Err(e) => return Err(e),
+        };
+        if !saga::accepts(&stored.saga, msg.step, &msg.token) {
+            info!(current_step = %stored.saga.step, status = stored.saga.status.as_str(), "stale or duplicate message; acknowledged");
+            self.queue.ack(m).await?;
+            return Ok(Handled::Stale);
+        }
+        let now = now_ms();
+        if let Some(owner) = &stored.lease_owner {
+            if stored.lease_until > now && owner != &self.worker_id {
+                // Another worker is on this step. Come back when its lease
+                // ends: if it finished, this message is stale by then; if it
+                // crashed, we take over.
+                let wait = Duration::from_millis(stored.lease_until - now) + Duration::from_secs(1);
+                self.queue.extend(m, wait).await?;
+                return Ok(Handled::Retained(wait));
+            }
+        }
+        let Some(rotation) = self.rotations.get(&stored.saga.rotation_id).cloned() else {
+            error!(rotation = %stored.saga.rotation_id, "saga names a rotation this worker's configuration does not declare; leaving the message for a worker that does");
+            let wait = Duration::from_secs(300);
+            self.queue.extend(m, wait).await?;
+            return Ok(Handled::Retained(wait));
+        };
+        if let Some(until) = stored.saga.waiting_until(now) {
+            let tr = saga::keep_waiting(&stored.saga, clock(now));
+            match self.store.commit(&tr.saga, stored.version, None, SecretWrite::Keep, until + Self::ms(self.sweep_after)).await {
+                Ok(_) => {
+                    self.send_next(&tr.saga, now).await;
+                }
+                Err(Error::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            self.queue.ack(m).await?;
+            return Ok(Handled::Waiting);
+        }
+
+        // Take the lease; the same write records the attempt.
+        let attempt = saga::begin_attempt(&stored.saga);
+        let lease_until = now + Self::ms(self.lease);
+        let version = match self
+            .store
+            .acquire(&attempt, stored.version, &self.worker_id, lease_until, lease_until + Self::ms(self.sweep_after))
+            .await
+        {
+            Ok(v) => v,
+            Err(Error::Conflict { .. }) => {
+                info!("another worker moved the saga first; acknowledged");
+                self.queue.ack(m).await?;
+                return Ok(Handled::Stale);
+            }
+            Err(e) => return Err(e),
+        };
+
+        let result = {
+            let step = self.run_step(&rotation, &attempt, &stored);
+            tokio::pin!(step);
+            let mut beat = tokio::time::interval(self.lease.min(self.visibility) / 3);
+            beat.tick().await;
+            loop {
+                tokio::select! {
+                    r = &mut step => break r,
+                    _ = beat.tick() => self.heartbeat(m, &attempt.saga_id, version).await,
+                }
+            }
+        };
+        let Some(result) = result else {
+            warn!("fault injected: behaving as if the worker crashed");
+            return Ok(Handled::Crashed);
+        };
+        if let Outcome::Failed(e) = &result.outcome {
+            warn!(code = %e.code, retryable = e.retryable, may_have_applied = e.may_have_applied, error = %e.message, "step attempt failed");
+        }
+        let now = now_ms();
+        let tr = saga::advance(&attempt, &result.outcome, &rotation.policy, clock(now));
+        let due = tr.saga.not_before.max(now) + Self::ms(self.sweep_after);
+        match self.store.commit(&tr.saga, version, Some(&self.worker_id), result.secret, due).await {
+            Ok(_) => {}
+            Err(Error::Conflict { .. }) => {
+                warn!("lease lost before commit; another worker took the step over, dropping this result");
+                self.queue.ack(m).await?;
+                return Ok(Handled::Stale);
+            }
+            Err(e) => return Err(e),
+        }
+        info!(next_step = %tr.saga.step, status = tr.saga.status.as_str(), "step committed");
+        if tr.next == Next::Run {
+            self.send_next(&tr.saga, now).await;
+        }
+        self.queue.ack(m).await?;
+        Ok(Handled::Advanced { step: tr.saga.step, status: tr.saga.status })
+    }
+
+    async fn heartbeat(&self, m: &Received, saga_id: &str, version: u64) {
+        let now = now_ms();
+        let until = now + Self::ms(self.lease);
+        if let Err(e) = self.store.extend(saga_id, version, &self.worker_id, until, until + Self::ms(self.sweep_after)).await {
+            warn!(error = %e, "could not extend the lease");
+        }
+        if let Err(e) = self.queue.extend(m, self.visibility).await {
+            warn!(error = %e, "could not extend message visibility");
+        }
+    }
+
+    async fn send_next(&self, s: &Saga, now: Millis) {
+        let delay = Duration::from_millis(s.not_before.saturating_sub(now));
+        if let Err(e) = self.queue.send(&StepMessage::new(&s.saga_id, s.step, &s.token), delay).await {
+            warn!(saga = %s.saga_id, error = %e, "could not enqueue the next step; the sweeper will re-drive it");
+        }
+    }
+
+    async fn poison(&self, m: &Received, reason: PoisonReason) -> Result<Handled> {
+        let why = reason.to_string();
+        error!(reason = %why, receive_count = m.receive_count, "poison message; moving it to the dead-letter queue");
+        self.queue.dead_letter(m, &why).await?;
+        Ok(Handled::DeadLettered(why))
+    }
+
+    async fn open_new(&self, saga: &Saga, stored: &Stored) -> Result<NewCredential> {
+        let id = saga.new_key.clone().ok_or_else(|| Error::Corrupt("no new key recorded".into()))?;
+        let blob = stored.secret.as_deref().ok_or_else(|| Error::Corrupt(format!("secret of new key {id} is not stored")))?;
+        let secret: SecretString = self.sealer.open(&saga.saga_id, blob).await?;
+        Ok(NewCredential { id, secret })
+    }
+
+    /// The I/O of one step. `None` means a fault point fired.
+    async fn run_step(&self, rot: &Rotation, saga: &Saga, stored: &Stored) -> Option<StepResult> {
+        let old_ids: Vec<String> = saga.old_keys.iter().map(|k| k.id.clone()).collect();
+        let src = rot.source.as_ref();
+        let r = match saga.step {
+            Step::Start => StepResult::of(src.inventory().await.map(|keys| Effect::Started { keys })),
+            Step::IssueNew => {
+                if let (Some(id), true) = (&saga.new_key, stored.secret.is_some()) {
+                    return Some(StepResult::of(Ok(Effect::Issued { key_id: id.clone() })));
+                }
+                let cred = match src.issue(&old_ids).await {
+                    Ok(c) => c,
+                    Err(e) => return Some(StepResult::of(Err(e))),
+                };
+                if Faults::fire(&self.faults.crash_after_issue) {
+                    return None;
+                }
+                match self.sealer.seal(&saga.saga_id, &cred.secret).await {
+                    // Unstored, the key is an orphan: the next attempt deletes it.
+                    Err(e) => StepResult::of(Err(e)),
+                    Ok(blob) => StepResult { outcome: Outcome::Done(Effect::Issued { key_id: cred.id }), secret: SecretWrite::Set(blob) },
+                }
+            }
+            Step::ProveNew => {
+                let r = async {
+                    let cred = self.open_new(saga, stored).await?;
+                    src.prove(&cred).await
+                };
+                StepResult::of(r.await.map(|_| Effect::Proven))
+            }
+            Step::PushToTarget => {
+                let r = async {
+                    let cred = self.open_new(saga, stored).await?;
+                    rot.target.push(&cred).await
+                };
+                StepResult::of(r.await.map(|_| Effect::Pushed))
+            }
+            Step::VerifyTarget => {
+                let new_id = saga.new_key.clone().unwrap_or_default();
+                StepResult::of(rot.target.verify(&new_id, &old_ids).await.map(Effect::Verified))
+            }
+            Step::DisableOld => StepResult::of(for_each(&old_ids, |id| src.disable(id)).await.map(|_| Effect::Disabled)),
+            Step::RetireOld => {
+                let switched = saga.switched_at.unwrap_or(saga.created_at);
+                StepResult::of(for_each(&old_ids, |id| src.retire(id, switched)).await.map(|_| Effect::Retired))
+            }
+            Step::RevokeNew => {
+                let r = match &saga.new_key {
+                    Some(id) => src.revoke(id).await,
+                    None => Ok(()),
+                };
+                StepResult::of(r.map(|_| Effect::Revoked))
+            }
+            Step::RestoreOld => StepResult::of(for_each(&old_ids, |id| src.enable(id)).await.map(|_| Effect::Restored)),
+            Step::Finalize => {
+                let r = self.finalize(rot, saga).await;
+                StepResult { outcome: into_outcome(r.map(|_| Effect::Finalized)), secret: SecretWrite::Erase }
+            }
+        };
+        Some(r)
+    }
+
+    /// Notify about the outcome. Erasing the secret and releasing the lock
+    /// happen in the commit that follows.
+    async fn finalize(&self, rot: &Rotation, saga: &Saga) -> Result<()> {
+        let mut end = saga.clone();
+        end.status = saga.closing.unwrap_or(Status::NeedsAttention);
+        let keys = match rot.source.inventory().await {
+            Ok(k) => Some(k),
+            Err(e) => {
+                warn!(error = %e, "could not list keys for the notification");
+                None
+            }
+        };
+        let credential = rot.source.describe();
+        let target = rot.target.describe();
+        let n = notify::render(
+            &end,
+            &notify::Context {
+                credential_kind: rot.source.kind(),
+                credential: &credential,
+                target_kind: rot.target.kind(),
+                target: &target,
+                keys_now: keys.as_deref(),
+            },
+        );
+        self.notifier.publish(&n).await?;
+        info!(event = %n.attributes["event"], "notification published");
+        Ok(())
+    }
+
+    /// Re-send the message of every saga that is overdue and not leased:
+    /// covers a crash between commit and send, and lost messages.
+    #[instrument(skip(self), fields(worker = %self.worker_id))]
+    pub async fn sweep(&self) -> Result<usize> {
+        let now = now_ms();
+        let mut n = 0;
+        for s in self.store.overdue(now).await? {
+            if s.lease_until > now {
+                continue;
+            }
+            let due = now + Self::ms(self.sweep_after);
+            match self.store.set_due(&s.saga.saga_id, s.version, due).await {
+                Ok(()) => {}
+                Err(Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+            warn!(saga = %s.saga.saga_id, step = %s.saga.step, "saga overdue; re-driving its step");
+            self.queue.send(&StepMessage::new(&s.saga.saga_id, s.saga.step, &s.saga.token), Duration::ZERO).await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+async fn for_each<'a, F, Fut>(ids: &'a [String], mut f: F) -> Result<()>
+where
+    F: FnMut(&'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    for id in ids {
+        f(id).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,319 @@
+//! Notifications, modelled on Microsoft Entra's provisioning-failure emails.
+//!
+//! One notification per saga outcome: what happened, why, what was rolled
+//! back, the state of every key and of the target now, what a person should
+//! do, and where to look next. [`render`] is pure (tested below); [`Notifier`]
+//! publishes with `MessageStructure=json` so e-mail subscribers get the text
+//! and SQS/Lambda/HTTPS subscribers get a JSON document, with message
+//! attributes (`event`, `severity`, `rotation_id`, `credential_kind`,
+//! `target_kind`) for subscription filter policies.
+//!
+//! Nothing rendered here can contain a secret: the inputs are the saga
+//! (which holds none), key ids and the connectors' descriptions.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_sns::types::MessageAttributeValue;
+use serde_json::{json, Value};
+
+use crate::error::{aws, Error, Result};
+use crate::saga::{KeyRef, Millis, Saga, Status, TargetState};
+
+/// What a notification is about, beyond the saga itself.
+pub struct Context<'a> {
+    pub credential_kind: &'a str,
+    pub credential: &'a str,
+    pub target_kind: &'a str,
+    pub target: &'a str,
+    /// Keys as listed at notification time; `None` if listing failed.
+    pub keys_now: Option<&'a [KeyRef]>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub subject: String,
+    pub text: String,
+    pub document: Value,
+    pub attributes: BTreeMap<&'static str, String>,
+}
+
+pub fn event_of(status: Status) -> (&'static str, &'static str) {
+    match status {
+        Status::Succeeded => ("rotation.succeeded", "info"),
+        Status::Compensated | Status::Refused => ("rotation.failed", "error"),
+        Status::NeedsAttention => ("rotation.needs_attention", "critical"),
+        Status::RolledBack => ("rotation.rolled_back", "warning"),
+        Status::Running | Status::Compensating => ("rotation.progress", "info"),
+    }
+}
+
+fn headline(status: Status) -> &'static str {
+    match status {
+        Status::Succeeded => "Rotation succeeded",
+        Status::Compensated => "Rotation failed",
+        Status::Refused => "Rotation refused",
+        Status::NeedsAttention => "Rotation needs attention",
+        Status::RolledBack => "Rotation rolled back",
+        Status::Running | Status::Compensating => "Rotation in progress",
+    }
+}
+
+/// What a person should do, from the outcome and the failure code.
+pub fn recommended_action(saga: &Saga) -> String {
+    let rotate = format!("keyturn rotate {}", saga.rotation_id);
+    let code = saga.failure.as_ref().map(|f| f.code.as_str()).unwrap_or("");
+    match (saga.status, code) {
+        (Status::Succeeded, _) => "None. The new key is live and the old key is deleted.".into(),
+        (Status::RolledBack, _) => format!(
+            "Both keys are active and the target holds the new key. Find what still used the old key, move it to the new key, then delete the old key or run `{rotate}` again."
+        ),
+        (_, "TooManyKeys") => format!(
+            "Delete the access key that is not in use (check its last use in the IAM console), then run `{rotate}`."
+        ),
+        (_, "insufficient_scope") | (_, "access_denied") => format!(
+            "Grant the Auth0 machine-to-machine application the read:email_provider and update:email_provider scopes, then run `{rotate}`."
+        ),
+        (_, "invalid_client") | (_, "unauthorized") | (_, "Unauthorized") => {
+            format!("Check the Auth0 client id and client secret keyturn is configured with, then run `{rotate}`.")
+        }
+        (_, "OldKeyUsedAfterSwitch") => format!(
+            "The old key is inactive but something used it after the switch. Find that consumer (CloudTrail, the key's last-used service), move it to the new key, then delete the old key. To undo the deactivation now: `keyturn rollback {}`.",
+            saga.saga_id
+        ),
+        (_, "KeyNotPropagated") => format!("The new key never authenticated and was deleted. Check IAM and STS health, then run `{rotate}`."),
+        (Status::NeedsAttention, _) => "Check the target's settings: it may hold the new key. Do not delete either key until you know which one it uses; `keyturn status` shows the timeline.".into(),
+        (Status::Compensated, _) => format!("Fix the cause above, then run `{rotate}`. Nothing was changed that needs undoing."),
+        _ => "See `keyturn status` for the timeline.".into(),
+    }
+}
+
+fn key_role(saga: &Saga, id: &str) -> &'static str {
+    if saga.new_key.as_deref() == Some(id) {
+        "new key"
+    } else if saga.old_keys.iter().any(|k| k.id == id) {
+        "old key"
+    } else {
+        "unknown key"
+    }
+}
+
+fn key_lines(saga: &Saga, keys_now: Option<&[KeyRef]>) -> Vec<(String, &'static str, &'static str)> {
+    let Some(now) = keys_now else { return Vec::new() };
+    let mut ids: Vec<&str> = saga.old_keys.iter().map(|k| k.id.as_str()).chain(saga.new_key.as_deref()).collect();
+    for k in now {
+        if !ids.contains(&k.id.as_str()) {
+            ids.push(&k.id);
+        }
+    }
+    ids.into_iter()
+        .map(|id| {
+            let state = match now.iter().find(|k| k.id == id) {
+                Some(k) if k.active => "active",
+                Some(_) => "inactive",
+                None => "deleted",
+            };
+            (id.to_string(), state, key_role(saga, id))
+        })
+        .collect()
+}
+
+fn target_line(saga: &Saga) -> &'static str {
+    match saga.target {
+        TargetState::Untouched => "unchanged (never sent the new key)",
+        TargetState::Rejected => "unchanged (it rejected the new key)",
+        TargetState::HoldsOld => "holds the old key",
+        TargetState::Uncertain => "unknown: it may hold the new key",
+        TargetState::Accepted | TargetState::HoldsNew => "holds the new key",
+    }
+}
+
+fn fmt_time(ms: Millis) -> String {
+    aws_smithy_types::DateTime::from_millis(ms as i64)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+/// Render the notification for a saga's current state.
+pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
+    let (event, severity) = event_of(saga.status);
+    let subject = format!(
+        "[keyturn] {}: {} ({}) -> {}",
+        headline(saga.status),
+        saga.rotation_id,
+        ctx.credential,
+        ctx.target
+    );
+    // SNS subjects: one line, at most 100 characters.
+    let subject: String = subject.replace(['\r', '\n'], " ").chars().take(100).collect();
+    let keys = key_lines(saga, ctx.keys_now);
+    let action = recommended_action(saga);
+    let rolled_back = if saga.compensations.is_empty() { vec!["nothing".to_string()] } else { saga.compensations.clone() };
+    let failure = saga.failure.as_ref();
+
+    let mut t = String::new();
+    t.push_str(&format!("{}\n\n", headline(saga.status)));
+    t.push_str(&format!("Rotation:        {}\n", saga.rotation_id));
+    t.push_str(&format!("Saga:            {}\n", saga.saga_id));
+    t.push_str(&format!("Credential:      {} ({})\n", ctx.credential, ctx.credential_kind));
+    t.push_str(&format!("Target:          {} ({})\n", ctx.target, ctx.target_kind));
+    t.push_str(&format!("Outcome:         {}\n", saga.status.as_str()));
+    t.push_str(&format!("Started:         {} by {}\n", fmt_time(saga.created_at), saga.trigger));
+    if let Some(f) = failure {
+        t.push_str(&format!("Failed step:     {}\n", f.step));
+        t.push_str(&format!("Error code:      {}\n", f.code));
+        t.push_str(&format!("Error message:   {}\n", f.message));
+        t.push_str(&format!("Operator can fix: {}\n", if f.operator_fixable { "yes" } else { "no (transient or external)" }));
+    }
+    t.push_str(&format!("Rolled back:     {}\n", rolled_back.join("; ")));
+    t.push_str("Keys now:\n");
+    if keys.is_empty() {
+        t.push_str("  (could not list the keys)\n");
+    }
+    for (id, state, role) in &keys {
+        t.push_str(&format!("  {id}  {state:<8}  {role}\n"));
+    }
+    t.push_str(&format!("Target now:      {}\n", target_line(saga)));
+    t.push_str(&format!("Recommended action: {action}\n"));
+    t.push_str("Next attempt:    none scheduled (start one with keyturn rotate)\n");
+    t.push_str(&format!("More:            keyturn status {}\n", saga.saga_id));
+
+    let document = json!({
+        "event": event,
+        "severity": severity,
+        "rotation_id": saga.rotation_id,
+        "saga_id": saga.saga_id,
+        "status": saga.status.as_str(),
+        "trigger": saga.trigger,
+        "credential": {"kind": ctx.credential_kind, "name": ctx.credential},
+        "target": {"kind": ctx.target_kind, "name": ctx.target, "state": target_line(saga)},
+        "failure": failure.map(|f| json!({
+            "step": f.step.as_str(), "code": f.code, "message": f.message, "operator_fixable": f.operator_fixable
+        })),
+        "rolled_back": saga.compensations,
+        "keys": keys.iter().map(|(id, state, role)| json!({"id": id, "state": state, "role": role})).collect::<Vec<_>>(),
+        "recommended_action": action,
+        "next_attempt": Value::Null,
+        "status_command": format!("keyturn status {}", saga.saga_id),
+    });
+    let attributes = BTreeMap::from([
+        ("event", event.to_string()),
+        ("severity", severity.to_string()),
+        ("rotation_id", saga.rotation_id.clone()),
+        ("credential_kind", ctx.credential_kind.to_string()),
+        ("target_kind", ctx.target_kind.to_string()),
+    ]);
+    Notification { subject, text: t, document, attributes }
+}
+
+/// Publishes notifications to SNS.
+#[derive(Clone, Debug)]
+pub struct Notifier {
+    client: aws_sdk_sns::Client,
+    topic_arn: String,
+}
+
+impl Notifier {
+    pub fn new(client: aws_sdk_sns::Client, topic_arn: impl Into<String>) -> Notifier {
+        Notifier { client, topic_arn: topic_arn.into() }
+    }
+
+    pub async fn publish(&self, n: &Notification) -> Result<()> {
+        let doc = n.document.to_string();
+        let message = json!({
+            "default": n.text,
+            "email": n.text,
+            "email-json": doc,
+            "sqs": doc,
+            "lambda": doc,
+            "http": doc,
+            "https": doc,
+        });
+        let mut req = self
+            .client
+            .publish()
+            .topic_arn(&self.topic_arn)
+            .subject(&n.subject)
+            .message_structure("json")
+            .message(message.to_string());
+        for (k, v) in &n.attributes {
+            let attr = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(v)
+                .build()
+                .map_err(|e| Error::Config(e.to_string()))?;
+            req = req.message_attributes(*k, attr);
+        }
+        req.send().await.map_err(|e| aws("sns", "Publish", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::saga::{Failure, Step};
+
+    fn saga() -> Saga {
+        let mut s = Saga::new("S-1".into(), "auth0-ses".into(), "iam_access_key:u".into(), "manual".into(), 0, 1);
+        s.old_keys = vec![KeyRef { id: "AKIAOLD".into(), active: true, created_at: None }];
+        s.new_key = Some("AKIANEW".into());
+        s
+    }
+
+    fn ctx(keys: &[KeyRef]) -> Context<'_> {
+        Context {
+            credential_kind: "iam_access_key",
+            credential: "iam user auth0-ses-sender",
+            target_kind: "auth0_email_provider",
+            target: "Auth0 example.eu.auth0.com",
+            keys_now: Some(keys),
+        }
+    }
+
+    #[test]
+    fn failure_notification_says_what_why_state_and_action() {
+        let mut s = saga();
+        s.status = Status::Compensated;
+        s.target = TargetState::Rejected;
+        s.failure = Some(Failure {
+            step: Step::PushToTarget,
+            code: "insufficient_scope".into(),
+            message: "Insufficient scope, expected any of: update:email_provider".into(),
+            operator_fixable: true,
+        });
+        s.compensations = vec!["deleted new key AKIANEW (no consumer held it)".into()];
+        let keys = [KeyRef { id: "AKIAOLD".into(), active: true, created_at: None }];
+        let n = render(&s, &ctx(&keys));
+        assert_eq!(n.subject, "[keyturn] Rotation failed: auth0-ses (iam user auth0-ses-sender) -> Auth0 example.eu.auth0.com");
+        for needle in [
+            "Rotation:        auth0-ses",
+            "Saga:            S-1",
+            "Failed step:     push_to_target",
+            "Error code:      insufficient_scope",
+            "Operator can fix: yes",
+            "Rolled back:     deleted new key AKIANEW",
+            "AKIAOLD  active    old key",
+            "AKIANEW  deleted   new key",
+            "Target now:      unchanged (it rejected the new key)",
+            "update:email_provider scopes",
+            "keyturn status S-1",
+        ] {
+            assert!(n.text.contains(needle), "missing {needle:?} in\n{}", n.text);
+        }
+        assert_eq!(n.attributes["event"], "rotation.failed");
+        assert_eq!(n.attributes["severity"], "error");
+        assert_eq!(n.document["failure"]["code"], "insufficient_scope");
+        assert_eq!(n.document["keys"][1]["state"], "deleted");
+    }
+
+    #[test]
+    fn subject_is_one_line_and_bounded() {
+        let mut s = saga();
+        s.rotation_id = "x\ny".repeat(80);
+        s.status = Status::Succeeded;
+        let n = render(&s, &ctx(&[]));
+        assert!(!n.subject.contains('\n'));
+        assert!(n.subject.chars().count() <= 100);
+        assert_eq!(n.attributes["event"], "rotation.succeeded");
+    }
+}
