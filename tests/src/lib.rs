@@ -1,1 +1,9 @@
+//! keyturn's test harness: a `moto_server` per test, a faithful fake Auth0,
+//! resource setup, log capture and queue wrappers. Used by the integration
+//! tests in `tests/tests/` and by the `keyturn-local` end-to-end run.
 
+pub mod auth0_fake;
+pub mod capture;
+pub mod env;
+pub mod moto;
+pub mod recording;

@@ -8,13 +8,23 @@ use crate::config::Config;
 use crate::connectors;
 use crate::engine::{Engine, Faults};
 use crate::notify::Notifier;
-use crate::queue::SqsQueue;
+use crate::queue::{Queue, SqsQueue};
 use crate::seal::Sealer;
 use crate::secrets::SecretResolver;
 use crate::store::Store;
 
 /// Build the engine a worker (or the CLI) runs.
 pub fn engine(cfg: &Config, clients: &Clients, worker_id: String) -> Engine<SqsQueue> {
+    engine_with(cfg, clients, worker_id, sqs_queue(cfg, clients))
+}
+
+/// The step queue named by the configuration.
+pub fn sqs_queue(cfg: &Config, clients: &Clients) -> SqsQueue {
+    SqsQueue { client: clients.sqs.clone(), url: cfg.aws.queue_url.clone(), dlq_url: cfg.aws.dlq_url.clone() }
+}
+
+/// Build an engine on any [`Queue`] (tests wrap SQS to record or duplicate messages).
+pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String, queue: Q) -> Engine<Q> {
     let http = connectors::http_client();
     let secrets = SecretResolver::new(clients.secrets.clone());
     let rotations: HashMap<_, _> = cfg
@@ -24,7 +34,7 @@ pub fn engine(cfg: &Config, clients: &Clients, worker_id: String) -> Engine<SqsQ
         .collect();
     Engine {
         store: Store::new(clients.dynamodb.clone(), &cfg.aws.table),
-        queue: SqsQueue { client: clients.sqs.clone(), url: cfg.aws.queue_url.clone(), dlq_url: cfg.aws.dlq_url.clone() },
+        queue,
         sealer: Sealer::new(clients.kms.clone(), &cfg.aws.kms_key_id),
         notifier: Notifier::new(clients.sns.clone(), &cfg.aws.topic_arn),
         rotations,

@@ -1,0 +1,280 @@
+//! A faithful fake of the two Auth0 endpoints keyturn uses.
+//!
+//! Shapes follow Auth0's documentation (see `../shared/reference/external-apis.md`):
+//! * `POST /oauth/token` checks grant type, client id, client secret and
+//!   audience; a wrong secret gets `401 {"error":"access_denied",...}`.
+//! * `/api/v2/emails/provider` needs a bearer token this fake issued; `PATCH`
+//!   validates the SES body (all three credential fields) and stores it;
+//!   `GET` returns only `name` and `enabled` unless `fields`/`include_fields`
+//!   ask for more — and never the secret (write-only), with `accessKeyId`
+//!   returned or withheld as the test chooses.
+//! * Error bodies are `{statusCode, error, message, errorCode}`; 429 carries
+//!   `x-ratelimit-limit`, `x-ratelimit-remaining`, `x-ratelimit-reset` and
+//!   optionally `Retry-After`.
+//!
+//! Tests script failures with [`Fault`]s queued per operation.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+pub const CLIENT_ID: &str = "keyturn-m2m-client";
+
+/// A scripted answer for the next call of an operation.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// 403 insufficient_scope.
+    InsufficientScope,
+    /// 429 with rate-limit headers; `retry_after` seconds in `Retry-After` if given,
+    /// and `x-ratelimit-reset` `reset_in` seconds from now.
+    RateLimited { retry_after: Option<u64>, reset_in: u64 },
+    /// 503 after applying the write (the worst case for a client).
+    UnavailableAfterApply,
+    /// 500 without applying.
+    Internal,
+}
+
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub name: String,
+    pub enabled: bool,
+    pub access_key_id: String,
+    /// Kept only so tests can check what Auth0 received; never returned.
+    pub secret_access_key: String,
+    pub region: String,
+    pub default_from_address: Option<String>,
+}
+
+/// A request as the fake saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub at: Instant,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+}
+
+#[derive(Debug)]
+pub struct State {
+    pub client_secret: String,
+    pub provider: Option<Provider>,
+    pub reveal_key_id: bool,
+    pub tokens_issued: Vec<String>,
+    pub patch_faults: VecDeque<Fault>,
+    pub get_faults: VecDeque<Fault>,
+    pub token_faults: VecDeque<Fault>,
+    pub seen: Vec<Seen>,
+}
+
+pub struct FakeAuth0 {
+    pub server: MockServer,
+    pub state: Arc<Mutex<State>>,
+}
+
+fn err(status: u16, error: &str, message: &str, code: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(json!({"statusCode": status, "error": error, "message": message, "errorCode": code}))
+}
+
+fn rate_limited(retry_after: Option<u64>, reset_in: u64) -> ResponseTemplate {
+    let reset = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + reset_in;
+    let mut t = err(429, "Too Many Requests", "Global limit has been reached", "too_many_requests")
+        .insert_header("x-ratelimit-limit", "10")
+        .insert_header("x-ratelimit-remaining", "0")
+        .insert_header("x-ratelimit-reset", reset.to_string().as_str());
+    if let Some(s) = retry_after {
+        t = t.insert_header("retry-after", s.to_string().as_str());
+    }
+    t
+}
+
+struct Responder {
+    state: Arc<Mutex<State>>,
+    op: &'static str,
+}
+
+impl Respond for Responder {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let mut st = self.state.lock().unwrap();
+        let (status, t) = match self.op {
+            "token" => token(&mut st, req),
+            "patch" => patch(&mut st, req),
+            _ => get(&mut st, req),
+        };
+        st.seen.push(Seen { at: Instant::now(), method: req.method.to_string(), path: req.url.path().to_string(), status });
+        t
+    }
+}
+
+fn scripted(faults: &mut VecDeque<Fault>) -> Option<(ResponseTemplate, u16, bool)> {
+    // Returns (response, status, apply_first)
+    match faults.pop_front()? {
+        Fault::InsufficientScope => Some((
+            err(403, "Forbidden", "Insufficient scope, expected any of: update:email_provider", "insufficient_scope"),
+            403,
+            false,
+        )),
+        Fault::RateLimited { retry_after, reset_in } => Some((rate_limited(retry_after, reset_in), 429, false)),
+        Fault::UnavailableAfterApply => Some((err(503, "Service Unavailable", "Service unavailable", "service_unavailable"), 503, true)),
+        Fault::Internal => Some((err(500, "Internal Server Error", "Internal error", "internal_error"), 500, false)),
+    }
+}
+
+fn authorized(st: &State, req: &Request) -> bool {
+    req.headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| st.tokens_issued.iter().any(|x| x == t))
+}
+
+fn token(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
+    if let Some((t, status, _)) = scripted(&mut st.token_faults) {
+        return (status, t);
+    }
+    let body: Value = req.body_json().unwrap_or(Value::Null);
+    let domain_ok = body["audience"].as_str().is_some_and(|a| a.starts_with("https://") && a.ends_with("/api/v2/"));
+    if body["grant_type"] != "client_credentials" || !domain_ok {
+        return (
+            400,
+            ResponseTemplate::new(400).set_body_json(json!({"error": "invalid_request", "error_description": "bad grant_type or audience"})),
+        );
+    }
+    if body["client_id"] != CLIENT_ID || body["client_secret"].as_str() != Some(st.client_secret.as_str()) {
+        return (
+            401,
+            ResponseTemplate::new(401).set_body_json(json!({"error": "access_denied", "error_description": "Unauthorized"})),
+        );
+    }
+    let tok = format!("fake-mgmt-token-{}", uuid::Uuid::new_v4());
+    st.tokens_issued.push(tok.clone());
+    (200, ResponseTemplate::new(200).set_body_json(json!({"access_token": tok, "token_type": "Bearer", "expires_in": 86400})))
+}
+
+fn apply_patch(st: &mut State, body: &Value) -> Result<(), ResponseTemplate> {
+    let creds = &body["credentials"];
+    let (Some(id), Some(secret), Some(region)) =
+        (creds["accessKeyId"].as_str(), creds["secretAccessKey"].as_str(), creds["region"].as_str())
+    else {
+        return Err(err(400, "Bad Request", "Payload validation error: 'Missing required property: credentials'", "invalid_body"));
+    };
+    if body["name"] != "ses" {
+        return Err(err(400, "Bad Request", "Payload validation error: 'name' must be ses in this fake", "invalid_body"));
+    }
+    let prev_from = st.provider.as_ref().and_then(|p| p.default_from_address.clone());
+    st.provider = Some(Provider {
+        name: "ses".into(),
+        enabled: body["enabled"].as_bool().unwrap_or(true),
+        access_key_id: id.into(),
+        secret_access_key: secret.into(),
+        region: region.into(),
+        default_from_address: body["default_from_address"].as_str().map(str::to_string).or(prev_from),
+    });
+    Ok(())
+}
+
+fn public_view(st: &State, with_fields: bool) -> Value {
+    let Some(p) = &st.provider else { return json!({}) };
+    if !with_fields {
+        return json!({"name": p.name, "enabled": p.enabled});
+    }
+    let mut creds = json!({"region": p.region});
+    if st.reveal_key_id {
+        creds["accessKeyId"] = json!(p.access_key_id);
+    }
+    json!({"name": p.name, "enabled": p.enabled, "credentials": creds, "default_from_address": p.default_from_address, "settings": {}})
+}
+
+fn patch(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
+    if !authorized(st, req) {
+        return (401, err(401, "Unauthorized", "Invalid token", "invalid_token"));
+    }
+    let body: Value = match req.body_json() {
+        Ok(v) => v,
+        Err(_) => return (400, err(400, "Bad Request", "Invalid request payload JSON format", "invalid_body")),
+    };
+    if let Some((t, status, apply_first)) = scripted(&mut st.patch_faults) {
+        if apply_first {
+            let _ = apply_patch(st, &body);
+        }
+        return (status, t);
+    }
+    match apply_patch(st, &body) {
+        Ok(()) => (200, ResponseTemplate::new(200).set_body_json(public_view(st, true))),
+        Err(t) => (400, t),
+    }
+}
+
+fn get(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
+    if !authorized(st, req) {
+        return (401, err(401, "Unauthorized", "Invalid token", "invalid_token"));
+    }
+    if let Some((t, status, _)) = scripted(&mut st.get_faults) {
+        return (status, t);
+    }
+    if st.provider.is_none() {
+        return (404, err(404, "Not Found", "Email provider has not been configured", "inexistent_email_provider"));
+    }
+    let q = req.url.query().unwrap_or("");
+    let with_fields = q.contains("include_fields=true") && q.contains("credentials");
+    (200, ResponseTemplate::new(200).set_body_json(public_view(st, with_fields)))
+}
+
+impl FakeAuth0 {
+    /// Start the fake with an SES provider already holding `current_key_id`.
+    pub async fn start(client_secret: &str, current_key_id: &str) -> FakeAuth0 {
+        let state = Arc::new(Mutex::new(State {
+            client_secret: client_secret.into(),
+            provider: Some(Provider {
+                name: "ses".into(),
+                enabled: true,
+                access_key_id: current_key_id.into(),
+                secret_access_key: "(set before the test)".into(),
+                region: "eu-west-1".into(),
+                default_from_address: Some("no-reply@example.com".into()),
+            }),
+            reveal_key_id: true,
+            tokens_issued: vec![],
+            patch_faults: VecDeque::new(),
+            get_faults: VecDeque::new(),
+            token_faults: VecDeque::new(),
+            seen: vec![],
+        }));
+        let server = MockServer::start().await;
+        for (m, p, op) in [
+            ("POST", "/oauth/token", "token"),
+            ("PATCH", "/api/v2/emails/provider", "patch"),
+            ("GET", "/api/v2/emails/provider", "get"),
+        ] {
+            Mock::given(method(m)).and(path(p)).respond_with(Responder { state: state.clone(), op }).mount(&server).await;
+        }
+        FakeAuth0 { server, state }
+    }
+
+    pub fn uri(&self) -> String {
+        self.server.uri()
+    }
+
+    pub fn provider(&self) -> Option<Provider> {
+        self.state.lock().unwrap().provider.clone()
+    }
+
+    pub fn patches(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.iter().filter(|s| s.method == "PATCH").cloned().collect()
+    }
+
+    pub fn tokens_issued(&self) -> Vec<String> {
+        self.state.lock().unwrap().tokens_issued.clone()
+    }
+
+    pub fn script_patch(&self, f: Fault) {
+        self.state.lock().unwrap().patch_faults.push_back(f);
+    }
+
+    pub fn set_reveal_key_id(&self, on: bool) {
+        self.state.lock().unwrap().reveal_key_id = on;
+    }
+}

@@ -1,0 +1,334 @@
+//! A complete local environment: moto with keyturn's resources created in
+//! it, the fake Auth0, and a keyturn configuration pointing at both.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::Value;
+
+use keyturn::aws::Clients;
+use keyturn::config::Config;
+use keyturn::engine::Engine;
+use keyturn::queue::Queue;
+use keyturn::saga::{KeyRef, Saga};
+
+use crate::auth0_fake::{FakeAuth0, CLIENT_ID};
+use crate::moto::Moto;
+
+pub const USER: &str = "auth0-ses-sender";
+pub const REGION: &str = "us-east-1";
+
+/// Knobs for a test environment.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Access keys the IAM user has before the rotation.
+    pub existing_keys: usize,
+    /// How the Auth0 client secret is referenced: Secrets Manager (default) or an env var name.
+    pub client_secret_env: Option<String>,
+    /// Grace period between deactivating and deleting the old key.
+    pub grace_period: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { existing_keys: 1, client_secret_env: None, grace_period: "0s" }
+    }
+}
+
+pub struct TestEnv {
+    pub moto: Moto,
+    pub auth0: FakeAuth0,
+    pub sdk: SdkConfig,
+    pub clients: Clients,
+    pub config: Config,
+    pub config_text: String,
+    /// Keys before the rotation: (id, secret).
+    pub old_keys: Vec<(String, String)>,
+    pub auth0_client_secret: String,
+    pub notify_queue_url: String,
+    pub queue_url: String,
+    pub dlq_url: String,
+}
+
+/// AWS SDK configuration for a moto endpoint, with the same timeouts as production.
+pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "keyturn-tests"))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(15))
+                .build(),
+        )
+        .load()
+        .await
+}
+
+impl TestEnv {
+    pub async fn new(opts: Options) -> anyhow::Result<TestEnv> {
+        crate::capture::install();
+        let moto = Moto::start(&[]).await?;
+        let sdk = sdk_config(&moto.endpoint).await;
+        let clients = Clients::new(sdk.clone());
+
+        clients.iam.create_user().user_name(USER).send().await?;
+        let mut old_keys = vec![];
+        for _ in 0..opts.existing_keys {
+            let k = clients.iam.create_access_key().user_name(USER).send().await?;
+            let k = k.access_key().unwrap();
+            old_keys.push((k.access_key_id().to_string(), k.secret_access_key().to_string()));
+        }
+
+        let sqs = &clients.sqs;
+        let dlq_url = sqs.create_queue().queue_name("keyturn-steps-dlq").send().await?.queue_url.unwrap();
+        let dlq_arn = queue_arn(sqs, &dlq_url).await?;
+        let queue_url = sqs
+            .create_queue()
+            .queue_name("keyturn-steps")
+            .attributes(QueueAttributeName::RedrivePolicy, format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"5"}}"#))
+            .send()
+            .await?
+            .queue_url
+            .unwrap();
+        let notify_queue_url = sqs.create_queue().queue_name("keyturn-notifications").send().await?.queue_url.unwrap();
+        let notify_arn = queue_arn(sqs, &notify_queue_url).await?;
+
+        clients
+            .dynamodb
+            .create_table()
+            .table_name("keyturn-sagas")
+            .attribute_definitions(AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build()?)
+            .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build()?)
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await?;
+
+        let topic_arn = clients.sns.create_topic().name("keyturn").send().await?.topic_arn.unwrap();
+        clients.sns.subscribe().topic_arn(&topic_arn).protocol("sqs").endpoint(&notify_arn).send().await?;
+
+        let key_id = clients.kms.create_key().description("keyturn sealed secrets").send().await?.key_metadata.unwrap().key_id;
+        clients.kms.create_alias().alias_name("alias/keyturn").target_key_id(&key_id).send().await?;
+
+        let auth0_client_secret = format!("auth0-client-secret-{}", uuid::Uuid::new_v4());
+        let secret_ref = match &opts.client_secret_env {
+            Some(var) => format!(r#"{{ env = "{var}" }}"#),
+            None => {
+                clients
+                    .secrets
+                    .create_secret()
+                    .name("keyturn/auth0")
+                    .secret_string(serde_json::json!({"client_secret": auth0_client_secret}).to_string())
+                    .send()
+                    .await?;
+                r#"{ secrets_manager = "keyturn/auth0", json_key = "client_secret" }"#.to_string()
+            }
+        };
+        let current = old_keys.first().map(|k| k.0.clone()).unwrap_or_else(|| "AKIA_NONE".into());
+        let auth0 = FakeAuth0::start(&auth0_client_secret, &current).await;
+
+        let config_text = format!(
+            r#"# keyturn configuration for a local run against moto and the fake Auth0.
+[aws]
+region = "{REGION}"
+queue_url = "{queue_url}"
+dlq_url = "{dlq_url}"
+table = "keyturn-sagas"
+topic_arn = "{topic_arn}"
+kms_key_id = "alias/keyturn"
+
+[worker]
+concurrency = 4
+wait_time = "1s"
+visibility_timeout = "10s"
+lease = "3s"
+sweep_interval = "1s"
+sweep_after = "3s"
+shutdown_grace = "5s"
+
+[[rotation]]
+id = "auth0-ses"
+source = {{ kind = "iam_access_key", user_name = "{USER}" }}
+
+[rotation.target]
+kind = "auth0_email_provider"
+domain = "example.eu.auth0.com"
+base_url = "{auth0_uri}"
+client_id = "{CLIENT_ID}"
+client_secret = {secret_ref}
+ses_region = "eu-west-1"
+from_address = "no-reply@example.com"
+
+[rotation.policy]
+grace_period = "{grace}"
+propagation_timeout = "30s"
+max_attempts = 4
+retry_base = "200ms"
+retry_cap = "2s"
+"#,
+            auth0_uri = auth0.uri(),
+            grace = opts.grace_period,
+        );
+        let config = Config::parse(&config_text).map_err(|e| anyhow::anyhow!("generated config invalid: {e}"))?;
+        Ok(TestEnv { moto, auth0, sdk, clients, config, config_text, old_keys, auth0_client_secret, notify_queue_url, queue_url, dlq_url })
+    }
+
+    pub fn engine(&self, worker: &str) -> Engine<keyturn::queue::SqsQueue> {
+        keyturn::app::engine(&self.config, &self.clients, worker.into())
+    }
+
+    pub fn engine_with<Q: Queue>(&self, worker: &str, q: Q) -> Engine<Q> {
+        keyturn::app::engine_with(&self.config, &self.clients, worker.into(), q)
+    }
+
+    pub fn sqs_queue(&self) -> keyturn::queue::SqsQueue {
+        keyturn::app::sqs_queue(&self.config, &self.clients)
+    }
+
+    pub async fn user_keys(&self) -> Vec<KeyRef> {
+        let out = self.clients.iam.list_access_keys().user_name(USER).send().await.unwrap();
+        out.access_key_metadata()
+            .iter()
+            .map(|k| KeyRef {
+                id: k.access_key_id().unwrap().to_string(),
+                active: k.status() == Some(&aws_sdk_iam::types::StatusType::Active),
+                created_at: None,
+            })
+            .collect()
+    }
+
+    /// Wait until the saga is terminal.
+    pub async fn wait_terminal(&self, saga_id: &str, timeout: Duration) -> Saga {
+        let store = keyturn::store::Store::new(self.clients.dynamodb.clone(), "keyturn-sagas");
+        let start = Instant::now();
+        loop {
+            let s = store.load(saga_id).await.unwrap().expect("saga exists");
+            if s.saga.status.is_terminal() {
+                return s.saga;
+            }
+            assert!(start.elapsed() < timeout, "saga {saga_id} not terminal after {timeout:?}: {:#?}", s.saga);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Drain notifications delivered to the SQS subscription: (subject, document, attributes).
+    pub async fn notifications(&self, expect_at_least: usize, timeout: Duration) -> Vec<Notification> {
+        drain(&self.clients.sqs, &self.notify_queue_url, expect_at_least, timeout)
+            .await
+            .into_iter()
+            .map(|(body, _)| {
+                let env: Value = serde_json::from_str(&body).expect("SNS envelope is JSON");
+                let attrs = env["MessageAttributes"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v["Value"].as_str().unwrap_or("").to_string())).collect())
+                    .unwrap_or_default();
+                let doc: Value = serde_json::from_str(env["Message"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+                Notification { subject: env["Subject"].as_str().unwrap_or("").to_string(), document: doc, attributes: attrs, raw: body }
+            })
+            .collect()
+    }
+
+    /// Drain the step queue's DLQ: (body, keyturn_reason attribute).
+    pub async fn dlq(&self, expect_at_least: usize, timeout: Duration) -> Vec<(String, Option<String>)> {
+        drain(&self.clients.sqs, &self.dlq_url, expect_at_least, timeout).await
+    }
+
+    /// Every raw DynamoDB item, rendered as text (binary attributes as bytes-as-lossy-UTF-8).
+    pub async fn table_dump(&self) -> String {
+        let store = keyturn::store::Store::new(self.clients.dynamodb.clone(), "keyturn-sagas");
+        let items = store.raw_items().await.unwrap();
+        let mut out = String::new();
+        for item in items {
+            for (k, v) in item {
+                let text = match &v {
+                    aws_sdk_dynamodb::types::AttributeValue::B(b) => String::from_utf8_lossy(b.as_ref()).into_owned(),
+                    other => format!("{other:?}"),
+                };
+                out.push_str(&format!("{k}={text}\n"));
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub subject: String,
+    pub document: Value,
+    pub attributes: HashMap<String, String>,
+    pub raw: String,
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<String> {
+    let out = sqs.get_queue_attributes().queue_url(url).attribute_names(QueueAttributeName::QueueArn).send().await?;
+    Ok(out.attributes.unwrap().get(&QueueAttributeName::QueueArn).unwrap().clone())
+}
+
+/// Receive and delete messages until `expect_at_least` arrived or `timeout` passed.
+pub async fn drain(sqs: &aws_sdk_sqs::Client, url: &str, expect_at_least: usize, timeout: Duration) -> Vec<(String, Option<String>)> {
+    let start = Instant::now();
+    let mut out = vec![];
+    loop {
+        let r = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .unwrap();
+        for m in r.messages() {
+            let reason = m.message_attributes().and_then(|a| a.get("keyturn_reason")).and_then(|v| v.string_value()).map(str::to_string);
+            out.push((m.body().unwrap_or("").to_string(), reason));
+            sqs.delete_message().queue_url(url).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
+        }
+        if (out.len() >= expect_at_least && r.messages().is_empty()) || start.elapsed() > timeout {
+            return out;
+        }
+    }
+}
+
+/// A worker running in this process until dropped or stopped.
+pub struct RunningWorker {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    join: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningWorker {
+    pub fn spawn<Q: Queue>(engine: Arc<Engine<Q>>, cfg: &keyturn::config::WorkerConfig) -> RunningWorker {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let cfg = cfg.clone();
+        let join = tokio::spawn(async move {
+            keyturn::worker::run(engine, &cfg, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        RunningWorker { stop: Some(tx), join: Some(join) }
+    }
+
+    /// Signal shutdown and wait for the worker to drain.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(j) = self.join.take() {
+            let _ = j.await;
+        }
+    }
+}
+
+impl Drop for RunningWorker {
+    fn drop(&mut self) {
+        if let Some(j) = self.join.take() {
+            j.abort();
+        }
+    }
+}

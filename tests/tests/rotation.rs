@@ -1,0 +1,291 @@
+//! Black-box tests of the IAM access key → Auth0 email provider rotation,
+//! against a real `moto_server` on loopback and the fake Auth0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyturn::saga::{Status, Step, TargetState};
+use keyturn::store::Created;
+use keyturn_testkit::auth0_fake::Fault;
+use keyturn_testkit::env::{Options, RunningWorker, TestEnv, USER};
+use keyturn_testkit::recording::RecordingQueue;
+
+const T: Duration = Duration::from_secs(60);
+
+async fn env() -> TestEnv {
+    TestEnv::new(Options::default()).await.expect("test environment")
+}
+
+/// Secrets this test created or saw must appear nowhere but where they belong.
+fn assert_no_leak(haystacks: &[(&str, &str)], secrets: &[&str]) {
+    for secret in secrets {
+        assert!(secret.len() >= 16, "scan for a real secret, not {secret:?}");
+        for (name, text) in haystacks {
+            assert!(!text.contains(secret), "secret leaked into {name}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_rotates_key_updates_auth0_and_retires_old_key() {
+    let env = env().await;
+    let (old_id, old_secret) = env.old_keys[0].clone();
+    let queue = RecordingQueue::new(env.sqs_queue(), false);
+    let engine = Arc::new(env.engine_with("w1", queue.clone()));
+    let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
+
+    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!("expected a new saga") };
+    let saga = env.wait_terminal(&saga_id, T).await;
+    worker.stop().await;
+
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    // One key before and after, a different one.
+    let keys = env.user_keys().await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let new_id = keys[0].id.clone();
+    assert_ne!(new_id, old_id);
+    assert!(keys[0].active);
+    assert_eq!(saga.new_key.as_deref(), Some(new_id.as_str()));
+    // Auth0 received the new key and its secret.
+    let p = env.auth0.provider().unwrap();
+    assert_eq!(p.access_key_id, new_id);
+    assert_eq!(p.region, "eu-west-1");
+    assert!(p.enabled);
+    assert_eq!(env.auth0.patches().len(), 1);
+    // The secret Auth0 received authenticates as the user (moto's STS maps the key id to its user).
+    let sts = aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::config::Builder::from(&env.sdk)
+            .credentials_provider(aws_credential_types::Credentials::new(&new_id, &p.secret_access_key, None, None, "t"))
+            .build(),
+    );
+    let who = sts.get_caller_identity().send().await.unwrap();
+    assert!(who.arn().unwrap().ends_with(&format!(":user/{USER}")), "{:?}", who.arn());
+    // Every forward step ran, in order, once.
+    let steps: Vec<Step> = saga.history.iter().filter(|a| a.outcome == "ok").map(|a| a.step).collect();
+    assert_eq!(
+        steps,
+        [Step::Start, Step::IssueNew, Step::ProveNew, Step::PushToTarget, Step::VerifyTarget, Step::DisableOld, Step::RetireOld, Step::Finalize]
+    );
+    assert_eq!(saga.target, TargetState::HoldsNew);
+    assert!(!saga.secret_stored);
+
+    // The success notification arrived through the topic's SQS subscription.
+    let notes = env.notifications(1, Duration::from_secs(10)).await;
+    assert_eq!(notes.len(), 1, "{notes:#?}");
+    let n = &notes[0];
+    assert_eq!(n.attributes["event"], "rotation.succeeded");
+    assert_eq!(n.attributes["severity"], "info");
+    assert_eq!(n.attributes["rotation_id"], "auth0-ses");
+    assert_eq!(n.attributes["credential_kind"], "iam_access_key");
+    assert_eq!(n.attributes["target_kind"], "auth0_email_provider");
+    assert_eq!(n.subject, "[keyturn] Rotation succeeded: auth0-ses (iam user auth0-ses-sender) -> Auth0 example.eu.auth0.com");
+    assert_eq!(n.document["saga_id"], saga_id.as_str());
+    let keys_doc = n.document["keys"].as_array().unwrap();
+    assert!(keys_doc.iter().any(|k| k["id"] == old_id.as_str() && k["state"] == "deleted"));
+    assert!(keys_doc.iter().any(|k| k["id"] == new_id.as_str() && k["state"] == "active"));
+
+    // The lock is released: a second rotation can start.
+    assert!(matches!(engine.request("auth0-ses", "manual").await.unwrap(), Created::New(_)));
+
+    // No secret in logs, SQS bodies, DynamoDB items or notifications.
+    let logs = keyturn_testkit::capture::logs();
+    let bodies = queue.bodies().join("\n");
+    let table = env.table_dump().await;
+    let notes_raw = notes.iter().map(|n| n.raw.clone()).collect::<Vec<_>>().join("\n");
+    assert!(!bodies.is_empty() && !table.is_empty() && !logs.is_empty());
+    let tokens = env.auth0.tokens_issued();
+    let mut secrets = vec![p.secret_access_key.as_str(), old_secret.as_str(), env.auth0_client_secret.as_str()];
+    secrets.extend(tokens.iter().map(String::as_str));
+    assert_no_leak(&[("logs", &logs), ("SQS bodies", &bodies), ("DynamoDB", &table), ("notifications", &notes_raw)], &secrets);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth0_insufficient_scope_compensates_and_notifies() {
+    let env = env().await;
+    let old_id = env.old_keys[0].0.clone();
+    env.auth0.script_patch(Fault::InsufficientScope);
+    let engine = Arc::new(env.engine("w1"));
+    let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
+    let saga = env.wait_terminal(&saga_id, T).await;
+    worker.stop().await;
+
+    assert_eq!(saga.status, Status::Compensated, "{saga:#?}");
+    let f = saga.failure.as_ref().unwrap();
+    assert_eq!((f.step, f.code.as_str(), f.operator_fixable), (Step::PushToTarget, "insufficient_scope", true));
+    // The new key is deleted, the old key active and untouched.
+    let keys = env.user_keys().await;
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].id, old_id);
+    assert!(keys[0].active);
+    assert!(saga.new_revoked);
+    assert_eq!(env.auth0.provider().unwrap().access_key_id, old_id, "Auth0 unchanged");
+    // A permanent 403 is not retried.
+    assert_eq!(env.auth0.patches().len(), 1);
+
+    let notes = env.notifications(1, Duration::from_secs(10)).await;
+    assert_eq!(notes.len(), 1);
+    let n = &notes[0];
+    assert_eq!(n.attributes["event"], "rotation.failed");
+    assert_eq!(n.attributes["severity"], "error");
+    assert_eq!(n.subject, "[keyturn] Rotation failed: auth0-ses (iam user auth0-ses-sender) -> Auth0 example.eu.auth0.com");
+    let d = &n.document;
+    assert_eq!(d["rotation_id"], "auth0-ses");
+    assert_eq!(d["saga_id"], saga_id.as_str());
+    assert_eq!(d["status"], "compensated");
+    assert_eq!(d["failure"]["step"], "push_to_target");
+    assert_eq!(d["failure"]["code"], "insufficient_scope");
+    assert_eq!(d["failure"]["operator_fixable"], true);
+    assert!(d["failure"]["message"].as_str().unwrap().contains("Insufficient scope"));
+    assert!(d["rolled_back"][0].as_str().unwrap().starts_with("deleted new key"));
+    assert!(d["recommended_action"].as_str().unwrap().contains("update:email_provider"));
+    assert_eq!(d["status_command"], format!("keyturn status {saga_id}"));
+    assert_eq!(d["target"]["state"], "unchanged (it rejected the new key)");
+    let ks = d["keys"].as_array().unwrap();
+    assert!(ks.iter().any(|k| k["id"] == old_id.as_str() && k["state"] == "active" && k["role"] == "old key"));
+    assert!(ks.iter().any(|k| k["role"] == "new key" && k["state"] == "deleted"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth0_rate_limit_is_retried_per_headers() {
+    let env = env().await;
+    env.auth0.script_patch(Fault::RateLimited { retry_after: Some(2), reset_in: 5 });
+    let engine = Arc::new(env.engine("w1"));
+    let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
+    let saga = env.wait_terminal(&saga_id, T).await;
+    worker.stop().await;
+
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    let patches = env.auth0.patches();
+    assert_eq!(patches.iter().map(|p| p.status).collect::<Vec<_>>(), [429, 200]);
+    let waited = patches[1].at - patches[0].at;
+    assert!(waited >= Duration::from_secs(2), "Retry-After: 2 honoured, waited {waited:?}");
+    assert_eq!(env.auth0.provider().unwrap().access_key_id, saga.new_key.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_delivered_twice_gives_the_same_end_state() {
+    let env = env().await;
+    let queue = RecordingQueue::new(env.sqs_queue(), true);
+    let engine = Arc::new(env.engine_with("w1", queue.clone()));
+    // Two workers, so duplicates really race.
+    let other = Arc::new(env.engine_with("w2", queue.clone()));
+    let w1 = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    let w2 = RunningWorker::spawn(other, &env.config.worker);
+    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
+    let saga = env.wait_terminal(&saga_id, T).await;
+    // Let the remaining duplicates drain.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    w1.stop().await;
+    w2.stop().await;
+
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    assert!(queue.bodies().len() >= 14, "every step message was sent twice: {}", queue.bodies().len());
+    let keys = env.user_keys().await;
+    assert_eq!(keys.len(), 1, "no extra key: {keys:?}");
+    assert_eq!(Some(keys[0].id.as_str()), saga.new_key.as_deref());
+    assert_eq!(env.auth0.patches().len(), 1, "exactly one PATCH");
+    assert_eq!(env.notifications(1, Duration::from_secs(5)).await.len(), 1, "one notification");
+    // Each forward step succeeded exactly once.
+    let oks = saga.history.iter().filter(|a| a.outcome == "ok").count();
+    assert_eq!(oks, 8, "{:#?}", saga.history);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_key_creation_cleans_up_the_orphan() {
+    let env = env().await;
+    let old_id = env.old_keys[0].0.clone();
+    let engine = Arc::new(env.engine("w1"));
+    engine.faults.crash_after_issue.store(1, std::sync::atomic::Ordering::SeqCst);
+    let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
+
+    // After the crash the user holds the old key and the orphan.
+    let store = engine.store.clone();
+    let mut orphan = None;
+    for _ in 0..100 {
+        let keys = env.user_keys().await;
+        if keys.len() == 2 {
+            orphan = keys.into_iter().map(|k| k.id).find(|id| id != &old_id);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let orphan = orphan.expect("the crashed attempt created a key");
+    let s = store.load(&saga_id).await.unwrap().unwrap();
+    assert!(s.saga.new_key.is_none(), "the crash happened before the key was recorded");
+    assert_eq!(s.saga.issue_intents, 1, "the intent was recorded before IAM was called");
+
+    let saga = env.wait_terminal(&saga_id, T).await;
+    worker.stop().await;
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    assert_eq!(saga.issue_intents, 2);
+    let keys = env.user_keys().await;
+    assert_eq!(keys.len(), 1, "exactly one key remains: {keys:?}");
+    assert_ne!(keys[0].id, orphan, "the orphan was deleted");
+    assert_ne!(keys[0].id, old_id);
+    assert_eq!(env.auth0.provider().unwrap().access_key_id, keys[0].id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_for_one_credential_give_one_saga() {
+    let env = env().await;
+    let a = env.engine("a");
+    let b = env.engine("b");
+    let (ra, rb) = tokio::join!(a.request("auth0-ses", "manual"), b.request("auth0-ses", "schedule"));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    let ids: Vec<&String> = [&ra, &rb]
+        .iter()
+        .map(|r| match r {
+            Created::New(id) | Created::Existing(id) => id,
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1], "{ra:?} {rb:?}");
+    assert_eq!([&ra, &rb].iter().filter(|r| matches!(r, Created::New(_))).count(), 1);
+    assert_eq!(a.store.list().await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_unknown_keys_are_refused_and_nothing_changes() {
+    let env = TestEnv::new(Options { existing_keys: 2, ..Options::default() }).await.unwrap();
+    let before = env.user_keys().await;
+    let engine = Arc::new(env.engine("w1"));
+    let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
+    let saga = env.wait_terminal(&saga_id, T).await;
+    worker.stop().await;
+
+    assert_eq!(saga.status, Status::Refused);
+    let f = saga.failure.unwrap();
+    assert_eq!(f.code, "TooManyKeys");
+    assert!(f.message.contains(&before[0].id) && f.message.contains(&before[1].id), "{}", f.message);
+    assert_eq!(env.user_keys().await, before, "keys unchanged");
+    assert!(env.auth0.patches().is_empty(), "Auth0 untouched");
+    let notes = env.notifications(1, Duration::from_secs(10)).await;
+    assert_eq!(notes[0].attributes["event"], "rotation.failed");
+    assert_eq!(notes[0].document["failure"]["code"], "TooManyKeys");
+    assert!(notes[0].subject.starts_with("[keyturn] Rotation refused: auth0-ses"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_go_to_the_dlq_and_the_worker_goes_on() {
+    let env = env().await;
+    let engine = Arc::new(env.engine("w1"));
+    let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    for body in ["this is not json", r#"{"v":1,"saga_id":"no-such-saga","step":"start","token":"t"}"#, r#"{"hello":"world"}"#] {
+        env.clients.sqs.send_message().queue_url(&env.queue_url).message_body(body).send().await.unwrap();
+    }
+    let dead = env.dlq(3, Duration::from_secs(20)).await;
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    let reason = |needle: &str| dead.iter().find(|(b, _)| b.contains(needle)).and_then(|(_, r)| r.clone()).unwrap_or_default();
+    assert!(reason("not json").starts_with("body is not JSON"), "{dead:?}");
+    assert_eq!(reason("no-such-saga"), "saga no-such-saga does not exist");
+    assert!(reason("hello").starts_with("body does not match the step message schema"), "{dead:?}");
+
+    // The worker is still running and rotates.
+    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
+    let saga = env.wait_terminal(&saga_id, T).await;
+    worker.stop().await;
+    assert_eq!(saga.status, Status::Succeeded);
+}
