@@ -179,6 +179,26 @@ retry_cap = "2s"
         Ok(TestEnv { moto, auth0, sdk, clients, config, config_text, old_keys, auth0_client_secret, notify_queue_url, queue_url, dlq_url })
     }
 
+    /// Environment for running the `keyturn` binary against this moto:
+    /// only the standard AWS variables, as a user would set them.
+    pub fn cli_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.moto.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", REGION.into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+
+    /// Write the configuration into `dir` and return its path.
+    pub fn write_config(&self, dir: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        let p = dir.join("keyturn.toml");
+        std::fs::write(&p, &self.config_text)?;
+        Ok(p)
+    }
+
     pub fn engine(&self, worker: &str) -> Engine<keyturn::queue::SqsQueue> {
         keyturn::app::engine(&self.config, &self.clients, worker.into())
     }
@@ -255,6 +275,18 @@ retry_cap = "2s"
         }
         out
     }
+}
+
+/// The `keyturn` binary built beside the running executable (`cargo build --bins`).
+pub fn keyturn_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("keyturn");
+    assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` first", bin.display());
+    bin
 }
 
 #[derive(Debug, Clone)]

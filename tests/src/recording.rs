@@ -1,5 +1,6 @@
 //! A [`Queue`] wrapper that records every step message sent and can deliver
-//! each one twice (at-least-once delivery, made worst-case).
+//! each one twice (at-least-once delivery, made worst-case): the copy is sent
+//! a second later, so it usually arrives after the original was handled.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,7 +30,7 @@ impl Queue for RecordingQueue {
         self.inner.send(msg, delay).await?;
         if self.duplicate {
             self.sent.lock().unwrap().push(msg.body());
-            self.inner.send(msg, delay).await?;
+            self.inner.send(msg, delay + Duration::from_secs(1)).await?;
         }
         Ok(())
     }

@@ -187,6 +187,13 @@ async fn every_message_delivered_twice_gives_the_same_end_state() {
     assert_eq!(Some(keys[0].id.as_str()), saga.new_key.as_deref());
     assert_eq!(env.auth0.patches().len(), 1, "exactly one PATCH");
     assert_eq!(env.notifications(1, Duration::from_secs(5)).await.len(), 1, "one notification");
+    // Every duplicate was recognised (stale token, or lost the lease race) and dropped.
+    let logs = keyturn_testkit::capture::logs();
+    let dropped = logs
+        .lines()
+        .filter(|l| l.contains(&saga_id) && (l.contains("stale or duplicate message") || l.contains("another worker moved the saga first")))
+        .count();
+    assert!(dropped >= 8, "duplicates dropped: {dropped}");
     // Each forward step succeeded exactly once.
     let oks = saga.history.iter().filter(|a| a.outcome == "ok").count();
     assert_eq!(oks, 8, "{:#?}", saga.history);

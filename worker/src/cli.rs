@@ -83,10 +83,19 @@ pub enum Command {
     CheckConfig,
 }
 
-pub fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+/// Logs go to stderr. `RUST_LOG` overrides the default level: `info` for
+/// the worker, `warn` for one-shot commands (their output is on stdout).
+pub fn init_tracing(format: LogFormat, command: &Command) {
+    use std::io::IsTerminal;
+    let default = match command {
+        Command::Worker => "info,aws_config=warn,aws_smithy_runtime=warn",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
@@ -169,6 +178,14 @@ fn fmt_time(ms: u64) -> String {
         .unwrap_or_else(|_| ms.to_string())
 }
 
+fn attempt_line(a: &crate::saga::Attempt) -> String {
+    let mut line = format!("  {}  {:<15} #{:<2} {}", fmt_time(a.at), a.step.as_str(), a.attempt, a.outcome);
+    if let Some(c) = &a.code {
+        line.push_str(&format!("  {c}: {}", a.message.as_deref().unwrap_or("")));
+    }
+    line
+}
+
 /// The saga's timeline as text.
 pub fn timeline(s: &Stored) -> String {
     let g = &s.saga;
@@ -189,11 +206,8 @@ pub fn timeline(s: &Stored) -> String {
         out.push_str(&format!("  compensation: {c}\n"));
     }
     for a in &g.history {
-        out.push_str(&format!("  {}  {:<15} #{:<2} {:<18}{}\n", fmt_time(a.at), a.step.as_str(), a.attempt, a.outcome,
-            match (&a.code, &a.message) {
-                (Some(c), Some(m)) => format!(" {c}: {m}"),
-                _ => String::new(),
-            }));
+        out.push_str(&attempt_line(a));
+        out.push('\n');
     }
     out
 }
@@ -205,8 +219,7 @@ pub async fn follow(store: &crate::store::Store, saga_id: &str, timeout: Duratio
     loop {
         let s = store.load(saga_id).await?.with_context(|| format!("no saga {saga_id}"))?;
         for a in s.saga.history.iter().skip(printed) {
-            println!("  {}  {:<15} #{:<2} {}{}", fmt_time(a.at), a.step.as_str(), a.attempt, a.outcome,
-                a.code.as_ref().map(|c| format!(" ({c}: {})", a.message.as_deref().unwrap_or(""))).unwrap_or_default());
+            println!("{}", attempt_line(a));
         }
         printed = s.saga.history.len();
         if s.saga.status.is_terminal() {

@@ -159,11 +159,11 @@ where
             request_id: None,
             retryable: true,
         },
-        SdkError::DispatchFailure(d) => Error::Aws {
+        SdkError::DispatchFailure(_) => Error::Aws {
             service,
             operation,
             code: "DispatchFailure".into(),
-            message: format!("could not send the request: {:?}", d.as_connector_error().map(|c| c.to_string())),
+            message: format!("could not send the request: {}", aws_smithy_types::error::display::DisplayErrorContext(&err)),
             request_id: None,
             retryable: true,
         },

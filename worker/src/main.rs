@@ -5,7 +5,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() {
     let cli = keyturn::cli::Cli::parse();
-    keyturn::cli::init_tracing(cli.log_format);
+    keyturn::cli::init_tracing(cli.log_format, &cli.command);
     match keyturn::cli::run(cli).await {
         Ok(code) => std::process::exit(code),
         Err(e) => {
