@@ -296,3 +296,73 @@ async fn poison_messages_go_to_the_dlq_and_the_worker_goes_on() {
     worker.stop().await;
     assert_eq!(saga.status, Status::Succeeded);
 }
+
+/// Wait until the saga reaches `step` (and return it).
+async fn wait_step(env: &TestEnv, saga_id: &str, step: Step) -> keyturn::saga::Saga {
+    let store = keyturn::store::Store::new(env.clients.dynamodb.clone(), "keyturn-sagas");
+    for _ in 0..300 {
+        let s = store.load(saga_id).await.unwrap().unwrap().saga;
+        if s.step == step {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("saga {saga_id} never reached {step}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grace_period_is_a_durable_wait_then_the_old_key_is_deleted() {
+    let env = TestEnv::new(Options { grace_period: "4s", ..Options::default() }).await.unwrap();
+    let old_id = env.old_keys[0].0.clone();
+    let queue = RecordingQueue::new(env.sqs_queue(), false);
+    let engine = Arc::new(env.engine_with("w1", queue.clone()));
+    let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
+
+    let waiting = wait_step(&env, &saga_id, Step::RetireOld).await;
+    let sent_at_wait = queue.bodies().len();
+    // During the grace period: old key inactive but present, new key live in Auth0.
+    let keys = env.user_keys().await;
+    assert_eq!(keys.len(), 2);
+    assert!(keys.iter().any(|k| k.id == old_id && !k.active), "{keys:?}");
+    assert!(waiting.grace_until.is_some());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(queue.bodies().len(), sent_at_wait, "no messages while waiting: the wait is a delayed message, not a loop");
+
+    let saga = env.wait_terminal(&saga_id, T).await;
+    worker.stop().await;
+    assert_eq!(saga.status, Status::Succeeded);
+    let retired = saga.history.iter().find(|a| a.step == Step::RetireOld && a.outcome == "ok").unwrap();
+    assert!(retired.at >= waiting.grace_until.unwrap(), "old key deleted only after the grace period");
+    let keys = env.user_keys().await;
+    assert_eq!(keys.len(), 1);
+    assert_ne!(keys[0].id, old_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_during_grace_reactivates_the_old_key() {
+    let env = TestEnv::new(Options { grace_period: "1h", ..Options::default() }).await.unwrap();
+    let old_id = env.old_keys[0].0.clone();
+    let engine = Arc::new(env.engine("w1"));
+    let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
+
+    // Too early: refused with a clear reason.
+    let s = wait_step(&env, &saga_id, Step::RetireOld).await;
+    assert!(s.old_disabled);
+    engine.rollback(&saga_id).await.expect("rollback accepted during grace");
+    let saga = env.wait_terminal(&saga_id, T).await;
+    worker.stop().await;
+
+    assert_eq!(saga.status, Status::RolledBack, "{saga:#?}");
+    let keys = env.user_keys().await;
+    assert_eq!(keys.len(), 2, "both keys kept");
+    assert!(keys.iter().all(|k| k.active), "old key active again: {keys:?}");
+    assert_eq!(env.auth0.provider().unwrap().access_key_id, saga.new_key.clone().unwrap(), "Auth0 keeps the new key");
+    let n = env.notifications(1, Duration::from_secs(10)).await;
+    assert_eq!(n[0].attributes["event"], "rotation.rolled_back");
+    assert!(n[0].document["rolled_back"][0].as_str().unwrap().contains(&old_id));
+    // After the end, rollback is refused.
+    let e = engine.rollback(&saga_id).await.unwrap_err();
+    assert!(e.to_string().contains("already ended"), "{e}");
+}

@@ -233,7 +233,7 @@ impl<Q: Queue> Engine<Q> {
         }
         let now = now_ms();
         let tr = saga::advance(&attempt, &result.outcome, &rotation.policy, clock(now));
-        let due = tr.saga.not_before.max(now) + Self::ms(self.sweep_after);
+        let due = resume_at(&tr.saga, now) + Self::ms(self.sweep_after);
         match self.store.commit(&tr.saga, version, Some(&self.worker_id), result.secret, due).await {
             Ok(_) => {}
             Err(Error::Conflict { .. }) => {
@@ -263,7 +263,7 @@ impl<Q: Queue> Engine<Q> {
     }
 
     async fn send_next(&self, s: &Saga, now: Millis) {
-        let delay = Duration::from_millis(s.not_before.saturating_sub(now));
+        let delay = Duration::from_millis(resume_at(s, now) - now);
         if let Err(e) = self.queue.send(&StepMessage::new(&s.saga_id, s.step, &s.token), delay).await {
             warn!(saga = %s.saga_id, error = %e, "could not enqueue the next step; the sweeper will re-drive it");
         }
@@ -396,6 +396,12 @@ impl<Q: Queue> Engine<Q> {
         }
         Ok(n)
     }
+}
+
+/// When the saga's current step may run: now, or the end of its wait
+/// (retry delay or grace period).
+fn resume_at(s: &Saga, now: Millis) -> Millis {
+    s.waiting_until(now).unwrap_or(now)
 }
 
 async fn for_each<'a, F, Fut>(ids: &'a [String], mut f: F) -> Result<()>
