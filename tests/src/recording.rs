@@ -2,6 +2,7 @@
 //! each one twice (at-least-once delivery, made worst-case): the copy is sent
 //! a second later, so it usually arrives after the original was handled.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,11 +14,15 @@ pub struct RecordingQueue {
     pub inner: SqsQueue,
     pub sent: Arc<Mutex<Vec<String>>>,
     pub duplicate: bool,
+    /// Drop the send with this index (0-based, counting every send): a lost
+    /// message, as after a crash between commit and send.
+    pub lose_send: Option<usize>,
+    count: Arc<AtomicUsize>,
 }
 
 impl RecordingQueue {
     pub fn new(inner: SqsQueue, duplicate: bool) -> Self {
-        RecordingQueue { inner, sent: Arc::default(), duplicate }
+        RecordingQueue { inner, sent: Arc::default(), duplicate, lose_send: None, count: Arc::default() }
     }
     pub fn bodies(&self) -> Vec<String> {
         self.sent.lock().unwrap().clone()
@@ -26,6 +31,9 @@ impl RecordingQueue {
 
 impl Queue for RecordingQueue {
     async fn send(&self, msg: &StepMessage, delay: Duration) -> Result<()> {
+        if Some(self.count.fetch_add(1, Ordering::SeqCst)) == self.lose_send {
+            return Ok(());
+        }
         self.sent.lock().unwrap().push(msg.body());
         self.inner.send(msg, delay).await?;
         if self.duplicate {

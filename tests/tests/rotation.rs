@@ -366,3 +366,72 @@ async fn rollback_during_grace_reactivates_the_old_key() {
     let e = engine.rollback(&saga_id).await.unwrap_err();
     assert!(e.to_string().contains("already ended"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_push_that_landed_rolls_forward() {
+    let env = env().await;
+    // Every PATCH applies the key and then answers 503, past every retry budget.
+    for _ in 0..40 {
+        env.auth0.script_patch(Fault::UnavailableAfterApply);
+    }
+    let engine = Arc::new(env.engine("w1"));
+    let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
+    let saga = env.wait_terminal(&saga_id, T).await;
+    worker.stop().await;
+
+    // Verification saw the new key in Auth0: roll forward, never revoke.
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    assert!(!saga.new_revoked);
+    assert!(saga.history.iter().any(|a| a.step == Step::PushToTarget && a.outcome == "failed"));
+    let keys = env.user_keys().await;
+    assert_eq!(keys.len(), 1);
+    assert_eq!(env.auth0.provider().unwrap().access_key_id, keys[0].id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_push_that_cannot_be_verified_needs_attention_with_both_keys() {
+    let env = env().await;
+    let old_id = env.old_keys[0].0.clone();
+    env.auth0.set_reveal_key_id(false);
+    for _ in 0..40 {
+        env.auth0.script_patch(Fault::UnavailableAfterApply);
+    }
+    let engine = Arc::new(env.engine("w1"));
+    let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
+    let saga = env.wait_terminal(&saga_id, T).await;
+    worker.stop().await;
+
+    assert_eq!(saga.status, Status::NeedsAttention, "{saga:#?}");
+    assert_eq!(saga.target, TargetState::Uncertain);
+    let keys = env.user_keys().await;
+    assert_eq!(keys.len(), 2, "both keys kept: Auth0 may hold the new one");
+    assert!(keys.iter().all(|k| k.active));
+    assert!(keys.iter().any(|k| k.id == old_id));
+    let n = env.notifications(1, Duration::from_secs(10)).await;
+    assert_eq!(n[0].attributes["event"], "rotation.needs_attention");
+    assert_eq!(n[0].attributes["severity"], "critical");
+    assert_eq!(n[0].document["target"]["state"], "unknown: it may hold the new key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweeper_redrives_a_saga_whose_message_was_lost() {
+    let env = env().await;
+    // Sends: 0 start, 1 issue_new, 2 prove_new. The message sent after
+    // `issue_new` committed is lost.
+    let mut queue = RecordingQueue::new(env.sqs_queue(), false);
+    queue.lose_send = Some(2);
+    let engine = Arc::new(env.engine_with("w1", queue.clone()));
+    let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
+    let saga = env.wait_terminal(&saga_id, T).await;
+    worker.stop().await;
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    let logs = keyturn_testkit::capture::logs();
+    assert!(
+        logs.lines().any(|l| l.contains(&saga_id) && l.contains("saga overdue; re-driving its step")),
+        "the sweeper re-drove it"
+    );
+    assert_eq!(saga.history.iter().filter(|a| a.step == Step::ProveNew).count(), 1);
+}

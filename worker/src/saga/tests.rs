@@ -356,3 +356,11 @@ proptest! {
         prop_assert!(!s.secret_stored || s.status == Status::NeedsAttention);
     }
 }
+
+#[test]
+fn the_machine_does_no_io() {
+    let src = include_str!("../saga.rs");
+    for forbidden in ["tokio", "aws_", "reqwest", "SystemTime", "Instant", "std::fs", "std::net", "fastrand", "rand::"] {
+        assert!(!src.contains(forbidden), "saga.rs must stay pure, but mentions {forbidden}");
+    }
+}
