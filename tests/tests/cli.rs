@@ -1,0 +1,129 @@
+//! The `keyturn` binary, black-box: configuration errors, help, and a full
+//! rotation with `keyturn worker` + `keyturn rotate --wait`, then SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keyturn_testkit::auth0_fake::Fault;
+use keyturn_testkit::env::{keyturn_bin, Options, TestEnv};
+
+fn tmpdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("keyturn-cli-{name}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run(args: &[&str], envs: &[(&str, String)]) -> (i32, String, String) {
+    let out = Command::new(keyturn_bin()).args(args).envs(envs.iter().map(|(k, v)| (*k, v.as_str()))).stdin(Stdio::null()).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn help_lists_every_command() {
+    let (code, out, _) = run(&["--help"], &[]);
+    assert_eq!(code, 0);
+    for c in ["worker", "rotate", "status", "list", "rollback", "check-config"] {
+        assert!(out.contains(c), "--help mentions {c}:\n{out}");
+    }
+    let (code, out, _) = run(&["rotate", "--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("--wait") && out.contains("already being rotated"), "{out}");
+}
+
+#[test]
+fn invalid_config_names_file_key_and_problem() {
+    let dir = tmpdir("badcfg");
+    let path = dir.join("keyturn.toml");
+    std::fs::write(
+        &path,
+        r#"
+[aws]
+queue_url = "q"
+dlq_url = "d"
+table = "t"
+topic_arn = "arn"
+kms_key_id = "k"
+[worker]
+wait_time = "45s"
+"#,
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check-config", "--config", path.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains(path.to_str().unwrap()), "names the file: {err}");
+    assert!(err.contains("worker.wait_time") && err.contains("20s"), "names key and problem: {err}");
+
+    let (code, _, err) = run(&["check-config", "--config", "/nonexistent/keyturn.toml"], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("/nonexistent/keyturn.toml: cannot read"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_and_rotate_wait_then_sigterm() {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    let dir = tmpdir("e2e");
+    let cfg = env.write_config(&dir).unwrap();
+    let cfg = cfg.to_str().unwrap().to_string();
+    let envs = env.cli_env();
+
+    let (code, out, _) = run(&["check-config", "--config", &cfg], &envs);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok (1 rotation(s): auth0-ses)"), "{out}");
+
+    let (code, _, err) = run(&["rotate", "nope", "--config", &cfg], &envs);
+    assert_eq!(code, 1);
+    assert!(err.contains("no rotation \"nope\"") && err.contains("configured: auth0-ses"), "{err}");
+
+    let mut worker = Command::new(keyturn_bin())
+        .args(["worker", "--config", &cfg, "--log-format", "json"])
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let (cfg, envs) = (cfg.clone(), envs.clone());
+        move || run(&["rotate", "auth0-ses", "--wait", "--timeout", "60s", "--config", &cfg], &envs)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("push_to_target") && out.contains(": succeeded"), "{out}");
+
+    let (code, out, _) = run(&["list", "--json", "--config", &cfg], &envs);
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let saga_id = list[0]["saga_id"].as_str().unwrap().to_string();
+    assert_eq!(list[0]["status"], "succeeded");
+    let (code, out, _) = run(&["status", &saga_id, "--config", &cfg], &envs);
+    assert_eq!(code, 0);
+    assert!(out.contains("status succeeded") && out.contains("retire_old"), "{out}");
+
+    // A failing rotation: --wait exits non-zero.
+    env.auth0.script_patch(Fault::InsufficientScope);
+    let (code, out, _) = tokio::task::spawn_blocking({
+        let (cfg, envs) = (cfg.clone(), envs.clone());
+        move || run(&["rotate", "auth0-ses", "--wait", "--timeout", "60s", "--config", &cfg], &envs)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(": compensated") && out.contains("insufficient_scope"), "{out}");
+
+    // SIGTERM: the worker drains and exits 0 within its shutdown grace.
+    let started = Instant::now();
+    Command::new("kill").args(["-TERM", &worker.id().to_string()]).status().unwrap();
+    let status = worker.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    let mut logs = String::new();
+    std::io::Read::read_to_string(worker.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    assert!(logs.contains("shutdown signal received"), "{logs}");
+    assert!(logs.lines().all(|l| l.starts_with('{')), "--log-format json gives JSON lines");
+    // The worker's own logs hold no secret either.
+    let p = env.auth0.provider().unwrap();
+    assert!(!logs.contains(&p.secret_access_key));
+    assert!(!logs.contains(&env.auth0_client_secret));
+}
