@@ -166,15 +166,13 @@ impl<Q: Queue> Engine<Q> {
             return Ok(Handled::Stale);
         }
         let now = now_ms();
-        if let Some(owner) = &stored.lease_owner {
-            if stored.lease_until > now && owner != &self.worker_id {
-                // Another worker is on this step. Come back when its lease
-                // ends: if it finished, this message is stale by then; if it
-                // crashed, we take over.
-                let wait = Duration::from_millis(stored.lease_until - now) + Duration::from_secs(1);
-                self.queue.extend(m, wait).await?;
-                return Ok(Handled::Retained(wait));
-            }
+        if stored.lease_owner.is_some() && stored.lease_until > now {
+            // A worker (possibly this one, in another task) is on this step.
+            // Come back when its lease ends: if it finished, this message is
+            // stale by then; if it crashed, we take over.
+            let wait = Duration::from_millis(stored.lease_until - now) + Duration::from_secs(1);
+            self.queue.extend(m, wait).await?;
+            return Ok(Handled::Retained(wait));
         }
         let Some(rotation) = self.rotations.get(&stored.saga.rotation_id).cloned() else {
             error!(rotation = %stored.saga.rotation_id, "saga names a rotation this worker's configuration does not declare; leaving the message for a worker that does");
@@ -200,7 +198,7 @@ impl<Q: Queue> Engine<Q> {
         let lease_until = now + Self::ms(self.lease);
         let version = match self
             .store
-            .acquire(&attempt, stored.version, &self.worker_id, lease_until, lease_until + Self::ms(self.sweep_after))
+            .acquire(&attempt, stored.version, &self.worker_id, now, lease_until, lease_until + Self::ms(self.sweep_after))
             .await
         {
             Ok(v) => v,

@@ -171,16 +171,19 @@ impl Store {
     /// Take the saga's lease for one step attempt, writing `attempt` (the
     /// saga after [`crate::saga::begin_attempt`]) in the same conditional
     /// write: the attempt — and for `IssueNew` the intent to create a key —
-    /// is on record before any side effect.
-    pub async fn acquire(&self, attempt: &Saga, expected: u64, owner: &str, lease_until: Millis, due_at: Millis) -> Result<u64> {
+    /// is on record before any side effect. Fails with `Conflict` if the
+    /// version moved or a lease (anyone's, this worker's included) is live
+    /// at `now`.
+    pub async fn acquire(&self, attempt: &Saga, expected: u64, owner: &str, now: Millis, lease_until: Millis, due_at: Millis) -> Result<u64> {
         let res = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", saga_pk(&attempt.saga_id))
             .update_expression("SET version = :next, doc = :doc, lease_owner = :me, lease_until = :until, due_at = :due")
-            .condition_expression("version = :v")
+            .condition_expression("version = :v AND (attribute_not_exists(lease_until) OR lease_until < :now)")
             .expression_attribute_values(":v", n(expected))
+            .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":next", n(expected + 1))
             .expression_attribute_values(":doc", Self::doc(attempt)?)
             .expression_attribute_values(":me", s(owner))
