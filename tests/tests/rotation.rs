@@ -16,6 +16,15 @@ async fn env() -> TestEnv {
     TestEnv::new(Options::default()).await.expect("test environment")
 }
 
+/// Run one rotation with a worker until the saga ends.
+async fn rotate_to_end<Q: keyturn::queue::Queue>(env: &TestEnv, engine: Arc<keyturn::engine::Engine<Q>>) -> (String, keyturn::saga::Saga) {
+    let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!("expected a new saga") };
+    let saga = env.wait_terminal(&saga_id, T).await;
+    worker.stop().await;
+    (saga_id, saga)
+}
+
 /// Secrets this test created or saw must appear nowhere but where they belong.
 fn assert_no_leak(haystacks: &[(&str, &str)], secrets: &[&str]) {
     for secret in secrets {
@@ -104,11 +113,7 @@ async fn auth0_insufficient_scope_compensates_and_notifies() {
     let env = env().await;
     let old_id = env.old_keys[0].0.clone();
     env.auth0.script_patch(Fault::InsufficientScope);
-    let engine = Arc::new(env.engine("w1"));
-    let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
-    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
-    let saga = env.wait_terminal(&saga_id, T).await;
-    worker.stop().await;
+    let (saga_id, saga) = rotate_to_end(&env, Arc::new(env.engine("w1"))).await;
 
     assert_eq!(saga.status, Status::Compensated, "{saga:#?}");
     let f = saga.failure.as_ref().unwrap();
@@ -150,11 +155,7 @@ async fn auth0_insufficient_scope_compensates_and_notifies() {
 async fn auth0_rate_limit_is_retried_per_headers() {
     let env = env().await;
     env.auth0.script_patch(Fault::RateLimited { retry_after: Some(2), reset_in: 5 });
-    let engine = Arc::new(env.engine("w1"));
-    let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
-    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
-    let saga = env.wait_terminal(&saga_id, T).await;
-    worker.stop().await;
+    let (_, saga) = rotate_to_end(&env, Arc::new(env.engine("w1"))).await;
 
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
     let patches = env.auth0.patches();
@@ -262,11 +263,7 @@ async fn concurrent_requests_for_one_credential_give_one_saga() {
 async fn two_unknown_keys_are_refused_and_nothing_changes() {
     let env = TestEnv::new(Options { existing_keys: 2, ..Options::default() }).await.unwrap();
     let before = env.user_keys().await;
-    let engine = Arc::new(env.engine("w1"));
-    let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
-    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
-    let saga = env.wait_terminal(&saga_id, T).await;
-    worker.stop().await;
+    let (_, saga) = rotate_to_end(&env, Arc::new(env.engine("w1"))).await;
 
     assert_eq!(saga.status, Status::Refused);
     let f = saga.failure.unwrap();
@@ -379,11 +376,7 @@ async fn ambiguous_push_that_landed_rolls_forward() {
     for _ in 0..40 {
         env.auth0.script_patch(Fault::UnavailableAfterApply);
     }
-    let engine = Arc::new(env.engine("w1"));
-    let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
-    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
-    let saga = env.wait_terminal(&saga_id, T).await;
-    worker.stop().await;
+    let (_, saga) = rotate_to_end(&env, Arc::new(env.engine("w1"))).await;
 
     // Verification saw the new key in Auth0: roll forward, never revoke.
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
@@ -402,11 +395,7 @@ async fn ambiguous_push_that_cannot_be_verified_needs_attention_with_both_keys()
     for _ in 0..40 {
         env.auth0.script_patch(Fault::UnavailableAfterApply);
     }
-    let engine = Arc::new(env.engine("w1"));
-    let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
-    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
-    let saga = env.wait_terminal(&saga_id, T).await;
-    worker.stop().await;
+    let (_, saga) = rotate_to_end(&env, Arc::new(env.engine("w1"))).await;
 
     assert_eq!(saga.status, Status::NeedsAttention, "{saga:#?}");
     assert_eq!(saga.target, TargetState::Uncertain);

@@ -71,6 +71,25 @@ fn is_conditional_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &
     matches!(e.code(), Some("ConditionalCheckFailedException") | Some("TransactionCanceledException"))
 }
 
+/// Map the result of a conditional write: a failed condition is a
+/// [`Error::Conflict`] (someone else moved the saga), anything else an AWS error.
+fn conditional<T, E, R>(
+    res: std::result::Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>,
+    operation: &'static str,
+    saga_id: &str,
+    expected: u64,
+) -> Result<T>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    match res {
+        Ok(v) => Ok(v),
+        Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => Err(Error::Conflict { saga_id: saga_id.into(), expected }),
+        Err(e) => Err(aws("dynamodb", operation, e)),
+    }
+}
+
 impl Store {
     pub fn new(client: Client, table: impl Into<String>) -> Store {
         Store { client, table: table.into() }
@@ -191,13 +210,7 @@ impl Store {
             .expression_attribute_values(":due", n(due_at))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(expected + 1),
-            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => {
-                Err(Error::Conflict { saga_id: attempt.saga_id.clone(), expected })
-            }
-            Err(e) => Err(aws("dynamodb", "UpdateItem", e)),
-        }
+        conditional(res, "UpdateItem", &attempt.saga_id, expected).map(|_| expected + 1)
     }
 
     /// Extend a held lease (heartbeat). Fails with `Conflict` if lost.
@@ -215,13 +228,7 @@ impl Store {
             .expression_attribute_values(":due", n(due_at))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => {
-                Err(Error::Conflict { saga_id: saga_id.into(), expected: version })
-            }
-            Err(e) => Err(aws("dynamodb", "UpdateItem", e)),
-        }
+        conditional(res, "UpdateItem", saga_id, version).map(|_| ())
     }
 
     /// Write the saga's next state, conditional on `expected` (and on still
@@ -271,13 +278,7 @@ impl Store {
                 .map_err(|e| Error::Config(e.to_string()))?;
             tx = tx.transact_items(TransactWriteItem::builder().delete(del).build());
         }
-        match tx.send().await {
-            Ok(_) => Ok(next),
-            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => {
-                Err(Error::Conflict { saga_id: saga.saga_id.clone(), expected })
-            }
-            Err(e) => Err(aws("dynamodb", "TransactWriteItems", e)),
-        }
+        conditional(tx.send().await, "TransactWriteItems", &saga.saga_id, expected).map(|_| next)
     }
 
     /// Push back `due_at` (sweeper re-drive), conditional on the version.
@@ -293,13 +294,7 @@ impl Store {
             .expression_attribute_values(":due", n(due_at))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => {
-                Err(Error::Conflict { saga_id: saga_id.into(), expected: version })
-            }
-            Err(e) => Err(aws("dynamodb", "UpdateItem", e)),
-        }
+        conditional(res, "UpdateItem", saga_id, version).map(|_| ())
     }
 
     /// All sagas, newest first (a Scan: fine for the handful of sagas a
