@@ -32,16 +32,27 @@ pub struct Options {
     pub client_secret_env: Option<String>,
     /// Grace period between deactivating and deleting the old key.
     pub grace_period: &'static str,
+    /// Run moto with IAM enforcement (`INITIAL_NO_AUTH_ACTION_COUNT`): every
+    /// request after the bootstrap must be signed by a known key with the
+    /// right secret, so STS really verifies the new key's secret.
+    pub enforce_auth: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { existing_keys: 1, client_secret_env: None, grace_period: "0s" }
+        Options { existing_keys: 1, client_secret_env: None, grace_period: "0s", enforce_auth: false }
     }
 }
 
 pub struct TestEnv {
     pub moto: Moto,
+    /// With `enforce_auth`: a second, non-enforcing moto for SNS and the
+    /// notification queue. moto (server mode) checks signatures of form-encoded
+    /// requests against botocore's re-encoding of the parsed parameters, not
+    /// the raw body, so the Rust SDK's SNS Publish of a subject with
+    /// parentheses fails there although AWS accepts it.
+    pub notify_moto: Option<Moto>,
+    notify_sqs: aws_sdk_sqs::Client,
     pub auth0: FakeAuth0,
     pub sdk: SdkConfig,
     pub clients: Clients,
@@ -56,11 +67,11 @@ pub struct TestEnv {
 }
 
 /// AWS SDK configuration for a moto endpoint, with the same timeouts as production.
-pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+pub async fn sdk_config(endpoint: &str, credentials: Credentials) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(REGION))
         .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "keyturn-tests"))
+        .credentials_provider(credentials)
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(5))
@@ -74,9 +85,34 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
 impl TestEnv {
     pub async fn new(opts: Options) -> anyhow::Result<TestEnv> {
         crate::capture::install();
-        let moto = Moto::start(&[]).await?;
-        let sdk = sdk_config(&moto.endpoint).await;
-        let clients = Clients::new(sdk.clone());
+        // With enforcement, the first three requests are free: they create an
+        // administrator whose key signs everything after.
+        let moto = Moto::start(if opts.enforce_auth { &[("INITIAL_NO_AUTH_ACTION_COUNT", "3")] } else { &[] }).await?;
+        let mut sdk = sdk_config(&moto.endpoint, Credentials::new("testing", "testing", None, None, "keyturn-tests")).await;
+        if opts.enforce_auth {
+            let iam = aws_sdk_iam::Client::new(&sdk);
+            iam.create_user().user_name("keyturn-admin").send().await?;
+            iam.put_user_policy()
+                .user_name("keyturn-admin")
+                .policy_name("all")
+                .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#)
+                .send()
+                .await?;
+            let k = iam.create_access_key().user_name("keyturn-admin").send().await?;
+            let k = k.access_key().unwrap();
+            let admin = Credentials::new(k.access_key_id(), k.secret_access_key(), None, None, "keyturn-admin");
+            sdk = sdk_config(&moto.endpoint, admin).await;
+        }
+        let mut clients = Clients::new(sdk.clone());
+        let notify_moto = if opts.enforce_auth { Some(Moto::start(&[]).await?) } else { None };
+        let notify_sqs = match &notify_moto {
+            Some(m) => {
+                let plain = sdk_config(&m.endpoint, Credentials::new("testing", "testing", None, None, "keyturn-tests")).await;
+                clients.sns = aws_sdk_sns::Client::new(&plain);
+                aws_sdk_sqs::Client::new(&plain)
+            }
+            None => clients.sqs.clone(),
+        };
 
         clients.iam.create_user().user_name(USER).send().await?;
         let mut old_keys = vec![];
@@ -97,8 +133,8 @@ impl TestEnv {
             .await?
             .queue_url
             .unwrap();
-        let notify_queue_url = sqs.create_queue().queue_name("keyturn-notifications").send().await?.queue_url.unwrap();
-        let notify_arn = queue_arn(sqs, &notify_queue_url).await?;
+        let notify_queue_url = notify_sqs.create_queue().queue_name("keyturn-notifications").send().await?.queue_url.unwrap();
+        let notify_arn = queue_arn(&notify_sqs, &notify_queue_url).await?;
 
         clients
             .dynamodb
@@ -176,7 +212,7 @@ retry_cap = "2s"
             grace = opts.grace_period,
         );
         let config = Config::parse(&config_text).map_err(|e| anyhow::anyhow!("generated config invalid: {e}"))?;
-        Ok(TestEnv { moto, auth0, sdk, clients, config, config_text, old_keys, auth0_client_secret, notify_queue_url, queue_url, dlq_url })
+        Ok(TestEnv { moto, notify_moto, notify_sqs, auth0, sdk, clients, config, config_text, old_keys, auth0_client_secret, notify_queue_url, queue_url, dlq_url })
     }
 
     /// Environment for running the `keyturn` binary against this moto:
@@ -200,7 +236,7 @@ retry_cap = "2s"
     }
 
     pub fn engine(&self, worker: &str) -> Engine<keyturn::queue::SqsQueue> {
-        keyturn::app::engine(&self.config, &self.clients, worker.into())
+        self.engine_with(worker, self.sqs_queue())
     }
 
     pub fn engine_with<Q: Queue>(&self, worker: &str, q: Q) -> Engine<Q> {
@@ -239,7 +275,7 @@ retry_cap = "2s"
 
     /// Drain notifications delivered to the SQS subscription: (subject, document, attributes).
     pub async fn notifications(&self, expect_at_least: usize, timeout: Duration) -> Vec<Notification> {
-        drain(&self.clients.sqs, &self.notify_queue_url, expect_at_least, timeout)
+        drain(&self.notify_sqs, &self.notify_queue_url, expect_at_least, timeout)
             .await
             .into_iter()
             .map(|(body, _)| {

@@ -452,3 +452,28 @@ async fn a_live_lease_holds_off_every_handler_even_of_the_same_worker() {
     assert_eq!(after.saga.step_attempts, 1);
     assert!(env.user_keys().await.len() == 1, "no key created");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_signature_checks_the_new_secret_really_authenticates() {
+    let env = TestEnv::new(Options { enforce_auth: true, ..Options::default() }).await.unwrap();
+    let (_, saga) = rotate_to_end(&env, Arc::new(env.engine("w1"))).await;
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    let p = env.auth0.provider().unwrap();
+    let sts = |secret: &str| {
+        aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::config::Builder::from(&env.sdk)
+                .credentials_provider(aws_credential_types::Credentials::new(&p.access_key_id, secret, None, None, "t"))
+                .build(),
+        )
+    };
+    // The secret Auth0 received signs requests moto accepts...
+    let who = sts(&p.secret_access_key).get_caller_identity().send().await.unwrap();
+    assert!(who.arn().unwrap().ends_with(&format!(":user/{USER}")));
+    // keyturn's own probe ran against signature-checking STS and passed first time.
+    assert!(saga.history.iter().any(|a| a.step == Step::ProveNew && a.outcome == "ok"));
+    assert_eq!(env.notifications(1, Duration::from_secs(10)).await[0].attributes["event"], "rotation.succeeded");
+    // ...and moto really checks: a wrong secret is refused.
+    let wrong = sts("0000000000000000000000000000000000000000").get_caller_identity().send().await.unwrap_err();
+    let e = keyturn::error::aws("sts", "GetCallerIdentity", wrong);
+    assert!(e.to_string().contains("SignatureDoesNotMatch"), "{e}");
+}

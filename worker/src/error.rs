@@ -136,19 +136,30 @@ impl Error {
 /// code, message and request id. Dispatch failures and timeouts are
 /// retryable; so are the throttling and internal-failure codes every AWS
 /// service uses.
-pub fn aws<E, R>(service: &'static str, operation: &'static str, err: aws_sdk_sts::error::SdkError<E, R>) -> Error
+pub fn aws<E>(service: &'static str, operation: &'static str, err: aws_sdk_sts::error::SdkError<E, aws_sdk_sts::config::http::HttpResponse>) -> Error
 where
     E: aws_sdk_sts::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     use aws_sdk_sts::error::SdkError;
     match &err {
         SdkError::ServiceError(se) => {
             let e = se.err();
-            let code = e.code().unwrap_or("Unknown").to_string();
-            let message = e.message().unwrap_or("").to_string();
+            let status = se.raw().status().as_u16();
+            // An answer without an AWS error code (a proxy, an emulator, a
+            // load balancer) is described by its status and the start of its
+            // body; AWS error bodies carry no request secrets.
+            let code = e.code().map(str::to_string).unwrap_or_else(|| format!("HTTP{status}"));
+            let message = match e.message() {
+                Some(m) => m.to_string(),
+                None => se
+                    .raw()
+                    .body()
+                    .bytes()
+                    .map(|b| String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned())
+                    .unwrap_or_default(),
+            };
             let request_id = e.meta().extra("aws_request_id").map(str::to_string);
-            let retryable = is_retryable_aws_code(&code);
+            let retryable = is_retryable_aws_code(&code) || status >= 500 || status == 429;
             Error::Aws { service, operation, code, message, request_id, retryable }
         }
         SdkError::TimeoutError(_) => Error::Aws {

@@ -73,15 +73,14 @@ fn is_conditional_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &
 
 /// Map the result of a conditional write: a failed condition is a
 /// [`Error::Conflict`] (someone else moved the saga), anything else an AWS error.
-fn conditional<T, E, R>(
-    res: std::result::Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>,
+fn conditional<T, E>(
+    res: std::result::Result<T, aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>,
     operation: &'static str,
     saga_id: &str,
     expected: u64,
 ) -> Result<T>
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     match res {
         Ok(v) => Ok(v),

@@ -16,6 +16,9 @@ use super::{BoxFut, CredentialSource, NewCredential};
 use crate::error::{aws, Error, Result};
 use crate::saga::{KeyRef, Millis};
 
+/// STS answers while a new key has not propagated (or is not valid).
+const NOT_YET_CODES: [&str; 4] = ["InvalidClientTokenId", "SignatureDoesNotMatch", "AuthFailure", "UnrecognizedClientException"];
+
 pub struct IamAccessKey {
     iam: aws_sdk_iam::Client,
     base: aws_config::SdkConfig,
@@ -105,11 +108,13 @@ impl IamAccessKey {
             Ok(o) => o,
             Err(e) => {
                 return Err(match aws("sts", "GetCallerIdentity", e) {
-                    Error::Aws { code, message, .. }
-                        if matches!(code.as_str(), "InvalidClientTokenId" | "SignatureDoesNotMatch" | "AuthFailure" | "UnrecognizedClientException") =>
-                    {
-                        Error::NotYet { code: "KeyNotPropagated", message: format!("new key {} does not authenticate yet ({code}: {message})", cred.id) }
-                    }
+                    // Not propagated yet (or not this key's secret). Matched on
+                    // the message too: an error envelope the SDK cannot parse
+                    // still names the code in its body.
+                    Error::Aws { code, message, .. } if NOT_YET_CODES.iter().any(|c| code == *c || message.contains(c)) => Error::NotYet {
+                        code: "KeyNotPropagated",
+                        message: format!("new key {} does not authenticate yet ({code}: {})", cred.id, message.chars().take(200).collect::<String>()),
+                    },
                     other => other,
                 })
             }
