@@ -36,11 +36,26 @@ pub struct Options {
     /// request after the bootstrap must be signed by a known key with the
     /// right secret, so STS really verifies the new key's secret.
     pub enforce_auth: bool,
+    /// Create the intake queue + DLQ and an EventBridge rule delivering
+    /// Security Hub and AWS Health events to it.
+    pub intake: bool,
+    /// `[rotation.schedule] max_age` of the `auth0-ses` rotation.
+    pub max_age: Option<&'static str>,
+    /// A second rotation, `mailer-2` (IAM user `mailer-2`, one key), with this max_age.
+    pub second_rotation_max_age: Option<&'static str>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { existing_keys: 1, client_secret_env: None, grace_period: "0s", enforce_auth: false }
+        Options {
+            existing_keys: 1,
+            client_secret_env: None,
+            grace_period: "0s",
+            enforce_auth: false,
+            intake: false,
+            max_age: None,
+            second_rotation_max_age: None,
+        }
     }
 }
 
@@ -54,6 +69,9 @@ pub struct TestEnv {
     pub notify_moto: Option<Moto>,
     notify_sqs: aws_sdk_sqs::Client,
     pub auth0: FakeAuth0,
+    pub securityhub: crate::securityhub_fake::FakeSecurityHub,
+    /// (queue url, DLQ url) of the intake queue, with `Options::intake`.
+    pub intake: Option<(String, String)>,
     pub sdk: SdkConfig,
     pub clients: Clients,
     pub config: Config,
@@ -166,6 +184,56 @@ impl TestEnv {
                 r#"{ secrets_manager = "keyturn/auth0", json_key = "client_secret" }"#.to_string()
             }
         };
+        let securityhub = crate::securityhub_fake::FakeSecurityHub::start().await;
+        clients.securityhub = aws_sdk_securityhub::Client::from_conf(
+            aws_sdk_securityhub::config::Builder::from(&sdk).endpoint_url(securityhub.server.uri()).build(),
+        );
+
+        let mut intake = None;
+        let mut intake_cfg = String::new();
+        if opts.intake {
+            let idlq = sqs.create_queue().queue_name("keyturn-intake-dlq").send().await?.queue_url.unwrap();
+            let iq = sqs.create_queue().queue_name("keyturn-intake").send().await?.queue_url.unwrap();
+            let iq_arn = queue_arn(sqs, &iq).await?;
+            let eb = aws_sdk_eventbridge::Client::new(&sdk);
+            eb.put_rule()
+                .name("keyturn-intake")
+                .event_pattern(r#"{"source":["aws.securityhub","aws.health"]}"#)
+                .send()
+                .await?;
+            eb.put_targets()
+                .rule("keyturn-intake")
+                .targets(aws_sdk_eventbridge::types::Target::builder().id("intake").arn(iq_arn).build()?)
+                .send()
+                .await?;
+            intake_cfg = format!("intake_queue_url = \"{iq}\"\nintake_dlq_url = \"{idlq}\"\n");
+            intake = Some((iq, idlq));
+        }
+        let schedule = |max_age: Option<&str>| max_age.map(|a| format!("\n[rotation.schedule]\nmax_age = \"{a}\"\n")).unwrap_or_default();
+        let mut second = String::new();
+        if let Some(age) = opts.second_rotation_max_age {
+            clients.iam.create_user().user_name("mailer-2").send().await?;
+            clients.iam.create_access_key().user_name("mailer-2").send().await?;
+            second = format!(
+                r#"
+[[rotation]]
+id = "mailer-2"
+source = {{ kind = "iam_access_key", user_name = "mailer-2" }}
+[rotation.target]
+kind = "auth0_email_provider"
+domain = "second.eu.auth0.com"
+base_url = "{auth0_uri}"
+client_id = "{CLIENT_ID}"
+client_secret = {secret_ref}
+ses_region = "eu-west-1"
+[rotation.policy]
+grace_period = "0s"
+{sched}"#,
+                auth0_uri = "AUTH0_URI",
+                sched = schedule(Some(age)),
+            );
+        }
+
         let current = old_keys.first().map(|k| k.0.clone()).unwrap_or_else(|| "AKIA_NONE".into());
         let auth0 = FakeAuth0::start(&auth0_client_secret, &current).await;
 
@@ -178,7 +246,7 @@ dlq_url = "{dlq_url}"
 table = "keyturn-sagas"
 topic_arn = "{topic_arn}"
 kms_key_id = "alias/keyturn"
-
+{intake_cfg}
 [worker]
 concurrency = 4
 wait_time = "1s"
@@ -187,6 +255,8 @@ lease = "3s"
 sweep_interval = "1s"
 sweep_after = "3s"
 shutdown_grace = "5s"
+scan_interval = "1s"
+scan_jitter = "0ms"
 
 [[rotation]]
 id = "auth0-ses"
@@ -207,12 +277,14 @@ propagation_timeout = "30s"
 max_attempts = 4
 retry_base = "200ms"
 retry_cap = "2s"
-"#,
+{sched}{second}"#,
             auth0_uri = auth0.uri(),
             grace = opts.grace_period,
+            sched = schedule(opts.max_age),
+            second = second.replace("AUTH0_URI", &auth0.uri()),
         );
         let config = Config::parse(&config_text).map_err(|e| anyhow::anyhow!("generated config invalid: {e}"))?;
-        Ok(TestEnv { moto, notify_moto, notify_sqs, auth0, sdk, clients, config, config_text, old_keys, auth0_client_secret, notify_queue_url, queue_url, dlq_url })
+        Ok(TestEnv { moto, notify_moto, notify_sqs, auth0, securityhub, intake, sdk, clients, config, config_text, old_keys, auth0_client_secret, notify_queue_url, queue_url, dlq_url })
     }
 
     /// Environment for running the `keyturn` binary against this moto:
@@ -241,6 +313,26 @@ retry_cap = "2s"
 
     pub fn engine_with<Q: Queue>(&self, worker: &str, q: Q) -> Engine<Q> {
         keyturn::app::engine_with(&self.config, &self.clients, worker.into(), q)
+    }
+
+    /// The intake queue as the worker polls it.
+    pub fn intake_queue(&self) -> Option<Arc<keyturn::queue::SqsQueue>> {
+        keyturn::app::intake_queue(&self.config, &self.clients).map(Arc::new)
+    }
+
+    /// Put an event (a fixture as EventBridge delivers it) on the default bus.
+    pub async fn put_event(&self, event_json: &str) -> anyhow::Result<()> {
+        let v: Value = serde_json::from_str(event_json)?;
+        let mut entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+            .source(v["source"].as_str().unwrap_or_default())
+            .detail_type(v["detail-type"].as_str().unwrap_or_default())
+            .detail(v["detail"].to_string());
+        for r in v["resources"].as_array().into_iter().flatten() {
+            entry = entry.resources(r.as_str().unwrap_or_default());
+        }
+        let out = aws_sdk_eventbridge::Client::new(&self.sdk).put_events().entries(entry.build()).send().await?;
+        anyhow::ensure!(out.failed_entry_count() == 0, "PutEvents failed: {out:?}");
+        Ok(())
     }
 
     pub fn sqs_queue(&self) -> keyturn::queue::SqsQueue {
@@ -371,10 +463,15 @@ pub struct RunningWorker {
 
 impl RunningWorker {
     pub fn spawn<Q: Queue>(engine: Arc<Engine<Q>>, cfg: &keyturn::config::WorkerConfig) -> RunningWorker {
+        Self::spawn_with_intake::<Q, keyturn::queue::SqsQueue>(engine, cfg, None)
+    }
+
+    /// A worker that also polls an intake queue.
+    pub fn spawn_with_intake<Q: Queue, I: Queue>(engine: Arc<Engine<Q>>, cfg: &keyturn::config::WorkerConfig, intake: Option<Arc<I>>) -> RunningWorker {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let cfg = cfg.clone();
         let join = tokio::spawn(async move {
-            keyturn::worker::run(engine, &cfg, async {
+            keyturn::worker::run(engine, &cfg, intake, async {
                 let _ = rx.await;
             })
             .await

@@ -7,3 +7,4 @@ pub mod capture;
 pub mod env;
 pub mod moto;
 pub mod recording;
+pub mod securityhub_fake;

@@ -10,6 +10,7 @@ use crate::engine::{Engine, Faults};
 use crate::notify::Notifier;
 use crate::queue::{Queue, SqsQueue};
 use crate::seal::Sealer;
+use crate::securityhub::SecurityHub;
 use crate::secrets::SecretResolver;
 use crate::store::Store;
 
@@ -37,12 +38,22 @@ pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String,
         queue,
         sealer: Sealer::new(clients.kms.clone(), &cfg.aws.kms_key_id),
         notifier: Notifier::new(clients.sns.clone(), &cfg.aws.topic_arn),
+        securityhub: SecurityHub::new(clients.securityhub.clone()),
+        rotation_configs: cfg.rotations.clone(),
         rotations,
         worker_id,
         lease: cfg.worker.lease.0,
         visibility: cfg.worker.visibility_timeout.0,
         sweep_after: cfg.worker.sweep_after.0,
         faults: Arc::new(Faults::default()),
+    }
+}
+
+/// The intake queue, when the configuration names one.
+pub fn intake_queue(cfg: &Config, clients: &Clients) -> Option<SqsQueue> {
+    match (&cfg.aws.intake_queue_url, &cfg.aws.intake_dlq_url) {
+        (Some(url), Some(dlq)) => Some(SqsQueue { client: clients.sqs.clone(), url: url.clone(), dlq_url: dlq.clone() }),
+        _ => None,
     }
 }
 

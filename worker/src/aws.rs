@@ -23,6 +23,7 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub kms: aws_sdk_kms::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    pub securityhub: aws_sdk_securityhub::Client,
 }
 
 /// Load the shared AWS configuration (region override optional).
@@ -59,6 +60,7 @@ impl Clients {
             dynamodb: aws_sdk_dynamodb::Client::new(&base),
             kms: aws_sdk_kms::Client::new(&base),
             secrets: aws_sdk_secretsmanager::Client::new(&base),
+            securityhub: aws_sdk_securityhub::Client::new(&base),
             base,
         }
     }

@@ -79,6 +79,19 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Dry run: print what keyturn would do for an event, or for the key-age
+    /// scan — which rotations would start, which keys would be created,
+    /// deactivated and deleted, which targets patched — and change nothing.
+    ///
+    /// Reads IAM and the saga table only.
+    Plan {
+        /// An EventBridge event (JSON file) as it would arrive on the intake queue.
+        #[arg(long, conflicts_with = "scan", required_unless_present = "scan")]
+        event: Option<PathBuf>,
+        /// The scheduled key-age scan of rotations with a [rotation.schedule].
+        #[arg(long)]
+        scan: bool,
+    },
     /// Validate the configuration file and exit.
     CheckConfig,
 }
@@ -115,7 +128,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::CheckConfig => unreachable!(),
         Command::Worker => {
-            crate::worker::run(engine, &cfg.worker, crate::worker::shutdown_signal()).await;
+            let intake = crate::app::intake_queue(&cfg, &clients).map(Arc::new);
+            crate::worker::run(engine, &cfg.worker, intake, crate::worker::shutdown_signal()).await;
             Ok(0)
         }
         Command::Rotate { rotation, wait, timeout } => {
@@ -158,6 +172,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 for s in rows {
                     println!("{:<36}  {:<16}  {:<15}  {:<14}  {}", s.saga_id, s.rotation_id, s.status.as_str(), s.step.as_str(), fmt_time(s.created_at));
                 }
+            }
+            Ok(0)
+        }
+        Command::Plan { event, scan } => {
+            let lines = match (event, scan) {
+                (Some(path), _) => {
+                    let body = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    engine.plan_event(&body).await?
+                }
+                (None, _) => engine.plan_scan().await?,
+            };
+            println!("plan (dry run, nothing changed):");
+            for l in lines {
+                println!("{l}");
             }
             Ok(0)
         }

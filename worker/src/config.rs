@@ -46,6 +46,11 @@ pub struct AwsConfig {
     pub topic_arn: String,
     /// KMS key (id, ARN or alias) that encrypts stored secrets.
     pub kms_key_id: String,
+    /// Intake queue receiving EventBridge events (Security Hub, AWS Health).
+    /// Optional: without it the worker runs no intake loop.
+    pub intake_queue_url: Option<String>,
+    /// Dead-letter queue of the intake queue: rejected events go here.
+    pub intake_dlq_url: Option<String>,
 }
 
 /// `[worker]`: how the worker process runs.
@@ -67,6 +72,11 @@ pub struct WorkerConfig {
     pub sweep_after: Dur,
     /// On SIGTERM/Ctrl-C, how long in-flight steps may take to finish.
     pub shutdown_grace: Dur,
+    /// How often the worker checks key ages for rotations with a `max_age`.
+    pub scan_interval: Dur,
+    /// Due rotations start at a random delay up to this, so many keys due on
+    /// the same day do not rotate at once.
+    pub scan_jitter: Dur,
 }
 
 impl Default for WorkerConfig {
@@ -79,6 +89,8 @@ impl Default for WorkerConfig {
             sweep_interval: Dur(Duration::from_secs(60)),
             sweep_after: Dur(Duration::from_secs(120)),
             shutdown_grace: Dur(Duration::from_secs(30)),
+            scan_interval: Dur(Duration::from_secs(3600)),
+            scan_jitter: Dur(Duration::from_secs(600)),
         }
     }
 }
@@ -92,6 +104,16 @@ pub struct RotationConfig {
     pub target: TargetConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// Age-based rotation; absent: no scheduled rotation.
+    pub schedule: Option<ScheduleConfig>,
+}
+
+/// `[rotation.schedule]`: rotate before a key reaches this age (e.g. 80d,
+/// ahead of Security Hub IAM.3's 90 days).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    pub max_age: Dur,
 }
 
 /// The credential source.
@@ -271,6 +293,9 @@ impl Config {
                 return Err(format!("{key}: must not be empty"));
             }
         }
+        if a.intake_queue_url.is_some() != a.intake_dlq_url.is_some() {
+            return Err("aws.intake_dlq_url: set both aws.intake_queue_url and aws.intake_dlq_url, or neither".into());
+        }
         let w = &self.worker;
         if w.concurrency == 0 || w.concurrency > 256 {
             return Err("worker.concurrency: must be between 1 and 256".into());
@@ -283,6 +308,9 @@ impl Config {
         }
         if w.lease.0 < Duration::from_secs(1) {
             return Err("worker.lease: must be at least 1s".into());
+        }
+        if w.scan_interval.0 < Duration::from_secs(1) {
+            return Err("worker.scan_interval: must be at least 1s".into());
         }
         let mut ids = HashSet::new();
         let mut creds = HashSet::new();

@@ -32,8 +32,9 @@ use crate::connectors::{NewCredential, Rotation};
 use crate::error::{Error, Result};
 use crate::notify::{self, Notifier};
 use crate::queue::{PoisonReason, Queue, Received, StepMessage};
-use crate::saga::{self, Clock, Effect, Millis, Next, Outcome, Saga, Status, Step, StepError};
+use crate::saga::{self, Clock, Effect, FindingRef, Millis, Next, Outcome, Saga, Status, Step, StepError};
 use crate::seal::Sealer;
+use crate::securityhub::{SecurityHub, Workflow};
 use crate::store::{Created, SecretWrite, Store, Stored};
 
 pub fn now_ms() -> Millis {
@@ -82,12 +83,26 @@ pub struct Engine<Q: Queue> {
     pub queue: Q,
     pub sealer: Sealer,
     pub notifier: Notifier,
+    pub securityhub: SecurityHub,
+    /// The configured rotations, as written (triggers match findings to them).
+    pub rotation_configs: Vec<crate::config::RotationConfig>,
     pub rotations: HashMap<String, Rotation>,
     pub worker_id: String,
     pub lease: Duration,
     pub visibility: Duration,
     pub sweep_after: Duration,
     pub faults: Arc<Faults>,
+}
+
+/// How a rotation was asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// `manual`, `schedule`, `securityhub:<finding id>`, …
+    pub trigger: String,
+    /// Findings to update (NOTIFIED now, RESOLVED or annotated at the end).
+    pub findings: Vec<FindingRef>,
+    /// Start no earlier than this from now (scheduled starts are spread out).
+    pub delay: Duration,
 }
 
 /// What one step's I/O produced besides its outcome.
@@ -114,26 +129,46 @@ impl<Q: Queue> Engine<Q> {
         d.as_millis() as u64
     }
 
-    /// Ask for a rotation. Two requests for one credential give one saga:
-    /// the second gets the first's id as `Created::Existing`.
-    #[instrument(skip(self), fields(worker = %self.worker_id))]
+    /// Ask for a rotation by hand. See [`Engine::request_with`].
     pub async fn request(&self, rotation_id: &str, trigger: &str) -> Result<Created> {
+        self.request_with(rotation_id, Request { trigger: trigger.into(), ..Request::default() }).await
+    }
+
+    /// Ask for a rotation. Two requests for one credential give one saga:
+    /// the second gets the first's id as `Created::Existing`. Findings of a
+    /// new saga are marked NOTIFIED with a note naming it.
+    #[instrument(skip(self, req), fields(worker = %self.worker_id, trigger = %req.trigger))]
+    pub async fn request_with(&self, rotation_id: &str, req: Request) -> Result<Created> {
         let rot = self
             .rotations
             .get(rotation_id)
             .ok_or_else(|| Error::Config(format!("no rotation with id {rotation_id:?} in the configuration")))?;
         let now = now_ms();
         let saga_id = uuid::Uuid::new_v4().to_string();
-        let saga = Saga::new(saga_id, rotation_id.into(), rot.credential.clone(), trigger.into(), now, fastrand::u128(..));
+        let mut saga = Saga::new(saga_id, rotation_id.into(), rot.credential.clone(), req.trigger.clone(), now, fastrand::u128(..));
+        saga.findings = req.findings.clone();
+        saga.not_before = now + Self::ms(req.delay);
         let created = self.store.create(&saga, Self::ms(self.sweep_after)).await?;
         if let Created::New(id) = &created {
-            info!(saga = %id, rotation = rotation_id, "rotation requested");
-            if let Err(e) = self.queue.send(&StepMessage::new(id, Step::Start, &saga.token), Duration::ZERO).await {
+            info!(saga = %id, rotation = rotation_id, delay_s = req.delay.as_secs(), "rotation requested");
+            if let Err(e) = self.queue.send(&StepMessage::new(id, Step::Start, &saga.token), req.delay).await {
                 // The saga is stored; the sweeper will send the message.
                 warn!(saga = %id, error = %e, "could not enqueue start; the sweeper will re-drive it");
             }
+            if !req.findings.is_empty() {
+                let note = format!("keyturn started rotation {rotation_id} (saga {id}) to replace the access key. Follow it with: keyturn status {id}");
+                self.update_findings(&req.findings, Workflow::Notified, &note).await;
+            }
         }
         Ok(created)
+    }
+
+    /// Best effort: a Security Hub outage must not fail a rotation.
+    async fn update_findings(&self, findings: &[FindingRef], workflow: Workflow, note: &str) {
+        match self.securityhub.update(findings, workflow, note).await {
+            Ok(n) => info!(processed = n, of = findings.len(), ?workflow, "findings updated"),
+            Err(e) => warn!(error = %e, ?workflow, "could not update findings"),
+        }
     }
 
     /// Operator rollback during the grace period.
@@ -369,6 +404,10 @@ impl<Q: Queue> Engine<Q> {
         );
         self.notifier.publish(&n).await?;
         info!(event = %n.attributes["event"], "notification published");
+        if !saga.findings.is_empty() {
+            let (workflow, note) = finding_note(&end);
+            self.update_findings(&saga.findings, workflow, &note).await;
+        }
         Ok(())
     }
 
@@ -393,6 +432,26 @@ impl<Q: Queue> Engine<Q> {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+/// The workflow status and note for a saga's findings when it ends.
+pub fn finding_note(s: &Saga) -> (Workflow, String) {
+    let old = s.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ");
+    let new = s.new_key.as_deref().unwrap_or("(none)");
+    match s.status {
+        Status::Succeeded => (
+            Workflow::Resolved,
+            format!(
+                "keyturn rotated the access key (saga {}): new key {new} replaced {}; the old key was deleted.",
+                s.saga_id,
+                if old.is_empty() { "no previous key".to_string() } else { old }
+            ),
+        ),
+        other => {
+            let why = s.failure.as_ref().map(|f| format!("{} at {}: {}", f.code, f.step, f.message)).unwrap_or_default();
+            (Workflow::Unchanged, format!("keyturn rotation {} (saga {}) ended {}: {why}. See: keyturn status {}", s.rotation_id, s.saga_id, other.as_str(), s.saga_id))
+        }
     }
 }
 

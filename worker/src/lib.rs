@@ -22,3 +22,6 @@ pub mod seal;
 pub mod secrets;
 pub mod store;
 pub mod worker;
+pub mod intake;
+pub mod securityhub;
+pub mod triggers;

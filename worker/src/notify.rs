@@ -205,6 +205,38 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
     Notification { subject, text: t, document, attributes }
 }
 
+/// The one-time report of an IAM user with a failing finding and no rotation.
+pub fn render_unmatched(account: &str, user: &str, finding_id: &str) -> Notification {
+    let text = format!(
+        "Finding for an IAM user keyturn does not rotate\n\n\
+         User:            {user}\n\
+         Account:         {account}\n\
+         Finding:         {finding_id}\n\
+         Recommended action: add a [[rotation]] for this user to keyturn's configuration, or rotate its key another way. \
+         This is reported once; later re-imports of the finding are only counted.\n"
+    );
+    let document = json!({
+        "event": "rotation.unmatched",
+        "severity": "warning",
+        "account_id": account,
+        "user": user,
+        "finding_id": finding_id,
+        "recommended_action": "add a [[rotation]] for this user, or rotate its key another way",
+    });
+    Notification {
+        subject: format!("[keyturn] No rotation for iam user {user} (account {account})").chars().take(100).collect(),
+        text,
+        document,
+        attributes: BTreeMap::from([
+            ("event", "rotation.unmatched".to_string()),
+            ("severity", "warning".to_string()),
+            ("rotation_id", "none".to_string()),
+            ("credential_kind", "iam_access_key".to_string()),
+            ("target_kind", "none".to_string()),
+        ]),
+    }
+}
+
 /// Publishes notifications to SNS.
 #[derive(Clone, Debug)]
 pub struct Notifier {

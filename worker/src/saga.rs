@@ -173,6 +173,13 @@ pub struct Failure {
     pub operator_fixable: bool,
 }
 
+/// A Security Hub finding a saga was started from (to update when it ends).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingRef {
+    pub id: String,
+    pub product_arn: String,
+}
+
 /// One recorded step attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
@@ -229,6 +236,9 @@ pub struct Saga {
     pub history: Vec<Attempt>,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// Findings this saga was started from; resolved or annotated at the end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<FindingRef>,
 }
 
 /// What a step produced when it succeeded.
@@ -375,6 +385,7 @@ impl Saga {
             history: Vec::new(),
             created_at: now,
             updated_at: now,
+            findings: Vec::new(),
         }
     }
 

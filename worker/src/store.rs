@@ -296,6 +296,67 @@ impl Store {
         conditional(res, "UpdateItem", saga_id, version).map(|_| ())
     }
 
+    /// Record a finding's IAM user that no rotation covers. Answers true the
+    /// first time (report it), false on every re-import (just count it).
+    pub async fn record_unmatched(&self, account: &str, user: &str, finding_id: &str, now: Millis) -> Result<bool> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("unmatched#{account}#{user}")))
+            .item("kind", s("unmatched"))
+            .item("first_seen", n(now))
+            .item("last_seen", n(now))
+            .item("last_finding", s(finding_id))
+            .item("seen", n(1))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => {
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("pk", s(format!("unmatched#{account}#{user}")))
+                    .update_expression("ADD seen :one SET last_seen = :now, last_finding = :f")
+                    .expression_attribute_values(":one", n(1))
+                    .expression_attribute_values(":now", n(now))
+                    .expression_attribute_values(":f", s(finding_id))
+                    .send()
+                    .await
+                    .map_err(|e| aws("dynamodb", "UpdateItem", e))?;
+                Ok(false)
+            }
+            Err(e) => Err(aws("dynamodb", "PutItem", e)),
+        }
+    }
+
+    /// How often an unmatched user was seen (None: never).
+    pub async fn unmatched_count(&self, account: &str, user: &str) -> Result<Option<u64>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("unmatched#{account}#{user}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| aws("dynamodb", "GetItem", e))?;
+        Ok(out.item.and_then(|i| i.get("seen").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())))
+    }
+
+    /// When the rotation last succeeded (the end of its newest succeeded saga).
+    pub async fn last_success(&self, rotation_id: &str) -> Result<Option<Millis>> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|s| s.saga.rotation_id == rotation_id && s.saga.status == Status::Succeeded)
+            .map(|s| s.saga.updated_at)
+            .max())
+    }
+
     /// All sagas, newest first (a Scan: fine for the handful of sagas a
     /// deployment accumulates; see ARCHITECTURE.md).
     pub async fn list(&self) -> Result<Vec<Stored>> {

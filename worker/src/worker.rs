@@ -1,16 +1,18 @@
 //! The long-running worker: long polling, bounded concurrency, sweeper,
-//! graceful shutdown.
+//! key-age scan, graceful shutdown.
 //!
-//! * Polls with `WaitTimeSeconds` (20 s by default) asking for at most as
-//!   many messages as there are free slots, so a received message never waits
-//!   in memory while its visibility timeout runs.
-//! * Each message runs in its own task holding a semaphore permit; the
-//!   engine heartbeats its lease and the message's visibility while a step
-//!   runs.
-//! * The sweeper runs beside the poller.
+//! * Two poll loops share one concurrency limit: the step queue (saga steps)
+//!   and, when configured, the intake queue (EventBridge events). Each polls
+//!   with `WaitTimeSeconds` (20 s by default) asking for at most as many
+//!   messages as there are free slots, so a received message never waits in
+//!   memory while its visibility timeout runs.
+//! * Each message runs in its own task holding a semaphore permit; the engine
+//!   heartbeats its lease and the message's visibility while a step runs.
+//! * The sweeper and, if any rotation has a `[rotation.schedule]`, the key-age
+//!   scan run beside the pollers.
 //! * On shutdown (SIGTERM/Ctrl-C, or the future passed in), polling stops —
 //!   an in-progress poll is dropped, and any message SQS handed to it becomes
-//!   visible again after the visibility timeout — and in-flight steps get
+//!   visible again after the visibility timeout — and in-flight work gets
 //!   `shutdown_grace` to finish. A step cut off there is safe: its lease
 //!   expires and another worker takes over.
 
@@ -18,16 +20,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tracing::{error, info, warn};
 
 use crate::config::WorkerConfig;
 use crate::engine::Engine;
-use crate::queue::Queue;
+use crate::queue::{Queue, Received};
 
-pub async fn run<Q: Queue>(engine: Arc<Engine<Q>>, cfg: &WorkerConfig, shutdown: impl Future<Output = ()>) {
+pub async fn run<Q: Queue, I: Queue>(engine: Arc<Engine<Q>>, cfg: &WorkerConfig, intake: Option<Arc<I>>, shutdown: impl Future<Output = ()>) {
     let sem = Arc::new(Semaphore::new(cfg.concurrency));
-    let sweeper = {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut background = vec![{
         let engine = engine.clone();
         let every = cfg.sweep_interval.0;
         tokio::spawn(async move {
@@ -41,20 +44,86 @@ pub async fn run<Q: Queue>(engine: Arc<Engine<Q>>, cfg: &WorkerConfig, shutdown:
                 }
             }
         })
+    }];
+    if engine.rotation_configs.iter().any(|r| r.schedule.is_some()) {
+        let engine = engine.clone();
+        let (every, jitter) = (cfg.scan_interval.0, cfg.scan_jitter.0);
+        background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = engine.scan_and_start(jitter).await {
+                    warn!(error = %e, "key-age scan failed");
+                }
+            }
+        }));
+    }
+    info!(worker = %engine.worker_id, concurrency = cfg.concurrency, intake = intake.is_some(), "worker started");
+
+    let steps = {
+        let e = engine.clone();
+        let handle = move |m: Received| {
+            let e = e.clone();
+            async move {
+                if let Err(err) = e.handle(&m).await {
+                    // Left on the queue: it becomes visible again and is retried.
+                    warn!(message_id = %m.message_id, error = %err, "step message not handled; it will be redelivered");
+                }
+            }
+        };
+        poll_loop("steps", &engine.queue, cfg, sem.clone(), stop_rx.clone(), handle)
     };
-    info!(worker = %engine.worker_id, concurrency = cfg.concurrency, "worker started");
-    tokio::pin!(shutdown);
+    let intake_loop = async {
+        let Some(iq) = intake.clone() else { return };
+        let (e, q) = (engine.clone(), iq.clone());
+        let handle = move |m: Received| {
+            let (e, q) = (e.clone(), q.clone());
+            async move {
+                if let Err(err) = e.handle_intake(q.as_ref(), &m).await {
+                    warn!(message_id = %m.message_id, error = %err, "intake event not handled; it will be redelivered");
+                }
+            }
+        };
+        poll_loop("intake", iq.as_ref(), cfg, sem.clone(), stop_rx.clone(), handle).await
+    };
+    let signal = async {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    tokio::join!(steps, intake_loop, signal);
+
+    for b in background {
+        b.abort();
+    }
+    info!(grace_s = cfg.shutdown_grace.0.as_secs(), "shutting down: waiting for in-flight work");
+    let all = sem.clone().acquire_many_owned(cfg.concurrency as u32);
+    match tokio::time::timeout(cfg.shutdown_grace.0, all).await {
+        Ok(_) => info!("all in-flight work finished"),
+        Err(_) => warn!("shutdown grace ran out; unfinished steps will be taken over when their leases expire"),
+    }
+}
+
+/// Poll one queue until `stop` turns true, running `handle` per message
+/// under a semaphore permit.
+async fn poll_loop<Q, H, Fut>(name: &'static str, queue: &Q, cfg: &WorkerConfig, sem: Arc<Semaphore>, mut stop: watch::Receiver<bool>, handle: H)
+where
+    Q: Queue,
+    H: Fn(Received) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let mut backoff = Duration::from_millis(500);
     loop {
-        let free = sem.available_permits().max(1).min(10) as i32;
-        let permit_wait = sem.clone().acquire_owned();
+        if *stop.borrow() {
+            return;
+        }
         let first = tokio::select! {
-            _ = &mut shutdown => break,
-            p = permit_wait => p.expect("semaphore open"),
+            _ = stop.changed() => return,
+            p = sem.clone().acquire_owned() => p.expect("semaphore open"),
         };
+        let free = (sem.available_permits() + 1).min(10) as i32;
         let polled = tokio::select! {
-            _ = &mut shutdown => { drop(first); break }
-            r = engine.queue.receive(free, cfg.wait_time.0, cfg.visibility_timeout.0) => r,
+            _ = stop.changed() => return,
+            r = queue.receive(free, cfg.wait_time.0, cfg.visibility_timeout.0) => r,
         };
         let msgs = match polled {
             Ok(m) => {
@@ -62,7 +131,7 @@ pub async fn run<Q: Queue>(engine: Arc<Engine<Q>>, cfg: &WorkerConfig, shutdown:
                 m
             }
             Err(e) => {
-                error!(error = %e, "receive failed; backing off");
+                error!(queue = name, error = %e, "receive failed; backing off");
                 drop(first);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -75,22 +144,12 @@ pub async fn run<Q: Queue>(engine: Arc<Engine<Q>>, cfg: &WorkerConfig, shutdown:
                 Some(p) => p,
                 None => sem.clone().acquire_owned().await.expect("semaphore open"),
             };
-            let engine = engine.clone();
+            let fut = handle(m);
             tokio::spawn(async move {
                 let _permit = permit;
-                if let Err(e) = engine.handle(&m).await {
-                    // Left on the queue: it becomes visible again and is retried.
-                    warn!(message_id = %m.message_id, error = %e, "message not handled; it will be redelivered");
-                }
+                fut.await;
             });
         }
-    }
-    sweeper.abort();
-    info!(grace_s = cfg.shutdown_grace.0.as_secs(), "shutting down: waiting for in-flight steps");
-    let all = sem.clone().acquire_many_owned(cfg.concurrency as u32);
-    match tokio::time::timeout(cfg.shutdown_grace.0, all).await {
-        Ok(_) => info!("all in-flight steps finished"),
-        Err(_) => warn!("shutdown grace ran out; unfinished steps will be taken over when their leases expire"),
     }
 }
 

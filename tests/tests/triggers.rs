@@ -1,0 +1,258 @@
+//! Triggers, black-box: EventBridge events delivered through moto (PutEvents →
+//! rule → intake SQS queue) to a running worker; Security Hub's
+//! BatchUpdateFindings faked with wiremock (moto lacks it).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keyturn::saga::{Saga, Status};
+use keyturn_testkit::env::{Options, RunningWorker, TestEnv, USER};
+
+const CONSOLIDATED: &str = include_str!("../fixtures/securityhub-iam3-consolidated.json");
+const LEGACY: &str = include_str!("../fixtures/securityhub-iam3-legacy.json");
+const CUSTOM: &str = include_str!("../fixtures/securityhub-custom-action.json");
+const HEALTH: &str = include_str!("../fixtures/health-scim-expiry.json");
+const T: Duration = Duration::from_secs(60);
+
+async fn env(opts: Options) -> TestEnv {
+    TestEnv::new(Options { intake: true, ..opts }).await.expect("test environment")
+}
+
+fn worker(env: &TestEnv) -> (Arc<keyturn::engine::Engine<keyturn::queue::SqsQueue>>, RunningWorker) {
+    let engine = Arc::new(env.engine("w1"));
+    let w = RunningWorker::spawn_with_intake(engine.clone(), &env.config.worker, env.intake_queue());
+    (engine, w)
+}
+
+async fn sagas(env: &TestEnv) -> Vec<Saga> {
+    keyturn::store::Store::new(env.clients.dynamodb.clone(), "keyturn-sagas").list().await.unwrap().into_iter().map(|s| s.saga).collect()
+}
+
+/// Wait until `n` sagas exist and all have ended.
+async fn wait_sagas_done(env: &TestEnv, n: usize) -> Vec<Saga> {
+    let start = Instant::now();
+    loop {
+        let all = sagas(env).await;
+        if all.len() >= n && all.iter().all(|s| s.status.is_terminal()) {
+            return all;
+        }
+        assert!(start.elapsed() < T, "expected {n} finished sagas, have {all:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Give the worker time to consume whatever is on the intake queue.
+async fn settle(env: &TestEnv) {
+    let (iq, _) = env.intake.clone().unwrap();
+    let start = Instant::now();
+    loop {
+        let a = env
+            .clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&iq)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+            .send()
+            .await
+            .unwrap();
+        let attrs = a.attributes.unwrap_or_default();
+        let get = |k: aws_sdk_sqs::types::QueueAttributeName| attrs.get(&k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let busy = get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            + get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible);
+        if busy == 0 || start.elapsed() > T {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iam3_finding_on_the_bus_ends_in_rotated_key_resolved_finding_and_notification() {
+    let env = env(Options::default()).await;
+    let old_id = env.old_keys[0].0.clone();
+    // Security Hub reports the first update unprocessed once: keyturn retries it.
+    env.securityhub.state.lock().unwrap().unprocessed_next = 1;
+    let (_engine, w) = worker(&env);
+    env.put_event(CONSOLIDATED).await.unwrap();
+    let done = wait_sagas_done(&env, 1).await;
+    w.stop().await;
+
+    assert_eq!(done.len(), 1);
+    let saga = &done[0];
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    assert_eq!(saga.trigger, "securityhub:imported");
+    let new_id = saga.new_key.clone().unwrap();
+    let keys = env.user_keys().await;
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].id, new_id);
+    assert_eq!(env.auth0.provider().unwrap().access_key_id, new_id);
+
+    let finding_id = "arn:aws:securityhub:us-east-1:123456789012:security-control/IAM.3/finding/0f6a9a0e-1c2b-4d3e-8f9a-0b1c2d3e4f50";
+    let calls = env.securityhub.calls();
+    assert_eq!(calls.len(), 3, "NOTIFIED, its retry, RESOLVED: {calls:#?}");
+    for c in &calls {
+        assert_eq!(c["FindingIdentifiers"][0]["Id"], finding_id);
+        assert_eq!(c["FindingIdentifiers"][0]["ProductArn"], "arn:aws:securityhub:us-east-1::product/aws/securityhub");
+        assert_eq!(c["Note"]["UpdatedBy"], "keyturn");
+    }
+    assert_eq!(calls[0]["Workflow"]["Status"], "NOTIFIED");
+    assert!(calls[0]["Note"]["Text"].as_str().unwrap().contains(&saga.saga_id), "the note names the saga");
+    assert_eq!(calls[1], calls[0], "the unprocessed update was retried as is");
+    assert_eq!(calls[2]["Workflow"]["Status"], "RESOLVED");
+    let note = calls[2]["Note"]["Text"].as_str().unwrap();
+    assert!(note.contains(&format!("new key {new_id} replaced {old_id}")), "{note}");
+
+    let n = env.notifications(1, Duration::from_secs(10)).await;
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].attributes["event"], "rotation.succeeded");
+    assert_eq!(n[0].document["trigger"], "securityhub:imported");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_finding_and_custom_action_each_start_exactly_one_saga() {
+    let env = env(Options::default()).await;
+    let (_engine, w) = worker(&env);
+    env.put_event(LEGACY).await.unwrap();
+    let first = wait_sagas_done(&env, 1).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].status, Status::Succeeded);
+    // An operator asks again through the custom action: an explicit request, so it runs.
+    env.put_event(CUSTOM).await.unwrap();
+    let all = wait_sagas_done(&env, 2).await;
+    settle(&env).await;
+    w.stop().await;
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert!(all.iter().all(|s| s.status == Status::Succeeded));
+    let triggers: Vec<&str> = all.iter().map(|s| s.trigger.as_str()).collect();
+    assert!(triggers.contains(&"securityhub:imported"));
+    assert!(triggers.contains(&"securityhub:custom_action:Rotate with keyturn"), "{triggers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reimported_findings_start_nothing() {
+    let env = env(Options { grace_period: "3s", ..Options::default() }).await;
+    let (_engine, w) = worker(&env);
+    // Imported three times while the first saga is still in flight (grace period)...
+    for _ in 0..3 {
+        env.put_event(CONSOLIDATED).await.unwrap();
+    }
+    let done = wait_sagas_done(&env, 1).await;
+    // ...and again after it succeeded: the finding predates the rotation.
+    env.put_event(CONSOLIDATED).await.unwrap();
+    settle(&env).await;
+    w.stop().await;
+    assert_eq!(done.len(), 1);
+    assert_eq!(sagas(&env).await.len(), 1, "one saga for four imports");
+    assert_eq!(env.user_keys().await.len(), 1);
+    let logs = keyturn_testkit::capture::logs();
+    assert!(logs.contains("stale re-import, nothing to do"), "the post-rotation re-import was recognised as stale");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmatched_user_is_reported_once_and_counted() {
+    let env = env(Options::default()).await;
+    let (engine, w) = worker(&env);
+    let mut v: serde_json::Value = serde_json::from_str(CONSOLIDATED).unwrap();
+    v["detail"]["findings"][0]["Resources"][0]["Id"] = "arn:aws:iam::123456789012:user/payroll-bot".into();
+    v["detail"]["findings"][0]["Resources"][0]["Details"]["AwsIamUser"]["UserName"] = "payroll-bot".into();
+    for _ in 0..3 {
+        env.put_event(&v.to_string()).await.unwrap();
+    }
+    settle(&env).await;
+    w.stop().await;
+    assert!(sagas(&env).await.is_empty(), "no rotation started");
+    assert_eq!(engine.store.unmatched_count("123456789012", "payroll-bot").await.unwrap(), Some(3), "counted on every import");
+    let n = env.notifications(1, Duration::from_secs(5)).await;
+    assert_eq!(n.len(), 1, "reported once: {n:#?}");
+    assert_eq!(n[0].attributes["event"], "rotation.unmatched");
+    assert_eq!(n[0].document["user"], "payroll-bot");
+    assert!(env.securityhub.calls().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_events_go_to_the_intake_dlq_and_start_nothing() {
+    let env = env(Options::default()).await;
+    let (iq, _) = env.intake.clone().unwrap();
+    let (_engine, w) = worker(&env);
+    let mut missing = serde_json::Value::from(serde_json::from_str::<serde_json::Value>(CONSOLIDATED).unwrap());
+    missing["detail"]["findings"][0].as_object_mut().unwrap().remove("ProductArn");
+    for body in [
+        "not json at all".to_string(),
+        r#"{"source":"aws.ec2","detail-type":"EC2 Instance State-change Notification","detail":{}}"#.to_string(),
+        missing.to_string(),
+    ] {
+        env.clients.sqs.send_message().queue_url(&iq).message_body(body).send().await.unwrap();
+    }
+    // The SCIM expiry notice is recognised: acknowledged, not dead-lettered, starts nothing.
+    env.put_event(HEALTH).await.unwrap();
+    let (_, idlq) = env.intake.clone().unwrap();
+    let dead = keyturn_testkit::env::drain(&env.clients.sqs, &idlq, 3, Duration::from_secs(20)).await;
+    settle(&env).await;
+    w.stop().await;
+    assert_eq!(dead.len(), 3, "{dead:#?}");
+    let reasons: Vec<String> = dead.iter().map(|(_, r)| r.clone().unwrap_or_default()).collect();
+    assert!(reasons.iter().any(|r| r.starts_with("event is not JSON")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.starts_with("unsupported event: source \"aws.ec2\"")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "malformed event: finding 0 has no ProductArn"), "{reasons:?}");
+    assert!(sagas(&env).await.is_empty());
+    assert_eq!(env.user_keys().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn age_scan_starts_only_rotations_past_max_age() {
+    // auth0-ses's key is due after 1s; mailer-2's only after 80 days.
+    let env = TestEnv::new(Options { max_age: Some("1s"), second_rotation_max_age: Some("80d"), ..Options::default() }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let engine = Arc::new(env.engine("w1"));
+    let plan = engine.plan_scan().await.unwrap().join("\n");
+    assert!(plan.contains("auth0-ses: key") && plan.contains("past max_age"), "{plan}");
+    assert!(plan.contains("mailer-2: key") && plan.contains("under max_age 80.0d: nothing to do"), "{plan}");
+
+    let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    let done = wait_sagas_done(&env, 1).await;
+    w.stop().await;
+    assert!(done.iter().all(|s| s.rotation_id == "auth0-ses"), "{done:#?}");
+    assert!(done[0].trigger.starts_with("schedule:max_age"), "{}", done[0].trigger);
+    assert_eq!(done[0].status, Status::Succeeded);
+    // mailer-2 untouched.
+    let k = env.clients.iam.list_access_keys().user_name("mailer-2").send().await.unwrap();
+    assert_eq!(k.access_key_metadata().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_changes_nothing() {
+    let env = env(Options { max_age: Some("1s"), ..Options::default() }).await;
+    let dir = std::env::temp_dir().join(format!("keyturn-plan-{}", uuid::Uuid::new_v4()));
+    let cfg = env.write_config(&dir).unwrap();
+    let event = dir.join("event.json");
+    std::fs::write(&event, CONSOLIDATED).unwrap();
+    let keys_before = env.user_keys().await;
+    let table_before = env.table_dump().await;
+
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(keyturn_testkit::env::keyturn_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .envs(env.cli_env())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = run(&["plan", "--event", event.to_str().unwrap()]);
+    assert!(out.contains("rotation auth0-ses: would start a saga"), "{out}");
+    assert!(out.contains(&format!("create a new key for iam user {USER}")), "{out}");
+    assert!(out.contains(&keys_before[0].id), "names the current key: {out}");
+    assert!(out.contains("patch Auth0 example.eu.auth0.com with the new key"), "{out}");
+    assert!(out.contains("mark finding arn:aws:securityhub"), "{out}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let out = run(&["plan", "--scan"]);
+    assert!(out.contains("past max_age") && out.contains("would start a saga"), "{out}");
+
+    assert_eq!(env.user_keys().await, keys_before, "IAM unchanged");
+    assert_eq!(env.table_dump().await, table_before, "table unchanged");
+    assert!(env.securityhub.calls().is_empty());
+    assert!(env.auth0.patches().is_empty());
+}

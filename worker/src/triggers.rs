@@ -1,0 +1,225 @@
+//! Triggers at work: the intake handler, the key-age scan and `plan`.
+//!
+//! The pure half (event parsing, finding → rotation matching) is in
+//! [`crate::intake`]; this is the I/O half. Dedupe rules:
+//! * a credential with a saga in flight gets no second one (the lock in
+//!   [`Engine::request_with`] answers the running saga);
+//! * an imported finding observed before the rotation's last success is
+//!   stale — Security Hub re-imports findings until the control re-runs — and
+//!   starts nothing (a custom action, being an explicit request, still does);
+//! * an IAM user with no configured rotation is reported once
+//!   (`rotation.unmatched`) and only counted on re-imports.
+
+use std::time::Duration;
+
+use tracing::{error, info, instrument, warn};
+
+use crate::engine::{now_ms, Engine, Request};
+use crate::error::Result;
+use crate::intake::{self, Decision, Event};
+use crate::notify;
+use crate::queue::{Queue, Received};
+use crate::saga::{FindingRef, Millis};
+use crate::store::Created;
+
+/// What an intake message led to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntakeReport {
+    /// Sagas started.
+    pub started: Vec<String>,
+    /// Requests that found a saga already in flight.
+    pub in_flight: Vec<String>,
+    /// Stale findings (rotated since they were observed).
+    pub stale: usize,
+    /// Users without a rotation: (account, user, first time seen).
+    pub unmatched: Vec<(String, String, bool)>,
+    /// Findings or events ignored, with reasons.
+    pub ignored: Vec<String>,
+    /// Set when the message was rejected to the intake DLQ.
+    pub rejected: Option<String>,
+}
+
+/// A rotation's key age, as the scan sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanItem {
+    pub rotation_id: String,
+    pub key_id: String,
+    pub age: Duration,
+    pub max_age: Duration,
+    pub due: bool,
+}
+
+fn days(d: Duration) -> String {
+    format!("{:.1}d", d.as_secs_f64() / 86_400.0)
+}
+
+impl<Q: Queue> Engine<Q> {
+    /// Handle one intake message (ack or dead-letter included).
+    #[instrument(skip_all, fields(worker = %self.worker_id, message_id = %m.message_id))]
+    pub async fn handle_intake<I: Queue>(&self, intake_queue: &I, m: &Received) -> Result<IntakeReport> {
+        let mut report = IntakeReport::default();
+        let event = match intake::parse(&m.body) {
+            Ok(e) => e,
+            Err(e) => {
+                let why = e.to_string();
+                error!(reason = %why, "rejected intake event; moving it to the intake dead-letter queue");
+                intake_queue.dead_letter(m, &why).await?;
+                report.rejected = Some(why);
+                return Ok(report);
+            }
+        };
+        let (trigger, imported) = match &event {
+            Event::FindingsImported(_) => ("securityhub:imported".to_string(), true),
+            Event::CustomAction { action_name, .. } => (format!("securityhub:custom_action:{action_name}"), false),
+            Event::ScimTokenExpiry { .. } => ("health:scim_expiry".to_string(), false),
+        };
+        for d in intake::decide(&event, &self.rotation_configs) {
+            match d {
+                Decision::Rotate { rotation_id, finding, user } => {
+                    if imported {
+                        if let (Some(seen), Some(done)) = (finding.observed_at, self.store.last_success(&rotation_id).await?) {
+                            if done > seen {
+                                info!(finding = %finding.id, rotation = %rotation_id, "finding observed before the last successful rotation; stale re-import, nothing to do");
+                                report.stale += 1;
+                                continue;
+                            }
+                        }
+                    }
+                    let req = Request {
+                        trigger: trigger.clone(),
+                        findings: vec![FindingRef { id: finding.id.clone(), product_arn: finding.product_arn.clone() }],
+                        delay: Duration::ZERO,
+                    };
+                    match self.request_with(&rotation_id, req).await? {
+                        Created::New(id) => {
+                            info!(saga = %id, rotation = %rotation_id, user = %user, finding = %finding.id, "rotation started from a finding");
+                            report.started.push(id);
+                        }
+                        Created::Existing(id) => {
+                            info!(saga = %id, rotation = %rotation_id, finding = %finding.id, "rotation already in flight; nothing new started");
+                            report.in_flight.push(id);
+                        }
+                    }
+                }
+                Decision::Ignore { finding_id, reason } => {
+                    info!(finding = %finding_id, %reason, "finding ignored");
+                    report.ignored.push(reason);
+                }
+                Decision::Unmatched { finding_id, account_id, user } => {
+                    let first = self.store.record_unmatched(&account_id, &user, &finding_id, now_ms()).await?;
+                    warn!(account = %account_id, user = %user, finding = %finding_id, first, "finding for an IAM user no rotation covers");
+                    if first {
+                        self.notifier.publish(&notify::render_unmatched(&account_id, &user, &finding_id)).await?;
+                    }
+                    report.unmatched.push((account_id, user, first));
+                }
+            }
+        }
+        intake_queue.ack(m).await?;
+        Ok(report)
+    }
+
+    /// Key age of every rotation with a `[rotation.schedule]` (read-only).
+    pub async fn scan_keys(&self, now: Millis) -> Result<Vec<ScanItem>> {
+        let mut out = Vec::new();
+        for cfg in &self.rotation_configs {
+            let (Some(schedule), Some(rot)) = (&cfg.schedule, self.rotations.get(&cfg.id)) else { continue };
+            let keys = rot.source.inventory().await?;
+            let oldest = keys.iter().filter(|k| k.active).filter_map(|k| k.created_at.map(|c| (k, c))).min_by_key(|(_, c)| *c);
+            if let Some((k, created)) = oldest {
+                let age = Duration::from_millis(now.saturating_sub(created));
+                out.push(ScanItem { rotation_id: cfg.id.clone(), key_id: k.id.clone(), age, max_age: schedule.max_age.0, due: age >= schedule.max_age.0 });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The scheduled scan: start every due rotation, each after a random
+    /// delay up to `jitter`. Answers what it started.
+    #[instrument(skip(self), fields(worker = %self.worker_id))]
+    pub async fn scan_and_start(&self, jitter: Duration) -> Result<Vec<(String, Created)>> {
+        let mut started = Vec::new();
+        for item in self.scan_keys(now_ms()).await?.into_iter().filter(|i| i.due) {
+            let delay = Duration::from_millis((jitter.as_millis() as f64 * fastrand::f64()) as u64);
+            let req = Request { trigger: format!("schedule:max_age {}", days(item.max_age)), findings: vec![], delay };
+            let created = self.request_with(&item.rotation_id, req).await?;
+            info!(rotation = %item.rotation_id, key = %item.key_id, age = %days(item.age), ?created, delay_s = delay.as_secs(), "key past max_age");
+            started.push((item.rotation_id, created));
+        }
+        Ok(started)
+    }
+
+    /// What a rotation would do, for `plan`.
+    async fn describe_plan(&self, rotation_id: &str, findings: &[String]) -> Result<Vec<String>> {
+        let Some(rot) = self.rotations.get(rotation_id) else { return Ok(vec![format!("rotation {rotation_id}: not configured")]) };
+        if let Some(saga) = self.store.lock_holder(&rot.credential).await? {
+            return Ok(vec![format!("rotation {rotation_id}: nothing to do, saga {saga} is already in flight")]);
+        }
+        let keys = rot.source.inventory().await?;
+        let policy = &rot.policy;
+        let mut lines = vec![format!("rotation {rotation_id}: would start a saga")];
+        let fmt_keys = keys.iter().map(|k| format!("{} ({})", k.id, if k.active { "active" } else { "inactive" })).collect::<Vec<_>>().join(", ");
+        if keys.len() >= 2 {
+            lines.push(format!("  would be refused: {} already has two keys ({fmt_keys})", rot.source.describe()));
+            return Ok(lines);
+        }
+        lines.push(format!("  create a new key for {} (keys now: {})", rot.source.describe(), if fmt_keys.is_empty() { "none".into() } else { fmt_keys }));
+        lines.push("  prove it authenticates (sts:GetCallerIdentity)".into());
+        lines.push(format!("  patch {} with the new key, then verify it", rot.target.describe()));
+        for k in &keys {
+            lines.push(format!("  deactivate {}, then delete it after a {} grace period", k.id, days(Duration::from_millis(policy.grace_period))));
+        }
+        for f in findings {
+            lines.push(format!("  mark finding {f} NOTIFIED, then RESOLVED on success"));
+        }
+        Ok(lines)
+    }
+
+    /// Dry run for an event: what would start, be created, patched, retired.
+    /// Reads IAM and the table; writes nothing.
+    pub async fn plan_event(&self, body: &str) -> Result<Vec<String>> {
+        let event = match intake::parse(body) {
+            Ok(e) => e,
+            Err(e) => return Ok(vec![format!("rejected: {e} (would go to the intake dead-letter queue)")]),
+        };
+        let imported = matches!(event, Event::FindingsImported(_));
+        let mut out = Vec::new();
+        for d in intake::decide(&event, &self.rotation_configs) {
+            match d {
+                Decision::Rotate { rotation_id, finding, .. } => {
+                    if imported {
+                        if let (Some(seen), Some(done)) = (finding.observed_at, self.store.last_success(&rotation_id).await?) {
+                            if done > seen {
+                                out.push(format!("rotation {rotation_id}: nothing to do, rotated after finding {} was observed", finding.id));
+                                continue;
+                            }
+                        }
+                    }
+                    out.extend(self.describe_plan(&rotation_id, std::slice::from_ref(&finding.id)).await?);
+                }
+                Decision::Ignore { finding_id, reason } => out.push(format!("ignored {finding_id}: {reason}")),
+                Decision::Unmatched { account_id, user, .. } => {
+                    out.push(format!("unmatched: iam user {user} in account {account_id} has no rotation (reported once as rotation.unmatched)"))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Dry run of the scheduled scan.
+    pub async fn plan_scan(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for item in self.scan_keys(now_ms()).await? {
+            if item.due {
+                out.push(format!("{}: key {} is {} old, past max_age {}", item.rotation_id, item.key_id, days(item.age), days(item.max_age)));
+                out.extend(self.describe_plan(&item.rotation_id, &[]).await?);
+            } else {
+                out.push(format!("{}: key {} is {} old, under max_age {}: nothing to do", item.rotation_id, item.key_id, days(item.age), days(item.max_age)));
+            }
+        }
+        if out.is_empty() {
+            out.push("no rotation has a [rotation.schedule] max_age, or none has an active key".into());
+        }
+        Ok(out)
+    }
+}
