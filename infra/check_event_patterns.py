@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Check the EventBridge rules of keyturn-stack.yaml against the event fixtures.
+
+    python3 infra/check_event_patterns.py [infra/keyturn-stack.yaml]
+
+Each fixture in tests/fixtures/ (the events intake.rs is tested with) must be
+matched by exactly its own rule, and mutated copies of it (archived, passed,
+another control, suppressed, another custom action, another Health event...)
+by none. The matcher below is a local approximation of EventBridge's
+documented semantics (exact values, prefix, suffix, anything-but, exists,
+$or; an array in the event matches if any element does). It catches wrong
+field names, values and structure; it is not EventBridge itself. The
+authoritative check, with credentials:
+
+    aws events test-event-pattern --event-pattern "$PATTERN" --event file://tests/fixtures/X.json
+"""
+
+import copy
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check_policy  # noqa: E402  (shared CloudFormation loader and resolver)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIXTURES = os.path.join(HERE, "..", "tests", "fixtures")
+MISSING = object()
+
+
+def values_at(node, path):
+    """All leaf values at a dotted path, descending into arrays."""
+    if not path:
+        if isinstance(node, list):
+            return [v for item in node for v in values_at(item, path)]
+        return [node]
+    if isinstance(node, list):
+        return [v for item in node for v in values_at(item, path)]
+    if not isinstance(node, dict) or path[0] not in node:
+        return []
+    return values_at(node[path[0]], path[1:])
+
+
+def filter_matches(flt, values):
+    if isinstance(flt, dict):
+        (op, arg), = flt.items()
+        if op == "exists":
+            return bool(values) == bool(arg)
+        if op == "prefix":
+            return any(isinstance(v, str) and v.startswith(arg) for v in values)
+        if op == "suffix":
+            return any(isinstance(v, str) and v.endswith(arg) for v in values)
+        if op == "anything-but":
+            banned = arg if isinstance(arg, list) else [arg]
+            return any(v not in banned for v in values)
+        raise ValueError(f"filter {op} not supported by this checker")
+    return flt in values
+
+
+def matches(pattern, event, path=()):
+    for key, sub in pattern.items():
+        if key == "$or":
+            if not any(matches(branch, event, path) for branch in sub):
+                return False
+        elif isinstance(sub, dict):
+            if not matches(sub, event, path + (key,)):
+                return False
+        else:
+            values = values_at(event, list(path + (key,)))
+            if not any(filter_matches(f, values) for f in sub):
+                return False
+    return True
+
+
+def load_rules(template_path, region, account):
+    check_policy.REGION, check_policy.ACCOUNT = region, account
+    template = check_policy.load_template(template_path)
+    resolver = check_policy.Resolver(template, {})
+    rules = {}
+    for logical, res in template["Resources"].items():
+        if res["Type"] == "AWS::Events::Rule" and "EventPattern" in res["Properties"]:
+            rules[logical] = resolver.resolve(res["Properties"]["EventPattern"])
+    return rules
+
+
+def fixture(name):
+    with open(os.path.join(FIXTURES, name), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def mutate(event, fn):
+    e = copy.deepcopy(event)
+    fn(e)
+    return e
+
+
+def finding_set(**fields):
+    def fn(e):
+        for f in e["detail"]["findings"]:
+            for dotted, value in fields.items():
+                node = f
+                *parents, last = dotted.split("__")
+                for p in parents:
+                    node = node.setdefault(p, {})
+                node[last] = value
+    return fn
+
+
+def cases():
+    cons = fixture("securityhub-iam3-consolidated.json")
+    legacy = fixture("securityhub-iam3-legacy.json")
+    action = fixture("securityhub-custom-action.json")
+    health = fixture("health-scim-expiry.json")
+    yield "consolidated IAM.3", cons, "FindingsImportedRule"
+    yield "legacy IAM.3", legacy, "FindingsImportedRule"
+    yield "legacy IAM.3 by GeneratorId only", mutate(legacy, finding_set(ProductFields__ControlId="X")), "FindingsImportedRule"
+    yield "consolidated, workflow NOTIFIED", mutate(cons, finding_set(Workflow__Status="NOTIFIED")), "FindingsImportedRule"
+    yield "consolidated, archived", mutate(cons, finding_set(RecordState="ARCHIVED")), None
+    yield "consolidated, passed", mutate(cons, finding_set(Compliance__Status="PASSED")), None
+    yield "consolidated, suppressed", mutate(cons, finding_set(Workflow__Status="SUPPRESSED")), None
+    yield "consolidated, resolved", mutate(cons, finding_set(Workflow__Status="RESOLVED")), None
+    yield "consolidated, IAM.4", mutate(cons, finding_set(Compliance__SecurityControlId="IAM.4",
+                                                          GeneratorId="security-control/IAM.4")), None
+    yield "legacy, IAM.4", mutate(legacy, finding_set(ProductFields__ControlId="IAM.4",
+                                                      GeneratorId="aws-foundational-security-best-practices/v/1.0.0/IAM.4")), None
+    yield "legacy, other source", mutate(legacy, lambda e: e.update(source="aws.config")), None
+    yield "custom action", action, "CustomActionRule"
+    yield "another custom action", mutate(action, lambda e: e.update(
+        resources=[e["resources"][0].replace("KeyturnRotate", "Other")])), None
+    yield "SCIM token expiry", health, "ScimTokenExpiryRule"
+    yield "another Health event", mutate(health, lambda e: e["detail"].update(
+        eventTypeCode="AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED")), None
+
+
+def main(argv):
+    template_path = argv[1] if len(argv) > 1 else os.path.join(HERE, "keyturn-stack.yaml")
+    sample = fixture("securityhub-custom-action.json")
+    rules = load_rules(template_path, sample["region"], sample["account"])
+    print("rules:", ", ".join(sorted(rules)))
+    bad = 0
+    for name, event, expected in cases():
+        hits = sorted(r for r, p in rules.items() if matches(p, event))
+        want = [expected] if expected else []
+        ok = hits == want
+        bad += not ok
+        print(f"  {'ok  ' if ok else 'FAIL'} {name}: matched {hits or 'nothing'}")
+    print("OK" if not bad else f"{bad} case(s) failed")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

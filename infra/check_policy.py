@@ -1,0 +1,394 @@
+#!/usr/bin/env python3
+"""Least-privilege check of the IAM policies in a keyturn CloudFormation template.
+
+    python3 infra/check_policy.py infra/keyturn-stack.yaml [--param Name=Value ...]
+
+Needs PyYAML and parliament (`pip install 'cfn-lint>=1,<2' parliament`; cfn-lint
+brings PyYAML). What it does:
+
+1. Loads the template with a YAML loader that understands the short-form
+   CloudFormation tags (!Ref, !Sub, !GetAtt, !If, ...), then resolves the
+   intrinsic functions to concrete strings: parameters to their defaults (or
+   --param overrides, or placeholders for empty defaults that name ARNs), and
+   resources to realistic placeholder ARNs / names / URLs built from their
+   type and name properties (account 123456789012, region eu-west-1).
+   A `!If` that chooses a whole policy statement contributes BOTH branches
+   (minus AWS::NoValue), so a statement that exists in only one compute mode
+   is still checked; any other `!If` takes its true branch.
+2. Collects every identity policy (AWS::IAM::ManagedPolicy, AWS::IAM::Policy,
+   AWS::IAM::RolePolicy, inline Policies of AWS::IAM::Role) and every resource
+   policy (KMS key policy, SQS queue policy, SNS topic policy).
+3. (a) Fails if an identity policy Allows any action of iam:, kms:, dynamodb:,
+   sqs:, sns: or secretsmanager: on Resource "*" (or uses NotResource/NotAction
+   in an Allow). Resource policies are exempt: "*" there means "this resource".
+4. (b) Runs parliament (with its community auditors) on every policy and fails
+   on any finding of severity MEDIUM or higher that is not in IGNORED below.
+5. (c) Prints, per identity policy, the actions it grants and on what.
+
+Exit status: 0 clean, 1 findings, 2 usage or template errors.
+"""
+
+import argparse
+import json
+import re
+import sys
+
+import yaml
+
+ACCOUNT = "123456789012"
+REGION = "eu-west-1"
+PARTITION = "aws"
+
+# Services whose actions must never be granted on Resource "*".
+SCOPED_SERVICES = ("iam", "kms", "dynamodb", "sqs", "sns", "secretsmanager")
+
+SEVERITY_ORDER = {"LOW": 0, "MEDIUM": 1, "HIGH": 2, "CRITICAL": 3}
+FAIL_AT = "MEDIUM"
+
+# Parliament findings accepted on purpose: (issue, policy label, actions, reason).
+# A finding is ignored only if its issue and policy match AND every action it
+# names is in `actions` (lower case, as parliament reports them), so a new
+# action that trips the same check still fails.
+IGNORED = [
+    ("CREDENTIALS_EXPOSURE", "WorkerPolicy", {"iam:createaccesskey", "iam:updateaccesskey"},
+     "creating and (de)activating access keys is the rotation itself; the grant is "
+     "confined to users under RotatedUserPath (user${RotatedUserPath}*)"),
+    ("PRIVILEGE_ESCALATION", "WorkerPolicy", {"iam:createaccesskey"},
+     "iam:CreateAccessKey is a known escalation path, hence the IAM path scoping: only "
+     "the dedicated integration users keyturn rotates are reachable, never admins"),
+    ("PERMISSIONS_MANAGEMENT_ACTIONS", "WorkerPolicy",
+     {"iam:createaccesskey", "iam:updateaccesskey", "iam:deleteaccesskey", "kms:creategrant"},
+     "access-key actions: see above; kms:CreateGrant only through DynamoDB "
+     "(kms:ViaService) and only for AWS resources (kms:GrantIsForAWSResource)"),
+    ("PERMISSIONS_MANAGEMENT_ACTIONS", "Key",
+     {"kms:putkeypolicy", "kms:revokegrant", "kms:createkey", "kms:creategrant", "kms:retiregrant"},
+     "the AccountAdministers statement (account root, kms:*) is KMS's default key policy "
+     "statement; without it the key could become unmanageable. It only lets IAM policies "
+     "of this account grant use of the key"),
+    ("CREDENTIALS_EXPOSURE", "TaskExecutionRole/pull-image-and-log", {"ecr:getauthorizationtoken"},
+     "ECS needs a registry token to pull the image; the action has no resource type, and "
+     "the execution role is used by the ECS agent only, never by the worker's code"),
+]
+
+# Placeholders for parameters whose default is empty but whose value ends up
+# in a policy, so that the statement is analysed with a realistic value.
+PARAM_PLACEHOLDERS = {
+    "ReferencedSecretArns": [
+        f"arn:{PARTITION}:secretsmanager:{REGION}:{ACCOUNT}:secret:keyturn/auth0-AbCdEf",
+    ],
+}
+
+
+# --------------------------------------------------------------- loading --
+class CfnLoader(yaml.SafeLoader):
+    """SafeLoader that turns !Tag nodes into their long-form dicts."""
+
+
+def _construct_tag(loader, tag_suffix, node):
+    name = "Ref" if tag_suffix == "Ref" else "Fn::" + tag_suffix
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if name == "Fn::GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+def load_template(path):
+    with open(path, encoding="utf-8") as f:
+        return yaml.load(f, Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+# ------------------------------------------------------------- resolving --
+class NoValue:
+    pass
+
+
+NO_VALUE = NoValue()
+
+
+class Resolver:
+    def __init__(self, template, overrides):
+        self.t = template
+        self.params = {}
+        for name, spec in (template.get("Parameters") or {}).items():
+            if name in overrides:
+                value = overrides[name]
+            else:
+                value = spec.get("Default", "")
+            if spec.get("Type") == "CommaDelimitedList":
+                value = value if isinstance(value, list) else [v.strip() for v in str(value).split(",")]
+                if value == [""] and name in PARAM_PLACEHOLDERS and name not in overrides:
+                    value = PARAM_PLACEHOLDERS[name]
+            self.params[name] = value
+        self.pseudo = {
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Region": REGION,
+            "AWS::Partition": PARTITION,
+            "AWS::StackName": "keyturn",
+            "AWS::URLSuffix": "amazonaws.com",
+        }
+
+    # Names and ARNs of resources, from their type and name property.
+    def _name(self, logical, prop):
+        props = self.t["Resources"][logical].get("Properties") or {}
+        return self.resolve(props[prop]) if prop in props else logical
+
+    def ref(self, name):
+        if name in self.pseudo:
+            return self.pseudo[name]
+        if name == "AWS::NoValue":
+            return NO_VALUE
+        if name in self.params:
+            return self.params[name]
+        res = self.t["Resources"].get(name)
+        if res is None:
+            raise KeyError(f"Ref to unknown {name}")
+        rtype = res["Type"]
+        if rtype == "AWS::SQS::Queue":
+            return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{self._name(name, 'QueueName')}"
+        if rtype == "AWS::SNS::Topic":
+            return f"arn:{PARTITION}:sns:{REGION}:{ACCOUNT}:{self._name(name, 'TopicName')}"
+        if rtype == "AWS::KMS::Key":
+            return "1234abcd-12ab-34cd-56ef-1234567890ab"
+        if rtype == "AWS::DynamoDB::Table":
+            return self._name(name, "TableName")
+        if rtype == "AWS::Logs::LogGroup":
+            return self._name(name, "LogGroupName")
+        if rtype == "AWS::IAM::Role":
+            return self._name(name, "RoleName")
+        if rtype == "AWS::Lambda::Function":
+            return self._name(name, "FunctionName")
+        return name
+
+    def getatt(self, logical, attr):
+        res = self.t["Resources"].get(logical)
+        if res is None:
+            raise KeyError(f"GetAtt on unknown {logical}")
+        rtype = res["Type"]
+        arns = {
+            "AWS::SQS::Queue": lambda: f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT}:{self._name(logical, 'QueueName')}",
+            "AWS::DynamoDB::Table": lambda: f"arn:{PARTITION}:dynamodb:{REGION}:{ACCOUNT}:table/{self._name(logical, 'TableName')}",
+            "AWS::KMS::Key": lambda: f"arn:{PARTITION}:kms:{REGION}:{ACCOUNT}:key/{self.ref(logical)}",
+            "AWS::Logs::LogGroup": lambda: f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT}:log-group:{self._name(logical, 'LogGroupName')}:*",
+            "AWS::IAM::Role": lambda: f"arn:{PARTITION}:iam::{ACCOUNT}:role/{self._name(logical, 'RoleName')}",
+            "AWS::Events::Rule": lambda: f"arn:{PARTITION}:events:{REGION}:{ACCOUNT}:rule/{self._name(logical, 'Name')}",
+            "AWS::Lambda::Function": lambda: f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:{self._name(logical, 'FunctionName')}",
+        }
+        if attr == "Arn" and rtype in arns:
+            return arns[rtype]()
+        return f"arn:{PARTITION}:placeholder:{REGION}:{ACCOUNT}:{logical}/{attr}"
+
+    def sub(self, arg):
+        if isinstance(arg, list):
+            text, local = arg[0], {k: self.resolve(v) for k, v in arg[1].items()}
+        else:
+            text, local = arg, {}
+
+        def repl(m):
+            key = m.group(1)
+            if key.startswith("!"):
+                return "${" + key[1:] + "}"
+            if key in local:
+                return str(local[key])
+            if "." in key and key.split(".", 1)[0] in self.t["Resources"]:
+                return str(self.getatt(*key.split(".", 1)))
+            value = self.ref(key)
+            if isinstance(value, list):
+                return ",".join(value)
+            return str(value)
+
+        return re.sub(r"\$\{([^}]+)\}", repl, text)
+
+    def resolve(self, node):
+        if isinstance(node, list):
+            out = []
+            for item in node:
+                if isinstance(item, dict) and set(item) == {"Fn::If"}:
+                    # A conditional element of a list: keep both branches.
+                    for branch in item["Fn::If"][1:]:
+                        value = self.resolve(branch)
+                        if value is not NO_VALUE:
+                            out.append(value)
+                    continue
+                value = self.resolve(item)
+                if value is not NO_VALUE:
+                    out.append(value)
+            return out
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            (key, arg), = node.items()
+            if key == "Ref":
+                return self.ref(arg)
+            if key == "Fn::GetAtt":
+                logical, attr = arg if isinstance(arg, list) else arg.split(".", 1)
+                return self.getatt(logical, attr)
+            if key == "Fn::Sub":
+                return self.sub(arg)
+            if key == "Fn::Join":
+                parts = self.resolve(arg[1])
+                return arg[0].join(str(p) for p in parts)
+            if key == "Fn::If":
+                return self.resolve(arg[1])
+            if key == "Fn::Select":
+                return self.resolve(arg[1])[int(self.resolve(arg[0]))]
+            if key == "Fn::Split":
+                return str(self.resolve(arg[1])).split(arg[0])
+            if key.startswith("Fn::"):
+                raise ValueError(f"unsupported intrinsic {key}")
+        out = {}
+        for k, v in node.items():
+            value = self.resolve(v)
+            if value is not NO_VALUE:
+                out[k] = value
+        return out
+
+
+# ------------------------------------------------------------ collecting --
+def collect_policies(template, resolver):
+    """[(label, kind, document)] with kind 'identity' or 'resource'."""
+    found = []
+    for logical, res in (template.get("Resources") or {}).items():
+        rtype = res.get("Type")
+        props = res.get("Properties") or {}
+        if rtype in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy", "AWS::IAM::RolePolicy"):
+            found.append((logical, "identity", resolver.resolve(props["PolicyDocument"])))
+        elif rtype == "AWS::IAM::Role":
+            for pol in props.get("Policies") or []:
+                pol = resolver.resolve(pol)
+                found.append((f"{logical}/{pol.get('PolicyName')}", "identity", pol["PolicyDocument"]))
+        elif rtype == "AWS::KMS::Key" and "KeyPolicy" in props:
+            found.append((logical, "resource", resolver.resolve(props["KeyPolicy"])))
+        elif rtype in ("AWS::SQS::QueuePolicy", "AWS::SNS::TopicPolicy"):
+            found.append((logical, "resource", resolver.resolve(props["PolicyDocument"])))
+    return found
+
+
+def as_list(value):
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+# ---------------------------------------------------------------- checks --
+def star_violations(label, doc):
+    problems = []
+    for i, st in enumerate(as_list(doc.get("Statement"))):
+        if st.get("Effect") != "Allow":
+            continue
+        sid = st.get("Sid", f"#{i}")
+        if "NotAction" in st or "NotResource" in st:
+            problems.append(f"{label}/{sid}: Allow with NotAction/NotResource")
+            continue
+        actions = as_list(st.get("Action"))
+        resources = as_list(st.get("Resource"))
+        if "*" not in resources:
+            continue
+        for action in actions:
+            service = action.split(":", 1)[0].lower() if ":" in action else "*"
+            if action == "*" or service in SCOPED_SERVICES:
+                problems.append(f"{label}/{sid}: {action} on Resource \"*\"")
+    return problems
+
+
+_COMMUNITY_CONFIG_LOADED = False
+
+
+def parliament_findings(label, doc):
+    import os
+
+    import parliament  # imported here so --help works without it
+
+    global _COMMUNITY_CONFIG_LOADED
+    if not _COMMUNITY_CONFIG_LOADED:
+        # As parliament's CLI does for --include-community-auditors: register
+        # the community findings' severities before analysing.
+        parliament.override_config(os.path.join(
+            os.path.dirname(parliament.__file__), "community_auditors", "config_override.yaml"))
+        _COMMUNITY_CONFIG_LOADED = True
+    policy = parliament.analyze_policy_string(json.dumps(doc), include_community_auditors=True)
+    out = []
+    for f in policy.findings:
+        f = parliament.enhance_finding(f)
+        out.append((f.issue, (f.severity or "LOW").upper(), f.detail, f.location))
+    return out
+
+
+def ignored(issue, label, detail, location):
+    # Community auditors report the actions in `location`, others in `detail`.
+    named = set()
+    for part in (detail, location):
+        if isinstance(part, dict):
+            named |= {a.lower() for a in part.get("actions", [])}
+    for code, where, actions, reason in IGNORED:
+        if code == issue and label == where and named and named <= actions:
+            return reason
+    return None
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("template")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a parameter (lists: comma-separated)")
+    args = ap.parse_args(argv)
+
+    overrides = {}
+    for p in args.param:
+        if "=" not in p:
+            ap.error(f"--param needs NAME=VALUE, got {p!r}")
+        k, v = p.split("=", 1)
+        overrides[k] = v
+
+    try:
+        template = load_template(args.template)
+        resolver = Resolver(template, overrides)
+        policies = collect_policies(template, resolver)
+    except (OSError, yaml.YAMLError, KeyError, ValueError) as e:
+        print(f"error: {args.template}: {e}", file=sys.stderr)
+        return 2
+    if not any(kind == "identity" for _, kind, _ in policies):
+        print(f"error: {args.template}: no IAM policy found", file=sys.stderr)
+        return 2
+
+    failures = []
+    for label, kind, doc in policies:
+        print(f"== {label} ({kind} policy)")
+        if kind == "identity":
+            for i, st in enumerate(as_list(doc.get("Statement"))):
+                cond = " [conditional]" if st.get("Condition") else ""
+                print(f"  {st.get('Effect')} {st.get('Sid', '#' + str(i))}{cond}")
+                for a in as_list(st.get("Action")):
+                    print(f"      {a}")
+                for r in as_list(st.get("Resource")):
+                    print(f"        on {r}")
+            failures += star_violations(label, doc)
+        for issue, severity, detail, location in parliament_findings(label, doc):
+            reason = ignored(issue, label, detail, location)
+            tag = "ignored" if reason else severity
+            line = f"  parliament {tag}: {issue} {detail} {location or ''}".rstrip()
+            if reason:
+                line += f" -- {reason}"
+            print(line)
+            if not reason and SEVERITY_ORDER.get(severity, 3) >= SEVERITY_ORDER[FAIL_AT]:
+                failures.append(f"{label}: parliament {severity} {issue}: {detail}")
+
+    if failures:
+        print("\nFAILED:")
+        for f in failures:
+            print(f"  {f}")
+        return 1
+    print(f"\nOK: {sum(1 for _, k, _ in policies if k == 'identity')} identity and "
+          f"{sum(1 for _, k, _ in policies if k == 'resource')} resource policies checked")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
