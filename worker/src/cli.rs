@@ -92,6 +92,11 @@ pub enum Command {
         #[arg(long)]
         scan: bool,
     },
+    /// Lambda mode: serve SQS event source mappings (step and intake queues)
+    /// and scheduled `{"keyturn":"sweep"}` events through the Lambda runtime
+    /// API. Also chosen automatically when run as a Lambda `bootstrap` with no
+    /// arguments.
+    Lambda,
     /// Validate the configuration file and exit.
     CheckConfig,
 }
@@ -101,7 +106,7 @@ pub enum Command {
 pub fn init_tracing(format: LogFormat, command: &Command) {
     use std::io::IsTerminal;
     let default = match command {
-        Command::Worker => "info,aws_config=warn,aws_smithy_runtime=warn",
+        Command::Worker | Command::Lambda => "info,aws_config=warn,aws_smithy_runtime=warn",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -173,6 +178,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     println!("{:<36}  {:<16}  {:<15}  {:<14}  {}", s.saga_id, s.rotation_id, s.status.as_str(), s.step.as_str(), fmt_time(s.created_at));
                 }
             }
+            Ok(0)
+        }
+        Command::Lambda => {
+            let intake = crate::app::intake_queue(&cfg, &clients);
+            let (queue_url, intake_url, jitter) = (cfg.aws.queue_url.clone(), cfg.aws.intake_queue_url.clone(), cfg.worker.scan_jitter.0);
+            let engine = engine.clone();
+            let intake = Arc::new(intake);
+            lambda_runtime::run(lambda_runtime::service_fn(move |ev: lambda_runtime::LambdaEvent<serde_json::Value>| {
+                let (engine, intake, queue_url, intake_url) = (engine.clone(), intake.clone(), queue_url.clone(), intake_url.clone());
+                async move {
+                    let iq = intake.as_ref().as_ref().zip(intake_url.as_deref());
+                    crate::lambda::handle_invocation(&engine, &queue_url, iq, &ev.payload, jitter)
+                        .await
+                        .map_err(lambda_runtime::Error::from)
+                }
+            }))
+            .await
+            .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))?;
             Ok(0)
         }
         Command::Plan { event, scan } => {

@@ -25,3 +25,4 @@ pub mod worker;
 pub mod intake;
 pub mod securityhub;
 pub mod triggers;
+pub mod lambda;

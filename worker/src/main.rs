@@ -4,7 +4,12 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() {
-    let cli = keyturn::cli::Cli::parse();
+    // As a Lambda `bootstrap` the binary is started with no arguments.
+    let cli = if std::env::args().len() == 1 && std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        keyturn::cli::Cli::parse_from(["keyturn", "lambda"])
+    } else {
+        keyturn::cli::Cli::parse()
+    };
     keyturn::cli::init_tracing(cli.log_format, &cli.command);
     match keyturn::cli::run(cli).await {
         Ok(code) => std::process::exit(code),

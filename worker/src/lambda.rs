@@ -1,0 +1,155 @@
+//! Lambda mode: the same handlers as the long-running worker, driven by an
+//! SQS event source mapping instead of a poll loop.
+//!
+//! * An SQS event's records are handled one by one with the very functions
+//!   the worker uses ([`Engine::handle`] for the step queue,
+//!   [`Engine::handle_intake`] for the intake queue), picked by the record's
+//!   `eventSourceARN`. The answer lists only the records that must come back
+//!   (`ReportBatchItemFailures`): errors, and step messages held off by a live
+//!   lease — acknowledging those would lose them until the sweeper noticed.
+//! * A scheduled event (`{"keyturn":"sweep"}` from EventBridge) runs the
+//!   sweeper and the key-age scan, since a Lambda has no background loop.
+//!
+//! Parsing and the response shape are pure and tested below.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tracing::{error, info, warn};
+
+use crate::engine::{Engine, Handled};
+use crate::queue::{Queue, Received};
+
+/// One SQS record of a Lambda event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqsRecord {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    pub event_source_arn: String,
+    pub receive_count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invocation {
+    Sqs(Vec<SqsRecord>),
+    /// EventBridge schedule: sweep and scan.
+    Sweep,
+}
+
+pub fn parse_invocation(v: &Value) -> Result<Invocation, String> {
+    if v.get("keyturn").and_then(Value::as_str) == Some("sweep") {
+        return Ok(Invocation::Sweep);
+    }
+    let records = v.get("Records").and_then(Value::as_array).ok_or("event has neither Records nor {\"keyturn\":\"sweep\"}")?;
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let s = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_string).ok_or(format!("record {i} has no {k}"));
+            if r.get("eventSource").and_then(Value::as_str) != Some("aws:sqs") {
+                return Err(format!("record {i} is not from SQS"));
+            }
+            Ok(SqsRecord {
+                message_id: s("messageId")?,
+                receipt_handle: s("receiptHandle")?,
+                body: s("body")?,
+                event_source_arn: s("eventSourceARN")?,
+                receive_count: r.pointer("/attributes/ApproximateReceiveCount").and_then(Value::as_str).and_then(|c| c.parse().ok()).unwrap_or(1),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Invocation::Sqs)
+}
+
+/// The partial-batch response: only these records are retried.
+pub fn batch_response(failed: &[String]) -> Value {
+    json!({ "batchItemFailures": failed.iter().map(|id| json!({"itemIdentifier": id})).collect::<Vec<_>>() })
+}
+
+/// `…/123456789012/keyturn-steps` and `arn:aws:sqs:…:keyturn-steps` name the same queue.
+pub fn same_queue(queue_url: &str, queue_arn: &str) -> bool {
+    let name_of_url = queue_url.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let name_of_arn = queue_arn.rsplit(':').next().unwrap_or("");
+    !name_of_url.is_empty() && name_of_url == name_of_arn
+}
+
+/// Handle one invocation. Answers the Lambda response.
+pub async fn handle_invocation<Q: Queue, I: Queue>(
+    engine: &Engine<Q>,
+    step_queue_url: &str,
+    intake: Option<(&I, &str)>,
+    event: &Value,
+    scan_jitter: Duration,
+) -> Result<Value, String> {
+    match parse_invocation(event)? {
+        Invocation::Sweep => {
+            let redriven = engine.sweep().await.map_err(|e| e.to_string())?;
+            let started = engine.scan_and_start(scan_jitter).await.map_err(|e| e.to_string())?;
+            info!(redriven, started = started.len(), "scheduled sweep and scan done");
+            Ok(json!({"redriven": redriven, "started": started.len()}))
+        }
+        Invocation::Sqs(records) => {
+            let mut failed = Vec::new();
+            for r in records {
+                let m = Received { message_id: r.message_id.clone(), receipt: r.receipt_handle, body: r.body, receive_count: r.receive_count };
+                let ok = if same_queue(step_queue_url, &r.event_source_arn) {
+                    match engine.handle(&m).await {
+                        Ok(Handled::Retained(_)) | Ok(Handled::Crashed) => false,
+                        Ok(_) => true,
+                        Err(e) => {
+                            warn!(message_id = %m.message_id, error = %e, "step message not handled; reporting it for retry");
+                            false
+                        }
+                    }
+                } else if let Some((iq, url)) = intake.filter(|(_, url)| same_queue(url, &r.event_source_arn)) {
+                    let _ = url;
+                    match engine.handle_intake(iq, &m).await {
+                        Ok(_) => true,
+                        Err(e) => {
+                            warn!(message_id = %m.message_id, error = %e, "intake event not handled; reporting it for retry");
+                            false
+                        }
+                    }
+                } else {
+                    error!(source = %r.event_source_arn, "record from a queue this configuration does not name");
+                    false
+                };
+                if !ok {
+                    failed.push(r.message_id);
+                }
+            }
+            Ok(batch_response(&failed))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVENT: &str = r#"{"Records":[{"messageId":"059f36b4-87a3-44ab-83d2-661975830a7d","receiptHandle":"AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a","body":"{\"v\":1}","attributes":{"ApproximateReceiveCount":"3","SentTimestamp":"1545082649183","SenderId":"AIDAIENQZJOLO23YVJ4VO","ApproximateFirstReceiveTimestamp":"1545082649185"},"messageAttributes":{},"md5OfBody":"e4e68fb7bd0e697a0ae8f1bb342846b3","eventSource":"aws:sqs","eventSourceARN":"arn:aws:sqs:us-east-2:123456789012:keyturn-steps","awsRegion":"us-east-2"}]}"#;
+
+    #[test]
+    fn parses_the_documented_sqs_event() {
+        let Invocation::Sqs(r) = parse_invocation(&serde_json::from_str(EVENT).unwrap()).unwrap() else { panic!() };
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].message_id, "059f36b4-87a3-44ab-83d2-661975830a7d");
+        assert_eq!(r[0].receive_count, 3);
+        assert!(same_queue("https://sqs.us-east-2.amazonaws.com/123456789012/keyturn-steps", &r[0].event_source_arn));
+        assert!(!same_queue("https://sqs.us-east-2.amazonaws.com/123456789012/keyturn-intake", &r[0].event_source_arn));
+    }
+
+    #[test]
+    fn sweep_and_bad_events() {
+        assert_eq!(parse_invocation(&json!({"keyturn": "sweep"})).unwrap(), Invocation::Sweep);
+        assert!(parse_invocation(&json!({"hello": 1})).is_err());
+        assert!(parse_invocation(&json!({"Records": [{"eventSource": "aws:sns"}]})).unwrap_err().contains("not from SQS"));
+    }
+
+    #[test]
+    fn response_lists_only_failures() {
+        assert_eq!(batch_response(&["a".into()]), json!({"batchItemFailures": [{"itemIdentifier": "a"}]}));
+        assert_eq!(batch_response(&[]), json!({"batchItemFailures": []}));
+    }
+}
