@@ -315,6 +315,25 @@ retry_cap = "2s"
         keyturn::app::engine_with(&self.config, &self.clients, worker.into(), q)
     }
 
+    /// Clients signed as a new IAM user that holds exactly `policy_json`
+    /// (only meaningful with `Options::enforce_auth`). SNS and Security Hub
+    /// stay on their unenforced stand-ins, as in [`TestEnv::clients`].
+    pub async fn clients_for_policy(&self, user: &str, policy_json: &str) -> anyhow::Result<Clients> {
+        let iam = &self.clients.iam;
+        iam.create_user().user_name(user).send().await?;
+        // Compact: moto re-encodes form bodies to check signatures, and spaces
+        // come out differently from the Rust SDK's encoding.
+        let compact = serde_json::from_str::<Value>(policy_json)?.to_string();
+        iam.put_user_policy().user_name(user).policy_name("under-test").policy_document(compact).send().await?;
+        let k = iam.create_access_key().user_name(user).send().await?;
+        let k = k.access_key().unwrap();
+        let sdk = sdk_config(&self.moto.endpoint, Credentials::new(k.access_key_id(), k.secret_access_key(), None, None, "policy-under-test")).await;
+        let mut c = Clients::new(sdk);
+        c.sns = self.clients.sns.clone();
+        c.securityhub = self.clients.securityhub.clone();
+        Ok(c)
+    }
+
     /// The intake queue as the worker polls it.
     pub fn intake_queue(&self) -> Option<Arc<keyturn::queue::SqsQueue>> {
         keyturn::app::intake_queue(&self.config, &self.clients).map(Arc::new)
