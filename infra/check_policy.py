@@ -338,8 +338,8 @@ def main(argv=None):
     ap.add_argument("template")
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="override a parameter (lists: comma-separated)")
-    ap.add_argument("--emit-widened", metavar="LOGICAL_ID",
-                    help="print that identity policy as JSON with every Resource widened to '*' and "
+    ap.add_argument("--emit-widened", metavar="LOGICAL_ID[,LOGICAL_ID...]",
+                    help="print those identity policies merged into one JSON policy with every Resource widened to '*' and "
                          "Conditions dropped, its actions kept exactly (for the moto permission test: "
                          "moto checks actions but does not match resource ARNs), and exit")
     args = ap.parse_args(argv)
@@ -359,13 +359,15 @@ def main(argv=None):
         print(f"error: {args.template}: {e}", file=sys.stderr)
         return 2
     if args.emit_widened:
-        docs = [doc for label, kind, doc in policies if kind == "identity" and label == args.emit_widened]
-        if not docs:
-            print(f"error: no identity policy {args.emit_widened!r}", file=sys.stderr)
+        wanted = args.emit_widened.split(",")
+        docs = [doc for label, kind, doc in policies if kind == "identity" and label in wanted]
+        if len(docs) != len(wanted):
+            print(f"error: not all of {wanted} are identity policies here", file=sys.stderr)
             return 2
         statements = [
             {"Sid": st.get("Sid", f"S{i}"), "Effect": st["Effect"], "Action": as_list(st.get("Action")), "Resource": "*"}
-            for i, st in enumerate(as_list(docs[0].get("Statement")))
+            for doc in docs
+            for i, st in enumerate(as_list(doc.get("Statement")))
             if st.get("Effect") == "Allow"
         ]
         print(json.dumps({"Version": "2012-10-17", "Statement": statements}))

@@ -25,7 +25,7 @@ fn widened_worker_policy() -> String {
             "infra/check_policy.py",
             "infra/keyturn-stack.yaml",
             "--emit-widened",
-            "WorkerPolicy",
+            "WorkerPolicy,WorkerSecretsPolicy",
             "--param",
             "ReferencedSecretArns=arn:aws:secretsmanager:us-east-1:123456789012:secret:keyturn/auth0-AbCdEf",
         ])
@@ -68,4 +68,154 @@ async fn the_template_worker_policy_is_enough_for_a_full_rotation() {
     let denied = worker_clients.iam.list_users().send().await.unwrap_err();
     let e = keyturn::error::aws("iam", "ListUsers", denied);
     assert!(e.to_string().contains("AccessDenied"), "{e}");
+}
+
+/// Deploy `infra/keyturn-stack.yaml` into moto's CloudFormation, configure
+/// keyturn from the stack outputs, and rotate a key against those resources —
+/// started by a Security Hub custom action ("Rotate with keyturn") through
+/// the stack's own EventBridge rule and intake queue.
+///
+/// The custom-action rule is used because moto cannot evaluate the IAM.3
+/// rule's pattern: moto does not match patterns inside arrays of objects
+/// (`detail.findings[]`), so no finding pattern ever matches there. That rule
+/// is checked against the fixtures by `infra/check_event_patterns.py` in CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_deploys_into_moto_and_its_resources_run_a_rotation() {
+    use aws_sdk_cloudformation::types::{Capability, Parameter, StackStatus};
+    use keyturn_testkit::auth0_fake::{FakeAuth0, CLIENT_ID};
+    use keyturn_testkit::env::{drain, sdk_config};
+
+    keyturn_testkit::capture::install();
+    let moto = keyturn_testkit::moto::Moto::start(&[]).await.unwrap();
+    let sdk = sdk_config(&moto.endpoint, aws_credential_types::Credentials::new("testing", "testing", None, None, "t")).await;
+    let cfn = aws_sdk_cloudformation::Client::new(&sdk);
+    let body = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/keyturn-stack.yaml")).unwrap();
+    let p = |k: &str, v: &str| Parameter::builder().parameter_key(k).parameter_value(v).build();
+    cfn.create_stack()
+        .stack_name("keyturn")
+        .template_body(body)
+        .capabilities(Capability::CapabilityNamedIam)
+        .parameters(p("ComputeMode", "ecs"))
+        .parameters(p("WorkerImage", "123456789012.dkr.ecr.us-east-1.amazonaws.com/keyturn:1"))
+        .parameters(p("SubnetIds", "subnet-12345678"))
+        .parameters(p("SecurityGroupIds", "sg-12345678"))
+        .parameters(p("CreateSecurityHubAction", "false"))
+        .parameters(p("ReferencedSecretArns", "arn:aws:secretsmanager:us-east-1:123456789012:secret:keyturn/auth0-AbCdEf"))
+        .send()
+        .await
+        .unwrap();
+    let stack = loop {
+        let s = cfn.describe_stacks().stack_name("keyturn").send().await.unwrap().stacks.unwrap().remove(0);
+        if s.stack_status() != Some(&StackStatus::CreateInProgress) {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(stack.stack_status(), Some(&StackStatus::CreateComplete), "{stack:?}");
+    let out = |k: &str| {
+        stack.outputs().iter().find(|o| o.output_key() == Some(k)).and_then(|o| o.output_value()).unwrap_or_else(|| panic!("output {k}")).to_string()
+    };
+
+    // What an operator does after deploying: a user under the rotated path,
+    // the Auth0 secret, a subscription to watch notifications.
+    let clients = keyturn::aws::Clients::new(sdk.clone());
+    clients.iam.create_user().path("/keyturn/").user_name("auth0-ses-sender").send().await.unwrap();
+    let old = clients.iam.create_access_key().user_name("auth0-ses-sender").send().await.unwrap();
+    let old_id = old.access_key().unwrap().access_key_id().to_string();
+    clients.secrets.create_secret().name("keyturn/auth0").secret_string("auth0-secret-0123456789abcdef").send().await.unwrap();
+    let watch = clients.sqs.create_queue().queue_name("watch").send().await.unwrap().queue_url.unwrap();
+    let watch_arn = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&watch)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    clients.sns.subscribe().topic_arn(out("TopicArn")).protocol("sqs").endpoint(watch_arn).send().await.unwrap();
+    let auth0 = FakeAuth0::start("auth0-secret-0123456789abcdef", &old_id).await;
+    let securityhub = keyturn_testkit::securityhub_fake::FakeSecurityHub::start().await;
+    let mut clients = clients;
+    clients.securityhub =
+        aws_sdk_securityhub::Client::from_conf(aws_sdk_securityhub::config::Builder::from(&sdk).endpoint_url(securityhub.server.uri()).build());
+
+    let config_text = format!(
+        r#"
+[aws]
+region = "us-east-1"
+queue_url = "{q}"
+dlq_url = "{dlq}"
+intake_queue_url = "{iq}"
+intake_dlq_url = "{idlq}"
+table = "{table}"
+topic_arn = "{topic}"
+kms_key_id = "{key}"
+[worker]
+wait_time = "1s"
+visibility_timeout = "10s"
+lease = "3s"
+sweep_interval = "1s"
+sweep_after = "3s"
+[[rotation]]
+id = "auth0-ses"
+source = {{ kind = "iam_access_key", user_name = "auth0-ses-sender" }}
+[rotation.target]
+kind = "auth0_email_provider"
+domain = "example.eu.auth0.com"
+base_url = "{auth0}"
+client_id = "{CLIENT_ID}"
+client_secret = {{ secrets_manager = "keyturn/auth0" }}
+ses_region = "eu-west-1"
+[rotation.policy]
+grace_period = "0s"
+retry_base = "200ms"
+retry_cap = "2s"
+"#,
+        q = out("QueueUrl"),
+        dlq = out("DeadLetterQueueUrl"),
+        iq = out("IntakeQueueUrl"),
+        idlq = out("IntakeDeadLetterQueueUrl"),
+        table = out("TableName"),
+        topic = out("TopicArn"),
+        key = out("KmsKeyId"),
+        auth0 = auth0.uri(),
+    );
+    let cfg = keyturn::config::Config::parse(&config_text).unwrap();
+    let engine = Arc::new(keyturn::app::engine(&cfg, &clients, "stack".into()));
+    let intake = keyturn::app::intake_queue(&cfg, &clients).map(Arc::new);
+    let w = RunningWorker::spawn_with_intake(engine.clone(), &cfg.worker, intake);
+
+    // An operator clicks "Rotate with keyturn" on the finding.
+    let event: serde_json::Value = serde_json::from_str(include_str!("../fixtures/securityhub-custom-action.json")).unwrap();
+    let eb = aws_sdk_eventbridge::Client::new(&sdk);
+    let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+        .source("aws.securityhub")
+        .detail_type("Security Hub Findings - Custom Action")
+        .resources(out("ActionTargetArn"))
+        .detail(event["detail"].to_string())
+        .build();
+    eb.put_events().entries(entry).send().await.unwrap();
+
+    let start = std::time::Instant::now();
+    let saga = loop {
+        let all = engine.store.list().await.unwrap();
+        if let Some(s) = all.into_iter().find(|s| s.saga.status.is_terminal()) {
+            break s.saga;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no saga finished from the stack's EventBridge rule");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    w.stop().await;
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    assert_eq!(saga.trigger, "securityhub:custom_action:Rotate with keyturn");
+    let keys = clients.iam.list_access_keys().user_name("auth0-ses-sender").send().await.unwrap();
+    assert_eq!(keys.access_key_metadata().len(), 1);
+    assert_ne!(keys.access_key_metadata()[0].access_key_id(), Some(old_id.as_str()));
+    assert_eq!(auth0.provider().unwrap().access_key_id, keys.access_key_metadata()[0].access_key_id().unwrap());
+    let notes = drain(&clients.sqs, &watch, 1, Duration::from_secs(10)).await;
+    assert!(notes.iter().any(|(b, _)| b.contains("rotation.succeeded")), "{notes:?}");
+    assert_eq!(securityhub.calls().last().unwrap()["Workflow"]["Status"], "RESOLVED");
 }
