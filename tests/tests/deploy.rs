@@ -219,3 +219,29 @@ retry_cap = "2s"
     assert!(notes.iter().any(|(b, _)| b.contains("rotation.succeeded")), "{notes:?}");
     assert_eq!(securityhub.calls().last().unwrap()["Workflow"]["Status"], "RESOLVED");
 }
+
+/// Resource scoping, proven on the template itself: no IAM, KMS, DynamoDB,
+/// SQS, SNS or Secrets Manager action on `*`, and parliament clean. The same
+/// check must fail on a template that grants one of them on `*`.
+#[test]
+fn the_template_scopes_every_resource_and_the_check_can_fail() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let check = |template: &str| {
+        Command::new("python3").current_dir(root).args(["infra/check_policy.py", template]).output().expect("python3 runs infra/check_policy.py")
+    };
+    let good = check("infra/keyturn-stack.yaml");
+    assert!(good.status.success(), "{}{}", String::from_utf8_lossy(&good.stdout), String::from_utf8_lossy(&good.stderr));
+
+    let original = std::fs::read_to_string(format!("{root}/infra/keyturn-stack.yaml")).unwrap();
+    let needle = "          - Sid: WhoAmI";
+    assert!(original.contains(needle));
+    let bad = original.replace(
+        needle,
+        "          - Sid: TooWide\n            Effect: Allow\n            Action: dynamodb:GetItem\n            Resource: \"*\"\n          - Sid: WhoAmI",
+    );
+    let path = std::env::temp_dir().join(format!("keyturn-too-wide-{}.yaml", uuid::Uuid::new_v4()));
+    std::fs::write(&path, bad).unwrap();
+    let out = check(path.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dynamodb:GetItem on Resource \"*\""));
+}

@@ -461,6 +461,28 @@ fn resume_at(s: &Saga, now: Millis) -> Millis {
     s.waiting_until(now).unwrap_or(now)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::saga::{Failure, KeyRef};
+
+    #[test]
+    fn finding_notes_say_what_replaced_what_or_why_it_failed() {
+        let mut s = Saga::new("S1".into(), "auth0-ses".into(), "c".into(), "t".into(), 0, 1);
+        s.old_keys = vec![KeyRef { id: "AKIAOLD".into(), active: true, created_at: None }];
+        s.new_key = Some("AKIANEW".into());
+        s.status = Status::Succeeded;
+        let (w, note) = finding_note(&s);
+        assert_eq!(w, Workflow::Resolved);
+        assert_eq!(note, "keyturn rotated the access key (saga S1): new key AKIANEW replaced AKIAOLD; the old key was deleted.");
+        s.status = Status::Compensated;
+        s.failure = Some(Failure { step: Step::PushToTarget, code: "insufficient_scope".into(), message: "Insufficient scope".into(), operator_fixable: true });
+        let (w, note) = finding_note(&s);
+        assert_eq!(w, Workflow::Unchanged, "a failed rotation leaves the finding open");
+        assert!(note.contains("ended compensated: insufficient_scope at push_to_target: Insufficient scope"), "{note}");
+    }
+}
+
 async fn for_each<'a, F, Fut>(ids: &'a [String], mut f: F) -> Result<()>
 where
     F: FnMut(&'a str) -> Fut,
