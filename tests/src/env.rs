@@ -84,6 +84,43 @@ pub struct TestEnv {
     pub dlq_url: String,
 }
 
+/// `[worker]` timings fit for tests: short polls, leases and sweeps.
+pub const FAST_WORKER_TOML: &str = r#"[worker]
+concurrency = 4
+wait_time = "1s"
+visibility_timeout = "10s"
+lease = "3s"
+sweep_interval = "1s"
+sweep_after = "3s"
+shutdown_grace = "5s"
+scan_interval = "1s"
+scan_jitter = "0ms"
+"#;
+
+/// A `[[rotation]]` of an IAM user's access key into the fake Auth0, with
+/// `policy` as the body of its `[rotation.policy]` table.
+pub fn rotation_toml(id: &str, user: &str, domain: &str, auth0_uri: &str, secret_ref: &str, policy: &str) -> String {
+    format!(
+        r#"
+[[rotation]]
+id = "{id}"
+source = {{ kind = "iam_access_key", user_name = "{user}" }}
+
+[rotation.target]
+kind = "auth0_email_provider"
+domain = "{domain}"
+base_url = "{auth0_uri}"
+client_id = "{CLIENT_ID}"
+client_secret = {secret_ref}
+ses_region = "eu-west-1"
+from_address = "no-reply@example.com"
+
+[rotation.policy]
+{policy}
+"#
+    )
+}
+
 /// AWS SDK configuration for a moto endpoint, with the same timeouts as production.
 pub async fn sdk_config(endpoint: &str, credentials: Credentials) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
@@ -214,24 +251,7 @@ impl TestEnv {
         if let Some(age) = opts.second_rotation_max_age {
             clients.iam.create_user().user_name("mailer-2").send().await?;
             clients.iam.create_access_key().user_name("mailer-2").send().await?;
-            second = format!(
-                r#"
-[[rotation]]
-id = "mailer-2"
-source = {{ kind = "iam_access_key", user_name = "mailer-2" }}
-[rotation.target]
-kind = "auth0_email_provider"
-domain = "second.eu.auth0.com"
-base_url = "{auth0_uri}"
-client_id = "{CLIENT_ID}"
-client_secret = {secret_ref}
-ses_region = "eu-west-1"
-[rotation.policy]
-grace_period = "0s"
-{sched}"#,
-                auth0_uri = "AUTH0_URI",
-                sched = schedule(Some(age)),
-            );
+            second = format!("{}{}", rotation_toml("mailer-2", "mailer-2", "second.eu.auth0.com", "AUTH0_URI", &secret_ref, "grace_period = \"0s\""), schedule(Some(age)));
         }
 
         let current = old_keys.first().map(|k| k.0.clone()).unwrap_or_else(|| "AKIA_NONE".into());
@@ -247,39 +267,16 @@ table = "keyturn-sagas"
 topic_arn = "{topic_arn}"
 kms_key_id = "alias/keyturn"
 {intake_cfg}
-[worker]
-concurrency = 4
-wait_time = "1s"
-visibility_timeout = "10s"
-lease = "3s"
-sweep_interval = "1s"
-sweep_after = "3s"
-shutdown_grace = "5s"
-scan_interval = "1s"
-scan_jitter = "0ms"
-
-[[rotation]]
-id = "auth0-ses"
-source = {{ kind = "iam_access_key", user_name = "{USER}" }}
-
-[rotation.target]
-kind = "auth0_email_provider"
-domain = "example.eu.auth0.com"
-base_url = "{auth0_uri}"
-client_id = "{CLIENT_ID}"
-client_secret = {secret_ref}
-ses_region = "eu-west-1"
-from_address = "no-reply@example.com"
-
-[rotation.policy]
-grace_period = "{grace}"
-propagation_timeout = "30s"
-max_attempts = 4
-retry_base = "200ms"
-retry_cap = "2s"
-{sched}{second}"#,
-            auth0_uri = auth0.uri(),
-            grace = opts.grace_period,
+{worker}{rotation}{sched}{second}"#,
+            worker = FAST_WORKER_TOML,
+            rotation = rotation_toml(
+                "auth0-ses",
+                USER,
+                "example.eu.auth0.com",
+                &auth0.uri(),
+                &secret_ref,
+                &format!("grace_period = \"{}\"\npropagation_timeout = \"30s\"\nmax_attempts = 4\nretry_base = \"200ms\"\nretry_cap = \"2s\"", opts.grace_period),
+            ),
             sched = schedule(opts.max_age),
             second = second.replace("AUTH0_URI", &auth0.uri()),
         );

@@ -127,3 +127,53 @@ async fn worker_and_rotate_wait_then_sigterm() {
     assert!(!logs.contains(&p.secret_access_key));
     assert!(!logs.contains(&env.auth0_client_secret));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_list_shows_why_and_redrive_sends_back() {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    let dir = tmpdir("dlq");
+    let cfg = env.write_config(&dir).unwrap();
+    let cfg = cfg.to_str().unwrap().to_string();
+    let envs = env.cli_env();
+    // Two poison messages, dead-lettered by a worker.
+    let engine = std::sync::Arc::new(env.engine("w1"));
+    let w = keyturn_testkit::env::RunningWorker::spawn(engine, &env.config.worker);
+    for body in ["garbage one", r#"{"v":1,"saga_id":"gone","step":"start","token":"t"}"#] {
+        env.clients.sqs.send_message().queue_url(&env.queue_url).message_body(body).send().await.unwrap();
+    }
+    let start = Instant::now();
+    loop {
+        let (_, out, _) = run(&["dlq", "list", "--json", "--config", &cfg], &envs);
+        if serde_json::from_str::<serde_json::Value>(&out).map(|v| v.as_array().map_or(0, |a| a.len())).unwrap_or(0) == 2 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "poison never reached the DLQ: {out}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    w.stop().await;
+
+    let (code, out, _) = run(&["dlq", "list", "--config", &cfg], &envs);
+    assert_eq!(code, 0);
+    assert!(out.contains("2 message(s) in"), "{out}");
+    assert!(out.contains("reason: body is not JSON"), "{out}");
+    assert!(out.contains("reason: saga gone does not exist"), "{out}");
+    // Listing removes nothing.
+    let (_, again, _) = run(&["dlq", "list", "--config", &cfg], &envs);
+    assert!(again.contains("2 message(s) in"), "{again}");
+
+    let (code, _, err) = run(&["dlq", "redrive", "--id", "no-such-id", "--config", &cfg], &envs);
+    assert_eq!(code, 1);
+    assert!(err.contains("not found in the dead-letter queue: no-such-id"), "{err}");
+    let (code, _, err) = run(&["dlq", "list", "--queue", "intake", "--config", &cfg], &envs);
+    assert_eq!(code, 1);
+    assert!(err.contains("has no aws.intake_queue_url"), "{err}");
+
+    let (code, out, _) = run(&["dlq", "redrive", "--all", "--config", &cfg], &envs);
+    assert_eq!(code, 0);
+    assert!(out.contains("sent 2 message(s) back to"), "{out}");
+    let (_, out, _) = run(&["dlq", "list", "--config", &cfg], &envs);
+    assert!(out.contains("0 message(s) in"), "{out}");
+    let back = keyturn_testkit::env::drain(&env.clients.sqs, &env.queue_url, 2, Duration::from_secs(10)).await;
+    let bodies: Vec<&str> = back.iter().map(|(b, _)| b.as_str()).collect();
+    assert!(bodies.contains(&"garbage one"), "{bodies:?}");
+}

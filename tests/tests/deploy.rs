@@ -82,7 +82,7 @@ async fn the_template_worker_policy_is_enough_for_a_full_rotation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stack_deploys_into_moto_and_its_resources_run_a_rotation() {
     use aws_sdk_cloudformation::types::{Capability, Parameter, StackStatus};
-    use keyturn_testkit::auth0_fake::{FakeAuth0, CLIENT_ID};
+    use keyturn_testkit::auth0_fake::FakeAuth0;
     use keyturn_testkit::env::{drain, sdk_config};
 
     keyturn_testkit::capture::install();
@@ -153,27 +153,7 @@ intake_dlq_url = "{idlq}"
 table = "{table}"
 topic_arn = "{topic}"
 kms_key_id = "{key}"
-[worker]
-wait_time = "1s"
-visibility_timeout = "10s"
-lease = "3s"
-sweep_interval = "1s"
-sweep_after = "3s"
-[[rotation]]
-id = "auth0-ses"
-source = {{ kind = "iam_access_key", user_name = "auth0-ses-sender" }}
-[rotation.target]
-kind = "auth0_email_provider"
-domain = "example.eu.auth0.com"
-base_url = "{auth0}"
-client_id = "{CLIENT_ID}"
-client_secret = {{ secrets_manager = "keyturn/auth0" }}
-ses_region = "eu-west-1"
-[rotation.policy]
-grace_period = "0s"
-retry_base = "200ms"
-retry_cap = "2s"
-"#,
+{worker}{rotation}"#,
         q = out("QueueUrl"),
         dlq = out("DeadLetterQueueUrl"),
         iq = out("IntakeQueueUrl"),
@@ -181,7 +161,15 @@ retry_cap = "2s"
         table = out("TableName"),
         topic = out("TopicArn"),
         key = out("KmsKeyId"),
-        auth0 = auth0.uri(),
+        worker = keyturn_testkit::env::FAST_WORKER_TOML,
+        rotation = keyturn_testkit::env::rotation_toml(
+            "auth0-ses",
+            "auth0-ses-sender",
+            "example.eu.auth0.com",
+            &auth0.uri(),
+            r#"{ secrets_manager = "keyturn/auth0" }"#,
+            "grace_period = \"0s\"\nretry_base = \"200ms\"\nretry_cap = \"2s\"",
+        ),
     );
     let cfg = keyturn::config::Config::parse(&config_text).unwrap();
     let engine = Arc::new(keyturn::app::engine(&cfg, &clients, "stack".into()));

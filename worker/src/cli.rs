@@ -30,6 +30,38 @@ pub struct Cli {
     pub command: Command,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List the messages of a dead-letter queue with the reason each is there.
+    /// Nothing is removed.
+    List {
+        #[arg(long, value_enum, default_value = "steps")]
+        queue: QueueName,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send dead letters back to their queue (after fixing what put them there).
+    Redrive {
+        #[arg(long, value_enum, default_value = "steps")]
+        queue: QueueName,
+        /// Message ids to send back (from `keyturn dlq list`).
+        #[arg(long = "id", required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Send back every message.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// Which queue's DLQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueName {
+    /// The step queue (saga steps).
+    Steps,
+    /// The intake queue (EventBridge events).
+    Intake,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -97,6 +129,11 @@ pub enum Command {
     /// API. Also chosen automatically when run as a Lambda `bootstrap` with no
     /// arguments.
     Lambda,
+    /// Dead-letter queues: what is there and why, and sending it back after a fix.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Validate the configuration file and exit.
     CheckConfig,
 }
@@ -197,6 +234,54 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             .await
             .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))?;
             Ok(0)
+        }
+        Command::Dlq { command } => {
+            let pick = |q: QueueName| -> anyhow::Result<crate::queue::SqsQueue> {
+                match q {
+                    QueueName::Steps => Ok(crate::app::sqs_queue(&cfg, &clients)),
+                    QueueName::Intake => crate::app::intake_queue(&cfg, &clients)
+                        .with_context(|| format!("{} has no aws.intake_queue_url", cli.config.display())),
+                }
+            };
+            match command {
+                DlqCommand::List { queue, json } => {
+                    let q = pick(queue)?;
+                    let letters = q.dlq_messages(Duration::from_secs(30)).await?;
+                    for d in &letters {
+                        q.release(d).await?;
+                    }
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&letters)?);
+                    } else {
+                        println!("{} message(s) in {}", letters.len(), q.dlq_url);
+                        for d in &letters {
+                            let body: String = d.body.chars().take(160).collect();
+                            println!("{}  sent {}  received {}x\n  reason: {}\n  body:   {body}", d.message_id, d.sent_at.map(fmt_time).unwrap_or_default(), d.receive_count, d.reason);
+                        }
+                    }
+                    Ok(0)
+                }
+                DlqCommand::Redrive { queue, ids, all } => {
+                    let q = pick(queue)?;
+                    let letters = q.dlq_messages(Duration::from_secs(30)).await?;
+                    let mut sent = 0;
+                    for d in &letters {
+                        if all || ids.contains(&d.message_id) {
+                            q.redrive(d).await?;
+                            sent += 1;
+                        } else {
+                            q.release(d).await?;
+                        }
+                    }
+                    let missing: Vec<&String> = ids.iter().filter(|id| !letters.iter().any(|d| &&d.message_id == id)).collect();
+                    println!("sent {sent} message(s) back to {}", q.url);
+                    if !missing.is_empty() {
+                        eprintln!("not found in the dead-letter queue: {}", missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+                        return Ok(1);
+                    }
+                    Ok(0)
+                }
+            }
         }
         Command::Plan { event, scan } => {
             let lines = match (event, scan) {

@@ -187,6 +187,100 @@ impl Queue for SqsQueue {
     }
 }
 
+/// A message in a dead-letter queue, as `keyturn dlq list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    pub message_id: String,
+    #[serde(skip)]
+    pub receipt: String,
+    pub body: String,
+    /// Why keyturn dead-lettered it (`keyturn_reason`), or a note that SQS's
+    /// redrive policy moved it after too many receives.
+    pub reason: String,
+    /// When it was first sent, milliseconds since the epoch.
+    pub sent_at: Option<u64>,
+    pub receive_count: u32,
+}
+
+impl SqsQueue {
+    /// Read every message of the DLQ without removing it: each is held for
+    /// `hold` while reading (so one pass sees each once), then made visible
+    /// again unless the caller acts on it first.
+    pub async fn dlq_messages(&self, hold: Duration) -> Result<Vec<DeadLetter>> {
+        let mut out: Vec<DeadLetter> = Vec::new();
+        loop {
+            let r = self
+                .client
+                .receive_message()
+                .queue_url(&self.dlq_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .visibility_timeout(hold.as_secs().max(1) as i32)
+                .message_attribute_names("All")
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send()
+                .await
+                .map_err(|e| aws("sqs", "ReceiveMessage", e))?;
+            let batch = r.messages.unwrap_or_default();
+            if batch.is_empty() {
+                return Ok(out);
+            }
+            for m in batch {
+                let (Some(id), Some(receipt)) = (m.message_id.clone(), m.receipt_handle.clone()) else { continue };
+                if out.iter().any(|d| d.message_id == id) {
+                    continue;
+                }
+                let sys = m.attributes.clone().unwrap_or_default();
+                out.push(DeadLetter {
+                    reason: m
+                        .message_attributes
+                        .as_ref()
+                        .and_then(|a| a.get("keyturn_reason"))
+                        .and_then(|v| v.string_value.clone())
+                        .unwrap_or_else(|| "moved by the queue's redrive policy after repeated failed receives (see the worker logs)".into()),
+                    sent_at: sys.get(&MessageSystemAttributeName::SentTimestamp).and_then(|v| v.parse().ok()),
+                    receive_count: sys.get(&MessageSystemAttributeName::ApproximateReceiveCount).and_then(|v| v.parse().ok()).unwrap_or(0),
+                    message_id: id,
+                    receipt,
+                    body: m.body.unwrap_or_default(),
+                });
+            }
+        }
+    }
+
+    /// Send a dead letter back to the main queue, then delete it from the DLQ.
+    pub async fn redrive(&self, d: &DeadLetter) -> Result<()> {
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(&d.body)
+            .send()
+            .await
+            .map_err(|e| aws("sqs", "SendMessage", e))?;
+        self.client
+            .delete_message()
+            .queue_url(&self.dlq_url)
+            .receipt_handle(&d.receipt)
+            .send()
+            .await
+            .map_err(|e| aws("sqs", "DeleteMessage", e))?;
+        Ok(())
+    }
+
+    /// Make a held dead letter visible again (after listing).
+    pub async fn release(&self, d: &DeadLetter) -> Result<()> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.dlq_url)
+            .receipt_handle(&d.receipt)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .map_err(|e| aws("sqs", "ChangeMessageVisibility", e))?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
