@@ -8,3 +8,4 @@ pub mod env;
 pub mod moto;
 pub mod recording;
 pub mod securityhub_fake;
+pub mod tcp_proxy;

@@ -1,0 +1,228 @@
+//! Crash suite: several `keyturn worker` processes against one moto, many
+//! rotations at once, workers killed with SIGKILL at random moments and
+//! restarted. Seeded and bounded in time; reproduce a run with
+//! `KEYTURN_CRASH_SEED=<seed> cargo test -p keyturn-testkit --test crash -- --nocapture`.
+//!
+//! At the end, for every rotation: the saga finished (succeeded or
+//! compensated); the IAM user holds exactly the keys the outcome says (one
+//! active key, the one the target holds; never zero active keys while the
+//! target holds one; no orphan); the lock is released and the sealed secret
+//! erased. It prints its counts and the number of invariant violations.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keyturn::saga::Status;
+use keyturn::store::Created;
+use keyturn_testkit::auth0_fake::FakeAuth0;
+use keyturn_testkit::env::{keyturn_bin, rotation_toml, Options, TestEnv, FAST_WORKER_TOML};
+
+const ROTATIONS: usize = 8;
+const WORKERS: usize = 3;
+const CHAOS: Duration = Duration::from_secs(25);
+/// Added to every chunk to and from moto, each way.
+const LATENCY_MS: u64 = 60;
+
+struct Workers {
+    procs: Vec<Child>,
+    config: std::path::PathBuf,
+    env: Vec<(&'static str, String)>,
+    log_dir: std::path::PathBuf,
+    started: usize,
+}
+
+impl Workers {
+    fn spawn(&mut self) -> Child {
+        self.started += 1;
+        let log = std::fs::File::create(self.log_dir.join(format!("worker-{}.log", self.started))).unwrap();
+        Command::new(keyturn_bin())
+            .args(["worker", "--config"])
+            .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("RUST_LOG", "keyturn=debug,warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_killed_at_random_leave_every_rotation_consistent() {
+    let seed: u64 = std::env::var("KEYTURN_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261121);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let env = TestEnv::new(Options::default()).await.unwrap();
+
+    // Eight users, each with one key held by its own Auth0 tenant.
+    let mut tenants = Vec::new();
+    let mut rotations = String::new();
+    for i in 0..ROTATIONS {
+        let user = format!("sender-{i}");
+        env.clients.iam.create_user().user_name(&user).send().await.unwrap();
+        let k = env.clients.iam.create_access_key().user_name(&user).send().await.unwrap();
+        let old = k.access_key().unwrap().access_key_id().to_string();
+        let auth0 = FakeAuth0::start(&env.auth0_client_secret, &old).await;
+        rotations.push_str(&rotation_toml(
+            &format!("r{i}"),
+            &user,
+            &format!("t{i}.eu.auth0.com"),
+            &auth0.uri(),
+            r#"{ secrets_manager = "keyturn/auth0", json_key = "client_secret" }"#,
+            "grace_period = \"1s\"\npropagation_timeout = \"60s\"\nmax_attempts = 8\nretry_base = \"200ms\"\nretry_cap = \"2s\"",
+        ));
+        tenants.push((user, old, auth0));
+    }
+    let aws_section = env.config_text.split("[worker]").next().unwrap().to_string();
+    let config_text = format!("{aws_section}{FAST_WORKER_TOML}{rotations}");
+    let cfg = keyturn::config::Config::parse(&config_text).unwrap();
+    let dir = std::env::temp_dir().join(format!("keyturn-crash-{seed}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config_path = dir.join("keyturn.toml");
+    std::fs::write(&config_path, &config_text).unwrap();
+
+    // The workers reach moto through a proxy that adds network latency, so
+    // kills land between side effects and the writes that record them.
+    let proxy = keyturn_testkit::tcp_proxy::TcpProxy::start(format!("127.0.0.1:{}", env.moto.port), Duration::from_millis(LATENCY_MS)).await.unwrap();
+    let mut worker_env = env.cli_env();
+    for (k, v) in worker_env.iter_mut() {
+        if *k == "AWS_ENDPOINT_URL" {
+            *v = proxy.endpoint.clone();
+        }
+    }
+    let mut workers = Workers { procs: vec![], config: config_path, env: worker_env, log_dir: dir.clone(), started: 0 };
+    for _ in 0..WORKERS {
+        let p = workers.spawn();
+        workers.procs.push(p);
+    }
+    let engine = keyturn::app::engine(&cfg, &env.clients, "test-driver".into());
+    // Every credential rotates again as soon as its last saga ended, for the
+    // whole chaos window: steps are always in flight when a worker dies.
+    let mut current: Vec<String> = Vec::new();
+    let mut all_sagas: Vec<String> = Vec::new();
+    for i in 0..ROTATIONS {
+        let Created::New(id) = engine.request(&format!("r{i}"), "crash-suite").await.unwrap() else { panic!() };
+        current.push(id.clone());
+        all_sagas.push(id);
+    }
+
+    // Chaos: kill a random worker at a random moment, restart it.
+    let mut kills = 0;
+    let chaos_end = Instant::now() + CHAOS;
+    while Instant::now() < chaos_end {
+        for i in 0..ROTATIONS {
+            if engine.store.load(&current[i]).await.unwrap().unwrap().saga.status.is_terminal() {
+                if let Created::New(id) = engine.request(&format!("r{i}"), "crash-suite").await.unwrap() {
+                    current[i] = id.clone();
+                    all_sagas.push(id);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(rng.u64(150..1200))).await;
+        let i = rng.usize(0..WORKERS);
+        workers.procs[i].kill().unwrap();
+        workers.procs[i].wait().unwrap();
+        kills += 1;
+        // Sometimes leave it dead for a moment, so leases expire with no one around.
+        if rng.bool() {
+            tokio::time::sleep(Duration::from_millis(rng.u64(0..800))).await;
+        }
+        workers.procs[i] = workers.spawn();
+    }
+
+    // Let the survivors finish everything.
+    let settle_end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut all = true;
+        for id in &all_sagas {
+            if !engine.store.load(id).await.unwrap().unwrap().saga.status.is_terminal() {
+                all = false;
+            }
+        }
+        if all || Instant::now() > settle_end {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Invariants.
+    let mut violations: Vec<String> = Vec::new();
+    let (mut succeeded, mut compensated, mut limit_hits, mut takeovers) = (0, 0, 0, 0);
+    let raw = engine.store.raw_items().await.unwrap();
+    // Every saga of the run ended, in a state a rotation may end in.
+    for id in &all_sagas {
+        let saga = engine.store.load(id).await.unwrap().unwrap().saga;
+        limit_hits += saga.history.iter().filter(|a| a.code.as_deref() == Some("LimitExceeded")).count();
+        takeovers += saga.history.iter().filter(|a| a.attempt > 1).count();
+        match saga.status {
+            Status::Succeeded => succeeded += 1,
+            Status::Compensated => compensated += 1,
+            other => violations.push(format!("{} ({id}): ended {} at {}: {:?}", saga.rotation_id, other.as_str(), saga.step, saga.failure)),
+        }
+        let pk = format!("saga#{id}");
+        if raw.iter().any(|item| item.get("pk").and_then(|v| v.as_s().ok()) == Some(&pk) && item.contains_key("secret")) {
+            violations.push(format!("{id}: sealed secret not erased"));
+        }
+    }
+    // Each credential's keys match the outcome of its last saga.
+    for (i, id) in current.iter().enumerate() {
+        let (user, _, auth0) = &tenants[i];
+        let saga = engine.store.load(id).await.unwrap().unwrap().saga;
+        let old = saga.old_keys.first().map(|k| k.id.clone()).unwrap_or_default();
+        let keys = env.clients.iam.list_access_keys().user_name(user).send().await.unwrap();
+        let keys: Vec<(String, bool)> = keys
+            .access_key_metadata()
+            .iter()
+            .map(|k| (k.access_key_id().unwrap().to_string(), k.status() == Some(&aws_sdk_iam::types::StatusType::Active)))
+            .collect();
+        let held = auth0.provider().unwrap().access_key_id;
+        let active: Vec<&String> = keys.iter().filter(|(_, a)| *a).map(|(k, _)| k).collect();
+        let mut bad = |what: String| violations.push(format!("r{i} ({id}): {what}"));
+        match saga.status {
+            Status::Succeeded => {
+                if keys.len() != 1 || active.len() != 1 {
+                    bad(format!("succeeded but keys are {keys:?}"));
+                }
+                if Some(&held) != saga.new_key.as_ref() || active.first() != Some(&&held) {
+                    bad(format!("target holds {held}, saga new key {:?}, active {active:?}", saga.new_key));
+                }
+            }
+            Status::Compensated => {
+                if keys != vec![(old.clone(), true)] {
+                    bad(format!("compensated but keys are {keys:?} (old {old})"));
+                }
+                if held != old {
+                    bad(format!("compensated but the target holds {held}"));
+                }
+            }
+            _ => {} // counted above
+        }
+        if !active.contains(&&held) {
+            bad(format!("the target holds {held}, which is not an active key ({keys:?})"));
+        }
+        let lock = format!("lock#iam_access_key:{user}");
+        if raw.iter().any(|item| item.get("pk").and_then(|v| v.as_s().ok()) == Some(&lock)) {
+            bad("lock not released".into());
+        }
+    }
+    println!(
+        "crash suite: seed={seed} latency={LATENCY_MS}ms credentials={ROTATIONS} rotations={} workers={WORKERS} kills={kills} restarts={kills} succeeded={succeeded} compensated={compensated} step_retries={takeovers} limit_exceeded={limit_hits} violations={}",
+        all_sagas.len(),
+        violations.len()
+    );
+    for v in &violations {
+        println!("  violation: {v}");
+    }
+    assert!(kills >= 10, "the chaos loop ran");
+    assert!(all_sagas.len() > ROTATIONS, "rotations kept running through the chaos: {}", all_sagas.len());
+    assert!(violations.is_empty(), "seed {seed}: {violations:#?} (worker logs in {})", dir.display());
+}
