@@ -473,6 +473,40 @@ grace_period = "0s"
         assert!(parse_duration("99999999999999999999d").is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics_on_any_text(text in ".*") {
+            let _ = Config::parse(&text);
+        }
+
+        #[test]
+        fn parse_never_panics_when_a_value_is_replaced(line in 0usize..30, value in "[ -~]{0,20}") {
+            // Replace one value of the good file with arbitrary printable text:
+            // an error naming the problem, or a valid file, never a panic.
+            let lines: Vec<&str> = GOOD.lines().collect();
+            let i = line % lines.len();
+            let mutated: Vec<String> = lines
+                .iter()
+                .enumerate()
+                .map(|(j, l)| match (j == i, l.split_once(" = ")) {
+                    (true, Some((k, _))) => format!("{k} = {value}"),
+                    _ => l.to_string(),
+                })
+                .collect();
+            if let Err(e) = Config::parse(&mutated.join("\n")) {
+                proptest::prop_assert!(!e.is_empty());
+            }
+        }
+
+        #[test]
+        fn durations_parse_or_explain(s in "[0-9]{0,25}(ms|s|m|h|d|x|)") {
+            match parse_duration(&s) {
+                Ok(_) => {}
+                Err(e) => proptest::prop_assert!(e.contains("duration")),
+            }
+        }
+    }
+
     #[test]
     fn load_names_the_file() {
         let e = Config::load(Path::new("/nonexistent/keyturn.toml")).unwrap_err();
