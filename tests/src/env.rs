@@ -43,6 +43,8 @@ pub struct Options {
     pub max_age: Option<&'static str>,
     /// A second rotation, `mailer-2` (IAM user `mailer-2`, one key), with this max_age.
     pub second_rotation_max_age: Option<&'static str>,
+    /// `quarantine_after` of the `auth0-ses` rotation.
+    pub quarantine_after: Option<u32>,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             intake: false,
             max_age: None,
             second_rotation_max_age: None,
+            quarantine_after: None,
         }
     }
 }
@@ -275,7 +278,11 @@ kms_key_id = "alias/keyturn"
                 "example.eu.auth0.com",
                 &auth0.uri(),
                 &secret_ref,
-                &format!("grace_period = \"{}\"\npropagation_timeout = \"30s\"\nmax_attempts = 4\nretry_base = \"200ms\"\nretry_cap = \"2s\"", opts.grace_period),
+                &format!(
+                    "grace_period = \"{}\"\npropagation_timeout = \"30s\"\nmax_attempts = 4\nretry_base = \"200ms\"\nretry_cap = \"2s\"\nquarantine_after = {}",
+                    opts.grace_period,
+                    opts.quarantine_after.unwrap_or(3)
+                ),
             ),
             sched = schedule(opts.max_age),
             second = second.replace("AUTH0_URI", &auth0.uri()),

@@ -252,6 +252,7 @@ async fn concurrent_requests_for_one_credential_give_one_saga() {
         .iter()
         .map(|r| match r {
             Created::New(id) | Created::Existing(id) => id,
+            Created::Skipped(reason) => panic!("a manual request is never skipped: {reason}"),
         })
         .collect();
     assert_eq!(ids[0], ids[1], "{ra:?} {rb:?}");

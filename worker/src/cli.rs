@@ -86,8 +86,10 @@ pub enum Command {
         #[arg(long, default_value = "30m", value_parser = parse_duration)]
         timeout: Duration,
     },
-    /// Show a saga's timeline: every step attempt, its outcome and error.
+    /// Show a saga's timeline (every step attempt, its outcome and error), or,
+    /// given a rotation id, the rotation's quarantine state and recent sagas.
     Status {
+        /// A saga id, or a rotation id from the configuration.
         saga_id: String,
         /// Print the saga as JSON instead of text.
         #[arg(long)]
@@ -129,6 +131,11 @@ pub enum Command {
     /// API. Also chosen automatically when run as a Lambda `bootstrap` with no
     /// arguments.
     Lambda,
+    /// Lift a rotation's quarantine, so automatic triggers start it again.
+    Release {
+        /// Rotation id from the configuration.
+        rotation: String,
+    },
     /// Dead-letter queues: what is there and why, and sending it back after a fix.
     Dlq {
         #[command(subcommand)]
@@ -188,12 +195,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     println!("rotation {rotation}: already in progress as saga {id}");
                     id
                 }
+                Created::Skipped(reason) => bail!("rotation {rotation} not started: {reason}"),
             };
             if !wait {
                 println!("follow it with: keyturn status {saga_id}");
                 return Ok(0);
             }
             follow(&engine.store, &saga_id, timeout).await
+        }
+        Command::Status { saga_id, json } if cfg.rotation(&saga_id).is_some() => {
+            let (health, _) = engine.store.health(&saga_id).await?;
+            let recent: Vec<Saga> = engine.store.list().await?.into_iter().map(|s| s.saga).filter(|s| s.rotation_id == saga_id).take(5).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"rotation_id": saga_id, "health": health, "recent_sagas": recent}))?);
+            } else {
+                println!("rotation {saga_id}: {}", quarantine_line(&health));
+                println!("  consecutive failed sagas: {}", health.consecutive_failures);
+                for s in recent {
+                    println!("  {}  {:<15}  {}  {}", s.saga_id, s.status.as_str(), fmt_time(s.created_at), s.trigger);
+                }
+            }
+            Ok(0)
+        }
+        Command::Release { rotation } => {
+            if engine.release(&rotation).await? {
+                println!("rotation {rotation}: quarantine lifted; automatic triggers start it again");
+            } else {
+                println!("rotation {rotation}: was not quarantined");
+            }
+            Ok(0)
         }
         Command::Status { saga_id, json } => {
             let s = engine.store.load(&saga_id).await?.with_context(|| format!("no saga {saga_id}"))?;
@@ -213,6 +243,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!("{:<36}  {:<16}  {:<15}  {:<14}  started", "saga", "rotation", "status", "step");
                 for s in rows {
                     println!("{:<36}  {:<16}  {:<15}  {:<14}  {}", s.saga_id, s.rotation_id, s.status.as_str(), s.step.as_str(), fmt_time(s.created_at));
+                }
+                for r in &cfg.rotations {
+                    let (h, _) = engine.store.health(&r.id).await?;
+                    if h.quarantine.is_some() {
+                        println!("rotation {}: {}", r.id, quarantine_line(&h));
+                    }
                 }
             }
             Ok(0)
@@ -305,6 +341,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+    }
+}
+
+fn quarantine_line(h: &crate::quarantine::Health) -> String {
+    match &h.quarantine {
+        None => "not quarantined".into(),
+        Some(q) if q.disabled => format!("DISABLED after quarantine (reason {}, since {}); `keyturn release` lifts it", q.reason, fmt_time(q.began)),
+        Some(q) => format!("QUARANTINED (reason {}, since {}); next automatic attempt {}", q.reason, fmt_time(q.began), fmt_time(q.next_attempt)),
     }
 }
 

@@ -164,6 +164,10 @@ pub struct PolicyConfig {
     pub retry_base: Dur,
     /// Longest retry delay.
     pub retry_cap: Dur,
+    /// Consecutive failed sagas before the rotation is quarantined.
+    pub quarantine_after: u32,
+    /// How long quarantine may last before automatic triggers are disabled.
+    pub quarantine_disable_after: Dur,
 }
 
 impl Default for PolicyConfig {
@@ -175,6 +179,8 @@ impl Default for PolicyConfig {
             max_attempts: p.max_attempts,
             retry_base: Dur(Duration::from_millis(p.retry_base)),
             retry_cap: Dur(Duration::from_millis(p.retry_cap)),
+            quarantine_after: 3,
+            quarantine_disable_after: Dur(Duration::from_secs(28 * 86_400)),
         }
     }
 }
@@ -354,6 +360,9 @@ impl Config {
                 }
             }
             let p = &r.policy;
+            if p.quarantine_after == 0 {
+                return Err(at("policy.quarantine_after", "must be at least 1"));
+            }
             if p.max_attempts == 0 {
                 return Err(at("policy.max_attempts", "must be at least 1"));
             }

@@ -103,6 +103,9 @@ pub struct Request {
     pub findings: Vec<FindingRef>,
     /// Start no earlier than this from now (scheduled starts are spread out).
     pub delay: Duration,
+    /// Automatic triggers (imported findings, the key-age scan) respect
+    /// quarantine; explicit requests (CLI, custom action) do not.
+    pub automatic: bool,
 }
 
 /// What one step's I/O produced besides its outcome.
@@ -144,6 +147,13 @@ impl<Q: Queue> Engine<Q> {
             .get(rotation_id)
             .ok_or_else(|| Error::Config(format!("no rotation with id {rotation_id:?} in the configuration")))?;
         let now = now_ms();
+        if req.automatic {
+            let (health, _) = self.store.health(rotation_id).await?;
+            if let Err(reason) = crate::quarantine::admits(&health, now) {
+                info!(rotation = rotation_id, %reason, "automatic trigger skipped");
+                return Ok(Created::Skipped(reason));
+            }
+        }
         let saga_id = uuid::Uuid::new_v4().to_string();
         let mut saga = Saga::new(saga_id, rotation_id.into(), rot.credential.clone(), req.trigger.clone(), now, fastrand::u128(..));
         saga.findings = req.findings.clone();
@@ -408,7 +418,60 @@ impl<Q: Queue> Engine<Q> {
             let (workflow, note) = finding_note(&end);
             self.update_findings(&saga.findings, workflow, &note).await;
         }
-        Ok(())
+        self.count_outcome(&end).await
+    }
+
+    /// Count a finished saga towards quarantine; notify when it begins,
+    /// changes reason, disables the rotation, or ends.
+    async fn count_outcome(&self, end: &Saga) -> Result<()> {
+        let Some(cfg) = self.rotation_configs.iter().find(|r| r.id == end.rotation_id) else { return Ok(()) };
+        let reason = end.failure.as_ref().map(|f| f.code.clone()).unwrap_or_else(|| end.status.as_str().to_string());
+        for _ in 0..3 {
+            let (health, version) = self.store.health(&end.rotation_id).await?;
+            let (next, change) = crate::quarantine::record(
+                &health,
+                &end.saga_id,
+                end.status == Status::Succeeded,
+                &reason,
+                now_ms(),
+                cfg.policy.quarantine_after,
+                Self::ms(cfg.policy.quarantine_disable_after.0),
+            );
+            if next == health {
+                return Ok(());
+            }
+            match self.store.save_health(&end.rotation_id, &next, version).await {
+                Ok(()) => return self.announce(&end.rotation_id, &next, change, Some(&end.saga_id)).await,
+                Err(Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Conflict { saga_id: end.saga_id.clone(), expected: 0 })
+    }
+
+    async fn announce(&self, rotation_id: &str, h: &crate::quarantine::Health, change: crate::quarantine::Change, saga: Option<&str>) -> Result<()> {
+        if change == crate::quarantine::Change::None {
+            return Ok(());
+        }
+        let Some(rot) = self.rotations.get(rotation_id) else { return Ok(()) };
+        warn!(rotation = rotation_id, ?change, "quarantine changed");
+        let n = notify::render_quarantine(rotation_id, &rot.source.describe(), &rot.target.describe(), rot.source.kind(), rot.target.kind(), h, change, saga);
+        self.notifier.publish(&n).await
+    }
+
+    /// An operator lifts a rotation's quarantine.
+    pub async fn release(&self, rotation_id: &str) -> Result<bool> {
+        if !self.rotations.contains_key(rotation_id) {
+            return Err(Error::Config(format!("no rotation with id {rotation_id:?} in the configuration")));
+        }
+        let (health, version) = self.store.health(rotation_id).await?;
+        let (next, change) = crate::quarantine::release(&health);
+        if next == health {
+            return Ok(false);
+        }
+        self.store.save_health(rotation_id, &next, version).await?;
+        self.announce(rotation_id, &next, change, None).await?;
+        Ok(change == crate::quarantine::Change::Lifted)
     }
 
     /// Re-send the message of every saga that is overdue and not leased:

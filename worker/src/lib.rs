@@ -26,3 +26,4 @@ pub mod intake;
 pub mod securityhub;
 pub mod triggers;
 pub mod lambda;
+pub mod quarantine;

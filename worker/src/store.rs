@@ -46,6 +46,8 @@ pub enum Created {
     New(String),
     /// The credential is already being rotated by this saga.
     Existing(String),
+    /// An automatic trigger was held back (quarantine), with the reason.
+    Skipped(String),
 }
 
 #[derive(Clone, Debug)]
@@ -330,6 +332,42 @@ impl Store {
             }
             Err(e) => Err(aws("dynamodb", "PutItem", e)),
         }
+    }
+
+    /// A rotation's failure count and quarantine, with its version (0: none yet).
+    pub async fn health(&self, rotation_id: &str) -> Result<(crate::quarantine::Health, u64)> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("rotation#{rotation_id}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| aws("dynamodb", "GetItem", e))?;
+        let Some(item) = out.item else { return Ok((Default::default(), 0)) };
+        let doc = item.get("doc").and_then(|v| v.as_s().ok()).ok_or_else(|| Error::Corrupt("rotation item without doc".into()))?;
+        let version = item.get("version").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok((serde_json::from_str(doc).map_err(|e| Error::Corrupt(format!("rotation health: {e}")))?, version))
+    }
+
+    /// Write a rotation's health, conditional on the version read.
+    pub async fn save_health(&self, rotation_id: &str, h: &crate::quarantine::Health, expected: u64) -> Result<()> {
+        let doc = serde_json::to_string(h).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("rotation#{rotation_id}")))
+            .item("kind", s("rotation"))
+            .item("doc", s(doc))
+            .item("version", n(expected + 1));
+        req = if expected == 0 {
+            req.condition_expression("attribute_not_exists(pk)")
+        } else {
+            req.condition_expression("version = :v").expression_attribute_values(":v", n(expected))
+        };
+        conditional(req.send().await, "PutItem", rotation_id, expected).map(|_| ())
     }
 
     /// How often an unmatched user was seen (None: never).

@@ -89,6 +89,7 @@ impl<Q: Queue> Engine<Q> {
                         trigger: trigger.clone(),
                         findings: vec![FindingRef { id: finding.id.clone(), product_arn: finding.product_arn.clone() }],
                         delay: Duration::ZERO,
+                        automatic: imported,
                     };
                     match self.request_with(&rotation_id, req).await? {
                         Created::New(id) => {
@@ -98,6 +99,10 @@ impl<Q: Queue> Engine<Q> {
                         Created::Existing(id) => {
                             info!(saga = %id, rotation = %rotation_id, finding = %finding.id, "rotation already in flight; nothing new started");
                             report.in_flight.push(id);
+                        }
+                        Created::Skipped(reason) => {
+                            info!(rotation = %rotation_id, finding = %finding.id, %reason, "finding not acted on");
+                            report.ignored.push(reason);
                         }
                     }
                 }
@@ -141,7 +146,7 @@ impl<Q: Queue> Engine<Q> {
         let mut started = Vec::new();
         for item in self.scan_keys(now_ms()).await?.into_iter().filter(|i| i.due) {
             let delay = Duration::from_millis((jitter.as_millis() as f64 * fastrand::f64()) as u64);
-            let req = Request { trigger: format!("schedule:max_age {}", days(item.max_age)), findings: vec![], delay };
+            let req = Request { trigger: format!("schedule:max_age {}", days(item.max_age)), findings: vec![], delay, automatic: true };
             let created = self.request_with(&item.rotation_id, req).await?;
             info!(rotation = %item.rotation_id, key = %item.key_id, age = %days(item.age), ?created, delay_s = delay.as_secs(), "key past max_age");
             started.push((item.rotation_id, created));
@@ -154,6 +159,9 @@ impl<Q: Queue> Engine<Q> {
         let Some(rot) = self.rotations.get(rotation_id) else { return Ok(vec![format!("rotation {rotation_id}: not configured")]) };
         if let Some(saga) = self.store.lock_holder(&rot.credential).await? {
             return Ok(vec![format!("rotation {rotation_id}: nothing to do, saga {saga} is already in flight")]);
+        }
+        if let Err(reason) = crate::quarantine::admits(&self.store.health(rotation_id).await?.0, now_ms()) {
+            return Ok(vec![format!("rotation {rotation_id}: automatic triggers held back: {reason}")]);
         }
         let keys = rot.source.inventory().await?;
         let policy = &rot.policy;
