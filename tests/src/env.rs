@@ -45,6 +45,8 @@ pub struct Options {
     pub second_rotation_max_age: Option<&'static str>,
     /// `quarantine_after` of the `auth0-ses` rotation.
     pub quarantine_after: Option<u32>,
+    /// `propagation_timeout` of the `auth0-ses` rotation (default 30s).
+    pub propagation_timeout: &'static str,
 }
 
 impl Default for Options {
@@ -58,6 +60,7 @@ impl Default for Options {
             max_age: None,
             second_rotation_max_age: None,
             quarantine_after: None,
+            propagation_timeout: "30s",
         }
     }
 }
@@ -279,8 +282,9 @@ kms_key_id = "alias/keyturn"
                 &auth0.uri(),
                 &secret_ref,
                 &format!(
-                    "grace_period = \"{}\"\npropagation_timeout = \"30s\"\nmax_attempts = 4\nretry_base = \"200ms\"\nretry_cap = \"2s\"\nquarantine_after = {}",
+                    "grace_period = \"{}\"\npropagation_timeout = \"{}\"\nmax_attempts = 4\nretry_base = \"200ms\"\nretry_cap = \"2s\"\nquarantine_after = {}",
                     opts.grace_period,
+                    opts.propagation_timeout,
                     opts.quarantine_after.unwrap_or(3)
                 ),
             ),
@@ -336,6 +340,16 @@ kms_key_id = "alias/keyturn"
         c.sns = self.clients.sns.clone();
         c.securityhub = self.clients.securityhub.clone();
         Ok(c)
+    }
+
+    /// Clients for the engine whose AWS traffic goes through `endpoint` (a
+    /// fault proxy in front of moto). SNS and Security Hub as in `clients`.
+    pub async fn clients_via(&self, endpoint: &str) -> Clients {
+        let sdk = sdk_config(endpoint, Credentials::new("testing", "testing", None, None, "via-proxy")).await;
+        let mut c = Clients::new(sdk);
+        c.sns = self.clients.sns.clone();
+        c.securityhub = self.clients.securityhub.clone();
+        c
     }
 
     /// The intake queue as the worker polls it.

@@ -9,3 +9,4 @@ pub mod moto;
 pub mod recording;
 pub mod securityhub_fake;
 pub mod tcp_proxy;
+pub mod fault_proxy;

@@ -324,6 +324,10 @@ async fn grace_period_is_a_durable_wait_then_the_old_key_is_deleted() {
 
     let waiting = wait_step(&env, &saga_id, Step::RetireOld).await;
     let sent_at_wait = queue.bodies().len();
+    // Nothing needs the new secret any more: it is not kept through the grace period.
+    assert!(!waiting.secret_stored);
+    let item = engine.store.raw_items().await.unwrap().into_iter().find(|i| i.get("saga_id").and_then(|v| v.as_s().ok()) == Some(&saga_id)).unwrap();
+    assert!(!item.contains_key("secret"), "sealed secret erased after the push, before the grace period");
     // During the grace period: old key inactive but present, new key live in Auth0.
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 2);

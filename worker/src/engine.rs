@@ -277,7 +277,12 @@ impl<Q: Queue> Engine<Q> {
         let now = now_ms();
         let tr = saga::advance(&attempt, &result.outcome, &rotation.policy, clock(now));
         let due = resume_at(&tr.saga, now) + Self::ms(self.sweep_after);
-        match self.store.commit(&tr.saga, version, Some(&self.worker_id), result.secret, due).await {
+        let secret = match result.secret {
+            // The machine decided the secret is no longer needed.
+            SecretWrite::Keep if attempt.secret_stored && !tr.saga.secret_stored => SecretWrite::Erase,
+            other => other,
+        };
+        match self.store.commit(&tr.saga, version, Some(&self.worker_id), secret, due).await {
             Ok(_) => {}
             Err(Error::Conflict { .. }) => {
                 warn!("lease lost before commit; another worker took the step over, dropping this result");

@@ -74,6 +74,11 @@ impl Step {
         Step::Finalize,
     ];
 
+    /// Steps that use the new credential's secret.
+    pub fn needs_secret(self) -> bool {
+        matches!(self, Step::ProveNew | Step::PushToTarget)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Step::Start => "start",
@@ -520,6 +525,11 @@ pub fn advance(saga: &Saga, outcome: &Outcome, policy: &Policy, clock: Clock) ->
     if s.step == Step::Finalize && s.closing.is_none() {
         // Defensive: every path into Finalize names its end state.
         s.closing = Some(Status::NeedsAttention);
+    }
+    // Only `prove_new` and `push_to_target` use the new secret: past them it
+    // is erased at once, not kept (sealed) through a grace period of days.
+    if s.secret_stored && !s.step.needs_secret() && !s.status.is_terminal() {
+        s.secret_stored = false;
     }
     if s.status.is_terminal() {
         Transition { saga: s, next: Next::Stop }

@@ -335,6 +335,10 @@ proptest! {
                 prop_assert_eq!(s.target, TargetState::HoldsNew);
             }
             prop_assert!(s.history.len() <= HISTORY_LIMIT);
+            // The secret is kept only while a step that uses it is ahead.
+            if s.secret_stored && !s.status.is_terminal() {
+                prop_assert!(s.step.needs_secret() || s.step == Step::Finalize && before.secret_stored, "secret kept at {}", s.step);
+            }
         }
         match s.status {
             Status::Succeeded => {

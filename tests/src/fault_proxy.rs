@@ -1,0 +1,183 @@
+//! An HTTP fault injector between keyturn and moto.
+//!
+//! Every AWS request passes through it. It recognises the API action — the
+//! `x-amz-target` header (JSON protocols: DynamoDB, SQS, KMS, Secrets
+//! Manager) or the form body's `Action=` (query protocols: IAM, STS, SNS) —
+//! and, while a scripted fault for that action has uses left, answers with
+//! the fault instead of forwarding: an AWS error response as the service
+//! would send it, or a connection reset. Everything else is forwarded to
+//! moto unchanged.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// An error response: HTTP status, XML body (query protocols).
+    QueryError { status: u16, code: &'static str, message: &'static str },
+    /// Close the connection without answering (a reset mid-request).
+    Reset,
+    /// Answer normally, after this delay.
+    Delay(Duration),
+}
+
+impl Fault {
+    /// IAM's 500 `ServiceFailure`.
+    pub fn iam_service_failure() -> Fault {
+        Fault::QueryError { status: 500, code: "ServiceFailure", message: "Request processing has failed because of an unknown error, exception or failure." }
+    }
+    /// IAM's 400 `Throttling`.
+    pub fn iam_throttling() -> Fault {
+        Fault::QueryError { status: 400, code: "Throttling", message: "Rate exceeded" }
+    }
+    /// STS answering a key that has not propagated yet.
+    pub fn sts_not_propagated() -> Fault {
+        Fault::QueryError { status: 403, code: "InvalidClientTokenId", message: "The security token included in the request is invalid." }
+    }
+}
+
+#[derive(Debug)]
+struct Rule {
+    action: String,
+    fault: Fault,
+    uses: usize,
+}
+
+#[derive(Default)]
+pub struct Log {
+    /// (action, fault injected?)
+    pub seen: Vec<(String, bool)>,
+}
+
+pub struct FaultProxy {
+    pub endpoint: String,
+    rules: Arc<Mutex<Vec<Rule>>>,
+    pub log: Arc<Mutex<Log>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Proxy to `upstream`, a base URL like `http://127.0.0.1:5000`.
+    pub async fn start(upstream: String) -> std::io::Result<FaultProxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let rules: Arc<Mutex<Vec<Rule>>> = Arc::default();
+        let log: Arc<Mutex<Log>> = Arc::default();
+        let client = reqwest::Client::new();
+        let (r2, l2) = (rules.clone(), log.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (rules, log, client, upstream) = (r2.clone(), l2.clone(), client.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (rules, log, client, upstream) = (rules.clone(), log.clone(), client.clone(), upstream.clone());
+                        async move { handle(req, &rules, &log, &client, &upstream).await }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                });
+            }
+        });
+        Ok(FaultProxy { endpoint, rules, log, task })
+    }
+
+    /// Inject `fault` into the next `uses` calls of `action` (e.g. "CreateAccessKey").
+    pub fn inject(&self, action: &str, fault: Fault, uses: usize) {
+        self.rules.lock().unwrap().push(Rule { action: action.into(), fault, uses });
+    }
+
+    /// How many calls of `action` were answered with a fault.
+    pub fn injected(&self, action: &str) -> usize {
+        self.log.lock().unwrap().seen.iter().filter(|(a, f)| a == action && *f).count()
+    }
+
+    /// How many calls of `action` passed through.
+    pub fn calls(&self, action: &str) -> usize {
+        self.log.lock().unwrap().seen.iter().filter(|(a, _)| a == action).count()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Debug)]
+struct ResetConnection;
+impl std::fmt::Display for ResetConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("fault injected: connection reset")
+    }
+}
+impl std::error::Error for ResetConnection {}
+
+fn action_of(headers: &hyper::HeaderMap, body: &[u8]) -> String {
+    if let Some(t) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        return t.rsplit('.').next().unwrap_or(t).to_string();
+    }
+    String::from_utf8_lossy(body)
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("Action="))
+        .unwrap_or("")
+        .to_string()
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    rules: &Mutex<Vec<Rule>>,
+    log: &Mutex<Log>,
+    client: &reqwest::Client,
+    upstream: &str,
+) -> Result<Response<Full<Bytes>>, ResetConnection> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let action = action_of(&parts.headers, &body);
+    let fault = {
+        let mut rules = rules.lock().unwrap();
+        match rules.iter_mut().find(|r| r.action == action && r.uses > 0) {
+            Some(r) => {
+                r.uses -= 1;
+                Some(r.fault.clone())
+            }
+            None => None,
+        }
+    };
+    log.lock().unwrap().seen.push((action, matches!(fault, Some(Fault::QueryError { .. }) | Some(Fault::Reset))));
+    match fault {
+        Some(Fault::Reset) => return Err(ResetConnection),
+        Some(Fault::QueryError { status, code, message }) => {
+            let xml = format!(
+                r#"<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>{}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>fault-{}</RequestId></ErrorResponse>"#,
+                if status >= 500 { "Receiver" } else { "Sender" },
+                uuid::Uuid::new_v4()
+            );
+            return Ok(Response::builder().status(status).header("content-type", "text/xml").body(Full::new(Bytes::from(xml))).unwrap());
+        }
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        None => {}
+    }
+    let url = format!("{upstream}{}", parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    let mut fwd = client.request(parts.method.clone(), url).body(body.to_vec());
+    for (k, v) in parts.headers.iter() {
+        if k != "content-length" {
+            fwd = fwd.header(k, v);
+        }
+    }
+    let Ok(resp) = fwd.send().await else { return Err(ResetConnection) };
+    let mut out = Response::builder().status(resp.status().as_u16());
+    for (k, v) in resp.headers().iter() {
+        if k != "transfer-encoding" && k != "connection" {
+            out = out.header(k.as_str(), v.as_bytes());
+        }
+    }
+    let bytes = resp.bytes().await.unwrap_or_default();
+    Ok(out.body(Full::new(bytes)).unwrap())
+}
+

@@ -1,0 +1,118 @@
+//! Fault injection per connector, each with its documented outcome.
+//!
+//! AWS faults come from a fault proxy between the engine and moto
+//! (`keyturn_testkit::fault_proxy`); Auth0 faults from the fake Auth0; SQS
+//! redelivery, lost messages, duplicate deliveries, lease races and crashes
+//! are covered in `rotation.rs` and `crash.rs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyturn::saga::{Status, Step};
+use keyturn::store::Created;
+use keyturn_testkit::auth0_fake::Fault as Auth0Fault;
+use keyturn_testkit::env::{Options, RunningWorker, TestEnv};
+use keyturn_testkit::fault_proxy::{Fault, FaultProxy};
+
+async fn run(env: &TestEnv, proxy: &FaultProxy) -> keyturn::saga::Saga {
+    let clients = env.clients_via(&proxy.endpoint).await;
+    let engine = Arc::new(keyturn::app::engine(&env.config, &clients, "faulty".into()));
+    let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    let Created::New(id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
+    let saga = env.wait_terminal(&id, Duration::from_secs(90)).await;
+    w.stop().await;
+    saga
+}
+
+fn retried(saga: &keyturn::saga::Saga, step: Step, code: &str) -> bool {
+    saga.history.iter().any(|a| a.step == step && a.outcome == "retry" && a.code.as_deref() == Some(code))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iam_service_failure_and_throttling_are_retried_and_the_rotation_succeeds() {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    let proxy = FaultProxy::start(env.moto.endpoint.clone()).await.unwrap();
+    // More than the SDK's own three attempts, so the saga retries the step too.
+    proxy.inject("CreateAccessKey", Fault::iam_service_failure(), 4);
+    proxy.inject("UpdateAccessKey", Fault::iam_throttling(), 4);
+    let saga = run(&env, &proxy).await;
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    assert_eq!(proxy.injected("CreateAccessKey"), 4);
+    assert_eq!(proxy.injected("UpdateAccessKey"), 4);
+    assert!(retried(&saga, Step::IssueNew, "ServiceFailure"), "{:#?}", saga.history);
+    assert!(retried(&saga, Step::DisableOld, "Throttling"), "{:#?}", saga.history);
+    assert_eq!(env.user_keys().await.len(), 1, "no extra key from the failed attempts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iam_failure_past_the_budget_compensates_safely() {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    let old = env.old_keys[0].0.clone();
+    let proxy = FaultProxy::start(env.moto.endpoint.clone()).await.unwrap();
+    proxy.inject("CreateAccessKey", Fault::iam_service_failure(), 1000);
+    let saga = run(&env, &proxy).await;
+    assert_eq!(saga.status, Status::Compensated, "{saga:#?}");
+    assert_eq!(saga.failure.as_ref().unwrap().code, "ServiceFailure");
+    let keys = env.user_keys().await;
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].id, old);
+    assert!(keys[0].active, "the old key is untouched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_resets_are_retried() {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    let proxy = FaultProxy::start(env.moto.endpoint.clone()).await.unwrap();
+    proxy.inject("GetCallerIdentity", Fault::Reset, 4);
+    proxy.inject("ListAccessKeys", Fault::Reset, 2);
+    proxy.inject("UpdateItem", Fault::Reset, 2);
+    let saga = run(&env, &proxy).await;
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    assert_eq!(proxy.injected("GetCallerIdentity"), 4);
+    assert_eq!(proxy.injected("ListAccessKeys"), 2);
+    assert_eq!(proxy.injected("UpdateItem"), 2);
+    assert_eq!(env.user_keys().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_key_propagation_is_waited_out() {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    let proxy = FaultProxy::start(env.moto.endpoint.clone()).await.unwrap();
+    proxy.inject("GetCallerIdentity", Fault::sts_not_propagated(), 5);
+    let saga = run(&env, &proxy).await;
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    assert!(retried(&saga, Step::ProveNew, "KeyNotPropagated"), "{:#?}", saga.history);
+    assert_eq!(proxy.injected("GetCallerIdentity"), 5);
+    // Auth0 got the key only after it authenticated.
+    assert_eq!(env.auth0.patches().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_never_propagates_is_deleted_before_any_consumer_gets_it() {
+    let env = TestEnv::new(Options { propagation_timeout: "3s", ..Options::default() }).await.unwrap();
+    let old = env.old_keys[0].0.clone();
+    let proxy = FaultProxy::start(env.moto.endpoint.clone()).await.unwrap();
+    proxy.inject("GetCallerIdentity", Fault::sts_not_propagated(), 10_000);
+    let saga = run(&env, &proxy).await;
+    assert_eq!(saga.status, Status::Compensated, "{saga:#?}");
+    assert_eq!(saga.failure.as_ref().unwrap().code, "KeyNotPropagated");
+    assert!(saga.new_revoked);
+    assert!(env.auth0.patches().is_empty(), "Auth0 never saw the broken key");
+    let keys = env.user_keys().await;
+    assert_eq!((keys.len(), keys[0].id.as_str(), keys[0].active), (1, old.as_str(), true));
+    let n = env.notifications(1, Duration::from_secs(10)).await;
+    assert!(n[0].document["recommended_action"].as_str().unwrap().contains("never authenticated"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth0_5xx_is_retried_and_a_rate_limit_with_only_a_reset_header_is_honoured() {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    env.auth0.script_patch(Auth0Fault::Internal);
+    env.auth0.script_patch(Auth0Fault::RateLimited { retry_after: None, reset_in: 2 });
+    let proxy = FaultProxy::start(env.moto.endpoint.clone()).await.unwrap();
+    let saga = run(&env, &proxy).await;
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    let p = env.auth0.patches();
+    assert_eq!(p.iter().map(|s| s.status).collect::<Vec<_>>(), [500, 429, 200]);
+    assert!(p[2].at - p[1].at >= Duration::from_millis(1000), "x-ratelimit-reset honoured: {:?}", p[2].at - p[1].at);
+}
