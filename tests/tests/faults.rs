@@ -116,3 +116,14 @@ async fn auth0_5xx_is_retried_and_a_rate_limit_with_only_a_reset_header_is_honou
     assert_eq!(p.iter().map(|s| s.status).collect::<Vec<_>>(), [500, 429, 200]);
     assert!(p[2].at - p[1].at >= Duration::from_millis(1000), "x-ratelimit-reset honoured: {:?}", p[2].at - p[1].at);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aws_call_that_times_out_is_retried() {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    let proxy = FaultProxy::start(env.moto.endpoint.clone()).await.unwrap();
+    // Longer than the SDK's 15 s attempt timeout: the attempt is abandoned and retried.
+    proxy.inject("GetCallerIdentity", Fault::Delay(Duration::from_secs(17)), 1);
+    let saga = run(&env, &proxy).await;
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    assert!(proxy.calls("GetCallerIdentity") >= 2, "the timed-out call was retried: {}", proxy.calls("GetCallerIdentity"));
+}

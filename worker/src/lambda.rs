@@ -147,6 +147,16 @@ mod tests {
         assert!(parse_invocation(&json!({"Records": [{"eventSource": "aws:sns"}]})).unwrap_err().contains("not from SQS"));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(body in ".*", id in ".*", arn in ".*") {
+            let _ = serde_json::from_str::<Value>(&body).map(|v| parse_invocation(&v));
+            let ev = json!({"Records": [{"messageId": id, "receiptHandle": "r", "body": body, "eventSource": "aws:sqs", "eventSourceARN": arn}]});
+            let _ = parse_invocation(&ev);
+            let _ = same_queue(&body, &arn);
+        }
+    }
+
     #[test]
     fn response_lists_only_failures() {
         assert_eq!(batch_response(&["a".into()]), json!({"batchItemFailures": [{"itemIdentifier": "a"}]}));
