@@ -10,3 +10,4 @@ pub mod recording;
 pub mod securityhub_fake;
 pub mod tcp_proxy;
 pub mod fault_proxy;
+pub mod graph_fake;

@@ -26,6 +26,7 @@ use crate::saga::{KeyRef, Millis, Verification};
 use crate::secrets::SecretResolver;
 
 pub mod auth0;
+pub mod entra;
 pub mod iam;
 mod retry;
 

@@ -1,0 +1,307 @@
+//! Target: Microsoft Entra ID provisioning (SCIM into IAM Identity Center),
+//! through Microsoft Graph.
+//!
+//! **Status: built and tested against a Graph fake, not yet wired into the
+//! configuration.** It is the target half of issue #3; the source half (a SCIM
+//! token that a person creates in the AWS console, with reminders and a
+//! confirmation step) does not exist yet, and pairing this target with an IAM
+//! access key would make no sense, so no `[[rotation]]` can name it today.
+//!
+//! Graph facts this leans on (`../shared/reference/external-apis.md`):
+//! * token: `POST {login}/{tenant}/oauth2/v2.0/token` (form, client
+//!   credentials, scope `https://graph.microsoft.com/.default`), cached until a
+//!   minute before it expires; errors are 400 `{error, error_description, …}`;
+//! * **push** = "Test connection" (`validateCredentials` with the new token:
+//!   204 or a failed test), then "Save": read the current synchronization
+//!   secrets and write them all back with only `SecretToken` changed (whether
+//!   PUT merges is unconfirmed, so every key is resent);
+//! * **verify** = read the job: `Quarantine`, or a failed last execution with
+//!   a credential error, means the switch did not take;
+//! * 429 honours `Retry-After`; 5xx and timeouts retry; 400/401/403 are
+//!   permanent and keep Graph's error code and message.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{header::HeaderMap, Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use super::{http_retry, BoxFut, NewCredential, RetryPolicy, Target};
+use crate::config::SecretRef;
+use crate::error::{Error, Result};
+use crate::saga::Verification;
+use crate::secrets::SecretResolver;
+
+const SERVICE: &str = "graph";
+const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+/// The error code Entra reports when the SCIM token is refused.
+pub const CREDENTIAL_FAILURE: &str = "SystemForCrossDomainIdentityManagementCredentialValidationFailure";
+
+pub struct EntraSettings {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: SecretRef,
+    pub service_principal_id: String,
+    pub job_id: String,
+    /// The SCIM endpoint of IAM Identity Center (`BaseAddress`).
+    pub scim_endpoint: String,
+    /// `https://login.microsoftonline.com` unless overridden (tests).
+    pub login_base_url: String,
+    /// `https://graph.microsoft.com` unless overridden (tests).
+    pub graph_base_url: String,
+    pub http: reqwest::Client,
+    pub secrets: SecretResolver,
+    pub retry: RetryPolicy,
+}
+
+pub struct EntraProvisioning {
+    s: EntraSettings,
+    token: Mutex<Option<(SecretString, Instant)>>,
+}
+
+impl EntraProvisioning {
+    pub fn new(s: EntraSettings) -> Self {
+        EntraProvisioning { s, token: Mutex::new(None) }
+    }
+
+    fn graph(&self, path: &str) -> String {
+        format!("{}/v1.0/servicePrincipals/{}{path}", self.s.graph_base_url.trim_end_matches('/'), self.s.service_principal_id)
+    }
+
+    async fn token(&self) -> Result<SecretString> {
+        let mut cached = self.token.lock().await;
+        if let Some((t, refresh_at)) = cached.as_ref() {
+            if Instant::now() < *refresh_at {
+                return Ok(t.clone());
+            }
+        }
+        let secret = self.s.secrets.resolve(&self.s.client_secret).await?;
+        let url = format!("{}/{}/oauth2/v2.0/token", self.s.login_base_url.trim_end_matches('/'), self.s.tenant_id);
+        let (token, expires_in) = http_retry(self.s.retry, || async {
+            let form = [
+                ("client_id", self.s.client_id.as_str()),
+                ("client_secret", secret.expose_secret()),
+                ("scope", "https://graph.microsoft.com/.default"),
+                ("grant_type", "client_credentials"),
+            ];
+            let resp = self.s.http.post(&url).form(&form).send().await.map_err(|e| transport("POST token", e, false))?;
+            let (status, headers) = (resp.status(), resp.headers().clone());
+            let text = resp.text().await.map_err(|e| transport("POST token", e, false))?;
+            if !status.is_success() {
+                return Err(graph_error("POST token", status, &headers, &text, false));
+            }
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let t = v["access_token"].as_str().ok_or_else(|| graph_error("POST token", status, &headers, "{}", false))?;
+            Ok((SecretString::from(t.to_string()), v["expires_in"].as_u64().unwrap_or(3599)))
+        })
+        .await?;
+        *cached = Some((token.clone(), Instant::now() + Duration::from_secs(expires_in).saturating_sub(TOKEN_MARGIN)));
+        Ok(token)
+    }
+
+    async fn call(&self, method: Method, url: String, operation: &'static str, body: Option<Value>) -> Result<Value> {
+        let write = method != Method::GET;
+        http_retry(self.s.retry, || async {
+            let token = self.token().await?;
+            let mut req = self.s.http.request(method.clone(), &url).bearer_auth(token.expose_secret());
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            let resp = req.send().await.map_err(|e| transport(operation, e, write))?;
+            let (status, headers) = (resp.status(), resp.headers().clone());
+            let text = resp.text().await.map_err(|e| transport(operation, e, write))?;
+            if status == StatusCode::UNAUTHORIZED {
+                *self.token.lock().await = None;
+            }
+            if !status.is_success() {
+                return Err(graph_error(operation, status, &headers, &text, write));
+            }
+            Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+        })
+        .await
+    }
+
+    async fn push_impl(&self, cred: &NewCredential) -> Result<()> {
+        // Test connection: nothing is saved if Entra rejects the token.
+        let test = json!({
+            "useSavedCredentials": false,
+            "credentials": [
+                {"key": "BaseAddress", "value": self.s.scim_endpoint},
+                {"key": "SecretToken", "value": cred.secret.expose_secret()},
+            ]
+        });
+        let url = self.graph(&format!("/synchronization/jobs/{}/validateCredentials", self.s.job_id));
+        self.call(Method::POST, url, "POST validateCredentials", Some(test)).await.map_err(|e| match e {
+            // A failed test is the token's fault, never a partial write.
+            Error::Http { status, code, message, retry_after, .. } if (400..500).contains(&status) && status != 429 => Error::Http {
+                service: SERVICE,
+                operation: "POST validateCredentials",
+                status,
+                code,
+                message: format!("Entra rejected the new token in Test connection: {message}"),
+                retry_after,
+                may_have_applied: false,
+            },
+            other => other,
+        })?;
+        // Save: every current key back, only SecretToken changed.
+        let current = self.call(Method::GET, self.graph("/synchronization/secrets"), "GET secrets", None).await?;
+        let body = json!({ "value": merge_secrets(&current, &self.s.scim_endpoint, cred.secret.expose_secret()) });
+        self.call(Method::PUT, self.graph("/synchronization/secrets"), "PUT secrets", Some(body)).await?;
+        Ok(())
+    }
+
+    async fn verify_impl(&self) -> Result<Verification> {
+        let job = self.call(Method::GET, self.graph(&format!("/synchronization/jobs/{}", self.s.job_id)), "GET job", None).await?;
+        Ok(judge_job(&job))
+    }
+}
+
+/// The secrets to PUT: every key Entra had, `SecretToken` replaced (and
+/// `BaseAddress` kept, or set if it was missing).
+pub fn merge_secrets(current: &Value, base_address: &str, token: &str) -> Vec<Value> {
+    let mut out: Vec<Value> = current["value"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|kv| kv["key"] != "SecretToken")
+        .collect();
+    if !out.iter().any(|kv| kv["key"] == "BaseAddress") {
+        out.push(json!({"key": "BaseAddress", "value": base_address}));
+    }
+    out.push(json!({"key": "SecretToken", "value": token}));
+    out
+}
+
+/// Decide what the provisioning job says about the switch.
+pub fn judge_job(job: &Value) -> Verification {
+    let status = &job["status"];
+    let code = status["code"].as_str().unwrap_or("");
+    if code == "Quarantine" {
+        let q = &status["quarantine"];
+        let err = if q["error"].is_object() { &q["error"] } else { &status["lastExecution"]["error"] };
+        return Verification::Unhealthy(format!(
+            "the provisioning job is in quarantine ({}): {} {}",
+            q["reason"].as_str().unwrap_or("unknown reason"),
+            err["code"].as_str().unwrap_or(""),
+            err["message"].as_str().unwrap_or("")
+        ));
+    }
+    let last = &status["lastExecution"];
+    if last["state"] == "Failed" && last["error"]["code"] == CREDENTIAL_FAILURE {
+        return Verification::Unhealthy(format!(
+            "the last provisioning run failed on credentials: {} {}",
+            CREDENTIAL_FAILURE,
+            last["error"]["message"].as_str().unwrap_or("")
+        ));
+    }
+    if matches!(code, "NotConfigured" | "Paused") {
+        return Verification::Unhealthy(format!("the provisioning job is {code}"));
+    }
+    // Graph never reveals the saved token: healthy is as far as it goes.
+    Verification::Opaque
+}
+
+impl Target for EntraProvisioning {
+    fn kind(&self) -> &'static str {
+        "entra_provisioning"
+    }
+    fn describe(&self) -> String {
+        format!("Entra provisioning job {} (tenant {})", self.s.job_id, self.s.tenant_id)
+    }
+    fn push<'a>(&'a self, cred: &'a NewCredential) -> BoxFut<'a, Result<()>> {
+        Box::pin(self.push_impl(cred))
+    }
+    fn verify<'a>(&'a self, _new_id: &'a str, _old_ids: &'a [String]) -> BoxFut<'a, Result<Verification>> {
+        Box::pin(self.verify_impl())
+    }
+}
+
+fn transport(operation: &'static str, e: reqwest::Error, write: bool) -> Error {
+    let connected = !e.is_connect();
+    Error::Transport { service: SERVICE, operation, message: e.without_url().to_string(), may_have_applied: write && connected }
+}
+
+/// A Graph (`{"error":{"code","message"}}`) or identity platform
+/// (`{"error","error_description"}`) error.
+pub fn graph_error(operation: &'static str, status: StatusCode, headers: &HeaderMap, body: &str, write: bool) -> Error {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let (code, message) = match &v["error"] {
+        Value::Object(e) => (
+            e.get("code").and_then(Value::as_str).unwrap_or("error").to_string(),
+            e.get("message").and_then(Value::as_str).unwrap_or("").to_string(),
+        ),
+        Value::String(code) => (code.clone(), v["error_description"].as_str().unwrap_or("").lines().next().unwrap_or("").to_string()),
+        _ => (status.canonical_reason().unwrap_or("error").to_string(), format!("HTTP {}", status.as_u16())),
+    };
+    Error::Http {
+        service: SERVICE,
+        operation,
+        status: status.as_u16(),
+        code,
+        message: message.chars().take(500).collect(),
+        retry_after: super::auth0::retry_after(headers, std::time::SystemTime::now()),
+        may_have_applied: write && status.is_server_error(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_keep_every_key_and_replace_only_the_token() {
+        let current = json!({"value": [
+            {"key": "BaseAddress", "value": "https://scim.us-east-1.amazonaws.com/abc/scim/v2/"},
+            {"key": "SecretToken", "value": "OLD"},
+            {"key": "NotificationEmail", "value": "ops@example.com"}
+        ]});
+        let merged = merge_secrets(&current, "https://ignored", "NEW");
+        assert_eq!(merged.len(), 3);
+        assert!(merged.contains(&json!({"key": "BaseAddress", "value": "https://scim.us-east-1.amazonaws.com/abc/scim/v2/"})));
+        assert!(merged.contains(&json!({"key": "NotificationEmail", "value": "ops@example.com"})));
+        assert!(merged.contains(&json!({"key": "SecretToken", "value": "NEW"})));
+        let from_nothing = merge_secrets(&json!({}), "https://scim", "NEW");
+        assert_eq!(from_nothing, vec![json!({"key": "BaseAddress", "value": "https://scim"}), json!({"key": "SecretToken", "value": "NEW"})]);
+    }
+
+    #[test]
+    fn job_judgement() {
+        let healthy = json!({"status": {"code": "Active", "lastExecution": {"state": "Succeeded"}}});
+        assert_eq!(judge_job(&healthy), Verification::Opaque);
+        let quarantined = json!({"status": {"code": "Quarantine", "quarantine": {"reason": "EncounteredQuarantineException",
+            "error": {"code": CREDENTIAL_FAILURE, "message": "Failed to validate credentials"}}}});
+        assert!(matches!(judge_job(&quarantined), Verification::Unhealthy(m) if m.contains(CREDENTIAL_FAILURE) && m.contains("quarantine")));
+        let failed = json!({"status": {"code": "Active", "lastExecution": {"state": "Failed", "error": {"code": CREDENTIAL_FAILURE, "message": "401"}}}});
+        assert!(matches!(judge_job(&failed), Verification::Unhealthy(_)));
+        let other_failure = json!({"status": {"code": "Active", "lastExecution": {"state": "Failed", "error": {"code": "SomethingElse"}}}});
+        assert_eq!(judge_job(&other_failure), Verification::Opaque);
+        assert!(matches!(judge_job(&json!({"status": {"code": "Paused"}})), Verification::Unhealthy(_)));
+    }
+
+    #[test]
+    fn graph_errors_keep_code_and_message() {
+        let e = graph_error(
+            "PUT secrets",
+            StatusCode::FORBIDDEN,
+            &HeaderMap::new(),
+            r#"{"error":{"code":"Authorization_RequestDenied","message":"Insufficient privileges to complete the operation.","innerError":{"request-id":"x"}}}"#,
+            true,
+        );
+        assert_eq!(e.code(), "Authorization_RequestDenied");
+        assert!(!e.is_retryable() && !e.may_have_applied());
+        assert!(e.to_string().contains("Insufficient privileges"));
+        let t = graph_error(
+            "POST token",
+            StatusCode::BAD_REQUEST,
+            &HeaderMap::new(),
+            r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1","error_codes":[7000215]}"#,
+            false,
+        );
+        assert_eq!(t.code(), "invalid_client");
+        assert!(t.to_string().contains("AADSTS7000215: Invalid client secret provided."));
+        assert!(!t.to_string().contains("Trace ID"));
+    }
+}
