@@ -36,6 +36,9 @@ pub enum Fault {
     UnavailableAfterApply,
     /// 500 without applying.
     Internal,
+    /// 400 whose message quotes the submitted secretAccessKey back (as a
+    /// payload validation error might).
+    EchoingValidationError,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +71,8 @@ pub struct State {
     pub get_faults: VecDeque<Fault>,
     pub token_faults: VecDeque<Fault>,
     pub seen: Vec<Seen>,
+    /// The secretAccessKey of the last PATCH, accepted or not (for leak checks).
+    pub last_secret_sent: Option<String>,
 }
 
 pub struct FakeAuth0 {
@@ -120,6 +125,7 @@ fn scripted(faults: &mut VecDeque<Fault>) -> Option<(ResponseTemplate, u16, bool
         Fault::RateLimited { retry_after, reset_in } => Some((rate_limited(retry_after, reset_in), 429, false)),
         Fault::UnavailableAfterApply => Some((err(503, "Service Unavailable", "Service unavailable", "service_unavailable"), 503, true)),
         Fault::Internal => Some((err(500, "Internal Server Error", "Internal error", "internal_error"), 500, false)),
+        Fault::EchoingValidationError => unreachable!("handled in patch(), which has the body"),
     }
 }
 
@@ -196,6 +202,13 @@ fn patch(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
         Ok(v) => v,
         Err(_) => return (400, err(400, "Bad Request", "Invalid request payload JSON format", "invalid_body")),
     };
+    st.last_secret_sent = body["credentials"]["secretAccessKey"].as_str().map(str::to_string);
+    if matches!(st.patch_faults.front(), Some(Fault::EchoingValidationError)) {
+        st.patch_faults.pop_front();
+        let secret = body["credentials"]["secretAccessKey"].as_str().unwrap_or("");
+        let msg = format!("Payload validation error: 'String does not match pattern ^[A-Z]+$: {secret}' on property credentials.secretAccessKey");
+        return (400, err(400, "Bad Request", &msg, "invalid_body"));
+    }
     if let Some((t, status, apply_first)) = scripted(&mut st.patch_faults) {
         if apply_first {
             let _ = apply_patch(st, &body);
@@ -242,6 +255,7 @@ impl FakeAuth0 {
             get_faults: VecDeque::new(),
             token_faults: VecDeque::new(),
             seen: vec![],
+            last_secret_sent: None,
         }));
         let server = MockServer::start().await;
         for (m, p, op) in [

@@ -228,6 +228,7 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
         println!("  violation: {v}");
     }
     assert!(kills >= 10, "the chaos loop ran");
+    assert!(takeovers > 0, "at least one kill landed mid-step (a step was attempted again)");
     assert!(all_sagas.len() > ROTATIONS, "rotations kept running through the chaos: {}", all_sagas.len());
     assert!(violations.is_empty(), "seed {seed}: {violations:#?} (worker logs in {})", dir.display());
 }

@@ -75,7 +75,9 @@ async fn throttling_is_honoured_and_quarantine_is_seen() {
     let graph = FakeGraph::start(GRAPH_SECRET, NEW, OLD).await;
     let t = target(&env, &graph, "entra/c").await;
     graph.state.lock().unwrap().throttle_next = 2;
+    let t0 = std::time::Instant::now();
     t.push(&cred(NEW)).await.unwrap();
+    assert!(t0.elapsed() >= std::time::Duration::from_secs(2), "Retry-After: 1, twice: {:?}", t0.elapsed());
     assert_eq!(graph.state.lock().unwrap().calls.iter().filter(|(_, _, s)| *s == 429).count(), 2);
     assert_eq!(graph.saved_token().as_deref(), Some(NEW));
     graph.state.lock().unwrap().job = json!({"status": {"code": "Quarantine", "quarantine": {"reason": "EncounteredQuarantineException",

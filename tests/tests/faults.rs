@@ -127,3 +127,24 @@ async fn an_aws_call_that_times_out_is_retried() {
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
     assert!(proxy.calls("GetCallerIdentity") >= 2, "the timed-out call was retried: {}", proxy.calls("GetCallerIdentity"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendor_error_quoting_the_secret_is_redacted_everywhere() {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    env.auth0.script_patch(Auth0Fault::EchoingValidationError);
+    let proxy = FaultProxy::start(env.moto.endpoint.clone()).await.unwrap();
+    let saga = run(&env, &proxy).await;
+    assert_eq!(saga.status, Status::Compensated, "{saga:#?}");
+    let f = saga.failure.clone().unwrap();
+    assert_eq!(f.code, "invalid_body");
+    assert!(f.message.contains("[REDACTED]"), "the echoed secret was replaced: {}", f.message);
+    let secret = env.auth0.state.lock().unwrap().last_secret_sent.clone().expect("the PATCH carried the secret");
+    assert!(secret.len() >= 16);
+    let notes: String = env.notifications(1, Duration::from_secs(10)).await.into_iter().map(|n| n.raw).collect();
+    assert!(notes.contains("[REDACTED]"));
+    let history = serde_json::to_string(&saga.history).unwrap();
+    let logs = keyturn_testkit::capture::logs();
+    for (name, text) in [("history", &history), ("notifications", &notes), ("logs", &logs), ("table", &env.table_dump().await)] {
+        assert!(!text.contains(&secret), "the echoed secret reached the {name}");
+    }
+}

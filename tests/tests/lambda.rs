@@ -93,12 +93,20 @@ async fn a_batch_reports_only_the_record_that_must_come_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_event_runs_the_sweep_and_the_scan() {
-    let env = TestEnv::new(Options { max_age: Some("1s"), ..Options::default() }).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let env = TestEnv::new(Options { max_age: Some("1s"), second_rotation_max_age: Some("80d"), ..Options::default() }).await.unwrap();
     let engine = env.engine("lambda");
+    // A saga whose start message was lost: the sweep must re-drive it.
+    let Created::New(lost) = engine.request("mailer-2", "manual").await.unwrap() else { panic!() };
+    let got = engine.queue.receive(10, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    engine.queue.ack(&got[0]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await; // past sweep_after (3s) and max_age (1s)
     let resp = handle_invocation::<SqsQueue, SqsQueue>(&engine, &env.queue_url, None, &json!({"keyturn": "sweep"}), Duration::ZERO).await.unwrap();
     assert_eq!(resp["started"], 1, "{resp}");
+    assert_eq!(resp["redriven"], 1, "{resp}");
     let sagas = engine.store.list().await.unwrap();
-    assert_eq!(sagas.len(), 1);
-    assert!(sagas[0].saga.trigger.starts_with("schedule:"));
+    assert_eq!(sagas.len(), 2);
+    assert!(sagas.iter().any(|s| s.saga.trigger.starts_with("schedule:") && s.saga.rotation_id == "auth0-ses"));
+    let again = engine.queue.receive(10, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap();
+    assert!(again.iter().any(|m| m.body.contains(&lost)), "the lost start message was sent again");
 }

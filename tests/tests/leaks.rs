@@ -43,6 +43,8 @@ async fn no_secret_anywhere_after_varied_traffic() {
     env.auth0.script_patch(Fault::InsufficientScope);
     let id = rotate().await;
     outcomes.push(env.wait_terminal(&id, Duration::from_secs(60)).await.status);
+    // The refused key's secret: the compensation path must not leak it either.
+    secrets.push(env.auth0.state.lock().unwrap().last_secret_sent.clone().expect("the refused PATCH carried a secret"));
     // 2. Crash right after IAM created the key, then a success held in the grace period, rolled back.
     engine.faults.crash_after_issue.store(1, Ordering::SeqCst);
     let id = rotate().await;
@@ -74,6 +76,7 @@ async fn no_secret_anywhere_after_varied_traffic() {
     let table = env.table_dump().await;
     let notes: String = env.notifications(2, Duration::from_secs(10)).await.into_iter().map(|n| n.raw).collect::<Vec<_>>().join("\n");
     let dead: String = drain(&env.clients.sqs, &env.dlq_url, 1, Duration::from_secs(5)).await.into_iter().map(|(b, r)| format!("{b} {r:?}")).collect();
+    assert!(secrets.len() >= 6, "{} secrets", secrets.len());
     for (name, text) in [("logs", &logs), ("SQS bodies", &bodies), ("DynamoDB", &table), ("notifications", &notes), ("DLQ", &dead)] {
         assert!(!text.is_empty(), "{name} scanned is empty");
         for secret in &secrets {

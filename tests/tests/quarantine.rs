@@ -43,6 +43,8 @@ async fn repeated_failures_quarantine_automatic_triggers_until_released_or_fixed
     env.put_event(CONSOLIDATED).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(engine.store.list().await.unwrap().len(), before, "the finding started nothing");
+    let skipped_logs = keyturn_testkit::capture::logs().lines().filter(|l| l.contains("automatic trigger skipped")).count();
+    assert!(skipped_logs >= 2, "the request and the finding were both held back by quarantine: {skipped_logs}");
 
     // An explicit request still runs; the same reason sends no new quarantine notice.
     assert_eq!(rotate().await.status, Status::Compensated);

@@ -209,15 +209,21 @@ async fn age_scan_starts_only_rotations_past_max_age() {
     assert!(plan.contains("auth0-ses: key") && plan.contains("past max_age"), "{plan}");
     assert!(plan.contains("mailer-2: key") && plan.contains("under max_age 80.0d: nothing to do"), "{plan}");
 
+    let mailer_key = env.clients.iam.list_access_keys().user_name("mailer-2").send().await.unwrap().access_key_metadata()[0].access_key_id().unwrap().to_string();
     let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
     let done = wait_sagas_done(&env, 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // further scans run every second
     w.stop().await;
+    // (auth0-ses, with max_age 1s, may rotate again once its new key is 1s old.)
+    let all = sagas(&env).await;
+    assert!(all.iter().all(|s| s.rotation_id == "auth0-ses"), "mailer-2 (80d) never started: {:?}", all.iter().map(|s| &s.rotation_id).collect::<Vec<_>>());
     assert!(done.iter().all(|s| s.rotation_id == "auth0-ses"), "{done:#?}");
     assert!(done[0].trigger.starts_with("schedule:max_age"), "{}", done[0].trigger);
     assert_eq!(done[0].status, Status::Succeeded);
     // mailer-2 untouched.
     let k = env.clients.iam.list_access_keys().user_name("mailer-2").send().await.unwrap();
     assert_eq!(k.access_key_metadata().len(), 1);
+    assert_eq!(k.access_key_metadata()[0].access_key_id(), Some(mailer_key.as_str()), "mailer-2's key untouched");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

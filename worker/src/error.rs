@@ -78,6 +78,31 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Remove `secret` from every message this error carries. Connectors call
+    /// it on errors of requests that sent a secret: a vendor's validation
+    /// error may quote the payload back, and error messages reach the saga
+    /// history, logs and notifications.
+    pub fn redact(self, secret: &str) -> Error {
+        if secret.is_empty() {
+            return self;
+        }
+        let r = |m: String| m.replace(secret, "[REDACTED]");
+        match self {
+            Error::Aws { service, operation, code, message, request_id, retryable } => {
+                Error::Aws { service, operation, code: r(code), message: r(message), request_id, retryable }
+            }
+            Error::Http { service, operation, status, code, message, retry_after, may_have_applied } => {
+                Error::Http { service, operation, status, code: r(code), message: r(message), retry_after, may_have_applied }
+            }
+            Error::Transport { service, operation, message, may_have_applied } => Error::Transport { service, operation, message: r(message), may_have_applied },
+            Error::Refused { code, message } => Error::Refused { code, message: r(message) },
+            Error::NotYet { code, message } => Error::NotYet { code, message: r(message) },
+            Error::Config(m) => Error::Config(r(m)),
+            Error::Corrupt(m) => Error::Corrupt(r(m)),
+            other @ Error::Conflict { .. } => other,
+        }
+    }
+
     /// Whether the same call may succeed if simply tried again later.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -241,6 +266,23 @@ mod tests {
         assert!(is_retryable_aws_code("Throttling"));
         assert!(!is_retryable_aws_code("NoSuchEntity"));
         assert!(!is_retryable_aws_code("LimitExceeded"));
+    }
+
+    #[test]
+    fn redact_removes_an_echoed_secret() {
+        let e = Error::Http {
+            service: "auth0",
+            operation: "PATCH /api/v2/emails/provider",
+            status: 400,
+            code: "invalid_body".into(),
+            message: "Payload validation error: 'Expected type string but found SECRETVALUE123'".into(),
+            retry_after: None,
+            may_have_applied: false,
+        }
+        .redact("SECRETVALUE123");
+        assert!(!e.to_string().contains("SECRETVALUE123"), "{e}");
+        assert!(e.to_string().contains("[REDACTED]"));
+        assert_eq!(e.code(), "invalid_body");
     }
 
     #[test]

@@ -102,8 +102,7 @@ pub async fn handle_invocation<Q: Queue, I: Queue>(
                             false
                         }
                     }
-                } else if let Some((iq, url)) = intake.filter(|(_, url)| same_queue(url, &r.event_source_arn)) {
-                    let _ = url;
+                } else if let Some((iq, _)) = intake.filter(|(_, url)| same_queue(url, &r.event_source_arn)) {
                     match engine.handle_intake(iq, &m).await {
                         Ok(_) => true,
                         Err(e) => {

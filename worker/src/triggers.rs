@@ -10,6 +10,7 @@
 //! * an IAM user with no configured rotation is reported once
 //!   (`rotation.unmatched`) and only counted on re-imports.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tracing::{error, info, instrument, warn};
@@ -73,17 +74,14 @@ impl<Q: Queue> Engine<Q> {
             Event::CustomAction { action_name, .. } => (format!("securityhub:custom_action:{action_name}"), false),
             Event::ScimTokenExpiry { .. } => ("health:scim_expiry".to_string(), false),
         };
+        let mut last_success = HashMap::new();
         for d in intake::decide(&event, &self.rotation_configs) {
             match d {
                 Decision::Rotate { rotation_id, finding, user } => {
-                    if imported {
-                        if let (Some(seen), Some(done)) = (finding.observed_at, self.store.last_success(&rotation_id).await?) {
-                            if done > seen {
-                                info!(finding = %finding.id, rotation = %rotation_id, "finding observed before the last successful rotation; stale re-import, nothing to do");
-                                report.stale += 1;
-                                continue;
-                            }
-                        }
+                    if imported && self.stale(&rotation_id, finding.observed_at, &mut last_success).await? {
+                        info!(finding = %finding.id, rotation = %rotation_id, "finding observed before the last successful rotation; stale re-import, nothing to do");
+                        report.stale += 1;
+                        continue;
                     }
                     let req = Request {
                         trigger: trigger.clone(),
@@ -122,6 +120,22 @@ impl<Q: Queue> Engine<Q> {
         }
         intake_queue.ack(m).await?;
         Ok(report)
+    }
+
+    /// Whether an imported finding predates the rotation's last success (a
+    /// re-import Security Hub sends until the control runs again). The last
+    /// success is a table scan, so it is looked up once per rotation per event.
+    async fn stale(&self, rotation_id: &str, observed_at: Option<Millis>, last_success: &mut HashMap<String, Option<Millis>>) -> Result<bool> {
+        let Some(seen) = observed_at else { return Ok(false) };
+        let done = match last_success.get(rotation_id) {
+            Some(d) => *d,
+            None => {
+                let d = self.store.last_success(rotation_id).await?;
+                last_success.insert(rotation_id.to_string(), d);
+                d
+            }
+        };
+        Ok(done.is_some_and(|done| done > seen))
     }
 
     /// Key age of every rotation with a `[rotation.schedule]` (read-only).
@@ -192,16 +206,13 @@ impl<Q: Queue> Engine<Q> {
         };
         let imported = matches!(event, Event::FindingsImported(_));
         let mut out = Vec::new();
+        let mut last_success = HashMap::new();
         for d in intake::decide(&event, &self.rotation_configs) {
             match d {
                 Decision::Rotate { rotation_id, finding, .. } => {
-                    if imported {
-                        if let (Some(seen), Some(done)) = (finding.observed_at, self.store.last_success(&rotation_id).await?) {
-                            if done > seen {
-                                out.push(format!("rotation {rotation_id}: nothing to do, rotated after finding {} was observed", finding.id));
-                                continue;
-                            }
-                        }
+                    if imported && self.stale(&rotation_id, finding.observed_at, &mut last_success).await? {
+                        out.push(format!("rotation {rotation_id}: nothing to do, rotated after finding {} was observed", finding.id));
+                        continue;
                     }
                     out.extend(self.describe_plan(&rotation_id, std::slice::from_ref(&finding.id)).await?);
                 }

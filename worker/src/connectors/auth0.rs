@@ -111,7 +111,8 @@ impl Auth0EmailProvider {
             })?;
             Ok((SecretString::from(token.to_string()), v.get("expires_in").and_then(Value::as_u64).unwrap_or(86_400)))
         })
-        .await?;
+        .await
+        .map_err(|e| e.redact(client_secret.expose_secret()))?;
         let lifetime = Duration::from_secs(expires_in);
         *cached = Some(CachedToken { token: token.clone(), refresh_at: Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN) });
         Ok(token)
@@ -158,7 +159,9 @@ impl Auth0EmailProvider {
         if let Some(from) = &self.s.from_address {
             body["default_from_address"] = json!(from);
         }
-        self.call(Method::PATCH, "/api/v2/emails/provider", "PATCH /api/v2/emails/provider", Some(body)).await?;
+        self.call(Method::PATCH, "/api/v2/emails/provider", "PATCH /api/v2/emails/provider", Some(body))
+            .await
+            .map_err(|e| e.redact(cred.secret.expose_secret()))?;
         Ok(())
     }
 

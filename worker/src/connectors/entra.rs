@@ -95,7 +95,8 @@ impl EntraProvisioning {
             let t = v["access_token"].as_str().ok_or_else(|| graph_error("POST token", status, &headers, "{}", false))?;
             Ok((SecretString::from(t.to_string()), v["expires_in"].as_u64().unwrap_or(3599)))
         })
-        .await?;
+        .await
+        .map_err(|e| e.redact(secret.expose_secret()))?;
         *cached = Some((token.clone(), Instant::now() + Duration::from_secs(expires_in).saturating_sub(TOKEN_MARGIN)));
         Ok(token)
     }
@@ -123,6 +124,10 @@ impl EntraProvisioning {
     }
 
     async fn push_impl(&self, cred: &NewCredential) -> Result<()> {
+        self.push_unredacted(cred).await.map_err(|e| e.redact(cred.secret.expose_secret()))
+    }
+
+    async fn push_unredacted(&self, cred: &NewCredential) -> Result<()> {
         // Test connection: nothing is saved if Entra rejects the token.
         let test = json!({
             "useSavedCredentials": false,
