@@ -85,6 +85,55 @@ pub enum Command {
         /// With --wait: give up waiting after this long (e.g. 90s, 15m).
         #[arg(long, default_value = "30m", value_parser = parse_duration)]
         timeout: Duration,
+        /// SCIM token rotations: the creation date (YYYY-MM-DD, as the IAM
+        /// Identity Center console lists it) of the token in use today. keyturn
+        /// uses it at the end to tell you which token to delete.
+        #[arg(long, value_parser = parse_date, value_name = "YYYY-MM-DD")]
+        old_token_created: Option<u64>,
+        /// SCIM token rotations: the ID of the token in use today, as the console lists it.
+        #[arg(long, requires = "old_token_created", value_name = "ID")]
+        old_token_id: Option<String>,
+    },
+    /// Hand keyturn a new credential you created by hand (an IAM Identity
+    /// Center SCIM token) for a saga that is waiting for it.
+    ///
+    /// The token is read from a prompt that does not echo when standard input
+    /// is a terminal, otherwise from standard input (e.g. `keyturn provide
+    /// SAGA < token-file`), or from a Secrets Manager secret with
+    /// --from-secret. It is never taken from the command line, where shell
+    /// history and the process list would keep it. keyturn stores it only
+    /// KMS-encrypted, erases it once it is saved in the target, then runs the
+    /// target's test, saves it there only if the test passes, and checks the
+    /// target.
+    Provide {
+        saga_id: String,
+        /// Read the token from this Secrets Manager secret (name or ARN).
+        #[arg(long, value_name = "SECRET_ID")]
+        from_secret: Option<String>,
+        /// With --from-secret: the JSON key holding the token in the secret.
+        #[arg(long, requires = "from_secret")]
+        json_key: Option<String>,
+        /// The creation date (YYYY-MM-DD) of the token in use today, if not
+        /// given to `keyturn rotate`.
+        #[arg(long, value_parser = parse_date, value_name = "YYYY-MM-DD")]
+        old_token_created: Option<u64>,
+        /// The ID of the token in use today, as the console lists it.
+        #[arg(long, requires = "old_token_created", value_name = "ID")]
+        old_token_id: Option<String>,
+        /// Wait until the target took the token (or refused it) and print the outcome.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up waiting after this long.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Confirm you deleted the old credential (SCIM token) a saga asked you
+    /// to delete; this completes the rotation.
+    Confirm {
+        saga_id: String,
+        /// Wait for the completion notice to be sent.
+        #[arg(long)]
+        wait: bool,
     },
     /// Show a saga's timeline (every step attempt, its outcome and error), or,
     /// given a rotation id, the rotation's quarantine state and recent sagas.
@@ -181,12 +230,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             crate::worker::run(engine, &cfg.worker, intake, crate::worker::shutdown_signal()).await;
             Ok(0)
         }
-        Command::Rotate { rotation, wait, timeout } => {
+        Command::Rotate { rotation, wait, timeout, old_token_created, old_token_id } => {
             if cfg.rotation(&rotation).is_none() {
                 bail!("no rotation {rotation:?} in {}; configured: {}", cli.config.display(),
                     cfg.rotations.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "));
             }
-            let saga_id = match engine.request(&rotation, "manual").await.context("requesting the rotation")? {
+            let req = crate::engine::Request { trigger: "manual".into(), old: old_token(old_token_created, old_token_id), ..Default::default() };
+            let saga_id = match engine.request_with(&rotation, req).await.context("requesting the rotation")? {
                 Created::New(id) => {
                     println!("rotation {rotation}: saga {id} started");
                     id
@@ -202,6 +252,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 return Ok(0);
             }
             follow(&engine.store, &saga_id, timeout).await
+        }
+        Command::Provide { saga_id, from_secret, json_key, old_token_created, old_token_id, wait, timeout } => {
+            let token = match from_secret {
+                Some(secret_id) => {
+                    let r = crate::config::SecretRef::SecretsManager { secret_id: secret_id.clone(), json_key };
+                    crate::secrets::SecretResolver::new(clients.secrets.clone()).resolve(&r).await.with_context(|| format!("reading secret {secret_id}"))?
+                }
+                None => read_token(&saga_id)?,
+            };
+            let token = clean_token(&token)?;
+            let next = engine.provide(&saga_id, &token, old_token(old_token_created, old_token_id)).await?;
+            drop(token);
+            println!("saga {saga_id}: new token received ({}) and stored encrypted; keyturn now tests it in the target and saves it only if the test passes", next.new_key.as_deref().unwrap_or(""));
+            if !wait {
+                println!("follow it with: keyturn status {saga_id}");
+                return Ok(0);
+            }
+            follow_until(&engine.store, &saga_id, timeout, |s| s.awaits_person()).await
+        }
+        Command::Confirm { saga_id, wait } => {
+            engine.confirm(&saga_id).await?;
+            println!("saga {saga_id}: deletion of the old token confirmed; the rotation completes now");
+            if wait {
+                return follow(&engine.store, &saga_id, Duration::from_secs(300)).await;
+            }
+            Ok(0)
         }
         Command::Status { saga_id, json } if cfg.rotation(&saga_id).is_some() => {
             let (health, _) = engine.store.health(&saga_id).await?;
@@ -392,8 +468,67 @@ pub fn timeline(s: &Stored) -> String {
     out
 }
 
+/// Parse `YYYY-MM-DD` (UTC midnight) into milliseconds; no dates in the future.
+pub fn parse_date(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid date {s:?}: expected YYYY-MM-DD, e.g. 2025-12-01");
+    if s.len() != 10 || s.as_bytes()[4] != b'-' || s.as_bytes()[7] != b'-' {
+        return Err(bad());
+    }
+    let dt = aws_smithy_types::DateTime::from_str(&format!("{s}T00:00:00Z"), aws_smithy_types::date_time::Format::DateTime).map_err(|_| bad())?;
+    let ms = dt.to_millis().map_err(|_| bad())?;
+    if ms < 0 {
+        return Err(bad());
+    }
+    if ms as u64 > crate::engine::now_ms() {
+        return Err(format!("date {s} is in the future: give the creation date of the token in use today"));
+    }
+    Ok(ms as u64)
+}
+
+fn old_token(created: Option<u64>, id: Option<String>) -> Option<crate::saga::KeyRef> {
+    created.map(|ms| crate::saga::KeyRef {
+        id: id.unwrap_or_else(|| format!("created {}", crate::notify::fmt_time(ms).chars().take(10).collect::<String>())),
+        active: true,
+        created_at: Some(ms),
+    })
+}
+
+/// The token from a no-echo prompt (terminal) or standard input (pipe, file).
+fn read_token(saga_id: &str) -> anyhow::Result<secrecy::SecretString> {
+    use std::io::{IsTerminal, Read};
+    if std::io::stdin().is_terminal() {
+        let t = rpassword::prompt_password(format!("New token for saga {saga_id} (input is not shown): ")).context("reading the token from the terminal")?;
+        return Ok(secrecy::SecretString::from(t));
+    }
+    let mut buf = String::new();
+    std::io::stdin().take(64 * 1024).read_to_string(&mut buf).context("reading the token from standard input")?;
+    Ok(secrecy::SecretString::from(buf))
+}
+
+/// A token is one line of printable text; surrounding whitespace (a file's
+/// trailing newline) is not part of it. Errors never include it.
+pub fn clean_token(token: &secrecy::SecretString) -> anyhow::Result<secrecy::SecretString> {
+    use secrecy::ExposeSecret;
+    let t = token.expose_secret().trim();
+    if t.is_empty() {
+        bail!("no token given: paste it at the prompt, pipe it on standard input, or use --from-secret");
+    }
+    if t.len() > 16 * 1024 {
+        bail!("the token is {} bytes long, more than any SCIM token; was the wrong file given?", t.len());
+    }
+    if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!("the token contains spaces, line breaks or control characters; give the token alone, exactly as the console showed it");
+    }
+    Ok(secrecy::SecretString::from(t.to_string()))
+}
+
 /// Print a saga's steps as they happen until it ends; exit code 0 only on success.
 pub async fn follow(store: &crate::store::Store, saga_id: &str, timeout: Duration) -> anyhow::Result<i32> {
+    follow_until(store, saga_id, timeout, |_| false).await
+}
+
+/// Like [`follow`], but also stop (exit 0) as soon as `enough` holds.
+pub async fn follow_until(store: &crate::store::Store, saga_id: &str, timeout: Duration, enough: impl Fn(&Saga) -> bool) -> anyhow::Result<i32> {
     let start = Instant::now();
     let mut printed = 0;
     loop {
@@ -408,6 +543,10 @@ pub async fn follow(store: &crate::store::Store, saga_id: &str, timeout: Duratio
                 println!("  failed at {}: {}: {}", f.step, f.code, f.message);
             }
             return Ok(if s.saga.status == Status::Succeeded { 0 } else { 1 });
+        }
+        if enough(&s.saga) {
+            println!("saga {saga_id}: {} at step {}: waiting for a person again (see the notification)", s.saga.status.as_str(), s.saga.step);
+            return Ok(0);
         }
         if start.elapsed() > timeout {
             eprintln!("saga {saga_id} still {} at step {} after {:?}; it continues in the background", s.saga.status.as_str(), s.saga.step, timeout);

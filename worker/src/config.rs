@@ -127,6 +127,17 @@ pub enum SourceConfig {
         /// this account's user.
         account_id: Option<String>,
     },
+    /// An IAM Identity Center SCIM access token. There is no API for these
+    /// tokens: a person creates the new one in the console and hands it to
+    /// keyturn (`keyturn provide`), and deletes the old one (`keyturn confirm`).
+    ScimToken {
+        /// Region of the IAM Identity Center instance (console links, and
+        /// matching AWS Health expiry events).
+        region: String,
+        /// Account of the instance; when set, only Health events from this
+        /// account start the rotation.
+        account_id: Option<String>,
+    },
 }
 
 /// The consumer the credential is handed to.
@@ -148,6 +159,27 @@ pub enum TargetConfig {
         /// `default_from_address` to set; left unchanged when absent.
         from_address: Option<String>,
     },
+    /// Microsoft Entra ID provisioning into IAM Identity Center (Graph
+    /// synchronization API): Test connection, Save, check the job.
+    EntraProvisioning {
+        /// Directory (tenant) id.
+        tenant_id: String,
+        /// App registration keyturn signs in with (client credentials).
+        client_id: String,
+        /// Its client secret, by reference.
+        client_secret: SecretRef,
+        /// Object id of the AWS IAM Identity Center enterprise application's
+        /// service principal.
+        service_principal_id: String,
+        /// Provisioning job id, e.g. `AWSSingleSignOn.<hex>.<hex>`.
+        job_id: String,
+        /// IAM Identity Center's SCIM endpoint (Entra's "Tenant URL").
+        scim_endpoint: String,
+        /// Override of `https://login.microsoftonline.com` (tests, sovereign clouds).
+        login_base_url: Option<String>,
+        /// Override of `https://graph.microsoft.com` (tests, sovereign clouds).
+        graph_base_url: Option<String>,
+    },
 }
 
 /// `[rotation.policy]`.
@@ -168,6 +200,11 @@ pub struct PolicyConfig {
     pub quarantine_after: u32,
     /// How long quarantine may last before automatic triggers are disabled.
     pub quarantine_disable_after: Dur,
+    /// Credentials made by a person: time between reminders.
+    pub reminder_every: Dur,
+    /// Credentials made by a person: how long they have for each step
+    /// (creating the new one, deleting the old one) before keyturn gives up.
+    pub person_deadline: Dur,
 }
 
 impl Default for PolicyConfig {
@@ -181,6 +218,8 @@ impl Default for PolicyConfig {
             retry_cap: Dur(Duration::from_millis(p.retry_cap)),
             quarantine_after: 3,
             quarantine_disable_after: Dur(Duration::from_secs(28 * 86_400)),
+            reminder_every: Dur(Duration::from_millis(p.reminder_every)),
+            person_deadline: Dur(Duration::from_millis(p.person_deadline)),
         }
     }
 }
@@ -193,6 +232,8 @@ impl PolicyConfig {
             retry_cap: self.retry_cap.0.as_millis() as u64,
             propagation_timeout: self.propagation_timeout.0.as_millis() as u64,
             grace_period: self.grace_period.0.as_millis() as u64,
+            reminder_every: self.reminder_every.0.as_millis() as u64,
+            person_deadline: self.person_deadline.0.as_millis() as u64,
         }
     }
 }
@@ -333,11 +374,22 @@ impl Config {
                     if user_name.is_empty() || user_name.len() > 64 {
                         return Err(at("source.user_name", "must be an IAM user name (1-64 characters)"));
                     }
-                    if let Some(acct) = account_id {
-                        if acct.len() != 12 || !acct.chars().all(|c| c.is_ascii_digit()) {
-                            return Err(at("source.account_id", "must be a 12-digit AWS account id"));
-                        }
-                    }
+                    check_account(account_id.as_deref()).map_err(|m| at("source.account_id", &m))?;
+                }
+                SourceConfig::ScimToken { region, account_id } => {
+                    check_region(region).map_err(|m| at("source.region", &m))?;
+                    check_account(account_id.as_deref()).map_err(|m| at("source.account_id", &m))?;
+                }
+            }
+            // A target takes one kind of credential.
+            match (&r.source, &r.target) {
+                (SourceConfig::IamAccessKey { .. }, TargetConfig::Auth0EmailProvider { .. })
+                | (SourceConfig::ScimToken { .. }, TargetConfig::EntraProvisioning { .. }) => {}
+                (SourceConfig::IamAccessKey { .. }, _) => {
+                    return Err(at("target.kind", "an iam_access_key source goes with an auth0_email_provider target"))
+                }
+                (SourceConfig::ScimToken { .. }, _) => {
+                    return Err(at("target.kind", "a scim_token source goes with an entra_provisioning target"))
                 }
             }
             if !creds.insert(r.credential_key()) {
@@ -358,6 +410,26 @@ impl Config {
                         return Err(at("target.ses_region", "must be an AWS region like eu-west-1"));
                     }
                 }
+                TargetConfig::EntraProvisioning {
+                    tenant_id, client_id, service_principal_id, job_id, scim_endpoint, login_base_url, graph_base_url, ..
+                } => {
+                    for (key, v) in [
+                        ("target.tenant_id", tenant_id),
+                        ("target.client_id", client_id),
+                        ("target.service_principal_id", service_principal_id),
+                        ("target.job_id", job_id),
+                    ] {
+                        if v.trim().is_empty() || v.contains('/') || v.contains('?') || v.contains(char::is_whitespace) {
+                            return Err(at(key, "must be an id (no spaces, '/' or '?')"));
+                        }
+                    }
+                    check_base_url(scim_endpoint).map_err(|m| at("target.scim_endpoint", &m))?;
+                    for (key, u) in [("target.login_base_url", login_base_url), ("target.graph_base_url", graph_base_url)] {
+                        if let Some(u) = u {
+                            check_base_url(u).map_err(|m| at(key, &m))?;
+                        }
+                    }
+                }
             }
             let p = &r.policy;
             if p.quarantine_after == 0 {
@@ -371,6 +443,12 @@ impl Config {
             }
             if p.propagation_timeout.0.is_zero() {
                 return Err(at("policy.propagation_timeout", "must be above zero"));
+            }
+            if p.reminder_every.0 < Duration::from_secs(1) {
+                return Err(at("policy.reminder_every", "must be at least 1s"));
+            }
+            if p.person_deadline.0 < Duration::from_secs(1) {
+                return Err(at("policy.person_deadline", "must be at least 1s"));
             }
         }
         Ok(())
@@ -386,7 +464,26 @@ impl RotationConfig {
     pub fn credential_key(&self) -> String {
         match &self.source {
             SourceConfig::IamAccessKey { user_name, .. } => format!("iam_access_key:{user_name}"),
+            SourceConfig::ScimToken { region, account_id } => {
+                format!("scim_token:{}:{region}", account_id.as_deref().unwrap_or("any"))
+            }
         }
+    }
+}
+
+fn check_account(account_id: Option<&str>) -> Result<(), String> {
+    match account_id {
+        Some(a) if a.len() != 12 || !a.chars().all(|c| c.is_ascii_digit()) => Err("must be a 12-digit AWS account id".into()),
+        _ => Ok(()),
+    }
+}
+
+fn check_region(region: &str) -> Result<(), String> {
+    let ok = !region.is_empty() && region.split('-').count() >= 3 && region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err("must be an AWS region like us-east-1".into())
     }
 }
 
@@ -438,6 +535,7 @@ grace_period = "0s"
             TargetConfig::Auth0EmailProvider { client_secret, .. } => {
                 assert_eq!(client_secret, &SecretRef::Env("AUTH0_CLIENT_SECRET".into()))
             }
+            other => panic!("wrong target: {other:?}"),
         }
     }
 

@@ -32,7 +32,7 @@ use crate::connectors::{NewCredential, Rotation};
 use crate::error::{Error, Result};
 use crate::notify::{self, Notifier};
 use crate::queue::{PoisonReason, Queue, Received, StepMessage};
-use crate::saga::{self, Clock, Effect, FindingRef, Millis, Next, Outcome, Saga, Status, Step, StepError};
+use crate::saga::{self, Clock, Effect, FindingRef, KeyRef, Millis, Next, Outcome, Prompt, Saga, Status, Step, StepError};
 use crate::seal::Sealer;
 use crate::securityhub::{SecurityHub, Workflow};
 use crate::store::{Created, SecretWrite, Store, Stored};
@@ -106,6 +106,9 @@ pub struct Request {
     /// Automatic triggers (imported findings, the key-age scan) respect
     /// quarantine; explicit requests (CLI, custom action) do not.
     pub automatic: bool,
+    /// For a credential made by a person: the old one, as they identified
+    /// it (`keyturn rotate --old-token-created`).
+    pub old: Option<KeyRef>,
 }
 
 /// What one step's I/O produced besides its outcome.
@@ -154,9 +157,17 @@ impl<Q: Queue> Engine<Q> {
                 return Ok(Created::Skipped(reason));
             }
         }
+        let manual = rot.source.by_hand().is_some();
+        if req.old.is_some() && !manual {
+            return Err(Error::Config(format!(
+                "rotation {rotation_id} finds its old credential itself; naming the old token applies only to credentials made by a person (scim_token)"
+            )));
+        }
         let saga_id = uuid::Uuid::new_v4().to_string();
         let mut saga = Saga::new(saga_id, rotation_id.into(), rot.credential.clone(), req.trigger.clone(), now, fastrand::u128(..));
         saga.findings = req.findings.clone();
+        saga.manual = manual;
+        saga.old_keys = req.old.clone().into_iter().collect();
         saga.not_before = now + Self::ms(req.delay);
         let created = self.store.create(&saga, Self::ms(self.sweep_after)).await?;
         if let Created::New(id) = &created {
@@ -189,6 +200,58 @@ impl<Q: Queue> Engine<Q> {
         self.store.commit(&next, stored.version, None, SecretWrite::Keep, now + Self::ms(self.sweep_after)).await?;
         self.queue.send(&StepMessage::new(saga_id, next.step, &next.token), Duration::ZERO).await?;
         Ok(next)
+    }
+
+    /// A person hands over the new credential of a saga waiting for it. The
+    /// secret is sealed with KMS (bound to the saga id) and stored in the
+    /// same conditional write that moves the saga on; it is never logged.
+    #[instrument(skip(self, secret, old), fields(worker = %self.worker_id))]
+    pub async fn provide(&self, saga_id: &str, secret: &SecretString, old: Option<KeyRef>) -> Result<Saga> {
+        // Refuse early (before a KMS call) when the saga is not waiting.
+        let stored = self.store.load(saga_id).await?.ok_or_else(|| Error::Config(format!("no saga {saga_id}")))?;
+        saga::provide(&stored.saga, String::new(), None, clock(now_ms())).map_err(not_waiting)?;
+        let blob = self.sealer.seal(saga_id, secret).await?;
+        self.person_command(
+            saga_id,
+            |s, c| {
+                let new_id = format!("handed over {}", notify::fmt_time(c.now));
+                saga::provide(s, new_id, old.clone(), c).map_err(not_waiting)
+            },
+            || SecretWrite::Set(blob.clone()),
+        )
+        .await
+    }
+
+    /// A person confirms the old credential is deleted.
+    #[instrument(skip(self), fields(worker = %self.worker_id))]
+    pub async fn confirm(&self, saga_id: &str) -> Result<Saga> {
+        self.person_command(saga_id, |s, c| saga::confirm_retired(s, c).map_err(not_waiting), || SecretWrite::Keep).await
+    }
+
+    /// Apply a person's command: load, transition, commit conditionally,
+    /// send the next step. A reminder running at the same moment may move
+    /// the saga between load and commit; then the command is applied again
+    /// to the fresh state.
+    async fn person_command<T, W>(&self, saga_id: &str, transition: T, write: W) -> Result<Saga>
+    where
+        T: Fn(&Saga, Clock) -> Result<Saga>,
+        W: Fn() -> SecretWrite,
+    {
+        for _ in 0..5 {
+            let stored = self.store.load(saga_id).await?.ok_or_else(|| Error::Config(format!("no saga {saga_id}")))?;
+            let now = now_ms();
+            let next = transition(&stored.saga, clock(now))?;
+            match self.store.commit(&next, stored.version, None, write(), now + Self::ms(self.sweep_after)).await {
+                Ok(_) => {
+                    info!(saga = saga_id, step = %next.step, "a person's command moved the saga on");
+                    self.send_next(&next, now).await;
+                    return Ok(next);
+                }
+                Err(Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Conflict { saga_id: saga_id.into(), expected: 0 })
     }
 
     /// Handle one received message end to end (ack included).
@@ -385,6 +448,7 @@ impl<Q: Queue> Engine<Q> {
                 StepResult::of(r.map(|_| Effect::Revoked))
             }
             Step::RestoreOld => StepResult::of(for_each(&old_ids, |id| src.enable(id)).await.map(|_| Effect::Restored)),
+            Step::AwaitNew | Step::AwaitRetire => StepResult::of(self.prompt_person(rot, saga).await),
             Step::Finalize => {
                 let r = self.finalize(rot, saga).await;
                 StepResult { outcome: into_outcome(r.map(|_| Effect::Finalized)), secret: SecretWrite::Erase }
@@ -393,12 +457,35 @@ impl<Q: Queue> Engine<Q> {
         Some(r)
     }
 
+    /// A wait on a person came due: ask, remind, or report the deadline.
+    async fn prompt_person(&self, rot: &Rotation, saga: &Saga) -> Result<Effect> {
+        let kind = saga::prompt(saga, now_ms());
+        if kind == Prompt::Expired {
+            warn!(deadline = saga.deadline, "nobody acted before the deadline");
+            return Ok(Effect::Expired);
+        }
+        let hand = rot.source.by_hand().ok_or_else(|| Error::Corrupt(format!("saga waits on a person but {} is not made by hand", rot.source.kind())))?;
+        let (credential, target) = (rot.source.describe(), rot.target.describe());
+        let ctx = notify::Context { credential_kind: rot.source.kind(), credential: &credential, target_kind: rot.target.kind(), target: &target, keys_now: None };
+        let mut shown = saga.clone();
+        if kind == Prompt::Remind {
+            shown.prompts += 1;
+        }
+        let n = notify::render_prompt(&shown, &ctx, &hand, kind == Prompt::Remind);
+        self.notifier.publish(&n).await?;
+        info!(event = %n.attributes["event"], step = %saga.step, "asked a person to act");
+        Ok(Effect::Prompted)
+    }
+
     /// Notify about the outcome. Erasing the secret and releasing the lock
     /// happen in the commit that follows.
     async fn finalize(&self, rot: &Rotation, saga: &Saga) -> Result<()> {
         let mut end = saga.clone();
         end.status = saga.closing.unwrap_or(Status::NeedsAttention);
         let keys = match rot.source.inventory().await {
+            // Nothing to list for a credential made by hand: the notice shows
+            // what keyturn recorded.
+            _ if saga.manual => None,
             Ok(k) => Some(k),
             Err(e) => {
                 warn!(error = %e, "could not list keys for the notification");
@@ -501,6 +588,10 @@ impl<Q: Queue> Engine<Q> {
         }
         Ok(n)
     }
+}
+
+fn not_waiting(e: saga::NotWaiting) -> Error {
+    Error::Refused { code: "NotWaiting", message: e.0 }
 }
 
 /// The workflow status and note for a saga's findings when it ends.

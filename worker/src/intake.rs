@@ -13,7 +13,9 @@
 //! * `Security Hub Findings - Custom Action`: an operator chose "Rotate with
 //!   keyturn" on findings; every IAM user resource in them is acted on;
 //! * `AWS Health Event` with `AWS_IAMIDENTITYCENTER_SCIM_BEARER_TOKEN_EXPIRY_NOTIFICATION`:
-//!   recognised; SCIM token rotations are not built yet, so it starts nothing.
+//!   starts the `scim_token` rotation of the event's account and region (AWS
+//!   repeats the notice weekly from 90 days before expiry, then more often:
+//!   a saga already waiting on a person simply answers the repeats).
 //!
 //! Anything else — not JSON, another source or detail-type, missing fields —
 //! is an [`IntakeError`] and goes to the intake DLQ with its reason.
@@ -45,7 +47,14 @@ pub struct Finding {
 pub enum Event {
     FindingsImported(Vec<Finding>),
     CustomAction { action_name: String, findings: Vec<Finding> },
-    ScimTokenExpiry { account_id: String },
+    ScimTokenExpiry {
+        account_id: String,
+        /// `detail.eventRegion`, else the event's `region`.
+        region: String,
+        event_arn: String,
+        /// The event's `time`.
+        observed_at: Option<Millis>,
+    },
 }
 
 /// Why an intake message was rejected.
@@ -152,7 +161,13 @@ pub fn parse(body: &str) -> Result<Event, IntakeError> {
             findings: parse_findings(&v)?,
         }),
         ("aws.health", "AWS Health Event") if str_at(&v, "/detail/eventTypeCode") == Some(SCIM_EXPIRY) => {
-            Ok(Event::ScimTokenExpiry { account_id: str_at(&v, "/account").unwrap_or("").to_string() })
+            let region = str_at(&v, "/detail/eventRegion").or_else(|| str_at(&v, "/region")).unwrap_or("").to_string();
+            Ok(Event::ScimTokenExpiry {
+                account_id: str_at(&v, "/account").unwrap_or("").to_string(),
+                region,
+                event_arn: str_at(&v, "/detail/eventArn").unwrap_or("").to_string(),
+                observed_at: str_at(&v, "/time").and_then(parse_time),
+            })
         }
         _ => Err(IntakeError::Unsupported { event_source: source, detail_type }),
     }
@@ -167,6 +182,8 @@ pub enum Decision {
     Ignore { finding_id: String, reason: String },
     /// An IAM user with a failing finding and no configured rotation.
     Unmatched { finding_id: String, account_id: String, user: String },
+    /// A SCIM token is expiring: start (or join) its rotation.
+    Expiring { rotation_id: String, event_arn: String, observed_at: Option<Millis> },
 }
 
 /// The rotation configured for an IAM user in an account, if any.
@@ -175,7 +192,21 @@ pub fn match_user<'a>(rotations: &'a [RotationConfig], account: &str, user: &str
         SourceConfig::IamAccessKey { user_name, account_id } => {
             user_name == user && account_id.as_deref().is_none_or(|a| a == account)
         }
+        SourceConfig::ScimToken { .. } => false,
     })
+}
+
+/// The SCIM token rotations an expiry notice of `account` in `region` is about.
+pub fn match_scim<'a>(rotations: &'a [RotationConfig], account: &str, region: &str) -> Vec<&'a RotationConfig> {
+    rotations
+        .iter()
+        .filter(|r| match &r.source {
+            SourceConfig::ScimToken { region: r_region, account_id } => {
+                r_region == region && account_id.as_deref().is_none_or(|a| a == account)
+            }
+            SourceConfig::IamAccessKey { .. } => false,
+        })
+        .collect()
 }
 
 /// Whether an imported finding is a failing IAM.3 finding keyturn acts on.
@@ -197,11 +228,18 @@ pub fn decide(event: &Event, rotations: &[RotationConfig]) -> Vec<Decision> {
     let (findings, check) = match event {
         Event::FindingsImported(f) => (f, true),
         Event::CustomAction { findings, .. } => (findings, false),
-        Event::ScimTokenExpiry { .. } => {
-            return vec![Decision::Ignore {
-                finding_id: String::new(),
-                reason: "SCIM token expiry notices are recognised, but SCIM token rotation is not supported yet".into(),
-            }]
+        Event::ScimTokenExpiry { account_id, region, event_arn, observed_at } => {
+            let matched = match_scim(rotations, account_id, region);
+            if matched.is_empty() {
+                return vec![Decision::Ignore {
+                    finding_id: event_arn.clone(),
+                    reason: format!("SCIM token expiry notice for account {account_id} in {region}, and no scim_token rotation is configured for it"),
+                }];
+            }
+            return matched
+                .into_iter()
+                .map(|r| Decision::Expiring { rotation_id: r.id.clone(), event_arn: event_arn.clone(), observed_at: *observed_at })
+                .collect();
         }
     };
     let mut out = Vec::new();

@@ -60,6 +60,9 @@ fn headline(status: Status) -> &'static str {
 
 /// What a person should do, from the outcome and the failure code.
 pub fn recommended_action(saga: &Saga) -> String {
+    if saga.manual {
+        return recommended_by_hand(saga);
+    }
     let rotate = format!("keyturn rotate {}", saga.rotation_id);
     let code = saga.failure.as_ref().map(|f| f.code.as_str()).unwrap_or("");
     match (saga.status, code) {
@@ -87,6 +90,78 @@ pub fn recommended_action(saga: &Saga) -> String {
     }
 }
 
+/// The old credential as the person identified it, for sentences.
+fn old_described(saga: &Saga) -> String {
+    match saga.old_keys.first() {
+        Some(k) => match k.created_at {
+            Some(ms) if !k.id.starts_with("created ") => format!("the token {} created on {}", k.id, fmt_date(ms)),
+            Some(ms) => format!("the token created on {}", fmt_date(ms)),
+            None => format!("the token {}", k.id),
+        },
+        None => "the token Entra used before this rotation (its creation date was not recorded: it is the older one)".into(),
+    }
+}
+
+fn new_described(saga: &Saga) -> String {
+    match &saga.new_key {
+        Some(id) => format!("the token {id}"),
+        None => "the new token".into(),
+    }
+}
+
+/// What a person should do when the credential is made by hand (SCIM token).
+fn recommended_by_hand(saga: &Saga) -> String {
+    let rotate = format!("keyturn rotate {}", saga.rotation_id);
+    let code = saga.failure.as_ref().map(|f| f.code.as_str()).unwrap_or("");
+    let step = saga.failure.as_ref().map(|f| f.step);
+    match (saga.status, code) {
+        (Status::Succeeded, _) => "None. Entra uses the new token and the old token is deleted.".into(),
+        (_, "DeadlinePassed") => format!(
+            "No token was handed over in time; nothing changed and Entra still uses the old token. If you generated a token for this rotation, delete it in the IAM Identity Center console. Run `{rotate}` when you are ready."
+        ),
+        (_, "OldNotConfirmedDeleted") => format!(
+            "Entra uses the new token. Delete {} in the IAM Identity Center console (Settings > Identity source > Actions > Manage provisioning > Access tokens); it stays valid until it is deleted or expires. Then nothing else is needed.",
+            old_described(saga)
+        ),
+        (Status::Compensated, _) if step == Some(crate::saga::Step::PushToTarget) => format!(
+            "Entra rejected the new token in Test connection, so nothing was saved and Entra still uses the old token. Delete the unused new token ({}) in the IAM Identity Center console, check that it was copied whole and that the SCIM endpoint in keyturn's configuration is this directory's, then run `{rotate}`.",
+            new_described(saga)
+        ),
+        (Status::NeedsAttention, _) => format!(
+            "Entra may hold the new token but provisioning is not healthy. In the Entra admin center open Enterprise applications > AWS IAM Identity Center > Provisioning, read the error shown above, fix it and restart provisioning. Do not delete either token until a provisioning cycle succeeds; then delete {} and any unused token.",
+            old_described(saga)
+        ),
+        (Status::Compensated, _) => format!(
+            "Fix the cause above; nothing was saved in Entra, which still uses the old token. If you generated a token for this rotation, delete it in the IAM Identity Center console, then run `{rotate}`."
+        ),
+        _ => "See `keyturn status` for the timeline.".into(),
+    }
+}
+
+/// Tokens of a by-hand credential: no API lists them, so as keyturn recorded them.
+fn token_lines(saga: &Saga) -> Vec<(String, &'static str, &'static str)> {
+    let mut out = Vec::new();
+    let old = if saga.old_deleted {
+        "deleted (confirmed by a person)"
+    } else if saga.status == Status::Succeeded {
+        "deleted"
+    } else {
+        "valid, in the console"
+    };
+    match saga.old_keys.first() {
+        Some(k) => out.push((k.id.clone(), old, "old token")),
+        None => out.push(("(not recorded)".into(), old, "old token")),
+    }
+    if let Some(id) = &saga.new_key {
+        let state = match saga.target {
+            TargetState::Rejected | TargetState::Untouched | TargetState::HoldsOld => "unused: delete it in the console",
+            _ => "saved in Entra",
+        };
+        out.push((id.clone(), state, "new token"));
+    }
+    out
+}
+
 fn key_role(saga: &Saga, id: &str) -> &'static str {
     if saga.new_key.as_deref() == Some(id) {
         "new key"
@@ -98,6 +173,9 @@ fn key_role(saga: &Saga, id: &str) -> &'static str {
 }
 
 fn key_lines(saga: &Saga, keys_now: Option<&[KeyRef]>) -> Vec<(String, &'static str, &'static str)> {
+    if saga.manual {
+        return token_lines(saga);
+    }
     let Some(now) = keys_now else { return Vec::new() };
     let mut ids: Vec<&str> = saga.old_keys.iter().map(|k| k.id.as_str()).chain(saga.new_key.as_deref()).collect();
     for k in now {
@@ -118,6 +196,15 @@ fn key_lines(saga: &Saga, keys_now: Option<&[KeyRef]>) -> Vec<(String, &'static 
 }
 
 fn target_line(saga: &Saga) -> &'static str {
+    if saga.manual {
+        return match saga.target {
+            TargetState::Untouched => "unchanged (never sent the new token)",
+            TargetState::Rejected => "unchanged: Test connection rejected the new token, nothing was saved",
+            TargetState::HoldsOld => "holds the old token",
+            TargetState::Uncertain => "unknown: it may hold the new token",
+            TargetState::Accepted | TargetState::HoldsNew => "new token saved",
+        };
+    }
     match saga.target {
         TargetState::Untouched => "unchanged (never sent the new key)",
         TargetState::Rejected => "unchanged (it rejected the new key)",
@@ -127,7 +214,11 @@ fn target_line(saga: &Saga) -> &'static str {
     }
 }
 
-fn fmt_time(ms: Millis) -> String {
+fn fmt_date(ms: Millis) -> String {
+    fmt_time(ms).chars().take(10).collect()
+}
+
+pub fn fmt_time(ms: Millis) -> String {
     aws_smithy_types::DateTime::from_millis(ms as i64)
         .fmt(aws_smithy_types::date_time::Format::DateTime)
         .unwrap_or_else(|_| ms.to_string())
@@ -165,7 +256,7 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
         t.push_str(&format!("Operator can fix: {}\n", if f.operator_fixable { "yes" } else { "no (transient or external)" }));
     }
     t.push_str(&format!("Rolled back:     {}\n", rolled_back.join("; ")));
-    t.push_str("Keys now:\n");
+    t.push_str(if saga.manual { "Tokens now (no API lists them; as keyturn recorded them):\n" } else { "Keys now:\n" });
     if keys.is_empty() {
         t.push_str("  (could not list the keys)\n");
     }
@@ -203,6 +294,94 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
         ("target_kind", ctx.target_kind.to_string()),
     ]);
     Notification { subject, text: t, document, attributes }
+}
+
+/// A wait on a person: the `action_required` notice (first) or a reminder.
+/// `steps` are the source's console steps ([`crate::connectors::ByHand`]);
+/// this adds the keyturn commands, the deadline and which token is which.
+pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::ByHand, reminder: bool) -> Notification {
+    use crate::saga::Step;
+    let (event, severity) = if reminder { ("rotation.reminder", "warning") } else { ("rotation.action_required", "warning") };
+    let noun = hand.noun;
+    let creating = saga.step == Step::AwaitNew;
+    let (title, action) = if creating { (format!("create a new {noun}"), "create_new") } else { (format!("delete the old {noun}"), "delete_old") };
+    let headline = if reminder { format!("Reminder: {title}") } else { format!("Action required: {title}") };
+    let deadline = saga.deadline.map(fmt_time).unwrap_or_else(|| "none".into());
+    let mut steps: Vec<String> = Vec::new();
+    let mut commands: Vec<String> = Vec::new();
+    let id = &saga.saga_id;
+    if creating {
+        steps.extend(hand.create.iter().cloned());
+        steps.push(format!(
+            "Hand the token to keyturn. It is read from a no-echo prompt or from standard input, never from the command line: `keyturn provide {id}` (paste at the prompt), or `keyturn provide {id} < token-file`, or from a Secrets Manager secret: `keyturn provide {id} --from-secret <secret id>`."
+        ));
+        if saga.old_keys.is_empty() {
+            steps.push("Add `--old-token-created YYYY-MM-DD` (and `--old-token-id <ID>`) naming the token in use today, so keyturn can tell you later which one to delete.".into());
+        }
+        steps.push("keyturn then runs Test connection in Entra with the new token, saves it only if the test passes, and checks the provisioning job. You will be told what happened.".into());
+        commands.push(format!("keyturn provide {id}"));
+        commands.push(format!("keyturn provide {id} --from-secret <secret id>"));
+    } else {
+        steps.push(format!(
+            "Entra now uses the new token: Test connection passed, it was saved{}, and the provisioning job is healthy.",
+            saga.switched_at.map(|t| format!(" at {}", fmt_time(t))).unwrap_or_default()
+        ));
+        steps.extend(hand.delete.iter().cloned());
+        steps.push(format!("The token to delete is {}. Do NOT delete {}: Entra uses it now.", old_described(saga), new_described(saga)));
+        steps.push(format!("Tell keyturn it is done: `keyturn confirm {id}`."));
+        commands.push(format!("keyturn confirm {id}"));
+    }
+    let consequence = if creating {
+        "keyturn stops waiting and reports the rotation failed; nothing will have changed and the current token keeps working until it expires"
+    } else {
+        "keyturn stops waiting and reports the rotation needs attention; the old token stays valid until someone deletes it or it expires"
+    };
+    let mut t = format!("{headline}\n\n");
+    t.push_str(&format!("Rotation:        {}\n", saga.rotation_id));
+    t.push_str(&format!("Saga:            {id}\n"));
+    t.push_str(&format!("Credential:      {} ({})\n", ctx.credential, ctx.credential_kind));
+    t.push_str(&format!("Target:          {} ({})\n", ctx.target, ctx.target_kind));
+    t.push_str(&format!("Started:         {} by {}\n", fmt_time(saga.created_at), saga.trigger));
+    if reminder {
+        t.push_str(&format!("Reminder:        {} (keyturn is still waiting)\n", saga.prompts));
+    }
+    t.push_str(&format!("Deadline:        {deadline}; after it {consequence}.\n"));
+    t.push_str("What to do:\n");
+    for (i, step) in steps.iter().enumerate() {
+        t.push_str(&format!("  {}. {step}\n", i + 1));
+    }
+    t.push_str(&format!("More:            keyturn status {id}\n"));
+    let document = json!({
+        "event": event,
+        "severity": severity,
+        "rotation_id": saga.rotation_id,
+        "saga_id": id,
+        "status": saga.status.as_str(),
+        "trigger": saga.trigger,
+        "action": action,
+        "reminder": if reminder { Some(saga.prompts) } else { None },
+        "deadline": saga.deadline,
+        "credential": {"kind": ctx.credential_kind, "name": ctx.credential},
+        "target": {"kind": ctx.target_kind, "name": ctx.target},
+        "old_token": saga.old_keys.first().map(|k| json!({"id": k.id, "created": k.created_at.map(fmt_date)})),
+        "new_token": saga.new_key,
+        "steps": steps,
+        "commands": commands,
+        "status_command": format!("keyturn status {id}"),
+    });
+    let subject = format!("[keyturn] {headline}: {}", saga.rotation_id).replace(['\r', '\n'], " ").chars().take(100).collect();
+    Notification {
+        subject,
+        text: t,
+        document,
+        attributes: BTreeMap::from([
+            ("event", event.to_string()),
+            ("severity", severity.to_string()),
+            ("rotation_id", saga.rotation_id.clone()),
+            ("credential_kind", ctx.credential_kind.to_string()),
+            ("target_kind", ctx.target_kind.to_string()),
+        ]),
+    }
 }
 
 /// The one-time report of an IAM user with a failing finding and no rotation.

@@ -18,6 +18,28 @@
 //! Finalize(Refused)                       RetireOld ──rollback──► RestoreOld ─► Finalize(RolledBack)
 //! ```
 //!
+//! # Credentials made by a person
+//!
+//! Some credentials have no API (IAM Identity Center SCIM tokens): only a
+//! person can create or delete them. A saga for such a source (`manual`)
+//! replaces the machine steps that would call that API with *waits on a
+//! person*:
+//!
+//! ```text
+//! Start ─► AwaitNew ──`keyturn provide`──► PushToTarget ─► VerifyTarget ─► AwaitRetire ──`keyturn confirm`──► Finalize(Succeeded)
+//!            │ deadline                        │ (4xx)          │ unhealthy       │ deadline
+//!            ▼                                 ▼                ▼                 ▼
+//!   Finalize(Compensated)            Finalize(Compensated)  Finalize(NeedsAttention)
+//! ```
+//!
+//! A wait step sends a notice each time it runs ([`prompt`] decides which:
+//! the first is `action_required`, later ones are reminders, at the deadline
+//! it gives up) and re-arms itself `reminder_every` later. The person's
+//! command is a transition of its own ([`provide`], [`confirm_retired`]),
+//! committed like any other. Nothing is revoked automatically for such a
+//! source: a rejected or unused new token is left for the person to delete,
+//! and the notice says so.
+//!
 //! # The compensation rule
 //!
 //! The new credential is revoked only while no consumer can hold it: the
@@ -58,10 +80,16 @@ pub enum Step {
     RestoreOld,
     /// Erase the secret, release the lock, notify.
     Finalize,
+    /// Wait for a person to create the new credential and hand it over
+    /// (`keyturn provide`); remind them; give up at the deadline.
+    AwaitNew,
+    /// Wait for a person to delete the old credential and confirm it
+    /// (`keyturn confirm`); remind them; stop at the deadline.
+    AwaitRetire,
 }
 
 impl Step {
-    pub const ALL: [Step; 10] = [
+    pub const ALL: [Step; 12] = [
         Step::Start,
         Step::IssueNew,
         Step::ProveNew,
@@ -72,6 +100,8 @@ impl Step {
         Step::RevokeNew,
         Step::RestoreOld,
         Step::Finalize,
+        Step::AwaitNew,
+        Step::AwaitRetire,
     ];
 
     /// Steps that use the new credential's secret.
@@ -91,6 +121,8 @@ impl Step {
             Step::RevokeNew => "revoke_new",
             Step::RestoreOld => "restore_old",
             Step::Finalize => "finalize",
+            Step::AwaitNew => "await_new",
+            Step::AwaitRetire => "await_retire",
         }
     }
 }
@@ -244,6 +276,16 @@ pub struct Saga {
     /// Findings this saga was started from; resolved or annotated at the end.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<FindingRef>,
+    /// The source's credentials are created and deleted by a person: the
+    /// saga waits for them (`AwaitNew`, `AwaitRetire`) instead of calling an API.
+    #[serde(default)]
+    pub manual: bool,
+    /// End of the current wait on a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Millis>,
+    /// Notices sent during the current wait on a person (0: none yet).
+    #[serde(default)]
+    pub prompts: u32,
 }
 
 /// What a step produced when it succeeded.
@@ -259,6 +301,10 @@ pub enum Effect {
     Revoked,
     Restored,
     Finalized,
+    /// A wait step sent its notice (action required or reminder).
+    Prompted,
+    /// A wait step reached its deadline without the person's command.
+    Expired,
 }
 
 /// What reading the target back showed.
@@ -319,6 +365,10 @@ pub struct Policy {
     pub propagation_timeout: u64,
     /// Between deactivating and deleting the old credential.
     pub grace_period: u64,
+    /// Between notices while waiting on a person.
+    pub reminder_every: u64,
+    /// How long a person has for each thing the saga waits on them for.
+    pub person_deadline: u64,
 }
 
 impl Default for Policy {
@@ -329,6 +379,8 @@ impl Default for Policy {
             retry_cap: 300_000,
             propagation_timeout: 300_000,
             grace_period: 7 * 24 * 3_600_000,
+            reminder_every: 24 * 3_600_000,
+            person_deadline: 7 * 24 * 3_600_000,
         }
     }
 }
@@ -391,7 +443,15 @@ impl Saga {
             created_at: now,
             updated_at: now,
             findings: Vec::new(),
+            manual: false,
+            deadline: None,
+            prompts: 0,
         }
+    }
+
+    /// Whether the saga is waiting on a person.
+    pub fn awaits_person(&self) -> bool {
+        !self.status.is_terminal() && matches!(self.step, Step::AwaitNew | Step::AwaitRetire)
     }
 
     /// The compensation rule: may the new credential be deleted now?
@@ -429,6 +489,14 @@ impl Saga {
         self.step_started_at = clock.now;
         self.not_before = clock.now;
         self.token = format!("{:032x}", clock.token);
+        self.prompts = 0;
+        self.deadline = None;
+    }
+
+    /// Start waiting on a person, until `policy.person_deadline` from now.
+    fn await_person(&mut self, step: Step, policy: &Policy, clock: Clock) {
+        self.goto(step, clock);
+        self.deadline = Some(clock.now.saturating_add(policy.person_deadline));
     }
 
     /// Stop forward progress: go to `Finalize` and end in `status`.
@@ -441,7 +509,10 @@ impl Saga {
     fn compensate(&mut self, clock: Clock) {
         debug_assert!(self.may_revoke_new());
         self.status = Status::Compensating;
-        if self.new_key.is_some() && !self.new_revoked {
+        if self.manual {
+            // No API can delete it: the notice tells the person to.
+            self.close(Status::Compensated, clock);
+        } else if self.new_key.is_some() && !self.new_revoked {
             self.goto(Step::RevokeNew, clock);
         } else {
             self.close(Status::Compensated, clock);
@@ -540,6 +611,11 @@ pub fn advance(saga: &Saga, outcome: &Outcome, policy: &Policy, clock: Clock) ->
 
 fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clock) {
     match (s.step, effect) {
+        (Step::Start, Effect::Started { .. }) if s.manual => {
+            // Nothing to list: the old credential is the one the person
+            // named when asking for the rotation (or names when providing).
+            s.await_person(Step::AwaitNew, policy, clock);
+        }
         (Step::Start, Effect::Started { keys }) => {
             s.old_keys = keys.clone();
             if keys.len() >= 2 {
@@ -573,14 +649,14 @@ fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clock) {
             Verification::HoldsNew => {
                 s.target = TargetState::HoldsNew;
                 s.switched_at.get_or_insert(clock.now);
-                after_switch(s, clock);
+                after_switch(s, policy, clock);
             }
             Verification::Opaque if s.target == TargetState::Accepted => {
                 // The push was answered 2xx and the provider is healthy:
                 // the target does not reveal ids, so this is as far as
                 // verification can go.
                 s.target = TargetState::HoldsNew;
-                after_switch(s, clock);
+                after_switch(s, policy, clock);
             }
             Verification::Opaque => {
                 s.failure = Some(Failure {
@@ -637,6 +713,35 @@ fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clock) {
             s.status = s.closing.unwrap_or(Status::NeedsAttention);
             s.secret_stored = false;
         }
+        (Step::AwaitNew | Step::AwaitRetire, Effect::Prompted) => {
+            // Stay, and come back for the next reminder (or the deadline).
+            s.prompts += 1;
+            s.step_attempts = 0;
+            let deadline = s.deadline.unwrap_or(clock.now);
+            s.not_before = clock.now.saturating_add(policy.reminder_every).min(deadline).max(clock.now);
+            s.token = format!("{:032x}", clock.token);
+        }
+        (Step::AwaitNew, Effect::Expired) => {
+            s.failure = Some(Failure {
+                step: Step::AwaitNew,
+                code: "DeadlinePassed".into(),
+                message: format!("no new credential was handed over within {}; keyturn stopped waiting", human_ms(policy.person_deadline)),
+                operator_fixable: true,
+            });
+            s.compensate(clock);
+        }
+        (Step::AwaitRetire, Effect::Expired) => {
+            s.failure = Some(Failure {
+                step: Step::AwaitRetire,
+                code: "OldNotConfirmedDeleted".into(),
+                message: format!(
+                    "the target uses the new credential, but nobody confirmed deleting the old one within {}",
+                    human_ms(policy.person_deadline)
+                ),
+                operator_fixable: true,
+            });
+            s.close(Status::NeedsAttention, clock);
+        }
         (step, effect) => {
             // A connector returned an effect for another step: a bug. Stop
             // safely rather than guess.
@@ -655,8 +760,12 @@ fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clock) {
     }
 }
 
-fn after_switch(s: &mut Saga, clock: Clock) {
-    if s.old_keys.is_empty() {
+fn after_switch(s: &mut Saga, policy: &Policy, clock: Clock) {
+    if s.manual {
+        // Even with no old token on record, the one the target used before
+        // is still valid until a person deletes it.
+        s.await_person(Step::AwaitRetire, policy, clock);
+    } else if s.old_keys.is_empty() {
         s.close(Status::Succeeded, clock);
     } else {
         s.goto(Step::DisableOld, clock);
@@ -696,7 +805,12 @@ fn on_failed(s: &mut Saga, err: &StepError, clock: Clock) {
                 s.close(Status::NeedsAttention, clock);
             }
         }
-        Step::DisableOld | Step::RetireOld | Step::RestoreOld => {
+        Step::AwaitNew => {
+            // Could not even tell the person (e.g. SNS down for good).
+            s.fail(err);
+            s.compensate(clock);
+        }
+        Step::DisableOld | Step::RetireOld | Step::RestoreOld | Step::AwaitRetire => {
             // The target holds the new key: never undo that. Stop with both
             // keys in place for a person.
             s.fail(err);
@@ -764,6 +878,101 @@ pub fn request_rollback(saga: &Saga, clock: Clock) -> Result<Saga, RollbackRefus
     });
     s.goto(Step::RestoreOld, clock);
     Ok(s)
+}
+
+/// What a wait step must do when its message comes due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prompt {
+    /// First notice: tell the person what to do (`rotation.action_required`).
+    Ask,
+    /// A later notice (`rotation.reminder`).
+    Remind,
+    /// The deadline passed: send nothing, report [`Effect::Expired`].
+    Expired,
+}
+
+/// Decide what a wait on a person does now.
+pub fn prompt(saga: &Saga, now: Millis) -> Prompt {
+    match saga.deadline {
+        Some(d) if now >= d => Prompt::Expired,
+        _ if saga.prompts == 0 => Prompt::Ask,
+        _ => Prompt::Remind,
+    }
+}
+
+/// Why a person's command (`provide`, `confirm`) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotWaiting(pub String);
+
+fn waiting_for(saga: &Saga, step: Step, what: &str) -> Result<(), NotWaiting> {
+    if saga.status.is_terminal() {
+        return Err(NotWaiting(format!("saga {} already ended ({}); nothing is waiting for {what}", saga.saga_id, saga.status.as_str())));
+    }
+    if !saga.manual {
+        return Err(NotWaiting(format!("saga {} rotates a credential keyturn creates and deletes itself; it never waits for {what}", saga.saga_id)));
+    }
+    if saga.step != step {
+        return Err(NotWaiting(format!("saga {} is at step {}, not waiting for {what} (that is step {step})", saga.saga_id, saga.step)));
+    }
+    Ok(())
+}
+
+/// A person handed over the new credential (sealed and stored by the engine
+/// in the same write): go and push it to the target. `new_id` names it for
+/// people (it is not secret); `old`, when given, is the old credential as
+/// the person identified it.
+pub fn provide(saga: &Saga, new_id: String, old: Option<KeyRef>, clock: Clock) -> Result<Saga, NotWaiting> {
+    waiting_for(saga, Step::AwaitNew, "a new credential")?;
+    let mut s = saga.clone();
+    s.updated_at = clock.now;
+    s.history.push(Attempt {
+        at: clock.now,
+        step: Step::AwaitNew,
+        attempt: s.step_attempts,
+        outcome: "provided".into(),
+        code: None,
+        message: Some(format!("a person handed over the new credential ({new_id})")),
+    });
+    s.new_key = Some(new_id);
+    if let Some(old) = old {
+        s.old_keys = vec![old];
+    }
+    s.secret_stored = true;
+    // No proof step: the target's own test (Entra's Test connection) is the
+    // proof, and it runs before anything is saved.
+    s.goto(Step::PushToTarget, clock);
+    Ok(s)
+}
+
+/// A person confirmed the old credential is deleted: the rotation is done.
+pub fn confirm_retired(saga: &Saga, clock: Clock) -> Result<Saga, NotWaiting> {
+    waiting_for(saga, Step::AwaitRetire, "the old credential's deletion")?;
+    let mut s = saga.clone();
+    s.updated_at = clock.now;
+    s.history.push(Attempt {
+        at: clock.now,
+        step: Step::AwaitRetire,
+        attempt: s.step_attempts,
+        outcome: "confirmed".into(),
+        code: None,
+        message: Some("a person confirmed the old credential is deleted".into()),
+    });
+    s.old_deleted = true;
+    s.close(Status::Succeeded, clock);
+    Ok(s)
+}
+
+/// `7d`, `36h`, `90s` — for messages.
+pub fn human_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        s if s >= 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s >= 3_600 && s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s if s > 0 => format!("{s}s"),
+        _ => format!("{ms}ms"),
+    }
 }
 
 #[cfg(test)]

@@ -74,6 +74,7 @@ impl<Q: Queue> Engine<Q> {
             Event::CustomAction { action_name, .. } => (format!("securityhub:custom_action:{action_name}"), false),
             Event::ScimTokenExpiry { .. } => ("health:scim_expiry".to_string(), false),
         };
+        let automatic = imported || matches!(event, Event::ScimTokenExpiry { .. });
         let mut last_success = HashMap::new();
         for d in intake::decide(&event, &self.rotation_configs) {
             match d {
@@ -88,6 +89,7 @@ impl<Q: Queue> Engine<Q> {
                         findings: vec![FindingRef { id: finding.id.clone(), product_arn: finding.product_arn.clone() }],
                         delay: Duration::ZERO,
                         automatic: imported,
+                        old: None,
                     };
                     match self.request_with(&rotation_id, req).await? {
                         Created::New(id) => {
@@ -100,6 +102,30 @@ impl<Q: Queue> Engine<Q> {
                         }
                         Created::Skipped(reason) => {
                             info!(rotation = %rotation_id, finding = %finding.id, %reason, "finding not acted on");
+                            report.ignored.push(reason);
+                        }
+                    }
+                }
+                Decision::Expiring { rotation_id, event_arn, observed_at } => {
+                    // AWS repeats the notice until the token is gone; one sent
+                    // before the last success is about the token already replaced.
+                    if self.stale(&rotation_id, observed_at, &mut last_success).await? {
+                        info!(event = %event_arn, rotation = %rotation_id, "expiry notice from before the last successful rotation; nothing to do");
+                        report.stale += 1;
+                        continue;
+                    }
+                    let req = Request { trigger: trigger.clone(), automatic, ..Request::default() };
+                    match self.request_with(&rotation_id, req).await? {
+                        Created::New(id) => {
+                            info!(saga = %id, rotation = %rotation_id, event = %event_arn, "SCIM token rotation started from an expiry notice");
+                            report.started.push(id);
+                        }
+                        Created::Existing(id) => {
+                            info!(saga = %id, rotation = %rotation_id, "rotation already in flight; nothing new started");
+                            report.in_flight.push(id);
+                        }
+                        Created::Skipped(reason) => {
+                            info!(rotation = %rotation_id, %reason, "expiry notice not acted on");
                             report.ignored.push(reason);
                         }
                     }
@@ -160,7 +186,7 @@ impl<Q: Queue> Engine<Q> {
         let mut started = Vec::new();
         for item in self.scan_keys(now_ms()).await?.into_iter().filter(|i| i.due) {
             let delay = Duration::from_millis((jitter.as_millis() as f64 * fastrand::f64()) as u64);
-            let req = Request { trigger: format!("schedule:max_age {}", days(item.max_age)), findings: vec![], delay, automatic: true };
+            let req = Request { trigger: format!("schedule:max_age {}", days(item.max_age)), findings: vec![], delay, automatic: true, old: None };
             let created = self.request_with(&item.rotation_id, req).await?;
             info!(rotation = %item.rotation_id, key = %item.key_id, age = %days(item.age), ?created, delay_s = delay.as_secs(), "key past max_age");
             started.push((item.rotation_id, created));
@@ -177,9 +203,20 @@ impl<Q: Queue> Engine<Q> {
         if let Err(reason) = crate::quarantine::admits(&self.store.health(rotation_id).await?.0, now_ms()) {
             return Ok(vec![format!("rotation {rotation_id}: automatic triggers held back: {reason}")]);
         }
-        let keys = rot.source.inventory().await?;
         let policy = &rot.policy;
         let mut lines = vec![format!("rotation {rotation_id}: would start a saga")];
+        if rot.source.by_hand().is_some() {
+            lines.push(format!(
+                "  ask a person (rotation.action_required on the topic, reminders every {}, deadline {}) to generate a new {} and hand it over with `keyturn provide`",
+                crate::saga::human_ms(policy.reminder_every),
+                crate::saga::human_ms(policy.person_deadline),
+                rot.source.describe()
+            ));
+            lines.push(format!("  test it in {} (Test connection); save it only if the test passes; check the provisioning job", rot.target.describe()));
+            lines.push("  ask the person to delete the old token and confirm with `keyturn confirm`".into());
+            return Ok(lines);
+        }
+        let keys = rot.source.inventory().await?;
         let fmt_keys = keys.iter().map(|k| format!("{} ({})", k.id, if k.active { "active" } else { "inactive" })).collect::<Vec<_>>().join(", ");
         if keys.len() >= 2 {
             lines.push(format!("  would be refused: {} already has two keys ({fmt_keys})", rot.source.describe()));
@@ -215,6 +252,13 @@ impl<Q: Queue> Engine<Q> {
                         continue;
                     }
                     out.extend(self.describe_plan(&rotation_id, std::slice::from_ref(&finding.id)).await?);
+                }
+                Decision::Expiring { rotation_id, observed_at, .. } => {
+                    if self.stale(&rotation_id, observed_at, &mut last_success).await? {
+                        out.push(format!("rotation {rotation_id}: nothing to do, rotated after this notice was sent"));
+                        continue;
+                    }
+                    out.extend(self.describe_plan(&rotation_id, &[]).await?);
                 }
                 Decision::Ignore { finding_id, reason } => out.push(format!("ignored {finding_id}: {reason}")),
                 Decision::Unmatched { account_id, user, .. } => {

@@ -1,11 +1,10 @@
 //! Target: Microsoft Entra ID provisioning (SCIM into IAM Identity Center),
 //! through Microsoft Graph.
 //!
-//! **Status: built and tested against a Graph fake, not yet wired into the
-//! configuration.** It is the target half of issue #3; the source half (a SCIM
-//! token that a person creates in the AWS console, with reminders and a
-//! confirmation step) does not exist yet, and pairing this target with an IAM
-//! access key would make no sense, so no `[[rotation]]` can name it today.
+//! Paired with the [`super::scim::ScimToken`] source (configuration kind
+//! `entra_provisioning`): a person hands keyturn the new SCIM token, and this
+//! target does what the Entra portal's Test connection and Save buttons do,
+//! then checks the job.
 //!
 //! Graph facts this leans on (`../shared/reference/external-apis.md`):
 //! * token: `POST {login}/{tenant}/oauth2/v2.0/token` (form, client

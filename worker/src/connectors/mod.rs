@@ -1,8 +1,8 @@
 //! Connectors: where credentials come from and where they go.
 //!
-//! A rotation pairs one [`CredentialSource`] (an IAM user's access key, later
-//! a SCIM token) with one [`Target`] (Auth0's email provider, later Entra
-//! provisioning). The engine only speaks these two traits; adding a third
+//! A rotation pairs one [`CredentialSource`] (an IAM user's access key, an
+//! IAM Identity Center SCIM token) with one [`Target`] (Auth0's email
+//! provider, Entra provisioning). The engine only speaks these two traits; adding a third
 //! source or target means a new module here and a new arm in [`build`], and
 //! no change to the engine or the saga machine.
 //!
@@ -29,6 +29,7 @@ pub mod auth0;
 pub mod entra;
 pub mod iam;
 mod retry;
+pub mod scim;
 
 pub use retry::{http_retry, RetryPolicy};
 
@@ -46,8 +47,27 @@ impl std::fmt::Debug for NewCredential {
     }
 }
 
+/// How a person creates and deletes a credential that has no API. The
+/// engine puts these steps in the `action_required` notices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ByHand {
+    /// What the credential is called, e.g. `SCIM access token`.
+    pub noun: &'static str,
+    /// Console steps to create a new one and copy it.
+    pub create: Vec<String>,
+    /// Console steps to delete one (the notice says which).
+    pub delete: Vec<String>,
+}
+
 /// Where credentials come from.
 pub trait CredentialSource: Send + Sync {
+    /// `Some` when only a person can create and delete this credential:
+    /// the saga then waits for them (`keyturn provide`, `keyturn confirm`)
+    /// and never calls `issue`, `prove`, `disable`, `enable`, `retire` or
+    /// `revoke`.
+    fn by_hand(&self) -> Option<ByHand> {
+        None
+    }
     /// Machine name, e.g. `iam_access_key` (notification attribute).
     fn kind(&self) -> &'static str;
     /// Human name, e.g. `iam user auth0-ses-sender`.
@@ -96,6 +116,7 @@ pub fn build(cfg: &RotationConfig, clients: &Clients, secrets: &SecretResolver, 
         SourceConfig::IamAccessKey { user_name, account_id } => {
             Arc::new(iam::IamAccessKey::new(clients.iam.clone(), clients.base.clone(), user_name.clone(), account_id.clone()))
         }
+        SourceConfig::ScimToken { region, account_id } => Arc::new(scim::ScimToken::new(region.clone(), account_id.clone())),
     };
     let target: Arc<dyn Target> = match &cfg.target {
         TargetConfig::Auth0EmailProvider { domain, base_url, client_id, client_secret, ses_region, from_address } => {
@@ -111,6 +132,28 @@ pub fn build(cfg: &RotationConfig, clients: &Clients, secrets: &SecretResolver, 
                 retry: RetryPolicy::default(),
             }))
         }
+        TargetConfig::EntraProvisioning {
+            tenant_id,
+            client_id,
+            client_secret,
+            service_principal_id,
+            job_id,
+            scim_endpoint,
+            login_base_url,
+            graph_base_url,
+        } => Arc::new(entra::EntraProvisioning::new(entra::EntraSettings {
+            tenant_id: tenant_id.clone(),
+            client_id: client_id.clone(),
+            client_secret: client_secret.clone(),
+            service_principal_id: service_principal_id.clone(),
+            job_id: job_id.clone(),
+            scim_endpoint: scim_endpoint.clone(),
+            login_base_url: login_base_url.clone().unwrap_or_else(|| "https://login.microsoftonline.com".into()),
+            graph_base_url: graph_base_url.clone().unwrap_or_else(|| "https://graph.microsoft.com".into()),
+            http: http.clone(),
+            secrets: secrets.clone(),
+            retry: RetryPolicy::default(),
+        })),
     };
     Rotation { id: cfg.id.clone(), credential: cfg.credential_key(), source, target, policy: cfg.policy.to_policy() }
 }

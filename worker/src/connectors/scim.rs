@@ -1,0 +1,87 @@
+//! Credential source: an IAM Identity Center SCIM access token.
+//!
+//! AWS has no API that creates, lists or deletes these tokens (none in
+//! `sso-admin` or `identitystore`); the console is the only way. A directory
+//! holds at most two, and each lives one year. So this source automates
+//! nothing itself: it tells the saga it is *by hand* ([`ByHand`]), and the
+//! saga waits for a person instead of calling `issue` or `retire` — see the
+//! "Credentials made by a person" section of [`crate::saga`]. The
+//! automated methods exist only to satisfy the trait and refuse if called.
+
+use super::{BoxFut, ByHand, CredentialSource, NewCredential};
+use crate::error::{Error, Result};
+use crate::saga::{KeyRef, Millis};
+
+pub struct ScimToken {
+    region: String,
+    account_id: Option<String>,
+}
+
+impl ScimToken {
+    pub fn new(region: String, account_id: Option<String>) -> Self {
+        ScimToken { region, account_id }
+    }
+
+    fn console(&self) -> String {
+        format!("https://{0}.console.aws.amazon.com/singlesignon/home?region={0}#/instances/settings", self.region)
+    }
+}
+
+fn by_hand_only(what: &str) -> Error {
+    Error::Refused {
+        code: "ManualCredential",
+        message: format!("SCIM access tokens have no API: a person must {what} in the IAM Identity Center console"),
+    }
+}
+
+impl CredentialSource for ScimToken {
+    fn kind(&self) -> &'static str {
+        "scim_token"
+    }
+    fn describe(&self) -> String {
+        match &self.account_id {
+            Some(a) => format!("IAM Identity Center SCIM token ({}, account {a})", self.region),
+            None => format!("IAM Identity Center SCIM token ({})", self.region),
+        }
+    }
+    fn by_hand(&self) -> Option<ByHand> {
+        let console = self.console();
+        Some(ByHand {
+            noun: "SCIM access token",
+            create: vec![
+                format!("Open the IAM Identity Center console and choose Settings: {console}"),
+                "On the Identity source tab, choose Actions > Manage provisioning.".into(),
+                "Under Access tokens, note the ID and creation date of the token in use today (the old token).".into(),
+                "Choose Generate token. A directory holds at most 2 tokens: if 2 are listed already, stop and find out which one Entra uses before deleting anything.".into(),
+                "Copy the new token from the Generate new access token dialog: it is shown only this once. Do not paste it into Entra yourself: keyturn runs Test connection and saves it only if the test passes.".into(),
+            ],
+            delete: vec![
+                format!("Open the IAM Identity Center console and choose Settings: {console}"),
+                "On the Identity source tab, choose Actions > Manage provisioning.".into(),
+                "Under Access tokens, select the OLD token described here (its creation date is the hint AWS gives) and choose Delete; type DELETE to confirm.".into(),
+            ],
+        })
+    }
+    fn inventory(&self) -> BoxFut<'_, Result<Vec<KeyRef>>> {
+        // Nothing to list: the old token is the one the person names.
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn issue<'a>(&'a self, _keep: &'a [String]) -> BoxFut<'a, Result<NewCredential>> {
+        Box::pin(async { Err(by_hand_only("generate the new token")) })
+    }
+    fn prove<'a>(&'a self, _cred: &'a NewCredential) -> BoxFut<'a, Result<()>> {
+        Box::pin(async { Err(by_hand_only("check the token")) })
+    }
+    fn disable<'a>(&'a self, _id: &'a str) -> BoxFut<'a, Result<()>> {
+        Box::pin(async { Err(by_hand_only("delete the old token")) })
+    }
+    fn enable<'a>(&'a self, _id: &'a str) -> BoxFut<'a, Result<()>> {
+        Box::pin(async { Err(by_hand_only("generate a token")) })
+    }
+    fn retire<'a>(&'a self, _id: &'a str, _switched_at: Millis) -> BoxFut<'a, Result<()>> {
+        Box::pin(async { Err(by_hand_only("delete the old token")) })
+    }
+    fn revoke<'a>(&'a self, _id: &'a str) -> BoxFut<'a, Result<()>> {
+        Box::pin(async { Err(by_hand_only("delete the unused new token")) })
+    }
+}
