@@ -580,12 +580,20 @@ pub fn advance(saga: &Saga, outcome: &Outcome, policy: &Policy, clock: Clock) ->
                 Step::Finalize | Step::RevokeNew | Step::RestoreOld => s.step_attempts < policy.max_attempts.saturating_mul(3),
                 _ => s.step_attempts < policy.max_attempts,
             };
-            if err.retryable && budget_left {
+            let time_up = s.awaits_person() && s.deadline.is_some_and(|d| clock.now >= d);
+            if time_up {
+                s.record(clock.now, "failed", Some(err));
+                expire(&mut s, policy, clock);
+            } else if err.retryable && budget_left {
                 s.record(clock.now, "retry", Some(err));
                 if err.may_have_applied && s.step == Step::PushToTarget {
                     s.target = TargetState::Uncertain;
                 }
                 s.not_before = clock.now + retry_delay(policy, s.step_attempts, clock.jitter, err.retry_after);
+                if let (true, Some(d)) = (s.awaits_person(), s.deadline) {
+                    // A wait on a person ends at its deadline, retries or not.
+                    s.not_before = s.not_before.min(d);
+                }
                 s.token = format!("{:032x}", clock.token);
             } else {
                 s.record(clock.now, "failed", Some(err));
@@ -713,35 +721,16 @@ fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clock) {
             s.status = s.closing.unwrap_or(Status::NeedsAttention);
             s.secret_stored = false;
         }
-        (Step::AwaitNew | Step::AwaitRetire, Effect::Prompted) => {
+        (Step::AwaitNew | Step::AwaitRetire, Effect::Prompted) if s.deadline.is_none_or(|d| clock.now < d) => {
             // Stay, and come back for the next reminder (or the deadline).
             s.prompts += 1;
             s.step_attempts = 0;
-            let deadline = s.deadline.unwrap_or(clock.now);
-            s.not_before = clock.now.saturating_add(policy.reminder_every).min(deadline).max(clock.now);
+            let deadline = s.deadline.unwrap_or(u64::MAX);
+            s.not_before = clock.now.saturating_add(policy.reminder_every).min(deadline);
             s.token = format!("{:032x}", clock.token);
         }
-        (Step::AwaitNew, Effect::Expired) => {
-            s.failure = Some(Failure {
-                step: Step::AwaitNew,
-                code: "DeadlinePassed".into(),
-                message: format!("no new credential was handed over within {}; keyturn stopped waiting", human_ms(policy.person_deadline)),
-                operator_fixable: true,
-            });
-            s.compensate(clock);
-        }
-        (Step::AwaitRetire, Effect::Expired) => {
-            s.failure = Some(Failure {
-                step: Step::AwaitRetire,
-                code: "OldNotConfirmedDeleted".into(),
-                message: format!(
-                    "the target uses the new credential, but nobody confirmed deleting the old one within {}",
-                    human_ms(policy.person_deadline)
-                ),
-                operator_fixable: true,
-            });
-            s.close(Status::NeedsAttention, clock);
-        }
+        // A notice sent at or after the deadline changes nothing: time is up.
+        (Step::AwaitNew | Step::AwaitRetire, Effect::Prompted | Effect::Expired) => expire(s, policy, clock),
         (step, effect) => {
             // A connector returned an effect for another step: a bug. Stop
             // safely rather than guess.
@@ -757,6 +746,30 @@ fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clock) {
                 s.close(Status::NeedsAttention, clock);
             }
         }
+    }
+}
+
+/// A wait on a person reached its deadline.
+fn expire(s: &mut Saga, policy: &Policy, clock: Clock) {
+    if s.step == Step::AwaitNew {
+        s.failure = Some(Failure {
+            step: Step::AwaitNew,
+            code: "DeadlinePassed".into(),
+            message: format!("no new credential was handed over within {}; keyturn stopped waiting", human_ms(policy.person_deadline)),
+            operator_fixable: true,
+        });
+        s.compensate(clock);
+    } else {
+        s.failure = Some(Failure {
+            step: Step::AwaitRetire,
+            code: "OldNotConfirmedDeleted".into(),
+            message: format!(
+                "the target uses the new credential, but nobody confirmed deleting the old one within {}",
+                human_ms(policy.person_deadline)
+            ),
+            operator_fixable: true,
+        });
+        s.close(Status::NeedsAttention, clock);
     }
 }
 

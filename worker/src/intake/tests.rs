@@ -98,11 +98,43 @@ fn unknown_user_or_account_is_unmatched() {
     assert!(matches!(&decide(&parse(&body).unwrap(), &rotations())[..], [Decision::Unmatched { .. }]));
 }
 
+const SCIM_ROTATION: &str = r#"
+[[rotation]]
+id = "entra-scim"
+source = { kind = "scim_token", region = "us-east-1", account_id = "123456789012" }
+[rotation.target]
+kind = "entra_provisioning"
+tenant_id = "t"
+client_id = "c"
+client_secret = { env = "X" }
+service_principal_id = "sp"
+job_id = "AWSSingleSignOn.abc"
+scim_endpoint = "https://scim.us-east-1.amazonaws.com/abc/scim/v2/"
+"#;
+
+fn with_scim() -> Vec<RotationConfig> {
+    let mut r = rotations();
+    let text = format!("[aws]\nqueue_url = \"q\"\ndlq_url = \"d\"\ntable = \"t\"\ntopic_arn = \"arn\"\nkms_key_id = \"k\"\n{SCIM_ROTATION}");
+    r.extend(Config::parse(&text).unwrap().rotations);
+    r
+}
+
 #[test]
-fn scim_expiry_is_recognised_and_starts_nothing() {
+fn scim_expiry_starts_the_matching_scim_rotation_only() {
     let ev = parse(HEALTH).unwrap();
-    assert_eq!(ev, Event::ScimTokenExpiry { account_id: "123456789012".into() });
-    assert!(matches!(&decide(&ev, &rotations())[..], [Decision::Ignore { reason, .. }] if reason.contains("not supported yet")));
+    let Event::ScimTokenExpiry { account_id, region, event_arn, observed_at } = &ev else { panic!("{ev:?}") };
+    assert_eq!((account_id.as_str(), region.as_str()), ("123456789012", "us-east-1"));
+    assert!(event_arn.ends_with("AWS_IAMIDENTITYCENTER_SCIM_BEARER_TOKEN_EXPIRY_NOTIFICATION_1"));
+    assert_eq!(*observed_at, Some(1_795_165_200_000), "the event's time, 2026-11-20T09:00:00Z");
+    // No scim_token rotation configured: ignored with a reason.
+    assert!(matches!(&decide(&ev, &rotations())[..], [Decision::Ignore { reason, .. }] if reason.contains("no scim_token rotation")));
+    // Configured: that rotation, and no IAM one.
+    assert!(matches!(&decide(&ev, &with_scim())[..], [Decision::Expiring { rotation_id, .. }] if rotation_id == "entra-scim"));
+    // Another account or region: not ours.
+    let other = edit(HEALTH, |v| v["account"] = "999999999999".into());
+    assert!(matches!(&decide(&parse(&other).unwrap(), &with_scim())[..], [Decision::Ignore { .. }]));
+    let elsewhere = edit(HEALTH, |v| v["detail"]["eventRegion"] = "eu-west-1".into());
+    assert!(matches!(&decide(&parse(&elsewhere).unwrap(), &with_scim())[..], [Decision::Ignore { .. }]));
 }
 
 #[test]

@@ -8,7 +8,15 @@ fn clock(now: Millis, n: u128) -> Clock {
 }
 
 fn policy() -> Policy {
-    Policy { max_attempts: 3, retry_base: 1_000, retry_cap: 8_000, propagation_timeout: 20_000, grace_period: 0 }
+    Policy {
+        max_attempts: 3,
+        retry_base: 1_000,
+        retry_cap: 8_000,
+        propagation_timeout: 20_000,
+        grace_period: 0,
+        reminder_every: 10_000,
+        person_deadline: 35_000,
+    }
 }
 
 fn key(id: &str) -> KeyRef {
@@ -53,7 +61,125 @@ fn happy_effect(step: Step, new_id: &str) -> Effect {
         Step::RevokeNew => Effect::Revoked,
         Step::RestoreOld => Effect::Restored,
         Step::Finalize => Effect::Finalized,
+        Step::AwaitNew | Step::AwaitRetire => Effect::Prompted,
     }
+}
+
+fn manual_saga() -> Saga {
+    let mut s = Saga::new("m1".into(), "scim".into(), "scim_token:any:us-east-1".into(), "manual".into(), 0, 1);
+    s.manual = true;
+    s.old_keys = vec![KeyRef { id: "created 2025-12-01".into(), active: true, created_at: Some(1_764_547_200_000) }];
+    s
+}
+
+#[test]
+fn manual_happy_path_waits_on_the_person_twice() {
+    let mut t = 1;
+    let s = manual_saga();
+    let s = run(&s, done(Effect::Started { keys: vec![] }), &mut t).saga;
+    assert_eq!(s.step, Step::AwaitNew);
+    assert_eq!(s.old_keys.len(), 1, "the person's old token is kept, not replaced by an (empty) inventory");
+    let deadline = s.deadline.expect("a wait on a person has a deadline");
+    assert_eq!(deadline, s.step_started_at + policy().person_deadline);
+    assert_eq!(prompt(&s, s.step_started_at), Prompt::Ask);
+
+    // The first notice; then the step re-arms for a reminder.
+    let asked = run(&s, done(Effect::Prompted), &mut t).saga;
+    assert_eq!((asked.step, asked.prompts, asked.status), (Step::AwaitNew, 1, Status::Running));
+    assert_eq!(asked.not_before, asked.updated_at + policy().reminder_every);
+    assert_ne!(asked.token, s.token, "the old message is stale now");
+    assert_eq!(prompt(&asked, asked.not_before), Prompt::Remind);
+    assert_eq!(asked.step_attempts, 0, "reminders do not use up the failure budget");
+
+    let given = provide(&asked, "handed over T".into(), None, clock(asked.updated_at + 5, 99)).unwrap();
+    assert_eq!(given.step, Step::PushToTarget);
+    assert!(given.secret_stored);
+    assert_eq!(given.new_key.as_deref(), Some("handed over T"));
+    assert_eq!(given.old_keys, s.old_keys, "no old token named: the one from the start stays");
+    assert_eq!((given.deadline, given.prompts), (None, 0));
+    assert!(!accepts(&given, Step::AwaitNew, &asked.token));
+
+    let pushed = run(&given, done(Effect::Pushed), &mut t).saga;
+    assert_eq!(pushed.step, Step::VerifyTarget);
+    assert!(!pushed.secret_stored, "erased once the target has it");
+    let verified = run(&pushed, done(Effect::Verified(Verification::Opaque)), &mut t).saga;
+    assert_eq!(verified.step, Step::AwaitRetire);
+    assert!(verified.deadline.is_some());
+    assert!(!verified.old_disabled && !verified.old_deleted);
+    let reminded = run(&verified, done(Effect::Prompted), &mut t).saga;
+    let done_ = confirm_retired(&reminded, clock(reminded.updated_at + 1, 1234)).unwrap();
+    assert_eq!((done_.step, done_.closing), (Step::Finalize, Some(Status::Succeeded)));
+    assert!(done_.old_deleted);
+    let end = run(&done_, done(Effect::Finalized), &mut t).saga;
+    assert_eq!(end.status, Status::Succeeded);
+    let outcomes: Vec<&str> = end.history.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["ok", "ok", "provided", "ok", "ok", "ok", "confirmed", "ok"]);
+}
+
+#[test]
+fn reminders_stop_at_the_deadline() {
+    let mut t = 1;
+    let mut s = run(&manual_saga(), done(Effect::Started { keys: vec![] }), &mut t).saga;
+    let deadline = s.deadline.unwrap();
+    let mut notices = 0;
+    while prompt(&s, s.not_before.max(s.updated_at) + 1) != Prompt::Expired {
+        s = run(&s, done(Effect::Prompted), &mut t).saga;
+        notices += 1;
+        assert!(s.not_before <= deadline, "a reminder never lands after the deadline");
+        assert!(notices < 10);
+    }
+    assert_eq!(notices, 4, "35s deadline, 10s reminders: the first notice and 3 reminders");
+    let end = run(&s, done(Effect::Expired), &mut t).saga;
+    assert_eq!((end.step, end.closing), (Step::Finalize, Some(Status::Compensated)));
+    assert_eq!(end.failure.as_ref().unwrap().code, "DeadlinePassed");
+    assert!(end.new_key.is_none());
+
+    // Past the switch, the deadline leaves both tokens for a person.
+    let mut r = manual_saga();
+    r.step = Step::AwaitRetire;
+    r.target = TargetState::HoldsNew;
+    r.new_key = Some("N".into());
+    r.deadline = Some(5);
+    let end = run(&r, done(Effect::Expired), &mut t).saga;
+    assert_eq!(end.closing, Some(Status::NeedsAttention));
+    assert_eq!(end.failure.as_ref().unwrap().code, "OldNotConfirmedDeleted");
+}
+
+#[test]
+fn a_rejected_token_is_never_revoked_by_machine() {
+    let mut t = 1;
+    let s = run(&manual_saga(), done(Effect::Started { keys: vec![] }), &mut t).saga;
+    let s = provide(&s, "N".into(), None, clock(s.updated_at + 1, 7)).unwrap();
+    let end = run(&s, Outcome::Failed(err(false, false)), &mut t).saga;
+    assert_eq!(end.target, TargetState::Rejected);
+    assert_eq!((end.step, end.closing), (Step::Finalize, Some(Status::Compensated)), "no RevokeNew: there is no API");
+    assert!(!end.new_revoked && end.compensations.is_empty(), "nothing is claimed as undone");
+    assert!(!end.secret_stored);
+}
+
+#[test]
+fn person_commands_only_when_the_saga_waits_for_them() {
+    let mut t = 1;
+    let auto = new_saga();
+    assert!(provide(&auto, "N".into(), None, clock(1, 1)).unwrap_err().0.contains("never waits"));
+    let s = run(&manual_saga(), done(Effect::Started { keys: vec![] }), &mut t).saga;
+    assert!(confirm_retired(&s, clock(1, 1)).unwrap_err().0.contains("not waiting for the old credential's deletion"));
+    let old = KeyRef { id: "TOKEN-ID-1".into(), active: true, created_at: Some(5) };
+    let given = provide(&s, "N".into(), Some(old.clone()), clock(s.updated_at + 1, 2)).unwrap();
+    assert_eq!(given.old_keys, vec![old], "the person may name the old token when providing");
+    assert!(provide(&given, "N2".into(), None, clock(given.updated_at + 1, 3)).unwrap_err().0.contains("at step push_to_target"));
+    let mut ended = given.clone();
+    ended.status = Status::Compensated;
+    assert!(provide(&ended, "N".into(), None, clock(1, 1)).unwrap_err().0.contains("already ended"));
+}
+
+#[test]
+fn human_durations() {
+    assert_eq!(human_ms(7 * 86_400_000), "7d");
+    assert_eq!(human_ms(36 * 3_600_000), "36h");
+    assert_eq!(human_ms(90_000), "90s");
+    assert_eq!(human_ms(120_000), "2m");
+    assert_eq!(human_ms(250), "250ms");
 }
 
 #[test]
@@ -261,6 +387,10 @@ enum Event {
     Stale(usize),
     /// An operator asks for rollback.
     Rollback,
+    /// A person hands over the new credential.
+    Provide,
+    /// A person confirms the old credential is deleted.
+    Confirm,
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -269,6 +399,8 @@ fn event() -> impl Strategy<Value = Event> {
         3 => (any::<bool>(), any::<bool>()).prop_map(|(retryable, applied)| Event::Fail { retryable, applied }),
         1 => any::<usize>().prop_map(Event::Stale),
         1 => Just(Event::Rollback),
+        1 => Just(Event::Provide),
+        1 => Just(Event::Confirm),
     ]
 }
 
@@ -281,6 +413,7 @@ fn effect_for(step: Step, variant: u8) -> Effect {
         (Step::VerifyTarget, 1) => Effect::Verified(Verification::Opaque),
         (Step::VerifyTarget, 2) => Effect::Verified(Verification::Unhealthy("disabled".into())),
         (Step::VerifyTarget, _) => Effect::Verified(Verification::HoldsNew),
+        (Step::AwaitNew | Step::AwaitRetire, 0) => Effect::Expired,
         (step, _) => happy_effect(step, "NEW"),
     }
 }
@@ -289,8 +422,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
 
     #[test]
-    fn every_run_terminates_safely(events in proptest::collection::vec(event(), 0..300)) {
-        let mut s = new_saga();
+    fn every_run_terminates_safely(events in proptest::collection::vec(event(), 0..300), manual in any::<bool>()) {
+        let mut s = if manual { manual_saga() } else { new_saga() };
         let mut t: u128 = 10;
         let mut seen_tokens: Vec<(Step, String)> = vec![(s.step, s.token.clone())];
         let mut events = events.into_iter();
@@ -299,9 +432,28 @@ proptest! {
             moves += 1;
             prop_assert!(moves < 2_000, "no terminal state after {moves} moves: {s:?}");
             let before = s.clone();
-            // Past the scripted events every step just succeeds.
-            let ev = events.next().unwrap_or(Event::Ok(3));
+            // Past the scripted events every step just succeeds, and a
+            // waiting person acts.
+            let ev = events.next().unwrap_or(match s.step {
+                Step::AwaitNew => Event::Provide,
+                Step::AwaitRetire => Event::Confirm,
+                _ => Event::Ok(3),
+            });
             match ev {
+                Event::Provide => {
+                    t += 1;
+                    match provide(&s, "NEW".into(), None, clock(s.updated_at + 1, t)) {
+                        Ok(r) => { prop_assert!(before.manual && before.step == Step::AwaitNew); s = r; }
+                        Err(_) => prop_assert!(!(s.manual && s.step == Step::AwaitNew)),
+                    }
+                }
+                Event::Confirm => {
+                    t += 1;
+                    match confirm_retired(&s, clock(s.updated_at + 1, t)) {
+                        Ok(r) => { prop_assert!(before.manual && before.target == TargetState::HoldsNew); s = r; }
+                        Err(_) => prop_assert!(!(s.manual && s.step == Step::AwaitRetire)),
+                    }
+                }
                 Event::Stale(i) => {
                     let (step, token) = &seen_tokens[i % seen_tokens.len()];
                     if (step, token) != (&s.step, &s.token) {
@@ -335,6 +487,22 @@ proptest! {
                 prop_assert_eq!(s.target, TargetState::HoldsNew);
             }
             prop_assert!(s.history.len() <= HISTORY_LIMIT);
+            // A credential made by hand is never created, disabled, deleted
+            // or restored by the machine; an automatic one never waits on a person.
+            if s.manual {
+                prop_assert!(!matches!(s.step, Step::IssueNew | Step::ProveNew | Step::DisableOld | Step::RetireOld | Step::RevokeNew | Step::RestoreOld), "manual saga at {}", s.step);
+            } else {
+                prop_assert!(!matches!(s.step, Step::AwaitNew | Step::AwaitRetire));
+            }
+            // Asking to delete the old token only once the target holds the new one.
+            if s.step == Step::AwaitRetire {
+                prop_assert_eq!(s.target, TargetState::HoldsNew);
+            }
+            // A wait on a person always ends: it has a deadline and never re-arms past it.
+            if s.awaits_person() {
+                let d = s.deadline.expect("deadline");
+                prop_assert!(s.not_before <= d);
+            }
             // The secret is kept only while a step that uses it is ahead.
             if s.secret_stored && !s.status.is_terminal() {
                 prop_assert!(s.step.needs_secret() || s.step == Step::Finalize && before.secret_stored, "secret kept at {}", s.step);
@@ -344,11 +512,12 @@ proptest! {
             Status::Succeeded => {
                 prop_assert_eq!(s.target, TargetState::HoldsNew);
                 prop_assert!(s.old_keys.is_empty() || s.old_deleted);
+                prop_assert!(!s.manual || s.old_deleted, "a by-hand rotation succeeds only on the person's confirmation");
                 prop_assert!(!s.new_revoked);
             }
             Status::Compensated => {
                 prop_assert!(!s.target.may_hold_new());
-                prop_assert!(s.new_key.is_none() || s.new_revoked);
+                prop_assert!(s.new_key.is_none() || s.new_revoked || s.manual);
                 prop_assert!(!s.old_disabled);
             }
             Status::Refused => prop_assert!(s.new_key.is_none()),
