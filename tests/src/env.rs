@@ -47,6 +47,9 @@ pub struct Options {
     pub quarantine_after: Option<u32>,
     /// `propagation_timeout` of the `auth0-ses` rotation (default 30s).
     pub propagation_timeout: &'static str,
+    /// Add the `entra-scim` rotation (SCIM token into the fake Graph), with
+    /// this `reminder_every` and `person_deadline`.
+    pub scim: Option<(&'static str, &'static str)>,
 }
 
 impl Default for Options {
@@ -61,6 +64,7 @@ impl Default for Options {
             second_rotation_max_age: None,
             quarantine_after: None,
             propagation_timeout: "30s",
+            scim: None,
         }
     }
 }
@@ -88,6 +92,53 @@ pub struct TestEnv {
     pub notify_queue_url: String,
     pub queue_url: String,
     pub dlq_url: String,
+    /// With `Options::scim`: the fake Graph and the tokens.
+    pub scim: Option<ScimSide>,
+}
+
+/// The Entra side of the `entra-scim` rotation.
+pub struct ScimSide {
+    pub graph: crate::graph_fake::FakeGraph,
+    /// The token a person "generates in the console": the one the fake's
+    /// Test connection accepts.
+    pub new_token: String,
+    /// The token Entra holds before the rotation.
+    pub old_token: String,
+    /// The Graph app's client secret (in Secrets Manager as `keyturn/entra`).
+    pub client_secret: String,
+}
+
+/// IAM Identity Center's SCIM endpoint the `entra-scim` rotation names.
+pub const SCIM_ENDPOINT: &str = "https://scim.us-east-1.amazonaws.com/abc/scim/v2/";
+
+/// A `[[rotation]]` of a SCIM token into Entra (the fake Graph at `graph_uri`).
+pub fn scim_rotation_toml(graph_uri: &str, reminder_every: &str, person_deadline: &str) -> String {
+    use crate::graph_fake::{CLIENT_ID, JOB, SP, TENANT};
+    format!(
+        r#"
+[[rotation]]
+id = "entra-scim"
+source = {{ kind = "scim_token", region = "{REGION}", account_id = "123456789012" }}
+
+[rotation.target]
+kind = "entra_provisioning"
+tenant_id = "{TENANT}"
+client_id = "{CLIENT_ID}"
+client_secret = {{ secrets_manager = "keyturn/entra", json_key = "client_secret" }}
+service_principal_id = "{SP}"
+job_id = "{JOB}"
+scim_endpoint = "{SCIM_ENDPOINT}"
+login_base_url = "{graph_uri}"
+graph_base_url = "{graph_uri}"
+
+[rotation.policy]
+reminder_every = "{reminder_every}"
+person_deadline = "{person_deadline}"
+max_attempts = 4
+retry_base = "200ms"
+retry_cap = "2s"
+"#
+    )
 }
 
 /// `[worker]` timings fit for tests: short polls, leases and sweeps.
@@ -260,6 +311,36 @@ impl TestEnv {
             second = format!("{}{}", rotation_toml("mailer-2", "mailer-2", "second.eu.auth0.com", "AUTH0_URI", &secret_ref, "grace_period = \"0s\""), schedule(Some(age)));
         }
 
+        let mut scim = None;
+        let mut scim_cfg = String::new();
+        if let Some((reminder_every, person_deadline)) = opts.scim {
+            let side = ScimSide {
+                new_token: format!("scim-new-{}", uuid::Uuid::new_v4().simple()),
+                old_token: format!("scim-old-{}", uuid::Uuid::new_v4().simple()),
+                client_secret: format!("graph-secret-{}", uuid::Uuid::new_v4().simple()),
+                graph: crate::graph_fake::FakeGraph::start("", "", "").await,
+            };
+            {
+                let mut st = side.graph.state.lock().unwrap();
+                st.client_secret = side.client_secret.clone();
+                st.valid_scim_token = side.new_token.clone();
+                for kv in st.secrets.iter_mut() {
+                    if kv["key"] == "SecretToken" {
+                        kv["value"] = side.old_token.clone().into();
+                    }
+                }
+            }
+            clients
+                .secrets
+                .create_secret()
+                .name("keyturn/entra")
+                .secret_string(serde_json::json!({"client_secret": side.client_secret}).to_string())
+                .send()
+                .await?;
+            scim_cfg = scim_rotation_toml(&side.graph.server.uri(), reminder_every, person_deadline);
+            scim = Some(side);
+        }
+
         let current = old_keys.first().map(|k| k.0.clone()).unwrap_or_else(|| "AKIA_NONE".into());
         let auth0 = FakeAuth0::start(&auth0_client_secret, &current).await;
 
@@ -273,7 +354,7 @@ table = "keyturn-sagas"
 topic_arn = "{topic_arn}"
 kms_key_id = "alias/keyturn"
 {intake_cfg}
-{worker}{rotation}{sched}{second}"#,
+{worker}{rotation}{sched}{second}{scim_cfg}"#,
             worker = FAST_WORKER_TOML,
             rotation = rotation_toml(
                 "auth0-ses",
@@ -292,7 +373,7 @@ kms_key_id = "alias/keyturn"
             second = second.replace("AUTH0_URI", &auth0.uri()),
         );
         let config = Config::parse(&config_text).map_err(|e| anyhow::anyhow!("generated config invalid: {e}"))?;
-        Ok(TestEnv { moto, notify_moto, notify_sqs, auth0, securityhub, intake, sdk, clients, config, config_text, old_keys, auth0_client_secret, notify_queue_url, queue_url, dlq_url })
+        Ok(TestEnv { moto, notify_moto, notify_sqs, auth0, securityhub, intake, sdk, clients, config, config_text, old_keys, auth0_client_secret, notify_queue_url, queue_url, dlq_url, scim })
     }
 
     /// Environment for running the `keyturn` binary against this moto:

@@ -1,7 +1,7 @@
-//! The Entra provisioning target (issue #3's target half) against the Graph
-//! fake: Test connection before Save, only `SecretToken` changed, a refused
-//! token saves nothing, 429 honoured, quarantine seen. Not yet reachable from
-//! a `[[rotation]]` (the SCIM-token source is not built).
+//! The Entra provisioning target on its own against the Graph fake: Test
+//! connection before Save, only `SecretToken` changed, a refused token saves
+//! nothing, 429 honoured, quarantine seen, a wrong client secret. The whole
+//! rotation (with the person's steps) is in `scim.rs`.
 
 use secrecy::SecretString;
 use serde_json::json;

@@ -184,7 +184,7 @@ async fn bad_events_go_to_the_intake_dlq_and_start_nothing() {
     ] {
         env.clients.sqs.send_message().queue_url(&iq).message_body(body).send().await.unwrap();
     }
-    // The SCIM expiry notice is recognised: acknowledged, not dead-lettered, starts nothing.
+    // A SCIM expiry notice with no scim_token rotation configured: acknowledged, not dead-lettered, starts nothing.
     env.put_event(HEALTH).await.unwrap();
     let (_, idlq) = env.intake.clone().unwrap();
     let dead = keyturn_testkit::env::drain(&env.clients.sqs, &idlq, 3, Duration::from_secs(20)).await;

@@ -467,11 +467,9 @@ impl<Q: Queue> Engine<Q> {
         let hand = rot.source.by_hand().ok_or_else(|| Error::Corrupt(format!("saga waits on a person but {} is not made by hand", rot.source.kind())))?;
         let (credential, target) = (rot.source.describe(), rot.target.describe());
         let ctx = notify::Context { credential_kind: rot.source.kind(), credential: &credential, target_kind: rot.target.kind(), target: &target, keys_now: None };
-        let mut shown = saga.clone();
-        if kind == Prompt::Remind {
-            shown.prompts += 1;
-        }
-        let n = notify::render_prompt(&shown, &ctx, &hand, kind == Prompt::Remind);
+        // `prompts` counts the notices sent so far: the first was the
+        // request itself, so it is also the number of this reminder.
+        let n = notify::render_prompt(saga, &ctx, &hand, kind == Prompt::Remind);
         self.notifier.publish(&n).await?;
         info!(event = %n.attributes["event"], step = %saga.step, "asked a person to act");
         Ok(Effect::Prompted)
