@@ -22,12 +22,16 @@ fn run(args: &[&str], envs: &[(&str, String)]) -> (i32, String, String) {
 fn help_lists_every_command() {
     let (code, out, _) = run(&["--help"], &[]);
     assert_eq!(code, 0);
-    for c in ["worker", "rotate", "status", "list", "rollback", "check-config"] {
+    for c in ["worker", "rotate", "status", "list", "rollback", "provide", "confirm", "check-config"] {
         assert!(out.contains(c), "--help mentions {c}:\n{out}");
     }
     let (code, out, _) = run(&["rotate", "--help"], &[]);
     assert_eq!(code, 0);
     assert!(out.contains("--wait") && out.contains("already being rotated"), "{out}");
+    assert!(out.contains("--old-token-created"), "{out}");
+    let (code, out, _) = run(&["provide", "--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("never taken from the command line") && out.contains("--from-secret"), "{out}");
 }
 
 #[test]

@@ -539,6 +539,39 @@ grace_period = "0s"
         }
     }
 
+    const SCIM: &str = r#"
+[[rotation]]
+id = "entra-scim"
+source = { kind = "scim_token", region = "us-east-1" }
+[rotation.target]
+kind = "entra_provisioning"
+tenant_id = "t-1"
+client_id = "c-1"
+client_secret = { secrets_manager = "keyturn/entra", json_key = "client_secret" }
+service_principal_id = "sp-1"
+job_id = "AWSSingleSignOn.abc"
+scim_endpoint = "https://scim.us-east-1.amazonaws.com/abc/scim/v2/"
+[rotation.policy]
+reminder_every = "12h"
+"#;
+
+    #[test]
+    fn scim_rotation_parses_and_pairs_only_with_entra() {
+        let c = Config::parse(&format!("{GOOD}{SCIM}")).unwrap();
+        let r = c.rotation("entra-scim").unwrap();
+        assert_eq!(r.credential_key(), "scim_token:any:us-east-1");
+        let p = r.policy.to_policy();
+        assert_eq!((p.reminder_every, p.person_deadline), (12 * 3_600_000, 7 * 86_400_000));
+        let crossed = SCIM.replace(r#"kind = "scim_token", region = "us-east-1""#, r#"kind = "iam_access_key", user_name = "u""#);
+        assert!(Config::parse(&format!("{GOOD}{crossed}")).unwrap_err().contains("an iam_access_key source goes with an auth0_email_provider target"));
+        let bad_region = SCIM.replace("region = \"us-east-1\"", "region = \"Virginia\"");
+        assert!(Config::parse(&format!("{GOOD}{bad_region}")).unwrap_err().contains("source.region"));
+        let plain = SCIM.replace("https://scim", "http://scim");
+        assert!(Config::parse(&format!("{GOOD}{plain}")).unwrap_err().contains("target.scim_endpoint: must be https"));
+        let zero = SCIM.replace("\"12h\"", "\"0s\"");
+        assert!(Config::parse(&format!("{GOOD}{zero}")).unwrap_err().contains("policy.reminder_every"));
+    }
+
     #[test]
     fn inline_secret_is_refused() {
         let bad = GOOD.replace(r#"{ env = "AUTH0_CLIENT_SECRET" }"#, r#""s3cr3t""#);

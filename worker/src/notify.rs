@@ -582,4 +582,74 @@ mod tests {
         assert!(n.subject.chars().count() <= 100);
         assert_eq!(n.attributes["event"], "rotation.succeeded");
     }
+
+    fn by_hand_saga() -> Saga {
+        let mut s = Saga::new("S-9".into(), "entra-scim".into(), "scim_token:any:us-east-1".into(), "health:scim_expiry".into(), 0, 1);
+        s.manual = true;
+        s.old_keys = vec![KeyRef { id: "tok-0001".into(), active: true, created_at: Some(1_764_547_200_000) }];
+        s
+    }
+
+    fn hand() -> crate::connectors::ByHand {
+        crate::connectors::ByHand { noun: "SCIM access token", create: vec!["Open the console.".into(), "Generate token.".into()], delete: vec!["Select it and choose Delete.".into()] }
+    }
+
+    fn scim_ctx() -> Context<'static> {
+        Context { credential_kind: "scim_token", credential: "IAM Identity Center SCIM token (us-east-1)", target_kind: "entra_provisioning", target: "Entra provisioning job J", keys_now: None }
+    }
+
+    #[test]
+    fn action_required_names_the_steps_the_command_and_the_deadline() {
+        let mut s = by_hand_saga();
+        s.step = Step::AwaitNew;
+        s.deadline = Some(86_400_000);
+        let n = render_prompt(&s, &scim_ctx(), &hand(), false);
+        assert_eq!(n.attributes["event"], "rotation.action_required");
+        assert_eq!(n.subject, "[keyturn] Action required: create a new SCIM access token: entra-scim");
+        for needle in ["  1. Open the console.", "  2. Generate token.", "`keyturn provide S-9`", "--from-secret", "Deadline:        1970-01-02T00:00:00Z", "nothing will have changed"] {
+            assert!(n.text.contains(needle), "missing {needle:?} in\n{}", n.text);
+        }
+        assert!(!n.text.contains("--old-token-created"), "the old token is on record already");
+        s.prompts = 2;
+        let r = render_prompt(&s, &scim_ctx(), &hand(), true);
+        assert_eq!(r.attributes["event"], "rotation.reminder");
+        assert_eq!(r.document["reminder"], 2);
+        assert!(r.text.contains("Reminder:        2"));
+    }
+
+    #[test]
+    fn delete_notice_tells_which_token_to_delete_and_which_to_keep() {
+        let mut s = by_hand_saga();
+        s.step = Step::AwaitRetire;
+        s.new_key = Some("handed over 2026-11-21T10:00:00Z".into());
+        s.target = TargetState::HoldsNew;
+        s.old_keys = vec![];
+        let n = render_prompt(&s, &scim_ctx(), &hand(), false);
+        assert_eq!(n.document["action"], "delete_old");
+        assert!(n.text.contains("it is the older one"), "no old token on record: says how to tell\n{}", n.text);
+        assert!(n.text.contains("Do NOT delete the token handed over 2026-11-21T10:00:00Z"), "{}", n.text);
+        assert!(n.text.contains("`keyturn confirm S-9`"));
+    }
+
+    #[test]
+    fn by_hand_outcomes_say_what_the_person_must_do() {
+        let mut s = by_hand_saga();
+        s.new_key = Some("handed over T".into());
+        s.status = Status::Compensated;
+        s.target = TargetState::Rejected;
+        s.failure = Some(Failure { step: Step::PushToTarget, code: "X".into(), message: "Entra rejected the new token in Test connection: 401".into(), operator_fixable: true });
+        let n = render(&s, &scim_ctx());
+        assert!(n.text.contains("Tokens now (no API lists them"), "{}", n.text);
+        assert!(n.text.contains("handed over T  unused: delete it in the console  new token"), "{}", n.text);
+        assert!(n.document["recommended_action"].as_str().unwrap().contains("Delete the unused new token"));
+        s.failure = Some(Failure { step: Step::AwaitNew, code: "DeadlinePassed".into(), message: "m".into(), operator_fixable: true });
+        s.new_key = None;
+        s.target = TargetState::Untouched;
+        assert!(recommended_action(&s).contains("No token was handed over in time"));
+        s.status = Status::Succeeded;
+        s.old_deleted = true;
+        s.failure = None;
+        let n = render(&s, &scim_ctx());
+        assert!(n.text.contains("tok-0001  deleted (confirmed by a person)  old token"), "{}", n.text);
+    }
 }
