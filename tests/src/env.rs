@@ -50,6 +50,8 @@ pub struct Options {
     /// Add the `entra-scim` rotation (SCIM token into the fake Graph), with
     /// this `reminder_every` and `person_deadline`.
     pub scim: Option<(&'static str, &'static str)>,
+    /// With `scim`: `restart_job = true`, `run_timeout = "5s"`.
+    pub scim_restart: bool,
 }
 
 impl Default for Options {
@@ -65,6 +67,7 @@ impl Default for Options {
             quarantine_after: None,
             propagation_timeout: "30s",
             scim: None,
+            scim_restart: false,
         }
     }
 }
@@ -112,7 +115,8 @@ pub struct ScimSide {
 pub const SCIM_ENDPOINT: &str = "https://scim.us-east-1.amazonaws.com/abc/scim/v2/";
 
 /// A `[[rotation]]` of a SCIM token into Entra (the fake Graph at `graph_uri`).
-pub fn scim_rotation_toml(graph_uri: &str, reminder_every: &str, person_deadline: &str) -> String {
+pub fn scim_rotation_toml(graph_uri: &str, reminder_every: &str, person_deadline: &str, restart: bool) -> String {
+    let restart = if restart { "restart_job = true\nrun_timeout = \"5s\"\n" } else { "" };
     use crate::graph_fake::{CLIENT_ID, JOB, SP, TENANT};
     format!(
         r#"
@@ -130,7 +134,7 @@ job_id = "{JOB}"
 scim_endpoint = "{SCIM_ENDPOINT}"
 login_base_url = "{graph_uri}"
 graph_base_url = "{graph_uri}"
-
+{restart}
 [rotation.policy]
 reminder_every = "{reminder_every}"
 person_deadline = "{person_deadline}"
@@ -337,7 +341,7 @@ impl TestEnv {
                 .secret_string(serde_json::json!({"client_secret": side.client_secret}).to_string())
                 .send()
                 .await?;
-            scim_cfg = scim_rotation_toml(&side.graph.server.uri(), reminder_every, person_deadline);
+            scim_cfg = scim_rotation_toml(&side.graph.server.uri(), reminder_every, person_deadline, opts.scim_restart);
             scim = Some(side);
         }
 

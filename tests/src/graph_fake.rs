@@ -26,6 +26,11 @@ pub struct State {
     pub job: Value,
     /// Answer the next N Graph calls with 429 Retry-After: 1.
     pub throttle_next: usize,
+    /// Bodies of `POST …/restart` received.
+    pub restarts: Vec<Value>,
+    /// What a restart does: the run it produces (`state`, `error`), finished
+    /// at once; `None`: the restart is accepted and no run happens.
+    pub run_after_restart: Option<Value>,
     pub calls: Vec<(String, String, u16)>,
 }
 
@@ -92,10 +97,29 @@ fn respond(st: &mut State, req: &Request, p: &str) -> (u16, ResponseTemplate) {
             _ => (405, graph_err(405, "MethodNotAllowed", "")),
         };
     }
+    if p.ends_with(&format!("/jobs/{JOB}/restart")) {
+        st.restarts.push(body.clone());
+        if let Some(run) = st.run_after_restart.clone() {
+            // A restart with QuarantineState in resetScope lifts quarantine; the run decides the rest.
+            let now = chrono_like_now();
+            let mut last = run;
+            last["timeBegan"] = now.clone().into();
+            last["timeEnded"] = now.into();
+            let code = if last["state"] == "Failed" && last["error"]["code"] == CREDENTIAL_FAILURE { "Quarantine" } else { "Active" };
+            st.job["status"] = json!({"code": code, "lastExecution": last});
+        }
+        return (204, ResponseTemplate::new(204));
+    }
     if p.ends_with(&format!("/jobs/{JOB}")) {
         return (200, ResponseTemplate::new(200).set_body_json(st.job.clone()));
     }
     (404, graph_err(404, "ResourceNotFound", "not found"))
+}
+
+/// Now as Graph writes times (RFC 3339, UTC, milliseconds).
+fn chrono_like_now() -> String {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    aws_smithy_types::DateTime::from_millis(ms).fmt(aws_smithy_types::date_time::Format::DateTime).unwrap()
 }
 
 pub const CREDENTIAL_FAILURE: &str = "SystemForCrossDomainIdentityManagementCredentialValidationFailure";
@@ -137,7 +161,8 @@ impl FakeGraph {
                 json!({"key": "SecretToken", "value": old_token}),
                 json!({"key": "NotificationEmail", "value": "ops@example.com"}),
             ],
-            job: json!({"id": JOB, "status": {"code": "Active", "lastExecution": {"state": "Succeeded"}}}),
+            job: json!({"id": JOB, "status": {"code": "Active", "lastExecution": {"state": "Succeeded", "timeBegan": "2026-11-20T08:00:00.000Z", "timeEnded": "2026-11-20T08:01:00.000Z"}}}),
+            run_after_restart: Some(json!({"state": "Succeeded"})),
             ..State::default()
         }));
         let server = MockServer::start().await;

@@ -32,6 +32,7 @@ async fn target(env: &TestEnv, graph: &FakeGraph, secret_name: &str) -> EntraPro
         http: keyturn::connectors::http_client(),
         secrets: SecretResolver::new(env.clients.secrets.clone()),
         retry: RetryPolicy::default(),
+        restart_wait: None,
     })
 }
 
@@ -94,4 +95,31 @@ async fn a_wrong_client_secret_is_a_permanent_error() {
     assert_eq!(e.code(), "invalid_client");
     assert!(!e.is_retryable() && e.operator_fixable());
     assert!(!e.to_string().contains(GRAPH_SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_waits_for_a_run_and_judges_it() {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    let graph = FakeGraph::start(GRAPH_SECRET, NEW, OLD).await;
+    let mut t = target(&env, &graph, "entra/e").await;
+    t = EntraProvisioning::new(EntraSettings { restart_wait: Some(std::time::Duration::from_secs(2)), ..t.into_settings() });
+    // The expiring token had the job quarantined; the restart after Save lifts it and the run succeeds.
+    graph.state.lock().unwrap().job = json!({"status": {"code": "Quarantine", "quarantine": {"reason": "EncounteredQuarantineException",
+        "error": {"code": CREDENTIAL_FAILURE, "message": "token expired"}}, "lastExecution": {"state": "Failed", "timeBegan": "2026-11-20T08:00:00Z", "timeEnded": "2026-11-20T08:00:05Z",
+        "error": {"code": CREDENTIAL_FAILURE, "message": "token expired"}}}});
+    assert_eq!(t.verify("", &[]).await.unwrap(), Verification::Opaque);
+    {
+        let st = graph.state.lock().unwrap();
+        assert_eq!(st.restarts, vec![json!({"criteria": {"resetScope": "Watermark, Escrows, QuarantineState"}})]);
+    }
+    // The run after the restart fails on credentials: unhealthy, with Graph's code.
+    graph.state.lock().unwrap().run_after_restart = Some(json!({"state": "Failed", "error": {"code": CREDENTIAL_FAILURE, "message": "401 from the SCIM endpoint"}}));
+    assert!(matches!(t.verify("", &[]).await.unwrap(), Verification::Unhealthy(m) if m.contains(CREDENTIAL_FAILURE)));
+    // No run at all within the bound: unhealthy, after waiting it out.
+    graph.state.lock().unwrap().run_after_restart = None;
+    let t0 = std::time::Instant::now();
+    let v = t.verify("", &[]).await.unwrap();
+    assert!(t0.elapsed() >= std::time::Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(matches!(&v, Verification::Unhealthy(m) if m.contains("no run finished within 2s")), "{v:?}");
+    assert_eq!(graph.state.lock().unwrap().restarts.len(), 3);
 }

@@ -211,7 +211,9 @@ async fn every_step_message_twice_and_graph_throttling_change_nothing() {
     // Handing it over twice is refused, not applied twice.
     let again = engine.provide(&id, &SecretString::from(side.new_token.clone()), None).await.unwrap_err();
     assert!(again.to_string().contains("not waiting for a new credential"), "{again}");
-    wait_step(&env, &id, Step::AwaitRetire).await;
+    // As a person would: confirm after reading the notice. (Confirming before
+    // the notice is sent is allowed too, and then there is no notice.)
+    seen_after(&env, &mut seen, "delete_old").await;
     engine.confirm(&id).await.unwrap();
     let saga = env.wait_terminal(&id, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(3)).await; // let the duplicates arrive
@@ -338,4 +340,28 @@ async fn the_health_expiry_notice_starts_the_rotation_once() {
     assert_eq!((sagas[0].rotation_id.as_str(), sagas[0].step), ("entra-scim", Step::AwaitNew));
     seen.extend(env.notifications(0, Duration::from_secs(1)).await);
     assert_eq!(count(&seen, "rotation.action_required"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_job_lifts_the_quarantine_the_old_token_caused() {
+    let env = TestEnv::new(Options { scim: Some(("1h", "1h")), scim_restart: true, ..Options::default() }).await.unwrap();
+    let side = env.scim.as_ref().unwrap();
+    // The old token expired: Entra quarantined the job before keyturn started.
+    side.graph.state.lock().unwrap().job = json!({"id": "job", "status": {"code": "Quarantine",
+        "quarantine": {"reason": "EncounteredQuarantineException", "error": {"code": CREDENTIAL_FAILURE, "message": "expired"}},
+        "lastExecution": {"state": "Failed", "timeBegan": "2026-11-20T08:00:00Z", "timeEnded": "2026-11-20T08:00:05Z", "error": {"code": CREDENTIAL_FAILURE, "message": "expired"}}}});
+    let engine = Arc::new(env.engine("w1"));
+    let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    let mut seen = vec![];
+    let Created::New(id) = engine.request("entra-scim", "manual").await.unwrap() else { panic!() };
+    wait_for(&env, &mut seen, "rotation.action_required", Duration::from_secs(30)).await;
+    engine.provide(&id, &SecretString::from(side.new_token.clone()), None).await.unwrap();
+    wait_step(&env, &id, Step::AwaitRetire).await;
+    w.stop().await;
+    let st = side.graph.state.lock().unwrap();
+    assert_eq!(st.restarts.len(), 1, "one restart after Save");
+    assert_eq!(st.job["status"]["code"], "Active", "quarantine lifted by the restart and a good run");
+    let save = st.calls.iter().position(|(m, p, _)| m == "PUT" && p.ends_with("/secrets")).unwrap();
+    let restart = st.calls.iter().position(|(_, p, _)| p.ends_with("/restart")).unwrap();
+    assert!(save < restart, "the restart comes after the new token is saved");
 }

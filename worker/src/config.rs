@@ -179,6 +179,12 @@ pub enum TargetConfig {
         login_base_url: Option<String>,
         /// Override of `https://graph.microsoft.com` (tests, sovereign clouds).
         graph_base_url: Option<String>,
+        /// After Save, restart the provisioning job (lifting a quarantine the
+        /// expiring token caused) and wait up to `run_timeout` for a run.
+        #[serde(default)]
+        restart_job: bool,
+        /// With `restart_job`: how long to wait for the run (default 10m, at most 1h).
+        run_timeout: Option<Dur>,
     },
 }
 
@@ -411,8 +417,15 @@ impl Config {
                     }
                 }
                 TargetConfig::EntraProvisioning {
-                    tenant_id, client_id, service_principal_id, job_id, scim_endpoint, login_base_url, graph_base_url, ..
+                    tenant_id, client_id, service_principal_id, job_id, scim_endpoint, login_base_url, graph_base_url, restart_job, run_timeout, ..
                 } => {
+                    match (restart_job, run_timeout) {
+                        (false, Some(_)) => return Err(at("target.run_timeout", "applies only with restart_job = true")),
+                        (_, Some(t)) if t.0 < Duration::from_secs(1) || t.0 > Duration::from_secs(3600) => {
+                            return Err(at("target.run_timeout", "must be between 1s and 1h (the run is awaited within one step)"))
+                        }
+                        _ => {}
+                    }
                     for (key, v) in [
                         ("target.tenant_id", tenant_id),
                         ("target.client_id", client_id),
@@ -568,6 +581,10 @@ reminder_every = "12h"
         assert!(Config::parse(&format!("{GOOD}{bad_region}")).unwrap_err().contains("source.region"));
         let plain = SCIM.replace("https://scim", "http://scim");
         assert!(Config::parse(&format!("{GOOD}{plain}")).unwrap_err().contains("target.scim_endpoint: must be https"));
+        let orphan = SCIM.replace("[rotation.policy]", "run_timeout = \"5m\"\n[rotation.policy]");
+        assert!(Config::parse(&format!("{GOOD}{orphan}")).unwrap_err().contains("target.run_timeout: applies only with restart_job = true"));
+        let long = SCIM.replace("[rotation.policy]", "restart_job = true\nrun_timeout = \"2h\"\n[rotation.policy]");
+        assert!(Config::parse(&format!("{GOOD}{long}")).unwrap_err().contains("between 1s and 1h"));
         let zero = SCIM.replace("\"12h\"", "\"0s\"");
         assert!(Config::parse(&format!("{GOOD}{zero}")).unwrap_err().contains("policy.reminder_every"));
     }

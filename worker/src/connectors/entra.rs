@@ -15,7 +15,9 @@
 //!   secrets and write them all back with only `SecretToken` changed (whether
 //!   PUT merges is unconfirmed, so every key is resent);
 //! * **verify** = read the job: `Quarantine`, or a failed last execution with
-//!   a credential error, means the switch did not take;
+//!   a credential error, means the switch did not take; with `restart_wait`,
+//!   first restart the job (lifting a quarantine the expiring token caused)
+//!   and wait, bounded, for a run that began after the restart;
 //! * 429 honours `Retry-After`; 5xx and timeouts retry; 400/401/403 are
 //!   permanent and keep Graph's error code and message.
 
@@ -52,6 +54,9 @@ pub struct EntraSettings {
     pub http: reqwest::Client,
     pub secrets: SecretResolver,
     pub retry: RetryPolicy,
+    /// After Save, restart the job (lifting a quarantine the old token caused)
+    /// and wait up to this long for a run to finish; `None`: read the job once.
+    pub restart_wait: Option<Duration>,
 }
 
 pub struct EntraProvisioning {
@@ -62,6 +67,11 @@ pub struct EntraProvisioning {
 impl EntraProvisioning {
     pub fn new(s: EntraSettings) -> Self {
         EntraProvisioning { s, token: Mutex::new(None) }
+    }
+
+    /// The settings back (tests build variants of one target).
+    pub fn into_settings(self) -> EntraSettings {
+        self.s
     }
 
     fn graph(&self, path: &str) -> String {
@@ -156,9 +166,38 @@ impl EntraProvisioning {
         Ok(())
     }
 
+    async fn get_job(&self) -> Result<Value> {
+        self.call(Method::GET, self.graph(&format!("/synchronization/jobs/{}", self.s.job_id)), "GET job", None).await
+    }
+
     async fn verify_impl(&self) -> Result<Verification> {
-        let job = self.call(Method::GET, self.graph(&format!("/synchronization/jobs/{}", self.s.job_id)), "GET job", None).await?;
-        Ok(judge_job(&job))
+        let job = self.get_job().await?;
+        let Some(wait) = self.s.restart_wait else { return Ok(judge_job(&job)) };
+        // Restart, then wait for a run that began after it. "After" is judged
+        // by the run's start time changing, not by our clock, so clock skew
+        // with Microsoft does not matter. A retried verify restarts again,
+        // which is harmless.
+        let before = last_run_began(&job);
+        let body = json!({"criteria": {"resetScope": "Watermark, Escrows, QuarantineState"}});
+        self.call(Method::POST, self.graph(&format!("/synchronization/jobs/{}/restart", self.s.job_id)), "POST restart", Some(body)).await?;
+        let deadline = Instant::now() + wait;
+        let poll = (wait / 20).clamp(Duration::from_millis(200), Duration::from_secs(15));
+        loop {
+            let job = self.get_job().await?;
+            let began = last_run_began(&job);
+            let ended = job["status"]["lastExecution"]["timeEnded"].as_str().is_some_and(|t| !t.is_empty());
+            if began.is_some() && began > before && ended {
+                return Ok(judge_run(&job));
+            }
+            if Instant::now() >= deadline {
+                return Ok(Verification::Unhealthy(format!(
+                    "the provisioning job was restarted after Save, but no run finished within {}s (status {})",
+                    wait.as_secs(),
+                    job["status"]["code"].as_str().unwrap_or("unknown")
+                )));
+            }
+            tokio::time::sleep(poll).await;
+        }
     }
 }
 
@@ -177,6 +216,32 @@ pub fn merge_secrets(current: &Value, base_address: &str, token: &str) -> Vec<Va
     }
     out.push(json!({"key": "SecretToken", "value": token}));
     out
+}
+
+/// Start of the job's last run, when it has one.
+fn last_run_began(job: &Value) -> Option<i64> {
+    let t = job["status"]["lastExecution"]["timeBegan"].as_str()?;
+    aws_smithy_types::DateTime::from_str(t, aws_smithy_types::date_time::Format::DateTime).ok()?.to_millis().ok()
+}
+
+/// Judge a run that began after a restart: it must have succeeded (entry
+/// level errors are about single users, not the token).
+pub fn judge_run(job: &Value) -> Verification {
+    match judge_job(job) {
+        Verification::Opaque => {
+            let last = &job["status"]["lastExecution"];
+            if last["state"] == "Failed" {
+                Verification::Unhealthy(format!(
+                    "the provisioning run after the restart failed: {} {}",
+                    last["error"]["code"].as_str().unwrap_or(""),
+                    last["error"]["message"].as_str().unwrap_or("")
+                ))
+            } else {
+                Verification::Opaque
+            }
+        }
+        unhealthy => unhealthy,
+    }
 }
 
 /// Decide what the provisioning job says about the switch.

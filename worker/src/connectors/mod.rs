@@ -141,6 +141,8 @@ pub fn build(cfg: &RotationConfig, clients: &Clients, secrets: &SecretResolver, 
             scim_endpoint,
             login_base_url,
             graph_base_url,
+            restart_job,
+            run_timeout,
         } => Arc::new(entra::EntraProvisioning::new(entra::EntraSettings {
             tenant_id: tenant_id.clone(),
             client_id: client_id.clone(),
@@ -153,6 +155,7 @@ pub fn build(cfg: &RotationConfig, clients: &Clients, secrets: &SecretResolver, 
             http: http.clone(),
             secrets: secrets.clone(),
             retry: RetryPolicy::default(),
+            restart_wait: restart_job.then(|| run_timeout.map(|d| d.0).unwrap_or(std::time::Duration::from_secs(600))),
         })),
     };
     Rotation { id: cfg.id.clone(), credential: cfg.credential_key(), source, target, policy: cfg.policy.to_policy() }
