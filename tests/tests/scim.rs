@@ -242,8 +242,13 @@ async fn a_token_entra_rejects_is_never_saved() {
     let mut seen = vec![];
     let Created::New(id) = engine.request("entra-scim", "manual").await.unwrap() else { panic!() };
     wait_for(&env, &mut seen, "rotation.action_required", Duration::from_secs(30)).await;
+    // Handed over from Secrets Manager this time, with the real binary.
     let wrong = format!("scim-wrong-{}", uuid::Uuid::new_v4().simple());
-    engine.provide(&id, &SecretString::from(wrong.clone()), None).await.unwrap();
+    env.clients.secrets.create_secret().name("scim/handover").secret_string(json!({"token": wrong}).to_string()).send().await.unwrap();
+    let cfg = env.write_config(&std::env::temp_dir().join(format!("keyturn-scim-{}", uuid::Uuid::new_v4()))).unwrap();
+    let (code, out, err) = cli(&env, &cfg, &["provide", &id, "--from-secret", "scim/handover", "--json-key", "token"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains(&wrong) && !err.contains(&wrong), "the CLI does not print the token");
     let saga = env.wait_terminal(&id, Duration::from_secs(30)).await;
     let failed = wait_for(&env, &mut seen, "rotation.failed", Duration::from_secs(20)).await;
     w.stop().await;

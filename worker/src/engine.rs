@@ -480,14 +480,17 @@ impl<Q: Queue> Engine<Q> {
     async fn finalize(&self, rot: &Rotation, saga: &Saga) -> Result<()> {
         let mut end = saga.clone();
         end.status = saga.closing.unwrap_or(Status::NeedsAttention);
-        let keys = match rot.source.inventory().await {
-            // Nothing to list for a credential made by hand: the notice shows
-            // what keyturn recorded.
-            _ if saga.manual => None,
-            Ok(k) => Some(k),
-            Err(e) => {
-                warn!(error = %e, "could not list keys for the notification");
-                None
+        // Nothing to list for a credential made by hand: the notice shows
+        // what keyturn recorded instead.
+        let keys = if saga.manual {
+            None
+        } else {
+            match rot.source.inventory().await {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    warn!(error = %e, "could not list keys for the notification");
+                    None
+                }
             }
         };
         let credential = rot.source.describe();
