@@ -76,6 +76,16 @@ fn graph_calls(env: &TestEnv, method: &str, suffix: &str) -> usize {
     st.calls.iter().filter(|(m, p, s)| m == method && p.ends_with(suffix) && *s < 300).count()
 }
 
+/// A worker, a rotation started by hand, and its first notice received.
+async fn start_and_wait_for_the_ask(env: &TestEnv) -> (Arc<keyturn::engine::Engine<keyturn::queue::SqsQueue>>, RunningWorker, Vec<Notification>, String) {
+    let engine = Arc::new(env.engine("w1"));
+    let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    let mut seen = vec![];
+    let Created::New(id) = engine.request("entra-scim", "manual").await.unwrap() else { panic!() };
+    wait_for(env, &mut seen, "rotation.action_required", Duration::from_secs(30)).await;
+    (engine, w, seen, id)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_rotates_the_token_with_the_cli_and_nothing_leaks() {
     let env = env("1h", "1h", false).await;
@@ -237,11 +247,7 @@ async fn every_step_message_twice_and_graph_throttling_change_nothing() {
 async fn a_token_entra_rejects_is_never_saved() {
     let env = env("1h", "1h", false).await;
     let side = env.scim.as_ref().unwrap();
-    let engine = Arc::new(env.engine("w1"));
-    let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
-    let mut seen = vec![];
-    let Created::New(id) = engine.request("entra-scim", "manual").await.unwrap() else { panic!() };
-    wait_for(&env, &mut seen, "rotation.action_required", Duration::from_secs(30)).await;
+    let (_engine, w, mut seen, id) = start_and_wait_for_the_ask(&env).await;
     // Handed over from Secrets Manager this time, with the real binary.
     let wrong = format!("scim-wrong-{}", uuid::Uuid::new_v4().simple());
     env.clients.secrets.create_secret().name("scim/handover").secret_string(json!({"token": wrong}).to_string()).send().await.unwrap();
@@ -273,11 +279,7 @@ async fn a_job_in_quarantine_after_save_needs_attention() {
     side.graph.state.lock().unwrap().job = json!({"id": "job", "status": {"code": "Quarantine", "quarantine": {
         "reason": "EncounteredQuarantineException", "currentBegan": "2026-11-21T08:00:00Z",
         "error": {"code": CREDENTIAL_FAILURE, "message": "Failed to validate the credentials of the target system", "tenantActionable": true}}}});
-    let engine = Arc::new(env.engine("w1"));
-    let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
-    let mut seen = vec![];
-    let Created::New(id) = engine.request("entra-scim", "manual").await.unwrap() else { panic!() };
-    wait_for(&env, &mut seen, "rotation.action_required", Duration::from_secs(30)).await;
+    let (engine, w, mut seen, id) = start_and_wait_for_the_ask(&env).await;
     engine.provide(&id, &SecretString::from(side.new_token.clone()), None).await.unwrap();
     let saga = env.wait_terminal(&id, Duration::from_secs(30)).await;
     let alert = wait_for(&env, &mut seen, "rotation.needs_attention", Duration::from_secs(20)).await;
@@ -355,11 +357,7 @@ async fn restart_job_lifts_the_quarantine_the_old_token_caused() {
     side.graph.state.lock().unwrap().job = json!({"id": "job", "status": {"code": "Quarantine",
         "quarantine": {"reason": "EncounteredQuarantineException", "error": {"code": CREDENTIAL_FAILURE, "message": "expired"}},
         "lastExecution": {"state": "Failed", "timeBegan": "2026-11-20T08:00:00Z", "timeEnded": "2026-11-20T08:00:05Z", "error": {"code": CREDENTIAL_FAILURE, "message": "expired"}}}});
-    let engine = Arc::new(env.engine("w1"));
-    let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
-    let mut seen = vec![];
-    let Created::New(id) = engine.request("entra-scim", "manual").await.unwrap() else { panic!() };
-    wait_for(&env, &mut seen, "rotation.action_required", Duration::from_secs(30)).await;
+    let (engine, w, _seen, id) = start_and_wait_for_the_ask(&env).await;
     engine.provide(&id, &SecretString::from(side.new_token.clone()), None).await.unwrap();
     wait_step(&env, &id, Step::AwaitRetire).await;
     w.stop().await;

@@ -468,6 +468,12 @@ impl Saga {
         (until > now).then_some(until)
     }
 
+    /// Record a command (not a step attempt) in the history.
+    fn note(&mut self, at: Millis, outcome: &str, message: String) {
+        self.updated_at = at;
+        self.history.push(Attempt { at, step: self.step, attempt: self.step_attempts, outcome: outcome.into(), code: None, message: Some(message) });
+    }
+
     fn record(&mut self, at: Millis, outcome: &str, err: Option<&StepError>) {
         self.history.push(Attempt {
             at,
@@ -880,15 +886,7 @@ pub fn request_rollback(saga: &Saga, clock: Clock) -> Result<Saga, RollbackRefus
         )));
     }
     let mut s = saga.clone();
-    s.updated_at = clock.now;
-    s.history.push(Attempt {
-        at: clock.now,
-        step: Step::RetireOld,
-        attempt: s.step_attempts,
-        outcome: "rollback_requested".into(),
-        code: None,
-        message: Some("operator asked to reactivate the old key".into()),
-    });
+    s.note(clock.now, "rollback_requested", "operator asked to reactivate the old key".into());
     s.goto(Step::RestoreOld, clock);
     Ok(s)
 }
@@ -938,15 +936,7 @@ fn waiting_for(saga: &Saga, step: Step, what: &str) -> Result<(), NotWaiting> {
 pub fn provide(saga: &Saga, new_id: String, old: Option<KeyRef>, clock: Clock) -> Result<Saga, NotWaiting> {
     waiting_for(saga, Step::AwaitNew, "a new credential")?;
     let mut s = saga.clone();
-    s.updated_at = clock.now;
-    s.history.push(Attempt {
-        at: clock.now,
-        step: Step::AwaitNew,
-        attempt: s.step_attempts,
-        outcome: "provided".into(),
-        code: None,
-        message: Some(format!("a person handed over the new credential ({new_id})")),
-    });
+    s.note(clock.now, "provided", format!("a person handed over the new credential ({new_id})"));
     s.new_key = Some(new_id);
     if let Some(old) = old {
         s.old_keys = vec![old];
@@ -962,15 +952,7 @@ pub fn provide(saga: &Saga, new_id: String, old: Option<KeyRef>, clock: Clock) -
 pub fn confirm_retired(saga: &Saga, clock: Clock) -> Result<Saga, NotWaiting> {
     waiting_for(saga, Step::AwaitRetire, "the old credential's deletion")?;
     let mut s = saga.clone();
-    s.updated_at = clock.now;
-    s.history.push(Attempt {
-        at: clock.now,
-        step: Step::AwaitRetire,
-        attempt: s.step_attempts,
-        outcome: "confirmed".into(),
-        code: None,
-        message: Some("a person confirmed the old credential is deleted".into()),
-    });
+    s.note(clock.now, "confirmed", "a person confirmed the old credential is deleted".into());
     s.old_deleted = true;
     s.close(Status::Succeeded, clock);
     Ok(s)
