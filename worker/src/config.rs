@@ -511,8 +511,40 @@ fn check_base_url(u: &str) -> Result<(), String> {
     }
 }
 
+/// Configuration snippets the crate's unit tests share.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    /// An `[aws]` table with placeholder values.
+    pub const AWS: &str = r#"
+[aws]
+queue_url = "q"
+dlq_url = "d"
+table = "t"
+topic_arn = "arn"
+kms_key_id = "k"
+"#;
+
+    /// A complete `scim_token` → `entra_provisioning` rotation.
+    pub const SCIM_ROTATION: &str = r#"
+[[rotation]]
+id = "entra-scim"
+source = { kind = "scim_token", region = "us-east-1" }
+[rotation.target]
+kind = "entra_provisioning"
+tenant_id = "t-1"
+client_id = "c-1"
+client_secret = { secrets_manager = "keyturn/entra", json_key = "client_secret" }
+service_principal_id = "sp-1"
+job_id = "AWSSingleSignOn.abc"
+scim_endpoint = "https://scim.us-east-1.amazonaws.com/abc/scim/v2/"
+[rotation.policy]
+reminder_every = "12h"
+"#;
+}
+
 #[cfg(test)]
 mod tests {
+    use super::fixtures::SCIM_ROTATION as SCIM;
     use super::*;
 
     const GOOD: &str = r#"
@@ -552,21 +584,6 @@ grace_period = "0s"
         }
     }
 
-    const SCIM: &str = r#"
-[[rotation]]
-id = "entra-scim"
-source = { kind = "scim_token", region = "us-east-1" }
-[rotation.target]
-kind = "entra_provisioning"
-tenant_id = "t-1"
-client_id = "c-1"
-client_secret = { secrets_manager = "keyturn/entra", json_key = "client_secret" }
-service_principal_id = "sp-1"
-job_id = "AWSSingleSignOn.abc"
-scim_endpoint = "https://scim.us-east-1.amazonaws.com/abc/scim/v2/"
-[rotation.policy]
-reminder_every = "12h"
-"#;
 
     #[test]
     fn scim_rotation_parses_and_pairs_only_with_entra() {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::fixtures::{AWS, SCIM_ROTATION};
 use crate::config::Config;
 
 const CONSOLIDATED: &str = include_str!("../../../tests/fixtures/securityhub-iam3-consolidated.json");
@@ -7,14 +8,9 @@ const CUSTOM: &str = include_str!("../../../tests/fixtures/securityhub-custom-ac
 const HEALTH: &str = include_str!("../../../tests/fixtures/health-scim-expiry.json");
 
 fn rotations() -> Vec<RotationConfig> {
-    Config::parse(
+    Config::parse(&format!(
+        "{AWS}{}",
         r#"
-[aws]
-queue_url = "q"
-dlq_url = "d"
-table = "t"
-topic_arn = "arn"
-kms_key_id = "k"
 [[rotation]]
 id = "auth0-ses"
 source = { kind = "iam_access_key", user_name = "auth0-ses-sender" }
@@ -33,8 +29,8 @@ domain = "other.eu.auth0.com"
 client_id = "c"
 client_secret = { env = "X" }
 ses_region = "eu-west-1"
-"#,
-    )
+"#
+    ))
     .unwrap()
     .rotations
 }
@@ -98,24 +94,11 @@ fn unknown_user_or_account_is_unmatched() {
     assert!(matches!(&decide(&parse(&body).unwrap(), &rotations())[..], [Decision::Unmatched { .. }]));
 }
 
-const SCIM_ROTATION: &str = r#"
-[[rotation]]
-id = "entra-scim"
-source = { kind = "scim_token", region = "us-east-1", account_id = "123456789012" }
-[rotation.target]
-kind = "entra_provisioning"
-tenant_id = "t"
-client_id = "c"
-client_secret = { env = "X" }
-service_principal_id = "sp"
-job_id = "AWSSingleSignOn.abc"
-scim_endpoint = "https://scim.us-east-1.amazonaws.com/abc/scim/v2/"
-"#;
-
 fn with_scim() -> Vec<RotationConfig> {
     let mut r = rotations();
-    let text = format!("[aws]\nqueue_url = \"q\"\ndlq_url = \"d\"\ntable = \"t\"\ntopic_arn = \"arn\"\nkms_key_id = \"k\"\n{SCIM_ROTATION}");
-    r.extend(Config::parse(&text).unwrap().rotations);
+    // Bound to the account of the Health fixture.
+    let scim = SCIM_ROTATION.replace(r#"region = "us-east-1" }"#, r#"region = "us-east-1", account_id = "123456789012" }"#);
+    r.extend(Config::parse(&format!("{AWS}{scim}")).unwrap().rotations);
     r
 }
 
