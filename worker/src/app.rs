@@ -46,6 +46,7 @@ pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String,
         visibility: cfg.worker.visibility_timeout.0,
         sweep_after: cfg.worker.sweep_after.0,
         faults: Arc::new(Faults::default()),
+        age_clock: Arc::default(),
     }
 }
 

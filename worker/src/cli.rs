@@ -62,6 +62,15 @@ pub enum QueueName {
     Intake,
 }
 
+/// Which key a resolved saga keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeepArg {
+    /// The target uses the new key: retire the old one.
+    New,
+    /// The target uses the old key: retire the new one.
+    Old,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -162,6 +171,29 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Resolve a saga that stopped in needs attention with both keys in place:
+    /// say which key the target uses, and keyturn retires the other one the
+    /// safe way (deactivate, grace period, last-use check, delete).
+    ///
+    /// keyturn first gathers the evidence (both keys' last use by the
+    /// target's service since the saga stopped, which keys still exist, what
+    /// the target reports) and refuses a choice the evidence contradicts,
+    /// unless --force. `keyturn status <saga>` shows the latest evidence.
+    Resolve {
+        saga_id: String,
+        /// The key the target uses and that stays: `new` or `old`.
+        #[arg(long, value_enum)]
+        keep: KeepArg,
+        /// Resolve even when the evidence says the target uses the other key.
+        #[arg(long)]
+        force: bool,
+        /// Follow the saga until it ends (it includes the grace period).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up waiting after this long.
+        #[arg(long, default_value = "30m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
     /// Dry run: print what keyturn would do for an event, or for the key-age
     /// scan — which rotations would start, which keys would be created,
     /// deactivated and deleted, which targets patched — and change nothing.
@@ -242,6 +274,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     id
                 }
                 Created::Existing(id) => {
+                    if let Some(s) = engine.store.load(&id).await?.filter(|s| s.saga.unresolved()) {
+                        let v = s.saga.attention.as_ref().and_then(|a| a.verdict.as_ref()).map(|v| v.reason.clone()).unwrap_or_else(|| "no evidence checked yet".into());
+                        bail!(
+                            "rotation {rotation} not started: saga {id} needs attention with both keys in place and holds the credential (evidence: {v}). Resolve it first: keyturn resolve {id} --keep new|old"
+                        );
+                    }
                     println!("rotation {rotation}: already in progress as saga {id}");
                     id
                 }
@@ -409,6 +447,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        Command::Resolve { saga_id, keep, force, wait, timeout } => {
+            let keep = match keep {
+                KeepArg::New => crate::saga::Keep::New,
+                KeepArg::Old => crate::saga::Keep::Old,
+            };
+            let by = format!("keyturn resolve --keep {}{} by {}", keep.as_str(), if force { " --force" } else { "" }, whoami());
+            let (next, verdict) = engine.resolve(&saga_id, keep, force, &by).await?;
+            println!("saga {saga_id}: resolved, keeping the {} key (evidence: {})", keep.as_str(), verdict.reason);
+            println!("  next: {}", match (keep, next.step) {
+                (_, crate::saga::Step::Finalize) => "the other key is already gone; the saga ends now".to_string(),
+                (crate::saga::Keep::New, _) => "deactivate the old key, wait the grace period, check its last use, delete it".to_string(),
+                (crate::saga::Keep::Old, _) => "deactivate the new key, wait the grace period, check its last use, delete it".to_string(),
+            });
+            if !wait {
+                println!("follow it with: keyturn status {saga_id}");
+                return Ok(0);
+            }
+            follow(&engine.store, &saga_id, timeout).await
+        }
         Command::Rollback { saga_id, wait } => {
             engine.rollback(&saga_id).await?;
             println!("rollback of saga {saga_id} requested: the old key will be reactivated");
@@ -418,6 +475,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// Who ran a command, for the saga's history.
+fn whoami() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "an operator".into())
 }
 
 fn quarantine_line(h: &crate::quarantine::Health) -> String {
@@ -460,6 +522,23 @@ pub fn timeline(s: &Stored) -> String {
     }
     for c in &g.compensations {
         out.push_str(&format!("  compensation: {c}\n"));
+    }
+    if let (true, Some(a)) = (g.unresolved(), &g.attention) {
+        out.push_str(&format!(
+            "  needs attention since {}, holding the credential; evidence checks: {}, next {}\n",
+            fmt_time(a.since),
+            a.checks,
+            fmt_time(a.next_check)
+        ));
+        match &a.verdict {
+            Some(v) => out.push_str(&format!(
+                "  evidence ({}): {} -> {}\n",
+                fmt_time(v.at),
+                v.reason,
+                v.keep.map(|k| format!("keyturn resolve {} --keep {}", g.saga_id, k.as_str())).unwrap_or_else(|| "unclear; keyturn keeps watching".into())
+            )),
+            None => out.push_str(&format!("  evidence: not checked yet; keyturn resolve {} --keep new|old if you know\n", g.saga_id)),
+        }
     }
     for a in &g.history {
         out.push_str(&attempt_line(a));

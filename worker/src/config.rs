@@ -211,6 +211,12 @@ pub struct PolicyConfig {
     /// Credentials made by a person: how long they have for each step
     /// (creating the new one, deleting the old one) before keyturn gives up.
     pub person_deadline: Dur,
+    /// A saga stopped in needs attention with both keys in place: how often
+    /// keyturn looks at the evidence (both keys' last use, the target).
+    pub evidence_every: Dur,
+    /// On clear evidence, finish such a saga without waiting for
+    /// `keyturn resolve` (retire the unused key: deactivate, grace, usage check, delete).
+    pub auto_resolve: bool,
 }
 
 impl Default for PolicyConfig {
@@ -226,6 +232,8 @@ impl Default for PolicyConfig {
             quarantine_disable_after: Dur(Duration::from_secs(28 * 86_400)),
             reminder_every: Dur(Duration::from_millis(p.reminder_every)),
             person_deadline: Dur(Duration::from_millis(p.person_deadline)),
+            evidence_every: Dur(Duration::from_millis(p.evidence_every)),
+            auto_resolve: p.auto_resolve,
         }
     }
 }
@@ -240,6 +248,8 @@ impl PolicyConfig {
             grace_period: self.grace_period.0.as_millis() as u64,
             reminder_every: self.reminder_every.0.as_millis() as u64,
             person_deadline: self.person_deadline.0.as_millis() as u64,
+            evidence_every: self.evidence_every.0.as_millis() as u64,
+            auto_resolve: self.auto_resolve,
         }
     }
 }
@@ -462,6 +472,9 @@ impl Config {
             }
             if p.person_deadline.0 < Duration::from_secs(1) {
                 return Err(at("policy.person_deadline", "must be at least 1s"));
+            }
+            if p.evidence_every.0 < Duration::from_secs(1) || p.evidence_every.0 > Duration::from_secs(7 * 86_400) {
+                return Err(at("policy.evidence_every", "must be between 1s and 7d"));
             }
         }
         Ok(())

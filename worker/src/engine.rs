@@ -78,6 +78,24 @@ pub enum Handled {
     Crashed,
 }
 
+/// The engine's idea of "now" for decisions about key age (is an IAM.3
+/// finding due?). Real time plus a skew that only tests set, to age a key
+/// without waiting 90 days.
+#[derive(Debug, Default)]
+pub struct AgeClock {
+    skew_ms: std::sync::atomic::AtomicI64,
+}
+
+impl AgeClock {
+    pub fn now(&self) -> Millis {
+        now_ms().saturating_add_signed(self.skew_ms.load(Ordering::SeqCst))
+    }
+    /// Move the clock (tests).
+    pub fn set_skew(&self, skew: Duration) {
+        self.skew_ms.store(skew.as_millis() as i64, Ordering::SeqCst);
+    }
+}
+
 pub struct Engine<Q: Queue> {
     pub store: Store,
     pub queue: Q,
@@ -92,6 +110,8 @@ pub struct Engine<Q: Queue> {
     pub visibility: Duration,
     pub sweep_after: Duration,
     pub faults: Arc<Faults>,
+    /// "Now" for key-age decisions (intake of IAM.3 findings).
+    pub age_clock: Arc<AgeClock>,
 }
 
 /// How a rotation was asked for.
@@ -373,7 +393,7 @@ impl<Q: Queue> Engine<Q> {
         }
     }
 
-    async fn send_next(&self, s: &Saga, now: Millis) {
+    pub(crate) async fn send_next(&self, s: &Saga, now: Millis) {
         let delay = Duration::from_millis(resume_at(s, now) - now);
         if let Err(e) = self.queue.send(&StepMessage::new(&s.saga_id, s.step, &s.token), delay).await {
             warn!(saga = %s.saga_id, error = %e, "could not enqueue the next step; the sweeper will re-drive it");
@@ -399,7 +419,14 @@ impl<Q: Queue> Engine<Q> {
         let old_ids: Vec<String> = saga.old_keys.iter().map(|k| k.id.clone()).collect();
         let src = rot.source.as_ref();
         let r = match saga.step {
-            Step::Start => StepResult::of(src.inventory().await.map(|keys| Effect::Started { keys })),
+            Step::Start => match src.inventory().await {
+                Ok(keys) if keys.len() >= 2 && !saga.manual => match self.keys_of_earlier_sagas(saga, &keys).await {
+                    // Two keys, one of them ours: say which saga holds them.
+                    Some(message) => StepResult::of(Err(Error::Refused { code: "KeysOfEarlierSaga", message })),
+                    None => StepResult::of(Ok(Effect::Started { keys })),
+                },
+                r => StepResult::of(r.map(|keys| Effect::Started { keys })),
+            },
             Step::IssueNew => {
                 if let (Some(id), true) = (&saga.new_key, stored.secret.is_some()) {
                     return Some(StepResult::of(Ok(Effect::Issued { key_id: id.clone() })));
@@ -435,10 +462,53 @@ impl<Q: Queue> Engine<Q> {
                 let new_id = saga.new_key.clone().unwrap_or_default();
                 StepResult::of(rot.target.verify(&new_id, &old_ids).await.map(Effect::Verified))
             }
-            Step::DisableOld => StepResult::of(for_each(&old_ids, |id| src.disable(id)).await.map(|_| Effect::Disabled)),
+            Step::DisableOld => {
+                let r = async {
+                    // A keep-new resolution of a saga whose new key a
+                    // keep-old resolution had deactivated: reactivate it first.
+                    if let (true, Some(id)) = (saga.new_disabled, &saga.new_key) {
+                        src.enable(id).await?;
+                    }
+                    if saga.old_deleted {
+                        return Ok(());
+                    }
+                    for_each(&old_ids, |id| src.disable(id)).await
+                };
+                StepResult::of(r.await.map(|_| Effect::Disabled))
+            }
             Step::RetireOld => {
-                let switched = saga.switched_at.unwrap_or(saga.created_at);
-                StepResult::of(for_each(&old_ids, |id| src.retire(id, switched)).await.map(|_| Effect::Retired))
+                let since = saga.usage_cutoff();
+                StepResult::of(for_each(&old_ids, |id| src.retire(id, since)).await.map(|_| Effect::Retired))
+            }
+            Step::DisableNew => {
+                let r = async {
+                    if saga.old_disabled {
+                        for_each(&old_ids, |id| src.enable(id)).await?;
+                    }
+                    match &saga.new_key {
+                        Some(id) if !saga.new_revoked => src.disable(id).await,
+                        _ => Ok(()),
+                    }
+                };
+                StepResult::of(r.await.map(|_| Effect::DisabledNew))
+            }
+            Step::RetireNew => {
+                let since = saga.usage_cutoff();
+                let r = match &saga.new_key {
+                    Some(id) => src.retire(id, since).await.map_err(|e| match e {
+                        Error::Refused { code: "OldKeyUsedAfterSwitch", message } => Error::Refused { code: "NewKeyUsedAfterResolution", message },
+                        other => other,
+                    }),
+                    None => Ok(()),
+                };
+                StepResult::of(r.map(|_| Effect::RetiredNew))
+            }
+            Step::RestoreNew => {
+                let r = match &saga.new_key {
+                    Some(id) => src.enable(id).await,
+                    None => Ok(()),
+                };
+                StepResult::of(r.map(|_| Effect::RestoredNew))
             }
             Step::RevokeNew => {
                 let r = match &saga.new_key {
@@ -518,12 +588,14 @@ impl<Q: Queue> Engine<Q> {
     /// changes reason, disables the rotation, or ends.
     async fn count_outcome(&self, end: &Saga) -> Result<()> {
         let Some(cfg) = self.rotation_configs.iter().find(|r| r.id == end.rotation_id) else { return Ok(()) };
+        // A resolved saga ends a second time, and that ending counts too.
+        let counted = if end.endings == 0 { end.saga_id.clone() } else { format!("{}#{}", end.saga_id, end.endings) };
         let reason = end.failure.as_ref().map(|f| f.code.clone()).unwrap_or_else(|| end.status.as_str().to_string());
         for _ in 0..3 {
             let (health, version) = self.store.health(&end.rotation_id).await?;
             let (next, change) = crate::quarantine::record(
                 &health,
-                &end.saga_id,
+                &counted,
                 end.status == Status::Succeeded,
                 &reason,
                 now_ms(),
@@ -574,6 +646,14 @@ impl<Q: Queue> Engine<Q> {
         let now = now_ms();
         let mut n = 0;
         for s in self.store.overdue(now).await? {
+            if s.saga.status == Status::NeedsAttention {
+                // An unresolved saga whose evidence check is due.
+                let id = s.saga.saga_id.clone();
+                if let Err(e) = self.watch_one(s).await {
+                    warn!(saga = %id, error = %e, "evidence check failed; trying again at the next check");
+                }
+                continue;
+            }
             if s.lease_until > now {
                 continue;
             }

@@ -37,8 +37,13 @@ pub struct Finding {
     pub control: Option<String>,
     pub record_state: String,
     pub compliance_status: Option<String>,
-    /// `FirstObservedAt`, else `CreatedAt`.
+    /// `FirstObservedAt`, else `CreatedAt`. Informational only: Security Hub
+    /// keeps one finding per control and resource, so a key that fails again
+    /// months after a rotation comes back with its first `FirstObservedAt`.
     pub observed_at: Option<Millis>,
+    /// The control's `maxAccessKeyAge` parameter in days
+    /// (`Compliance.SecurityControlParameters`), when the finding carries it.
+    pub max_key_age_days: Option<u64>,
     /// IAM users among the finding's resources: (account, user name).
     pub users: Vec<(String, String)>,
 }
@@ -131,8 +136,28 @@ fn parse_finding(f: &Value, i: usize) -> Result<Finding, IntakeError> {
         record_state,
         compliance_status: str_at(f, "/Compliance/Status").map(str::to_string),
         observed_at: str_at(f, "/FirstObservedAt").or_else(|| str_at(f, "/CreatedAt")).and_then(parse_time),
+        max_key_age_days: max_key_age_days(f),
         users,
     })
+}
+
+/// IAM.3's default: keys older than 90 days fail the control.
+pub const IAM3_DEFAULT_MAX_AGE_DAYS: u64 = 90;
+
+/// `Compliance.SecurityControlParameters: [{"Name": "maxAccessKeyAge", "Value": ["90"]}]`.
+fn max_key_age_days(f: &Value) -> Option<u64> {
+    f.pointer("/Compliance/SecurityControlParameters")?
+        .as_array()?
+        .iter()
+        .find(|p| str_at(p, "/Name") == Some("maxAccessKeyAge"))?
+        .get("Value")?
+        .as_array()?
+        .first()?
+        .as_str()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|d| (1..=36_500).contains(d))
 }
 
 fn parse_findings(v: &Value) -> Result<Vec<Finding>, IntakeError> {

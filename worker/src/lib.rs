@@ -3,12 +3,14 @@
 //! Start with `ARCHITECTURE.md` for the bird's-eye view. Module map:
 //! * [`saga`]: the pure state machine (no I/O) — steps, transitions, the compensation rule;
 //! * [`engine`]: runs one step message against the saga it names;
+//! * [`attention`]: sagas stopped with both keys in place: evidence and `resolve`;
 //! * [`worker`]: long polling, concurrency, sweeper, shutdown;
 //! * [`store`], [`queue`], [`seal`], [`notify`], [`secrets`]: the AWS edges;
 //! * [`connectors`]: credential sources and targets (IAM access key, Auth0);
 //! * [`config`], [`cli`], [`app`]: configuration and the command line.
 
 pub mod app;
+pub mod attention;
 pub mod aws;
 pub mod cli;
 pub mod config;

@@ -29,6 +29,14 @@ pub struct Context<'a> {
     pub keys_now: Option<&'a [KeyRef]>,
 }
 
+/// [`Context`] with owned strings (no key list), for notices outside a step.
+pub struct OwnedContext {
+    pub credential_kind: &'static str,
+    pub credential: String,
+    pub target_kind: &'static str,
+    pub target: String,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notification {
     pub subject: String,
@@ -84,6 +92,11 @@ pub fn recommended_action(saga: &Saga) -> String {
             saga.saga_id
         ),
         (_, "KeyNotPropagated") => format!("The new key never authenticated and was deleted. Check IAM and STS health, then run `{rotate}`."),
+        (_, "KeysOfEarlierSaga") => "Nothing was changed. The failure message names the earlier saga that created one of the two keys and what to do about it.".into(),
+        (Status::NeedsAttention, _) if saga.unresolved() => format!(
+            "Do not delete either key by hand yet. keyturn keeps this credential locked and watches which key the target uses (both keys' last use by the target's service, and the target itself); you get `rotation.evidence` when it is clear. If you already know, run `keyturn resolve {id} --keep new` (or `--keep old`): keyturn then deactivates the other key, waits the grace period, checks its last use and deletes it.",
+            id = saga.saga_id
+        ),
         (Status::NeedsAttention, _) => "Check the target's settings: it may hold the new key. Do not delete either key until you know which one it uses; `keyturn status` shows the timeline.".into(),
         (Status::Compensated, _) => format!("Fix the cause above, then run `{rotate}`. Nothing was changed that needs undoing."),
         _ => "See `keyturn status` for the timeline.".into(),
@@ -377,6 +390,67 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
         attributes: BTreeMap::from([
             ("event", event.to_string()),
             ("severity", severity.to_string()),
+            ("rotation_id", saga.rotation_id.clone()),
+            ("credential_kind", ctx.credential_kind.to_string()),
+            ("target_kind", ctx.target_kind.to_string()),
+        ]),
+    }
+}
+
+/// The evidence of an unresolved saga became clear: which key the target
+/// uses, why keyturn thinks so, and what happens next.
+pub fn render_evidence(saga: &Saga, ctx: &OwnedContext, verdict: &crate::saga::Verdict, resolving: bool) -> Notification {
+    let keep = verdict.keep.map(|k| k.as_str()).unwrap_or("unclear");
+    let other = match verdict.keep {
+        Some(crate::saga::Keep::New) => "old",
+        _ => "new",
+    };
+    let action = if resolving {
+        format!("None: keyturn resolves the saga now (auto_resolve): it deactivates the {other} key, waits the grace period, checks its last use and deletes it. `keyturn status {}` follows it.", saga.saga_id)
+    } else {
+        format!(
+            "Run `keyturn resolve {id} --keep {keep}`; keyturn then deactivates the {other} key, waits the grace period, checks its last use and deletes it. If you know the evidence is wrong, `--keep {other} --force`.",
+            id = saga.saga_id
+        )
+    };
+    let headline = format!("Evidence: the target uses the {keep} key");
+    let text = format!(
+        "{headline}\n\nRotation:        {}\nSaga:            {} (needs attention, both keys in place)\nCredential:      {} ({})\nTarget:          {} ({})\nNew key:         {}\nOld key:         {}\nEvidence:        {}\nRecommended action: {action}\nMore:            keyturn status {}\n",
+        saga.rotation_id,
+        saga.saga_id,
+        ctx.credential,
+        ctx.credential_kind,
+        ctx.target,
+        ctx.target_kind,
+        saga.new_key.as_deref().unwrap_or("none"),
+        saga.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", "),
+        verdict.reason,
+        saga.saga_id
+    );
+    let document = json!({
+        "event": "rotation.evidence",
+        "severity": "warning",
+        "rotation_id": saga.rotation_id,
+        "saga_id": saga.saga_id,
+        "status": saga.status.as_str(),
+        "credential": {"kind": ctx.credential_kind, "name": ctx.credential},
+        "target": {"kind": ctx.target_kind, "name": ctx.target},
+        "new_key": saga.new_key,
+        "old_keys": saga.old_keys.iter().map(|k| k.id.clone()).collect::<Vec<_>>(),
+        "keep": verdict.keep.map(|k| k.as_str()),
+        "evidence": verdict.reason,
+        "resolving": resolving,
+        "recommended_action": action,
+        "resolve_command": format!("keyturn resolve {} --keep {keep}", saga.saga_id),
+        "status_command": format!("keyturn status {}", saga.saga_id),
+    });
+    Notification {
+        subject: format!("[keyturn] {headline}: {} ({}) -> {}", saga.rotation_id, ctx.credential, ctx.target).replace(['\r', '\n'], " ").chars().take(100).collect(),
+        text,
+        document,
+        attributes: BTreeMap::from([
+            ("event", "rotation.evidence".to_string()),
+            ("severity", "warning".to_string()),
             ("rotation_id", saga.rotation_id.clone()),
             ("credential_kind", ctx.credential_kind.to_string()),
             ("target_kind", ctx.target_kind.to_string()),

@@ -86,10 +86,18 @@ pub enum Step {
     /// Wait for a person to delete the old credential and confirm it
     /// (`keyturn confirm`); remind them; stop at the deadline.
     AwaitRetire,
+    /// Resolution "keep the old key" of a saga that needed attention:
+    /// reactivate the old key if it was deactivated, then deactivate the new one.
+    DisableNew,
+    /// After the grace period: check the new key's last use, delete it.
+    RetireNew,
+    /// Operator rollback of a "keep the old key" resolution during its grace
+    /// period: reactivate the new key (the saga needs attention again).
+    RestoreNew,
 }
 
 impl Step {
-    pub const ALL: [Step; 12] = [
+    pub const ALL: [Step; 15] = [
         Step::Start,
         Step::IssueNew,
         Step::ProveNew,
@@ -102,6 +110,9 @@ impl Step {
         Step::Finalize,
         Step::AwaitNew,
         Step::AwaitRetire,
+        Step::DisableNew,
+        Step::RetireNew,
+        Step::RestoreNew,
     ];
 
     /// Steps that use the new credential's secret.
@@ -123,6 +134,9 @@ impl Step {
             Step::Finalize => "finalize",
             Step::AwaitNew => "await_new",
             Step::AwaitRetire => "await_retire",
+            Step::DisableNew => "disable_new",
+            Step::RetireNew => "retire_new",
+            Step::RestoreNew => "restore_new",
         }
     }
 }
@@ -217,6 +231,142 @@ pub struct FindingRef {
     pub product_arn: String,
 }
 
+/// Which key a saga that stopped with both keys in place keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    /// The target uses the new key: retire the old one.
+    New,
+    /// The target uses the old key: retire the new one.
+    Old,
+}
+
+impl Keep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Keep::New => "new",
+            Keep::Old => "old",
+        }
+    }
+    fn other(self) -> Keep {
+        match self {
+            Keep::New => Keep::Old,
+            Keep::Old => Keep::New,
+        }
+    }
+}
+
+/// What the evidence says, as of one check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// `Some` when the evidence is clear.
+    pub keep: Option<Keep>,
+    /// Why, in one sentence (key ids, services, times; never a secret).
+    pub reason: String,
+    pub at: Millis,
+}
+
+/// A saga that stopped in `NeedsAttention` with both keys in place keeps the
+/// credential's lock and is watched: this is what keyturn has seen since.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attention {
+    /// When the saga stopped. No push can land after this, so a use of a key
+    /// by the target's service after it shows which key the target holds.
+    pub since: Millis,
+    /// When the evidence is looked at next.
+    pub next_check: Millis,
+    /// Evidence checks so far.
+    pub checks: u32,
+    /// The latest verdict (`None` before the first check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// The clear verdict a notice was sent for: one notice per change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced: Option<Keep>,
+}
+
+/// One key as the evidence check saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyEvidence {
+    pub id: String,
+    /// Listed by the source now.
+    pub exists: bool,
+    pub active: bool,
+    /// Most recent use, and the service it was used with (IAM keeps only the last one).
+    pub last_used: Option<(Millis, String)>,
+}
+
+/// Everything an evidence check gathered: both keys' last use and what the
+/// target reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    pub new: KeyEvidence,
+    pub old: Vec<KeyEvidence>,
+    /// The target read back (`None`: the read failed).
+    pub target: Option<Verification>,
+    /// The AWS service name the target uses the key with (`ses` for Auth0's
+    /// SES provider), as IAM reports it in `GetAccessKeyLastUsed`; `None`:
+    /// any service counts.
+    pub consumer_service: Option<String>,
+}
+
+/// Decide from evidence which key the target uses. Facts first (a key that
+/// no longer exists, the target naming its key id), then use: the target's
+/// service used only the new key since `since` (and nothing used the old
+/// one), or only the old one (and nothing used the new one). Anything else
+/// is unclear and keyturn keeps watching.
+pub fn judge(since: Millis, e: &Evidence, now: Millis) -> Verdict {
+    let v = |keep: Option<Keep>, reason: String| Verdict { keep, reason, at: now };
+    let old_ids = e.old.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ");
+    let any_old = e.old.iter().any(|k| k.exists);
+    match (e.new.exists, any_old) {
+        (false, false) => return v(None, format!("neither the new key {} nor the old key {old_ids} exists any more", e.new.id)),
+        (false, true) => return v(Some(Keep::Old), format!("the new key {} no longer exists: only the old key {old_ids} is left", e.new.id)),
+        (true, false) => return v(Some(Keep::New), format!("the old key {old_ids} no longer exists: only the new key {} is left", e.new.id)),
+        (true, true) => {}
+    }
+    match &e.target {
+        Some(Verification::HoldsNew) => return v(Some(Keep::New), format!("the target reports the new key id {}", e.new.id)),
+        Some(Verification::HoldsOld) => return v(Some(Keep::Old), format!("the target reports the old key id {old_ids}")),
+        _ => {}
+    }
+    fn used_after(k: &KeyEvidence, since: Millis) -> Option<&(Millis, String)> {
+        k.last_used.as_ref().filter(|(at, _)| *at > since)
+    }
+    let by_consumer = |k: &KeyEvidence| used_after(k, since).is_some_and(|(_, svc)| e.consumer_service.as_deref().is_none_or(|c| c == svc));
+    let svc = e.consumer_service.as_deref().unwrap_or("any service");
+    let when = |k: &KeyEvidence| used_after(k, since).map(|(at, s)| format!("{} by {s}", crate::saga::fmt_ms(*at))).unwrap_or_default();
+    let new_by = by_consumer(&e.new);
+    let old_by: Vec<&KeyEvidence> = e.old.iter().filter(|k| by_consumer(k)).collect();
+    let new_any = used_after(&e.new, since).is_some();
+    let old_any = e.old.iter().any(|k| used_after(k, since).is_some());
+    let since_s = fmt_ms(since);
+    match (new_by, !old_by.is_empty()) {
+        (true, false) if !old_any => v(Some(Keep::New), format!("only the new key {} was used by {svc} since {since_s} (last used {})", e.new.id, when(&e.new))),
+        (false, true) if !new_any => v(Some(Keep::Old), format!("only the old key {} was used by {svc} since {since_s} (last used {})", old_by[0].id, when(old_by[0]))),
+        (true, true) => v(None, format!("both keys were used by {svc} since {since_s}")),
+        (false, false) if !new_any && !old_any => v(None, format!("neither key was used since {since_s}; waiting for the target to use one")),
+        _ => v(None, format!("keys were used by other services than {svc} since {since_s}; cannot tell which one the target holds")),
+    }
+}
+
+/// `2026-11-24T10:00:00Z`, for messages (UTC; civil date from days since
+/// the epoch, H. Hinnant's algorithm: the machine imports no date library).
+pub fn fmt_ms(ms: Millis) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 /// One recorded step attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
@@ -286,6 +436,22 @@ pub struct Saga {
     /// Notices sent during the current wait on a person (0: none yet).
     #[serde(default)]
     pub prompts: u32,
+    /// While stopped in `NeedsAttention` with both keys: what the evidence says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<Attention>,
+    /// How a saga that needed attention was resolved (`keyturn resolve`, or by evidence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Keep>,
+    /// Uses of a key before this time do not stop its retirement (set when a
+    /// saga is resolved: earlier uses were the evidence, not a consumer left behind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_since: Option<Millis>,
+    /// The new key was deactivated (resolution "keep the old key").
+    #[serde(default)]
+    pub new_disabled: bool,
+    /// How many times the saga ended (a resolved saga ends twice).
+    #[serde(default)]
+    pub endings: u32,
 }
 
 /// What a step produced when it succeeded.
@@ -300,6 +466,10 @@ pub enum Effect {
     Retired,
     Revoked,
     Restored,
+    /// Resolution "keep old": old key active again, new key inactive.
+    DisabledNew,
+    RetiredNew,
+    RestoredNew,
     Finalized,
     /// A wait step sent its notice (action required or reminder).
     Prompted,
@@ -369,6 +539,10 @@ pub struct Policy {
     pub reminder_every: u64,
     /// How long a person has for each thing the saga waits on them for.
     pub person_deadline: u64,
+    /// Between evidence checks of a saga stopped with both keys in place.
+    pub evidence_every: u64,
+    /// Finish such a saga on clear evidence without waiting for `keyturn resolve`.
+    pub auto_resolve: bool,
 }
 
 impl Default for Policy {
@@ -381,6 +555,8 @@ impl Default for Policy {
             grace_period: 7 * 24 * 3_600_000,
             reminder_every: 24 * 3_600_000,
             person_deadline: 7 * 24 * 3_600_000,
+            evidence_every: 3_600_000,
+            auto_resolve: false,
         }
     }
 }
@@ -446,6 +622,37 @@ impl Saga {
             manual: false,
             deadline: None,
             prompts: 0,
+            attention: None,
+            resolved: None,
+            usage_since: None,
+            new_disabled: false,
+            endings: 0,
+        }
+    }
+
+    /// Stopped in `NeedsAttention` with both keys in place (an automatic
+    /// credential): the saga keeps the credential's lock, is watched for
+    /// evidence, and can be resolved (`keyturn resolve`). Every later
+    /// request for the credential is answered with this saga.
+    pub fn unresolved(&self) -> bool {
+        !self.manual
+            && self.status == Status::NeedsAttention
+            && self.new_key.is_some()
+            && !self.new_revoked
+            && !self.old_keys.is_empty()
+            && !self.old_deleted
+    }
+
+    /// Since when uses of a key count against retiring it.
+    pub fn usage_cutoff(&self) -> Millis {
+        self.usage_since.or(self.switched_at).unwrap_or(self.created_at)
+    }
+
+    /// The saga just ended: start watching if it ended unresolved.
+    fn ended(&mut self, policy: &Policy, now: Millis) {
+        self.endings += 1;
+        if self.unresolved() {
+            self.attention = Some(Attention { since: now, next_check: now.saturating_add(policy.evidence_every), checks: 0, verdict: None, announced: None });
         }
     }
 
@@ -462,7 +669,7 @@ impl Saga {
     /// Whether the saga is waiting (retry delay or grace period) at `now`.
     pub fn waiting_until(&self, now: Millis) -> Option<Millis> {
         let until = match self.step {
-            Step::RetireOld => self.not_before.max(self.grace_until.unwrap_or(0)),
+            Step::RetireOld | Step::RetireNew => self.not_before.max(self.grace_until.unwrap_or(0)),
             _ => self.not_before,
         };
         (until > now).then_some(until)
@@ -603,7 +810,7 @@ pub fn advance(saga: &Saga, outcome: &Outcome, policy: &Policy, clock: Clock) ->
                 s.token = format!("{:032x}", clock.token);
             } else {
                 s.record(clock.now, "failed", Some(err));
-                on_failed(&mut s, err, clock);
+                on_failed(&mut s, err, policy, clock);
             }
         }
     }
@@ -702,9 +909,16 @@ fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clock) {
             }
         },
         (Step::DisableOld, Effect::Disabled) => {
-            s.old_disabled = true;
-            s.goto(Step::RetireOld, clock);
-            s.grace_until = Some(clock.now + policy.grace_period);
+            // A keep-new resolution after a keep-old one reactivated the new key first.
+            s.new_disabled = false;
+            if s.old_deleted {
+                // The old key was already gone: nothing to wait for.
+                s.close(Status::Succeeded, clock);
+            } else {
+                s.old_disabled = true;
+                s.goto(Step::RetireOld, clock);
+                s.grace_until = Some(clock.now + policy.grace_period);
+            }
         }
         (Step::RetireOld, Effect::Retired) => {
             s.old_deleted = true;
@@ -726,6 +940,44 @@ fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clock) {
         (Step::Finalize, Effect::Finalized) => {
             s.status = s.closing.unwrap_or(Status::NeedsAttention);
             s.secret_stored = false;
+            s.ended(policy, clock.now);
+        }
+        (Step::DisableNew, Effect::DisabledNew) => {
+            if s.old_disabled {
+                s.old_disabled = false;
+                s.old_restored = true;
+                s.compensations.push(format!("reactivated old key {}", old_ids(s)));
+            }
+            if s.new_revoked {
+                // The new key was already gone: nothing to wait for.
+                s.close(Status::Compensated, clock);
+            } else {
+                s.new_disabled = true;
+                s.goto(Step::RetireNew, clock);
+                s.grace_until = Some(clock.now + policy.grace_period);
+            }
+        }
+        (Step::RetireNew, Effect::RetiredNew) => {
+            s.new_revoked = true;
+            if let Some(id) = &s.new_key {
+                s.compensations.push(format!("deactivated new key {id}, then deleted it after the grace period (the target kept the old key)"));
+            }
+            s.close(Status::Compensated, clock);
+        }
+        (Step::RestoreNew, Effect::RestoredNew) => {
+            s.new_disabled = false;
+            s.resolved = None;
+            s.target = TargetState::Uncertain;
+            if let Some(id) = &s.new_key {
+                s.compensations.push(format!("reactivated new key {id} (rollback of the keep-old resolution)"));
+            }
+            s.failure = Some(Failure {
+                step: Step::RetireNew,
+                code: "ResolutionRolledBack".into(),
+                message: "an operator reactivated the new key during the grace period of the keep-old resolution".into(),
+                operator_fixable: true,
+            });
+            s.close(Status::NeedsAttention, clock);
         }
         (Step::AwaitNew | Step::AwaitRetire, Effect::Prompted) if s.deadline.is_none_or(|d| clock.now < d) => {
             // Stay, and come back for the next reminder (or the deadline).
@@ -795,7 +1047,7 @@ fn old_ids(s: &Saga) -> String {
     s.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ")
 }
 
-fn on_failed(s: &mut Saga, err: &StepError, clock: Clock) {
+fn on_failed(s: &mut Saga, err: &StepError, policy: &Policy, clock: Clock) {
     match s.step {
         Step::Start => {
             s.fail(err);
@@ -829,7 +1081,7 @@ fn on_failed(s: &mut Saga, err: &StepError, clock: Clock) {
             s.fail(err);
             s.compensate(clock);
         }
-        Step::DisableOld | Step::RetireOld | Step::RestoreOld | Step::AwaitRetire => {
+        Step::DisableOld | Step::RetireOld | Step::RestoreOld | Step::AwaitRetire | Step::DisableNew | Step::RetireNew | Step::RestoreNew => {
             // The target holds the new key: never undo that. Stop with both
             // keys in place for a person.
             s.fail(err);
@@ -857,6 +1109,7 @@ fn on_failed(s: &mut Saga, err: &StepError, clock: Clock) {
             });
             s.compensations.push(format!("cleanup incomplete ({}): secret erasure or lock release may not have happened", err.code));
             s.status = Status::NeedsAttention;
+            s.ended(policy, clock.now);
         }
     }
 }
@@ -878,6 +1131,12 @@ pub fn accepts(saga: &Saga, step: Step, token: &str) -> bool {
 pub fn request_rollback(saga: &Saga, clock: Clock) -> Result<Saga, RollbackRefused> {
     if saga.status.is_terminal() {
         return Err(RollbackRefused(format!("saga {} already ended ({})", saga.saga_id, saga.status.as_str())));
+    }
+    if saga.step == Step::RetireNew && saga.new_disabled && !saga.new_revoked {
+        let mut s = saga.clone();
+        s.note(clock.now, "rollback_requested", "operator asked to reactivate the new key".into());
+        s.goto(Step::RestoreNew, clock);
+        return Ok(s);
     }
     if saga.step != Step::RetireOld || !saga.old_disabled || saga.old_deleted {
         return Err(RollbackRefused(format!(
@@ -956,6 +1215,118 @@ pub fn confirm_retired(saga: &Saga, clock: Clock) -> Result<Saga, NotWaiting> {
     s.old_deleted = true;
     s.close(Status::Succeeded, clock);
     Ok(s)
+}
+
+/// Why a saga cannot be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotResolvable(pub String);
+
+/// Finish a saga that stopped with both keys in place, keeping `keep`.
+/// The saga runs again (it still holds the credential's lock):
+/// * keep new: the target holds the new key → `DisableOld` → `RetireOld`
+///   (grace period, then the usage check, then delete) → `Succeeded`;
+/// * keep old: → `DisableNew` (reactivating the old key if it was
+///   deactivated) → `RetireNew` (grace, usage check, delete) → `Compensated`.
+///
+/// `gone`: the key to retire no longer exists (deleted by hand): the saga
+/// closes at once. Uses of either key before now do not count against the
+/// retirement (`usage_since`): they were the evidence.
+pub fn resolve(saga: &Saga, keep: Keep, gone: bool, by: &str, clock: Clock) -> Result<Saga, NotResolvable> {
+    if !saga.unresolved() {
+        let why = if saga.manual {
+            "its credential is made by hand: follow the notice's steps instead".to_string()
+        } else if saga.status != Status::NeedsAttention {
+            format!("it is {}, not needs_attention", saga.status.as_str())
+        } else {
+            "it does not have both keys in place (nothing to choose between)".to_string()
+        };
+        return Err(NotResolvable(format!("saga {} cannot be resolved: {why}", saga.saga_id)));
+    }
+    let mut s = saga.clone();
+    let was = s.failure.take().map(|f| format!(" (it stopped with {} at {})", f.code, f.step)).unwrap_or_default();
+    s.note(clock.now, "resolved", format!("{by}: keep the {} key{was}", keep.as_str()));
+    s.status = Status::Running;
+    s.closing = None;
+    s.resolved = Some(keep);
+    s.usage_since = Some(clock.now);
+    match (keep, gone) {
+        (Keep::New, false) => {
+            s.target = TargetState::HoldsNew;
+            s.switched_at.get_or_insert(clock.now);
+            s.goto(Step::DisableOld, clock);
+        }
+        (Keep::New, true) => {
+            s.target = TargetState::HoldsNew;
+            s.switched_at.get_or_insert(clock.now);
+            s.old_deleted = true;
+            s.compensations.push(format!("old key {} was already deleted", old_ids(&s)));
+            if s.new_disabled {
+                // The new key must be active again before the saga can end.
+                s.goto(Step::DisableOld, clock);
+            } else {
+                s.close(Status::Succeeded, clock);
+            }
+        }
+        (Keep::Old, false) => {
+            s.target = TargetState::HoldsOld;
+            s.goto(Step::DisableNew, clock);
+        }
+        (Keep::Old, true) => {
+            s.target = TargetState::HoldsOld;
+            s.new_revoked = true;
+            s.compensations.push(format!("new key {} was already deleted", s.new_key.clone().unwrap_or_default()));
+            if s.old_disabled {
+                // The old key must be active again before the saga can end.
+                s.goto(Step::DisableNew, clock);
+            } else {
+                s.close(Status::Compensated, clock);
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// Whether `keep` goes against what the evidence says (then `keyturn
+/// resolve` refuses unless forced).
+pub fn contradicts(keep: Keep, verdict: &Verdict) -> bool {
+    verdict.keep == Some(keep.other())
+}
+
+/// The result of one evidence check of an unresolved saga.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub saga: Saga,
+    /// The verdict became clear (or changed): send a notice.
+    pub announce: bool,
+    /// With `auto_resolve`: resolve now, keeping this key.
+    pub resolve: Option<Keep>,
+}
+
+/// Record one evidence check: the verdict, the next check, whether to
+/// announce it (once per clear verdict) and whether to resolve now.
+pub fn observe(saga: &Saga, verdict: Verdict, policy: &Policy, now: Millis) -> Option<Observed> {
+    if !saga.unresolved() {
+        return None;
+    }
+    let mut s = saga.clone();
+    let mut a = s.attention.clone().unwrap_or(Attention { since: s.updated_at, next_check: now, checks: 0, verdict: None, announced: None });
+    let changed = a.verdict.as_ref().is_none_or(|v| v.keep != verdict.keep || v.reason != verdict.reason);
+    a.checks += 1;
+    a.next_check = now.saturating_add(policy.evidence_every);
+    let announce = verdict.keep.is_some() && a.announced != verdict.keep;
+    if announce {
+        a.announced = verdict.keep;
+    }
+    let resolve = if policy.auto_resolve { verdict.keep } else { None };
+    if changed {
+        s.note(now, "evidence", verdict.reason.clone());
+    } else {
+        s.updated_at = now;
+    }
+    a.verdict = Some(verdict);
+    s.attention = Some(a);
+    Some(Observed { saga: s, announce, resolve })
 }
 
 /// `7d`, `36h`, `90s` — for messages.

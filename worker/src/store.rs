@@ -9,7 +9,10 @@
 //! * `pk = "lock#<credential>"`: the per-credential lock, naming the saga
 //!   that holds it. Created in one transaction with the saga, so two
 //!   requests for one credential give one saga; deleted in one transaction
-//!   with the saga's terminal write.
+//!   with the saga's terminal write — except when the saga ends *unresolved*
+//!   (needs attention with both keys in place, [`Saga::unresolved`]): then
+//!   it keeps the lock, carries a `watch_at` attribute (its next evidence
+//!   check), and releases the lock only when it is resolved and ends again.
 //!
 //! The table needs nothing but the string partition key `pk`.
 
@@ -258,6 +261,13 @@ impl Store {
             cond.push_str(" AND lease_owner = :me");
             upd = upd.expression_attribute_values(":me", s(me));
         }
+        let unresolved = saga.unresolved();
+        if unresolved {
+            set.push("watch_at = :watch");
+            upd = upd.expression_attribute_values(":watch", n(saga.attention.as_ref().map(|a| a.next_check).unwrap_or(due_at)));
+        } else {
+            remove.push("watch_at");
+        }
         match secret {
             SecretWrite::Keep => {}
             SecretWrite::Set(blob) => {
@@ -269,7 +279,7 @@ impl Store {
         let expr = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
         let upd = upd.update_expression(expr).condition_expression(cond).build().map_err(|e| Error::Config(e.to_string()))?;
         let mut tx = self.client.transact_write_items().transact_items(TransactWriteItem::builder().update(upd).build());
-        if saga.status.is_terminal() {
+        if saga.status.is_terminal() && !unresolved {
             let del = Delete::builder()
                 .table_name(&self.table)
                 .key("pk", lock_pk(&saga.credential))
@@ -280,6 +290,64 @@ impl Store {
             tx = tx.transact_items(TransactWriteItem::builder().delete(del).build());
         }
         conditional(tx.send().await, "TransactWriteItems", &saga.saga_id, expected).map(|_| next)
+    }
+
+    /// Run an unresolved saga again (`keyturn resolve`, or evidence with
+    /// `auto_resolve`): write it conditional on `expected`, and hold the
+    /// credential's lock in the same transaction — it is normally still
+    /// this saga's; a saga that ended before locks were kept re-takes it
+    /// if nobody else holds it.
+    pub async fn reopen(&self, saga: &Saga, expected: u64, due_at: Millis) -> Result<u64> {
+        let next = expected + 1;
+        let upd = Update::builder()
+            .table_name(&self.table)
+            .key("pk", saga_pk(&saga.saga_id))
+            .update_expression("SET version = :next, doc = :doc, #st = :status, due_at = :due REMOVE watch_at, lease_owner, lease_until")
+            .condition_expression("version = :v")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":v", n(expected))
+            .expression_attribute_values(":next", n(next))
+            .expression_attribute_values(":doc", Self::doc(saga)?)
+            .expression_attribute_values(":status", s(saga.status.as_str()))
+            .expression_attribute_values(":due", n(due_at))
+            .build()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let lock = Put::builder()
+            .table_name(&self.table)
+            .item("pk", lock_pk(&saga.credential))
+            .item("saga_id", s(&saga.saga_id))
+            .item("created_at", n(saga.created_at))
+            .condition_expression("attribute_not_exists(pk) OR saga_id = :id")
+            .expression_attribute_values(":id", s(&saga.saga_id))
+            .build()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(upd).build())
+            .transact_items(TransactWriteItem::builder().put(lock).build())
+            .send()
+            .await;
+        conditional(res, "TransactWriteItems", &saga.saga_id, expected).map(|_| next)
+    }
+
+    /// Claim an unresolved saga's evidence check: move `watch_at` to `next`
+    /// if it is due at `now` and the version is unchanged. Only one worker
+    /// wins; the others get `Conflict`.
+    pub async fn claim_watch(&self, saga_id: &str, version: u64, now: Millis, next: Millis) -> Result<()> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", saga_pk(saga_id))
+            .update_expression("SET watch_at = :next")
+            .condition_expression("version = :v AND watch_at <= :now")
+            .expression_attribute_values(":v", n(version))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":next", n(next))
+            .send()
+            .await;
+        conditional(res, "UpdateItem", saga_id, version).map(|_| ())
     }
 
     /// Push back `due_at` (sweeper re-drive), conditional on the version.
@@ -401,7 +469,8 @@ impl Store {
         self.scan(None).await
     }
 
-    /// Running sagas whose `due_at` has passed: candidates for the sweeper.
+    /// Running sagas whose `due_at` has passed, and unresolved sagas whose
+    /// evidence check is due: the sweeper's work.
     pub async fn overdue(&self, now: Millis) -> Result<Vec<Stored>> {
         self.scan(Some(now)).await
     }
@@ -421,11 +490,12 @@ impl Store {
             req = match overdue_at {
                 None => req.filter_expression("#k = :saga"),
                 Some(now) => req
-                    .filter_expression("#k = :saga AND due_at < :now AND (#st = :running OR #st = :comp)")
+                    .filter_expression("#k = :saga AND ((due_at < :now AND (#st = :running OR #st = :comp)) OR (#st = :na AND watch_at <= :now))")
                     .expression_attribute_names("#st", "status")
                     .expression_attribute_values(":now", n(now))
                     .expression_attribute_values(":running", s(Status::Running.as_str()))
-                    .expression_attribute_values(":comp", s(Status::Compensating.as_str())),
+                    .expression_attribute_values(":comp", s(Status::Compensating.as_str()))
+                    .expression_attribute_values(":na", s(Status::NeedsAttention.as_str())),
             };
             let page = req.send().await.map_err(|e| aws("dynamodb", "Scan", e))?;
             for item in page.items() {

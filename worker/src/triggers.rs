@@ -4,9 +4,13 @@
 //! [`crate::intake`]; this is the I/O half. Dedupe rules:
 //! * a credential with a saga in flight gets no second one (the lock in
 //!   [`Engine::request_with`] answers the running saga);
-//! * an imported finding observed before the rotation's last success is
-//!   stale — Security Hub re-imports findings until the control re-runs — and
-//!   starts nothing (a custom action, being an explicit request, still does);
+//! * an imported IAM.3 finding starts a rotation only if the user's active
+//!   keys are really past the control's age *now* (90 days, or the finding's
+//!   `maxAccessKeyAge` parameter) — decided from `ListAccessKeys`, not from
+//!   the finding's dates: Security Hub keeps one finding per control and
+//!   resource, so a re-import after a rotation, and the same finding failing
+//!   again 90 days later, both carry the original `FirstObservedAt`. A
+//!   custom action, being an explicit request, is not age-checked;
 //! * an IAM user with no configured rotation is reported once
 //!   (`rotation.unmatched`) and only counted on re-imports.
 
@@ -79,10 +83,12 @@ impl<Q: Queue> Engine<Q> {
         for d in intake::decide(&event, &self.rotation_configs) {
             match d {
                 Decision::Rotate { rotation_id, finding, user } => {
-                    if imported && self.stale(&rotation_id, finding.observed_at, &mut last_success).await? {
-                        info!(finding = %finding.id, rotation = %rotation_id, "finding observed before the last successful rotation; stale re-import, nothing to do");
-                        report.stale += 1;
-                        continue;
+                    if imported {
+                        if let Some(reason) = self.finding_not_due(&rotation_id, &finding).await? {
+                            info!(finding = %finding.id, rotation = %rotation_id, %reason, "finding is stale, nothing to do");
+                            report.stale += 1;
+                            continue;
+                        }
                     }
                     let req = Request {
                         trigger: trigger.clone(),
@@ -148,9 +154,40 @@ impl<Q: Queue> Engine<Q> {
         Ok(report)
     }
 
-    /// Whether an imported finding predates the rotation's last success (a
-    /// re-import Security Hub sends until the control runs again). The last
-    /// success is a table scan, so it is looked up once per rotation per event.
+    /// Why an imported IAM.3 finding needs no rotation now (`None`: it
+    /// does). A saga in flight answers first (the request joins it); then
+    /// the user's active keys are listed and compared with the control's
+    /// age at [`Engine::age_clock`]: no active key at or past it is a stale
+    /// finding (a re-import after a rotation, or one the control has not
+    /// re-evaluated yet).
+    async fn finding_not_due(&self, rotation_id: &str, finding: &intake::Finding) -> Result<Option<String>> {
+        let Some(rot) = self.rotations.get(rotation_id) else { return Ok(None) };
+        if self.store.lock_holder(&rot.credential).await?.is_some() {
+            return Ok(None);
+        }
+        let max_days = finding.max_key_age_days.unwrap_or(intake::IAM3_DEFAULT_MAX_AGE_DAYS);
+        let max_age = max_days * 86_400_000;
+        let now = self.age_clock.now();
+        let keys = rot.source.inventory().await?;
+        let active: Vec<_> = keys.iter().filter(|k| k.active).collect();
+        if active.iter().any(|k| k.created_at.is_none_or(|c| now.saturating_sub(c) >= max_age)) {
+            return Ok(None);
+        }
+        let ages = active
+            .iter()
+            .map(|k| format!("{} is {}", k.id, days(Duration::from_millis(now.saturating_sub(k.created_at.unwrap_or(now))))))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(Some(if active.is_empty() {
+            format!("{} has no active access key", rot.source.describe())
+        } else {
+            format!("no active key is {max_days} days old or older ({ages})")
+        }))
+    }
+
+    /// Whether an event predates the rotation's last success (AWS Health
+    /// repeats its notices). The last success is a table scan, so it is
+    /// looked up once per rotation per event.
     async fn stale(&self, rotation_id: &str, observed_at: Option<Millis>, last_success: &mut HashMap<String, Option<Millis>>) -> Result<bool> {
         let Some(seen) = observed_at else { return Ok(false) };
         let done = match last_success.get(rotation_id) {
@@ -198,6 +235,11 @@ impl<Q: Queue> Engine<Q> {
     async fn describe_plan(&self, rotation_id: &str, findings: &[String]) -> Result<Vec<String>> {
         let Some(rot) = self.rotations.get(rotation_id) else { return Ok(vec![format!("rotation {rotation_id}: not configured")]) };
         if let Some(saga) = self.store.lock_holder(&rot.credential).await? {
+            if self.store.load(&saga).await?.is_some_and(|s| s.saga.unresolved()) {
+                return Ok(vec![format!(
+                    "rotation {rotation_id}: nothing would start: saga {saga} needs attention with both keys in place and holds the credential; resolve it with keyturn resolve {saga} --keep new|old"
+                )]);
+            }
             return Ok(vec![format!("rotation {rotation_id}: nothing to do, saga {saga} is already in flight")]);
         }
         if let Err(reason) = crate::quarantine::admits(&self.store.health(rotation_id).await?.0, now_ms()) {
@@ -247,9 +289,11 @@ impl<Q: Queue> Engine<Q> {
         for d in intake::decide(&event, &self.rotation_configs) {
             match d {
                 Decision::Rotate { rotation_id, finding, .. } => {
-                    if imported && self.stale(&rotation_id, finding.observed_at, &mut last_success).await? {
-                        out.push(format!("rotation {rotation_id}: nothing to do, rotated after finding {} was observed", finding.id));
-                        continue;
+                    if imported {
+                        if let Some(reason) = self.finding_not_due(&rotation_id, &finding).await? {
+                            out.push(format!("rotation {rotation_id}: nothing to do for finding {}: {reason}", finding.id));
+                            continue;
+                        }
                     }
                     out.extend(self.describe_plan(&rotation_id, std::slice::from_ref(&finding.id)).await?);
                 }

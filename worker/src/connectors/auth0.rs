@@ -208,6 +208,11 @@ impl Target for Auth0EmailProvider {
     fn verify<'a>(&'a self, new_id: &'a str, old_ids: &'a [String]) -> BoxFut<'a, Result<Verification>> {
         Box::pin(self.verify_impl(new_id, old_ids))
     }
+    /// Auth0 sends mail through the SES API with the key (`ses` in
+    /// `GetAccessKeyLastUsed`, the SES API's signing name).
+    fn consumer_service(&self) -> Option<&'static str> {
+        Some("ses")
+    }
 }
 
 fn transport(operation: &'static str, e: reqwest::Error, is_write: bool) -> Error {

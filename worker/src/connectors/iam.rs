@@ -132,25 +132,28 @@ impl IamAccessKey {
         }
     }
 
-    async fn retire_impl(&self, id: &str, switched_at: Millis) -> Result<()> {
+    /// `GetAccessKeyLastUsed`: (time, service) of the key's most recent
+    /// use; `None` if never used (no `LastUsedDate`) or the key is gone.
+    async fn last_used_impl(&self, id: &str) -> Result<Option<(Millis, String)>> {
         let out = match self.iam.get_access_key_last_used().access_key_id(id).send().await {
             Ok(o) => o,
             Err(e) => match aws("iam", "GetAccessKeyLastUsed", e) {
-                Error::Aws { code, .. } if code == "NoSuchEntity" => return Ok(()),
+                Error::Aws { code, .. } if code == "NoSuchEntity" => return Ok(None),
                 other => return Err(other),
             },
         };
-        let last = out.access_key_last_used().and_then(|u| u.last_used_date()).and_then(|d| d.to_millis().ok());
-        if let Some(last) = last {
-            if last > switched_at as i64 {
-                let service = out.access_key_last_used().map(|u| u.service_name().to_string()).unwrap_or_default();
+        let Some(u) = out.access_key_last_used() else { return Ok(None) };
+        Ok(u.last_used_date().and_then(|d| d.to_millis().ok()).map(|ms| (ms.max(0) as u64, u.service_name().to_string())))
+    }
+
+    async fn retire_impl(&self, id: &str, switched_at: Millis) -> Result<()> {
+        if let Some((last, service)) = self.last_used_impl(id).await? {
+            if last > switched_at {
                 return Err(Error::Refused {
                     code: "OldKeyUsedAfterSwitch",
                     message: format!(
-                        "old key {id} was used after the target switched to the new key (last used {} by {service}); not deleting it",
-                        aws_smithy_types::DateTime::from_millis(last)
-                            .fmt(aws_smithy_types::date_time::Format::DateTime)
-                            .unwrap_or_default()
+                        "key {id} was used after the target switched away from it (last used {} by {service}); not deleting it",
+                        crate::saga::fmt_ms(last)
                     ),
                 });
             }
@@ -192,5 +195,8 @@ impl CredentialSource for IamAccessKey {
     }
     fn revoke<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<()>> {
         Box::pin(self.delete(id))
+    }
+    fn last_used<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<Option<(Millis, String)>>> {
+        Box::pin(self.last_used_impl(id))
     }
 }

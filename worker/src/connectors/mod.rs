@@ -86,6 +86,12 @@ pub trait CredentialSource: Send + Sync {
     fn retire<'a>(&'a self, id: &'a str, switched_at: Millis) -> BoxFut<'a, Result<()>>;
     /// Delete the new credential (compensation). Gone already is success.
     fn revoke<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<()>>;
+    /// When a credential was last used and with which service (IAM:
+    /// `GetAccessKeyLastUsed`); `None` when never used, gone, or the source
+    /// cannot tell. Evidence for resolving a saga that needs attention.
+    fn last_used<'a>(&'a self, _id: &'a str) -> BoxFut<'a, Result<Option<(Millis, String)>>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// Where credentials go.
@@ -98,6 +104,13 @@ pub trait Target: Send + Sync {
     fn push<'a>(&'a self, cred: &'a NewCredential) -> BoxFut<'a, Result<()>>;
     /// Read the target back.
     fn verify<'a>(&'a self, new_id: &'a str, old_ids: &'a [String]) -> BoxFut<'a, Result<Verification>>;
+    /// The AWS service the target uses the credential with, as IAM names it
+    /// in `GetAccessKeyLastUsed` (`ses` for an SES mail provider). A use of a
+    /// key by this service after a saga stopped tells which key the target
+    /// holds. `None`: any service counts.
+    fn consumer_service(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A configured rotation with its connectors built.

@@ -16,6 +16,8 @@ fn policy() -> Policy {
         grace_period: 0,
         reminder_every: 10_000,
         person_deadline: 35_000,
+        evidence_every: 60_000,
+        auto_resolve: false,
     }
 }
 
@@ -62,6 +64,9 @@ fn happy_effect(step: Step, new_id: &str) -> Effect {
         Step::RestoreOld => Effect::Restored,
         Step::Finalize => Effect::Finalized,
         Step::AwaitNew | Step::AwaitRetire => Effect::Prompted,
+        Step::DisableNew => Effect::DisabledNew,
+        Step::RetireNew => Effect::RetiredNew,
+        Step::RestoreNew => Effect::RestoredNew,
     }
 }
 
@@ -422,13 +427,45 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
 
     #[test]
-    fn every_run_terminates_safely(events in proptest::collection::vec(event(), 0..300), manual in any::<bool>()) {
+    fn every_run_terminates_safely(
+        events in proptest::collection::vec(event(), 0..300),
+        manual in any::<bool>(),
+        resolutions in proptest::collection::vec((any::<bool>(), any::<bool>()), 0..3),
+    ) {
         let mut s = if manual { manual_saga() } else { new_saga() };
         let mut t: u128 = 10;
         let mut seen_tokens: Vec<(Step, String)> = vec![(s.step, s.token.clone())];
         let mut events = events.into_iter();
+        let mut resolutions = resolutions.into_iter();
         let mut moves = 0;
-        while !s.status.is_terminal() {
+        loop {
+        if s.status.is_terminal() {
+            // An unresolved saga is watched and keeps the credential; a
+            // person (or clear evidence) may resolve it, and it runs again.
+            if s.unresolved() {
+                prop_assert!(s.attention.is_some(), "unresolved saga without attention record");
+            }
+            match resolutions.next() {
+                Some((keep_new, gone)) => {
+                    let keep = if keep_new { Keep::New } else { Keep::Old };
+                    t += 1;
+                    match resolve(&s, keep, gone, "test", clock(s.updated_at + 1, t)) {
+                        Ok(r) => {
+                            prop_assert!(s.unresolved());
+                            prop_assert_eq!(r.status, Status::Running);
+                            prop_assert_eq!(r.resolved, Some(keep));
+                            s = r;
+                            seen_tokens.push((s.step, s.token.clone()));
+                            continue;
+                        }
+                        Err(_) => prop_assert!(!s.unresolved()),
+                    }
+                }
+                None => {}
+            }
+            break;
+        }
+        {
             moves += 1;
             prop_assert!(moves < 2_000, "no terminal state after {moves} moves: {s:?}");
             let before = s.clone();
@@ -464,8 +501,11 @@ proptest! {
                 Event::Rollback => {
                     t += 1;
                     match request_rollback(&s, clock(s.updated_at + 1, t)) {
-                        Ok(r) => { prop_assert!(before.old_disabled && !before.old_deleted); s = r; }
-                        Err(_) => prop_assert!(!(s.step == Step::RetireOld && s.old_disabled)),
+                        Ok(r) => {
+                            prop_assert!((before.old_disabled && !before.old_deleted) || (before.new_disabled && !before.new_revoked && before.step == Step::RetireNew));
+                            s = r;
+                        }
+                        Err(_) => prop_assert!(!(s.step == Step::RetireOld && s.old_disabled) && !(s.step == Step::RetireNew && s.new_disabled)),
                     }
                 }
                 Event::Ok(v) => { s = run(&s, done(effect_for(s.step, v)), &mut t).saga; }
@@ -478,12 +518,24 @@ proptest! {
             if s.step == Step::RevokeNew && before.step != Step::RevokeNew {
                 prop_assert!(s.may_revoke_new(), "revoke planned while target may hold new: {s:?}");
             }
-            // The old key is touched only after the target holds the new one.
-            if s.step == Step::DisableOld || s.old_disabled {
+            // The old key is touched only after the target holds the new one
+            // (a keep-old resolution reactivates it: that is the way back).
+            if (s.step == Step::DisableOld || s.old_disabled) && s.resolved != Some(Keep::Old) {
                 prop_assert_eq!(s.target, TargetState::HoldsNew);
             }
-            // Once verification saw the new key, that knowledge never regresses.
-            if before.target == TargetState::HoldsNew {
+            // The new key is deactivated or deleted by the resolution path
+            // only after someone chose to keep the old key.
+            if matches!(s.step, Step::DisableNew | Step::RetireNew) {
+                prop_assert_eq!(s.resolved, Some(Keep::Old));
+            }
+            // A deactivated new key is either being retired, rolled back,
+            // or reactivated first thing by a keep-new resolution.
+            if s.new_disabled && !s.status.is_terminal() {
+                prop_assert!(s.resolved == Some(Keep::Old) || matches!(s.step, Step::RestoreNew | Step::DisableOld) || s.closing == Some(Status::NeedsAttention), "{s:?}");
+            }
+            // Once verification saw the new key, that knowledge never
+            // regresses (only a resolution, a decision, may say otherwise).
+            if before.target == TargetState::HoldsNew && s.resolved == before.resolved {
                 prop_assert_eq!(s.target, TargetState::HoldsNew);
             }
             prop_assert!(s.history.len() <= HISTORY_LIMIT);
@@ -508,12 +560,14 @@ proptest! {
                 prop_assert!(s.step.needs_secret() || s.step == Step::Finalize && before.secret_stored, "secret kept at {}", s.step);
             }
         }
+        }
         match s.status {
             Status::Succeeded => {
                 prop_assert_eq!(s.target, TargetState::HoldsNew);
                 prop_assert!(s.old_keys.is_empty() || s.old_deleted);
                 prop_assert!(!s.manual || s.old_deleted, "a by-hand rotation succeeds only on the person's confirmation");
                 prop_assert!(!s.new_revoked);
+                prop_assert!(!s.new_disabled, "succeeded with the new key deactivated");
             }
             Status::Compensated => {
                 prop_assert!(!s.target.may_hold_new());
