@@ -288,6 +288,34 @@ impl FakeAuth0 {
         self.state.lock().unwrap().patch_faults.push_back(f);
     }
 
+    /// Do what Auth0 does with the provider it holds: send a mail through
+    /// SES (`SendEmail`, signed with the held key and secret) at `endpoint`
+    /// (moto). moto records the use on the key (`GetAccessKeyLastUsed`:
+    /// service `ses`), as AWS does. Whether SES accepts the mail does not
+    /// matter; the signed request is the use.
+    pub async fn send_mail(&self, endpoint: &str) {
+        let p = self.provider().expect("Auth0 holds a provider");
+        let creds = aws_credential_types::Credentials::new(p.access_key_id.clone(), p.secret_access_key.clone(), None, None, "auth0");
+        let conf = aws_sdk_ses::config::Builder::new()
+            .behavior_version(aws_sdk_ses::config::BehaviorVersion::latest())
+            .region(aws_sdk_ses::config::Region::new(p.region.clone()))
+            .endpoint_url(endpoint)
+            .credentials_provider(creds)
+            .build();
+        let ses = aws_sdk_ses::Client::from_conf(conf);
+        let msg = aws_sdk_ses::types::Message::builder()
+            .subject(aws_sdk_ses::types::Content::builder().data("Verify your e-mail").build().unwrap())
+            .body(aws_sdk_ses::types::Body::builder().text(aws_sdk_ses::types::Content::builder().data("hello").build().unwrap()).build())
+            .build();
+        let _ = ses
+            .send_email()
+            .source(p.default_from_address.clone().unwrap_or_else(|| "no-reply@example.com".into()))
+            .destination(aws_sdk_ses::types::Destination::builder().to_addresses("user@example.com").build())
+            .message(msg)
+            .send()
+            .await;
+    }
+
     pub fn set_reveal_key_id(&self, on: bool) {
         self.state.lock().unwrap().reveal_key_id = on;
     }

@@ -52,6 +52,8 @@ pub struct Options {
     pub scim: Option<(&'static str, &'static str)>,
     /// With `scim`: `restart_job = true`, `run_timeout = "5s"`.
     pub scim_restart: bool,
+    /// More `[rotation.policy]` lines for the `auth0-ses` rotation.
+    pub extra_policy: &'static str,
 }
 
 impl Default for Options {
@@ -68,6 +70,7 @@ impl Default for Options {
             propagation_timeout: "30s",
             scim: None,
             scim_restart: false,
+            extra_policy: "",
         }
     }
 }
@@ -367,10 +370,11 @@ kms_key_id = "alias/keyturn"
                 &auth0.uri(),
                 &secret_ref,
                 &format!(
-                    "grace_period = \"{}\"\npropagation_timeout = \"{}\"\nmax_attempts = 4\nretry_base = \"200ms\"\nretry_cap = \"2s\"\nquarantine_after = {}",
+                    "grace_period = \"{}\"\npropagation_timeout = \"{}\"\nmax_attempts = 4\nretry_base = \"200ms\"\nretry_cap = \"2s\"\nquarantine_after = {}\n{}",
                     opts.grace_period,
                     opts.propagation_timeout,
-                    opts.quarantine_after.unwrap_or(3)
+                    opts.quarantine_after.unwrap_or(3),
+                    opts.extra_policy
                 ),
             ),
             sched = schedule(opts.max_age),
