@@ -18,8 +18,13 @@ async fn env(opts: Options) -> TestEnv {
     TestEnv::new(Options { intake: true, ..opts }).await.expect("test environment")
 }
 
+/// IAM.3 fails for a user whose key is 90 days old: the test's keys are
+/// seconds old, so the worker's key-age clock runs this far ahead.
+const KEY_PAST_IAM3: Duration = Duration::from_secs(91 * 86_400);
+
 fn worker(env: &TestEnv) -> (Arc<keyturn::engine::Engine<keyturn::queue::SqsQueue>>, RunningWorker) {
     let engine = Arc::new(env.engine("w1"));
+    engine.age_clock.set_skew(KEY_PAST_IAM3);
     let w = RunningWorker::spawn_with_intake(engine.clone(), &env.config.worker, env.intake_queue());
     (engine, w)
 }
@@ -130,23 +135,49 @@ async fn legacy_finding_and_custom_action_each_start_exactly_one_saga() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reimported_findings_start_nothing() {
+async fn a_finding_starts_a_rotation_only_while_a_key_is_past_its_age() {
     let env = env(Options { grace_period: "3s", ..Options::default() }).await;
-    let (_engine, w) = worker(&env);
+    let (engine, w) = worker(&env);
     // Imported three times while the first saga is still in flight (grace period)...
     for _ in 0..3 {
         env.put_event(CONSOLIDATED).await.unwrap();
     }
     let done = wait_sagas_done(&env, 1).await;
-    // ...and again after it succeeded: the finding predates the rotation.
+    assert_eq!(done[0].status, Status::Succeeded);
+    let first_new = done[0].new_key.clone().unwrap();
+    // ...and again after it succeeded, the same finding (same Id, original
+    // FirstObservedAt): the new key is young, nothing starts.
+    engine.age_clock.set_skew(Duration::ZERO);
     env.put_event(CONSOLIDATED).await.unwrap();
     settle(&env).await;
-    w.stop().await;
-    assert_eq!(done.len(), 1);
     assert_eq!(sagas(&env).await.len(), 1, "one saga for four imports");
-    assert_eq!(env.user_keys().await.len(), 1);
     let logs = keyturn_testkit::capture::logs();
-    assert!(logs.contains("stale re-import, nothing to do"), "the post-rotation re-import was recognised as stale");
+    assert!(logs.contains("finding is stale, nothing to do") && logs.contains("no active key is 90 days old or older"), "the re-import was judged by the key's age");
+
+    // 91 days later Security Hub fails the same finding again (same Id and
+    // FirstObservedAt): exactly one new rotation, of the key now too old.
+    engine.age_clock.set_skew(KEY_PAST_IAM3);
+    env.put_event(CONSOLIDATED).await.unwrap();
+    env.put_event(CONSOLIDATED).await.unwrap();
+    let done = wait_sagas_done(&env, 2).await;
+    assert_eq!(done.len(), 2, "exactly one new rotation: {done:#?}");
+    assert!(done.iter().all(|s| s.status == Status::Succeeded));
+    let second = done.iter().find(|s| s.new_key.as_deref() != Some(first_new.as_str())).unwrap();
+    assert_eq!(second.old_keys[0].id, first_new, "the second rotation replaced the first one's key");
+
+    // The control's own parameter decides when the finding carries it: at
+    // 31 days, a finding with maxAccessKeyAge 30 is due, one without is not.
+    engine.age_clock.set_skew(Duration::from_secs(31 * 86_400));
+    env.put_event(CONSOLIDATED).await.unwrap();
+    settle(&env).await;
+    assert_eq!(sagas(&env).await.len(), 2, "31 days is under IAM.3's default 90");
+    let mut v: serde_json::Value = serde_json::from_str(CONSOLIDATED).unwrap();
+    v["detail"]["findings"][0]["Compliance"]["SecurityControlParameters"] = serde_json::json!([{"Name": "maxAccessKeyAge", "Value": ["30"]}]);
+    env.put_event(&v.to_string()).await.unwrap();
+    let done = wait_sagas_done(&env, 3).await;
+    w.stop().await;
+    assert_eq!(done.len(), 3);
+    assert_eq!(env.user_keys().await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,7 +278,13 @@ async fn plan_changes_nothing() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    // The key is seconds old: the finding is stale, and plan says why.
     let out = run(&["plan", "--event", event.to_str().unwrap()]);
+    assert!(out.contains("rotation auth0-ses: nothing to do for finding arn:aws:securityhub") && out.contains("no active key is 90 days old or older"), "{out}");
+    // 91 days on, the same event would start a rotation.
+    let engine = env.engine("planner");
+    engine.age_clock.set_skew(KEY_PAST_IAM3);
+    let out = engine.plan_event(CONSOLIDATED).await.unwrap().join("\n");
     assert!(out.contains("rotation auth0-ses: would start a saga"), "{out}");
     assert!(out.contains(&format!("create a new key for iam user {USER}")), "{out}");
     assert!(out.contains(&keys_before[0].id), "names the current key: {out}");
