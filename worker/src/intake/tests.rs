@@ -162,3 +162,19 @@ proptest::proptest! {
         let _ = parse(&v.to_string()).map(|e| decide(&e, &rotations()));
     }
 }
+
+#[test]
+fn the_controls_max_access_key_age_parameter_is_read() {
+    let Event::FindingsImported(fs) = parse(CONSOLIDATED).unwrap() else { panic!() };
+    assert_eq!(fs[0].max_key_age_days, None, "absent: IAM.3's default applies");
+    let with = |value: Value| {
+        let body = edit(CONSOLIDATED, |v| v["detail"]["findings"][0]["Compliance"]["SecurityControlParameters"] = value);
+        let Event::FindingsImported(fs) = parse(&body).unwrap() else { panic!() };
+        fs[0].max_key_age_days
+    };
+    assert_eq!(with(serde_json::json!([{"Name": "maxAccessKeyAge", "Value": ["45"]}])), Some(45));
+    assert_eq!(with(serde_json::json!([{"Name": "other", "Value": ["7"]}, {"Name": "maxAccessKeyAge", "Value": [" 30 "]}])), Some(30));
+    assert_eq!(with(serde_json::json!([{"Name": "maxAccessKeyAge", "Value": ["0"]}])), None, "nonsense is ignored, not trusted");
+    assert_eq!(with(serde_json::json!([{"Name": "maxAccessKeyAge", "Value": ["ninety"]}])), None);
+    assert_eq!(with(serde_json::json!({"Name": "maxAccessKeyAge"})), None);
+}

@@ -591,3 +591,108 @@ fn the_machine_does_no_io() {
         assert!(!src.contains(forbidden), "saga.rs must stay pure, but mentions {forbidden}");
     }
 }
+
+fn kev(id: &str, exists: bool, used: Option<(Millis, &str)>) -> KeyEvidence {
+    KeyEvidence { id: id.into(), exists, active: exists, last_used: used.map(|(t, s)| (t, s.to_string())) }
+}
+
+fn evidence(new: KeyEvidence, old: KeyEvidence, target: Option<Verification>) -> Evidence {
+    Evidence { new, old: vec![old], target, consumer_service: Some("ses".into()) }
+}
+
+#[test]
+fn judge_reads_facts_first_then_use_by_the_consumer_after_the_stop() {
+    let since = 1_000;
+    let j = |e: Evidence| judge(since, &e, 5_000);
+    // Facts: a key gone, or the target naming its key.
+    assert_eq!(j(evidence(kev("N", false, None), kev("O", true, None), None)).keep, Some(Keep::Old));
+    assert_eq!(j(evidence(kev("N", true, None), kev("O", false, None), None)).keep, Some(Keep::New));
+    assert_eq!(j(evidence(kev("N", false, None), kev("O", false, None), None)).keep, None);
+    assert_eq!(j(evidence(kev("N", true, None), kev("O", true, Some((2_000, "ses"))), Some(Verification::HoldsNew))).keep, Some(Keep::New), "the target's word beats use");
+    assert_eq!(j(evidence(kev("N", true, None), kev("O", true, None), Some(Verification::HoldsOld))).keep, Some(Keep::Old));
+    // Use by the consumer's service after the saga stopped.
+    let v = j(evidence(kev("N", true, Some((2_000, "ses"))), kev("O", true, Some((900, "ses"))), Some(Verification::Opaque)));
+    assert_eq!(v.keep, Some(Keep::New), "the old key's use before the stop does not count: {v:?}");
+    assert!(v.reason.contains("only the new key N was used by ses"), "{v:?}");
+    assert_eq!(j(evidence(kev("N", true, Some((900, "sts"))), kev("O", true, Some((3_000, "ses"))), None)).keep, Some(Keep::Old));
+    // Unclear: both used, neither used, or used by something else.
+    let both = j(evidence(kev("N", true, Some((2_000, "ses"))), kev("O", true, Some((3_000, "ses"))), None));
+    assert_eq!(both.keep, None);
+    assert!(both.reason.contains("both keys"), "{both:?}");
+    let neither = j(evidence(kev("N", true, Some((900, "sts"))), kev("O", true, None), None));
+    assert_eq!(neither.keep, None);
+    assert!(neither.reason.contains("neither key was used"), "{neither:?}");
+    let other = j(evidence(kev("N", true, Some((2_000, "ses"))), kev("O", true, Some((2_500, "s3"))), None));
+    assert_eq!(other.keep, None, "the old key is still used by someone: never call that clear");
+    assert_eq!(j(evidence(kev("N", true, Some((2_000, "s3"))), kev("O", true, None), None)).keep, None, "use by another service is not the target's");
+}
+
+/// A saga stopped in needs attention with both keys: uncertain push, opaque target.
+fn unresolved_saga() -> Saga {
+    let mut t = 1;
+    let mut s = new_saga();
+    for outcome in [done(Effect::Started { keys: vec![key("OLD")] }), done(Effect::Issued { key_id: "NEW".into() }), done(Effect::Proven)] {
+        s = run(&s, outcome, &mut t).saga;
+    }
+    for _ in 0..policy().max_attempts {
+        s = run(&s, Outcome::Failed(err(true, true)), &mut t).saga;
+    }
+    s = run(&s, done(Effect::Verified(Verification::Opaque)), &mut t).saga;
+    s = run(&s, done(Effect::Finalized), &mut t).saga;
+    s
+}
+
+#[test]
+fn an_unresolved_saga_is_watched_announced_once_and_resolved_the_safe_way() {
+    let s = unresolved_saga();
+    assert_eq!(s.status, Status::NeedsAttention);
+    assert!(s.unresolved());
+    let a = s.attention.clone().expect("watched");
+    assert_eq!(a.next_check, a.since + policy().evidence_every);
+
+    let clear = Verdict { keep: Some(Keep::New), reason: "only the new key".into(), at: 10 };
+    let o1 = observe(&s, Verdict { keep: None, reason: "neither".into(), at: 5 }, &policy(), 5).unwrap();
+    assert!(!o1.announce && o1.resolve.is_none());
+    let o2 = observe(&o1.saga, clear.clone(), &policy(), 10).unwrap();
+    assert!(o2.announce, "a clear verdict is announced");
+    assert_eq!(o2.resolve, None, "without auto_resolve nothing is resolved");
+    let o3 = observe(&o2.saga, clear.clone(), &policy(), 20).unwrap();
+    assert!(!o3.announce, "once per verdict");
+    assert_eq!(o3.saga.history.len(), o2.saga.history.len(), "an unchanged verdict adds no history");
+    let auto = Policy { auto_resolve: true, ..policy() };
+    assert_eq!(observe(&o3.saga, clear.clone(), &auto, 30).unwrap().resolve, Some(Keep::New));
+    assert!(contradicts(Keep::Old, &clear) && !contradicts(Keep::New, &clear));
+
+    let r = resolve(&o3.saga, Keep::New, false, "ops", clock(40, 77)).unwrap();
+    assert_eq!((r.status, r.step, r.target), (Status::Running, Step::DisableOld, TargetState::HoldsNew));
+    assert_eq!(r.usage_since, Some(40), "earlier uses were evidence, not a consumer left behind");
+    assert_eq!(r.failure, None);
+    assert!(resolve(&r, Keep::New, false, "ops", clock(41, 78)).is_err(), "a running saga is not resolved twice");
+    let mut t = 100;
+    let r = run(&r, done(Effect::Disabled), &mut t).saga;
+    assert_eq!(r.step, Step::RetireOld);
+    let end = run(&run(&r, done(Effect::Retired), &mut t).saga, done(Effect::Finalized), &mut t).saga;
+    assert_eq!(end.status, Status::Succeeded);
+    assert!(!end.unresolved() && end.endings == 2);
+
+    let k = resolve(&s, Keep::Old, false, "ops", clock(40, 79)).unwrap();
+    assert_eq!((k.step, k.target), (Step::DisableNew, TargetState::HoldsOld));
+    let k = run(&k, done(Effect::DisabledNew), &mut t).saga;
+    assert_eq!(k.step, Step::RetireNew);
+    assert!(k.new_disabled);
+    // Rollback of the keep-old resolution during its grace: needs attention again.
+    let rb = request_rollback(&k, clock(k.updated_at + 1, 80)).unwrap();
+    assert_eq!(rb.step, Step::RestoreNew);
+    let rb = run(&run(&rb, done(Effect::RestoredNew), &mut t).saga, done(Effect::Finalized), &mut t).saga;
+    assert!(rb.unresolved(), "back to watching: {rb:?}");
+    let k = run(&run(&k, done(Effect::RetiredNew), &mut t).saga, done(Effect::Finalized), &mut t).saga;
+    assert_eq!(k.status, Status::Compensated);
+    assert!(k.new_revoked && !k.unresolved());
+}
+
+#[test]
+fn time_is_formatted_without_a_date_library() {
+    assert_eq!(fmt_ms(0), "1970-01-01T00:00:00Z");
+    assert_eq!(fmt_ms(1_764_547_200_000), "2025-12-01T00:00:00Z");
+    assert_eq!(fmt_ms(951_782_400_000 + 3_723_000), "2000-02-29T01:02:03Z");
+}
