@@ -31,7 +31,7 @@ pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String,
     let rotations: HashMap<_, _> = cfg
         .rotations
         .iter()
-        .map(|r| (r.id.clone(), connectors::build(r, clients, &secrets, &http)))
+        .map(|r| (r.id.clone(), connectors::build(r, &connectors::BuildContext { clients, secrets: &secrets, http: &http })))
         .collect();
     Engine {
         store: Store::new(clients.dynamodb.clone(), &cfg.aws.table),

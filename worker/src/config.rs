@@ -11,21 +11,44 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::connectors::{SourceSpec, TargetSpec};
 
 use serde::Deserialize;
 
 use crate::saga::Policy;
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub aws: AwsConfig,
-    #[serde(default)]
     pub worker: WorkerConfig,
-    #[serde(default, rename = "rotation")]
     pub rotations: Vec<RotationConfig>,
+}
+
+/// The file as TOML gives it: the connector tables are still raw, because
+/// each connector parses and validates its own ([`crate::connectors`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    aws: AwsConfig,
+    #[serde(default)]
+    worker: WorkerConfig,
+    #[serde(default, rename = "rotation")]
+    rotations: Vec<RawRotation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRotation {
+    id: String,
+    source: toml::Table,
+    target: toml::Table,
+    #[serde(default)]
+    policy: PolicyConfig,
+    schedule: Option<ScheduleConfig>,
 }
 
 /// `[aws]`: the resources keyturn uses. Endpoints come from the standard
@@ -95,14 +118,13 @@ impl Default for WorkerConfig {
     }
 }
 
-/// One `[[rotation]]`: which credential, which consumer, which policy.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One `[[rotation]]`: which credential, which consumer, which policy. The
+/// source and target are the connectors' own validated configurations.
+#[derive(Debug, Clone)]
 pub struct RotationConfig {
     pub id: String,
-    pub source: SourceConfig,
-    pub target: TargetConfig,
-    #[serde(default)]
+    pub source: Arc<dyn SourceSpec>,
+    pub target: Arc<dyn TargetSpec>,
     pub policy: PolicyConfig,
     /// Age-based rotation; absent: no scheduled rotation.
     pub schedule: Option<ScheduleConfig>,
@@ -114,78 +136,6 @@ pub struct RotationConfig {
 #[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
     pub max_age: Dur,
-}
-
-/// The credential source.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SourceConfig {
-    /// An IAM user's access key.
-    IamAccessKey {
-        user_name: String,
-        /// Expected account id; when set, the new key must authenticate as
-        /// this account's user.
-        account_id: Option<String>,
-    },
-    /// An IAM Identity Center SCIM access token. There is no API for these
-    /// tokens: a person creates the new one in the console and hands it to
-    /// keyturn (`keyturn provide`), and deletes the old one (`keyturn confirm`).
-    ScimToken {
-        /// Region of the IAM Identity Center instance (console links, and
-        /// matching AWS Health expiry events).
-        region: String,
-        /// Account of the instance; when set, only Health events from this
-        /// account start the rotation.
-        account_id: Option<String>,
-    },
-}
-
-/// The consumer the credential is handed to.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum TargetConfig {
-    /// Auth0's custom email provider, Amazon SES flavour.
-    Auth0EmailProvider {
-        /// Tenant domain, e.g. `example.eu.auth0.com`.
-        domain: String,
-        /// Override of `https://{domain}` (tests, custom domains).
-        base_url: Option<String>,
-        /// Machine-to-machine application's client id.
-        client_id: String,
-        /// Its client secret, by reference.
-        client_secret: SecretRef,
-        /// Region Auth0 sends SES mail in.
-        ses_region: String,
-        /// `default_from_address` to set; left unchanged when absent.
-        from_address: Option<String>,
-    },
-    /// Microsoft Entra ID provisioning into IAM Identity Center (Graph
-    /// synchronization API): Test connection, Save, check the job.
-    EntraProvisioning {
-        /// Directory (tenant) id.
-        tenant_id: String,
-        /// App registration keyturn signs in with (client credentials).
-        client_id: String,
-        /// Its client secret, by reference.
-        client_secret: SecretRef,
-        /// Object id of the AWS IAM Identity Center enterprise application's
-        /// service principal.
-        service_principal_id: String,
-        /// Provisioning job id, e.g. `AWSSingleSignOn.<hex>.<hex>`.
-        job_id: String,
-        /// IAM Identity Center's SCIM endpoint (Entra's "Tenant URL").
-        scim_endpoint: String,
-        /// Override of `https://login.microsoftonline.com` (tests, sovereign clouds).
-        login_base_url: Option<String>,
-        /// Override of `https://graph.microsoft.com` (tests, sovereign clouds).
-        graph_base_url: Option<String>,
-        /// After Save, restart the provisioning job (lifting a quarantine the
-        /// expiring token caused) and wait up to `run_timeout` for a run.
-        #[serde(default)]
-        restart_job: bool,
-        /// With `restart_job`: how long to wait for the run (default 10m, at most 1h).
-        run_timeout: Option<Dur>,
-    },
 }
 
 /// `[rotation.policy]`.
@@ -338,7 +288,19 @@ impl Config {
 
     /// Parse and validate text.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        let mut rotations = Vec::new();
+        for r in raw.rotations {
+            let at = |table: &str, p: crate::connectors::ConfigProblem| match p.key {
+                Some(k) => format!("rotation {:?}: {table}.{k}: {}", r.id, p.message),
+                None => format!("rotation {:?}: {table}: {}", r.id, p.message),
+            };
+            let source = crate::connectors::parse_source(r.source).map_err(|p| at("source", p))?;
+            let target = crate::connectors::parse_target(r.target).map_err(|p| at("target", p))?;
+            crate::connectors::check_pair(source.as_ref(), target.as_ref()).map_err(|m| format!("rotation {:?}: target.kind: {m}", r.id))?;
+            rotations.push(RotationConfig { id: r.id, source, target, policy: r.policy, schedule: r.schedule });
+        }
+        let cfg = Config { aws: raw.aws, worker: raw.worker, rotations };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -385,74 +347,8 @@ impl Config {
             if !ids.insert(r.id.clone()) {
                 return Err(at("id", "declared twice"));
             }
-            match &r.source {
-                SourceConfig::IamAccessKey { user_name, account_id } => {
-                    if user_name.is_empty() || user_name.len() > 64 {
-                        return Err(at("source.user_name", "must be an IAM user name (1-64 characters)"));
-                    }
-                    check_account(account_id.as_deref()).map_err(|m| at("source.account_id", &m))?;
-                }
-                SourceConfig::ScimToken { region, account_id } => {
-                    check_region(region).map_err(|m| at("source.region", &m))?;
-                    check_account(account_id.as_deref()).map_err(|m| at("source.account_id", &m))?;
-                }
-            }
-            // A target takes one kind of credential.
-            match (&r.source, &r.target) {
-                (SourceConfig::IamAccessKey { .. }, TargetConfig::Auth0EmailProvider { .. })
-                | (SourceConfig::ScimToken { .. }, TargetConfig::EntraProvisioning { .. }) => {}
-                (SourceConfig::IamAccessKey { .. }, _) => {
-                    return Err(at("target.kind", "an iam_access_key source goes with an auth0_email_provider target"))
-                }
-                (SourceConfig::ScimToken { .. }, _) => {
-                    return Err(at("target.kind", "a scim_token source goes with an entra_provisioning target"))
-                }
-            }
             if !creds.insert(r.credential_key()) {
                 return Err(at("source", "another rotation already rotates this credential"));
-            }
-            match &r.target {
-                TargetConfig::Auth0EmailProvider { domain, base_url, client_id, ses_region, .. } => {
-                    if domain.is_empty() || domain.contains('/') || domain.contains(':') {
-                        return Err(at("target.domain", "must be a bare tenant domain like example.eu.auth0.com"));
-                    }
-                    if let Some(u) = base_url {
-                        check_base_url(u).map_err(|m| at("target.base_url", &m))?;
-                    }
-                    if client_id.is_empty() {
-                        return Err(at("target.client_id", "must not be empty"));
-                    }
-                    if ses_region.is_empty() {
-                        return Err(at("target.ses_region", "must be an AWS region like eu-west-1"));
-                    }
-                }
-                TargetConfig::EntraProvisioning {
-                    tenant_id, client_id, service_principal_id, job_id, scim_endpoint, login_base_url, graph_base_url, restart_job, run_timeout, ..
-                } => {
-                    match (restart_job, run_timeout) {
-                        (false, Some(_)) => return Err(at("target.run_timeout", "applies only with restart_job = true")),
-                        (_, Some(t)) if t.0 < Duration::from_secs(1) || t.0 > Duration::from_secs(3600) => {
-                            return Err(at("target.run_timeout", "must be between 1s and 1h (the run is awaited within one step)"))
-                        }
-                        _ => {}
-                    }
-                    for (key, v) in [
-                        ("target.tenant_id", tenant_id),
-                        ("target.client_id", client_id),
-                        ("target.service_principal_id", service_principal_id),
-                        ("target.job_id", job_id),
-                    ] {
-                        if v.trim().is_empty() || v.contains('/') || v.contains('?') || v.contains(char::is_whitespace) {
-                            return Err(at(key, "must be an id (no spaces, '/' or '?')"));
-                        }
-                    }
-                    check_base_url(scim_endpoint).map_err(|m| at("target.scim_endpoint", &m))?;
-                    for (key, u) in [("target.login_base_url", login_base_url), ("target.graph_base_url", graph_base_url)] {
-                        if let Some(u) = u {
-                            check_base_url(u).map_err(|m| at(key, &m))?;
-                        }
-                    }
-                }
             }
             let p = &r.policy;
             if p.quarantine_after == 0 {
@@ -488,23 +384,19 @@ impl Config {
 impl RotationConfig {
     /// The per-credential lock key: two rotations of one credential are one saga.
     pub fn credential_key(&self) -> String {
-        match &self.source {
-            SourceConfig::IamAccessKey { user_name, .. } => format!("iam_access_key:{user_name}"),
-            SourceConfig::ScimToken { region, account_id } => {
-                format!("scim_token:{}:{region}", account_id.as_deref().unwrap_or("any"))
-            }
-        }
+        self.source.credential_key()
     }
 }
 
-fn check_account(account_id: Option<&str>) -> Result<(), String> {
+/// Connectors' shared checks.
+pub fn check_account(account_id: Option<&str>) -> Result<(), String> {
     match account_id {
         Some(a) if a.len() != 12 || !a.chars().all(|c| c.is_ascii_digit()) => Err("must be a 12-digit AWS account id".into()),
         _ => Ok(()),
     }
 }
 
-fn check_region(region: &str) -> Result<(), String> {
+pub fn check_region(region: &str) -> Result<(), String> {
     let ok = !region.is_empty() && region.split('-').count() >= 3 && region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok {
         Ok(())
@@ -514,7 +406,7 @@ fn check_region(region: &str) -> Result<(), String> {
 }
 
 /// A target base URL must be https, or http to a loopback host (tests).
-fn check_base_url(u: &str) -> Result<(), String> {
+pub fn check_base_url(u: &str) -> Result<(), String> {
     let url = reqwest::Url::parse(u).map_err(|e| format!("not a URL: {e}"))?;
     let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]" | "::1"));
     match url.scheme() {
@@ -589,12 +481,8 @@ grace_period = "0s"
         let r = &c.rotations[0];
         assert_eq!(r.credential_key(), "iam_access_key:auth0-ses-sender");
         assert_eq!(r.policy.to_policy().grace_period, 0);
-        match &r.target {
-            TargetConfig::Auth0EmailProvider { client_secret, .. } => {
-                assert_eq!(client_secret, &SecretRef::Env("AUTH0_CLIENT_SECRET".into()))
-            }
-            other => panic!("wrong target: {other:?}"),
-        }
+        assert_eq!(r.target.kind(), "auth0_email_provider");
+        assert!(format!("{:?}", r.target).contains(r#"client_secret: Env("AUTH0_CLIENT_SECRET")"#), "{:?}", r.target);
     }
 
 
@@ -606,7 +494,7 @@ grace_period = "0s"
         let p = r.policy.to_policy();
         assert_eq!((p.reminder_every, p.person_deadline), (12 * 3_600_000, 7 * 86_400_000));
         let crossed = SCIM.replace(r#"kind = "scim_token", region = "us-east-1""#, r#"kind = "iam_access_key", user_name = "u""#);
-        assert!(Config::parse(&format!("{GOOD}{crossed}")).unwrap_err().contains("an iam_access_key source goes with an auth0_email_provider target"));
+        assert!(Config::parse(&format!("{GOOD}{crossed}")).unwrap_err().contains("target.kind: target kind entra_provisioning takes source kind scim_token, not iam_access_key"));
         let bad_region = SCIM.replace("region = \"us-east-1\"", "region = \"Virginia\"");
         assert!(Config::parse(&format!("{GOOD}{bad_region}")).unwrap_err().contains("source.region"));
         let plain = SCIM.replace("https://scim", "http://scim");

@@ -180,7 +180,7 @@ impl<Q: Queue> Engine<Q> {
         let manual = rot.source.by_hand().is_some();
         if req.old.is_some() && !manual {
             return Err(Error::Config(format!(
-                "rotation {rotation_id} finds its old credential itself; naming the old token applies only to credentials made by a person (scim_token)"
+                "rotation {rotation_id} finds its old credential itself ({}); naming the old credential applies only to credentials made by a person", rot.source.kind()
             )));
         }
         let saga_id = uuid::Uuid::new_v4().to_string();
@@ -536,7 +536,7 @@ impl<Q: Queue> Engine<Q> {
         }
         let hand = rot.source.by_hand().ok_or_else(|| Error::Corrupt(format!("saga waits on a person but {} is not made by hand", rot.source.kind())))?;
         let (credential, target) = (rot.source.describe(), rot.target.describe());
-        let ctx = notify::Context { credential_kind: rot.source.kind(), credential: &credential, target_kind: rot.target.kind(), target: &target, keys_now: None };
+        let ctx = notify::Context { credential_kind: rot.source.kind(), credential: &credential, target_kind: rot.target.kind(), target: &target, keys_now: None, advice: None };
         // `prompts` counts the notices sent so far: the first was the
         // request itself, so it is also the number of this reminder.
         let n = notify::render_prompt(saga, &ctx, &hand, kind == Prompt::Remind);
@@ -573,6 +573,7 @@ impl<Q: Queue> Engine<Q> {
                 target_kind: rot.target.kind(),
                 target: &target,
                 keys_now: keys.as_deref(),
+                advice: end.failure.as_ref().and_then(|f| rot.target.advice(&f.code, &format!("keyturn rotate {}", end.rotation_id))),
             },
         );
         self.notifier.publish(&n).await?;

@@ -22,7 +22,8 @@
 
 use serde_json::Value;
 
-use crate::config::{RotationConfig, SourceConfig};
+use crate::config::RotationConfig;
+use crate::connectors::Subject;
 use crate::saga::Millis;
 
 pub const IAM3: &str = "IAM.3";
@@ -211,27 +212,15 @@ pub enum Decision {
     Expiring { rotation_id: String, event_arn: String, observed_at: Option<Millis> },
 }
 
-/// The rotation configured for an IAM user in an account, if any.
+/// The rotation configured for an IAM user in an account, if any (its
+/// source says whether it covers the user: [`crate::connectors::SourceSpec::covers`]).
 pub fn match_user<'a>(rotations: &'a [RotationConfig], account: &str, user: &str) -> Option<&'a RotationConfig> {
-    rotations.iter().find(|r| match &r.source {
-        SourceConfig::IamAccessKey { user_name, account_id } => {
-            user_name == user && account_id.as_deref().is_none_or(|a| a == account)
-        }
-        SourceConfig::ScimToken { .. } => false,
-    })
+    rotations.iter().find(|r| r.source.covers(&Subject::IamUser { account, user }))
 }
 
 /// The SCIM token rotations an expiry notice of `account` in `region` is about.
 pub fn match_scim<'a>(rotations: &'a [RotationConfig], account: &str, region: &str) -> Vec<&'a RotationConfig> {
-    rotations
-        .iter()
-        .filter(|r| match &r.source {
-            SourceConfig::ScimToken { region: r_region, account_id } => {
-                r_region == region && account_id.as_deref().is_none_or(|a| a == account)
-            }
-            SourceConfig::IamAccessKey { .. } => false,
-        })
-        .collect()
+    rotations.iter().filter(|r| r.source.covers(&Subject::ScimTokenExpiry { account, region })).collect()
 }
 
 /// Whether an imported finding is a failing IAM.3 finding keyturn acts on.
@@ -258,7 +247,7 @@ pub fn decide(event: &Event, rotations: &[RotationConfig]) -> Vec<Decision> {
             if matched.is_empty() {
                 return vec![Decision::Ignore {
                     finding_id: event_arn.clone(),
-                    reason: format!("SCIM token expiry notice for account {account_id} in {region}, and no scim_token rotation is configured for it"),
+                    reason: format!("SCIM token expiry notice for account {account_id} in {region}, and no rotation of that SCIM token is configured"),
                 }];
             }
             return matched

@@ -27,6 +27,8 @@ pub struct Context<'a> {
     pub target: &'a str,
     /// Keys as listed at notification time; `None` if listing failed.
     pub keys_now: Option<&'a [KeyRef]>,
+    /// The target's own advice for the failure's error code ([`crate::connectors::Target::advice`]).
+    pub advice: Option<String>,
 }
 
 /// [`Context`] with owned strings (no key list), for notices outside a step.
@@ -66,8 +68,12 @@ fn headline(status: Status) -> &'static str {
     }
 }
 
-/// What a person should do, from the outcome and the failure code.
-pub fn recommended_action(saga: &Saga) -> String {
+/// What a person should do, from the outcome and the failure code; a
+/// connector's own advice for its error code comes first.
+pub fn recommended_action(saga: &Saga, advice: Option<&str>) -> String {
+    if let (Some(a), false) = (advice, saga.status == Status::Succeeded) {
+        return a.to_string();
+    }
     if saga.manual {
         return recommended_by_hand(saga);
     }
@@ -81,12 +87,6 @@ pub fn recommended_action(saga: &Saga) -> String {
         (_, "TooManyKeys") => format!(
             "Delete the access key that is not in use (check its last use in the IAM console), then run `{rotate}`."
         ),
-        (_, "insufficient_scope") | (_, "access_denied") => format!(
-            "Grant the Auth0 machine-to-machine application the read:email_provider and update:email_provider scopes, then run `{rotate}`."
-        ),
-        (_, "invalid_client") | (_, "unauthorized") | (_, "Unauthorized") => {
-            format!("Check the Auth0 client id and client secret keyturn is configured with, then run `{rotate}`.")
-        }
         (_, "OldKeyUsedAfterSwitch") => format!(
             "The old key is inactive but something used it after the switch. Find that consumer (CloudTrail, the key's last-used service), move it to the new key, then delete the old key. To undo the deactivation now: `keyturn rollback {}`.",
             saga.saga_id
@@ -250,7 +250,7 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
     // SNS subjects: one line, at most 100 characters.
     let subject: String = subject.replace(['\r', '\n'], " ").chars().take(100).collect();
     let keys = key_lines(saga, ctx.keys_now);
-    let action = recommended_action(saga);
+    let action = recommended_action(saga, ctx.advice.as_deref());
     let rolled_back = if saga.compensations.is_empty() { vec!["nothing".to_string()] } else { saga.compensations.clone() };
     let failure = saga.failure.as_ref();
 
@@ -459,7 +459,7 @@ pub fn render_evidence(saga: &Saga, ctx: &OwnedContext, verdict: &crate::saga::V
 }
 
 /// The one-time report of an IAM user with a failing finding and no rotation.
-pub fn render_unmatched(account: &str, user: &str, finding_id: &str) -> Notification {
+pub fn render_unmatched(account: &str, user: &str, finding_id: &str, credential_kind: &str) -> Notification {
     let text = format!(
         "Finding for an IAM user keyturn does not rotate\n\n\
          User:            {user}\n\
@@ -484,7 +484,7 @@ pub fn render_unmatched(account: &str, user: &str, finding_id: &str) -> Notifica
             ("event", "rotation.unmatched".to_string()),
             ("severity", "warning".to_string()),
             ("rotation_id", "none".to_string()),
-            ("credential_kind", "iam_access_key".to_string()),
+            ("credential_kind", credential_kind.to_string()),
             ("target_kind", "none".to_string()),
         ]),
     }
@@ -607,6 +607,7 @@ mod tests {
             target_kind: "auth0_email_provider",
             target: "Auth0 example.eu.auth0.com",
             keys_now: Some(keys),
+            advice: None,
         }
     }
 
@@ -623,7 +624,10 @@ mod tests {
         });
         s.compensations = vec!["deleted new key AKIANEW (no consumer held it)".into()];
         let keys = [KeyRef { id: "AKIAOLD".into(), active: true, created_at: None }];
-        let n = render(&s, &ctx(&keys));
+        // The target's own advice for its error code is the recommended action.
+        let mut c = ctx(&keys);
+        c.advice = Some("Grant the application the read:email_provider and update:email_provider scopes, then run `keyturn rotate auth0-ses`.".into());
+        let n = render(&s, &c);
         assert_eq!(n.subject, "[keyturn] Rotation failed: auth0-ses (iam user auth0-ses-sender) -> Auth0 example.eu.auth0.com");
         for needle in [
             "Rotation:        auth0-ses",
@@ -669,7 +673,7 @@ mod tests {
     }
 
     fn scim_ctx() -> Context<'static> {
-        Context { credential_kind: "scim_token", credential: "IAM Identity Center SCIM token (us-east-1)", target_kind: "entra_provisioning", target: "Entra provisioning job J", keys_now: None }
+        Context { credential_kind: "scim_token", credential: "IAM Identity Center SCIM token (us-east-1)", target_kind: "entra_provisioning", target: "Entra provisioning job J", keys_now: None, advice: None }
     }
 
     #[test]
@@ -719,7 +723,7 @@ mod tests {
         s.failure = Some(Failure { step: Step::AwaitNew, code: "DeadlinePassed".into(), message: "m".into(), operator_fixable: true });
         s.new_key = None;
         s.target = TargetState::Untouched;
-        assert!(recommended_action(&s).contains("No token was handed over in time"));
+        assert!(recommended_action(&s, None).contains("No token was handed over in time"));
         s.status = Status::Succeeded;
         s.old_deleted = true;
         s.failure = None;

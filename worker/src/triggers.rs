@@ -144,7 +144,8 @@ impl<Q: Queue> Engine<Q> {
                     let first = self.store.record_unmatched(&account_id, &user, &finding_id, now_ms()).await?;
                     warn!(account = %account_id, user = %user, finding = %finding_id, first, "finding for an IAM user no rotation covers");
                     if first {
-                        self.notifier.publish(&notify::render_unmatched(&account_id, &user, &finding_id)).await?;
+                        let kind = crate::connectors::source_kind_for(crate::connectors::SubjectKind::IamUser);
+                        self.notifier.publish(&notify::render_unmatched(&account_id, &user, &finding_id, kind)).await?;
                     }
                     report.unmatched.push((account_id, user, first));
                 }

@@ -18,7 +18,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use super::{http_retry, BoxFut, NewCredential, RetryPolicy, Target};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::{http_retry, BoxFut, BuildContext, ConfigProblem, NewCredential, RetryPolicy, Target, TargetEntry, TargetSpec};
 use crate::config::SecretRef;
 use crate::error::{Error, Result};
 use crate::saga::Verification;
@@ -27,6 +31,68 @@ use crate::secrets::SecretResolver;
 const SERVICE: &str = "auth0";
 /// Refresh a cached token this long before it expires.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+
+/// `[rotation.target] kind = "auth0_email_provider"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth0Config {
+    /// Tenant domain, e.g. `example.eu.auth0.com`.
+    pub domain: String,
+    /// Override of `https://{domain}` (tests, custom domains).
+    pub base_url: Option<String>,
+    /// Machine-to-machine application's client id.
+    pub client_id: String,
+    /// Its client secret, by reference.
+    pub client_secret: SecretRef,
+    /// Region Auth0 sends SES mail in.
+    pub ses_region: String,
+    /// `default_from_address` to set; left unchanged when absent.
+    pub from_address: Option<String>,
+}
+
+/// The registry entry.
+pub const TARGET: TargetEntry = TargetEntry {
+    kind: "auth0_email_provider",
+    accepts: &["aws_access_key"],
+    parse: |t| {
+        let c: Auth0Config = super::from_table(t)?;
+        if c.domain.is_empty() || c.domain.contains('/') || c.domain.contains(':') {
+            return Err(ConfigProblem::at("domain", "must be a bare tenant domain like example.eu.auth0.com"));
+        }
+        if let Some(u) = &c.base_url {
+            crate::config::check_base_url(u).map_err(|m| ConfigProblem::at("base_url", m))?;
+        }
+        if c.client_id.is_empty() {
+            return Err(ConfigProblem::at("client_id", "must not be empty"));
+        }
+        if c.ses_region.is_empty() {
+            return Err(ConfigProblem::at("ses_region", "must be an AWS region like eu-west-1"));
+        }
+        Ok(Arc::new(c))
+    },
+};
+
+impl TargetSpec for Auth0Config {
+    fn kind(&self) -> &'static str {
+        TARGET.kind
+    }
+    fn accepts(&self) -> &'static [&'static str] {
+        TARGET.accepts
+    }
+    fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn Target> {
+        Arc::new(Auth0EmailProvider::new(Auth0Settings {
+            domain: self.domain.clone(),
+            base_url: self.base_url.clone().unwrap_or_else(|| format!("https://{}", self.domain)),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            ses_region: self.ses_region.clone(),
+            from_address: self.from_address.clone(),
+            http: ctx.http.clone(),
+            secrets: ctx.secrets.clone(),
+            retry: RetryPolicy::default(),
+        }))
+    }
+}
 
 pub struct Auth0Settings {
     pub domain: String,
@@ -197,7 +263,18 @@ pub fn judge_provider(v: &Value, new_id: &str, old_ids: &[String]) -> Verificati
 
 impl Target for Auth0EmailProvider {
     fn kind(&self) -> &'static str {
-        "auth0_email_provider"
+        TARGET.kind
+    }
+    fn advice(&self, code: &str, rotate: &str) -> Option<String> {
+        match code {
+            "insufficient_scope" | "access_denied" => Some(format!(
+                "Grant the Auth0 machine-to-machine application the read:email_provider and update:email_provider scopes, then run `{rotate}`."
+            )),
+            "invalid_client" | "unauthorized" | "Unauthorized" => {
+                Some(format!("Check the Auth0 client id and client secret keyturn is configured with, then run `{rotate}`."))
+            }
+            _ => None,
+        }
     }
     fn describe(&self) -> String {
         format!("Auth0 {}", self.s.domain)
@@ -295,6 +372,27 @@ mod tests {
         assert!(e.to_string().contains("Insufficient scope"));
         let e503 = http_error("PATCH /api/v2/emails/provider", StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new(), "oops", true);
         assert!(e503.is_retryable() && e503.may_have_applied());
+    }
+
+    #[test]
+    fn advice_names_the_scopes_and_the_credentials() {
+        let t = Auth0EmailProvider::new(Auth0Settings {
+            domain: "d".into(),
+            base_url: "https://d".into(),
+            client_id: "c".into(),
+            client_secret: SecretRef::Env("X".into()),
+            ses_region: "eu-west-1".into(),
+            from_address: None,
+            http: reqwest::Client::new(),
+            secrets: SecretResolver::new(aws_sdk_secretsmanager::Client::from_conf(
+                aws_sdk_secretsmanager::config::Builder::new().behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest()).build(),
+            )),
+            retry: RetryPolicy::default(),
+        });
+        let a = t.advice("insufficient_scope", "keyturn rotate r").unwrap();
+        assert!(a.contains("update:email_provider") && a.contains("keyturn rotate r"), "{a}");
+        assert!(t.advice("invalid_client", "x").unwrap().contains("client secret"));
+        assert_eq!(t.advice("too_many_requests", "x"), None);
     }
 
     #[test]

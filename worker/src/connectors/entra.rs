@@ -28,7 +28,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use super::{http_retry, BoxFut, NewCredential, RetryPolicy, Target};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::{http_retry, BoxFut, BuildContext, ConfigProblem, NewCredential, RetryPolicy, Target, TargetEntry, TargetSpec};
+use crate::config::Dur;
 use crate::config::SecretRef;
 use crate::error::{Error, Result};
 use crate::saga::Verification;
@@ -38,6 +43,88 @@ const SERVICE: &str = "graph";
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 /// The error code Entra reports when the SCIM token is refused.
 pub const CREDENTIAL_FAILURE: &str = "SystemForCrossDomainIdentityManagementCredentialValidationFailure";
+
+/// `[rotation.target] kind = "entra_provisioning"`: Microsoft Entra ID
+/// provisioning into IAM Identity Center (Graph synchronization API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntraConfig {
+    /// Directory (tenant) id.
+    pub tenant_id: String,
+    /// App registration keyturn signs in with (client credentials).
+    pub client_id: String,
+    /// Its client secret, by reference.
+    pub client_secret: SecretRef,
+    /// Object id of the AWS IAM Identity Center enterprise application's service principal.
+    pub service_principal_id: String,
+    /// Provisioning job id, e.g. `AWSSingleSignOn.<hex>.<hex>`.
+    pub job_id: String,
+    /// IAM Identity Center's SCIM endpoint (Entra's "Tenant URL").
+    pub scim_endpoint: String,
+    /// Override of `https://login.microsoftonline.com` (tests, sovereign clouds).
+    pub login_base_url: Option<String>,
+    /// Override of `https://graph.microsoft.com` (tests, sovereign clouds).
+    pub graph_base_url: Option<String>,
+    /// After Save, restart the provisioning job (lifting a quarantine the
+    /// expiring token caused) and wait up to `run_timeout` for a run.
+    #[serde(default)]
+    pub restart_job: bool,
+    /// With `restart_job`: how long to wait for the run (default 10m, at most 1h).
+    pub run_timeout: Option<Dur>,
+}
+
+/// The registry entry.
+pub const TARGET: TargetEntry = TargetEntry {
+    kind: "entra_provisioning",
+    accepts: &["scim_token"],
+    parse: |t| {
+        let c: EntraConfig = super::from_table(t)?;
+        match (c.restart_job, c.run_timeout) {
+            (false, Some(_)) => return Err(ConfigProblem::at("run_timeout", "applies only with restart_job = true")),
+            (_, Some(t)) if t.0 < Duration::from_secs(1) || t.0 > Duration::from_secs(3600) => {
+                return Err(ConfigProblem::at("run_timeout", "must be between 1s and 1h (the run is awaited within one step)"))
+            }
+            _ => {}
+        }
+        for (key, v) in [("tenant_id", &c.tenant_id), ("client_id", &c.client_id), ("service_principal_id", &c.service_principal_id), ("job_id", &c.job_id)] {
+            if v.trim().is_empty() || v.contains('/') || v.contains('?') || v.contains(char::is_whitespace) {
+                return Err(ConfigProblem::at(key, "must be an id (no spaces, '/' or '?')"));
+            }
+        }
+        crate::config::check_base_url(&c.scim_endpoint).map_err(|m| ConfigProblem::at("scim_endpoint", m))?;
+        for (key, u) in [("login_base_url", &c.login_base_url), ("graph_base_url", &c.graph_base_url)] {
+            if let Some(u) = u {
+                crate::config::check_base_url(u).map_err(|m| ConfigProblem::at(key, m))?;
+            }
+        }
+        Ok(Arc::new(c))
+    },
+};
+
+impl TargetSpec for EntraConfig {
+    fn kind(&self) -> &'static str {
+        TARGET.kind
+    }
+    fn accepts(&self) -> &'static [&'static str] {
+        TARGET.accepts
+    }
+    fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn Target> {
+        Arc::new(EntraProvisioning::new(EntraSettings {
+            tenant_id: self.tenant_id.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            service_principal_id: self.service_principal_id.clone(),
+            job_id: self.job_id.clone(),
+            scim_endpoint: self.scim_endpoint.clone(),
+            login_base_url: self.login_base_url.clone().unwrap_or_else(|| "https://login.microsoftonline.com".into()),
+            graph_base_url: self.graph_base_url.clone().unwrap_or_else(|| "https://graph.microsoft.com".into()),
+            http: ctx.http.clone(),
+            secrets: ctx.secrets.clone(),
+            retry: RetryPolicy::default(),
+            restart_wait: self.restart_job.then(|| self.run_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(600))),
+        }))
+    }
+}
 
 pub struct EntraSettings {
     pub tenant_id: String,
@@ -275,7 +362,7 @@ pub fn judge_job(job: &Value) -> Verification {
 
 impl Target for EntraProvisioning {
     fn kind(&self) -> &'static str {
-        "entra_provisioning"
+        TARGET.kind
     }
     fn describe(&self) -> String {
         format!("Entra provisioning job {} (tenant {})", self.s.job_id, self.s.tenant_id)

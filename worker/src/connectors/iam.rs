@@ -12,12 +12,65 @@ use aws_credential_types::Credentials;
 use aws_sdk_iam::types::StatusType;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{BoxFut, CredentialSource, NewCredential};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::{BoxFut, BuildContext, ConfigProblem, CredentialSource, NewCredential, SourceEntry, SourceSpec, Subject, SubjectKind};
 use crate::error::{aws, Error, Result};
 use crate::saga::{KeyRef, Millis};
 
 /// STS answers while a new key has not propagated (or is not valid).
 const NOT_YET_CODES: [&str; 4] = ["InvalidClientTokenId", "SignatureDoesNotMatch", "AuthFailure", "UnrecognizedClientException"];
+
+/// `source = { kind = "iam_access_key", user_name = "…", account_id = "…" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IamAccessKeyConfig {
+    pub user_name: String,
+    /// Expected account id; when set, the new key must authenticate as this
+    /// account's user, and only findings from this account match.
+    pub account_id: Option<String>,
+}
+
+/// The registry entry.
+pub const SOURCE: SourceEntry = SourceEntry {
+    kind: "iam_access_key",
+    credential_type: "aws_access_key",
+    subjects: &[SubjectKind::IamUser],
+    parse: |t| {
+        let c: IamAccessKeyConfig = super::from_table(t)?;
+        if c.user_name.is_empty() || c.user_name.len() > 64 {
+            return Err(ConfigProblem::at("user_name", "must be an IAM user name (1-64 characters)"));
+        }
+        crate::config::check_account(c.account_id.as_deref()).map_err(|m| ConfigProblem::at("account_id", m))?;
+        Ok(Arc::new(c))
+    },
+};
+
+impl SourceSpec for IamAccessKeyConfig {
+    fn kind(&self) -> &'static str {
+        SOURCE.kind
+    }
+    fn credential_type(&self) -> &'static str {
+        SOURCE.credential_type
+    }
+    fn credential_key(&self) -> String {
+        format!("{}:{}", SOURCE.kind, self.user_name)
+    }
+    fn covers(&self, subject: &Subject<'_>) -> bool {
+        match subject {
+            Subject::IamUser { account, user } => *user == self.user_name && self.account_id.as_deref().is_none_or(|a| a == *account),
+            _ => false,
+        }
+    }
+    fn account_id(&self) -> Option<&str> {
+        self.account_id.as_deref()
+    }
+    fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn CredentialSource> {
+        Arc::new(IamAccessKey::new(ctx.clients.iam.clone(), ctx.clients.base.clone(), self.user_name.clone(), self.account_id.clone()))
+    }
+}
 
 pub struct IamAccessKey {
     iam: aws_sdk_iam::Client,
@@ -164,7 +217,7 @@ impl IamAccessKey {
 
 impl CredentialSource for IamAccessKey {
     fn kind(&self) -> &'static str {
-        "iam_access_key"
+        SOURCE.kind
     }
     fn describe(&self) -> String {
         format!("iam user {}", self.user)

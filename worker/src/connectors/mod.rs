@@ -2,9 +2,18 @@
 //!
 //! A rotation pairs one [`CredentialSource`] (an IAM user's access key, an
 //! IAM Identity Center SCIM token) with one [`Target`] (Auth0's email
-//! provider, Entra provisioning). The engine only speaks these two traits; adding a third
-//! source or target means a new module here and a new arm in [`build`], and
-//! no change to the engine or the saga machine.
+//! provider, Entra provisioning). The engine only speaks these two traits.
+//!
+//! A connector owns everything about itself: its configuration type and
+//! validation ([`SourceSpec`], [`TargetSpec`], parsed from its own TOML
+//! table by [`from_table`]), which credentials it pairs with
+//! ([`TargetSpec::accepts`]), which events it covers ([`SourceSpec::covers`]),
+//! its calls, and the advice its notifications give for its errors
+//! ([`Target::advice`]). The configuration root, intake and notifications
+//! know only these traits and the registry ([`SOURCES`], [`TARGETS`]).
+//! **Adding a connector is one new module here plus one registry line**; a
+//! test (`kind_names_appear_only_in_the_registry`) greps the crate for every
+//! registered kind name outside this directory and fails if it finds one.
 //!
 //! Contract for implementors:
 //! * every method is idempotent: the engine may call it again after a crash
@@ -20,7 +29,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 
 use crate::aws::Clients;
-use crate::config::{RotationConfig, SourceConfig, TargetConfig};
+use crate::config::RotationConfig;
 use crate::error::Result;
 use crate::saga::{KeyRef, Millis, Verification};
 use crate::secrets::SecretResolver;
@@ -111,6 +120,12 @@ pub trait Target: Send + Sync {
     fn consumer_service(&self) -> Option<&'static str> {
         None
     }
+    /// What a person should do about an error this target answered with
+    /// (its error `code`), for notifications; `rotate` is the command that
+    /// starts the rotation again. `None`: the generic advice.
+    fn advice(&self, _code: &str, _rotate: &str) -> Option<String> {
+        None
+    }
 }
 
 /// A configured rotation with its connectors built.
@@ -123,55 +138,169 @@ pub struct Rotation {
     pub policy: crate::saga::Policy,
 }
 
+/// What a connector needs to build itself: AWS clients, the secret
+/// resolver, the shared HTTP client.
+pub struct BuildContext<'a> {
+    pub clients: &'a Clients,
+    pub secrets: &'a SecretResolver,
+    pub http: &'a reqwest::Client,
+}
+
+/// What an event is about, in the event's own terms. Intake asks every
+/// configured source whether it covers it ([`SourceSpec::covers`]); it never
+/// looks at a source's configuration itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject<'a> {
+    /// An IAM user (Security Hub IAM.3 findings, custom actions).
+    IamUser { account: &'a str, user: &'a str },
+    /// An IAM Identity Center SCIM token about to expire (AWS Health), in an account and region.
+    ScimTokenExpiry { account: &'a str, region: &'a str },
+}
+
+/// The kind of [`Subject`], for questions asked before any rotation matched
+/// (e.g. which credential kind an unmatched IAM user would be).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectKind {
+    IamUser,
+    ScimTokenExpiry,
+}
+
+/// A problem in a connector's configuration table: the key (relative to the
+/// table, e.g. `user_name`; `None` for the table as a whole) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl ConfigProblem {
+    pub fn at(key: &str, message: impl Into<String>) -> ConfigProblem {
+        ConfigProblem { key: Some(key.to_string()), message: message.into() }
+    }
+}
+
+/// A validated `source = { kind = … }` table. The connector owns its type,
+/// its validation and its meaning; the configuration root holds it as this.
+pub trait SourceSpec: Send + Sync + std::fmt::Debug {
+    /// The `kind` it was registered under.
+    fn kind(&self) -> &'static str;
+    /// What it produces, for pairing with targets (e.g. `aws_access_key`).
+    fn credential_type(&self) -> &'static str;
+    /// The per-credential lock key: two rotations of one credential are one saga.
+    fn credential_key(&self) -> String;
+    /// Whether an event about `subject` is about this credential.
+    fn covers(&self, subject: &Subject<'_>) -> bool;
+    /// The account the credential lives in, when configured.
+    fn account_id(&self) -> Option<&str> {
+        None
+    }
+    fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn CredentialSource>;
+}
+
+/// A validated `[rotation.target]` table.
+pub trait TargetSpec: Send + Sync + std::fmt::Debug {
+    fn kind(&self) -> &'static str;
+    /// The credential types it can take (see [`SourceSpec::credential_type`]).
+    fn accepts(&self) -> &'static [&'static str];
+    fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn Target>;
+}
+
+/// A registered source kind: how to parse and validate its table.
+pub struct SourceEntry {
+    pub kind: &'static str,
+    /// What it produces (pairing; also the error message for a wrong pair).
+    pub credential_type: &'static str,
+    /// The subjects of events it can cover (who reports an unmatched one).
+    pub subjects: &'static [SubjectKind],
+    pub parse: fn(toml::Table) -> std::result::Result<Arc<dyn SourceSpec>, ConfigProblem>,
+}
+
+/// A registered target kind.
+pub struct TargetEntry {
+    pub kind: &'static str,
+    pub accepts: &'static [&'static str],
+    pub parse: fn(toml::Table) -> std::result::Result<Arc<dyn TargetSpec>, ConfigProblem>,
+}
+
+/// **The registry.** Adding a connector is a module in this directory and
+/// one line here.
+pub const SOURCES: &[SourceEntry] = &[iam::SOURCE, scim::SOURCE];
+/// **The registry** of targets.
+pub const TARGETS: &[TargetEntry] = &[auth0::TARGET, entra::TARGET];
+
+/// Parse a `source` table through the registry.
+pub fn parse_source(mut table: toml::Table) -> std::result::Result<Arc<dyn SourceSpec>, ConfigProblem> {
+    let kind = take_kind(&mut table)?;
+    let entry = SOURCES.iter().find(|e| e.kind == kind).ok_or_else(|| {
+        ConfigProblem::at("kind", format!("unknown source kind {kind:?}; known: {}", SOURCES.iter().map(|e| e.kind).collect::<Vec<_>>().join(", ")))
+    })?;
+    (entry.parse)(table)
+}
+
+/// Parse a `[rotation.target]` table through the registry.
+pub fn parse_target(mut table: toml::Table) -> std::result::Result<Arc<dyn TargetSpec>, ConfigProblem> {
+    let kind = take_kind(&mut table)?;
+    let entry = TARGETS.iter().find(|e| e.kind == kind).ok_or_else(|| {
+        ConfigProblem::at("kind", format!("unknown target kind {kind:?}; known: {}", TARGETS.iter().map(|e| e.kind).collect::<Vec<_>>().join(", ")))
+    })?;
+    (entry.parse)(table)
+}
+
+/// Whether a target takes a source's credential; `Err` says which sources
+/// the target takes, for the configuration error.
+pub fn check_pair(source: &dyn SourceSpec, target: &dyn TargetSpec) -> std::result::Result<(), String> {
+    if target.accepts().contains(&source.credential_type()) {
+        return Ok(());
+    }
+    let takes: Vec<&str> = SOURCES.iter().filter(|s| target.accepts().contains(&s.credential_type)).map(|s| s.kind).collect();
+    Err(format!("target kind {} takes source kind {}, not {}", target.kind(), takes.join(" or "), source.kind()))
+}
+
+/// The source kind that covers a kind of subject (for reports about a
+/// subject no rotation covers, e.g. the `credential_kind` of `rotation.unmatched`).
+pub fn source_kind_for(subject: SubjectKind) -> &'static str {
+    SOURCES.iter().find(|e| e.subjects.contains(&subject)).map(|e| e.kind).unwrap_or("none")
+}
+
+fn take_kind(table: &mut toml::Table) -> std::result::Result<String, ConfigProblem> {
+    match table.remove("kind") {
+        Some(toml::Value::String(k)) => Ok(k),
+        Some(_) => Err(ConfigProblem::at("kind", "must be a string")),
+        None => Err(ConfigProblem::at("kind", "missing")),
+    }
+}
+
+/// Deserialize a connector's table into its own configuration type (which
+/// should `deny_unknown_fields`), turning serde's message into a
+/// [`ConfigProblem`] that names the key when serde does.
+pub fn from_table<T: serde::de::DeserializeOwned>(table: toml::Table) -> std::result::Result<T, ConfigProblem> {
+    T::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let msg = e.message().trim().replace('\n', " ");
+        let key = |m: &str, pat: &str| m.find(pat).and_then(|i| m[i + pat.len()..].split('`').next().map(str::to_string));
+        if let Some(k) = key(&msg, "unknown field `") {
+            let expected = msg.split_once("expected").map(|(_, x)| format!(" (expected{x})")).unwrap_or_default();
+            return ConfigProblem::at(&k, format!("unknown key{expected}"));
+        }
+        if let Some(k) = key(&msg, "missing field `") {
+            return ConfigProblem::at(&k, "missing");
+        }
+        // Our own messages start with the key ("client_secret: …").
+        match msg.split_once(": ") {
+            Some((k, rest)) if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => ConfigProblem::at(k, rest.to_string()),
+            _ => ConfigProblem { key: None, message: msg },
+        }
+    })
+}
+
 /// Build the connectors of one configured rotation.
-pub fn build(cfg: &RotationConfig, clients: &Clients, secrets: &SecretResolver, http: &reqwest::Client) -> Rotation {
-    let source: Arc<dyn CredentialSource> = match &cfg.source {
-        SourceConfig::IamAccessKey { user_name, account_id } => {
-            Arc::new(iam::IamAccessKey::new(clients.iam.clone(), clients.base.clone(), user_name.clone(), account_id.clone()))
-        }
-        SourceConfig::ScimToken { region, account_id } => Arc::new(scim::ScimToken::new(region.clone(), account_id.clone())),
-    };
-    let target: Arc<dyn Target> = match &cfg.target {
-        TargetConfig::Auth0EmailProvider { domain, base_url, client_id, client_secret, ses_region, from_address } => {
-            Arc::new(auth0::Auth0EmailProvider::new(auth0::Auth0Settings {
-                domain: domain.clone(),
-                base_url: base_url.clone().unwrap_or_else(|| format!("https://{domain}")),
-                client_id: client_id.clone(),
-                client_secret: client_secret.clone(),
-                ses_region: ses_region.clone(),
-                from_address: from_address.clone(),
-                http: http.clone(),
-                secrets: secrets.clone(),
-                retry: RetryPolicy::default(),
-            }))
-        }
-        TargetConfig::EntraProvisioning {
-            tenant_id,
-            client_id,
-            client_secret,
-            service_principal_id,
-            job_id,
-            scim_endpoint,
-            login_base_url,
-            graph_base_url,
-            restart_job,
-            run_timeout,
-        } => Arc::new(entra::EntraProvisioning::new(entra::EntraSettings {
-            tenant_id: tenant_id.clone(),
-            client_id: client_id.clone(),
-            client_secret: client_secret.clone(),
-            service_principal_id: service_principal_id.clone(),
-            job_id: job_id.clone(),
-            scim_endpoint: scim_endpoint.clone(),
-            login_base_url: login_base_url.clone().unwrap_or_else(|| "https://login.microsoftonline.com".into()),
-            graph_base_url: graph_base_url.clone().unwrap_or_else(|| "https://graph.microsoft.com".into()),
-            http: http.clone(),
-            secrets: secrets.clone(),
-            retry: RetryPolicy::default(),
-            restart_wait: restart_job.then(|| run_timeout.map(|d| d.0).unwrap_or(std::time::Duration::from_secs(600))),
-        })),
-    };
-    Rotation { id: cfg.id.clone(), credential: cfg.credential_key(), source, target, policy: cfg.policy.to_policy() }
+pub fn build(cfg: &RotationConfig, ctx: &BuildContext<'_>) -> Rotation {
+    Rotation {
+        id: cfg.id.clone(),
+        credential: cfg.credential_key(),
+        source: cfg.source.build(ctx),
+        target: cfg.target.build(ctx),
+        policy: cfg.policy.to_policy(),
+    }
 }
 
 /// The HTTP client every HTTP connector shares (rustls, explicit timeouts).
@@ -182,4 +311,91 @@ pub fn http_client() -> reqwest::Client {
         .user_agent(concat!("keyturn/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("HTTP client builds")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `.rs` files under `dir`, recursively.
+    fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                rust_files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+
+    /// Where `needle` appears in code (not comments, not unit tests) of `files`.
+    fn code_mentions(files: &[std::path::PathBuf], needle: &str) -> Vec<String> {
+        let mut hits = Vec::new();
+        for f in files {
+            if f.file_name().is_some_and(|n| n == "tests.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(f).unwrap();
+            for (i, line) in text.lines().enumerate() {
+                if line.trim_start().starts_with("#[cfg(test)]") {
+                    break;
+                }
+                if !line.trim_start().starts_with("//") && line.contains(&format!("\"{needle}")) {
+                    hits.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+                }
+            }
+        }
+        hits
+    }
+
+    /// Adding a connector touches only `connectors/`: no registered kind
+    /// name is spelled anywhere else in the crate's code (the registry
+    /// itself lives in `connectors/mod.rs`). `grep -rn '"<kind>' worker/src`
+    /// outside `connectors/`, unit tests and comments must find nothing.
+    #[test]
+    fn kind_names_appear_only_in_the_registry() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut all = Vec::new();
+        rust_files(&src, &mut all);
+        let connectors = src.join("connectors");
+        let (inside, outside): (Vec<_>, Vec<_>) = all.into_iter().partition(|p| p.starts_with(&connectors));
+        assert!(outside.len() > 10 && !inside.is_empty(), "the scan sees the crate");
+        let kinds: Vec<&str> = SOURCES.iter().map(|e| e.kind).chain(TARGETS.iter().map(|e| e.kind)).collect();
+        assert!(kinds.len() >= 4);
+        for kind in kinds {
+            // The scanner finds each kind where it is defined (so it can fail)...
+            assert!(!code_mentions(&inside, kind).is_empty(), "{kind} is not defined in connectors/");
+            // ...and nowhere else.
+            let hits = code_mentions(&outside, kind);
+            assert!(hits.is_empty(), "connector kind {kind} is spelled outside connectors/:\n{}", hits.join("\n"));
+        }
+    }
+
+    #[test]
+    fn registry_parses_validates_and_pairs() {
+        let t = |s: &str| s.parse::<toml::Table>().unwrap();
+        let src = parse_source(t(r#"kind = "iam_access_key"
+user_name = "u""#)).unwrap();
+        assert_eq!(src.credential_key(), "iam_access_key:u");
+        assert!(src.covers(&Subject::IamUser { account: "1", user: "u" }));
+        assert!(!src.covers(&Subject::IamUser { account: "1", user: "v" }));
+        assert!(!src.covers(&Subject::ScimTokenExpiry { account: "1", region: "us-east-1" }));
+        let e = parse_source(t(r#"kind = "nope""#)).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("kind"));
+        assert!(e.message.contains("iam_access_key, scim_token"), "{e:?}");
+        assert_eq!(parse_source(t(r#"kind = "iam_access_key""#)).unwrap_err(), ConfigProblem::at("user_name", "missing"));
+        let scim = parse_source(t(r#"kind = "scim_token"
+region = "us-east-1""#)).unwrap();
+        let auth0 = parse_target(t(r#"kind = "auth0_email_provider"
+domain = "d.auth0.com"
+client_id = "c"
+client_secret = { env = "X" }
+ses_region = "eu-west-1""#))
+        .unwrap();
+        assert!(check_pair(src.as_ref(), auth0.as_ref()).is_ok());
+        let e = check_pair(scim.as_ref(), auth0.as_ref()).unwrap_err();
+        assert_eq!(e, "target kind auth0_email_provider takes source kind iam_access_key, not scim_token");
+        assert_eq!(source_kind_for(SubjectKind::IamUser), "iam_access_key");
+    }
 }

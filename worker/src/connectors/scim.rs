@@ -8,9 +8,62 @@
 //! "Credentials made by a person" section of [`crate::saga`]. The
 //! automated methods exist only to satisfy the trait and refuse if called.
 
-use super::{BoxFut, ByHand, CredentialSource, NewCredential};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::{BoxFut, BuildContext, ByHand, ConfigProblem, CredentialSource, NewCredential, SourceEntry, SourceSpec, Subject, SubjectKind};
 use crate::error::{Error, Result};
 use crate::saga::{KeyRef, Millis};
+
+/// `source = { kind = "scim_token", region = "…", account_id = "…" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScimTokenConfig {
+    /// Region of the IAM Identity Center instance (console links, and
+    /// matching AWS Health expiry events).
+    pub region: String,
+    /// Account of the instance; when set, only Health events from this
+    /// account start the rotation.
+    pub account_id: Option<String>,
+}
+
+/// The registry entry.
+pub const SOURCE: SourceEntry = SourceEntry {
+    kind: "scim_token",
+    credential_type: "scim_token",
+    subjects: &[SubjectKind::ScimTokenExpiry],
+    parse: |t| {
+        let c: ScimTokenConfig = super::from_table(t)?;
+        crate::config::check_region(&c.region).map_err(|m| ConfigProblem::at("region", m))?;
+        crate::config::check_account(c.account_id.as_deref()).map_err(|m| ConfigProblem::at("account_id", m))?;
+        Ok(Arc::new(c))
+    },
+};
+
+impl SourceSpec for ScimTokenConfig {
+    fn kind(&self) -> &'static str {
+        SOURCE.kind
+    }
+    fn credential_type(&self) -> &'static str {
+        SOURCE.credential_type
+    }
+    fn credential_key(&self) -> String {
+        format!("{}:{}:{}", SOURCE.kind, self.account_id.as_deref().unwrap_or("any"), self.region)
+    }
+    fn covers(&self, subject: &Subject<'_>) -> bool {
+        match subject {
+            Subject::ScimTokenExpiry { account, region } => *region == self.region && self.account_id.as_deref().is_none_or(|a| a == *account),
+            _ => false,
+        }
+    }
+    fn account_id(&self) -> Option<&str> {
+        self.account_id.as_deref()
+    }
+    fn build(&self, _ctx: &BuildContext<'_>) -> Arc<dyn CredentialSource> {
+        Arc::new(ScimToken::new(self.region.clone(), self.account_id.clone()))
+    }
+}
 
 pub struct ScimToken {
     region: String,
@@ -36,7 +89,7 @@ fn by_hand_only(what: &str) -> Error {
 
 impl CredentialSource for ScimToken {
     fn kind(&self) -> &'static str {
-        "scim_token"
+        SOURCE.kind
     }
     fn describe(&self) -> String {
         match &self.account_id {
