@@ -26,7 +26,7 @@ async fn env_with(opts: Options) -> TestEnv {
 
 /// Wait until `pred` holds for the saga (or panic after `T`).
 async fn wait_for(env: &TestEnv, saga_id: &str, what: &str, pred: impl Fn(&Saga) -> bool) -> Saga {
-    let store = env.engine("probe").store;
+    let store = env.engine("probe").store().clone();
     let start = Instant::now();
     loop {
         let s = store.load(saga_id).await.unwrap().unwrap().saga;
@@ -63,7 +63,7 @@ async fn five_xx_storm_needs_attention_then_evidence_resolves_it() {
     let engine = Arc::new(env.engine("w1"));
     let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
     let saga_id = storm_to_needs_attention(&env, &engine, true).await;
-    let stopped = engine.store.load(&saga_id).await.unwrap().unwrap().saga;
+    let stopped = engine.store().load(&saga_id).await.unwrap().unwrap().saga;
     let new_id = stopped.new_key.clone().unwrap();
 
     // The needs-attention notice says what keyturn does now and how to resolve.
@@ -99,7 +99,7 @@ async fn five_xx_storm_needs_attention_then_evidence_resolves_it() {
     assert!(keys[0].active);
     assert!(!keys.iter().any(|k| k.id == old_id));
     assert_eq!(env.auth0.provider().unwrap().access_key_id, new_id);
-    assert_eq!(engine.store.lock_holder("iam_access_key:auth0-ses-sender").await.unwrap(), None, "lock released at the end");
+    assert_eq!(engine.store().lock_holder("iam_access_key:auth0-ses-sender").await.unwrap(), None, "lock released at the end");
 
     // (The needs-attention notice was read above.)
     let n = env.notifications(2, Duration::from_secs(10)).await;
@@ -155,7 +155,7 @@ async fn resolve_by_hand_refuses_a_choice_the_evidence_contradicts() {
     let engine = Arc::new(env.engine("w1"));
     let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
     let saga_id = storm_to_needs_attention(&env, &engine, true).await;
-    let new_id = engine.store.load(&saga_id).await.unwrap().unwrap().saga.new_key.unwrap();
+    let new_id = engine.store().load(&saga_id).await.unwrap().unwrap().saga.new_key.unwrap();
     let dir = std::env::temp_dir().join(format!("keyturn-attention-{}", uuid::Uuid::new_v4()));
     let cfg = env.write_config(&dir).unwrap();
     let cfg = cfg.to_str().unwrap().to_string();
@@ -194,7 +194,7 @@ async fn resolve_by_hand_refuses_a_choice_the_evidence_contradicts() {
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].id, new_id);
     assert!(!keys.iter().any(|k| k.id == old_id));
-    let end = engine.store.load(&saga_id).await.unwrap().unwrap().saga;
+    let end = engine.store().load(&saga_id).await.unwrap().unwrap().saga;
     assert!(end.history.iter().any(|a| a.outcome == "resolved" && a.message.as_deref().unwrap_or("").contains("keep the new key")), "{:#?}", end.history);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -208,7 +208,7 @@ async fn a_key_deleted_by_hand_resolves_the_saga_without_a_grace_period() {
     let engine = Arc::new(env.engine("w1"));
     let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
     let saga_id = storm_to_needs_attention(&env, &engine, false).await;
-    let new_id = engine.store.load(&saga_id).await.unwrap().unwrap().saga.new_key.unwrap();
+    let new_id = engine.store().load(&saga_id).await.unwrap().unwrap().saga.new_key.unwrap();
     env.clients.iam.delete_access_key().user_name(keyturn_testkit::env::USER).access_key_id(&new_id).send().await.unwrap();
     let end = wait_for(&env, &saga_id, "the resolved saga to end", |s| s.status.is_terminal() && s.resolved.is_some()).await;
     worker.stop().await;

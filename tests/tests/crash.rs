@@ -120,7 +120,7 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
     let chaos_end = Instant::now() + CHAOS;
     while Instant::now() < chaos_end {
         for i in 0..ROTATIONS {
-            if engine.store.load(&current[i]).await.unwrap().unwrap().saga.status.is_terminal() {
+            if engine.store().load(&current[i]).await.unwrap().unwrap().saga.status.is_terminal() {
                 if let Created::New(id) = engine.request(&format!("r{i}"), "crash-suite").await.unwrap() {
                     current[i] = id.clone();
                     all_sagas.push(id);
@@ -144,7 +144,7 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
     loop {
         let mut all = true;
         for id in &all_sagas {
-            if !engine.store.load(id).await.unwrap().unwrap().saga.status.is_terminal() {
+            if !engine.store().load(id).await.unwrap().unwrap().saga.status.is_terminal() {
                 all = false;
             }
         }
@@ -157,10 +157,10 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
     // Invariants.
     let mut violations: Vec<String> = Vec::new();
     let (mut succeeded, mut compensated, mut limit_hits, mut takeovers) = (0, 0, 0, 0);
-    let raw = engine.store.raw_items().await.unwrap();
+    let raw = engine.store().raw_items().await.unwrap();
     // Every saga of the run ended, in a state a rotation may end in.
     for id in &all_sagas {
-        let saga = engine.store.load(id).await.unwrap().unwrap().saga;
+        let saga = engine.store().load(id).await.unwrap().unwrap().saga;
         let hits = saga.history.iter().filter(|a| a.code.as_deref() == Some("LimitExceeded")).count();
         if hits > 0 {
             // IAM refused a third key: keyturn tried to create one at the limit.
@@ -181,7 +181,7 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
     // Each credential's keys match the outcome of its last saga.
     for (i, id) in current.iter().enumerate() {
         let (user, _, auth0) = &tenants[i];
-        let saga = engine.store.load(id).await.unwrap().unwrap().saga;
+        let saga = engine.store().load(id).await.unwrap().unwrap().saga;
         let old = saga.old_keys.first().map(|k| k.id.clone()).unwrap_or_default();
         let keys = env.clients.iam.list_access_keys().user_name(user).send().await.unwrap();
         let keys: Vec<(String, bool)> = keys

@@ -189,7 +189,7 @@ kms_key_id = "{key}"
 
     let start = std::time::Instant::now();
     let saga = loop {
-        let all = engine.store.list().await.unwrap();
+        let all = engine.store().list().await.unwrap();
         if let Some(s) = all.into_iter().find(|s| s.saga.status.is_terminal()) {
             break s.saga;
         }

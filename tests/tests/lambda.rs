@@ -40,12 +40,12 @@ async fn lambda_batches_drive_a_rotation_to_success() {
     let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
     let mut invocations = 0;
     loop {
-        let s = engine.store.load(&saga_id).await.unwrap().unwrap();
+        let s = engine.store().load(&saga_id).await.unwrap().unwrap();
         if s.saga.status.is_terminal() {
             assert_eq!(s.saga.status, Status::Succeeded, "{:#?}", s.saga);
             break;
         }
-        let batch = engine.queue.receive(10, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap();
+        let batch = engine.queue().receive(10, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap();
         if batch.is_empty() {
             continue;
         }
@@ -67,13 +67,13 @@ async fn a_batch_reports_only_the_record_that_must_come_back() {
     let Created::New(a) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
     let Created::New(b) = engine.request("mailer-2", "manual").await.unwrap() else { panic!() };
     // Another invocation holds saga b's step: its message must come back, not be deleted.
-    let s = engine.store.load(&b).await.unwrap().unwrap();
+    let s = engine.store().load(&b).await.unwrap().unwrap();
     let now = now_ms();
-    engine.store.acquire(&keyturn::saga::begin_attempt(&s.saga), s.version, "other", now, now + 60_000, now + 120_000).await.unwrap();
+    engine.store().acquire(&keyturn::saga::begin_attempt(&s.saga), s.version, "other", now, now + 60_000, now + 120_000).await.unwrap();
 
     let mut batch = vec![];
     while batch.len() < 2 {
-        batch.extend(engine.queue.receive(10, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap());
+        batch.extend(engine.queue().receive(10, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap());
     }
     let held = batch.iter().find(|m| m.body.contains(&b)).unwrap().message_id.clone();
     let resp = handle_invocation::<SqsQueue, SqsQueue>(&engine, &env.queue_url, None, &sqs_event(&batch, STEPS_ARN), Duration::ZERO)
@@ -81,8 +81,8 @@ async fn a_batch_reports_only_the_record_that_must_come_back() {
         .unwrap();
     assert_eq!(resp, json!({"batchItemFailures": [{"itemIdentifier": held}]}));
     // Saga a moved on; saga b did not.
-    assert_ne!(engine.store.load(&a).await.unwrap().unwrap().saga.step, keyturn::saga::Step::Start);
-    assert_eq!(engine.store.load(&b).await.unwrap().unwrap().saga.step, keyturn::saga::Step::Start);
+    assert_ne!(engine.store().load(&a).await.unwrap().unwrap().saga.step, keyturn::saga::Step::Start);
+    assert_eq!(engine.store().load(&b).await.unwrap().unwrap().saga.step, keyturn::saga::Step::Start);
     // A record from an unknown queue is reported too, never silently dropped.
     let stray = Received { message_id: "stray".into(), receipt: "r".into(), body: "{}".into(), receive_count: 1 };
     let resp = handle_invocation::<SqsQueue, SqsQueue>(&engine, &env.queue_url, None, &sqs_event(&[stray], "arn:aws:sqs:us-east-1:123456789012:elsewhere"), Duration::ZERO)
@@ -97,16 +97,16 @@ async fn scheduled_event_runs_the_sweep_and_the_scan() {
     let engine = env.engine("lambda");
     // A saga whose start message was lost: the sweep must re-drive it.
     let Created::New(lost) = engine.request("mailer-2", "manual").await.unwrap() else { panic!() };
-    let got = engine.queue.receive(10, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap();
+    let got = engine.queue().receive(10, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap();
     assert_eq!(got.len(), 1);
-    engine.queue.ack(&got[0]).await.unwrap();
+    engine.queue().ack(&got[0]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(3500)).await; // past sweep_after (3s) and max_age (1s)
     let resp = handle_invocation::<SqsQueue, SqsQueue>(&engine, &env.queue_url, None, &json!({"keyturn": "sweep"}), Duration::ZERO).await.unwrap();
     assert_eq!(resp["started"], 1, "{resp}");
     assert_eq!(resp["redriven"], 1, "{resp}");
-    let sagas = engine.store.list().await.unwrap();
+    let sagas = engine.store().list().await.unwrap();
     assert_eq!(sagas.len(), 2);
     assert!(sagas.iter().any(|s| s.saga.trigger.starts_with("schedule:") && s.saga.rotation_id == "auth0-ses"));
-    let again = engine.queue.receive(10, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap();
+    let again = engine.queue().receive(10, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap();
     assert!(again.iter().any(|m| m.body.contains(&lost)), "the lost start message was sent again");
 }

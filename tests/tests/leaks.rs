@@ -27,7 +27,7 @@ async fn no_secret_anywhere_after_varied_traffic() {
         id
     };
     let wait_step = |id: String, step: Step| {
-        let store = engine.store.clone();
+        let store = engine.store().clone();
         async move {
             for _ in 0..600 {
                 if store.load(&id).await.unwrap().unwrap().saga.step == step {
@@ -46,7 +46,7 @@ async fn no_secret_anywhere_after_varied_traffic() {
     // The refused key's secret: the compensation path must not leak it either.
     secrets.push(env.auth0.state.lock().unwrap().last_secret_sent.clone().expect("the refused PATCH carried a secret"));
     // 2. Crash right after IAM created the key, then a success held in the grace period, rolled back.
-    engine.faults.crash_after_issue.store(1, Ordering::SeqCst);
+    engine.faults().crash_after_issue.store(1, Ordering::SeqCst);
     let id = rotate().await;
     wait_step(id.clone(), Step::RetireOld).await;
     secrets.push(env.auth0.provider().unwrap().secret_access_key);
@@ -62,7 +62,7 @@ async fn no_secret_anywhere_after_varied_traffic() {
     let id = rotate().await;
     wait_step(id.clone(), Step::RetireOld).await;
     secrets.push(env.auth0.provider().unwrap().secret_access_key);
-    let s = engine.store.load(&id).await.unwrap().unwrap().saga;
+    let s = engine.store().load(&id).await.unwrap().unwrap().saga;
     assert!(s.history.iter().any(|a| a.step == Step::PushToTarget && a.outcome == "failed"));
     // A poison message carrying nothing secret, for the DLQ scan.
     env.clients.sqs.send_message().queue_url(&env.queue_url).message_body("poison").send().await.unwrap();

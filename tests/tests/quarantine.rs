@@ -20,7 +20,7 @@ async fn repeated_failures_quarantine_automatic_triggers_until_released_or_fixed
     let engine = Arc::new(env.engine("w1"));
     // The finding below must be due (a key past IAM.3's 90 days), so that
     // quarantine is what holds it back.
-    engine.age_clock.set_skew(Duration::from_secs(91 * 86_400));
+    engine.age_clock().set_skew(Duration::from_secs(91 * 86_400));
     let w = RunningWorker::spawn_with_intake(engine.clone(), &env.config.worker, env.intake_queue());
     let rotate = || async {
         let Created::New(id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!("manual requests are never held back") };
@@ -29,15 +29,15 @@ async fn repeated_failures_quarantine_automatic_triggers_until_released_or_fixed
 
     // Two failures in a row: quarantine begins.
     assert_eq!(rotate().await.status, Status::Compensated);
-    assert!(engine.store.health("auth0-ses").await.unwrap().0.quarantine.is_none());
+    assert!(engine.store().health("auth0-ses").await.unwrap().0.quarantine.is_none());
     assert_eq!(rotate().await.status, Status::Compensated);
-    let (h, _) = engine.store.health("auth0-ses").await.unwrap();
+    let (h, _) = engine.store().health("auth0-ses").await.unwrap();
     let q = h.quarantine.clone().expect("quarantined after 2 failures");
     assert_eq!(q.reason, "insufficient_scope");
     assert!(q.next_attempt > keyturn::engine::now_ms() + 5 * 3_600_000, "next automatic attempt ~6h away");
 
     // An automatic trigger is held back: no saga.
-    let before = engine.store.list().await.unwrap().len();
+    let before = engine.store().list().await.unwrap().len();
     let skipped = engine
         .request_with("auth0-ses", keyturn::engine::Request { trigger: "schedule".into(), automatic: true, ..Default::default() })
         .await
@@ -45,7 +45,7 @@ async fn repeated_failures_quarantine_automatic_triggers_until_released_or_fixed
     assert!(matches!(&skipped, Created::Skipped(r) if r.contains("quarantined (insufficient_scope)")), "{skipped:?}");
     env.put_event(CONSOLIDATED).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(engine.store.list().await.unwrap().len(), before, "the finding started nothing");
+    assert_eq!(engine.store().list().await.unwrap().len(), before, "the finding started nothing");
     let skipped_logs = keyturn_testkit::capture::logs().lines().filter(|l| l.contains("automatic trigger skipped")).count();
     assert!(skipped_logs >= 2, "the request and the finding were both held back by quarantine: {skipped_logs}");
 
@@ -54,7 +54,7 @@ async fn repeated_failures_quarantine_automatic_triggers_until_released_or_fixed
 
     // Release lifts it; the next (fixed) rotation succeeds.
     assert!(engine.release("auth0-ses").await.unwrap());
-    assert!(engine.store.health("auth0-ses").await.unwrap().0.quarantine.is_none());
+    assert!(engine.store().health("auth0-ses").await.unwrap().0.quarantine.is_none());
     assert_eq!(rotate().await.status, Status::Succeeded);
     w.stop().await;
 
@@ -75,7 +75,7 @@ async fn a_successful_rotation_lifts_quarantine() {
     for expected in [Status::Compensated, Status::Succeeded] {
         let Created::New(id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
         assert_eq!(env.wait_terminal(&id, Duration::from_secs(60)).await.status, expected);
-        let quarantined = engine.store.health("auth0-ses").await.unwrap().0.quarantine.is_some();
+        let quarantined = engine.store().health("auth0-ses").await.unwrap().0.quarantine.is_some();
         assert_eq!(quarantined, expected == Status::Compensated);
     }
     w.stop().await;

@@ -210,12 +210,12 @@ async fn crash_after_key_creation_cleans_up_the_orphan() {
     let env = env().await;
     let old_id = env.old_keys[0].0.clone();
     let engine = Arc::new(env.engine("w1"));
-    engine.faults.crash_after_issue.store(1, std::sync::atomic::Ordering::SeqCst);
+    engine.faults().crash_after_issue.store(1, std::sync::atomic::Ordering::SeqCst);
     let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
     let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
 
     // After the crash the user holds the old key and the orphan.
-    let store = engine.store.clone();
+    let store = engine.store().clone();
     let mut orphan = None;
     for _ in 0..100 {
         let keys = env.user_keys().await;
@@ -257,7 +257,7 @@ async fn concurrent_requests_for_one_credential_give_one_saga() {
         .collect();
     assert_eq!(ids[0], ids[1], "{ra:?} {rb:?}");
     assert_eq!([&ra, &rb].iter().filter(|r| matches!(r, Created::New(_))).count(), 1);
-    assert_eq!(a.store.list().await.unwrap().len(), 1);
+    assert_eq!(a.store().list().await.unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,7 +326,7 @@ async fn grace_period_is_a_durable_wait_then_the_old_key_is_deleted() {
     let sent_at_wait = queue.bodies().len();
     // Nothing needs the new secret any more: it is not kept through the grace period.
     assert!(!waiting.secret_stored);
-    let item = engine.store.raw_items().await.unwrap().into_iter().find(|i| i.get("saga_id").and_then(|v| v.as_s().ok()) == Some(&saga_id)).unwrap();
+    let item = engine.store().raw_items().await.unwrap().into_iter().find(|i| i.get("saga_id").and_then(|v| v.as_s().ok()) == Some(&saga_id)).unwrap();
     assert!(!item.contains_key("secret"), "sealed secret erased after the push, before the grace period");
     // During the grace period: old key inactive but present, new key live in Auth0.
     let keys = env.user_keys().await;
@@ -443,16 +443,16 @@ async fn a_live_lease_holds_off_every_handler_even_of_the_same_worker() {
     let engine = env.engine("w1");
     let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
     // Another task of this same worker holds the step's lease.
-    let stored = engine.store.load(&saga_id).await.unwrap().unwrap();
+    let stored = engine.store().load(&saga_id).await.unwrap().unwrap();
     let now = now_ms();
     let attempt = keyturn::saga::begin_attempt(&stored.saga);
-    engine.store.acquire(&attempt, stored.version, "w1", now, now + 60_000, now + 120_000).await.unwrap();
+    engine.store().acquire(&attempt, stored.version, "w1", now, now + 60_000, now + 120_000).await.unwrap();
 
-    let msgs = engine.queue.receive(1, Duration::from_secs(2), Duration::from_secs(10)).await.unwrap();
+    let msgs = engine.queue().receive(1, Duration::from_secs(2), Duration::from_secs(10)).await.unwrap();
     assert_eq!(msgs.len(), 1);
     let handled = engine.handle(&msgs[0]).await.unwrap();
     assert!(matches!(handled, Handled::Retained(_)), "{handled:?}");
-    let after = engine.store.load(&saga_id).await.unwrap().unwrap();
+    let after = engine.store().load(&saga_id).await.unwrap().unwrap();
     assert_eq!(after.version, stored.version + 1, "the duplicate changed nothing");
     assert_eq!(after.saga.step_attempts, 1);
     assert!(env.user_keys().await.len() == 1, "no key created");

@@ -342,7 +342,7 @@ async fn the_health_expiry_notice_starts_the_rotation_once() {
     deliver().await.unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     w.stop().await;
-    let sagas: Vec<_> = engine.store.list().await.unwrap().into_iter().map(|s| s.saga).collect();
+    let sagas: Vec<_> = engine.store().list().await.unwrap().into_iter().map(|s| s.saga).collect();
     assert_eq!(sagas.len(), 1, "{sagas:#?}");
     assert_eq!((sagas[0].rotation_id.as_str(), sagas[0].step), ("entra-scim", Step::AwaitNew));
     seen.extend(env.notifications(0, Duration::from_secs(1)).await);

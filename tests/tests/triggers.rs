@@ -24,7 +24,7 @@ const KEY_PAST_IAM3: Duration = Duration::from_secs(91 * 86_400);
 
 fn worker(env: &TestEnv) -> (Arc<keyturn::engine::Engine<keyturn::queue::SqsQueue>>, RunningWorker) {
     let engine = Arc::new(env.engine("w1"));
-    engine.age_clock.set_skew(KEY_PAST_IAM3);
+    engine.age_clock().set_skew(KEY_PAST_IAM3);
     let w = RunningWorker::spawn_with_intake(engine.clone(), &env.config.worker, env.intake_queue());
     (engine, w)
 }
@@ -147,7 +147,7 @@ async fn a_finding_starts_a_rotation_only_while_a_key_is_past_its_age() {
     let first_new = done[0].new_key.clone().unwrap();
     // ...and again after it succeeded, the same finding (same Id, original
     // FirstObservedAt): the new key is young, nothing starts.
-    engine.age_clock.set_skew(Duration::ZERO);
+    engine.age_clock().set_skew(Duration::ZERO);
     env.put_event(CONSOLIDATED).await.unwrap();
     settle(&env).await;
     assert_eq!(sagas(&env).await.len(), 1, "one saga for four imports");
@@ -156,7 +156,7 @@ async fn a_finding_starts_a_rotation_only_while_a_key_is_past_its_age() {
 
     // 91 days later Security Hub fails the same finding again (same Id and
     // FirstObservedAt): exactly one new rotation, of the key now too old.
-    engine.age_clock.set_skew(KEY_PAST_IAM3);
+    engine.age_clock().set_skew(KEY_PAST_IAM3);
     env.put_event(CONSOLIDATED).await.unwrap();
     env.put_event(CONSOLIDATED).await.unwrap();
     let done = wait_sagas_done(&env, 2).await;
@@ -167,7 +167,7 @@ async fn a_finding_starts_a_rotation_only_while_a_key_is_past_its_age() {
 
     // The control's own parameter decides when the finding carries it: at
     // 31 days, a finding with maxAccessKeyAge 30 is due, one without is not.
-    engine.age_clock.set_skew(Duration::from_secs(31 * 86_400));
+    engine.age_clock().set_skew(Duration::from_secs(31 * 86_400));
     env.put_event(CONSOLIDATED).await.unwrap();
     settle(&env).await;
     assert_eq!(sagas(&env).await.len(), 2, "31 days is under IAM.3's default 90");
@@ -193,7 +193,7 @@ async fn unmatched_user_is_reported_once_and_counted() {
     settle(&env).await;
     w.stop().await;
     assert!(sagas(&env).await.is_empty(), "no rotation started");
-    assert_eq!(engine.store.unmatched_count("123456789012", "payroll-bot").await.unwrap(), Some(3), "counted on every import");
+    assert_eq!(engine.store().unmatched_count("123456789012", "payroll-bot").await.unwrap(), Some(3), "counted on every import");
     let n = env.notifications(1, Duration::from_secs(5)).await;
     assert_eq!(n.len(), 1, "reported once: {n:#?}");
     assert_eq!(n[0].attributes["event"], "rotation.unmatched");
@@ -283,7 +283,7 @@ async fn plan_changes_nothing() {
     assert!(out.contains("rotation auth0-ses: nothing to do for finding arn:aws:securityhub") && out.contains("no active key is 90 days old or older"), "{out}");
     // 91 days on, the same event would start a rotation.
     let engine = env.engine("planner");
-    engine.age_clock.set_skew(KEY_PAST_IAM3);
+    engine.age_clock().set_skew(KEY_PAST_IAM3);
     let out = engine.plan_event(CONSOLIDATED).await.unwrap().join("\n");
     assert!(out.contains("rotation auth0-ses: would start a saga"), "{out}");
     assert!(out.contains(&format!("create a new key for iam user {USER}")), "{out}");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::aws::Clients;
 use crate::config::Config;
 use crate::connectors;
-use crate::engine::{Engine, Faults};
+use crate::engine::Engine;
 use crate::notify::Notifier;
 use crate::queue::{Queue, SqsQueue};
 use crate::seal::Sealer;
@@ -45,7 +45,8 @@ pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String,
         lease: cfg.worker.lease.0,
         visibility: cfg.worker.visibility_timeout.0,
         sweep_after: cfg.worker.sweep_after.0,
-        faults: Arc::new(Faults::default()),
+        #[cfg(feature = "fault-injection")]
+        faults: Arc::new(crate::engine::Faults::default()),
         age_clock: Arc::default(),
     }
 }

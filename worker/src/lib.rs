@@ -2,7 +2,10 @@
 //!
 //! Start with `ARCHITECTURE.md` for the bird's-eye view. Module map:
 //! * [`saga`]: the pure state machine (no I/O) — steps, transitions, the compensation rule;
-//! * [`engine`]: runs one step message against the saga it names;
+//! * [`engine`]: runs one step message against the saga it names (the step pipeline);
+//! * [`commands`]: requests, rollback, release, a person's `provide`/`confirm`;
+//! * [`finalize`]: the outcome notice, findings, quarantine counting, prompts to a person;
+//! * [`sweeper`]: re-drives sagas whose message was lost, runs due evidence checks;
 //! * [`attention`]: sagas stopped with both keys in place: evidence and `resolve`;
 //! * [`worker`]: long polling, concurrency, sweeper, shutdown;
 //! * [`store`], [`queue`], [`seal`], [`notify`], [`secrets`]: the AWS edges;
@@ -11,6 +14,9 @@
 
 pub mod app;
 pub mod attention;
+pub mod commands;
+pub mod finalize;
+pub mod sweeper;
 pub mod aws;
 pub mod cli;
 pub mod config;

@@ -1,0 +1,164 @@
+//! The end of a saga and the notices on the way: the outcome notification,
+//! the findings' workflow, quarantine counting, and the prompts of a wait on
+//! a person. Erasing the secret and releasing the lock happen in the commit
+//! that follows `finalize` (see `store::commit`).
+
+use tracing::{info, warn};
+
+use crate::connectors::Rotation;
+use crate::engine::{now_ms, Engine};
+use crate::error::{Error, Result};
+use crate::notify;
+use crate::queue::Queue;
+use crate::saga::{self, Effect, FindingRef, Prompt, Saga, Status};
+use crate::securityhub::Workflow;
+
+impl<Q: Queue> Engine<Q> {
+    /// Best effort: a Security Hub outage must not fail a rotation.
+    pub(crate) async fn update_findings(&self, findings: &[FindingRef], workflow: Workflow, note: &str) {
+        match self.securityhub.update(findings, workflow, note).await {
+            Ok(n) => info!(processed = n, of = findings.len(), ?workflow, "findings updated"),
+            Err(e) => warn!(error = %e, ?workflow, "could not update findings"),
+        }
+    }
+
+    /// A wait on a person came due: ask, remind, or report the deadline.
+    pub(crate) async fn prompt_person(&self, rot: &Rotation, saga: &Saga) -> Result<Effect> {
+        let kind = saga::prompt(saga, now_ms());
+        if kind == Prompt::Expired {
+            warn!(deadline = saga.deadline, "nobody acted before the deadline");
+            return Ok(Effect::Expired);
+        }
+        let hand = rot.source.by_hand().ok_or_else(|| Error::Corrupt(format!("saga waits on a person but {} is not made by hand", rot.source.kind())))?;
+        let (credential, target) = (rot.source.describe(), rot.target.describe());
+        let ctx = notify::Context { credential_kind: rot.source.kind(), credential: &credential, target_kind: rot.target.kind(), target: &target, keys_now: None, advice: None };
+        // `prompts` counts the notices sent so far: the first was the
+        // request itself, so it is also the number of this reminder.
+        let n = notify::render_prompt(saga, &ctx, &hand, kind == Prompt::Remind);
+        self.notifier.publish(&n).await?;
+        info!(event = %n.attributes["event"], step = %saga.step, "asked a person to act");
+        Ok(Effect::Prompted)
+    }
+
+    /// Notify about the outcome. Erasing the secret and releasing the lock
+    /// happen in the commit that follows.
+    pub(crate) async fn finalize(&self, rot: &Rotation, saga: &Saga) -> Result<()> {
+        let mut end = saga.clone();
+        end.status = saga.closing.unwrap_or(Status::NeedsAttention);
+        // Nothing to list for a credential made by hand: the notice shows
+        // what keyturn recorded instead.
+        let keys = if saga.manual {
+            None
+        } else {
+            match rot.source.inventory().await {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    warn!(error = %e, "could not list keys for the notification");
+                    None
+                }
+            }
+        };
+        let credential = rot.source.describe();
+        let target = rot.target.describe();
+        let n = notify::render(
+            &end,
+            &notify::Context {
+                credential_kind: rot.source.kind(),
+                credential: &credential,
+                target_kind: rot.target.kind(),
+                target: &target,
+                keys_now: keys.as_deref(),
+                advice: end.failure.as_ref().and_then(|f| rot.target.advice(&f.code, &format!("keyturn rotate {}", end.rotation_id))),
+            },
+        );
+        self.notifier.publish(&n).await?;
+        info!(event = %n.attributes["event"], "notification published");
+        if !saga.findings.is_empty() {
+            let (workflow, note) = finding_note(&end);
+            self.update_findings(&saga.findings, workflow, &note).await;
+        }
+        self.count_outcome(&end).await
+    }
+
+    /// Count a finished saga towards quarantine; notify when it begins,
+    /// changes reason, disables the rotation, or ends.
+    async fn count_outcome(&self, end: &Saga) -> Result<()> {
+        let Some(cfg) = self.rotation_configs.iter().find(|r| r.id == end.rotation_id) else { return Ok(()) };
+        // A resolved saga ends a second time, and that ending counts too.
+        let counted = if end.endings == 0 { end.saga_id.clone() } else { format!("{}#{}", end.saga_id, end.endings) };
+        let reason = end.failure.as_ref().map(|f| f.code.clone()).unwrap_or_else(|| end.status.as_str().to_string());
+        for _ in 0..3 {
+            let (health, version) = self.store.health(&end.rotation_id).await?;
+            let (next, change) = crate::quarantine::record(
+                &health,
+                &counted,
+                end.status == Status::Succeeded,
+                &reason,
+                now_ms(),
+                cfg.policy.quarantine_after,
+                Self::ms(cfg.policy.quarantine_disable_after.0),
+            );
+            if next == health {
+                return Ok(());
+            }
+            match self.store.save_health(&end.rotation_id, &next, version).await {
+                Ok(()) => return self.announce(&end.rotation_id, &next, change, Some(&end.saga_id)).await,
+                Err(Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Conflict { saga_id: end.saga_id.clone(), expected: 0 })
+    }
+
+    pub(crate) async fn announce(&self, rotation_id: &str, h: &crate::quarantine::Health, change: crate::quarantine::Change, saga: Option<&str>) -> Result<()> {
+        if change == crate::quarantine::Change::None {
+            return Ok(());
+        }
+        let Some(rot) = self.rotations.get(rotation_id) else { return Ok(()) };
+        warn!(rotation = rotation_id, ?change, "quarantine changed");
+        let n = notify::render_quarantine(rotation_id, &rot.source.describe(), &rot.target.describe(), rot.source.kind(), rot.target.kind(), h, change, saga);
+        self.notifier.publish(&n).await
+    }
+}
+
+/// The workflow status and note for a saga's findings when it ends.
+pub fn finding_note(s: &Saga) -> (Workflow, String) {
+    let old = s.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ");
+    let new = s.new_key.as_deref().unwrap_or("(none)");
+    match s.status {
+        Status::Succeeded => (
+            Workflow::Resolved,
+            format!(
+                "keyturn rotated the access key (saga {}): new key {new} replaced {}; the old key was deleted.",
+                s.saga_id,
+                if old.is_empty() { "no previous key".to_string() } else { old }
+            ),
+        ),
+        other => {
+            let why = s.failure.as_ref().map(|f| format!("{} at {}: {}", f.code, f.step, f.message)).unwrap_or_default();
+            (Workflow::Unchanged, format!("keyturn rotation {} (saga {}) ended {}: {why}. See: keyturn status {}", s.rotation_id, s.saga_id, other.as_str(), s.saga_id))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::saga::{Failure, KeyRef, Step};
+
+    #[test]
+    fn finding_notes_say_what_replaced_what_or_why_it_failed() {
+        let mut s = Saga::new("S1".into(), "auth0-ses".into(), "c".into(), "t".into(), 0, 1);
+        s.old_keys = vec![KeyRef { id: "AKIAOLD".into(), active: true, created_at: None }];
+        s.new_key = Some("AKIANEW".into());
+        s.status = Status::Succeeded;
+        let (w, note) = finding_note(&s);
+        assert_eq!(w, Workflow::Resolved);
+        assert_eq!(note, "keyturn rotated the access key (saga S1): new key AKIANEW replaced AKIAOLD; the old key was deleted.");
+        s.status = Status::Compensated;
+        s.failure = Some(Failure { step: Step::PushToTarget, code: "insufficient_scope".into(), message: "Insufficient scope".into(), operator_fixable: true });
+        let (w, note) = finding_note(&s);
+        assert_eq!(w, Workflow::Unchanged, "a failed rotation leaves the finding open");
+        assert!(note.contains("ended compensated: insufficient_scope at push_to_target: Insufficient scope"), "{note}");
+    }
+}
