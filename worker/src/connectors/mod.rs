@@ -39,6 +39,7 @@ pub mod entra;
 pub mod iam;
 mod retry;
 pub mod scim;
+pub mod secretsmanager;
 
 pub use retry::{http_retry, RetryPolicy};
 
@@ -226,7 +227,7 @@ pub struct TargetEntry {
 /// one line here.
 pub const SOURCES: &[SourceEntry] = &[iam::SOURCE, scim::SOURCE];
 /// **The registry** of targets.
-pub const TARGETS: &[TargetEntry] = &[auth0::TARGET, entra::TARGET];
+pub const TARGETS: &[TargetEntry] = &[auth0::TARGET, entra::TARGET, secretsmanager::TARGET];
 
 /// Parse a `source` table through the registry.
 pub fn parse_source(mut table: toml::Table) -> std::result::Result<Arc<dyn SourceSpec>, ConfigProblem> {
