@@ -75,7 +75,7 @@ async fn worker_and_rotate_wait_then_sigterm() {
     assert!(out.contains("ok (1 rotation(s): auth0-ses)"), "{out}");
 
     let (code, _, err) = run(&["rotate", "nope", "--config", &cfg], &envs);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "a usage mistake exits 2");
     assert!(err.contains("no rotation \"nope\"") && err.contains("configured: auth0-ses"), "{err}");
 
     let mut worker = Command::new(keyturn_bin())
@@ -116,6 +116,38 @@ async fn worker_and_rotate_wait_then_sigterm() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(": compensated") && out.contains("insufficient_scope"), "{out}");
 
+    // Exit codes a script can trust: a refused command is 5, not 1 or 4.
+    let (code, _, err) = run(&["rollback", &saga_id, "--config", &cfg], &envs);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("already ended"), "{err}");
+    // A closed pipe is no panic: `keyturn list | head -1` with head gone.
+    let mut child = Command::new(keyturn_bin())
+        .args(["list", "--config", &cfg])
+        .envs(envs.iter().map(|(k, v)| (k.to_string(), v.clone())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert!(out.status.success() || out.status.signal() == Some(13), "ends quietly (SIGPIPE) or normally: {:?}", out.status);
+    }
+    // And through a shell pipe, as a person types it.
+    let piped = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} list --config {cfg} | head -1", keyturn_bin().display()))
+        .envs(envs.iter().map(|(k, v)| (k.to_string(), v.clone())))
+        .output()
+        .unwrap();
+    assert!(piped.status.success() && String::from_utf8_lossy(&piped.stdout).starts_with("saga"), "{piped:?}");
+    assert!(!String::from_utf8_lossy(&piped.stderr).contains("panicked"));
+
     // SIGTERM: the worker drains and exits 0 within its shutdown grace.
     let started = Instant::now();
     Command::new("kill").args(["-TERM", &worker.id().to_string()]).status().unwrap();
@@ -130,6 +162,19 @@ async fn worker_and_rotate_wait_then_sigterm() {
     let p = env.auth0.provider().unwrap();
     assert!(!logs.contains(&p.secret_access_key));
     assert!(!logs.contains(&env.auth0_client_secret));
+
+    // No worker now: a wait that runs out exits 3 (the saga goes on).
+    let (code, out, _) = run(&["rotate", "auth0-ses", "--wait", "--timeout", "2s", "--config", &cfg], &envs);
+    assert_eq!(code, 3, "{out}");
+    // An AWS endpoint that does not answer is keyturn's/AWS's error: 4.
+    let mut dead = envs.clone();
+    for (k, v) in dead.iter_mut() {
+        if *k == "AWS_ENDPOINT_URL" {
+            *v = "http://127.0.0.1:9".into();
+        }
+    }
+    let (code, _, err) = run(&["status", &saga_id, "--config", &cfg], &dead);
+    assert_eq!(code, 4, "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,7 +214,7 @@ async fn dlq_list_shows_why_and_redrive_sends_back() {
     assert_eq!(code, 1);
     assert!(err.contains("not found in the dead-letter queue: no-such-id"), "{err}");
     let (code, _, err) = run(&["dlq", "list", "--queue", "intake", "--config", &cfg], &envs);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "a configuration mistake");
     assert!(err.contains("has no aws.intake_queue_url"), "{err}");
 
     let (code, out, _) = run(&["dlq", "redrive", "--all", "--config", &cfg], &envs);

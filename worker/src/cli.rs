@@ -17,14 +17,22 @@ use crate::store::{Created, Stored};
 /// Configuration comes from a TOML file (see README.md, "Configuration").
 /// AWS credentials, region and endpoints come from the standard AWS
 /// environment (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, ...).
+///
+/// Exit codes: 0 succeeded; 1 the saga ended another way (failed,
+/// compensated, refused, needs attention, rolled back); 2 usage or
+/// configuration error; 3 still running when the wait ran out; 4 keyturn or
+/// AWS error; 5 the command was refused in the saga's current state (e.g.
+/// rollback outside the grace period, resolve against the evidence, a
+/// rotation held back by quarantine or by a saga that needs attention).
 #[derive(Debug, Parser)]
 #[command(name = "keyturn", version, propagate_version = true)]
 pub struct Cli {
     /// Configuration file.
     #[arg(long, short, env = "KEYTURN_CONFIG", global = true, default_value = "keyturn.toml")]
     pub config: PathBuf,
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value = "text")]
+    /// Log format on stderr (`json` for CloudWatch Logs Insights; Lambda can
+    /// set it with KEYTURN_LOG_FORMAT).
+    #[arg(long, global = true, value_enum, default_value = "text", env = "KEYTURN_LOG_FORMAT")]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -35,13 +43,16 @@ pub enum DlqCommand {
     /// List the messages of a dead-letter queue with the reason each is there.
     /// Nothing is removed.
     List {
+        /// Which dead-letter queue.
         #[arg(long, value_enum, default_value = "steps")]
         queue: QueueName,
+        /// Print the messages as a JSON array.
         #[arg(long)]
         json: bool,
     },
     /// Send dead letters back to their queue (after fixing what put them there).
     Redrive {
+        /// Which dead-letter queue.
         #[arg(long, value_enum, default_value = "steps")]
         queue: QueueName,
         /// Message ids to send back (from `keyturn dlq list`).
@@ -115,6 +126,7 @@ pub enum Command {
     /// target's test, saves it there only if the test passes, and checks the
     /// target.
     Provide {
+        /// The saga waiting for the new token.
         saga_id: String,
         /// Read the token from this Secrets Manager secret (name or ARN).
         #[arg(long, value_name = "SECRET_ID")]
@@ -139,10 +151,14 @@ pub enum Command {
     /// Confirm you deleted the old credential (SCIM token) a saga asked you
     /// to delete; this completes the rotation.
     Confirm {
+        /// The saga that asked you to delete the old token.
         saga_id: String,
         /// Wait for the completion notice to be sent.
         #[arg(long)]
         wait: bool,
+        /// With --wait: give up waiting after this long.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// Show a saga's timeline (every step attempt, its outcome and error), or,
     /// given a rotation id, the rotation's quarantine state and recent sagas.
@@ -155,8 +171,10 @@ pub enum Command {
     },
     /// List recent sagas and their states, newest first.
     List {
+        /// How many sagas to show.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Print the sagas as a JSON array (the fields of `status --json`).
         #[arg(long)]
         json: bool,
     },
@@ -166,10 +184,14 @@ pub enum Command {
     /// deleted. The target keeps the new key (its old secret cannot be put
     /// back); both keys end up active and the saga ends as rolled_back.
     Rollback {
+        /// The saga in its grace period.
         saga_id: String,
         /// Wait for the worker to finish the rollback.
         #[arg(long)]
         wait: bool,
+        /// With --wait: give up waiting after this long.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// Resolve a saga that stopped in needs attention with both keys in place:
     /// say which key the target uses, and keyturn retires the other one the
@@ -180,6 +202,7 @@ pub enum Command {
     /// the target reports) and refuses a choice the evidence contradicts,
     /// unless --force. `keyturn status <saga>` shows the latest evidence.
     Resolve {
+        /// The saga that needs attention.
         saga_id: String,
         /// The key the target uses and that stays: `new` or `old`.
         #[arg(long, value_enum)]
@@ -245,6 +268,54 @@ pub fn init_tracing(format: LogFormat, command: &Command) {
     }
 }
 
+/// A usage or configuration mistake on the command line (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// The command is not possible in the saga's current state (exit code 5).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
+/// The documented exit codes.
+pub mod exit {
+    pub const SUCCEEDED: i32 = 0;
+    pub const ENDED_OTHERWISE: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const TIMED_OUT: i32 = 3;
+    pub const ERROR: i32 = 4;
+    pub const REFUSED: i32 = 5;
+}
+
+/// The exit code for an error `run` returned: configuration and usage
+/// mistakes 2, refusals 5, everything else (AWS, network, keyturn itself) 4.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    for cause in e.chain() {
+        if cause.is::<crate::config::ConfigError>() || cause.is::<Usage>() {
+            return exit::USAGE;
+        }
+        if cause.is::<Refusal>() {
+            return exit::REFUSED;
+        }
+        if let Some(err) = cause.downcast_ref::<crate::error::Error>() {
+            return match err {
+                crate::error::Error::Config(_) => exit::USAGE,
+                crate::error::Error::Refused { .. } => exit::REFUSED,
+                _ => exit::ERROR,
+            };
+        }
+    }
+    exit::ERROR
+}
+
+impl Command {
+    /// One-shot commands whose output is meant for a terminal or a pipe.
+    pub fn prints_for_a_pipe(&self) -> bool {
+        !matches!(self, Command::Worker | Command::Lambda)
+    }
+}
+
 /// Run a parsed command. Returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let cfg = Config::load(&cli.config)?;
@@ -264,8 +335,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Rotate { rotation, wait, timeout, old_token_created, old_token_id } => {
             if cfg.rotation(&rotation).is_none() {
-                bail!("no rotation {rotation:?} in {}; configured: {}", cli.config.display(),
-                    cfg.rotations.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "));
+                return Err(Usage(format!("no rotation {rotation:?} in {}; configured: {}", cli.config.display(),
+                    cfg.rotations.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "))).into());
             }
             let req = crate::engine::Request { trigger: "manual".into(), old: old_token(old_token_created, old_token_id), ..Default::default() };
             let saga_id = match engine.request_with(&rotation, req).await.context("requesting the rotation")? {
@@ -276,14 +347,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 Created::Existing(id) => {
                     if let Some(s) = engine.store.load(&id).await?.filter(|s| s.saga.unresolved()) {
                         let v = s.saga.attention.as_ref().and_then(|a| a.verdict.as_ref()).map(|v| v.reason.clone()).unwrap_or_else(|| "no evidence checked yet".into());
-                        bail!(
+                        return Err(Refusal(format!(
                             "rotation {rotation} not started: saga {id} needs attention with both keys in place and holds the credential (evidence: {v}). Resolve it first: keyturn resolve {id} --keep new|old"
-                        );
+                        ))
+                        .into());
                     }
                     println!("rotation {rotation}: already in progress as saga {id}");
                     id
                 }
-                Created::Skipped(reason) => bail!("rotation {rotation} not started: {reason}"),
+                Created::Skipped(reason) => return Err(Refusal(format!("rotation {rotation} not started: {reason}")).into()),
             };
             if !wait {
                 println!("follow it with: keyturn status {saga_id}");
@@ -309,11 +381,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             follow_until(&engine.store, &saga_id, timeout, |s| s.awaits_person()).await
         }
-        Command::Confirm { saga_id, wait } => {
+        Command::Confirm { saga_id, wait, timeout } => {
             engine.confirm(&saga_id).await?;
             println!("saga {saga_id}: deletion of the old token confirmed; the rotation completes now");
             if wait {
-                return follow(&engine.store, &saga_id, Duration::from_secs(300)).await;
+                return follow(&engine.store, &saga_id, timeout).await;
             }
             Ok(0)
         }
@@ -390,7 +462,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 match q {
                     QueueName::Steps => Ok(crate::app::sqs_queue(&cfg, &clients)),
                     QueueName::Intake => crate::app::intake_queue(&cfg, &clients)
-                        .with_context(|| format!("{} has no aws.intake_queue_url", cli.config.display())),
+                        .ok_or_else(|| Usage(format!("{} has no aws.intake_queue_url", cli.config.display())).into()),
                 }
             };
             match command {
@@ -466,11 +538,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             follow(&engine.store, &saga_id, timeout).await
         }
-        Command::Rollback { saga_id, wait } => {
-            engine.rollback(&saga_id).await?;
-            println!("rollback of saga {saga_id} requested: the old key will be reactivated");
+        Command::Rollback { saga_id, wait, timeout } => {
+            let next = engine.rollback(&saga_id).await?;
+            let which = if next.step == crate::saga::Step::RestoreNew { "new" } else { "old" };
+            println!("rollback of saga {saga_id} requested: the {which} key will be reactivated");
             if wait {
-                return follow(&engine.store, &saga_id, Duration::from_secs(600)).await;
+                return follow(&engine.store, &saga_id, timeout).await;
             }
             Ok(0)
         }
@@ -621,7 +694,7 @@ pub async fn follow_until(store: &crate::store::Store, saga_id: &str, timeout: D
             if let Some(f) = &s.saga.failure {
                 println!("  failed at {}: {}: {}", f.step, f.code, f.message);
             }
-            return Ok(if s.saga.status == Status::Succeeded { 0 } else { 1 });
+            return Ok(if s.saga.status == Status::Succeeded { exit::SUCCEEDED } else { exit::ENDED_OTHERWISE });
         }
         if enough(&s.saga) {
             println!("saga {saga_id}: {} at step {}: waiting for a person again (see the notification)", s.saga.status.as_str(), s.saga.step);
@@ -629,7 +702,7 @@ pub async fn follow_until(store: &crate::store::Store, saga_id: &str, timeout: D
         }
         if start.elapsed() > timeout {
             eprintln!("saga {saga_id} still {} at step {} after {:?}; it continues in the background", s.saga.status.as_str(), s.saga.step, timeout);
-            return Ok(3);
+            return Ok(exit::TIMED_OUT);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

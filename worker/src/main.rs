@@ -11,11 +11,22 @@ async fn main() {
         keyturn::cli::Cli::parse()
     };
     keyturn::cli::init_tracing(cli.log_format, &cli.command);
+    if cli.command.prints_for_a_pipe() {
+        // `keyturn list | head -1`: die quietly of SIGPIPE like any Unix
+        // filter, instead of panicking on the closed pipe (Rust ignores
+        // SIGPIPE by default). Never for the worker or Lambda.
+        #[cfg(unix)]
+        // SAFETY: called before any thread writes to stdout; restores the
+        // default disposition of one signal.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match keyturn::cli::run(cli).await {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::exit(1);
+            std::process::exit(keyturn::cli::exit_code(&e));
         }
     }
 }
