@@ -160,6 +160,8 @@ fn token(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
     (200, ResponseTemplate::new(200).set_body_json(json!({"access_token": tok, "token_type": "Bearer", "expires_in": 86400})))
 }
 
+// The Err is the response to send back (wiremock's own type).
+#[allow(clippy::result_large_err)]
 fn apply_patch(st: &mut State, body: &Value) -> Result<(), ResponseTemplate> {
     let creds = &body["credentials"];
     let (Some(id), Some(secret), Some(region)) =

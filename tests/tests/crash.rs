@@ -119,10 +119,10 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
     let mut kills = 0;
     let chaos_end = Instant::now() + CHAOS;
     while Instant::now() < chaos_end {
-        for i in 0..ROTATIONS {
-            if engine.store().load(&current[i]).await.unwrap().unwrap().saga.status.is_terminal() {
+        for (i, cur) in current.iter_mut().enumerate() {
+            if engine.store().load(cur).await.unwrap().unwrap().saga.status.is_terminal() {
                 if let Created::New(id) = engine.request(&format!("r{i}"), "crash-suite").await.unwrap() {
-                    current[i] = id.clone();
+                    *cur = id.clone();
                     all_sagas.push(id);
                 }
             }

@@ -47,12 +47,13 @@ async fn push_tests_the_token_then_saves_only_it() {
     let t = target(&env, &graph, "entra/a").await;
     t.push(&cred(NEW)).await.unwrap();
     assert_eq!(graph.saved_token().as_deref(), Some(NEW));
-    let st = graph.state.lock().unwrap();
-    assert!(st.secrets.contains(&json!({"key": "NotificationEmail", "value": "ops@example.com"})), "other keys kept: {:?}", st.secrets);
-    assert!(st.secrets.contains(&json!({"key": "BaseAddress", "value": "https://scim.us-east-1.amazonaws.com/abc/scim/v2/"})));
-    let order: Vec<&str> = st.calls.iter().map(|(m, p, _)| if p.ends_with("token") { "token" } else if p.ends_with("validateCredentials") { "test" } else if m == "GET" { "read" } else { "save" }).collect();
-    assert_eq!(order, ["token", "test", "read", "save"], "Test connection before Save");
-    drop(st);
+    {
+        let st = graph.state.lock().unwrap();
+        assert!(st.secrets.contains(&json!({"key": "NotificationEmail", "value": "ops@example.com"})), "other keys kept: {:?}", st.secrets);
+        assert!(st.secrets.contains(&json!({"key": "BaseAddress", "value": "https://scim.us-east-1.amazonaws.com/abc/scim/v2/"})));
+        let order: Vec<&str> = st.calls.iter().map(|(m, p, _)| if p.ends_with("token") { "token" } else if p.ends_with("validateCredentials") { "test" } else if m == "GET" { "read" } else { "save" }).collect();
+        assert_eq!(order, ["token", "test", "read", "save"], "Test connection before Save");
+    }
     assert_eq!(t.verify("", &[]).await.unwrap(), Verification::Opaque);
 }
 

@@ -206,7 +206,7 @@ async fn bad_events_go_to_the_intake_dlq_and_start_nothing() {
     let env = env(Options::default()).await;
     let (iq, _) = env.intake.clone().unwrap();
     let (_engine, w) = worker(&env);
-    let mut missing = serde_json::Value::from(serde_json::from_str::<serde_json::Value>(CONSOLIDATED).unwrap());
+    let mut missing = serde_json::from_str::<serde_json::Value>(CONSOLIDATED).unwrap();
     missing["detail"]["findings"][0].as_object_mut().unwrap().remove("ProductArn");
     for body in [
         "not json at all".to_string(),

@@ -506,7 +506,7 @@ impl Store {
                 _ => break,
             }
         }
-        out.sort_by(|a, b| b.saga.created_at.cmp(&a.saga.created_at));
+        out.sort_by_key(|s| std::cmp::Reverse(s.saga.created_at));
         Ok(out)
     }
 

@@ -445,8 +445,8 @@ proptest! {
             if s.unresolved() {
                 prop_assert!(s.attention.is_some(), "unresolved saga without attention record");
             }
-            match resolutions.next() {
-                Some((keep_new, gone)) => {
+            if let Some((keep_new, gone)) = resolutions.next() {
+                {
                     let keep = if keep_new { Keep::New } else { Keep::Old };
                     t += 1;
                     match resolve(&s, keep, gone, "test", clock(s.updated_at + 1, t)) {
@@ -461,7 +461,6 @@ proptest! {
                         Err(_) => prop_assert!(!s.unresolved()),
                     }
                 }
-                None => {}
             }
             break;
         }
@@ -505,7 +504,7 @@ proptest! {
                             prop_assert!((before.old_disabled && !before.old_deleted) || (before.new_disabled && !before.new_revoked && before.step == Step::RetireNew));
                             s = r;
                         }
-                        Err(_) => prop_assert!(!(s.step == Step::RetireOld && s.old_disabled) && !(s.step == Step::RetireNew && s.new_disabled)),
+                        Err(_) => prop_assert!(!(s.step == Step::RetireOld && s.old_disabled || s.step == Step::RetireNew && s.new_disabled)),
                     }
                 }
                 Event::Ok(v) => { s = run(&s, done(effect_for(s.step, v)), &mut t).saga; }
