@@ -50,6 +50,9 @@ pub struct Provider {
     pub secret_access_key: String,
     pub region: String,
     pub default_from_address: Option<String>,
+    /// `smtp` providers: host and port (the user is `access_key_id`, the
+    /// password `secret_access_key`).
+    pub smtp: Option<(String, u64)>,
 }
 
 /// A request as the fake saw it.
@@ -164,6 +167,25 @@ fn token(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
 #[allow(clippy::result_large_err)]
 fn apply_patch(st: &mut State, body: &Value) -> Result<(), ResponseTemplate> {
     let creds = &body["credentials"];
+    if body["name"] == "smtp" {
+        // Auth0: `smtp` requires smtp_host, smtp_port, smtp_user and smtp_pass.
+        let (Some(host), Some(port), Some(user), Some(pass)) =
+            (creds["smtp_host"].as_str(), creds["smtp_port"].as_u64(), creds["smtp_user"].as_str(), creds["smtp_pass"].as_str())
+        else {
+            return Err(err(400, "Bad Request", "Payload validation error: 'Missing required property: smtp_host, smtp_port, smtp_user or smtp_pass'", "invalid_body"));
+        };
+        let prev_from = st.provider.as_ref().and_then(|p| p.default_from_address.clone());
+        st.provider = Some(Provider {
+            name: "smtp".into(),
+            enabled: body["enabled"].as_bool().unwrap_or(true),
+            access_key_id: user.into(),
+            secret_access_key: pass.into(),
+            region: String::new(),
+            default_from_address: body["default_from_address"].as_str().map(str::to_string).or(prev_from),
+            smtp: Some((host.into(), port)),
+        });
+        return Ok(());
+    }
     let (Some(id), Some(secret), Some(region)) =
         (creds["accessKeyId"].as_str(), creds["secretAccessKey"].as_str(), creds["region"].as_str())
     else {
@@ -180,6 +202,7 @@ fn apply_patch(st: &mut State, body: &Value) -> Result<(), ResponseTemplate> {
         secret_access_key: secret.into(),
         region: region.into(),
         default_from_address: body["default_from_address"].as_str().map(str::to_string).or(prev_from),
+        smtp: None,
     });
     Ok(())
 }
@@ -190,7 +213,13 @@ fn public_view(st: &State, with_fields: bool) -> Value {
         return json!({"name": p.name, "enabled": p.enabled});
     }
     let mut creds = json!({"region": p.region});
-    if st.reveal_key_id {
+    if let Some((host, port)) = &p.smtp {
+        // The password is write-only, like the SES secret.
+        creds = json!({"smtp_host": host, "smtp_port": port});
+        if st.reveal_key_id {
+            creds["smtp_user"] = json!(p.access_key_id);
+        }
+    } else if st.reveal_key_id {
         creds["accessKeyId"] = json!(p.access_key_id);
     }
     json!({"name": p.name, "enabled": p.enabled, "credentials": creds, "default_from_address": p.default_from_address, "settings": {}})
@@ -204,7 +233,7 @@ fn patch(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
         Ok(v) => v,
         Err(_) => return (400, err(400, "Bad Request", "Invalid request payload JSON format", "invalid_body")),
     };
-    st.last_secret_sent = body["credentials"]["secretAccessKey"].as_str().map(str::to_string);
+    st.last_secret_sent = body["credentials"]["secretAccessKey"].as_str().or(body["credentials"]["smtp_pass"].as_str()).map(str::to_string);
     if matches!(st.patch_faults.front(), Some(Fault::EchoingValidationError)) {
         st.patch_faults.pop_front();
         let secret = body["credentials"]["secretAccessKey"].as_str().unwrap_or("");
@@ -250,6 +279,7 @@ impl FakeAuth0 {
                 secret_access_key: "(set before the test)".into(),
                 region: "eu-west-1".into(),
                 default_from_address: Some("no-reply@example.com".into()),
+                smtp: None,
             }),
             reveal_key_id: true,
             tokens_issued: vec![],
@@ -316,6 +346,17 @@ impl FakeAuth0 {
             .message(msg)
             .send()
             .await;
+    }
+
+    /// Make the tenant's current provider `smtp` on `host` (port 587), with
+    /// the same user (key id) it held.
+    pub fn use_smtp(&self, host: &str) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(p) = st.provider.as_mut() {
+            p.name = "smtp".into();
+            p.region.clear();
+            p.smtp = Some((host.into(), 587));
+        }
     }
 
     pub fn set_reveal_key_id(&self, on: bool) {

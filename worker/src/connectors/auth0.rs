@@ -185,7 +185,7 @@ impl Auth0EmailProvider {
     }
 
     /// One Management API call with retries. A 401 drops the cached token.
-    async fn call(&self, method: Method, path_and_query: &str, operation: &'static str, body: Option<Value>) -> Result<Value> {
+    pub(super) async fn call(&self, method: Method, path_and_query: &str, operation: &'static str, body: Option<Value>) -> Result<Value> {
         let url = self.url(path_and_query);
         let is_write = method != Method::GET;
         http_retry(self.s.retry, || async {

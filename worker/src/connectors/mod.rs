@@ -35,6 +35,7 @@ use crate::saga::{KeyRef, Millis, Verification};
 use crate::secrets::SecretResolver;
 
 pub mod auth0;
+pub mod auth0_smtp;
 pub mod entra;
 pub mod iam;
 mod retry;
@@ -227,7 +228,7 @@ pub struct TargetEntry {
 /// one line here.
 pub const SOURCES: &[SourceEntry] = &[iam::SOURCE, scim::SOURCE];
 /// **The registry** of targets.
-pub const TARGETS: &[TargetEntry] = &[auth0::TARGET, entra::TARGET, secretsmanager::TARGET];
+pub const TARGETS: &[TargetEntry] = &[auth0::TARGET, auth0_smtp::TARGET, entra::TARGET, secretsmanager::TARGET];
 
 /// Parse a `source` table through the registry.
 pub fn parse_source(mut table: toml::Table) -> std::result::Result<Arc<dyn SourceSpec>, ConfigProblem> {
