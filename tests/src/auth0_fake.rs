@@ -120,11 +120,9 @@ impl Respond for Responder {
 fn scripted(faults: &mut VecDeque<Fault>) -> Option<(ResponseTemplate, u16, bool)> {
     // Returns (response, status, apply_first)
     match faults.pop_front()? {
-        Fault::InsufficientScope => Some((
-            err(403, "Forbidden", "Insufficient scope, expected any of: update:email_provider", "insufficient_scope"),
-            403,
-            false,
-        )),
+        Fault::InsufficientScope => {
+            Some((err(403, "Forbidden", "Insufficient scope, expected any of: update:email_provider", "insufficient_scope"), 403, false))
+        }
         Fault::RateLimited { retry_after, reset_in } => Some((rate_limited(retry_after, reset_in), 429, false)),
         Fault::UnavailableAfterApply => Some((err(503, "Service Unavailable", "Service unavailable", "service_unavailable"), 503, true)),
         Fault::Internal => Some((err(500, "Internal Server Error", "Internal error", "internal_error"), 500, false)),
@@ -147,16 +145,10 @@ fn token(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
     let body: Value = req.body_json().unwrap_or(Value::Null);
     let domain_ok = body["audience"].as_str().is_some_and(|a| a.starts_with("https://") && a.ends_with("/api/v2/"));
     if body["grant_type"] != "client_credentials" || !domain_ok {
-        return (
-            400,
-            ResponseTemplate::new(400).set_body_json(json!({"error": "invalid_request", "error_description": "bad grant_type or audience"})),
-        );
+        return (400, ResponseTemplate::new(400).set_body_json(json!({"error": "invalid_request", "error_description": "bad grant_type or audience"})));
     }
     if body["client_id"] != CLIENT_ID || body["client_secret"].as_str() != Some(st.client_secret.as_str()) {
-        return (
-            401,
-            ResponseTemplate::new(401).set_body_json(json!({"error": "access_denied", "error_description": "Unauthorized"})),
-        );
+        return (401, ResponseTemplate::new(401).set_body_json(json!({"error": "access_denied", "error_description": "Unauthorized"})));
     }
     let tok = format!("fake-mgmt-token-{}", uuid::Uuid::new_v4());
     st.tokens_issued.push(tok.clone());
@@ -172,7 +164,12 @@ fn apply_patch(st: &mut State, body: &Value) -> Result<(), ResponseTemplate> {
         let (Some(host), Some(port), Some(user), Some(pass)) =
             (creds["smtp_host"].as_str(), creds["smtp_port"].as_u64(), creds["smtp_user"].as_str(), creds["smtp_pass"].as_str())
         else {
-            return Err(err(400, "Bad Request", "Payload validation error: 'Missing required property: smtp_host, smtp_port, smtp_user or smtp_pass'", "invalid_body"));
+            return Err(err(
+                400,
+                "Bad Request",
+                "Payload validation error: 'Missing required property: smtp_host, smtp_port, smtp_user or smtp_pass'",
+                "invalid_body",
+            ));
         };
         let prev_from = st.provider.as_ref().and_then(|p| p.default_from_address.clone());
         st.provider = Some(Provider {
@@ -186,9 +183,7 @@ fn apply_patch(st: &mut State, body: &Value) -> Result<(), ResponseTemplate> {
         });
         return Ok(());
     }
-    let (Some(id), Some(secret), Some(region)) =
-        (creds["accessKeyId"].as_str(), creds["secretAccessKey"].as_str(), creds["region"].as_str())
-    else {
+    let (Some(id), Some(secret), Some(region)) = (creds["accessKeyId"].as_str(), creds["secretAccessKey"].as_str(), creds["region"].as_str()) else {
         return Err(err(400, "Bad Request", "Payload validation error: 'Missing required property: credentials'", "invalid_body"));
     };
     if body["name"] != "ses" {
@@ -290,11 +285,7 @@ impl FakeAuth0 {
             last_secret_sent: None,
         }));
         let server = MockServer::start().await;
-        for (m, p, op) in [
-            ("POST", "/oauth/token", "token"),
-            ("PATCH", "/api/v2/emails/provider", "patch"),
-            ("GET", "/api/v2/emails/provider", "get"),
-        ] {
+        for (m, p, op) in [("POST", "/oauth/token", "token"), ("PATCH", "/api/v2/emails/provider", "patch"), ("GET", "/api/v2/emails/provider", "get")] {
             Mock::given(method(m)).and(path(p)).respond_with(Responder { state: state.clone(), op }).mount(&server).await;
         }
         FakeAuth0 { server, state }

@@ -286,9 +286,8 @@ impl TestEnv {
             }
         };
         let securityhub = crate::securityhub_fake::FakeSecurityHub::start().await;
-        clients.securityhub = aws_sdk_securityhub::Client::from_conf(
-            aws_sdk_securityhub::config::Builder::from(&sdk).endpoint_url(securityhub.server.uri()).build(),
-        );
+        clients.securityhub =
+            aws_sdk_securityhub::Client::from_conf(aws_sdk_securityhub::config::Builder::from(&sdk).endpoint_url(securityhub.server.uri()).build());
 
         let mut intake = None;
         let mut intake_cfg = String::new();
@@ -297,11 +296,7 @@ impl TestEnv {
             let iq = sqs.create_queue().queue_name("keyturn-intake").send().await?.queue_url.unwrap();
             let iq_arn = queue_arn(sqs, &iq).await?;
             let eb = aws_sdk_eventbridge::Client::new(&sdk);
-            eb.put_rule()
-                .name("keyturn-intake")
-                .event_pattern(r#"{"source":["aws.securityhub","aws.health"]}"#)
-                .send()
-                .await?;
+            eb.put_rule().name("keyturn-intake").event_pattern(r#"{"source":["aws.securityhub","aws.health"]}"#).send().await?;
             eb.put_targets()
                 .rule("keyturn-intake")
                 .targets(aws_sdk_eventbridge::types::Target::builder().id("intake").arn(iq_arn).build()?)
@@ -315,7 +310,11 @@ impl TestEnv {
         if let Some(age) = opts.second_rotation_max_age {
             clients.iam.create_user().user_name("mailer-2").send().await?;
             clients.iam.create_access_key().user_name("mailer-2").send().await?;
-            second = format!("{}{}", rotation_toml("mailer-2", "mailer-2", "second.eu.auth0.com", "AUTH0_URI", &secret_ref, "grace_period = \"0s\""), schedule(Some(age)));
+            second = format!(
+                "{}{}",
+                rotation_toml("mailer-2", "mailer-2", "second.eu.auth0.com", "AUTH0_URI", &secret_ref, "grace_period = \"0s\""),
+                schedule(Some(age))
+            );
         }
 
         let mut scim = None;
@@ -381,7 +380,24 @@ kms_key_id = "alias/keyturn"
             second = second.replace("AUTH0_URI", &auth0.uri()),
         );
         let config = Config::parse(&config_text).map_err(|e| anyhow::anyhow!("generated config invalid: {e}"))?;
-        Ok(TestEnv { moto, notify_moto, notify_sqs, auth0, securityhub, intake, sdk, clients, config, config_text, old_keys, auth0_client_secret, notify_queue_url, queue_url, dlq_url, scim })
+        Ok(TestEnv {
+            moto,
+            notify_moto,
+            notify_sqs,
+            auth0,
+            securityhub,
+            intake,
+            sdk,
+            clients,
+            config,
+            config_text,
+            old_keys,
+            auth0_client_secret,
+            notify_queue_url,
+            queue_url,
+            dlq_url,
+            scim,
+        })
     }
 
     /// Environment for running the `keyturn` binary against this moto:
@@ -561,15 +577,7 @@ pub async fn drain(sqs: &aws_sdk_sqs::Client, url: &str, expect_at_least: usize,
     let start = Instant::now();
     let mut out = vec![];
     loop {
-        let r = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .unwrap();
+        let r = sqs.receive_message().queue_url(url).max_number_of_messages(10).wait_time_seconds(1).message_attribute_names("All").send().await.unwrap();
         for m in r.messages() {
             let reason = m.message_attributes().and_then(|a| a.get("keyturn_reason")).and_then(|v| v.string_value()).map(str::to_string);
             out.push((m.body().unwrap_or("").to_string(), reason));

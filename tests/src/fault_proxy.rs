@@ -30,7 +30,11 @@ pub enum Fault {
 impl Fault {
     /// IAM's 500 `ServiceFailure`.
     pub fn iam_service_failure() -> Fault {
-        Fault::QueryError { status: 500, code: "ServiceFailure", message: "Request processing has failed because of an unknown error, exception or failure." }
+        Fault::QueryError {
+            status: 500,
+            code: "ServiceFailure",
+            message: "Request processing has failed because of an unknown error, exception or failure.",
+        }
     }
     /// IAM's 400 `Throttling`.
     pub fn iam_throttling() -> Fault {
@@ -122,11 +126,7 @@ fn action_of(headers: &hyper::HeaderMap, body: &[u8]) -> String {
     if let Some(t) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
         return t.rsplit('.').next().unwrap_or(t).to_string();
     }
-    String::from_utf8_lossy(body)
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("Action="))
-        .unwrap_or("")
-        .to_string()
+    String::from_utf8_lossy(body).split('&').find_map(|kv| kv.strip_prefix("Action=")).unwrap_or("").to_string()
 }
 
 async fn handle(
@@ -180,4 +180,3 @@ async fn handle(
     let bytes = resp.bytes().await.unwrap_or_default();
     Ok(out.body(Full::new(bytes)).unwrap())
 }
-

@@ -60,16 +60,30 @@ fn respond(st: &mut State, req: &Request, p: &str) -> (u16, ResponseTemplate) {
         let form: Vec<(String, String)> = url_form(&req.body);
         let get = |k: &str| form.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str());
         if get("grant_type") != Some("client_credentials") || get("scope") != Some("https://graph.microsoft.com/.default") {
-            return (400, ResponseTemplate::new(400).set_body_json(json!({"error": "invalid_request", "error_description": "AADSTS900144: bad request", "error_codes": [900144]})));
+            return (
+                400,
+                ResponseTemplate::new(400)
+                    .set_body_json(json!({"error": "invalid_request", "error_description": "AADSTS900144: bad request", "error_codes": [900144]})),
+            );
         }
         if get("client_id") != Some(CLIENT_ID) || get("client_secret") != Some(st.client_secret.as_str()) {
-            return (400, ResponseTemplate::new(400).set_body_json(json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided.", "error_codes": [7000215]})));
+            return (
+                400,
+                ResponseTemplate::new(400).set_body_json(
+                    json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided.", "error_codes": [7000215]}),
+                ),
+            );
         }
         let t = format!("graph-token-{}", uuid::Uuid::new_v4());
         st.tokens.push(t.clone());
         return (200, ResponseTemplate::new(200).set_body_json(json!({"token_type": "Bearer", "expires_in": 3599, "access_token": t})));
     }
-    let authorized = req.headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|t| st.tokens.iter().any(|x| x == t));
+    let authorized = req
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| st.tokens.iter().any(|x| x == t));
     if !authorized {
         return (401, graph_err(401, "InvalidAuthenticationToken", "Access token is empty or invalid."));
     }
@@ -126,10 +140,7 @@ pub const CREDENTIAL_FAILURE: &str = "SystemForCrossDomainIdentityManagementCred
 
 fn url_form(body: &[u8]) -> Vec<(String, String)> {
     let s = String::from_utf8_lossy(body);
-    s.split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
-        .collect()
+    s.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (decode(k), decode(v))).collect()
 }
 
 fn decode(s: &str) -> String {

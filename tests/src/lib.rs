@@ -5,9 +5,9 @@
 pub mod auth0_fake;
 pub mod capture;
 pub mod env;
+pub mod fault_proxy;
+pub mod graph_fake;
 pub mod moto;
 pub mod recording;
 pub mod securityhub_fake;
 pub mod tcp_proxy;
-pub mod fault_proxy;
-pub mod graph_fake;

@@ -24,9 +24,8 @@ impl Moto {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().map_err(|e| {
-            anyhow::anyhow!("cannot start {bin}: {e}. Install the AWS emulator with: pip install 'moto[server]>=5.2,<6'")
-        })?;
+        let child =
+            cmd.spawn().map_err(|e| anyhow::anyhow!("cannot start {bin}: {e}. Install the AWS emulator with: pip install 'moto[server]>=5.2,<6'"))?;
         let endpoint = format!("http://127.0.0.1:{port}");
         let moto = Moto { child, port, endpoint };
         let http = reqwest::Client::new();

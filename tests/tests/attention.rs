@@ -163,7 +163,8 @@ async fn resolve_by_hand_refuses_a_choice_the_evidence_contradicts() {
 
     // Without auto_resolve, clear evidence is announced and nothing more.
     env.auth0.send_mail(&env.moto.endpoint).await;
-    let seen = wait_for(&env, &saga_id, "clear evidence", |s| s.attention.as_ref().and_then(|a| a.verdict.as_ref()).is_some_and(|v| v.keep.is_some())).await;
+    let seen =
+        wait_for(&env, &saga_id, "clear evidence", |s| s.attention.as_ref().and_then(|a| a.verdict.as_ref()).is_some_and(|v| v.keep.is_some())).await;
     assert_eq!(seen.status, Status::NeedsAttention);
     assert_eq!(env.user_keys().await.len(), 2, "nothing retired without auto_resolve");
     let n = env.notifications(2, Duration::from_secs(10)).await;

@@ -51,7 +51,21 @@ async fn push_tests_the_token_then_saves_only_it() {
         let st = graph.state.lock().unwrap();
         assert!(st.secrets.contains(&json!({"key": "NotificationEmail", "value": "ops@example.com"})), "other keys kept: {:?}", st.secrets);
         assert!(st.secrets.contains(&json!({"key": "BaseAddress", "value": "https://scim.us-east-1.amazonaws.com/abc/scim/v2/"})));
-        let order: Vec<&str> = st.calls.iter().map(|(m, p, _)| if p.ends_with("token") { "token" } else if p.ends_with("validateCredentials") { "test" } else if m == "GET" { "read" } else { "save" }).collect();
+        let order: Vec<&str> = st
+            .calls
+            .iter()
+            .map(|(m, p, _)| {
+                if p.ends_with("token") {
+                    "token"
+                } else if p.ends_with("validateCredentials") {
+                    "test"
+                } else if m == "GET" {
+                    "read"
+                } else {
+                    "save"
+                }
+            })
+            .collect();
         assert_eq!(order, ["token", "test", "read", "save"], "Test connection before Save");
     }
     assert_eq!(t.verify("", &[]).await.unwrap(), Verification::Opaque);
@@ -114,7 +128,8 @@ async fn restart_waits_for_a_run_and_judges_it() {
         assert_eq!(st.restarts, vec![json!({"criteria": {"resetScope": "Watermark, Escrows, QuarantineState"}})]);
     }
     // The run after the restart fails on credentials: unhealthy, with Graph's code.
-    graph.state.lock().unwrap().run_after_restart = Some(json!({"state": "Failed", "error": {"code": CREDENTIAL_FAILURE, "message": "401 from the SCIM endpoint"}}));
+    graph.state.lock().unwrap().run_after_restart =
+        Some(json!({"state": "Failed", "error": {"code": CREDENTIAL_FAILURE, "message": "401 from the SCIM endpoint"}}));
     assert!(matches!(t.verify("", &[]).await.unwrap(), Verification::Unhealthy(m) if m.contains(CREDENTIAL_FAILURE)));
     // No run at all within the bound: unhealthy, after waiting it out.
     graph.state.lock().unwrap().run_after_restart = None;

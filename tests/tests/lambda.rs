@@ -49,9 +49,7 @@ async fn lambda_batches_drive_a_rotation_to_success() {
         if batch.is_empty() {
             continue;
         }
-        let resp = handle_invocation::<SqsQueue, SqsQueue>(&engine, &env.queue_url, None, &sqs_event(&batch, STEPS_ARN), Duration::ZERO)
-            .await
-            .unwrap();
+        let resp = handle_invocation::<SqsQueue, SqsQueue>(&engine, &env.queue_url, None, &sqs_event(&batch, STEPS_ARN), Duration::ZERO).await.unwrap();
         assert_eq!(resp, json!({"batchItemFailures": []}));
         invocations += 1;
         assert!(invocations < 50);
@@ -76,18 +74,22 @@ async fn a_batch_reports_only_the_record_that_must_come_back() {
         batch.extend(engine.queue().receive(10, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap());
     }
     let held = batch.iter().find(|m| m.body.contains(&b)).unwrap().message_id.clone();
-    let resp = handle_invocation::<SqsQueue, SqsQueue>(&engine, &env.queue_url, None, &sqs_event(&batch, STEPS_ARN), Duration::ZERO)
-        .await
-        .unwrap();
+    let resp = handle_invocation::<SqsQueue, SqsQueue>(&engine, &env.queue_url, None, &sqs_event(&batch, STEPS_ARN), Duration::ZERO).await.unwrap();
     assert_eq!(resp, json!({"batchItemFailures": [{"itemIdentifier": held}]}));
     // Saga a moved on; saga b did not.
     assert_ne!(engine.store().load(&a).await.unwrap().unwrap().saga.step, keyturn::saga::Step::Start);
     assert_eq!(engine.store().load(&b).await.unwrap().unwrap().saga.step, keyturn::saga::Step::Start);
     // A record from an unknown queue is reported too, never silently dropped.
     let stray = Received { message_id: "stray".into(), receipt: "r".into(), body: "{}".into(), receive_count: 1 };
-    let resp = handle_invocation::<SqsQueue, SqsQueue>(&engine, &env.queue_url, None, &sqs_event(&[stray], "arn:aws:sqs:us-east-1:123456789012:elsewhere"), Duration::ZERO)
-        .await
-        .unwrap();
+    let resp = handle_invocation::<SqsQueue, SqsQueue>(
+        &engine,
+        &env.queue_url,
+        None,
+        &sqs_event(&[stray], "arn:aws:sqs:us-east-1:123456789012:elsewhere"),
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
     assert_eq!(resp, json!({"batchItemFailures": [{"itemIdentifier": "stray"}]}));
 }
 

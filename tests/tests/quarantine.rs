@@ -38,10 +38,8 @@ async fn repeated_failures_quarantine_automatic_triggers_until_released_or_fixed
 
     // An automatic trigger is held back: no saga.
     let before = engine.store().list().await.unwrap().len();
-    let skipped = engine
-        .request_with("auth0-ses", keyturn::engine::Request { trigger: "schedule".into(), automatic: true, ..Default::default() })
-        .await
-        .unwrap();
+    let skipped =
+        engine.request_with("auth0-ses", keyturn::engine::Request { trigger: "schedule".into(), automatic: true, ..Default::default() }).await.unwrap();
     assert!(matches!(&skipped, Created::Skipped(r) if r.contains("quarantined (insufficient_scope)")), "{skipped:?}");
     env.put_event(CONSOLIDATED).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -428,10 +428,7 @@ async fn sweeper_redrives_a_saga_whose_message_was_lost() {
     worker.stop().await;
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
     let logs = keyturn_testkit::capture::logs();
-    assert!(
-        logs.lines().any(|l| l.contains(&saga_id) && l.contains("saga overdue; re-driving its step")),
-        "the sweeper re-drove it"
-    );
+    assert!(logs.lines().any(|l| l.contains(&saga_id) && l.contains("saga overdue; re-driving its step")), "the sweeper re-drove it");
     assert_eq!(saga.history.iter().filter(|a| a.step == Step::ProveNew).count(), 1);
 }
 

@@ -30,7 +30,11 @@ async fn wait_for(env: &TestEnv, seen: &mut Vec<Notification>, event: &str, time
         if let Some(n) = seen.iter().find(|n| n.attributes.get("event").map(String::as_str) == Some(event)) {
             return n.clone();
         }
-        assert!(start.elapsed() < timeout, "no {event} notification within {timeout:?}; got {:?}", seen.iter().map(|n| &n.attributes["event"]).collect::<Vec<_>>());
+        assert!(
+            start.elapsed() < timeout,
+            "no {event} notification within {timeout:?}; got {:?}",
+            seen.iter().map(|n| &n.attributes["event"]).collect::<Vec<_>>()
+        );
         seen.extend(env.notifications(0, Duration::from_secs(1)).await);
     }
 }
@@ -144,13 +148,18 @@ async fn a_person_rotates_the_token_with_the_cli_and_nothing_leaks() {
     {
         let st = side.graph.state.lock().unwrap();
         assert!(st.secrets.contains(&json!({"key": "NotificationEmail", "value": "ops@example.com"})), "other keys kept");
-        let order: Vec<&str> = st.calls.iter().filter(|(_, p, _)| !p.ends_with("/token")).map(|(m, p, _)| match (m.as_str(), p) {
-            (_, p) if p.ends_with("validateCredentials") => "test",
-            ("GET", p) if p.ends_with("/secrets") => "read",
-            ("PUT", _) => "save",
-            ("GET", _) => "job",
-            _ => "other",
-        }).collect();
+        let order: Vec<&str> = st
+            .calls
+            .iter()
+            .filter(|(_, p, _)| !p.ends_with("/token"))
+            .map(|(m, p, _)| match (m.as_str(), p) {
+                (_, p) if p.ends_with("validateCredentials") => "test",
+                ("GET", p) if p.ends_with("/secrets") => "read",
+                ("PUT", _) => "save",
+                ("GET", _) => "job",
+                _ => "other",
+            })
+            .collect();
         assert_eq!(order, ["test", "read", "save", "job"], "Test connection, then Save, then the job check");
     }
 
@@ -184,13 +193,21 @@ async fn a_person_rotates_the_token_with_the_cli_and_nothing_leaks() {
     let notes: String = seen.iter().map(|n| n.raw.clone()).collect::<Vec<_>>().join("\n");
     let (_, status_out, _) = cli(&env, &cfg, &["status", &saga_id, "--json"], None);
     let secrets = [&side.new_token, &side.old_token, &side.client_secret];
-    for (name, text) in [("logs", &logs), ("SQS bodies", &bodies), ("DynamoDB", &table), ("notifications", &notes), ("CLI output", &cli_output), ("status", &status_out)] {
+    for (name, text) in
+        [("logs", &logs), ("SQS bodies", &bodies), ("DynamoDB", &table), ("notifications", &notes), ("CLI output", &cli_output), ("status", &status_out)]
+    {
         assert!(!text.is_empty(), "{name} scanned is empty");
         for secret in secrets {
             assert!(!text.contains(secret.as_str()), "a token leaked into {name}");
         }
     }
-    println!("scim leak scan: 3 secrets against {} log bytes, {} step messages, {} table bytes, {} notification bytes: 0 found", logs.len(), queue.bodies().len(), table.len(), notes.len());
+    println!(
+        "scim leak scan: 3 secrets against {} log bytes, {} step messages, {} table bytes, {} notification bytes: 0 found",
+        logs.len(),
+        queue.bodies().len(),
+        table.len(),
+        notes.len()
+    );
 }
 
 /// The `action_required` notice asking to delete the old token.
@@ -214,7 +231,10 @@ async fn every_step_message_twice_and_graph_throttling_change_nothing() {
     let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
     let mut seen = vec![];
     let old = KeyRef { id: "created 2025-12-01".into(), active: true, created_at: Some(1_764_547_200_000) };
-    let Created::New(id) = engine.request_with("entra-scim", Request { trigger: "manual".into(), old: Some(old), ..Request::default() }).await.unwrap() else { panic!() };
+    let Created::New(id) = engine.request_with("entra-scim", Request { trigger: "manual".into(), old: Some(old), ..Request::default() }).await.unwrap()
+    else {
+        panic!()
+    };
     wait_for(&env, &mut seen, "rotation.action_required", Duration::from_secs(30)).await;
     side.graph.state.lock().unwrap().throttle_next = 2;
     engine.provide(&id, &SecretString::from(side.new_token.clone()), None).await.unwrap();

@@ -51,15 +51,7 @@ async fn settle(env: &TestEnv) {
     let (iq, _) = env.intake.clone().unwrap();
     let start = Instant::now();
     loop {
-        let a = env
-            .clients
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&iq)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
-            .send()
-            .await
-            .unwrap();
+        let a = env.clients.sqs.get_queue_attributes().queue_url(&iq).attribute_names(aws_sdk_sqs::types::QueueAttributeName::All).send().await.unwrap();
         let attrs = a.attributes.unwrap_or_default();
         let get = |k: aws_sdk_sqs::types::QueueAttributeName| attrs.get(&k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         let busy = get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
@@ -152,7 +144,10 @@ async fn a_finding_starts_a_rotation_only_while_a_key_is_past_its_age() {
     settle(&env).await;
     assert_eq!(sagas(&env).await.len(), 1, "one saga for four imports");
     let logs = keyturn_testkit::capture::logs();
-    assert!(logs.contains("finding is stale, nothing to do") && logs.contains("no active key is 90 days old or older"), "the re-import was judged by the key's age");
+    assert!(
+        logs.contains("finding is stale, nothing to do") && logs.contains("no active key is 90 days old or older"),
+        "the re-import was judged by the key's age"
+    );
 
     // 91 days later Security Hub fails the same finding again (same Id and
     // FirstObservedAt): exactly one new rotation, of the key now too old.
@@ -240,14 +235,19 @@ async fn age_scan_starts_only_rotations_past_max_age() {
     assert!(plan.contains("auth0-ses: key") && plan.contains("past max_age"), "{plan}");
     assert!(plan.contains("mailer-2: key") && plan.contains("under max_age 80.0d: nothing to do"), "{plan}");
 
-    let mailer_key = env.clients.iam.list_access_keys().user_name("mailer-2").send().await.unwrap().access_key_metadata()[0].access_key_id().unwrap().to_string();
+    let mailer_key =
+        env.clients.iam.list_access_keys().user_name("mailer-2").send().await.unwrap().access_key_metadata()[0].access_key_id().unwrap().to_string();
     let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
     let done = wait_sagas_done(&env, 1).await;
     tokio::time::sleep(Duration::from_secs(2)).await; // further scans run every second
     w.stop().await;
     // (auth0-ses, with max_age 1s, may rotate again once its new key is 1s old.)
     let all = sagas(&env).await;
-    assert!(all.iter().all(|s| s.rotation_id == "auth0-ses"), "mailer-2 (80d) never started: {:?}", all.iter().map(|s| &s.rotation_id).collect::<Vec<_>>());
+    assert!(
+        all.iter().all(|s| s.rotation_id == "auth0-ses"),
+        "mailer-2 (80d) never started: {:?}",
+        all.iter().map(|s| &s.rotation_id).collect::<Vec<_>>()
+    );
     assert!(done.iter().all(|s| s.rotation_id == "auth0-ses"), "{done:#?}");
     assert!(done[0].trigger.starts_with("schedule:max_age"), "{}", done[0].trigger);
     assert_eq!(done[0].status, Status::Succeeded);
@@ -268,19 +268,17 @@ async fn plan_changes_nothing() {
     let table_before = env.table_dump().await;
 
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(keyturn_testkit::env::keyturn_bin())
-            .args(args)
-            .arg("--config")
-            .arg(&cfg)
-            .envs(env.cli_env())
-            .output()
-            .unwrap();
+        let out =
+            std::process::Command::new(keyturn_testkit::env::keyturn_bin()).args(args).arg("--config").arg(&cfg).envs(env.cli_env()).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     // The key is seconds old: the finding is stale, and plan says why.
     let out = run(&["plan", "--event", event.to_str().unwrap()]);
-    assert!(out.contains("rotation auth0-ses: nothing to do for finding arn:aws:securityhub") && out.contains("no active key is 90 days old or older"), "{out}");
+    assert!(
+        out.contains("rotation auth0-ses: nothing to do for finding arn:aws:securityhub") && out.contains("no active key is 90 days old or older"),
+        "{out}"
+    );
     // 91 days on, the same event would start a rotation.
     let engine = env.engine("planner");
     engine.age_clock().set_skew(KEY_PAST_IAM3);

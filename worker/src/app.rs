@@ -10,8 +10,8 @@ use crate::engine::Engine;
 use crate::notify::Notifier;
 use crate::queue::{Queue, SqsQueue};
 use crate::seal::Sealer;
-use crate::securityhub::SecurityHub;
 use crate::secrets::SecretResolver;
+use crate::securityhub::SecurityHub;
 use crate::store::Store;
 
 /// Build the engine a worker (or the CLI) runs.

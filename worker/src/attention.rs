@@ -105,11 +105,9 @@ impl<Q: Queue> Engine<Q> {
     #[instrument(skip(self), fields(worker = %self.worker_id))]
     pub async fn resolve(&self, saga_id: &str, keep: Keep, force: bool, by: &str) -> Result<(Saga, Verdict)> {
         let stored = self.store.load(saga_id).await?.ok_or_else(|| Error::Config(format!("no saga {saga_id}")))?;
-        let rot = self
-            .rotations
-            .get(&stored.saga.rotation_id)
-            .cloned()
-            .ok_or_else(|| Error::Config(format!("saga {saga_id} belongs to rotation {:?}, which the configuration does not declare", stored.saga.rotation_id)))?;
+        let rot = self.rotations.get(&stored.saga.rotation_id).cloned().ok_or_else(|| {
+            Error::Config(format!("saga {saga_id} belongs to rotation {:?}, which the configuration does not declare", stored.saga.rotation_id))
+        })?;
         // Refuse early, before any call, when there is nothing to resolve.
         saga::resolve(&stored.saga, keep, false, by, clock(now_ms())).map_err(|e| Error::Refused { code: "NotResolvable", message: e.0 })?;
         let ev = self.evidence(&rot, &stored.saga).await?;

@@ -258,10 +258,7 @@ pub fn init_tracing(format: LogFormat, command: &Command) {
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
@@ -320,8 +317,12 @@ impl Command {
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let cfg = Config::load(&cli.config)?;
     if let Command::CheckConfig = cli.command {
-        println!("{}: ok ({} rotation(s): {})", cli.config.display(), cfg.rotations.len(),
-            cfg.rotations.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "));
+        println!(
+            "{}: ok ({} rotation(s): {})",
+            cli.config.display(),
+            cfg.rotations.len(),
+            cfg.rotations.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
+        );
         return Ok(0);
     }
     let clients = crate::aws::Clients::new(crate::aws::load(cfg.aws.region.as_deref()).await);
@@ -335,8 +336,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Rotate { rotation, wait, timeout, old_token_created, old_token_id } => {
             if cfg.rotation(&rotation).is_none() {
-                return Err(Usage(format!("no rotation {rotation:?} in {}; configured: {}", cli.config.display(),
-                    cfg.rotations.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "))).into());
+                return Err(Usage(format!(
+                    "no rotation {rotation:?} in {}; configured: {}",
+                    cli.config.display(),
+                    cfg.rotations.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
+                ))
+                .into());
             }
             let req = crate::engine::Request { trigger: "manual".into(), old: old_token(old_token_created, old_token_id), ..Default::default() };
             let saga_id = match engine.request_with(&rotation, req).await.context("requesting the rotation")? {
@@ -346,7 +351,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
                 Created::Existing(id) => {
                     if let Some(s) = engine.store.load(&id).await?.filter(|s| s.saga.unresolved()) {
-                        let v = s.saga.attention.as_ref().and_then(|a| a.verdict.as_ref()).map(|v| v.reason.clone()).unwrap_or_else(|| "no evidence checked yet".into());
+                        let v = s
+                            .saga
+                            .attention
+                            .as_ref()
+                            .and_then(|a| a.verdict.as_ref())
+                            .map(|v| v.reason.clone())
+                            .unwrap_or_else(|| "no evidence checked yet".into());
                         return Err(Refusal(format!(
                             "rotation {rotation} not started: saga {id} needs attention with both keys in place and holds the credential (evidence: {v}). Resolve it first: keyturn resolve {id} --keep new|old"
                         ))
@@ -367,14 +378,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let token = match from_secret {
                 Some(secret_id) => {
                     let r = crate::config::SecretRef::SecretsManager { secret_id: secret_id.clone(), json_key };
-                    crate::secrets::SecretResolver::new(clients.secrets.clone()).resolve(&r).await.with_context(|| format!("reading secret {secret_id}"))?
+                    crate::secrets::SecretResolver::new(clients.secrets.clone())
+                        .resolve(&r)
+                        .await
+                        .with_context(|| format!("reading secret {secret_id}"))?
                 }
                 None => read_token(&saga_id)?,
             };
             let token = clean_token(&token)?;
             let next = engine.provide(&saga_id, &token, old_token(old_token_created, old_token_id)).await?;
             drop(token);
-            println!("saga {saga_id}: new token received ({}) and stored encrypted; keyturn now tests it in the target and saves it only if the test passes", next.new_key.as_deref().unwrap_or(""));
+            println!(
+                "saga {saga_id}: new token received ({}) and stored encrypted; keyturn now tests it in the target and saves it only if the test passes",
+                next.new_key.as_deref().unwrap_or("")
+            );
             if !wait {
                 println!("follow it with: keyturn status {saga_id}");
                 return Ok(0);
@@ -448,9 +465,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 let (engine, intake, queue_url, intake_url) = (engine.clone(), intake.clone(), queue_url.clone(), intake_url.clone());
                 async move {
                     let iq = intake.as_ref().as_ref().zip(intake_url.as_deref());
-                    crate::lambda::handle_invocation(&engine, &queue_url, iq, &ev.payload, jitter)
-                        .await
-                        .map_err(lambda_runtime::Error::from)
+                    crate::lambda::handle_invocation(&engine, &queue_url, iq, &ev.payload, jitter).await.map_err(lambda_runtime::Error::from)
                 }
             }))
             .await
@@ -478,7 +493,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                         println!("{} message(s) in {}", letters.len(), q.dlq_url);
                         for d in &letters {
                             let body: String = d.body.chars().take(160).collect();
-                            println!("{}  sent {}  received {}x\n  reason: {}\n  body:   {body}", d.message_id, d.sent_at.map(fmt_time).unwrap_or_default(), d.receive_count, d.reason);
+                            println!(
+                                "{}  sent {}  received {}x\n  reason: {}\n  body:   {body}",
+                                d.message_id,
+                                d.sent_at.map(fmt_time).unwrap_or_default(),
+                                d.receive_count,
+                                d.reason
+                            );
                         }
                     }
                     Ok(0)
@@ -527,11 +548,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let by = format!("keyturn resolve --keep {}{} by {}", keep.as_str(), if force { " --force" } else { "" }, whoami());
             let (next, verdict) = engine.resolve(&saga_id, keep, force, &by).await?;
             println!("saga {saga_id}: resolved, keeping the {} key (evidence: {})", keep.as_str(), verdict.reason);
-            println!("  next: {}", match (keep, next.step) {
-                (_, crate::saga::Step::Finalize) => "the other key is already gone; the saga ends now".to_string(),
-                (crate::saga::Keep::New, _) => "deactivate the old key, wait the grace period, check its last use, delete it".to_string(),
-                (crate::saga::Keep::Old, _) => "deactivate the new key, wait the grace period, check its last use, delete it".to_string(),
-            });
+            println!(
+                "  next: {}",
+                match (keep, next.step) {
+                    (_, crate::saga::Step::Finalize) => "the other key is already gone; the saga ends now".to_string(),
+                    (crate::saga::Keep::New, _) => "deactivate the old key, wait the grace period, check its last use, delete it".to_string(),
+                    (crate::saga::Keep::Old, _) => "deactivate the new key, wait the grace period, check its last use, delete it".to_string(),
+                }
+            );
             if !wait {
                 println!("follow it with: keyturn status {saga_id}");
                 return Ok(0);
@@ -564,9 +588,7 @@ fn quarantine_line(h: &crate::quarantine::Health) -> String {
 }
 
 fn fmt_time(ms: u64) -> String {
-    aws_smithy_types::DateTime::from_millis(ms as i64)
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap_or_else(|_| ms.to_string())
+    aws_smithy_types::DateTime::from_millis(ms as i64).fmt(aws_smithy_types::date_time::Format::DateTime).unwrap_or_else(|_| ms.to_string())
 }
 
 fn attempt_line(a: &crate::saga::Attempt) -> String {
@@ -582,7 +604,13 @@ pub fn timeline(s: &Stored) -> String {
     let g = &s.saga;
     let mut out = format!(
         "saga {}  rotation {}  status {}  step {}\n  trigger {}  started {}  updated {}\n",
-        g.saga_id, g.rotation_id, g.status.as_str(), g.step, g.trigger, fmt_time(g.created_at), fmt_time(g.updated_at)
+        g.saga_id,
+        g.rotation_id,
+        g.status.as_str(),
+        g.step,
+        g.trigger,
+        fmt_time(g.created_at),
+        fmt_time(g.updated_at)
     );
     out.push_str(&format!(
         "  old key(s): {}  new key: {}  target: {:?}\n",
@@ -649,7 +677,8 @@ fn old_token(created: Option<u64>, id: Option<String>) -> Option<crate::saga::Ke
 fn read_token(saga_id: &str) -> anyhow::Result<secrecy::SecretString> {
     use std::io::{IsTerminal, Read};
     if std::io::stdin().is_terminal() {
-        let t = rpassword::prompt_password(format!("New token for saga {saga_id} (input is not shown): ")).context("reading the token from the terminal")?;
+        let t =
+            rpassword::prompt_password(format!("New token for saga {saga_id} (input is not shown): ")).context("reading the token from the terminal")?;
         return Ok(secrecy::SecretString::from(t));
     }
     let mut buf = String::new();

@@ -12,8 +12,8 @@ use tracing::{info, instrument, warn};
 
 use crate::engine::{clock, now_ms, Engine};
 use crate::error::{Error, Result};
-use crate::queue::{Queue, StepMessage};
 use crate::notify;
+use crate::queue::{Queue, StepMessage};
 use crate::saga::{self, Clock, FindingRef, KeyRef, Saga, Step};
 use crate::securityhub::Workflow;
 use crate::store::{Created, SecretWrite};
@@ -46,10 +46,7 @@ impl<Q: Queue> Engine<Q> {
     /// new saga are marked NOTIFIED with a note naming it.
     #[instrument(skip(self, req), fields(worker = %self.worker_id, trigger = %req.trigger))]
     pub async fn request_with(&self, rotation_id: &str, req: Request) -> Result<Created> {
-        let rot = self
-            .rotations
-            .get(rotation_id)
-            .ok_or_else(|| Error::Config(format!("no rotation with id {rotation_id:?} in the configuration")))?;
+        let rot = self.rotations.get(rotation_id).ok_or_else(|| Error::Config(format!("no rotation with id {rotation_id:?} in the configuration")))?;
         let now = now_ms();
         if req.automatic {
             let (health, _) = self.store.health(rotation_id).await?;
@@ -61,7 +58,8 @@ impl<Q: Queue> Engine<Q> {
         let manual = rot.source.by_hand().is_some();
         if req.old.is_some() && !manual {
             return Err(Error::Config(format!(
-                "rotation {rotation_id} finds its old credential itself ({}); naming the old credential applies only to credentials made by a person", rot.source.kind()
+                "rotation {rotation_id} finds its old credential itself ({}); naming the old credential applies only to credentials made by a person",
+                rot.source.kind()
             )));
         }
         let saga_id = uuid::Uuid::new_v4().to_string();

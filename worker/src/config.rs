@@ -219,11 +219,7 @@ pub enum SecretRef {
 enum RawSecretRef {
     // Held only to be refused; never printed.
     Inline(#[allow(dead_code)] String),
-    Table {
-        env: Option<String>,
-        secrets_manager: Option<String>,
-        json_key: Option<String>,
-    },
+    Table { env: Option<String>, secrets_manager: Option<String>, json_key: Option<String> },
 }
 
 impl TryFrom<RawSecretRef> for SecretRef {
@@ -256,9 +252,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected a whole number and a unit, like \"30s\", \"5m\", \"7d\""))?;
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected a whole number and a unit, like \"30s\", \"5m\", \"7d\""))?;
     let ms = match unit {
         "ms" => 1,
         "s" => 1_000,
@@ -485,7 +479,6 @@ grace_period = "0s"
         assert!(format!("{:?}", r.target).contains(r#"client_secret: Env("AUTH0_CLIENT_SECRET")"#), "{:?}", r.target);
     }
 
-
     #[test]
     fn scim_rotation_parses_and_pairs_only_with_entra() {
         let c = Config::parse(&format!("{GOOD}{SCIM}")).unwrap();
@@ -494,7 +487,9 @@ grace_period = "0s"
         let p = r.policy.to_policy();
         assert_eq!((p.reminder_every, p.person_deadline), (12 * 3_600_000, 7 * 86_400_000));
         let crossed = SCIM.replace(r#"kind = "scim_token", region = "us-east-1""#, r#"kind = "iam_access_key", user_name = "u""#);
-        assert!(Config::parse(&format!("{GOOD}{crossed}")).unwrap_err().contains("target.kind: target kind entra_provisioning takes source kind scim_token, not iam_access_key"));
+        assert!(Config::parse(&format!("{GOOD}{crossed}"))
+            .unwrap_err()
+            .contains("target.kind: target kind entra_provisioning takes source kind scim_token, not iam_access_key"));
         let bad_region = SCIM.replace("region = \"us-east-1\"", "region = \"Virginia\"");
         assert!(Config::parse(&format!("{GOOD}{bad_region}")).unwrap_err().contains("source.region"));
         let plain = SCIM.replace("https://scim", "http://scim");

@@ -240,10 +240,7 @@ impl<Q: Queue> Engine<Q> {
         // Take the lease; the same write records the attempt.
         let attempt = saga::begin_attempt(&stored.saga);
         let lease_until = now + Self::ms(self.lease);
-        let version = match self
-            .store
-            .acquire(&attempt, stored.version, &self.worker_id, now, lease_until, lease_until + Self::ms(self.sweep_after))
-            .await
+        let version = match self.store.acquire(&attempt, stored.version, &self.worker_id, now, lease_until, lease_until + Self::ms(self.sweep_after)).await
         {
             Ok(v) => v,
             Err(Error::Conflict { .. }) => {
@@ -443,7 +440,6 @@ impl<Q: Queue> Engine<Q> {
         };
         Some(r)
     }
-
 }
 
 /// When the saga's current step may run: now, or the end of its wait

@@ -18,14 +18,7 @@ pub enum Error {
     /// error metadata; `request_id` is kept so an operator can quote it to
     /// AWS support.
     #[error("AWS {service}.{operation} failed: {code}: {message}{}", request_id.as_deref().map(|r| format!(" (request id {r})")).unwrap_or_default())]
-    Aws {
-        service: &'static str,
-        operation: &'static str,
-        code: String,
-        message: String,
-        request_id: Option<String>,
-        retryable: bool,
-    },
+    Aws { service: &'static str, operation: &'static str, code: String, message: String, request_id: Option<String>, retryable: bool },
 
     /// An HTTP API (Auth0, Graph) answered with an error status.
     #[error("{service} {operation} answered HTTP {status} {code}: {message}")]
@@ -44,12 +37,7 @@ pub enum Error {
 
     /// The request never got an HTTP answer: connect failure, reset, timeout.
     #[error("{service} {operation}: {message}")]
-    Transport {
-        service: &'static str,
-        operation: &'static str,
-        message: String,
-        may_have_applied: bool,
-    },
+    Transport { service: &'static str, operation: &'static str, message: String, may_have_applied: bool },
 
     /// A domain rule stopped the step (e.g. the user already has two keys,
     /// the old key was used after the switch). Never retried.
@@ -94,7 +82,9 @@ impl Error {
             Error::Http { service, operation, status, code, message, retry_after, may_have_applied } => {
                 Error::Http { service, operation, status, code: r(code), message: r(message), retry_after, may_have_applied }
             }
-            Error::Transport { service, operation, message, may_have_applied } => Error::Transport { service, operation, message: r(message), may_have_applied },
+            Error::Transport { service, operation, message, may_have_applied } => {
+                Error::Transport { service, operation, message: r(message), may_have_applied }
+            }
             Error::Refused { code, message } => Error::Refused { code, message: r(message) },
             Error::NotYet { code, message } => Error::NotYet { code, message: r(message) },
             Error::Config(m) => Error::Config(r(m)),
@@ -148,8 +138,14 @@ impl Error {
             Error::Http { status, .. } => matches!(status, 400 | 401 | 403 | 404),
             Error::Aws { code, .. } => matches!(
                 code.as_str(),
-                "AccessDenied" | "AccessDeniedException" | "NoSuchEntity" | "LimitExceeded" | "NotFoundException"
-                    | "KMSInvalidStateException" | "DisabledException" | "ResourceNotFoundException"
+                "AccessDenied"
+                    | "AccessDeniedException"
+                    | "NoSuchEntity"
+                    | "LimitExceeded"
+                    | "NotFoundException"
+                    | "KMSInvalidStateException"
+                    | "DisabledException"
+                    | "ResourceNotFoundException"
             ),
             Error::Refused { .. } | Error::Config(_) => true,
             _ => false,
@@ -176,25 +172,15 @@ where
             let code = e.code().map(str::to_string).unwrap_or_else(|| format!("HTTP{status}"));
             let message = match e.message() {
                 Some(m) => m.to_string(),
-                None => se
-                    .raw()
-                    .body()
-                    .bytes()
-                    .map(|b| String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned())
-                    .unwrap_or_default(),
+                None => se.raw().body().bytes().map(|b| String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned()).unwrap_or_default(),
             };
             let request_id = e.meta().extra("aws_request_id").map(str::to_string);
             let retryable = is_retryable_aws_code(&code) || status >= 500 || status == 429;
             Error::Aws { service, operation, code, message, request_id, retryable }
         }
-        SdkError::TimeoutError(_) => Error::Aws {
-            service,
-            operation,
-            code: "Timeout".into(),
-            message: "the request timed out".into(),
-            request_id: None,
-            retryable: true,
-        },
+        SdkError::TimeoutError(_) => {
+            Error::Aws { service, operation, code: "Timeout".into(), message: "the request timed out".into(), request_id: None, retryable: true }
+        }
         SdkError::DispatchFailure(_) => Error::Aws {
             service,
             operation,
@@ -295,9 +281,6 @@ mod tests {
             request_id: Some("abc".into()),
             retryable: false,
         };
-        assert_eq!(
-            e.to_string(),
-            "AWS iam.CreateAccessKey failed: LimitExceeded: Cannot exceed quota for AccessKeysPerUser: 2 (request id abc)"
-        );
+        assert_eq!(e.to_string(), "AWS iam.CreateAccessKey failed: LimitExceeded: Cannot exceed quota for AccessKeysPerUser: 2 (request id abc)");
     }
 }

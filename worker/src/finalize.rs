@@ -31,7 +31,14 @@ impl<Q: Queue> Engine<Q> {
         }
         let hand = rot.source.by_hand().ok_or_else(|| Error::Corrupt(format!("saga waits on a person but {} is not made by hand", rot.source.kind())))?;
         let (credential, target) = (rot.source.describe(), rot.target.describe());
-        let ctx = notify::Context { credential_kind: rot.source.kind(), credential: &credential, target_kind: rot.target.kind(), target: &target, keys_now: None, advice: None };
+        let ctx = notify::Context {
+            credential_kind: rot.source.kind(),
+            credential: &credential,
+            target_kind: rot.target.kind(),
+            target: &target,
+            keys_now: None,
+            advice: None,
+        };
         // `prompts` counts the notices sent so far: the first was the
         // request itself, so it is also the number of this reminder.
         let n = notify::render_prompt(saga, &ctx, &hand, kind == Prompt::Remind);
@@ -110,13 +117,20 @@ impl<Q: Queue> Engine<Q> {
         Err(Error::Conflict { saga_id: end.saga_id.clone(), expected: 0 })
     }
 
-    pub(crate) async fn announce(&self, rotation_id: &str, h: &crate::quarantine::Health, change: crate::quarantine::Change, saga: Option<&str>) -> Result<()> {
+    pub(crate) async fn announce(
+        &self,
+        rotation_id: &str,
+        h: &crate::quarantine::Health,
+        change: crate::quarantine::Change,
+        saga: Option<&str>,
+    ) -> Result<()> {
         if change == crate::quarantine::Change::None {
             return Ok(());
         }
         let Some(rot) = self.rotations.get(rotation_id) else { return Ok(()) };
         warn!(rotation = rotation_id, ?change, "quarantine changed");
-        let n = notify::render_quarantine(rotation_id, &rot.source.describe(), &rot.target.describe(), rot.source.kind(), rot.target.kind(), h, change, saga);
+        let n =
+            notify::render_quarantine(rotation_id, &rot.source.describe(), &rot.target.describe(), rot.source.kind(), rot.target.kind(), h, change, saga);
         self.notifier.publish(&n).await
     }
 }
@@ -136,7 +150,10 @@ pub fn finding_note(s: &Saga) -> (Workflow, String) {
         ),
         other => {
             let why = s.failure.as_ref().map(|f| format!("{} at {}: {}", f.code, f.step, f.message)).unwrap_or_default();
-            (Workflow::Unchanged, format!("keyturn rotation {} (saga {}) ended {}: {why}. See: keyturn status {}", s.rotation_id, s.saga_id, other.as_str(), s.saga_id))
+            (
+                Workflow::Unchanged,
+                format!("keyturn rotation {} (saga {}) ended {}: {why}. See: keyturn status {}", s.rotation_id, s.saga_id, other.as_str(), s.saga_id),
+            )
         }
     }
 }
@@ -156,7 +173,8 @@ mod tests {
         assert_eq!(w, Workflow::Resolved);
         assert_eq!(note, "keyturn rotated the access key (saga S1): new key AKIANEW replaced AKIAOLD; the old key was deleted.");
         s.status = Status::Compensated;
-        s.failure = Some(Failure { step: Step::PushToTarget, code: "insufficient_scope".into(), message: "Insufficient scope".into(), operator_fixable: true });
+        s.failure =
+            Some(Failure { step: Step::PushToTarget, code: "insufficient_scope".into(), message: "Insufficient scope".into(), operator_fixable: true });
         let (w, note) = finding_note(&s);
         assert_eq!(w, Workflow::Unchanged, "a failed rotation leaves the finding open");
         assert!(note.contains("ended compensated: insufficient_scope at push_to_target: Insufficient scope"), "{note}");

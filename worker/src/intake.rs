@@ -52,7 +52,10 @@ pub struct Finding {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     FindingsImported(Vec<Finding>),
-    CustomAction { action_name: String, findings: Vec<Finding> },
+    CustomAction {
+        action_name: String,
+        findings: Vec<Finding>,
+    },
     ScimTokenExpiry {
         account_id: String,
         /// `detail.eventRegion`, else the event's `region`.
@@ -79,14 +82,13 @@ fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
 }
 
 fn need<'a>(v: &'a Value, ptr: &str, what: &str) -> Result<&'a str, IntakeError> {
-    str_at(v, ptr).filter(|s| !s.is_empty()).ok_or_else(|| IntakeError::Missing(format!("{what} has no {}", ptr.trim_start_matches('/').replace('/', "."))))
+    str_at(v, ptr)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| IntakeError::Missing(format!("{what} has no {}", ptr.trim_start_matches('/').replace('/', "."))))
 }
 
 fn parse_time(s: &str) -> Option<Millis> {
-    aws_smithy_types::DateTime::from_str(s, aws_smithy_types::date_time::Format::DateTime)
-        .ok()
-        .and_then(|d| d.to_millis().ok())
-        .map(|m| m.max(0) as u64)
+    aws_smithy_types::DateTime::from_str(s, aws_smithy_types::date_time::Format::DateTime).ok().and_then(|d| d.to_millis().ok()).map(|m| m.max(0) as u64)
 }
 
 /// `arn:aws:iam::123456789012:user/path/name` → (account, name).
@@ -108,14 +110,8 @@ fn parse_finding(f: &Value, i: usize) -> Result<Finding, IntakeError> {
     let account_id = need(f, "/AwsAccountId", &what)?.to_string();
     let record_state = need(f, "/RecordState", &what)?.to_string();
     let generator_control = str_at(f, "/GeneratorId").and_then(|g| g.rsplit('/').next()).filter(|c| *c == IAM3);
-    let control = str_at(f, "/Compliance/SecurityControlId")
-        .or_else(|| str_at(f, "/ProductFields/ControlId"))
-        .or(generator_control)
-        .map(str::to_string);
-    let resources = f
-        .get("Resources")
-        .and_then(Value::as_array)
-        .ok_or_else(|| IntakeError::Missing(format!("{what} has no Resources")))?;
+    let control = str_at(f, "/Compliance/SecurityControlId").or_else(|| str_at(f, "/ProductFields/ControlId")).or(generator_control).map(str::to_string);
+    let resources = f.get("Resources").and_then(Value::as_array).ok_or_else(|| IntakeError::Missing(format!("{what} has no Resources")))?;
     let mut users = Vec::new();
     for r in resources {
         if str_at(r, "/Type") != Some("AwsIamUser") {
@@ -162,10 +158,8 @@ fn max_key_age_days(f: &Value) -> Option<u64> {
 }
 
 fn parse_findings(v: &Value) -> Result<Vec<Finding>, IntakeError> {
-    let list = v
-        .pointer("/detail/findings")
-        .and_then(Value::as_array)
-        .ok_or_else(|| IntakeError::Missing("detail.findings is missing or not a list".into()))?;
+    let list =
+        v.pointer("/detail/findings").and_then(Value::as_array).ok_or_else(|| IntakeError::Missing("detail.findings is missing or not a list".into()))?;
     if list.is_empty() {
         return Err(IntakeError::Missing("detail.findings is empty".into()));
     }
@@ -182,10 +176,9 @@ pub fn parse(body: &str) -> Result<Event, IntakeError> {
     let detail_type = str_at(&v, "/detail-type").unwrap_or("").to_string();
     match (source.as_str(), detail_type.as_str()) {
         ("aws.securityhub", "Security Hub Findings - Imported") => Ok(Event::FindingsImported(parse_findings(&v)?)),
-        ("aws.securityhub", "Security Hub Findings - Custom Action") => Ok(Event::CustomAction {
-            action_name: str_at(&v, "/detail/actionName").unwrap_or("").to_string(),
-            findings: parse_findings(&v)?,
-        }),
+        ("aws.securityhub", "Security Hub Findings - Custom Action") => {
+            Ok(Event::CustomAction { action_name: str_at(&v, "/detail/actionName").unwrap_or("").to_string(), findings: parse_findings(&v)? })
+        }
         ("aws.health", "AWS Health Event") if str_at(&v, "/detail/eventTypeCode") == Some(SCIM_EXPIRY) => {
             let region = str_at(&v, "/detail/eventRegion").or_else(|| str_at(&v, "/region")).unwrap_or("").to_string();
             Ok(Event::ScimTokenExpiry {

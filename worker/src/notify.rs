@@ -232,21 +232,13 @@ fn fmt_date(ms: Millis) -> String {
 }
 
 pub fn fmt_time(ms: Millis) -> String {
-    aws_smithy_types::DateTime::from_millis(ms as i64)
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap_or_else(|_| ms.to_string())
+    aws_smithy_types::DateTime::from_millis(ms as i64).fmt(aws_smithy_types::date_time::Format::DateTime).unwrap_or_else(|_| ms.to_string())
 }
 
 /// Render the notification for a saga's current state.
 pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
     let (event, severity) = event_of(saga.status);
-    let subject = format!(
-        "[keyturn] {}: {} ({}) -> {}",
-        headline(saga.status),
-        saga.rotation_id,
-        ctx.credential,
-        ctx.target
-    );
+    let subject = format!("[keyturn] {}: {} ({}) -> {}", headline(saga.status), saga.rotation_id, ctx.credential, ctx.target);
     // SNS subjects: one line, at most 100 characters.
     let subject: String = subject.replace(['\r', '\n'], " ").chars().take(100).collect();
     let keys = key_lines(saga, ctx.keys_now);
@@ -445,7 +437,11 @@ pub fn render_evidence(saga: &Saga, ctx: &OwnedContext, verdict: &crate::saga::V
         "status_command": format!("keyturn status {}", saga.saga_id),
     });
     Notification {
-        subject: format!("[keyturn] {headline}: {} ({}) -> {}", saga.rotation_id, ctx.credential, ctx.target).replace(['\r', '\n'], " ").chars().take(100).collect(),
+        subject: format!("[keyturn] {headline}: {} ({}) -> {}", saga.rotation_id, ctx.credential, ctx.target)
+            .replace(['\r', '\n'], " ")
+            .chars()
+            .take(100)
+            .collect(),
         text,
         document,
         attributes: BTreeMap::from([
@@ -515,7 +511,11 @@ pub fn render_quarantine(
         t.push_str(&format!("Reason:          {}\nFailed in a row: {}\nQuarantined since: {}\n", q.reason, h.consecutive_failures, fmt_time(q.began)));
         t.push_str(&format!(
             "Next attempt:    {}\n",
-            if q.disabled { "none: automatic triggers are disabled".to_string() } else { format!("{} (automatic triggers back off: 6h, 12h, then daily)", fmt_time(q.next_attempt)) }
+            if q.disabled {
+                "none: automatic triggers are disabled".to_string()
+            } else {
+                format!("{} (automatic triggers back off: 6h, 12h, then daily)", fmt_time(q.next_attempt))
+            }
         ));
         t.push_str(&format!("Recommended action: fix the cause (see the last saga: keyturn status {}), then `keyturn rotate {rotation_id}` to test it, or `keyturn release {rotation_id}`.\n", saga.unwrap_or("<saga>")));
     } else {
@@ -568,19 +568,9 @@ impl Notifier {
             "http": doc,
             "https": doc,
         });
-        let mut req = self
-            .client
-            .publish()
-            .topic_arn(&self.topic_arn)
-            .subject(&n.subject)
-            .message_structure("json")
-            .message(message.to_string());
+        let mut req = self.client.publish().topic_arn(&self.topic_arn).subject(&n.subject).message_structure("json").message(message.to_string());
         for (k, v) in &n.attributes {
-            let attr = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(v)
-                .build()
-                .map_err(|e| Error::Config(e.to_string()))?;
+            let attr = MessageAttributeValue::builder().data_type("String").string_value(v).build().map_err(|e| Error::Config(e.to_string()))?;
             req = req.message_attributes(*k, attr);
         }
         req.send().await.map_err(|e| aws("sns", "Publish", e))?;
@@ -669,11 +659,22 @@ mod tests {
     }
 
     fn hand() -> crate::connectors::ByHand {
-        crate::connectors::ByHand { noun: "SCIM access token", create: vec!["Open the console.".into(), "Generate token.".into()], delete: vec!["Select it and choose Delete.".into()] }
+        crate::connectors::ByHand {
+            noun: "SCIM access token",
+            create: vec!["Open the console.".into(), "Generate token.".into()],
+            delete: vec!["Select it and choose Delete.".into()],
+        }
     }
 
     fn scim_ctx() -> Context<'static> {
-        Context { credential_kind: "scim_token", credential: "IAM Identity Center SCIM token (us-east-1)", target_kind: "entra_provisioning", target: "Entra provisioning job J", keys_now: None, advice: None }
+        Context {
+            credential_kind: "scim_token",
+            credential: "IAM Identity Center SCIM token (us-east-1)",
+            target_kind: "entra_provisioning",
+            target: "Entra provisioning job J",
+            keys_now: None,
+            advice: None,
+        }
     }
 
     #[test]
@@ -684,7 +685,14 @@ mod tests {
         let n = render_prompt(&s, &scim_ctx(), &hand(), false);
         assert_eq!(n.attributes["event"], "rotation.action_required");
         assert_eq!(n.subject, "[keyturn] Action required: create a new SCIM access token: entra-scim");
-        for needle in ["  1. Open the console.", "  2. Generate token.", "`keyturn provide S-9`", "--from-secret", "Deadline:        1970-01-02T00:00:00Z", "nothing will have changed"] {
+        for needle in [
+            "  1. Open the console.",
+            "  2. Generate token.",
+            "`keyturn provide S-9`",
+            "--from-secret",
+            "Deadline:        1970-01-02T00:00:00Z",
+            "nothing will have changed",
+        ] {
             assert!(n.text.contains(needle), "missing {needle:?} in\n{}", n.text);
         }
         assert!(!n.text.contains("--old-token-created"), "the old token is on record already");
@@ -715,7 +723,12 @@ mod tests {
         s.new_key = Some("handed over T".into());
         s.status = Status::Compensated;
         s.target = TargetState::Rejected;
-        s.failure = Some(Failure { step: Step::PushToTarget, code: "X".into(), message: "Entra rejected the new token in Test connection: 401".into(), operator_fixable: true });
+        s.failure = Some(Failure {
+            step: Step::PushToTarget,
+            code: "X".into(),
+            message: "Entra rejected the new token in Test connection: 401".into(),
+            operator_fixable: true,
+        });
         let n = render(&s, &scim_ctx());
         assert!(n.text.contains("Tokens now (no API lists them"), "{}", n.text);
         assert!(n.text.contains("handed over T  unused: delete it in the console  new token"), "{}", n.text);

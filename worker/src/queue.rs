@@ -135,24 +135,15 @@ impl Queue for SqsQueue {
             .unwrap_or_default()
             .into_iter()
             .filter_map(|m| {
-                let count = m
-                    .attributes()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(1);
+                let count =
+                    m.attributes().and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount)).and_then(|c| c.parse().ok()).unwrap_or(1);
                 Some(Received { message_id: m.message_id?, receipt: m.receipt_handle?, body: m.body.unwrap_or_default(), receive_count: count })
             })
             .collect())
     }
 
     async fn ack(&self, m: &Received) -> Result<()> {
-        self.client
-            .delete_message()
-            .queue_url(&self.url)
-            .receipt_handle(&m.receipt)
-            .send()
-            .await
-            .map_err(|e| aws("sqs", "DeleteMessage", e))?;
+        self.client.delete_message().queue_url(&self.url).receipt_handle(&m.receipt).send().await.map_err(|e| aws("sqs", "DeleteMessage", e))?;
         Ok(())
     }
 
@@ -169,9 +160,7 @@ impl Queue for SqsQueue {
     }
 
     async fn dead_letter(&self, m: &Received, reason: &str) -> Result<()> {
-        let attr = |v: &str| {
-            MessageAttributeValue::builder().data_type("String").string_value(v).build().map_err(|e| Error::Config(e.to_string()))
-        };
+        let attr = |v: &str| MessageAttributeValue::builder().data_type("String").string_value(v).build().map_err(|e| Error::Config(e.to_string()));
         // Attribute values are capped; the reason is ours and short anyway.
         let reason: String = reason.chars().take(1000).collect();
         self.client
@@ -250,20 +239,8 @@ impl SqsQueue {
 
     /// Send a dead letter back to the main queue, then delete it from the DLQ.
     pub async fn redrive(&self, d: &DeadLetter) -> Result<()> {
-        self.client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(&d.body)
-            .send()
-            .await
-            .map_err(|e| aws("sqs", "SendMessage", e))?;
-        self.client
-            .delete_message()
-            .queue_url(&self.dlq_url)
-            .receipt_handle(&d.receipt)
-            .send()
-            .await
-            .map_err(|e| aws("sqs", "DeleteMessage", e))?;
+        self.client.send_message().queue_url(&self.url).message_body(&d.body).send().await.map_err(|e| aws("sqs", "SendMessage", e))?;
+        self.client.delete_message().queue_url(&self.dlq_url).receipt_handle(&d.receipt).send().await.map_err(|e| aws("sqs", "DeleteMessage", e))?;
         Ok(())
     }
 
@@ -296,18 +273,9 @@ mod tests {
     fn poison_is_classified() {
         assert!(matches!(StepMessage::parse("hello"), Err(PoisonReason::NotJson(_))));
         assert!(matches!(StepMessage::parse(r#"{"v":1,"saga_id":"s"}"#), Err(PoisonReason::WrongSchema(_))));
-        assert!(matches!(
-            StepMessage::parse(r#"{"v":1,"saga_id":"s","step":"explode","token":"t"}"#),
-            Err(PoisonReason::WrongSchema(_))
-        ));
-        assert!(matches!(
-            StepMessage::parse(r#"{"v":1,"saga_id":"s","step":"start","token":"t","secret":"x"}"#),
-            Err(PoisonReason::WrongSchema(_))
-        ));
-        assert_eq!(
-            StepMessage::parse(r#"{"v":2,"saga_id":"s","step":"start","token":"t"}"#),
-            Err(PoisonReason::UnsupportedVersion(2))
-        );
+        assert!(matches!(StepMessage::parse(r#"{"v":1,"saga_id":"s","step":"explode","token":"t"}"#), Err(PoisonReason::WrongSchema(_))));
+        assert!(matches!(StepMessage::parse(r#"{"v":1,"saga_id":"s","step":"start","token":"t","secret":"x"}"#), Err(PoisonReason::WrongSchema(_))));
+        assert_eq!(StepMessage::parse(r#"{"v":2,"saga_id":"s","step":"start","token":"t"}"#), Err(PoisonReason::UnsupportedVersion(2)));
     }
 
     proptest::proptest! {

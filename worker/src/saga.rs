@@ -342,8 +342,12 @@ pub fn judge(since: Millis, e: &Evidence, now: Millis) -> Verdict {
     let old_any = e.old.iter().any(|k| used_after(k, since).is_some());
     let since_s = fmt_ms(since);
     match (new_by, !old_by.is_empty()) {
-        (true, false) if !old_any => v(Some(Keep::New), format!("only the new key {} was used by {svc} since {since_s} (last used {})", e.new.id, when(&e.new))),
-        (false, true) if !new_any => v(Some(Keep::Old), format!("only the old key {} was used by {svc} since {since_s} (last used {})", old_by[0].id, when(old_by[0]))),
+        (true, false) if !old_any => {
+            v(Some(Keep::New), format!("only the new key {} was used by {svc} since {since_s} (last used {})", e.new.id, when(&e.new)))
+        }
+        (false, true) if !new_any => {
+            v(Some(Keep::Old), format!("only the old key {} was used by {svc} since {since_s} (last used {})", old_by[0].id, when(old_by[0])))
+        }
         (true, true) => v(None, format!("both keys were used by {svc} since {since_s}")),
         (false, false) if !new_any && !old_any => v(None, format!("neither key was used since {since_s}; waiting for the target to use one")),
         _ => v(None, format!("keys were used by other services than {svc} since {since_s}; cannot tell which one the target holds")),
@@ -457,8 +461,12 @@ pub struct Saga {
 /// What a step produced when it succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    Started { keys: Vec<KeyRef> },
-    Issued { key_id: String },
+    Started {
+        keys: Vec<KeyRef>,
+    },
+    Issued {
+        key_id: String,
+    },
     Proven,
     Pushed,
     Verified(Verification),
@@ -652,7 +660,8 @@ impl Saga {
     fn ended(&mut self, policy: &Policy, now: Millis) {
         self.endings += 1;
         if self.unresolved() {
-            self.attention = Some(Attention { since: now, next_check: now.saturating_add(policy.evidence_every), checks: 0, verdict: None, announced: None });
+            self.attention =
+                Some(Attention { since: now, next_check: now.saturating_add(policy.evidence_every), checks: 0, verdict: None, announced: None });
         }
     }
 
@@ -733,12 +742,7 @@ impl Saga {
     }
 
     fn fail(&mut self, err: &StepError) {
-        self.failure = Some(Failure {
-            step: self.step,
-            code: err.code.clone(),
-            message: err.message.clone(),
-            operator_fixable: err.operator_fixable,
-        });
+        self.failure = Some(Failure { step: self.step, code: err.code.clone(), message: err.message.clone(), operator_fixable: err.operator_fixable });
     }
 }
 
@@ -899,12 +903,7 @@ fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clock) {
                 s.compensate(clock);
             }
             Verification::Unhealthy(reason) => {
-                s.failure = Some(Failure {
-                    step: Step::VerifyTarget,
-                    code: "TargetUnhealthy".into(),
-                    message: reason.clone(),
-                    operator_fixable: true,
-                });
+                s.failure = Some(Failure { step: Step::VerifyTarget, code: "TargetUnhealthy".into(), message: reason.clone(), operator_fixable: true });
                 s.close(Status::NeedsAttention, clock);
             }
         },
@@ -1021,10 +1020,7 @@ fn expire(s: &mut Saga, policy: &Policy, clock: Clock) {
         s.failure = Some(Failure {
             step: Step::AwaitRetire,
             code: "OldNotConfirmedDeleted".into(),
-            message: format!(
-                "the target uses the new credential, but nobody confirmed deleting the old one within {}",
-                human_ms(policy.person_deadline)
-            ),
+            message: format!("the target uses the new credential, but nobody confirmed deleting the old one within {}", human_ms(policy.person_deadline)),
             operator_fixable: true,
         });
         s.close(Status::NeedsAttention, clock);

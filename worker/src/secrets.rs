@@ -26,13 +26,7 @@ impl SecretResolver {
                 _ => Err(Error::Config(format!("environment variable {var} (a secret reference) is not set"))),
             },
             SecretRef::SecretsManager { secret_id, json_key } => {
-                let out = self
-                    .client
-                    .get_secret_value()
-                    .secret_id(secret_id)
-                    .send()
-                    .await
-                    .map_err(|e| aws("secretsmanager", "GetSecretValue", e))?;
+                let out = self.client.get_secret_value().secret_id(secret_id).send().await.map_err(|e| aws("secretsmanager", "GetSecretValue", e))?;
                 let raw = out.secret_string.ok_or_else(|| Error::Config(format!("secret {secret_id} has no string value")))?;
                 match json_key {
                     None => Ok(SecretString::from(raw)),

@@ -63,11 +63,8 @@ impl SecurityHub {
     async fn call(&self, findings: &[FindingRef], workflow: Workflow, note: &str) -> Result<Vec<(FindingRef, String, String)>> {
         let ids = findings.iter().map(|f| AwsSecurityFindingIdentifier::builder().id(&f.id).product_arn(&f.product_arn).build()).collect();
         let text: String = note.chars().take(NOTE_MAX).collect();
-        let mut req = self
-            .client
-            .batch_update_findings()
-            .set_finding_identifiers(Some(ids))
-            .note(NoteUpdate::builder().text(text).updated_by("keyturn").build());
+        let mut req =
+            self.client.batch_update_findings().set_finding_identifiers(Some(ids)).note(NoteUpdate::builder().text(text).updated_by("keyturn").build());
         let status = match workflow {
             Workflow::Notified => Some(WorkflowStatus::Notified),
             Workflow::Resolved => Some(WorkflowStatus::Resolved),

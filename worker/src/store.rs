@@ -240,12 +240,7 @@ impl Store {
     /// state releases the credential lock in the same transaction.
     pub async fn commit(&self, saga: &Saga, expected: u64, owner: Option<&str>, secret: SecretWrite, due_at: Millis) -> Result<u64> {
         let next = expected + 1;
-        let mut set = vec![
-            "version = :next",
-            "doc = :doc",
-            "#st = :status",
-            "due_at = :due",
-        ];
+        let mut set = vec!["version = :next", "doc = :doc", "#st = :status", "due_at = :due"];
         let mut remove = vec!["lease_owner", "lease_until"];
         let mut cond = "version = :v".to_string();
         let mut upd = Update::builder()

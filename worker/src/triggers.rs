@@ -322,7 +322,13 @@ impl<Q: Queue> Engine<Q> {
                 out.push(format!("{}: key {} is {} old, past max_age {}", item.rotation_id, item.key_id, days(item.age), days(item.max_age)));
                 out.extend(self.describe_plan(&item.rotation_id, &[]).await?);
             } else {
-                out.push(format!("{}: key {} is {} old, under max_age {}: nothing to do", item.rotation_id, item.key_id, days(item.age), days(item.max_age)));
+                out.push(format!(
+                    "{}: key {} is {} old, under max_age {}: nothing to do",
+                    item.rotation_id,
+                    item.key_id,
+                    days(item.age),
+                    days(item.max_age)
+                ));
             }
         }
         if out.is_empty() {

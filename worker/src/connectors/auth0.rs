@@ -143,14 +143,7 @@ impl Auth0EmailProvider {
                 "client_secret": client_secret.expose_secret(),
                 "audience": audience,
             });
-            let resp = self
-                .s
-                .http
-                .post(&url)
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| transport("POST /oauth/token", e, false))?;
+            let resp = self.s.http.post(&url).json(&body).send().await.map_err(|e| transport("POST /oauth/token", e, false))?;
             let status = resp.status();
             let headers = resp.headers().clone();
             let text = resp.text().await.map_err(|e| transport("POST /oauth/token", e, false))?;

@@ -86,7 +86,9 @@ pub const TARGET: TargetEntry = TargetEntry {
             }
             _ => {}
         }
-        for (key, v) in [("tenant_id", &c.tenant_id), ("client_id", &c.client_id), ("service_principal_id", &c.service_principal_id), ("job_id", &c.job_id)] {
+        for (key, v) in
+            [("tenant_id", &c.tenant_id), ("client_id", &c.client_id), ("service_principal_id", &c.service_principal_id), ("job_id", &c.job_id)]
+        {
             if v.trim().is_empty() || v.contains('/') || v.contains('?') || v.contains(char::is_whitespace) {
                 return Err(ConfigProblem::at(key, "must be an id (no spaces, '/' or '?')"));
             }
@@ -291,13 +293,7 @@ impl EntraProvisioning {
 /// The secrets to PUT: every key Entra had, `SecretToken` replaced (and
 /// `BaseAddress` kept, or set if it was missing).
 pub fn merge_secrets(current: &Value, base_address: &str, token: &str) -> Vec<Value> {
-    let mut out: Vec<Value> = current["value"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|kv| kv["key"] != "SecretToken")
-        .collect();
+    let mut out: Vec<Value> = current["value"].as_array().cloned().unwrap_or_default().into_iter().filter(|kv| kv["key"] != "SecretToken").collect();
     if !out.iter().any(|kv| kv["key"] == "BaseAddress") {
         out.push(json!({"key": "BaseAddress", "value": base_address}));
     }
@@ -385,10 +381,9 @@ fn transport(operation: &'static str, e: reqwest::Error, write: bool) -> Error {
 pub fn graph_error(operation: &'static str, status: StatusCode, headers: &HeaderMap, body: &str, write: bool) -> Error {
     let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     let (code, message) = match &v["error"] {
-        Value::Object(e) => (
-            e.get("code").and_then(Value::as_str).unwrap_or("error").to_string(),
-            e.get("message").and_then(Value::as_str).unwrap_or("").to_string(),
-        ),
+        Value::Object(e) => {
+            (e.get("code").and_then(Value::as_str).unwrap_or("error").to_string(), e.get("message").and_then(Value::as_str).unwrap_or("").to_string())
+        }
         Value::String(code) => (code.clone(), v["error_description"].as_str().unwrap_or("").lines().next().unwrap_or("").to_string()),
         _ => (status.canonical_reason().unwrap_or("error").to_string(), format!("HTTP {}", status.as_u16())),
     };

@@ -85,13 +85,7 @@ impl IamAccessKey {
     }
 
     async fn list(&self) -> Result<Vec<KeyRef>> {
-        let out = self
-            .iam
-            .list_access_keys()
-            .user_name(&self.user)
-            .send()
-            .await
-            .map_err(|e| aws("iam", "ListAccessKeys", e))?;
+        let out = self.iam.list_access_keys().user_name(&self.user).send().await.map_err(|e| aws("iam", "ListAccessKeys", e))?;
         Ok(out
             .access_key_metadata()
             .iter()
@@ -116,14 +110,7 @@ impl IamAccessKey {
     }
 
     async fn set_status(&self, id: &str, status: StatusType) -> Result<()> {
-        self.iam
-            .update_access_key()
-            .user_name(&self.user)
-            .access_key_id(id)
-            .status(status)
-            .send()
-            .await
-            .map_err(|e| aws("iam", "UpdateAccessKey", e))?;
+        self.iam.update_access_key().user_name(&self.user).access_key_id(id).status(status).send().await.map_err(|e| aws("iam", "UpdateAccessKey", e))?;
         Ok(())
     }
 
@@ -143,14 +130,11 @@ impl IamAccessKey {
                         Error::Aws { service: "iam", operation: "CreateAccessKey", code, message, request_id, retryable: true }
                     }
                     other => other,
-                })
+                });
             }
         };
         let key = out.access_key().ok_or_else(|| Error::Corrupt("CreateAccessKey returned no key".into()))?;
-        Ok(NewCredential {
-            id: key.access_key_id().to_string(),
-            secret: SecretString::from(key.secret_access_key().to_string()),
-        })
+        Ok(NewCredential { id: key.access_key_id().to_string(), secret: SecretString::from(key.secret_access_key().to_string()) })
     }
 
     async fn prove_impl(&self, cred: &NewCredential) -> Result<()> {
@@ -169,7 +153,7 @@ impl IamAccessKey {
                         message: format!("new key {} does not authenticate yet ({code}: {})", cred.id, message.chars().take(200).collect::<String>()),
                     },
                     other => other,
-                })
+                });
             }
         };
         let arn = out.arn().unwrap_or_default();

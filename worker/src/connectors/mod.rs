@@ -378,7 +378,8 @@ mod tests {
     fn registry_parses_validates_and_pairs() {
         let t = |s: &str| s.parse::<toml::Table>().unwrap();
         let src = parse_source(t(r#"kind = "iam_access_key"
-user_name = "u""#)).unwrap();
+user_name = "u""#))
+        .unwrap();
         assert_eq!(src.credential_key(), "iam_access_key:u");
         assert!(src.covers(&Subject::IamUser { account: "1", user: "u" }));
         assert!(!src.covers(&Subject::IamUser { account: "1", user: "v" }));
@@ -388,7 +389,8 @@ user_name = "u""#)).unwrap();
         assert!(e.message.contains("iam_access_key, scim_token"), "{e:?}");
         assert_eq!(parse_source(t(r#"kind = "iam_access_key""#)).unwrap_err(), ConfigProblem::at("user_name", "missing"));
         let scim = parse_source(t(r#"kind = "scim_token"
-region = "us-east-1""#)).unwrap();
+region = "us-east-1""#))
+        .unwrap();
         let auth0 = parse_target(t(r#"kind = "auth0_email_provider"
 domain = "d.auth0.com"
 client_id = "c"

@@ -24,12 +24,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy {
-            attempts: 3,
-            min_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(5),
-            max_server_wait: Duration::from_secs(10),
-        }
+        RetryPolicy { attempts: 3, min_delay: Duration::from_millis(200), max_delay: Duration::from_secs(5), max_server_wait: Duration::from_secs(10) }
     }
 }
 

@@ -217,8 +217,14 @@ mod tests {
         let t = |s: &str| s.parse::<toml::Table>().unwrap();
         assert!((TARGET.parse)(t(r#"secret_id = "app/key""#)).is_ok());
         assert_eq!((TARGET.parse)(t(r#"secret_id = """#)).unwrap_err().key.as_deref(), Some("secret_id"));
-        assert_eq!((TARGET.parse)(t(r#"secret_id = "s"
-region = "Ireland""#)).unwrap_err().key.as_deref(), Some("region"));
+        assert_eq!(
+            (TARGET.parse)(t(r#"secret_id = "s"
+region = "Ireland""#))
+            .unwrap_err()
+            .key
+            .as_deref(),
+            Some("region")
+        );
         let same = (TARGET.parse)(t(r#"secret_id = "s"
 access_key_id_field = "k"
 secret_access_key_field = "k""#));

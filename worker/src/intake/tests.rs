@@ -110,7 +110,9 @@ fn scim_expiry_starts_the_matching_scim_rotation_only() {
     assert!(event_arn.ends_with("AWS_IAMIDENTITYCENTER_SCIM_BEARER_TOKEN_EXPIRY_NOTIFICATION_1"));
     assert_eq!(*observed_at, Some(1_795_165_200_000), "the event's time, 2026-11-20T09:00:00Z");
     // No scim_token rotation configured: ignored with a reason.
-    assert!(matches!(&decide(&ev, &rotations())[..], [Decision::Ignore { reason, .. }] if reason.contains("no rotation of that SCIM token is configured")));
+    assert!(
+        matches!(&decide(&ev, &rotations())[..], [Decision::Ignore { reason, .. }] if reason.contains("no rotation of that SCIM token is configured"))
+    );
     // Configured: that rotation, and no IAM one.
     assert!(matches!(&decide(&ev, &with_scim())[..], [Decision::Expiring { rotation_id, .. }] if rotation_id == "entra-scim"));
     // Another account or region: not ours.

@@ -199,16 +199,7 @@ fn happy_path_visits_every_forward_step_in_order() {
     }
     assert_eq!(
         seen,
-        vec![
-            Step::Start,
-            Step::IssueNew,
-            Step::ProveNew,
-            Step::PushToTarget,
-            Step::VerifyTarget,
-            Step::DisableOld,
-            Step::RetireOld,
-            Step::Finalize
-        ]
+        vec![Step::Start, Step::IssueNew, Step::ProveNew, Step::PushToTarget, Step::VerifyTarget, Step::DisableOld, Step::RetireOld, Step::Finalize]
     );
     assert_eq!(s.status, Status::Succeeded);
     assert!(s.old_disabled && s.old_deleted && !s.new_revoked);
@@ -607,7 +598,11 @@ fn judge_reads_facts_first_then_use_by_the_consumer_after_the_stop() {
     assert_eq!(j(evidence(kev("N", false, None), kev("O", true, None), None)).keep, Some(Keep::Old));
     assert_eq!(j(evidence(kev("N", true, None), kev("O", false, None), None)).keep, Some(Keep::New));
     assert_eq!(j(evidence(kev("N", false, None), kev("O", false, None), None)).keep, None);
-    assert_eq!(j(evidence(kev("N", true, None), kev("O", true, Some((2_000, "ses"))), Some(Verification::HoldsNew))).keep, Some(Keep::New), "the target's word beats use");
+    assert_eq!(
+        j(evidence(kev("N", true, None), kev("O", true, Some((2_000, "ses"))), Some(Verification::HoldsNew))).keep,
+        Some(Keep::New),
+        "the target's word beats use"
+    );
     assert_eq!(j(evidence(kev("N", true, None), kev("O", true, None), Some(Verification::HoldsOld))).keep, Some(Keep::Old));
     // Use by the consumer's service after the saga stopped.
     let v = j(evidence(kev("N", true, Some((2_000, "ses"))), kev("O", true, Some((900, "ses"))), Some(Verification::Opaque)));
