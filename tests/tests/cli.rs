@@ -57,6 +57,39 @@ wait_time = "45s"
     assert!(err.contains(path.to_str().unwrap()), "names the file: {err}");
     assert!(err.contains("worker.wait_time") && err.contains("20s"), "names key and problem: {err}");
 
+    // Unknown keys and inline secrets: one line naming file, rotation and key.
+    let base = r#"
+[aws]
+queue_url = "q"
+dlq_url = "d"
+table = "t"
+topic_arn = "arn"
+kms_key_id = "k"
+[[rotation]]
+id = "auth0-ses"
+source = { kind = "iam_access_key", user_name = "u" }
+[rotation.target]
+kind = "auth0_email_provider"
+domain = "example.eu.auth0.com"
+client_id = "abc"
+client_secret = { env = "X" }
+ses_region = "eu-west-1"
+[rotation.policy]
+grace_period = "1d"
+"#;
+    for (edit, key) in [
+        (base.replace("client_secret = { env = \"X\" }", "clientsecret = { env = \"X\" }"), "target.clientsecret: unknown key"),
+        (base.replace("client_secret = { env = \"X\" }", "client_secret = \"hunter2-s3cr3t\""), "target.client_secret: inline secrets are not allowed"),
+        (base.replace("grace_period = \"1d\"", "grace = \"1d\""), "policy.grace: unknown key"),
+    ] {
+        std::fs::write(&path, &edit).unwrap();
+        let (code, _, err) = run(&["check-config", "--config", path.to_str().unwrap()], &[]);
+        assert_eq!(code, 2, "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(&format!("{}: rotation \"auth0-ses\": {key}", path.display())), "{err}");
+        assert!(!err.contains("hunter2"), "never echoes a secret: {err}");
+    }
+
     let (code, _, err) = run(&["check-config", "--config", "/nonexistent/keyturn.toml"], &[]);
     assert_ne!(code, 0);
     assert!(err.contains("/nonexistent/keyturn.toml: cannot read"), "{err}");
@@ -225,4 +258,32 @@ async fn dlq_list_shows_why_and_redrive_sends_back() {
     let back = keyturn_testkit::env::drain(&env.clients.sqs, &env.queue_url, 2, Duration::from_secs(10)).await;
     let bodies: Vec<&str> = back.iter().map(|(b, _)| b.as_str()).collect();
     assert!(bodies.contains(&"garbage one"), "{bodies:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_html_error_page_from_aws_is_reported_on_one_line() {
+    // A proxy in front of AWS answering its own HTML 404 page.
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(404).set_body_raw(
+            "<!DOCTYPE html>\n<html>\n<head><title>404 Not Found</title></head>\n<body>\n<center><h1>404 Not Found</h1></center>\n<hr><center>nginx</center>\n</body>\n</html>\n",
+            "text/html",
+        ))
+        .mount(&server)
+        .await;
+    let dir = tmpdir("html");
+    let path = dir.join("keyturn.toml");
+    std::fs::write(&path, "[aws]\nqueue_url = \"q\"\ndlq_url = \"d\"\ntable = \"t\"\ntopic_arn = \"arn\"\nkms_key_id = \"k\"\n").unwrap();
+    let envs = vec![
+        ("AWS_ENDPOINT_URL", server.uri()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+    ];
+    let (code, _, err) = tokio::task::spawn_blocking(move || run(&["status", "some-saga", "--config", path.to_str().unwrap()], &envs)).await.unwrap();
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line, not the page: {err}");
+    assert!(err.contains("HTTP404") && err.contains("HTTP 404: 404 Not Found"), "{err}");
+    assert!(!err.contains("<html") && !err.contains("nginx"), "{err}");
 }

@@ -282,7 +282,7 @@ impl Config {
 
     /// Parse and validate text.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| one_line_error(text, &e))?;
         let mut rotations = Vec::new();
         for r in raw.rotations {
             let at = |table: &str, p: crate::connectors::ConfigProblem| match p.key {
@@ -380,6 +380,63 @@ impl RotationConfig {
     pub fn credential_key(&self) -> String {
         self.source.credential_key()
     }
+}
+
+/// A TOML or schema error as one line: where (the table, and for a
+/// `[[rotation]]` its id), which key, what is wrong, and the line number —
+/// instead of the multi-line excerpt `toml` prints. Never echoes a value.
+fn one_line_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else { return msg };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    // The key: before `=` on the error's line when the error points at a
+    // value, else the name the error points at.
+    let line_start = text[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let key: String = match text[line_start..start].split_once('=') {
+        Some((k, _)) => k.trim().to_string(),
+        None => text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect(),
+    };
+    // The table the error is in: the last header above it.
+    let mut table = String::new();
+    let mut rotation = None;
+    let mut rotations_seen = 0usize;
+    for l in text[..start].lines() {
+        let t = l.trim();
+        if t.starts_with("[[rotation]]") {
+            rotations_seen += 1;
+            rotation = Some(rotations_seen - 1);
+            table.clear();
+        } else if let Some(h) = t.strip_prefix('[').and_then(|h| h.split(']').next()) {
+            table = h.trim().to_string();
+            if !table.starts_with("rotation") {
+                rotation = None;
+            }
+        }
+    }
+    let id = rotation.and_then(|i| {
+        let v: toml::Table = text.parse().ok()?;
+        v.get("rotation")?.as_array()?.get(i)?.get("id")?.as_str().map(str::to_string)
+    });
+    let mut wher = match (rotation, id) {
+        (Some(_), Some(id)) => format!("rotation {id:?}: "),
+        (Some(i), None) => format!("rotation #{}: ", i + 1),
+        (None, _) => String::new(),
+    };
+    let table = table.strip_prefix("rotation.").unwrap_or(if table == "rotation" { "" } else { &table }).to_string();
+    let what = if msg.starts_with("unknown field") {
+        let expected = msg.split_once("expected").map(|(_, x)| format!(" (expected{x})")).unwrap_or_default();
+        format!("unknown key{expected}")
+    } else {
+        msg
+    };
+    match (table.is_empty(), key.is_empty()) {
+        (false, false) => wher.push_str(&format!("{table}.{key}: ")),
+        (false, true) => wher.push_str(&format!("{table}: ")),
+        (true, false) => wher.push_str(&format!("{key}: ")),
+        (true, true) => {}
+    }
+    format!("{wher}{what} (line {line_no})")
 }
 
 /// Connectors' shared checks.
@@ -509,6 +566,21 @@ grace_period = "0s"
         assert!(e.contains("inline secrets are not allowed"), "{e}");
         assert!(e.contains("client_secret"), "names the key: {e}");
         assert!(!e.contains("s3cr3t"), "does not echo the secret: {e}");
+    }
+
+    #[test]
+    fn schema_errors_are_one_line_with_table_rotation_key_and_line() {
+        let bad = GOOD.replace("grace_period = \"0s\"", "grace = \"1d\"");
+        let e = Config::parse(&bad).unwrap_err();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.starts_with("rotation \"auth0-ses\": policy.grace: unknown key (expected one of `grace_period`"), "{e}");
+        assert!(e.ends_with(&format!("(line {})", bad.lines().position(|l| l.starts_with("grace =")).unwrap() + 1)), "{e}");
+        let bad = format!("{GOOD}[worker]\nconcurency = 4\n");
+        let e = Config::parse(&bad).unwrap_err();
+        assert!(e.starts_with("worker.concurency: unknown key (expected one of `concurrency`"), "{e}");
+        let bad = GOOD.replace("kms_key_id = \"alias/keyturn\"", "kms_key_id = 7");
+        let e = Config::parse(&bad).unwrap_err();
+        assert!(!e.contains('\n') && e.starts_with("aws.kms_key_id: invalid type"), "{e}");
     }
 
     #[test]

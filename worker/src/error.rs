@@ -171,8 +171,14 @@ where
             // body; AWS error bodies carry no request secrets.
             let code = e.code().map(str::to_string).unwrap_or_else(|| format!("HTTP{status}"));
             let message = match e.message() {
+                // No AWS error code: not an AWS error document (a proxy's page);
+                // the SDK may have put the raw body in the message.
+                Some(m) if e.code().is_none() => format!("HTTP {status}: {}", body_excerpt(m)),
                 Some(m) => m.to_string(),
-                None => se.raw().body().bytes().map(|b| String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned()).unwrap_or_default(),
+                None => {
+                    let body = se.raw().body().bytes().map(|b| String::from_utf8_lossy(&b[..b.len().min(4096)]).into_owned()).unwrap_or_default();
+                    format!("HTTP {status}: {}", body_excerpt(&body))
+                }
             };
             let request_id = e.meta().extra("aws_request_id").map(str::to_string);
             let retryable = is_retryable_aws_code(&code) || status >= 500 || status == 429;
@@ -197,6 +203,46 @@ where
             request_id: None,
             retryable: true,
         },
+    }
+}
+
+/// A body that is not the AWS error document we expected (an HTML 404 page
+/// from a proxy, a load balancer's text) as one short line: the page's
+/// `<title>` if it has one, else its text without tags, whitespace
+/// collapsed, at most 120 characters.
+pub fn body_excerpt(body: &str) -> String {
+    let lower = body.to_ascii_lowercase();
+    let title = lower.find("<title>").and_then(|i| {
+        let from = i + "<title>".len();
+        lower[from..].find("</title>").map(|j| &body[from..from + j])
+    });
+    let text = match title {
+        Some(t) if !t.trim().is_empty() => t.to_string(),
+        _ => {
+            let mut out = String::new();
+            let mut in_tag = false;
+            for c in body.chars() {
+                match c {
+                    '<' => in_tag = true,
+                    '>' if in_tag => {
+                        in_tag = false;
+                        out.push(' ');
+                    }
+                    c if !in_tag => out.push(c),
+                    _ => {}
+                }
+            }
+            out
+        }
+    };
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.is_empty() {
+        return "(empty body)".into();
+    }
+    if one_line.chars().count() > 120 {
+        format!("{}…", one_line.chars().take(120).collect::<String>())
+    } else {
+        one_line
     }
 }
 
@@ -269,6 +315,20 @@ mod tests {
         assert!(!e.to_string().contains("SECRETVALUE123"), "{e}");
         assert!(e.to_string().contains("[REDACTED]"));
         assert_eq!(e.code(), "invalid_body");
+    }
+
+    #[test]
+    fn unexpected_bodies_become_one_short_line() {
+        let html = "<!DOCTYPE html>\n<html>\n<head>\n  <title>404 Not Found</title>\n</head>\n<body>\n<h1>Not Found</h1>\n<p>The requested URL was not found.</p>\n</body></html>";
+        assert_eq!(body_excerpt(html), "404 Not Found");
+        let no_title = "<html><body>\n<h1>Bad   Gateway</h1>\n<p>upstream\ttimed out</p></body></html>";
+        assert_eq!(body_excerpt(no_title), "Bad Gateway upstream timed out");
+        let long = "x ".repeat(300);
+        let e = body_excerpt(&long);
+        assert_eq!(e.chars().count(), 121, "{e}");
+        assert!(e.ends_with('…') && !e.contains('\n'));
+        assert_eq!(body_excerpt(""), "(empty body)");
+        assert_eq!(body_excerpt("  \n "), "(empty body)");
     }
 
     #[test]
