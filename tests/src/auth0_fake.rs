@@ -76,6 +76,10 @@ pub struct State {
     pub seen: Vec<Seen>,
     /// The secretAccessKey of the last PATCH, accepted or not (for leak checks).
     pub last_secret_sent: Option<String>,
+    /// `expires_in` of issued tokens (Auth0's default: a day).
+    pub token_lifetime: u64,
+    /// Issued tokens that have expired: calls with them get 401 `token_expired`.
+    pub expired: Vec<String>,
 }
 
 pub struct FakeAuth0 {
@@ -130,6 +134,19 @@ fn scripted(faults: &mut VecDeque<Fault>) -> Option<(ResponseTemplate, u16, bool
     }
 }
 
+/// 401 for a missing or unknown token, and Auth0's expired-JWT answer for
+/// a token this fake issued and then expired.
+fn unauthorized(st: &State, req: &Request) -> Option<(u16, ResponseTemplate)> {
+    let bearer = req.headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if bearer.is_some_and(|t| st.expired.iter().any(|x| x == t)) {
+        return Some((401, err(401, "Unauthorized", "Expired token received for JSON Web Token validation", "token_expired")));
+    }
+    if !authorized(st, req) {
+        return Some((401, err(401, "Unauthorized", "Invalid token", "invalid_token")));
+    }
+    None
+}
+
 fn authorized(st: &State, req: &Request) -> bool {
     req.headers
         .get("authorization")
@@ -152,7 +169,7 @@ fn token(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
     }
     let tok = format!("fake-mgmt-token-{}", uuid::Uuid::new_v4());
     st.tokens_issued.push(tok.clone());
-    (200, ResponseTemplate::new(200).set_body_json(json!({"access_token": tok, "token_type": "Bearer", "expires_in": 86400})))
+    (200, ResponseTemplate::new(200).set_body_json(json!({"access_token": tok, "token_type": "Bearer", "expires_in": st.token_lifetime})))
 }
 
 // The Err is the response to send back (wiremock's own type).
@@ -221,8 +238,8 @@ fn public_view(st: &State, with_fields: bool) -> Value {
 }
 
 fn patch(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
-    if !authorized(st, req) {
-        return (401, err(401, "Unauthorized", "Invalid token", "invalid_token"));
+    if let Some(refusal) = unauthorized(st, req) {
+        return refusal;
     }
     let body: Value = match req.body_json() {
         Ok(v) => v,
@@ -248,8 +265,8 @@ fn patch(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
 }
 
 fn get(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
-    if !authorized(st, req) {
-        return (401, err(401, "Unauthorized", "Invalid token", "invalid_token"));
+    if let Some(refusal) = unauthorized(st, req) {
+        return refusal;
     }
     if let Some((t, status, _)) = scripted(&mut st.get_faults) {
         return (status, t);
@@ -283,6 +300,8 @@ impl FakeAuth0 {
             token_faults: VecDeque::new(),
             seen: vec![],
             last_secret_sent: None,
+            token_lifetime: 86_400,
+            expired: vec![],
         }));
         let server = MockServer::start().await;
         for (m, p, op) in [("POST", "/oauth/token", "token"), ("PATCH", "/api/v2/emails/provider", "patch"), ("GET", "/api/v2/emails/provider", "get")] {
@@ -297,6 +316,11 @@ impl FakeAuth0 {
 
     pub fn provider(&self) -> Option<Provider> {
         self.state.lock().unwrap().provider.clone()
+    }
+
+    /// Every request the fake answered, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.clone()
     }
 
     pub fn patches(&self) -> Vec<Seen> {
@@ -337,6 +361,18 @@ impl FakeAuth0 {
             .message(msg)
             .send()
             .await;
+    }
+
+    /// Issue tokens that live `secs` seconds.
+    pub fn set_token_lifetime(&self, secs: u64) {
+        self.state.lock().unwrap().token_lifetime = secs;
+    }
+
+    /// Expire every token issued so far (as if their lifetime ran out early:
+    /// clock skew, a key roll on Auth0's side).
+    pub fn expire_tokens(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.expired = st.tokens_issued.clone();
     }
 
     /// Make the tenant's current provider `smtp` on `host` (port 587), with

@@ -32,6 +32,9 @@ pub struct State {
     /// at once; `None`: the restart is accepted and no run happens.
     pub run_after_restart: Option<Value>,
     pub calls: Vec<(String, String, u16)>,
+    /// The scope a token must be asked for: this fake's own origin +
+    /// `/.default` (the Graph resource the token is for).
+    pub graph_scope: String,
 }
 
 pub struct FakeGraph {
@@ -59,7 +62,7 @@ fn respond(st: &mut State, req: &Request, p: &str) -> (u16, ResponseTemplate) {
     if p.ends_with("/oauth2/v2.0/token") {
         let form: Vec<(String, String)> = url_form(&req.body);
         let get = |k: &str| form.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str());
-        if get("grant_type") != Some("client_credentials") || get("scope") != Some("https://graph.microsoft.com/.default") {
+        if get("grant_type") != Some("client_credentials") || get("scope") != Some(st.graph_scope.as_str()) {
             return (
                 400,
                 ResponseTemplate::new(400)
@@ -180,6 +183,7 @@ impl FakeGraph {
         Mock::given(method("POST")).and(path_regex(".*")).respond_with(R(state.clone())).mount(&server).await;
         Mock::given(method("GET")).and(path_regex(".*")).respond_with(R(state.clone())).mount(&server).await;
         Mock::given(method("PUT")).and(path_regex(".*")).respond_with(R(state.clone())).mount(&server).await;
+        state.lock().unwrap().graph_scope = format!("{}/.default", server.uri());
         FakeGraph { server, state }
     }
 

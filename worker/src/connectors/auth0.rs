@@ -11,17 +11,17 @@
 //! * 429 comes with `Retry-After` and/or `x-ratelimit-reset` (UNIX seconds):
 //!   `Retry-After` first, then the reset time.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::{header::HeaderMap, Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
-use tokio::sync::Mutex;
 
 use std::sync::Arc;
 
 use serde::Deserialize;
 
+use super::token::TokenCache;
 use super::{http_retry, BoxFut, BuildContext, ConfigProblem, NewCredential, RetryPolicy, Target, TargetEntry, TargetSpec};
 use crate::config::SecretRef;
 use crate::error::{Error, Result};
@@ -29,8 +29,6 @@ use crate::saga::Verification;
 use crate::secrets::SecretResolver;
 
 const SERVICE: &str = "auth0";
-/// Refresh a cached token this long before it expires.
-const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 
 /// `[rotation.target] kind = "auth0_email_provider"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -106,33 +104,26 @@ pub struct Auth0Settings {
     pub retry: RetryPolicy,
 }
 
-struct CachedToken {
-    token: SecretString,
-    refresh_at: Instant,
-}
-
 pub struct Auth0EmailProvider {
     s: Auth0Settings,
-    token: Mutex<Option<CachedToken>>,
+    token: TokenCache,
 }
 
 impl Auth0EmailProvider {
     pub fn new(s: Auth0Settings) -> Self {
-        Auth0EmailProvider { s, token: Mutex::new(None) }
+        Auth0EmailProvider { s, token: TokenCache::default() }
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.s.base_url.trim_end_matches('/'), path)
     }
 
-    /// A Management API token, from cache when it has over a minute left.
+    /// A Management API token, from cache while fresh ([`super::token`]).
     async fn token(&self) -> Result<SecretString> {
-        let mut cached = self.token.lock().await;
-        if let Some(c) = cached.as_ref() {
-            if Instant::now() < c.refresh_at {
-                return Ok(c.token.clone());
-            }
-        }
+        self.token.get_or_fetch(|| self.fetch_token()).await
+    }
+
+    async fn fetch_token(&self) -> Result<(SecretString, Duration)> {
         let client_secret = self.s.secrets.resolve(&self.s.client_secret).await?;
         let audience = format!("https://{}/api/v2/", self.s.domain);
         let url = self.url("/oauth/token");
@@ -172,28 +163,37 @@ impl Auth0EmailProvider {
         })
         .await
         .map_err(|e| e.redact(client_secret.expose_secret()))?;
-        let lifetime = Duration::from_secs(expires_in);
-        *cached = Some(CachedToken { token: token.clone(), refresh_at: Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN) });
-        Ok(token)
+        Ok((token, Duration::from_secs(expires_in)))
     }
 
-    /// One Management API call with retries. A 401 drops the cached token.
+    /// One Management API call with retries. A 401 drops the cached token;
+    /// one that says the token expired is retried at once with a new token
+    /// (once; it does not use up a retry attempt).
     pub(super) async fn call(&self, method: Method, path_and_query: &str, operation: &'static str, body: Option<Value>) -> Result<Value> {
         let url = self.url(path_and_query);
         let is_write = method != Method::GET;
         http_retry(self.s.retry, || async {
-            let token = self.token().await?;
-            let mut req = self.s.http.request(method.clone(), &url).bearer_auth(token.expose_secret());
-            if let Some(b) = &body {
-                req = req.json(b);
-            }
-            let resp = req.send().await.map_err(|e| transport(operation, e, is_write))?;
-            let status = resp.status();
-            let headers = resp.headers().clone();
-            let text = resp.text().await.map_err(|e| transport(operation, e, is_write))?;
-            if status == StatusCode::UNAUTHORIZED {
-                *self.token.lock().await = None;
-            }
+            let mut renewed = false;
+            let (status, headers, text) = loop {
+                let token = self.token().await?;
+                let mut req = self.s.http.request(method.clone(), &url).bearer_auth(token.expose_secret());
+                if let Some(b) = &body {
+                    req = req.json(b);
+                }
+                let resp = req.send().await.map_err(|e| transport(operation, e, is_write))?;
+                let status = resp.status();
+                let headers = resp.headers().clone();
+                let text = resp.text().await.map_err(|e| transport(operation, e, is_write))?;
+                if status == StatusCode::UNAUTHORIZED {
+                    self.token.clear().await;
+                    if !renewed && super::token::is_expired_token(status.as_u16(), &text) {
+                        renewed = true;
+                        tracing::info!(operation, "management token expired; renewing it and retrying once");
+                        continue;
+                    }
+                }
+                break (status, headers, text);
+            };
             if !status.is_success() {
                 return Err(http_error(operation, status, &headers, &text, is_write));
             }

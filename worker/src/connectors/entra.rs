@@ -23,10 +23,11 @@
 
 use std::time::{Duration, Instant};
 
+use super::token::TokenCache;
+
 use reqwest::{header::HeaderMap, Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
-use tokio::sync::Mutex;
 
 use std::sync::Arc;
 
@@ -40,7 +41,18 @@ use crate::saga::Verification;
 use crate::secrets::SecretResolver;
 
 const SERVICE: &str = "graph";
-const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+/// The token scope for the Graph endpoint keyturn is configured with: the
+/// resource's origin plus `/.default` — `https://graph.microsoft.com/.default`
+/// in the public cloud, `https://graph.microsoft.us/.default` (US Gov L4),
+/// `https://dod-graph.microsoft.us/.default` (L5),
+/// `https://microsoftgraph.chinacloudapi.cn/.default` (21Vianet).
+pub fn graph_scope(graph_base_url: &str) -> String {
+    match reqwest::Url::parse(graph_base_url) {
+        Ok(u) => format!("{}/.default", u.origin().ascii_serialization()),
+        Err(_) => format!("{}/.default", graph_base_url.trim_end_matches('/')),
+    }
+}
+
 /// The error code Entra reports when the SCIM token is refused.
 pub const CREDENTIAL_FAILURE: &str = "SystemForCrossDomainIdentityManagementCredentialValidationFailure";
 
@@ -150,12 +162,12 @@ pub struct EntraSettings {
 
 pub struct EntraProvisioning {
     s: EntraSettings,
-    token: Mutex<Option<(SecretString, Instant)>>,
+    token: TokenCache,
 }
 
 impl EntraProvisioning {
     pub fn new(s: EntraSettings) -> Self {
-        EntraProvisioning { s, token: Mutex::new(None) }
+        EntraProvisioning { s, token: TokenCache::default() }
     }
 
     /// The settings back (tests build variants of one target).
@@ -167,20 +179,20 @@ impl EntraProvisioning {
         format!("{}/v1.0/servicePrincipals/{}{path}", self.s.graph_base_url.trim_end_matches('/'), self.s.service_principal_id)
     }
 
+    /// A Graph token, from cache while fresh ([`super::token`]).
     async fn token(&self) -> Result<SecretString> {
-        let mut cached = self.token.lock().await;
-        if let Some((t, refresh_at)) = cached.as_ref() {
-            if Instant::now() < *refresh_at {
-                return Ok(t.clone());
-            }
-        }
+        self.token.get_or_fetch(|| self.fetch_token()).await
+    }
+
+    async fn fetch_token(&self) -> Result<(SecretString, Duration)> {
+        let scope = graph_scope(&self.s.graph_base_url);
         let secret = self.s.secrets.resolve(&self.s.client_secret).await?;
         let url = format!("{}/{}/oauth2/v2.0/token", self.s.login_base_url.trim_end_matches('/'), self.s.tenant_id);
         let (token, expires_in) = http_retry(self.s.retry, || async {
             let form = [
                 ("client_id", self.s.client_id.as_str()),
                 ("client_secret", secret.expose_secret()),
-                ("scope", "https://graph.microsoft.com/.default"),
+                ("scope", scope.as_str()),
                 ("grant_type", "client_credentials"),
             ];
             let resp = self.s.http.post(&url).form(&form).send().await.map_err(|e| transport("POST token", e, false))?;
@@ -195,24 +207,32 @@ impl EntraProvisioning {
         })
         .await
         .map_err(|e| e.redact(secret.expose_secret()))?;
-        *cached = Some((token.clone(), Instant::now() + Duration::from_secs(expires_in).saturating_sub(TOKEN_MARGIN)));
-        Ok(token)
+        Ok((token, Duration::from_secs(expires_in)))
     }
 
     async fn call(&self, method: Method, url: String, operation: &'static str, body: Option<Value>) -> Result<Value> {
         let write = method != Method::GET;
         http_retry(self.s.retry, || async {
-            let token = self.token().await?;
-            let mut req = self.s.http.request(method.clone(), &url).bearer_auth(token.expose_secret());
-            if let Some(b) = &body {
-                req = req.json(b);
-            }
-            let resp = req.send().await.map_err(|e| transport(operation, e, write))?;
-            let (status, headers) = (resp.status(), resp.headers().clone());
-            let text = resp.text().await.map_err(|e| transport(operation, e, write))?;
-            if status == StatusCode::UNAUTHORIZED {
-                *self.token.lock().await = None;
-            }
+            let mut renewed = false;
+            let (status, headers, text) = loop {
+                let token = self.token().await?;
+                let mut req = self.s.http.request(method.clone(), &url).bearer_auth(token.expose_secret());
+                if let Some(b) = &body {
+                    req = req.json(b);
+                }
+                let resp = req.send().await.map_err(|e| transport(operation, e, write))?;
+                let (status, headers) = (resp.status(), resp.headers().clone());
+                let text = resp.text().await.map_err(|e| transport(operation, e, write))?;
+                if status == StatusCode::UNAUTHORIZED {
+                    self.token.clear().await;
+                    // An expired token: renew once and retry at once.
+                    if !renewed && super::token::is_expired_token(status.as_u16(), &text) {
+                        renewed = true;
+                        continue;
+                    }
+                }
+                break (status, headers, text);
+            };
             if !status.is_success() {
                 return Err(graph_error(operation, status, &headers, &text, write));
             }
@@ -416,6 +436,14 @@ mod tests {
         assert!(merged.contains(&json!({"key": "SecretToken", "value": "NEW"})));
         let from_nothing = merge_secrets(&json!({}), "https://scim", "NEW");
         assert_eq!(from_nothing, vec![json!({"key": "BaseAddress", "value": "https://scim"}), json!({"key": "SecretToken", "value": "NEW"})]);
+    }
+
+    #[test]
+    fn the_graph_scope_follows_the_configured_cloud() {
+        assert_eq!(graph_scope("https://graph.microsoft.com"), "https://graph.microsoft.com/.default");
+        assert_eq!(graph_scope("https://graph.microsoft.us/"), "https://graph.microsoft.us/.default");
+        assert_eq!(graph_scope("https://microsoftgraph.chinacloudapi.cn/v1.0"), "https://microsoftgraph.chinacloudapi.cn/.default");
+        assert_eq!(graph_scope("http://127.0.0.1:4321"), "http://127.0.0.1:4321/.default");
     }
 
     #[test]

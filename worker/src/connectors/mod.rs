@@ -41,6 +41,7 @@ pub mod iam;
 mod retry;
 pub mod scim;
 pub mod secretsmanager;
+pub mod token;
 
 pub use retry::{http_retry, RetryPolicy};
 

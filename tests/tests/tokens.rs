@@ -1,0 +1,49 @@
+//! Management API tokens: renewed in proportion to their lifetime, and once
+//! (at once) when Auth0 says a cached token expired. Through the fake Auth0,
+//! which issues tokens with the lifetime a test sets and answers Auth0's
+//! expired-JWT 401 for tokens it expired.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyturn::saga::Status;
+use keyturn::store::Created;
+use keyturn_testkit::env::{Options, RunningWorker, TestEnv};
+
+async fn rotate_once(env: &TestEnv, engine: &Arc<keyturn::engine::Engine<keyturn::queue::SqsQueue>>) -> keyturn::saga::Saga {
+    let Created::New(id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!("expected a new saga") };
+    env.wait_terminal(&id, Duration::from_secs(60)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lived_token_is_reused_not_fetched_per_call() {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    // 60 s: a fixed one-minute margin would renew before every call.
+    env.auth0.set_token_lifetime(60);
+    let engine = Arc::new(env.engine("w1"));
+    let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    let saga = rotate_once(&env, &engine).await;
+    w.stop().await;
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    let calls = env.auth0.seen().iter().filter(|s| s.path == "/api/v2/emails/provider").count();
+    assert!(calls >= 2, "a PATCH and a GET at least: {calls}");
+    assert_eq!(env.auth0.tokens_issued().len(), 1, "one token for {calls} Management API calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_renewed_once_and_the_call_retried() {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    let engine = Arc::new(env.engine("w1"));
+    let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    assert_eq!(rotate_once(&env, &engine).await.status, Status::Succeeded);
+    assert_eq!(env.auth0.tokens_issued().len(), 1);
+    // Auth0 now says the cached (day-long) token expired.
+    env.auth0.expire_tokens();
+    let saga = rotate_once(&env, &engine).await;
+    w.stop().await;
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    assert_eq!(env.auth0.tokens_issued().len(), 2, "exactly one renewal");
+    let statuses: Vec<u16> = env.auth0.seen().iter().filter(|s| s.path == "/api/v2/emails/provider").map(|s| s.status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 1, "one 401, then success: {statuses:?}");
+    assert!(!saga.history.iter().any(|a| a.outcome == "retry"), "the renewal is not a step retry: {:#?}", saga.history);
+}
