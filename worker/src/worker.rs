@@ -10,9 +10,10 @@
 //!   heartbeats its lease and the message's visibility while a step runs.
 //! * The sweeper and, if any rotation has a `[rotation.schedule]`, the key-age
 //!   scan run beside the pollers.
-//! * On shutdown (SIGTERM/Ctrl-C, or the future passed in), polling stops —
-//!   an in-progress poll is dropped, and any message SQS handed to it becomes
-//!   visible again after the visibility timeout — and in-flight work gets
+//! * On shutdown (SIGTERM/Ctrl-C, or the future passed in), polling stops:
+//!   a poll in progress is finished (within `wait_time`) rather than dropped,
+//!   and every message received but not started is made visible again at
+//!   once (visibility 0) for another worker; in-flight work gets
 //!   `shutdown_grace` to finish. A step cut off there is safe: its lease
 //!   expires and another worker takes over.
 
@@ -121,10 +122,11 @@ where
             p = sem.clone().acquire_owned() => p.expect("semaphore open"),
         };
         let free = (sem.available_permits() + 1).min(10) as i32;
-        let polled = tokio::select! {
-            _ = stop.changed() => return,
-            r = queue.receive(free, cfg.wait_time.0, cfg.visibility_timeout.0) => r,
-        };
+        // A poll in progress is not dropped on shutdown: SQS may already have
+        // handed it messages, which would then stay invisible for the whole
+        // visibility timeout. It ends within `wait_time`; what it brings is
+        // released below.
+        let polled = queue.receive(free, cfg.wait_time.0, cfg.visibility_timeout.0).await;
         let msgs = match polled {
             Ok(m) => {
                 backoff = Duration::from_millis(500);
@@ -139,16 +141,39 @@ where
             }
         };
         let mut first = Some(first);
-        for m in msgs {
+        let mut msgs = msgs.into_iter();
+        while let Some(m) = msgs.next() {
+            if *stop.borrow() {
+                release(name, queue, std::iter::once(m).chain(msgs.by_ref())).await;
+                return;
+            }
             let permit = match first.take() {
                 Some(p) => p,
-                None => sem.clone().acquire_owned().await.expect("semaphore open"),
+                None => tokio::select! {
+                    _ = stop.changed() => {
+                        release(name, queue, std::iter::once(m).chain(msgs.by_ref())).await;
+                        return;
+                    }
+                    p = sem.clone().acquire_owned() => p.expect("semaphore open"),
+                },
             };
             let fut = handle(m);
             tokio::spawn(async move {
                 let _permit = permit;
                 fut.await;
             });
+        }
+    }
+}
+
+/// Make messages received but not started visible again at once
+/// (visibility 0), so another worker takes them now rather than after the
+/// visibility timeout.
+async fn release<Q: Queue>(name: &'static str, queue: &Q, msgs: impl Iterator<Item = Received>) {
+    for m in msgs {
+        match queue.extend(&m, Duration::ZERO).await {
+            Ok(()) => info!(queue = name, message_id = %m.message_id, "shutting down: released a message not started"),
+            Err(e) => warn!(queue = name, message_id = %m.message_id, error = %e, "could not release a message; it returns after its visibility timeout"),
         }
     }
 }
