@@ -11,7 +11,7 @@
 //! * 429 comes with `Retry-After` and/or `x-ratelimit-reset` (UNIX seconds):
 //!   `Retry-After` first, then the reset time.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use reqwest::{header::HeaderMap, Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use super::http::{retry_after, Api};
 use super::token::TokenCache;
 use super::{http_retry, BoxFut, BuildContext, ConfigProblem, NewCredential, RetryPolicy, Target, TargetEntry, TargetSpec};
 use crate::config::SecretRef;
@@ -107,20 +108,17 @@ pub struct Auth0Settings {
 pub struct Auth0EmailProvider {
     s: Auth0Settings,
     token: TokenCache,
+    api: Api,
 }
 
 impl Auth0EmailProvider {
     pub fn new(s: Auth0Settings) -> Self {
-        Auth0EmailProvider { s, token: TokenCache::default() }
+        let api = Api { service: SERVICE, http: s.http.clone(), retry: s.retry, map_error: http_error, headers: Vec::new() };
+        Auth0EmailProvider { s, token: TokenCache::default(), api }
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.s.base_url.trim_end_matches('/'), path)
-    }
-
-    /// A Management API token, from cache while fresh ([`super::token`]).
-    async fn token(&self) -> Result<SecretString> {
-        self.token.get_or_fetch(|| self.fetch_token()).await
     }
 
     async fn fetch_token(&self) -> Result<(SecretString, Duration)> {
@@ -134,10 +132,10 @@ impl Auth0EmailProvider {
                 "client_secret": client_secret.expose_secret(),
                 "audience": audience,
             });
-            let resp = self.s.http.post(&url).json(&body).send().await.map_err(|e| transport("POST /oauth/token", e, false))?;
+            let resp = self.s.http.post(&url).json(&body).send().await.map_err(|e| self.api.transport("POST /oauth/token", e, false))?;
             let status = resp.status();
             let headers = resp.headers().clone();
-            let text = resp.text().await.map_err(|e| transport("POST /oauth/token", e, false))?;
+            let text = resp.text().await.map_err(|e| self.api.transport("POST /oauth/token", e, false))?;
             if !status.is_success() {
                 return Err(http_error("POST /oauth/token", status, &headers, &text, false));
             }
@@ -166,43 +164,10 @@ impl Auth0EmailProvider {
         Ok((token, Duration::from_secs(expires_in)))
     }
 
-    /// One Management API call with retries. A 401 drops the cached token;
-    /// one that says the token expired is retried at once with a new token
-    /// (once; it does not use up a retry attempt).
+    /// One Management API call ([`Api::call`]: token, retries, an expired
+    /// token renewed once, Auth0's error body mapped).
     pub(super) async fn call(&self, method: Method, path_and_query: &str, operation: &'static str, body: Option<Value>) -> Result<Value> {
-        let url = self.url(path_and_query);
-        let is_write = method != Method::GET;
-        http_retry(self.s.retry, || async {
-            let mut renewed = false;
-            let (status, headers, text) = loop {
-                let token = self.token().await?;
-                let mut req = self.s.http.request(method.clone(), &url).bearer_auth(token.expose_secret());
-                if let Some(b) = &body {
-                    req = req.json(b);
-                }
-                let resp = req.send().await.map_err(|e| transport(operation, e, is_write))?;
-                let status = resp.status();
-                let headers = resp.headers().clone();
-                let text = resp.text().await.map_err(|e| transport(operation, e, is_write))?;
-                if status == StatusCode::UNAUTHORIZED {
-                    self.token.clear().await;
-                    if !renewed && super::token::is_expired_token(status.as_u16(), &text) {
-                        renewed = true;
-                        tracing::info!(operation, "management token expired; renewing it and retrying once");
-                        continue;
-                    }
-                }
-                break (status, headers, text);
-            };
-            if !status.is_success() {
-                return Err(http_error(operation, status, &headers, &text, is_write));
-            }
-            if text.trim().is_empty() {
-                return Ok(Value::Null);
-            }
-            Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-        })
-        .await
+        self.api.call(&self.token, || self.fetch_token(), method, &self.url(path_and_query), operation, body.as_ref()).await
     }
 
     async fn push_impl(&self, cred: &NewCredential) -> Result<()> {
@@ -285,20 +250,6 @@ impl Target for Auth0EmailProvider {
     }
 }
 
-fn transport(operation: &'static str, e: reqwest::Error, is_write: bool) -> Error {
-    // A request that never connected cannot have landed; one that timed out
-    // or broke mid-flight may have.
-    let sent = !e.is_connect();
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "connection failed"
-    };
-    Error::Transport { service: SERVICE, operation, message: format!("{what}: {}", e.without_url()), may_have_applied: is_write && sent }
-}
-
 /// Build the error for a non-2xx answer from Auth0's error body and headers.
 pub fn http_error(operation: &'static str, status: StatusCode, headers: &HeaderMap, body: &str, is_write: bool) -> Error {
     let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
@@ -325,21 +276,11 @@ pub fn http_error(operation: &'static str, status: StatusCode, headers: &HeaderM
     }
 }
 
-/// `Retry-After` (seconds) first, then `x-ratelimit-reset` (UNIX seconds).
-pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(secs) = header("retry-after").and_then(|v| v.parse::<u64>().ok()) {
-        return Some(Duration::from_secs(secs));
-    }
-    let reset = header("x-ratelimit-reset").and_then(|v| v.parse::<u64>().ok())?;
-    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
-    Some(Duration::from_secs(reset.saturating_sub(now)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn retry_after_prefers_retry_after_then_reset() {

@@ -23,6 +23,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::http::Api;
 use super::token::TokenCache;
 
 use reqwest::{header::HeaderMap, Method, StatusCode};
@@ -163,11 +164,15 @@ pub struct EntraSettings {
 pub struct EntraProvisioning {
     s: EntraSettings,
     token: TokenCache,
+    api: Api,
 }
 
 impl EntraProvisioning {
     pub fn new(s: EntraSettings) -> Self {
-        EntraProvisioning { s, token: TokenCache::default() }
+        {
+            let api = Api { service: SERVICE, http: s.http.clone(), retry: s.retry, map_error: graph_error, headers: Vec::new() };
+            EntraProvisioning { s, token: TokenCache::default(), api }
+        }
     }
 
     /// The settings back (tests build variants of one target).
@@ -177,11 +182,6 @@ impl EntraProvisioning {
 
     fn graph(&self, path: &str) -> String {
         format!("{}/v1.0/servicePrincipals/{}{path}", self.s.graph_base_url.trim_end_matches('/'), self.s.service_principal_id)
-    }
-
-    /// A Graph token, from cache while fresh ([`super::token`]).
-    async fn token(&self) -> Result<SecretString> {
-        self.token.get_or_fetch(|| self.fetch_token()).await
     }
 
     async fn fetch_token(&self) -> Result<(SecretString, Duration)> {
@@ -195,9 +195,9 @@ impl EntraProvisioning {
                 ("scope", scope.as_str()),
                 ("grant_type", "client_credentials"),
             ];
-            let resp = self.s.http.post(&url).form(&form).send().await.map_err(|e| transport("POST token", e, false))?;
+            let resp = self.s.http.post(&url).form(&form).send().await.map_err(|e| self.api.transport("POST token", e, false))?;
             let (status, headers) = (resp.status(), resp.headers().clone());
-            let text = resp.text().await.map_err(|e| transport("POST token", e, false))?;
+            let text = resp.text().await.map_err(|e| self.api.transport("POST token", e, false))?;
             if !status.is_success() {
                 return Err(graph_error("POST token", status, &headers, &text, false));
             }
@@ -210,35 +210,10 @@ impl EntraProvisioning {
         Ok((token, Duration::from_secs(expires_in)))
     }
 
+    /// One Graph call ([`Api::call`]: token, retries, an expired token
+    /// renewed once, Graph's error body mapped).
     async fn call(&self, method: Method, url: String, operation: &'static str, body: Option<Value>) -> Result<Value> {
-        let write = method != Method::GET;
-        http_retry(self.s.retry, || async {
-            let mut renewed = false;
-            let (status, headers, text) = loop {
-                let token = self.token().await?;
-                let mut req = self.s.http.request(method.clone(), &url).bearer_auth(token.expose_secret());
-                if let Some(b) = &body {
-                    req = req.json(b);
-                }
-                let resp = req.send().await.map_err(|e| transport(operation, e, write))?;
-                let (status, headers) = (resp.status(), resp.headers().clone());
-                let text = resp.text().await.map_err(|e| transport(operation, e, write))?;
-                if status == StatusCode::UNAUTHORIZED {
-                    self.token.clear().await;
-                    // An expired token: renew once and retry at once.
-                    if !renewed && super::token::is_expired_token(status.as_u16(), &text) {
-                        renewed = true;
-                        continue;
-                    }
-                }
-                break (status, headers, text);
-            };
-            if !status.is_success() {
-                return Err(graph_error(operation, status, &headers, &text, write));
-            }
-            Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-        })
-        .await
+        self.api.call(&self.token, || self.fetch_token(), method, &url, operation, body.as_ref()).await
     }
 
     async fn push_impl(&self, cred: &NewCredential) -> Result<()> {
@@ -391,11 +366,6 @@ impl Target for EntraProvisioning {
     }
 }
 
-fn transport(operation: &'static str, e: reqwest::Error, write: bool) -> Error {
-    let connected = !e.is_connect();
-    Error::Transport { service: SERVICE, operation, message: e.without_url().to_string(), may_have_applied: write && connected }
-}
-
 /// A Graph (`{"error":{"code","message"}}`) or identity platform
 /// (`{"error","error_description"}`) error.
 pub fn graph_error(operation: &'static str, status: StatusCode, headers: &HeaderMap, body: &str, write: bool) -> Error {
@@ -413,7 +383,7 @@ pub fn graph_error(operation: &'static str, status: StatusCode, headers: &Header
         status: status.as_u16(),
         code,
         message: message.chars().take(500).collect(),
-        retry_after: super::auth0::retry_after(headers, std::time::SystemTime::now()),
+        retry_after: super::http::retry_after(headers, std::time::SystemTime::now()),
         may_have_applied: write && status.is_server_error(),
     }
 }
