@@ -45,7 +45,7 @@ async fn push_tests_the_token_then_saves_only_it() {
     let env = TestEnv::new(Options::default()).await.unwrap();
     let graph = FakeGraph::start(GRAPH_SECRET, NEW, OLD).await;
     let t = target(&env, &graph, "entra/a").await;
-    t.push(&cred(NEW)).await.unwrap();
+    t.push(&cred(NEW), &[]).await.unwrap();
     assert_eq!(graph.saved_token().as_deref(), Some(NEW));
     {
         let st = graph.state.lock().unwrap();
@@ -76,7 +76,7 @@ async fn a_refused_token_saves_nothing() {
     let env = TestEnv::new(Options::default()).await.unwrap();
     let graph = FakeGraph::start(GRAPH_SECRET, NEW, OLD).await;
     let t = target(&env, &graph, "entra/b").await;
-    let e = t.push(&cred("not-the-token-iam-identity-center-made")).await.unwrap_err();
+    let e = t.push(&cred("not-the-token-iam-identity-center-made"), &[]).await.unwrap_err();
     assert_eq!(e.code(), CREDENTIAL_FAILURE);
     assert!(!e.is_retryable() && !e.may_have_applied(), "{e}");
     assert!(e.to_string().contains("Entra rejected the new token in Test connection"), "{e}");
@@ -92,7 +92,7 @@ async fn throttling_is_honoured_and_quarantine_is_seen() {
     let t = target(&env, &graph, "entra/c").await;
     graph.state.lock().unwrap().throttle_next = 2;
     let t0 = std::time::Instant::now();
-    t.push(&cred(NEW)).await.unwrap();
+    t.push(&cred(NEW), &[]).await.unwrap();
     assert!(t0.elapsed() >= std::time::Duration::from_secs(2), "Retry-After: 1, twice: {:?}", t0.elapsed());
     assert_eq!(graph.state.lock().unwrap().calls.iter().filter(|(_, _, s)| *s == 429).count(), 2);
     assert_eq!(graph.saved_token().as_deref(), Some(NEW));
@@ -106,7 +106,7 @@ async fn a_wrong_client_secret_is_a_permanent_error() {
     let env = TestEnv::new(Options::default()).await.unwrap();
     let graph = FakeGraph::start("some-other-secret-value-xyz", NEW, OLD).await;
     let t = target(&env, &graph, "entra/d").await;
-    let e = t.push(&cred(NEW)).await.unwrap_err();
+    let e = t.push(&cred(NEW), &[]).await.unwrap_err();
     assert_eq!(e.code(), "invalid_client");
     assert!(!e.is_retryable() && e.operator_fixable());
     assert!(!e.to_string().contains(GRAPH_SECRET));

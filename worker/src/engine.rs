@@ -368,7 +368,7 @@ impl<Q: Queue> Engine<Q> {
             Step::PushToTarget => {
                 let r = async {
                     let cred = self.open_new(saga, stored).await?;
-                    rot.target.push(&cred).await
+                    rot.target.push(&cred, &old_ids).await
                 };
                 StepResult::of(r.await.map(|_| Effect::Pushed))
             }

@@ -237,7 +237,7 @@ impl Target for Auth0EmailProvider {
     fn describe(&self) -> String {
         format!("Auth0 {}", self.s.domain)
     }
-    fn push<'a>(&'a self, cred: &'a NewCredential) -> BoxFut<'a, Result<()>> {
+    fn push<'a>(&'a self, cred: &'a NewCredential, _old_ids: &'a [String]) -> BoxFut<'a, Result<()>> {
         Box::pin(self.push_impl(cred))
     }
     fn verify<'a>(&'a self, new_id: &'a str, old_ids: &'a [String]) -> BoxFut<'a, Result<Verification>> {

@@ -198,7 +198,7 @@ impl Target for Auth0SesSmtp {
     fn describe(&self) -> String {
         format!("Auth0 {} (SMTP via {})", self.cfg.domain, self.host())
     }
-    fn push<'a>(&'a self, cred: &'a NewCredential) -> BoxFut<'a, Result<()>> {
+    fn push<'a>(&'a self, cred: &'a NewCredential, _old_ids: &'a [String]) -> BoxFut<'a, Result<()>> {
         Box::pin(self.push_impl(cred))
     }
     fn verify<'a>(&'a self, new_id: &'a str, old_ids: &'a [String]) -> BoxFut<'a, Result<Verification>> {

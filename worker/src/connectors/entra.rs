@@ -358,7 +358,7 @@ impl Target for EntraProvisioning {
     fn describe(&self) -> String {
         format!("Entra provisioning job {} (tenant {})", self.s.job_id, self.s.tenant_id)
     }
-    fn push<'a>(&'a self, cred: &'a NewCredential) -> BoxFut<'a, Result<()>> {
+    fn push<'a>(&'a self, cred: &'a NewCredential, _old_ids: &'a [String]) -> BoxFut<'a, Result<()>> {
         Box::pin(self.push_impl(cred))
     }
     fn verify<'a>(&'a self, _new_id: &'a str, _old_ids: &'a [String]) -> BoxFut<'a, Result<Verification>> {

@@ -114,7 +114,9 @@ pub trait Target: Send + Sync {
     /// Human name, e.g. `Auth0 example.eu.auth0.com`.
     fn describe(&self) -> String;
     /// Hand the new credential over.
-    fn push<'a>(&'a self, cred: &'a NewCredential) -> BoxFut<'a, Result<()>>;
+    /// `old_ids` are the credentials it replaces (a target that writes in
+    /// several parts can put an old id back when a later part is refused).
+    fn push<'a>(&'a self, cred: &'a NewCredential, old_ids: &'a [String]) -> BoxFut<'a, Result<()>>;
     /// Read the target back.
     fn verify<'a>(&'a self, new_id: &'a str, old_ids: &'a [String]) -> BoxFut<'a, Result<Verification>>;
     /// The AWS service the target uses the credential with, as IAM names it

@@ -180,7 +180,7 @@ impl Target for SecretsManagerSecret {
     fn describe(&self) -> String {
         format!("Secrets Manager secret {}", self.cfg.secret_id)
     }
-    fn push<'a>(&'a self, cred: &'a NewCredential) -> BoxFut<'a, Result<()>> {
+    fn push<'a>(&'a self, cred: &'a NewCredential, _old_ids: &'a [String]) -> BoxFut<'a, Result<()>> {
         Box::pin(self.push_impl(cred))
     }
     fn verify<'a>(&'a self, new_id: &'a str, old_ids: &'a [String]) -> BoxFut<'a, Result<Verification>> {
