@@ -37,6 +37,7 @@ use crate::secrets::SecretResolver;
 pub mod auth0;
 pub mod auth0_smtp;
 pub mod entra;
+pub mod github;
 pub mod http;
 pub mod iam;
 mod retry;
@@ -232,7 +233,7 @@ pub struct TargetEntry {
 /// one line here.
 pub const SOURCES: &[SourceEntry] = &[iam::SOURCE, scim::SOURCE];
 /// **The registry** of targets.
-pub const TARGETS: &[TargetEntry] = &[auth0::TARGET, auth0_smtp::TARGET, entra::TARGET, secretsmanager::TARGET];
+pub const TARGETS: &[TargetEntry] = &[auth0::TARGET, auth0_smtp::TARGET, entra::TARGET, github::TARGET, secretsmanager::TARGET];
 
 /// Parse a `source` table through the registry.
 pub fn parse_source(mut table: toml::Table) -> std::result::Result<Arc<dyn SourceSpec>, ConfigProblem> {
