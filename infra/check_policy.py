@@ -65,6 +65,9 @@ IGNORED = [
      "the AccountAdministers statement (account root, kms:*) is KMS's default key policy "
      "statement; without it the key could become unmanageable. It only lets IAM policies "
      "of this account grant use of the key"),
+    ("PERMISSIONS_MANAGEMENT_ACTIONS", "TopicKey",
+     {"kms:putkeypolicy", "kms:revokegrant", "kms:createkey", "kms:creategrant", "kms:retiregrant"},
+     "the same default AccountAdministers statement as Key, on the topic's key"),
     ("CREDENTIALS_EXPOSURE", "TaskExecutionRole/pull-image-and-log", {"ecr:getauthorizationtoken"},
      "ECS needs a registry token to pull the image; the action has no resource type, and "
      "the execution role is used by the ECS agent only, never by the worker's code"),

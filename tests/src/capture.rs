@@ -27,6 +27,8 @@ impl Write for Sink {
 /// so the scan covers more than production would log.
 pub fn install() {
     INIT.get_or_init(|| {
+        // EMF lines belong to the binary's stdout (asserted in tests/tests/cli.rs), not to test output.
+        keyturn::metrics::disable();
         let filter = tracing_subscriber::EnvFilter::new("keyturn=debug,keyturn_testkit=debug,warn");
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(|| Sink).try_init();
     });

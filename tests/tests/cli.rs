@@ -115,7 +115,7 @@ async fn worker_and_rotate_wait_then_sigterm() {
         .args(["worker", "--config", &cfg, "--log-format", "json"])
         .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -189,6 +189,25 @@ async fn worker_and_rotate_wait_then_sigterm() {
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     let mut logs = String::new();
     std::io::Read::read_to_string(worker.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    // Metrics: CloudWatch EMF lines on stdout, valid, with the documented dimensions.
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(worker.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    let emf: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("every stdout line is JSON")).collect();
+    let named = |name: &str| emf.iter().filter(|v| v.get(name).is_some()).cloned().collect::<Vec<_>>();
+    let ok = named("SagaSucceeded");
+    assert_eq!(ok.len(), 1, "{stdout}");
+    assert_eq!(
+        (ok[0]["RotationId"].as_str(), ok[0]["TargetKind"].as_str(), ok[0]["Trigger"].as_str()),
+        (Some("auth0-ses"), Some("auth0_email_provider"), Some("manual"))
+    );
+    let dims = &ok[0]["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(dims["Namespace"], "keyturn");
+    assert_eq!(dims["Dimensions"], serde_json::json!([["RotationId", "TargetKind", "Trigger"], []]));
+    assert_eq!(named("SagaFailed").len(), 1, "the refused rotation");
+    assert!(named("SagaStarted").len() >= 2);
+    assert!(named("StepDuration").iter().any(|v| v["Step"] == "push_to_target"));
+    assert!(!named("WorkerHeartbeat").is_empty(), "the sweeper's heartbeat");
+    assert!(named("StepRetries").iter().all(|v| v["StepRetries"].is_number()));
     assert!(logs.contains("shutdown signal received"), "{logs}");
     assert!(logs.lines().all(|l| l.starts_with('{')), "--log-format json gives JSON lines");
     // The worker's own logs hold no secret either.

@@ -251,6 +251,7 @@ impl<Q: Queue> Engine<Q> {
             Err(e) => return Err(e),
         };
 
+        let started = std::time::Instant::now();
         let result = {
             let step = self.run_step(&rotation, &attempt, &stored);
             tokio::pin!(step);
@@ -272,6 +273,25 @@ impl<Q: Queue> Engine<Q> {
         }
         let now = now_ms();
         let tr = saga::advance(&attempt, &result.outcome, &rotation.policy, clock(now));
+        let retried = matches!(result.outcome, Outcome::Failed(_)) && tr.saga.step == attempt.step && !tr.saga.status.is_terminal();
+        if attempt.step == Step::Start && attempt.step_attempts == 1 {
+            // Counted by the worker that runs it, not the process that asked.
+            crate::metrics::emit(
+                &[
+                    ("RotationId", &attempt.rotation_id),
+                    ("TargetKind", rotation.target.kind()),
+                    ("Trigger", crate::metrics::trigger_dimension(&attempt.trigger)),
+                ],
+                &[crate::metrics::Metric { name: "SagaStarted", unit: "Count", value: 1.0 }],
+            );
+        }
+        crate::metrics::emit(
+            &[("RotationId", &attempt.rotation_id), ("Step", attempt.step.as_str())],
+            &[
+                crate::metrics::Metric { name: "StepDuration", unit: "Milliseconds", value: started.elapsed().as_secs_f64() * 1000.0 },
+                crate::metrics::Metric { name: "StepRetries", unit: "Count", value: if retried { 1.0 } else { 0.0 } },
+            ],
+        );
         let due = resume_at(&tr.saga, now) + Self::ms(self.sweep_after);
         let secret = match result.secret {
             // The machine decided the secret is no longer needed.

@@ -80,6 +80,12 @@ impl<Q: Queue> Engine<Q> {
         );
         self.notifier.publish(&n).await?;
         info!(event = %n.attributes["event"], "notification published");
+        if let Some(metric) = crate::metrics::outcome_metric(end.status) {
+            crate::metrics::emit(
+                &[("RotationId", &end.rotation_id), ("TargetKind", rot.target.kind()), ("Trigger", crate::metrics::trigger_dimension(&end.trigger))],
+                &[crate::metrics::Metric { name: metric, unit: "Count", value: 1.0 }],
+            );
+        }
         if !saga.findings.is_empty() {
             let (workflow, note) = finding_note(&end);
             self.update_findings(&saga.findings, workflow, &note).await;

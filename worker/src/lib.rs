@@ -24,6 +24,7 @@ pub mod error;
 pub mod finalize;
 pub mod intake;
 pub mod lambda;
+pub mod metrics;
 pub mod notify;
 pub mod quarantine;
 pub mod queue;

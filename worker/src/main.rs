@@ -12,6 +12,9 @@ async fn main() {
     };
     keyturn::cli::init_tracing(cli.log_format, &cli.command);
     if cli.command.prints_for_a_pipe() {
+        // Metrics come from the worker and Lambda only: a one-shot
+        // command's stdout is for the person or script that ran it.
+        keyturn::metrics::disable();
         // `keyturn list | head -1`: die quietly of SIGPIPE like any Unix
         // filter, instead of panicking on the closed pipe (Rust ignores
         // SIGPIPE by default). Never for the worker or Lambda.

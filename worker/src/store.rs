@@ -33,6 +33,22 @@ pub struct Stored {
     pub lease_until: Millis,
     /// KMS ciphertext of the new credential's secret.
     pub secret: Option<Vec<u8>>,
+    /// When the sweeper should consider the saga stuck.
+    pub due_at: Millis,
+    /// Next evidence check of an unresolved saga.
+    pub watch_at: Option<Millis>,
+}
+
+impl Stored {
+    /// The sweeper's work at `now`: a running saga past its `due_at`, or an
+    /// unresolved one whose evidence check is due.
+    pub fn needs_sweep(&self, now: Millis) -> bool {
+        match self.saga.status {
+            Status::Running | Status::Compensating => self.due_at < now,
+            Status::NeedsAttention => self.watch_at.is_some_and(|w| w <= now),
+            _ => false,
+        }
+    }
 }
 
 /// What to do with the stored ciphertext in a commit.
@@ -522,6 +538,8 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Result<Stored> {
         lease_owner: get_s("lease_owner").cloned(),
         lease_until: get_n("lease_until").unwrap_or(0),
         secret: item.get("secret").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()),
+        due_at: get_n("due_at").unwrap_or(0),
+        watch_at: get_n("watch_at"),
         saga,
     })
 }

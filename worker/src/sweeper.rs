@@ -20,7 +20,11 @@ impl<Q: Queue> Engine<Q> {
     pub async fn sweep(&self) -> Result<usize> {
         let now = now_ms();
         let mut n = 0;
-        for s in self.store.overdue(now).await? {
+        // One read of the table serves the repairs and the gauges (a
+        // filtered scan reads, and is billed for, every item anyway).
+        let all = self.store.list().await?;
+        self.report_gauges(&all, now);
+        for s in all.into_iter().filter(|s| s.needs_sweep(now)) {
             if s.saga.status == Status::NeedsAttention {
                 // An unresolved saga whose evidence check is due.
                 let id = s.saga.saga_id.clone();
@@ -43,5 +47,24 @@ impl<Q: Queue> Engine<Q> {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// `WorkerHeartbeat`, and the ages of the oldest running saga and of the
+    /// oldest key a running saga is replacing (EMF, see [`crate::metrics`]).
+    fn report_gauges(&self, all: &[crate::store::Stored], now: u64) {
+        let running: Vec<_> = all.iter().filter(|s| !s.saga.status.is_terminal()).collect();
+        let oldest_saga = running.iter().map(|s| now.saturating_sub(s.saga.created_at)).max().unwrap_or(0);
+        let oldest_key =
+            running.iter().flat_map(|s| s.saga.old_keys.iter().filter_map(|k| k.created_at)).map(|c| now.saturating_sub(c)).max().unwrap_or(0);
+        use crate::metrics::{emit, Metric};
+        emit(
+            &[],
+            &[
+                Metric { name: "WorkerHeartbeat", unit: "Count", value: 1.0 },
+                Metric { name: "RunningSagas", unit: "Count", value: running.len() as f64 },
+                Metric { name: "OldestRunningSagaAge", unit: "Seconds", value: oldest_saga as f64 / 1000.0 },
+                Metric { name: "OldestKeyUnderRotationAge", unit: "Seconds", value: oldest_key as f64 / 1000.0 },
+            ],
+        );
     }
 }
