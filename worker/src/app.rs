@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::aws::Clients;
 use crate::config::Config;
 use crate::connectors;
-use crate::engine::Engine;
+use crate::engine::{Engine, Rotations};
 use crate::notify::Notifier;
 use crate::queue::{Queue, SqsQueue};
 use crate::seal::Sealer;
@@ -28,19 +28,16 @@ pub fn sqs_queue(cfg: &Config, clients: &Clients) -> SqsQueue {
 pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String, queue: Q) -> Engine<Q> {
     let http = connectors::http_client();
     let secrets = SecretResolver::new(clients.secrets.clone());
-    let rotations: HashMap<_, _> = cfg
-        .rotations
-        .iter()
-        .map(|r| (r.id.clone(), connectors::build(r, &connectors::BuildContext { clients, secrets: &secrets, http: &http })))
-        .collect();
+    let rotations = build_rotations(cfg, clients, &secrets, &http);
+    let build_clients = clients.clone();
     Engine {
         store: Store::new(clients.dynamodb.clone(), &cfg.aws.table),
         queue,
         sealer: Sealer::new(clients.kms.clone(), &cfg.aws.kms_key_id),
         notifier: Notifier::new(clients.sns.clone(), &cfg.aws.topic_arn),
         securityhub: SecurityHub::new(clients.securityhub.clone()),
-        rotation_configs: cfg.rotations.clone(),
-        rotations,
+        rotations: std::sync::RwLock::new(Arc::new(rotations)),
+        build: Arc::new(move |c: &Config| build_rotations(c, &build_clients, &secrets, &http)),
         worker_id,
         lease: cfg.worker.lease.0,
         visibility: cfg.worker.visibility_timeout.0,
@@ -49,6 +46,13 @@ pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String,
         faults: Arc::new(crate::engine::Faults::default()),
         age_clock: Arc::default(),
     }
+}
+
+/// Build every configured rotation's connectors.
+pub fn build_rotations(cfg: &Config, clients: &Clients, secrets: &SecretResolver, http: &reqwest::Client) -> Rotations {
+    let built: HashMap<_, _> =
+        cfg.rotations.iter().map(|r| (r.id.clone(), connectors::build(r, &connectors::BuildContext { clients, secrets, http }))).collect();
+    Rotations { configs: cfg.rotations.clone(), built }
 }
 
 /// The intake queue, when the configuration names one.

@@ -74,7 +74,7 @@ impl<Q: Queue> Engine<Q> {
     #[instrument(skip_all, fields(worker = %self.worker_id, saga = %stored.saga.saga_id))]
     pub async fn watch_one(&self, stored: Stored) -> Result<Option<Verdict>> {
         let saga = &stored.saga;
-        let Some(rot) = self.rotations.get(&saga.rotation_id).cloned() else { return Ok(None) };
+        let Some(rot) = self.rotations().get(&saga.rotation_id).cloned() else { return Ok(None) };
         let now = now_ms();
         match self.store.claim_watch(&saga.saga_id, stored.version, now, now + rot.policy.evidence_every).await {
             Ok(()) => {}
@@ -105,7 +105,7 @@ impl<Q: Queue> Engine<Q> {
     #[instrument(skip(self), fields(worker = %self.worker_id))]
     pub async fn resolve(&self, saga_id: &str, keep: Keep, force: bool, by: &str) -> Result<(Saga, Verdict)> {
         let stored = self.store.load(saga_id).await?.ok_or_else(|| Error::Config(format!("no saga {saga_id}")))?;
-        let rot = self.rotations.get(&stored.saga.rotation_id).cloned().ok_or_else(|| {
+        let rot = self.rotations().get(&stored.saga.rotation_id).cloned().ok_or_else(|| {
             Error::Config(format!("saga {saga_id} belongs to rotation {:?}, which the configuration does not declare", stored.saga.rotation_id))
         })?;
         // Refuse early, before any call, when there is nothing to resolve.

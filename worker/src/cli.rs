@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 
-use crate::config::{parse_duration, Config};
+use crate::config::parse_duration;
 use crate::saga::{Saga, Status};
 use crate::store::{Created, Stored};
 
@@ -27,9 +27,11 @@ use crate::store::{Created, Stored};
 #[derive(Debug, Parser)]
 #[command(name = "keyturn", version, propagate_version = true)]
 pub struct Cli {
-    /// Configuration file.
+    /// Configuration: a file path, `ssm:<parameter name>` (SSM Parameter
+    /// Store) or `s3://<bucket>/<key>`. The worker picks up new versions at
+    /// every sweep and on SIGHUP.
     #[arg(long, short, env = "KEYTURN_CONFIG", global = true, default_value = "keyturn.toml")]
-    pub config: PathBuf,
+    pub config: String,
     /// Log format on stderr (`json` for CloudWatch Logs Insights; Lambda can
     /// set it with KEYTURN_LOG_FORMAT).
     #[arg(long, global = true, value_enum, default_value = "text", env = "KEYTURN_LOG_FORMAT")]
@@ -315,11 +317,19 @@ impl Command {
 
 /// Run a parsed command. Returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
-    let cfg = Config::load(&cli.config)?;
+    let source = crate::config_source::ConfigSource::parse(&cli.config);
+    // A configuration in SSM or S3 is read with the standard AWS chain
+    // (region from AWS_REGION); the file's own [aws] region applies after.
+    let bootstrap = if source.needs_aws() { Some(crate::aws::load(None).await) } else { None };
+    let (cfg, version) = match source.load(bootstrap.as_ref()).await {
+        Ok(c) => c,
+        Err(crate::config_source::LoadError::Invalid(e)) => return Err(e.into()),
+        Err(crate::config_source::LoadError::Fetch(e)) => return Err(e.into()),
+    };
     if let Command::CheckConfig = cli.command {
         println!(
-            "{}: ok ({} rotation(s): {})",
-            cli.config.display(),
+            "{} ({version}): ok ({} rotation(s): {})",
+            source.describe(),
             cfg.rotations.len(),
             cfg.rotations.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
         );
@@ -331,14 +341,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::CheckConfig => unreachable!(),
         Command::Worker => {
             let intake = crate::app::intake_queue(&cfg, &clients).map(Arc::new);
+            let watch = crate::worker::ConfigWatch::new(source.clone(), bootstrap.clone(), cfg.clone(), version);
+            let watch = tokio::spawn(crate::worker::watch_config(engine.clone(), watch));
             crate::worker::run(engine, &cfg.worker, intake, crate::worker::shutdown_signal()).await;
+            watch.abort();
             Ok(0)
         }
         Command::Rotate { rotation, wait, timeout, old_token_created, old_token_id } => {
             if cfg.rotation(&rotation).is_none() {
                 return Err(Usage(format!(
                     "no rotation {rotation:?} in {}; configured: {}",
-                    cli.config.display(),
+                    cli.config,
                     cfg.rotations.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")
                 ))
                 .into());
@@ -461,9 +474,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let (queue_url, intake_url, jitter) = (cfg.aws.queue_url.clone(), cfg.aws.intake_queue_url.clone(), cfg.worker.scan_jitter.0);
             let engine = engine.clone();
             let intake = Arc::new(intake);
+            // The scheduled sweep also looks for a new configuration version.
+            let watch = Arc::new(tokio::sync::Mutex::new(crate::worker::ConfigWatch::new(source.clone(), bootstrap.clone(), cfg.clone(), version)));
             lambda_runtime::run(lambda_runtime::service_fn(move |ev: lambda_runtime::LambdaEvent<serde_json::Value>| {
-                let (engine, intake, queue_url, intake_url) = (engine.clone(), intake.clone(), queue_url.clone(), intake_url.clone());
+                let (engine, intake, queue_url, intake_url, watch) =
+                    (engine.clone(), intake.clone(), queue_url.clone(), intake_url.clone(), watch.clone());
                 async move {
+                    if crate::lambda::is_sweep(&ev.payload) {
+                        watch.lock().await.check(&engine, "sweep").await;
+                    }
                     let iq = intake.as_ref().as_ref().zip(intake_url.as_deref());
                     crate::lambda::handle_invocation(&engine, &queue_url, iq, &ev.payload, jitter).await.map_err(lambda_runtime::Error::from)
                 }
@@ -476,8 +495,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let pick = |q: QueueName| -> anyhow::Result<crate::queue::SqsQueue> {
                 match q {
                     QueueName::Steps => Ok(crate::app::sqs_queue(&cfg, &clients)),
-                    QueueName::Intake => crate::app::intake_queue(&cfg, &clients)
-                        .ok_or_else(|| Usage(format!("{} has no aws.intake_queue_url", cli.config.display())).into()),
+                    QueueName::Intake => {
+                        crate::app::intake_queue(&cfg, &clients).ok_or_else(|| Usage(format!("{} has no aws.intake_queue_url", cli.config)).into())
+                    }
                 }
             };
             match command {

@@ -46,7 +46,8 @@ impl<Q: Queue> Engine<Q> {
     /// new saga are marked NOTIFIED with a note naming it.
     #[instrument(skip(self, req), fields(worker = %self.worker_id, trigger = %req.trigger))]
     pub async fn request_with(&self, rotation_id: &str, req: Request) -> Result<Created> {
-        let rot = self.rotations.get(rotation_id).ok_or_else(|| Error::Config(format!("no rotation with id {rotation_id:?} in the configuration")))?;
+        let rots = self.rotations();
+        let rot = rots.get(rotation_id).ok_or_else(|| Error::Config(format!("no rotation with id {rotation_id:?} in the configuration")))?;
         let now = now_ms();
         if req.automatic {
             let (health, _) = self.store.health(rotation_id).await?;
@@ -147,7 +148,7 @@ impl<Q: Queue> Engine<Q> {
 
     /// An operator lifts a rotation's quarantine.
     pub async fn release(&self, rotation_id: &str) -> Result<bool> {
-        if !self.rotations.contains_key(rotation_id) {
+        if self.rotations().get(rotation_id).is_none() {
             return Err(Error::Config(format!("no rotation with id {rotation_id:?} in the configuration")));
         }
         let (health, version) = self.store.health(rotation_id).await?;

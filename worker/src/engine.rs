@@ -86,6 +86,19 @@ pub enum Handled {
     Crashed,
 }
 
+/// The configured rotations: as written (triggers match findings to them)
+/// and built (connectors).
+pub struct Rotations {
+    pub configs: Vec<crate::config::RotationConfig>,
+    pub built: HashMap<String, Rotation>,
+}
+
+impl Rotations {
+    pub fn get(&self, id: &str) -> Option<&Rotation> {
+        self.built.get(id)
+    }
+}
+
 /// The engine's idea of "now" for decisions about key age (is an IAM.3
 /// finding due?). Real time plus a skew that only tests set, to age a key
 /// without waiting 90 days.
@@ -125,9 +138,12 @@ pub struct Engine<Q: Queue> {
     pub(crate) sealer: Sealer,
     pub(crate) notifier: Notifier,
     pub(crate) securityhub: SecurityHub,
-    /// The configured rotations, as written (triggers match findings to them).
-    pub(crate) rotation_configs: Vec<crate::config::RotationConfig>,
-    pub(crate) rotations: HashMap<String, Rotation>,
+    /// The configured rotations with their connectors built; replaced as a
+    /// whole when a new configuration version is loaded ([`Engine::reload`]).
+    pub(crate) rotations: std::sync::RwLock<Arc<Rotations>>,
+    /// Builds rotations from a configuration (the AWS clients, secret
+    /// resolver and HTTP client of this engine), for reloads.
+    pub(crate) build: Arc<dyn Fn(&crate::config::Config) -> Rotations + Send + Sync>,
     pub(crate) worker_id: String,
     pub(crate) lease: Duration,
     pub(crate) visibility: Duration,
@@ -151,9 +167,16 @@ impl<Q: Queue> Engine<Q> {
     pub fn worker_id(&self) -> &str {
         &self.worker_id
     }
-    /// The configured rotations.
-    pub fn rotation_configs(&self) -> &[crate::config::RotationConfig] {
-        &self.rotation_configs
+    /// The configured rotations, as of now (a snapshot: a reload replaces them).
+    pub fn rotations(&self) -> Arc<Rotations> {
+        self.rotations.read().expect("rotations lock").clone()
+    }
+    /// Swap in the rotations of a new configuration version (already
+    /// validated). Sagas in flight keep running: a saga whose rotation is
+    /// gone from the new version waits, retained, for a worker that has it.
+    pub fn install(&self, cfg: &crate::config::Config) {
+        let next = (self.build)(cfg);
+        *self.rotations.write().expect("rotations lock") = Arc::new(next);
     }
     /// "Now" for key-age decisions; tests move it ahead.
     pub fn age_clock(&self) -> &AgeClock {
@@ -218,7 +241,7 @@ impl<Q: Queue> Engine<Q> {
             self.queue.extend(m, wait).await?;
             return Ok(Handled::Retained(wait));
         }
-        let Some(rotation) = self.rotations.get(&stored.saga.rotation_id).cloned() else {
+        let Some(rotation) = self.rotations().get(&stored.saga.rotation_id).cloned() else {
             error!(rotation = %stored.saga.rotation_id, "saga names a rotation this worker's configuration does not declare; leaving the message for a worker that does");
             let wait = Duration::from_secs(300);
             self.queue.extend(m, wait).await?;

@@ -96,7 +96,8 @@ impl<Q: Queue> Engine<Q> {
     /// Count a finished saga towards quarantine; notify when it begins,
     /// changes reason, disables the rotation, or ends.
     async fn count_outcome(&self, end: &Saga) -> Result<()> {
-        let Some(cfg) = self.rotation_configs.iter().find(|r| r.id == end.rotation_id) else { return Ok(()) };
+        let rots = self.rotations();
+        let Some(cfg) = rots.configs.iter().find(|r| r.id == end.rotation_id) else { return Ok(()) };
         // A resolved saga ends a second time, and that ending counts too.
         let counted = if end.endings == 0 { end.saga_id.clone() } else { format!("{}#{}", end.saga_id, end.endings) };
         let reason = end.failure.as_ref().map(|f| f.code.clone()).unwrap_or_else(|| end.status.as_str().to_string());
@@ -133,7 +134,7 @@ impl<Q: Queue> Engine<Q> {
         if change == crate::quarantine::Change::None {
             return Ok(());
         }
-        let Some(rot) = self.rotations.get(rotation_id) else { return Ok(()) };
+        let Some(rot) = self.rotations().get(rotation_id).cloned() else { return Ok(()) };
         warn!(rotation = rotation_id, ?change, "quarantine changed");
         let n =
             notify::render_quarantine(rotation_id, &rot.source.describe(), &rot.target.describe(), rot.source.kind(), rot.target.kind(), h, change, saga);

@@ -37,6 +37,11 @@ pub enum Invocation {
     Sweep,
 }
 
+/// Whether an invocation is the scheduled sweep.
+pub fn is_sweep(v: &Value) -> bool {
+    v.get("keyturn").and_then(Value::as_str) == Some("sweep")
+}
+
 pub fn parse_invocation(v: &Value) -> Result<Invocation, String> {
     if v.get("keyturn").and_then(Value::as_str) == Some("sweep") {
         return Ok(Invocation::Sweep);

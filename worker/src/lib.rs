@@ -18,6 +18,7 @@ pub mod aws;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod config_source;
 pub mod connectors;
 pub mod engine;
 pub mod error;

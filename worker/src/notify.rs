@@ -454,6 +454,33 @@ pub fn render_evidence(saga: &Saga, ctx: &OwnedContext, verdict: &crate::saga::V
     }
 }
 
+/// A new configuration version was refused; the running one stays.
+pub fn render_config_rejected(source: &str, version: &str, running: &str, problem: &str) -> Notification {
+    let text = format!(
+        "keyturn refused a new configuration version\n\nSource:          {source}\nRefused version: {version}\nStill running:   {running}\nProblem:         {problem}\nRecommended action: fix the configuration and publish a new version; keyturn keeps running the previous one until then. `keyturn check-config --config {source}` checks it.\n"
+    );
+    let document = json!({
+        "event": "keyturn.config_rejected",
+        "severity": "critical",
+        "source": source,
+        "refused_version": version,
+        "running_version": running,
+        "problem": problem,
+    });
+    Notification {
+        subject: format!("[keyturn] Configuration refused: {source} {version}").chars().take(100).collect(),
+        text,
+        document,
+        attributes: BTreeMap::from([
+            ("event", "keyturn.config_rejected".to_string()),
+            ("severity", "critical".to_string()),
+            ("rotation_id", "none".to_string()),
+            ("credential_kind", "none".to_string()),
+            ("target_kind", "none".to_string()),
+        ]),
+    }
+}
+
 /// The one-time report of an IAM user with a failing finding and no rotation.
 pub fn render_unmatched(account: &str, user: &str, finding_id: &str, credential_kind: &str) -> Notification {
     let text = format!(

@@ -80,7 +80,7 @@ impl<Q: Queue> Engine<Q> {
         };
         let automatic = imported || matches!(event, Event::ScimTokenExpiry { .. });
         let mut last_success = HashMap::new();
-        for d in intake::decide(&event, &self.rotation_configs) {
+        for d in intake::decide(&event, &self.rotations().configs) {
             match d {
                 Decision::Rotate { rotation_id, finding, user } => {
                     if imported {
@@ -162,7 +162,7 @@ impl<Q: Queue> Engine<Q> {
     /// finding (a re-import after a rotation, or one the control has not
     /// re-evaluated yet).
     async fn finding_not_due(&self, rotation_id: &str, finding: &intake::Finding) -> Result<Option<String>> {
-        let Some(rot) = self.rotations.get(rotation_id) else { return Ok(None) };
+        let Some(rot) = self.rotations().get(rotation_id).cloned() else { return Ok(None) };
         if self.store.lock_holder(&rot.credential).await?.is_some() {
             return Ok(None);
         }
@@ -205,8 +205,9 @@ impl<Q: Queue> Engine<Q> {
     /// Key age of every rotation with a `[rotation.schedule]` (read-only).
     pub async fn scan_keys(&self, now: Millis) -> Result<Vec<ScanItem>> {
         let mut out = Vec::new();
-        for cfg in &self.rotation_configs {
-            let (Some(schedule), Some(rot)) = (&cfg.schedule, self.rotations.get(&cfg.id)) else { continue };
+        let rots = self.rotations();
+        for cfg in &rots.configs {
+            let (Some(schedule), Some(rot)) = (&cfg.schedule, rots.get(&cfg.id)) else { continue };
             let keys = rot.source.inventory().await?;
             let oldest = keys.iter().filter(|k| k.active).filter_map(|k| k.created_at.map(|c| (k, c))).min_by_key(|(_, c)| *c);
             if let Some((k, created)) = oldest {
@@ -234,7 +235,7 @@ impl<Q: Queue> Engine<Q> {
 
     /// What a rotation would do, for `plan`.
     async fn describe_plan(&self, rotation_id: &str, findings: &[String]) -> Result<Vec<String>> {
-        let Some(rot) = self.rotations.get(rotation_id) else { return Ok(vec![format!("rotation {rotation_id}: not configured")]) };
+        let Some(rot) = self.rotations().get(rotation_id).cloned() else { return Ok(vec![format!("rotation {rotation_id}: not configured")]) };
         if let Some(saga) = self.store.lock_holder(&rot.credential).await? {
             if self.store.load(&saga).await?.is_some_and(|s| s.saga.unresolved()) {
                 return Ok(vec![format!(
@@ -287,7 +288,7 @@ impl<Q: Queue> Engine<Q> {
         let imported = matches!(event, Event::FindingsImported(_));
         let mut out = Vec::new();
         let mut last_success = HashMap::new();
-        for d in intake::decide(&event, &self.rotation_configs) {
+        for d in intake::decide(&event, &self.rotations().configs) {
             match d {
                 Decision::Rotate { rotation_id, finding, .. } => {
                     if imported {

@@ -46,7 +46,9 @@ pub async fn run<Q: Queue, I: Queue>(engine: Arc<Engine<Q>>, cfg: &WorkerConfig,
             }
         })
     }];
-    if engine.rotation_configs.iter().any(|r| r.schedule.is_some()) {
+    {
+        // Always on: a reloaded configuration may add a [rotation.schedule];
+        // with none, a scan reads nothing.
         let engine = engine.clone();
         let (every, jitter) = (cfg.scan_interval.0, cfg.scan_jitter.0);
         background.push(tokio::spawn(async move {
@@ -163,6 +165,82 @@ where
                 fut.await;
             });
         }
+    }
+}
+
+/// The running configuration's version and where it comes from: checks
+/// for a new version ([`ConfigWatch::check`]); a new valid version replaces
+/// the rotations ([`Engine::install`]); an invalid one is refused — logged
+/// and announced once per version (`keyturn.config_rejected`) — and the
+/// running one stays. `[aws]` and `[worker]` changes are reported: they
+/// need a restart.
+pub struct ConfigWatch {
+    pub source: crate::config_source::ConfigSource,
+    pub sdk: Option<aws_config::SdkConfig>,
+    pub running: crate::config::Config,
+    pub version: String,
+    rejected: Option<String>,
+}
+
+impl ConfigWatch {
+    pub fn new(source: crate::config_source::ConfigSource, sdk: Option<aws_config::SdkConfig>, running: crate::config::Config, version: String) -> Self {
+        ConfigWatch { source, sdk, running, version, rejected: None }
+    }
+
+    /// Look once; answers whether a new version was installed.
+    pub async fn check<Q: Queue>(&mut self, engine: &Engine<Q>, why: &str) -> bool {
+        let (text, next) = match self.source.fetch(self.sdk.as_ref()).await {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(source = %self.source.describe(), error = %e, "could not read the configuration; keeping the running one");
+                return false;
+            }
+        };
+        if next == self.version || self.rejected.as_deref() == Some(next.as_str()) {
+            return false;
+        }
+        match crate::config::Config::parse(&text) {
+            Ok(cfg) => {
+                if format!("{:?}{:?}", cfg.aws, cfg.worker) != format!("{:?}{:?}", self.running.aws, self.running.worker) {
+                    warn!(source = %self.source.describe(), version = %next, "[aws] or [worker] changed: they apply after a restart; rotations apply now");
+                }
+                engine.install(&cfg);
+                info!(source = %self.source.describe(), version = %next, rotations = cfg.rotations.len(), trigger = why, "configuration version loaded");
+                self.version = next;
+                self.rejected = None;
+                true
+            }
+            Err(problem) => {
+                error!(source = %self.source.describe(), version = %next, %problem, "new configuration version refused; the running one stays");
+                let n = crate::notify::render_config_rejected(&self.source.describe(), &next, &self.version, &problem);
+                if let Err(e) = engine.notifier.publish(&n).await {
+                    warn!(error = %e, "could not announce the refused configuration");
+                }
+                self.rejected = Some(next);
+                false
+            }
+        }
+    }
+}
+
+/// The worker's configuration watch: every `sweep_interval`, and on SIGHUP.
+pub async fn watch_config<Q: Queue>(engine: Arc<Engine<Q>>, mut watch: ConfigWatch) {
+    let mut tick = tokio::time::interval(watch.running.worker.sweep_interval.0);
+    tick.tick().await;
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let why = tokio::select! {
+            _ = tick.tick() => "sweep",
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+        };
+        #[cfg(not(unix))]
+        let why = {
+            tick.tick().await;
+            "sweep"
+        };
+        watch.check(&engine, why).await;
     }
 }
 
