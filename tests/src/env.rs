@@ -420,6 +420,27 @@ kms_key_id = "alias/keyturn"
         Ok(p)
     }
 
+    /// This environment's configuration (`[aws]`, `[worker]`) with `extra`
+    /// (more `[[rotation]]` tables) added, or replacing its rotations.
+    pub fn config_with(&self, extra: &str, keep_rotations: bool) -> Config {
+        let base = if keep_rotations {
+            &self.config_text[..]
+        } else {
+            &self.config_text[..self.config_text.find("[[rotation]]").unwrap_or(self.config_text.len())]
+        };
+        Config::parse(&format!("{base}\n{extra}")).expect("test configuration")
+    }
+
+    /// Run rotation `id` of `cfg` once with a worker, and wait for its end.
+    pub async fn rotate_with(&self, cfg: &Config, id: &str) -> Saga {
+        let engine = Arc::new(keyturn::app::engine_with(cfg, &self.clients, "w1".into(), keyturn::app::sqs_queue(cfg, &self.clients)));
+        let w = RunningWorker::spawn(engine.clone(), &cfg.worker);
+        let keyturn::store::Created::New(saga_id) = engine.request(id, "manual").await.unwrap() else { panic!("expected a new saga") };
+        let saga = self.wait_terminal(&saga_id, Duration::from_secs(60)).await;
+        w.stop().await;
+        saga
+    }
+
     pub fn engine(&self, worker: &str) -> Engine<keyturn::queue::SqsQueue> {
         self.engine_with(worker, self.sqs_queue())
     }

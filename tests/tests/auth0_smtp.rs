@@ -4,21 +4,18 @@
 //! with vectors in `connectors/auth0_smtp.rs`), PATCHes all four SMTP fields,
 //! and verifies the user; the password and the secret leak nowhere.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use keyturn::saga::Status;
-use keyturn::store::Created;
 use keyturn_testkit::auth0_fake::{Fault, CLIENT_ID};
-use keyturn_testkit::env::{Options, RunningWorker, TestEnv, USER};
+use keyturn_testkit::env::{Options, TestEnv, USER};
 
 /// The test environment with `auth0-ses` re-targeted at the fake Auth0 in SMTP mode.
 async fn setup() -> (TestEnv, keyturn::config::Config) {
     let env = TestEnv::new(Options::default()).await.expect("test environment");
     env.auth0.use_smtp("email-smtp.eu-west-1.amazonaws.com");
-    let start = env.config_text.find("[[rotation]]").unwrap();
     let text = format!(
-        r#"{}
+        r#"
 [[rotation]]
 id = "auth0-smtp"
 source = {{ kind = "iam_access_key", user_name = "{USER}" }}
@@ -37,19 +34,14 @@ max_attempts = 3
 retry_base = "200ms"
 retry_cap = "1s"
 "#,
-        &env.config_text[..start],
         env.auth0.uri()
     );
-    (env, keyturn::config::Config::parse(&text).unwrap())
+    let cfg = env.config_with(&text, false);
+    (env, cfg)
 }
 
 async fn rotate(env: &TestEnv, cfg: &keyturn::config::Config) -> keyturn::saga::Saga {
-    let engine = Arc::new(keyturn::app::engine_with(cfg, &env.clients, "w1".into(), keyturn::app::sqs_queue(cfg, &env.clients)));
-    let w = RunningWorker::spawn(engine.clone(), &cfg.worker);
-    let Created::New(id) = engine.request("auth0-smtp", "manual").await.unwrap() else { panic!("expected a new saga") };
-    let saga = env.wait_terminal(&id, Duration::from_secs(60)).await;
-    w.stop().await;
-    saga
+    env.rotate_with(cfg, "auth0-smtp").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

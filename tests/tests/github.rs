@@ -5,12 +5,10 @@
 //! key id back and deletes the new key, GitHub's rate limit is waited out,
 //! and nothing leaks.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use keyturn::saga::{Status, Step, TargetState};
-use keyturn::store::Created;
-use keyturn_testkit::env::{Options, RunningWorker, TestEnv, USER};
+use keyturn_testkit::env::{Options, TestEnv, USER};
 use keyturn_testkit::github_fake::{FakeGitHub, Fault};
 
 const TOKEN: &str = "github_pat_11AAAAAAA0fake0token0for0keyturn0tests";
@@ -20,10 +18,9 @@ async fn setup(environment: Option<&str>) -> (TestEnv, FakeGitHub, keyturn::conf
     let (old_id, old_secret) = env.old_keys[0].clone();
     let gh = FakeGitHub::start(TOKEN, &[("AWS_ACCESS_KEY_ID", &old_id), ("AWS_SECRET_ACCESS_KEY", &old_secret)]).await;
     env.clients.secrets.create_secret().name("keyturn/github").secret_string(TOKEN).send().await.unwrap();
-    let start = env.config_text.find("[[rotation]]").unwrap();
     let env_line = environment.map(|e| format!("environment = \"{e}\"\n")).unwrap_or_default();
     let text = format!(
-        r#"{}
+        r#"
 [[rotation]]
 id = "gh-deploy"
 source = {{ kind = "iam_access_key", user_name = "{USER}" }}
@@ -41,20 +38,14 @@ max_attempts = 3
 retry_base = "200ms"
 retry_cap = "1s"
 "#,
-        &env.config_text[..start],
         gh.server.uri()
     );
-    let cfg = keyturn::config::Config::parse(&text).unwrap();
+    let cfg = env.config_with(&text, false);
     (env, gh, cfg)
 }
 
 async fn rotate(env: &TestEnv, cfg: &keyturn::config::Config) -> keyturn::saga::Saga {
-    let engine = Arc::new(keyturn::app::engine_with(cfg, &env.clients, "w1".into(), keyturn::app::sqs_queue(cfg, &env.clients)));
-    let w = RunningWorker::spawn(engine.clone(), &cfg.worker);
-    let Created::New(id) = engine.request("gh-deploy", "manual").await.unwrap() else { panic!("expected a new saga") };
-    let saga = env.wait_terminal(&id, Duration::from_secs(60)).await;
-    w.stop().await;
-    saga
+    env.rotate_with(cfg, "gh-deploy").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

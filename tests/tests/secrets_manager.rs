@@ -4,12 +4,10 @@
 //! AWSPREVIOUS), keeps the secret's other fields, verifies by reading it back,
 //! and on refusal leaves the previous version current and deletes the new key.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use keyturn::saga::{Status, Step, TargetState};
-use keyturn::store::Created;
-use keyturn_testkit::env::{Options, RunningWorker, TestEnv};
+use keyturn_testkit::env::{Options, TestEnv};
 use serde_json::{json, Value};
 
 const USER: &str = "app-reader";
@@ -31,8 +29,9 @@ async fn setup(secret_id: &str) -> (TestEnv, keyturn::config::Config, String, St
         .send()
         .await
         .unwrap();
-    let text = format!(
-        r#"{}
+    let cfg = env.config_with(
+        &format!(
+            r#"
 [[rotation]]
 id = "app-secret"
 source = {{ kind = "iam_access_key", user_name = "{USER}" }}
@@ -46,20 +45,15 @@ grace_period = "0s"
 max_attempts = 3
 retry_base = "200ms"
 retry_cap = "1s"
-"#,
-        env.config_text
+"#
+        ),
+        true,
     );
-    let cfg = keyturn::config::Config::parse(&text).unwrap();
     (env, cfg, old_id, old_secret)
 }
 
 async fn rotate(env: &TestEnv, cfg: &keyturn::config::Config) -> keyturn::saga::Saga {
-    let engine = Arc::new(keyturn::app::engine_with(cfg, &env.clients, "w1".into(), keyturn::app::sqs_queue(cfg, &env.clients)));
-    let w = RunningWorker::spawn(engine.clone(), &cfg.worker);
-    let Created::New(id) = engine.request("app-secret", "manual").await.unwrap() else { panic!("expected a new saga") };
-    let saga = env.wait_terminal(&id, Duration::from_secs(60)).await;
-    w.stop().await;
-    saga
+    env.rotate_with(cfg, "app-secret").await
 }
 
 async fn secret_at(env: &TestEnv, stage: &str) -> Value {

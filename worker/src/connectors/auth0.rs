@@ -55,15 +55,7 @@ pub const TARGET: TargetEntry = TargetEntry {
     accepts: &["aws_access_key"],
     parse: |t| {
         let c: Auth0Config = super::from_table(t)?;
-        if c.domain.is_empty() || c.domain.contains('/') || c.domain.contains(':') {
-            return Err(ConfigProblem::at("domain", "must be a bare tenant domain like example.eu.auth0.com"));
-        }
-        if let Some(u) = &c.base_url {
-            crate::config::check_base_url(u).map_err(|m| ConfigProblem::at("base_url", m))?;
-        }
-        if c.client_id.is_empty() {
-            return Err(ConfigProblem::at("client_id", "must not be empty"));
-        }
+        check_tenant(&c.domain, c.base_url.as_deref(), &c.client_id)?;
         if c.ses_region.is_empty() {
             return Err(ConfigProblem::at("ses_region", "must be an AWS region like eu-west-1"));
         }
@@ -79,18 +71,45 @@ impl TargetSpec for Auth0Config {
         TARGET.accepts
     }
     fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn Target> {
-        Arc::new(Auth0EmailProvider::new(Auth0Settings {
-            domain: self.domain.clone(),
-            base_url: self.base_url.clone().unwrap_or_else(|| format!("https://{}", self.domain)),
-            client_id: self.client_id.clone(),
-            client_secret: self.client_secret.clone(),
-            ses_region: self.ses_region.clone(),
-            from_address: self.from_address.clone(),
-            http: ctx.http.clone(),
-            secrets: ctx.secrets.clone(),
-            retry: RetryPolicy::default(),
-        }))
+        Arc::new(client(&self.domain, self.base_url.as_deref(), &self.client_id, &self.client_secret, &self.ses_region, &self.from_address, ctx))
     }
+}
+
+/// The checks every Auth0 target makes of its tenant settings.
+pub(super) fn check_tenant(domain: &str, base_url: Option<&str>, client_id: &str) -> std::result::Result<(), ConfigProblem> {
+    if domain.is_empty() || domain.contains('/') || domain.contains(':') {
+        return Err(ConfigProblem::at("domain", "must be a bare tenant domain like example.eu.auth0.com"));
+    }
+    if let Some(u) = base_url {
+        crate::config::check_base_url(u).map_err(|m| ConfigProblem::at("base_url", m))?;
+    }
+    if client_id.is_empty() {
+        return Err(ConfigProblem::at("client_id", "must not be empty"));
+    }
+    Ok(())
+}
+
+/// A Management API client for a tenant (every Auth0 target talks through one).
+pub(super) fn client(
+    domain: &str,
+    base_url: Option<&str>,
+    client_id: &str,
+    client_secret: &SecretRef,
+    ses_region: &str,
+    from_address: &Option<String>,
+    ctx: &BuildContext<'_>,
+) -> Auth0EmailProvider {
+    Auth0EmailProvider::new(Auth0Settings {
+        domain: domain.into(),
+        base_url: base_url.map(str::to_string).unwrap_or_else(|| format!("https://{domain}")),
+        client_id: client_id.into(),
+        client_secret: client_secret.clone(),
+        ses_region: ses_region.into(),
+        from_address: from_address.clone(),
+        http: ctx.http.clone(),
+        secrets: ctx.secrets.clone(),
+        retry: RetryPolicy::default(),
+    })
 }
 
 pub struct Auth0Settings {
@@ -204,14 +223,20 @@ impl Auth0EmailProvider {
 
 /// Decide what a `GET /api/v2/emails/provider` answer says about the key.
 pub fn judge_provider(v: &Value, new_id: &str, old_ids: &[String]) -> Verification {
-    let name = v.get("name").and_then(Value::as_str).unwrap_or("");
-    if name != "ses" {
-        return Verification::Unhealthy(format!("Auth0's email provider is {name:?}, not \"ses\""));
+    judge_held(v, "ses", "/credentials/accessKeyId", new_id, old_ids)
+}
+
+/// A provider answer judged for any Auth0 target: the provider `name`
+/// expected, enabled, and the key id at `id_pointer` when Auth0 reveals it.
+pub(super) fn judge_held(v: &Value, name: &str, id_pointer: &str, new_id: &str, old_ids: &[String]) -> Verification {
+    let got = v.get("name").and_then(Value::as_str).unwrap_or("");
+    if got != name {
+        return Verification::Unhealthy(format!("Auth0's email provider is {got:?}, not {name:?}"));
     }
     if v.get("enabled").and_then(Value::as_bool) != Some(true) {
         return Verification::Unhealthy("Auth0's email provider is disabled".into());
     }
-    match v.pointer("/credentials/accessKeyId").and_then(Value::as_str) {
+    match v.pointer(id_pointer).and_then(Value::as_str) {
         Some(id) if id == new_id => Verification::HoldsNew,
         Some(id) if old_ids.iter().any(|o| o == id) => Verification::HoldsOld,
         Some(id) => Verification::Unhealthy(format!("Auth0 holds access key {id}, which is neither the new nor the old key")),

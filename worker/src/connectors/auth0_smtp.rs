@@ -28,8 +28,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth0::{Auth0EmailProvider, Auth0Settings};
-use super::{BoxFut, BuildContext, ConfigProblem, NewCredential, RetryPolicy, Target, TargetEntry, TargetSpec};
+use super::auth0::Auth0EmailProvider;
+use super::{BoxFut, BuildContext, ConfigProblem, NewCredential, Target, TargetEntry, TargetSpec};
 use crate::config::SecretRef;
 use crate::error::Result;
 use crate::saga::Verification;
@@ -65,15 +65,7 @@ pub const TARGET: TargetEntry = TargetEntry {
     accepts: &["aws_access_key"],
     parse: |t| {
         let c: Auth0SmtpConfig = super::from_table(t)?;
-        if c.domain.is_empty() || c.domain.contains('/') || c.domain.contains(':') {
-            return Err(ConfigProblem::at("domain", "must be a bare tenant domain like example.eu.auth0.com"));
-        }
-        if let Some(u) = &c.base_url {
-            crate::config::check_base_url(u).map_err(|m| ConfigProblem::at("base_url", m))?;
-        }
-        if c.client_id.is_empty() {
-            return Err(ConfigProblem::at("client_id", "must not be empty"));
-        }
+        super::auth0::check_tenant(&c.domain, c.base_url.as_deref(), &c.client_id)?;
         crate::config::check_region(&c.ses_region).map_err(|m| ConfigProblem::at("ses_region", m))?;
         if ![25, 465, 587, 2465, 2587].contains(&c.smtp_port) {
             return Err(ConfigProblem::at("smtp_port", "must be one of SES's SMTP ports: 25, 465, 587, 2465, 2587"));
@@ -90,17 +82,8 @@ impl TargetSpec for Auth0SmtpConfig {
         TARGET.accepts
     }
     fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn Target> {
-        let client = Auth0EmailProvider::new(Auth0Settings {
-            domain: self.domain.clone(),
-            base_url: self.base_url.clone().unwrap_or_else(|| format!("https://{}", self.domain)),
-            client_id: self.client_id.clone(),
-            client_secret: self.client_secret.clone(),
-            ses_region: self.ses_region.clone(),
-            from_address: self.from_address.clone(),
-            http: ctx.http.clone(),
-            secrets: ctx.secrets.clone(),
-            retry: RetryPolicy::default(),
-        });
+        let client =
+            super::auth0::client(&self.domain, self.base_url.as_deref(), &self.client_id, &self.client_secret, &self.ses_region, &self.from_address, ctx);
         Arc::new(Auth0SesSmtp { client, cfg: self.clone() })
     }
 }
@@ -171,24 +154,12 @@ impl Auth0SesSmtp {
 
 /// Decide what a `GET /api/v2/emails/provider` answer says about the key.
 pub fn judge_smtp(v: &Value, host: &str, new_id: &str, old_ids: &[String]) -> Verification {
-    let name = v.get("name").and_then(Value::as_str).unwrap_or("");
-    if name != "smtp" {
-        return Verification::Unhealthy(format!("Auth0's email provider is {name:?}, not \"smtp\""));
-    }
-    if v.get("enabled").and_then(Value::as_bool) != Some(true) {
-        return Verification::Unhealthy("Auth0's email provider is disabled".into());
-    }
     if let Some(h) = v.pointer("/credentials/smtp_host").and_then(Value::as_str) {
-        if h != host {
+        if h != host && v.get("name").and_then(Value::as_str) == Some("smtp") {
             return Verification::Unhealthy(format!("Auth0's SMTP host is {h}, not {host}"));
         }
     }
-    match v.pointer("/credentials/smtp_user").and_then(Value::as_str) {
-        Some(id) if id == new_id => Verification::HoldsNew,
-        Some(id) if old_ids.iter().any(|o| o == id) => Verification::HoldsOld,
-        Some(id) => Verification::Unhealthy(format!("Auth0's SMTP user is {id}, which is neither the new nor the old key")),
-        None => Verification::Opaque,
-    }
+    super::auth0::judge_held(v, "smtp", "/credentials/smtp_user", new_id, old_ids)
 }
 
 impl Target for Auth0SesSmtp {
