@@ -14,7 +14,8 @@ use crate::store::{Created, Stored};
 /// keyturn rotates long-lived credentials held by outside services, as
 /// durable sagas on SQS + DynamoDB.
 ///
-/// Configuration comes from a TOML file (see README.md, "Configuration").
+/// Configuration comes from a TOML file or an SSM parameter or S3 object
+/// (see docs/configuration.md).
 /// AWS credentials, region and endpoints come from the standard AWS
 /// environment (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, ...).
 ///
