@@ -149,6 +149,22 @@ async fn worker_and_rotate_wait_then_sigterm() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(": compensated") && out.contains("insufficient_scope"), "{out}");
 
+    // --json: one document with the exit code and the saga record, nothing else on stdout.
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let (cfg, envs) = (cfg.clone(), envs.clone());
+        move || run(&["rotate", "auth0-ses", "--wait", "--timeout", "60s", "--json", "--config", &cfg], &envs)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}\n{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("stdout is one JSON document");
+    assert_eq!(doc["exit_code"], 0);
+    assert_eq!(doc["saga"]["status"], "succeeded");
+    assert_eq!(doc["saga_id"], doc["saga"]["saga_id"]);
+    let (code, out, _) = run(&["release", "auth0-ses", "--json", "--config", &cfg], &envs);
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap(), serde_json::json!({"rotation_id": "auth0-ses", "lifted": false}));
+
     // Exit codes a script can trust: a refused command is 5, not 1 or 4.
     let (code, _, err) = run(&["rollback", &saga_id, "--config", &cfg], &envs);
     assert_eq!(code, 5, "{err}");
@@ -195,7 +211,7 @@ async fn worker_and_rotate_wait_then_sigterm() {
     let emf: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("every stdout line is JSON")).collect();
     let named = |name: &str| emf.iter().filter(|v| v.get(name).is_some()).cloned().collect::<Vec<_>>();
     let ok = named("SagaSucceeded");
-    assert_eq!(ok.len(), 1, "{stdout}");
+    assert_eq!(ok.len(), 2, "two rotations succeeded: {stdout}");
     assert_eq!(
         (ok[0]["RotationId"].as_str(), ok[0]["TargetKind"].as_str(), ok[0]["Trigger"].as_str()),
         (Some("auth0-ses"), Some("auth0_email_provider"), Some("manual"))

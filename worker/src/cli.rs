@@ -116,6 +116,9 @@ pub enum Command {
         /// SCIM token rotations: the ID of the token in use today, as the console lists it.
         #[arg(long, requires = "old_token_created", value_name = "ID")]
         old_token_id: Option<String>,
+        /// Print one JSON document instead of text: `saga_id`, `exit_code` and `saga` (the record `status --json` prints).
+        #[arg(long)]
+        json: bool,
     },
     /// Hand keyturn a new credential you created by hand (an IAM Identity
     /// Center SCIM token) for a saga that is waiting for it.
@@ -150,6 +153,9 @@ pub enum Command {
         /// With --wait: give up waiting after this long.
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         timeout: Duration,
+        /// Print one JSON document instead of text: `saga_id`, `exit_code` and `saga` (the record `status --json` prints).
+        #[arg(long)]
+        json: bool,
     },
     /// Confirm you deleted the old credential (SCIM token) a saga asked you
     /// to delete; this completes the rotation.
@@ -162,6 +168,9 @@ pub enum Command {
         /// With --wait: give up waiting after this long.
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         timeout: Duration,
+        /// Print one JSON document instead of text: `saga_id`, `exit_code` and `saga` (the record `status --json` prints).
+        #[arg(long)]
+        json: bool,
     },
     /// Show a saga's timeline (every step attempt, its outcome and error), or,
     /// given a rotation id, the rotation's quarantine state and recent sagas.
@@ -195,6 +204,9 @@ pub enum Command {
         /// With --wait: give up waiting after this long.
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         timeout: Duration,
+        /// Print one JSON document instead of text: `saga_id`, `exit_code` and `saga` (the record `status --json` prints).
+        #[arg(long)]
+        json: bool,
     },
     /// Resolve a saga that stopped in needs attention with both keys in place:
     /// say which key the target uses, and keyturn retires the other one the
@@ -219,6 +231,9 @@ pub enum Command {
         /// With --wait: give up waiting after this long.
         #[arg(long, default_value = "30m", value_parser = parse_duration)]
         timeout: Duration,
+        /// Print one JSON document instead of text: `saga_id`, `exit_code` and `saga` (the record `status --json` prints).
+        #[arg(long)]
+        json: bool,
     },
     /// Dry run: print what keyturn would do for an event, or for the key-age
     /// scan — which rotations would start, which keys would be created,
@@ -232,6 +247,9 @@ pub enum Command {
         /// The scheduled key-age scan of rotations with a [rotation.schedule].
         #[arg(long)]
         scan: bool,
+        /// Print `{"plan": [lines]}` instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Lambda mode: serve SQS event source mappings (step and intake queues)
     /// and scheduled `{"keyturn":"sweep"}` events through the Lambda runtime
@@ -242,6 +260,9 @@ pub enum Command {
     Release {
         /// Rotation id from the configuration.
         rotation: String,
+        /// Print `{"rotation_id", "lifted"}` instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Dead-letter queues: what is there and why, and sending it back after a fix.
     Dlq {
@@ -265,6 +286,43 @@ pub fn init_tracing(format: LogFormat, command: &Command) {
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
+    }
+}
+
+static JSON_OUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Human output, silenced when the command was asked for `--json`.
+macro_rules! say {
+    ($($t:tt)*) => {
+        if !JSON_OUT.load(std::sync::atomic::Ordering::Relaxed) {
+            println!($($t)*);
+        }
+    };
+}
+
+/// With `--json`, print the saga's document after a command: `saga_id`,
+/// `exit_code` and `saga` (the record `status --json` prints). The schema
+/// is stable: fields may be added, none renamed or removed.
+async fn finish(store: &crate::store::Store, saga_id: &str, code: i32) -> anyhow::Result<i32> {
+    if JSON_OUT.load(std::sync::atomic::Ordering::Relaxed) {
+        let saga = store.load(saga_id).await?.map(|s| s.saga);
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"saga_id": saga_id, "exit_code": code, "saga": saga}))?);
+    }
+    Ok(code)
+}
+
+impl Command {
+    fn wants_json(&self) -> bool {
+        match self {
+            Command::Rotate { json, .. }
+            | Command::Provide { json, .. }
+            | Command::Confirm { json, .. }
+            | Command::Rollback { json, .. }
+            | Command::Resolve { json, .. }
+            | Command::Release { json, .. }
+            | Command::Plan { json, .. } => *json,
+            _ => false,
+        }
     }
 }
 
@@ -318,6 +376,7 @@ impl Command {
 
 /// Run a parsed command. Returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    JSON_OUT.store(cli.command.wants_json(), std::sync::atomic::Ordering::Relaxed);
     let source = crate::config_source::ConfigSource::parse(&cli.config);
     // A configuration in SSM or S3 is read with the standard AWS chain
     // (region from AWS_REGION); the file's own [aws] region applies after.
@@ -348,7 +407,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             watch.abort();
             Ok(0)
         }
-        Command::Rotate { rotation, wait, timeout, old_token_created, old_token_id } => {
+        Command::Rotate { rotation, wait, timeout, old_token_created, old_token_id, .. } => {
             if cfg.rotation(&rotation).is_none() {
                 return Err(Usage(format!(
                     "no rotation {rotation:?} in {}; configured: {}",
@@ -360,7 +419,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let req = crate::engine::Request { trigger: "manual".into(), old: old_token(old_token_created, old_token_id), ..Default::default() };
             let saga_id = match engine.request_with(&rotation, req).await.context("requesting the rotation")? {
                 Created::New(id) => {
-                    println!("rotation {rotation}: saga {id} started");
+                    say!("rotation {rotation}: saga {id} started");
                     id
                 }
                 Created::Existing(id) => {
@@ -377,18 +436,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                         ))
                         .into());
                     }
-                    println!("rotation {rotation}: already in progress as saga {id}");
+                    say!("rotation {rotation}: already in progress as saga {id}");
                     id
                 }
                 Created::Skipped(reason) => return Err(Refusal(format!("rotation {rotation} not started: {reason}")).into()),
             };
             if !wait {
-                println!("follow it with: keyturn status {saga_id}");
-                return Ok(0);
+                say!("follow it with: keyturn status {saga_id}");
+                return finish(&engine.store, &saga_id, 0).await;
             }
-            follow(&engine.store, &saga_id, timeout).await
+            let code = follow(&engine.store, &saga_id, timeout).await?;
+            finish(&engine.store, &saga_id, code).await
         }
-        Command::Provide { saga_id, from_secret, json_key, old_token_created, old_token_id, wait, timeout } => {
+        Command::Provide { saga_id, from_secret, json_key, old_token_created, old_token_id, wait, timeout, .. } => {
             let token = match from_secret {
                 Some(secret_id) => {
                     let r = crate::config::SecretRef::SecretsManager { secret_id: secret_id.clone(), json_key };
@@ -402,23 +462,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let token = clean_token(&token)?;
             let next = engine.provide(&saga_id, &token, old_token(old_token_created, old_token_id)).await?;
             drop(token);
-            println!(
+            say!(
                 "saga {saga_id}: new token received ({}) and stored encrypted; keyturn now tests it in the target and saves it only if the test passes",
                 next.new_key.as_deref().unwrap_or("")
             );
             if !wait {
-                println!("follow it with: keyturn status {saga_id}");
-                return Ok(0);
+                say!("follow it with: keyturn status {saga_id}");
+                return finish(&engine.store, &saga_id, 0).await;
             }
-            follow_until(&engine.store, &saga_id, timeout, |s| s.awaits_person()).await
+            let code = follow_until(&engine.store, &saga_id, timeout, |s| s.awaits_person()).await?;
+            finish(&engine.store, &saga_id, code).await
         }
-        Command::Confirm { saga_id, wait, timeout } => {
+        Command::Confirm { saga_id, wait, timeout, .. } => {
             engine.confirm(&saga_id).await?;
-            println!("saga {saga_id}: deletion of the old token confirmed; the rotation completes now");
+            say!("saga {saga_id}: deletion of the old token confirmed; the rotation completes now");
             if wait {
-                return follow(&engine.store, &saga_id, timeout).await;
+                let code = follow(&engine.store, &saga_id, timeout).await?;
+                return finish(&engine.store, &saga_id, code).await;
             }
-            Ok(0)
+            finish(&engine.store, &saga_id, 0).await
         }
         Command::Status { saga_id, json } if cfg.rotation(&saga_id).is_some() => {
             let (health, _) = engine.store.health(&saga_id).await?;
@@ -434,11 +496,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Command::Release { rotation } => {
-            if engine.release(&rotation).await? {
-                println!("rotation {rotation}: quarantine lifted; automatic triggers start it again");
+        Command::Release { rotation, .. } => {
+            let lifted = engine.release(&rotation).await?;
+            if lifted {
+                say!("rotation {rotation}: quarantine lifted; automatic triggers start it again");
             } else {
-                println!("rotation {rotation}: was not quarantined");
+                say!("rotation {rotation}: was not quarantined");
+            }
+            if JSON_OUT.load(std::sync::atomic::Ordering::Relaxed) {
+                println!("{}", serde_json::json!({"rotation_id": rotation, "lifted": lifted}));
             }
             Ok(0)
         }
@@ -547,7 +613,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
         }
-        Command::Plan { event, scan } => {
+        Command::Plan { event, scan, .. } => {
             let lines = match (event, scan) {
                 (Some(path), _) => {
                     let body = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -555,21 +621,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
                 (None, _) => engine.plan_scan().await?,
             };
-            println!("plan (dry run, nothing changed):");
-            for l in lines {
-                println!("{l}");
+            say!("plan (dry run, nothing changed):");
+            for l in &lines {
+                say!("{l}");
+            }
+            if JSON_OUT.load(std::sync::atomic::Ordering::Relaxed) {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"plan": lines}))?);
             }
             Ok(0)
         }
-        Command::Resolve { saga_id, keep, force, wait, timeout } => {
+        Command::Resolve { saga_id, keep, force, wait, timeout, .. } => {
             let keep = match keep {
                 KeepArg::New => crate::saga::Keep::New,
                 KeepArg::Old => crate::saga::Keep::Old,
             };
             let by = format!("keyturn resolve --keep {}{} by {}", keep.as_str(), if force { " --force" } else { "" }, whoami());
             let (next, verdict) = engine.resolve(&saga_id, keep, force, &by).await?;
-            println!("saga {saga_id}: resolved, keeping the {} key (evidence: {})", keep.as_str(), verdict.reason);
-            println!(
+            say!("saga {saga_id}: resolved, keeping the {} key (evidence: {})", keep.as_str(), verdict.reason);
+            say!(
                 "  next: {}",
                 match (keep, next.step) {
                     (_, crate::saga::Step::Finalize) => "the other key is already gone; the saga ends now".to_string(),
@@ -578,19 +647,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             );
             if !wait {
-                println!("follow it with: keyturn status {saga_id}");
-                return Ok(0);
+                say!("follow it with: keyturn status {saga_id}");
+                return finish(&engine.store, &saga_id, 0).await;
             }
-            follow(&engine.store, &saga_id, timeout).await
+            let code = follow(&engine.store, &saga_id, timeout).await?;
+            finish(&engine.store, &saga_id, code).await
         }
-        Command::Rollback { saga_id, wait, timeout } => {
+        Command::Rollback { saga_id, wait, timeout, .. } => {
             let next = engine.rollback(&saga_id).await?;
             let which = if next.step == crate::saga::Step::RestoreNew { "new" } else { "old" };
-            println!("rollback of saga {saga_id} requested: the {which} key will be reactivated");
+            say!("rollback of saga {saga_id} requested: the {which} key will be reactivated");
             if wait {
-                return follow(&engine.store, &saga_id, timeout).await;
+                let code = follow(&engine.store, &saga_id, timeout).await?;
+                return finish(&engine.store, &saga_id, code).await;
             }
-            Ok(0)
+            finish(&engine.store, &saga_id, 0).await
         }
     }
 }
@@ -736,18 +807,18 @@ pub async fn follow_until(store: &crate::store::Store, saga_id: &str, timeout: D
     loop {
         let s = store.load(saga_id).await?.with_context(|| format!("no saga {saga_id}"))?;
         for a in s.saga.history.iter().skip(printed) {
-            println!("{}", attempt_line(a));
+            say!("{}", attempt_line(a));
         }
         printed = s.saga.history.len();
         if s.saga.status.is_terminal() {
-            println!("saga {saga_id}: {}", s.saga.status.as_str());
+            say!("saga {saga_id}: {}", s.saga.status.as_str());
             if let Some(f) = &s.saga.failure {
-                println!("  failed at {}: {}: {}", f.step, f.code, f.message);
+                say!("  failed at {}: {}: {}", f.step, f.code, f.message);
             }
             return Ok(if s.saga.status == Status::Succeeded { exit::SUCCEEDED } else { exit::ENDED_OTHERWISE });
         }
         if enough(&s.saga) {
-            println!("saga {saga_id}: {} at step {}: waiting for a person again (see the notification)", s.saga.status.as_str(), s.saga.step);
+            say!("saga {saga_id}: {} at step {}: waiting for a person again (see the notification)", s.saga.status.as_str(), s.saga.step);
             return Ok(0);
         }
         if start.elapsed() > timeout {
