@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 
-use crate::config::parse_duration;
+use crate::config::{parse_duration, Config};
 use crate::saga::{Saga, Status};
 use crate::store::{Created, Stored};
 
@@ -395,10 +395,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
-    let clients = crate::aws::Clients::new(crate::aws::load(cfg.aws.region.as_deref()).await);
+    let sdk = crate::aws::load(cfg.aws.region.as_deref()).await;
+    if matches!(cli.command, Command::Status { .. } | Command::List { .. }) {
+        let store = crate::store::Store::new(aws_sdk_dynamodb::Client::new(&sdk), &cfg.aws.table);
+        return table_command(cli.command, &cfg, store).await;
+    }
+    let clients = crate::aws::Clients::new(sdk);
     let engine = Arc::new(crate::app::engine(&cfg, &clients, crate::app::worker_id()));
     match cli.command {
-        Command::CheckConfig => unreachable!(),
+        Command::CheckConfig | Command::Status { .. } | Command::List { .. } => unreachable!("answered above"),
         Command::Worker => {
             let intake = crate::app::intake_queue(&cfg, &clients).map(Arc::new);
             let watch = crate::worker::ConfigWatch::new(source.clone(), bootstrap.clone(), cfg.clone(), version);
@@ -482,20 +487,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             finish(&engine.store, &saga_id, 0).await
         }
-        Command::Status { saga_id, json } if cfg.rotation(&saga_id).is_some() => {
-            let (health, _) = engine.store.health(&saga_id).await?;
-            let recent: Vec<Saga> = engine.store.list().await?.into_iter().map(|s| s.saga).filter(|s| s.rotation_id == saga_id).take(5).collect();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"rotation_id": saga_id, "health": health, "recent_sagas": recent}))?);
-            } else {
-                println!("rotation {saga_id}: {}", quarantine_line(&health));
-                println!("  consecutive failed sagas: {}", health.consecutive_failures);
-                for s in recent {
-                    println!("  {}  {:<15}  {}  {}", s.saga_id, s.status.as_str(), fmt_time(s.created_at), s.trigger);
-                }
-            }
-            Ok(0)
-        }
         Command::Release { rotation, .. } => {
             let lifted = engine.release(&rotation).await?;
             if lifted {
@@ -505,34 +496,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             if JSON_OUT.load(std::sync::atomic::Ordering::Relaxed) {
                 println!("{}", serde_json::json!({"rotation_id": rotation, "lifted": lifted}));
-            }
-            Ok(0)
-        }
-        Command::Status { saga_id, json } => {
-            let s = engine.store.load(&saga_id).await?.with_context(|| format!("no saga {saga_id}"))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&s.saga)?);
-            } else {
-                print!("{}", timeline(&s));
-            }
-            Ok(0)
-        }
-        Command::List { limit, json } => {
-            let all = engine.store.list().await?;
-            let rows: Vec<&Saga> = all.iter().take(limit).map(|s| &s.saga).collect();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                println!("{:<36}  {:<16}  {:<15}  {:<14}  started", "saga", "rotation", "status", "step");
-                for s in rows {
-                    println!("{:<36}  {:<16}  {:<15}  {:<14}  {}", s.saga_id, s.rotation_id, s.status.as_str(), s.step.as_str(), fmt_time(s.created_at));
-                }
-                for r in &cfg.rotations {
-                    let (h, _) = engine.store.health(&r.id).await?;
-                    if h.quarantine.is_some() {
-                        println!("rotation {}: {}", r.id, quarantine_line(&h));
-                    }
-                }
             }
             Ok(0)
         }
@@ -663,6 +626,56 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             finish(&engine.store, &saga_id, 0).await
         }
+    }
+}
+
+/// `status` and `list` read only the saga table: they build a DynamoDB
+/// client and nothing else.
+async fn table_command(command: Command, cfg: &Config, store: crate::store::Store) -> anyhow::Result<i32> {
+    match command {
+        Command::Status { saga_id, json } if cfg.rotation(&saga_id).is_some() => {
+            let (health, _) = store.health(&saga_id).await?;
+            let recent: Vec<Saga> = store.list().await?.into_iter().map(|s| s.saga).filter(|s| s.rotation_id == saga_id).take(5).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"rotation_id": saga_id, "health": health, "recent_sagas": recent}))?);
+            } else {
+                println!("rotation {saga_id}: {}", quarantine_line(&health));
+                println!("  consecutive failed sagas: {}", health.consecutive_failures);
+                for s in recent {
+                    println!("  {}  {:<15}  {}  {}", s.saga_id, s.status.as_str(), fmt_time(s.created_at), s.trigger);
+                }
+            }
+            Ok(0)
+        }
+        Command::Status { saga_id, json } => {
+            let s = store.load(&saga_id).await?.with_context(|| format!("no saga {saga_id}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s.saga)?);
+            } else {
+                print!("{}", timeline(&s));
+            }
+            Ok(0)
+        }
+        Command::List { limit, json } => {
+            let all = store.list().await?;
+            let rows: Vec<&Saga> = all.iter().take(limit).map(|s| &s.saga).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:<36}  {:<16}  {:<15}  {:<14}  started", "saga", "rotation", "status", "step");
+                for s in rows {
+                    println!("{:<36}  {:<16}  {:<15}  {:<14}  {}", s.saga_id, s.rotation_id, s.status.as_str(), s.step.as_str(), fmt_time(s.created_at));
+                }
+                for r in &cfg.rotations {
+                    let (h, _) = store.health(&r.id).await?;
+                    if h.quarantine.is_some() {
+                        println!("rotation {}: {}", r.id, quarantine_line(&h));
+                    }
+                }
+            }
+            Ok(0)
+        }
+        _ => unreachable!("only status and list read the table alone"),
     }
 }
 
