@@ -22,6 +22,16 @@ const CIS: [(&str, &str); 4] = [
     ("5.0.0", include_str!("../../../tests/fixtures/securityhub-iam3-cis-5.0.0.json")),
 ];
 
+/// New Security Hub (OCSF) findings as EventBridge delivers them
+/// (`Findings Imported V2`, one finding per event): the same IAM.3 finding
+/// failed, passed (Security Hub then also resolves it), suppressed by an
+/// operator, archived (closed); and another control on the same user.
+const V2_FAILED: &str = include_str!("../../../tests/fixtures/securityhub-v2-iam3-failed.json");
+const V2_PASSED: &str = include_str!("../../../tests/fixtures/securityhub-v2-iam3-passed.json");
+const V2_SUPPRESSED: &str = include_str!("../../../tests/fixtures/securityhub-v2-iam3-suppressed.json");
+const V2_ARCHIVED: &str = include_str!("../../../tests/fixtures/securityhub-v2-iam3-archived.json");
+const V2_OTHER: &str = include_str!("../../../tests/fixtures/securityhub-v2-other-control.json");
+
 fn rotations() -> Vec<RotationConfig> {
     Config::parse(&format!(
         "{AWS}{}",
@@ -396,4 +406,125 @@ fn the_controls_max_access_key_age_parameter_is_read() {
     assert_eq!(with(serde_json::json!([{"Name": "maxAccessKeyAge", "Value": ["0"]}])), None, "nonsense is ignored, not trusted");
     assert_eq!(with(serde_json::json!([{"Name": "maxAccessKeyAge", "Value": ["ninety"]}])), None);
     assert_eq!(with(serde_json::json!({"Name": "maxAccessKeyAge"})), None);
+}
+
+#[test]
+fn a_failed_ocsf_iam3_finding_starts_exactly_one_rotation() {
+    let f = finding(V2_FAILED);
+    assert_eq!(f.format, Format::Ocsf);
+    assert_eq!(f.iam3, Some(Iam3Field::OcsfControl));
+    // What BatchUpdateFindingsV2 identifies it by.
+    assert_eq!(f.id, "arn:aws:securityhub:us-east-1:123456789012:security-control/IAM.3/finding/6e1f7a2b-3c4d-4e5f-8a9b-0c1d2e3f4a60");
+    assert_eq!(f.product_arn, "arn:aws:securityhub:us-east-1::product/aws/securityhub");
+    assert_eq!(f.account_id, "123456789012");
+    assert_eq!(f.region, "us-east-1");
+    assert_eq!(f.users, vec![("123456789012".to_string(), "auth0-ses-sender".to_string())]);
+    assert_eq!(f.observed_at, Some(1_787_388_900_000), "finding_info.first_seen_time_dt, 2026-08-22T08:55:00Z");
+    assert!(f.failed && f.closed.is_none());
+    assert_eq!(starts(V2_FAILED), vec![("auth0-ses".to_string(), f.id.clone())]);
+}
+
+#[test]
+fn passed_suppressed_archived_and_other_ocsf_findings_start_nothing() {
+    assert_eq!(ignored(V2_PASSED), "status Resolved (status_id 4) is not open", "Security Hub resolves a passed finding");
+    // Passed but still open (Security Hub has not resolved it yet): the compliance result decides.
+    let passed_open = edit(V2_PASSED, |v| {
+        set(v, &["status"], "New".into());
+        set(v, &["status_id"], 1.into());
+    });
+    assert_eq!(ignored(&passed_open), "compliance status Pass is not FAILED");
+    assert_eq!(ignored(V2_SUPPRESSED), "status Suppressed (status_id 3) is not open");
+    assert_eq!(ignored(V2_ARCHIVED), "activity Close (Security Hub closed the finding)");
+    assert_eq!(ignored(&edit(V2_ARCHIVED, |v| set(v, &["activity_id"], 2.into()))), "status Archived (status_id 5) is not open");
+    assert_eq!(ignored(V2_OTHER), "control IAM.8 is not IAM.3");
+    // In progress (keyturn's own update) is still open: the key age decides, as for NOTIFIED ASFF findings.
+    let in_progress = edit(V2_FAILED, |v| {
+        set(v, &["status"], "In Progress".into());
+        set(v, &["status_id"], 2.into());
+    });
+    assert_eq!(starts(&in_progress).len(), 1);
+}
+
+#[test]
+fn ocsf_status_ids_decide_and_names_are_a_fallback() {
+    // The ids are authoritative; the captions only count when the ids are missing.
+    let no_ids = |body: &str| {
+        edit(body, |v| {
+            remove(v, &["status_id"]);
+            remove(v, &["compliance", "status_id"]);
+        })
+    };
+    assert_eq!(starts(&no_ids(V2_FAILED)).len(), 1);
+    assert_eq!(ignored(&no_ids(V2_SUPPRESSED)), "status Suppressed is not open");
+    let lower = edit(&no_ids(V2_FAILED), |v| set(v, &["compliance", "status"], "fail".into()));
+    assert_eq!(starts(&lower).len(), 1, "caption compared without case");
+    // A failing caption with a non-failing id: the id wins.
+    let warning = edit(V2_FAILED, |v| set(v, &["compliance", "status_id"], 2.into()));
+    assert_eq!(ignored(&warning), "compliance status Fail is not FAILED");
+    let no_status = edit(&no_ids(V2_FAILED), |v| remove(v, &["compliance", "status"]));
+    assert_eq!(ignored(&no_status), "compliance status (none) is not FAILED");
+}
+
+#[test]
+fn the_ocsf_user_comes_from_an_arn_in_uid_or_uid_alt_else_the_name() {
+    let with = |resource: Value| finding(&edit(V2_FAILED, |v| set(v, &["resources"], serde_json::json!([resource])))).users;
+    let arn = "arn:aws:iam::999999999999:user/keyturn/mailer";
+    assert_eq!(with(serde_json::json!({"type": "AWS::IAM::User", "uid": arn})), vec![("999999999999".to_string(), "mailer".to_string())]);
+    assert_eq!(
+        with(serde_json::json!({"type": "AWS::IAM::User", "uid": "AIDACKCEVSQ6C2EXAMPLE", "uid_alt": arn, "name": "ignored"})),
+        vec![("999999999999".to_string(), "mailer".to_string())],
+        "an ARN wins over the name"
+    );
+    assert_eq!(
+        with(serde_json::json!({"type": "AWS::IAM::User", "uid": "AIDACKCEVSQ6C2EXAMPLE", "name": "auth0-ses-sender"})),
+        vec![("123456789012".to_string(), "auth0-ses-sender".to_string())],
+        "no ARN: the name, in the finding's account"
+    );
+    assert_eq!(with(serde_json::json!({"type": "AwsIamUser", "uid": arn})).len(), 1, "ASFF's type name is tolerated");
+    assert!(with(serde_json::json!({"type": "AWS::IAM::Role", "uid": "arn:aws:iam::123456789012:role/x"})).is_empty());
+    let e = parse(&edit(V2_FAILED, |v| set(v, &["resources"], serde_json::json!([{"type": "AWS::IAM::User", "uid": "AIDACKCEVSQ6C2EXAMPLE"}])))).unwrap_err();
+    assert_eq!(e.to_string(), "malformed event: finding 0: AWS::IAM::User resource without a user ARN or name");
+    // The user of another account is matched to that account's rotation.
+    let other = edit(V2_FAILED, |v| set(v, &["resources"], serde_json::json!([{"type": "AWS::IAM::User", "uid": arn}])));
+    assert!(matches!(&decide(&parse(&other).unwrap(), &rotations())[..], [Decision::Rotate { rotation_id, .. }] if rotation_id == "other-account"));
+}
+
+#[test]
+fn ocsf_findings_need_their_identifiers_and_iam3_ones_their_resources() {
+    for (ptr, name) in [("finding_info", "finding_info.uid"), ("metadata", "metadata.product.uid"), ("cloud", "cloud.account.uid")] {
+        let e = parse(&edit(V2_FAILED, |v| remove(v, &[ptr]))).unwrap_err();
+        assert_eq!(e.to_string(), format!("malformed event: finding 0 has no {name}"));
+    }
+    let e = parse(&edit(V2_FAILED, |v| remove(v, &["resources"]))).unwrap_err();
+    assert_eq!(e.to_string(), "malformed event: finding 0 has no resources");
+    // Another control without resources is merely not ours.
+    assert_eq!(ignored(&edit(V2_OTHER, |v| remove(v, &["resources"]))), "control IAM.8 is not IAM.3");
+    // The region falls back to the event's.
+    let f = finding(&edit(V2_FAILED, |v| {
+        remove(v, &["cloud", "region"]);
+        v["region"] = "eu-central-1".into();
+    }));
+    assert_eq!(f.region, "eu-central-1");
+}
+
+#[test]
+fn the_ocsf_max_access_key_age_parameter_is_read_when_present() {
+    assert_eq!(finding(V2_FAILED).max_key_age_days, None, "absent: IAM.3's default applies");
+    let with = |params: Value| finding(&edit(V2_FAILED, |v| set(v, &["compliance", "control_parameters"], params))).max_key_age_days;
+    assert_eq!(with(serde_json::json!([{"name": "maxAccessKeyAge", "value": "45"}])), Some(45));
+    assert_eq!(with(serde_json::json!([{"name": "other", "value": "7"}, {"name": "maxAccessKeyAge", "values": ["30"]}])), Some(30));
+    assert_eq!(with(serde_json::json!([{"name": "maxAccessKeyAge", "value": "0"}])), None);
+    assert_eq!(with(serde_json::json!({"name": "maxAccessKeyAge", "value": "30"})), None);
+}
+
+proptest::proptest! {
+    #[test]
+    fn parse_never_panics_on_mutated_ocsf_and_cis_findings(which in 0usize..6, drop in 0usize..40, value in proptest::prelude::any::<i64>()) {
+        let bodies = [V2_FAILED, V2_OTHER, CIS[0].1, CIS[1].1, CIS[2].1, CIS[3].1];
+        let mut v: Value = serde_json::from_str(bodies[which]).unwrap();
+        let f = v["detail"]["findings"][0].as_object_mut().unwrap();
+        let key = f.keys().nth(drop % f.len()).unwrap().clone();
+        f.insert(key, value.into());
+        let _ = parse(&v.to_string()).map(|e| decide(&e, &rotations()));
+    }
 }
