@@ -41,7 +41,7 @@
 use serde_json::Value;
 
 use crate::config::{RotationConfig, SourceConfig};
-use crate::saga::Millis;
+use crate::saga::{FindingKind, FindingRef, Millis};
 
 pub const IAM3: &str = "IAM.3";
 pub const SCIM_EXPIRY: &str = "AWS_IAMIDENTITYCENTER_SCIM_BEARER_TOKEN_EXPIRY_NOTIFICATION";
@@ -211,6 +211,23 @@ pub struct Finding {
     pub max_key_age_days: Option<u64>,
     /// IAM users among the finding's resources: (account, user name).
     pub users: Vec<(String, String)>,
+}
+
+impl Finding {
+    /// What a saga keeps to update this finding when it starts and ends:
+    /// the API its Security Hub uses, its region and identifiers.
+    pub fn reference(&self) -> FindingRef {
+        FindingRef {
+            id: self.id.clone(),
+            product_arn: self.product_arn.clone(),
+            kind: match self.format {
+                Format::Asff => FindingKind::V1,
+                Format::Ocsf => FindingKind::V2,
+            },
+            region: Some(self.region.clone()).filter(|r| !r.is_empty()),
+            account_id: Some(self.account_id.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
