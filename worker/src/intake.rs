@@ -611,7 +611,7 @@ pub fn parse(body: &str) -> Result<Event, IntakeError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Start (or join) the rotation.
-    Rotate { rotation_id: String, finding: Finding, user: String },
+    Rotate { rotation_id: String, finding: Box<Finding>, user: String },
     /// Nothing to do, and why (logged).
     Ignore { finding_id: String, reason: String },
     /// An IAM user with a failing finding and no configured rotation.
@@ -691,7 +691,7 @@ pub fn decide(event: &Event, rotations: &[RotationConfig]) -> Vec<Decision> {
         }
         for (account, user) in &f.users {
             match match_user(rotations, account, user) {
-                Some(r) => out.push(Decision::Rotate { rotation_id: r.id.clone(), finding: f.clone(), user: user.clone() }),
+                Some(r) => out.push(Decision::Rotate { rotation_id: r.id.clone(), finding: Box::new(f.clone()), user: user.clone() }),
                 None => out.push(Decision::Unmatched { finding_id: f.id.clone(), account_id: account.clone(), user: user.clone() }),
             }
         }

@@ -78,6 +78,9 @@ const BATCH_MAX: usize = 100;
 /// A finding Security Hub did not process: the finding, error code, message.
 type Unprocessed = (FindingRef, String, String);
 
+/// Findings updated together: same API, same region.
+type Group = ((FindingKind, Option<String>), Vec<FindingRef>);
+
 #[derive(Clone, Debug)]
 pub struct SecurityHub {
     /// The worker's own client (its region is the default for old sagas).
@@ -107,7 +110,7 @@ impl SecurityHub {
     /// is logged and the others still run; the first error is returned once
     /// all were tried.
     pub async fn update(&self, findings: &[FindingRef], workflow: Workflow, note: &str) -> Result<usize> {
-        let mut groups: Vec<((FindingKind, Option<String>), Vec<FindingRef>)> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
         for f in findings {
             let key = (f.kind, f.region.clone());
             match groups.iter_mut().find(|(k, _)| *k == key) {
