@@ -6,11 +6,18 @@
 Each fixture in tests/fixtures/ (the events intake.rs is tested with) must be
 matched by exactly its own rule, and mutated copies of it (archived, passed,
 another control, suppressed, another custom action, another Health event...)
-by none. The matcher below is a local approximation of EventBridge's
-documented semantics (exact values, prefix, suffix, anything-but, exists,
-$or; an array in the event matches if any element does). It catches wrong
-field names, values and structure; it is not EventBridge itself. The
-authoritative check, with credentials:
+by none. That covers Security Hub CSPM (ASFF: consolidated, FSBP legacy, every
+CIS version's legacy finding, the AWS Config rule fallback) and the new
+Security Hub (OCSF, "Findings Imported V2": failed, passed, suppressed,
+archived, another control). Where the pattern cannot tell (EventBridge
+matches array fields per field, not per finding; a CIS number is not checked
+against its version here) intake.rs decides; those cases are not listed.
+
+The matcher below is a local approximation of EventBridge's documented
+semantics (exact values, prefix, suffix, equals-ignore-case, anything-but,
+exists, $or at any level; an array in the event matches if any element
+does). It catches wrong field names, values and structure; it is not
+EventBridge itself. The authoritative check, with credentials:
 
     aws events test-event-pattern --event-pattern "$PATTERN" --event file://tests/fixtures/X.json
 """
@@ -50,6 +57,8 @@ def filter_matches(flt, values):
             return any(isinstance(v, str) and v.startswith(arg) for v in values)
         if op == "suffix":
             return any(isinstance(v, str) and v.endswith(arg) for v in values)
+        if op == "equals-ignore-case":
+            return any(isinstance(v, str) and v.lower() == arg.lower() for v in values)
         if op == "anything-but":
             banned = arg if isinstance(arg, list) else [arg]
             return any(v not in banned for v in values)
@@ -106,6 +115,25 @@ def finding_set(**fields):
     return fn
 
 
+def finding_edit(**fields):
+    """Like finding_set; a value None removes the field."""
+    def fn(e):
+        for f in e["detail"]["findings"]:
+            for dotted, value in fields.items():
+                node = f
+                *parents, last = dotted.split("__")
+                for p in parents:
+                    node = node.setdefault(p, {})
+                if value is None:
+                    node.pop(last, None)
+                else:
+                    node[last] = value
+    return fn
+
+
+CIS_VERSIONS = ("1.2.0", "1.4.0", "3.0.0", "5.0.0")
+
+
 def cases():
     cons = fixture("securityhub-iam3-consolidated.json")
     legacy = fixture("securityhub-iam3-legacy.json")
@@ -124,6 +152,33 @@ def cases():
     yield "legacy, IAM.4", mutate(legacy, finding_set(ProductFields__ControlId="IAM.4",
                                                       GeneratorId="aws-foundational-security-best-practices/v/1.0.0/IAM.4")), None
     yield "legacy, other source", mutate(legacy, lambda e: e.update(source="aws.config")), None
+    for version in CIS_VERSIONS:
+        cis = fixture(f"securityhub-iam3-cis-{version}.json")
+        yield f"CIS v{version} legacy IAM.3", cis, "FindingsImportedRule"
+        yield f"CIS v{version}, passed", mutate(cis, finding_set(Compliance__Status="PASSED")), None
+        yield f"CIS v{version}, archived", mutate(cis, finding_set(RecordState="ARCHIVED")), None
+    cis14 = fixture("securityhub-iam3-cis-1.4.0.json")
+    yield "CIS v1.4.0 1.4 (root access key), its own Config rule", mutate(cis14, finding_set(
+        GeneratorId="cis-aws-foundations-benchmark/v/1.4.0/1.4", ProductFields__ControlId="1.4",
+        **{"ProductFields__RelatedAWSResources:0/name": "securityhub-iam-root-access-key-check-1a2b3c4d"})), None
+    yield "CIS v5.0.0 1.14 (another check), its own Config rule", mutate(fixture("securityhub-iam3-cis-5.0.0.json"), finding_set(
+        GeneratorId="cis-aws-foundations-benchmark/v/5.0.0/1.14", ProductFields__ControlId="1.14",
+        **{"ProductFields__RelatedAWSResources:0/name": "securityhub-iam-user-unused-credentials-check-1a2b3c4d"})), None
+    yield "Config rule only", mutate(cis14, finding_edit(GeneratorId="custom/keyturn-test", ProductFields__ControlId=None)), "FindingsImportedRule"
+    yield "Config rule, but another control's id", mutate(cis14, finding_edit(GeneratorId="custom/keyturn-test", ProductFields__ControlId="IAM.4")), None
+    v2 = fixture("securityhub-v2-iam3-failed.json")
+    yield "OCSF IAM.3 failed", v2, "FindingsImportedV2Rule"
+    yield "OCSF IAM.3 failed, In Progress (keyturn's own update)", mutate(v2, finding_edit(status="In Progress", status_id=2)), "FindingsImportedV2Rule"
+    yield "OCSF IAM.3 failed, no status_id", mutate(v2, finding_edit(status_id=None)), "FindingsImportedV2Rule"
+    yield "OCSF IAM.3 failed, caption only, upper case", mutate(v2, finding_edit(compliance__status_id=None, compliance__status="FAIL")), "FindingsImportedV2Rule"
+    yield "OCSF IAM.3 passed", fixture("securityhub-v2-iam3-passed.json"), None
+    yield "OCSF IAM.3 passed, still open", mutate(fixture("securityhub-v2-iam3-passed.json"), finding_edit(status="New", status_id=1)), None
+    yield "OCSF IAM.3 warning", mutate(v2, finding_edit(compliance__status="Warning", compliance__status_id=2)), None
+    yield "OCSF IAM.3 suppressed", fixture("securityhub-v2-iam3-suppressed.json"), None
+    yield "OCSF IAM.3 archived", fixture("securityhub-v2-iam3-archived.json"), None
+    yield "OCSF IAM.3 resolved by keyturn", mutate(v2, finding_edit(status="Resolved", status_id=4)), None
+    yield "OCSF another control (IAM.8)", fixture("securityhub-v2-other-control.json"), None
+    yield "OCSF finding as CSPM detail-type", mutate(v2, lambda e: e.update({"detail-type": "Security Hub Findings - Imported"})), None
     yield "custom action", action, "CustomActionRule"
     yield "another custom action", mutate(action, lambda e: e.update(
         resources=[e["resources"][0].replace("KeyturnRotate", "Other")])), None

@@ -2,6 +2,7 @@
 """Least-privilege check of the IAM policies in a keyturn CloudFormation template.
 
     python3 infra/check_policy.py infra/keyturn-stack.yaml [--param Name=Value ...]
+    python3 infra/check_policy.py infra/member-role.yaml
 
 Needs PyYAML and parliament (`pip install 'cfn-lint>=1,<2' parliament`; cfn-lint
 brings PyYAML). What it does:
@@ -16,14 +17,26 @@ brings PyYAML). What it does:
    (minus AWS::NoValue), so a statement that exists in only one compute mode
    is still checked; any other `!If` takes its true branch.
 2. Collects every identity policy (AWS::IAM::ManagedPolicy, AWS::IAM::Policy,
-   AWS::IAM::RolePolicy, inline Policies of AWS::IAM::Role) and every resource
-   policy (KMS key policy, SQS queue policy, SNS topic policy).
+   AWS::IAM::RolePolicy, inline Policies of AWS::IAM::Role), every resource
+   policy (KMS key policy, SQS queue policy, SNS topic policy) and every role
+   trust policy (AssumeRolePolicyDocument).
 3. (a) Fails if an identity policy Allows any action of iam:, kms:, dynamodb:,
    sqs:, sns: or secretsmanager: on Resource "*" (or uses NotResource/NotAction
    in an Allow). Resource policies are exempt: "*" there means "this resource".
-4. (b) Runs parliament (with its community auditors) on every policy and fails
-   on any finding of severity MEDIUM or higher that is not in IGNORED below.
-5. (c) Prints, per identity policy, the actions it grants and on what.
+   Also fails if an identity policy Allows an access-key action (ListAccessKeys,
+   CreateAccessKey, UpdateAccessKey, DeleteAccessKey, GetAccessKeyLastUsed) on
+   anything but users under an IAM path of at least one segment
+   (arn:...:iam::<account>:user/<path>/...*), or sts:AssumeRole on "*" or on
+   every role ("role/*").
+4. (b) Runs parliament (with its community auditors) on every identity and
+   resource policy and fails on any finding of severity MEDIUM or higher that
+   is not in IGNORED below.
+5. (c) Fails if a trust policy lets an AWS principal (another account's role)
+   assume a role unless it names one principal that is neither "*" nor an
+   account root, grants sts:AssumeRole only, and requires both sts:ExternalId
+   and aws:PrincipalOrgID (StringEquals). Service principals (ecs-tasks,
+   lambda) are exempt: AWS services cannot present an external ID.
+6. (d) Prints, per identity policy, the actions it grants and on what.
 
 Exit status: 0 clean, 1 findings, 2 usage or template errors.
 """
@@ -50,9 +63,11 @@ FAIL_AT = "MEDIUM"
 # names is in `actions` (lower case, as parliament reports them), so a new
 # action that trips the same check still fails.
 IGNORED = [
-    ("CREDENTIALS_EXPOSURE", "WorkerPolicy", {"iam:createaccesskey", "iam:updateaccesskey"},
+    ("CREDENTIALS_EXPOSURE", "WorkerPolicy", {"iam:createaccesskey", "iam:updateaccesskey", "sts:assumerole"},
      "creating and (de)activating access keys is the rotation itself; the grant is "
-     "confined to users under RotatedUserPath (user${RotatedUserPath}*)"),
+     "confined to users under RotatedUserPath (user${RotatedUserPath}*). sts:AssumeRole "
+     "only on roles named MemberRoleName (member-role.yaml), whose trust requires this role, "
+     "the external ID and the organisation"),
     ("PRIVILEGE_ESCALATION", "WorkerPolicy", {"iam:createaccesskey"},
      "iam:CreateAccessKey is a known escalation path, hence the IAM path scoping: only "
      "the dedicated integration users keyturn rotates are reachable, never admins"),
@@ -68,18 +83,37 @@ IGNORED = [
     ("PERMISSIONS_MANAGEMENT_ACTIONS", "TopicKey",
      {"kms:putkeypolicy", "kms:revokegrant", "kms:createkey", "kms:creategrant", "kms:retiregrant"},
      "the same default AccountAdministers statement as Key, on the topic's key"),
+    ("CREDENTIALS_EXPOSURE", "MemberRole/rotate-access-keys-under-path", {"iam:createaccesskey", "iam:updateaccesskey"},
+     "member accounts (member-role.yaml): the same access-key actions as the hub's worker, "
+     "confined the same way to users under RotatedUserPath in that account"),
+    ("PRIVILEGE_ESCALATION", "MemberRole/rotate-access-keys-under-path", {"iam:createaccesskey"},
+     "member accounts: iam:CreateAccessKey only on users under RotatedUserPath, and the role "
+     "trusts only the hub's worker role with the external ID, inside the organisation"),
+    ("PERMISSIONS_MANAGEMENT_ACTIONS", "MemberRole/rotate-access-keys-under-path",
+     {"iam:createaccesskey", "iam:updateaccesskey", "iam:deleteaccesskey"},
+     "member accounts: access-key actions confined to users under RotatedUserPath"),
     ("CREDENTIALS_EXPOSURE", "TaskExecutionRole/pull-image-and-log", {"ecr:getauthorizationtoken"},
      "ECS needs a registry token to pull the image; the action has no resource type, and "
      "the execution role is used by the ECS agent only, never by the worker's code"),
 ]
 
-# Placeholders for parameters whose default is empty but whose value ends up
-# in a policy, so that the statement is analysed with a realistic value.
+# Placeholders for parameters whose default is empty (or absent) but whose
+# value ends up in a policy, so that the statement is analysed with a
+# realistic value.
 PARAM_PLACEHOLDERS = {
     "ReferencedSecretArns": [
         f"arn:{PARTITION}:secretsmanager:{REGION}:{ACCOUNT}:secret:keyturn/auth0-AbCdEf",
     ],
+    # member-role.yaml: the hub account's worker role, another account.
+    "HubWorkerRoleArn": f"arn:{PARTITION}:iam::111111111111:role/keyturn-worker",
+    "ExternalId": "keyturn-7f3a9c2e",
+    "OrganizationId": "o-a1b2c3d4e5",
 }
+
+# Access-key actions: only on users under a path (see star_violations).
+ACCESS_KEY_ACTIONS = {"iam:listaccesskeys", "iam:createaccesskey", "iam:updateaccesskey",
+                      "iam:deleteaccesskey", "iam:getaccesskeylastused"}
+USER_UNDER_PATH = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:user/[A-Za-z0-9_+=,.@-]+/([A-Za-z0-9_+=,.@-]+/)*\*$")
 
 
 # --------------------------------------------------------------- loading --
@@ -129,6 +163,8 @@ class Resolver:
                 value = value if isinstance(value, list) else [v.strip() for v in str(value).split(",")]
                 if value == [""] and name in PARAM_PLACEHOLDERS and name not in overrides:
                     value = PARAM_PLACEHOLDERS[name]
+            elif value == "" and name in PARAM_PLACEHOLDERS and name not in overrides:
+                value = PARAM_PLACEHOLDERS[name]
             self.params[name] = value
         self.pseudo = {
             "AWS::AccountId": ACCOUNT,
@@ -264,6 +300,8 @@ def collect_policies(template, resolver):
         if rtype in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy", "AWS::IAM::RolePolicy"):
             found.append((logical, "identity", resolver.resolve(props["PolicyDocument"])))
         elif rtype == "AWS::IAM::Role":
+            if "AssumeRolePolicyDocument" in props:
+                found.append((f"{logical}/trust", "trust", resolver.resolve(props["AssumeRolePolicyDocument"])))
             for pol in props.get("Policies") or []:
                 pol = resolver.resolve(pol)
                 found.append((f"{logical}/{pol.get('PolicyName')}", "identity", pol["PolicyDocument"]))
@@ -292,12 +330,55 @@ def star_violations(label, doc):
             continue
         actions = as_list(st.get("Action"))
         resources = as_list(st.get("Resource"))
+        for action in actions:
+            if action.lower() in ACCESS_KEY_ACTIONS:
+                for r in resources:
+                    if not USER_UNDER_PATH.match(str(r)):
+                        problems.append(f"{label}/{sid}: {action} on {r}: access keys only of users under an IAM path")
+            if action.lower() in ("sts:assumerole", "sts:*"):
+                for r in resources:
+                    if r == "*" or str(r).endswith(":role/*"):
+                        problems.append(f"{label}/{sid}: {action} on {r}: name the role to assume")
         if "*" not in resources:
             continue
         for action in actions:
             service = action.split(":", 1)[0].lower() if ":" in action else "*"
             if action == "*" or service in SCOPED_SERVICES:
                 problems.append(f"{label}/{sid}: {action} on Resource \"*\"")
+    return problems
+
+
+ACCOUNT_ROOT = re.compile(r"^(\d{12}|arn:aws[a-z-]*:iam::\d{12}:root)$")
+
+
+def trust_violations(label, doc):
+    """Cross-account trust must be narrow: one named principal (not "*", not
+    an account root), sts:AssumeRole only, and both sts:ExternalId and
+    aws:PrincipalOrgID required. Statements trusting AWS services only are
+    exempt (services present no external ID)."""
+    problems = []
+    for i, st in enumerate(as_list(doc.get("Statement"))):
+        if st.get("Effect") != "Allow":
+            continue
+        sid = st.get("Sid", f"#{i}")
+        principal = st.get("Principal")
+        if principal == "*" or (isinstance(principal, dict) and "*" in as_list(principal.get("AWS"))):
+            problems.append(f"{label}/{sid}: trusts every principal (\"*\")")
+            continue
+        if "NotPrincipal" in st:
+            problems.append(f"{label}/{sid}: Allow with NotPrincipal")
+            continue
+        aws_principals = as_list(principal.get("AWS")) if isinstance(principal, dict) else []
+        if not aws_principals:
+            continue  # service or federated principals only
+        if len(aws_principals) != 1 or ACCOUNT_ROOT.match(str(aws_principals[0])):
+            problems.append(f"{label}/{sid}: trust one named role, not {aws_principals}")
+        if [a.lower() for a in as_list(st.get("Action"))] != ["sts:assumerole"]:
+            problems.append(f"{label}/{sid}: trust grants {as_list(st.get('Action'))}, expected only sts:AssumeRole")
+        equals = (st.get("Condition") or {}).get("StringEquals") or {}
+        for key in ("sts:ExternalId", "aws:PrincipalOrgID"):
+            if not any(k.lower() == key.lower() and v not in ("", [], None) for k, v in equals.items()):
+                problems.append(f"{label}/{sid}: trust without a StringEquals condition on {key}")
     return problems
 
 
@@ -382,6 +463,12 @@ def main(argv=None):
     failures = []
     for label, kind, doc in policies:
         print(f"== {label} ({kind} policy)")
+        if kind == "trust":
+            for i, st in enumerate(as_list(doc.get("Statement"))):
+                print(f"  {st.get('Effect')} {st.get('Sid', '#' + str(i))}: {st.get('Principal')} {as_list(st.get('Action'))}"
+                      f"{' if ' + json.dumps(st['Condition']) if st.get('Condition') else ''}")
+            failures += trust_violations(label, doc)
+            continue
         if kind == "identity":
             for i, st in enumerate(as_list(doc.get("Statement"))):
                 cond = " [conditional]" if st.get("Condition") else ""
@@ -406,8 +493,9 @@ def main(argv=None):
         for f in failures:
             print(f"  {f}")
         return 1
-    print(f"\nOK: {sum(1 for _, k, _ in policies if k == 'identity')} identity and "
-          f"{sum(1 for _, k, _ in policies if k == 'resource')} resource policies checked")
+    print(f"\nOK: {sum(1 for _, k, _ in policies if k == 'identity')} identity, "
+          f"{sum(1 for _, k, _ in policies if k == 'resource')} resource and "
+          f"{sum(1 for _, k, _ in policies if k == 'trust')} trust policies checked")
     return 0
 
 

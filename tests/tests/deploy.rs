@@ -233,3 +233,116 @@ fn the_template_scopes_every_resource_and_the_check_can_fail() {
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains("dynamodb:GetItem on Resource \"*\""));
 }
+
+/// The member-account template (`infra/member-role.yaml`, for StackSets):
+/// the same check passes it — access-key actions only under the user path,
+/// trust in one role only with the external ID and the organisation — and
+/// fails each way it could be loosened.
+#[test]
+fn the_member_role_trusts_only_the_hub_and_the_check_can_fail() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let check = |template: &str| {
+        Command::new("python3").current_dir(root).args(["infra/check_policy.py", template]).output().expect("python3 runs infra/check_policy.py")
+    };
+    let good = check("infra/member-role.yaml");
+    let stdout = String::from_utf8_lossy(&good.stdout).into_owned();
+    assert!(good.status.success(), "{stdout}{}", String::from_utf8_lossy(&good.stderr));
+    assert!(stdout.contains("OK: 1 identity, 0 resource and 1 trust policies checked"), "{stdout}");
+
+    let original = std::fs::read_to_string(format!("{root}/infra/member-role.yaml")).unwrap();
+    let loosen = |from: &str, to: &str, expect: &str| {
+        assert!(original.contains(from), "{from}");
+        let path = std::env::temp_dir().join(format!("keyturn-member-{}.yaml", uuid::Uuid::new_v4()));
+        std::fs::write(&path, original.replace(from, to)).unwrap();
+        let out = check(path.to_str().unwrap());
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{from} -> {to}: {stdout}");
+        assert!(stdout.contains(expect), "{from} -> {to}: expected {expect:?} in {stdout}");
+    };
+    loosen("                \"sts:ExternalId\": !Ref ExternalId\n", "", "trust without a StringEquals condition on sts:ExternalId");
+    loosen("                \"aws:PrincipalOrgID\": !Ref OrganizationId\n", "", "trust without a StringEquals condition on aws:PrincipalOrgID");
+    loosen("              AWS: !Ref HubWorkerRoleArn", "              AWS: !Sub arn:${AWS::Partition}:iam::111111111111:root", "trust one named role");
+    loosen("              AWS: !Ref HubWorkerRoleArn", "              AWS: \"*\"", "trusts every principal");
+    loosen("user${RotatedUserPath}*", "user/*", "iam:CreateAccessKey on arn:aws:iam::123456789012:user/*: access keys only of users under an IAM path");
+
+    // And the hub may assume that role only, not every role.
+    let hub = std::fs::read_to_string(format!("{root}/infra/keyturn-stack.yaml")).unwrap();
+    let from = "iam::*:role/${MemberRoleName}";
+    assert!(hub.contains(from));
+    let path = std::env::temp_dir().join(format!("keyturn-any-role-{}.yaml", uuid::Uuid::new_v4()));
+    std::fs::write(&path, hub.replace(from, "iam::*:role/*")).unwrap();
+    let out = check(path.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sts:AssumeRole on arn:aws:iam::*:role/*: name the role to assume"));
+}
+
+/// The member template deploys (moto's CloudFormation) into a role with
+/// exactly the trust and permissions it states. moto does not evaluate trust
+/// policies, so this checks the created documents, not an AssumeRole refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_member_role_template_deploys_into_the_role_it_describes() {
+    use aws_sdk_cloudformation::types::{Capability, Parameter, StackStatus};
+    use keyturn_testkit::env::sdk_config;
+
+    let moto = keyturn_testkit::moto::Moto::start(&[]).await.unwrap();
+    let sdk = sdk_config(&moto.endpoint, aws_credential_types::Credentials::new("testing", "testing", None, None, "t")).await;
+    let cfn = aws_sdk_cloudformation::Client::new(&sdk);
+    let body = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/member-role.yaml")).unwrap();
+    let p = |k: &str, v: &str| Parameter::builder().parameter_key(k).parameter_value(v).build();
+    cfn.create_stack()
+        .stack_name("keyturn-member")
+        .template_body(body)
+        .capabilities(Capability::CapabilityNamedIam)
+        .parameters(p("HubWorkerRoleArn", "arn:aws:iam::111111111111:role/keyturn-worker"))
+        .parameters(p("ExternalId", "keyturn-7f3a9c2e"))
+        .parameters(p("OrganizationId", "o-a1b2c3d4e5"))
+        .send()
+        .await
+        .unwrap();
+    let stack = loop {
+        let s = cfn.describe_stacks().stack_name("keyturn-member").send().await.unwrap().stacks.unwrap().remove(0);
+        if s.stack_status() != Some(&StackStatus::CreateInProgress) {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(stack.stack_status(), Some(&StackStatus::CreateComplete), "{stack:?}");
+    let iam = aws_sdk_iam::Client::new(&sdk);
+    let role = iam.get_role().role_name("keyturn-member").send().await.unwrap().role.unwrap();
+    // IAM answers URL-encoded JSON; moto's CloudFormation stores inline role
+    // policies as a Python repr (single quotes), which is read as such.
+    let decode = |s: &str| -> serde_json::Value {
+        let s = percent_decode(s);
+        serde_json::from_str(&s).or_else(|_| serde_json::from_str(&s.replace('\'', "\""))).unwrap_or_else(|e| panic!("{e}: {s}"))
+    };
+    let trust = decode(role.assume_role_policy_document().unwrap());
+    let st = &trust["Statement"][0];
+    assert_eq!(st["Principal"]["AWS"], "arn:aws:iam::111111111111:role/keyturn-worker");
+    assert_eq!(st["Condition"]["StringEquals"]["sts:ExternalId"], "keyturn-7f3a9c2e");
+    assert_eq!(st["Condition"]["StringEquals"]["aws:PrincipalOrgID"], "o-a1b2c3d4e5");
+    let policy = iam.get_role_policy().role_name("keyturn-member").policy_name("rotate-access-keys-under-path").send().await.unwrap();
+    let doc = decode(policy.policy_document());
+    assert_eq!(doc["Statement"][0]["Resource"], "arn:aws:iam::123456789012:user/keyturn/*");
+    assert_eq!(doc["Statement"][0]["Action"].as_array().unwrap().len(), 5);
+    let out = stack.outputs().iter().find(|o| o.output_key() == Some("MemberRoleArn")).and_then(|o| o.output_value()).unwrap();
+    assert_eq!(out, "arn:aws:iam::123456789012:role/keyturn-member");
+}
+
+/// IAM returns policy documents URL-encoded.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}

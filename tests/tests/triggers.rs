@@ -1,17 +1,31 @@
 //! Triggers, black-box: EventBridge events delivered through moto (PutEvents →
 //! rule → intake SQS queue) to a running worker; Security Hub's
-//! BatchUpdateFindings faked with wiremock (moto lacks it).
+//! BatchUpdateFindings and BatchUpdateFindingsV2 faked with wiremock (moto
+//! lacks both).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keyturn::saga::{Saga, Status};
+use keyturn::saga::{FindingKind, Saga, Status};
 use keyturn_testkit::env::{Options, RunningWorker, TestEnv, USER};
+use keyturn_testkit::securityhub_fake::Api;
 
 const CONSOLIDATED: &str = include_str!("../fixtures/securityhub-iam3-consolidated.json");
 const LEGACY: &str = include_str!("../fixtures/securityhub-iam3-legacy.json");
 const CUSTOM: &str = include_str!("../fixtures/securityhub-custom-action.json");
 const HEALTH: &str = include_str!("../fixtures/health-scim-expiry.json");
+/// Legacy per-standard IAM.3 findings of every CIS version Security Hub CSPM
+/// offers (numbers 1.4, 1.14, 1.14, 1.13), each from its own region.
+const CIS: [(&str, &str); 4] = [
+    ("1.2.0", include_str!("../fixtures/securityhub-iam3-cis-1.2.0.json")),
+    ("1.4.0", include_str!("../fixtures/securityhub-iam3-cis-1.4.0.json")),
+    ("3.0.0", include_str!("../fixtures/securityhub-iam3-cis-3.0.0.json")),
+    ("5.0.0", include_str!("../fixtures/securityhub-iam3-cis-5.0.0.json")),
+];
+const V2_FAILED: &str = include_str!("../fixtures/securityhub-v2-iam3-failed.json");
+const V2_PASSED: &str = include_str!("../fixtures/securityhub-v2-iam3-passed.json");
+const V2_SUPPRESSED: &str = include_str!("../fixtures/securityhub-v2-iam3-suppressed.json");
+const V2_OTHER: &str = include_str!("../fixtures/securityhub-v2-other-control.json");
 const T: Duration = Duration::from_secs(60);
 
 async fn env(opts: Options) -> TestEnv {
@@ -296,4 +310,100 @@ async fn plan_changes_nothing() {
     assert_eq!(env.table_dump().await, table_before, "table unchanged");
     assert!(env.securityhub.calls().is_empty());
     assert!(env.auth0.patches().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cis_versions_legacy_finding_starts_exactly_one_saga() {
+    let env = env(Options::default()).await;
+    let (_engine, w) = worker(&env);
+    // One at a time: a saga in flight would answer the next finding for the
+    // same user. Each rotation makes a new key, which the worker's clock
+    // (91 days ahead) sees as past IAM.3's age again.
+    for (n, (version, body)) in CIS.iter().enumerate() {
+        let finding: serde_json::Value = serde_json::from_str::<serde_json::Value>(body).unwrap()["detail"]["findings"][0].clone();
+        env.put_event(body).await.unwrap();
+        let done = wait_sagas_done(&env, n + 1).await;
+        assert_eq!(done.len(), n + 1, "CIS {version}: exactly one new saga: {done:#?}");
+        let started: Vec<&Saga> = done.iter().filter(|s| s.findings.iter().any(|f| f.id == finding["Id"].as_str().unwrap())).collect();
+        assert_eq!(started.len(), 1, "CIS {version}: one saga for its finding");
+        let saga = started[0];
+        assert_eq!(saga.status, Status::Succeeded, "CIS {version}: {saga:#?}");
+        assert_eq!(saga.trigger, "securityhub:imported");
+        assert_eq!(saga.findings.len(), 1);
+        assert_eq!(saga.findings[0].kind, FindingKind::V1);
+        assert_eq!(saga.findings[0].region.as_deref(), finding["Region"].as_str(), "CIS {version}: the finding's own region");
+        assert_eq!(saga.findings[0].product_arn, finding["ProductArn"].as_str().unwrap());
+    }
+    settle(&env).await;
+    w.stop().await;
+    assert_eq!(sagas(&env).await.len(), CIS.len(), "one saga per fixture, no more");
+    // Every update went to its finding's region, with its own ProductArn and Id.
+    let calls = env.securityhub.of(Api::V1);
+    for (version, body) in CIS {
+        let finding = serde_json::from_str::<serde_json::Value>(body).unwrap()["detail"]["findings"][0].clone();
+        let mine: Vec<_> = calls.iter().filter(|c| c.body["FindingIdentifiers"][0]["Id"] == finding["Id"]).collect();
+        let statuses: Vec<&str> = mine.iter().map(|c| c.body["Workflow"]["Status"].as_str().unwrap()).collect();
+        assert_eq!(statuses, ["NOTIFIED", "RESOLVED"], "CIS {version}");
+        for c in mine {
+            assert_eq!(c.region, finding["Region"].as_str().unwrap(), "CIS {version}: sent to the finding's region");
+            assert_eq!(c.body["FindingIdentifiers"][0]["ProductArn"], finding["ProductArn"]);
+        }
+    }
+    assert!(env.securityhub.calls_v2().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ocsf_finding_rotates_the_key_and_is_updated_with_batch_update_findings_v2() {
+    let env = env(Options::default()).await;
+    let old_id = env.old_keys[0].0.clone();
+    let (_engine, w) = worker(&env);
+    // The same finding passed, suppressed, and another control's: nothing starts.
+    for body in [V2_PASSED, V2_SUPPRESSED, V2_OTHER] {
+        env.put_event(body).await.unwrap();
+    }
+    settle(&env).await;
+    assert!(sagas(&env).await.is_empty(), "no saga for passed, suppressed or other-control findings");
+    // Failed, from eu-west-1 (delivered through the aggregation region's bus);
+    // Security Hub reports the first update unprocessed once.
+    let mut failed: serde_json::Value = serde_json::from_str(V2_FAILED).unwrap();
+    failed["detail"]["findings"][0]["cloud"]["region"] = "eu-west-1".into();
+    let finding = failed["detail"]["findings"][0].clone();
+    env.securityhub.state.lock().unwrap().unprocessed_next = 1;
+    env.put_event(&failed.to_string()).await.unwrap();
+    let done = wait_sagas_done(&env, 1).await;
+    w.stop().await;
+
+    assert_eq!(done.len(), 1);
+    let saga = &done[0];
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    assert_eq!(saga.trigger, "securityhub:imported_v2");
+    assert_eq!(saga.findings[0].kind, FindingKind::V2);
+    assert_eq!(saga.findings[0].region.as_deref(), Some("eu-west-1"));
+    let new_id = saga.new_key.clone().unwrap();
+    assert_eq!(env.user_keys().await.len(), 1);
+    assert_eq!(env.auth0.provider().unwrap().access_key_id, new_id);
+
+    assert!(env.securityhub.calls().is_empty(), "no BatchUpdateFindings for an OCSF finding");
+    let calls = env.securityhub.of(Api::V2);
+    assert_eq!(calls.len(), 3, "In Progress, its retry, Resolved: {calls:#?}");
+    let identifier = serde_json::json!({
+        "CloudAccountUid": finding["cloud"]["account"]["uid"],
+        "FindingInfoUid": finding["finding_info"]["uid"],
+        "MetadataProductUid": finding["metadata"]["product"]["uid"],
+    });
+    for c in &calls {
+        assert_eq!(c.region, "eu-west-1", "sent to the finding's region");
+        assert_eq!(c.body["FindingIdentifiers"], serde_json::json!([identifier]));
+        assert!(c.body.get("MetadataUids").is_none());
+    }
+    assert_eq!(calls[0].body["StatusId"], 2, "In Progress");
+    assert!(calls[0].body["Comment"].as_str().unwrap().contains(&saga.saga_id), "the comment names the saga");
+    assert_eq!(calls[1].body, calls[0].body, "the unprocessed update was retried as is");
+    assert_eq!(calls[2].body["StatusId"], 4, "Resolved");
+    let comment = calls[2].body["Comment"].as_str().unwrap();
+    assert!(comment.contains(&format!("new key {new_id} replaced {old_id}")), "{comment}");
+
+    let n = env.notifications(1, Duration::from_secs(10)).await;
+    assert_eq!(n[0].attributes["event"], "rotation.succeeded");
+    assert_eq!(n[0].document["trigger"], "securityhub:imported_v2");
 }

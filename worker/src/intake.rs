@@ -1,15 +1,25 @@
 //! Triggers: EventBridge events arriving on the intake queue, turned into
 //! rotation requests.
 //!
-//! Pure parsing and matching live here (no I/O, tested below); the engine's
-//! intake handler (`engine::Engine::handle_intake`) does the I/O: dedupe
-//! against the table, start sagas, report unmatched users, update findings.
+//! Pure parsing and matching live here (no I/O, tested in `intake/tests.rs`);
+//! the engine's intake handler (`triggers.rs`, `Engine::handle_intake`) does
+//! the I/O: dedupe against the table, start sagas, report unmatched users,
+//! update findings.
 //!
 //! Events understood:
-//! * `Security Hub Findings - Imported` (source `aws.securityhub`): acted on
-//!   for control IAM.3 only — consolidated findings (`Compliance.SecurityControlId`),
-//!   legacy ones (`ProductFields.ControlId`) or a `GeneratorId` ending in
-//!   `/IAM.3` — and only with `RecordState: ACTIVE` and `Compliance.Status: FAILED`;
+//! * `Security Hub Findings - Imported` (source `aws.securityhub`, Security
+//!   Hub CSPM, findings in ASFF): acted on for control IAM.3 only, and only
+//!   with `RecordState: ACTIVE`, `Compliance.Status: FAILED` and a workflow
+//!   an operator did not set to `SUPPRESSED`. IAM.3 is recognised in every
+//!   form Security Hub CSPM writes it (see [`Iam3Field`]): consolidated
+//!   control findings, legacy per-standard findings of FSBP (and NIST) and of
+//!   every CIS AWS Foundations Benchmark version Security Hub CSPM offers, and
+//!   the AWS Config rule behind the control;
+//! * `Findings Imported V2` (source `aws.securityhub`, the new Security Hub,
+//!   one finding per event in OCSF): acted on exactly like the ASFF ones, for
+//!   `compliance.control` IAM.3, a failed compliance check and a finding that
+//!   is neither suppressed, resolved, archived nor closed (see
+//!   [`parse_ocsf_finding`] for the fields and where they were checked);
 //! * `Security Hub Findings - Custom Action`: an operator chose "Rotate with
 //!   keyturn" on findings; every IAM user resource in them is acted on;
 //! * `AWS Health Event` with `AWS_IAMIDENTITYCENTER_SCIM_BEARER_TOKEN_EXPIRY_NOTIFICATION`:
@@ -19,38 +29,212 @@
 //!
 //! Anything else — not JSON, another source or detail-type, missing fields —
 //! is an [`IntakeError`] and goes to the intake DLQ with its reason.
+//!
+//! A finding is recognised only by the structured fields Security Hub fills
+//! for its controls, never by free text: a title, description or remediation
+//! text that mentions IAM.3 (a third-party product's finding, another
+//! control's remediation notes) starts nothing. The numbers CIS uses are
+//! ambiguous on their own — `1.4` and `1.14` are other checks in other CIS
+//! versions and in other standards — so a CIS number counts only together
+//! with the CIS `GeneratorId` of the version that gives it that meaning.
 
 use serde_json::Value;
 
 use crate::config::RotationConfig;
 use crate::connectors::Subject;
-use crate::saga::Millis;
+use crate::saga::{FindingKind, FindingRef, Millis};
 
 pub const IAM3: &str = "IAM.3";
 pub const SCIM_EXPIRY: &str = "AWS_IAMIDENTITYCENTER_SCIM_BEARER_TOKEN_EXPIRY_NOTIFICATION";
 
-/// A Security Hub finding, reduced to what keyturn needs.
+/// Detail-type of Security Hub CSPM's imported findings (ASFF).
+pub const IMPORTED: &str = "Security Hub Findings - Imported";
+/// Detail-type of the new Security Hub's imported findings (OCSF).
+pub const IMPORTED_V2: &str = "Findings Imported V2";
+
+/// The number each CIS AWS Foundations Benchmark version that Security Hub
+/// CSPM offers (5.0.0, 3.0.0, 1.4.0, 1.2.0) gives the check behind IAM.3,
+/// and where a legacy per-standard finding of that version writes it.
+///
+/// Source: AWS Security Hub user guide, "Security Hub CSPM controls for IAM",
+/// [IAM.3] "Related requirements: CIS AWS Foundations Benchmark v5.0.0/1.13,
+/// v3.0.0/1.14, v1.4.0/1.14, v1.2.0/1.4"; the page "CIS AWS Foundations
+/// Benchmark" lists exactly these four versions. The field layout is from
+/// the user guide's "Samples of control findings": v1.2.0 findings carry
+/// `GeneratorId: arn:aws:securityhub:::ruleset/cis-aws-foundations-benchmark/v/1.2.0/rule/<n>`
+/// and `ProductFields.RuleId: <n>`; v1.4.0, v3.0.0 and v5.0.0 findings carry
+/// `GeneratorId: cis-aws-foundations-benchmark/v/<version>/<n>` and
+/// `ProductFields.ControlId: <n>`. (A real v1.2.0 rule 1.4 finding of that
+/// shape is in aws-solutions/automated-security-response-on-aws,
+/// `simtest/simdata/cis14.json`.)
+pub const CIS_IAM3: [CisIam3; 4] = [
+    CisIam3 { version: "1.2.0", number: "1.4", ruleset: true },
+    CisIam3 { version: "1.4.0", number: "1.14", ruleset: false },
+    CisIam3 { version: "3.0.0", number: "1.14", ruleset: false },
+    CisIam3 { version: "5.0.0", number: "1.13", ruleset: false },
+];
+
+/// One CIS version's name for IAM.3 (see [`CIS_IAM3`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CisIam3 {
+    pub version: &'static str,
+    pub number: &'static str,
+    /// v1.2.0's form: a `ruleset/…/rule/<n>` ARN as `GeneratorId` and the
+    /// number in `ProductFields.RuleId` (later versions: `ControlId`).
+    pub ruleset: bool,
+}
+
+impl CisIam3 {
+    /// The `GeneratorId` a finding of this version carries (partition `aws`;
+    /// the ARN form of v1.2.0 is matched in any partition).
+    pub fn generator_id(&self) -> String {
+        if self.ruleset {
+            format!("arn:aws:securityhub:::ruleset/cis-aws-foundations-benchmark/v/{}/rule/{}", self.version, self.number)
+        } else {
+            format!("cis-aws-foundations-benchmark/v/{}/{}", self.version, self.number)
+        }
+    }
+
+    /// The `ProductFields` key holding the number.
+    pub fn number_field(&self) -> &'static str {
+        if self.ruleset {
+            "RuleId"
+        } else {
+            "ControlId"
+        }
+    }
+}
+
+/// The prefix Security Hub CSPM gives its copy of the AWS Config managed rule
+/// `access-keys-rotated` (the check behind IAM.3), followed by a random
+/// suffix, as reported in `ProductFields."RelatedAWSResources:<n>/name"` with
+/// `"RelatedAWSResources:<n>/type": "AWS::Config::ConfigRule"`. Source: the
+/// user guide's "Samples of control findings" (the key layout), and the real
+/// FSBP IAM.3 and CIS 1.2.0 rule 1.4 findings in
+/// aws-solutions/automated-security-response-on-aws `simtest/simdata/`
+/// (`securityhub-access-keys-rotated-3dd4f050`, `…-993fa106`).
+pub const IAM3_CONFIG_RULE_PREFIX: &str = "securityhub-access-keys-rotated-";
+
+/// Which Security Hub a finding came from, which is also which API updates
+/// it: Security Hub CSPM's ASFF findings go back through
+/// `BatchUpdateFindings`, the new Security Hub's OCSF findings through
+/// `BatchUpdateFindingsV2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Asff,
+    Ocsf,
+}
+
+/// The field that identified a finding as control IAM.3 — logged, shown by
+/// `plan`, and the column "field matched" of README's Triggers table.
+///
+/// Exactly one is reported, the first that applies in this order (an
+/// explicit control id elsewhere in the finding stops the later, weaker
+/// ones):
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Iam3Field {
+    /// `Compliance.SecurityControlId: IAM.3` — consolidated control findings,
+    /// and (in AWS's current samples) per-standard ones too.
+    SecurityControlId,
+    /// `ProductFields.ControlId: IAM.3` — legacy per-standard findings of the
+    /// FSBP standard (and NIST SP 800-53, which uses the same ids).
+    ControlId,
+    /// A CIS AWS Foundations Benchmark legacy finding: the version's CIS
+    /// `GeneratorId` *and* its number in `ProductFields` (see [`CIS_IAM3`]).
+    Cis(CisIam3),
+    /// `GeneratorId` ending in `/IAM.3` (`security-control/IAM.3`,
+    /// `aws-foundational-security-best-practices/v/1.0.0/IAM.3`, …) with no
+    /// control id field at all.
+    GeneratorId,
+    /// Nothing names a control, but `ProductFields` name Security Hub's
+    /// `access-keys-rotated` AWS Config rule ([`IAM3_CONFIG_RULE_PREFIX`]).
+    ConfigRule,
+    /// OCSF `compliance.control: IAM.3` (the new Security Hub).
+    OcsfControl,
+}
+
+impl std::fmt::Display for Iam3Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Iam3Field::SecurityControlId => f.write_str("Compliance.SecurityControlId"),
+            Iam3Field::ControlId => f.write_str("ProductFields.ControlId"),
+            Iam3Field::Cis(c) => write!(f, "CIS v{} {} (GeneratorId + ProductFields.{})", c.version, c.number, c.number_field()),
+            Iam3Field::GeneratorId => f.write_str("GeneratorId"),
+            Iam3Field::ConfigRule => f.write_str("ProductFields.RelatedAWSResources (AWS Config rule)"),
+            Iam3Field::OcsfControl => f.write_str("compliance.control"),
+        }
+    }
+}
+
+/// A Security Hub finding (ASFF or OCSF), reduced to what keyturn needs to
+/// decide and, later, to update it where it lives.
+///
+/// Organisation-wide deployments receive findings of many accounts and
+/// regions on one bus (the delegated administrator's, in the aggregation
+/// region), so a finding carries its own account and region: the account
+/// picks the rotation (and, later, the member role to assume), the region is
+/// where its update is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
+    pub format: Format,
+    /// ASFF `Id`; OCSF `finding_info.uid` (`FindingInfoUid` of `BatchUpdateFindingsV2`).
     pub id: String,
+    /// ASFF `ProductArn`; OCSF `metadata.product.uid` (`MetadataProductUid`).
     pub product_arn: String,
+    /// ASFF `AwsAccountId`; OCSF `cloud.account.uid` (`CloudAccountUid`).
     pub account_id: String,
+    /// The region the finding came from: ASFF `Region` / OCSF
+    /// `cloud.region`, else the event's `region`. Finding updates go there.
+    pub region: String,
+    /// The control, as far as the finding names one: `IAM.3` whenever
+    /// [`Finding::iam3`] is set, else the id it carries (for the log line
+    /// saying why it was ignored).
     pub control: Option<String>,
-    pub record_state: String,
+    /// How the finding was recognised as IAM.3; `None`: it is not.
+    pub iam3: Option<Iam3Field>,
+    /// Why the finding is not open (`None`: it is): ASFF `RecordState` other
+    /// than `ACTIVE` or workflow `SUPPRESSED`; OCSF activity `Close` or
+    /// status Suppressed, Resolved or Archived.
+    pub closed: Option<String>,
+    /// The compliance result as written (ASFF `FAILED`, OCSF `Fail` or the
+    /// `status_id`), for messages.
     pub compliance_status: Option<String>,
-    /// `FirstObservedAt`, else `CreatedAt`. Informational only: Security Hub
-    /// keeps one finding per control and resource, so a key that fails again
-    /// months after a rotation comes back with its first `FirstObservedAt`.
+    /// The control check failed for the resource.
+    pub failed: bool,
+    /// `FirstObservedAt`, else `CreatedAt` (OCSF: `finding_info.first_seen_time_dt`,
+    /// else `created_time_dt`). Informational only: Security Hub keeps one
+    /// finding per control and resource, so a key that fails again months
+    /// after a rotation comes back with its first `FirstObservedAt`.
     pub observed_at: Option<Millis>,
-    /// The control's `maxAccessKeyAge` parameter in days
-    /// (`Compliance.SecurityControlParameters`), when the finding carries it.
+    /// The control's `maxAccessKeyAge` parameter in days (ASFF
+    /// `Compliance.SecurityControlParameters`, OCSF `compliance.control_parameters`),
+    /// when the finding carries it.
     pub max_key_age_days: Option<u64>,
     /// IAM users among the finding's resources: (account, user name).
     pub users: Vec<(String, String)>,
 }
 
+impl Finding {
+    /// What a saga keeps to update this finding when it starts and ends:
+    /// the API its Security Hub uses, its region and identifiers.
+    pub fn reference(&self) -> FindingRef {
+        FindingRef {
+            id: self.id.clone(),
+            product_arn: self.product_arn.clone(),
+            kind: match self.format {
+                Format::Asff => FindingKind::V1,
+                Format::Ocsf => FindingKind::V2,
+            },
+            region: Some(self.region.clone()).filter(|r| !r.is_empty()),
+            account_id: Some(self.account_id.clone()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// `Security Hub Findings - Imported` (ASFF) or `Findings Imported V2`
+    /// (OCSF); [`Finding::format`] tells which.
     FindingsImported(Vec<Finding>),
     CustomAction {
         action_name: String,
@@ -103,14 +287,86 @@ pub fn parse_user_arn(arn: &str) -> Option<(String, String)> {
     (!name.is_empty()).then(|| (account.to_string(), name.to_string()))
 }
 
-fn parse_finding(f: &Value, i: usize) -> Result<Finding, IntakeError> {
+/// A CIS `GeneratorId` → (version, number, ruleset form?):
+/// `arn:<partition>:securityhub:::ruleset/cis-aws-foundations-benchmark/v/1.2.0/rule/1.4`
+/// → ("1.2.0", "1.4", true); `cis-aws-foundations-benchmark/v/5.0.0/1.13` →
+/// ("5.0.0", "1.13", false). Anything else → `None`.
+pub fn cis_generator(g: &str) -> Option<(&str, &str, bool)> {
+    const CIS: &str = "cis-aws-foundations-benchmark/v/";
+    if let Some(rest) = g.strip_prefix(CIS) {
+        let (version, number) = rest.split_once('/')?;
+        return (!version.is_empty() && !number.is_empty() && !number.contains('/')).then_some((version, number, false));
+    }
+    let (head, rest) = g.split_once(":ruleset/")?;
+    let mut h = head.split(':');
+    let ok_head = h.next() == Some("arn") && h.next().is_some_and(|p| p.starts_with("aws")) && h.next() == Some("securityhub");
+    let (version, number) = rest.strip_prefix(CIS)?.split_once("/rule/")?;
+    (ok_head && !version.is_empty() && !number.is_empty() && !number.contains('/')).then_some((version, number, true))
+}
+
+/// `ProductFields` values by key (keys contain `/` and `:`, so no JSON pointer).
+fn product_field<'a>(f: &'a Value, key: &str) -> Option<&'a str> {
+    f.get("ProductFields")?.get(key)?.as_str()
+}
+
+/// Whether `ProductFields` name Security Hub's `access-keys-rotated` AWS
+/// Config rule in any `RelatedAWSResources:<n>/name` (whose `…/type`, when
+/// present, must be `AWS::Config::ConfigRule`).
+fn names_iam3_config_rule(f: &Value) -> bool {
+    let Some(fields) = f.get("ProductFields").and_then(Value::as_object) else { return false };
+    fields.iter().any(|(k, v)| {
+        let Some(n) = k.strip_prefix("RelatedAWSResources:").and_then(|r| r.strip_suffix("/name")) else { return false };
+        let kind = fields.get(&format!("RelatedAWSResources:{n}/type")).and_then(Value::as_str);
+        v.as_str().is_some_and(|name| name.starts_with(IAM3_CONFIG_RULE_PREFIX)) && kind.is_none_or(|t| t == "AWS::Config::ConfigRule")
+    })
+}
+
+/// Which control an ASFF finding is for, and whether (and how) it is IAM.3.
+/// See [`Iam3Field`] for the order; only structured fields are read.
+fn identify_asff(f: &Value) -> (Option<String>, Option<Iam3Field>) {
+    let iam3 = |field| (Some(IAM3.to_string()), Some(field));
+    if let Some(id) = str_at(f, "/Compliance/SecurityControlId") {
+        return if id == IAM3 { iam3(Iam3Field::SecurityControlId) } else { (Some(id.to_string()), None) };
+    }
+    let generator = str_at(f, "/GeneratorId");
+    if let Some((version, number, ruleset)) = generator.and_then(cis_generator) {
+        let hit = CIS_IAM3
+            .iter()
+            .find(|c| c.version == version && c.number == number && c.ruleset == ruleset && product_field(f, c.number_field()) == Some(number));
+        return match hit {
+            Some(c) => iam3(Iam3Field::Cis(*c)),
+            None => (Some(format!("CIS v{version} {number}")), None),
+        };
+    }
+    match product_field(f, "ControlId") {
+        Some(IAM3) => return iam3(Iam3Field::ControlId),
+        Some(other) => return (Some(other.to_string()), None),
+        None => {}
+    }
+    if generator.is_some_and(|g| g.ends_with("/IAM.3")) {
+        return iam3(Iam3Field::GeneratorId);
+    }
+    if product_field(f, "RuleId").is_none() && names_iam3_config_rule(f) {
+        return iam3(Iam3Field::ConfigRule);
+    }
+    (generator.and_then(|g| g.rsplit('/').next()).filter(|s| !s.is_empty()).map(str::to_string), None)
+}
+
+fn parse_finding(f: &Value, i: usize, event_region: &str) -> Result<Finding, IntakeError> {
     let what = format!("finding {i}");
     let id = need(f, "/Id", &what)?.to_string();
     let product_arn = need(f, "/ProductArn", &what)?.to_string();
     let account_id = need(f, "/AwsAccountId", &what)?.to_string();
-    let record_state = need(f, "/RecordState", &what)?.to_string();
-    let generator_control = str_at(f, "/GeneratorId").and_then(|g| g.rsplit('/').next()).filter(|c| *c == IAM3);
-    let control = str_at(f, "/Compliance/SecurityControlId").or_else(|| str_at(f, "/ProductFields/ControlId")).or(generator_control).map(str::to_string);
+    let record_state = need(f, "/RecordState", &what)?;
+    let region = str_at(f, "/Region").filter(|r| !r.is_empty()).unwrap_or(event_region).to_string();
+    let (control, iam3) = identify_asff(f);
+    let closed = if record_state != "ACTIVE" {
+        Some(format!("record state {record_state} is not ACTIVE"))
+    } else if str_at(f, "/Workflow/Status") == Some("SUPPRESSED") {
+        Some("workflow status SUPPRESSED (an operator suppressed it)".to_string())
+    } else {
+        None
+    };
     let resources = f.get("Resources").and_then(Value::as_array).ok_or_else(|| IntakeError::Missing(format!("{what} has no Resources")))?;
     let mut users = Vec::new();
     for r in resources {
@@ -125,13 +381,18 @@ fn parse_finding(f: &Value, i: usize) -> Result<Finding, IntakeError> {
             None => return Err(IntakeError::Missing(format!("{what}: AwsIamUser resource without a user name or user ARN"))),
         }
     }
+    let compliance_status = str_at(f, "/Compliance/Status").map(str::to_string);
     Ok(Finding {
+        format: Format::Asff,
         id,
         product_arn,
         account_id,
+        region,
         control,
-        record_state,
-        compliance_status: str_at(f, "/Compliance/Status").map(str::to_string),
+        iam3,
+        closed,
+        failed: compliance_status.as_deref() == Some("FAILED"),
+        compliance_status,
         observed_at: str_at(f, "/FirstObservedAt").or_else(|| str_at(f, "/CreatedAt")).and_then(parse_time),
         max_key_age_days: max_key_age_days(f),
         users,
@@ -140,6 +401,11 @@ fn parse_finding(f: &Value, i: usize) -> Result<Finding, IntakeError> {
 
 /// IAM.3's default: keys older than 90 days fail the control.
 pub const IAM3_DEFAULT_MAX_AGE_DAYS: u64 = 90;
+
+/// A `maxAccessKeyAge` parameter value in days; nonsense is ignored, not trusted.
+fn days_param(s: &str) -> Option<u64> {
+    s.trim().parse().ok().filter(|d| (1..=36_500).contains(d))
+}
 
 /// `Compliance.SecurityControlParameters: [{"Name": "maxAccessKeyAge", "Value": ["90"]}]`.
 fn max_key_age_days(f: &Value) -> Option<u64> {
@@ -150,20 +416,158 @@ fn max_key_age_days(f: &Value) -> Option<u64> {
         .get("Value")?
         .as_array()?
         .first()?
-        .as_str()?
-        .trim()
-        .parse()
-        .ok()
-        .filter(|d| (1..=36_500).contains(d))
+        .as_str()
+        .and_then(days_param)
 }
 
-fn parse_findings(v: &Value) -> Result<Vec<Finding>, IntakeError> {
+/// OCSF's equivalent: `compliance.control_parameters`, a list of OCSF
+/// key-value objects (`name`, and `value` or `values[]`; OCSF 1.4+ schema,
+/// "Compliance" object). Unverified: no public Security Hub sample shows a
+/// control finding with `control_parameters`; IAM.3's parameter is "90 (not
+/// customizable)" per the controls reference, so its absence changes nothing.
+fn ocsf_max_key_age_days(f: &Value) -> Option<u64> {
+    let p = f.pointer("/compliance/control_parameters")?.as_array()?.iter().find(|p| str_at(p, "/name") == Some("maxAccessKeyAge"))?;
+    str_at(p, "/value").or_else(|| p.pointer("/values/0").and_then(Value::as_str)).and_then(days_param)
+}
+
+/// OCSF finding `status_id` values (OCSF 1.6 Finding class; the same set,
+/// 0–5 and 99, is what `BatchUpdateFindingsV2` accepts as `StatusId` in the
+/// botocore model `securityhub/2018-10-26/service-2.json`).
+pub mod ocsf_status {
+    pub const NEW: i64 = 1;
+    pub const IN_PROGRESS: i64 = 2;
+    pub const SUPPRESSED: i64 = 3;
+    pub const RESOLVED: i64 = 4;
+    pub const ARCHIVED: i64 = 5;
+}
+
+/// OCSF `compliance.status_id` Fail (OCSF "Compliance" object: 0 Unknown,
+/// 1 Pass, 2 Warning, 3 Fail, 99 Other).
+const OCSF_COMPLIANCE_FAIL: i64 = 3;
+/// OCSF finding `activity_id` Close. Security Hub treats findings with
+/// `activity_name != Close` as active (user guide, "OCSF findings in
+/// Security Hub").
+const OCSF_ACTIVITY_CLOSE: i64 = 3;
+
+/// Why an OCSF finding is not open, if it is not.
+fn ocsf_closed(f: &Value) -> Option<String> {
+    let activity = f.get("activity_id").and_then(Value::as_i64);
+    if activity == Some(OCSF_ACTIVITY_CLOSE) || (activity.is_none() && str_at(f, "/activity_name") == Some("Close")) {
+        return Some("activity Close (Security Hub closed the finding)".into());
+    }
+    let status = str_at(f, "/status").unwrap_or("");
+    match f.get("status_id").and_then(Value::as_i64) {
+        Some(id @ (ocsf_status::SUPPRESSED | ocsf_status::RESOLVED | ocsf_status::ARCHIVED)) => {
+            Some(format!("status {} (status_id {id}) is not open", if status.is_empty() { "?" } else { status }))
+        }
+        Some(_) => None,
+        None => ["Suppressed", "Resolved", "Archived"].iter().any(|s| status.eq_ignore_ascii_case(s)).then(|| format!("status {status} is not open")),
+    }
+}
+
+/// The resource types an OCSF finding uses for an IAM user: CSPM-originated
+/// findings name resources by their CloudFormation / AWS Config type
+/// (`AWS::IAM::User`, as the IAM.3 controls reference lists it); ASFF's
+/// `AwsIamUser` is accepted too, since findings mapped from ASFF by other
+/// tools (e.g. aws-solutions/automated-security-response-on-aws test data)
+/// keep it.
+const OCSF_IAM_USER_TYPES: [&str; 2] = ["AWS::IAM::User", "AwsIamUser"];
+
+/// One OCSF finding of a `Findings Imported V2` event.
+///
+/// Field names, and the source each was checked against:
+/// * `finding_info.uid`, `metadata.product.uid`, `cloud.account.uid` — the
+///   three members of `OcsfFindingIdentifier` (`FindingInfoUid`,
+///   `MetadataProductUid`, `CloudAccountUid`) in the botocore model
+///   `securityhub/2018-10-26/service-2.json` and the API reference page
+///   `API_OcsfFindingIdentifier`, whose documentation names these fields;
+/// * `cloud.region`, `compliance.control` / `.status` / `.status_id`,
+///   `status` / `status_id`, `activity_id`, `resources[].type` / `.uid` /
+///   `.uid_alt` / `.name` — the OCSF 1.6 Compliance Finding class (Security
+///   Hub uses OCSF 1.6, user guide "Security Hub and OCSF") and the OCSF
+///   compliance-finding schema and normaliser of
+///   aws-solutions/automated-security-response-on-aws
+///   (`source/data-models/schemaTypes.ts`, `findingEventNormalizer.ts`),
+///   which reads a consolidated CSPM control finding's ARN in
+///   `finding_info.uid` and notes that `uid_alt` usually holds a resource's
+///   ARN when `uid` does not;
+/// * the envelope (`detail-type: Findings Imported V2`, one finding in
+///   `detail.findings[]`) — user guide, "EventBridge event formats" (V2).
+///
+/// No public sample of an IAM.3 finding in OCSF was found: which of `uid`,
+/// `uid_alt` and `name` holds the user ARN or name is therefore read
+/// leniently (an ARN in `uid` or `uid_alt`, else `name`).
+pub fn parse_ocsf_finding(f: &Value, i: usize, event_region: &str) -> Result<Finding, IntakeError> {
+    let what = format!("finding {i}");
+    let id = need(f, "/finding_info/uid", &what)?.to_string();
+    let product_arn = need(f, "/metadata/product/uid", &what)?.to_string();
+    let account_id = need(f, "/cloud/account/uid", &what)?.to_string();
+    let region = str_at(f, "/cloud/region").filter(|r| !r.is_empty()).unwrap_or(event_region).to_string();
+    let control = str_at(f, "/compliance/control").map(str::to_string);
+    let iam3 = (control.as_deref() == Some(IAM3)).then_some(Iam3Field::OcsfControl);
+    let compliance_id = f.pointer("/compliance/status_id").and_then(Value::as_i64);
+    let compliance_text = str_at(f, "/compliance/status");
+    let failed = match compliance_id {
+        Some(id) => id == OCSF_COMPLIANCE_FAIL,
+        None => compliance_text.is_some_and(|s| s.eq_ignore_ascii_case("fail")),
+    };
+    let compliance_status = compliance_text.map(str::to_string).or_else(|| compliance_id.map(|id| format!("status_id {id}")));
+    let users = match f.get("resources") {
+        Some(Value::Array(resources)) => ocsf_users(resources, &account_id, &what)?,
+        // Findings of other classes may carry no resources; an IAM.3 one must.
+        None | Some(Value::Null) if iam3.is_none() => Vec::new(),
+        _ => return Err(IntakeError::Missing(format!("{what} has no resources"))),
+    };
+    Ok(Finding {
+        format: Format::Ocsf,
+        id,
+        product_arn,
+        account_id,
+        region,
+        control,
+        iam3,
+        closed: ocsf_closed(f),
+        failed,
+        compliance_status,
+        observed_at: str_at(f, "/finding_info/first_seen_time_dt").or_else(|| str_at(f, "/finding_info/created_time_dt")).and_then(parse_time),
+        max_key_age_days: ocsf_max_key_age_days(f),
+        users,
+    })
+}
+
+fn ocsf_users(resources: &[Value], account_id: &str, what: &str) -> Result<Vec<(String, String)>, IntakeError> {
+    let mut users = Vec::new();
+    for r in resources {
+        if !str_at(r, "/type").is_some_and(|t| OCSF_IAM_USER_TYPES.contains(&t)) {
+            continue;
+        }
+        let from_arn = str_at(r, "/uid").and_then(parse_user_arn).or_else(|| str_at(r, "/uid_alt").and_then(parse_user_arn));
+        match (from_arn, str_at(r, "/name").filter(|n| !n.is_empty())) {
+            (Some(pair), _) => users.push(pair),
+            (None, Some(name)) => users.push((account_id.to_string(), name.to_string())),
+            (None, None) => return Err(IntakeError::Missing(format!("{what}: AWS::IAM::User resource without a user ARN or name"))),
+        }
+    }
+    Ok(users)
+}
+
+fn findings_list(v: &Value) -> Result<&Vec<Value>, IntakeError> {
     let list =
         v.pointer("/detail/findings").and_then(Value::as_array).ok_or_else(|| IntakeError::Missing("detail.findings is missing or not a list".into()))?;
     if list.is_empty() {
         return Err(IntakeError::Missing("detail.findings is empty".into()));
     }
-    list.iter().enumerate().map(|(i, f)| parse_finding(f, i)).collect()
+    Ok(list)
+}
+
+fn parse_findings(v: &Value) -> Result<Vec<Finding>, IntakeError> {
+    let region = str_at(v, "/region").unwrap_or("");
+    findings_list(v)?.iter().enumerate().map(|(i, f)| parse_finding(f, i, region)).collect()
+}
+
+fn parse_ocsf_findings(v: &Value) -> Result<Vec<Finding>, IntakeError> {
+    let region = str_at(v, "/region").unwrap_or("");
+    findings_list(v)?.iter().enumerate().map(|(i, f)| parse_ocsf_finding(f, i, region)).collect()
 }
 
 /// Parse one EventBridge event as delivered to SQS.
@@ -175,7 +579,8 @@ pub fn parse(body: &str) -> Result<Event, IntakeError> {
     let source = str_at(&v, "/source").unwrap_or("").to_string();
     let detail_type = str_at(&v, "/detail-type").unwrap_or("").to_string();
     match (source.as_str(), detail_type.as_str()) {
-        ("aws.securityhub", "Security Hub Findings - Imported") => Ok(Event::FindingsImported(parse_findings(&v)?)),
+        ("aws.securityhub", IMPORTED) => Ok(Event::FindingsImported(parse_findings(&v)?)),
+        ("aws.securityhub", IMPORTED_V2) => Ok(Event::FindingsImported(parse_ocsf_findings(&v)?)),
         ("aws.securityhub", "Security Hub Findings - Custom Action") => {
             Ok(Event::CustomAction { action_name: str_at(&v, "/detail/actionName").unwrap_or("").to_string(), findings: parse_findings(&v)? })
         }
@@ -196,7 +601,7 @@ pub fn parse(body: &str) -> Result<Event, IntakeError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Start (or join) the rotation.
-    Rotate { rotation_id: String, finding: Finding, user: String },
+    Rotate { rotation_id: String, finding: Box<Finding>, user: String },
     /// Nothing to do, and why (logged).
     Ignore { finding_id: String, reason: String },
     /// An IAM user with a failing finding and no configured rotation.
@@ -216,15 +621,17 @@ pub fn match_scim<'a>(rotations: &'a [RotationConfig], account: &str, region: &s
     rotations.iter().filter(|r| r.source.covers(&Subject::ScimTokenExpiry { account, region })).collect()
 }
 
-/// Whether an imported finding is a failing IAM.3 finding keyturn acts on.
+/// Whether an imported finding is a failing IAM.3 finding keyturn acts on:
+/// recognised as IAM.3 ([`Finding::iam3`]), open ([`Finding::closed`]) and
+/// failed. The same rule for ASFF and OCSF findings.
 pub fn actionable(f: &Finding) -> Result<(), String> {
-    if f.control.as_deref() != Some(IAM3) {
+    if f.iam3.is_none() {
         return Err(format!("control {} is not IAM.3", f.control.as_deref().unwrap_or("(none)")));
     }
-    if f.record_state != "ACTIVE" {
-        return Err(format!("record state {} is not ACTIVE", f.record_state));
+    if let Some(why) = &f.closed {
+        return Err(why.clone());
     }
-    if f.compliance_status.as_deref() != Some("FAILED") {
+    if !f.failed {
         return Err(format!("compliance status {} is not FAILED", f.compliance_status.as_deref().unwrap_or("(none)")));
     }
     Ok(())
@@ -258,11 +665,11 @@ pub fn decide(event: &Event, rotations: &[RotationConfig]) -> Vec<Decision> {
             }
         }
         if f.users.is_empty() {
-            out.push(Decision::Ignore { finding_id: f.id.clone(), reason: "no AwsIamUser resource in the finding".into() });
+            out.push(Decision::Ignore { finding_id: f.id.clone(), reason: "no IAM user resource in the finding (AwsIamUser / AWS::IAM::User)".into() });
         }
         for (account, user) in &f.users {
             match match_user(rotations, account, user) {
-                Some(r) => out.push(Decision::Rotate { rotation_id: r.id.clone(), finding: f.clone(), user: user.clone() }),
+                Some(r) => out.push(Decision::Rotate { rotation_id: r.id.clone(), finding: Box::new(f.clone()), user: user.clone() }),
                 None => out.push(Decision::Unmatched { finding_id: f.id.clone(), account_id: account.clone(), user: user.clone() }),
             }
         }

@@ -224,11 +224,41 @@ pub struct Failure {
     pub operator_fixable: bool,
 }
 
-/// A Security Hub finding a saga was started from (to update when it ends).
+/// A Security Hub finding a saga was started from (to update when it ends),
+/// with what its update needs: which API, which region, which identifiers.
+///
+/// Sagas stored before keyturn understood the new Security Hub and other
+/// regions hold only `id` and `product_arn`; the added fields default to
+/// what those sagas meant: an ASFF finding (`kind: v1`) updated in the
+/// worker's own region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FindingRef {
+    /// V1: the ASFF `Id`. V2: OCSF `finding_info.uid` (`FindingInfoUid`).
     pub id: String,
+    /// V1: the ASFF `ProductArn`. V2: OCSF `metadata.product.uid` (`MetadataProductUid`).
     pub product_arn: String,
+    /// Which Security Hub, so which update API.
+    #[serde(default)]
+    pub kind: FindingKind,
+    /// The region the finding came from, where its update is sent; `None`:
+    /// the worker's own region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The finding's account (ASFF `AwsAccountId`, OCSF `cloud.account.uid`;
+    /// V2 identifies findings by it: `CloudAccountUid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+}
+
+/// Which Security Hub a finding belongs to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// Security Hub CSPM (ASFF), updated with `BatchUpdateFindings`.
+    #[default]
+    V1,
+    /// The new Security Hub (OCSF), updated with `BatchUpdateFindingsV2`.
+    V2,
 }
 
 /// Which key a saga that stopped with both keys in place keeps.

@@ -24,8 +24,16 @@ use crate::error::Result;
 use crate::intake::{self, Decision, Event};
 use crate::notify;
 use crate::queue::{Queue, Received};
-use crate::saga::{FindingRef, Millis};
+use crate::saga::{FindingKind, FindingRef, Millis};
 use crate::store::Created;
+
+/// The saga trigger of imported findings: which Security Hub sent them.
+fn imported_trigger(findings: &[intake::Finding]) -> &'static str {
+    match findings.first().map(|f| f.format) {
+        Some(intake::Format::Ocsf) => "securityhub:imported_v2",
+        _ => "securityhub:imported",
+    }
+}
 
 /// What an intake message led to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,7 +82,7 @@ impl<Q: Queue> Engine<Q> {
             }
         };
         let (trigger, imported) = match &event {
-            Event::FindingsImported(_) => ("securityhub:imported".to_string(), true),
+            Event::FindingsImported(fs) => (imported_trigger(fs).to_string(), true),
             Event::CustomAction { action_name, .. } => (format!("securityhub:custom_action:{action_name}"), false),
             Event::ScimTokenExpiry { .. } => ("health:scim_expiry".to_string(), false),
         };
@@ -90,16 +98,12 @@ impl<Q: Queue> Engine<Q> {
                             continue;
                         }
                     }
-                    let req = Request {
-                        trigger: trigger.clone(),
-                        findings: vec![FindingRef { id: finding.id.clone(), product_arn: finding.product_arn.clone() }],
-                        delay: Duration::ZERO,
-                        automatic: imported,
-                        old: None,
-                    };
+                    let req =
+                        Request { trigger: trigger.clone(), findings: vec![finding.reference()], delay: Duration::ZERO, automatic: imported, old: None };
                     match self.request_with(&rotation_id, req).await? {
                         Created::New(id) => {
-                            info!(saga = %id, rotation = %rotation_id, user = %user, finding = %finding.id, "rotation started from a finding");
+                            let matched_by = finding.iam3.map(|f| f.to_string()).unwrap_or_else(|| "custom action".into());
+                            info!(saga = %id, rotation = %rotation_id, user = %user, finding = %finding.id, region = %finding.region, %matched_by, "rotation started from a finding");
                             report.started.push(id);
                         }
                         Created::Existing(id) => {
@@ -234,7 +238,7 @@ impl<Q: Queue> Engine<Q> {
     }
 
     /// What a rotation would do, for `plan`.
-    async fn describe_plan(&self, rotation_id: &str, findings: &[String]) -> Result<Vec<String>> {
+    async fn describe_plan(&self, rotation_id: &str, findings: &[FindingRef]) -> Result<Vec<String>> {
         let Some(rot) = self.rotations().get(rotation_id).cloned() else { return Ok(vec![format!("rotation {rotation_id}: not configured")]) };
         if let Some(saga) = self.store.lock_holder(&rot.credential).await? {
             if self.store.load(&saga).await?.is_some_and(|s| s.saga.unresolved()) {
@@ -273,7 +277,11 @@ impl<Q: Queue> Engine<Q> {
             lines.push(format!("  deactivate {}, then delete it after a {} grace period", k.id, days(Duration::from_millis(policy.grace_period))));
         }
         for f in findings {
-            lines.push(format!("  mark finding {f} NOTIFIED, then RESOLVED on success"));
+            let region = f.region.as_deref().unwrap_or("the worker's region");
+            lines.push(match f.kind {
+                FindingKind::V1 => format!("  mark finding {} NOTIFIED, then RESOLVED on success (BatchUpdateFindings in {region})", f.id),
+                FindingKind::V2 => format!("  mark finding {} In Progress, then Resolved on success (BatchUpdateFindingsV2 in {region})", f.id),
+            });
         }
         Ok(lines)
     }
@@ -297,7 +305,7 @@ impl<Q: Queue> Engine<Q> {
                             continue;
                         }
                     }
-                    out.extend(self.describe_plan(&rotation_id, std::slice::from_ref(&finding.id)).await?);
+                    out.extend(self.describe_plan(&rotation_id, &[finding.reference()]).await?);
                 }
                 Decision::Expiring { rotation_id, observed_at, .. } => {
                     if self.stale(&rotation_id, observed_at, &mut last_success).await? {

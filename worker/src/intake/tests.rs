@@ -6,6 +6,31 @@ const CONSOLIDATED: &str = include_str!("../../../tests/fixtures/securityhub-iam
 const LEGACY: &str = include_str!("../../../tests/fixtures/securityhub-iam3-legacy.json");
 const CUSTOM: &str = include_str!("../../../tests/fixtures/securityhub-custom-action.json");
 const HEALTH: &str = include_str!("../../../tests/fixtures/health-scim-expiry.json");
+/// Legacy per-standard findings of each CIS AWS Foundations Benchmark version
+/// Security Hub CSPM offers, built from the fields of the user guide's
+/// "Samples of control findings" for that version, for IAM.3's number in it
+/// (see `CIS_IAM3`). They leave out `Compliance.SecurityControlId`, as
+/// findings written before Security Hub added it to per-standard findings do
+/// (e.g. the real v1.2.0 rule 1.4 finding in
+/// aws-solutions/automated-security-response-on-aws), so that they exercise
+/// the CIS fields; `cis_findings_with_a_security_control_id_match_by_it`
+/// covers AWS's current samples, which carry it too.
+const CIS: [(&str, &str); 4] = [
+    ("1.2.0", include_str!("../../../tests/fixtures/securityhub-iam3-cis-1.2.0.json")),
+    ("1.4.0", include_str!("../../../tests/fixtures/securityhub-iam3-cis-1.4.0.json")),
+    ("3.0.0", include_str!("../../../tests/fixtures/securityhub-iam3-cis-3.0.0.json")),
+    ("5.0.0", include_str!("../../../tests/fixtures/securityhub-iam3-cis-5.0.0.json")),
+];
+
+/// New Security Hub (OCSF) findings as EventBridge delivers them
+/// (`Findings Imported V2`, one finding per event): the same IAM.3 finding
+/// failed, passed (Security Hub then also resolves it), suppressed by an
+/// operator, archived (closed); and another control on the same user.
+const V2_FAILED: &str = include_str!("../../../tests/fixtures/securityhub-v2-iam3-failed.json");
+const V2_PASSED: &str = include_str!("../../../tests/fixtures/securityhub-v2-iam3-passed.json");
+const V2_SUPPRESSED: &str = include_str!("../../../tests/fixtures/securityhub-v2-iam3-suppressed.json");
+const V2_ARCHIVED: &str = include_str!("../../../tests/fixtures/securityhub-v2-iam3-archived.json");
+const V2_OTHER: &str = include_str!("../../../tests/fixtures/securityhub-v2-other-control.json");
 
 fn rotations() -> Vec<RotationConfig> {
     Config::parse(&format!(
@@ -41,12 +66,61 @@ fn edit(body: &str, f: impl FnOnce(&mut Value)) -> String {
     v.to_string()
 }
 
+/// The only finding of an imported event.
+fn finding(body: &str) -> Finding {
+    match parse(body).unwrap() {
+        Event::FindingsImported(mut fs) if fs.len() == 1 => fs.remove(0),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// What an event starts: (rotation, finding id) of every `Rotate`, and
+/// nothing else may be decided (no ignore, no unmatched).
+fn starts(body: &str) -> Vec<(String, String)> {
+    decide(&parse(body).unwrap(), &rotations())
+        .into_iter()
+        .map(|d| match d {
+            Decision::Rotate { rotation_id, finding, user } => {
+                assert_eq!(user, "auth0-ses-sender");
+                (rotation_id, finding.id)
+            }
+            other => panic!("expected only rotations, got {other:?}"),
+        })
+        .collect()
+}
+
+/// The event decides to ignore its one finding, and why.
+fn ignored(body: &str) -> String {
+    match &decide(&parse(body).unwrap(), &rotations())[..] {
+        [Decision::Ignore { reason, .. }] => reason.clone(),
+        other => panic!("expected one Ignore, got {other:?}"),
+    }
+}
+
+fn set(v: &mut Value, path: &[&str], value: Value) {
+    let mut node = &mut v["detail"]["findings"][0];
+    for p in &path[..path.len() - 1] {
+        node = &mut node[*p];
+    }
+    node[path[path.len() - 1]] = value;
+}
+
+fn remove(v: &mut Value, path: &[&str]) {
+    let mut node = &mut v["detail"]["findings"][0];
+    for p in &path[..path.len() - 1] {
+        node = &mut node[*p];
+    }
+    node.as_object_mut().unwrap().remove(path[path.len() - 1]);
+}
+
 #[test]
 fn consolidated_and_legacy_iam3_both_start_one_rotation() {
     for body in [CONSOLIDATED, LEGACY] {
         let ev = parse(body).unwrap();
         let Event::FindingsImported(ref fs) = ev else { panic!("{ev:?}") };
         assert_eq!(fs[0].control.as_deref(), Some("IAM.3"));
+        assert_eq!(fs[0].format, Format::Asff);
+        assert_eq!(fs[0].region, "us-east-1");
         assert_eq!(fs[0].users, vec![("123456789012".to_string(), "auth0-ses-sender".to_string())]);
         assert!(fs[0].observed_at.is_some());
         let d = decide(&ev, &rotations());
@@ -56,10 +130,173 @@ fn consolidated_and_legacy_iam3_both_start_one_rotation() {
 }
 
 #[test]
+fn each_asff_variant_is_recognised_by_its_own_field() {
+    assert_eq!(finding(CONSOLIDATED).iam3, Some(Iam3Field::SecurityControlId));
+    assert_eq!(finding(LEGACY).iam3, Some(Iam3Field::ControlId), "FSBP legacy: ProductFields.ControlId");
+    let by_generator = edit(LEGACY, |v| remove(v, &["ProductFields", "ControlId"]));
+    assert_eq!(finding(&by_generator).iam3, Some(Iam3Field::GeneratorId));
+    for (i, (version, body)) in CIS.iter().enumerate() {
+        let f = finding(body);
+        assert_eq!(f.iam3, Some(Iam3Field::Cis(CIS_IAM3[i])), "CIS {version}");
+        assert_eq!(CIS_IAM3[i].version, *version);
+        assert_eq!(f.control.as_deref(), Some(IAM3));
+    }
+    // Only the backing AWS Config rule left: the fallback.
+    let by_rule = edit(&edit(CIS[3].1, |v| remove(v, &["ProductFields", "ControlId"])), |v| set(v, &["GeneratorId"], "custom/keyturn-test".into()));
+    assert_eq!(finding(&by_rule).iam3, Some(Iam3Field::ConfigRule));
+}
+
+#[test]
+fn every_cis_version_starts_exactly_one_rotation() {
+    let numbers: Vec<(&str, &str)> = CIS_IAM3.iter().map(|c| (c.version, c.number)).collect();
+    assert_eq!(
+        numbers,
+        [("1.2.0", "1.4"), ("1.4.0", "1.14"), ("3.0.0", "1.14"), ("5.0.0", "1.13")],
+        "IAM.3's related requirements in the controls reference"
+    );
+    for (version, body) in CIS {
+        let f = finding(body);
+        let v: Value = serde_json::from_str(body).unwrap();
+        let expected = CIS_IAM3.iter().find(|c| c.version == version).unwrap();
+        assert_eq!(v["detail"]["findings"][0]["GeneratorId"], expected.generator_id().as_str(), "the fixture carries the version's generator");
+        assert_eq!(v["detail"]["findings"][0]["ProductFields"][expected.number_field()], expected.number);
+        assert_eq!(starts(body), vec![("auth0-ses".to_string(), f.id.clone())], "CIS {version}");
+    }
+}
+
+#[test]
+fn cis_findings_with_a_security_control_id_match_by_it() {
+    // AWS's current samples of per-standard CIS findings also carry the
+    // consolidated control id: still exactly one rotation, found by it.
+    for (version, body) in CIS {
+        let body = edit(body, |v| set(v, &["Compliance", "SecurityControlId"], IAM3.into()));
+        assert_eq!(finding(&body).iam3, Some(Iam3Field::SecurityControlId), "CIS {version}");
+        assert_eq!(starts(&body).len(), 1, "CIS {version}");
+    }
+}
+
+#[test]
+fn a_cis_number_counts_only_with_its_own_versions_generator() {
+    let [v120, v140, _, v500] = CIS.map(|(_, b)| b);
+    // v1.4.0's 1.4 is "no root user access key": the 1.2.0 number under another version's generator.
+    let r = ignored(&edit(v120, |v| {
+        set(v, &["GeneratorId"], "cis-aws-foundations-benchmark/v/1.4.0/1.4".into());
+        set(v, &["ProductFields", "ControlId"], "1.4".into());
+    }));
+    assert_eq!(r, "control CIS v1.4.0 1.4 is not IAM.3", "and the Config rule name does not override the generator");
+    // v1.2.0's rule 1.14 is hardware MFA for the root user.
+    let r = ignored(&edit(v140, |v| {
+        set(v, &["GeneratorId"], "arn:aws:securityhub:::ruleset/cis-aws-foundations-benchmark/v/1.2.0/rule/1.14".into());
+        set(v, &["ProductFields", "RuleId"], "1.14".into());
+    }));
+    assert_eq!(r, "control CIS v1.2.0 1.14 is not IAM.3");
+    // 1.14 is not IAM.3 in v5.0.0.
+    let r = ignored(&edit(v500, |v| {
+        set(v, &["GeneratorId"], "cis-aws-foundations-benchmark/v/5.0.0/1.14".into());
+        set(v, &["ProductFields", "ControlId"], "1.14".into());
+    }));
+    assert!(r.contains("CIS v5.0.0 1.14"), "{r}");
+    // The generator alone, with a number field that disagrees or is missing.
+    ignored(&edit(v500, |v| set(v, &["ProductFields", "ControlId"], "1.14".into())));
+    ignored(&edit(v120, |v| remove(v, &["ProductFields", "RuleId"])));
+    // v1.2.0's ruleset ARN form only: the plain form with RuleId is not how v1.2.0 findings look.
+    ignored(&edit(v120, |v| set(v, &["GeneratorId"], "cis-aws-foundations-benchmark/v/1.2.0/1.4".into())));
+    // The number alone, without any CIS generator: never.
+    let r = ignored(&edit(v140, |v| set(v, &["GeneratorId"], "aws-foundational-security-best-practices/v/1.0.0/IAM.4".into())));
+    assert_eq!(r, "control 1.14 is not IAM.3");
+    ignored(&edit(v120, |v| remove(v, &["GeneratorId"])));
+}
+
+#[test]
+fn cis_generator_ids_parse_in_any_partition() {
+    assert_eq!(cis_generator("arn:aws:securityhub:::ruleset/cis-aws-foundations-benchmark/v/1.2.0/rule/1.4"), Some(("1.2.0", "1.4", true)));
+    assert_eq!(cis_generator("arn:aws-us-gov:securityhub:::ruleset/cis-aws-foundations-benchmark/v/1.2.0/rule/1.4"), Some(("1.2.0", "1.4", true)));
+    assert_eq!(cis_generator("cis-aws-foundations-benchmark/v/5.0.0/1.13"), Some(("5.0.0", "1.13", false)));
+    assert_eq!(cis_generator("arn:aws:iam:::ruleset/cis-aws-foundations-benchmark/v/1.2.0/rule/1.4"), None);
+    assert_eq!(cis_generator("cis-aws-foundations-benchmark/v/5.0.0/1.13/extra"), None);
+    assert_eq!(cis_generator("security-control/IAM.3"), None);
+    for c in CIS_IAM3 {
+        let g = c.generator_id();
+        let (v, n, r) = cis_generator(&g).unwrap();
+        assert_eq!((v, n, r), (c.version, c.number, c.ruleset));
+    }
+}
+
+#[test]
+fn the_config_rule_counts_only_when_no_field_names_a_control() {
+    let bare = edit(CIS[3].1, |v| {
+        remove(v, &["ProductFields", "ControlId"]);
+        set(v, &["GeneratorId"], "custom/keyturn-test".into());
+    });
+    assert_eq!(starts(&bare).len(), 1);
+    // At another index, with its type.
+    let moved = edit(&bare, |v| {
+        let pf = v["detail"]["findings"][0]["ProductFields"].as_object_mut().unwrap();
+        let name = pf.remove("RelatedAWSResources:0/name").unwrap();
+        pf.remove("RelatedAWSResources:0/type");
+        pf.insert("RelatedAWSResources:1/name".into(), name);
+        pf.insert("RelatedAWSResources:1/type".into(), "AWS::Config::ConfigRule".into());
+    });
+    assert_eq!(finding(&moved).iam3, Some(Iam3Field::ConfigRule));
+    // Another rule, or a name of another resource type: no.
+    ignored(&edit(&bare, |v| set(v, &["ProductFields", "RelatedAWSResources:0/name"], "securityhub-iam-user-unused-credentials-check-1a2b3c4d".into())));
+    ignored(&edit(&bare, |v| set(v, &["ProductFields", "RelatedAWSResources:0/type"], "AWS::Lambda::Function".into())));
+    // An explicit control id wins over the rule name.
+    let r = ignored(&edit(&bare, |v| set(v, &["ProductFields", "ControlId"], "IAM.4".into())));
+    assert_eq!(r, "control IAM.4 is not IAM.3");
+    let r = ignored(&edit(&bare, |v| set(v, &["Compliance", "SecurityControlId"], "IAM.8".into())));
+    assert_eq!(r, "control IAM.8 is not IAM.3");
+}
+
+#[test]
+fn findings_that_only_mention_iam3_in_text_do_not_match() {
+    let mention = |v: &mut Value| {
+        set(v, &["Title"], "IAM.3 IAM users' access keys should be rotated every 90 days or less".into());
+        set(v, &["Description"], "Like Security Hub control IAM.3 (CIS 1.14): rotate access keys every 90 days.".into());
+        set(
+            v,
+            &["Remediation"],
+            serde_json::json!({"Recommendation": {"Text": "See IAM.3", "Url": "https://docs.aws.amazon.com/console/securityhub/IAM.3/remediation"}}),
+        );
+        set(v, &["Types"], serde_json::json!(["Software and Configuration Checks/Industry and Regulatory Standards/IAM.3"]));
+    };
+    // Another control of Security Hub whose texts talk about IAM.3.
+    let iam8 = edit(CONSOLIDATED, |v| {
+        mention(v);
+        set(v, &["Compliance", "SecurityControlId"], "IAM.8".into());
+        set(v, &["GeneratorId"], "security-control/IAM.8".into());
+    });
+    assert_eq!(ignored(&iam8), "control IAM.8 is not IAM.3");
+    // A third-party product's finding on the same user, with no control fields at all.
+    let third_party = edit(CONSOLIDATED, |v| {
+        mention(v);
+        remove(v, &["Compliance", "SecurityControlId"]);
+        set(v, &["ProductArn"], "arn:aws:securityhub:us-east-1::product/example/credential-scanner".into());
+        set(v, &["GeneratorId"], "credential-scanner/key-age".into());
+        set(v, &["ProductFields"], serde_json::json!({"check": "IAM.3", "note": "securityhub IAM.3 equivalent"}));
+    });
+    assert_eq!(ignored(&third_party), "control key-age is not IAM.3");
+    assert_eq!(finding(&third_party).iam3, None);
+}
+
+#[test]
+fn the_finding_region_comes_from_the_finding_else_the_event() {
+    // CIS v5.0.0's fixture: found in us-west-1, delivered through the aggregation region us-east-1.
+    let (_, v500) = CIS[3];
+    assert_eq!(serde_json::from_str::<Value>(v500).unwrap()["region"], "us-east-1");
+    assert_eq!(finding(v500).region, "us-west-1");
+    assert_eq!(finding(&edit(v500, |v| remove(v, &["Region"]))).region, "us-east-1");
+    assert_eq!(finding(CIS[0].1).region, "us-east-2");
+    assert_eq!(finding(CIS[0].1).account_id, "123456789012");
+}
+
+#[test]
 fn only_active_failed_iam3_is_acted_on() {
     let cases = [
         edit(CONSOLIDATED, |v| v["detail"]["findings"][0]["RecordState"] = "ARCHIVED".into()),
         edit(CONSOLIDATED, |v| v["detail"]["findings"][0]["Compliance"]["Status"] = "PASSED".into()),
+        edit(CONSOLIDATED, |v| v["detail"]["findings"][0]["Workflow"]["Status"] = "SUPPRESSED".into()),
+        edit(CIS[2].1, |v| v["detail"]["findings"][0]["Compliance"]["Status"] = "PASSED".into()),
         edit(CONSOLIDATED, |v| {
             v["detail"]["findings"][0]["Compliance"]["SecurityControlId"] = "IAM.4".into();
             v["detail"]["findings"][0]["GeneratorId"] = "security-control/IAM.4".into();
@@ -179,4 +416,126 @@ fn the_controls_max_access_key_age_parameter_is_read() {
     assert_eq!(with(serde_json::json!([{"Name": "maxAccessKeyAge", "Value": ["0"]}])), None, "nonsense is ignored, not trusted");
     assert_eq!(with(serde_json::json!([{"Name": "maxAccessKeyAge", "Value": ["ninety"]}])), None);
     assert_eq!(with(serde_json::json!({"Name": "maxAccessKeyAge"})), None);
+}
+
+#[test]
+fn a_failed_ocsf_iam3_finding_starts_exactly_one_rotation() {
+    let f = finding(V2_FAILED);
+    assert_eq!(f.format, Format::Ocsf);
+    assert_eq!(f.iam3, Some(Iam3Field::OcsfControl));
+    // What BatchUpdateFindingsV2 identifies it by.
+    assert_eq!(f.id, "arn:aws:securityhub:us-east-1:123456789012:security-control/IAM.3/finding/6e1f7a2b-3c4d-4e5f-8a9b-0c1d2e3f4a60");
+    assert_eq!(f.product_arn, "arn:aws:securityhub:us-east-1::product/aws/securityhub");
+    assert_eq!(f.account_id, "123456789012");
+    assert_eq!(f.region, "us-east-1");
+    assert_eq!(f.users, vec![("123456789012".to_string(), "auth0-ses-sender".to_string())]);
+    assert_eq!(f.observed_at, Some(1_787_388_900_000), "finding_info.first_seen_time_dt, 2026-08-22T08:55:00Z");
+    assert!(f.failed && f.closed.is_none());
+    assert_eq!(starts(V2_FAILED), vec![("auth0-ses".to_string(), f.id.clone())]);
+}
+
+#[test]
+fn passed_suppressed_archived_and_other_ocsf_findings_start_nothing() {
+    assert_eq!(ignored(V2_PASSED), "status Resolved (status_id 4) is not open", "Security Hub resolves a passed finding");
+    // Passed but still open (Security Hub has not resolved it yet): the compliance result decides.
+    let passed_open = edit(V2_PASSED, |v| {
+        set(v, &["status"], "New".into());
+        set(v, &["status_id"], 1.into());
+    });
+    assert_eq!(ignored(&passed_open), "compliance status Pass is not FAILED");
+    assert_eq!(ignored(V2_SUPPRESSED), "status Suppressed (status_id 3) is not open");
+    assert_eq!(ignored(V2_ARCHIVED), "activity Close (Security Hub closed the finding)");
+    assert_eq!(ignored(&edit(V2_ARCHIVED, |v| set(v, &["activity_id"], 2.into()))), "status Archived (status_id 5) is not open");
+    assert_eq!(ignored(V2_OTHER), "control IAM.8 is not IAM.3");
+    // In progress (keyturn's own update) is still open: the key age decides, as for NOTIFIED ASFF findings.
+    let in_progress = edit(V2_FAILED, |v| {
+        set(v, &["status"], "In Progress".into());
+        set(v, &["status_id"], 2.into());
+    });
+    assert_eq!(starts(&in_progress).len(), 1);
+}
+
+#[test]
+fn ocsf_status_ids_decide_and_names_are_a_fallback() {
+    // The ids are authoritative; the captions only count when the ids are missing.
+    let no_ids = |body: &str| {
+        edit(body, |v| {
+            remove(v, &["status_id"]);
+            remove(v, &["compliance", "status_id"]);
+        })
+    };
+    assert_eq!(starts(&no_ids(V2_FAILED)).len(), 1);
+    assert_eq!(ignored(&no_ids(V2_SUPPRESSED)), "status Suppressed is not open");
+    let lower = edit(&no_ids(V2_FAILED), |v| set(v, &["compliance", "status"], "fail".into()));
+    assert_eq!(starts(&lower).len(), 1, "caption compared without case");
+    // A failing caption with a non-failing id: the id wins.
+    let warning = edit(V2_FAILED, |v| set(v, &["compliance", "status_id"], 2.into()));
+    assert_eq!(ignored(&warning), "compliance status Fail is not FAILED");
+    let no_status = edit(&no_ids(V2_FAILED), |v| remove(v, &["compliance", "status"]));
+    assert_eq!(ignored(&no_status), "compliance status (none) is not FAILED");
+}
+
+#[test]
+fn the_ocsf_user_comes_from_an_arn_in_uid_or_uid_alt_else_the_name() {
+    let with = |resource: Value| finding(&edit(V2_FAILED, |v| set(v, &["resources"], serde_json::json!([resource])))).users;
+    let arn = "arn:aws:iam::999999999999:user/keyturn/mailer";
+    assert_eq!(with(serde_json::json!({"type": "AWS::IAM::User", "uid": arn})), vec![("999999999999".to_string(), "mailer".to_string())]);
+    assert_eq!(
+        with(serde_json::json!({"type": "AWS::IAM::User", "uid": "AIDACKCEVSQ6C2EXAMPLE", "uid_alt": arn, "name": "ignored"})),
+        vec![("999999999999".to_string(), "mailer".to_string())],
+        "an ARN wins over the name"
+    );
+    assert_eq!(
+        with(serde_json::json!({"type": "AWS::IAM::User", "uid": "AIDACKCEVSQ6C2EXAMPLE", "name": "auth0-ses-sender"})),
+        vec![("123456789012".to_string(), "auth0-ses-sender".to_string())],
+        "no ARN: the name, in the finding's account"
+    );
+    assert_eq!(with(serde_json::json!({"type": "AwsIamUser", "uid": arn})).len(), 1, "ASFF's type name is tolerated");
+    assert!(with(serde_json::json!({"type": "AWS::IAM::Role", "uid": "arn:aws:iam::123456789012:role/x"})).is_empty());
+    let e =
+        parse(&edit(V2_FAILED, |v| set(v, &["resources"], serde_json::json!([{"type": "AWS::IAM::User", "uid": "AIDACKCEVSQ6C2EXAMPLE"}])))).unwrap_err();
+    assert_eq!(e.to_string(), "malformed event: finding 0: AWS::IAM::User resource without a user ARN or name");
+    // The user of another account is matched to that account's rotation.
+    let other = edit(V2_FAILED, |v| set(v, &["resources"], serde_json::json!([{"type": "AWS::IAM::User", "uid": arn}])));
+    assert!(matches!(&decide(&parse(&other).unwrap(), &rotations())[..], [Decision::Rotate { rotation_id, .. }] if rotation_id == "other-account"));
+}
+
+#[test]
+fn ocsf_findings_need_their_identifiers_and_iam3_ones_their_resources() {
+    for (ptr, name) in [("finding_info", "finding_info.uid"), ("metadata", "metadata.product.uid"), ("cloud", "cloud.account.uid")] {
+        let e = parse(&edit(V2_FAILED, |v| remove(v, &[ptr]))).unwrap_err();
+        assert_eq!(e.to_string(), format!("malformed event: finding 0 has no {name}"));
+    }
+    let e = parse(&edit(V2_FAILED, |v| remove(v, &["resources"]))).unwrap_err();
+    assert_eq!(e.to_string(), "malformed event: finding 0 has no resources");
+    // Another control without resources is merely not ours.
+    assert_eq!(ignored(&edit(V2_OTHER, |v| remove(v, &["resources"]))), "control IAM.8 is not IAM.3");
+    // The region falls back to the event's.
+    let f = finding(&edit(V2_FAILED, |v| {
+        remove(v, &["cloud", "region"]);
+        v["region"] = "eu-central-1".into();
+    }));
+    assert_eq!(f.region, "eu-central-1");
+}
+
+#[test]
+fn the_ocsf_max_access_key_age_parameter_is_read_when_present() {
+    assert_eq!(finding(V2_FAILED).max_key_age_days, None, "absent: IAM.3's default applies");
+    let with = |params: Value| finding(&edit(V2_FAILED, |v| set(v, &["compliance", "control_parameters"], params))).max_key_age_days;
+    assert_eq!(with(serde_json::json!([{"name": "maxAccessKeyAge", "value": "45"}])), Some(45));
+    assert_eq!(with(serde_json::json!([{"name": "other", "value": "7"}, {"name": "maxAccessKeyAge", "values": ["30"]}])), Some(30));
+    assert_eq!(with(serde_json::json!([{"name": "maxAccessKeyAge", "value": "0"}])), None);
+    assert_eq!(with(serde_json::json!({"name": "maxAccessKeyAge", "value": "30"})), None);
+}
+
+proptest::proptest! {
+    #[test]
+    fn parse_never_panics_on_mutated_ocsf_and_cis_findings(which in 0usize..6, drop in 0usize..40, value in proptest::prelude::any::<i64>()) {
+        let bodies = [V2_FAILED, V2_OTHER, CIS[0].1, CIS[1].1, CIS[2].1, CIS[3].1];
+        let mut v: Value = serde_json::from_str(bodies[which]).unwrap();
+        let f = v["detail"]["findings"][0].as_object_mut().unwrap();
+        let key = f.keys().nth(drop % f.len()).unwrap().clone();
+        f.insert(key, value.into());
+        let _ = parse(&v.to_string()).map(|e| decide(&e, &rotations()));
+    }
 }

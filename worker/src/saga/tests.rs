@@ -690,3 +690,26 @@ fn time_is_formatted_without_a_date_library() {
     assert_eq!(fmt_ms(1_764_547_200_000), "2025-12-01T00:00:00Z");
     assert_eq!(fmt_ms(951_782_400_000 + 3_723_000), "2000-02-29T01:02:03Z");
 }
+
+#[test]
+fn finding_refs_stored_before_v2_and_regions_read_as_v1_in_the_workers_region() {
+    let mut s = new_saga();
+    s.findings = vec![FindingRef { id: "F".into(), product_arn: "P".into(), kind: FindingKind::V1, region: None, account_id: None }];
+    let mut old: serde_json::Value = serde_json::to_value(&s).unwrap();
+    assert_eq!(old["findings"][0], serde_json::json!({"id": "F", "product_arn": "P", "kind": "v1"}));
+    // A saga written by an earlier keyturn: the finding has only id and product ARN.
+    old["findings"][0] = serde_json::json!({"id": "F", "product_arn": "P"});
+    let back: Saga = serde_json::from_value(old).unwrap();
+    assert_eq!(back.findings, s.findings);
+    // A V2 finding keeps what its update needs.
+    let v2 = FindingRef {
+        id: "F".into(),
+        product_arn: "P".into(),
+        kind: FindingKind::V2,
+        region: Some("eu-west-1".into()),
+        account_id: Some("123456789012".into()),
+    };
+    let json = serde_json::to_value(&v2).unwrap();
+    assert_eq!(json, serde_json::json!({"id": "F", "product_arn": "P", "kind": "v2", "region": "eu-west-1", "account_id": "123456789012"}));
+    assert_eq!(serde_json::from_value::<FindingRef>(json).unwrap(), v2);
+}
