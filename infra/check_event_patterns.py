@@ -104,19 +104,16 @@ def mutate(event, fn):
 
 
 def finding_set(**fields):
-    def fn(e):
-        for f in e["detail"]["findings"]:
-            for dotted, value in fields.items():
-                node = f
-                *parents, last = dotted.split("__")
-                for p in parents:
-                    node = node.setdefault(p, {})
-                node[last] = value
-    return fn
+    """Set fields of every finding (`a__b` is a.b); None sets JSON null."""
+    return _edit(fields, remove_none=False)
 
 
 def finding_edit(**fields):
     """Like finding_set; a value None removes the field."""
+    return _edit(fields, remove_none=True)
+
+
+def _edit(fields, remove_none):
     def fn(e):
         for f in e["detail"]["findings"]:
             for dotted, value in fields.items():
@@ -124,7 +121,7 @@ def finding_edit(**fields):
                 *parents, last = dotted.split("__")
                 for p in parents:
                     node = node.setdefault(p, {})
-                if value is None:
+                if value is None and remove_none:
                     node.pop(last, None)
                 else:
                     node[last] = value

@@ -24,16 +24,12 @@
 use tracing::{info, instrument, warn};
 
 use crate::connectors::Rotation;
-use crate::engine::{now_ms, Engine};
+use crate::engine::{clock, now_ms, Engine};
 use crate::error::{Error, Result};
 use crate::notify;
 use crate::queue::Queue;
-use crate::saga::{self, Clock, Evidence, Keep, KeyEvidence, Saga, Verdict};
+use crate::saga::{self, Evidence, Keep, KeyEvidence, Saga, Verdict};
 use crate::store::{SecretWrite, Stored};
-
-fn clock(now: u64) -> Clock {
-    Clock { now, jitter: fastrand::f64(), token: fastrand::u128(..) }
-}
 
 /// Whether the key `keep` would retire is already gone.
 fn retiring_gone(ev: &Evidence, keep: Keep) -> bool {
@@ -173,7 +169,7 @@ async fn key_evidence(rot: &Rotation, keys: &[saga::KeyRef], id: &str) -> Result
         Some(_) => rot.source.last_used(id).await?,
         None => None,
     };
-    Ok(KeyEvidence { id: id.to_string(), exists: listed.is_some(), active: listed.is_some_and(|k| k.active), last_used })
+    Ok(KeyEvidence { id: id.to_string(), exists: listed.is_some(), last_used })
 }
 
 fn notify_context(rot: &Rotation) -> notify::OwnedContext {

@@ -321,7 +321,6 @@ pub struct KeyEvidence {
     pub id: String,
     /// Listed by the source now.
     pub exists: bool,
-    pub active: bool,
     /// Most recent use, and the service it was used with (IAM keeps only the last one).
     pub last_used: Option<(Millis, String)>,
 }

@@ -477,37 +477,22 @@ impl Store {
     /// All sagas, newest first (a Scan: fine for the handful of sagas a
     /// deployment accumulates; see ARCHITECTURE.md).
     pub async fn list(&self) -> Result<Vec<Stored>> {
-        self.scan(None).await
+        self.scan().await
     }
 
-    /// Running sagas whose `due_at` has passed, and unresolved sagas whose
-    /// evidence check is due: the sweeper's work.
-    pub async fn overdue(&self, now: Millis) -> Result<Vec<Stored>> {
-        self.scan(Some(now)).await
-    }
-
-    async fn scan(&self, overdue_at: Option<Millis>) -> Result<Vec<Stored>> {
+    async fn scan(&self) -> Result<Vec<Stored>> {
         let mut out = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
-            let mut req = self
+            let req = self
                 .client
                 .scan()
                 .table_name(&self.table)
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .expression_attribute_names("#k", "kind")
-                .expression_attribute_values(":saga", s("saga"));
-            req = match overdue_at {
-                None => req.filter_expression("#k = :saga"),
-                Some(now) => req
-                    .filter_expression("#k = :saga AND ((due_at < :now AND (#st = :running OR #st = :comp)) OR (#st = :na AND watch_at <= :now))")
-                    .expression_attribute_names("#st", "status")
-                    .expression_attribute_values(":now", n(now))
-                    .expression_attribute_values(":running", s(Status::Running.as_str()))
-                    .expression_attribute_values(":comp", s(Status::Compensating.as_str()))
-                    .expression_attribute_values(":na", s(Status::NeedsAttention.as_str())),
-            };
+                .expression_attribute_values(":saga", s("saga"))
+                .filter_expression("#k = :saga");
             let page = req.send().await.map_err(|e| aws("dynamodb", "Scan", e))?;
             for item in page.items() {
                 out.push(decode(item)?);

@@ -208,16 +208,19 @@ impl Auth0EmailProvider {
         Ok(())
     }
 
+    /// The email provider with its fields (never the secret: write-only).
+    pub(super) async fn read_provider(&self) -> Result<Value> {
+        self.call(
+            Method::GET,
+            "/api/v2/emails/provider?fields=name,enabled,credentials,default_from_address,settings&include_fields=true",
+            "GET /api/v2/emails/provider",
+            None,
+        )
+        .await
+    }
+
     async fn verify_impl(&self, new_id: &str, old_ids: &[String]) -> Result<Verification> {
-        let v = self
-            .call(
-                Method::GET,
-                "/api/v2/emails/provider?fields=name,enabled,credentials,default_from_address,settings&include_fields=true",
-                "GET /api/v2/emails/provider",
-                None,
-            )
-            .await?;
-        Ok(judge_provider(&v, new_id, old_ids))
+        Ok(judge_provider(&self.read_provider().await?, new_id, old_ids))
     }
 }
 

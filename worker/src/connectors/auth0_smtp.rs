@@ -139,16 +139,7 @@ impl Auth0SesSmtp {
     }
 
     async fn verify_impl(&self, new_id: &str, old_ids: &[String]) -> Result<Verification> {
-        let v = self
-            .client
-            .call(
-                Method::GET,
-                "/api/v2/emails/provider?fields=name,enabled,credentials,default_from_address,settings&include_fields=true",
-                "GET /api/v2/emails/provider",
-                None,
-            )
-            .await?;
-        Ok(judge_smtp(&v, &self.host(), new_id, old_ids))
+        Ok(judge_smtp(&self.client.read_provider().await?, &self.host(), new_id, old_ids))
     }
 }
 

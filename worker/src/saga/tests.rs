@@ -583,7 +583,7 @@ fn the_machine_does_no_io() {
 }
 
 fn kev(id: &str, exists: bool, used: Option<(Millis, &str)>) -> KeyEvidence {
-    KeyEvidence { id: id.into(), exists, active: exists, last_used: used.map(|(t, s)| (t, s.to_string())) }
+    KeyEvidence { id: id.into(), exists, last_used: used.map(|(t, s)| (t, s.to_string())) }
 }
 
 fn evidence(new: KeyEvidence, old: KeyEvidence, target: Option<Verification>) -> Evidence {
