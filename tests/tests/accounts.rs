@@ -77,9 +77,11 @@ fn member_config(env: &TestEnv, source: &str) -> keyturn::config::Config {
         1,
     );
     let home_rotation = &text[text.find("[[rotation]]").unwrap()..];
-    let member = home_rotation
-        .replacen("id = \"auth0-ses\"", "id = \"member-mailer\"", 1)
-        .replacen(&format!("source = {{ kind = \"iam_access_key\", user_name = \"{USER}\" }}"), source, 1);
+    let member = home_rotation.replacen("id = \"auth0-ses\"", "id = \"member-mailer\"", 1).replacen(
+        &format!("source = {{ kind = \"iam_access_key\", user_name = \"{USER}\" }}"),
+        source,
+        1,
+    );
     assert!(member.contains("member-mailer") && member.contains(source), "rotation rewritten");
     keyturn::config::Config::parse(&format!("{text}\n{member}")).expect("member configuration")
 }
@@ -87,6 +89,8 @@ fn member_config(env: &TestEnv, source: &str) -> keyturn::config::Config {
 /// The consolidated IAM.3 fixture, about `USER` in the member account, from the aggregation region.
 fn member_finding() -> (String, String, String) {
     let mut v: serde_json::Value = serde_json::from_str(CONSOLIDATED).unwrap();
+    v["region"] = FINDING_REGION.into();
+    v["account"] = HUB.into();
     let f = &mut v["detail"]["findings"][0];
     let id = format!("arn:aws:securityhub:{FINDING_REGION}:{MEMBER}:security-control/IAM.3/finding/5e1d2c3b-4a59-4687-9a0b-1c2d3e4f5a6b");
     f["Id"] = id.clone().into();
@@ -95,8 +99,6 @@ fn member_finding() -> (String, String, String) {
     f["ProductArn"] = format!("arn:aws:securityhub:{FINDING_REGION}::product/aws/securityhub").into();
     f["Resources"][0]["Id"] = format!("arn:aws:iam::{MEMBER}:user/keyturn/{USER}").into();
     f["Resources"][0]["Region"] = FINDING_REGION.into();
-    v["region"] = FINDING_REGION.into();
-    v["account"] = HUB.into();
     let product = f["ProductArn"].as_str().unwrap().to_string();
     (v.to_string(), id, product)
 }
@@ -118,10 +120,7 @@ async fn an_iam3_finding_in_a_member_account_rotates_that_accounts_key_through_t
     // The dry run names the account and the role it would act through.
     let plan = engine.plan_event(&event).await.unwrap().join("\n");
     assert!(plan.contains("rotation member-mailer: would start a saga"), "{plan}");
-    assert!(
-        plan.contains(&format!("acting in account {MEMBER}, through role arn:aws:iam::{MEMBER}:role/{ROLE_NAME} (with the external id")),
-        "{plan}"
-    );
+    assert!(plan.contains(&format!("acting in account {MEMBER}, through role arn:aws:iam::{MEMBER}:role/{ROLE_NAME} (with the external id")), "{plan}");
     assert!(!plan.contains("rotation auth0-ses"), "{plan}");
     env.put_event(&event).await.unwrap();
     let store = keyturn::store::Store::new(env.clients.dynamodb.clone(), "keyturn-sagas");
@@ -224,9 +223,11 @@ async fn a_role_that_cannot_be_assumed_changes_nothing_and_notifies() {
     let saga = env.wait_terminal(&saga_id, Duration::from_secs(60)).await;
     w.stop().await;
 
-    assert_eq!(saga.status, Status::Failed, "{saga:#?}");
+    // A failure at start is a refusal: nothing was changed.
+    assert_eq!(saga.status, Status::Refused, "{saga:#?}");
     assert!(saga.new_key.is_none(), "no key was created");
-    assert!(saga.history.iter().all(|a| a.step == Step::Start), "stopped at start: {:#?}", saga.history);
+    assert!(saga.history.iter().all(|a| matches!(a.step, Step::Start | Step::Finalize)), "stopped at start: {:#?}", saga.history);
+    assert_eq!(saga.history[0].code.as_deref(), Some("AccessDenied"), "not retried: a refusal is permanent");
     assert_eq!(key_ids(&env.clients.iam, USER).await, hub_before, "the hub account's {USER} is untouched");
 
     let n = env.notifications(1, Duration::from_secs(10)).await;

@@ -266,7 +266,9 @@ mod tests {
     fn role_arns_are_parsed_strictly() {
         assert_eq!(role_account("arn:aws:iam::222222222222:role/x"), Some("222222222222"));
         assert_eq!(role_account("arn:aws-cn:iam::222222222222:role/a/b"), Some("222222222222"));
-        for bad in ["arn:aws:iam::22222222222:role/x", "arn:aws:iam::222222222222:user/x", "arn:aws:iam::222222222222:role/", "arn:aws:s3:::b", "role/x", ""] {
+        for bad in
+            ["arn:aws:iam::22222222222:role/x", "arn:aws:iam::222222222222:user/x", "arn:aws:iam::222222222222:role/", "arn:aws:s3:::b", "role/x", ""]
+        {
             assert_eq!(role_account(bad), None, "{bad}");
         }
     }

@@ -169,16 +169,25 @@ where
             // An answer without an AWS error code (a proxy, an emulator, a
             // load balancer) is described by its status and the start of its
             // body; AWS error bodies carry no request secrets.
+            // An AWS error document in a shape this service's parser does
+            // not read (e.g. EC2's `<Errors><Error>` wrapper, which emulators
+            // also send) still names its code and message: use them.
+            let raw = se.raw().body().bytes().map(|b| String::from_utf8_lossy(&b[..b.len().min(4096)]).into_owned()).unwrap_or_default();
+            if e.code().is_none() {
+                if let Some(code) = xml_text(&raw, "Code") {
+                    let message = xml_text(&raw, "Message").unwrap_or_default();
+                    let request_id = xml_text(&raw, "RequestId").or_else(|| xml_text(&raw, "RequestID"));
+                    let retryable = is_retryable_aws_code(&code) || status >= 500 || status == 429;
+                    return Error::Aws { service, operation, code, message, request_id, retryable };
+                }
+            }
             let code = e.code().map(str::to_string).unwrap_or_else(|| format!("HTTP{status}"));
             let message = match e.message() {
                 // No AWS error code: not an AWS error document (a proxy's page);
                 // the SDK may have put the raw body in the message.
                 Some(m) if e.code().is_none() => format!("HTTP {status}: {}", body_excerpt(m)),
                 Some(m) => m.to_string(),
-                None => {
-                    let body = se.raw().body().bytes().map(|b| String::from_utf8_lossy(&b[..b.len().min(4096)]).into_owned()).unwrap_or_default();
-                    format!("HTTP {status}: {}", body_excerpt(&body))
-                }
+                None => format!("HTTP {status}: {}", body_excerpt(&raw)),
             };
             let request_id = e.meta().extra("aws_request_id").map(str::to_string);
             let retryable = is_retryable_aws_code(&code) || status >= 500 || status == 429;
@@ -204,6 +213,16 @@ where
             retryable: true,
         },
     }
+}
+
+/// The text of the first `<tag>…</tag>` in an XML body, unescaped for the
+/// five predefined entities; `None` when absent or empty.
+fn xml_text(body: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let from = body.find(&open)? + open.len();
+    let to = from + body[from..].find(&format!("</{tag}>"))?;
+    let t = body[from..to].trim();
+    (!t.is_empty()).then(|| t.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&"))
 }
 
 /// A body that is not the AWS error document we expected (an HTML 404 page
@@ -290,6 +309,17 @@ mod tests {
         assert!(!e(400).is_retryable());
         assert!(e(403).operator_fixable());
         assert!(!e(503).operator_fixable());
+    }
+
+    #[test]
+    fn an_error_document_of_another_shape_still_gives_its_code() {
+        // EC2's wrapper, as emulators send it for authorization failures.
+        let body = r#"<?xml version="1.0" encoding="utf-8"?><ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>User: arn:aws:iam::1:user/w is not authorized to perform: sts:AssumeRole &amp; more</Message><Type>Sender</Type></Error></Errors></ErrorResponse>"#;
+        assert_eq!(xml_text(body, "Code").as_deref(), Some("AccessDenied"));
+        assert_eq!(xml_text(body, "Message").as_deref(), Some("User: arn:aws:iam::1:user/w is not authorized to perform: sts:AssumeRole & more"));
+        assert_eq!(xml_text(body, "RequestId"), None);
+        assert_eq!(xml_text("<Code></Code>", "Code"), None);
+        assert_eq!(xml_text("<html><title>502</title></html>", "Code"), None);
     }
 
     #[test]

@@ -56,7 +56,10 @@ pub const SOURCE: SourceEntry = SourceEntry {
             };
             match &c.account_id {
                 Some(a) if a != account => {
-                    return Err(ConfigProblem::at("role_arn", format!("is in account {account}, but account_id is {a}: the role must be in the user's account")));
+                    return Err(ConfigProblem::at(
+                        "role_arn",
+                        format!("is in account {account}, but account_id is {a}: the role must be in the user's account"),
+                    ));
                 }
                 Some(_) => {}
                 None => c.account_id = Some(account.to_string()),
@@ -153,7 +156,15 @@ impl IamAccessKey {
     }
 
     async fn set_status(&self, id: &str, status: StatusType) -> Result<()> {
-        self.client().await?.update_access_key().user_name(&self.user).access_key_id(id).status(status).send().await.map_err(|e| aws("iam", "UpdateAccessKey", e))?;
+        self.client()
+            .await?
+            .update_access_key()
+            .user_name(&self.user)
+            .access_key_id(id)
+            .status(status)
+            .send()
+            .await
+            .map_err(|e| aws("iam", "UpdateAccessKey", e))?;
         Ok(())
     }
 

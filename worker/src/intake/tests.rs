@@ -561,7 +561,9 @@ fn a_rotation_without_an_account_covers_only_the_workers_own_account() {
         "a finding in account B must not rotate the home account's user"
     );
     // The same event with B as the worker's own account matches.
-    assert!(matches!(&decide(&parse(&in_b).unwrap(), &rotations(), "222222222222")[..], [Decision::Rotate { rotation_id, .. }] if rotation_id == "auth0-ses"));
+    assert!(
+        matches!(&decide(&parse(&in_b).unwrap(), &rotations(), "222222222222")[..], [Decision::Rotate { rotation_id, .. }] if rotation_id == "auth0-ses")
+    );
     // A rotation naming account 999999999999 never matches a home-account finding of the same user name.
     let mailer_home = edit(CONSOLIDATED, |v| {
         v["detail"]["findings"][0]["Resources"][0]["Id"] = "arn:aws:iam::123456789012:user/mailer".into();
