@@ -682,7 +682,8 @@ fn text_field(v: &Value, key: &str, min: usize, max: usize, ok: fn(char) -> bool
         Some(Value::String(t)) => {
             let len = t.chars().count();
             if len < min || len > max {
-                return Err(bad(format!("{key}: must be {min} to {max} characters long (it has {len})")));
+                let want = if min == max { format!("{min}") } else { format!("{min} to {max}") };
+                return Err(bad(format!("{key}: must be {want} characters long (it has {len})")));
             }
             if !t.chars().all(ok) {
                 return Err(bad(format!("{key}: {rule}")));

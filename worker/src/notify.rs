@@ -592,6 +592,40 @@ pub fn render_exposed_blocked(rotation_id: &str, saga_id: &str, key_id: &str, wh
     }
 }
 
+/// An exposed key with nothing left to rotate (already rotated away, or
+/// inactive and now deleted or kept): `rotation.exposed_key`, critical —
+/// the key was public, its past use needs looking at.
+pub fn render_exposed_settled(rotation_id: &str, key_id: &str, what: &str, event_arn: &str, credential_kind: &str, target_kind: &str, correlation_id: &str) -> Notification {
+    let steps = [
+        format!("Find what the key was used for while it was public: CloudTrail events with userIdentity.accessKeyId = {key_id}, all regions."),
+        "Remove the public copy of the key.".to_string(),
+        "Detach AWS's quarantine policy from the user once the investigation is done: it restricts the user's current key too.".to_string(),
+    ];
+    let text = format!(
+        "Exposed key: nothing left to rotate\n\nRotation:        {rotation_id}\nExposed key:     {key_id}\nAWS Health event: {event_arn}\nWhat keyturn found: {what}\nWhat AWS did:    {AWS_QUARANTINE}\nNext steps:\n{}",
+        steps.iter().enumerate().map(|(i, s)| format!("  {}. {s}\n", i + 1)).collect::<String>()
+    );
+    Notification {
+        subject: format!("[keyturn] Exposed key {key_id}: nothing left to rotate ({rotation_id})").chars().take(100).collect(),
+        text,
+        document: json!({
+            "event": "rotation.exposed_key",
+            "severity": "critical",
+            "rotation_id": rotation_id,
+            "correlation_id": correlation_id,
+            "exposure": {"key_id": key_id, "state": "settled", "found": what, "health_event": event_arn, "aws_quarantine": AWS_QUARANTINE, "next_steps": steps},
+        }),
+        attributes: BTreeMap::from([
+            ("event", "rotation.exposed_key".to_string()),
+            ("severity", "critical".to_string()),
+            ("rotation_id", rotation_id.to_string()),
+            ("credential_kind", credential_kind.to_string()),
+            ("target_kind", target_kind.to_string()),
+            ("correlation_id", correlation_id.to_string()),
+        ]),
+    }
+}
+
 /// An exposed access key no rotation covers: `rotation.unmatched`, critical.
 /// `deactivated`: `None` not configured to; `Some(Ok)` done; `Some(Err)` failed.
 pub fn render_exposed_unmatched(
@@ -945,7 +979,7 @@ impl Notifier {
             "https": doc,
         });
         let mut req = self.client.publish().topic_arn(&self.topic_arn).subject(&n.subject).message_structure("json").message(message.to_string());
-        for (k, v) in &n.attributes {
+        for (k, v) in n.attributes.iter().filter(|(_, v)| !v.is_empty()) {
             let attr = MessageAttributeValue::builder().data_type("String").string_value(v).build().map_err(|e| Error::Config(e.to_string()))?;
             req = req.message_attributes(*k, attr);
         }
@@ -1145,5 +1179,115 @@ mod tests {
         s.failure = None;
         let n = render(&s, &scim_ctx());
         assert!(n.text.contains("tok-0001  deleted (confirmed by a person)  old token"), "{}", n.text);
+    }
+
+    #[test]
+    fn detail_types_name_each_event_kind() {
+        assert_eq!(detail_type("rotation.succeeded"), "Rotation Succeeded");
+        assert_eq!(detail_type("rotation.needs_attention"), "Rotation Needs Attention");
+        assert_eq!(detail_type("rotation.exposed_key"), "Rotation Exposed Key");
+        assert_eq!(detail_type("keyturn.config_rejected"), "Keyturn Config Rejected");
+    }
+
+    #[test]
+    fn every_saga_notice_carries_the_correlation_id_in_document_attribute_and_event() {
+        let mut s = saga();
+        s.status = Status::Succeeded;
+        let n = render(&s, &ctx(&[]));
+        assert_eq!(n.attributes["correlation_id"], "S-1", "no request: the saga id");
+        s.correlation_id = Some("ticket-42".into());
+        let n = render(&s, &ctx(&[]));
+        assert_eq!(n.attributes["correlation_id"], "ticket-42");
+        assert_eq!(n.document["correlation_id"], "ticket-42");
+        let d = event_detail(&n);
+        assert_eq!(d["correlation_id"], "ticket-42");
+        assert_eq!(d["saga_id"], "S-1");
+        assert_eq!(d["event"], "rotation.succeeded");
+        // Notices about no saga still have the field in the event.
+        let u = render_unmatched("1", "u", "f", "iam_access_key");
+        assert_eq!(event_detail(&u)["correlation_id"], Value::Null);
+        // Prompts and evidence too.
+        let mut m = by_hand_saga();
+        m.correlation_id = Some("c-9".into());
+        m.step = Step::AwaitNew;
+        assert_eq!(render_prompt(&m, &scim_ctx(), &hand(), false).attributes["correlation_id"], "c-9");
+    }
+
+    #[test]
+    fn the_exposed_key_notice_gives_timeline_aws_quarantine_and_next_steps() {
+        use crate::saga::{ExposedRole, Exposure};
+        let mut s = saga();
+        s.status = Status::Succeeded;
+        s.target = TargetState::HoldsNew;
+        s.switched_at = Some(11_000);
+        s.exposure = Some(Exposure {
+            key_id: "AKIAOLD".into(),
+            role: ExposedRole::Old,
+            seen_at: 10_000,
+            event: "arn:aws:health:global::event/RISK/AWS_RISK_CREDENTIALS_EXPOSED/X".into(),
+            keep_inactive: false,
+            inactive_at: Some(12_500),
+            deleted_at: Some(13_000),
+            follow_up: false,
+        });
+        let keys = [KeyRef { id: "AKIANEW".into(), active: true, created_at: None }];
+        let n = render(&s, &ctx(&keys));
+        assert_eq!((n.attributes["event"].as_str(), n.attributes["severity"].as_str()), ("rotation.exposed_key", "critical"));
+        assert_eq!(n.document["event"], "rotation.exposed_key");
+        assert_eq!(n.document["exposure"]["timeline"]["seconds_to_inactive"], 2.5);
+        assert_eq!(n.document["exposure"]["state"], "deleted");
+        for needle in ["event seen by keyturn:      1970-01-01T00:00:10Z", "+1.0s after", "+2.5s after keyturn saw the event", "AWSCompromisedKeyQuarantineV2", "CloudTrail", "Remove the public copy"] {
+            assert!(n.text.contains(needle), "missing {needle:?} in\n{}", n.text);
+        }
+        assert!(n.subject.contains("Exposed key replaced and deleted"), "{}", n.subject);
+        // Still active: says so first.
+        let mut e = s.exposure.clone().unwrap();
+        e.inactive_at = None;
+        e.deleted_at = None;
+        s.exposure = Some(e);
+        s.status = Status::Compensated;
+        let n = render(&s, &ctx(&keys));
+        assert!(n.text.starts_with("Exposed key is STILL ACTIVE"), "{}", n.text);
+        assert!(n.document["exposure"]["next_steps"][0].as_str().unwrap().contains("update-access-key"));
+    }
+
+    #[tokio::test]
+    async fn put_events_retries_only_the_failed_entries() {
+        use std::sync::Mutex;
+        let calls: Mutex<Vec<Vec<u32>>> = Mutex::new(Vec::new());
+        let retry = PutRetry { attempts: 4, base: std::time::Duration::ZERO };
+        // Entry 2 fails twice (throttled), then goes through.
+        let r = put_with_retry(vec![1u32, 2, 3], retry, |entries| {
+            let n = {
+                let mut c = calls.lock().unwrap();
+                c.push(entries.clone());
+                c.len()
+            };
+            async move { Ok(entries.iter().map(|e| (*e == 2 && n < 3).then(|| "ThrottlingException".to_string())).collect()) }
+        })
+        .await;
+        assert_eq!(r, Ok(()));
+        assert_eq!(*calls.lock().unwrap(), vec![vec![1, 2, 3], vec![2], vec![2]]);
+        // Failing for good: the last error codes, after the set number of attempts.
+        let n = Mutex::new(0);
+        let r = put_with_retry(vec![7u32], retry, |entries| {
+            *n.lock().unwrap() += 1;
+            async move { Ok(entries.iter().map(|_| Some("InternalFailure".to_string())).collect()) }
+        })
+        .await;
+        assert_eq!(r, Err("InternalFailure".into()));
+        assert_eq!(*n.lock().unwrap(), 4);
+        // A call that fails as a whole is retried too.
+        let n = Mutex::new(0);
+        let r = put_with_retry(vec![7u32], retry, |entries| {
+            let first = {
+                let mut g = n.lock().unwrap();
+                *g += 1;
+                *g == 1
+            };
+            async move { if first { Err("events PutEvents: ServiceUnavailable".to_string()) } else { Ok(entries.iter().map(|_| None).collect()) } }
+        })
+        .await;
+        assert_eq!(r, Ok(()));
     }
 }

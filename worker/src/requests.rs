@@ -31,6 +31,9 @@ enum Emergency {
     Busy(Duration),
     /// A person must act (the notice went out).
     Blocked(String),
+    /// Nothing to rotate: the key was already rotated away, or is inactive
+    /// and was deleted (or kept) at once. The notice went out.
+    Settled(String),
 }
 
 impl<Q: Queue> Engine<Q> {
@@ -154,6 +157,13 @@ impl<Q: Queue> Engine<Q> {
                 report.duplicates.push(key);
                 continue;
             }
+            if owner.is_none() {
+                if let Some(why) = self.already_rotated(&key, event_arn).await? {
+                    report.stale += 1;
+                    report.ignored.push(why);
+                    continue;
+                }
+            }
             let cfg = owner.as_deref().and_then(|u| intake::match_user(&rots.configs, account_id, u)).map(|c| c.id.clone());
             let Some(rotation_id) = cfg else {
                 self.report_uncovered(account_id, &key, owner.as_deref(), event_arn).await?;
@@ -171,6 +181,10 @@ impl<Q: Queue> Engine<Q> {
                 }
                 Emergency::Busy(wait) => busy = Some(busy.map_or(wait, |b| b.max(wait))),
                 Emergency::Blocked(why) => report.ignored.push(why),
+                Emergency::Settled(why) => {
+                    report.stale += 1;
+                    report.ignored.push(why);
+                }
             }
         }
         if let Some(wait) = busy {
@@ -188,9 +202,31 @@ impl<Q: Queue> Engine<Q> {
             Ok(out) => Ok(out.user_name().map(str::to_string)),
             Err(e) => match aws("iam", "GetAccessKeyLastUsed", e) {
                 Error::Aws { code, .. } if code == "NoSuchEntity" || code.contains("NotFound") => Ok(None),
+                // The worker may read keys only of users under its IAM path
+                // (infra/keyturn-stack.yaml): a key outside is no rotation's.
+                Error::Aws { code, .. } if code == "AccessDenied" || code == "AccessDeniedException" => {
+                    warn!(key = %key, "not allowed to look up the owner of this key: it belongs to no user keyturn may rotate");
+                    Ok(None)
+                }
                 other => Err(other),
             },
         }
+    }
+
+    /// A key that no longer exists but that a saga of a configured rotation
+    /// replaced: the exposure came after the rotation. Reported (critical:
+    /// the key was public, its past use needs looking at), nothing to rotate.
+    async fn already_rotated(&self, key: &str, event_arn: &str) -> Result<Option<String>> {
+        let sagas = self.store.list().await?;
+        let Some(s) = sagas.iter().map(|s| &s.saga).find(|s| s.old_keys.iter().any(|k| k.id == key) || s.new_key.as_deref() == Some(key)) else {
+            return Ok(None);
+        };
+        let Some(rot) = self.rotations().get(&s.rotation_id).cloned() else { return Ok(None) };
+        let why = format!("exposed key {key} no longer exists: saga {} of rotation {} replaced it", s.saga_id, s.rotation_id);
+        warn!(key = %key, saga = %s.saga_id, "exposed key was already rotated away; reported");
+        let n = notify::render_exposed_settled(&s.rotation_id, key, &why, event_arn, rot.source.kind(), rot.target.kind(), s.correlation());
+        self.notifier.publish(&n).await?;
+        Ok(Some(why))
     }
 
     /// An exposed key no rotation covers: critical `rotation.unmatched`,
@@ -222,6 +258,20 @@ impl<Q: Queue> Engine<Q> {
         let keep = rot.policy.keep_exposed_inactive;
         for _ in 0..5 {
             let Some(saga_id) = self.store.lock_holder(&rot.credential).await? else {
+                // An exposed key that is already inactive is no consumer's:
+                // no rotation (which would find two keys), just finish it.
+                if let Some(k) = rot.source.inventory().await?.into_iter().find(|k| k.id == key && !k.active) {
+                    let why = if keep {
+                        format!("exposed key {} is already inactive; kept for forensics (policy exposed_key = keep_inactive)", k.id)
+                    } else {
+                        rot.source.revoke(&k.id).await?;
+                        format!("exposed key {} was already inactive; keyturn deleted it", k.id)
+                    };
+                    warn!(rotation = %rotation_id, key = %key, %why, "exposed key settled without a rotation");
+                    let n = notify::render_exposed_settled(rotation_id, key, &why, event_arn, rot.source.kind(), rot.target.kind(), event_arn);
+                    self.notifier.publish(&n).await?;
+                    return Ok(Emergency::Settled(why));
+                }
                 let req = Request {
                     trigger: "health:exposed_key".into(),
                     correlation_id: Some(event_arn.to_string()).filter(|a| !a.is_empty()),
