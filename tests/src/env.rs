@@ -497,7 +497,11 @@ kms_key_id = "alias/keyturn"
 
     /// Drain an outcome-events queue: the EventBridge events as delivered.
     pub async fn outcome_events(&self, url: &str, expect_at_least: usize, timeout: Duration) -> Vec<Value> {
-        drain(&self.clients.sqs, url, expect_at_least, timeout).await.into_iter().map(|(b, _)| serde_json::from_str(&b).expect("an event is JSON")).collect()
+        drain(&self.clients.sqs, url, expect_at_least, timeout)
+            .await
+            .into_iter()
+            .map(|(b, _)| serde_json::from_str(&b).expect("an event is JSON"))
+            .collect()
     }
 
     /// Drain the intake DLQ: (body, keyturn_reason attribute).

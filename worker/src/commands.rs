@@ -83,7 +83,8 @@ impl<Q: Queue> Engine<Q> {
         saga.request = req.info.clone();
         saga.overrides = req.overrides.clone();
         saga.exposure = req.exposure.clone();
-        let created = self.store.create_with(&saga, Self::ms(self.sweep_after), req.idempotency.as_ref().map(|(k, until)| (k.as_str(), *until)), now).await?;
+        let created =
+            self.store.create_with(&saga, Self::ms(self.sweep_after), req.idempotency.as_ref().map(|(k, until)| (k.as_str(), *until)), now).await?;
         if let Created::New(id) = &created {
             info!(saga = %id, rotation = rotation_id, delay_s = req.delay.as_secs(), "rotation requested");
             if let Err(e) = self.queue.send(&StepMessage::new(id, Step::Start, &saga.token), req.delay).await {

@@ -632,9 +632,7 @@ pub fn parse(body: &str) -> Result<Event, IntakeError> {
     let source = str_at(&v, "/source").unwrap_or("").to_string();
     let detail_type = str_at(&v, "/detail-type").unwrap_or("").to_string();
     match (source.as_str(), detail_type.as_str()) {
-        (REQUEST_SOURCE, REQUEST_DETAIL_TYPE) => {
-            parse_request(v.get("detail").unwrap_or(&Value::Null)).map(Event::Request)
-        }
+        (REQUEST_SOURCE, REQUEST_DETAIL_TYPE) => parse_request(v.get("detail").unwrap_or(&Value::Null)).map(Event::Request),
         ("aws.health", "AWS Health Event") if str_at(&v, "/detail/eventTypeCode") == Some(KEY_EXPOSED) => parse_exposed(&v),
         ("aws.securityhub", IMPORTED) => Ok(Event::FindingsImported(parse_findings(&v)?)),
         ("aws.securityhub", IMPORTED_V2) => Ok(Event::FindingsImported(parse_ocsf_findings(&v)?)),
@@ -663,14 +661,14 @@ fn bad(why: impl Into<String>) -> IntakeError {
     IntakeError::InvalidRequest(why.into())
 }
 
-/// A field name for a message: the name as written, cut short and without
-/// control characters (it is the only part of the input a reason repeats).
+/// A field name for a message: shown only if it looks like a field name
+/// (at most 32 lowercase letters, digits and `_`); anything else may be a
+/// value pasted in the wrong place, and is not repeated.
 fn field_name(k: &str) -> String {
-    let clean: String = k.chars().filter(|c| !c.is_control()).take(40).collect();
-    if clean.chars().count() < k.chars().count() {
-        format!("{clean}…")
+    if !k.is_empty() && k.len() <= 32 && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        format!("{k:?}")
     } else {
-        clean
+        "(name not shown: not a field name)".to_string()
     }
 }
 
@@ -715,7 +713,7 @@ fn text_char(c: char) -> bool {
 pub fn parse_request(v: &Value) -> Result<RotationRequest, IntakeError> {
     let obj = v.as_object().ok_or_else(|| bad("the request must be a JSON object"))?;
     if let Some(k) = obj.keys().find(|k| !REQUEST_FIELDS.contains(&k.as_str())) {
-        return Err(bad(format!("unknown field {:?} (expected one of {})", field_name(k), REQUEST_FIELDS.join(", "))));
+        return Err(bad(format!("unknown field {} (expected one of {})", field_name(k), REQUEST_FIELDS.join(", "))));
     }
     match v.get("schema") {
         Some(Value::String(s)) if s == REQUEST_SCHEMA => {}
@@ -739,21 +737,14 @@ pub fn parse_request(v: &Value) -> Result<RotationRequest, IntakeError> {
     let need = |key: &str, t: Option<String>| t.ok_or_else(|| bad(format!("{key}: required")));
     let reason = need("reason", text_field(v, "reason", 1, 1024, text_char, "must not contain control characters")?)?;
     let requester = need("requester", text_field(v, "requester", 1, 256, text_char, "must not contain control characters")?)?;
-    let idempotency_key = need(
-        "idempotency_key",
-        text_field(v, "idempotency_key", 1, 128, id_char, "may contain only letters, digits and -_.:/@+=,")?,
-    )?;
+    let idempotency_key = need("idempotency_key", text_field(v, "idempotency_key", 1, 128, id_char, "may contain only letters, digits and -_.:/@+=,")?)?;
     let correlation_id = text_field(v, "correlation_id", 1, 128, id_char, "may contain only letters, digits and -_.:/@+=,")?;
     let mut overrides = crate::saga::Overrides::default();
     match v.get("overrides") {
         None => {}
         Some(Value::Object(o)) => {
             if let Some(k) = o.keys().find(|k| !OVERRIDE_FIELDS.contains(&k.as_str())) {
-                return Err(bad(format!(
-                    "overrides: unknown field {:?} (a request may shorten only {})",
-                    field_name(k),
-                    OVERRIDE_FIELDS.join(" and ")
-                )));
+                return Err(bad(format!("overrides: unknown field {} (a request may shorten only {})", field_name(k), OVERRIDE_FIELDS.join(" and "))));
             }
             for key in OVERRIDE_FIELDS {
                 let ms = match o.get(key) {
@@ -777,9 +768,7 @@ pub fn parse_request(v: &Value) -> Result<RotationRequest, IntakeError> {
 /// An access key id as AWS writes them: 16 to 128 characters, uppercase
 /// letters and digits, starting `AKIA` (long-term user keys) or `ASIA` (temporary).
 pub fn is_access_key_id(s: &str) -> bool {
-    (16..=128).contains(&s.len())
-        && (s.starts_with("AKIA") || s.starts_with("ASIA"))
-        && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    (16..=128).contains(&s.len()) && (s.starts_with("AKIA") || s.starts_with("ASIA")) && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 /// `AWS_RISK_CREDENTIALS_EXPOSED`: the exposed keys are in

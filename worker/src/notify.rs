@@ -379,18 +379,21 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
         "status_command": format!("keyturn status {id}"),
     });
     let subject = format!("[keyturn] {headline}: {}", saga.rotation_id).replace(['\r', '\n'], " ").chars().take(100).collect();
-    correlate(Notification {
-        subject,
-        text: t,
-        document,
-        attributes: BTreeMap::from([
-            ("event", event.to_string()),
-            ("severity", severity.to_string()),
-            ("rotation_id", saga.rotation_id.clone()),
-            ("credential_kind", ctx.credential_kind.to_string()),
-            ("target_kind", ctx.target_kind.to_string()),
-        ]),
-    }, saga)
+    correlate(
+        Notification {
+            subject,
+            text: t,
+            document,
+            attributes: BTreeMap::from([
+                ("event", event.to_string()),
+                ("severity", severity.to_string()),
+                ("rotation_id", saga.rotation_id.clone()),
+                ("credential_kind", ctx.credential_kind.to_string()),
+                ("target_kind", ctx.target_kind.to_string()),
+            ]),
+        },
+        saga,
+    )
 }
 
 /// The evidence of an unresolved saga became clear: which key the target
@@ -440,22 +443,25 @@ pub fn render_evidence(saga: &Saga, ctx: &OwnedContext, verdict: &crate::saga::V
         "resolve_command": format!("keyturn resolve {} --keep {keep}", saga.saga_id),
         "status_command": format!("keyturn status {}", saga.saga_id),
     });
-    correlate(Notification {
-        subject: format!("[keyturn] {headline}: {} ({}) -> {}", saga.rotation_id, ctx.credential, ctx.target)
-            .replace(['\r', '\n'], " ")
-            .chars()
-            .take(100)
-            .collect(),
-        text,
-        document,
-        attributes: BTreeMap::from([
-            ("event", "rotation.evidence".to_string()),
-            ("severity", "warning".to_string()),
-            ("rotation_id", saga.rotation_id.clone()),
-            ("credential_kind", ctx.credential_kind.to_string()),
-            ("target_kind", ctx.target_kind.to_string()),
-        ]),
-    }, saga)
+    correlate(
+        Notification {
+            subject: format!("[keyturn] {headline}: {} ({}) -> {}", saga.rotation_id, ctx.credential, ctx.target)
+                .replace(['\r', '\n'], " ")
+                .chars()
+                .take(100)
+                .collect(),
+            text,
+            document,
+            attributes: BTreeMap::from([
+                ("event", "rotation.evidence".to_string()),
+                ("severity", "warning".to_string()),
+                ("rotation_id", saga.rotation_id.clone()),
+                ("credential_kind", ctx.credential_kind.to_string()),
+                ("target_kind", ctx.target_kind.to_string()),
+            ]),
+        },
+        saga,
+    )
 }
 
 /// What AWS does to a user whose key it reports exposed, for the notices.
@@ -496,7 +502,10 @@ fn exposed_notice(mut n: Notification, saga: &Saga, e: &crate::saga::Exposure) -
         ));
     }
     if e.follow_up {
-        steps.push(format!("The exposed key was this rotation's new key: keyturn starts a fresh rotation of {} now; watch for its notice.", saga.rotation_id));
+        steps.push(format!(
+            "The exposed key was this rotation's new key: keyturn starts a fresh rotation of {} now; watch for its notice.",
+            saga.rotation_id
+        ));
     }
     steps.push(format!(
         "Find what the key was used for: CloudTrail events with userIdentity.accessKeyId = {} (all regions), from well before the event until {}.",
@@ -514,15 +523,26 @@ fn exposed_notice(mut n: Notification, saga: &Saga, e: &crate::saga::Exposure) -
         ));
     }
     let mut t = format!("{headline}\n\n");
-    t.push_str(&format!("Exposed key:     {} ({} key of this rotation), now {state}\n", e.key_id, if e.role == ExposedRole::Old { "the old" } else { "the new" }));
+    t.push_str(&format!(
+        "Exposed key:     {} ({} key of this rotation), now {state}\n",
+        e.key_id,
+        if e.role == ExposedRole::Old { "the old" } else { "the new" }
+    ));
     t.push_str(&format!("AWS Health event: {}\n", if e.event.is_empty() { "(no ARN)" } else { &e.event }));
     t.push_str("Timeline:\n");
     t.push_str(&format!("  event seen by keyturn:      {}\n", fmt_time(e.seen_at)));
-    t.push_str(&format!("  new key live in the target: {}\n", live.map(|l| if l >= e.seen_at { after(l, e.seen_at) } else { format!("{} (before the event)", fmt_time(l)) }).unwrap_or_else(|| "no".into())));
+    t.push_str(&format!(
+        "  new key live in the target: {}\n",
+        live.map(|l| if l >= e.seen_at { after(l, e.seen_at) } else { format!("{} (before the event)", fmt_time(l)) }).unwrap_or_else(|| "no".into())
+    ));
     t.push_str(&format!("  exposed key inactive:       {}\n", e.inactive_at.map(|i| after(i, e.seen_at)).unwrap_or_else(|| "no".into())));
     t.push_str(&format!(
         "  exposed key deleted:        {}\n",
-        e.deleted_at.map(|d| after(d, e.seen_at)).unwrap_or_else(|| if e.keep_inactive && e.inactive_at.is_some() { "no: kept inactive for forensics".into() } else { "no".into() })
+        e.deleted_at.map(|d| after(d, e.seen_at)).unwrap_or_else(|| if e.keep_inactive && e.inactive_at.is_some() {
+            "no: kept inactive for forensics".into()
+        } else {
+            "no".into()
+        })
     ));
     t.push_str(&format!("What AWS did:    {AWS_QUARANTINE}\n"));
     t.push_str("Next steps:\n");
@@ -561,7 +581,15 @@ fn exposed_notice(mut n: Notification, saga: &Saga, e: &crate::saga::Exposure) -
 }
 
 /// An exposed key a running saga could not take over (it needs a person).
-pub fn render_exposed_blocked(rotation_id: &str, saga_id: &str, key_id: &str, why: &str, credential_kind: &str, target_kind: &str, correlation_id: &str) -> Notification {
+pub fn render_exposed_blocked(
+    rotation_id: &str,
+    saga_id: &str,
+    key_id: &str,
+    why: &str,
+    credential_kind: &str,
+    target_kind: &str,
+    correlation_id: &str,
+) -> Notification {
     let action = format!(
         "The exposed key {key_id} may still be active. Saga {saga_id} holds this credential and cannot be taken over: {why}. If it needs attention with both keys in place, decide now which key the target uses and run `keyturn resolve {saga_id} --keep new|old`; deactivate the exposed key by hand if its consumer can be stopped (`aws iam update-access-key --access-key-id {key_id} --status Inactive`)."
     );
@@ -595,7 +623,15 @@ pub fn render_exposed_blocked(rotation_id: &str, saga_id: &str, key_id: &str, wh
 /// An exposed key with nothing left to rotate (already rotated away, or
 /// inactive and now deleted or kept): `rotation.exposed_key`, critical —
 /// the key was public, its past use needs looking at.
-pub fn render_exposed_settled(rotation_id: &str, key_id: &str, what: &str, event_arn: &str, credential_kind: &str, target_kind: &str, correlation_id: &str) -> Notification {
+pub fn render_exposed_settled(
+    rotation_id: &str,
+    key_id: &str,
+    what: &str,
+    event_arn: &str,
+    credential_kind: &str,
+    target_kind: &str,
+    correlation_id: &str,
+) -> Notification {
     let steps = [
         format!("Find what the key was used for while it was public: CloudTrail events with userIdentity.accessKeyId = {key_id}, all regions."),
         "Remove the public copy of the key.".to_string(),
@@ -684,7 +720,13 @@ pub fn render_exposed_unmatched(
 /// started, was in flight, or answers a repeated idempotency key) or
 /// `rotation.request_rejected` (unknown rotation, an override the policy does
 /// not allow, an idempotency key used for another rotation).
-pub fn render_request_answer(r: &crate::intake::RotationRequest, rotation_id: Option<&str>, saga_id: Option<&str>, outcome: &str, reason: Option<&str>) -> Notification {
+pub fn render_request_answer(
+    r: &crate::intake::RotationRequest,
+    rotation_id: Option<&str>,
+    saga_id: Option<&str>,
+    outcome: &str,
+    reason: Option<&str>,
+) -> Notification {
     let accepted = saga_id.is_some();
     let (event, severity) = if accepted { ("rotation.request_accepted", "info") } else { ("rotation.request_rejected", "warning") };
     let named = match &r.target {
@@ -706,7 +748,11 @@ pub fn render_request_answer(r: &crate::intake::RotationRequest, rotation_id: Op
         text.push_str(&format!("Why:             {why}\n"));
     }
     Notification {
-        subject: format!("[keyturn] Rotation request {}: {named}", if accepted { "accepted" } else { "rejected" }).replace(['\r', '\n'], " ").chars().take(100).collect(),
+        subject: format!("[keyturn] Rotation request {}: {named}", if accepted { "accepted" } else { "rejected" })
+            .replace(['\r', '\n'], " ")
+            .chars()
+            .take(100)
+            .collect(),
         text,
         document: json!({
             "event": event,
@@ -1236,7 +1282,14 @@ mod tests {
         assert_eq!(n.document["event"], "rotation.exposed_key");
         assert_eq!(n.document["exposure"]["timeline"]["seconds_to_inactive"], 2.5);
         assert_eq!(n.document["exposure"]["state"], "deleted");
-        for needle in ["event seen by keyturn:      1970-01-01T00:00:10Z", "+1.0s after", "+2.5s after keyturn saw the event", "AWSCompromisedKeyQuarantineV2", "CloudTrail", "Remove the public copy"] {
+        for needle in [
+            "event seen by keyturn:      1970-01-01T00:00:10Z",
+            "+1.0s after",
+            "+2.5s after keyturn saw the event",
+            "AWSCompromisedKeyQuarantineV2",
+            "CloudTrail",
+            "Remove the public copy",
+        ] {
             assert!(n.text.contains(needle), "missing {needle:?} in\n{}", n.text);
         }
         assert!(n.subject.contains("Exposed key replaced and deleted"), "{}", n.subject);
@@ -1285,7 +1338,13 @@ mod tests {
                 *g += 1;
                 *g == 1
             };
-            async move { if first { Err("events PutEvents: ServiceUnavailable".to_string()) } else { Ok(entries.iter().map(|_| None).collect()) } }
+            async move {
+                if first {
+                    Err("events PutEvents: ServiceUnavailable".to_string())
+                } else {
+                    Ok(entries.iter().map(|_| None).collect())
+                }
+            }
         })
         .await;
         assert_eq!(r, Ok(()));

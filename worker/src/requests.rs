@@ -145,7 +145,9 @@ impl<Q: Queue> Engine<Q> {
                     let why = format!("the event names iam user {user}, not a key, and the user has {} active keys keyturn rotates", active.len());
                     warn!(account = %account, user = %user, reason = %why, "exposed credentials of a user: cannot tell which key");
                     let kind = crate::connectors::source_kind_for(crate::connectors::SubjectKind::IamUser);
-                    self.notifier.publish(&notify::render_exposed_unmatched(account, "(the event names the user, not the key)", Some(user), event_arn, None, kind)).await?;
+                    self.notifier
+                        .publish(&notify::render_exposed_unmatched(account, "(the event names the user, not the key)", Some(user), event_arn, None, kind))
+                        .await?;
                     report.ignored.push(why);
                 }
             }
@@ -312,7 +314,8 @@ impl<Q: Queue> Engine<Q> {
                 }
                 Err(saga::NotExposable(why)) => {
                     warn!(saga = %saga_id, key = %key, reason = %why, "exposed key: the saga holding the credential cannot take it over; a person must act");
-                    let n = notify::render_exposed_blocked(rotation_id, &saga_id, key, &why, rot.source.kind(), rot.target.kind(), stored.saga.correlation());
+                    let n =
+                        notify::render_exposed_blocked(rotation_id, &saga_id, key, &why, rot.source.kind(), rot.target.kind(), stored.saga.correlation());
                     self.notifier.publish(&n).await?;
                     return Ok(Emergency::Blocked(why));
                 }
@@ -350,7 +353,9 @@ impl<Q: Queue> Engine<Q> {
             ..Request::default()
         };
         match self.request_with(&ended.rotation_id, req).await {
-            Ok(created) => warn!(saga = %ended.saga_id, ?created, exposed_key_exists = exists, "the exposed key was this saga's new key: fresh rotation requested"),
+            Ok(created) => {
+                warn!(saga = %ended.saga_id, ?created, exposed_key_exists = exists, "the exposed key was this saga's new key: fresh rotation requested")
+            }
             Err(err) => warn!(saga = %ended.saga_id, error = %err, "could not start the follow-up rotation of an exposed new key; run keyturn rotate"),
         }
     }

@@ -115,8 +115,13 @@ impl<Q: Queue> Engine<Q> {
                             continue;
                         }
                     }
-                    let req =
-                        Request { trigger: trigger.clone(), findings: vec![finding.reference()], delay: Duration::ZERO, automatic: imported, ..Request::default() };
+                    let req = Request {
+                        trigger: trigger.clone(),
+                        findings: vec![finding.reference()],
+                        delay: Duration::ZERO,
+                        automatic: imported,
+                        ..Request::default()
+                    };
                     match self.request_with(&rotation_id, req).await? {
                         Created::New(id) => {
                             let matched_by = finding.iam3.map(|f| f.to_string()).unwrap_or_else(|| "custom action".into());
@@ -246,7 +251,8 @@ impl<Q: Queue> Engine<Q> {
         let mut started = Vec::new();
         for item in self.scan_keys(now_ms()).await?.into_iter().filter(|i| i.due) {
             let delay = Duration::from_millis((jitter.as_millis() as f64 * fastrand::f64()) as u64);
-            let req = Request { trigger: format!("schedule:max_age {}", days(item.max_age)), findings: vec![], delay, automatic: true, ..Request::default() };
+            let req =
+                Request { trigger: format!("schedule:max_age {}", days(item.max_age)), findings: vec![], delay, automatic: true, ..Request::default() };
             let created = self.request_with(&item.rotation_id, req).await?;
             info!(rotation = %item.rotation_id, key = %item.key_id, age = %days(item.age), ?created, delay_s = delay.as_secs(), "key past max_age");
             started.push((item.rotation_id, created));
@@ -321,13 +327,16 @@ impl<Q: Queue> Engine<Q> {
                 let Some(id) = named else {
                     return Ok(vec!["rotation request for no configured rotation: would be reported as rotation.request_rejected".into()]);
                 };
-                let mut out = vec![format!("rotation request from {} (idempotency key {}, correlation id {})", r.requester, r.idempotency_key, r.correlation())];
+                let mut out =
+                    vec![format!("rotation request from {} (idempotency key {}, correlation id {})", r.requester, r.idempotency_key, r.correlation())];
                 out.extend(self.describe_plan(&id, &[]).await?);
                 return Ok(out);
             }
             Event::KeyExposed { key_ids, users, .. } => {
                 let mut out: Vec<String> = key_ids.iter().map(|k| format!("exposed key {k}: emergency rotation of the rotation that covers its user (no grace period, no usage gate), else reported as rotation.unmatched")).collect();
-                out.extend(users.iter().map(|(a, u)| format!("exposed credentials of iam user {u} in account {a}: emergency rotation of its only active key")));
+                out.extend(
+                    users.iter().map(|(a, u)| format!("exposed credentials of iam user {u} in account {a}: emergency rotation of its only active key")),
+                );
                 return Ok(out);
             }
             _ => {}

@@ -540,7 +540,6 @@ proptest::proptest! {
     }
 }
 
-
 // ---------------------------------------------------------------------------
 // The request API and exposed keys
 // ---------------------------------------------------------------------------
@@ -574,15 +573,36 @@ fn invalid_requests_say_which_field_and_rule_and_never_echo_values() {
     let secretish = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
     let cases = [
         (r#"{"schema":"keyturn.rotation-request.v1","rotation_id":"auth0-ses","reason":"r","requester":"ci"}"#, "idempotency_key: required"),
-        (r#"{"schema":"keyturn.rotation-request.v2","rotation_id":"a","reason":"r","requester":"ci","idempotency_key":"k"}"#, "schema: this keyturn understands only"),
+        (
+            r#"{"schema":"keyturn.rotation-request.v2","rotation_id":"a","reason":"r","requester":"ci","idempotency_key":"k"}"#,
+            "schema: this keyturn understands only",
+        ),
         (r#"{"rotation_id":"a","reason":"r","requester":"ci","idempotency_key":"k","schema":1}"#, "schema: must be"),
         (r#"{"schema":"keyturn.rotation-request.v1","reason":"r","requester":"ci","idempotency_key":"k"}"#, "name the rotation"),
-        (r#"{"schema":"keyturn.rotation-request.v1","rotation_id":"a","user_name":"u","account_id":"123456789012","reason":"r","requester":"ci","idempotency_key":"k"}"#, "not both"),
-        (r#"{"schema":"keyturn.rotation-request.v1","user_name":"u","reason":"r","requester":"ci","idempotency_key":"k"}"#, "account_id: required with user_name"),
-        (r#"{"schema":"keyturn.rotation-request.v1","rotation_id":"a","reason":"","requester":"ci","idempotency_key":"k"}"#, "reason: must be 1 to 1024 characters"),
-        (r#"{"schema":"keyturn.rotation-request.v1","rotation_id":"a","reason":"r","requester":"ci","idempotency_key":"k","overrides":{"grace_period":"SECRET"}}"#, "overrides.grace_period: must be a duration"),
-        (r#"{"schema":"keyturn.rotation-request.v1","rotation_id":"a","reason":"r","requester":"ci","idempotency_key":"k","overrides":{"max_attempts":"1"}}"#, "overrides: unknown field \"max_attempts\""),
-        (r#"{"schema":"keyturn.rotation-request.v1","rotation_id":"a","reason":"r","requester":"ci","idempotency_key":"k","extra":1}"#, "unknown field \"extra\""),
+        (
+            r#"{"schema":"keyturn.rotation-request.v1","rotation_id":"a","user_name":"u","account_id":"123456789012","reason":"r","requester":"ci","idempotency_key":"k"}"#,
+            "not both",
+        ),
+        (
+            r#"{"schema":"keyturn.rotation-request.v1","user_name":"u","reason":"r","requester":"ci","idempotency_key":"k"}"#,
+            "account_id: required with user_name",
+        ),
+        (
+            r#"{"schema":"keyturn.rotation-request.v1","rotation_id":"a","reason":"","requester":"ci","idempotency_key":"k"}"#,
+            "reason: must be 1 to 1024 characters",
+        ),
+        (
+            r#"{"schema":"keyturn.rotation-request.v1","rotation_id":"a","reason":"r","requester":"ci","idempotency_key":"k","overrides":{"grace_period":"SECRET"}}"#,
+            "overrides.grace_period: must be a duration",
+        ),
+        (
+            r#"{"schema":"keyturn.rotation-request.v1","rotation_id":"a","reason":"r","requester":"ci","idempotency_key":"k","overrides":{"max_attempts":"1"}}"#,
+            "overrides: unknown field \"max_attempts\"",
+        ),
+        (
+            r#"{"schema":"keyturn.rotation-request.v1","rotation_id":"a","reason":"r","requester":"ci","idempotency_key":"k","extra":1}"#,
+            "unknown field \"extra\"",
+        ),
     ];
     for (body, want) in cases {
         let e = parse(body).unwrap_err();
@@ -591,7 +611,8 @@ fn invalid_requests_say_which_field_and_rule_and_never_echo_values() {
     }
     // A secret pasted into the wrong field is not repeated.
     for field in ["idempotency_key", "rotation_id", "account_id", "correlation_id"] {
-        let body = serde_json::json!({"schema": REQUEST_SCHEMA, "rotation_id": "a", "reason": "r", "requester": "c", "idempotency_key": "k", field: secretish});
+        let body =
+            serde_json::json!({"schema": REQUEST_SCHEMA, "rotation_id": "a", "reason": "r", "requester": "c", "idempotency_key": "k", field: secretish});
         let e = parse(&body.to_string()).map(|_| ()).unwrap_err().to_string();
         assert!(!e.contains(secretish) && !e.contains("wJalr"), "{field}: {e}");
     }
@@ -605,7 +626,9 @@ fn an_exposed_key_event_names_its_keys_and_users() {
     assert!(event_arn.contains("AWS_RISK_CREDENTIALS_EXPOSED"));
     assert_eq!(key_ids, vec!["AKIAEXPOSEDKEY000001".to_string()]);
     assert!(users.is_empty());
-    let Event::KeyExposed { key_ids, users, .. } = parse(include_str!("../../../tests/fixtures/health-key-exposed-user-arn.json")).unwrap() else { panic!() };
+    let Event::KeyExposed { key_ids, users, .. } = parse(include_str!("../../../tests/fixtures/health-key-exposed-user-arn.json")).unwrap() else {
+        panic!()
+    };
     assert!(key_ids.is_empty());
     assert_eq!(users, vec![("123456789012".to_string(), "auth0-ses-sender".to_string())]);
     let none = body.replace("AKIAEXPOSEDKEY000001", "not-a-key");

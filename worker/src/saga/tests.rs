@@ -715,7 +715,6 @@ fn finding_refs_stored_before_v2_and_regions_read_as_v1_in_the_workers_region() 
     assert_eq!(serde_json::from_value::<FindingRef>(json).unwrap(), v2);
 }
 
-
 // ---------------------------------------------------------------------------
 // Request overrides and exposed keys (AWS_RISK_CREDENTIALS_EXPOSED)
 // ---------------------------------------------------------------------------
@@ -744,7 +743,16 @@ fn drive(mut s: Saga, base: &Policy, until: Step, t: &mut u128) -> Saga {
 }
 
 fn exposure(key: &str, role: ExposedRole, keep_inactive: bool) -> Exposure {
-    Exposure { key_id: key.into(), role, seen_at: 5, event: "arn:aws:health:global::event/RISK/X".into(), keep_inactive, inactive_at: None, deleted_at: None, follow_up: false }
+    Exposure {
+        key_id: key.into(),
+        role,
+        seen_at: 5,
+        event: "arn:aws:health:global::event/RISK/X".into(),
+        keep_inactive,
+        inactive_at: None,
+        deleted_at: None,
+        follow_up: false,
+    }
 }
 
 #[test]
