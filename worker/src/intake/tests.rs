@@ -609,12 +609,23 @@ fn invalid_requests_say_which_field_and_rule_and_never_echo_values() {
         assert!(matches!(e, IntakeError::InvalidRequest(_)), "{body}: {e:?}");
         assert!(e.to_string().contains(want), "{body}: {e} (wanted {want:?})");
     }
-    // A secret pasted into the wrong field is not repeated.
-    for field in ["idempotency_key", "rotation_id", "account_id", "correlation_id"] {
-        let body =
-            serde_json::json!({"schema": REQUEST_SCHEMA, "rotation_id": "a", "reason": "r", "requester": "c", "idempotency_key": "k", field: secretish});
+    // A secret pasted into a field that cannot hold it, or as a field name, is not repeated.
+    let base = || serde_json::json!({"schema": REQUEST_SCHEMA, "rotation_id": "a", "reason": "r", "requester": "c", "idempotency_key": "k"});
+    let mut bodies = vec![];
+    for field in ["rotation_id", "account_id", "user_name", "schema"] {
+        let mut b = base();
+        b[field] = secretish.into();
+        bodies.push(b);
+    }
+    let mut b = base();
+    b["overrides"] = serde_json::json!({"grace_period": secretish});
+    bodies.push(b);
+    let mut b = base();
+    b[secretish] = "x".into();
+    bodies.push(b);
+    for body in bodies {
         let e = parse(&body.to_string()).map(|_| ()).unwrap_err().to_string();
-        assert!(!e.contains(secretish) && !e.contains("wJalr"), "{field}: {e}");
+        assert!(!e.contains("wJalr") && !e.contains("EXAMPLEKEY"), "{body}: {e}");
     }
 }
 
