@@ -88,8 +88,16 @@ impl<Q: Queue> Engine<Q> {
                 (id, "started")
             }
             Created::Existing(id) => {
-                report.in_flight.push(id.clone());
-                (id, "in_flight")
+                // A request with the same key raced this one and won (its
+                // saga carries the key), or another saga holds the credential.
+                let same_key = self.store.load(&id).await?.and_then(|s| s.saga.request).is_some_and(|i| i.idempotency_key == r.idempotency_key);
+                if same_key {
+                    report.duplicates.push(id.clone());
+                    (id, "duplicate")
+                } else {
+                    report.in_flight.push(id.clone());
+                    (id, "in_flight")
+                }
             }
             // Requests are explicit: quarantine does not hold them back.
             Created::Skipped(why) => {
