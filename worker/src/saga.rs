@@ -1323,6 +1323,9 @@ pub fn request_rollback(saga: &Saga, clock: Clock) -> Result<Saga, RollbackRefus
         s.goto(Step::RestoreNew, clock);
         return Ok(s);
     }
+    if let Some(e) = saga.exposure.as_ref().filter(|e| e.role == ExposedRole::Old) {
+        return Err(RollbackRefused(format!("saga {} replaces key {}, which AWS reported exposed; it is never reactivated", saga.saga_id, e.key_id)));
+    }
     if saga.step != Step::RetireOld || !saga.old_disabled || saga.old_deleted {
         return Err(RollbackRefused(format!(
             "saga {} is at step {}; rollback is possible only during the grace period, after the old key was deactivated and before it is deleted",

@@ -832,6 +832,9 @@ fn exposure_of_the_old_key_in_the_grace_period_deletes_it_now() {
     assert_eq!(end.closing, Some(Status::Succeeded));
     // The same event again changes nothing.
     assert_eq!(expose(&taken, "OLD", now + 5, "ev", false, clock(now + 5, 778)), Ok(None));
+    // An operator's rollback would reactivate the exposed key: refused.
+    assert!(request_rollback(&taken, clock(now + 6, 780)).unwrap_err().0.contains("exposed"));
+    assert!(request_rollback(&s, clock(now + 6, 781)).is_ok(), "before the exposure, rollback was possible");
     // With keep_inactive, the saga ends at once keeping the key inactive.
     let kept = expose(&s, "OLD", now, "ev", true, clock(now, 779)).unwrap().unwrap();
     assert_eq!((kept.step, kept.closing), (Step::Finalize, Some(Status::Succeeded)));
