@@ -220,3 +220,46 @@ async fn an_event_naming_the_user_rotates_its_only_active_key() {
     assert_eq!(all[0].exposure.as_ref().unwrap().key_id, exposed);
     assert_eq!(key_status(&env, USER, &exposed).await, None, "no grace period of 1h: deleted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exposed_new_key_finishes_its_saga_then_a_fresh_rotation_replaces_it() {
+    let env = env("7d").await;
+    let (engine, w) = worker(&env);
+    let Created::New(id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
+    let store = engine.store().clone();
+    let start = Instant::now();
+    let exposed = loop {
+        let s = store.load(&id).await.unwrap().unwrap().saga;
+        if s.step == Step::RetireOld && s.old_disabled {
+            break s.new_key.unwrap();
+        }
+        assert!(start.elapsed() < T, "never reached the grace period: {s:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The new key, live in Auth0, leaks.
+    env.send_intake(&event_for(&exposed, 1)).await.unwrap();
+    let first = env.wait_terminal(&id, T).await;
+    assert_eq!(first.status, Status::Succeeded, "finished without waiting out the week: {first:#?}");
+    assert!(first.needs_follow_up());
+    // The fresh rotation replaces the exposed key at once.
+    let start = Instant::now();
+    let second = loop {
+        let all = sagas(&env).await;
+        if let Some(s) = all.iter().find(|s| s.saga_id != id && s.status.is_terminal()) {
+            break s.clone();
+        }
+        assert!(start.elapsed() < T, "no follow-up rotation: {all:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut seen = vec![];
+    wait_for(&env, &mut seen, "rotation.exposed_key").await;
+    w.stop().await;
+    assert_eq!((second.status, second.trigger.as_str()), (Status::Succeeded, "health:exposed_key:follow_up"));
+    assert_eq!(second.exposure.as_ref().unwrap().key_id, exposed);
+    assert_eq!(second.correlation(), first.correlation(), "one incident, one correlation id");
+    assert_eq!(key_status(&env, USER, &exposed).await, None, "the exposed key is deleted");
+    let keys = env.user_keys().await;
+    assert_eq!(keys.len(), 1);
+    assert_eq!(env.auth0.provider().unwrap().access_key_id, keys[0].id, "Auth0 holds the third key");
+    assert_ne!(keys[0].id, exposed);
+}
