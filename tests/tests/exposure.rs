@@ -2,7 +2,8 @@
 //! black-box: the event on the intake queue, a running worker, moto's IAM
 //! and the fake Auth0. A covered key idle, in a saga's grace period, already
 //! rotated away; an uncovered key (reported, and deactivated only when
-//! configured); the user-ARN form; repeated events. One test measures the
+//! configured); the user-ARN form; repeated events; a saga whose own new key
+//! is exposed, followed by a fresh rotation. One test measures the
 //! time from the event reaching the intake queue to the exposed key being
 //! inactive and prints it (README, "Exposed keys").
 //!
