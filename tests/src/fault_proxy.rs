@@ -57,6 +57,66 @@ struct Rule {
 pub struct Log {
     /// (action, fault injected?)
     pub seen: Vec<(String, bool)>,
+    /// (action, access key id that signed it): which identity made each call.
+    pub signers: Vec<(String, String)>,
+    /// The form parameters of every query-protocol request (IAM, STS, SNS),
+    /// decoded: (action, [(name, value)]). Requests carry no secrets there
+    /// (answers do, and are not logged).
+    pub forms: Vec<(String, Vec<(String, String)>)>,
+}
+
+impl Log {
+    /// Parameters of every call of `action`.
+    pub fn params(&self, action: &str) -> Vec<std::collections::HashMap<String, String>> {
+        self.forms.iter().filter(|(a, _)| a == action).map(|(_, kv)| kv.iter().cloned().collect()).collect()
+    }
+    /// The access key ids that signed calls of `action`.
+    pub fn signed_by(&self, action: &str) -> Vec<String> {
+        self.signers.iter().filter(|(a, _)| a == action).map(|(_, k)| k.clone()).collect()
+    }
+}
+
+/// `Authorization: AWS4-HMAC-SHA256 Credential=AKID/…` → `AKID`.
+fn signer(headers: &hyper::HeaderMap) -> String {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').next())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A form body's pairs, percent-decoded.
+fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
+    fn decode(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                },
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
 }
 
 pub struct FaultProxy {
@@ -149,7 +209,14 @@ async fn handle(
             None => None,
         }
     };
-    log.lock().unwrap().seen.push((action, matches!(fault, Some(Fault::QueryError { .. }) | Some(Fault::Reset))));
+    {
+        let mut log = log.lock().unwrap();
+        log.signers.push((action.clone(), signer(&parts.headers)));
+        if parts.headers.get("x-amz-target").is_none() && !action.is_empty() {
+            log.forms.push((action.clone(), form_pairs(&body)));
+        }
+        log.seen.push((action, matches!(fault, Some(Fault::QueryError { .. }) | Some(Fault::Reset))));
+    }
     match fault {
         Some(Fault::Reset) => return Err(ResetConnection),
         Some(Fault::QueryError { status, code, message }) => {

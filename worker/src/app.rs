@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::accounts::{Accounts, HomeCell};
 use crate::aws::Clients;
 use crate::config::Config;
 use crate::connectors;
@@ -28,7 +29,9 @@ pub fn sqs_queue(cfg: &Config, clients: &Clients) -> SqsQueue {
 pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String, queue: Q) -> Engine<Q> {
     let http = connectors::http_client();
     let secrets = SecretResolver::new(clients.secrets.clone());
-    let rotations = build_rotations(cfg, clients, &secrets, &http);
+    // The home account is asked once per process, not once per reload.
+    let home = Arc::new(HomeCell::default());
+    let rotations = build_rotations(cfg, clients, &secrets, &http, &home);
     let build_clients = clients.clone();
     Engine {
         store: Store::new(clients.dynamodb.clone(), &cfg.aws.table),
@@ -41,7 +44,7 @@ pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String,
         deactivate_uncovered: cfg.exposure.deactivate_uncovered,
         securityhub: SecurityHub::new(clients.securityhub.clone()),
         rotations: std::sync::RwLock::new(Arc::new(rotations)),
-        build: Arc::new(move |c: &Config| build_rotations(c, &build_clients, &secrets, &http)),
+        build: Arc::new(move |c: &Config| build_rotations(c, &build_clients, &secrets, &http, &home)),
         worker_id,
         lease: cfg.worker.lease.0,
         visibility: cfg.worker.visibility_timeout.0,
@@ -53,10 +56,11 @@ pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String,
 }
 
 /// Build every configured rotation's connectors.
-pub fn build_rotations(cfg: &Config, clients: &Clients, secrets: &SecretResolver, http: &reqwest::Client) -> Rotations {
-    let built: HashMap<_, _> =
-        cfg.rotations.iter().map(|r| (r.id.clone(), connectors::build(r, &connectors::BuildContext { clients, secrets, http }))).collect();
-    Rotations { configs: cfg.rotations.clone(), built }
+pub fn build_rotations(cfg: &Config, clients: &Clients, secrets: &SecretResolver, http: &reqwest::Client, home: &Arc<HomeCell>) -> Rotations {
+    let accounts = Arc::new(Accounts::new(clients.base.clone(), home.clone(), cfg.aws.member_role_name.clone(), cfg.aws.external_id.clone()));
+    let ctx = connectors::BuildContext { clients, accounts: &accounts, secrets, http };
+    let built: HashMap<_, _> = cfg.rotations.iter().map(|r| (r.id.clone(), connectors::build(r, &ctx))).collect();
+    Rotations { configs: cfg.rotations.clone(), built, accounts }
 }
 
 /// The intake queue, when the configuration names one.

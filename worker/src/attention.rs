@@ -46,6 +46,10 @@ fn since(saga: &Saga) -> u64 {
 impl<Q: Queue> Engine<Q> {
     /// Gather the evidence for an unresolved saga (reads only).
     pub async fn evidence(&self, rot: &Rotation, saga: &Saga) -> Result<Evidence> {
+        crate::accounts::for_saga(&saga.saga_id, self.evidence_in_saga(rot, saga)).await
+    }
+
+    async fn evidence_in_saga(&self, rot: &Rotation, saga: &Saga) -> Result<Evidence> {
         let keys = rot.source.inventory().await?;
         let new_id = saga.new_key.clone().unwrap_or_default();
         let new = key_evidence(rot, &keys, &new_id).await?;

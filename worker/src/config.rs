@@ -108,6 +108,15 @@ pub struct AwsConfig {
     /// EventBridge bus (name or ARN) that outcome events are put on;
     /// unset: the account's `default` bus.
     pub event_bus: Option<String>,
+    /// Name of the role keyturn assumes in member accounts
+    /// (`infra/member-role.yaml`): a rotation whose `source.account_id` is
+    /// not the worker's own account acts through
+    /// `arn:<partition>:iam::<account_id>:role/<member_role_name>`, unless
+    /// its source names a `role_arn`. Unset: member accounts need `role_arn`.
+    pub member_role_name: Option<String>,
+    /// External ID presented when assuming a member-account role (the
+    /// member template's `ExternalId`). Not a secret.
+    pub external_id: Option<String>,
 }
 
 /// `[worker]`: how the worker process runs.
@@ -369,6 +378,16 @@ impl Config {
         }
         if a.intake_queue_url.is_some() != a.intake_dlq_url.is_some() {
             return Err("aws.intake_dlq_url: set both aws.intake_queue_url and aws.intake_dlq_url, or neither".into());
+        }
+        if let Some(n) = &a.member_role_name {
+            if n.is_empty() || n.len() > 64 || !n.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)) {
+                return Err("aws.member_role_name: must be an IAM role name (1-64 letters, digits and +=,.@_-), e.g. \"keyturn-member\"".into());
+            }
+        }
+        if let Some(x) = &a.external_id {
+            if x.len() < 2 || x.len() > 1224 || !x.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@:/_-".contains(c)) {
+                return Err("aws.external_id: must be 2-1224 letters, digits and +=,.@:/_- (as sts:AssumeRole requires)".into());
+            }
         }
         let w = &self.worker;
         if w.concurrency == 0 || w.concurrency > 256 {

@@ -91,6 +91,8 @@ pub enum Handled {
 pub struct Rotations {
     pub configs: Vec<crate::config::RotationConfig>,
     pub built: HashMap<String, Rotation>,
+    /// The worker's home account and member-account roles.
+    pub accounts: Arc<crate::accounts::Accounts>,
 }
 
 impl Rotations {
@@ -283,7 +285,8 @@ impl<Q: Queue> Engine<Q> {
 
         let started = std::time::Instant::now();
         let result = {
-            let step = self.run_step(&rotation, &attempt, &stored);
+            // Roles assumed in member accounts name this saga in their session.
+            let step = crate::accounts::for_saga(&attempt.saga_id, self.run_step(&rotation, &attempt, &stored));
             tokio::pin!(step);
             let mut beat = tokio::time::interval(self.lease.min(self.visibility) / 3);
             beat.tick().await;

@@ -57,7 +57,7 @@ impl<Q: Queue> Engine<Q> {
         let keys = if saga.manual {
             None
         } else {
-            match rot.source.inventory().await {
+            match crate::accounts::for_saga(&saga.saga_id, rot.source.inventory()).await {
                 Ok(k) => Some(k),
                 Err(e) => {
                     warn!(error = %e, "could not list keys for the notification");

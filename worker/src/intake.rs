@@ -816,8 +816,10 @@ pub enum Decision {
 
 /// The rotation configured for an IAM user in an account, if any (its
 /// source says whether it covers the user: [`crate::connectors::SourceSpec::covers`]).
-pub fn match_user<'a>(rotations: &'a [RotationConfig], account: &str, user: &str) -> Option<&'a RotationConfig> {
-    rotations.iter().find(|r| r.source.covers(&Subject::IamUser { account, user }))
+/// `home` is the worker's own account: a rotation that names no account
+/// covers only that account's user of that name.
+pub fn match_user<'a>(rotations: &'a [RotationConfig], home: &str, account: &str, user: &str) -> Option<&'a RotationConfig> {
+    rotations.iter().find(|r| r.source.covers(&Subject::IamUser { account, user, home }))
 }
 
 /// The SCIM token rotations an expiry notice of `account` in `region` is about.
@@ -841,8 +843,9 @@ pub fn actionable(f: &Finding) -> Result<(), String> {
     Ok(())
 }
 
-/// Decide, for every finding and IAM user in an event, what to do.
-pub fn decide(event: &Event, rotations: &[RotationConfig]) -> Vec<Decision> {
+/// Decide, for every finding and IAM user in an event, what to do. `home`
+/// is the worker's own account ([`match_user`]).
+pub fn decide(event: &Event, rotations: &[RotationConfig], home: &str) -> Vec<Decision> {
     let (findings, check) = match event {
         // Requests and exposures are matched by the engine (they need the
         // table and IAM): see `triggers.rs`.
@@ -875,7 +878,7 @@ pub fn decide(event: &Event, rotations: &[RotationConfig]) -> Vec<Decision> {
             out.push(Decision::Ignore { finding_id: f.id.clone(), reason: "no IAM user resource in the finding (AwsIamUser / AWS::IAM::User)".into() });
         }
         for (account, user) in &f.users {
-            match match_user(rotations, account, user) {
+            match match_user(rotations, home, account, user) {
                 Some(r) => out.push(Decision::Rotate { rotation_id: r.id.clone(), finding: Box::new(f.clone()), user: user.clone() }),
                 None => out.push(Decision::Unmatched { finding_id: f.id.clone(), account_id: account.clone(), user: user.clone() }),
             }

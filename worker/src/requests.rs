@@ -45,7 +45,10 @@ impl<Q: Queue> Engine<Q> {
         let rots = self.rotations();
         let rotation_id = match &r.target {
             RequestTarget::Rotation(id) => rots.get(id).map(|_| id.clone()),
-            RequestTarget::User { account_id, user_name } => intake::match_user(&rots.configs, account_id, user_name).map(|c| c.id.clone()),
+            RequestTarget::User { account_id, user_name } => {
+                let home = rots.accounts.home().await?.account.clone();
+                intake::match_user(&rots.configs, &home, account_id, user_name).map(|c| c.id.clone())
+            }
         };
         let Some(rotation_id) = rotation_id else {
             let why = match &r.target {
@@ -140,10 +143,11 @@ impl<Q: Queue> Engine<Q> {
             keys.push((key.clone(), self.key_owner(key).await?));
         }
         let rots = self.rotations();
+        let home = rots.accounts.home().await?.account.clone();
         for (account, user) in users {
             // The event names the user, not the key: the key is the user's
             // only active key, if it has exactly one.
-            let active = match intake::match_user(&rots.configs, account, user).and_then(|c| rots.get(&c.id)) {
+            let active = match intake::match_user(&rots.configs, &home, account, user).and_then(|c| rots.get(&c.id)) {
                 Some(rot) => rot.source.inventory().await?.into_iter().filter(|k| k.active).map(|k| k.id).collect::<Vec<_>>(),
                 None => Vec::new(),
             };
@@ -174,7 +178,7 @@ impl<Q: Queue> Engine<Q> {
                     continue;
                 }
             }
-            let cfg = owner.as_deref().and_then(|u| intake::match_user(&rots.configs, account_id, u)).map(|c| c.id.clone());
+            let cfg = owner.as_deref().and_then(|u| intake::match_user(&rots.configs, &home, account_id, u)).map(|c| c.id.clone());
             let Some(rotation_id) = cfg else {
                 self.report_uncovered(account_id, &key, owner.as_deref(), event_arn).await?;
                 report.unmatched.push((account_id.to_string(), owner.unwrap_or_default(), true));

@@ -105,7 +105,9 @@ impl<Q: Queue> Engine<Q> {
         };
         let automatic = imported || matches!(event, Event::ScimTokenExpiry { .. });
         let mut last_success = HashMap::new();
-        for d in intake::decide(&event, &self.rotations().configs) {
+        let rotations = self.rotations();
+        let home = rotations.accounts.home().await?.account.clone();
+        for d in intake::decide(&event, &rotations.configs, &home) {
             match d {
                 Decision::Rotate { rotation_id, finding, user } => {
                     if imported {
@@ -195,7 +197,18 @@ impl<Q: Queue> Engine<Q> {
         let max_days = finding.max_key_age_days.unwrap_or(intake::IAM3_DEFAULT_MAX_AGE_DAYS);
         let max_age = max_days * 86_400_000;
         let now = self.age_clock.now();
-        let keys = rot.source.inventory().await?;
+        let keys = match rot.source.inventory().await {
+            Ok(keys) => keys,
+            // Cannot even look (e.g. the member-account role cannot be
+            // assumed): start the saga, which stops at `start` before any
+            // change and says why on the topic, rather than dropping the
+            // finding here.
+            Err(e) if !e.is_retryable() => {
+                warn!(rotation = %rotation_id, error = %e, "cannot list the user's keys to check their age; starting the saga so the failure is reported");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
         let active: Vec<_> = keys.iter().filter(|k| k.active).collect();
         if active.iter().any(|k| k.created_at.is_none_or(|c| now.saturating_sub(c) >= max_age)) {
             return Ok(None);
@@ -287,7 +300,17 @@ impl<Q: Queue> Engine<Q> {
             lines.push("  ask the person to delete the old token and confirm with `keyturn confirm`".into());
             return Ok(lines);
         }
-        let keys = rot.source.inventory().await?;
+        if let Some(location) = rot.source.location().await? {
+            lines.push(format!("  acting in {location}"));
+        }
+        let keys = match rot.source.inventory().await {
+            Ok(keys) => keys,
+            Err(e) if !e.is_retryable() => {
+                lines.push(format!("  would fail at start, before any change (and notify): {e}"));
+                return Ok(lines);
+            }
+            Err(e) => return Err(e),
+        };
         let fmt_keys = keys.iter().map(|k| format!("{} ({})", k.id, if k.active { "active" } else { "inactive" })).collect::<Vec<_>>().join(", ");
         if keys.len() >= 2 {
             lines.push(format!("  would be refused: {} already has two keys ({fmt_keys})", rot.source.describe()));
@@ -321,7 +344,9 @@ impl<Q: Queue> Engine<Q> {
                 let named = match &r.target {
                     intake::RequestTarget::Rotation(id) => Some(id.clone()),
                     intake::RequestTarget::User { account_id, user_name } => {
-                        intake::match_user(&self.rotations().configs, account_id, user_name).map(|c| c.id.clone())
+                        let rots = self.rotations();
+                        let home = rots.accounts.home().await?.account.clone();
+                        intake::match_user(&rots.configs, &home, account_id, user_name).map(|c| c.id.clone())
                     }
                 };
                 let Some(id) = named else {
@@ -344,7 +369,9 @@ impl<Q: Queue> Engine<Q> {
         let imported = matches!(event, Event::FindingsImported(_));
         let mut out = Vec::new();
         let mut last_success = HashMap::new();
-        for d in intake::decide(&event, &self.rotations().configs) {
+        let rotations = self.rotations();
+        let home = rotations.accounts.home().await?.account.clone();
+        for d in intake::decide(&event, &rotations.configs, &home) {
             match d {
                 Decision::Rotate { rotation_id, finding, .. } => {
                     if imported {

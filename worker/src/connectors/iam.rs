@@ -17,6 +17,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{BoxFut, BuildContext, ConfigProblem, CredentialSource, NewCredential, SourceEntry, SourceSpec, Subject, SubjectKind};
+use crate::accounts::{Access, Accounts};
 use crate::error::{aws, Error, Result};
 use crate::saga::{KeyRef, Millis};
 
@@ -31,6 +32,10 @@ pub struct IamAccessKeyConfig {
     /// Expected account id; when set, the new key must authenticate as this
     /// account's user, and only findings from this account match.
     pub account_id: Option<String>,
+    /// Role to assume for every IAM call of this rotation (a member account's
+    /// role, e.g. one `infra/member-role.yaml` created). Unset: the worker's
+    /// own account, or `[aws] member_role_name` in `account_id`'s account.
+    pub role_arn: Option<String>,
 }
 
 /// The registry entry.
@@ -44,6 +49,22 @@ pub const SOURCE: SourceEntry = SourceEntry {
             return Err(ConfigProblem::at("user_name", "must be an IAM user name (1-64 characters)"));
         }
         crate::config::check_account(c.account_id.as_deref()).map_err(|m| ConfigProblem::at("account_id", m))?;
+        let mut c = c;
+        if let Some(arn) = &c.role_arn {
+            let Some(account) = crate::accounts::role_account(arn) else {
+                return Err(ConfigProblem::at("role_arn", "must be an IAM role ARN, e.g. arn:aws:iam::222222222222:role/keyturn-member"));
+            };
+            match &c.account_id {
+                Some(a) if a != account => {
+                    return Err(ConfigProblem::at(
+                        "role_arn",
+                        format!("is in account {account}, but account_id is {a}: the role must be in the user's account"),
+                    ));
+                }
+                Some(_) => {}
+                None => c.account_id = Some(account.to_string()),
+            }
+        }
         Ok(Arc::new(c))
     },
 };
@@ -55,12 +76,18 @@ impl SourceSpec for IamAccessKeyConfig {
     fn credential_type(&self) -> &'static str {
         SOURCE.credential_type
     }
+    /// `iam_access_key:<user>` in the worker's own account,
+    /// `iam_access_key:<account>:<user>` with an `account_id`: users of the
+    /// same name in two accounts are two credentials (two locks).
     fn credential_key(&self) -> String {
-        format!("{}:{}", SOURCE.kind, self.user_name)
+        match &self.account_id {
+            Some(a) => format!("{}:{a}:{}", SOURCE.kind, self.user_name),
+            None => format!("{}:{}", SOURCE.kind, self.user_name),
+        }
     }
     fn covers(&self, subject: &Subject<'_>) -> bool {
         match subject {
-            Subject::IamUser { account, user } => *user == self.user_name && self.account_id.as_deref().is_none_or(|a| a == *account),
+            Subject::IamUser { account, user, home } => *user == self.user_name && self.account_id.as_deref().unwrap_or(home) == *account,
             _ => false,
         }
     }
@@ -68,24 +95,43 @@ impl SourceSpec for IamAccessKeyConfig {
         self.account_id.as_deref()
     }
     fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn CredentialSource> {
-        Arc::new(IamAccessKey::new(ctx.clients.iam.clone(), ctx.clients.base.clone(), self.user_name.clone(), self.account_id.clone()))
+        Arc::new(IamAccessKey {
+            iam: ctx.clients.iam.clone(),
+            base: ctx.clients.base.clone(),
+            accounts: ctx.accounts.clone(),
+            user: self.user_name.clone(),
+            account_id: self.account_id.clone(),
+            role_arn: self.role_arn.clone(),
+        })
     }
 }
 
+/// An IAM user's access keys, in the worker's account or, through an
+/// assumed role, in a member account ([`crate::accounts`]).
 pub struct IamAccessKey {
+    /// The worker's own IAM client (home account).
     iam: aws_sdk_iam::Client,
     base: aws_config::SdkConfig,
+    accounts: Arc<Accounts>,
     user: String,
     account_id: Option<String>,
+    role_arn: Option<String>,
 }
 
 impl IamAccessKey {
-    pub fn new(iam: aws_sdk_iam::Client, base: aws_config::SdkConfig, user: String, account_id: Option<String>) -> Self {
-        IamAccessKey { iam, base, user, account_id }
+    /// Where this user's keys are: the account, and the role if any.
+    async fn access(&self) -> Result<Access> {
+        self.accounts.access(self.account_id.as_deref(), self.role_arn.as_deref()).await
+    }
+
+    /// The IAM client acting in the user's account.
+    async fn client(&self) -> Result<aws_sdk_iam::Client> {
+        let access = self.access().await?;
+        self.accounts.iam(&self.iam, &access).await
     }
 
     async fn list(&self) -> Result<Vec<KeyRef>> {
-        let out = self.iam.list_access_keys().user_name(&self.user).send().await.map_err(|e| aws("iam", "ListAccessKeys", e))?;
+        let out = self.client().await?.list_access_keys().user_name(&self.user).send().await.map_err(|e| aws("iam", "ListAccessKeys", e))?;
         Ok(out
             .access_key_metadata()
             .iter()
@@ -100,7 +146,7 @@ impl IamAccessKey {
     }
 
     async fn delete(&self, id: &str) -> Result<()> {
-        match self.iam.delete_access_key().user_name(&self.user).access_key_id(id).send().await {
+        match self.client().await?.delete_access_key().user_name(&self.user).access_key_id(id).send().await {
             Ok(_) => Ok(()),
             Err(e) => match aws("iam", "DeleteAccessKey", e) {
                 Error::Aws { code, .. } if code == "NoSuchEntity" => Ok(()),
@@ -110,7 +156,15 @@ impl IamAccessKey {
     }
 
     async fn set_status(&self, id: &str, status: StatusType) -> Result<()> {
-        self.iam.update_access_key().user_name(&self.user).access_key_id(id).status(status).send().await.map_err(|e| aws("iam", "UpdateAccessKey", e))?;
+        self.client()
+            .await?
+            .update_access_key()
+            .user_name(&self.user)
+            .access_key_id(id)
+            .status(status)
+            .send()
+            .await
+            .map_err(|e| aws("iam", "UpdateAccessKey", e))?;
         Ok(())
     }
 
@@ -119,7 +173,7 @@ impl IamAccessKey {
             tracing::warn!(user = %self.user, key_id = %orphan.id, "deleting orphan key left by an interrupted attempt");
             self.delete(&orphan.id).await?;
         }
-        let out = match self.iam.create_access_key().user_name(&self.user).send().await {
+        let out = match self.client().await?.create_access_key().user_name(&self.user).send().await {
             Ok(o) => o,
             Err(e) => {
                 return Err(match aws("iam", "CreateAccessKey", e) {
@@ -156,15 +210,17 @@ impl IamAccessKey {
                 });
             }
         };
+        // The key must authenticate as this user *in the user's account*:
+        // a same-named user elsewhere is not proof.
+        let account = self.access().await?.account().to_string();
         let arn = out.arn().unwrap_or_default();
         let is_user = arn.contains(":user/") && arn.rsplit('/').next() == Some(self.user.as_str());
-        let account_ok = self.account_id.as_deref().is_none_or(|a| out.account() == Some(a));
-        if is_user && account_ok {
+        if is_user && out.account() == Some(account.as_str()) {
             Ok(())
         } else {
             Err(Error::NotYet {
                 code: "KeyNotPropagated",
-                message: format!("new key {} authenticated as {arn:?}, not as iam user {}", cred.id, self.user),
+                message: format!("new key {} authenticated as {arn:?}, not as iam user {} in account {account}", cred.id, self.user),
             })
         }
     }
@@ -172,7 +228,7 @@ impl IamAccessKey {
     /// `GetAccessKeyLastUsed`: (time, service) of the key's most recent
     /// use; `None` if never used (no `LastUsedDate`) or the key is gone.
     async fn last_used_impl(&self, id: &str) -> Result<Option<(Millis, String)>> {
-        let out = match self.iam.get_access_key_last_used().access_key_id(id).send().await {
+        let out = match self.client().await?.get_access_key_last_used().access_key_id(id).send().await {
             Ok(o) => o,
             Err(e) => match aws("iam", "GetAccessKeyLastUsed", e) {
                 Error::Aws { code, .. } if code == "NoSuchEntity" => return Ok(None),
@@ -204,7 +260,21 @@ impl CredentialSource for IamAccessKey {
         SOURCE.kind
     }
     fn describe(&self) -> String {
-        format!("iam user {}", self.user)
+        match &self.account_id {
+            Some(a) => format!("iam user {} in account {a}", self.user),
+            None => format!("iam user {}", self.user),
+        }
+    }
+    fn location(&self) -> BoxFut<'_, Result<Option<String>>> {
+        Box::pin(async move {
+            Ok(Some(match self.access().await? {
+                Access::Home { account } => format!("account {account} (the worker's own), with the worker's credentials"),
+                Access::Role { account, role_arn } => format!(
+                    "account {account}, through role {role_arn} ({}; session keyturn-<saga id>)",
+                    if self.accounts.external_id_set() { "with the external id" } else { "no external id configured" }
+                ),
+            }))
+        })
     }
     fn inventory(&self) -> BoxFut<'_, Result<Vec<KeyRef>>> {
         Box::pin(self.list())

@@ -106,6 +106,12 @@ pub trait CredentialSource: Send + Sync {
     fn last_used<'a>(&'a self, _id: &'a str) -> BoxFut<'a, Result<Option<(Millis, String)>>> {
         Box::pin(async { Ok(None) })
     }
+    /// Where the credential lives and with which identity keyturn acts
+    /// there (IAM: the account, and the member-account role it assumes),
+    /// for `plan`. `None` when there is nothing to say.
+    fn location(&self) -> BoxFut<'_, Result<Option<String>>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// Where credentials go.
@@ -149,6 +155,8 @@ pub struct Rotation {
 /// resolver, the shared HTTP client.
 pub struct BuildContext<'a> {
     pub clients: &'a Clients,
+    /// Member-account roles and the worker's home account.
+    pub accounts: &'a Arc<crate::accounts::Accounts>,
     pub secrets: &'a SecretResolver,
     pub http: &'a reqwest::Client,
 }
@@ -158,8 +166,10 @@ pub struct BuildContext<'a> {
 /// looks at a source's configuration itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subject<'a> {
-    /// An IAM user (Security Hub IAM.3 findings, custom actions).
-    IamUser { account: &'a str, user: &'a str },
+    /// An IAM user (Security Hub IAM.3 findings, custom actions), and the
+    /// worker's own account (`home`): a source that names no account is
+    /// about the home account's user only.
+    IamUser { account: &'a str, user: &'a str, home: &'a str },
     /// An IAM Identity Center SCIM token about to expire (AWS Health), in an account and region.
     ScimTokenExpiry { account: &'a str, region: &'a str },
 }
@@ -386,8 +396,9 @@ mod tests {
 user_name = "u""#))
         .unwrap();
         assert_eq!(src.credential_key(), "iam_access_key:u");
-        assert!(src.covers(&Subject::IamUser { account: "1", user: "u" }));
-        assert!(!src.covers(&Subject::IamUser { account: "1", user: "v" }));
+        assert!(src.covers(&Subject::IamUser { account: "1", user: "u", home: "1" }));
+        assert!(!src.covers(&Subject::IamUser { account: "1", user: "v", home: "1" }));
+        assert!(!src.covers(&Subject::IamUser { account: "2", user: "u", home: "1" }), "no account_id: the home account only");
         assert!(!src.covers(&Subject::ScimTokenExpiry { account: "1", region: "us-east-1" }));
         let e = parse_source(t(r#"kind = "nope""#)).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("kind"));

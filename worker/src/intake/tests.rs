@@ -32,6 +32,9 @@ const V2_SUPPRESSED: &str = include_str!("../../../tests/fixtures/securityhub-v2
 const V2_ARCHIVED: &str = include_str!("../../../tests/fixtures/securityhub-v2-iam3-archived.json");
 const V2_OTHER: &str = include_str!("../../../tests/fixtures/securityhub-v2-other-control.json");
 
+/// The worker's own account in these tests (moto's default account).
+const HOME: &str = "123456789012";
+
 fn rotations() -> Vec<RotationConfig> {
     Config::parse(&format!(
         "{AWS}{}",
@@ -77,7 +80,7 @@ fn finding(body: &str) -> Finding {
 /// What an event starts: (rotation, finding id) of every `Rotate`, and
 /// nothing else may be decided (no ignore, no unmatched).
 fn starts(body: &str) -> Vec<(String, String)> {
-    decide(&parse(body).unwrap(), &rotations())
+    decide(&parse(body).unwrap(), &rotations(), HOME)
         .into_iter()
         .map(|d| match d {
             Decision::Rotate { rotation_id, finding, user } => {
@@ -91,7 +94,7 @@ fn starts(body: &str) -> Vec<(String, String)> {
 
 /// The event decides to ignore its one finding, and why.
 fn ignored(body: &str) -> String {
-    match &decide(&parse(body).unwrap(), &rotations())[..] {
+    match &decide(&parse(body).unwrap(), &rotations(), HOME)[..] {
         [Decision::Ignore { reason, .. }] => reason.clone(),
         other => panic!("expected one Ignore, got {other:?}"),
     }
@@ -123,7 +126,7 @@ fn consolidated_and_legacy_iam3_both_start_one_rotation() {
         assert_eq!(fs[0].region, "us-east-1");
         assert_eq!(fs[0].users, vec![("123456789012".to_string(), "auth0-ses-sender".to_string())]);
         assert!(fs[0].observed_at.is_some());
-        let d = decide(&ev, &rotations());
+        let d = decide(&ev, &rotations(), HOME);
         assert_eq!(d.len(), 1);
         assert!(matches!(&d[0], Decision::Rotate { rotation_id, .. } if rotation_id == "auth0-ses"), "{d:?}");
     }
@@ -303,7 +306,7 @@ fn only_active_failed_iam3_is_acted_on() {
         }),
     ];
     for body in cases {
-        let d = decide(&parse(&body).unwrap(), &rotations());
+        let d = decide(&parse(&body).unwrap(), &rotations(), HOME);
         assert!(matches!(&d[..], [Decision::Ignore { .. }]), "{d:?}");
     }
 }
@@ -313,7 +316,7 @@ fn custom_action_acts_regardless_of_compliance() {
     let body = edit(CUSTOM, |v| v["detail"]["findings"][0]["Compliance"]["Status"] = "PASSED".into());
     let ev = parse(&body).unwrap();
     assert!(matches!(&ev, Event::CustomAction { action_name, .. } if action_name == "Rotate with keyturn"));
-    assert!(matches!(&decide(&ev, &rotations())[..], [Decision::Rotate { .. }]));
+    assert!(matches!(&decide(&ev, &rotations(), HOME)[..], [Decision::Rotate { .. }]));
 }
 
 #[test]
@@ -322,13 +325,13 @@ fn unknown_user_or_account_is_unmatched() {
         v["detail"]["findings"][0]["Resources"][0]["Id"] = "arn:aws:iam::123456789012:user/payroll-bot".into();
         v["detail"]["findings"][0]["Resources"][0]["Details"]["AwsIamUser"]["UserName"] = "payroll-bot".into();
     });
-    assert!(matches!(&decide(&parse(&body).unwrap(), &rotations())[..], [Decision::Unmatched { user, .. }] if user == "payroll-bot"));
+    assert!(matches!(&decide(&parse(&body).unwrap(), &rotations(), HOME)[..], [Decision::Unmatched { user, .. }] if user == "payroll-bot"));
     // "mailer" is configured only for account 999999999999.
     let body = edit(CONSOLIDATED, |v| {
         v["detail"]["findings"][0]["Resources"][0]["Id"] = "arn:aws:iam::123456789012:user/mailer".into();
         v["detail"]["findings"][0]["Resources"][0]["Details"]["AwsIamUser"]["UserName"] = "mailer".into();
     });
-    assert!(matches!(&decide(&parse(&body).unwrap(), &rotations())[..], [Decision::Unmatched { .. }]));
+    assert!(matches!(&decide(&parse(&body).unwrap(), &rotations(), HOME)[..], [Decision::Unmatched { .. }]));
 }
 
 fn with_scim() -> Vec<RotationConfig> {
@@ -348,15 +351,15 @@ fn scim_expiry_starts_the_matching_scim_rotation_only() {
     assert_eq!(*observed_at, Some(1_795_165_200_000), "the event's time, 2026-11-20T09:00:00Z");
     // No scim_token rotation configured: ignored with a reason.
     assert!(
-        matches!(&decide(&ev, &rotations())[..], [Decision::Ignore { reason, .. }] if reason.contains("no rotation of that SCIM token is configured"))
+        matches!(&decide(&ev, &rotations(), HOME)[..], [Decision::Ignore { reason, .. }] if reason.contains("no rotation of that SCIM token is configured"))
     );
     // Configured: that rotation, and no IAM one.
-    assert!(matches!(&decide(&ev, &with_scim())[..], [Decision::Expiring { rotation_id, .. }] if rotation_id == "entra-scim"));
+    assert!(matches!(&decide(&ev, &with_scim(), HOME)[..], [Decision::Expiring { rotation_id, .. }] if rotation_id == "entra-scim"));
     // Another account or region: not ours.
     let other = edit(HEALTH, |v| v["account"] = "999999999999".into());
-    assert!(matches!(&decide(&parse(&other).unwrap(), &with_scim())[..], [Decision::Ignore { .. }]));
+    assert!(matches!(&decide(&parse(&other).unwrap(), &with_scim(), HOME)[..], [Decision::Ignore { .. }]));
     let elsewhere = edit(HEALTH, |v| v["detail"]["eventRegion"] = "eu-west-1".into());
-    assert!(matches!(&decide(&parse(&elsewhere).unwrap(), &with_scim())[..], [Decision::Ignore { .. }]));
+    assert!(matches!(&decide(&parse(&elsewhere).unwrap(), &with_scim(), HOME)[..], [Decision::Ignore { .. }]));
 }
 
 #[test]
@@ -398,7 +401,7 @@ proptest::proptest! {
         let f = v["detail"]["findings"][0].as_object_mut().unwrap();
         let key = f.keys().nth(drop % f.len()).unwrap().clone();
         f.insert(key, value.into());
-        let _ = parse(&v.to_string()).map(|e| decide(&e, &rotations()));
+        let _ = parse(&v.to_string()).map(|e| decide(&e, &rotations(), HOME));
     }
 }
 
@@ -497,7 +500,7 @@ fn the_ocsf_user_comes_from_an_arn_in_uid_or_uid_alt_else_the_name() {
     assert_eq!(e.to_string(), "malformed event: finding 0: AWS::IAM::User resource without a user ARN or name");
     // The user of another account is matched to that account's rotation.
     let other = edit(V2_FAILED, |v| set(v, &["resources"], serde_json::json!([{"type": "AWS::IAM::User", "uid": arn}])));
-    assert!(matches!(&decide(&parse(&other).unwrap(), &rotations())[..], [Decision::Rotate { rotation_id, .. }] if rotation_id == "other-account"));
+    assert!(matches!(&decide(&parse(&other).unwrap(), &rotations(), HOME)[..], [Decision::Rotate { rotation_id, .. }] if rotation_id == "other-account"));
 }
 
 #[test]
@@ -536,8 +539,37 @@ proptest::proptest! {
         let f = v["detail"]["findings"][0].as_object_mut().unwrap();
         let key = f.keys().nth(drop % f.len()).unwrap().clone();
         f.insert(key, value.into());
-        let _ = parse(&v.to_string()).map(|e| decide(&e, &rotations()));
+        let _ = parse(&v.to_string()).map(|e| decide(&e, &rotations(), HOME));
     }
+}
+
+#[test]
+fn a_rotation_without_an_account_covers_only_the_workers_own_account() {
+    // auth0-ses names no account: the same user name in account B is not it.
+    let in_b = edit(CONSOLIDATED, |v| {
+        let f = &mut v["detail"]["findings"][0];
+        f["AwsAccountId"] = "222222222222".into();
+        f["Resources"][0]["Id"] = "arn:aws:iam::222222222222:user/auth0-ses-sender".into();
+    });
+    let fs = match parse(&in_b).unwrap() {
+        Event::FindingsImported(fs) => fs,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(fs[0].users, vec![("222222222222".to_string(), "auth0-ses-sender".to_string())]);
+    assert!(
+        matches!(&decide(&parse(&in_b).unwrap(), &rotations(), HOME)[..], [Decision::Unmatched { account_id, .. }] if account_id == "222222222222"),
+        "a finding in account B must not rotate the home account's user"
+    );
+    // The same event with B as the worker's own account matches.
+    assert!(
+        matches!(&decide(&parse(&in_b).unwrap(), &rotations(), "222222222222")[..], [Decision::Rotate { rotation_id, .. }] if rotation_id == "auth0-ses")
+    );
+    // A rotation naming account 999999999999 never matches a home-account finding of the same user name.
+    let mailer_home = edit(CONSOLIDATED, |v| {
+        v["detail"]["findings"][0]["Resources"][0]["Id"] = "arn:aws:iam::123456789012:user/mailer".into();
+        v["detail"]["findings"][0]["Resources"][0]["Details"]["AwsIamUser"]["UserName"] = "mailer".into();
+    });
+    assert!(matches!(&decide(&parse(&mailer_home).unwrap(), &rotations(), HOME)[..], [Decision::Unmatched { .. }]));
 }
 
 // ---------------------------------------------------------------------------
