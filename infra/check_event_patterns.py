@@ -182,6 +182,17 @@ def cases():
     yield "SCIM token expiry", health, "ScimTokenExpiryRule"
     yield "another Health event", mutate(health, lambda e: e["detail"].update(
         eventTypeCode="AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED")), None
+    exposed = fixture("health-key-exposed.json")
+    yield "exposed access key", exposed, "KeyExposedRule"
+    yield "exposed access key, user ARN form", fixture("health-key-exposed-user-arn.json"), "KeyExposedRule"
+    yield "exposure suspected (not handled)", mutate(exposed, lambda e: e["detail"].update(
+        eventTypeCode="AWS_RISK_CREDENTIALS_EXPOSURE_SUSPECTED")), None
+    yield "exposed key code from another service", mutate(exposed, lambda e: e["detail"].update(service="IAM")), None
+    request = {"version": "0", "id": "r1", "source": "keyturn.requests", "detail-type": "Rotation Request",
+               "account": exposed["account"], "region": exposed["region"], "time": exposed["time"], "resources": [],
+               "detail": json.load(open(os.path.join(FIXTURES, "requests", "valid", "by-rotation-id.json")))}
+    yield "rotation request event", request, "RotationRequestRule"
+    yield "outcome event (keyturn's own)", mutate(request, lambda e: e.update({"source": "keyturn.outcomes", "detail-type": "Rotation Succeeded"})), None
 
 
 def main(argv):

@@ -296,7 +296,7 @@ impl TestEnv {
             let iq = sqs.create_queue().queue_name("keyturn-intake").send().await?.queue_url.unwrap();
             let iq_arn = queue_arn(sqs, &iq).await?;
             let eb = aws_sdk_eventbridge::Client::new(&sdk);
-            eb.put_rule().name("keyturn-intake").event_pattern(r#"{"source":["aws.securityhub","aws.health"]}"#).send().await?;
+            eb.put_rule().name("keyturn-intake").event_pattern(r#"{"source":["aws.securityhub","aws.health","keyturn.requests"]}"#).send().await?;
             eb.put_targets()
                 .rule("keyturn-intake")
                 .targets(aws_sdk_eventbridge::types::Target::builder().id("intake").arn(iq_arn).build()?)
@@ -481,6 +481,41 @@ kms_key_id = "alias/keyturn"
     /// The intake queue as the worker polls it.
     pub fn intake_queue(&self) -> Option<Arc<keyturn::queue::SqsQueue>> {
         keyturn::app::intake_queue(&self.config, &self.clients).map(Arc::new)
+    }
+
+    /// A queue receiving keyturn's outcome events: a real rule on moto's
+    /// default bus matching `source: keyturn.outcomes`, targeting a new SQS
+    /// queue. Answers the queue URL.
+    pub async fn outcome_events_queue(&self) -> anyhow::Result<String> {
+        let url = self.clients.sqs.create_queue().queue_name("keyturn-outcome-events").send().await?.queue_url.unwrap();
+        let arn = queue_arn(&self.clients.sqs, &url).await?;
+        let eb = aws_sdk_eventbridge::Client::new(&self.sdk);
+        eb.put_rule().name("keyturn-outcomes").event_pattern(r#"{"source":["keyturn.outcomes"]}"#).send().await?;
+        eb.put_targets().rule("keyturn-outcomes").targets(aws_sdk_eventbridge::types::Target::builder().id("events").arn(arn).build()?).send().await?;
+        Ok(url)
+    }
+
+    /// Drain an outcome-events queue: the EventBridge events as delivered.
+    pub async fn outcome_events(&self, url: &str, expect_at_least: usize, timeout: Duration) -> Vec<Value> {
+        drain(&self.clients.sqs, url, expect_at_least, timeout)
+            .await
+            .into_iter()
+            .map(|(b, _)| serde_json::from_str(&b).expect("an event is JSON"))
+            .collect()
+    }
+
+    /// Drain the intake DLQ: (body, keyturn_reason attribute).
+    pub async fn intake_dlq(&self, expect_at_least: usize, timeout: Duration) -> Vec<(String, Option<String>)> {
+        let (_, dlq) = self.intake.clone().expect("an intake queue (Options::intake)");
+        drain(&self.clients.sqs, &dlq, expect_at_least, timeout).await
+    }
+
+    /// Send a message body to the intake queue, as EventBridge (or an
+    /// automation using the request API) would.
+    pub async fn send_intake(&self, body: &str) -> anyhow::Result<()> {
+        let (iq, _) = self.intake.clone().expect("an intake queue (Options::intake)");
+        self.clients.sqs.send_message().queue_url(iq).message_body(body).send().await?;
+        Ok(())
     }
 
     /// Put an event (a fixture as EventBridge delivers it) on the default bus.

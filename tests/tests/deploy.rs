@@ -54,6 +54,7 @@ async fn the_template_worker_policy_is_enough_for_a_full_rotation() {
     }));
 
     let env = TestEnv::new(Options { enforce_auth: true, intake: true, ..Options::default() }).await.unwrap();
+    let events_url = env.outcome_events_queue().await.unwrap();
     let worker_clients = env.clients_for_policy("keyturn-worker", &doc.to_string()).await.unwrap();
     let engine = Arc::new(keyturn::app::engine(&env.config, &worker_clients, "least-privilege".into()));
     let intake = keyturn::app::intake_queue(&env.config, &worker_clients).map(Arc::new);
@@ -63,6 +64,9 @@ async fn the_template_worker_policy_is_enough_for_a_full_rotation() {
     w.stop().await;
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
     assert!(saga.history.iter().all(|a| a.outcome == "ok"), "no step needed a retry: {:#?}", saga.history);
+    // The template grants events:PutEvents: the outcome event reached the bus.
+    let events = env.outcome_events(&events_url, 1, Duration::from_secs(10)).await;
+    assert!(events.iter().any(|e| e["detail-type"] == "Rotation Succeeded" && e["detail"]["saga_id"] == saga_id.as_str()), "{events:#?}");
 
     // The same worker is refused what the policy does not grant: enforcement is real.
     let denied = worker_clients.iam.list_users().send().await.unwrap_err();

@@ -1,8 +1,9 @@
 //! Leak scan over varied traffic: one environment runs a success, a refusal by
 //! Auth0, an ambiguous push, a crash right after key creation, and a rollback;
 //! then every log line this test binary captured, every step-message body,
-//! every DynamoDB item, every notification and the DLQ are scanned for every
-//! secret value the run created or handled.
+//! every DynamoDB item, every notification, every outcome event on EventBridge
+//! (routed by a real rule in moto to SQS), the DLQ and the intake DLQ's
+//! reasons are scanned for every secret value the run created or handled.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,10 +17,11 @@ use keyturn_testkit::recording::RecordingQueue;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_anywhere_after_varied_traffic() {
-    let env = TestEnv::new(Options { grace_period: "1h", ..Options::default() }).await.unwrap();
+    let env = TestEnv::new(Options { grace_period: "1h", intake: true, ..Options::default() }).await.unwrap();
+    let events_url = env.outcome_events_queue().await.unwrap();
     let queue = RecordingQueue::new(env.sqs_queue(), false);
     let engine = Arc::new(env.engine_with("leaky?", queue.clone()));
-    let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    let w = RunningWorker::spawn_with_intake(engine.clone(), &env.config.worker, env.intake_queue());
     let mut secrets: Vec<String> = vec![env.auth0_client_secret.clone(), env.old_keys[0].1.clone()];
     let mut outcomes = vec![];
     let rotate = || async {
@@ -66,6 +68,14 @@ async fn no_secret_anywhere_after_varied_traffic() {
     assert!(s.history.iter().any(|a| a.step == Step::PushToTarget && a.outcome == "failed"));
     // A poison message carrying nothing secret, for the DLQ scan.
     env.clients.sqs.send_message().queue_url(&env.queue_url).message_body("poison").send().await.unwrap();
+    // An invalid rotation request with a secret pasted into the wrong fields:
+    // its body is on the intake DLQ (as sent), its reason must not repeat it.
+    let planted = format!("pasted-by-mistake-{}", uuid::Uuid::new_v4().simple());
+    let bad_request = serde_json::json!({
+        "schema": "keyturn.rotation-request.v1", "rotation_id": "auth0-ses", "reason": "r", "requester": "ci",
+        "idempotency_key": "leak-1", "overrides": {"grace_period": planted}, planted.clone(): planted,
+    });
+    env.send_intake(&bad_request.to_string()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     w.stop().await;
     assert_eq!(outcomes, [Status::Compensated, Status::RolledBack]);
@@ -76,8 +86,25 @@ async fn no_secret_anywhere_after_varied_traffic() {
     let table = env.table_dump().await;
     let notes: String = env.notifications(2, Duration::from_secs(10)).await.into_iter().map(|n| n.raw).collect::<Vec<_>>().join("\n");
     let dead: String = drain(&env.clients.sqs, &env.dlq_url, 1, Duration::from_secs(5)).await.into_iter().map(|(b, r)| format!("{b} {r:?}")).collect();
+    let intake_dead = env.intake_dlq(1, Duration::from_secs(10)).await;
+    assert_eq!(intake_dead.len(), 1, "the invalid request is dead-lettered");
+    let reasons: String = intake_dead.iter().map(|(_, r)| r.clone().expect("a keyturn_reason")).collect::<Vec<_>>().join("\n");
+    assert!(reasons.starts_with("invalid rotation request: "), "{reasons}");
+    let events: String = env.outcome_events(&events_url, 2, Duration::from_secs(10)).await.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+    assert!(events.contains("\"source\":\"keyturn.outcomes\""), "outcome events were routed");
     assert!(secrets.len() >= 6, "{} secrets", secrets.len());
-    for (name, text) in [("logs", &logs), ("SQS bodies", &bodies), ("DynamoDB", &table), ("notifications", &notes), ("DLQ", &dead)] {
+    for (name, text) in [("intake DLQ reasons", &reasons), ("logs", &logs), ("outcome events", &events)] {
+        assert!(!text.contains(planted.as_str()), "a value of an invalid request leaked into {name}");
+    }
+    for (name, text) in [
+        ("logs", &logs),
+        ("SQS bodies", &bodies),
+        ("DynamoDB", &table),
+        ("notifications", &notes),
+        ("DLQ", &dead),
+        ("outcome events", &events),
+        ("intake DLQ reasons", &reasons),
+    ] {
         assert!(!text.is_empty(), "{name} scanned is empty");
         for secret in &secrets {
             assert!(secret.len() >= 16);
@@ -85,12 +112,14 @@ async fn no_secret_anywhere_after_varied_traffic() {
         }
     }
     println!(
-        "leak scan: {} secrets against {} log bytes, {} step messages, {} table bytes, {} notification bytes, {} DLQ bytes: 0 found",
+        "leak scan: {} secrets against {} log bytes, {} step messages, {} table bytes, {} notification bytes, {} outcome event bytes, {} DLQ bytes, {} intake DLQ reason bytes: 0 found",
         secrets.len(),
         logs.len(),
         queue.bodies().len(),
         table.len(),
         notes.len(),
-        dead.len()
+        events.len(),
+        dead.len(),
+        reasons.len()
     );
 }

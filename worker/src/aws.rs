@@ -24,6 +24,8 @@ pub struct Clients {
     pub kms: aws_sdk_kms::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
     pub securityhub: aws_sdk_securityhub::Client,
+    /// Outcome events (`PutEvents`).
+    pub events: aws_sdk_eventbridge::Client,
 }
 
 /// Load the shared AWS configuration (region override optional).
@@ -61,6 +63,7 @@ impl Clients {
             kms: aws_sdk_kms::Client::new(&base),
             secrets: aws_sdk_secretsmanager::Client::new(&base),
             securityhub: aws_sdk_securityhub::Client::new(&base),
+            events: aws_sdk_eventbridge::Client::new(&base),
             base,
         }
     }

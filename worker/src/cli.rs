@@ -723,6 +723,27 @@ pub fn timeline(s: &Stored) -> String {
         g.new_key.as_deref().unwrap_or("none"),
         g.target
     ));
+    if let Some(r) = &g.request {
+        out.push_str(&format!(
+            "  requested by {} ({}), idempotency key {}, correlation id {}\n",
+            r.requester,
+            r.reason,
+            r.idempotency_key,
+            g.correlation()
+        ));
+    }
+    if let Some(e) = &g.exposure {
+        let at = |t: Option<u64>| t.map(fmt_time).unwrap_or_else(|| "no".into());
+        out.push_str(&format!(
+            "  EXPOSED key {} ({} key): event seen {}, inactive {}, deleted {}{}\n",
+            e.key_id,
+            if e.role == crate::saga::ExposedRole::Old { "old" } else { "new" },
+            fmt_time(e.seen_at),
+            at(e.inactive_at),
+            at(e.deleted_at),
+            if e.follow_up { "; a fresh rotation follows" } else { "" }
+        ));
+    }
     if let Some(f) = &g.failure {
         out.push_str(&format!("  failure at {}: {}: {}\n", f.step, f.code, f.message));
     }

@@ -14,7 +14,7 @@ use crate::engine::{clock, now_ms, Engine};
 use crate::error::{Error, Result};
 use crate::notify;
 use crate::queue::{Queue, StepMessage};
-use crate::saga::{self, Clock, FindingRef, KeyRef, Saga, Step};
+use crate::saga::{self, Clock, Exposure, FindingRef, KeyRef, Millis, Overrides, RequestInfo, Saga, Step};
 use crate::securityhub::Workflow;
 use crate::store::{Created, SecretWrite};
 
@@ -33,6 +33,16 @@ pub struct Request {
     /// For a credential made by a person: the old one, as they identified
     /// it (`keyturn rotate --old-token-created`).
     pub old: Option<KeyRef>,
+    /// Carried through every notification and event of the saga.
+    pub correlation_id: Option<String>,
+    /// The request API's requester, reason and idempotency key.
+    pub info: Option<RequestInfo>,
+    /// Shorter grace period or person deadline (checked against the policy by the caller).
+    pub overrides: Overrides,
+    /// An exposed key makes this an emergency saga.
+    pub exposure: Option<Exposure>,
+    /// Idempotency key and until when (ms) it answers with this saga.
+    pub idempotency: Option<(String, Millis)>,
 }
 
 impl<Q: Queue> Engine<Q> {
@@ -69,7 +79,12 @@ impl<Q: Queue> Engine<Q> {
         saga.manual = manual;
         saga.old_keys = req.old.clone().into_iter().collect();
         saga.not_before = now + Self::ms(req.delay);
-        let created = self.store.create(&saga, Self::ms(self.sweep_after)).await?;
+        saga.correlation_id = req.correlation_id.clone();
+        saga.request = req.info.clone();
+        saga.overrides = req.overrides.clone();
+        saga.exposure = req.exposure.clone();
+        let created =
+            self.store.create_with(&saga, Self::ms(self.sweep_after), req.idempotency.as_ref().map(|(k, until)| (k.as_str(), *until)), now).await?;
         if let Created::New(id) = &created {
             info!(saga = %id, rotation = rotation_id, delay_s = req.delay.as_secs(), "rotation requested");
             if let Err(e) = self.queue.send(&StepMessage::new(id, Step::Start, &saga.token), req.delay).await {

@@ -25,7 +25,34 @@ use crate::saga::Policy;
 pub struct Config {
     pub aws: AwsConfig,
     pub worker: WorkerConfig,
+    pub requests: RequestsConfig,
+    pub exposure: ExposureConfig,
     pub rotations: Vec<RotationConfig>,
+}
+
+/// `[requests]`: the rotation request API (messages on the intake queue,
+/// `keyturn.requests` events).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestsConfig {
+    /// A request repeating an idempotency key within this window starts
+    /// nothing and is answered with the first request's saga.
+    pub idempotency_window: Dur,
+}
+
+impl Default for RequestsConfig {
+    fn default() -> Self {
+        RequestsConfig { idempotency_window: Dur(Duration::from_secs(86_400)) }
+    }
+}
+
+/// `[exposure]`: AWS Health `AWS_RISK_CREDENTIALS_EXPOSED` events.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExposureConfig {
+    /// An exposed key that no rotation covers: deactivate it (its consumer
+    /// breaks) instead of only reporting it.
+    pub deactivate_uncovered: bool,
 }
 
 /// The file as TOML gives it: the connector tables are still raw, because
@@ -36,6 +63,10 @@ struct RawConfig {
     aws: AwsConfig,
     #[serde(default)]
     worker: WorkerConfig,
+    #[serde(default)]
+    requests: RequestsConfig,
+    #[serde(default)]
+    exposure: ExposureConfig,
     #[serde(default, rename = "rotation")]
     rotations: Vec<RawRotation>,
 }
@@ -74,6 +105,9 @@ pub struct AwsConfig {
     pub intake_queue_url: Option<String>,
     /// Dead-letter queue of the intake queue: rejected events go here.
     pub intake_dlq_url: Option<String>,
+    /// EventBridge bus (name or ARN) that outcome events are put on;
+    /// unset: the account's `default` bus.
+    pub event_bus: Option<String>,
     /// Name of the role keyturn assumes in member accounts
     /// (`infra/member-role.yaml`): a rotation whose `source.account_id` is
     /// not the worker's own account acts through
@@ -176,6 +210,18 @@ pub struct PolicyConfig {
     /// On clear evidence, finish such a saga without waiting for
     /// `keyturn resolve` (retire the unused key: deactivate, grace, usage check, delete).
     pub auto_resolve: bool,
+    /// A key AWS reports exposed, once replaced: `delete` it, or
+    /// `keep_inactive` for forensics.
+    pub exposed_key: ExposedKeyAction,
+}
+
+/// `[rotation.policy] exposed_key`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExposedKeyAction {
+    #[default]
+    Delete,
+    KeepInactive,
 }
 
 impl Default for PolicyConfig {
@@ -193,6 +239,7 @@ impl Default for PolicyConfig {
             person_deadline: Dur(Duration::from_millis(p.person_deadline)),
             evidence_every: Dur(Duration::from_millis(p.evidence_every)),
             auto_resolve: p.auto_resolve,
+            exposed_key: ExposedKeyAction::Delete,
         }
     }
 }
@@ -209,6 +256,7 @@ impl PolicyConfig {
             person_deadline: self.person_deadline.0.as_millis() as u64,
             evidence_every: self.evidence_every.0.as_millis() as u64,
             auto_resolve: self.auto_resolve,
+            keep_exposed_inactive: self.exposed_key == ExposedKeyAction::KeepInactive,
         }
     }
 }
@@ -303,7 +351,7 @@ impl Config {
             crate::connectors::check_pair(source.as_ref(), target.as_ref()).map_err(|m| format!("rotation {:?}: target.kind: {m}", r.id))?;
             rotations.push(RotationConfig { id: r.id, source, target, policy: r.policy, schedule: r.schedule });
         }
-        let cfg = Config { aws: raw.aws, worker: raw.worker, rotations };
+        let cfg = Config { aws: raw.aws, worker: raw.worker, requests: raw.requests, exposure: raw.exposure, rotations };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -320,6 +368,13 @@ impl Config {
             if v.trim().is_empty() {
                 return Err(format!("{key}: must not be empty"));
             }
+        }
+        if a.event_bus.as_deref().is_some_and(|b| b.trim().is_empty()) {
+            return Err("aws.event_bus: must not be empty (leave it out for the default bus)".into());
+        }
+        let window = self.requests.idempotency_window.0;
+        if window < Duration::from_secs(60) || window > Duration::from_secs(30 * 86_400) {
+            return Err("requests.idempotency_window: must be between 1m and 30d".into());
         }
         if a.intake_queue_url.is_some() != a.intake_dlq_url.is_some() {
             return Err("aws.intake_dlq_url: set both aws.intake_queue_url and aws.intake_dlq_url, or neither".into());

@@ -139,6 +139,13 @@ pub struct Engine<Q: Queue> {
     pub(crate) queue: Q,
     pub(crate) sealer: Sealer,
     pub(crate) notifier: Notifier,
+    /// IAM of the worker's own account: which user owns an exposed key;
+    /// deactivating an exposed key no rotation covers.
+    pub(crate) iam: aws_sdk_iam::Client,
+    /// `[requests] idempotency_window`.
+    pub(crate) idempotency_window: Duration,
+    /// `[exposure] deactivate_uncovered`.
+    pub(crate) deactivate_uncovered: bool,
     pub(crate) securityhub: SecurityHub,
     /// The configured rotations with their connectors built; replaced as a
     /// whole when a new configuration version is loaded ([`Engine::reload`]).
@@ -298,7 +305,7 @@ impl<Q: Queue> Engine<Q> {
             warn!(code = %e.code, retryable = e.retryable, may_have_applied = e.may_have_applied, error = %e.message, "step attempt failed");
         }
         let now = now_ms();
-        let tr = saga::advance(&attempt, &result.outcome, &rotation.policy, clock(now));
+        let tr = saga::advance(&attempt, &result.outcome, &attempt.effective_policy(&rotation.policy), clock(now));
         let retried = matches!(result.outcome, Outcome::Failed(_)) && tr.saga.step == attempt.step && !tr.saga.status.is_terminal();
         if attempt.step == Step::Start && attempt.step_attempts == 1 {
             // Counted by the worker that runs it, not the process that asked.
@@ -336,6 +343,10 @@ impl<Q: Queue> Engine<Q> {
         info!(next_step = %tr.saga.step, status = tr.saga.status.as_str(), "step committed");
         if tr.next == Next::Run {
             self.send_next(&tr.saga, now).await;
+        }
+        if tr.saga.needs_follow_up() {
+            // The exposed key was this saga's new key: rotate again.
+            self.follow_up_exposure(&tr.saga).await;
         }
         self.queue.ack(m).await?;
         Ok(Handled::Advanced { step: tr.saga.step, status: tr.saga.status })
@@ -435,6 +446,10 @@ impl<Q: Queue> Engine<Q> {
                     for_each(&old_ids, |id| src.disable(id)).await
                 };
                 StepResult::of(r.await.map(|_| Effect::Disabled))
+            }
+            Step::RetireOld if !saga.usage_gate() => {
+                // The old key is the exposed one: any use is the attacker's.
+                StepResult::of(for_each(&old_ids, |id| src.revoke(id)).await.map(|_| Effect::Retired))
             }
             Step::RetireOld => {
                 let since = saga.usage_cutoff();

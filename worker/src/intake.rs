@@ -231,8 +231,54 @@ impl Finding {
     }
 }
 
+/// The request API's schema name and version (`schemas/rotation-request.v1.json`).
+pub const REQUEST_SCHEMA: &str = "keyturn.rotation-request.v1";
+/// A request sent as an EventBridge custom event: its `source` ...
+pub const REQUEST_SOURCE: &str = "keyturn.requests";
+/// ... and `detail-type`; `detail` is the request document.
+pub const REQUEST_DETAIL_TYPE: &str = "Rotation Request";
+/// AWS Health's event type for an access key found exposed in public.
+pub const KEY_EXPOSED: &str = "AWS_RISK_CREDENTIALS_EXPOSED";
+
+/// Which rotation a request names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestTarget {
+    Rotation(String),
+    User { account_id: String, user_name: String },
+}
+
+/// A rotation request (the request API), validated against
+/// `keyturn.rotation-request.v1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationRequest {
+    pub target: RequestTarget,
+    pub reason: String,
+    pub requester: String,
+    pub idempotency_key: String,
+    /// `None`: the idempotency key serves as the correlation id.
+    pub correlation_id: Option<String>,
+    pub overrides: crate::saga::Overrides,
+}
+
+impl RotationRequest {
+    pub fn correlation(&self) -> &str {
+        self.correlation_id.as_deref().unwrap_or(&self.idempotency_key)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// A rotation request (the request API), on the queue or as a custom event.
+    Request(RotationRequest),
+    /// AWS Health `AWS_RISK_CREDENTIALS_EXPOSED`: access keys found exposed.
+    KeyExposed {
+        account_id: String,
+        event_arn: String,
+        /// Access key ids among `detail.affectedEntities[].entityValue`.
+        key_ids: Vec<String>,
+        /// IAM users named there instead (a user ARN): (account, user name).
+        users: Vec<(String, String)>,
+    },
     /// `Security Hub Findings - Imported` (ASFF) or `Findings Imported V2`
     /// (OCSF); [`Finding::format`] tells which.
     FindingsImported(Vec<Finding>),
@@ -259,6 +305,10 @@ pub enum IntakeError {
     Unsupported { event_source: String, detail_type: String },
     #[error("malformed event: {0}")]
     Missing(String),
+    /// A request API message that does not follow its schema. The reason
+    /// names the field and the rule, never the value.
+    #[error("invalid rotation request: {0}")]
+    InvalidRequest(String),
 }
 
 fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
@@ -576,9 +626,14 @@ pub fn parse(body: &str) -> Result<Event, IntakeError> {
     if !v.is_object() {
         return Err(IntakeError::Missing("event is not a JSON object".into()));
     }
+    if v.get("schema").is_some() && v.get("detail-type").is_none() {
+        return parse_request(&v).map(Event::Request);
+    }
     let source = str_at(&v, "/source").unwrap_or("").to_string();
     let detail_type = str_at(&v, "/detail-type").unwrap_or("").to_string();
     match (source.as_str(), detail_type.as_str()) {
+        (REQUEST_SOURCE, REQUEST_DETAIL_TYPE) => parse_request(v.get("detail").unwrap_or(&Value::Null)).map(Event::Request),
+        ("aws.health", "AWS Health Event") if str_at(&v, "/detail/eventTypeCode") == Some(KEY_EXPOSED) => parse_exposed(&v),
         ("aws.securityhub", IMPORTED) => Ok(Event::FindingsImported(parse_findings(&v)?)),
         ("aws.securityhub", IMPORTED_V2) => Ok(Event::FindingsImported(parse_ocsf_findings(&v)?)),
         ("aws.securityhub", "Security Hub Findings - Custom Action") => {
@@ -595,6 +650,155 @@ pub fn parse(body: &str) -> Result<Event, IntakeError> {
         }
         _ => Err(IntakeError::Unsupported { event_source: source, detail_type }),
     }
+}
+
+/// The fields of a `keyturn.rotation-request.v1` document.
+const REQUEST_FIELDS: [&str; 9] =
+    ["schema", "rotation_id", "account_id", "user_name", "reason", "requester", "idempotency_key", "correlation_id", "overrides"];
+const OVERRIDE_FIELDS: [&str; 2] = ["grace_period", "person_deadline"];
+
+fn bad(why: impl Into<String>) -> IntakeError {
+    IntakeError::InvalidRequest(why.into())
+}
+
+/// A field name for a message: shown only if it looks like a field name
+/// (at most 32 lowercase letters, digits and `_`); anything else may be a
+/// value pasted in the wrong place, and is not repeated.
+fn field_name(k: &str) -> String {
+    if !k.is_empty() && k.len() <= 32 && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        format!("{k:?}")
+    } else {
+        "(name not shown: not a field name)".to_string()
+    }
+}
+
+/// An optional string field of `v`: absent → `None`; present, it must be a
+/// string of `min..=max` characters each allowed by `ok`.
+fn text_field(v: &Value, key: &str, min: usize, max: usize, ok: fn(char) -> bool, rule: &str) -> Result<Option<String>, IntakeError> {
+    match v.get(key) {
+        None => Ok(None),
+        Some(Value::String(t)) => {
+            let len = t.chars().count();
+            if len < min || len > max {
+                let want = if min == max { format!("{min}") } else { format!("{min} to {max}") };
+                return Err(bad(format!("{key}: must be {want} characters long (it has {len})")));
+            }
+            if !t.chars().all(ok) {
+                return Err(bad(format!("{key}: {rule}")));
+            }
+            Ok(Some(t.clone()))
+        }
+        Some(_) => Err(bad(format!("{key}: must be a string"))),
+    }
+}
+
+fn id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-_.:/@+=,".contains(c)
+}
+fn rotation_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+fn user_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)
+}
+fn text_char(c: char) -> bool {
+    !c.is_control()
+}
+
+/// Validate a request document (`schemas/rotation-request.v1.json` says
+/// the same in JSON Schema; `tests/tests/requests.rs` checks that both agree
+/// on every fixture). Reasons name fields and rules, never values: a
+/// request may carry something secret by mistake, and reasons are logged
+/// and kept on the DLQ message.
+pub fn parse_request(v: &Value) -> Result<RotationRequest, IntakeError> {
+    let obj = v.as_object().ok_or_else(|| bad("the request must be a JSON object"))?;
+    if let Some(k) = obj.keys().find(|k| !REQUEST_FIELDS.contains(&k.as_str())) {
+        return Err(bad(format!("unknown field {} (expected one of {})", field_name(k), REQUEST_FIELDS.join(", "))));
+    }
+    match v.get("schema") {
+        Some(Value::String(s)) if s == REQUEST_SCHEMA => {}
+        Some(Value::String(s)) if s.starts_with("keyturn.rotation-request.") => {
+            return Err(bad(format!("schema: this keyturn understands only {REQUEST_SCHEMA}")));
+        }
+        Some(_) => return Err(bad(format!("schema: must be \"{REQUEST_SCHEMA}\""))),
+        None => return Err(bad(format!("schema: required (\"{REQUEST_SCHEMA}\")"))),
+    }
+    let rotation_id = text_field(v, "rotation_id", 1, 64, rotation_char, "may contain only letters, digits, '-' and '_'")?;
+    let account_id = text_field(v, "account_id", 12, 12, |c| c.is_ascii_digit(), "must be 12 digits")?;
+    let user_name = text_field(v, "user_name", 1, 64, user_char, "must be an IAM user name (letters, digits and +=,.@_-)")?;
+    let target = match (rotation_id, account_id, user_name) {
+        (Some(id), None, None) => RequestTarget::Rotation(id),
+        (None, Some(account_id), Some(user_name)) => RequestTarget::User { account_id, user_name },
+        (None, None, None) => return Err(bad("name the rotation: rotation_id, or account_id and user_name")),
+        (Some(_), _, _) => return Err(bad("rotation_id: give either rotation_id or account_id and user_name, not both")),
+        (None, Some(_), None) => return Err(bad("user_name: required with account_id")),
+        (None, None, Some(_)) => return Err(bad("account_id: required with user_name")),
+    };
+    let need = |key: &str, t: Option<String>| t.ok_or_else(|| bad(format!("{key}: required")));
+    let reason = need("reason", text_field(v, "reason", 1, 1024, text_char, "must not contain control characters")?)?;
+    let requester = need("requester", text_field(v, "requester", 1, 256, text_char, "must not contain control characters")?)?;
+    let idempotency_key = need("idempotency_key", text_field(v, "idempotency_key", 1, 128, id_char, "may contain only letters, digits and -_.:/@+=,")?)?;
+    let correlation_id = text_field(v, "correlation_id", 1, 128, id_char, "may contain only letters, digits and -_.:/@+=,")?;
+    let mut overrides = crate::saga::Overrides::default();
+    match v.get("overrides") {
+        None => {}
+        Some(Value::Object(o)) => {
+            if let Some(k) = o.keys().find(|k| !OVERRIDE_FIELDS.contains(&k.as_str())) {
+                return Err(bad(format!("overrides: unknown field {} (a request may shorten only {})", field_name(k), OVERRIDE_FIELDS.join(" and "))));
+            }
+            for key in OVERRIDE_FIELDS {
+                let ms = match o.get(key) {
+                    None => continue,
+                    Some(Value::String(d)) => crate::config::parse_duration(d)
+                        .map_err(|_| bad(format!("overrides.{key}: must be a duration: a whole number and a unit (ms, s, m, h, d), like \"1h\"")))?
+                        .as_millis() as u64,
+                    Some(_) => return Err(bad(format!("overrides.{key}: must be a duration string, like \"1h\""))),
+                };
+                match key {
+                    "grace_period" => overrides.grace_period = Some(ms),
+                    _ => overrides.person_deadline = Some(ms),
+                }
+            }
+        }
+        Some(_) => return Err(bad("overrides: must be an object")),
+    }
+    Ok(RotationRequest { target, reason, requester, idempotency_key, correlation_id, overrides })
+}
+
+/// An access key id as AWS writes them: 16 to 128 characters, uppercase
+/// letters and digits, starting `AKIA` (long-term user keys) or `ASIA` (temporary).
+pub fn is_access_key_id(s: &str) -> bool {
+    (16..=128).contains(&s.len()) && (s.starts_with("AKIA") || s.starts_with("ASIA")) && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+/// `AWS_RISK_CREDENTIALS_EXPOSED`: the exposed keys are in
+/// `detail.affectedEntities[].entityValue` — an access key id, or (some
+/// notices) the IAM user's ARN. Both are read; anything else is ignored.
+fn parse_exposed(v: &Value) -> Result<Event, IntakeError> {
+    let account_id = need(v, "/account", "the event")?.to_string();
+    let event_arn = str_at(v, "/detail/eventArn").unwrap_or("").to_string();
+    let entities = v
+        .pointer("/detail/affectedEntities")
+        .and_then(Value::as_array)
+        .ok_or_else(|| IntakeError::Missing("detail.affectedEntities is missing or not a list".into()))?;
+    let mut key_ids = Vec::new();
+    let mut users = Vec::new();
+    for e in entities {
+        let Some(value) = str_at(e, "/entityValue") else { continue };
+        if is_access_key_id(value) {
+            if !key_ids.iter().any(|k| k == value) {
+                key_ids.push(value.to_string());
+            }
+        } else if let Some(pair) = parse_user_arn(value) {
+            if !users.contains(&pair) {
+                users.push(pair);
+            }
+        }
+    }
+    if key_ids.is_empty() && users.is_empty() {
+        return Err(IntakeError::Missing("detail.affectedEntities names no access key id and no IAM user ARN".into()));
+    }
+    Ok(Event::KeyExposed { account_id, event_arn, key_ids, users })
 }
 
 /// What to do about one user of one finding.
@@ -643,6 +847,9 @@ pub fn actionable(f: &Finding) -> Result<(), String> {
 /// is the worker's own account ([`match_user`]).
 pub fn decide(event: &Event, rotations: &[RotationConfig], home: &str) -> Vec<Decision> {
     let (findings, check) = match event {
+        // Requests and exposures are matched by the engine (they need the
+        // table and IAM): see `triggers.rs`.
+        Event::Request(_) | Event::KeyExposed { .. } => return Vec::new(),
         Event::FindingsImported(f) => (f, true),
         Event::CustomAction { findings, .. } => (findings, false),
         Event::ScimTokenExpiry { account_id, region, event_arn, observed_at } => {

@@ -109,6 +109,8 @@ pub async fn handle_invocation<Q: Queue, I: Queue>(
                     }
                 } else if let Some((iq, _)) = intake.filter(|(_, url)| same_queue(url, &r.event_source_arn)) {
                     match engine.handle_intake(iq, &m).await {
+                        // Held back (an exposed key's saga mid-step): must come back.
+                        Ok(report) if report.retained => false,
                         Ok(_) => true,
                         Err(e) => {
                             warn!(message_id = %m.message_id, error = %e, "intake event not handled; reporting it for retry");

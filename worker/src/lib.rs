@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod notify;
 pub mod quarantine;
 pub mod queue;
+pub mod requests;
 pub mod saga;
 pub mod seal;
 pub mod secrets;

@@ -298,7 +298,11 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
         ("credential_kind", ctx.credential_kind.to_string()),
         ("target_kind", ctx.target_kind.to_string()),
     ]);
-    Notification { subject, text: t, document, attributes }
+    let n = correlate(Notification { subject, text: t, document, attributes }, saga);
+    match &saga.exposure {
+        Some(e) => exposed_notice(n, saga, e),
+        None => n,
+    }
 }
 
 /// A wait on a person: the `action_required` notice (first) or a reminder.
@@ -375,18 +379,21 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
         "status_command": format!("keyturn status {id}"),
     });
     let subject = format!("[keyturn] {headline}: {}", saga.rotation_id).replace(['\r', '\n'], " ").chars().take(100).collect();
-    Notification {
-        subject,
-        text: t,
-        document,
-        attributes: BTreeMap::from([
-            ("event", event.to_string()),
-            ("severity", severity.to_string()),
-            ("rotation_id", saga.rotation_id.clone()),
-            ("credential_kind", ctx.credential_kind.to_string()),
-            ("target_kind", ctx.target_kind.to_string()),
-        ]),
-    }
+    correlate(
+        Notification {
+            subject,
+            text: t,
+            document,
+            attributes: BTreeMap::from([
+                ("event", event.to_string()),
+                ("severity", severity.to_string()),
+                ("rotation_id", saga.rotation_id.clone()),
+                ("credential_kind", ctx.credential_kind.to_string()),
+                ("target_kind", ctx.target_kind.to_string()),
+            ]),
+        },
+        saga,
+    )
 }
 
 /// The evidence of an unresolved saga became clear: which key the target
@@ -436,20 +443,339 @@ pub fn render_evidence(saga: &Saga, ctx: &OwnedContext, verdict: &crate::saga::V
         "resolve_command": format!("keyturn resolve {} --keep {keep}", saga.saga_id),
         "status_command": format!("keyturn status {}", saga.saga_id),
     });
+    correlate(
+        Notification {
+            subject: format!("[keyturn] {headline}: {} ({}) -> {}", saga.rotation_id, ctx.credential, ctx.target)
+                .replace(['\r', '\n'], " ")
+                .chars()
+                .take(100)
+                .collect(),
+            text,
+            document,
+            attributes: BTreeMap::from([
+                ("event", "rotation.evidence".to_string()),
+                ("severity", "warning".to_string()),
+                ("rotation_id", saga.rotation_id.clone()),
+                ("credential_kind", ctx.credential_kind.to_string()),
+                ("target_kind", ctx.target_kind.to_string()),
+            ]),
+        },
+        saga,
+    )
+}
+
+/// What AWS does to a user whose key it reports exposed, for the notices.
+pub const AWS_QUARANTINE: &str = "AWS attaches its managed quarantine policy (AWSCompromisedKeyQuarantineV2 or V3) to the IAM user when it reports one of its keys exposed. The policy denies a set of sensitive actions to every key of that user, the new key included; keyturn does not detach it.";
+
+fn after(t: Millis, seen: Millis) -> String {
+    format!("{} (+{:.1}s after keyturn saw the event)", fmt_time(t), t.saturating_sub(seen) as f64 / 1000.0)
+}
+
+/// The outcome notice of a saga that dealt with an exposed key (an
+/// emergency rotation, or a saga taken over): `rotation.exposed_key`,
+/// critical, with the incident's timeline, what AWS did and the next steps.
+fn exposed_notice(mut n: Notification, saga: &Saga, e: &crate::saga::Exposure) -> Notification {
+    use crate::saga::ExposedRole;
+    let state = if e.deleted_at.is_some() {
+        "deleted"
+    } else if e.inactive_at.is_some() {
+        "inactive"
+    } else {
+        "ACTIVE"
+    };
+    let headline = match state {
+        "ACTIVE" => "Exposed key is STILL ACTIVE",
+        _ if e.role == ExposedRole::New && e.follow_up && saga.status == Status::Succeeded => "Exposed new key: rotated, replacing it again",
+        "deleted" => "Exposed key replaced and deleted",
+        _ => "Exposed key replaced and deactivated",
+    };
+    let credential = n.document["credential"]["name"].as_str().unwrap_or("").to_string();
+    let live = saga.switched_at.filter(|_| saga.target.may_hold_new());
+    let mut steps = Vec::new();
+    if state == "ACTIVE" {
+        steps.push(format!(
+            "The exposed key {} still works for whoever found it. keyturn could not replace it ({}: see above). Deactivate it now if the risk outweighs the outage: `aws iam update-access-key --user-name <user> --access-key-id {} --status Inactive` (its consumer stops working), or fix the cause and run `keyturn rotate {}`.",
+            e.key_id,
+            saga.status.as_str(),
+            e.key_id,
+            saga.rotation_id
+        ));
+    }
+    if e.follow_up {
+        steps.push(format!(
+            "The exposed key was this rotation's new key: keyturn starts a fresh rotation of {} now; watch for its notice.",
+            saga.rotation_id
+        ));
+    }
+    steps.push(format!(
+        "Find what the key was used for: CloudTrail events with userIdentity.accessKeyId = {} (all regions), from well before the event until {}.",
+        e.key_id,
+        fmt_time(e.deleted_at.or(e.inactive_at).unwrap_or(saga.updated_at))
+    ));
+    steps.push("Remove the public copy of the key (the repository, commit history, paste or package where it was found).".into());
+    steps.push(format!(
+        "When the investigation is done, detach the AWS quarantine policy from {credential}: it restricts the new key too. Before that, check the consumer's calls are not denied by it."
+    ));
+    if e.deleted_at.is_none() && e.inactive_at.is_some() && e.keep_inactive {
+        steps.push(format!(
+            "The exposed key is kept inactive for forensics (policy exposed_key = keep_inactive). Delete it when the investigation is done: until then the user has two keys and `keyturn rotate {}` is refused.",
+            saga.rotation_id
+        ));
+    }
+    let mut t = format!("{headline}\n\n");
+    t.push_str(&format!(
+        "Exposed key:     {} ({} key of this rotation), now {state}\n",
+        e.key_id,
+        if e.role == ExposedRole::Old { "the old" } else { "the new" }
+    ));
+    t.push_str(&format!("AWS Health event: {}\n", if e.event.is_empty() { "(no ARN)" } else { &e.event }));
+    t.push_str("Timeline:\n");
+    t.push_str(&format!("  event seen by keyturn:      {}\n", fmt_time(e.seen_at)));
+    t.push_str(&format!(
+        "  new key live in the target: {}\n",
+        live.map(|l| if l >= e.seen_at { after(l, e.seen_at) } else { format!("{} (before the event)", fmt_time(l)) }).unwrap_or_else(|| "no".into())
+    ));
+    t.push_str(&format!("  exposed key inactive:       {}\n", e.inactive_at.map(|i| after(i, e.seen_at)).unwrap_or_else(|| "no".into())));
+    t.push_str(&format!(
+        "  exposed key deleted:        {}\n",
+        e.deleted_at.map(|d| after(d, e.seen_at)).unwrap_or_else(|| if e.keep_inactive && e.inactive_at.is_some() {
+            "no: kept inactive for forensics".into()
+        } else {
+            "no".into()
+        })
+    ));
+    t.push_str(&format!("What AWS did:    {AWS_QUARANTINE}\n"));
+    t.push_str("Next steps:\n");
+    for (i, step) in steps.iter().enumerate() {
+        t.push_str(&format!("  {}. {step}\n", i + 1));
+    }
+    t.push('\n');
+    n.text = t + &n.text;
+    n.subject = format!("[keyturn] {headline}: {} ({credential})", saga.rotation_id).replace(['\r', '\n'], " ").chars().take(100).collect();
+    if let Value::Object(m) = &mut n.document {
+        m.insert("event".into(), json!("rotation.exposed_key"));
+        m.insert("severity".into(), json!("critical"));
+        m.insert(
+            "exposure".into(),
+            json!({
+                "key_id": e.key_id,
+                "role": if e.role == ExposedRole::Old { "old" } else { "new" },
+                "state": state.to_ascii_lowercase(),
+                "health_event": e.event,
+                "timeline": {
+                    "event_seen": fmt_time(e.seen_at),
+                    "new_key_live": live.map(fmt_time),
+                    "exposed_key_inactive": e.inactive_at.map(fmt_time),
+                    "exposed_key_deleted": e.deleted_at.map(fmt_time),
+                    "seconds_to_inactive": e.inactive_at.map(|i| i.saturating_sub(e.seen_at) as f64 / 1000.0),
+                },
+                "aws_quarantine": AWS_QUARANTINE,
+                "follow_up_rotation": e.follow_up,
+                "next_steps": steps,
+            }),
+        );
+    }
+    n.attributes.insert("event", "rotation.exposed_key".into());
+    n.attributes.insert("severity", "critical".into());
+    n
+}
+
+/// An exposed key a running saga could not take over (it needs a person).
+pub fn render_exposed_blocked(
+    rotation_id: &str,
+    saga_id: &str,
+    key_id: &str,
+    why: &str,
+    credential_kind: &str,
+    target_kind: &str,
+    correlation_id: &str,
+) -> Notification {
+    let action = format!(
+        "The exposed key {key_id} may still be active. Saga {saga_id} holds this credential and cannot be taken over: {why}. If it needs attention with both keys in place, decide now which key the target uses and run `keyturn resolve {saga_id} --keep new|old`; deactivate the exposed key by hand if its consumer can be stopped (`aws iam update-access-key --access-key-id {key_id} --status Inactive`)."
+    );
+    let text = format!(
+        "Exposed key: a person must act\n\nRotation:        {rotation_id}\nSaga:            {saga_id}\nExposed key:     {key_id}\nWhat AWS did:    {AWS_QUARANTINE}\nRecommended action: {action}\nMore:            keyturn status {saga_id}\n"
+    );
     Notification {
-        subject: format!("[keyturn] {headline}: {} ({}) -> {}", saga.rotation_id, ctx.credential, ctx.target)
+        subject: format!("[keyturn] Exposed key: a person must act: {rotation_id}").chars().take(100).collect(),
+        text,
+        document: json!({
+            "event": "rotation.exposed_key",
+            "severity": "critical",
+            "rotation_id": rotation_id,
+            "saga_id": saga_id,
+            "correlation_id": correlation_id,
+            "exposure": {"key_id": key_id, "state": "unknown", "aws_quarantine": AWS_QUARANTINE, "blocked": why},
+            "recommended_action": action,
+            "status_command": format!("keyturn status {saga_id}"),
+        }),
+        attributes: BTreeMap::from([
+            ("event", "rotation.exposed_key".to_string()),
+            ("severity", "critical".to_string()),
+            ("rotation_id", rotation_id.to_string()),
+            ("credential_kind", credential_kind.to_string()),
+            ("target_kind", target_kind.to_string()),
+            ("correlation_id", correlation_id.to_string()),
+        ]),
+    }
+}
+
+/// An exposed key with nothing left to rotate (already rotated away, or
+/// inactive and now deleted or kept): `rotation.exposed_key`, critical —
+/// the key was public, its past use needs looking at.
+pub fn render_exposed_settled(
+    rotation_id: &str,
+    key_id: &str,
+    what: &str,
+    event_arn: &str,
+    credential_kind: &str,
+    target_kind: &str,
+    correlation_id: &str,
+) -> Notification {
+    let steps = [
+        format!("Find what the key was used for while it was public: CloudTrail events with userIdentity.accessKeyId = {key_id}, all regions."),
+        "Remove the public copy of the key.".to_string(),
+        "Detach AWS's quarantine policy from the user once the investigation is done: it restricts the user's current key too.".to_string(),
+    ];
+    let text = format!(
+        "Exposed key: nothing left to rotate\n\nRotation:        {rotation_id}\nExposed key:     {key_id}\nAWS Health event: {event_arn}\nWhat keyturn found: {what}\nWhat AWS did:    {AWS_QUARANTINE}\nNext steps:\n{}",
+        steps.iter().enumerate().map(|(i, s)| format!("  {}. {s}\n", i + 1)).collect::<String>()
+    );
+    Notification {
+        subject: format!("[keyturn] Exposed key {key_id}: nothing left to rotate ({rotation_id})").chars().take(100).collect(),
+        text,
+        document: json!({
+            "event": "rotation.exposed_key",
+            "severity": "critical",
+            "rotation_id": rotation_id,
+            "correlation_id": correlation_id,
+            "exposure": {"key_id": key_id, "state": "settled", "found": what, "health_event": event_arn, "aws_quarantine": AWS_QUARANTINE, "next_steps": steps},
+        }),
+        attributes: BTreeMap::from([
+            ("event", "rotation.exposed_key".to_string()),
+            ("severity", "critical".to_string()),
+            ("rotation_id", rotation_id.to_string()),
+            ("credential_kind", credential_kind.to_string()),
+            ("target_kind", target_kind.to_string()),
+            ("correlation_id", correlation_id.to_string()),
+        ]),
+    }
+}
+
+/// An exposed access key no rotation covers: `rotation.unmatched`, critical.
+/// `deactivated`: `None` not configured to; `Some(Ok)` done; `Some(Err)` failed.
+pub fn render_exposed_unmatched(
+    account: &str,
+    key_id: &str,
+    user: Option<&str>,
+    event_arn: &str,
+    deactivated: Option<std::result::Result<(), String>>,
+    credential_kind: &str,
+) -> Notification {
+    let who = user.map(|u| format!("IAM user {u}")).unwrap_or_else(|| "an IAM user keyturn could not find in its account".into());
+    let (state, action) = match &deactivated {
+        Some(Ok(())) => (
+            "deactivated by keyturn (exposure.deactivate_uncovered): whatever used this key has stopped working".to_string(),
+            format!("Give the consumer of {key_id} a new key, then delete {key_id}. Investigate its use in CloudTrail, remove the public copy, and detach AWS's quarantine policy from the user when done."),
+        ),
+        Some(Err(e)) => (
+            format!("STILL ACTIVE: keyturn tried to deactivate it and failed ({e})"),
+            format!("Deactivate {key_id} by hand now, give its consumer a new key, investigate its use in CloudTrail and remove the public copy."),
+        ),
+        None => (
+            "STILL ACTIVE: no rotation covers it and exposure.deactivate_uncovered is off".to_string(),
+            format!("Rotate {key_id} by hand now (or deactivate it, which breaks its consumer), investigate its use in CloudTrail, remove the public copy; add a [[rotation]] for this user so keyturn can replace it next time."),
+        ),
+    };
+    let text = format!(
+        "Exposed access key that no rotation covers\n\nKey:             {key_id}\nUser:            {who}\nAccount:         {account}\nAWS Health event: {event_arn}\nKey now:         {state}\nWhat AWS did:    {AWS_QUARANTINE}\nRecommended action: {action}\n"
+    );
+    Notification {
+        subject: format!("[keyturn] Exposed key {key_id} not covered by any rotation (account {account})").chars().take(100).collect(),
+        text,
+        document: json!({
+            "event": "rotation.unmatched",
+            "severity": "critical",
+            "account_id": account,
+            "user": user,
+            "key_id": key_id,
+            "exposed": true,
+            "health_event": event_arn,
+            "deactivated": matches!(deactivated, Some(Ok(()))),
+            "key_state": state,
+            "aws_quarantine": AWS_QUARANTINE,
+            "recommended_action": action,
+        }),
+        attributes: BTreeMap::from([
+            ("event", "rotation.unmatched".to_string()),
+            ("severity", "critical".to_string()),
+            ("rotation_id", "none".to_string()),
+            ("credential_kind", credential_kind.to_string()),
+            ("target_kind", "none".to_string()),
+        ]),
+    }
+}
+
+/// The answer to a rotation request: `rotation.request_accepted` (a saga
+/// started, was in flight, or answers a repeated idempotency key) or
+/// `rotation.request_rejected` (unknown rotation, an override the policy does
+/// not allow, an idempotency key used for another rotation).
+pub fn render_request_answer(
+    r: &crate::intake::RotationRequest,
+    rotation_id: Option<&str>,
+    saga_id: Option<&str>,
+    outcome: &str,
+    reason: Option<&str>,
+) -> Notification {
+    let accepted = saga_id.is_some();
+    let (event, severity) = if accepted { ("rotation.request_accepted", "info") } else { ("rotation.request_rejected", "warning") };
+    let named = match &r.target {
+        crate::intake::RequestTarget::Rotation(id) => format!("rotation {id}"),
+        crate::intake::RequestTarget::User { account_id, user_name } => format!("iam user {user_name} in account {account_id}"),
+    };
+    let mut text = format!(
+        "{}\n\nRequested:       {named}\nRequester:       {}\nReason:          {}\nIdempotency key: {}\nCorrelation id:  {}\nOutcome:         {outcome}\n",
+        if accepted { "Rotation request accepted" } else { "Rotation request rejected" },
+        r.requester,
+        r.reason,
+        r.idempotency_key,
+        r.correlation()
+    );
+    if let Some(id) = saga_id {
+        text.push_str(&format!("Saga:            {id}\nMore:            keyturn status {id}\n"));
+    }
+    if let Some(why) = reason {
+        text.push_str(&format!("Why:             {why}\n"));
+    }
+    Notification {
+        subject: format!("[keyturn] Rotation request {}: {named}", if accepted { "accepted" } else { "rejected" })
             .replace(['\r', '\n'], " ")
             .chars()
             .take(100)
             .collect(),
         text,
-        document,
+        document: json!({
+            "event": event,
+            "severity": severity,
+            "rotation_id": rotation_id,
+            "saga_id": saga_id,
+            "outcome": outcome,
+            "reason_rejected": reason,
+            "request": {
+                "requester": r.requester,
+                "reason": r.reason,
+                "idempotency_key": r.idempotency_key,
+            },
+            "correlation_id": r.correlation(),
+            "status_command": saga_id.map(|id| format!("keyturn status {id}")),
+        }),
         attributes: BTreeMap::from([
-            ("event", "rotation.evidence".to_string()),
-            ("severity", "warning".to_string()),
-            ("rotation_id", saga.rotation_id.clone()),
-            ("credential_kind", ctx.credential_kind.to_string()),
-            ("target_kind", ctx.target_kind.to_string()),
+            ("event", event.to_string()),
+            ("severity", severity.to_string()),
+            ("rotation_id", rotation_id.unwrap_or("none").to_string()),
+            ("credential_kind", "none".to_string()),
+            ("target_kind", "none".to_string()),
+            ("correlation_id", r.correlation().to_string()),
         ]),
     }
 }
@@ -572,18 +898,121 @@ pub fn render_quarantine(
     }
 }
 
-/// Publishes notifications to SNS.
+/// The `source` of keyturn's outcome events on EventBridge.
+pub const EVENT_SOURCE: &str = "keyturn.outcomes";
+
+/// The EventBridge `detail-type` of a notification's event kind:
+/// `rotation.needs_attention` → `Rotation Needs Attention`,
+/// `keyturn.config_rejected` → `Keyturn Config Rejected`.
+pub fn detail_type(event: &str) -> String {
+    event
+        .split(['.', '_'])
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The EventBridge `detail` of a notification: the SNS JSON document, with
+/// `correlation_id` always present (`null` for notices about no saga).
+pub fn event_detail(n: &Notification) -> Value {
+    let mut d = n.document.clone();
+    if let Value::Object(m) = &mut d {
+        m.entry("correlation_id").or_insert(Value::Null);
+    }
+    d
+}
+
+/// Put the notification's document and correlation id on the saga's
+/// notification (the JSON document and a `correlation_id` attribute).
+pub fn correlate(mut n: Notification, saga: &Saga) -> Notification {
+    let id = saga.correlation().to_string();
+    if let Value::Object(m) = &mut n.document {
+        m.insert("correlation_id".into(), Value::String(id.clone()));
+    }
+    n.attributes.insert("correlation_id", id);
+    n
+}
+
+/// How PutEvents is retried: entries EventBridge reports failed
+/// (`FailedEntryCount`, a per-entry `ErrorCode`) and calls that failed as a
+/// whole are sent again, up to `attempts` times, waiting `base`, 2×`base`, …
+#[derive(Debug, Clone, Copy)]
+pub struct PutRetry {
+    pub attempts: u32,
+    pub base: std::time::Duration,
+}
+
+impl Default for PutRetry {
+    fn default() -> Self {
+        PutRetry { attempts: 5, base: std::time::Duration::from_millis(200) }
+    }
+}
+
+/// One PutEvents call's answer per entry: `None` put, `Some(code)` failed.
+pub type EntryResults = Vec<Option<String>>;
+
+/// Send `entries` with `send` (one PutEvents call), re-sending only the
+/// failed ones, as [`PutRetry`] says. `Err` holds the last error codes.
+pub async fn put_with_retry<E, F, Fut>(entries: Vec<E>, retry: PutRetry, mut send: F) -> std::result::Result<(), String>
+where
+    E: Clone,
+    F: FnMut(Vec<E>) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<EntryResults, String>>,
+{
+    let mut pending = entries;
+    let mut last = String::new();
+    for attempt in 0..retry.attempts.max(1) {
+        if attempt > 0 {
+            tokio::time::sleep(retry.base * 2u32.saturating_pow(attempt - 1)).await;
+        }
+        match send(pending.clone()).await {
+            Ok(results) => {
+                let failed: Vec<(E, String)> = pending
+                    .iter()
+                    .cloned()
+                    .zip(results.into_iter().chain(std::iter::repeat(Some("NoResult".to_string()))))
+                    .filter_map(|(e, r)| r.map(|code| (e, code)))
+                    .collect();
+                if failed.is_empty() {
+                    return Ok(());
+                }
+                last = failed.iter().map(|(_, c)| c.as_str()).collect::<Vec<_>>().join(", ");
+                pending = failed.into_iter().map(|(e, _)| e).collect();
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Publishes notifications to SNS, and each also as an event on EventBridge.
 #[derive(Clone, Debug)]
 pub struct Notifier {
     client: aws_sdk_sns::Client,
     topic_arn: String,
+    events: Option<(aws_sdk_eventbridge::Client, String)>,
+    retry: PutRetry,
 }
 
 impl Notifier {
     pub fn new(client: aws_sdk_sns::Client, topic_arn: impl Into<String>) -> Notifier {
-        Notifier { client, topic_arn: topic_arn.into() }
+        Notifier { client, topic_arn: topic_arn.into(), events: None, retry: PutRetry::default() }
     }
 
+    /// Also put every notification on `bus` (name or ARN; `default`: the account's default bus).
+    pub fn with_events(mut self, client: aws_sdk_eventbridge::Client, bus: impl Into<String>) -> Notifier {
+        self.events = Some((client, bus.into()));
+        self
+    }
+
+    /// SNS first (the channel people read), then EventBridge. An event
+    /// EventBridge still refuses after [`PutRetry`] is logged and counted
+    /// (metric `OutcomeEventFailed`), not retried by failing the caller: the
+    /// SNS message went out, and a failed step would send it again.
     pub async fn publish(&self, n: &Notification) -> Result<()> {
         let doc = n.document.to_string();
         let message = json!({
@@ -596,13 +1025,40 @@ impl Notifier {
             "https": doc,
         });
         let mut req = self.client.publish().topic_arn(&self.topic_arn).subject(&n.subject).message_structure("json").message(message.to_string());
-        for (k, v) in &n.attributes {
+        for (k, v) in n.attributes.iter().filter(|(_, v)| !v.is_empty()) {
             let attr = MessageAttributeValue::builder().data_type("String").string_value(v).build().map_err(|e| Error::Config(e.to_string()))?;
             req = req.message_attributes(*k, attr);
         }
         req.send().await.map_err(|e| aws("sns", "Publish", e))?;
+        if let Some((client, bus)) = &self.events {
+            let event = n.attributes.get("event").cloned().unwrap_or_default();
+            if let Err(codes) = put_event(client, bus, n, self.retry).await {
+                tracing::error!(%event, bus = %bus, error = %codes, "could not put the outcome event on EventBridge");
+                crate::metrics::emit(&[("Event", &event)], &[crate::metrics::Metric { name: "OutcomeEventFailed", unit: "Count", value: 1.0 }]);
+            }
+        }
         Ok(())
     }
+}
+
+/// One notification as a PutEvents entry on `bus`, with retries.
+async fn put_event(client: &aws_sdk_eventbridge::Client, bus: &str, n: &Notification, retry: PutRetry) -> std::result::Result<(), String> {
+    use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+    let event = n.attributes.get("event").map(String::as_str).unwrap_or("keyturn.notification");
+    let entry = PutEventsRequestEntry::builder()
+        .source(EVENT_SOURCE)
+        .detail_type(detail_type(event))
+        .detail(event_detail(n).to_string())
+        .event_bus_name(bus)
+        .build();
+    put_with_retry(vec![entry], retry, |entries| async move {
+        let out = client.put_events().set_entries(Some(entries)).send().await.map_err(|e| {
+            let e = aws("events", "PutEvents", e);
+            e.to_string()
+        })?;
+        Ok(out.entries().iter().map(|r| r.error_code().map(str::to_string)).collect())
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -769,5 +1225,128 @@ mod tests {
         s.failure = None;
         let n = render(&s, &scim_ctx());
         assert!(n.text.contains("tok-0001  deleted (confirmed by a person)  old token"), "{}", n.text);
+    }
+
+    #[test]
+    fn detail_types_name_each_event_kind() {
+        assert_eq!(detail_type("rotation.succeeded"), "Rotation Succeeded");
+        assert_eq!(detail_type("rotation.needs_attention"), "Rotation Needs Attention");
+        assert_eq!(detail_type("rotation.exposed_key"), "Rotation Exposed Key");
+        assert_eq!(detail_type("keyturn.config_rejected"), "Keyturn Config Rejected");
+    }
+
+    #[test]
+    fn every_saga_notice_carries_the_correlation_id_in_document_attribute_and_event() {
+        let mut s = saga();
+        s.status = Status::Succeeded;
+        let n = render(&s, &ctx(&[]));
+        assert_eq!(n.attributes["correlation_id"], "S-1", "no request: the saga id");
+        s.correlation_id = Some("ticket-42".into());
+        let n = render(&s, &ctx(&[]));
+        assert_eq!(n.attributes["correlation_id"], "ticket-42");
+        assert_eq!(n.document["correlation_id"], "ticket-42");
+        let d = event_detail(&n);
+        assert_eq!(d["correlation_id"], "ticket-42");
+        assert_eq!(d["saga_id"], "S-1");
+        assert_eq!(d["event"], "rotation.succeeded");
+        // Notices about no saga still have the field in the event.
+        let u = render_unmatched("1", "u", "f", "iam_access_key");
+        assert_eq!(event_detail(&u)["correlation_id"], Value::Null);
+        // Prompts and evidence too.
+        let mut m = by_hand_saga();
+        m.correlation_id = Some("c-9".into());
+        m.step = Step::AwaitNew;
+        assert_eq!(render_prompt(&m, &scim_ctx(), &hand(), false).attributes["correlation_id"], "c-9");
+    }
+
+    #[test]
+    fn the_exposed_key_notice_gives_timeline_aws_quarantine_and_next_steps() {
+        use crate::saga::{ExposedRole, Exposure};
+        let mut s = saga();
+        s.status = Status::Succeeded;
+        s.target = TargetState::HoldsNew;
+        s.switched_at = Some(11_000);
+        s.exposure = Some(Exposure {
+            key_id: "AKIAOLD".into(),
+            role: ExposedRole::Old,
+            seen_at: 10_000,
+            event: "arn:aws:health:global::event/RISK/AWS_RISK_CREDENTIALS_EXPOSED/X".into(),
+            keep_inactive: false,
+            inactive_at: Some(12_500),
+            deleted_at: Some(13_000),
+            follow_up: false,
+        });
+        let keys = [KeyRef { id: "AKIANEW".into(), active: true, created_at: None }];
+        let n = render(&s, &ctx(&keys));
+        assert_eq!((n.attributes["event"].as_str(), n.attributes["severity"].as_str()), ("rotation.exposed_key", "critical"));
+        assert_eq!(n.document["event"], "rotation.exposed_key");
+        assert_eq!(n.document["exposure"]["timeline"]["seconds_to_inactive"], 2.5);
+        assert_eq!(n.document["exposure"]["state"], "deleted");
+        for needle in [
+            "event seen by keyturn:      1970-01-01T00:00:10Z",
+            "+1.0s after",
+            "+2.5s after keyturn saw the event",
+            "AWSCompromisedKeyQuarantineV2",
+            "CloudTrail",
+            "Remove the public copy",
+        ] {
+            assert!(n.text.contains(needle), "missing {needle:?} in\n{}", n.text);
+        }
+        assert!(n.subject.contains("Exposed key replaced and deleted"), "{}", n.subject);
+        // Still active: says so first.
+        let mut e = s.exposure.clone().unwrap();
+        e.inactive_at = None;
+        e.deleted_at = None;
+        s.exposure = Some(e);
+        s.status = Status::Compensated;
+        let n = render(&s, &ctx(&keys));
+        assert!(n.text.starts_with("Exposed key is STILL ACTIVE"), "{}", n.text);
+        assert!(n.document["exposure"]["next_steps"][0].as_str().unwrap().contains("update-access-key"));
+    }
+
+    #[tokio::test]
+    async fn put_events_retries_only_the_failed_entries() {
+        use std::sync::Mutex;
+        let calls: Mutex<Vec<Vec<u32>>> = Mutex::new(Vec::new());
+        let retry = PutRetry { attempts: 4, base: std::time::Duration::ZERO };
+        // Entry 2 fails twice (throttled), then goes through.
+        let r = put_with_retry(vec![1u32, 2, 3], retry, |entries| {
+            let n = {
+                let mut c = calls.lock().unwrap();
+                c.push(entries.clone());
+                c.len()
+            };
+            async move { Ok(entries.iter().map(|e| (*e == 2 && n < 3).then(|| "ThrottlingException".to_string())).collect()) }
+        })
+        .await;
+        assert_eq!(r, Ok(()));
+        assert_eq!(*calls.lock().unwrap(), vec![vec![1, 2, 3], vec![2], vec![2]]);
+        // Failing for good: the last error codes, after the set number of attempts.
+        let n = Mutex::new(0);
+        let r = put_with_retry(vec![7u32], retry, |entries| {
+            *n.lock().unwrap() += 1;
+            async move { Ok(entries.iter().map(|_| Some("InternalFailure".to_string())).collect()) }
+        })
+        .await;
+        assert_eq!(r, Err("InternalFailure".into()));
+        assert_eq!(*n.lock().unwrap(), 4);
+        // A call that fails as a whole is retried too.
+        let n = Mutex::new(0);
+        let r = put_with_retry(vec![7u32], retry, |entries| {
+            let first = {
+                let mut g = n.lock().unwrap();
+                *g += 1;
+                *g == 1
+            };
+            async move {
+                if first {
+                    Err("events PutEvents: ServiceUnavailable".to_string())
+                } else {
+                    Ok(entries.iter().map(|_| None).collect())
+                }
+            }
+        })
+        .await;
+        assert_eq!(r, Ok(()));
     }
 }

@@ -485,6 +485,95 @@ pub struct Saga {
     /// How many times the saga ended (a resolved saga ends twice).
     #[serde(default)]
     pub endings: u32,
+    /// Carried through every notification and outcome event of this saga
+    /// (the request API's `correlation_id`; `None`: the saga id is used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// Who asked through the request API, why, and with which idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestInfo>,
+    /// What the request shortened of the rotation's policy.
+    #[serde(default, skip_serializing_if = "Overrides::is_empty")]
+    pub overrides: Overrides,
+    /// An exposed access key (AWS Health `AWS_RISK_CREDENTIALS_EXPOSED`)
+    /// made this an emergency: no grace period, no usage gate for the exposed key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<Exposure>,
+}
+
+/// A rotation asked for through the request API (`keyturn.rotation-request.v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestInfo {
+    pub requester: String,
+    pub reason: String,
+    pub idempotency_key: String,
+}
+
+/// Parts of a rotation's policy a request may shorten (never lengthen).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overrides {
+    /// Between deactivating and deleting the old key (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period: Option<Millis>,
+    /// How long a person has for each step of a by-hand credential (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person_deadline: Option<Millis>,
+}
+
+impl Overrides {
+    pub fn is_empty(&self) -> bool {
+        self.grace_period.is_none() && self.person_deadline.is_none()
+    }
+
+    /// Whether these overrides only shorten `policy`: `Err` names the first
+    /// that would lengthen it.
+    pub fn allowed_by(&self, policy: &Policy) -> Result<(), String> {
+        for (name, asked, limit) in
+            [("grace_period", self.grace_period, policy.grace_period), ("person_deadline", self.person_deadline, policy.person_deadline)]
+        {
+            if let Some(ms) = asked.filter(|ms| *ms > limit) {
+                return Err(format!(
+                    "overrides.{name}: {} is longer than the rotation's {name} {}; a request may only shorten it",
+                    human_ms(ms),
+                    human_ms(limit)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which of a saga's keys was found exposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExposedRole {
+    /// The key being replaced (or, for a fresh emergency saga, the key in use).
+    Old,
+    /// The key this saga created.
+    New,
+}
+
+/// An exposed access key this saga deals with, and its incident timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exposure {
+    pub key_id: String,
+    pub role: ExposedRole,
+    /// When keyturn received the AWS Health event.
+    pub seen_at: Millis,
+    /// The AWS Health event (its ARN), for the incident record.
+    pub event: String,
+    /// Keep the exposed key inactive for forensics instead of deleting it.
+    pub keep_inactive: bool,
+    /// When the exposed key was made inactive (by this saga, or found so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inactive_at: Option<Millis>,
+    /// When the exposed key was deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<Millis>,
+    /// After this saga ends, a fresh rotation must start (the exposed key is
+    /// still in place: it was this saga's new key, or this saga failed).
+    #[serde(default)]
+    pub follow_up: bool,
 }
 
 /// What a step produced when it succeeded.
@@ -580,6 +669,8 @@ pub struct Policy {
     pub evidence_every: u64,
     /// Finish such a saga on clear evidence without waiting for `keyturn resolve`.
     pub auto_resolve: bool,
+    /// A key AWS reported exposed is kept inactive for forensics, not deleted.
+    pub keep_exposed_inactive: bool,
 }
 
 impl Default for Policy {
@@ -594,6 +685,7 @@ impl Default for Policy {
             person_deadline: 7 * 24 * 3_600_000,
             evidence_every: 3_600_000,
             auto_resolve: false,
+            keep_exposed_inactive: false,
         }
     }
 }
@@ -664,7 +756,52 @@ impl Saga {
             usage_since: None,
             new_disabled: false,
             endings: 0,
+            correlation_id: None,
+            request: None,
+            overrides: Overrides::default(),
+            exposure: None,
         }
+    }
+
+    /// The id every notification and outcome event of this saga carries.
+    pub fn correlation(&self) -> &str {
+        self.correlation_id.as_deref().unwrap_or(&self.saga_id)
+    }
+
+    /// The rotation's policy as this saga applies it: a request's overrides
+    /// may only shorten it, and an exposed key gets no grace period.
+    pub fn effective_policy(&self, base: &Policy) -> Policy {
+        let mut p = base.clone();
+        if let Some(g) = self.overrides.grace_period {
+            p.grace_period = p.grace_period.min(g);
+        }
+        if let Some(d) = self.overrides.person_deadline {
+            p.person_deadline = p.person_deadline.min(d);
+        }
+        if self.exposure.is_some() {
+            p.grace_period = 0;
+        }
+        p
+    }
+
+    /// Whether the old key's last use is checked before it is deleted. Not
+    /// when the old key is the exposed one: a use after the switch is the
+    /// attacker, not a consumer left behind.
+    pub fn usage_gate(&self) -> bool {
+        !self.exposure.as_ref().is_some_and(|e| e.role == ExposedRole::Old)
+    }
+
+    /// Whether a fresh emergency rotation must start once this saga has
+    /// ended: its own new key was the exposed one. (An exposed old key this
+    /// saga failed to replace is not retried automatically: the critical
+    /// notice says so, and a retry would fail the same way.)
+    pub fn needs_follow_up(&self) -> bool {
+        self.status.is_terminal() && self.exposure.as_ref().is_some_and(|e| e.follow_up)
+    }
+
+    /// The exposed key is out of an attacker's hands: inactive or deleted.
+    pub fn exposed_key_dead(&self) -> bool {
+        self.exposure.as_ref().is_some_and(|e| e.inactive_at.is_some() || e.deleted_at.is_some())
     }
 
     /// Stopped in `NeedsAttention` with both keys in place (an automatic
@@ -742,6 +879,14 @@ impl Saga {
         self.token = format!("{:032x}", clock.token);
         self.prompts = 0;
         self.deadline = None;
+    }
+
+    /// Run the current step again now, under a fresh token (the pending
+    /// message, possibly delayed, becomes stale).
+    fn rerun_now(&mut self, clock: Clock) {
+        self.not_before = clock.now;
+        self.token = format!("{:032x}", clock.token);
+        self.updated_at = clock.now;
     }
 
     /// Start waiting on a person, until `policy.person_deadline` from now.
@@ -939,7 +1084,16 @@ fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clock) {
         (Step::DisableOld, Effect::Disabled) => {
             // A keep-new resolution after a keep-old one reactivated the new key first.
             s.new_disabled = false;
-            if s.old_deleted {
+            let mut keep_exposed = false;
+            if let Some(e) = s.exposure.as_mut().filter(|e| e.role == ExposedRole::Old) {
+                e.inactive_at.get_or_insert(clock.now);
+                keep_exposed = e.keep_inactive;
+            }
+            if keep_exposed && !s.old_deleted {
+                // Kept inactive for forensics, as the policy says: done.
+                s.old_disabled = true;
+                s.close(Status::Succeeded, clock);
+            } else if s.old_deleted {
                 // The old key was already gone: nothing to wait for.
                 s.close(Status::Succeeded, clock);
             } else {
@@ -950,10 +1104,16 @@ fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clock) {
         }
         (Step::RetireOld, Effect::Retired) => {
             s.old_deleted = true;
+            if let Some(e) = s.exposure.as_mut().filter(|e| e.role == ExposedRole::Old) {
+                e.deleted_at.get_or_insert(clock.now);
+            }
             s.close(Status::Succeeded, clock);
         }
         (Step::RevokeNew, Effect::Revoked) => {
             s.new_revoked = true;
+            if let Some(e) = s.exposure.as_mut().filter(|e| e.role == ExposedRole::New) {
+                e.deleted_at.get_or_insert(clock.now);
+            }
             if let Some(id) = &s.new_key {
                 s.compensations.push(format!("deleted new key {id} (no consumer held it)"));
             }
@@ -1163,6 +1323,9 @@ pub fn request_rollback(saga: &Saga, clock: Clock) -> Result<Saga, RollbackRefus
         s.goto(Step::RestoreNew, clock);
         return Ok(s);
     }
+    if let Some(e) = saga.exposure.as_ref().filter(|e| e.role == ExposedRole::Old) {
+        return Err(RollbackRefused(format!("saga {} replaces key {}, which AWS reported exposed; it is never reactivated", saga.saga_id, e.key_id)));
+    }
     if saga.step != Step::RetireOld || !saga.old_disabled || saga.old_deleted {
         return Err(RollbackRefused(format!(
             "saga {} is at step {}; rollback is possible only during the grace period, after the old key was deactivated and before it is deleted",
@@ -1352,6 +1515,95 @@ pub fn observe(saga: &Saga, verdict: Verdict, policy: &Policy, now: Millis) -> O
     a.verdict = Some(verdict);
     s.attention = Some(a);
     Some(Observed { saga: s, announce, resolve })
+}
+
+/// Why a running saga cannot take over an exposed key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotExposable(pub String);
+
+/// AWS reported `key_id`, a key of this saga's credential, exposed: take the
+/// running saga over safely. Answers the saga to commit (the engine then
+/// sends a message for its step, to run now), or `None` when the saga
+/// already handles this very exposure (a repeated event).
+///
+/// * The old key is exposed: no grace period and no usage gate for it. Before
+///   the switch the saga goes on as it was (it is replacing that key anyway);
+///   at `disable_old` or in the grace period of `retire_old` it deactivates
+///   and deletes it now (or, with `keep_inactive`, ends keeping it inactive);
+///   a rollback in progress is not carried out (it would reactivate the exposed key).
+/// * The new key is exposed: while no consumer can hold it (before the target
+///   took it) it is deleted at once (`revoke_new`); otherwise the saga
+///   finishes without waiting out the old key's grace period. Either way a
+///   fresh rotation follows ([`Saga::needs_follow_up`]).
+pub fn expose(saga: &Saga, key_id: &str, seen_at: Millis, event: &str, keep_inactive: bool, clock: Clock) -> Result<Option<Saga>, NotExposable> {
+    if saga.status.is_terminal() {
+        return Err(NotExposable(format!("saga {} already ended ({})", saga.saga_id, saga.status.as_str())));
+    }
+    if saga.manual {
+        return Err(NotExposable(format!("saga {} rotates a credential made by a person, not an access key", saga.saga_id)));
+    }
+    if saga.exposure.as_ref().is_some_and(|e| e.key_id == key_id) {
+        return Ok(None);
+    }
+    let role = if saga.new_key.as_deref() == Some(key_id) {
+        ExposedRole::New
+    } else if saga.old_keys.iter().any(|k| k.id == key_id) || (saga.step == Step::Start && saga.old_keys.is_empty()) {
+        ExposedRole::Old
+    } else {
+        return Err(NotExposable(format!("key {key_id} is neither the old nor the new key of saga {}", saga.saga_id)));
+    };
+    let mut s = saga.clone();
+    s.note(clock.now, "exposed", format!("AWS reported key {key_id} exposed ({event}); emergency takeover"));
+    let mut e = Exposure {
+        key_id: key_id.to_string(),
+        role,
+        seen_at,
+        event: event.to_string(),
+        keep_inactive,
+        inactive_at: None,
+        deleted_at: None,
+        follow_up: role == ExposedRole::New,
+    };
+    match role {
+        ExposedRole::Old => {
+            if s.old_disabled {
+                e.inactive_at = Some(clock.now);
+            }
+            s.exposure = Some(e);
+            match s.step {
+                Step::RetireOld | Step::RestoreOld if keep_inactive && s.old_disabled => s.close(Status::Succeeded, clock),
+                Step::RetireOld | Step::RestoreOld => {
+                    s.grace_until = Some(clock.now);
+                    s.goto(Step::RetireOld, clock);
+                }
+                _ => s.rerun_now(clock),
+            }
+        }
+        ExposedRole::New => {
+            let before_target = matches!(s.step, Step::IssueNew | Step::ProveNew | Step::PushToTarget) && s.target == TargetState::Untouched;
+            s.exposure = Some(e);
+            if before_target && s.may_revoke_new() && !s.new_revoked {
+                s.failure = Some(Failure {
+                    step: s.step,
+                    code: "NewKeyExposed".into(),
+                    message: format!("AWS reported the new key {key_id} exposed before the target received it; keyturn deleted it"),
+                    operator_fixable: false,
+                });
+                s.compensate(clock);
+            } else if s.step == Step::RetireOld {
+                s.grace_until = Some(clock.now);
+                s.goto(Step::RetireOld, clock);
+            } else {
+                s.rerun_now(clock);
+            }
+        }
+    }
+    if s.secret_stored && !s.step.needs_secret() {
+        // Left the steps that use the new secret: it is erased in this commit.
+        s.secret_stored = false;
+    }
+    Ok(Some(s))
 }
 
 /// `7d`, `36h`, `90s` — for messages.

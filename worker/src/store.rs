@@ -84,6 +84,9 @@ fn n(v: u64) -> AttributeValue {
 fn saga_pk(id: &str) -> AttributeValue {
     s(format!("saga#{id}"))
 }
+fn request_pk(key: &str) -> AttributeValue {
+    s(format!("request#{key}"))
+}
 fn lock_pk(credential: &str) -> AttributeValue {
     s(format!("lock#{credential}"))
 }
@@ -126,6 +129,53 @@ impl Store {
     /// Create a saga and take the credential's lock in one transaction. If
     /// the lock is held, answer the saga that holds it.
     pub async fn create(&self, saga: &Saga, sweep_after: Millis) -> Result<Created> {
+        self.create_with(saga, sweep_after, None, saga.created_at).await
+    }
+
+    /// The saga a request's idempotency key answers with, and its rotation,
+    /// while the key's window lasts (`request#<key>` items; `expires_at` is
+    /// a DynamoDB TTL attribute in epoch seconds, and an item past it is
+    /// ignored here whether or not DynamoDB has deleted it yet).
+    pub async fn idempotent(&self, key: &str, now: Millis) -> Result<Option<(String, String)>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", request_pk(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| aws("dynamodb", "GetItem", e))?;
+        let Some(item) = out.item else { return Ok(None) };
+        let get_s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        let expires = item.get("expires_at").and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        if expires.saturating_mul(1000) <= now {
+            return Ok(None);
+        }
+        Ok(get_s("saga_id").zip(get_s("rotation_id")))
+    }
+
+    fn request_put(&self, key: &str, saga_id: &str, rotation_id: &str, until: Millis, now: Millis) -> Result<Put> {
+        Put::builder()
+            .table_name(&self.table)
+            .item("pk", request_pk(key))
+            .item("kind", s("request"))
+            .item("saga_id", s(saga_id))
+            .item("rotation_id", s(rotation_id))
+            .item("created_at", n(now))
+            .item("expires_at", n(until.div_ceil(1000)))
+            .condition_expression("attribute_not_exists(pk) OR expires_at <= :now")
+            .expression_attribute_values(":now", n(now / 1000))
+            .build()
+            .map_err(|e| Error::Config(e.to_string()))
+    }
+
+    /// [`Store::create`], recording a request's idempotency key in the same
+    /// transaction: `idempotency` is (key, end of its window in ms). A key
+    /// already recorded and not expired answers its saga
+    /// (`Created::Existing`); a request that finds the credential's lock
+    /// held records its key for the saga holding it.
+    pub async fn create_with(&self, saga: &Saga, sweep_after: Millis, idempotency: Option<(&str, Millis)>, now: Millis) -> Result<Created> {
         let lock = Put::builder()
             .table_name(&self.table)
             .item("pk", lock_pk(&saga.credential))
@@ -140,16 +190,46 @@ impl Store {
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(|e| Error::Config(e.to_string()))?;
-        let res = self
+        let mut tx = self
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(lock).build())
-            .transact_items(TransactWriteItem::builder().put(item).build())
-            .send()
-            .await;
+            .transact_items(TransactWriteItem::builder().put(item).build());
+        if let Some((key, until)) = idempotency {
+            tx = tx.transact_items(TransactWriteItem::builder().put(self.request_put(key, &saga.saga_id, &saga.rotation_id, until, now)?).build());
+        }
+        let res = tx.send().await;
         match res {
             Ok(_) => Ok(Created::New(saga.saga_id.clone())),
-            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => match self.lock_holder(&saga.credential).await? {
+            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => {
+                if let Some((key, until)) = idempotency {
+                    if let Some((id, _)) = self.idempotent(key, now).await? {
+                        return Ok(Created::Existing(id));
+                    }
+                    if let Some(holder) = self.lock_holder(&saga.credential).await? {
+                        // Later requests with this key answer the saga in flight.
+                        let put = self.request_put(key, &holder, &saga.rotation_id, until, now)?;
+                        let _ = self
+                            .client
+                            .put_item()
+                            .table_name(&self.table)
+                            .set_item(put.item().clone().into())
+                            .condition_expression("attribute_not_exists(pk) OR expires_at <= :now")
+                            .expression_attribute_values(":now", n(now / 1000))
+                            .send()
+                            .await;
+                        return Ok(Created::Existing(holder));
+                    }
+                }
+                self.lock_conflict(saga).await
+            }
+            Err(e) => Err(aws("dynamodb", "TransactWriteItems", e)),
+        }
+    }
+
+    async fn lock_conflict(&self, saga: &Saga) -> Result<Created> {
+        {
+            match self.lock_holder(&saga.credential).await? {
                 Some(id) => Ok(Created::Existing(id)),
                 // The holder finished between our write and this read: the
                 // caller may simply try again.
@@ -161,8 +241,7 @@ impl Store {
                     request_id: None,
                     retryable: true,
                 }),
-            },
-            Err(e) => Err(aws("dynamodb", "TransactWriteItems", e)),
+            }
         }
     }
 
@@ -447,6 +526,31 @@ impl Store {
             req.condition_expression("version = :v").expression_attribute_values(":v", n(expected))
         };
         conditional(req.send().await, "PutItem", rotation_id, expected).map(|_| ())
+    }
+
+    /// Claim the handling of an exposed key for one intake message: `true`
+    /// the first time, and again for a redelivery of the same message (it
+    /// may have stopped half-way); `false` for any other message naming the
+    /// key (AWS repeats its events).
+    pub async fn claim_exposure(&self, key_id: &str, message_id: &str, event_arn: &str, now: Millis) -> Result<bool> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("exposed#{key_id}")))
+            .item("kind", s("exposed"))
+            .item("message_id", s(message_id))
+            .item("event_arn", s(event_arn))
+            .item("first_seen", n(now))
+            .condition_expression("attribute_not_exists(pk) OR message_id = :m")
+            .expression_attribute_values(":m", s(message_id))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => Ok(false),
+            Err(e) => Err(aws("dynamodb", "PutItem", e)),
+        }
     }
 
     /// How often an unmatched user was seen (None: never).

@@ -50,6 +50,11 @@ pub struct IntakeReport {
     pub ignored: Vec<String>,
     /// Set when the message was rejected to the intake DLQ.
     pub rejected: Option<String>,
+    /// Requests answered by an idempotency key's saga; exposed keys already
+    /// handled (a repeated event).
+    pub duplicates: Vec<String>,
+    /// The message was held back (not acknowledged) to come back later.
+    pub retained: bool,
 }
 
 /// A rotation's key age, as the scan sees it.
@@ -81,7 +86,19 @@ impl<Q: Queue> Engine<Q> {
                 return Ok(report);
             }
         };
+        let event = match event {
+            Event::Request(r) => {
+                self.handle_request(intake_queue, m, r, &mut report).await?;
+                return Ok(report);
+            }
+            Event::KeyExposed { account_id, event_arn, key_ids, users } => {
+                self.handle_exposed(intake_queue, m, &account_id, &event_arn, &key_ids, &users, &mut report).await?;
+                return Ok(report);
+            }
+            other => other,
+        };
         let (trigger, imported) = match &event {
+            Event::Request(_) | Event::KeyExposed { .. } => unreachable!("handled above"),
             Event::FindingsImported(fs) => (imported_trigger(fs).to_string(), true),
             Event::CustomAction { action_name, .. } => (format!("securityhub:custom_action:{action_name}"), false),
             Event::ScimTokenExpiry { .. } => ("health:scim_expiry".to_string(), false),
@@ -100,8 +117,13 @@ impl<Q: Queue> Engine<Q> {
                             continue;
                         }
                     }
-                    let req =
-                        Request { trigger: trigger.clone(), findings: vec![finding.reference()], delay: Duration::ZERO, automatic: imported, old: None };
+                    let req = Request {
+                        trigger: trigger.clone(),
+                        findings: vec![finding.reference()],
+                        delay: Duration::ZERO,
+                        automatic: imported,
+                        ..Request::default()
+                    };
                     match self.request_with(&rotation_id, req).await? {
                         Created::New(id) => {
                             let matched_by = finding.iam3.map(|f| f.to_string()).unwrap_or_else(|| "custom action".into());
@@ -242,7 +264,8 @@ impl<Q: Queue> Engine<Q> {
         let mut started = Vec::new();
         for item in self.scan_keys(now_ms()).await?.into_iter().filter(|i| i.due) {
             let delay = Duration::from_millis((jitter.as_millis() as f64 * fastrand::f64()) as u64);
-            let req = Request { trigger: format!("schedule:max_age {}", days(item.max_age)), findings: vec![], delay, automatic: true, old: None };
+            let req =
+                Request { trigger: format!("schedule:max_age {}", days(item.max_age)), findings: vec![], delay, automatic: true, ..Request::default() };
             let created = self.request_with(&item.rotation_id, req).await?;
             info!(rotation = %item.rotation_id, key = %item.key_id, age = %days(item.age), ?created, delay_s = delay.as_secs(), "key past max_age");
             started.push((item.rotation_id, created));
@@ -316,6 +339,33 @@ impl<Q: Queue> Engine<Q> {
             Ok(e) => e,
             Err(e) => return Ok(vec![format!("rejected: {e} (would go to the intake dead-letter queue)")]),
         };
+        match &event {
+            Event::Request(r) => {
+                let named = match &r.target {
+                    intake::RequestTarget::Rotation(id) => Some(id.clone()),
+                    intake::RequestTarget::User { account_id, user_name } => {
+                        let rots = self.rotations();
+                        let home = rots.accounts.home().await?.account.clone();
+                        intake::match_user(&rots.configs, &home, account_id, user_name).map(|c| c.id.clone())
+                    }
+                };
+                let Some(id) = named else {
+                    return Ok(vec!["rotation request for no configured rotation: would be reported as rotation.request_rejected".into()]);
+                };
+                let mut out =
+                    vec![format!("rotation request from {} (idempotency key {}, correlation id {})", r.requester, r.idempotency_key, r.correlation())];
+                out.extend(self.describe_plan(&id, &[]).await?);
+                return Ok(out);
+            }
+            Event::KeyExposed { key_ids, users, .. } => {
+                let mut out: Vec<String> = key_ids.iter().map(|k| format!("exposed key {k}: emergency rotation of the rotation that covers its user (no grace period, no usage gate), else reported as rotation.unmatched")).collect();
+                out.extend(
+                    users.iter().map(|(a, u)| format!("exposed credentials of iam user {u} in account {a}: emergency rotation of its only active key")),
+                );
+                return Ok(out);
+            }
+            _ => {}
+        }
         let imported = matches!(event, Event::FindingsImported(_));
         let mut out = Vec::new();
         let mut last_success = HashMap::new();

@@ -571,3 +571,110 @@ fn a_rotation_without_an_account_covers_only_the_workers_own_account() {
     });
     assert!(matches!(&decide(&parse(&mailer_home).unwrap(), &rotations(), HOME)[..], [Decision::Unmatched { .. }]));
 }
+
+// ---------------------------------------------------------------------------
+// The request API and exposed keys
+// ---------------------------------------------------------------------------
+
+fn request_fixture(kind: &str, name: &str) -> String {
+    let path = format!("{}/../tests/fixtures/requests/{kind}/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn a_request_on_the_queue_and_as_a_custom_event_parse_the_same() {
+    let body = request_fixture("valid", "by-rotation-id.json");
+    let Event::Request(r) = parse(&body).unwrap() else { panic!() };
+    assert_eq!(r.target, RequestTarget::Rotation("auth0-ses".into()));
+    assert_eq!((r.requester.as_str(), r.idempotency_key.as_str(), r.correlation()), ("jira-automation", "SEC-1234", "corr-7f3a9c"));
+    let event = serde_json::json!({
+        "version": "0", "id": "e1", "source": REQUEST_SOURCE, "detail-type": REQUEST_DETAIL_TYPE,
+        "account": "123456789012", "region": "eu-west-1", "time": "2026-11-30T05:00:00Z", "resources": [],
+        "detail": serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+    });
+    assert_eq!(parse(&event.to_string()).unwrap(), Event::Request(r));
+    let Event::Request(u) = parse(&request_fixture("valid", "by-account-and-user.json")).unwrap() else { panic!() };
+    assert_eq!(u.target, RequestTarget::User { account_id: "123456789012".into(), user_name: "auth0-ses-sender".into() });
+    assert_eq!(u.correlation(), "offboarding-2026-11-30-jdoe", "no correlation id: the idempotency key");
+    let Event::Request(o) = parse(&request_fixture("valid", "with-overrides.json")).unwrap() else { panic!() };
+    assert_eq!(o.overrides, crate::saga::Overrides { grace_period: Some(0), person_deadline: Some(3_600_000) });
+}
+
+#[test]
+fn invalid_requests_say_which_field_and_rule_and_never_echo_values() {
+    let secretish = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let cases = [
+        (r#"{"schema":"keyturn.rotation-request.v1","rotation_id":"auth0-ses","reason":"r","requester":"ci"}"#, "idempotency_key: required"),
+        (
+            r#"{"schema":"keyturn.rotation-request.v2","rotation_id":"a","reason":"r","requester":"ci","idempotency_key":"k"}"#,
+            "schema: this keyturn understands only",
+        ),
+        (r#"{"rotation_id":"a","reason":"r","requester":"ci","idempotency_key":"k","schema":1}"#, "schema: must be"),
+        (r#"{"schema":"keyturn.rotation-request.v1","reason":"r","requester":"ci","idempotency_key":"k"}"#, "name the rotation"),
+        (
+            r#"{"schema":"keyturn.rotation-request.v1","rotation_id":"a","user_name":"u","account_id":"123456789012","reason":"r","requester":"ci","idempotency_key":"k"}"#,
+            "not both",
+        ),
+        (
+            r#"{"schema":"keyturn.rotation-request.v1","user_name":"u","reason":"r","requester":"ci","idempotency_key":"k"}"#,
+            "account_id: required with user_name",
+        ),
+        (
+            r#"{"schema":"keyturn.rotation-request.v1","rotation_id":"a","reason":"","requester":"ci","idempotency_key":"k"}"#,
+            "reason: must be 1 to 1024 characters",
+        ),
+        (
+            r#"{"schema":"keyturn.rotation-request.v1","rotation_id":"a","reason":"r","requester":"ci","idempotency_key":"k","overrides":{"grace_period":"SECRET"}}"#,
+            "overrides.grace_period: must be a duration",
+        ),
+        (
+            r#"{"schema":"keyturn.rotation-request.v1","rotation_id":"a","reason":"r","requester":"ci","idempotency_key":"k","overrides":{"max_attempts":"1"}}"#,
+            "overrides: unknown field \"max_attempts\"",
+        ),
+        (
+            r#"{"schema":"keyturn.rotation-request.v1","rotation_id":"a","reason":"r","requester":"ci","idempotency_key":"k","extra":1}"#,
+            "unknown field \"extra\"",
+        ),
+    ];
+    for (body, want) in cases {
+        let e = parse(body).unwrap_err();
+        assert!(matches!(e, IntakeError::InvalidRequest(_)), "{body}: {e:?}");
+        assert!(e.to_string().contains(want), "{body}: {e} (wanted {want:?})");
+    }
+    // A secret pasted into a field that cannot hold it, or as a field name, is not repeated.
+    let base = || serde_json::json!({"schema": REQUEST_SCHEMA, "rotation_id": "a", "reason": "r", "requester": "c", "idempotency_key": "k"});
+    let mut bodies = vec![];
+    for field in ["rotation_id", "account_id", "user_name", "schema"] {
+        let mut b = base();
+        b[field] = secretish.into();
+        bodies.push(b);
+    }
+    let mut b = base();
+    b["overrides"] = serde_json::json!({"grace_period": secretish});
+    bodies.push(b);
+    let mut b = base();
+    b[secretish] = "x".into();
+    bodies.push(b);
+    for body in bodies {
+        let e = parse(&body.to_string()).map(|_| ()).unwrap_err().to_string();
+        assert!(!e.contains("wJalr") && !e.contains("EXAMPLEKEY"), "{body}: {e}");
+    }
+}
+
+#[test]
+fn an_exposed_key_event_names_its_keys_and_users() {
+    let body = include_str!("../../../tests/fixtures/health-key-exposed.json").to_string();
+    let Event::KeyExposed { account_id, event_arn, key_ids, users } = parse(&body).unwrap() else { panic!() };
+    assert_eq!(account_id, "123456789012");
+    assert!(event_arn.contains("AWS_RISK_CREDENTIALS_EXPOSED"));
+    assert_eq!(key_ids, vec!["AKIAEXPOSEDKEY000001".to_string()]);
+    assert!(users.is_empty());
+    let Event::KeyExposed { key_ids, users, .. } = parse(include_str!("../../../tests/fixtures/health-key-exposed-user-arn.json")).unwrap() else {
+        panic!()
+    };
+    assert!(key_ids.is_empty());
+    assert_eq!(users, vec![("123456789012".to_string(), "auth0-ses-sender".to_string())]);
+    let none = body.replace("AKIAEXPOSEDKEY000001", "not-a-key");
+    assert!(matches!(parse(&none), Err(IntakeError::Missing(_))));
+    assert!(is_access_key_id("AKIAIOSFODNN7EXAMPLE") && !is_access_key_id("akiaiosfodnn7example") && !is_access_key_id("AKIA"));
+}

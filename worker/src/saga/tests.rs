@@ -18,6 +18,7 @@ fn policy() -> Policy {
         person_deadline: 35_000,
         evidence_every: 60_000,
         auto_resolve: false,
+        keep_exposed_inactive: false,
     }
 }
 
@@ -712,4 +713,202 @@ fn finding_refs_stored_before_v2_and_regions_read_as_v1_in_the_workers_region() 
     let json = serde_json::to_value(&v2).unwrap();
     assert_eq!(json, serde_json::json!({"id": "F", "product_arn": "P", "kind": "v2", "region": "eu-west-1", "account_id": "123456789012"}));
     assert_eq!(serde_json::from_value::<FindingRef>(json).unwrap(), v2);
+}
+
+// ---------------------------------------------------------------------------
+// Request overrides and exposed keys (AWS_RISK_CREDENTIALS_EXPOSED)
+// ---------------------------------------------------------------------------
+
+const WEEK: u64 = 7 * 86_400_000;
+
+fn week_policy() -> Policy {
+    Policy { grace_period: WEEK, ..policy() }
+}
+
+/// Run one step as the engine does: with the saga's effective policy.
+fn run_eff(s: &Saga, base: &Policy, outcome: Outcome, t: &mut u128) -> Transition {
+    *t += 1;
+    let now = s.not_before.max(s.updated_at) + 1;
+    let attempt = begin_attempt(s);
+    advance(&attempt, &outcome, &attempt.effective_policy(base), clock(now, *t))
+}
+
+/// Drive a saga along the happy path until it reaches `until` (or ends).
+fn drive(mut s: Saga, base: &Policy, until: Step, t: &mut u128) -> Saga {
+    while s.step != until && !s.status.is_terminal() {
+        let e = happy_effect(s.step, "NEW");
+        s = run_eff(&s, base, done(e), t).saga;
+    }
+    s
+}
+
+fn exposure(key: &str, role: ExposedRole, keep_inactive: bool) -> Exposure {
+    Exposure {
+        key_id: key.into(),
+        role,
+        seen_at: 5,
+        event: "arn:aws:health:global::event/RISK/X".into(),
+        keep_inactive,
+        inactive_at: None,
+        deleted_at: None,
+        follow_up: false,
+    }
+}
+
+#[test]
+fn overrides_may_only_shorten_the_policy() {
+    let p = week_policy();
+    let shorter = Overrides { grace_period: Some(3_600_000), person_deadline: Some(1_000) };
+    assert_eq!(shorter.allowed_by(&p), Ok(()));
+    let longer = Overrides { grace_period: Some(WEEK + 1_000), person_deadline: None };
+    let why = longer.allowed_by(&p).unwrap_err();
+    assert!(why.starts_with("overrides.grace_period:") && why.contains("may only shorten"), "{why}");
+    let deadline = Overrides { grace_period: None, person_deadline: Some(p.person_deadline + 1_000) };
+    assert!(deadline.allowed_by(&p).unwrap_err().starts_with("overrides.person_deadline:"));
+
+    let mut s = new_saga();
+    s.overrides = shorter;
+    let eff = s.effective_policy(&p);
+    assert_eq!((eff.grace_period, eff.person_deadline), (3_600_000, 1_000));
+    // The grace period the saga then waits is the shorter one.
+    let mut t = 10;
+    let s = drive(s, &p, Step::RetireOld, &mut t);
+    assert_eq!(s.grace_until.unwrap() - s.step_started_at, 3_600_000);
+}
+
+#[test]
+fn an_emergency_saga_deactivates_and_deletes_the_exposed_key_without_grace_or_usage_gate() {
+    let p = week_policy();
+    let mut s = new_saga();
+    s.exposure = Some(exposure("OLD", ExposedRole::Old, false));
+    assert!(!s.usage_gate(), "a use of the exposed key after the switch is the attacker");
+    assert_eq!(s.effective_policy(&p).grace_period, 0);
+    let mut t = 10;
+    let s = drive(s, &p, Step::RetireOld, &mut t);
+    assert!(s.old_disabled);
+    let e = s.exposure.clone().unwrap();
+    assert_eq!(e.inactive_at, Some(s.step_started_at), "the timeline records when the exposed key went inactive");
+    assert_eq!(s.grace_until, Some(s.step_started_at), "no grace period");
+    assert_eq!(s.waiting_until(s.step_started_at), None, "retire_old runs at once");
+    let s = run_eff(&s, &p, done(Effect::Retired), &mut t).saga;
+    assert_eq!((s.step, s.closing), (Step::Finalize, Some(Status::Succeeded)));
+    assert!(s.exposure.as_ref().unwrap().deleted_at.is_some());
+    let s = run_eff(&s, &p, done(Effect::Finalized), &mut t).saga;
+    assert_eq!(s.status, Status::Succeeded);
+    assert!(s.exposed_key_dead() && !s.needs_follow_up());
+}
+
+#[test]
+fn keep_inactive_ends_the_emergency_with_the_exposed_key_inactive() {
+    let p = week_policy();
+    let mut s = new_saga();
+    s.exposure = Some(exposure("OLD", ExposedRole::Old, true));
+    let mut t = 10;
+    let s = drive(s, &p, Step::DisableOld, &mut t);
+    let s = run_eff(&s, &p, done(Effect::Disabled), &mut t).saga;
+    assert_eq!((s.step, s.closing), (Step::Finalize, Some(Status::Succeeded)), "no retire_old: the key is kept for forensics");
+    assert!(s.old_disabled && !s.old_deleted);
+    let e = s.exposure.unwrap();
+    assert!(e.inactive_at.is_some() && e.deleted_at.is_none());
+}
+
+#[test]
+fn exposure_of_the_old_key_in_the_grace_period_deletes_it_now() {
+    let p = week_policy();
+    let mut t = 10;
+    let s = drive(new_saga(), &p, Step::RetireOld, &mut t);
+    let grace_end = s.grace_until.unwrap();
+    assert!(grace_end > s.step_started_at + WEEK - 10);
+    let now = s.step_started_at + 1_000;
+    let taken = expose(&s, "OLD", now, "ev", false, clock(now, 777)).unwrap().unwrap();
+    assert_eq!(taken.step, Step::RetireOld);
+    assert_eq!(taken.grace_until, Some(now));
+    assert_ne!(taken.token, s.token, "the pending (delayed) message is stale now");
+    assert!(!accepts(&taken, Step::RetireOld, &s.token));
+    assert_eq!(taken.waiting_until(now), None);
+    assert!(!taken.usage_gate());
+    assert_eq!(taken.exposure.as_ref().unwrap().inactive_at, Some(now), "it was already inactive when the event came");
+    let end = run_eff(&taken, &p, done(Effect::Retired), &mut t).saga;
+    assert_eq!(end.closing, Some(Status::Succeeded));
+    // The same event again changes nothing.
+    assert_eq!(expose(&taken, "OLD", now + 5, "ev", false, clock(now + 5, 778)), Ok(None));
+    // An operator's rollback would reactivate the exposed key: refused.
+    assert!(request_rollback(&taken, clock(now + 6, 780)).unwrap_err().0.contains("exposed"));
+    assert!(request_rollback(&s, clock(now + 6, 781)).is_ok(), "before the exposure, rollback was possible");
+    // With keep_inactive, the saga ends at once keeping the key inactive.
+    let kept = expose(&s, "OLD", now, "ev", true, clock(now, 779)).unwrap().unwrap();
+    assert_eq!((kept.step, kept.closing), (Step::Finalize, Some(Status::Succeeded)));
+    assert!(kept.old_disabled && !kept.old_deleted);
+}
+
+#[test]
+fn exposure_of_the_old_key_before_the_switch_reruns_the_step_now_and_skips_the_grace() {
+    let p = week_policy();
+    let mut t = 10;
+    let s = drive(new_saga(), &p, Step::ProveNew, &mut t);
+    // A retry delay is pending.
+    let s = run_eff(&s, &p, Outcome::Failed(err(true, false)), &mut t).saga;
+    assert!(s.not_before > s.updated_at);
+    let now = s.updated_at + 1;
+    let taken = expose(&s, "OLD", now, "ev", false, clock(now, 900)).unwrap().unwrap();
+    assert_eq!((taken.step, taken.not_before), (Step::ProveNew, now), "same step, at once");
+    assert_ne!(taken.token, s.token);
+    assert!(taken.secret_stored, "prove_new still needs the secret");
+    let s = drive(taken, &p, Step::RetireOld, &mut t);
+    assert_eq!(s.grace_until, Some(s.step_started_at));
+    assert!(!s.usage_gate());
+}
+
+#[test]
+fn exposure_of_the_new_key_before_the_target_has_it_deletes_it_and_rotates_again() {
+    let p = week_policy();
+    let mut t = 10;
+    let s = drive(new_saga(), &p, Step::ProveNew, &mut t);
+    assert!(s.secret_stored);
+    let now = s.updated_at + 1;
+    let taken = expose(&s, "NEW", now, "ev", false, clock(now, 901)).unwrap().unwrap();
+    assert_eq!((taken.step, taken.status), (Step::RevokeNew, Status::Compensating));
+    assert_eq!(taken.failure.as_ref().unwrap().code, "NewKeyExposed");
+    assert!(!taken.secret_stored, "the secret is erased in the takeover commit");
+    let s = run_eff(&taken, &p, done(Effect::Revoked), &mut t).saga;
+    assert!(s.exposure.as_ref().unwrap().deleted_at.is_some());
+    let s = run_eff(&s, &p, done(Effect::Finalized), &mut t).saga;
+    assert_eq!(s.status, Status::Compensated);
+    assert!(!s.old_disabled, "the old key was not exposed and is untouched");
+    assert!(s.needs_follow_up());
+}
+
+#[test]
+fn exposure_of_the_new_key_after_the_switch_finishes_without_grace_then_rotates_again() {
+    let p = week_policy();
+    let mut t = 10;
+    let s = drive(new_saga(), &p, Step::RetireOld, &mut t);
+    let now = s.step_started_at + 1;
+    let taken = expose(&s, "NEW", now, "ev", false, clock(now, 902)).unwrap().unwrap();
+    assert_eq!((taken.step, taken.grace_until), (Step::RetireOld, Some(now)));
+    assert!(taken.usage_gate(), "the old key was not exposed: its last use is still checked");
+    let s = run_eff(&taken, &p, done(Effect::Retired), &mut t).saga;
+    let s = run_eff(&s, &p, done(Effect::Finalized), &mut t).saga;
+    assert_eq!(s.status, Status::Succeeded);
+    assert!(s.needs_follow_up(), "the exposed new key is now the one in use: a fresh rotation replaces it");
+    // Before the target could hold it? Past push, the new key is never revoked.
+    let s = drive(new_saga(), &p, Step::VerifyTarget, &mut t);
+    let taken = expose(&s, "NEW", s.updated_at + 1, "ev", false, clock(s.updated_at + 1, 903)).unwrap().unwrap();
+    assert_eq!(taken.step, Step::VerifyTarget);
+    assert!(!taken.new_revoked && taken.status == Status::Running);
+}
+
+#[test]
+fn exposure_is_refused_for_ended_by_hand_and_unknown() {
+    let p = week_policy();
+    let mut t = 10;
+    let ended = drive(new_saga(), &p, Step::Finalize, &mut t);
+    let ended = run_eff(&ended, &p, done(Effect::Finalized), &mut t).saga;
+    assert!(expose(&ended, "OLD", 1, "ev", false, clock(1, 1)).unwrap_err().0.contains("already ended"));
+    assert!(expose(&manual_saga(), "X", 1, "ev", false, clock(1, 1)).is_err());
+    let running = drive(new_saga(), &p, Step::PushToTarget, &mut t);
+    assert!(expose(&running, "OTHER", 1, "ev", false, clock(1, 1)).unwrap_err().0.contains("neither the old nor the new key"));
+    // At start the keys are not listed yet: the key is the one in use.
+    let fresh = expose(&new_saga(), "OLD", 1, "ev", false, clock(1, 1)).unwrap().unwrap();
+    assert_eq!(fresh.exposure.unwrap().role, ExposedRole::Old);
 }
