@@ -1,6 +1,6 @@
 //! A faithful fake of the two Auth0 endpoints keyturn uses.
 //!
-//! Shapes follow Auth0's documentation (see `../shared/reference/external-apis.md`):
+//! Shapes follow Auth0's documentation (Management API v2 and the OAuth token endpoint):
 //! * `POST /oauth/token` checks grant type, client id, client secret and
 //!   audience; a wrong secret gets `401 {"error":"access_denied",...}`.
 //! * `/api/v2/emails/provider` needs a bearer token this fake issued; `PATCH`

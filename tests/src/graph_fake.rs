@@ -1,6 +1,6 @@
 //! A fake of the Microsoft identity platform token endpoint and the Graph
 //! synchronization endpoints keyturn's Entra target uses, with the shapes of
-//! `../shared/reference/external-apis.md`: form-encoded client credentials,
+//! Microsoft's identity platform and Graph API references: form-encoded client credentials,
 //! 400 `{error, error_description, error_codes}` token errors, bearer tokens,
 //! `validateCredentials` (204, or 400 with a Graph error for a refused token),
 //! secrets read and written whole, the job's status, and 429 with `Retry-After`.

@@ -1,6 +1,6 @@
 //! Target: Auth0's custom email provider, Amazon SES flavour.
 //!
-//! Auth0 facts this leans on (see `../shared/reference/external-apis.md`):
+//! Auth0 facts this leans on (Auth0 Management API v2 reference, emails/provider):
 //! * a client-credentials token from `POST /oauth/token`, cached here until
 //!   a minute before it expires;
 //! * `PATCH /api/v2/emails/provider` with `name: "ses"` and all three

@@ -6,7 +6,7 @@
 //! target does what the Entra portal's Test connection and Save buttons do,
 //! then checks the job.
 //!
-//! Graph facts this leans on (`../shared/reference/external-apis.md`):
+//! Graph facts this leans on (Microsoft Graph API reference: synchronization jobs, secrets, validateCredentials):
 //! * token: `POST {login}/{tenant}/oauth2/v2.0/token` (form, client
 //!   credentials, scope `https://graph.microsoft.com/.default`), cached until a
 //!   minute before it expires; errors are 400 `{error, error_description, …}`;

@@ -1,6 +1,6 @@
 //! Credential source: an IAM user's access key.
 //!
-//! IAM facts this leans on (see `../shared/reference/external-apis.md`): at
+//! IAM facts this leans on (AWS IAM and STS API references): at
 //! most two keys per user; `CreateAccessKey` is not idempotent and returns
 //! the secret exactly once; a new key authenticates only after an unbounded
 //! propagation delay, which `sts:GetCallerIdentity` signed with the key is the
