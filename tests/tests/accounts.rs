@@ -157,19 +157,20 @@ async fn an_iam3_finding_in_a_member_account_rotates_that_accounts_key_through_t
     // Every IAM write and read of the rotation went through the assumed role,
     // whose session names the saga (CloudTrail in the member account), with
     // the external id; the role was assumed once for the whole saga.
-    let log = proxy.log.lock().unwrap();
-    let assumed = log.params("AssumeRole");
-    let role_arn = format!("arn:aws:iam::{MEMBER}:role/{ROLE_NAME}");
-    assert!(assumed.iter().all(|p| p["RoleArn"] == role_arn && p["ExternalId"] == EXTERNAL_ID), "{assumed:#?}");
-    let session = format!("keyturn-{}", saga.saga_id);
-    assert_eq!(assumed.iter().filter(|p| p["RoleSessionName"] == session).count(), 1, "credentials cached for the saga: {assumed:#?}");
-    assert!(assumed.iter().all(|p| p["RoleSessionName"] == session || p["RoleSessionName"] == "keyturn-intake"), "{assumed:#?}");
-    for action in ["ListAccessKeys", "CreateAccessKey", "UpdateAccessKey", "DeleteAccessKey"] {
-        let signers = log.signed_by(action);
-        assert!(!signers.is_empty(), "{action} was called");
-        assert!(signers.iter().all(|k| k != "testing"), "{action} signed with the worker's own key: {signers:?}");
+    {
+        let log = proxy.log.lock().unwrap();
+        let assumed = log.params("AssumeRole");
+        let role_arn = format!("arn:aws:iam::{MEMBER}:role/{ROLE_NAME}");
+        assert!(assumed.iter().all(|p| p["RoleArn"] == role_arn && p["ExternalId"] == EXTERNAL_ID), "{assumed:#?}");
+        let session = format!("keyturn-{}", saga.saga_id);
+        assert_eq!(assumed.iter().filter(|p| p["RoleSessionName"] == session).count(), 1, "credentials cached for the saga: {assumed:#?}");
+        assert!(assumed.iter().all(|p| p["RoleSessionName"] == session || p["RoleSessionName"] == "keyturn-intake"), "{assumed:#?}");
+        for action in ["ListAccessKeys", "CreateAccessKey", "UpdateAccessKey", "DeleteAccessKey"] {
+            let signers = log.signed_by(action);
+            assert!(!signers.is_empty(), "{action} was called");
+            assert!(signers.iter().all(|k| k != "testing"), "{action} signed with the worker's own key: {signers:?}");
+        }
     }
-    drop(log);
 
     // The finding is updated in its own region, with its own Id and ProductArn.
     let calls = env.securityhub.state.lock().unwrap().log.clone();
