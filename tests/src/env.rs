@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::Value;
 
@@ -185,18 +184,6 @@ from_address = "no-reply@example.com"
     )
 }
 
-/// Create the saga table as `infra/keyturn-stack.yaml` declares it.
-pub async fn create_saga_table(ddb: &aws_sdk_dynamodb::Client, name: &str) -> anyhow::Result<()> {
-    ddb.create_table()
-        .table_name(name)
-        .attribute_definitions(AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build()?)
-        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build()?)
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await?;
-    Ok(())
-}
-
 /// AWS SDK configuration for a moto endpoint, with the same timeouts as production.
 pub async fn sdk_config(endpoint: &str, credentials: Credentials) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
@@ -267,7 +254,7 @@ impl TestEnv {
         let notify_queue_url = notify_sqs.create_queue().queue_name("keyturn-notifications").send().await?.queue_url.unwrap();
         let notify_arn = queue_arn(&notify_sqs, &notify_queue_url).await?;
 
-        create_saga_table(&clients.dynamodb, "keyturn-sagas").await?;
+        keyturn::store::create_table(&clients.dynamodb, "keyturn-sagas").await?;
 
         let topic_arn = clients.sns.create_topic().name("keyturn").send().await?.topic_arn.unwrap();
         clients.sns.subscribe().topic_arn(&topic_arn).protocol("sqs").endpoint(&notify_arn).send().await?;

@@ -442,8 +442,8 @@ async fn a_live_lease_holds_off_every_handler_even_of_the_same_worker() {
     // Another task of this same worker holds the step's lease.
     let stored = engine.store().load(&saga_id).await.unwrap().unwrap();
     let now = now_ms();
-    let attempt = keyturn::saga::begin_attempt(&stored.saga);
-    engine.store().acquire(&attempt, stored.version, "w1", now, now + 60_000, now + 120_000).await.unwrap();
+    let taken = engine.store().lease(&saga_id, stored.saga.step, &stored.saga.token, "w1", now, now + 60_000, now + 120_000).await.unwrap();
+    assert!(matches!(taken, keyturn::store::Lease::Taken(_)), "{taken:?}");
 
     let msgs = engine.queue().receive(1, Duration::from_secs(2), Duration::from_secs(10)).await.unwrap();
     assert_eq!(msgs.len(), 1);

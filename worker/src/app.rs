@@ -31,7 +31,7 @@ pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String,
     let rotations = build_rotations(cfg, clients, &secrets, &http);
     let build_clients = clients.clone();
     Engine {
-        store: Store::new(clients.dynamodb.clone(), &cfg.aws.table),
+        store: Store::new(clients.dynamodb.clone(), &cfg.aws.table).with_retention(cfg.worker.retention.0),
         queue,
         sealer: Sealer::new(clients.kms.clone(), &cfg.aws.kms_key_id),
         notifier: Notifier::new(clients.sns.clone(), &cfg.aws.topic_arn),

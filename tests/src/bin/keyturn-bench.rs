@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
-use keyturn_testkit::env::{create_saga_table, keyturn_bin, sdk_config, REGION};
+use keyturn_testkit::env::{sdk_config, REGION};
 use keyturn_testkit::fault_proxy::FaultProxy;
 use keyturn_testkit::moto::Moto;
 
@@ -135,7 +135,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
     // The resources of a deployment, created as the stack would.
     let dlq = sqs.create_queue().queue_name("keyturn-steps-dlq").send().await?.queue_url.unwrap_or_default();
     let queue = sqs.create_queue().queue_name("keyturn-steps").send().await?.queue_url.unwrap_or_default();
-    create_saga_table(&ddb, "keyturn-sagas").await?;
+    keyturn::store::create_table(&ddb, "keyturn-sagas").await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let topic = sns.create_topic().name("keyturn").send().await?.topic_arn.unwrap_or_default();
     let key = kms.create_key().send().await?.key_metadata.map(|m| m.key_id).unwrap_or_default();
     kms.create_alias().alias_name("alias/keyturn").target_key_id(key).send().await?;
