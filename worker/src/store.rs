@@ -776,8 +776,18 @@ impl Store {
 
     /// Raw items, for tests and the leak scan.
     pub async fn raw_items(&self) -> Result<Vec<HashMap<String, AttributeValue>>> {
-        let page = self.client.scan().table_name(&self.table).send().await.map_err(|e| aws("dynamodb", "Scan", e))?;
-        Ok(page.items.unwrap_or_default())
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page =
+                self.client.scan().table_name(&self.table).set_exclusive_start_key(start.take()).send().await.map_err(|e| aws("dynamodb", "Scan", e))?;
+            out.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 }
 
