@@ -42,6 +42,7 @@ pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String,
         lease: cfg.worker.lease.0,
         visibility: cfg.worker.visibility_timeout.0,
         sweep_after: cfg.worker.sweep_after.0,
+        aimd: Arc::new(crate::aimd::Aimd::new(cfg.worker.concurrency)),
         #[cfg(feature = "fault-injection")]
         faults: Arc::new(crate::engine::Faults::default()),
         age_clock: Arc::default(),

@@ -43,6 +43,10 @@ use crate::store::{Hold, Lease, SecretWrite, Store, Stored};
 /// next one goes through the queue (a bound, not a tuning knob).
 const MAX_RUN: usize = 64;
 
+/// A step throttled this many times in a row is handed back to the saga
+/// (a spent attempt, a durable retry) instead of waiting in place again.
+const MAX_THROTTLED: u32 = 8;
+
 pub use crate::commands::Request;
 
 pub fn now_ms() -> Millis {
@@ -152,6 +156,8 @@ pub struct Engine<Q: Queue> {
     pub(crate) lease: Duration,
     pub(crate) visibility: Duration,
     pub(crate) sweep_after: Duration,
+    /// Steps at once, backed off when IAM throttles ([`crate::aimd`]).
+    pub(crate) aimd: Arc<crate::aimd::Aimd>,
     #[cfg(feature = "fault-injection")]
     pub(crate) faults: Arc<Faults>,
     /// "Now" for key-age decisions (intake of IAM.3 findings).
@@ -231,6 +237,8 @@ impl<Q: Queue> Engine<Q> {
             Err(reason) => return self.poison(m, reason).await,
         };
         tracing::Span::current().record("saga", msg.saga_id.as_str()).record("step", msg.step.as_str());
+        // Room under the AIMD limit first, so a waiting step holds no lease.
+        let _slot = self.aimd.slot().await;
         let now = now_ms();
         let lease_until = now + Self::ms(self.lease);
         let leased = self.store.lease(&msg.saga_id, msg.step, &msg.token, &self.worker_id, now, lease_until, lease_until + Self::ms(self.sweep_after)).await;
@@ -260,22 +268,41 @@ impl<Q: Queue> Engine<Q> {
         for run in 1.. {
             tracing::Span::current().record("step", attempt.step.as_str());
             let started = std::time::Instant::now();
-            let result = {
-                let step = self.run_step(&rotation, &attempt, &stored, &mut cleartext);
-                tokio::pin!(step);
-                let mut beat = tokio::time::interval(self.lease.min(self.visibility) / 3);
-                beat.tick().await;
-                loop {
-                    tokio::select! {
-                        r = &mut step => break r,
-                        _ = beat.tick() => self.heartbeat(m, &attempt.saga_id, version).await,
+            let mut throttled = 0u32;
+            let result = loop {
+                let result = {
+                    let step = self.run_step(&rotation, &attempt, &stored, &mut cleartext);
+                    tokio::pin!(step);
+                    let mut beat = tokio::time::interval(self.lease.min(self.visibility) / 3);
+                    beat.tick().await;
+                    loop {
+                        tokio::select! {
+                            r = &mut step => break r,
+                            _ = beat.tick() => self.heartbeat(m, &attempt.saga_id, version).await,
+                        }
                     }
+                };
+                let Some(result) = result else {
+                    warn!("fault injected: behaving as if the worker crashed");
+                    return Ok(Handled::Crashed);
+                };
+                match &result.outcome {
+                    // IAM is throttling: fewer steps at once, and this one
+                    // again in place (its lease kept), not a spent attempt.
+                    Outcome::Failed(e) if e.code == crate::aimd::THROTTLING && throttled < MAX_THROTTLED => {
+                        throttled += 1;
+                        let limit = self.aimd.throttled();
+                        let wait = (Duration::from_millis(250 << throttled.min(5)).mul_f64(0.5 + fastrand::f64())).min(self.lease / 4);
+                        warn!(limit, retry_in_ms = wait.as_millis() as u64, "IAM is throttling: fewer steps at once; the step runs again in place");
+                        self.heartbeat(m, &attempt.saga_id, version).await;
+                        tokio::time::sleep(wait).await;
+                    }
+                    _ => break result,
                 }
             };
-            let Some(result) = result else {
-                warn!("fault injected: behaving as if the worker crashed");
-                return Ok(Handled::Crashed);
-            };
+            if throttled == 0 || !matches!(&result.outcome, Outcome::Failed(e) if e.code == crate::aimd::THROTTLING) {
+                self.aimd.ok();
+            }
             if let Outcome::Failed(e) = &result.outcome {
                 warn!(code = %e.code, retryable = e.retryable, may_have_applied = e.may_have_applied, error = %e.message, "step attempt failed");
             }

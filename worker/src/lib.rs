@@ -12,6 +12,7 @@
 //! * [`connectors`]: credential sources and targets (IAM access key, Auth0);
 //! * [`config`], [`cli`], [`app`]: configuration and the command line.
 
+pub mod aimd;
 pub mod app;
 pub mod attention;
 pub mod aws;
