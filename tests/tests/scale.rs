@@ -90,7 +90,14 @@ async fn a_sweep_and_a_list_read_only_what_they_need_among_10000_finished_sagas(
     let mut envs = env.cli_env();
     envs.iter_mut().filter(|(k, _)| *k == "AWS_ENDPOINT_URL").for_each(|(_, v)| *v = proxy.endpoint.clone());
     let run = |args: &[&str]| {
-        let out = Command::new(keyturn_bin()).args(args).arg("--config").arg(&cfg).envs(envs.iter().map(|(k, v)| (*k, v.as_str()))).stdin(Stdio::null()).output().unwrap();
+        let out = Command::new(keyturn_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -114,7 +121,15 @@ async fn finished_sagas_carry_a_ttl_and_expired_ones_are_not_listed() {
     // A rotation to its end: the finished saga expires after the default retention.
     let saga = env.rotate_with(&env.config, "auth0-ses").await;
     assert_eq!(saga.status, Status::Succeeded);
-    let item = env.clients.dynamodb.get_item().table_name("keyturn-sagas").key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("saga#{}", saga.saga_id))).send().await.unwrap();
+    let item = env
+        .clients
+        .dynamodb
+        .get_item()
+        .table_name("keyturn-sagas")
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("saga#{}", saga.saga_id)))
+        .send()
+        .await
+        .unwrap();
     let item = item.item().unwrap();
     let expires: u64 = item["expires_at"].as_n().unwrap().parse().unwrap();
     assert_eq!(expires, saga.updated_at / 1000 + 400 * 86_400, "400 days after it ended");

@@ -241,7 +241,8 @@ impl<Q: Queue> Engine<Q> {
         let _slot = self.aimd.slot().await;
         let now = now_ms();
         let lease_until = now + Self::ms(self.lease);
-        let leased = self.store.lease(&msg.saga_id, msg.step, &msg.token, &self.worker_id, now, lease_until, lease_until + Self::ms(self.sweep_after)).await;
+        let leased =
+            self.store.lease(&msg.saga_id, msg.step, &msg.token, &self.worker_id, now, lease_until, lease_until + Self::ms(self.sweep_after)).await;
         let mut stored = match leased {
             Ok(Lease::Taken(s)) => s,
             Ok(Lease::Refused(Some(s))) => return self.refused(m, &msg, s, now).await,

@@ -389,7 +389,15 @@ impl Store {
     /// [`crate::saga::begin_attempt`]) and the lease is kept and extended for
     /// it. A plain conditional `UpdateItem`, except for a terminal state that
     /// releases the credential lock: one transaction with the lock's delete.
-    pub async fn commit(&self, saga: &Saga, expected: u64, owner: Option<&str>, secret: SecretWrite, due_at: Millis, hold: Option<Hold<'_>>) -> Result<u64> {
+    pub async fn commit(
+        &self,
+        saga: &Saga,
+        expected: u64,
+        owner: Option<&str>,
+        secret: SecretWrite,
+        due_at: Millis,
+        hold: Option<Hold<'_>>,
+    ) -> Result<u64> {
         let next = expected + 1;
         let mut set = vec!["version = :next", "doc = :doc", "#st = :status", "due_at = :due", "run_at = :run"];
         let mut remove = vec!["pend"];

@@ -297,7 +297,8 @@ policy = {{ grace_period = "0s" }}
     println!("  {:<24} {kt:>7.2} | {st:>5.2}", "total");
     let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}x", a / b) } else { "-".into() };
     println!("\n{:<34} {:>12} {:>12} {:>9}", "figure", "keyturn", "script", "ratio");
-    let row = |name: &str, k: f64, s: f64, unit: &str| println!("{name:<34} {:>12} {:>12} {:>9}", format!("{k:.2}{unit}"), format!("{s:.2}{unit}"), ratio(k, s));
+    let row =
+        |name: &str, k: f64, s: f64, unit: &str| println!("{name:<34} {:>12} {:>12} {:>9}", format!("{k:.2}{unit}"), format!("{s:.2}{unit}"), ratio(k, s));
     row("AWS calls per rotation", kt, st, "");
     row("CPU per rotation (ms)", busy_cpu / n as f64, s_cpu / n as f64, "");
     row("wall time (s)", wall.as_secs_f64(), s_wall, "");
