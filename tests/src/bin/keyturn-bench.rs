@@ -208,21 +208,38 @@ policy = {{ grace_period = "0s" }}
     // N `keyturn rotate` commands, at most 16 running at a time.
     let cpu0 = cpu_ms(pid)?;
     let t0 = Instant::now();
-    let mut pending = (0..n).collect::<Vec<_>>().into_iter();
-    let mut running: Vec<Child> = vec![];
+    // A request moto answers with an error (its transactions are not built
+    // for this concurrency) is asked again, as an operator would.
+    let mut pending: std::collections::VecDeque<usize> = (0..n).collect();
+    let mut running: Vec<(usize, Child)> = vec![];
+    let mut retried_requests = 0;
     loop {
-        running.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+        let mut failed = vec![];
+        running.retain_mut(|(i, c)| match c.try_wait() {
+            Ok(Some(st)) => {
+                if !st.success() {
+                    failed.push(*i);
+                }
+                false
+            }
+            _ => true,
+        });
+        retried_requests += failed.len();
+        anyhow::ensure!(retried_requests <= n, "too many failed requests");
+        pending.extend(failed);
         while running.len() < 16 {
-            let Some(i) = pending.next() else { break };
-            running.push(
+            let Some(i) = pending.pop_front() else { break };
+            running.push((
+                i,
                 Command::new(&a.keyturn)
                     .args(["rotate", &format!("bench-{i}"), "--config"])
                     .arg(&cfg_path)
                     .envs(env.iter().cloned())
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
+                    .stderr(Stdio::null())
                     .spawn()?,
-            );
+            ));
         }
         if running.is_empty() {
             break;
@@ -285,7 +302,10 @@ policy = {{ grace_period = "0s" }}
     let s_rss = script["peak_rss_kb"].as_f64().unwrap_or(0.0) / 1024.0;
 
     let per = |c: usize| c as f64 / n as f64;
-    println!("\nsagas: {statuses:?}  (all {n} requested in {:.1}s by {n} `keyturn rotate` processes)", requested.as_secs_f64());
+    println!(
+        "\nsagas: {statuses:?}  (all {n} requested in {:.1}s by `keyturn rotate` processes, 16 at a time; {retried_requests} asked again after an error)",
+        requested.as_secs_f64()
+    );
     println!("\nAWS calls per rotation, by API action (worker + CLI | script):");
     let actions: std::collections::BTreeSet<&String> = calls.keys().chain(script_calls.keys()).collect();
     for act in actions {
