@@ -316,9 +316,10 @@ policy = {{ grace_period = "0s" }}
     let (kt, st) = (per(calls.values().sum()), per(script_calls.values().sum()));
     println!("  {:<24} {kt:>7.2} | {st:>5.2}", "total");
     let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}x", a / b) } else { "-".into() };
-    println!("\n{:<34} {:>12} {:>12} {:>9}", "figure", "keyturn", "script", "ratio");
-    let row =
-        |name: &str, k: f64, s: f64, unit: &str| println!("{name:<34} {:>12} {:>12} {:>9}", format!("{k:.2}{unit}"), format!("{s:.2}{unit}"), ratio(k, s));
+    println!("\n{:<34} {:>12} | {:>12} | {:>7}", "figure", "keyturn", "script", "ratio");
+    let row = |name: &str, k: f64, s: f64, unit: &str| {
+        println!("{name:<34} {:>12} | {:>12} | {:>7}", format!("{k:.2}{unit}"), format!("{s:.2}{unit}"), ratio(k, s))
+    };
     row("AWS calls per rotation", kt, st, "");
     row("CPU per rotation (ms)", busy_cpu / n as f64, s_cpu / n as f64, "");
     row("wall time (s)", wall.as_secs_f64(), s_wall, "");
