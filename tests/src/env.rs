@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::Value;
 
@@ -255,15 +254,7 @@ impl TestEnv {
         let notify_queue_url = notify_sqs.create_queue().queue_name("keyturn-notifications").send().await?.queue_url.unwrap();
         let notify_arn = queue_arn(&notify_sqs, &notify_queue_url).await?;
 
-        clients
-            .dynamodb
-            .create_table()
-            .table_name("keyturn-sagas")
-            .attribute_definitions(AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build()?)
-            .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build()?)
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await?;
+        keyturn::store::create_table(&clients.dynamodb, "keyturn-sagas").await?;
 
         let topic_arn = clients.sns.create_topic().name("keyturn").send().await?.topic_arn.unwrap();
         clients.sns.subscribe().topic_arn(&topic_arn).protocol("sqs").endpoint(&notify_arn).send().await?;

@@ -3,6 +3,10 @@
 //! restarted. Seeded and bounded in time; reproduce a run with
 //! `KEYTURN_CRASH_SEED=<seed> cargo test -p keyturn-testkit --test crash -- --nocapture`.
 //!
+//! The soak mode runs the same suite for longer, with more credentials:
+//! `KEYTURN_CRASH_SOAK=<seconds of chaos>` (16 credentials; e.g. 600 gives
+//! well over 1,000 rotations and 200 kills), same invariants, same output.
+//!
 //! At the end, for every rotation: the saga finished (succeeded or
 //! compensated); the IAM user holds exactly the keys the outcome says (one
 //! active key, the one the target holds; never zero active keys while the
@@ -17,9 +21,7 @@ use keyturn::store::Created;
 use keyturn_testkit::auth0_fake::FakeAuth0;
 use keyturn_testkit::env::{keyturn_bin, rotation_toml, Options, TestEnv, FAST_WORKER_TOML};
 
-const ROTATIONS: usize = 8;
 const WORKERS: usize = 3;
-const CHAOS: Duration = Duration::from_secs(25);
 /// Added to every chunk to and from moto, each way.
 const LATENCY_MS: u64 = 60;
 
@@ -61,12 +63,18 @@ impl Drop for Workers {
 async fn workers_killed_at_random_leave_every_rotation_consistent() {
     let seed: u64 = std::env::var("KEYTURN_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261121);
     let mut rng = fastrand::Rng::with_seed(seed);
+    // CI: 8 credentials, 25 s of chaos. Soak: KEYTURN_CRASH_SOAK seconds, 16 credentials.
+    let soak: Option<u64> = std::env::var("KEYTURN_CRASH_SOAK").ok().and_then(|s| s.parse().ok());
+    let (credentials, chaos) = match soak {
+        Some(secs) => (16, Duration::from_secs(secs)),
+        None => (8, Duration::from_secs(25)),
+    };
     let env = TestEnv::new(Options::default()).await.unwrap();
 
     // Eight users, each with one key held by its own Auth0 tenant.
     let mut tenants = Vec::new();
     let mut rotations = String::new();
-    for i in 0..ROTATIONS {
+    for i in 0..credentials {
         let user = format!("sender-{i}");
         env.clients.iam.create_user().user_name(&user).send().await.unwrap();
         let k = env.clients.iam.create_access_key().user_name(&user).send().await.unwrap();
@@ -109,7 +117,7 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
     // whole chaos window: steps are always in flight when a worker dies.
     let mut current: Vec<String> = Vec::new();
     let mut all_sagas: Vec<String> = Vec::new();
-    for i in 0..ROTATIONS {
+    for i in 0..credentials {
         let Created::New(id) = engine.request(&format!("r{i}"), "crash-suite").await.unwrap() else { panic!() };
         current.push(id.clone());
         all_sagas.push(id);
@@ -117,7 +125,7 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
 
     // Chaos: kill a random worker at a random moment, restart it.
     let mut kills = 0;
-    let chaos_end = Instant::now() + CHAOS;
+    let chaos_end = Instant::now() + chaos;
     while Instant::now() < chaos_end {
         for (i, cur) in current.iter_mut().enumerate() {
             if engine.store().load(cur).await.unwrap().unwrap().saga.status.is_terminal() {
@@ -140,7 +148,7 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
     }
 
     // Let the survivors finish everything.
-    let settle_end = Instant::now() + Duration::from_secs(120);
+    let settle_end = Instant::now() + Duration::from_secs(if soak.is_some() { 300 } else { 120 });
     loop {
         let mut all = true;
         for id in &all_sagas {
@@ -220,7 +228,9 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
         }
     }
     println!(
-        "crash suite: seed={seed} latency={LATENCY_MS}ms credentials={ROTATIONS} rotations={} workers={WORKERS} kills={kills} restarts={kills} succeeded={succeeded} compensated={compensated} step_retries={takeovers} limit_exceeded={limit_hits} violations={}",
+        "crash suite{}: seed={seed} chaos={}s latency={LATENCY_MS}ms credentials={credentials} rotations={} workers={WORKERS} kills={kills} restarts={kills} succeeded={succeeded} compensated={compensated} step_retries={takeovers} limit_exceeded={limit_hits} violations={}",
+        if soak.is_some() { " (soak)" } else { "" },
+        chaos.as_secs(),
         all_sagas.len(),
         violations.len()
     );
@@ -229,6 +239,6 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
     }
     assert!(kills >= 10, "the chaos loop ran");
     assert!(takeovers > 0, "at least one kill landed mid-step (a step was attempted again)");
-    assert!(all_sagas.len() > ROTATIONS, "rotations kept running through the chaos: {}", all_sagas.len());
+    assert!(all_sagas.len() > credentials, "rotations kept running through the chaos: {}", all_sagas.len());
     assert!(violations.is_empty(), "seed {seed}: {violations:#?} (worker logs in {})", dir.display());
 }

@@ -40,8 +40,29 @@ async fn iam_service_failure_and_throttling_are_retried_and_the_rotation_succeed
     assert_eq!(proxy.injected("CreateAccessKey"), 4);
     assert_eq!(proxy.injected("UpdateAccessKey"), 4);
     assert!(retried(&saga, Step::IssueNew, "ServiceFailure"), "{:#?}", saga.history);
-    assert!(retried(&saga, Step::DisableOld, "Throttling"), "{:#?}", saga.history);
+    // Throttling is waited out in place (fewer steps at once), not retried by the saga.
+    assert!(!retried(&saga, Step::DisableOld, "Throttling"), "{:#?}", saga.history);
+    assert!(keyturn_testkit::capture::logs().contains("IAM is throttling"), "the worker backed off");
     assert_eq!(env.user_keys().await.len(), 1, "no extra key from the failed attempts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iam_throttling_backs_off_concurrency_instead_of_spending_step_attempts() {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    let proxy = FaultProxy::start(env.moto.endpoint.clone()).await.unwrap();
+    // 15 refusals: the SDK tries each call 3 times, so the step is refused 5
+    // times — more than its whole budget (max_attempts = 4). Spent as
+    // attempts, that would end the saga compensated.
+    proxy.inject("CreateAccessKey", Fault::iam_throttling(), 15);
+    let saga = run(&env, &proxy).await;
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    assert_eq!(proxy.injected("CreateAccessKey"), 15);
+    assert!(!retried(&saga, Step::IssueNew, "Throttling"), "no attempt spent on throttling: {:#?}", saga.history);
+    let issue = saga.history.iter().filter(|a| a.step == Step::IssueNew).collect::<Vec<_>>();
+    assert_eq!(issue.len(), 1, "one attempt of issue_new, which succeeded: {issue:#?}");
+    let backoffs = keyturn_testkit::capture::logs().lines().filter(|l| l.contains("IAM is throttling") && l.contains(&saga.saga_id)).count();
+    assert_eq!(backoffs, 5, "each refused step lowered the limit and ran again");
+    assert_eq!(env.user_keys().await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

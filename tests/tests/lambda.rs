@@ -67,7 +67,8 @@ async fn a_batch_reports_only_the_record_that_must_come_back() {
     // Another invocation holds saga b's step: its message must come back, not be deleted.
     let s = engine.store().load(&b).await.unwrap().unwrap();
     let now = now_ms();
-    engine.store().acquire(&keyturn::saga::begin_attempt(&s.saga), s.version, "other", now, now + 60_000, now + 120_000).await.unwrap();
+    let taken = engine.store().lease(&b, s.saga.step, &s.saga.token, "other", now, now + 60_000, now + 120_000).await.unwrap();
+    assert!(matches!(taken, keyturn::store::Lease::Taken(_)), "{taken:?}");
 
     let mut batch = vec![];
     while batch.len() < 2 {

@@ -34,7 +34,7 @@ pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String,
     let rotations = build_rotations(cfg, clients, &secrets, &http, &home);
     let build_clients = clients.clone();
     Engine {
-        store: Store::new(clients.dynamodb.clone(), &cfg.aws.table),
+        store: Store::new(clients.dynamodb.clone(), &cfg.aws.table).with_retention(cfg.worker.retention.0),
         queue,
         sealer: Sealer::new(clients.kms.clone(), &cfg.aws.kms_key_id),
         notifier: Notifier::new(clients.sns.clone(), &cfg.aws.topic_arn)
@@ -49,6 +49,7 @@ pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String,
         lease: cfg.worker.lease.0,
         visibility: cfg.worker.visibility_timeout.0,
         sweep_after: cfg.worker.sweep_after.0,
+        aimd: Arc::new(crate::aimd::Aimd::new(cfg.worker.concurrency)),
         #[cfg(feature = "fault-injection")]
         faults: Arc::new(crate::engine::Faults::default()),
         age_clock: Arc::default(),

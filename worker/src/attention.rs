@@ -89,7 +89,7 @@ impl<Q: Queue> Engine<Q> {
             let n = notify::render_evidence(&obs.saga, &notify_context(&rot), &verdict, obs.resolve.is_some());
             self.notifier.publish(&n).await?;
         }
-        let version = match self.store.commit(&obs.saga, stored.version, None, SecretWrite::Keep, now).await {
+        let version = match self.store.commit(&obs.saga, stored.version, None, SecretWrite::Keep, now, None).await {
             Ok(v) => v,
             Err(Error::Conflict { .. }) => return Ok(None),
             Err(e) => return Err(e),

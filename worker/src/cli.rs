@@ -397,7 +397,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
     let sdk = crate::aws::load(cfg.aws.region.as_deref()).await;
     if matches!(cli.command, Command::Status { .. } | Command::List { .. }) {
-        let store = crate::store::Store::new(aws_sdk_dynamodb::Client::new(&sdk), &cfg.aws.table);
+        let store = crate::store::Store::new(aws_sdk_dynamodb::Client::new(&sdk), &cfg.aws.table).with_retention(cfg.worker.retention.0);
         return table_command(cli.command, &cfg, store).await;
     }
     let clients = crate::aws::Clients::new(sdk);
@@ -635,7 +635,7 @@ async fn table_command(command: Command, cfg: &Config, store: crate::store::Stor
     match command {
         Command::Status { saga_id, json } if cfg.rotation(&saga_id).is_some() => {
             let (health, _) = store.health(&saga_id).await?;
-            let recent: Vec<Saga> = store.list().await?.into_iter().map(|s| s.saga).filter(|s| s.rotation_id == saga_id).take(5).collect();
+            let recent: Vec<Saga> = store.recent_of(&saga_id, 5).await?.into_iter().map(|s| s.saga).collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&serde_json::json!({"rotation_id": saga_id, "health": health, "recent_sagas": recent}))?);
             } else {
@@ -657,8 +657,8 @@ async fn table_command(command: Command, cfg: &Config, store: crate::store::Stor
             Ok(0)
         }
         Command::List { limit, json } => {
-            let all = store.list().await?;
-            let rows: Vec<&Saga> = all.iter().take(limit).map(|s| &s.saga).collect();
+            let all = store.recent(limit).await?;
+            let rows: Vec<&Saga> = all.iter().map(|s| &s.saga).collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {

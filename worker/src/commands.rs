@@ -104,7 +104,7 @@ impl<Q: Queue> Engine<Q> {
         let stored = self.store.load(saga_id).await?.ok_or_else(|| Error::Config(format!("no saga {saga_id}")))?;
         let now = now_ms();
         let next = saga::request_rollback(&stored.saga, clock(now)).map_err(|e| Error::Refused { code: "RollbackRefused", message: e.0 })?;
-        self.store.commit(&next, stored.version, None, SecretWrite::Keep, now + Self::ms(self.sweep_after)).await?;
+        self.store.commit(&next, stored.version, None, SecretWrite::Keep, now + Self::ms(self.sweep_after), None).await?;
         self.queue.send(&StepMessage::new(saga_id, next.step, &next.token), Duration::ZERO).await?;
         Ok(next)
     }
@@ -148,7 +148,7 @@ impl<Q: Queue> Engine<Q> {
             let stored = self.store.load(saga_id).await?.ok_or_else(|| Error::Config(format!("no saga {saga_id}")))?;
             let now = now_ms();
             let next = transition(&stored.saga, clock(now))?;
-            match self.store.commit(&next, stored.version, None, write(), now + Self::ms(self.sweep_after)).await {
+            match self.store.commit(&next, stored.version, None, write(), now + Self::ms(self.sweep_after), None).await {
                 Ok(_) => {
                     info!(saga = saga_id, step = %next.step, "a person's command moved the saga on");
                     self.send_next(&next, now).await;

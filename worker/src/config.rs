@@ -143,6 +143,10 @@ pub struct WorkerConfig {
     /// Due rotations start at a random delay up to this, so many keys due on
     /// the same day do not rotate at once.
     pub scan_jitter: Dur,
+    /// How long a finished saga is kept for audits before DynamoDB TTL may
+    /// delete it (its `expires_at`). Sagas that need attention unresolved
+    /// are kept until they end.
+    pub retention: Dur,
 }
 
 impl Default for WorkerConfig {
@@ -157,6 +161,7 @@ impl Default for WorkerConfig {
             shutdown_grace: Dur(Duration::from_secs(30)),
             scan_interval: Dur(Duration::from_secs(3600)),
             scan_jitter: Dur(Duration::from_secs(600)),
+            retention: Dur(crate::store::DEFAULT_RETENTION),
         }
     }
 }
@@ -392,6 +397,9 @@ impl Config {
         let w = &self.worker;
         if w.concurrency == 0 || w.concurrency > 256 {
             return Err("worker.concurrency: must be between 1 and 256".into());
+        }
+        if w.retention.0 < Duration::from_secs(86_400) {
+            return Err("worker.retention: keep finished sagas at least 1d (the default is 400d)".into());
         }
         if w.wait_time.0 > Duration::from_secs(20) {
             return Err("worker.wait_time: SQS long polling waits at most 20s".into());

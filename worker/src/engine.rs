@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tracing::{error, info, instrument, warn};
 
 use crate::connectors::{NewCredential, Rotation};
@@ -37,7 +37,15 @@ use crate::queue::{PoisonReason, Queue, Received, StepMessage};
 use crate::saga::{self, Clock, Effect, Millis, Next, Outcome, Saga, Status, Step, StepError};
 use crate::seal::Sealer;
 use crate::securityhub::SecurityHub;
-use crate::store::{SecretWrite, Store, Stored};
+use crate::store::{Hold, Lease, SecretWrite, Store, Stored};
+
+/// At most this many steps run one after another under one lease; then the
+/// next one goes through the queue (a bound, not a tuning knob).
+const MAX_RUN: usize = 64;
+
+/// A step throttled this many times in a row is handed back to the saga
+/// (a spent attempt, a durable retry) instead of waiting in place again.
+const MAX_THROTTLED: u32 = 8;
 
 pub use crate::commands::Request;
 
@@ -157,6 +165,8 @@ pub struct Engine<Q: Queue> {
     pub(crate) lease: Duration,
     pub(crate) visibility: Duration,
     pub(crate) sweep_after: Duration,
+    /// Steps at once, backed off when IAM throttles ([`crate::aimd`]).
+    pub(crate) aimd: Arc<crate::aimd::Aimd>,
     #[cfg(feature = "fault-injection")]
     pub(crate) faults: Arc<Faults>,
     /// "Now" for key-age decisions (intake of IAM.3 findings).
@@ -222,7 +232,13 @@ impl<Q: Queue> Engine<Q> {
         d.as_millis() as u64
     }
 
-    /// Handle one received message end to end (ack included).
+    /// Handle one received message end to end (ack included): take the
+    /// lease and read the saga in one write, run the step, commit; while
+    /// the next step is due at once, run it too under the same lease (the
+    /// commit records its attempt and extends the lease), so a rotation's
+    /// steps cost no queue round trips. The message stays in flight (its
+    /// visibility extended by heartbeats) until the run ends: it is the
+    /// durable nudge should this worker die on the way.
     #[instrument(skip_all, fields(worker = %self.worker_id, message_id = %m.message_id, saga, step))]
     pub async fn handle(&self, m: &Received) -> Result<Handled> {
         let msg = match StepMessage::parse(&m.body) {
@@ -230,18 +246,138 @@ impl<Q: Queue> Engine<Q> {
             Err(reason) => return self.poison(m, reason).await,
         };
         tracing::Span::current().record("saga", msg.saga_id.as_str()).record("step", msg.step.as_str());
-        let stored = match self.store.load(&msg.saga_id).await {
-            Ok(Some(s)) => s,
-            Ok(None) => return self.poison(m, PoisonReason::UnknownSaga(msg.saga_id.clone())).await,
+        // Room under the AIMD limit first, so a waiting step holds no lease.
+        let _slot = self.aimd.slot().await;
+        let now = now_ms();
+        let lease_until = now + Self::ms(self.lease);
+        let leased =
+            self.store.lease(&msg.saga_id, msg.step, &msg.token, &self.worker_id, now, lease_until, lease_until + Self::ms(self.sweep_after)).await;
+        let mut stored = match leased {
+            Ok(Lease::Taken(s)) => s,
+            Ok(Lease::Refused(Some(s))) => return self.refused(m, &msg, s, now).await,
+            Ok(Lease::Refused(None)) => return self.poison(m, PoisonReason::UnknownSaga(msg.saga_id.clone())).await,
             Err(Error::Corrupt(why)) => return self.poison(m, PoisonReason::CorruptSaga(msg.saga_id.clone(), why)).await,
             Err(e) => return Err(e),
         };
-        if !saga::accepts(&stored.saga, msg.step, &msg.token) {
+        let Some(rotation) = self.rotations().get(&stored.saga.rotation_id).cloned() else {
+            error!(rotation = %stored.saga.rotation_id, "saga names a rotation this worker's configuration does not declare; leaving the message for a worker that does");
+            if let Err(e) = self.store.release_lease(&msg.saga_id, stored.version, &self.worker_id).await {
+                warn!(error = %e, "could not give the lease back; it expires on its own");
+            }
+            let wait = Duration::from_secs(300);
+            self.queue.extend(m, wait).await?;
+            return Ok(Handled::Retained(wait));
+        };
+
+        // The lease write counted this attempt: `stored.saga` is the attempt.
+        let mut attempt = stored.saga.clone();
+        let mut version = stored.version;
+        // The new credential, once this run has it in the clear (issued or
+        // opened): later steps of the same run need no KMS call.
+        let mut cleartext: Option<NewCredential> = None;
+        for run in 1.. {
+            tracing::Span::current().record("step", attempt.step.as_str());
+            let started = std::time::Instant::now();
+            let mut throttled = 0u32;
+            let result = loop {
+                let result = {
+                    // Roles assumed in member accounts name this saga in their session.
+                    let step = crate::accounts::for_saga(&attempt.saga_id, self.run_step(&rotation, &attempt, &stored, &mut cleartext));
+                    tokio::pin!(step);
+                    let mut beat = tokio::time::interval(self.lease.min(self.visibility) / 3);
+                    beat.tick().await;
+                    loop {
+                        tokio::select! {
+                            r = &mut step => break r,
+                            _ = beat.tick() => self.heartbeat(m, &attempt.saga_id, version).await,
+                        }
+                    }
+                };
+                let Some(result) = result else {
+                    warn!("fault injected: behaving as if the worker crashed");
+                    return Ok(Handled::Crashed);
+                };
+                match &result.outcome {
+                    // IAM is throttling: fewer steps at once, and this one
+                    // again in place (its lease kept), not a spent attempt.
+                    Outcome::Failed(e) if e.code == crate::aimd::THROTTLING && throttled < MAX_THROTTLED => {
+                        throttled += 1;
+                        let limit = self.aimd.throttled();
+                        let wait = (Duration::from_millis(250 << throttled.min(5)).mul_f64(0.5 + fastrand::f64())).min(self.lease / 4);
+                        warn!(limit, retry_in_ms = wait.as_millis() as u64, "IAM is throttling: fewer steps at once; the step runs again in place");
+                        self.heartbeat(m, &attempt.saga_id, version).await;
+                        tokio::time::sleep(wait).await;
+                    }
+                    _ => break result,
+                }
+            };
+            if throttled == 0 || !matches!(&result.outcome, Outcome::Failed(e) if e.code == crate::aimd::THROTTLING) {
+                self.aimd.ok();
+            }
+            if let Outcome::Failed(e) = &result.outcome {
+                warn!(code = %e.code, retryable = e.retryable, may_have_applied = e.may_have_applied, error = %e.message, "step attempt failed");
+            }
+            let now = now_ms();
+            let tr = saga::advance(&attempt, &result.outcome, &attempt.effective_policy(&rotation.policy), clock(now));
+            self.step_metrics(&rotation, &attempt, &result.outcome, &tr.saga, started);
+            let secret = match result.secret {
+                // The machine decided the secret is no longer needed.
+                SecretWrite::Keep if attempt.secret_stored && !tr.saga.secret_stored => SecretWrite::Erase,
+                other => other,
+            };
+            // Due now and not the end: run it here, under the same lease.
+            let go_on = tr.next == Next::Run && resume_at(&tr.saga, now) == now && !tr.saga.status.is_terminal() && run < MAX_RUN;
+            let (written, due, hold) = if go_on {
+                let until = now + Self::ms(self.lease);
+                (saga::begin_attempt(&tr.saga), until + Self::ms(self.sweep_after), Some(Hold { owner: &self.worker_id, lease_until: until }))
+            } else {
+                (tr.saga.clone(), resume_at(&tr.saga, now) + Self::ms(self.sweep_after), None)
+            };
+            let secret_after = match &secret {
+                SecretWrite::Keep => stored.secret.clone(),
+                SecretWrite::Set(b) => Some(b.clone()),
+                SecretWrite::Erase => None,
+            };
+            match self.store.commit(&written, version, Some(&self.worker_id), secret, due, hold).await {
+                Ok(v) => version = v,
+                Err(Error::Conflict { .. }) => {
+                    warn!("lease lost before commit; another worker took the step over, dropping this result");
+                    self.queue.ack(m).await?;
+                    return Ok(Handled::Stale);
+                }
+                Err(e) => return Err(e),
+            }
+            info!(next_step = %tr.saga.step, status = tr.saga.status.as_str(), "step committed");
+            if !go_on {
+                if tr.next == Next::Run {
+                    self.send_next(&tr.saga, now).await;
+                }
+                if tr.saga.needs_follow_up() {
+                    // The exposed key was this saga's new key: rotate again.
+                    self.follow_up_exposure(&tr.saga).await;
+                }
+                self.queue.ack(m).await?;
+                return Ok(Handled::Advanced { step: tr.saga.step, status: tr.saga.status });
+            }
+            if secret_after.is_none() {
+                cleartext = None;
+            }
+            stored.secret = secret_after;
+            stored.version = version;
+            stored.saga = written.clone();
+            attempt = written;
+        }
+        unreachable!("the run ends within MAX_RUN steps")
+    }
+
+    /// The lease write was refused: say why from the saga as read.
+    async fn refused(&self, m: &Received, msg: &StepMessage, stored: Stored, now: Millis) -> Result<Handled> {
+        let nudge = !stored.saga.status.is_terminal() && stored.nudge.as_deref() == Some(msg.token.as_str());
+        if !saga::accepts(&stored.saga, msg.step, &msg.token) && !nudge {
             info!(current_step = %stored.saga.step, status = stored.saga.status.as_str(), "stale or duplicate message; acknowledged");
             self.queue.ack(m).await?;
             return Ok(Handled::Stale);
         }
-        let now = now_ms();
         if stored.lease_owner.is_some() && stored.lease_until > now {
             // A worker (possibly this one, in another task) is on this step.
             // Come back when its lease ends: if it finished, this message is
@@ -250,63 +386,24 @@ impl<Q: Queue> Engine<Q> {
             self.queue.extend(m, wait).await?;
             return Ok(Handled::Retained(wait));
         }
-        let Some(rotation) = self.rotations().get(&stored.saga.rotation_id).cloned() else {
-            error!(rotation = %stored.saga.rotation_id, "saga names a rotation this worker's configuration does not declare; leaving the message for a worker that does");
-            let wait = Duration::from_secs(300);
-            self.queue.extend(m, wait).await?;
-            return Ok(Handled::Retained(wait));
-        };
         if let Some(until) = stored.saga.waiting_until(now) {
             let tr = saga::keep_waiting(&stored.saga, clock(now));
-            match self.store.commit(&tr.saga, stored.version, None, SecretWrite::Keep, until + Self::ms(self.sweep_after)).await {
-                Ok(_) => {
-                    self.send_next(&tr.saga, now).await;
-                }
+            match self.store.commit(&tr.saga, stored.version, None, SecretWrite::Keep, until + Self::ms(self.sweep_after), None).await {
+                Ok(_) => self.send_next(&tr.saga, now).await,
                 Err(Error::Conflict { .. }) => {}
                 Err(e) => return Err(e),
             }
             self.queue.ack(m).await?;
             return Ok(Handled::Waiting);
         }
+        // The lease or the wait ended between the write and the read.
+        let wait = Duration::from_secs(1);
+        self.queue.extend(m, wait).await?;
+        Ok(Handled::Retained(wait))
+    }
 
-        // Take the lease; the same write records the attempt.
-        let attempt = saga::begin_attempt(&stored.saga);
-        let lease_until = now + Self::ms(self.lease);
-        let version = match self.store.acquire(&attempt, stored.version, &self.worker_id, now, lease_until, lease_until + Self::ms(self.sweep_after)).await
-        {
-            Ok(v) => v,
-            Err(Error::Conflict { .. }) => {
-                info!("another worker moved the saga first; acknowledged");
-                self.queue.ack(m).await?;
-                return Ok(Handled::Stale);
-            }
-            Err(e) => return Err(e),
-        };
-
-        let started = std::time::Instant::now();
-        let result = {
-            // Roles assumed in member accounts name this saga in their session.
-            let step = crate::accounts::for_saga(&attempt.saga_id, self.run_step(&rotation, &attempt, &stored));
-            tokio::pin!(step);
-            let mut beat = tokio::time::interval(self.lease.min(self.visibility) / 3);
-            beat.tick().await;
-            loop {
-                tokio::select! {
-                    r = &mut step => break r,
-                    _ = beat.tick() => self.heartbeat(m, &attempt.saga_id, version).await,
-                }
-            }
-        };
-        let Some(result) = result else {
-            warn!("fault injected: behaving as if the worker crashed");
-            return Ok(Handled::Crashed);
-        };
-        if let Outcome::Failed(e) = &result.outcome {
-            warn!(code = %e.code, retryable = e.retryable, may_have_applied = e.may_have_applied, error = %e.message, "step attempt failed");
-        }
-        let now = now_ms();
-        let tr = saga::advance(&attempt, &result.outcome, &attempt.effective_policy(&rotation.policy), clock(now));
-        let retried = matches!(result.outcome, Outcome::Failed(_)) && tr.saga.step == attempt.step && !tr.saga.status.is_terminal();
+    fn step_metrics(&self, rotation: &Rotation, attempt: &Saga, outcome: &Outcome, next: &Saga, started: std::time::Instant) {
+        let retried = matches!(outcome, Outcome::Failed(_)) && next.step == attempt.step && !next.status.is_terminal();
         if attempt.step == Step::Start && attempt.step_attempts == 1 {
             // Counted by the worker that runs it, not the process that asked.
             crate::metrics::emit(
@@ -325,31 +422,6 @@ impl<Q: Queue> Engine<Q> {
                 crate::metrics::Metric { name: "StepRetries", unit: "Count", value: if retried { 1.0 } else { 0.0 } },
             ],
         );
-        let due = resume_at(&tr.saga, now) + Self::ms(self.sweep_after);
-        let secret = match result.secret {
-            // The machine decided the secret is no longer needed.
-            SecretWrite::Keep if attempt.secret_stored && !tr.saga.secret_stored => SecretWrite::Erase,
-            other => other,
-        };
-        match self.store.commit(&tr.saga, version, Some(&self.worker_id), secret, due).await {
-            Ok(_) => {}
-            Err(Error::Conflict { .. }) => {
-                warn!("lease lost before commit; another worker took the step over, dropping this result");
-                self.queue.ack(m).await?;
-                return Ok(Handled::Stale);
-            }
-            Err(e) => return Err(e),
-        }
-        info!(next_step = %tr.saga.step, status = tr.saga.status.as_str(), "step committed");
-        if tr.next == Next::Run {
-            self.send_next(&tr.saga, now).await;
-        }
-        if tr.saga.needs_follow_up() {
-            // The exposed key was this saga's new key: rotate again.
-            self.follow_up_exposure(&tr.saga).await;
-        }
-        self.queue.ack(m).await?;
-        Ok(Handled::Advanced { step: tr.saga.step, status: tr.saga.status })
     }
 
     async fn heartbeat(&self, m: &Received, saga_id: &str, version: u64) {
@@ -377,15 +449,21 @@ impl<Q: Queue> Engine<Q> {
         Ok(Handled::DeadLettered(why))
     }
 
-    async fn open_new(&self, saga: &Saga, stored: &Stored) -> Result<NewCredential> {
+    /// The new credential: from this run's memory when it has it, else
+    /// opened from its stored ciphertext (and kept for the run).
+    async fn open_new(&self, saga: &Saga, stored: &Stored, cleartext: &mut Option<NewCredential>) -> Result<NewCredential> {
         let id = saga.new_key.clone().ok_or_else(|| Error::Corrupt("no new key recorded".into()))?;
+        if let Some(c) = cleartext.as_ref().filter(|c| c.id == id) {
+            return Ok(NewCredential { id, secret: SecretString::from(c.secret.expose_secret().to_owned()) });
+        }
         let blob = stored.secret.as_deref().ok_or_else(|| Error::Corrupt(format!("secret of new key {id} is not stored")))?;
         let secret: SecretString = self.sealer.open(&saga.saga_id, blob).await?;
+        *cleartext = Some(NewCredential { id: id.clone(), secret: SecretString::from(secret.expose_secret().to_owned()) });
         Ok(NewCredential { id, secret })
     }
 
     /// The I/O of one step. `None` means a fault point fired.
-    async fn run_step(&self, rot: &Rotation, saga: &Saga, stored: &Stored) -> Option<StepResult> {
+    async fn run_step(&self, rot: &Rotation, saga: &Saga, stored: &Stored, cleartext: &mut Option<NewCredential>) -> Option<StepResult> {
         let old_ids: Vec<String> = saga.old_keys.iter().map(|k| k.id.clone()).collect();
         let src = rot.source.as_ref();
         let r = match saga.step {
@@ -412,19 +490,23 @@ impl<Q: Queue> Engine<Q> {
                 match self.sealer.seal(&saga.saga_id, &cred.secret).await {
                     // Unstored, the key is an orphan: the next attempt deletes it.
                     Err(e) => StepResult::of(Err(e)),
-                    Ok(blob) => StepResult { outcome: Outcome::Done(Effect::Issued { key_id: cred.id }), secret: SecretWrite::Set(blob) },
+                    Ok(blob) => {
+                        let key_id = cred.id.clone();
+                        *cleartext = Some(cred);
+                        StepResult { outcome: Outcome::Done(Effect::Issued { key_id }), secret: SecretWrite::Set(blob) }
+                    }
                 }
             }
             Step::ProveNew => {
                 let r = async {
-                    let cred = self.open_new(saga, stored).await?;
+                    let cred = self.open_new(saga, stored, cleartext).await?;
                     src.prove(&cred).await
                 };
                 StepResult::of(r.await.map(|_| Effect::Proven))
             }
             Step::PushToTarget => {
                 let r = async {
-                    let cred = self.open_new(saga, stored).await?;
+                    let cred = self.open_new(saga, stored, cleartext).await?;
                     rot.target.push(&cred, &old_ids).await
                 };
                 StepResult::of(r.await.map(|_| Effect::Pushed))

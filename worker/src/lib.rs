@@ -13,6 +13,7 @@
 //! * [`config`], [`cli`], [`app`]: configuration and the command line.
 
 pub mod accounts;
+pub mod aimd;
 pub mod app;
 pub mod attention;
 pub mod aws;

@@ -315,7 +315,7 @@ impl<Q: Queue> Engine<Q> {
                 Ok(None) => return Ok(Emergency::TookOver(saga_id)),
                 Ok(Some(next)) => {
                     let secret = if stored.saga.secret_stored && !next.secret_stored { SecretWrite::Erase } else { SecretWrite::Keep };
-                    match self.store.commit(&next, stored.version, None, secret, now + Self::ms(self.sweep_after)).await {
+                    match self.store.commit(&next, stored.version, None, secret, now + Self::ms(self.sweep_after), None).await {
                         Ok(_) => {
                             self.send_next(&next, now).await;
                             return Ok(Emergency::TookOver(saga_id));

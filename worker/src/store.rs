@@ -2,10 +2,28 @@
 //!
 //! * `pk = "saga#<id>"`: the saga. `doc` holds the [`Saga`] as JSON (no
 //!   secrets in it, ever); `version` is bumped by every write and every write
-//!   is conditional on it; `lease_owner`/`lease_until` say which worker runs
-//!   the current step; `due_at` is when the sweeper should consider the saga
-//!   stuck; `secret` (binary) is the KMS ciphertext of the new credential's
-//!   secret, present only between `IssueNew` and `Finalize`.
+//!   is conditional on it (or, for taking a lease, on the step's token);
+//!   `lease_owner`/`lease_until` say which worker runs the current step;
+//!   `due_at` is when the sweeper should consider the saga stuck; `secret`
+//!   (binary) is the KMS ciphertext of the new credential's secret, present
+//!   only between `IssueNew` and `Finalize`. Attributes the engine's
+//!   conditions and the indexes use:
+//!   - `tok` = `<step>#<token>` while the saga runs: a step message's lease
+//!     write is conditional on it, so the lease and the read are one write;
+//!   - `nudge`: the token of the message a worker is running steps for (it
+//!     runs due steps one after another under one lease, see
+//!     [`crate::engine`]); a redelivery of that message after a crash takes
+//!     the saga over;
+//!   - `pend`: step attempts begun since `doc` was written (the lease write
+//!     counts them; [`decode`] adds them to the saga, every `doc` write
+//!     folds them in);
+//!   - `run_at`: when the current step may run (retry delay, grace period);
+//!   - `active` = `"1"` while the saga runs or needs attention unresolved:
+//!     the key of the sparse index `active-by-due` ([`Store::active`]), so
+//!     the sweeper reads only those;
+//!   - `expires_at` (epoch seconds): on a finished saga, when DynamoDB TTL
+//!     may delete it (retention, [`Store::with_retention`]). Readers skip
+//!     expired items: TTL deletes in the background, days late.
 //! * `pk = "lock#<credential>"`: the per-credential lock, naming the saga
 //!   that holds it. Created in one transaction with the saga, so two
 //!   requests for one credential give one saga; deleted in one transaction
@@ -13,16 +31,41 @@
 //!   (needs attention with both keys in place, [`Saga::unresolved`]): then
 //!   it keeps the lock, carries a `watch_at` attribute (its next evidence
 //!   check), and releases the lock only when it is resolved and ends again.
+//!   Every other write of a saga is a single conditional `UpdateItem`.
 //!
-//! The table needs nothing but the string partition key `pk`.
+//! The table's key is the string partition key `pk`; its global secondary
+//! indexes (all projecting every attribute) are `active-by-due` (`active`,
+//! `due_at`), `sagas-by-created` (`kind`, `created_at`) for `list`, and
+//! `rotation-by-created` (`rotation_id`, `created_at`) for `status
+//! <rotation>` and the key-age trigger ([`create_table`] and
+//! `infra/keyturn-stack.yaml` declare them alike). Index reads are
+//! eventually consistent: every write that follows one is conditional.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType, Put,
+    ReturnValue, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
+};
 use aws_sdk_dynamodb::Client;
 
 use crate::error::{aws, Error, Result};
-use crate::saga::{Millis, Saga, Status};
+use crate::saga::{self, Millis, Saga, Status, Step};
+
+/// The sparse index of running (and unresolved) sagas, by `due_at`.
+pub const ACTIVE_INDEX: &str = "active-by-due";
+/// Every saga by creation time.
+pub const CREATED_INDEX: &str = "sagas-by-created";
+/// A rotation's sagas by creation time.
+pub const ROTATION_INDEX: &str = "rotation-by-created";
+/// The TTL attribute (epoch seconds).
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+/// How long a finished saga is kept by default: 400 days, more than a year
+/// of audit trail.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(400 * 86_400);
 
 /// A saga as loaded, with its concurrency-control attributes.
 #[derive(Debug, Clone)]
@@ -37,6 +80,8 @@ pub struct Stored {
     pub due_at: Millis,
     /// Next evidence check of an unresolved saga.
     pub watch_at: Option<Millis>,
+    /// Token of the message whose worker runs steps one after another.
+    pub nudge: Option<String>,
 }
 
 impl Stored {
@@ -69,10 +114,29 @@ pub enum Created {
     Skipped(String),
 }
 
+/// What taking a lease for a step message found.
+#[derive(Debug, Clone)]
+pub enum Lease {
+    /// Taken: the saga as it is now, with this attempt counted.
+    Taken(Stored),
+    /// Not taken; the saga as read after the refusal (None: no such saga).
+    Refused(Option<Stored>),
+}
+
+/// Continue under the same lease: the next step's attempt, recorded in the
+/// commit that ends the current step.
+#[derive(Debug, Clone, Copy)]
+pub struct Hold<'a> {
+    pub owner: &'a str,
+    pub lease_until: Millis,
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
     client: Client,
     table: String,
+    retention: Duration,
+    read: Arc<AtomicU64>,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -115,7 +179,24 @@ where
 
 impl Store {
     pub fn new(client: Client, table: impl Into<String>) -> Store {
-        Store { client, table: table.into() }
+        Store { client, table: table.into(), retention: DEFAULT_RETENTION, read: Arc::default() }
+    }
+
+    /// Keep finished sagas this long (their `expires_at`).
+    pub fn with_retention(mut self, retention: Duration) -> Store {
+        self.retention = retention;
+        self
+    }
+
+    /// Items read from the table or its indexes by this store so far
+    /// (`ScannedCount` of queries and scans, one per item got): what a sweep
+    /// or a listing costs, for tests and the benchmark.
+    pub fn items_read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
+    fn count_read(&self, n: i32) {
+        self.read.fetch_add(n.max(0) as u64, Ordering::Relaxed);
     }
 
     pub fn table(&self) -> &str {
@@ -162,7 +243,7 @@ impl Store {
             .item("kind", s("request"))
             .item("saga_id", s(saga_id))
             .item("rotation_id", s(rotation_id))
-            .item("created_at", n(now))
+            .item("requested_at", n(now)) // not created_at: request items stay out of the by-creation indexes
             .item("expires_at", n(until.div_ceil(1000)))
             .condition_expression("attribute_not_exists(pk) OR expires_at <= :now")
             .expression_attribute_values(":now", n(now / 1000))
@@ -186,7 +267,7 @@ impl Store {
             .map_err(|e| Error::Config(e.to_string()))?;
         let item = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(self.saga_attrs(saga, 1, saga.not_before + sweep_after)?))
+            .set_item(Some(self.item(saga, 1, saga.not_before + sweep_after)?))
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(|e| Error::Config(e.to_string()))?;
@@ -245,8 +326,9 @@ impl Store {
         }
     }
 
-    fn saga_attrs(&self, saga: &Saga, version: u64, due_at: Millis) -> Result<HashMap<String, AttributeValue>> {
-        Ok(HashMap::from([
+    /// A saga's item as the store writes it (create; tests fill tables with it).
+    pub fn item(&self, saga: &Saga, version: u64, due_at: Millis) -> Result<HashMap<String, AttributeValue>> {
+        let mut item = HashMap::from([
             ("pk".to_string(), saga_pk(&saga.saga_id)),
             ("kind".to_string(), s("saga")),
             ("saga_id".to_string(), s(&saga.saga_id)),
@@ -254,9 +336,23 @@ impl Store {
             ("status".to_string(), s(saga.status.as_str())),
             ("created_at".to_string(), n(saga.created_at)),
             ("due_at".to_string(), n(due_at)),
+            ("run_at".to_string(), n(run_at(saga))),
             ("version".to_string(), n(version)),
             ("doc".to_string(), Self::doc(saga)?),
-        ]))
+        ]);
+        if !saga.status.is_terminal() {
+            item.insert("tok".into(), s(tok(saga.step, &saga.token)));
+        }
+        if active(saga) {
+            item.insert("active".into(), s("1"));
+        } else if saga.status.is_terminal() {
+            item.insert(TTL_ATTRIBUTE.into(), n(self.expiry(saga.updated_at)));
+        }
+        Ok(item)
+    }
+
+    fn expiry(&self, ended_at: Millis) -> u64 {
+        (ended_at / 1000).saturating_add(self.retention.as_secs())
     }
 
     /// The saga holding a credential's lock, if any.
@@ -283,33 +379,69 @@ impl Store {
             .send()
             .await
             .map_err(|e| aws("dynamodb", "GetItem", e))?;
+        self.count_read(1);
         out.item.map(|i| decode(&i)).transpose()
     }
 
-    /// Take the saga's lease for one step attempt, writing `attempt` (the
-    /// saga after [`crate::saga::begin_attempt`]) in the same conditional
-    /// write: the attempt — and for `IssueNew` the intent to create a key —
-    /// is on record before any side effect. Fails with `Conflict` if the
-    /// version moved or a lease (anyone's, this worker's included) is live
-    /// at `now`.
-    pub async fn acquire(&self, attempt: &Saga, expected: u64, owner: &str, now: Millis, lease_until: Millis, due_at: Millis) -> Result<u64> {
+    /// Take the saga's lease for one attempt of `step` (a step message with
+    /// `token`) and read the saga, in one conditional `UpdateItem` that
+    /// returns the item: it succeeds only if the saga is at that step with
+    /// that token (or `token` is the saga's `nudge`: a redelivery of the
+    /// message a crashed worker was running steps for), the step's wait is
+    /// over and no lease (anyone's, this worker's included) is live at
+    /// `now`. The same write counts the attempt (`pend`), so the attempt —
+    /// and for `IssueNew` the intent to create a key — is on record before
+    /// any side effect. When refused, the saga is read (consistently) to
+    /// tell why.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn lease(&self, saga_id: &str, step: Step, token: &str, owner: &str, now: Millis, lease_until: Millis, due_at: Millis) -> Result<Lease> {
         let res = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", saga_pk(&attempt.saga_id))
-            .update_expression("SET version = :next, doc = :doc, lease_owner = :me, lease_until = :until, due_at = :due")
-            .condition_expression("version = :v AND (attribute_not_exists(lease_until) OR lease_until < :now)")
-            .expression_attribute_values(":v", n(expected))
-            .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":next", n(expected + 1))
-            .expression_attribute_values(":doc", Self::doc(attempt)?)
+            .key("pk", saga_pk(saga_id))
+            .update_expression("SET version = version + :one, lease_owner = :me, lease_until = :until, due_at = :due, nudge = :t ADD pend :one")
+            .condition_expression(
+                "(tok = :tok OR nudge = :t) AND (attribute_not_exists(lease_until) OR lease_until < :now) AND (attribute_not_exists(run_at) OR run_at <= :now)",
+            )
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":me", s(owner))
             .expression_attribute_values(":until", n(lease_until))
             .expression_attribute_values(":due", n(due_at))
+            .expression_attribute_values(":t", s(token))
+            .expression_attribute_values(":tok", s(tok(step, token)))
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        conditional(res, "UpdateItem", &attempt.saga_id, expected).map(|_| expected + 1)
+        match res {
+            Ok(out) => {
+                self.count_read(1);
+                let item = out.attributes.ok_or_else(|| Error::Corrupt(format!("lease of saga {saga_id} returned no item")))?;
+                Ok(Lease::Taken(decode(&item)?))
+            }
+            Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => Ok(Lease::Refused(self.load(saga_id).await?)),
+            Err(e) => Err(aws("dynamodb", "UpdateItem", e)),
+        }
+    }
+
+    /// Give back a lease taken by [`Store::lease`] without running the step
+    /// (the worker cannot run it): the attempt is not counted.
+    pub async fn release_lease(&self, saga_id: &str, version: u64, owner: &str) -> Result<()> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", saga_pk(saga_id))
+            .update_expression("SET version = :next ADD pend :minus REMOVE lease_owner, lease_until, nudge")
+            .condition_expression("version = :v AND lease_owner = :me")
+            .expression_attribute_values(":v", n(version))
+            .expression_attribute_values(":next", n(version + 1))
+            .expression_attribute_values(":minus", AttributeValue::N("-1".into()))
+            .expression_attribute_values(":me", s(owner))
+            .send()
+            .await;
+        conditional(res, "UpdateItem", saga_id, version).map(|_| ())
     }
 
     /// Extend a held lease (heartbeat). Fails with `Conflict` if lost.
@@ -331,30 +463,65 @@ impl Store {
     }
 
     /// Write the saga's next state, conditional on `expected` (and on still
-    /// owning the lease when `owner` is given). Clears the lease. A terminal
-    /// state releases the credential lock in the same transaction.
-    pub async fn commit(&self, saga: &Saga, expected: u64, owner: Option<&str>, secret: SecretWrite, due_at: Millis) -> Result<u64> {
+    /// owning the lease when `owner` is given). Without `hold` the lease is
+    /// cleared; with it, `saga` is the next step's attempt (after
+    /// [`crate::saga::begin_attempt`]) and the lease is kept and extended for
+    /// it. A plain conditional `UpdateItem`, except for a terminal state that
+    /// releases the credential lock: one transaction with the lock's delete.
+    pub async fn commit(
+        &self,
+        saga: &Saga,
+        expected: u64,
+        owner: Option<&str>,
+        secret: SecretWrite,
+        due_at: Millis,
+        hold: Option<Hold<'_>>,
+    ) -> Result<u64> {
         let next = expected + 1;
-        let mut set = vec!["version = :next", "doc = :doc", "#st = :status", "due_at = :due"];
-        let mut remove = vec!["lease_owner", "lease_until"];
+        let mut set = vec!["version = :next", "doc = :doc", "#st = :status", "due_at = :due", "run_at = :run"];
+        let mut remove = vec!["pend"];
         let mut cond = "version = :v".to_string();
-        let mut upd = Update::builder()
-            .table_name(&self.table)
-            .key("pk", saga_pk(&saga.saga_id))
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":v", n(expected))
-            .expression_attribute_values(":next", n(next))
-            .expression_attribute_values(":doc", Self::doc(saga)?)
-            .expression_attribute_values(":status", s(saga.status.as_str()))
-            .expression_attribute_values(":due", n(due_at));
+        let mut names = HashMap::from([("#st".to_string(), "status".to_string())]);
+        let mut values = HashMap::from([
+            (":v".to_string(), n(expected)),
+            (":next".to_string(), n(next)),
+            (":doc".to_string(), Self::doc(saga)?),
+            (":status".to_string(), s(saga.status.as_str())),
+            (":due".to_string(), n(due_at)),
+            (":run".to_string(), n(run_at(saga))),
+        ]);
         if let Some(me) = owner {
             cond.push_str(" AND lease_owner = :me");
-            upd = upd.expression_attribute_values(":me", s(me));
+            values.insert(":me".into(), s(me));
+        }
+        match hold {
+            Some(h) => {
+                set.extend(["lease_owner = :holder", "lease_until = :until"]);
+                values.insert(":holder".into(), s(h.owner));
+                values.insert(":until".into(), n(h.lease_until));
+            }
+            None => remove.extend(["lease_owner", "lease_until", "nudge"]),
+        }
+        if saga.status.is_terminal() {
+            remove.push("tok");
+        } else {
+            set.push("tok = :tok");
+            values.insert(":tok".into(), s(tok(saga.step, &saga.token)));
         }
         let unresolved = saga.unresolved();
+        if active(saga) {
+            set.push("active = :one");
+            values.insert(":one".into(), s("1"));
+            remove.push("#ttl");
+        } else {
+            remove.push("active");
+            set.push("#ttl = :ttl");
+            values.insert(":ttl".into(), n(self.expiry(saga.updated_at)));
+        }
+        names.insert("#ttl".into(), TTL_ATTRIBUTE.into());
         if unresolved {
             set.push("watch_at = :watch");
-            upd = upd.expression_attribute_values(":watch", n(saga.attention.as_ref().map(|a| a.next_check).unwrap_or(due_at)));
+            values.insert(":watch".into(), n(saga.attention.as_ref().map(|a| a.next_check).unwrap_or(due_at)));
         } else {
             remove.push("watch_at");
         }
@@ -362,14 +529,21 @@ impl Store {
             SecretWrite::Keep => {}
             SecretWrite::Set(blob) => {
                 set.push("secret = :secret");
-                upd = upd.expression_attribute_values(":secret", AttributeValue::B(blob.into()));
+                values.insert(":secret".into(), AttributeValue::B(blob.into()));
             }
             SecretWrite::Erase => remove.push("secret"),
         }
         let expr = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
-        let upd = upd.update_expression(expr).condition_expression(cond).build().map_err(|e| Error::Config(e.to_string()))?;
-        let mut tx = self.client.transact_write_items().transact_items(TransactWriteItem::builder().update(upd).build());
         if saga.status.is_terminal() && !unresolved {
+            let upd = aws_sdk_dynamodb::types::Update::builder()
+                .table_name(&self.table)
+                .key("pk", saga_pk(&saga.saga_id))
+                .update_expression(expr)
+                .condition_expression(cond)
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(Some(values))
+                .build()
+                .map_err(|e| Error::Config(e.to_string()))?;
             let del = Delete::builder()
                 .table_name(&self.table)
                 .key("pk", lock_pk(&saga.credential))
@@ -377,9 +551,25 @@ impl Store {
                 .expression_attribute_values(":id", s(&saga.saga_id))
                 .build()
                 .map_err(|e| Error::Config(e.to_string()))?;
-            tx = tx.transact_items(TransactWriteItem::builder().delete(del).build());
+            let tx = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().update(upd).build())
+                .transact_items(TransactWriteItem::builder().delete(del).build());
+            return conditional(tx.send().await, "TransactWriteItems", &saga.saga_id, expected).map(|_| next);
         }
-        conditional(tx.send().await, "TransactWriteItems", &saga.saga_id, expected).map(|_| next)
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", saga_pk(&saga.saga_id))
+            .update_expression(expr)
+            .condition_expression(cond)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        conditional(res, "UpdateItem", &saga.saga_id, expected).map(|_| next)
     }
 
     /// Run an unresolved saga again (`keyturn resolve`, or evidence with
@@ -389,12 +579,18 @@ impl Store {
     /// if nobody else holds it.
     pub async fn reopen(&self, saga: &Saga, expected: u64, due_at: Millis) -> Result<u64> {
         let next = expected + 1;
-        let upd = Update::builder()
+        let upd = aws_sdk_dynamodb::types::Update::builder()
             .table_name(&self.table)
             .key("pk", saga_pk(&saga.saga_id))
-            .update_expression("SET version = :next, doc = :doc, #st = :status, due_at = :due REMOVE watch_at, lease_owner, lease_until")
+            .update_expression(
+                "SET version = :next, doc = :doc, #st = :status, due_at = :due, run_at = :run, tok = :tok, active = :one REMOVE watch_at, lease_owner, lease_until, nudge, pend, #ttl",
+            )
             .condition_expression("version = :v")
             .expression_attribute_names("#st", "status")
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":run", n(run_at(saga)))
+            .expression_attribute_values(":tok", s(tok(saga.step, &saga.token)))
+            .expression_attribute_values(":one", s("1"))
             .expression_attribute_values(":v", n(expected))
             .expression_attribute_values(":next", n(next))
             .expression_attribute_values(":doc", Self::doc(saga)?)
@@ -567,19 +763,98 @@ impl Store {
         Ok(out.item.and_then(|i| i.get("seen").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())))
     }
 
-    /// When the rotation last succeeded (the end of its newest succeeded saga).
+    /// When the rotation last succeeded (the end of its newest succeeded
+    /// saga): reads the rotation's sagas newest first until one succeeded.
     pub async fn last_success(&self, rotation_id: &str) -> Result<Option<Millis>> {
-        Ok(self
-            .list()
-            .await?
-            .into_iter()
-            .filter(|s| s.saga.rotation_id == rotation_id && s.saga.status == Status::Succeeded)
-            .map(|s| s.saga.updated_at)
-            .max())
+        let found = self.query_newest(ROTATION_INDEX, "rotation_id", rotation_id, 1, Some(Status::Succeeded)).await?;
+        Ok(found.first().map(|s| s.saga.updated_at))
     }
 
-    /// All sagas, newest first (a Scan: fine for the handful of sagas a
-    /// deployment accumulates; see ARCHITECTURE.md).
+    /// The newest `limit` sagas, newest first (index `sagas-by-created`:
+    /// reads about `limit` items, however many the table holds).
+    pub async fn recent(&self, limit: usize) -> Result<Vec<Stored>> {
+        self.query_newest(CREATED_INDEX, "kind", "saga", limit, None).await
+    }
+
+    /// A rotation's newest `limit` sagas, newest first (index `rotation-by-created`).
+    pub async fn recent_of(&self, rotation_id: &str, limit: usize) -> Result<Vec<Stored>> {
+        self.query_newest(ROTATION_INDEX, "rotation_id", rotation_id, limit, None).await
+    }
+
+    /// Every saga that runs or needs attention unresolved (the sparse index
+    /// `active-by-due`, oldest `due_at` first): the sweeper's whole read.
+    pub async fn active(&self) -> Result<Vec<Stored>> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(ACTIVE_INDEX)
+                .key_condition_expression("active = :one")
+                .expression_attribute_values(":one", s("1"))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| aws("dynamodb", "Query", e))?;
+            self.count_read(page.scanned_count);
+            for item in page.items() {
+                out.push(decode(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Newest first on a by-creation index, stopping once `limit` sagas
+    /// (with `status`, if given) are found; expired sagas (past their TTL,
+    /// not deleted yet) are skipped.
+    async fn query_newest(&self, index: &str, key: &str, value: &str, limit: usize, status: Option<Status>) -> Result<Vec<Stored>> {
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        let now_s = crate::engine::now_ms() / 1000;
+        while out.len() < limit {
+            let want = (limit - out.len()).clamp(1, 1000) as i32;
+            let mut filter = "(attribute_not_exists(#ttl) OR #ttl > :now)".to_string();
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression("#k = :v")
+                .expression_attribute_names("#k", key)
+                .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+                .expression_attribute_values(":v", s(value))
+                .expression_attribute_values(":now", n(now_s))
+                .scan_index_forward(false)
+                .limit(if status.is_some() { want.max(10) } else { want })
+                .set_exclusive_start_key(start.take());
+            if let Some(st) = status {
+                filter.push_str(" AND #st = :st");
+                q = q.expression_attribute_names("#st", "status").expression_attribute_values(":st", s(st.as_str()));
+            }
+            let page = q.filter_expression(filter).send().await.map_err(|e| aws("dynamodb", "Query", e))?;
+            self.count_read(page.scanned_count);
+            for item in page.items() {
+                if out.len() < limit {
+                    out.push(decode(item)?);
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// All sagas, newest first: a Scan of the whole table. Only for rare
+    /// paths (a `Start` that finds two keys looks for the saga that made
+    /// one) and tests; periodic and interactive paths use the indexes.
     pub async fn list(&self) -> Result<Vec<Stored>> {
         self.scan().await
     }
@@ -598,6 +873,7 @@ impl Store {
                 .expression_attribute_values(":saga", s("saga"))
                 .filter_expression("#k = :saga");
             let page = req.send().await.map_err(|e| aws("dynamodb", "Scan", e))?;
+            self.count_read(page.scanned_count);
             for item in page.items() {
                 out.push(decode(item)?);
             }
@@ -612,16 +888,45 @@ impl Store {
 
     /// Raw items, for tests and the leak scan.
     pub async fn raw_items(&self) -> Result<Vec<HashMap<String, AttributeValue>>> {
-        let page = self.client.scan().table_name(&self.table).send().await.map_err(|e| aws("dynamodb", "Scan", e))?;
-        Ok(page.items.unwrap_or_default())
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page =
+                self.client.scan().table_name(&self.table).set_exclusive_start_key(start.take()).send().await.map_err(|e| aws("dynamodb", "Scan", e))?;
+            out.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
     }
+}
+
+/// The `tok` attribute: a step message's step and token.
+fn tok(step: Step, token: &str) -> String {
+    format!("{}#{token}", step.as_str())
+}
+
+/// When the saga's current step may run (0: now).
+fn run_at(saga: &Saga) -> Millis {
+    saga.waiting_until(0).unwrap_or(0)
+}
+
+/// In the sparse index of sagas the sweeper reads.
+fn active(saga: &Saga) -> bool {
+    !saga.status.is_terminal() || saga.unresolved()
 }
 
 fn decode(item: &HashMap<String, AttributeValue>) -> Result<Stored> {
     let get_s = |k: &str| item.get(k).and_then(|v| v.as_s().ok());
     let get_n = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<u64>().ok());
     let doc = get_s("doc").ok_or_else(|| Error::Corrupt("saga item without doc".into()))?;
-    let saga: Saga = serde_json::from_str(doc).map_err(|e| Error::Corrupt(format!("saga doc: {e}")))?;
+    let mut saga: Saga = serde_json::from_str(doc).map_err(|e| Error::Corrupt(format!("saga doc: {e}")))?;
+    // Attempts begun since the doc was written count as made.
+    for _ in 0..get_n("pend").unwrap_or(0) {
+        saga = saga::begin_attempt(&saga);
+    }
     Ok(Stored {
         version: get_n("version").ok_or_else(|| Error::Corrupt(format!("saga {} without version", saga.saga_id)))?,
         lease_owner: get_s("lease_owner").cloned(),
@@ -629,6 +934,49 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Result<Stored> {
         secret: item.get("secret").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()),
         due_at: get_n("due_at").unwrap_or(0),
         watch_at: get_n("watch_at"),
+        nudge: get_s("nudge").cloned(),
         saga,
     })
+}
+
+/// Create the saga table as `infra/keyturn-stack.yaml` declares it: key,
+/// the three indexes, TTL on `expires_at` (tests, the benchmark, a table
+/// made by hand).
+pub async fn create_table(client: &Client, table: &str) -> Result<()> {
+    let def = |name: &str, t: ScalarAttributeType| AttributeDefinition::builder().attribute_name(name).attribute_type(t).build();
+    let key = |name: &str, t: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(t).build();
+    let gsi = |name: &str, hash: &str, range: &str| -> std::result::Result<GlobalSecondaryIndex, aws_sdk_dynamodb::error::BuildError> {
+        GlobalSecondaryIndex::builder()
+            .index_name(name)
+            .key_schema(key(hash, KeyType::Hash)?)
+            .key_schema(key(range, KeyType::Range)?)
+            .projection(Projection::builder().projection_type(ProjectionType::All).build())
+            .build()
+    };
+    let build = |e: aws_sdk_dynamodb::error::BuildError| Error::Config(e.to_string());
+    client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(def("pk", ScalarAttributeType::S).map_err(build)?)
+        .attribute_definitions(def("active", ScalarAttributeType::S).map_err(build)?)
+        .attribute_definitions(def("due_at", ScalarAttributeType::N).map_err(build)?)
+        .attribute_definitions(def("kind", ScalarAttributeType::S).map_err(build)?)
+        .attribute_definitions(def("created_at", ScalarAttributeType::N).map_err(build)?)
+        .attribute_definitions(def("rotation_id", ScalarAttributeType::S).map_err(build)?)
+        .key_schema(key("pk", KeyType::Hash).map_err(build)?)
+        .global_secondary_indexes(gsi(ACTIVE_INDEX, "active", "due_at").map_err(build)?)
+        .global_secondary_indexes(gsi(CREATED_INDEX, "kind", "created_at").map_err(build)?)
+        .global_secondary_indexes(gsi(ROTATION_INDEX, "rotation_id", "created_at").map_err(build)?)
+        .send()
+        .await
+        .map_err(|e| aws("dynamodb", "CreateTable", e))?;
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name(TTL_ATTRIBUTE).enabled(true).build().map_err(build)?)
+        .send()
+        .await
+        .map_err(|e| aws("dynamodb", "UpdateTimeToLive", e))?;
+    Ok(())
 }

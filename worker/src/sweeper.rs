@@ -1,5 +1,6 @@
 //! The sweeper: the repair loop that makes lost messages harmless. Every
-//! `sweep_interval` it re-sends the current step of each running saga whose
+//! `sweep_interval` it reads the running sagas (a Query of the sparse index
+//! `active-by-due`, never a table scan) and re-sends the current step of each running saga whose
 //! `due_at` passed with no live lease (a crash between commit and send, an
 //! SQS mishap), and runs the due evidence checks of sagas that need
 //! attention with both keys in place ([`crate::attention`]).
@@ -20,9 +21,11 @@ impl<Q: Queue> Engine<Q> {
     pub async fn sweep(&self) -> Result<usize> {
         let now = now_ms();
         let mut n = 0;
-        // One read of the table serves the repairs and the gauges (a
-        // filtered scan reads, and is billed for, every item anyway).
-        let all = self.store.list().await?;
+        // One read of the sparse index of running sagas serves the repairs
+        // and the gauges: finished sagas are not in it, so a sweep reads
+        // only what runs, however many sagas the table keeps. The index is
+        // eventually consistent; every write below is conditional.
+        let all = self.store.active().await?;
         self.report_gauges(&all, now);
         for s in all.into_iter().filter(|s| s.needs_sweep(now)) {
             if s.saga.status == Status::NeedsAttention {

@@ -1,0 +1,352 @@
+//! The benchmark behind `scripts/bench`: N Auth0 rotations started at once
+//! through the `keyturn` binary, against moto and a multi-tenant fake Auth0
+//! on loopback, side by side with a plain sequential script doing the same
+//! work (`bench/sequential.py`).
+//!
+//! Every AWS request of the worker, of the `keyturn rotate` commands and of
+//! the script passes through a counting proxy in front of moto
+//! ([`FaultProxy`] with no faults), which names each call by its API action.
+//! The bench's own setup and progress polling talk to moto directly and are
+//! not counted. Worker CPU and memory come from `/proc/<pid>`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_credential_types::Credentials;
+use keyturn_testkit::env::{sdk_config, REGION};
+use keyturn_testkit::fault_proxy::FaultProxy;
+use keyturn_testkit::moto::Moto;
+
+const HELP: &str = "keyturn-bench: rotations per second, AWS calls, CPU and memory of keyturn
+against a plain sequential script doing the same work (see README, Efficiency).
+
+Usage: keyturn-bench [--rotations N] [--concurrency C] [--dir DIR] [--keyturn PATH]
+
+  --rotations N     rotations to run, all requested at once (default 200)
+  --concurrency C   the worker's [worker] concurrency (default 16)
+  --dir DIR         configuration, logs and the fake's port file (default target/bench)
+  --keyturn PATH    the keyturn binary (default: target/release/keyturn)";
+
+struct Args {
+    rotations: usize,
+    concurrency: usize,
+    dir: PathBuf,
+    keyturn: PathBuf,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args { rotations: 200, concurrency: 16, dir: "target/bench".into(), keyturn: "target/release/keyturn".into() };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--rotations" => a.rotations = val("--rotations")?.parse().map_err(|e| format!("--rotations: {e}"))?,
+            "--concurrency" => a.concurrency = val("--concurrency")?.parse().map_err(|e| format!("--concurrency: {e}"))?,
+            "--dir" => a.dir = val("--dir")?.into(),
+            "--keyturn" => a.keyturn = val("--keyturn")?.into(),
+            "-h" | "--help" => {
+                println!("{HELP}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}\n\n{HELP}")),
+        }
+    }
+    if a.rotations == 0 || a.concurrency == 0 {
+        return Err("--rotations and --concurrency must be at least 1".into());
+    }
+    Ok(a)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(args).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// A child process killed on drop.
+struct Kid(Child);
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// CPU time (user + system) of a process, in milliseconds.
+fn cpu_ms(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at ')'.
+    let rest = &stat[stat.rfind(')').ok_or_else(|| anyhow::anyhow!("bad /proc stat"))? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    let hz = 100.0_f64; // USER_HZ is 100 on Linux for every architecture keyturn targets
+    Ok(ticks * 1000.0 / hz)
+}
+
+/// A `VmRSS`/`VmHWM` line of `/proc/<pid>/status`, in MiB.
+fn mem_mib(pid: u32, field: &str) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with(field)).ok_or_else(|| anyhow::anyhow!("no {field}"))?;
+    let kb: f64 = line.split_whitespace().nth(1).unwrap_or("0").parse()?;
+    Ok(kb / 1024.0)
+}
+
+fn counts(proxy: &FaultProxy) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for (action, _) in proxy.log.lock().unwrap().seen.iter() {
+        *m.entry(if action.is_empty() { "(unnamed)".to_string() } else { action.clone() }).or_default() += 1;
+    }
+    m
+}
+
+fn wait_for_file(p: &Path, timeout: Duration) -> anyhow::Result<String> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(p) {
+            return Ok(s);
+        }
+        anyhow::ensure!(Instant::now() < end, "{} did not appear", p.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn run(a: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(a.keyturn.exists(), "{} is missing: build it first (scripts/bench does)", a.keyturn.display());
+    std::fs::create_dir_all(&a.dir)?;
+    let n = a.rotations;
+    println!("== keyturn bench: {n} Auth0 rotations, worker concurrency {}", a.concurrency);
+    let moto = Moto::start(&[]).await?;
+    let proxy = FaultProxy::start(moto.endpoint.clone()).await?;
+    let sdk = sdk_config(&moto.endpoint, Credentials::new("testing", "testing", None, None, "bench")).await;
+    let (iam, sqs, ddb) = (aws_sdk_iam::Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk), aws_sdk_dynamodb::Client::new(&sdk));
+    let (sns, kms, sm) = (aws_sdk_sns::Client::new(&sdk), aws_sdk_kms::Client::new(&sdk), aws_sdk_secretsmanager::Client::new(&sdk));
+
+    // The resources of a deployment, created as the stack would.
+    let dlq = sqs.create_queue().queue_name("keyturn-steps-dlq").send().await?.queue_url.unwrap_or_default();
+    let queue = sqs.create_queue().queue_name("keyturn-steps").send().await?.queue_url.unwrap_or_default();
+    keyturn::store::create_table(&ddb, "keyturn-sagas").await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let topic = sns.create_topic().name("keyturn").send().await?.topic_arn.unwrap_or_default();
+    let key = kms.create_key().send().await?.key_metadata.map(|m| m.key_id).unwrap_or_default();
+    kms.create_alias().alias_name("alias/keyturn").target_key_id(key).send().await?;
+    let client_secret = format!("bench-secret-{}", uuid::Uuid::new_v4().simple());
+    sm.create_secret().name("keyturn/auth0").secret_string(serde_json::json!({ "client_secret": client_secret }).to_string()).send().await?;
+    for i in 0..n {
+        iam.create_user().user_name(format!("bench-{i}")).send().await?;
+        iam.create_access_key().user_name(format!("bench-{i}")).send().await?;
+    }
+
+    let port_file = a.dir.join("auth0.port");
+    let _ = std::fs::remove_file(&port_file);
+    let _auth0 = Kid(Command::new("python3")
+        .args(["bench/fake_auth0.py", "--port-file"])
+        .arg(&port_file)
+        .args(["--client-secret", &client_secret])
+        .stdin(Stdio::null())
+        .spawn()?);
+    let auth0 = format!("http://127.0.0.1:{}", wait_for_file(&port_file, Duration::from_secs(20))?.trim());
+
+    let mut config = format!(
+        r#"[aws]
+region = "{REGION}"
+queue_url = "{queue}"
+dlq_url = "{dlq}"
+table = "keyturn-sagas"
+topic_arn = "{topic}"
+kms_key_id = "alias/keyturn"
+
+[worker]
+concurrency = {c}
+"#,
+        c = a.concurrency
+    );
+    for i in 0..n {
+        config.push_str(&format!(
+            r#"
+[[rotation]]
+id = "bench-{i}"
+source = {{ kind = "iam_access_key", user_name = "bench-{i}" }}
+target = {{ kind = "auth0_email_provider", domain = "t{i}.example.com", base_url = "{auth0}/t{i}", client_id = "bench-client", client_secret = {{ secrets_manager = "keyturn/auth0", json_key = "client_secret" }}, ses_region = "eu-west-1", from_address = "no-reply@example.com" }}
+policy = {{ grace_period = "0s" }}
+"#
+        ));
+    }
+    let cfg_path = a.dir.join("keyturn.toml");
+    std::fs::write(&cfg_path, &config)?;
+    let env = [
+        ("AWS_ENDPOINT_URL", proxy.endpoint.clone()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+        ("AWS_REGION", REGION.to_string()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+    ];
+
+    let log = std::fs::File::create(a.dir.join("worker.log"))?;
+    let mut worker = Command::new(&a.keyturn);
+    worker.args(["worker", "--config"]).arg(&cfg_path).envs(env.iter().cloned()).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    let worker = Kid(worker.spawn()?);
+    let pid = worker.0.id();
+    // Started: it has polled once (one ReceiveMessage through the proxy).
+    let end = Instant::now() + Duration::from_secs(60);
+    while counts(&proxy).get("ReceiveMessage").copied().unwrap_or(0) == 0 {
+        anyhow::ensure!(Instant::now() < end, "the worker did not start; see {}", a.dir.join("worker.log").display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let startup_rss = mem_mib(pid, "VmRSS")?;
+    proxy.log.lock().unwrap().seen.clear();
+
+    // N `keyturn rotate` commands, at most 16 running at a time.
+    let cpu0 = cpu_ms(pid)?;
+    let t0 = Instant::now();
+    // A request moto answers with an error (its transactions are not built
+    // for this concurrency) is asked again, as an operator would.
+    let mut pending: std::collections::VecDeque<usize> = (0..n).collect();
+    let mut running: Vec<(usize, Child)> = vec![];
+    let mut retried_requests = 0;
+    loop {
+        let mut failed = vec![];
+        running.retain_mut(|(i, c)| match c.try_wait() {
+            Ok(Some(st)) => {
+                if !st.success() {
+                    failed.push(*i);
+                }
+                false
+            }
+            _ => true,
+        });
+        retried_requests += failed.len();
+        anyhow::ensure!(retried_requests <= n, "too many failed requests");
+        pending.extend(failed);
+        while running.len() < 16 {
+            let Some(i) = pending.pop_front() else { break };
+            running.push((
+                i,
+                Command::new(&a.keyturn)
+                    .args(["rotate", &format!("bench-{i}"), "--config"])
+                    .arg(&cfg_path)
+                    .envs(env.iter().cloned())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?,
+            ));
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let requested = t0.elapsed();
+
+    // Until every saga ended (polled on moto directly: not counted).
+    let (statuses, wall) = loop {
+        let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+        let mut start = None;
+        loop {
+            let page = ddb.scan().table_name("keyturn-sagas").set_exclusive_start_key(start.take()).send().await?;
+            for item in page.items() {
+                if item.get("kind").and_then(|v| v.as_s().ok()).map(String::as_str) == Some("saga") {
+                    let st = item.get("status").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                    *statuses.entry(st).or_default() += 1;
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        let done: usize = statuses.iter().filter(|(s, _)| !matches!(s.as_str(), "running" | "compensating")).map(|(_, c)| c).sum();
+        if done >= n {
+            break (statuses, t0.elapsed());
+        }
+        anyhow::ensure!(t0.elapsed() < Duration::from_secs(1800), "rotations did not finish within 30 min: {statuses:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let busy_cpu = cpu_ms(pid)? - cpu0;
+    let peak = mem_mib(pid, "VmHWM")?;
+    let calls = counts(&proxy);
+
+    // Idle: settle, then 20 s of nothing to do.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (i0, it0) = (cpu_ms(pid)?, Instant::now());
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let idle_cpu_pct = (cpu_ms(pid)? - i0) / it0.elapsed().as_secs_f64() / 10.0;
+    let idle_rss = mem_mib(pid, "VmRSS")?;
+    let idle_calls: usize = counts(&proxy).values().sum::<usize>() - calls.values().sum::<usize>();
+    // SIGTERM, as ECS stops a task.
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    drop(worker);
+
+    // The plain sequential script, same work, same moto (through the proxy).
+    proxy.log.lock().unwrap().seen.clear();
+    let out = Command::new("python3")
+        .args(["bench/sequential.py", "--endpoint", &proxy.endpoint, "--auth0", &auth0, "--client-secret", &client_secret, "--topic", &topic])
+        .args(["--rotations", &n.to_string()])
+        .stderr(Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "bench/sequential.py failed");
+    let script: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let script_calls = counts(&proxy);
+    let s_wall = script["wall_s"].as_f64().unwrap_or(0.0);
+    let s_cpu = script["cpu_ms"].as_f64().unwrap_or(0.0);
+    let s_rss = script["peak_rss_kb"].as_f64().unwrap_or(0.0) / 1024.0;
+
+    let per = |c: usize| c as f64 / n as f64;
+    println!(
+        "\nsagas: {statuses:?}  (all {n} requested in {:.1}s by `keyturn rotate` processes, 16 at a time; {retried_requests} asked again after an error)",
+        requested.as_secs_f64()
+    );
+    println!("\nAWS calls per rotation, by API action (worker + CLI | script):");
+    let actions: std::collections::BTreeSet<&String> = calls.keys().chain(script_calls.keys()).collect();
+    for act in actions {
+        let k = calls.get(act).copied().unwrap_or(0);
+        let s = script_calls.get(act).copied().unwrap_or(0);
+        println!("  {act:<24} {:>7.2} | {:>5.2}", per(k), per(s));
+    }
+    let (kt, st) = (per(calls.values().sum()), per(script_calls.values().sum()));
+    println!("  {:<24} {kt:>7.2} | {st:>5.2}", "total");
+    let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}x", a / b) } else { "-".into() };
+    println!("\n{:<34} {:>12} | {:>12} | {:>7}", "figure", "keyturn", "script", "ratio");
+    let row = |name: &str, k: f64, s: f64, unit: &str| {
+        println!("{name:<34} {:>12} | {:>12} | {:>7}", format!("{k:.2}{unit}"), format!("{s:.2}{unit}"), ratio(k, s))
+    };
+    row("AWS calls per rotation", kt, st, "");
+    row("CPU per rotation (ms)", busy_cpu / n as f64, s_cpu / n as f64, "");
+    row("wall time (s)", wall.as_secs_f64(), s_wall, "");
+    row("rotations per second", n as f64 / wall.as_secs_f64(), n as f64 / s_wall, "");
+    row("peak RSS (MiB)", peak, s_rss, "");
+    println!("{:<34} {:>12}", "worker RSS after start (MiB)", format!("{startup_rss:.2}"));
+    println!("{:<34} {:>12}", "worker idle RSS (MiB)", format!("{idle_rss:.2}"));
+    println!("{:<34} {:>12}", "worker idle CPU (% of one core)", format!("{idle_cpu_pct:.3}"));
+    println!("{:<34} {:>12}", "worker idle AWS calls in 20 s", idle_calls);
+    let cpus = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpus.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("?").trim().to_string();
+    println!(
+        "\nmachine: {} x {model}; moto {}; worker concurrency {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        moto_version(),
+        a.concurrency
+    );
+    let failed: usize = statuses.iter().filter(|(s, _)| s.as_str() != "succeeded").map(|(_, c)| c).sum();
+    anyhow::ensure!(failed == 0, "{failed} sagas did not succeed: {statuses:?}");
+    Ok(())
+}
+
+fn moto_version() -> String {
+    Command::new("python3")
+        .args(["-c", "import moto; print(moto.__version__)"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "?".into())
+}
