@@ -79,16 +79,19 @@ pub struct Home {
 /// Where one source's IAM calls go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
-    /// The worker's own account, with its own credentials.
-    Home { account: String },
+    /// The worker's own account, with its own credentials (`None`: not
+    /// looked up, because nothing needed it).
+    Home { account: Option<String> },
     /// A member account, through a role assumed there.
     Role { account: String, role_arn: String },
 }
 
 impl Access {
-    pub fn account(&self) -> &str {
+    /// The account, when known.
+    pub fn account(&self) -> Option<&str> {
         match self {
-            Access::Home { account } | Access::Role { account, .. } => account,
+            Access::Home { account } => account.as_deref(),
+            Access::Role { account, .. } => Some(account),
         }
     }
 }
@@ -114,8 +117,8 @@ pub fn resolve(home: &Home, account_id: Option<&str>, role_arn: Option<&str>, de
         return Ok(Access::Role { account: account.to_string(), role_arn: arn.to_string() });
     }
     match account_id {
-        None => Ok(Access::Home { account: home.account.clone() }),
-        Some(a) if a == home.account => Ok(Access::Home { account: a.to_string() }),
+        None => Ok(Access::Home { account: Some(home.account.clone()) }),
+        Some(a) if a == home.account => Ok(Access::Home { account: Some(a.to_string()) }),
         Some(a) => match default_role {
             Some(name) => Ok(Access::Role { account: a.to_string(), role_arn: format!("arn:{}:iam::{a}:role/{name}", home.partition) }),
             None => Err(Error::Config(format!(
@@ -167,8 +170,14 @@ impl Accounts {
             .await
     }
 
-    /// Where a source with these settings acts.
+    /// Where a source with these settings acts. A source that names
+    /// neither an account nor a role acts in the home account with the
+    /// worker's own credentials, which needs no lookup: only deciding
+    /// whether a named account is the home one asks STS.
     pub async fn access(&self, account_id: Option<&str>, role_arn: Option<&str>) -> Result<Access> {
+        if account_id.is_none() && role_arn.is_none() {
+            return Ok(Access::Home { account: self.home.0.get().map(|h| h.account.clone()) });
+        }
         resolve(self.home().await?, account_id, role_arn, self.default_role.as_deref())
     }
 
@@ -236,8 +245,8 @@ mod tests {
 
     #[test]
     fn a_source_without_an_account_acts_in_the_home_account() {
-        assert_eq!(resolve(&home(), None, None, Some("keyturn-member")).unwrap(), Access::Home { account: "111111111111".into() });
-        assert_eq!(resolve(&home(), Some("111111111111"), None, Some("keyturn-member")).unwrap(), Access::Home { account: "111111111111".into() });
+        assert_eq!(resolve(&home(), None, None, Some("keyturn-member")).unwrap(), Access::Home { account: Some("111111111111".into()) });
+        assert_eq!(resolve(&home(), Some("111111111111"), None, Some("keyturn-member")).unwrap(), Access::Home { account: Some("111111111111".into()) });
     }
 
     #[test]

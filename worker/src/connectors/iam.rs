@@ -211,16 +211,23 @@ impl IamAccessKey {
             }
         };
         // The key must authenticate as this user *in the user's account*:
-        // a same-named user elsewhere is not proof.
-        let account = self.access().await?.account().to_string();
+        // a same-named user elsewhere is not proof. (A source that names no
+        // account created the key with the worker's own credentials, so
+        // the key can only be of the worker's account.)
+        let account = self.access().await?.account().map(str::to_string);
         let arn = out.arn().unwrap_or_default();
         let is_user = arn.contains(":user/") && arn.rsplit('/').next() == Some(self.user.as_str());
-        if is_user && out.account() == Some(account.as_str()) {
+        if is_user && account.as_deref().is_none_or(|a| out.account() == Some(a)) {
             Ok(())
         } else {
             Err(Error::NotYet {
                 code: "KeyNotPropagated",
-                message: format!("new key {} authenticated as {arn:?}, not as iam user {} in account {account}", cred.id, self.user),
+                message: format!(
+                    "new key {} authenticated as {arn:?}, not as iam user {}{}",
+                    cred.id,
+                    self.user,
+                    account.map(|a| format!(" in account {a}")).unwrap_or_default()
+                ),
             })
         }
     }
@@ -268,7 +275,8 @@ impl CredentialSource for IamAccessKey {
     fn location(&self) -> BoxFut<'_, Result<Option<String>>> {
         Box::pin(async move {
             Ok(Some(match self.access().await? {
-                Access::Home { account } => format!("account {account} (the worker's own), with the worker's credentials"),
+                Access::Home { account: Some(account) } => format!("account {account} (the worker's own), with the worker's credentials"),
+                Access::Home { account: None } => "the worker's own account, with the worker's credentials".to_string(),
                 Access::Role { account, role_arn } => format!(
                     "account {account}, through role {role_arn} ({}; session keyturn-<saga id>)",
                     if self.accounts.external_id_set() { "with the external id" } else { "no external id configured" }
