@@ -609,15 +609,20 @@ pub fn render_exposed_blocked(
             "recommended_action": action,
             "status_command": format!("keyturn status {saga_id}"),
         }),
-        attributes: BTreeMap::from([
-            ("event", "rotation.exposed_key".to_string()),
-            ("severity", "critical".to_string()),
-            ("rotation_id", rotation_id.to_string()),
-            ("credential_kind", credential_kind.to_string()),
-            ("target_kind", target_kind.to_string()),
-            ("correlation_id", correlation_id.to_string()),
-        ]),
+        attributes: exposed_key_attributes(rotation_id, credential_kind, target_kind, correlation_id),
     }
+}
+
+/// The message attributes of a `rotation.exposed_key` notice (critical).
+fn exposed_key_attributes(rotation_id: &str, credential_kind: &str, target_kind: &str, correlation_id: &str) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        ("event", "rotation.exposed_key".to_string()),
+        ("severity", "critical".to_string()),
+        ("rotation_id", rotation_id.to_string()),
+        ("credential_kind", credential_kind.to_string()),
+        ("target_kind", target_kind.to_string()),
+        ("correlation_id", correlation_id.to_string()),
+    ])
 }
 
 /// An exposed key with nothing left to rotate (already rotated away, or
@@ -651,14 +656,7 @@ pub fn render_exposed_settled(
             "correlation_id": correlation_id,
             "exposure": {"key_id": key_id, "state": "settled", "found": what, "health_event": event_arn, "aws_quarantine": AWS_QUARANTINE, "next_steps": steps},
         }),
-        attributes: BTreeMap::from([
-            ("event", "rotation.exposed_key".to_string()),
-            ("severity", "critical".to_string()),
-            ("rotation_id", rotation_id.to_string()),
-            ("credential_kind", credential_kind.to_string()),
-            ("target_kind", target_kind.to_string()),
-            ("correlation_id", correlation_id.to_string()),
-        ]),
+        attributes: exposed_key_attributes(rotation_id, credential_kind, target_kind, correlation_id),
     }
 }
 
