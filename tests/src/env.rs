@@ -554,6 +554,24 @@ kms_key_id = "alias/keyturn"
         }
     }
 
+    /// Every saga in the table.
+    pub async fn sagas(&self) -> Vec<Saga> {
+        keyturn::store::Store::new(self.clients.dynamodb.clone(), "keyturn-sagas").list().await.unwrap().into_iter().map(|s| s.saga).collect()
+    }
+
+    /// Wait until at least `n` sagas exist and all have ended.
+    pub async fn wait_sagas_done(&self, n: usize, timeout: Duration) -> Vec<Saga> {
+        let start = Instant::now();
+        loop {
+            let all = self.sagas().await;
+            if all.len() >= n && all.iter().all(|s| s.status.is_terminal()) {
+                return all;
+            }
+            assert!(start.elapsed() < timeout, "expected {n} finished sagas, have {all:#?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Drain notifications delivered to the SQS subscription: (subject, document, attributes).
     pub async fn notifications(&self, expect_at_least: usize, timeout: Duration) -> Vec<Notification> {
         drain(&self.notify_sqs, &self.notify_queue_url, expect_at_least, timeout)
@@ -604,6 +622,11 @@ pub fn keyturn_bin() -> std::path::PathBuf {
     let bin = dir.join("keyturn");
     assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` first", bin.display());
     bin
+}
+
+/// The notifications of one event kind (`event` attribute).
+pub fn of_event<'a>(ns: &'a [Notification], event: &str) -> Vec<&'a Notification> {
+    ns.iter().filter(|n| n.attributes.get("event").map(String::as_str) == Some(event)).collect()
 }
 
 #[derive(Debug, Clone)]

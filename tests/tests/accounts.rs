@@ -123,15 +123,9 @@ async fn an_iam3_finding_in_a_member_account_rotates_that_accounts_key_through_t
     assert!(plan.contains(&format!("acting in account {MEMBER}, through role arn:aws:iam::{MEMBER}:role/{ROLE_NAME} (with the external id")), "{plan}");
     assert!(!plan.contains("rotation auth0-ses"), "{plan}");
     env.put_event(&event).await.unwrap();
-    let store = keyturn::store::Store::new(env.clients.dynamodb.clone(), "keyturn-sagas");
-    let saga = loop {
-        let all = store.list().await.unwrap();
-        if let Some(s) = all.iter().find(|s| s.saga.status.is_terminal()) {
-            assert_eq!(all.len(), 1, "exactly one saga for the finding");
-            break s.saga.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let all = env.wait_sagas_done(1, Duration::from_secs(60)).await;
+    assert_eq!(all.len(), 1, "exactly one saga for the finding");
+    let saga = all[0].clone();
     w.stop().await;
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
     assert_eq!(saga.rotation_id, "member-mailer", "matched by account and user, not by user name alone");

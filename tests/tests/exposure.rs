@@ -13,9 +13,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keyturn::saga::{Saga, Status, Step};
+use keyturn::saga::{Status, Step};
 use keyturn::store::Created;
-use keyturn_testkit::env::{Notification, Options, RunningWorker, TestEnv, USER};
+use keyturn_testkit::env::{of_event as of, Notification, Options, RunningWorker, TestEnv, USER};
 
 const EXPOSED: &str = include_str!("../fixtures/health-key-exposed.json");
 const EXPOSED_USER: &str = include_str!("../fixtures/health-key-exposed-user-arn.json");
@@ -29,14 +29,6 @@ async fn env(grace: &'static str) -> TestEnv {
 fn event_for(key: &str, n: u32) -> String {
     // Each AWS repeat is its own EventBridge event (own id).
     EXPOSED.replace(PLACEHOLDER, key).replace("1c3e7a52-9d0b-4a6e-8c57-3f2d8b1e0a44", &format!("1c3e7a52-9d0b-4a6e-8c57-{n:012}"))
-}
-
-async fn sagas(env: &TestEnv) -> Vec<Saga> {
-    keyturn::store::Store::new(env.clients.dynamodb.clone(), "keyturn-sagas").list().await.unwrap().into_iter().map(|s| s.saga).collect()
-}
-
-fn of<'a>(ns: &'a [Notification], event: &str) -> Vec<&'a Notification> {
-    ns.iter().filter(|n| n.attributes.get("event").map(String::as_str) == Some(event)).collect()
 }
 
 async fn wait_for(env: &TestEnv, seen: &mut Vec<Notification>, event: &str) {
@@ -82,7 +74,7 @@ async fn an_exposed_idle_key_is_replaced_then_deactivated_and_deleted_within_sec
     );
     let mut seen = vec![];
     wait_for(&env, &mut seen, "rotation.exposed_key").await;
-    let all = sagas(&env).await;
+    let all = env.sagas().await;
     assert_eq!(all.len(), 1);
     let saga = &all[0];
     assert_eq!((saga.status, saga.trigger.as_str()), (Status::Succeeded, "health:exposed_key"));
@@ -109,7 +101,7 @@ async fn an_exposed_idle_key_is_replaced_then_deactivated_and_deleted_within_sec
     tokio::time::sleep(Duration::from_secs(3)).await;
     w.stop().await;
     seen.extend(env.notifications(0, Duration::from_secs(1)).await);
-    assert_eq!(sagas(&env).await.len(), 1, "a repeated exposure event starts nothing");
+    assert_eq!(env.sagas().await.len(), 1, "a repeated exposure event starts nothing");
     assert_eq!(of(&seen, "rotation.exposed_key").len(), 1);
     assert!(of(&seen, "rotation.unmatched").is_empty());
     let events = env.outcome_events(&events_url, 1, Duration::from_secs(10)).await;
@@ -143,7 +135,7 @@ async fn exposure_in_the_grace_period_deletes_the_old_key_now() {
     w.stop().await;
     assert_eq!(saga.status, Status::Succeeded);
     assert_eq!(key_status(&env, USER, &exposed).await, None, "deleted now, not in a week");
-    assert_eq!(sagas(&env).await.len(), 1, "the running saga took the emergency over; no second saga");
+    assert_eq!(env.sagas().await.len(), 1, "the running saga took the emergency over; no second saga");
     let e = saga.exposure.unwrap();
     assert!(e.deleted_at.is_some() && e.inactive_at.is_some());
     assert!(saga.history.iter().any(|a| a.outcome == "exposed"), "the takeover is in the saga's history");
@@ -164,7 +156,7 @@ async fn an_already_rotated_key_is_reported_with_nothing_to_rotate() {
     let n = of(&seen, "rotation.exposed_key")[0];
     assert_eq!(n.document["exposure"]["state"], "settled");
     assert!(n.document["exposure"]["found"].as_str().unwrap().contains(&id), "names the saga that replaced it");
-    assert_eq!(sagas(&env).await.len(), 1, "nothing new started");
+    assert_eq!(env.sagas().await.len(), 1, "nothing new started");
     assert!(of(&seen, "rotation.unmatched").is_empty(), "a key keyturn rotated is not 'unmatched'");
 }
 
@@ -188,7 +180,7 @@ async fn an_uncovered_exposed_key_is_reported_and_deactivated_only_when_configur
     assert_eq!((un[0].document["key_id"].as_str(), un[0].document["user"].as_str()), (Some(k1.as_str()), Some("stranger")));
     assert_eq!(un[0].document["deactivated"], false);
     assert_eq!(key_status(&env, "stranger", &k1).await, Some(true), "not deactivated unless configured");
-    assert!(sagas(&env).await.is_empty());
+    assert!(env.sagas().await.is_empty());
 
     // With [exposure] deactivate_uncovered = true: deactivated, with a warning that its consumer breaks.
     let k2 = iam.create_access_key().user_name("stranger").send().await.unwrap().access_key.unwrap().access_key_id;
@@ -216,7 +208,7 @@ async fn an_event_naming_the_user_rotates_its_only_active_key() {
     let mut seen = vec![];
     wait_for(&env, &mut seen, "rotation.exposed_key").await;
     w.stop().await;
-    let all = sagas(&env).await;
+    let all = env.sagas().await;
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].exposure.as_ref().unwrap().key_id, exposed);
     assert_eq!(key_status(&env, USER, &exposed).await, None, "no grace period of 1h: deleted");
@@ -245,7 +237,7 @@ async fn an_exposed_new_key_finishes_its_saga_then_a_fresh_rotation_replaces_it(
     // The fresh rotation replaces the exposed key at once.
     let start = Instant::now();
     let second = loop {
-        let all = sagas(&env).await;
+        let all = env.sagas().await;
         if let Some(s) = all.iter().find(|s| s.saga_id != id && s.status.is_terminal()) {
             break s.clone();
         }

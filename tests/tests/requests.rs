@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keyturn::saga::{Saga, Status};
-use keyturn_testkit::env::{Notification, Options, RunningWorker, TestEnv};
+use keyturn::saga::Status;
+use keyturn_testkit::env::{of_event as of, Options, RunningWorker, TestEnv};
 use serde_json::{json, Value};
 
 const BY_ID: &str = include_str!("../fixtures/requests/valid/by-rotation-id.json");
@@ -18,26 +18,6 @@ const T: Duration = Duration::from_secs(60);
 
 async fn env(grace: &'static str) -> TestEnv {
     TestEnv::new(Options { intake: true, grace_period: grace, ..Options::default() }).await.expect("test environment")
-}
-
-async fn sagas(env: &TestEnv) -> Vec<Saga> {
-    keyturn::store::Store::new(env.clients.dynamodb.clone(), "keyturn-sagas").list().await.unwrap().into_iter().map(|s| s.saga).collect()
-}
-
-async fn wait_sagas_done(env: &TestEnv, n: usize) -> Vec<Saga> {
-    let start = Instant::now();
-    loop {
-        let all = sagas(env).await;
-        if all.len() >= n && all.iter().all(|s| s.status.is_terminal()) {
-            return all;
-        }
-        assert!(start.elapsed() < T, "expected {n} finished sagas, have {all:#?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn of<'a>(ns: &'a [Notification], event: &str) -> Vec<&'a Notification> {
-    ns.iter().filter(|n| n.attributes.get("event").map(String::as_str) == Some(event)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,7 +30,7 @@ async fn a_request_by_rotation_id_starts_one_saga_answers_repeats_with_it_and_ca
     env.send_intake(BY_ID).await.unwrap();
     let engine = Arc::new(env.engine("w1"));
     let w = RunningWorker::spawn_with_intake(engine.clone(), &env.config.worker, env.intake_queue());
-    let done = wait_sagas_done(&env, 1).await;
+    let done = env.wait_sagas_done(1, T).await;
     assert_eq!(done.len(), 1, "{done:#?}");
     let saga = &done[0];
     assert_eq!((saga.status, saga.trigger.as_str(), saga.rotation_id.as_str()), (Status::Succeeded, "request", "auth0-ses"));
@@ -75,7 +55,7 @@ async fn a_request_by_rotation_id_starts_one_saga_answers_repeats_with_it_and_ca
         seen.extend(env.notifications(1, Duration::from_secs(2)).await);
     }
     w.stop().await;
-    assert_eq!(sagas(&env).await.len(), 1, "a repeated idempotency key starts nothing");
+    assert_eq!(env.sagas().await.len(), 1, "a repeated idempotency key starts nothing");
     let answers = of(&seen, "rotation.request_accepted");
     let mut outcomes: Vec<&str> = answers.iter().map(|n| n.document["outcome"].as_str().unwrap()).collect();
     outcomes.sort();
@@ -112,7 +92,7 @@ async fn a_request_by_account_and_user_may_shorten_the_grace_period() {
     env.send_intake(&body.to_string()).await.unwrap();
     let engine = Arc::new(env.engine("w1"));
     let w = RunningWorker::spawn_with_intake(engine.clone(), &env.config.worker, env.intake_queue());
-    let done = wait_sagas_done(&env, 1).await;
+    let done = env.wait_sagas_done(1, T).await;
     w.stop().await;
     let saga = &done[0];
     assert_eq!(saga.status, Status::Succeeded, "no week-long wait: {saga:#?}");
@@ -181,7 +161,7 @@ async fn invalid_requests_go_to_the_intake_dlq_with_reasons_and_unknown_rotation
     assert!(unknown_answer.document["reason_rejected"].as_str().unwrap().contains("no-such-rotation"));
     assert_eq!(unknown_answer.attributes["correlation_id"], "corr-7f3a9c");
     assert!(rejected.iter().any(|n| n.document["outcome"] == "rejected"), "the policy refusal is answered too");
-    assert!(sagas(&env).await.is_empty(), "no invalid request started anything");
+    assert!(env.sagas().await.is_empty(), "no invalid request started anything");
 }
 
 /// `schemas/rotation-request.v1.json` and keyturn's validation agree on every

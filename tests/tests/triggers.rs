@@ -43,23 +43,6 @@ fn worker(env: &TestEnv) -> (Arc<keyturn::engine::Engine<keyturn::queue::SqsQueu
     (engine, w)
 }
 
-async fn sagas(env: &TestEnv) -> Vec<Saga> {
-    keyturn::store::Store::new(env.clients.dynamodb.clone(), "keyturn-sagas").list().await.unwrap().into_iter().map(|s| s.saga).collect()
-}
-
-/// Wait until `n` sagas exist and all have ended.
-async fn wait_sagas_done(env: &TestEnv, n: usize) -> Vec<Saga> {
-    let start = Instant::now();
-    loop {
-        let all = sagas(env).await;
-        if all.len() >= n && all.iter().all(|s| s.status.is_terminal()) {
-            return all;
-        }
-        assert!(start.elapsed() < T, "expected {n} finished sagas, have {all:#?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Give the worker time to consume whatever is on the intake queue.
 async fn settle(env: &TestEnv) {
     let (iq, _) = env.intake.clone().unwrap();
@@ -86,7 +69,7 @@ async fn iam3_finding_on_the_bus_ends_in_rotated_key_resolved_finding_and_notifi
     env.securityhub.state.lock().unwrap().unprocessed_next = 1;
     let (_engine, w) = worker(&env);
     env.put_event(CONSOLIDATED).await.unwrap();
-    let done = wait_sagas_done(&env, 1).await;
+    let done = env.wait_sagas_done(1, T).await;
     w.stop().await;
 
     assert_eq!(done.len(), 1);
@@ -125,12 +108,12 @@ async fn legacy_finding_and_custom_action_each_start_exactly_one_saga() {
     let env = env(Options::default()).await;
     let (_engine, w) = worker(&env);
     env.put_event(LEGACY).await.unwrap();
-    let first = wait_sagas_done(&env, 1).await;
+    let first = env.wait_sagas_done(1, T).await;
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].status, Status::Succeeded);
     // An operator asks again through the custom action: an explicit request, so it runs.
     env.put_event(CUSTOM).await.unwrap();
-    let all = wait_sagas_done(&env, 2).await;
+    let all = env.wait_sagas_done(2, T).await;
     settle(&env).await;
     w.stop().await;
     assert_eq!(all.len(), 2, "{all:#?}");
@@ -148,7 +131,7 @@ async fn a_finding_starts_a_rotation_only_while_a_key_is_past_its_age() {
     for _ in 0..3 {
         env.put_event(CONSOLIDATED).await.unwrap();
     }
-    let done = wait_sagas_done(&env, 1).await;
+    let done = env.wait_sagas_done(1, T).await;
     assert_eq!(done[0].status, Status::Succeeded);
     let first_new = done[0].new_key.clone().unwrap();
     // ...and again after it succeeded, the same finding (same Id, original
@@ -156,7 +139,7 @@ async fn a_finding_starts_a_rotation_only_while_a_key_is_past_its_age() {
     engine.age_clock().set_skew(Duration::ZERO);
     env.put_event(CONSOLIDATED).await.unwrap();
     settle(&env).await;
-    assert_eq!(sagas(&env).await.len(), 1, "one saga for four imports");
+    assert_eq!(env.sagas().await.len(), 1, "one saga for four imports");
     let logs = keyturn_testkit::capture::logs();
     assert!(
         logs.contains("finding is stale, nothing to do") && logs.contains("no active key is 90 days old or older"),
@@ -168,7 +151,7 @@ async fn a_finding_starts_a_rotation_only_while_a_key_is_past_its_age() {
     engine.age_clock().set_skew(KEY_PAST_IAM3);
     env.put_event(CONSOLIDATED).await.unwrap();
     env.put_event(CONSOLIDATED).await.unwrap();
-    let done = wait_sagas_done(&env, 2).await;
+    let done = env.wait_sagas_done(2, T).await;
     assert_eq!(done.len(), 2, "exactly one new rotation: {done:#?}");
     assert!(done.iter().all(|s| s.status == Status::Succeeded));
     let second = done.iter().find(|s| s.new_key.as_deref() != Some(first_new.as_str())).unwrap();
@@ -179,11 +162,11 @@ async fn a_finding_starts_a_rotation_only_while_a_key_is_past_its_age() {
     engine.age_clock().set_skew(Duration::from_secs(31 * 86_400));
     env.put_event(CONSOLIDATED).await.unwrap();
     settle(&env).await;
-    assert_eq!(sagas(&env).await.len(), 2, "31 days is under IAM.3's default 90");
+    assert_eq!(env.sagas().await.len(), 2, "31 days is under IAM.3's default 90");
     let mut v: serde_json::Value = serde_json::from_str(CONSOLIDATED).unwrap();
     v["detail"]["findings"][0]["Compliance"]["SecurityControlParameters"] = serde_json::json!([{"Name": "maxAccessKeyAge", "Value": ["30"]}]);
     env.put_event(&v.to_string()).await.unwrap();
-    let done = wait_sagas_done(&env, 3).await;
+    let done = env.wait_sagas_done(3, T).await;
     w.stop().await;
     assert_eq!(done.len(), 3);
     assert_eq!(env.user_keys().await.len(), 1);
@@ -201,7 +184,7 @@ async fn unmatched_user_is_reported_once_and_counted() {
     }
     settle(&env).await;
     w.stop().await;
-    assert!(sagas(&env).await.is_empty(), "no rotation started");
+    assert!(env.sagas().await.is_empty(), "no rotation started");
     assert_eq!(engine.store().unmatched_count("123456789012", "payroll-bot").await.unwrap(), Some(3), "counted on every import");
     let n = env.notifications(1, Duration::from_secs(5)).await;
     assert_eq!(n.len(), 1, "reported once: {n:#?}");
@@ -235,7 +218,7 @@ async fn bad_events_go_to_the_intake_dlq_and_start_nothing() {
     assert!(reasons.iter().any(|r| r.starts_with("event is not JSON")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.starts_with("unsupported event: source \"aws.ec2\"")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r == "malformed event: finding 0 has no ProductArn"), "{reasons:?}");
-    assert!(sagas(&env).await.is_empty());
+    assert!(env.sagas().await.is_empty());
     assert_eq!(env.user_keys().await.len(), 1);
 }
 
@@ -252,11 +235,11 @@ async fn age_scan_starts_only_rotations_past_max_age() {
     let mailer_key =
         env.clients.iam.list_access_keys().user_name("mailer-2").send().await.unwrap().access_key_metadata()[0].access_key_id().unwrap().to_string();
     let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
-    let done = wait_sagas_done(&env, 1).await;
+    let done = env.wait_sagas_done(1, T).await;
     tokio::time::sleep(Duration::from_secs(2)).await; // further scans run every second
     w.stop().await;
     // (auth0-ses, with max_age 1s, may rotate again once its new key is 1s old.)
-    let all = sagas(&env).await;
+    let all = env.sagas().await;
     assert!(
         all.iter().all(|s| s.rotation_id == "auth0-ses"),
         "mailer-2 (80d) never started: {:?}",
@@ -322,7 +305,7 @@ async fn every_cis_versions_legacy_finding_starts_exactly_one_saga() {
     for (n, (version, body)) in CIS.iter().enumerate() {
         let finding: serde_json::Value = serde_json::from_str::<serde_json::Value>(body).unwrap()["detail"]["findings"][0].clone();
         env.put_event(body).await.unwrap();
-        let done = wait_sagas_done(&env, n + 1).await;
+        let done = env.wait_sagas_done(n + 1, T).await;
         assert_eq!(done.len(), n + 1, "CIS {version}: exactly one new saga: {done:#?}");
         let started: Vec<&Saga> = done.iter().filter(|s| s.findings.iter().any(|f| f.id == finding["Id"].as_str().unwrap())).collect();
         assert_eq!(started.len(), 1, "CIS {version}: one saga for its finding");
@@ -336,7 +319,7 @@ async fn every_cis_versions_legacy_finding_starts_exactly_one_saga() {
     }
     settle(&env).await;
     w.stop().await;
-    assert_eq!(sagas(&env).await.len(), CIS.len(), "one saga per fixture, no more");
+    assert_eq!(env.sagas().await.len(), CIS.len(), "one saga per fixture, no more");
     // Every update went to its finding's region, with its own ProductArn and Id.
     let calls = env.securityhub.of(Api::V1);
     for (version, body) in CIS {
@@ -362,7 +345,7 @@ async fn an_ocsf_finding_rotates_the_key_and_is_updated_with_batch_update_findin
         env.put_event(body).await.unwrap();
     }
     settle(&env).await;
-    assert!(sagas(&env).await.is_empty(), "no saga for passed, suppressed or other-control findings");
+    assert!(env.sagas().await.is_empty(), "no saga for passed, suppressed or other-control findings");
     // Failed, from eu-west-1 (delivered through the aggregation region's bus);
     // Security Hub reports the first update unprocessed once.
     let mut failed: serde_json::Value = serde_json::from_str(V2_FAILED).unwrap();
@@ -370,7 +353,7 @@ async fn an_ocsf_finding_rotates_the_key_and_is_updated_with_batch_update_findin
     let finding = failed["detail"]["findings"][0].clone();
     env.securityhub.state.lock().unwrap().unprocessed_next = 1;
     env.put_event(&failed.to_string()).await.unwrap();
-    let done = wait_sagas_done(&env, 1).await;
+    let done = env.wait_sagas_done(1, T).await;
     w.stop().await;
 
     assert_eq!(done.len(), 1);

@@ -192,12 +192,13 @@ impl Accounts {
         let Access::Role { account, role_arn } = access else { return Ok(home.clone()) };
         let session = session_name();
         let key = (role_arn.clone(), session.clone());
+        // Held across AssumeRole on purpose: steps of one saga arriving at
+        // once assume the role once, not once each.
         let mut cache = self.cache.lock().await;
         if let Some(c) = cache.get(&key).filter(|c| Instant::now() < c.renew_at) {
             return Ok(c.iam.clone());
         }
-        let creds = self.assume(role_arn, account, &session).await?;
-        let (creds, lifetime) = creds;
+        let (creds, lifetime) = self.assume(role_arn, account, &session).await?;
         let conf = aws_sdk_iam::config::Builder::from(&self.base).credentials_provider(creds).build();
         let iam = aws_sdk_iam::Client::from_conf(conf);
         let now = Instant::now();
