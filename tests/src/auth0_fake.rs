@@ -368,6 +368,12 @@ impl FakeAuth0 {
         self.state.lock().unwrap().token_lifetime = secs;
     }
 
+    /// Change the application's client secret (as an admin rotating it in
+    /// the Auth0 dashboard): the old one is refused from now on.
+    pub fn set_client_secret(&self, secret: &str) {
+        self.state.lock().unwrap().client_secret = secret.to_string();
+    }
+
     /// Expire every token issued so far (as if their lifetime ran out early:
     /// clock skew, a key roll on Auth0's side).
     pub fn expire_tokens(&self) {

@@ -47,3 +47,31 @@ async fn an_expired_token_is_renewed_once_and_the_call_retried() {
     assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 1, "one 401, then success: {statuses:?}");
     assert!(!saga.history.iter().any(|a| a.outcome == "retry"), "the renewal is not a step retry: {:#?}", saga.history);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_secret_changed_in_secrets_manager_is_read_again_when_auth0_refuses_the_cached_one() {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    let engine = Arc::new(env.engine("w1"));
+    let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    assert_eq!(rotate_once(&env, &engine).await.status, Status::Succeeded);
+    // An admin rotates the client secret in Auth0 and stores the new one in
+    // Secrets Manager; the worker still caches the old value (5 min), and
+    // its day-long token expires.
+    let fresh = format!("changed-{}", uuid::Uuid::new_v4().simple());
+    env.auth0.set_client_secret(&fresh);
+    env.clients
+        .secrets
+        .put_secret_value()
+        .secret_id("keyturn/auth0")
+        .secret_string(serde_json::json!({ "client_secret": fresh }).to_string())
+        .send()
+        .await
+        .unwrap();
+    env.auth0.expire_tokens();
+    let saga = rotate_once(&env, &engine).await;
+    w.stop().await;
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    let token_statuses: Vec<u16> = env.auth0.seen().iter().filter(|s| s.path == "/oauth/token").map(|s| s.status).collect();
+    assert_eq!(token_statuses, vec![200, 401, 200], "the cached secret refused once, then the fresh one taken");
+    assert!(!saga.history.iter().any(|a| a.outcome == "retry"), "re-reading the secret is not a step retry: {:#?}", saga.history);
+}

@@ -3,20 +3,97 @@
 //! A [`SecretRef`] names where a secret lives; this module fetches it when a
 //! connector first needs it. Values are wrapped in [`SecretString`] at once
 //! and errors name the reference, never the value.
+//!
+//! Why a cache: connectors read their API credentials (an Auth0 client
+//! secret, an Entra client secret, a GitHub token) each time they need a
+//! new access token, and many rotations share one of them. Reading it from
+//! Secrets Manager every time costs a call per rotation (and Secrets
+//! Manager bills per call), so a value read is kept in memory, zeroed on
+//! drop, for [`CACHE_FOR`]; the cache is one per process, shared by every
+//! connector built from the same configuration. A value that has just been
+//! changed in Secrets Manager is seen within that time, or at once by a
+//! connector whose API refused the cached value: it calls [`SecretResolver::forget`]
+//! and reads again (see `auth0.rs`, `entra.rs`).
 
-use secrecy::SecretString;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::SecretRef;
 use crate::error::{aws, Error, Result};
 
+/// How long a value read from Secrets Manager is used without reading it
+/// again.
+pub const CACHE_FOR: Duration = Duration::from_secs(300);
+
 #[derive(Clone, Debug)]
 pub struct SecretResolver {
     client: aws_sdk_secretsmanager::Client,
+    /// Secret id → (raw value, when read).
+    cache: Arc<Mutex<HashMap<String, (SecretString, Instant)>>>,
 }
 
 impl SecretResolver {
     pub fn new(client: aws_sdk_secretsmanager::Client) -> SecretResolver {
-        SecretResolver { client }
+        SecretResolver { client, cache: Arc::default() }
+    }
+
+    /// Drop a cached value, so the next [`SecretResolver::resolve`] reads
+    /// it again (its consumer refused it: it may have been changed).
+    /// Returns whether a cached value was dropped.
+    pub fn forget(&self, r: &SecretRef) -> bool {
+        match r {
+            SecretRef::Env(_) => false,
+            SecretRef::SecretsManager { secret_id, .. } => self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(secret_id).is_some(),
+        }
+    }
+
+    /// Run `use_it` with the secret `r` names. If the value came from the
+    /// cache and its consumer refused it (HTTP 400, 401 or 403: a changed
+    /// client secret is refused with one of these), read it again and run
+    /// `use_it` once more with the fresh value.
+    pub async fn with<T, F, Fut>(&self, r: &SecretRef, use_it: F) -> Result<T>
+    where
+        F: Fn(SecretString) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let cached = self.cached(r);
+        match use_it(self.resolve(r).await?).await {
+            Err(Error::Http { status: 400 | 401 | 403, .. }) if cached && self.forget(r) => use_it(self.resolve(r).await?).await,
+            other => other,
+        }
+    }
+
+    /// The value read now, not from the cache (and cached for the others).
+    pub async fn resolve_fresh(&self, r: &SecretRef) -> Result<SecretString> {
+        self.forget(r);
+        self.resolve(r).await
+    }
+
+    /// Whether `r` would be answered from the cache now.
+    fn cached(&self, r: &SecretRef) -> bool {
+        match r {
+            SecretRef::Env(_) => false,
+            SecretRef::SecretsManager { secret_id, .. } => {
+                self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(secret_id).is_some_and(|(_, at)| at.elapsed() < CACHE_FOR)
+            }
+        }
+    }
+
+    /// The raw value of a Secrets Manager secret: cached, or read.
+    async fn raw(&self, secret_id: &str) -> Result<SecretString> {
+        if let Some((v, at)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(secret_id) {
+            if at.elapsed() < CACHE_FOR {
+                return Ok(SecretString::from(v.expose_secret().to_owned()));
+            }
+        }
+        let out = self.client.get_secret_value().secret_id(secret_id).send().await.map_err(|e| aws("secretsmanager", "GetSecretValue", e))?;
+        let raw = out.secret_string.ok_or_else(|| Error::Config(format!("secret {secret_id} has no string value")))?;
+        let raw = SecretString::from(raw);
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(secret_id.to_string(), (SecretString::from(raw.expose_secret().to_owned()), Instant::now()));
+        Ok(raw)
     }
 
     pub async fn resolve(&self, r: &SecretRef) -> Result<SecretString> {
@@ -26,8 +103,8 @@ impl SecretResolver {
                 _ => Err(Error::Config(format!("environment variable {var} (a secret reference) is not set"))),
             },
             SecretRef::SecretsManager { secret_id, json_key } => {
-                let out = self.client.get_secret_value().secret_id(secret_id).send().await.map_err(|e| aws("secretsmanager", "GetSecretValue", e))?;
-                let raw = out.secret_string.ok_or_else(|| Error::Config(format!("secret {secret_id} has no string value")))?;
+                let raw = self.raw(secret_id).await?;
+                let raw = raw.expose_secret();
                 match json_key {
                     None => Ok(SecretString::from(raw)),
                     Some(key) => {

@@ -141,7 +141,10 @@ impl Auth0EmailProvider {
     }
 
     async fn fetch_token(&self) -> Result<(SecretString, Duration)> {
-        let client_secret = self.s.secrets.resolve(&self.s.client_secret).await?;
+        self.s.secrets.with(&self.s.client_secret, |secret| self.fetch_token_with(secret)).await
+    }
+
+    async fn fetch_token_with(&self, client_secret: SecretString) -> Result<(SecretString, Duration)> {
         let audience = format!("https://{}/api/v2/", self.s.domain);
         let url = self.url("/oauth/token");
         let (token, expires_in) = http_retry(self.s.retry, || async {

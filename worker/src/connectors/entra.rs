@@ -185,8 +185,11 @@ impl EntraProvisioning {
     }
 
     async fn fetch_token(&self) -> Result<(SecretString, Duration)> {
+        self.s.secrets.with(&self.s.client_secret, |secret| self.fetch_token_with(secret)).await
+    }
+
+    async fn fetch_token_with(&self, secret: SecretString) -> Result<(SecretString, Duration)> {
         let scope = graph_scope(&self.s.graph_base_url);
-        let secret = self.s.secrets.resolve(&self.s.client_secret).await?;
         let url = format!("{}/{}/oauth2/v2.0/token", self.s.login_base_url.trim_end_matches('/'), self.s.tenant_id);
         let (token, expires_in) = http_retry(self.s.retry, || async {
             let form = [

@@ -202,9 +202,10 @@ impl GitHubActionsSecrets {
     }
 
     /// The token: a fine-grained PAT from its reference, re-read every hour
-    /// (and after a 401), so a PAT rotated in Secrets Manager is picked up.
+    /// (and after a 401), so a PAT rotated in Secrets Manager is picked up:
+    /// read fresh, never from the resolver's cache.
     async fn fetch_token(&self) -> Result<(SecretString, Duration)> {
-        Ok((self.secrets.resolve(&self.cfg.token).await?, Duration::from_secs(3600)))
+        Ok((self.secrets.resolve_fresh(&self.cfg.token).await?, Duration::from_secs(3600)))
     }
 
     async fn call(&self, method: Method, url: &str, operation: &'static str, body: Option<Value>) -> Result<Value> {
