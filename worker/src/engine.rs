@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
-use tracing::{error, info, instrument, warn};
+use tracing::{error, info, instrument, warn, Instrument};
 
 use crate::connectors::{NewCredential, Rotation};
 use crate::error::{Error, Result};
@@ -276,13 +276,16 @@ impl<Q: Queue> Engine<Q> {
         // opened): later steps of the same run need no KMS call.
         let mut cleartext: Option<NewCredential> = None;
         for run in 1.. {
-            tracing::Span::current().record("step", attempt.step.as_str());
+            // The span's `step` is the message's (recorded once: fmt appends
+            // every record); each step of the run has a span of its own.
+            let step_span = tracing::info_span!("run", step = attempt.step.as_str());
             let started = std::time::Instant::now();
             let mut throttled = 0u32;
             let result = loop {
                 let result = {
                     // Roles assumed in member accounts name this saga in their session.
-                    let step = crate::accounts::for_saga(&attempt.saga_id, self.run_step(&rotation, &attempt, &stored, &mut cleartext));
+                    let step = crate::accounts::for_saga(&attempt.saga_id, self.run_step(&rotation, &attempt, &stored, &mut cleartext))
+                        .instrument(step_span.clone());
                     tokio::pin!(step);
                     let mut beat = tokio::time::interval(self.lease.min(self.visibility) / 3);
                     beat.tick().await;
@@ -304,7 +307,7 @@ impl<Q: Queue> Engine<Q> {
                         throttled += 1;
                         let limit = self.aimd.throttled();
                         let wait = (Duration::from_millis(250 << throttled.min(5)).mul_f64(0.5 + fastrand::f64())).min(self.lease / 4);
-                        warn!(limit, retry_in_ms = wait.as_millis() as u64, "IAM is throttling: fewer steps at once; the step runs again in place");
+                        warn!(step = attempt.step.as_str(), limit, retry_in_ms = wait.as_millis() as u64, "IAM is throttling: fewer steps at once; the step runs again in place");
                         self.heartbeat(m, &attempt.saga_id, version).await;
                         tokio::time::sleep(wait).await;
                     }
@@ -315,7 +318,7 @@ impl<Q: Queue> Engine<Q> {
                 self.aimd.ok();
             }
             if let Outcome::Failed(e) = &result.outcome {
-                warn!(code = %e.code, retryable = e.retryable, may_have_applied = e.may_have_applied, error = %e.message, "step attempt failed");
+                warn!(step = attempt.step.as_str(), code = %e.code, retryable = e.retryable, may_have_applied = e.may_have_applied, error = %e.message, "step attempt failed");
             }
             let now = now_ms();
             let tr = saga::advance(&attempt, &result.outcome, &attempt.effective_policy(&rotation.policy), clock(now));
@@ -347,7 +350,7 @@ impl<Q: Queue> Engine<Q> {
                 }
                 Err(e) => return Err(e),
             }
-            info!(next_step = %tr.saga.step, status = tr.saga.status.as_str(), "step committed");
+            info!(step = attempt.step.as_str(), next_step = %tr.saga.step, status = tr.saga.status.as_str(), "step committed");
             if !go_on {
                 if tr.next == Next::Run {
                     self.send_next(&tr.saga, now).await;
@@ -479,7 +482,8 @@ impl<Q: Queue> Engine<Q> {
                 if let (Some(id), true) = (&saga.new_key, stored.secret.is_some()) {
                     return Some(StepResult::of(Ok(Effect::Issued { key_id: id.clone() })));
                 }
-                let cred = match src.issue(&old_ids).await {
+                // `issue_intents` counts this attempt too (recorded with the lease).
+                let cred = match src.issue(&old_ids, saga.issue_intents > 1).await {
                     Ok(c) => c,
                     Err(e) => return Some(StepResult::of(Err(e))),
                 };

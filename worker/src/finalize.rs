@@ -53,9 +53,12 @@ impl<Q: Queue> Engine<Q> {
         let mut end = saga.clone();
         end.status = saga.closing.unwrap_or(Status::NeedsAttention);
         // Nothing to list for a credential made by hand: the notice shows
-        // what keyturn recorded instead.
+        // what keyturn recorded instead. Nothing to list either after a
+        // plain success: the record says which key is left.
         let keys = if saga.manual {
             None
+        } else if let Some(left) = end.keys_left() {
+            Some(left)
         } else {
             match crate::accounts::for_saga(&saga.saga_id, rot.source.inventory()).await {
                 Ok(k) => Some(k),

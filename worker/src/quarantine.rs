@@ -63,6 +63,11 @@ pub fn record(h: &Health, saga_id: &str, succeeded: bool, reason: &str, now: Mil
     if h.last_counted_saga.as_deref() == Some(saga_id) {
         return (h.clone(), Change::None);
     }
+    // A success with nothing to clear changes nothing worth a write (its
+    // count is idempotent anyway: a second count of it clears nothing).
+    if succeeded && h.consecutive_failures == 0 && h.quarantine.is_none() {
+        return (h.clone(), Change::None);
+    }
     let mut n = h.clone();
     n.last_counted_saga = Some(saga_id.to_string());
     if succeeded {
@@ -165,5 +170,15 @@ mod tests {
         assert_eq!(c, Change::Lifted);
         assert_eq!(h.consecutive_failures, 0);
         assert_eq!(record(&h, "ok2", true, "", 11, 3, 28 * DAY).1, Change::None);
+    }
+
+    #[test]
+    fn a_success_with_nothing_to_clear_needs_no_write() {
+        let clean = Health::default();
+        assert_eq!(record(&clean, "ok", true, "", 1, 3, 28 * DAY), (clean.clone(), Change::None), "unchanged: no PutItem");
+        let (one_failure, _) = record(&clean, "f", false, "x", 1, 3, 28 * DAY);
+        let (h, c) = record(&one_failure, "ok", true, "", 2, 3, 28 * DAY);
+        assert_eq!((h.consecutive_failures, c), (0, Change::None));
+        assert_ne!(h, one_failure, "a success after a failure is written");
     }
 }

@@ -804,6 +804,21 @@ impl Saga {
         self.exposure.as_ref().is_some_and(|e| e.inactive_at.is_some() || e.deleted_at.is_some())
     }
 
+    /// The keys as this saga left them, when its own record says so for
+    /// certain: it succeeded with its new key active and every old key
+    /// deleted (by its steps, or found already gone). `None` whenever only
+    /// a listing can tell (any other outcome, a credential made by hand).
+    /// The end-of-saga notice uses it instead of listing the keys again.
+    pub fn keys_left(&self) -> Option<Vec<KeyRef>> {
+        let new = self.new_key.as_ref()?;
+        // Running towards its end (finalize): the outcome it closes with.
+        let outcome = if self.status.is_terminal() { self.status } else { self.closing.unwrap_or(self.status) };
+        let done = outcome == Status::Succeeded;
+        (done && !self.manual && self.old_deleted && !self.new_disabled && !self.new_revoked).then(|| {
+            vec![KeyRef { id: new.clone(), active: true, created_at: None }]
+        })
+    }
+
     /// Stopped in `NeedsAttention` with both keys in place (an automatic
     /// credential): the saga keeps the credential's lock, is watched for
     /// evidence, and can be resolved (`keyturn resolve`). Every later

@@ -33,11 +33,14 @@ pub struct SecretResolver {
     client: aws_sdk_secretsmanager::Client,
     /// Secret id → (raw value, when read).
     cache: Arc<Mutex<HashMap<String, (SecretString, Instant)>>>,
+    /// Held while reading: many tasks missing the cache at once (a burst
+    /// of rotations) make one call, not one each.
+    reading: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SecretResolver {
     pub fn new(client: aws_sdk_secretsmanager::Client) -> SecretResolver {
-        SecretResolver { client, cache: Arc::default() }
+        SecretResolver { client, cache: Arc::default(), reading: Arc::default() }
     }
 
     /// Drop a cached value, so the next [`SecretResolver::resolve`] reads
@@ -84,10 +87,17 @@ impl SecretResolver {
 
     /// The raw value of a Secrets Manager secret: cached, or read.
     async fn raw(&self, secret_id: &str) -> Result<SecretString> {
-        if let Some((v, at)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(secret_id) {
-            if at.elapsed() < CACHE_FOR {
-                return Ok(SecretString::from(v.expose_secret().to_owned()));
-            }
+        let cached = || {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache.get(secret_id).filter(|(_, at)| at.elapsed() < CACHE_FOR).map(|(v, _)| SecretString::from(v.expose_secret().to_owned()))
+        };
+        if let Some(v) = cached() {
+            return Ok(v);
+        }
+        let _reading = self.reading.lock().await;
+        // Another task may have read it while this one waited.
+        if let Some(v) = cached() {
+            return Ok(v);
         }
         let out = self.client.get_secret_value().secret_id(secret_id).send().await.map_err(|e| aws("secretsmanager", "GetSecretValue", e))?;
         let raw = out.secret_string.ok_or_else(|| Error::Config(format!("secret {secret_id} has no string value")))?;

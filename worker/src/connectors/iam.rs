@@ -168,18 +168,22 @@ impl IamAccessKey {
         Ok(())
     }
 
-    async fn issue_impl(&self, keep: &[String]) -> Result<NewCredential> {
-        for orphan in self.list().await?.into_iter().filter(|k| !keep.contains(&k.id)) {
-            tracing::warn!(user = %self.user, key_id = %orphan.id, "deleting orphan key left by an interrupted attempt");
-            self.delete(&orphan.id).await?;
+    async fn issue_impl(&self, keep: &[String], earlier_attempts: bool) -> Result<NewCredential> {
+        // Only an earlier attempt can have left an orphan: no intent was on
+        // record before this one, so a first attempt skips ListAccessKeys.
+        if earlier_attempts {
+            for orphan in self.list().await?.into_iter().filter(|k| !keep.contains(&k.id)) {
+                tracing::warn!(user = %self.user, key_id = %orphan.id, "deleting orphan key left by an interrupted attempt");
+                self.delete(&orphan.id).await?;
+            }
         }
         let out = match self.client().await?.create_access_key().user_name(&self.user).send().await {
             Ok(o) => o,
             Err(e) => {
                 return Err(match aws("iam", "CreateAccessKey", e) {
-                    // After orphan cleanup only known keys remain, so hitting
-                    // the two-key limit means a concurrent attempt created one:
-                    // the next attempt deletes it as an orphan.
+                    // With one known key, hitting the two-key limit means a
+                    // key appeared since `start` (or an earlier attempt's):
+                    // the next attempt lists the keys and deletes it as an orphan.
                     Error::Aws { code, message, request_id, .. } if code == "LimitExceeded" && keep.len() < 2 => {
                         Error::Aws { service: "iam", operation: "CreateAccessKey", code, message, request_id, retryable: true }
                     }
@@ -287,8 +291,8 @@ impl CredentialSource for IamAccessKey {
     fn inventory(&self) -> BoxFut<'_, Result<Vec<KeyRef>>> {
         Box::pin(self.list())
     }
-    fn issue<'a>(&'a self, keep: &'a [String]) -> BoxFut<'a, Result<NewCredential>> {
-        Box::pin(self.issue_impl(keep))
+    fn issue<'a>(&'a self, keep: &'a [String], earlier_attempts: bool) -> BoxFut<'a, Result<NewCredential>> {
+        Box::pin(self.issue_impl(keep, earlier_attempts))
     }
     fn prove<'a>(&'a self, cred: &'a NewCredential) -> BoxFut<'a, Result<()>> {
         Box::pin(self.prove_impl(cred))

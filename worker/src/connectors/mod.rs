@@ -88,9 +88,12 @@ pub trait CredentialSource: Send + Sync {
     fn describe(&self) -> String;
     /// Every credential currently in place, active or not.
     fn inventory(&self) -> BoxFut<'_, Result<Vec<KeyRef>>>;
-    /// Create a new credential. Any credential not in `keep` is an orphan of
-    /// an earlier attempt whose secret was never stored: delete it first.
-    fn issue<'a>(&'a self, keep: &'a [String]) -> BoxFut<'a, Result<NewCredential>>;
+    /// Create a new credential. When `earlier_attempts` (an earlier attempt
+    /// of this step recorded its intent, so it may have created one whose
+    /// secret was never stored), any credential not in `keep` is such an
+    /// orphan: delete it first. On a first attempt there can be none, and
+    /// the source need not look.
+    fn issue<'a>(&'a self, keep: &'a [String], earlier_attempts: bool) -> BoxFut<'a, Result<NewCredential>>;
     /// Show the credential authenticates; `Error::NotYet` while it does not.
     fn prove<'a>(&'a self, cred: &'a NewCredential) -> BoxFut<'a, Result<()>>;
     fn disable<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<()>>;

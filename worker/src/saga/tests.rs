@@ -206,6 +206,7 @@ fn happy_path_visits_every_forward_step_in_order() {
     assert!(s.old_disabled && s.old_deleted && !s.new_revoked);
     assert_eq!(s.target, TargetState::HoldsNew);
     assert!(!s.secret_stored, "finalize erases the secret");
+    assert_eq!(s.keys_left(), Some(vec![KeyRef { id: "NEW".into(), active: true, created_at: None }]), "the notice needs no listing");
 }
 
 #[test]
@@ -254,6 +255,7 @@ fn push_rejected_with_client_error_revokes_new_key() {
     assert!(s.new_revoked && !s.old_disabled);
     assert_eq!(s.failure.as_ref().unwrap().step, Step::PushToTarget);
     assert_eq!(s.compensations.len(), 1);
+    assert_eq!(s.keys_left(), None, "after a rollback the notice lists the keys");
 }
 
 #[test]
@@ -436,6 +438,13 @@ proptest! {
             // person (or clear evidence) may resolve it, and it runs again.
             if s.unresolved() {
                 prop_assert!(s.attention.is_some(), "unresolved saga without attention record");
+            }
+            // The notice skips listing keys only when the record is certain.
+            if let Some(left) = s.keys_left() {
+                prop_assert_eq!(s.status, Status::Succeeded);
+                prop_assert!(!s.manual && !s.unresolved() && s.old_deleted && !s.new_revoked);
+                prop_assert_eq!(left.len(), 1);
+                prop_assert_eq!(Some(&left[0].id), s.new_key.as_ref());
             }
             if let Some((keep_new, gone)) = resolutions.next() {
                 {
