@@ -307,7 +307,12 @@ impl<Q: Queue> Engine<Q> {
                         throttled += 1;
                         let limit = self.aimd.throttled();
                         let wait = (Duration::from_millis(250 << throttled.min(5)).mul_f64(0.5 + fastrand::f64())).min(self.lease / 4);
-                        warn!(step = attempt.step.as_str(), limit, retry_in_ms = wait.as_millis() as u64, "IAM is throttling: fewer steps at once; the step runs again in place");
+                        warn!(
+                            step = attempt.step.as_str(),
+                            limit,
+                            retry_in_ms = wait.as_millis() as u64,
+                            "IAM is throttling: fewer steps at once; the step runs again in place"
+                        );
                         self.heartbeat(m, &attempt.saga_id, version).await;
                         tokio::time::sleep(wait).await;
                     }

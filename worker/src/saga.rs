@@ -814,9 +814,8 @@ impl Saga {
         // Running towards its end (finalize): the outcome it closes with.
         let outcome = if self.status.is_terminal() { self.status } else { self.closing.unwrap_or(self.status) };
         let done = outcome == Status::Succeeded;
-        (done && !self.manual && self.old_deleted && !self.new_disabled && !self.new_revoked).then(|| {
-            vec![KeyRef { id: new.clone(), active: true, created_at: None }]
-        })
+        (done && !self.manual && self.old_deleted && !self.new_disabled && !self.new_revoked)
+            .then(|| vec![KeyRef { id: new.clone(), active: true, created_at: None }])
     }
 
     /// Stopped in `NeedsAttention` with both keys in place (an automatic

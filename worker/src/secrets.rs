@@ -102,7 +102,10 @@ impl SecretResolver {
         let out = self.client.get_secret_value().secret_id(secret_id).send().await.map_err(|e| aws("secretsmanager", "GetSecretValue", e))?;
         let raw = out.secret_string.ok_or_else(|| Error::Config(format!("secret {secret_id} has no string value")))?;
         let raw = SecretString::from(raw);
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(secret_id.to_string(), (SecretString::from(raw.expose_secret().to_owned()), Instant::now()));
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(secret_id.to_string(), (SecretString::from(raw.expose_secret().to_owned()), Instant::now()));
         Ok(raw)
     }
 
@@ -118,7 +121,7 @@ impl SecretResolver {
                 match json_key {
                     None => Ok(SecretString::from(raw)),
                     Some(key) => {
-                        let v: serde_json::Value = serde_json::from_str(&raw)
+                        let v: serde_json::Value = serde_json::from_str(raw)
                             .map_err(|_| Error::Config(format!("secret {secret_id} is not a JSON object (json_key = {key:?} was given)")))?;
                         v.get(key)
                             .and_then(|x| x.as_str())
