@@ -8,8 +8,9 @@
 //! would send it, or a connection reset. Everything else is forwarded to
 //! moto unchanged.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -46,6 +47,66 @@ impl Fault {
     }
 }
 
+/// A backend's rate limit: calls of `actions` above `per_sec` (a token
+/// bucket holding at most one second's worth) are answered with IAM's
+/// `Throttling`, as AWS throttles an account's IAM calls.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    pub actions: Vec<String>,
+    pub per_sec: f64,
+    tokens: f64,
+    refilled: Instant,
+    /// Calls let through, and when the first and the last of them came.
+    pub admitted: usize,
+    pub first: Option<Instant>,
+    pub last: Option<Instant>,
+    /// Calls answered `Throttling`.
+    pub refused: usize,
+}
+
+impl RateLimit {
+    pub fn new(actions: &[&str], per_sec: f64) -> RateLimit {
+        RateLimit {
+            actions: actions.iter().map(|a| a.to_string()).collect(),
+            per_sec,
+            tokens: per_sec,
+            refilled: Instant::now(),
+            admitted: 0,
+            first: None,
+            last: None,
+            refused: 0,
+        }
+    }
+
+    /// Whether a call of `action` now is let through (and counted).
+    fn admit(&mut self, action: &str) -> bool {
+        if !self.actions.iter().any(|a| a == action) {
+            return true;
+        }
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() * self.per_sec).min(self.per_sec.max(1.0));
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.admitted += 1;
+            self.first.get_or_insert(now);
+            self.last = Some(now);
+            true
+        } else {
+            self.refused += 1;
+            false
+        }
+    }
+
+    /// Calls let through per second, from the first to the last of them.
+    pub fn admitted_per_sec(&self) -> f64 {
+        match (self.first, self.last) {
+            (Some(a), Some(b)) if b > a => self.admitted.saturating_sub(1) as f64 / (b - a).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Rule {
     action: String,
@@ -63,6 +124,8 @@ pub struct Log {
     /// decoded: (action, [(name, value)]). Requests carry no secrets there
     /// (answers do, and are not logged).
     pub forms: Vec<(String, Vec<(String, String)>)>,
+    /// Per action: calls forwarded and the time moto took to answer them.
+    pub upstream: BTreeMap<String, (usize, Duration)>,
 }
 
 impl Log {
@@ -122,6 +185,8 @@ fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
 pub struct FaultProxy {
     pub endpoint: String,
     rules: Arc<Mutex<Vec<Rule>>>,
+    /// A rate limit in force, if any ([`FaultProxy::limit_rate`]).
+    pub rate: Arc<Mutex<Option<RateLimit>>>,
     pub log: Arc<Mutex<Log>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -132,23 +197,30 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let rules: Arc<Mutex<Vec<Rule>>> = Arc::default();
+        let rate: Arc<Mutex<Option<RateLimit>>> = Arc::default();
         let log: Arc<Mutex<Log>> = Arc::default();
         let client = reqwest::Client::new();
-        let (r2, l2) = (rules.clone(), log.clone());
+        let (r2, l2, rate2) = (rules.clone(), log.clone(), rate.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (rules, log, client, upstream) = (r2.clone(), l2.clone(), client.clone(), upstream.clone());
+                let (rules, log, rate, client, upstream) = (r2.clone(), l2.clone(), rate2.clone(), client.clone(), upstream.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (rules, log, client, upstream) = (rules.clone(), log.clone(), client.clone(), upstream.clone());
-                        async move { handle(req, &rules, &log, &client, &upstream).await }
+                        let (rules, log, rate, client, upstream) = (rules.clone(), log.clone(), rate.clone(), client.clone(), upstream.clone());
+                        async move { handle(req, &rules, &rate, &log, &client, &upstream).await }
                     });
                     let io = hyper_util::rt::TokioIo::new(stream);
                     let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
                 });
             }
         });
-        Ok(FaultProxy { endpoint, rules, log, task })
+        Ok(FaultProxy { endpoint, rules, rate, log, task })
+    }
+
+    /// Answer calls of `actions` above `per_sec` with `Throttling` from now
+    /// on (`None`: no limit). See [`RateLimit`].
+    pub fn limit_rate(&self, limit: Option<RateLimit>) {
+        *self.rate.lock().unwrap() = limit;
     }
 
     /// Inject `fault` into the next `uses` calls of `action` (e.g. "CreateAccessKey").
@@ -192,6 +264,7 @@ fn action_of(headers: &hyper::HeaderMap, body: &[u8]) -> String {
 async fn handle(
     req: Request<Incoming>,
     rules: &Mutex<Vec<Rule>>,
+    rate: &Mutex<Option<RateLimit>>,
     log: &Mutex<Log>,
     client: &reqwest::Client,
     upstream: &str,
@@ -209,13 +282,17 @@ async fn handle(
             None => None,
         }
     };
+    let fault = match fault {
+        None if rate.lock().unwrap().as_mut().is_some_and(|r| !r.admit(&action)) => Some(Fault::iam_throttling()),
+        other => other,
+    };
     {
         let mut log = log.lock().unwrap();
         log.signers.push((action.clone(), signer(&parts.headers)));
         if parts.headers.get("x-amz-target").is_none() && !action.is_empty() {
             log.forms.push((action.clone(), form_pairs(&body)));
         }
-        log.seen.push((action, matches!(fault, Some(Fault::QueryError { .. }) | Some(Fault::Reset))));
+        log.seen.push((action.clone(), matches!(fault, Some(Fault::QueryError { .. }) | Some(Fault::Reset))));
     }
     match fault {
         Some(Fault::Reset) => return Err(ResetConnection),
@@ -237,6 +314,7 @@ async fn handle(
             fwd = fwd.header(k, v);
         }
     }
+    let sent = Instant::now();
     let Ok(resp) = fwd.send().await else { return Err(ResetConnection) };
     let mut out = Response::builder().status(resp.status().as_u16());
     for (k, v) in resp.headers().iter() {
@@ -245,5 +323,11 @@ async fn handle(
         }
     }
     let bytes = resp.bytes().await.unwrap_or_default();
+    {
+        let mut log = log.lock().unwrap();
+        let e = log.upstream.entry(action).or_default();
+        e.0 += 1;
+        e.1 += sent.elapsed();
+    }
     Ok(out.body(Full::new(bytes)).unwrap())
 }

@@ -16,34 +16,46 @@ use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
 use keyturn_testkit::env::{sdk_config, REGION};
-use keyturn_testkit::fault_proxy::FaultProxy;
+use keyturn_testkit::fault_proxy::{FaultProxy, RateLimit};
 use keyturn_testkit::moto::Moto;
 
 const HELP: &str = "keyturn-bench: rotations per second, AWS calls, CPU and memory of keyturn
 against a plain sequential script doing the same work (see README, Efficiency).
 
-Usage: keyturn-bench [--rotations N] [--concurrency C] [--dir DIR] [--keyturn PATH]
+Usage: keyturn-bench [--rotations N] [--concurrency C] [--throttle-iam R] [--dir DIR] [--keyturn PATH]
 
   --rotations N     rotations to run, all requested at once (default 200)
   --concurrency C   the worker's [worker] concurrency (default 16)
+  --throttle-iam R  a burst against a throttling backend: the proxy in front of
+                    moto answers IAM calls above R per second with Throttling
+                    while the worker runs (not while the script does); prints
+                    how close to R the worker ran and how often it was refused
   --dir DIR         configuration, logs and the fake's port file (default target/bench)
   --keyturn PATH    the keyturn binary (default: target/release/keyturn)";
 
 struct Args {
     rotations: usize,
     concurrency: usize,
+    throttle_iam: Option<f64>,
     dir: PathBuf,
     keyturn: PathBuf,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { rotations: 200, concurrency: 16, dir: "target/bench".into(), keyturn: "target/release/keyturn".into() };
+    let mut a = Args { rotations: 200, concurrency: 16, throttle_iam: None, dir: "target/bench".into(), keyturn: "target/release/keyturn".into() };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
             "--rotations" => a.rotations = val("--rotations")?.parse().map_err(|e| format!("--rotations: {e}"))?,
             "--concurrency" => a.concurrency = val("--concurrency")?.parse().map_err(|e| format!("--concurrency: {e}"))?,
+            "--throttle-iam" => {
+                let r: f64 = val("--throttle-iam")?.parse().map_err(|e| format!("--throttle-iam: {e}"))?;
+                if !(r >= 1.0 && r.is_finite()) {
+                    return Err("--throttle-iam must be at least 1 (calls per second)".into());
+                }
+                a.throttle_iam = Some(r);
+            }
             "--dir" => a.dir = val("--dir")?.into(),
             "--keyturn" => a.keyturn = val("--keyturn")?.into(),
             "-h" | "--help" => {
@@ -100,6 +112,16 @@ fn mem_mib(pid: u32, field: &str) -> anyhow::Result<f64> {
     let line = status.lines().find(|l| l.starts_with(field)).ok_or_else(|| anyhow::anyhow!("no {field}"))?;
     let kb: f64 = line.split_whitespace().nth(1).unwrap_or("0").parse()?;
     Ok(kb / 1024.0)
+}
+
+/// The IAM actions a rotation calls (what `--throttle-iam` limits).
+const IAM_ACTIONS: [&str; 5] = ["ListAccessKeys", "CreateAccessKey", "UpdateAccessKey", "DeleteAccessKey", "GetAccessKeyLastUsed"];
+
+/// Forget what the proxy counted so far.
+fn clear(proxy: &FaultProxy) {
+    let mut log = proxy.log.lock().unwrap();
+    log.seen.clear();
+    log.upstream.clear();
 }
 
 fn counts(proxy: &FaultProxy) -> BTreeMap<String, usize> {
@@ -203,7 +225,11 @@ policy = {{ grace_period = "0s" }}
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let startup_rss = mem_mib(pid, "VmRSS")?;
-    proxy.log.lock().unwrap().seen.clear();
+    clear(&proxy);
+    if let Some(rate) = a.throttle_iam {
+        println!("IAM behind a proxy that answers Throttling above {rate} calls/s");
+        proxy.limit_rate(Some(RateLimit::new(&IAM_ACTIONS, rate)));
+    }
 
     // N `keyturn rotate` commands, at most 16 running at a time.
     let cpu0 = cpu_ms(pid)?;
@@ -248,8 +274,17 @@ policy = {{ grace_period = "0s" }}
     }
     let requested = t0.elapsed();
 
-    // Until every saga ended (polled on moto directly: not counted).
+    // Until every saga ended (polled on moto directly: not counted). The
+    // table is scanned only once the worker's log says every saga was
+    // notified: a scan every moment would take moto's time from the worker.
+    let log_path = a.dir.join("worker.log");
     let (statuses, wall) = loop {
+        let notified = std::fs::read_to_string(&log_path).unwrap_or_default().matches("notification published").count();
+        if notified < n {
+            anyhow::ensure!(t0.elapsed() < Duration::from_secs(3600), "rotations did not finish within an hour ({notified} notified)");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        }
         let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
         let mut start = None;
         loop {
@@ -269,12 +304,14 @@ policy = {{ grace_period = "0s" }}
         if done >= n {
             break (statuses, t0.elapsed());
         }
-        anyhow::ensure!(t0.elapsed() < Duration::from_secs(1800), "rotations did not finish within 30 min: {statuses:?}");
+        anyhow::ensure!(t0.elapsed() < Duration::from_secs(3600), "rotations did not finish within an hour: {statuses:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let busy_cpu = cpu_ms(pid)? - cpu0;
     let peak = mem_mib(pid, "VmHWM")?;
     let calls = counts(&proxy);
+    let upstream = proxy.log.lock().unwrap().upstream.clone();
+    let limited = proxy.rate.lock().unwrap().take();
 
     // Idle: settle, then 20 s of nothing to do.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -288,7 +325,7 @@ policy = {{ grace_period = "0s" }}
     drop(worker);
 
     // The plain sequential script, same work, same moto (through the proxy).
-    proxy.log.lock().unwrap().seen.clear();
+    clear(&proxy);
     let out = Command::new("python3")
         .args(["bench/sequential.py", "--endpoint", &proxy.endpoint, "--auth0", &auth0, "--client-secret", &client_secret, "--topic", &topic])
         .args(["--rotations", &n.to_string()])
@@ -297,6 +334,7 @@ policy = {{ grace_period = "0s" }}
     anyhow::ensure!(out.status.success(), "bench/sequential.py failed");
     let script: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let script_calls = counts(&proxy);
+    let script_upstream = proxy.log.lock().unwrap().upstream.clone();
     let s_wall = script["wall_s"].as_f64().unwrap_or(0.0);
     let s_cpu = script["cpu_ms"].as_f64().unwrap_or(0.0);
     let s_rss = script["peak_rss_kb"].as_f64().unwrap_or(0.0) / 1024.0;
@@ -329,6 +367,47 @@ policy = {{ grace_period = "0s" }}
     println!("{:<34} {:>12}", "worker idle RSS (MiB)", format!("{idle_rss:.2}"));
     println!("{:<34} {:>12}", "worker idle CPU (% of one core)", format!("{idle_cpu_pct:.3}"));
     println!("{:<34} {:>12}", "worker idle AWS calls in 20 s", idle_calls);
+
+    // Where the wall time goes: moto answers one request at a time (one
+    // Python process), so its time per call grows with the calls waiting.
+    let moto = |u: &BTreeMap<String, (usize, Duration)>| {
+        let (n, t) = u.values().fold((0usize, Duration::ZERO), |(n, t), (c, d)| (n + c, t + *d));
+        (n, t.as_secs_f64())
+    };
+    let ((wn, wt), (sn, st_)) = (moto(&upstream), moto(&script_upstream));
+    println!("\nmoto, where the wall time goes          keyturn |       script");
+    println!("{:<34} {:>12} | {:>12}", "calls answered per second", format!("{:.1}", wn as f64 / wall.as_secs_f64()), format!("{:.1}", sn as f64 / s_wall));
+    println!(
+        "{:<34} {:>12} | {:>12}",
+        "mean time moto took per call (ms)",
+        format!("{:.2}", 1000.0 * wt / wn.max(1) as f64),
+        format!("{:.2}", 1000.0 * st_ / sn.max(1) as f64)
+    );
+    println!(
+        "{:<34} {:>12} | {:>12}",
+        "calls in moto at once (mean)",
+        format!("{:.2}", wt / wall.as_secs_f64()),
+        format!("{:.2}", st_ / s_wall)
+    );
+    let mut slow: Vec<(&String, &(usize, Duration))> = upstream.iter().collect();
+    slow.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+    let top: Vec<String> =
+        slow.iter().take(4).map(|(a, (c, d))| format!("{a} {:.0} ms", 1000.0 * d.as_secs_f64() / (*c).max(1) as f64)).collect();
+    println!("{:<34} {}", "keyturn's slowest in moto (mean)", top.join(", "));
+
+    if let Some(r) = &limited {
+        let refusals = std::fs::read_to_string(a.dir.join("worker.log")).unwrap_or_default().matches("IAM is throttling").count();
+        println!(
+            "\nburst against a throttling IAM: limit {:.1} calls/s; {} IAM calls let through at {:.2}/s from the first to the last ({:.0}% of the limit); {} answered Throttling ({:.1}% of IAM calls); {refusals} steps backed off in place (worker log)",
+            r.per_sec,
+            r.admitted,
+            r.admitted_per_sec(),
+            100.0 * r.admitted_per_sec() / r.per_sec,
+            r.refused,
+            100.0 * r.refused as f64 / (r.admitted + r.refused).max(1) as f64
+        );
+    }
+
     let cpus = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpus.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("?").trim().to_string();
     println!(
