@@ -19,7 +19,7 @@ async fn run(env: &TestEnv, proxy: &FaultProxy) -> keyturn::saga::Saga {
     let engine = Arc::new(keyturn::app::engine(&env.config, &clients, "faulty".into()));
     let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
     let Created::New(id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
-    let saga = env.wait_terminal(&id, Duration::from_secs(90)).await;
+    let saga = env.wait_terminal(&id, Duration::from_secs(600)).await;
     w.stop().await;
     saga
 }
@@ -52,7 +52,9 @@ async fn iam_throttling_backs_off_concurrency_instead_of_spending_step_attempts(
     let proxy = FaultProxy::start(env.moto.endpoint.clone()).await.unwrap();
     // 15 refusals: the SDK tries each call 3 times, so the step is refused 5
     // times — more than its whole budget (max_attempts = 4). Spent as
-    // attempts, that would end the saga compensated.
+    // attempts, that would end the saga compensated. (Slow on purpose: after
+    // 15 refusals in a row the SDK's adaptive retry paces IAM calls at its
+    // lowest rate, about one every 2 s, and regains speed with successes.)
     proxy.inject("CreateAccessKey", Fault::iam_throttling(), 15);
     let saga = run(&env, &proxy).await;
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");

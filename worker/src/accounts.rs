@@ -199,8 +199,9 @@ impl Accounts {
             return Ok(c.iam.clone());
         }
         let (creds, lifetime) = self.assume(role_arn, account, &session).await?;
-        let conf = aws_sdk_iam::config::Builder::from(&self.base).credentials_provider(creds).build();
-        let iam = aws_sdk_iam::Client::from_conf(conf);
+        // The home client's configuration: its adaptive retry and its
+        // retry partition (one IAM rate for the whole process).
+        let iam = aws_sdk_iam::Client::from_conf(home.config().to_builder().credentials_provider(creds).build());
         let now = Instant::now();
         cache.retain(|_, c| now < c.renew_at);
         cache.insert(key, Cached { iam: iam.clone(), renew_at: now + crate::connectors::token::renew_after(lifetime) });

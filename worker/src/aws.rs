@@ -56,7 +56,7 @@ impl Clients {
             )
             .build();
         Clients {
-            iam: aws_sdk_iam::Client::new(&base),
+            iam: iam_client(aws_sdk_iam::config::Builder::from(&base)),
             sqs: aws_sdk_sqs::Client::from_conf(sqs_conf),
             sns: aws_sdk_sns::Client::new(&base),
             dynamodb: aws_sdk_dynamodb::Client::new(&base),
@@ -67,4 +67,17 @@ impl Clients {
             base,
         }
     }
+}
+
+/// An IAM client. IAM's request rate is an account-wide quota, and a burst
+/// of rotations meets its `Throttling` first: the SDK's adaptive retry mode
+/// paces the IAM calls to the rate IAM accepts (a client-side token bucket
+/// that shrinks on every `Throttling` and grows back with successes), on
+/// top of the worker's own AIMD limit on steps at once ([`crate::aimd`]).
+/// The bucket belongs to this client's retry partition, one per [`Clients`]
+/// (one per process in production); the member-account IAM clients are made
+/// from this client's configuration ([`crate::accounts`]) and share it.
+pub fn iam_client(conf: aws_sdk_iam::config::Builder) -> aws_sdk_iam::Client {
+    use aws_sdk_iam::config::retry::{RetryConfig, RetryPartition};
+    aws_sdk_iam::Client::from_conf(conf.retry_config(RetryConfig::adaptive()).retry_partition(RetryPartition::custom("keyturn-iam").build()).build())
 }

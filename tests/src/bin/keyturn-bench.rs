@@ -376,23 +376,22 @@ policy = {{ grace_period = "0s" }}
     };
     let ((wn, wt), (sn, st_)) = (moto(&upstream), moto(&script_upstream));
     println!("\nmoto, where the wall time goes          keyturn |       script");
-    println!("{:<34} {:>12} | {:>12}", "calls answered per second", format!("{:.1}", wn as f64 / wall.as_secs_f64()), format!("{:.1}", sn as f64 / s_wall));
+    println!(
+        "{:<34} {:>12} | {:>12}",
+        "calls answered per second",
+        format!("{:.1}", wn as f64 / wall.as_secs_f64()),
+        format!("{:.1}", sn as f64 / s_wall)
+    );
     println!(
         "{:<34} {:>12} | {:>12}",
         "mean time moto took per call (ms)",
         format!("{:.2}", 1000.0 * wt / wn.max(1) as f64),
         format!("{:.2}", 1000.0 * st_ / sn.max(1) as f64)
     );
-    println!(
-        "{:<34} {:>12} | {:>12}",
-        "calls in moto at once (mean)",
-        format!("{:.2}", wt / wall.as_secs_f64()),
-        format!("{:.2}", st_ / s_wall)
-    );
+    println!("{:<34} {:>12} | {:>12}", "calls in moto at once (mean)", format!("{:.2}", wt / wall.as_secs_f64()), format!("{:.2}", st_ / s_wall));
     let mut slow: Vec<(&String, &(usize, Duration))> = upstream.iter().collect();
     slow.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
-    let top: Vec<String> =
-        slow.iter().take(4).map(|(a, (c, d))| format!("{a} {:.0} ms", 1000.0 * d.as_secs_f64() / (*c).max(1) as f64)).collect();
+    let top: Vec<String> = slow.iter().take(4).map(|(a, (c, d))| format!("{a} {:.0} ms", 1000.0 * d.as_secs_f64() / (*c).max(1) as f64)).collect();
     println!("{:<34} {}", "keyturn's slowest in moto (mean)", top.join(", "));
 
     if let Some(r) = &limited {
