@@ -390,7 +390,7 @@ policy = {{ grace_period = "0s" }}
     );
     println!("{:<34} {:>12} | {:>12}", "calls in moto at once (mean)", format!("{:.2}", wt / wall.as_secs_f64()), format!("{:.2}", st_ / s_wall));
     let mut slow: Vec<(&String, &(usize, Duration))> = upstream.iter().collect();
-    slow.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+    slow.sort_by_key(|e| std::cmp::Reverse(e.1 .1));
     let top: Vec<String> = slow.iter().take(4).map(|(a, (c, d))| format!("{a} {:.0} ms", 1000.0 * d.as_secs_f64() / (*c).max(1) as f64)).collect();
     println!("{:<34} {}", "keyturn's slowest in moto (mean)", top.join(", "));
 
