@@ -14,6 +14,11 @@ pub struct Moto {
 }
 
 impl Moto {
+    /// The moto_server process id (the benchmark reads its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Start `moto_server` (from `pip install 'moto[server]>=5.2,<6'`).
     /// `extra_env` is passed to the process (e.g. `INITIAL_NO_AUTH_ACTION_COUNT`).
     pub async fn start(extra_env: &[(&str, &str)]) -> anyhow::Result<Moto> {

@@ -233,6 +233,7 @@ policy = {{ grace_period = "0s" }}
 
     // N `keyturn rotate` commands, at most 16 running at a time.
     let cpu0 = cpu_ms(pid)?;
+    let moto_cpu0 = cpu_ms(moto.pid())?;
     let t0 = Instant::now();
     // A request moto answers with an error (its transactions are not built
     // for this concurrency) is asked again, as an operator would.
@@ -308,6 +309,7 @@ policy = {{ grace_period = "0s" }}
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let busy_cpu = cpu_ms(pid)? - cpu0;
+    let moto_busy = cpu_ms(moto.pid())? - moto_cpu0;
     let peak = mem_mib(pid, "VmHWM")?;
     let calls = counts(&proxy);
     let upstream = proxy.log.lock().unwrap().upstream.clone();
@@ -326,6 +328,7 @@ policy = {{ grace_period = "0s" }}
 
     // The plain sequential script, same work, same moto (through the proxy).
     clear(&proxy);
+    let moto_cpu1 = cpu_ms(moto.pid())?;
     let out = Command::new("python3")
         .args(["bench/sequential.py", "--endpoint", &proxy.endpoint, "--auth0", &auth0, "--client-secret", &client_secret, "--topic", &topic])
         .args(["--rotations", &n.to_string()])
@@ -335,6 +338,7 @@ policy = {{ grace_period = "0s" }}
     let script: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let script_calls = counts(&proxy);
     let script_upstream = proxy.log.lock().unwrap().upstream.clone();
+    let moto_script = cpu_ms(moto.pid())? - moto_cpu1;
     let s_wall = script["wall_s"].as_f64().unwrap_or(0.0);
     let s_cpu = script["cpu_ms"].as_f64().unwrap_or(0.0);
     let s_rss = script["peak_rss_kb"].as_f64().unwrap_or(0.0) / 1024.0;
@@ -389,6 +393,18 @@ policy = {{ grace_period = "0s" }}
         format!("{:.2}", 1000.0 * st_ / sn.max(1) as f64)
     );
     println!("{:<34} {:>12} | {:>12}", "calls in moto at once (mean)", format!("{:.2}", wt / wall.as_secs_f64()), format!("{:.2}", st_ / s_wall));
+    println!(
+        "{:<34} {:>12} | {:>12}",
+        "moto CPU, % of one core",
+        format!("{:.0}", moto_busy / wall.as_secs_f64() / 10.0),
+        format!("{:.0}", moto_script / s_wall / 10.0)
+    );
+    println!(
+        "{:<34} {:>12} | {:>12}",
+        "moto CPU per rotation (ms)",
+        format!("{:.1}", moto_busy / n as f64),
+        format!("{:.1}", moto_script / n as f64)
+    );
     let mut slow: Vec<(&String, &(usize, Duration))> = upstream.iter().collect();
     slow.sort_by_key(|e| std::cmp::Reverse(e.1 .1));
     let top: Vec<String> = slow.iter().take(4).map(|(a, (c, d))| format!("{a} {:.0} ms", 1000.0 * d.as_secs_f64() / (*c).max(1) as f64)).collect();
