@@ -54,4 +54,7 @@ impl Queue for RecordingQueue {
     async fn dead_letter(&self, m: &Received, reason: &str) -> Result<()> {
         self.inner.dead_letter(m, reason).await
     }
+    async fn waiting(&self) -> Result<u64> {
+        self.inner.waiting().await
+    }
 }

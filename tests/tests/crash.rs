@@ -4,8 +4,9 @@
 //! `KEYTURN_CRASH_SEED=<seed> cargo test -p keyturn-testkit --test crash -- --nocapture`.
 //!
 //! The soak mode runs the same suite for longer, with more credentials:
-//! `KEYTURN_CRASH_SOAK=<seconds of chaos>` (16 credentials; e.g. 600 gives
-//! well over 1,000 rotations and 200 kills), same invariants, same output.
+//! `KEYTURN_CRASH_SOAK=<seconds of chaos>` (16 credentials), same invariants,
+//! same output. On a 2-vCPU machine, `KEYTURN_CRASH_SOAK=1000` gave 1,082
+//! rotations and 817 kills in 17 minutes; 300 s gives about 300 rotations.
 //!
 //! At the end, for every rotation: the saga finished (succeeded or
 //! compensated); the IAM user holds exactly the keys the outcome says (one

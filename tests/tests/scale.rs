@@ -143,3 +143,25 @@ async fn finished_sagas_carry_a_ttl_and_expired_ones_are_not_listed() {
     assert_eq!(listed, vec![saga.saga_id.clone()], "expired {expired:?} skipped");
     assert_eq!(store.recent_of("auth0-ses", 10).await.unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overdue_sagas_whose_messages_wait_in_a_backlog_are_not_sent_again() {
+    let env = TestEnv::new(Options { second_rotation_max_age: Some("80d"), ..Options::default() }).await.unwrap();
+    let engine = env.engine("w1");
+    // Two sagas whose start messages wait in the queue: no worker runs (a
+    // burst, or workers down). Overdue after `sweep_after` (3 s here).
+    for r in ["auth0-ses", "mailer-2"] {
+        let Created::New(_) = engine.request(r, "manual").await.unwrap() else { panic!() };
+    }
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert_eq!(engine.queue().waiting().await.unwrap(), 2, "both start messages wait in the queue");
+    assert_eq!(engine.sweep().await.unwrap(), 0, "overdue, but their messages are likely in the backlog: nothing sent");
+    assert_eq!(engine.queue().waiting().await.unwrap(), 2, "no duplicate joined the backlog");
+
+    // The messages are lost now (received, never handled): nothing waits,
+    // so the sweeper re-drives both.
+    let lost = engine.queue().receive(10, Duration::from_secs(1), Duration::from_secs(600)).await.unwrap();
+    assert_eq!(lost.len(), 2);
+    assert_eq!(engine.sweep().await.unwrap(), 2, "nothing waits: both re-driven");
+    assert_eq!(engine.queue().waiting().await.unwrap(), 2, "one new message each");
+}

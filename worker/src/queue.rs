@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{aws, Error, Result};
@@ -91,6 +91,9 @@ pub trait Queue: Send + Sync + 'static {
     fn extend(&self, m: &Received, visibility: Duration) -> impl Future<Output = Result<()>> + Send;
     /// Move a poison message to the dead-letter queue with its reason.
     fn dead_letter(&self, m: &Received, reason: &str) -> impl Future<Output = Result<()>> + Send;
+    /// About how many messages wait to be received (visible, not delayed,
+    /// not in flight): the backlog the sweeper weighs before re-driving.
+    fn waiting(&self) -> impl Future<Output = Result<u64>> + Send;
 }
 
 /// SQS implementation.
@@ -140,6 +143,18 @@ impl Queue for SqsQueue {
                 Some(Received { message_id: m.message_id?, receipt: m.receipt_handle?, body: m.body.unwrap_or_default(), receive_count: count })
             })
             .collect())
+    }
+
+    async fn waiting(&self) -> Result<u64> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(|e| aws("sqs", "GetQueueAttributes", e))?;
+        Ok(out.attributes().and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages)).and_then(|n| n.parse().ok()).unwrap_or(0))
     }
 
     async fn ack(&self, m: &Received) -> Result<()> {

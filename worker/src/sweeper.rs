@@ -4,6 +4,14 @@
 //! `due_at` passed with no live lease (a crash between commit and send, an
 //! SQS mishap), and runs the due evidence checks of sagas that need
 //! attention with both keys in place ([`crate::attention`]).
+//!
+//! Why it weighs the queue's backlog first: in a burst (a thousand
+//! rotations requested at once, or workers down for a while) sagas become
+//! overdue because their messages wait in the queue, not because they were
+//! lost. Re-sending each would double the backlog and every duplicate costs
+//! a receive, a refused lease, a read and a delete. So while the queue holds
+//! at least as many waiting messages as there are overdue sagas, the
+//! sweeper leaves them alone ([`redrive`]), for at most [`BACKLOG_PATIENCE`].
 
 use std::time::Duration;
 
@@ -12,6 +20,7 @@ use tracing::{instrument, warn};
 use crate::engine::{now_ms, Engine};
 use crate::error::{Error, Result};
 use crate::queue::{Queue, StepMessage};
+use crate::saga::Millis;
 use crate::saga::Status;
 
 impl<Q: Queue> Engine<Q> {
@@ -27,6 +36,17 @@ impl<Q: Queue> Engine<Q> {
         // eventually consistent; every write below is conditional.
         let all = self.store.active().await?;
         self.report_gauges(&all, now);
+        let overdue: Vec<_> =
+            all.iter().filter(|s| s.needs_sweep(now) && s.saga.status != Status::NeedsAttention && s.lease_until <= now).map(|s| s.due_at).collect();
+        let waiting = if overdue.is_empty() {
+            0
+        } else {
+            self.queue.waiting().await.unwrap_or_else(|e| {
+                warn!(error = %e, "could not read the step queue's backlog; re-driving every overdue saga");
+                0
+            })
+        };
+        let mut postponed = 0;
         for s in all.into_iter().filter(|s| s.needs_sweep(now)) {
             if s.saga.status == Status::NeedsAttention {
                 // An unresolved saga whose evidence check is due.
@@ -39,6 +59,10 @@ impl<Q: Queue> Engine<Q> {
             if s.lease_until > now {
                 continue;
             }
+            if !redrive(now.saturating_sub(s.due_at), overdue.len(), waiting, BACKLOG_PATIENCE) {
+                postponed += 1;
+                continue;
+            }
             let due = now + Self::ms(self.sweep_after);
             match self.store.set_due(&s.saga.saga_id, s.version, due).await {
                 Ok(()) => {}
@@ -48,6 +72,9 @@ impl<Q: Queue> Engine<Q> {
             warn!(saga = %s.saga.saga_id, step = %s.saga.step, "saga overdue; re-driving its step");
             self.queue.send(&StepMessage::new(&s.saga.saga_id, s.saga.step, &s.saga.token), Duration::ZERO).await?;
             n += 1;
+        }
+        if postponed > 0 {
+            tracing::info!(postponed, waiting, "overdue sagas left to the queue's backlog (their messages are likely in it)");
         }
         Ok(n)
     }
@@ -69,5 +96,39 @@ impl<Q: Queue> Engine<Q> {
                 Metric { name: "OldestKeyUnderRotationAge", unit: "Seconds", value: oldest_key as f64 / 1000.0 },
             ],
         );
+    }
+}
+
+/// How long past its due time a saga may be left to a backlog before it is
+/// re-driven anyway: a message that really was lost does not wait behind a
+/// long backlog for ever.
+pub const BACKLOG_PATIENCE: Millis = 15 * 60 * 1000;
+
+/// Whether the sweeper re-drives a saga overdue by `overdue_by`, when
+/// `overdue` sagas are overdue and `waiting` messages wait in the queue.
+/// With at least as many waiting messages as overdue sagas, each overdue
+/// saga's message may be among them: leave it, until `patience`. With fewer,
+/// some messages are surely missing and which ones cannot be told: re-drive
+/// all (duplicates are harmless, only dearer).
+pub fn redrive(overdue_by: Millis, overdue: usize, waiting: u64, patience: Millis) -> bool {
+    waiting < overdue as u64 || overdue_by >= patience
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backlog_holds_re_drives_back_until_patience_runs_out() {
+        let p = BACKLOG_PATIENCE;
+        // Nothing waits: every overdue saga lost its message.
+        assert!(redrive(1, 3, 0, p));
+        // Fewer waiting than overdue: some are surely lost; re-drive all.
+        assert!(redrive(1, 3, 2, p));
+        // As many or more waiting: they may all be in the backlog.
+        assert!(!redrive(1, 3, 3, p));
+        assert!(!redrive(p - 1, 1, 500, p));
+        // ... but not for ever.
+        assert!(redrive(p, 1, 500, p));
     }
 }

@@ -399,12 +399,7 @@ policy = {{ grace_period = "0s" }}
         format!("{:.0}", moto_busy / wall.as_secs_f64() / 10.0),
         format!("{:.0}", moto_script / s_wall / 10.0)
     );
-    println!(
-        "{:<34} {:>12} | {:>12}",
-        "moto CPU per rotation (ms)",
-        format!("{:.1}", moto_busy / n as f64),
-        format!("{:.1}", moto_script / n as f64)
-    );
+    println!("{:<34} {:>12} | {:>12}", "moto CPU per rotation (ms)", format!("{:.1}", moto_busy / n as f64), format!("{:.1}", moto_script / n as f64));
     let mut slow: Vec<(&String, &(usize, Duration))> = upstream.iter().collect();
     slow.sort_by_key(|e| std::cmp::Reverse(e.1 .1));
     let top: Vec<String> = slow.iter().take(4).map(|(a, (c, d))| format!("{a} {:.0} ms", 1000.0 * d.as_secs_f64() / (*c).max(1) as f64)).collect();
