@@ -240,12 +240,18 @@ policy = {{ grace_period = "0s" }}
     let mut pending: std::collections::VecDeque<usize> = (0..n).collect();
     let mut running: Vec<(usize, Child)> = vec![];
     let mut retried_requests = 0;
+    let mut request_errors: BTreeMap<String, usize> = BTreeMap::new();
     loop {
         let mut failed = vec![];
         running.retain_mut(|(i, c)| match c.try_wait() {
             Ok(Some(st)) => {
                 if !st.success() {
                     failed.push(*i);
+                    // Why, by its last line (the error), counted by kind.
+                    let err = std::fs::read_to_string(a.dir.join(format!("rotate-{i}.err"))).unwrap_or_default();
+                    let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(no message)");
+                    let kind: String = last.chars().take(140).collect();
+                    *request_errors.entry(kind).or_insert(0usize) += 1;
                 }
                 false
             }
@@ -264,7 +270,7 @@ policy = {{ grace_period = "0s" }}
                     .envs(env.iter().cloned())
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
-                    .stderr(Stdio::null())
+                    .stderr(std::fs::File::create(a.dir.join(format!("rotate-{i}.err")))?)
                     .spawn()?,
             ));
         }
@@ -348,6 +354,9 @@ policy = {{ grace_period = "0s" }}
         "\nsagas: {statuses:?}  (all {n} requested in {:.1}s by `keyturn rotate` processes, 16 at a time; {retried_requests} asked again after an error)",
         requested.as_secs_f64()
     );
+    for (kind, count) in &request_errors {
+        println!("  {count} × {kind}");
+    }
     println!("\nAWS calls per rotation, by API action (worker + CLI | script):");
     let actions: std::collections::BTreeSet<&String> = calls.keys().chain(script_calls.keys()).collect();
     for act in actions {
