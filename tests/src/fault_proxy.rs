@@ -331,3 +331,18 @@ async fn handle(
     }
     Ok(out.body(Full::new(bytes)).unwrap())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limit_lets_one_seconds_worth_through_then_refuses_only_its_actions() {
+        let mut r = RateLimit::new(&["CreateAccessKey"], 5.0);
+        let admitted = (0..8).filter(|_| r.admit("CreateAccessKey")).count();
+        assert_eq!((admitted, r.admitted, r.refused), (5, 5, 3), "a bucket of one second's worth, refilled at 5/s");
+        assert!((0..100).all(|_| r.admit("GetItem")), "other actions are not limited");
+        std::thread::sleep(Duration::from_millis(450));
+        assert!(r.admit("CreateAccessKey"), "refilled after 0.45 s at 5/s");
+    }
+}

@@ -171,3 +171,31 @@ async fn a_vendor_error_quoting_the_secret_is_redacted_everywhere() {
         assert!(!text.contains(&secret), "the echoed secret reached the {name}");
     }
 }
+
+/// A plain rotation's calls, counted at the proxy (no fault injected): the
+/// key list is read once (at `start`: no orphan check on a first attempt,
+/// none for the success notice), the Auth0 client secret once for two
+/// rotations even when the second needs a new token, and a success with
+/// no quarantine state writes none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_rotation_lists_keys_once_and_reads_the_client_secret_once() {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    let proxy = FaultProxy::start(env.moto.endpoint.clone()).await.unwrap();
+    let clients = env.clients_via(&proxy.endpoint).await;
+    let engine = Arc::new(keyturn::app::engine(&env.config, &clients, "counted".into()));
+    let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    for round in 0..2 {
+        let Created::New(id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
+        assert_eq!(env.wait_terminal(&id, Duration::from_secs(90)).await.status, Status::Succeeded);
+        // The next rotation needs a new token, so a client secret.
+        if round == 0 {
+            env.auth0.expire_tokens();
+        }
+    }
+    w.stop().await;
+    assert_eq!(env.auth0.tokens_issued().len(), 2, "two tokens");
+    assert_eq!(proxy.calls("GetSecretValue"), 1, "the second token used the cached client secret");
+    assert_eq!(proxy.calls("ListAccessKeys"), 2, "one key listing per rotation, at start");
+    assert_eq!(proxy.calls("PutItem"), 0, "no quarantine record written for successes with nothing to clear");
+    assert_eq!(env.user_keys().await.len(), 1);
+}

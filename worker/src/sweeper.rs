@@ -36,8 +36,16 @@ impl<Q: Queue> Engine<Q> {
         // eventually consistent; every write below is conditional.
         let all = self.store.active().await?;
         self.report_gauges(&all, now);
-        let overdue: Vec<_> =
-            all.iter().filter(|s| s.needs_sweep(now) && s.saga.status != Status::NeedsAttention && s.lease_until <= now).map(|s| s.due_at).collect();
+        let (watched, running): (Vec<_>, Vec<_>) = all.into_iter().filter(|s| s.needs_sweep(now)).partition(|s| s.saga.status == Status::NeedsAttention);
+        // Unresolved sagas whose evidence check is due.
+        for s in watched {
+            let id = s.saga.saga_id.clone();
+            if let Err(e) = self.watch_one(s).await {
+                warn!(saga = %id, error = %e, "evidence check failed; trying again at the next check");
+            }
+        }
+        // Overdue running sagas that no worker holds.
+        let overdue: Vec<_> = running.into_iter().filter(|s| s.lease_until <= now).collect();
         let waiting = if overdue.is_empty() {
             0
         } else {
@@ -46,20 +54,10 @@ impl<Q: Queue> Engine<Q> {
                 0
             })
         };
+        let count = overdue.len();
         let mut postponed = 0;
-        for s in all.into_iter().filter(|s| s.needs_sweep(now)) {
-            if s.saga.status == Status::NeedsAttention {
-                // An unresolved saga whose evidence check is due.
-                let id = s.saga.saga_id.clone();
-                if let Err(e) = self.watch_one(s).await {
-                    warn!(saga = %id, error = %e, "evidence check failed; trying again at the next check");
-                }
-                continue;
-            }
-            if s.lease_until > now {
-                continue;
-            }
-            if !redrive(now.saturating_sub(s.due_at), overdue.len(), waiting, BACKLOG_PATIENCE) {
+        for s in overdue {
+            if !redrive(now.saturating_sub(s.due_at), count, waiting, BACKLOG_PATIENCE) {
                 postponed += 1;
                 continue;
             }
