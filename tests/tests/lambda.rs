@@ -49,7 +49,7 @@ async fn lambda_batches_drive_a_rotation_to_success() {
         if batch.is_empty() {
             continue;
         }
-        let resp = handle_invocation::<SqsQueue, SqsQueue>(&engine, &env.queue_url, None, &sqs_event(&batch, STEPS_ARN), Duration::ZERO).await.unwrap();
+        let resp = handle_invocation::<SqsQueue, SqsQueue>(&engine, &env.queue_url, None, None, &sqs_event(&batch, STEPS_ARN), Duration::ZERO).await.unwrap();
         assert_eq!(resp, json!({"batchItemFailures": []}));
         invocations += 1;
         assert!(invocations < 50);
@@ -75,16 +75,17 @@ async fn a_batch_reports_only_the_record_that_must_come_back() {
         batch.extend(engine.queue().receive(10, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap());
     }
     let held = batch.iter().find(|m| m.body.contains(&b)).unwrap().message_id.clone();
-    let resp = handle_invocation::<SqsQueue, SqsQueue>(&engine, &env.queue_url, None, &sqs_event(&batch, STEPS_ARN), Duration::ZERO).await.unwrap();
+    let resp = handle_invocation::<SqsQueue, SqsQueue>(&engine, &env.queue_url, None, None, &sqs_event(&batch, STEPS_ARN), Duration::ZERO).await.unwrap();
     assert_eq!(resp, json!({"batchItemFailures": [{"itemIdentifier": held}]}));
     // Saga a moved on; saga b did not.
     assert_ne!(engine.store().load(&a).await.unwrap().unwrap().saga.step, keyturn::saga::Step::Start);
     assert_eq!(engine.store().load(&b).await.unwrap().unwrap().saga.step, keyturn::saga::Step::Start);
     // A record from an unknown queue is reported too, never silently dropped.
-    let stray = Received { message_id: "stray".into(), receipt: "r".into(), body: "{}".into(), receive_count: 1 };
+    let stray = Received { message_id: "stray".into(), receipt: "r".into(), body: "{}".into(), receive_count: 1, lane: Default::default() };
     let resp = handle_invocation::<SqsQueue, SqsQueue>(
         &engine,
         &env.queue_url,
+        None,
         None,
         &sqs_event(&[stray], "arn:aws:sqs:us-east-1:123456789012:elsewhere"),
         Duration::ZERO,
@@ -104,7 +105,7 @@ async fn scheduled_event_runs_the_sweep_and_the_scan() {
     assert_eq!(got.len(), 1);
     engine.queue().ack(&got[0]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(3500)).await; // past sweep_after (3s) and max_age (1s)
-    let resp = handle_invocation::<SqsQueue, SqsQueue>(&engine, &env.queue_url, None, &json!({"keyturn": "sweep"}), Duration::ZERO).await.unwrap();
+    let resp = handle_invocation::<SqsQueue, SqsQueue>(&engine, &env.queue_url, None, None, &json!({"keyturn": "sweep"}), Duration::ZERO).await.unwrap();
     assert_eq!(resp["started"], 1, "{resp}");
     assert_eq!(resp["redriven"], 1, "{resp}");
     let sagas = engine.store().list().await.unwrap();

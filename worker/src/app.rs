@@ -17,7 +17,19 @@ use crate::store::Store;
 
 /// Build the engine a worker (or the CLI) runs.
 pub fn engine(cfg: &Config, clients: &Clients, worker_id: String) -> Engine<SqsQueue> {
-    engine_with(cfg, clients, worker_id, sqs_queue(cfg, clients))
+    let e = engine_with(cfg, clients, worker_id, sqs_queue(cfg, clients));
+    match priority_queue(cfg, clients) {
+        Some(p) => e.with_priority(p),
+        None => e,
+    }
+}
+
+/// The priority step queue, when the configuration names one.
+pub fn priority_queue(cfg: &Config, clients: &Clients) -> Option<SqsQueue> {
+    match (&cfg.aws.priority_queue_url, &cfg.aws.priority_dlq_url) {
+        (Some(url), Some(dlq)) => Some(SqsQueue { client: clients.sqs.clone(), url: url.clone(), dlq_url: dlq.clone() }),
+        _ => None,
+    }
 }
 
 /// The step queue named by the configuration.
@@ -36,6 +48,7 @@ pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String,
     Engine {
         store: Store::new(clients.dynamodb.clone(), &cfg.aws.table).with_retention(cfg.worker.retention.0),
         queue,
+        priority: None,
         sealer: Sealer::new(clients.kms.clone(), &cfg.aws.kms_key_id),
         notifier: Notifier::new(clients.sns.clone(), &cfg.aws.topic_arn)
             .with_events(clients.events.clone(), cfg.aws.event_bus.clone().unwrap_or_else(|| "default".into())),

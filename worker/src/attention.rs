@@ -132,7 +132,8 @@ impl<Q: Queue> Engine<Q> {
         let next = saga::resolve(saga, keep, gone, by, clock(now)).map_err(|e| Error::Refused { code: "NotResolvable", message: e.0 })?;
         self.store.reopen(&next, version, now + self.sweep_after.as_millis() as u64).await?;
         info!(saga = %saga.saga_id, keep = keep.as_str(), step = %next.step, "saga resolved; running again");
-        self.send_next(&next, now).await;
+        // Someone (a person, or the evidence check on their behalf) waits.
+        self.send_next_on(&next, now, crate::queue::Lane::Priority).await;
         Ok(next)
     }
 

@@ -421,7 +421,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 ))
                 .into());
             }
-            let req = crate::engine::Request { trigger: "manual".into(), old: old_token(old_token_created, old_token_id), ..Default::default() };
+            // A person following the rotation (`--wait`) does not wait behind a backlog.
+            let req = crate::engine::Request {
+                trigger: "manual".into(),
+                old: old_token(old_token_created, old_token_id),
+                person_waits: wait,
+                ..Default::default()
+            };
             let saga_id = match engine.request_with(&rotation, req).await.context("requesting the rotation")? {
                 Created::New(id) => {
                     say!("rotation {rotation}: saga {id} started");
@@ -502,6 +508,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Lambda => {
             let intake = crate::app::intake_queue(&cfg, &clients);
             let (queue_url, intake_url, jitter) = (cfg.aws.queue_url.clone(), cfg.aws.intake_queue_url.clone(), cfg.worker.scan_jitter.0);
+            let priority_url = cfg.aws.priority_queue_url.clone();
             let engine = engine.clone();
             let intake = Arc::new(intake);
             // The scheduled sweep also looks for a new configuration version.
@@ -509,12 +516,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             lambda_runtime::run(lambda_runtime::service_fn(move |ev: lambda_runtime::LambdaEvent<serde_json::Value>| {
                 let (engine, intake, queue_url, intake_url, watch) =
                     (engine.clone(), intake.clone(), queue_url.clone(), intake_url.clone(), watch.clone());
+                let priority_url = priority_url.clone();
                 async move {
                     if crate::lambda::is_sweep(&ev.payload) {
                         watch.lock().await.check(&engine, "sweep").await;
                     }
                     let iq = intake.as_ref().as_ref().zip(intake_url.as_deref());
-                    crate::lambda::handle_invocation(&engine, &queue_url, iq, &ev.payload, jitter).await.map_err(lambda_runtime::Error::from)
+                    crate::lambda::handle_invocation(&engine, &queue_url, priority_url.as_deref(), iq, &ev.payload, jitter).await.map_err(lambda_runtime::Error::from)
                 }
             }))
             .await

@@ -13,7 +13,7 @@ use tracing::{info, instrument, warn};
 use crate::engine::{clock, now_ms, Engine};
 use crate::error::{Error, Result};
 use crate::notify;
-use crate::queue::{Queue, StepMessage};
+use crate::queue::{Lane, Queue, StepMessage};
 use crate::saga::{self, Clock, Exposure, FindingRef, KeyRef, Millis, Overrides, RequestInfo, Saga, Step};
 use crate::securityhub::Workflow;
 use crate::store::{Created, SecretWrite};
@@ -43,6 +43,9 @@ pub struct Request {
     pub exposure: Option<Exposure>,
     /// Idempotency key and until when (ms) it answers with this saga.
     pub idempotency: Option<(String, Millis)>,
+    /// A person is waiting on it (`keyturn rotate --wait`): its first step
+    /// goes on the priority lane. Emergencies go there anyway.
+    pub person_waits: bool,
 }
 
 impl<Q: Queue> Engine<Q> {
@@ -87,7 +90,8 @@ impl<Q: Queue> Engine<Q> {
             self.store.create_with(&saga, Self::ms(self.sweep_after), req.idempotency.as_ref().map(|(k, until)| (k.as_str(), *until)), now).await?;
         if let Created::New(id) = &created {
             info!(saga = %id, rotation = rotation_id, delay_s = req.delay.as_secs(), "rotation requested");
-            if let Err(e) = self.queue.send(&StepMessage::new(id, Step::Start, &saga.token), req.delay).await {
+            let lane = if req.person_waits { Lane::Priority } else { Self::lane_of(&saga) };
+            if let Err(e) = self.on(lane).send(&StepMessage::new(id, Step::Start, &saga.token), req.delay).await {
                 // The saga is stored; the sweeper will send the message.
                 warn!(saga = %id, error = %e, "could not enqueue start; the sweeper will re-drive it");
             }
@@ -105,7 +109,8 @@ impl<Q: Queue> Engine<Q> {
         let now = now_ms();
         let next = saga::request_rollback(&stored.saga, clock(now)).map_err(|e| Error::Refused { code: "RollbackRefused", message: e.0 })?;
         self.store.commit(&next, stored.version, None, SecretWrite::Keep, now + Self::ms(self.sweep_after), None).await?;
-        self.queue.send(&StepMessage::new(saga_id, next.step, &next.token), Duration::ZERO).await?;
+        // An operator waits on a rollback: the priority lane.
+        self.on(Lane::Priority).send(&StepMessage::new(saga_id, next.step, &next.token), Duration::ZERO).await?;
         Ok(next)
     }
 
@@ -151,7 +156,8 @@ impl<Q: Queue> Engine<Q> {
             match self.store.commit(&next, stored.version, None, write(), now + Self::ms(self.sweep_after), None).await {
                 Ok(_) => {
                     info!(saga = saga_id, step = %next.step, "a person's command moved the saga on");
-                    self.send_next(&next, now).await;
+                    // The person waits on the step their command unblocked.
+                    self.send_next_on(&next, now, Lane::Priority).await;
                     return Ok(next);
                 }
                 Err(Error::Conflict { .. }) => continue,

@@ -105,6 +105,13 @@ pub struct AwsConfig {
     pub intake_queue_url: Option<String>,
     /// Dead-letter queue of the intake queue: rejected events go here.
     pub intake_dlq_url: Option<String>,
+    /// The priority step queue: steps that must not wait behind a backlog
+    /// (emergency sagas of exposed keys, steps a person waits on) travel
+    /// here, and every worker polls it with capacity of its own. Optional:
+    /// without it every step uses `queue_url`.
+    pub priority_queue_url: Option<String>,
+    /// Dead-letter queue of the priority queue.
+    pub priority_dlq_url: Option<String>,
     /// EventBridge bus (name or ARN) that outcome events are put on;
     /// unset: the account's `default` bus.
     pub event_bus: Option<String>,
@@ -147,6 +154,13 @@ pub struct WorkerConfig {
     /// delete it (its `expires_at`). Sagas that need attention unresolved
     /// are kept until they end.
     pub retention: Dur,
+    /// Intake events (EventBridge, requests) handled at once, besides
+    /// `concurrency` steps: a backlog of steps never holds a trigger back.
+    pub intake_concurrency: usize,
+    /// Priority-lane steps handled at once, besides `concurrency` and
+    /// `intake_concurrency`: kept free for emergencies, never taken by
+    /// ordinary steps.
+    pub priority_concurrency: usize,
 }
 
 impl Default for WorkerConfig {
@@ -162,6 +176,8 @@ impl Default for WorkerConfig {
             scan_interval: Dur(Duration::from_secs(3600)),
             scan_jitter: Dur(Duration::from_secs(600)),
             retention: Dur(crate::store::DEFAULT_RETENTION),
+            intake_concurrency: 2,
+            priority_concurrency: 2,
         }
     }
 }
@@ -384,6 +400,9 @@ impl Config {
         if a.intake_queue_url.is_some() != a.intake_dlq_url.is_some() {
             return Err("aws.intake_dlq_url: set both aws.intake_queue_url and aws.intake_dlq_url, or neither".into());
         }
+        if a.priority_queue_url.is_some() != a.priority_dlq_url.is_some() {
+            return Err("aws.priority_dlq_url: set both aws.priority_queue_url and aws.priority_dlq_url, or neither".into());
+        }
         if let Some(n) = &a.member_role_name {
             if n.is_empty() || n.len() > 64 || !n.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)) {
                 return Err("aws.member_role_name: must be an IAM role name (1-64 letters, digits and +=,.@_-), e.g. \"keyturn-member\"".into());
@@ -397,6 +416,12 @@ impl Config {
         let w = &self.worker;
         if w.concurrency == 0 || w.concurrency > 256 {
             return Err("worker.concurrency: must be between 1 and 256".into());
+        }
+        if w.intake_concurrency == 0 || w.intake_concurrency > 64 {
+            return Err("worker.intake_concurrency: must be between 1 and 64".into());
+        }
+        if w.priority_concurrency == 0 || w.priority_concurrency > 64 {
+            return Err("worker.priority_concurrency: must be between 1 and 64".into());
         }
         if w.retention.0 < Duration::from_secs(86_400) {
             return Err("worker.retention: keep finished sagas at least 1d (the default is 400d)".into());

@@ -33,7 +33,7 @@ use tracing::{error, info, instrument, warn, Instrument};
 use crate::connectors::{NewCredential, Rotation};
 use crate::error::{Error, Result};
 use crate::notify::Notifier;
-use crate::queue::{PoisonReason, Queue, Received, StepMessage};
+use crate::queue::{Lane, PoisonReason, Queue, Received, StepMessage};
 use crate::saga::{self, Clock, Effect, Millis, Next, Outcome, Saga, Status, Step, StepError};
 use crate::seal::Sealer;
 use crate::securityhub::SecurityHub;
@@ -42,6 +42,10 @@ use crate::store::{Hold, Lease, SecretWrite, Store, Stored};
 /// At most this many steps run one after another under one lease; then the
 /// next one goes through the queue (a bound, not a tuning knob).
 const MAX_RUN: usize = 64;
+
+/// The longest lease and visibility of a priority-lane step: a worker that
+/// dies mid-emergency holds it back at most this long.
+pub const PRIORITY_LEASE: Duration = Duration::from_secs(5);
 
 /// A step throttled this many times in a row is handed back to the saga
 /// (a spent attempt, a durable retry) instead of waiting in place again.
@@ -145,6 +149,8 @@ impl AgeClock {
 pub struct Engine<Q: Queue> {
     pub(crate) store: Store,
     pub(crate) queue: Q,
+    /// The priority step queue ([`crate::queue::Lane`]), when configured.
+    pub(crate) priority: Option<Q>,
     pub(crate) sealer: Sealer,
     pub(crate) notifier: Notifier,
     /// IAM of the worker's own account: which user owns an exposed key;
@@ -181,6 +187,36 @@ impl<Q: Queue> Engine<Q> {
     /// The step queue.
     pub fn queue(&self) -> &Q {
         &self.queue
+    }
+    /// The priority step queue, when configured.
+    pub fn priority_queue(&self) -> Option<&Q> {
+        self.priority.as_ref()
+    }
+    /// Add a priority lane: emergencies and steps a person waits on travel
+    /// on `q` instead of the step queue.
+    pub fn with_priority(mut self, q: Q) -> Self {
+        self.priority = Some(q);
+        self
+    }
+    /// The queue a received message came from (its ack and visibility go there).
+    pub(crate) fn queue_of(&self, m: &Received) -> &Q {
+        self.on(m.lane)
+    }
+    /// The queue of a lane; without a priority queue every lane is the step queue.
+    pub(crate) fn on(&self, lane: Lane) -> &Q {
+        match (lane, &self.priority) {
+            (Lane::Priority, Some(p)) => p,
+            _ => &self.queue,
+        }
+    }
+    /// The lane a saga's steps travel on: an emergency (an exposed key)
+    /// never waits behind ordinary rotations.
+    pub(crate) fn lane_of(s: &Saga) -> Lane {
+        if s.exposure.is_some() {
+            Lane::Priority
+        } else {
+            Lane::Ordinary
+        }
     }
     /// This worker's id (lease owner).
     pub fn worker_id(&self) -> &str {
@@ -247,9 +283,16 @@ impl<Q: Queue> Engine<Q> {
         };
         tracing::Span::current().record("saga", msg.saga_id.as_str()).record("step", msg.step.as_str());
         // Room under the AIMD limit first, so a waiting step holds no lease.
-        let _slot = self.aimd.slot().await;
+        // A priority step does not wait for it: an emergency under IAM
+        // throttling still goes first (its throttling still lowers the
+        // limit, leaving IAM's capacity to it).
+        let _slot = match m.lane {
+            Lane::Ordinary => Some(self.aimd.slot().await),
+            Lane::Priority => None,
+        };
+        let (lease, visibility) = self.timings(m.lane);
         let now = now_ms();
-        let lease_until = now + Self::ms(self.lease);
+        let lease_until = now + Self::ms(lease);
         let leased =
             self.store.lease(&msg.saga_id, msg.step, &msg.token, &self.worker_id, now, lease_until, lease_until + Self::ms(self.sweep_after)).await;
         let mut stored = match leased {
@@ -265,7 +308,7 @@ impl<Q: Queue> Engine<Q> {
                 warn!(error = %e, "could not give the lease back; it expires on its own");
             }
             let wait = Duration::from_secs(300);
-            self.queue.extend(m, wait).await?;
+            self.queue_of(m).extend(m, wait).await?;
             return Ok(Handled::Retained(wait));
         };
 
@@ -287,7 +330,7 @@ impl<Q: Queue> Engine<Q> {
                     let step = crate::accounts::for_saga(&attempt.saga_id, self.run_step(&rotation, &attempt, &stored, &mut cleartext))
                         .instrument(step_span.clone());
                     tokio::pin!(step);
-                    let mut beat = tokio::time::interval(self.lease.min(self.visibility) / 3);
+                    let mut beat = tokio::time::interval(lease.min(visibility) / 3);
                     beat.tick().await;
                     loop {
                         tokio::select! {
@@ -306,7 +349,7 @@ impl<Q: Queue> Engine<Q> {
                     Outcome::Failed(e) if e.code == crate::aimd::THROTTLING && throttled < MAX_THROTTLED => {
                         throttled += 1;
                         let limit = self.aimd.throttled();
-                        let wait = (Duration::from_millis(250 << throttled.min(5)).mul_f64(0.5 + fastrand::f64())).min(self.lease / 4);
+                        let wait = (Duration::from_millis(250 << throttled.min(5)).mul_f64(0.5 + fastrand::f64())).min(lease / 4);
                         warn!(
                             step = attempt.step.as_str(),
                             limit,
@@ -336,7 +379,7 @@ impl<Q: Queue> Engine<Q> {
             // Due now and not the end: run it here, under the same lease.
             let go_on = tr.next == Next::Run && resume_at(&tr.saga, now) == now && !tr.saga.status.is_terminal() && run < MAX_RUN;
             let (written, due, hold) = if go_on {
-                let until = now + Self::ms(self.lease);
+                let until = now + Self::ms(lease);
                 (saga::begin_attempt(&tr.saga), until + Self::ms(self.sweep_after), Some(Hold { owner: &self.worker_id, lease_until: until }))
             } else {
                 (tr.saga.clone(), resume_at(&tr.saga, now) + Self::ms(self.sweep_after), None)
@@ -350,7 +393,7 @@ impl<Q: Queue> Engine<Q> {
                 Ok(v) => version = v,
                 Err(Error::Conflict { .. }) => {
                     warn!("lease lost before commit; another worker took the step over, dropping this result");
-                    self.queue.ack(m).await?;
+                    self.queue_of(m).ack(m).await?;
                     return Ok(Handled::Stale);
                 }
                 Err(e) => return Err(e),
@@ -364,7 +407,7 @@ impl<Q: Queue> Engine<Q> {
                     // The exposed key was this saga's new key: rotate again.
                     self.follow_up_exposure(&tr.saga).await;
                 }
-                self.queue.ack(m).await?;
+                self.queue_of(m).ack(m).await?;
                 return Ok(Handled::Advanced { step: tr.saga.step, status: tr.saga.status });
             }
             if secret_after.is_none() {
@@ -383,7 +426,7 @@ impl<Q: Queue> Engine<Q> {
         let nudge = !stored.saga.status.is_terminal() && stored.nudge.as_deref() == Some(msg.token.as_str());
         if !saga::accepts(&stored.saga, msg.step, &msg.token) && !nudge {
             info!(current_step = %stored.saga.step, status = stored.saga.status.as_str(), "stale or duplicate message; acknowledged");
-            self.queue.ack(m).await?;
+            self.queue_of(m).ack(m).await?;
             return Ok(Handled::Stale);
         }
         if stored.lease_owner.is_some() && stored.lease_until > now {
@@ -391,7 +434,7 @@ impl<Q: Queue> Engine<Q> {
             // Come back when its lease ends: if it finished, this message is
             // stale by then; if it crashed, we take over.
             let wait = Duration::from_millis(stored.lease_until - now) + Duration::from_secs(1);
-            self.queue.extend(m, wait).await?;
+            self.queue_of(m).extend(m, wait).await?;
             return Ok(Handled::Retained(wait));
         }
         if let Some(until) = stored.saga.waiting_until(now) {
@@ -401,12 +444,12 @@ impl<Q: Queue> Engine<Q> {
                 Err(Error::Conflict { .. }) => {}
                 Err(e) => return Err(e),
             }
-            self.queue.ack(m).await?;
+            self.queue_of(m).ack(m).await?;
             return Ok(Handled::Waiting);
         }
         // The lease or the wait ended between the write and the read.
         let wait = Duration::from_secs(1);
-        self.queue.extend(m, wait).await?;
+        self.queue_of(m).extend(m, wait).await?;
         Ok(Handled::Retained(wait))
     }
 
@@ -432,20 +475,38 @@ impl<Q: Queue> Engine<Q> {
         );
     }
 
+    /// The lease and message visibility a step of this lane runs under. A
+    /// priority step's are short (at most [`PRIORITY_LEASE`], heartbeats
+    /// every third of it), so an emergency whose worker died is taken over
+    /// in seconds, not after the ordinary lease.
+    pub(crate) fn timings(&self, lane: Lane) -> (Duration, Duration) {
+        match lane {
+            Lane::Ordinary => (self.lease, self.visibility),
+            Lane::Priority => (self.lease.min(PRIORITY_LEASE), self.visibility.min(PRIORITY_LEASE)),
+        }
+    }
+
     async fn heartbeat(&self, m: &Received, saga_id: &str, version: u64) {
+        let (lease, visibility) = self.timings(m.lane);
         let now = now_ms();
-        let until = now + Self::ms(self.lease);
+        let until = now + Self::ms(lease);
         if let Err(e) = self.store.extend(saga_id, version, &self.worker_id, until, until + Self::ms(self.sweep_after)).await {
             warn!(error = %e, "could not extend the lease");
         }
-        if let Err(e) = self.queue.extend(m, self.visibility).await {
+        if let Err(e) = self.queue_of(m).extend(m, visibility).await {
             warn!(error = %e, "could not extend message visibility");
         }
     }
 
     pub(crate) async fn send_next(&self, s: &Saga, now: Millis) {
+        self.send_next_on(s, now, Self::lane_of(s)).await
+    }
+
+    /// Send a saga's next step on a given lane (a person's command puts the
+    /// step they wait on in the priority lane).
+    pub(crate) async fn send_next_on(&self, s: &Saga, now: Millis, lane: Lane) {
         let delay = Duration::from_millis(resume_at(s, now) - now);
-        if let Err(e) = self.queue.send(&StepMessage::new(&s.saga_id, s.step, &s.token), delay).await {
+        if let Err(e) = self.on(lane).send(&StepMessage::new(&s.saga_id, s.step, &s.token), delay).await {
             warn!(saga = %s.saga_id, error = %e, "could not enqueue the next step; the sweeper will re-drive it");
         }
     }
@@ -453,7 +514,7 @@ impl<Q: Queue> Engine<Q> {
     async fn poison(&self, m: &Received, reason: PoisonReason) -> Result<Handled> {
         let why = reason.to_string();
         error!(reason = %why, receive_count = m.receive_count, "poison message; moving it to the dead-letter queue");
-        self.queue.dead_letter(m, &why).await?;
+        self.queue_of(m).dead_letter(m, &why).await?;
         Ok(Handled::DeadLettered(why))
     }
 

@@ -2,9 +2,10 @@
 //! SQS event source mapping instead of a poll loop.
 //!
 //! * An SQS event's records are handled one by one with the very functions
-//!   the worker uses ([`Engine::handle`] for the step queue,
-//!   [`Engine::handle_intake`] for the intake queue), picked by the record's
-//!   `eventSourceARN`. The answer lists only the records that must come back
+//!   the worker uses ([`Engine::handle`] for the step queue and the priority
+//!   step queue, [`Engine::handle_intake`] for the intake queue), picked by
+//!   the record's `eventSourceARN`. The priority queue has an event source
+//!   mapping of its own, so its records never wait behind the step queue's. The answer lists only the records that must come back
 //!   (`ReportBatchItemFailures`): errors, and step messages held off by a live
 //!   lease — acknowledging those would lose them until the sweeper noticed.
 //! * A scheduled event (`{"keyturn":"sweep"}` from EventBridge) runs the
@@ -18,7 +19,7 @@ use serde_json::{json, Value};
 use tracing::{error, info, warn};
 
 use crate::engine::{Engine, Handled};
-use crate::queue::{Queue, Received};
+use crate::queue::{Lane, Queue, Received};
 
 /// One SQS record of a Lambda event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +84,7 @@ pub fn same_queue(queue_url: &str, queue_arn: &str) -> bool {
 pub async fn handle_invocation<Q: Queue, I: Queue>(
     engine: &Engine<Q>,
     step_queue_url: &str,
+    priority_queue_url: Option<&str>,
     intake: Option<(&I, &str)>,
     event: &Value,
     scan_jitter: Duration,
@@ -97,8 +99,18 @@ pub async fn handle_invocation<Q: Queue, I: Queue>(
         Invocation::Sqs(records) => {
             let mut failed = Vec::new();
             for r in records {
-                let m = Received { message_id: r.message_id.clone(), receipt: r.receipt_handle, body: r.body, receive_count: r.receive_count };
-                let ok = if same_queue(step_queue_url, &r.event_source_arn) {
+                let mut m = Received {
+                    message_id: r.message_id.clone(),
+                    receipt: r.receipt_handle,
+                    body: r.body,
+                    receive_count: r.receive_count,
+                    lane: Lane::Ordinary,
+                };
+                let priority = priority_queue_url.is_some_and(|url| same_queue(url, &r.event_source_arn));
+                let ok = if priority || same_queue(step_queue_url, &r.event_source_arn) {
+                    if priority {
+                        m.lane = Lane::Priority;
+                    }
                     match engine.handle(&m).await {
                         Ok(Handled::Retained(_)) | Ok(Handled::Crashed) => false,
                         Ok(_) => true,

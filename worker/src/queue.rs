@@ -77,6 +77,32 @@ pub struct Received {
     pub receipt: String,
     pub body: String,
     pub receive_count: u32,
+    /// The step queue it came from: its acknowledgement, visibility and
+    /// dead-lettering go back to that queue.
+    pub lane: Lane,
+}
+
+/// Which step queue a step message travels on.
+///
+/// Why two: SQS delivers roughly in order, so a step sent behind a backlog
+/// of a thousand ordinary rotations waits for all of them. Steps that must
+/// not wait — an exposed key's emergency saga, a step a person is waiting
+/// on — go on the priority queue, which every worker polls with capacity of
+/// its own (`[worker] priority_concurrency`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lane {
+    #[default]
+    Ordinary,
+    Priority,
+}
+
+impl Lane {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Ordinary => "ordinary",
+            Lane::Priority => "priority",
+        }
+    }
 }
 
 /// The step queue as the engine needs it.
@@ -140,7 +166,7 @@ impl Queue for SqsQueue {
             .filter_map(|m| {
                 let count =
                     m.attributes().and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount)).and_then(|c| c.parse().ok()).unwrap_or(1);
-                Some(Received { message_id: m.message_id?, receipt: m.receipt_handle?, body: m.body.unwrap_or_default(), receive_count: count })
+                Some(Received { message_id: m.message_id?, receipt: m.receipt_handle?, body: m.body.unwrap_or_default(), receive_count: count, lane: Lane::default() })
             })
             .collect())
     }

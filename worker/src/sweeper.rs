@@ -19,7 +19,7 @@ use tracing::{instrument, warn};
 
 use crate::engine::{now_ms, Engine};
 use crate::error::{Error, Result};
-use crate::queue::{Queue, StepMessage};
+use crate::queue::{Lane, Queue, StepMessage};
 use crate::saga::Millis;
 use crate::saga::Status;
 
@@ -46,7 +46,10 @@ impl<Q: Queue> Engine<Q> {
         }
         // Overdue running sagas that no worker holds.
         let overdue: Vec<_> = running.into_iter().filter(|s| s.lease_until <= now).collect();
-        let waiting = if overdue.is_empty() {
+        // The backlog weighed is the step queue's: emergencies travel on the
+        // priority lane, which has none to speak of, and never wait.
+        let ordinary = overdue.iter().filter(|s| Self::lane_of(&s.saga) == Lane::Ordinary).count();
+        let waiting = if ordinary == 0 {
             0
         } else {
             self.queue.waiting().await.unwrap_or_else(|e| {
@@ -54,10 +57,10 @@ impl<Q: Queue> Engine<Q> {
                 0
             })
         };
-        let count = overdue.len();
         let mut postponed = 0;
         for s in overdue {
-            if !redrive(now.saturating_sub(s.due_at), count, waiting, BACKLOG_PATIENCE) {
+            let lane = Self::lane_of(&s.saga);
+            if lane == Lane::Ordinary && !redrive(now.saturating_sub(s.due_at), ordinary, waiting, BACKLOG_PATIENCE) {
                 postponed += 1;
                 continue;
             }
@@ -68,7 +71,7 @@ impl<Q: Queue> Engine<Q> {
                 Err(e) => return Err(e),
             }
             warn!(saga = %s.saga.saga_id, step = %s.saga.step, "saga overdue; re-driving its step");
-            self.queue.send(&StepMessage::new(&s.saga.saga_id, s.saga.step, &s.saga.token), Duration::ZERO).await?;
+            self.on(lane).send(&StepMessage::new(&s.saga.saga_id, s.saga.step, &s.saga.token), Duration::ZERO).await?;
             n += 1;
         }
         if postponed > 0 {

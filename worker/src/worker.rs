@@ -1,11 +1,15 @@
 //! The long-running worker: long polling, bounded concurrency, sweeper,
 //! key-age scan, graceful shutdown.
 //!
-//! * Two poll loops share one concurrency limit: the step queue (saga steps)
-//!   and, when configured, the intake queue (EventBridge events). Each polls
-//!   with `WaitTimeSeconds` (20 s by default) asking for at most as many
-//!   messages as there are free slots, so a received message never waits in
-//!   memory while its visibility timeout runs.
+//! * Up to three poll loops, each with capacity of its own: the step queue
+//!   (`concurrency`), the priority step queue (`priority_concurrency`:
+//!   emergencies and steps a person waits on, see [`crate::queue::Lane`])
+//!   and the intake queue (`intake_concurrency`: EventBridge events and
+//!   requests). A backlog on one queue never takes the room of another, so
+//!   an exposed key is read and rotated while a thousand rotations drain.
+//!   Each polls with `WaitTimeSeconds` (20 s by default) asking for at most
+//!   as many messages as there are free slots, so a received message never
+//!   waits in memory while its visibility timeout runs.
 //! * Each message runs in its own task holding a semaphore permit; the engine
 //!   heartbeats its lease and the message's visibility while a step runs.
 //! * The sweeper and, if any rotation has a `[rotation.schedule]`, the key-age
@@ -26,10 +30,17 @@ use tracing::{error, info, warn};
 
 use crate::config::WorkerConfig;
 use crate::engine::Engine;
-use crate::queue::{Queue, Received};
+use crate::queue::{Lane, Queue, Received};
 
 pub async fn run<Q: Queue, I: Queue>(engine: Arc<Engine<Q>>, cfg: &WorkerConfig, intake: Option<Arc<I>>, shutdown: impl Future<Output = ()>) {
-    let sem = Arc::new(Semaphore::new(cfg.concurrency));
+    // Three pools of capacity, one per queue: ordinary steps, intake events
+    // and priority steps. A backlog of ordinary steps fills only its own
+    // pool, so a trigger is always read and an emergency always has room.
+    let pools = Pools {
+        steps: Arc::new(Semaphore::new(cfg.concurrency)),
+        intake: Arc::new(Semaphore::new(cfg.intake_concurrency)),
+        priority: Arc::new(Semaphore::new(cfg.priority_concurrency)),
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut background = vec![{
         let engine = engine.clone();
@@ -61,20 +72,32 @@ pub async fn run<Q: Queue, I: Queue>(engine: Arc<Engine<Q>>, cfg: &WorkerConfig,
             }
         }));
     }
-    info!(worker = %engine.worker_id, concurrency = cfg.concurrency, intake = intake.is_some(), "worker started");
+    info!(
+        worker = %engine.worker_id,
+        concurrency = cfg.concurrency,
+        intake = intake.is_some(),
+        priority_lane = engine.priority_queue().is_some(),
+        "worker started"
+    );
 
-    let steps = {
+    let step_handler = |lane: Lane| {
         let e = engine.clone();
-        let handle = move |m: Received| {
+        move |mut m: Received| {
+            m.lane = lane;
             let e = e.clone();
             async move {
                 if let Err(err) = e.handle(&m).await {
                     // Left on the queue: it becomes visible again and is retried.
-                    warn!(message_id = %m.message_id, error = %err, "step message not handled; it will be redelivered");
+                    warn!(message_id = %m.message_id, lane = lane.as_str(), error = %err, "step message not handled; it will be redelivered");
                 }
             }
-        };
-        poll_loop("steps", &engine.queue, cfg, sem.clone(), stop_rx.clone(), handle)
+        }
+    };
+    let steps = poll_loop("steps", &engine.queue, cfg, cfg.visibility_timeout.0, pools.steps.clone(), stop_rx.clone(), step_handler(Lane::Ordinary));
+    let priority_loop = async {
+        let Some(pq) = engine.priority_queue() else { return };
+        let visibility = engine.timings(Lane::Priority).1;
+        poll_loop("priority", pq, cfg, visibility, pools.priority.clone(), stop_rx.clone(), step_handler(Lane::Priority)).await
     };
     let intake_loop = async {
         let Some(iq) = intake.clone() else { return };
@@ -87,29 +110,47 @@ pub async fn run<Q: Queue, I: Queue>(engine: Arc<Engine<Q>>, cfg: &WorkerConfig,
                 }
             }
         };
-        poll_loop("intake", iq.as_ref(), cfg, sem.clone(), stop_rx.clone(), handle).await
+        poll_loop("intake", iq.as_ref(), cfg, cfg.visibility_timeout.0, pools.intake.clone(), stop_rx.clone(), handle).await
     };
     let signal = async {
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    tokio::join!(steps, intake_loop, signal);
+    tokio::join!(steps, priority_loop, intake_loop, signal);
 
     for b in background {
         b.abort();
     }
     info!(grace_s = cfg.shutdown_grace.0.as_secs(), "shutting down: waiting for in-flight work");
-    let all = sem.clone().acquire_many_owned(cfg.concurrency as u32);
+    let all = async {
+        let _steps = pools.steps.clone().acquire_many_owned(cfg.concurrency as u32).await;
+        let _intake = pools.intake.clone().acquire_many_owned(cfg.intake_concurrency as u32).await;
+        let _priority = pools.priority.clone().acquire_many_owned(cfg.priority_concurrency as u32).await;
+    };
     match tokio::time::timeout(cfg.shutdown_grace.0, all).await {
         Ok(_) => info!("all in-flight work finished"),
         Err(_) => warn!("shutdown grace ran out; unfinished steps will be taken over when their leases expire"),
     }
 }
 
+/// The worker's capacity, one pool per queue it polls.
+struct Pools {
+    steps: Arc<Semaphore>,
+    intake: Arc<Semaphore>,
+    priority: Arc<Semaphore>,
+}
+
 /// Poll one queue until `stop` turns true, running `handle` per message
 /// under a semaphore permit.
-async fn poll_loop<Q, H, Fut>(name: &'static str, queue: &Q, cfg: &WorkerConfig, sem: Arc<Semaphore>, mut stop: watch::Receiver<bool>, handle: H)
-where
+async fn poll_loop<Q, H, Fut>(
+    name: &'static str,
+    queue: &Q,
+    cfg: &WorkerConfig,
+    visibility: Duration,
+    sem: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+    handle: H,
+) where
     Q: Queue,
     H: Fn(Received) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -128,7 +169,7 @@ where
         // handed it messages, which would then stay invisible for the whole
         // visibility timeout. It ends within `wait_time`; what it brings is
         // released below.
-        let polled = queue.receive(free, cfg.wait_time.0, cfg.visibility_timeout.0).await;
+        let polled = queue.receive(free, cfg.wait_time.0, visibility).await;
         let msgs = match polled {
             Ok(m) => {
                 backoff = Duration::from_millis(500);
