@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A multi-tenant fake of Auth0's Management API, for the benchmark only.
+"""A multi-tenant fake of Auth0's Management API, for the benchmark and the
+priority-lane test (many tenants at once).
 
 Each tenant lives under its own path prefix: base_url = http://127.0.0.1:PORT/<tenant>.
 It answers what keyturn's Auth0 target calls, the way Auth0 does:
@@ -9,13 +10,16 @@ It answers what keyturn's Auth0 target calls, the way Auth0 does:
   PATCH /<tenant>/api/v2/emails/provider stores name/enabled/credentials (bearer token required)
   GET   /<tenant>/api/v2/emails/provider answers the provider, accessKeyId revealed
 
-Usage: fake_auth0.py --port-file FILE --client-secret SECRET
+Usage: fake_auth0.py --port-file FILE --client-secret SECRET [--latency-ms N]
+--latency-ms adds N ms before every answer (Auth0 over the internet answers
+in a few hundred ms; the priority-lane test drains its backlog behind it).
 Prints nothing; writes the port it listens on to FILE once it is ready.
 """
 import argparse
 import json
 import secrets
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CLIENT_ID = "bench-client"
@@ -31,7 +35,11 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # quiet
         pass
 
+    latency = 0.0
+
     def reply(self, status, body):
+        if self.latency:
+            time.sleep(self.latency)
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
@@ -108,8 +116,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port-file", required=True)
     ap.add_argument("--client-secret", required=True)
+    ap.add_argument("--latency-ms", type=int, default=0)
     a = ap.parse_args()
     Handler.client_secret = a.client_secret
+    Handler.latency = a.latency_ms / 1000.0
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     srv.daemon_threads = True
     with open(a.port_file + ".tmp", "w") as f:

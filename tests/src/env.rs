@@ -251,6 +251,17 @@ impl TestEnv {
             .await?
             .queue_url
             .unwrap();
+        // The priority lane (emergencies, steps a person waits on), as the stack makes it.
+        let pdlq_url = sqs.create_queue().queue_name("keyturn-steps-priority-dlq").send().await?.queue_url.unwrap();
+        let pdlq_arn = queue_arn(sqs, &pdlq_url).await?;
+        let priority_url = sqs
+            .create_queue()
+            .queue_name("keyturn-steps-priority")
+            .attributes(QueueAttributeName::RedrivePolicy, format!(r#"{{"deadLetterTargetArn":"{pdlq_arn}","maxReceiveCount":"5"}}"#))
+            .send()
+            .await?
+            .queue_url
+            .unwrap();
         let notify_queue_url = notify_sqs.create_queue().queue_name("keyturn-notifications").send().await?.queue_url.unwrap();
         let notify_arn = queue_arn(&notify_sqs, &notify_queue_url).await?;
 
@@ -347,6 +358,8 @@ impl TestEnv {
 region = "{REGION}"
 queue_url = "{queue_url}"
 dlq_url = "{dlq_url}"
+priority_queue_url = "{priority_url}"
+priority_dlq_url = "{pdlq_url}"
 table = "keyturn-sagas"
 topic_arn = "{topic_arn}"
 kms_key_id = "alias/keyturn"
@@ -432,8 +445,9 @@ kms_key_id = "alias/keyturn"
         saga
     }
 
+    /// An engine as the worker builds it (with the priority lane).
     pub fn engine(&self, worker: &str) -> Engine<keyturn::queue::SqsQueue> {
-        self.engine_with(worker, self.sqs_queue())
+        keyturn::app::engine(&self.config, &self.clients, worker.into())
     }
 
     pub fn engine_with<Q: Queue>(&self, worker: &str, q: Q) -> Engine<Q> {

@@ -72,6 +72,8 @@ pub enum DlqCommand {
 pub enum QueueName {
     /// The step queue (saga steps).
     Steps,
+    /// The priority step queue (emergencies, steps a person waits on).
+    Priority,
     /// The intake queue (EventBridge events).
     Intake,
 }
@@ -533,6 +535,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let pick = |q: QueueName| -> anyhow::Result<crate::queue::SqsQueue> {
                 match q {
                     QueueName::Steps => Ok(crate::app::sqs_queue(&cfg, &clients)),
+                    QueueName::Priority => crate::app::priority_queue(&cfg, &clients)
+                        .ok_or_else(|| Usage(format!("{} has no aws.priority_queue_url", cli.config)).into()),
                     QueueName::Intake => {
                         crate::app::intake_queue(&cfg, &clients).ok_or_else(|| Usage(format!("{} has no aws.intake_queue_url", cli.config)).into())
                     }
