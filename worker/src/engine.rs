@@ -45,7 +45,7 @@ const MAX_RUN: usize = 64;
 
 /// The longest lease and visibility of a priority-lane step: a worker that
 /// dies mid-emergency holds it back at most this long.
-pub const PRIORITY_LEASE: Duration = Duration::from_secs(5);
+pub const PRIORITY_LEASE: Duration = Duration::from_secs(2);
 
 /// A step throttled this many times in a row is handed back to the saga
 /// (a spent attempt, a durable retry) instead of waiting in place again.
