@@ -60,7 +60,7 @@ impl<Q: Queue> Engine<Q> {
         let mut postponed = 0;
         for s in overdue {
             let lane = Self::lane_of(&s.saga);
-            if lane == Lane::Ordinary && !redrive(now.saturating_sub(s.due_at), ordinary, waiting, BACKLOG_PATIENCE) {
+            if !redrive(lane, now.saturating_sub(s.due_at), ordinary, waiting, BACKLOG_PATIENCE) {
                 postponed += 1;
                 continue;
             }
@@ -105,14 +105,16 @@ impl<Q: Queue> Engine<Q> {
 /// long backlog for ever.
 pub const BACKLOG_PATIENCE: Millis = 15 * 60 * 1000;
 
-/// Whether the sweeper re-drives a saga overdue by `overdue_by`, when
-/// `overdue` sagas are overdue and `waiting` messages wait in the queue.
+/// Whether the sweeper re-drives a saga of `lane` overdue by `overdue_by`,
+/// when `overdue` sagas of the step queue are overdue and `waiting` messages
+/// wait in it. A priority saga (an emergency) is re-driven at once: its lane
+/// has no backlog to wait for, and a lost emergency must not wait 15 min.
 /// With at least as many waiting messages as overdue sagas, each overdue
 /// saga's message may be among them: leave it, until `patience`. With fewer,
 /// some messages are surely missing and which ones cannot be told: re-drive
 /// all (duplicates are harmless, only dearer).
-pub fn redrive(overdue_by: Millis, overdue: usize, waiting: u64, patience: Millis) -> bool {
-    waiting < overdue as u64 || overdue_by >= patience
+pub fn redrive(lane: Lane, overdue_by: Millis, overdue: usize, waiting: u64, patience: Millis) -> bool {
+    lane == Lane::Priority || waiting < overdue as u64 || overdue_by >= patience
 }
 
 #[cfg(test)]
@@ -121,15 +123,21 @@ mod tests {
 
     #[test]
     fn a_backlog_holds_re_drives_back_until_patience_runs_out() {
-        let p = BACKLOG_PATIENCE;
+        let (p, o) = (BACKLOG_PATIENCE, Lane::Ordinary);
         // Nothing waits: every overdue saga lost its message.
-        assert!(redrive(1, 3, 0, p));
+        assert!(redrive(o, 1, 3, 0, p));
         // Fewer waiting than overdue: some are surely lost; re-drive all.
-        assert!(redrive(1, 3, 2, p));
+        assert!(redrive(o, 1, 3, 2, p));
         // As many or more waiting: they may all be in the backlog.
-        assert!(!redrive(1, 3, 3, p));
-        assert!(!redrive(p - 1, 1, 500, p));
+        assert!(!redrive(o, 1, 3, 3, p));
+        assert!(!redrive(o, p - 1, 1, 500, p));
         // ... but not for ever.
-        assert!(redrive(p, 1, 500, p));
+        assert!(redrive(o, p, 1, 500, p));
+    }
+
+    #[test]
+    fn an_overdue_emergency_is_re_driven_at_once_whatever_the_backlog() {
+        assert!(redrive(Lane::Priority, 1, 1, 10_000, BACKLOG_PATIENCE));
+        assert!(!redrive(Lane::Ordinary, 1, 1, 10_000, BACKLOG_PATIENCE));
     }
 }
