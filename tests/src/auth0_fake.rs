@@ -196,7 +196,11 @@ fn token(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
     st.tokens_issued.push(tok.clone());
     let scopes = st.granted_scopes.clone();
     st.token_scopes.insert(tok.clone(), scopes.clone());
-    (200, ResponseTemplate::new(200).set_body_json(json!({"access_token": tok, "token_type": "Bearer", "expires_in": st.token_lifetime, "scope": scopes.join(" ")})))
+    (
+        200,
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"access_token": tok, "token_type": "Bearer", "expires_in": st.token_lifetime, "scope": scopes.join(" ")})),
+    )
 }
 
 // The Err is the response to send back (wiremock's own type).

@@ -79,7 +79,10 @@ grace_period = "1d"
 "#;
     for (edit, key) in [
         (base.replace("client_secret = { env = \"KEYTURN_X\" }", "clientsecret = { env = \"KEYTURN_X\" }"), "target.clientsecret: unknown key"),
-        (base.replace("client_secret = { env = \"KEYTURN_X\" }", "client_secret = \"hunter2-s3cr3t\""), "target.client_secret: inline secrets are not allowed"),
+        (
+            base.replace("client_secret = { env = \"KEYTURN_X\" }", "client_secret = \"hunter2-s3cr3t\""),
+            "target.client_secret: inline secrets are not allowed",
+        ),
         (base.replace("grace_period = \"1d\"", "grace = \"1d\""), "policy.grace: unknown key"),
     ] {
         std::fs::write(&path, &edit).unwrap();
@@ -125,7 +128,11 @@ ses_region = "eu-west-1"
     for (from, to, expected) in [
         ("domain = \"example.eu.auth0.com\"", "domain = \"example.eu.auth0.com@evil.example\"", "target.domain: must be a bare DNS host name"),
         ("domain = \"example.eu.auth0.com\"", "domain = \"evil.example?x=\"", "target.domain: must be a bare DNS host name"),
-        ("ses_region = \"eu-west-1\"", "ses_region = \"eu-west-1\"\nbase_url = \"https://169.254.169.254/latest\"", "target.base_url: must not point at a link-local or cloud metadata address"),
+        (
+            "ses_region = \"eu-west-1\"",
+            "ses_region = \"eu-west-1\"\nbase_url = \"https://169.254.169.254/latest\"",
+            "target.base_url: must not point at a link-local or cloud metadata address",
+        ),
         ("ses_region = \"eu-west-1\"", "ses_region = \"x/../evil\"", "target.ses_region: must be an AWS region like us-east-1"),
         ("KEYTURN_AUTH0_CLIENT_SECRET", "AWS_SECRET_ACCESS_KEY", "target.client_secret: an `env` reference must name a variable starting with KEYTURN_"),
     ] {

@@ -579,14 +579,18 @@ pub fn check_region(region: &str) -> Result<(), String> {
 /// info (`@`), port (`:`), path (`/`), query (`?`) or fragment (`#`), and no
 /// IP address (a name is what a certificate is checked against).
 pub fn check_host(host: &str) -> Result<(), String> {
-    let bad = || Err(format!("must be a bare DNS host name like example.eu.auth0.com (no scheme, '@', ':port', '/', '?', '#' or IP address); got {:?}", host.chars().take(80).collect::<String>()));
+    let bad = || {
+        Err(format!(
+            "must be a bare DNS host name like example.eu.auth0.com (no scheme, '@', ':port', '/', '?', '#' or IP address); got {:?}",
+            host.chars().take(80).collect::<String>()
+        ))
+    };
     if host.is_empty() || host.len() > 253 {
         return bad();
     }
     let labels: Vec<&str> = host.split('.').collect();
-    let label_ok = |l: &str| {
-        !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    };
+    let label_ok =
+        |l: &str| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
     if labels.len() < 2 || !labels.iter().all(|l| label_ok(l)) {
         return bad();
     }
@@ -794,12 +798,20 @@ grace_period = "0s"
             ("domain = \"example.eu.auth0.com\"", "domain = \"example.eu.auth0.com:8443\"", "target.domain: must be a bare DNS host name"),
             ("domain = \"example.eu.auth0.com\"", "domain = \"evil.example/x\"", "target.domain: must be a bare DNS host name"),
             ("domain = \"example.eu.auth0.com\"", "domain = \"evil.example#\"", "target.domain: must be a bare DNS host name"),
-            ("[rotation.policy]", "base_url = \"https://169.254.169.254/latest\"\n[rotation.policy]", "target.base_url: must not point at a link-local or cloud metadata address"),
+            (
+                "[rotation.policy]",
+                "base_url = \"https://169.254.169.254/latest\"\n[rotation.policy]",
+                "target.base_url: must not point at a link-local or cloud metadata address",
+            ),
             ("[rotation.policy]", "base_url = \"https://[fd00:ec2::254]/\"\n[rotation.policy]", "target.base_url: must not point at a link-local"),
             ("[rotation.policy]", "base_url = \"https://u:p@example.com/\"\n[rotation.policy]", "target.base_url: must not carry user info"),
             ("[rotation.policy]", "base_url = \"https://example.com/?x=1\"\n[rotation.policy]", "target.base_url: must not have a query"),
             ("ses_region = \"eu-west-1\"", "ses_region = \"x/../evil\"", "target.ses_region: must be an AWS region"),
-            ("KEYTURN_AUTH0_CLIENT_SECRET", "AWS_SECRET_ACCESS_KEY", "target.client_secret: an `env` reference must name a variable starting with KEYTURN_"),
+            (
+                "KEYTURN_AUTH0_CLIENT_SECRET",
+                "AWS_SECRET_ACCESS_KEY",
+                "target.client_secret: an `env` reference must name a variable starting with KEYTURN_",
+            ),
             ("KEYTURN_AUTH0_CLIENT_SECRET", "KEYTURN_", "target.client_secret: an `env` reference"),
             ("KEYTURN_AUTH0_CLIENT_SECRET", "keyturn_lower", "target.client_secret: an `env` reference"),
         ] {
@@ -825,7 +837,24 @@ grace_period = "0s"
         for ok in ["example.eu.auth0.com", "tenant.auth0.com", "login.example-corp.io", "EXAMPLE.us.auth0.com"] {
             assert!(check_host(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "localhost", "a..b", "-a.b", "a-.b", "1.2.3.4", "169.254.169.254", "0x7f.1", "[::1]", "a.b:1", "a@b.c", "a b.c", "a.b/", "a.b?", "a.b#", "é.example"] {
+        for bad in [
+            "",
+            "localhost",
+            "a..b",
+            "-a.b",
+            "a-.b",
+            "1.2.3.4",
+            "169.254.169.254",
+            "0x7f.1",
+            "[::1]",
+            "a.b:1",
+            "a@b.c",
+            "a b.c",
+            "a.b/",
+            "a.b?",
+            "a.b#",
+            "é.example",
+        ] {
             assert!(check_host(bad).is_err(), "{bad}");
         }
         assert!(check_host(&format!("{}.com", "a".repeat(64))).is_err(), "a label is at most 63");
@@ -835,7 +864,16 @@ grace_period = "0s"
         for bad in ["", "us-east", "useast-1", "US-EAST-1", "x/../evil", "us-east-1/", "us--1", "us-east-1a", "u-east-1", "us-east-1-"] {
             assert!(check_region(bad).is_err(), "{bad}");
         }
-        for bad in ["http://example.com", "https://169.254.169.254/", "https://[fe80::1]/", "https://0.0.0.0/", "https://[::ffff:169.254.169.254]/", "https://metadata.google.internal/", "https://a.b/#x", "ftp://a.b"] {
+        for bad in [
+            "http://example.com",
+            "https://169.254.169.254/",
+            "https://[fe80::1]/",
+            "https://0.0.0.0/",
+            "https://[::ffff:169.254.169.254]/",
+            "https://metadata.google.internal/",
+            "https://a.b/#x",
+            "ftp://a.b",
+        ] {
             assert!(check_base_url(bad).is_err(), "{bad}");
         }
         assert!(check_id("AWSSingleSignOn.abc-1_2").is_ok());

@@ -203,9 +203,7 @@ impl Auth0EmailProvider {
         if let Some(from) = &self.s.from_address {
             body["default_from_address"] = json!(from);
         }
-        self.call(Method::PATCH, None, "PATCH /api/v2/emails/provider", Some(body))
-            .await
-            .map_err(|e| e.redact(cred.secret.expose_secret()))?;
+        self.call(Method::PATCH, None, "PATCH /api/v2/emails/provider", Some(body)).await.map_err(|e| e.redact(cred.secret.expose_secret()))?;
         Ok(())
     }
 

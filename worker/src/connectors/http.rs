@@ -226,9 +226,19 @@ fn cause_chain(e: &(dyn std::error::Error + 'static)) -> (String, bool) {
     (parts.join(": "), tls)
 }
 
+/// Whether `e` is a rustls error, or an `io::Error` wrapping one (tokio-rustls
+/// wraps it in one, hyper-rustls wraps that in another; `io::Error::source`
+/// skips the wrapped error itself, so it is looked for through `get_ref`).
 fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
-    e.downcast_ref::<rustls::Error>().is_some()
-        || e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+    let mut cur = Some(e);
+    for _ in 0..8 {
+        match cur {
+            Some(x) if x.is::<rustls::Error>() => return true,
+            Some(x) => cur = x.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => return false,
+        }
+    }
+    false
 }
 
 /// The wait a server asks for: `Retry-After` (seconds) first, then
@@ -254,7 +264,12 @@ mod tests {
         Api {
             service: "auth0",
             http: super::super::http_client(),
-            retry: RetryPolicy { attempts: 4, min_delay: Duration::from_millis(1), max_delay: Duration::from_millis(5), max_server_wait: Duration::from_secs(1) },
+            retry: RetryPolicy {
+                attempts: 4,
+                min_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(5),
+                max_server_wait: Duration::from_secs(1),
+            },
             map_error: super::super::auth0::http_error,
             headers: Vec::new(),
         }
