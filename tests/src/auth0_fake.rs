@@ -12,6 +12,10 @@
 //!   `x-ratelimit-limit`, `x-ratelimit-remaining`, `x-ratelimit-reset` and
 //!   optionally `Retry-After`.
 //!
+//! * Tokens carry the scopes granted when they were issued; the provider
+//!   endpoints answer 403 `insufficient_scope` to a token without
+//!   `read:email_provider` (GET) or `update:email_provider` (PATCH).
+//!
 //! Tests script failures with [`Fault`]s queued per operation.
 
 use std::collections::VecDeque;
@@ -39,6 +43,9 @@ pub enum Fault {
     /// 400 whose message quotes the submitted secretAccessKey back (as a
     /// payload validation error might).
     EchoingValidationError,
+    /// 307 Temporary Redirect to this URL (a compromised or misconfigured
+    /// tenant, a proxy): a client that follows it re-sends the body there.
+    Redirect(String),
 }
 
 #[derive(Debug, Clone)]
@@ -80,7 +87,16 @@ pub struct State {
     pub token_lifetime: u64,
     /// Issued tokens that have expired: calls with them get 401 `token_expired`.
     pub expired: Vec<String>,
+    /// Scopes granted to the application now. A token carries the scopes
+    /// granted when it was issued (Auth0 puts them in the JWT), so granting
+    /// one later does not change a token already issued.
+    pub granted_scopes: Vec<String>,
+    /// The scopes each issued token carries.
+    pub token_scopes: std::collections::HashMap<String, Vec<String>>,
 }
+
+pub const READ_SCOPE: &str = "read:email_provider";
+pub const UPDATE_SCOPE: &str = "update:email_provider";
 
 pub struct FakeAuth0 {
     pub server: MockServer,
@@ -131,6 +147,7 @@ fn scripted(faults: &mut VecDeque<Fault>) -> Option<(ResponseTemplate, u16, bool
         Fault::UnavailableAfterApply => Some((err(503, "Service Unavailable", "Service unavailable", "service_unavailable"), 503, true)),
         Fault::Internal => Some((err(500, "Internal Server Error", "Internal error", "internal_error"), 500, false)),
         Fault::EchoingValidationError => unreachable!("handled in patch(), which has the body"),
+        Fault::Redirect(to) => Some((ResponseTemplate::new(307).insert_header("location", to.as_str()), 307, false)),
     }
 }
 
@@ -145,6 +162,14 @@ fn unauthorized(st: &State, req: &Request) -> Option<(u16, ResponseTemplate)> {
         return Some((401, err(401, "Unauthorized", "Invalid token", "invalid_token")));
     }
     None
+}
+
+/// 403 `insufficient_scope`, as Auth0 answers, when the bearer token was
+/// issued without `scope`.
+fn lacks_scope(st: &State, req: &Request, scope: &str) -> Option<(u16, ResponseTemplate)> {
+    let bearer = req.headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))?;
+    let has = st.token_scopes.get(bearer).is_some_and(|s| s.iter().any(|x| x == scope));
+    (!has).then(|| (403, err(403, "Forbidden", &format!("Insufficient scope, expected any of: {scope}"), "insufficient_scope")))
 }
 
 fn authorized(st: &State, req: &Request) -> bool {
@@ -169,7 +194,13 @@ fn token(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
     }
     let tok = format!("fake-mgmt-token-{}", uuid::Uuid::new_v4());
     st.tokens_issued.push(tok.clone());
-    (200, ResponseTemplate::new(200).set_body_json(json!({"access_token": tok, "token_type": "Bearer", "expires_in": st.token_lifetime})))
+    let scopes = st.granted_scopes.clone();
+    st.token_scopes.insert(tok.clone(), scopes.clone());
+    (
+        200,
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"access_token": tok, "token_type": "Bearer", "expires_in": st.token_lifetime, "scope": scopes.join(" ")})),
+    )
 }
 
 // The Err is the response to send back (wiremock's own type).
@@ -246,6 +277,9 @@ fn patch(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
         Err(_) => return (400, err(400, "Bad Request", "Invalid request payload JSON format", "invalid_body")),
     };
     st.last_secret_sent = body["credentials"]["secretAccessKey"].as_str().or(body["credentials"]["smtp_pass"].as_str()).map(str::to_string);
+    if let Some(refusal) = lacks_scope(st, req, UPDATE_SCOPE) {
+        return refusal;
+    }
     if matches!(st.patch_faults.front(), Some(Fault::EchoingValidationError)) {
         st.patch_faults.pop_front();
         let secret = body["credentials"]["secretAccessKey"].as_str().unwrap_or("");
@@ -266,6 +300,9 @@ fn patch(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
 
 fn get(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
     if let Some(refusal) = unauthorized(st, req) {
+        return refusal;
+    }
+    if let Some(refusal) = lacks_scope(st, req, READ_SCOPE) {
         return refusal;
     }
     if let Some((t, status, _)) = scripted(&mut st.get_faults) {
@@ -302,6 +339,8 @@ impl FakeAuth0 {
             last_secret_sent: None,
             token_lifetime: 86_400,
             expired: vec![],
+            granted_scopes: vec![READ_SCOPE.to_string(), UPDATE_SCOPE.to_string()],
+            token_scopes: Default::default(),
         }));
         let server = MockServer::start().await;
         for (m, p, op) in [("POST", "/oauth/token", "token"), ("PATCH", "/api/v2/emails/provider", "patch"), ("GET", "/api/v2/emails/provider", "get")] {
@@ -390,6 +429,16 @@ impl FakeAuth0 {
             p.region.clear();
             p.smtp = Some((host.into(), 587));
         }
+    }
+
+    /// Grant the application exactly these scopes (from the next token on).
+    pub fn set_scopes(&self, scopes: &[&str]) {
+        self.state.lock().unwrap().granted_scopes = scopes.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Queue a scripted answer for the next token request.
+    pub fn script_token(&self, f: Fault) {
+        self.state.lock().unwrap().token_faults.push_back(f);
     }
 
     pub fn set_reveal_key_id(&self, on: bool) {

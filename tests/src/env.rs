@@ -27,7 +27,8 @@ pub const REGION: &str = "us-east-1";
 pub struct Options {
     /// Access keys the IAM user has before the rotation.
     pub existing_keys: usize,
-    /// How the Auth0 client secret is referenced: Secrets Manager (default) or an env var name.
+    /// How the Auth0 client secret is referenced: Secrets Manager (default) or an env var name
+    /// (which must start with `KEYTURN_`, as the configuration requires).
     pub client_secret_env: Option<String>,
     /// Grace period between deactivating and deleting the old key.
     pub grace_period: &'static str,

@@ -72,14 +72,17 @@ source = { kind = "iam_access_key", user_name = "u" }
 kind = "auth0_email_provider"
 domain = "example.eu.auth0.com"
 client_id = "abc"
-client_secret = { env = "X" }
+client_secret = { env = "KEYTURN_X" }
 ses_region = "eu-west-1"
 [rotation.policy]
 grace_period = "1d"
 "#;
     for (edit, key) in [
-        (base.replace("client_secret = { env = \"X\" }", "clientsecret = { env = \"X\" }"), "target.clientsecret: unknown key"),
-        (base.replace("client_secret = { env = \"X\" }", "client_secret = \"hunter2-s3cr3t\""), "target.client_secret: inline secrets are not allowed"),
+        (base.replace("client_secret = { env = \"KEYTURN_X\" }", "clientsecret = { env = \"KEYTURN_X\" }"), "target.clientsecret: unknown key"),
+        (
+            base.replace("client_secret = { env = \"KEYTURN_X\" }", "client_secret = \"hunter2-s3cr3t\""),
+            "target.client_secret: inline secrets are not allowed",
+        ),
         (base.replace("grace_period = \"1d\"", "grace = \"1d\""), "policy.grace: unknown key"),
     ] {
         std::fs::write(&path, &edit).unwrap();
@@ -93,6 +96,52 @@ grace_period = "1d"
     let (code, _, err) = run(&["check-config", "--config", "/nonexistent/keyturn.toml"], &[]);
     assert_ne!(code, 0);
     assert!(err.contains("/nonexistent/keyturn.toml: cannot read"), "{err}");
+}
+
+/// Issue 20, item 4: `check-config` refuses each value that could send a
+/// secret to another host or read the process's own credentials, with a
+/// message naming the key (exit 2, one line, the file named).
+#[test]
+fn check_config_refuses_values_that_could_send_secrets_elsewhere() {
+    let dir = tmpdir("item4");
+    let path = dir.join("keyturn.toml");
+    let base = r#"
+[aws]
+queue_url = "q"
+dlq_url = "d"
+table = "t"
+topic_arn = "arn"
+kms_key_id = "k"
+[[rotation]]
+id = "auth0-ses"
+source = { kind = "iam_access_key", user_name = "u" }
+[rotation.target]
+kind = "auth0_email_provider"
+domain = "example.eu.auth0.com"
+client_id = "abc"
+client_secret = { env = "KEYTURN_AUTH0_CLIENT_SECRET" }
+ses_region = "eu-west-1"
+"#;
+    std::fs::write(&path, base).unwrap();
+    let (code, out, err) = run(&["check-config", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "the base is valid: {out}{err}");
+    for (from, to, expected) in [
+        ("domain = \"example.eu.auth0.com\"", "domain = \"example.eu.auth0.com@evil.example\"", "target.domain: must be a bare DNS host name"),
+        ("domain = \"example.eu.auth0.com\"", "domain = \"evil.example?x=\"", "target.domain: must be a bare DNS host name"),
+        (
+            "ses_region = \"eu-west-1\"",
+            "ses_region = \"eu-west-1\"\nbase_url = \"https://169.254.169.254/latest\"",
+            "target.base_url: must not point at a link-local or cloud metadata address",
+        ),
+        ("ses_region = \"eu-west-1\"", "ses_region = \"x/../evil\"", "target.ses_region: must be an AWS region like us-east-1"),
+        ("KEYTURN_AUTH0_CLIENT_SECRET", "AWS_SECRET_ACCESS_KEY", "target.client_secret: an `env` reference must name a variable starting with KEYTURN_"),
+    ] {
+        std::fs::write(&path, base.replace(from, to)).unwrap();
+        let (code, _, err) = run(&["check-config", "--config", path.to_str().unwrap()], &[]);
+        assert_eq!(code, 2, "{to}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(&format!("{}: rotation \"auth0-ses\": {expected}", path.display())), "{to}: {err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +187,9 @@ async fn worker_and_rotate_wait_then_sigterm() {
     assert_eq!(code, 0);
     assert!(out.contains("status succeeded") && out.contains("retire_old"), "{out}");
 
-    // A failing rotation: --wait exits non-zero.
+    // A failing rotation: --wait exits non-zero. The 403 meets a cached
+    // token, which is asked again once with a new one: refuse both.
+    env.auth0.script_patch(Fault::InsufficientScope);
     env.auth0.script_patch(Fault::InsufficientScope);
     let (code, out, _) = tokio::task::spawn_blocking({
         let (cfg, envs) = (cfg.clone(), envs.clone());

@@ -14,7 +14,10 @@ const CONSOLIDATED: &str = include_str!("../fixtures/securityhub-iam3-consolidat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_quarantine_automatic_triggers_until_released_or_fixed() {
     let env = TestEnv::new(Options { quarantine_after: Some(2), intake: true, ..Options::default() }).await.unwrap();
-    for _ in 0..3 {
+    // Three refused rotations: the first meets a new token (one 403); the
+    // next two meet a cached token, which is asked again once with a new
+    // one (two 403s each).
+    for _ in 0..5 {
         env.auth0.script_patch(Fault::InsufficientScope);
     }
     let engine = Arc::new(env.engine("w1"));

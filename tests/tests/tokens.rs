@@ -75,3 +75,29 @@ async fn a_client_secret_changed_in_secrets_manager_is_read_again_when_auth0_ref
     assert_eq!(token_statuses, vec![200, 401, 200], "the cached secret refused once, then the fresh one taken");
     assert!(!saga.history.iter().any(|a| a.outcome == "retry"), "re-reading the secret is not a step retry: {:#?}", saga.history);
 }
+
+/// Issue 22: a rotation refused for a missing scope, the scope granted, the
+/// rotation run again: it succeeds at once, although the worker's cached
+/// token (a day-long one, Auth0's default) was issued without the scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scope_granted_after_a_refusal_works_on_the_next_run() {
+    use keyturn_testkit::auth0_fake::{READ_SCOPE, UPDATE_SCOPE};
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    env.auth0.set_token_lifetime(86_400);
+    env.auth0.set_scopes(&[READ_SCOPE]);
+    let engine = Arc::new(env.engine("w1"));
+    let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    let refused = rotate_once(&env, &engine).await;
+    assert_eq!(refused.status, Status::Compensated, "{refused:#?}");
+    assert_eq!(refused.failure.as_ref().map(|f| f.code.as_str()), Some("insufficient_scope"));
+    assert_eq!(env.auth0.tokens_issued().len(), 1, "a fresh token's 403 stands: no second token");
+    // The advice of the notice: grant the scope, run the rotation again.
+    env.auth0.set_scopes(&[READ_SCOPE, UPDATE_SCOPE]);
+    let saga = rotate_once(&env, &engine).await;
+    w.stop().await;
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    assert_eq!(env.auth0.tokens_issued().len(), 2, "exactly one new token");
+    let patches: Vec<u16> = env.auth0.patches().iter().map(|s| s.status).collect();
+    assert_eq!(patches, vec![403, 403, 200], "refused, refused with the cached token, accepted with the new one");
+    assert!(!saga.history.iter().any(|a| a.outcome == "retry"), "the refresh is not a step retry: {:#?}", saga.history);
+}

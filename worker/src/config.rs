@@ -283,13 +283,26 @@ impl PolicyConfig {
 }
 
 /// Where a secret lives. Exactly one of the forms:
-/// `{ env = "AUTH0_CLIENT_SECRET" }` or `{ secrets_manager = "arn-or-name" }`
-/// (optionally with `json_key = "field"` for a JSON secret).
+/// `{ env = "KEYTURN_AUTH0_CLIENT_SECRET" }` or `{ secrets_manager = "arn-or-name" }`
+/// (optionally with `json_key = "field"` for a JSON secret). An environment
+/// variable's name must start with [`ENV_PREFIX`]: a configuration (which
+/// may come from an SSM parameter others can write) cannot name the
+/// process's own credentials (`AWS_SECRET_ACCESS_KEY`, in Lambda the
+/// function's key) and have them sent to an outside service.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "RawSecretRef")]
 pub enum SecretRef {
     Env(String),
     SecretsManager { secret_id: String, json_key: Option<String> },
+}
+
+/// The prefix every `{ env = "…" }` secret reference must carry.
+pub const ENV_PREFIX: &str = "KEYTURN_";
+
+/// Whether `name` is an environment variable a secret reference may name:
+/// [`ENV_PREFIX`] then upper-case letters, digits and `_`.
+pub fn is_secret_env_name(name: &str) -> bool {
+    name.strip_prefix(ENV_PREFIX).is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
 }
 
 #[derive(Deserialize)]
@@ -304,8 +317,17 @@ impl TryFrom<RawSecretRef> for SecretRef {
     type Error = String;
     fn try_from(raw: RawSecretRef) -> Result<Self, String> {
         match raw {
-            RawSecretRef::Inline(_) => Err("client_secret: inline secrets are not allowed; write client_secret = { env = \"VAR\" } or client_secret = { secrets_manager = \"secret id or ARN\" }".into()),
-            RawSecretRef::Table { env: Some(v), secrets_manager: None, json_key: None } if !v.is_empty() => Ok(SecretRef::Env(v)),
+            RawSecretRef::Inline(_) => Err("client_secret: inline secrets are not allowed; write client_secret = { env = \"KEYTURN_VAR\" } or client_secret = { secrets_manager = \"secret id or ARN\" }".into()),
+            RawSecretRef::Table { env: Some(v), secrets_manager: None, json_key: None } if !v.is_empty() => {
+                if is_secret_env_name(&v) {
+                    Ok(SecretRef::Env(v))
+                } else {
+                    Err(format!(
+                        "client_secret: an `env` reference must name a variable starting with {ENV_PREFIX} (upper-case letters, digits, _), e.g. {ENV_PREFIX}AUTH0_CLIENT_SECRET; {:?} is refused so a configuration cannot send the process's own credentials elsewhere",
+                        v.chars().take(64).collect::<String>()
+                    ))
+                }
+            }
             RawSecretRef::Table { env: None, secrets_manager: Some(id), json_key } if !id.is_empty() => {
                 Ok(SecretRef::SecretsManager { secret_id: id, json_key })
             }
@@ -389,6 +411,9 @@ impl Config {
             if v.trim().is_empty() {
                 return Err(format!("{key}: must not be empty"));
             }
+        }
+        if let Some(r) = &a.region {
+            check_region(r).map_err(|m| format!("aws.region: {m}"))?;
         }
         if a.event_bus.as_deref().is_some_and(|b| b.trim().is_empty()) {
             return Err("aws.event_bus: must not be empty (leave it out for the default bus)".into());
@@ -554,8 +579,18 @@ pub fn check_account(account_id: Option<&str>) -> Result<(), String> {
     }
 }
 
+/// An AWS region name, in AWS's shape: `us-east-1`, `eu-central-2`,
+/// `us-gov-west-1`, `ap-southeast-4` (`^[a-z]{2}(-[a-z]+)+-[0-9]+$`). It
+/// becomes part of host names (`email-smtp.<region>.amazonaws.com`), so
+/// nothing else is let through.
 pub fn check_region(region: &str) -> Result<(), String> {
-    let ok = !region.is_empty() && region.split('-').count() >= 3 && region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let parts: Vec<&str> = region.split('-').collect();
+    let letters = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase());
+    let ok = parts.len() >= 3
+        && parts[0].len() == 2
+        && letters(parts[0])
+        && parts[1..parts.len() - 1].iter().all(|p| letters(p))
+        && parts.last().is_some_and(|p| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| c.is_ascii_digit()));
     if ok {
         Ok(())
     } else {
@@ -563,15 +598,86 @@ pub fn check_region(region: &str) -> Result<(), String> {
     }
 }
 
-/// A target base URL must be https, or http to a loopback host (tests).
+/// A bare DNS host name, e.g. an Auth0 tenant domain `example.eu.auth0.com`:
+/// labels of letters, digits and `-` (1-63 each, not starting or ending
+/// with `-`), at least two of them, at most 253 characters. No scheme, user
+/// info (`@`), port (`:`), path (`/`), query (`?`) or fragment (`#`), and no
+/// IP address (a name is what a certificate is checked against).
+pub fn check_host(host: &str) -> Result<(), String> {
+    let bad = || {
+        Err(format!(
+            "must be a bare DNS host name like example.eu.auth0.com (no scheme, '@', ':port', '/', '?', '#' or IP address); got {:?}",
+            host.chars().take(80).collect::<String>()
+        ))
+    };
+    if host.is_empty() || host.len() > 253 {
+        return bad();
+    }
+    let labels: Vec<&str> = host.split('.').collect();
+    let label_ok =
+        |l: &str| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if labels.len() < 2 || !labels.iter().all(|l| label_ok(l)) {
+        return bad();
+    }
+    // 169.254.169.254, 10.0.0.1, 0x7f.1: a numeric last label is an address, not a name.
+    if labels.last().is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()) || l.to_ascii_lowercase().starts_with("0x")) {
+        return bad();
+    }
+    // The URL parser must read it back as this very host.
+    match reqwest::Url::parse(&format!("https://{host}/")) {
+        Ok(u) if u.host_str() == Some(host.to_ascii_lowercase().as_str()) && u.port().is_none() && u.username().is_empty() => Ok(()),
+        _ => bad(),
+    }
+}
+
+/// An id that becomes one path segment of an API URL (Graph tenant,
+/// application, service principal and job ids): 1-128 letters, digits,
+/// `.`, `_` and `-`, not only dots.
+pub fn check_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !id.chars().all(|c| c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err("must be an id: 1-128 letters, digits, '.', '_' and '-'".into())
+    }
+}
+
+/// A target base URL: https (or http to a loopback address, for local
+/// fakes), a host that is not link-local or a cloud metadata address
+/// (169.254.0.0/16, fe80::/10, fd00:ec2::254, `metadata.google.internal`,
+/// an unspecified address), and no user info, query or fragment.
 pub fn check_base_url(u: &str) -> Result<(), String> {
     let url = reqwest::Url::parse(u).map_err(|e| format!("not a URL: {e}"))?;
-    let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]" | "::1"));
+    let loopback = crate::connectors::http::is_loopback(&url);
     match url.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        _ => Err("must be https (or http on a loopback address)".into()),
+        "https" => {}
+        "http" if loopback => {}
+        _ => return Err("must be https (or http on a loopback address)".into()),
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry user info ('user@' or 'user:password@')".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query ('?') or fragment ('#')".into());
+    }
+    let host = url.host_str().unwrap_or("");
+    let metadata = match host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_link_local() || ip.is_unspecified(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            (ip.segments()[0] & 0xffc0) == 0xfe80
+                || ip.is_unspecified()
+                || ip == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+                || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local() || v4.is_unspecified())
+        }
+        Err(_) => host.eq_ignore_ascii_case("metadata.google.internal") || host.eq_ignore_ascii_case("metadata"),
+    };
+    if host.is_empty() || metadata {
+        return Err(format!("must not point at a link-local or cloud metadata address ({host})"));
+    }
+    Ok(())
 }
 
 /// Configuration snippets the crate's unit tests share.
@@ -625,7 +731,7 @@ source = { kind = "iam_access_key", user_name = "auth0-ses-sender" }
 kind = "auth0_email_provider"
 domain = "example.eu.auth0.com"
 client_id = "abc"
-client_secret = { env = "AUTH0_CLIENT_SECRET" }
+client_secret = { env = "KEYTURN_AUTH0_CLIENT_SECRET" }
 ses_region = "eu-west-1"
 [rotation.policy]
 grace_period = "0s"
@@ -640,7 +746,7 @@ grace_period = "0s"
         assert_eq!(r.credential_key(), "iam_access_key:auth0-ses-sender");
         assert_eq!(r.policy.to_policy().grace_period, 0);
         assert_eq!(r.target.kind(), "auth0_email_provider");
-        assert!(format!("{:?}", r.target).contains(r#"client_secret: Env("AUTH0_CLIENT_SECRET")"#), "{:?}", r.target);
+        assert!(format!("{:?}", r.target).contains(r#"client_secret: Env("KEYTURN_AUTH0_CLIENT_SECRET")"#), "{:?}", r.target);
     }
 
     #[test]
@@ -668,7 +774,7 @@ grace_period = "0s"
 
     #[test]
     fn inline_secret_is_refused() {
-        let bad = GOOD.replace(r#"{ env = "AUTH0_CLIENT_SECRET" }"#, r#""s3cr3t""#);
+        let bad = GOOD.replace(r#"{ env = "KEYTURN_AUTH0_CLIENT_SECRET" }"#, r#""s3cr3t""#);
         let e = Config::parse(&bad).unwrap_err();
         assert!(e.contains("inline secrets are not allowed"), "{e}");
         assert!(e.contains("client_secret"), "names the key: {e}");
@@ -704,6 +810,105 @@ grace_period = "0s"
         assert_eq!(e, "rotation \"auth0-ses\": target.base_url: must be https (or http on a loopback address)");
         let dup = format!("{GOOD}\n{}", &GOOD[GOOD.find("[[rotation]]").unwrap()..]);
         assert!(Config::parse(&dup).unwrap_err().contains("declared twice"));
+    }
+
+    /// Issue 20, item 4: each value that could send a secret elsewhere is
+    /// refused, naming the key.
+    #[test]
+    fn values_that_could_send_secrets_elsewhere_are_refused() {
+        for (from, to, key) in [
+            ("domain = \"example.eu.auth0.com\"", "domain = \"example.eu.auth0.com@evil.example\"", "target.domain: must be a bare DNS host name"),
+            ("domain = \"example.eu.auth0.com\"", "domain = \"evil.example?x=\"", "target.domain: must be a bare DNS host name"),
+            ("domain = \"example.eu.auth0.com\"", "domain = \"169.254.169.254\"", "target.domain: must be a bare DNS host name"),
+            ("domain = \"example.eu.auth0.com\"", "domain = \"example.eu.auth0.com:8443\"", "target.domain: must be a bare DNS host name"),
+            ("domain = \"example.eu.auth0.com\"", "domain = \"evil.example/x\"", "target.domain: must be a bare DNS host name"),
+            ("domain = \"example.eu.auth0.com\"", "domain = \"evil.example#\"", "target.domain: must be a bare DNS host name"),
+            (
+                "[rotation.policy]",
+                "base_url = \"https://169.254.169.254/latest\"\n[rotation.policy]",
+                "target.base_url: must not point at a link-local or cloud metadata address",
+            ),
+            ("[rotation.policy]", "base_url = \"https://[fd00:ec2::254]/\"\n[rotation.policy]", "target.base_url: must not point at a link-local"),
+            ("[rotation.policy]", "base_url = \"https://u:p@example.com/\"\n[rotation.policy]", "target.base_url: must not carry user info"),
+            ("[rotation.policy]", "base_url = \"https://example.com/?x=1\"\n[rotation.policy]", "target.base_url: must not have a query"),
+            ("ses_region = \"eu-west-1\"", "ses_region = \"x/../evil\"", "target.ses_region: must be an AWS region"),
+            (
+                "KEYTURN_AUTH0_CLIENT_SECRET",
+                "AWS_SECRET_ACCESS_KEY",
+                "target.client_secret: an `env` reference must name a variable starting with KEYTURN_",
+            ),
+            ("KEYTURN_AUTH0_CLIENT_SECRET", "KEYTURN_", "target.client_secret: an `env` reference"),
+            ("KEYTURN_AUTH0_CLIENT_SECRET", "keyturn_lower", "target.client_secret: an `env` reference"),
+        ] {
+            assert!(GOOD.contains(from), "{from}");
+            let e = Config::parse(&GOOD.replace(from, to)).unwrap_err();
+            assert!(e.starts_with(&format!("rotation \"auth0-ses\": {key}")), "{to}: {e}");
+        }
+        let e = Config::parse(&GOOD.replace("kms_key_id = \"alias/keyturn\"", "kms_key_id = \"alias/keyturn\"\nregion = \"x/../evil\"")).unwrap_err();
+        assert!(e.starts_with("aws.region: must be an AWS region"), "{e}");
+        // What stays allowed: a loopback fake over http, a custom https host with a path.
+        for ok in ["http://127.0.0.1:8080", "http://[::1]:1/", "http://localhost:9", "https://login.example.com/auth0"] {
+            let c = GOOD.replace("[rotation.policy]", &format!("base_url = \"{ok}\"\n[rotation.policy]"));
+            assert!(Config::parse(&c).is_ok(), "{ok}: {:?}", Config::parse(&c).err());
+        }
+        let scim = SCIM.replace("tenant_id = \"t-1\"", "tenant_id = \"../t\"");
+        assert!(Config::parse(&format!("{GOOD}{scim}")).unwrap_err().contains("target.tenant_id: must be an id"));
+        let scim = SCIM.replace("job_id = \"AWSSingleSignOn.abc\"", "job_id = \"..\"");
+        assert!(Config::parse(&format!("{GOOD}{scim}")).unwrap_err().contains("target.job_id: must be an id"));
+    }
+
+    #[test]
+    fn hosts_regions_and_base_urls() {
+        for ok in ["example.eu.auth0.com", "tenant.auth0.com", "login.example-corp.io", "EXAMPLE.us.auth0.com"] {
+            assert!(check_host(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "localhost",
+            "a..b",
+            "-a.b",
+            "a-.b",
+            "1.2.3.4",
+            "169.254.169.254",
+            "0x7f.1",
+            "[::1]",
+            "a.b:1",
+            "a@b.c",
+            "a b.c",
+            "a.b/",
+            "a.b?",
+            "a.b#",
+            "é.example",
+        ] {
+            assert!(check_host(bad).is_err(), "{bad}");
+        }
+        assert!(check_host(&format!("{}.com", "a".repeat(64))).is_err(), "a label is at most 63");
+        for ok in ["us-east-1", "eu-central-2", "us-gov-west-1", "ap-southeast-4", "cn-north-1"] {
+            assert!(check_region(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "us-east", "useast-1", "US-EAST-1", "x/../evil", "us-east-1/", "us--1", "us-east-1a", "u-east-1", "us-east-1-"] {
+            assert!(check_region(bad).is_err(), "{bad}");
+        }
+        for bad in [
+            "http://example.com",
+            "https://169.254.169.254/",
+            "https://[fe80::1]/",
+            "https://0.0.0.0/",
+            "https://[::ffff:169.254.169.254]/",
+            "https://metadata.google.internal/",
+            "https://a.b/#x",
+            "ftp://a.b",
+        ] {
+            assert!(check_base_url(bad).is_err(), "{bad}");
+        }
+        assert!(check_id("AWSSingleSignOn.abc-1_2").is_ok());
+        for bad in ["", ".", "..", "a/b", "a?b", "a b", "a#b", "a%2Fb"] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+        assert!(is_secret_env_name("KEYTURN_AUTH0_CLIENT_SECRET"));
+        for bad in ["AWS_SECRET_ACCESS_KEY", "KEYTURN_", "KEYTURN_a", "X", "keyturn_X", "KEYTURN_A-B"] {
+            assert!(!is_secret_env_name(bad), "{bad}");
+        }
     }
 
     #[test]

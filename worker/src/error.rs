@@ -39,6 +39,13 @@ pub enum Error {
     #[error("{service} {operation}: {message}")]
     Transport { service: &'static str, operation: &'static str, message: String, may_have_applied: bool },
 
+    /// The TLS handshake failed (an untrusted or expired certificate, a
+    /// name mismatch, a server that does not speak TLS). `message` keeps the
+    /// cause (the error's source chain). Never retried: trying again meets
+    /// the same certificate; an operator must look.
+    #[error("{service} {operation}: TLS failed: {message}")]
+    Tls { service: &'static str, operation: &'static str, message: String },
+
     /// A domain rule stopped the step (e.g. the user already has two keys,
     /// the old key was used after the switch). Never retried.
     #[error("{code}: {message}")]
@@ -85,6 +92,7 @@ impl Error {
             Error::Transport { service, operation, message, may_have_applied } => {
                 Error::Transport { service, operation, message: r(message), may_have_applied }
             }
+            Error::Tls { service, operation, message } => Error::Tls { service, operation, message: r(message) },
             Error::Refused { code, message } => Error::Refused { code, message: r(message) },
             Error::NotYet { code, message } => Error::NotYet { code, message: r(message) },
             Error::Config(m) => Error::Config(r(m)),
@@ -99,7 +107,7 @@ impl Error {
             Error::Aws { retryable, .. } => *retryable,
             Error::Http { status, .. } => *status == 429 || *status >= 500 || *status == 408,
             Error::Transport { .. } | Error::NotYet { .. } => true,
-            Error::Refused { .. } | Error::Config(_) | Error::Conflict { .. } | Error::Corrupt(_) => false,
+            Error::Tls { .. } | Error::Refused { .. } | Error::Config(_) | Error::Conflict { .. } | Error::Corrupt(_) => false,
         }
     }
 
@@ -124,6 +132,7 @@ impl Error {
         match self {
             Error::Aws { code, .. } | Error::Http { code, .. } => code.clone(),
             Error::Transport { .. } => "Transport".into(),
+            Error::Tls { .. } => "TlsFailure".into(),
             Error::Refused { code, .. } | Error::NotYet { code, .. } => (*code).into(),
             Error::Config(_) => "InvalidConfiguration".into(),
             Error::Conflict { .. } => "Conflict".into(),
@@ -147,7 +156,7 @@ impl Error {
                     | "DisabledException"
                     | "ResourceNotFoundException"
             ),
-            Error::Refused { .. } | Error::Config(_) => true,
+            Error::Refused { .. } | Error::Config(_) | Error::Tls { .. } => true,
             _ => false,
         }
     }

@@ -111,6 +111,9 @@ impl SecretResolver {
 
     pub async fn resolve(&self, r: &SecretRef) -> Result<SecretString> {
         match r {
+            SecretRef::Env(var) if !crate::config::is_secret_env_name(var) => {
+                Err(Error::Config(format!("environment variable {var} may not be a secret reference (names start with {})", crate::config::ENV_PREFIX)))
+            }
             SecretRef::Env(var) => match std::env::var(var) {
                 Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
                 _ => Err(Error::Config(format!("environment variable {var} (a secret reference) is not set"))),

@@ -56,9 +56,7 @@ pub const TARGET: TargetEntry = TargetEntry {
     parse: |t| {
         let c: Auth0Config = super::from_table(t)?;
         check_tenant(&c.domain, c.base_url.as_deref(), &c.client_id)?;
-        if c.ses_region.is_empty() {
-            return Err(ConfigProblem::at("ses_region", "must be an AWS region like eu-west-1"));
-        }
+        crate::config::check_region(&c.ses_region).map_err(|m| ConfigProblem::at("ses_region", m))?;
         Ok(Arc::new(c))
     },
 };
@@ -77,9 +75,9 @@ impl TargetSpec for Auth0Config {
 
 /// The checks every Auth0 target makes of its tenant settings.
 pub(super) fn check_tenant(domain: &str, base_url: Option<&str>, client_id: &str) -> std::result::Result<(), ConfigProblem> {
-    if domain.is_empty() || domain.contains('/') || domain.contains(':') {
-        return Err(ConfigProblem::at("domain", "must be a bare tenant domain like example.eu.auth0.com"));
-    }
+    // The domain is the token audience (`https://{domain}/api/v2/`) and,
+    // without base_url, the host the client secret is sent to.
+    crate::config::check_host(domain).map_err(|m| ConfigProblem::at("domain", m))?;
     if let Some(u) = base_url {
         crate::config::check_base_url(u).map_err(|m| ConfigProblem::at("base_url", m))?;
     }
@@ -136,8 +134,10 @@ impl Auth0EmailProvider {
         Auth0EmailProvider { s, token: TokenCache::default(), api }
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.s.base_url.trim_end_matches('/'), path)
+    /// `base_url` (or `https://{domain}`) with `segments` appended, built
+    /// by the URL parser.
+    fn url(&self, segments: &[&str], query: Option<&str>) -> Result<reqwest::Url> {
+        super::http::endpoint(&super::http::base(&self.s.base_url)?, segments, query)
     }
 
     async fn fetch_token(&self) -> Result<(SecretString, Duration)> {
@@ -146,7 +146,7 @@ impl Auth0EmailProvider {
 
     async fn fetch_token_with(&self, client_secret: SecretString) -> Result<(SecretString, Duration)> {
         let audience = format!("https://{}/api/v2/", self.s.domain);
-        let url = self.url("/oauth/token");
+        let url = self.url(&["oauth", "token"], None)?;
         let (token, expires_in) = http_retry(self.s.retry, || async {
             let body = json!({
                 "grant_type": "client_credentials",
@@ -154,10 +154,7 @@ impl Auth0EmailProvider {
                 "client_secret": client_secret.expose_secret(),
                 "audience": audience,
             });
-            let resp = self.s.http.post(&url).json(&body).send().await.map_err(|e| self.api.transport("POST /oauth/token", e, false))?;
-            let status = resp.status();
-            let headers = resp.headers().clone();
-            let text = resp.text().await.map_err(|e| self.api.transport("POST /oauth/token", e, false))?;
+            let (status, headers, text) = self.api.send("POST /oauth/token", self.s.http.post(url.clone()).json(&body), false).await?;
             if !status.is_success() {
                 return Err(http_error("POST /oauth/token", status, &headers, &text, false));
             }
@@ -186,10 +183,11 @@ impl Auth0EmailProvider {
         Ok((token, Duration::from_secs(expires_in)))
     }
 
-    /// One Management API call ([`Api::call`]: token, retries, an expired
+    /// One call of the email provider endpoint ([`Api::call`]: token, retries, an expired
     /// token renewed once, Auth0's error body mapped).
-    pub(super) async fn call(&self, method: Method, path_and_query: &str, operation: &'static str, body: Option<Value>) -> Result<Value> {
-        self.api.call(&self.token, || self.fetch_token(), method, &self.url(path_and_query), operation, body.as_ref()).await
+    pub(super) async fn call(&self, method: Method, query: Option<&str>, operation: &'static str, body: Option<Value>) -> Result<Value> {
+        let url = self.url(&["api", "v2", "emails", "provider"], query)?;
+        self.api.call(&self.token, || self.fetch_token(), method, &url, operation, body.as_ref()).await
     }
 
     async fn push_impl(&self, cred: &NewCredential) -> Result<()> {
@@ -205,9 +203,7 @@ impl Auth0EmailProvider {
         if let Some(from) = &self.s.from_address {
             body["default_from_address"] = json!(from);
         }
-        self.call(Method::PATCH, "/api/v2/emails/provider", "PATCH /api/v2/emails/provider", Some(body))
-            .await
-            .map_err(|e| e.redact(cred.secret.expose_secret()))?;
+        self.call(Method::PATCH, None, "PATCH /api/v2/emails/provider", Some(body)).await.map_err(|e| e.redact(cred.secret.expose_secret()))?;
         Ok(())
     }
 
@@ -215,7 +211,7 @@ impl Auth0EmailProvider {
     pub(super) async fn read_provider(&self) -> Result<Value> {
         self.call(
             Method::GET,
-            "/api/v2/emails/provider?fields=name,enabled,credentials,default_from_address,settings&include_fields=true",
+            Some("fields=name,enabled,credentials,default_from_address,settings&include_fields=true"),
             "GET /api/v2/emails/provider",
             None,
         )
@@ -345,7 +341,7 @@ mod tests {
             domain: "d".into(),
             base_url: "https://d".into(),
             client_id: "c".into(),
-            client_secret: SecretRef::Env("X".into()),
+            client_secret: SecretRef::Env("KEYTURN_X".into()),
             ses_region: "eu-west-1".into(),
             from_address: None,
             http: reqwest::Client::new(),

@@ -132,7 +132,7 @@ impl Auth0SesSmtp {
             body["default_from_address"] = json!(from);
         }
         self.client
-            .call(Method::PATCH, "/api/v2/emails/provider", "PATCH /api/v2/emails/provider", Some(body))
+            .call(Method::PATCH, None, "PATCH /api/v2/emails/provider", Some(body))
             .await
             .map_err(|e| e.redact(cred.secret.expose_secret()).redact(password.expose_secret()))?;
         Ok(())

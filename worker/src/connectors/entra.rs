@@ -102,9 +102,7 @@ pub const TARGET: TargetEntry = TargetEntry {
         for (key, v) in
             [("tenant_id", &c.tenant_id), ("client_id", &c.client_id), ("service_principal_id", &c.service_principal_id), ("job_id", &c.job_id)]
         {
-            if v.trim().is_empty() || v.contains('/') || v.contains('?') || v.contains(char::is_whitespace) {
-                return Err(ConfigProblem::at(key, "must be an id (no spaces, '/' or '?')"));
-            }
+            crate::config::check_id(v).map_err(|m| ConfigProblem::at(key, m))?;
         }
         crate::config::check_base_url(&c.scim_endpoint).map_err(|m| ConfigProblem::at("scim_endpoint", m))?;
         for (key, u) in [("login_base_url", &c.login_base_url), ("graph_base_url", &c.graph_base_url)] {
@@ -180,8 +178,11 @@ impl EntraProvisioning {
         self.s
     }
 
-    fn graph(&self, path: &str) -> String {
-        format!("{}/v1.0/servicePrincipals/{}{path}", self.s.graph_base_url.trim_end_matches('/'), self.s.service_principal_id)
+    /// A Graph URL under the service principal, built by the URL parser.
+    fn graph(&self, segments: &[&str]) -> Result<reqwest::Url> {
+        let mut all = vec!["v1.0", "servicePrincipals", self.s.service_principal_id.as_str()];
+        all.extend_from_slice(segments);
+        super::http::endpoint(&super::http::base(&self.s.graph_base_url)?, &all, None)
     }
 
     async fn fetch_token(&self) -> Result<(SecretString, Duration)> {
@@ -190,7 +191,7 @@ impl EntraProvisioning {
 
     async fn fetch_token_with(&self, secret: SecretString) -> Result<(SecretString, Duration)> {
         let scope = graph_scope(&self.s.graph_base_url);
-        let url = format!("{}/{}/oauth2/v2.0/token", self.s.login_base_url.trim_end_matches('/'), self.s.tenant_id);
+        let url = super::http::endpoint(&super::http::base(&self.s.login_base_url)?, &[self.s.tenant_id.as_str(), "oauth2", "v2.0", "token"], None)?;
         let (token, expires_in) = http_retry(self.s.retry, || async {
             let form = [
                 ("client_id", self.s.client_id.as_str()),
@@ -198,9 +199,7 @@ impl EntraProvisioning {
                 ("scope", scope.as_str()),
                 ("grant_type", "client_credentials"),
             ];
-            let resp = self.s.http.post(&url).form(&form).send().await.map_err(|e| self.api.transport("POST token", e, false))?;
-            let (status, headers) = (resp.status(), resp.headers().clone());
-            let text = resp.text().await.map_err(|e| self.api.transport("POST token", e, false))?;
+            let (status, headers, text) = self.api.send("POST token", self.s.http.post(url.clone()).form(&form), false).await?;
             if !status.is_success() {
                 return Err(graph_error("POST token", status, &headers, &text, false));
             }
@@ -215,8 +214,8 @@ impl EntraProvisioning {
 
     /// One Graph call ([`Api::call`]: token, retries, an expired token
     /// renewed once, Graph's error body mapped).
-    async fn call(&self, method: Method, url: String, operation: &'static str, body: Option<Value>) -> Result<Value> {
-        self.api.call(&self.token, || self.fetch_token(), method, &url, operation, body.as_ref()).await
+    async fn call(&self, method: Method, url: Result<reqwest::Url>, operation: &'static str, body: Option<Value>) -> Result<Value> {
+        self.api.call(&self.token, || self.fetch_token(), method, &url?, operation, body.as_ref()).await
     }
 
     async fn push_impl(&self, cred: &NewCredential) -> Result<()> {
@@ -232,7 +231,7 @@ impl EntraProvisioning {
                 {"key": "SecretToken", "value": cred.secret.expose_secret()},
             ]
         });
-        let url = self.graph(&format!("/synchronization/jobs/{}/validateCredentials", self.s.job_id));
+        let url = self.graph(&["synchronization", "jobs", &self.s.job_id, "validateCredentials"]);
         self.call(Method::POST, url, "POST validateCredentials", Some(test)).await.map_err(|e| match e {
             // A failed test is the token's fault, never a partial write.
             Error::Http { status, code, message, retry_after, .. } if (400..500).contains(&status) && status != 429 => Error::Http {
@@ -247,14 +246,14 @@ impl EntraProvisioning {
             other => other,
         })?;
         // Save: every current key back, only SecretToken changed.
-        let current = self.call(Method::GET, self.graph("/synchronization/secrets"), "GET secrets", None).await?;
+        let current = self.call(Method::GET, self.graph(&["synchronization", "secrets"]), "GET secrets", None).await?;
         let body = json!({ "value": merge_secrets(&current, &self.s.scim_endpoint, cred.secret.expose_secret()) });
-        self.call(Method::PUT, self.graph("/synchronization/secrets"), "PUT secrets", Some(body)).await?;
+        self.call(Method::PUT, self.graph(&["synchronization", "secrets"]), "PUT secrets", Some(body)).await?;
         Ok(())
     }
 
     async fn get_job(&self) -> Result<Value> {
-        self.call(Method::GET, self.graph(&format!("/synchronization/jobs/{}", self.s.job_id)), "GET job", None).await
+        self.call(Method::GET, self.graph(&["synchronization", "jobs", &self.s.job_id]), "GET job", None).await
     }
 
     async fn verify_impl(&self) -> Result<Verification> {
@@ -266,7 +265,7 @@ impl EntraProvisioning {
         // which is harmless.
         let before = last_run_began(&job);
         let body = json!({"criteria": {"resetScope": "Watermark, Escrows, QuarantineState"}});
-        self.call(Method::POST, self.graph(&format!("/synchronization/jobs/{}/restart", self.s.job_id)), "POST restart", Some(body)).await?;
+        self.call(Method::POST, self.graph(&["synchronization", "jobs", &self.s.job_id, "restart"]), "POST restart", Some(body)).await?;
         let deadline = Instant::now() + wait;
         let poll = (wait / 20).clamp(Duration::from_millis(200), Duration::from_secs(15));
         loop {

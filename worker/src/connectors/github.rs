@@ -182,14 +182,18 @@ pub fn seal(public_key_b64: &str, plaintext: &str) -> Result<String> {
 }
 
 impl GitHubActionsSecrets {
-    fn base(&self) -> String {
-        let root = self.cfg.base_url.as_deref().unwrap_or("https://api.github.com").trim_end_matches('/').to_string();
-        match (&self.cfg.org, &self.cfg.owner, &self.cfg.repo, &self.cfg.environment) {
-            (Some(org), ..) => format!("{root}/orgs/{org}/actions/secrets"),
-            (None, Some(o), Some(r), Some(env)) => format!("{root}/repos/{o}/{r}/environments/{env}/secrets"),
-            (None, Some(o), Some(r), None) => format!("{root}/repos/{o}/{r}/actions/secrets"),
-            _ => format!("{root}/invalid"),
-        }
+    /// The secrets collection's URL with `more` segments appended, built
+    /// by the URL parser from the validated names.
+    fn url(&self, more: &[&str]) -> Result<reqwest::Url> {
+        let root = super::http::base(self.cfg.base_url.as_deref().unwrap_or("https://api.github.com"))?;
+        let mut segs: Vec<&str> = match (&self.cfg.org, &self.cfg.owner, &self.cfg.repo, &self.cfg.environment) {
+            (Some(org), ..) => vec!["orgs", org, "actions", "secrets"],
+            (None, Some(o), Some(r), Some(env)) => vec!["repos", o, r, "environments", env, "secrets"],
+            (None, Some(o), Some(r), None) => vec!["repos", o, r, "actions", "secrets"],
+            _ => return Err(Error::Config("github_actions_secret: set owner and repo, or org".into())),
+        };
+        segs.extend_from_slice(more);
+        super::http::endpoint(&root, &segs, None)
     }
 
     fn place(&self) -> String {
@@ -208,8 +212,8 @@ impl GitHubActionsSecrets {
         Ok((self.secrets.resolve_fresh(&self.cfg.token).await?, Duration::from_secs(3600)))
     }
 
-    async fn call(&self, method: Method, url: &str, operation: &'static str, body: Option<Value>) -> Result<Value> {
-        self.api.call(&self.token, || self.fetch_token(), method, url, operation, body.as_ref()).await
+    async fn call(&self, method: Method, url: Result<reqwest::Url>, operation: &'static str, body: Option<Value>) -> Result<Value> {
+        self.api.call(&self.token, || self.fetch_token(), method, &url?, operation, body.as_ref()).await
     }
 
     async fn put(&self, name: &str, key: &(String, String), value: &str) -> Result<()> {
@@ -217,11 +221,11 @@ impl GitHubActionsSecrets {
         if self.cfg.org.is_some() {
             body["visibility"] = json!(self.cfg.visibility.as_deref().unwrap_or("private"));
         }
-        self.call(Method::PUT, &format!("{}/{name}", self.base()), "PUT secret", Some(body)).await.map(|_| ())
+        self.call(Method::PUT, self.url(&[name]), "PUT secret", Some(body)).await.map(|_| ())
     }
 
     async fn push_impl(&self, cred: &NewCredential, old_ids: &[String]) -> Result<()> {
-        let pk = self.call(Method::GET, &format!("{}/public-key", self.base()), "GET public-key", None).await?;
+        let pk = self.call(Method::GET, self.url(&["public-key"]), "GET public-key", None).await?;
         let key = match (pk["key_id"].as_str(), pk["key"].as_str()) {
             (Some(id), Some(k)) => (id.to_string(), k.to_string()),
             _ => return Err(Error::Refused { code: "UnexpectedAnswer", message: "GitHub's public-key answer has no key_id or key".into() }),
@@ -264,7 +268,7 @@ impl GitHubActionsSecrets {
 
     async fn verify_impl(&self) -> Result<Verification> {
         for name in [&self.cfg.access_key_id_secret, &self.cfg.secret_access_key_secret] {
-            match self.call(Method::GET, &format!("{}/{name}", self.base()), "GET secret", None).await {
+            match self.call(Method::GET, self.url(&[name.as_str()]), "GET secret", None).await {
                 Ok(v) if v["name"].as_str().is_some() => {}
                 Ok(_) => return Ok(Verification::Unhealthy(format!("GitHub has no secret {name} in {}", self.place()))),
                 Err(Error::Http { status: 404, .. }) => return Ok(Verification::Unhealthy(format!("GitHub has no secret {name} in {}", self.place()))),
@@ -396,11 +400,11 @@ mod tests {
         let t = |s: &str| s.parse::<toml::Table>().unwrap();
         let ok = r#"owner = "acme"
 repo = "mailer"
-token = { env = "GH" }"#;
+token = { env = "KEYTURN_GH" }"#;
         assert!((TARGET.parse)(t(ok)).is_ok());
         assert!((TARGET.parse)(t(&format!("{ok}\nenvironment = \"prod\""))).is_ok());
-        assert!((TARGET.parse)(t("org = \"acme\"\nvisibility = \"all\"\ntoken = { env = \"GH\" }")).is_ok());
-        assert_eq!((TARGET.parse)(t("token = { env = \"GH\" }")).unwrap_err().key.as_deref(), Some("repo"));
+        assert!((TARGET.parse)(t("org = \"acme\"\nvisibility = \"all\"\ntoken = { env = \"KEYTURN_GH\" }")).is_ok());
+        assert_eq!((TARGET.parse)(t("token = { env = \"KEYTURN_GH\" }")).unwrap_err().key.as_deref(), Some("repo"));
         assert_eq!((TARGET.parse)(t(&format!("{ok}\nvisibility = \"all\""))).unwrap_err().key.as_deref(), Some("visibility"));
         assert_eq!((TARGET.parse)(t(&format!("{ok}\naccess_key_id_secret = \"GITHUB_KEY\""))).unwrap_err().key.as_deref(), Some("access_key_id_secret"));
         assert_eq!((TARGET.parse)(t(&format!("{ok}\ntoken2 = 1"))).unwrap_err().key.as_deref(), Some("token2"));

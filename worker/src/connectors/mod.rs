@@ -324,8 +324,14 @@ pub fn build(cfg: &RotationConfig, ctx: &BuildContext<'_>) -> Rotation {
 }
 
 /// The HTTP client every HTTP connector shares (rustls, explicit timeouts).
+/// It follows no redirect: a 3xx is handed back as it came, and
+/// [`http::Api::send`] makes it a permanent error, so a secret in a body or
+/// header never goes to a host the configuration did not name. Every
+/// request goes through [`http::Api::send`], which also refuses plain http
+/// except to a loopback address.
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(30))
         .user_agent(concat!("keyturn/", env!("CARGO_PKG_VERSION")))
@@ -413,7 +419,7 @@ region = "us-east-1""#))
         let auth0 = parse_target(t(r#"kind = "auth0_email_provider"
 domain = "d.auth0.com"
 client_id = "c"
-client_secret = { env = "X" }
+client_secret = { env = "KEYTURN_X" }
 ses_region = "eu-west-1""#))
         .unwrap();
         assert!(check_pair(src.as_ref(), auth0.as_ref()).is_ok());

@@ -13,6 +13,12 @@
 //! Microsoft identity's wording, and the connector then renews once and
 //! retries the call once, at once — it does not count as a retry attempt.
 //! Any other 401 stays a permanent error.
+//!
+//! A token carries the scopes or permissions granted when it was issued. A
+//! 403 to a *cached* token is therefore asked again once with a new token
+//! ([`super::http::Api::call`]): a scope granted after a refusal (the advice
+//! its notice gives) works on the next run, not a day later when the
+//! cached token would have been renewed.
 
 use std::time::{Duration, Instant};
 
@@ -65,15 +71,24 @@ impl TokenCache {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<(SecretString, Duration), E>>,
     {
+        self.get_or_fetch_tracked(fetch).await.map(|(t, _)| t)
+    }
+    /// As [`TokenCache::get_or_fetch`], and whether the token was fetched
+    /// now (`true`) or came from the cache (`false`).
+    pub async fn get_or_fetch_tracked<E, F, Fut>(&self, fetch: F) -> Result<(SecretString, bool), E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(SecretString, Duration), E>>,
+    {
         let mut g = self.inner.lock().await;
         if let Some((t, renew_at)) = g.as_ref() {
             if Instant::now() < *renew_at {
-                return Ok(t.clone());
+                return Ok((t.clone(), false));
             }
         }
         let (token, lifetime) = fetch().await?;
         *g = Some((token.clone(), Instant::now() + renew_after(lifetime)));
-        Ok(token)
+        Ok((token, true))
     }
     /// Keep a token the endpoint issued with `lifetime`.
     pub async fn store(&self, token: SecretString, lifetime: Duration) {

@@ -46,7 +46,7 @@ source = { kind = "iam_access_key", user_name = "auth0-ses-sender" }
 kind = "auth0_email_provider"
 domain = "example.eu.auth0.com"
 client_id = "c"
-client_secret = { env = "X" }
+client_secret = { env = "KEYTURN_X" }
 ses_region = "eu-west-1"
 [[rotation]]
 id = "other-account"
@@ -55,7 +55,7 @@ source = { kind = "iam_access_key", user_name = "mailer", account_id = "99999999
 kind = "auth0_email_provider"
 domain = "other.eu.auth0.com"
 client_id = "c"
-client_secret = { env = "X" }
+client_secret = { env = "KEYTURN_X" }
 ses_region = "eu-west-1"
 "#
     ))
