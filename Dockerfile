@@ -4,20 +4,20 @@
 #   docker build -t keyturn .
 # Not built in CI (no container engine on the CI machines).
 #
-# Base images are pinned to exact version tags here. Tags can be re-pushed;
-# pin them by digest before building a release image (docs/security.md,
-# "Supply chain"): resolve each tag once with
+# The build image is pinned to the exact toolchain tag; debian:bookworm-slim
+# is a moving tag (security updates). Tags can be re-pushed: pin both by
+# digest before building a release image (docs/security.md, "The stack"):
 #   docker buildx imagetools inspect rust:1.95.0-bookworm --format '{{json .Manifest.Digest}}'
-# and write it as FROM rust:1.95.0-bookworm@sha256:<digest> (the same for
-# debian:bookworm-20251117-slim). No digest is written here that was not
-# resolved from the registry.
+# then FROM rust:1.95.0-bookworm@sha256:<digest> (the same for the runtime
+# image). No digest is written here that was not resolved from the registry,
+# and this machine cannot reach one.
 FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
 COPY . .
 # --locked: exactly the dependency versions of Cargo.lock, or fail.
 RUN cargo build --locked --release -p keyturn --bin keyturn
 
-FROM debian:bookworm-20251117-slim
+FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/keyturn /usr/local/bin/keyturn
 USER 65532:65532
