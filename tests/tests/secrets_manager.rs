@@ -124,8 +124,9 @@ async fn a_secret_that_is_not_a_json_object_is_refused_before_any_key_is_created
     env.clients.secrets.create_secret().name("app/binary").secret_binary(aws_sdk_secretsmanager::primitives::Blob::new(binary)).send().await.unwrap();
     env.clients.secrets.create_secret().name("app/text").secret_string("AKIA-plain-text-not-json-0123456789").send().await.unwrap();
     for (secret_id, what) in [("app/binary", "SecretBinary"), ("app/text", "JSON object")] {
-        let cfg = env.config_with(&format!(
-            r#"
+        let cfg = env.config_with(
+            &format!(
+                r#"
 [[rotation]]
 id = "app-secret"
 source = {{ kind = "iam_access_key", user_name = "{USER}" }}
@@ -134,7 +135,9 @@ source = {{ kind = "iam_access_key", user_name = "{USER}" }}
 kind = "secrets_manager_secret"
 secret_id = "{secret_id}"
 "#
-        ), true);
+            ),
+            true,
+        );
         let saga = rotate(&env, &cfg).await;
         assert_eq!(saga.status, Status::Refused, "{secret_id}: {saga:#?}");
         let f = saga.failure.as_ref().unwrap();
