@@ -3,10 +3,19 @@
 # Parameter Store (new versions are picked up without a redeploy).
 #   docker build -t keyturn .
 # Not built in CI (no container engine on the CI machines).
-FROM rust:1.95-bookworm AS build
+#
+# The build image is pinned to the exact toolchain tag; debian:bookworm-slim
+# is a moving tag (security updates). Tags can be re-pushed: pin both by
+# digest before building a release image (docs/security.md, "The stack"):
+#   docker buildx imagetools inspect rust:1.95.0-bookworm --format '{{json .Manifest.Digest}}'
+# then FROM rust:1.95.0-bookworm@sha256:<digest> (the same for the runtime
+# image). No digest is written here that was not resolved from the registry,
+# and this machine cannot reach one.
+FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release -p keyturn --bin keyturn
+# --locked: exactly the dependency versions of Cargo.lock, or fail.
+RUN cargo build --locked --release -p keyturn --bin keyturn
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*

@@ -108,6 +108,19 @@ PARAM_PLACEHOLDERS = {
     "HubWorkerRoleArn": f"arn:{PARTITION}:iam::111111111111:role/keyturn-worker",
     "ExternalId": "keyturn-7f3a9c2e",
     "OrganizationId": "o-a1b2c3d4e5",
+    "TargetSecretArns": [
+        f"arn:{PARTITION}:secretsmanager:{REGION}:{ACCOUNT}:secret:app/aws-AbCdEf",
+    ],
+}
+
+# What each connector that calls AWS needs of the worker role (the calls in
+# worker/src/connectors/*.rs), and which identity policy of the stack must
+# grant it. A connector added with AWS calls belongs here.
+CONNECTOR_ACTIONS = {
+    "source iam_access_key": ({"iam:listaccesskeys", "iam:createaccesskey", "iam:updateaccesskey", "iam:deleteaccesskey",
+                               "iam:getaccesskeylastused", "sts:getcalleridentity", "sts:assumerole"}, "WorkerPolicy"),
+    "target secrets_manager_secret": ({"secretsmanager:getsecretvalue", "secretsmanager:putsecretvalue"},
+                                      "WorkerTargetSecretsPolicy"),
 }
 
 # Access-key actions: only on users under a path (see star_violations).
@@ -339,6 +352,13 @@ def star_violations(label, doc):
                 for r in resources:
                     if r == "*" or str(r).endswith(":role/*"):
                         problems.append(f"{label}/{sid}: {action} on {r}: name the role to assume")
+        if any(a.lower() in ("sts:assumerole", "sts:*") for a in actions):
+            equals = (st.get("Condition") or {}).get("StringEquals") or {}
+            scoped = any(k.lower() in ("aws:resourceorgid", "aws:resourceaccount") and v not in ("", [], [""], None)
+                         for k, v in equals.items())
+            if not scoped:
+                problems.append(f"{label}/{sid}: sts:AssumeRole without a StringEquals condition on aws:ResourceOrgID "
+                                f"or aws:ResourceAccount (any account's role of that name could be assumed)")
         if "*" not in resources:
             continue
         for action in actions:
@@ -461,6 +481,19 @@ def main(argv=None):
         return 2
 
     failures = []
+    granted = {}
+    for label, kind, doc in policies:
+        if kind == "identity":
+            for st in as_list(doc.get("Statement")):
+                if st.get("Effect") == "Allow":
+                    granted.setdefault(label, set()).update(a.lower() for a in as_list(st.get("Action")))
+    if "WorkerPolicy" in granted:
+        for connector, (actions, policy) in CONNECTOR_ACTIONS.items():
+            missing = sorted(actions - granted.get(policy, set()))
+            print(f"== {connector}: {', '.join(sorted(actions))} granted by {policy}"
+                  + (f" -- MISSING {missing}" if missing else ""))
+            if missing:
+                failures.append(f"{connector}: {policy} does not grant {missing}")
     for label, kind, doc in policies:
         print(f"== {label} ({kind} policy)")
         if kind == "trust":

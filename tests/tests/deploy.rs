@@ -18,6 +18,11 @@ use keyturn::store::Created;
 use keyturn_testkit::env::{Options, RunningWorker, TestEnv};
 
 fn widened_worker_policy() -> String {
+    widened("WorkerPolicy,WorkerSecretsPolicy")
+}
+
+/// The template's identity policies `ids`, widened as described above.
+fn widened(ids: &str) -> String {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let out = Command::new("python3")
         .current_dir(root)
@@ -25,7 +30,7 @@ fn widened_worker_policy() -> String {
             "infra/check_policy.py",
             "infra/keyturn-stack.yaml",
             "--emit-widened",
-            "WorkerPolicy,WorkerSecretsPolicy",
+            ids,
             "--param",
             "ReferencedSecretArns=arn:aws:secretsmanager:us-east-1:123456789012:secret:keyturn/auth0-AbCdEf",
         ])
@@ -71,6 +76,64 @@ async fn the_template_worker_policy_is_enough_for_a_full_rotation() {
     // The same worker is refused what the policy does not grant: enforcement is real.
     let denied = worker_clients.iam.list_users().send().await.unwrap_err();
     let e = keyturn::error::aws("iam", "ListUsers", denied);
+    assert!(e.to_string().contains("AccessDenied"), "{e}");
+}
+
+/// Issue 20, item 6: the `secrets_manager_secret` target (with the IAM
+/// source) runs with exactly the worker role's grants — `WorkerPolicy` and
+/// `WorkerTargetSecretsPolicy` (TargetSecretArns). Before, the stack granted
+/// only `secretsmanager:GetSecretValue`, so the push was denied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_template_worker_policy_is_enough_for_a_secrets_manager_target() {
+    let policy = widened("WorkerPolicy,WorkerTargetSecretsPolicy");
+    assert!(policy.contains("secretsmanager:PutSecretValue"), "{policy}");
+    let mut doc: serde_json::Value = serde_json::from_str(&policy).unwrap();
+    // The moto-only addition explained in the test above.
+    doc["Statement"].as_array_mut().unwrap().push(serde_json::json!({
+        "Sid": "MotoOnlyTransactWriteItems", "Effect": "Allow", "Action": ["dynamodb:TransactWriteItems"], "Resource": "*"
+    }));
+
+    let env = TestEnv::new(Options { enforce_auth: true, ..Options::default() }).await.unwrap();
+    let iam = &env.clients.iam;
+    iam.create_user().user_name("app-reader").send().await.unwrap();
+    let k = iam.create_access_key().user_name("app-reader").send().await.unwrap();
+    let old_id = k.access_key().unwrap().access_key_id().to_string();
+    let old_secret = k.access_key().unwrap().secret_access_key().to_string();
+    let body = serde_json::json!({"AWS_ACCESS_KEY_ID": old_id, "AWS_SECRET_ACCESS_KEY": old_secret}).to_string();
+    env.clients.secrets.create_secret().name("app/aws").secret_string(body).send().await.unwrap();
+    let cfg = env.config_with(
+        r#"
+[[rotation]]
+id = "app-secret"
+source = { kind = "iam_access_key", user_name = "app-reader" }
+
+[rotation.target]
+kind = "secrets_manager_secret"
+secret_id = "app/aws"
+
+[rotation.policy]
+grace_period = "0s"
+"#,
+        true,
+    );
+    let worker_clients = env.clients_for_policy("keyturn-worker", &doc.to_string()).await.unwrap();
+    let engine = Arc::new(keyturn::app::engine(&cfg, &worker_clients, "least-privilege".into()));
+    let w = RunningWorker::spawn(engine.clone(), &cfg.worker);
+    let Created::New(saga_id) = engine.request("app-secret", "manual").await.unwrap() else { panic!() };
+    let saga = env.wait_terminal(&saga_id, Duration::from_secs(60)).await;
+    w.stop().await;
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    assert!(saga.history.iter().all(|a| a.outcome == "ok"), "no step was denied: {:#?}", saga.history);
+    let current = env.clients.secrets.get_secret_value().secret_id("app/aws").send().await.unwrap();
+    let current: serde_json::Value = serde_json::from_str(current.secret_string().unwrap()).unwrap();
+    assert_eq!(current["AWS_ACCESS_KEY_ID"], saga.new_key.as_deref().unwrap());
+
+    // Enforcement is real: without WorkerTargetSecretsPolicy the push is denied.
+    let without = widened("WorkerPolicy");
+    assert!(!without.contains("PutSecretValue"));
+    let denied = env.clients_for_policy("keyturn-worker-2", &without).await.unwrap();
+    let e = denied.secrets.put_secret_value().secret_id("app/aws").secret_string("{}").send().await.unwrap_err();
+    let e = keyturn::error::aws("secretsmanager", "PutSecretValue", e);
     assert!(e.to_string().contains("AccessDenied"), "{e}");
 }
 

@@ -240,6 +240,41 @@ async fn crash_after_key_creation_cleans_up_the_orphan() {
     assert_eq!(env.auth0.provider().unwrap().access_key_id, keys[0].id);
 }
 
+/// Issue 20, item 5: a person creates a key right after `start` listed the
+/// user's keys. keyturn's `CreateAccessKey` then hits the two-key limit (it
+/// created nothing), so the person's key is neither an orphan nor one it was
+/// asked to replace: it is never deleted, and the saga stops in needs
+/// attention naming both keys. (Before, the retry deleted it as an "orphan"
+/// and the saga succeeded.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_a_person_made_after_start_is_never_deleted() {
+    let env = env().await;
+    let old_id = env.old_keys[0].0.clone();
+    let engine = Arc::new(env.engine("w1"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+    let iam = env.clients.iam.clone();
+    engine.faults().before_issue.set(async move {
+        let k = iam.create_access_key().user_name(USER).send().await.expect("the person's key");
+        let _ = tx.send(k.access_key().unwrap().access_key_id().to_string());
+    });
+    let (_, saga) = rotate_to_end(&env, engine).await;
+    let person = rx.await.expect("the hook ran between start and issue_new");
+
+    assert_eq!(saga.status, Status::NeedsAttention, "{saga:#?}");
+    let f = saga.failure.as_ref().unwrap();
+    assert_eq!((f.step, f.code.as_str()), (Step::IssueNew, "UnknownKey"), "{f:?}");
+    assert!(f.message.contains(&person) && f.message.contains(&old_id), "both keys named: {}", f.message);
+    assert!(saga.new_key.is_none(), "keyturn created no key");
+    let keys = env.user_keys().await;
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().any(|k| k.id == person && k.active), "the person's key was not deleted: {keys:?}");
+    assert!(keys.iter().any(|k| k.id == old_id && k.active), "the old key is untouched: {keys:?}");
+    assert!(env.auth0.patches().is_empty(), "the target was not touched");
+    let n = env.notifications(1, Duration::from_secs(10)).await;
+    assert_eq!(n[0].attributes["event"], "rotation.needs_attention", "{:?}", n[0].attributes);
+    assert!(n[0].raw.contains(&person) && n[0].raw.contains(&old_id), "the notice names both keys: {}", n[0].raw);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_for_one_credential_give_one_saga() {
     let env = env().await;

@@ -100,15 +100,55 @@ async fn new_key_becomes_the_current_version_and_the_old_one_previous() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_secret_compensates_and_the_old_key_stays() {
+async fn a_missing_secret_is_refused_before_any_key_is_created() {
     let (env, cfg, old_id, _) = setup("app/missing").await;
     let saga = rotate(&env, &cfg).await;
-    assert_eq!(saga.status, Status::Compensated, "{saga:#?}");
-    assert_eq!(saga.target, TargetState::Rejected);
-    assert!(saga.history.iter().any(|a| a.step == Step::PushToTarget && a.code.as_deref() == Some("ResourceNotFoundException")), "{:#?}", saga.history);
-    assert_eq!(keys(&env).await, vec![old_id.clone()], "new key deleted, old untouched");
+    assert_eq!(saga.status, Status::Refused, "{saga:#?}");
+    assert_eq!(saga.target, TargetState::Untouched);
+    assert!(saga.new_key.is_none() && saga.issue_intents == 0, "no key was created: {saga:#?}");
+    assert!(saga.history.iter().any(|a| a.step == Step::Start && a.code.as_deref() == Some("ResourceNotFoundException")), "{:#?}", saga.history);
+    assert_eq!(keys(&env).await, vec![old_id.clone()], "old key untouched, no new one");
     assert_eq!(secret_at(&env, "AWSCURRENT").await["AWS_ACCESS_KEY_ID"], old_id.as_str(), "the existing secret is untouched");
     let n = env.notifications(1, Duration::from_secs(10)).await;
-    assert_eq!(n[0].attributes["event"], "rotation.failed");
     assert!(n[0].document["recommended_action"].as_str().unwrap().contains("Create secret app/missing"), "{}", n[0].document);
+}
+
+/// Issue 20, item 6: a secret keyturn would damage — stored as
+/// `SecretBinary`, or a `SecretString` that is not a JSON object — is refused
+/// at start: no key is created in IAM and the secret keeps its only version.
+/// (Before, a binary secret was overwritten with a JSON object.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_that_is_not_a_json_object_is_refused_before_any_key_is_created() {
+    let (env, _, old_id, _) = setup("app/aws").await;
+    let binary: &[u8] = b"\x00\x01binary-credential-blob-0123456789";
+    env.clients.secrets.create_secret().name("app/binary").secret_binary(aws_sdk_secretsmanager::primitives::Blob::new(binary)).send().await.unwrap();
+    env.clients.secrets.create_secret().name("app/text").secret_string("AKIA-plain-text-not-json-0123456789").send().await.unwrap();
+    for (secret_id, what) in [("app/binary", "SecretBinary"), ("app/text", "JSON object")] {
+        let cfg = env.config_with(
+            &format!(
+                r#"
+[[rotation]]
+id = "app-secret"
+source = {{ kind = "iam_access_key", user_name = "{USER}" }}
+
+[rotation.target]
+kind = "secrets_manager_secret"
+secret_id = "{secret_id}"
+"#
+            ),
+            true,
+        );
+        let saga = rotate(&env, &cfg).await;
+        assert_eq!(saga.status, Status::Refused, "{secret_id}: {saga:#?}");
+        let f = saga.failure.as_ref().unwrap();
+        assert_eq!((f.step, f.code.as_str()), (Step::Start, "SecretNotJsonObject"), "{secret_id}: {f:?}");
+        assert!(f.message.contains(secret_id) && f.message.contains(what), "{}", f.message);
+        assert!(saga.new_key.is_none() && saga.issue_intents == 0, "{secret_id}: no key was created");
+        assert_eq!(keys(&env).await, vec![old_id.clone()], "{secret_id}: nothing created in IAM");
+        let versions = env.clients.secrets.list_secret_version_ids().secret_id(secret_id).send().await.unwrap();
+        assert_eq!(versions.versions().len(), 1, "{secret_id}: no version was written");
+    }
+    let now = env.clients.secrets.get_secret_value().secret_id("app/binary").send().await.unwrap();
+    assert_eq!(now.secret_binary().map(|b| b.as_ref()), Some(binary), "the binary secret is as it was");
+    assert!(now.secret_string().is_none());
 }

@@ -72,6 +72,32 @@ pub struct Faults {
     /// Crash this many times right after IAM created a key, before the saga
     /// recorded it.
     pub crash_after_issue: AtomicU32,
+    /// Run once, right before `IssueNew` calls the source: what someone
+    /// else does between `start` listing the keys and keyturn creating one
+    /// (e.g. a person creating a key).
+    pub before_issue: Hook,
+}
+
+/// A one-shot action a test sets ([`Faults::before_issue`]).
+#[cfg(feature = "fault-injection")]
+#[derive(Default)]
+pub struct Hook(std::sync::Mutex<Option<crate::connectors::BoxFut<'static, ()>>>);
+
+#[cfg(feature = "fault-injection")]
+impl Hook {
+    pub fn set(&self, action: impl std::future::Future<Output = ()> + Send + 'static) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::pin(action));
+    }
+    fn take(&self) -> Option<crate::connectors::BoxFut<'static, ()>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 #[cfg(feature = "fault-injection")]
@@ -380,7 +406,7 @@ impl<Q: Queue> Engine<Q> {
             let go_on = tr.next == Next::Run && resume_at(&tr.saga, now) == now && !tr.saga.status.is_terminal() && run < MAX_RUN;
             let (written, due, hold) = if go_on {
                 let until = now + Self::ms(lease);
-                (saga::begin_attempt(&tr.saga), until + Self::ms(self.sweep_after), Some(Hold { owner: &self.worker_id, lease_until: until }))
+                (saga::begin_attempt(&tr.saga, now), until + Self::ms(self.sweep_after), Some(Hold { owner: &self.worker_id, lease_until: until }))
             } else {
                 (tr.saga.clone(), resume_at(&tr.saga, now) + Self::ms(self.sweep_after), None)
             };
@@ -536,20 +562,29 @@ impl<Q: Queue> Engine<Q> {
         let old_ids: Vec<String> = saga.old_keys.iter().map(|k| k.id.clone()).collect();
         let src = rot.source.as_ref();
         let r = match saga.step {
-            Step::Start => match src.inventory().await {
-                Ok(keys) if keys.len() >= 2 && !saga.manual => match self.keys_of_earlier_sagas(saga, &keys).await {
-                    // Two keys, one of them ours: say which saga holds them.
-                    Some(message) => StepResult::of(Err(Error::Refused { code: "KeysOfEarlierSaga", message })),
-                    None => StepResult::of(Ok(Effect::Started { keys })),
+            // A target that would be damaged refuses before anything is created.
+            Step::Start => match rot.target.preflight().await {
+                Err(e) => StepResult::of(Err(e)),
+                Ok(()) => match src.inventory().await {
+                    Ok(keys) if keys.len() >= 2 && !saga.manual => match self.keys_of_earlier_sagas(saga, &keys).await {
+                        // Two keys, one of them ours: say which saga holds them.
+                        Some(message) => StepResult::of(Err(Error::Refused { code: "KeysOfEarlierSaga", message })),
+                        None => StepResult::of(Ok(Effect::Started { keys })),
+                    },
+                    r => StepResult::of(r.map(|keys| Effect::Started { keys })),
                 },
-                r => StepResult::of(r.map(|keys| Effect::Started { keys })),
             },
             Step::IssueNew => {
                 if let (Some(id), true) = (&saga.new_key, stored.secret.is_some()) {
                     return Some(StepResult::of(Ok(Effect::Issued { key_id: id.clone() })));
                 }
-                // `issue_intents` counts this attempt too (recorded with the lease).
-                let cred = match src.issue(&old_ids, saga.issue_intents > 1).await {
+                #[cfg(feature = "fault-injection")]
+                if let Some(action) = self.faults.before_issue.take() {
+                    action.await;
+                }
+                // `issue_intents` counts this attempt too (recorded with the
+                // lease); only earlier attempts can have left an orphan.
+                let cred = match src.issue(&old_ids, &saga.earlier_issue_intents()).await {
                     Ok(c) => c,
                     Err(e) => return Some(StepResult::of(Err(e))),
                 };

@@ -442,6 +442,12 @@ pub struct Saga {
     pub secret_stored: bool,
     /// How many times `IssueNew` recorded the intent to create a key.
     pub issue_intents: u32,
+    /// When each of those intents was recorded (the worker's clock, as the
+    /// attempt began): a key created after an earlier attempt's intent may
+    /// be that attempt's orphan; a key created before is someone else's
+    /// ([`triage_keys`]). Missing for sagas written before it was kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issue_intent_at: Vec<Millis>,
     pub target: TargetState,
     pub switched_at: Option<Millis>,
     pub old_disabled: bool,
@@ -735,6 +741,7 @@ impl Saga {
             new_key: None,
             secret_stored: false,
             issue_intents: 0,
+            issue_intent_at: Vec::new(),
             target: TargetState::Untouched,
             switched_at: None,
             old_disabled: false,
@@ -946,14 +953,88 @@ pub fn retry_delay(policy: &Policy, attempt: u32, jitter: f64, server_hint: Opti
 /// Mark the start of an attempt (taken together with the lease). For
 /// `IssueNew` this records the intent to create a key *before* IAM is
 /// called, which is what lets a crashed attempt's key be recognised as an
-/// orphan on re-entry.
-pub fn begin_attempt(saga: &Saga) -> Saga {
+/// orphan on re-entry. `now` is when the attempt began (the lease's time).
+pub fn begin_attempt(saga: &Saga, now: Millis) -> Saga {
     let mut s = saga.clone();
     s.step_attempts += 1;
     if s.step == Step::IssueNew {
         s.issue_intents += 1;
+        if s.issue_intent_at.len() < HISTORY_LIMIT {
+            s.issue_intent_at.push(now);
+        }
     }
     s
+}
+
+/// How far a key's creation time (IAM's clock, which reports whole seconds)
+/// may lie before an intent's time (the worker's clock) and still count as
+/// made by that attempt. IAM truncates `CreateDate` to the second (up to 1 s)
+/// and both clocks are NTP-disciplined (Amazon Time Sync: well under 1 s),
+/// so 2 s covers both. Erring small is safe: a real orphan older than that
+/// is left in place and the saga stops in needs attention naming it; erring
+/// large would let a key a person made just before an attempt be deleted.
+pub const INTENT_CLOCK_SKEW: Millis = 2_000;
+
+/// The error code of a key that keyturn neither made nor was asked to
+/// replace: the saga stops in needs attention naming it.
+pub const UNKNOWN_KEY: &str = "UnknownKey";
+
+/// The keys `IssueNew` found besides the ones it replaces.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyTriage {
+    /// Created after an earlier attempt's recorded intent: that attempt's
+    /// key, whose secret was never stored. Safe to delete.
+    pub orphans: Vec<String>,
+    /// Anything else: made by someone else (or of unknown age). Never deleted.
+    pub strangers: Vec<KeyRef>,
+}
+
+impl Saga {
+    /// The recorded intents of `IssueNew` attempts before the current one
+    /// (the current attempt's is the last). An intent whose time was not
+    /// kept (a saga written before times were) counts from when the step
+    /// began, which is no later than any of its attempts.
+    pub fn earlier_issue_intents(&self) -> Vec<Millis> {
+        let earlier = self.issue_intents.saturating_sub(1) as usize;
+        let mut at: Vec<Millis> = self.issue_intent_at.iter().copied().take(earlier).collect();
+        at.resize(earlier, self.step_started_at);
+        at
+    }
+}
+
+/// Sort the keys a credential has besides `keep` (the ones being replaced).
+/// A key is an orphan only if an earlier attempt recorded its intent to
+/// create one and the key was created no earlier than that intent (less
+/// [`INTENT_CLOCK_SKEW`]); without an earlier intent, or with a key of
+/// unknown creation time, it is a stranger. Pure: the source lists, this
+/// decides, the source deletes only orphans.
+pub fn triage_keys(keys: &[KeyRef], keep: &[String], earlier_intents: &[Millis]) -> KeyTriage {
+    let first_intent = earlier_intents.iter().copied().min();
+    let mut t = KeyTriage::default();
+    for k in keys.iter().filter(|k| !keep.contains(&k.id)) {
+        match (first_intent, k.created_at) {
+            (Some(intent), Some(created)) if created.saturating_add(INTENT_CLOCK_SKEW) >= intent => t.orphans.push(k.id.clone()),
+            _ => t.strangers.push(k.clone()),
+        }
+    }
+    t
+}
+
+/// The message of an [`UNKNOWN_KEY`] refusal: the unknown keys and the
+/// ones being replaced, by id (never anything secret).
+pub fn unknown_key_message(owner: &str, strangers: &[KeyRef], keep: &[String]) -> String {
+    let named: Vec<String> = strangers
+        .iter()
+        .map(|k| match k.created_at {
+            Some(c) => format!("{} (created {})", k.id, fmt_ms(c)),
+            None => k.id.clone(),
+        })
+        .collect();
+    format!(
+        "{owner} has key {} that keyturn neither made nor was asked to replace (it replaces {}); keyturn does not delete it. Delete one of the keys (or let the person who made it), then rotate again",
+        named.join(", "),
+        if keep.is_empty() { "no key".to_string() } else { keep.join(", ") }
+    )
 }
 
 /// A step whose wait is not over yet: re-arm the same step with a fresh
@@ -1251,6 +1332,12 @@ fn on_failed(s: &mut Saga, err: &StepError, policy: &Policy, clock: Clock) {
         Step::Start => {
             s.fail(err);
             s.close(Status::Refused, clock);
+        }
+        Step::IssueNew if err.code == UNKNOWN_KEY => {
+            // Someone else's key is in the way: never delete it, and do not
+            // call it compensated either — a person must decide.
+            s.fail(err);
+            s.close(Status::NeedsAttention, clock);
         }
         Step::IssueNew | Step::ProveNew => {
             s.fail(err);

@@ -16,7 +16,8 @@
 //!     the saga over;
 //!   - `pend`: step attempts begun since `doc` was written (the lease write
 //!     counts them; [`decode`] adds them to the saga, every `doc` write
-//!     folds them in);
+//!     folds them in); `leased_at`: when the last lease was taken (the time
+//!     of an `IssueNew` intent counted in `pend`);
 //!   - `run_at`: when the current step may run (retry delay, grace period);
 //!   - `active` = `"1"` while the saga runs or needs attention unresolved:
 //!     the key of the sparse index `active-by-due` ([`Store::active`]), so
@@ -400,7 +401,7 @@ impl Store {
             .update_item()
             .table_name(&self.table)
             .key("pk", saga_pk(saga_id))
-            .update_expression("SET version = version + :one, lease_owner = :me, lease_until = :until, due_at = :due, nudge = :t ADD pend :one")
+            .update_expression("SET version = version + :one, lease_owner = :me, lease_until = :until, due_at = :due, nudge = :t, leased_at = :now ADD pend :one")
             .condition_expression(
                 "(tok = :tok OR nudge = :t) AND (attribute_not_exists(lease_until) OR lease_until < :now) AND (attribute_not_exists(run_at) OR run_at <= :now)",
             )
@@ -923,9 +924,12 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Result<Stored> {
     let get_n = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<u64>().ok());
     let doc = get_s("doc").ok_or_else(|| Error::Corrupt("saga item without doc".into()))?;
     let mut saga: Saga = serde_json::from_str(doc).map_err(|e| Error::Corrupt(format!("saga doc: {e}")))?;
-    // Attempts begun since the doc was written count as made.
+    // Attempts begun since the doc was written count as made, at the time
+    // of the last lease (earlier ones' times are not kept: an earlier time
+    // would only widen what counts as an orphan).
+    let leased_at = get_n("leased_at").unwrap_or(saga.updated_at);
     for _ in 0..get_n("pend").unwrap_or(0) {
-        saga = saga::begin_attempt(&saga);
+        saga = saga::begin_attempt(&saga, leased_at);
     }
     Ok(Stored {
         version: get_n("version").ok_or_else(|| Error::Corrupt(format!("saga {} without version", saga.saga_id)))?,

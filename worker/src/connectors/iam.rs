@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::{BoxFut, BuildContext, ConfigProblem, CredentialSource, NewCredential, SourceEntry, SourceSpec, Subject, SubjectKind};
 use crate::accounts::{Access, Accounts};
 use crate::error::{aws, Error, Result};
-use crate::saga::{KeyRef, Millis};
+use crate::saga::{self, KeyRef, Millis};
 
 /// STS answers while a new key has not propagated (or is not valid).
 const NOT_YET_CODES: [&str; 4] = ["InvalidClientTokenId", "SignatureDoesNotMatch", "AuthFailure", "UnrecognizedClientException"];
@@ -168,23 +168,36 @@ impl IamAccessKey {
         Ok(())
     }
 
-    async fn issue_impl(&self, keep: &[String], earlier_attempts: bool) -> Result<NewCredential> {
+    /// Refuse (never delete) keys keyturn neither made nor replaces.
+    fn refuse_strangers(&self, strangers: &[KeyRef], keep: &[String]) -> Result<()> {
+        if strangers.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Refused { code: saga::UNKNOWN_KEY, message: saga::unknown_key_message(&self.describe(), strangers, keep) })
+    }
+
+    async fn issue_impl(&self, keep: &[String], earlier_intents: &[Millis]) -> Result<NewCredential> {
         // Only an earlier attempt can have left an orphan: no intent was on
         // record before this one, so a first attempt skips ListAccessKeys.
-        if earlier_attempts {
-            for orphan in self.list().await?.into_iter().filter(|k| !keep.contains(&k.id)) {
-                tracing::warn!(user = %self.user, key_id = %orphan.id, "deleting orphan key left by an interrupted attempt");
-                self.delete(&orphan.id).await?;
+        if !earlier_intents.is_empty() {
+            let triage = saga::triage_keys(&self.list().await?, keep, earlier_intents);
+            self.refuse_strangers(&triage.strangers, keep)?;
+            for orphan in &triage.orphans {
+                tracing::warn!(user = %self.user, key_id = %orphan, "deleting orphan key left by an interrupted attempt");
+                self.delete(orphan).await?;
             }
         }
         let out = match self.client().await?.create_access_key().user_name(&self.user).send().await {
             Ok(o) => o,
             Err(e) => {
                 return Err(match aws("iam", "CreateAccessKey", e) {
-                    // With one known key, hitting the two-key limit means a
-                    // key appeared since `start` (or an earlier attempt's):
-                    // the next attempt lists the keys and deletes it as an orphan.
+                    // The two-key limit: this attempt created nothing, and
+                    // any orphan was deleted above, so a key besides `keep`
+                    // appeared since (a person's, or another tool's). Name it
+                    // and stop; if it is gone already, try again.
                     Error::Aws { code, message, request_id, .. } if code == "LimitExceeded" && keep.len() < 2 => {
+                        let now: Vec<KeyRef> = self.list().await?.into_iter().filter(|k| !keep.contains(&k.id)).collect();
+                        self.refuse_strangers(&now, keep)?;
                         Error::Aws { service: "iam", operation: "CreateAccessKey", code, message, request_id, retryable: true }
                     }
                     other => other,
@@ -291,8 +304,8 @@ impl CredentialSource for IamAccessKey {
     fn inventory(&self) -> BoxFut<'_, Result<Vec<KeyRef>>> {
         Box::pin(self.list())
     }
-    fn issue<'a>(&'a self, keep: &'a [String], earlier_attempts: bool) -> BoxFut<'a, Result<NewCredential>> {
-        Box::pin(self.issue_impl(keep, earlier_attempts))
+    fn issue<'a>(&'a self, keep: &'a [String], earlier_intents: &'a [Millis]) -> BoxFut<'a, Result<NewCredential>> {
+        Box::pin(self.issue_impl(keep, earlier_intents))
     }
     fn prove<'a>(&'a self, cred: &'a NewCredential) -> BoxFut<'a, Result<()>> {
         Box::pin(self.prove_impl(cred))

@@ -88,12 +88,14 @@ pub trait CredentialSource: Send + Sync {
     fn describe(&self) -> String;
     /// Every credential currently in place, active or not.
     fn inventory(&self) -> BoxFut<'_, Result<Vec<KeyRef>>>;
-    /// Create a new credential. When `earlier_attempts` (an earlier attempt
-    /// of this step recorded its intent, so it may have created one whose
-    /// secret was never stored), any credential not in `keep` is such an
-    /// orphan: delete it first. On a first attempt there can be none, and
-    /// the source need not look.
-    fn issue<'a>(&'a self, keep: &'a [String], earlier_attempts: bool) -> BoxFut<'a, Result<NewCredential>>;
+    /// Create a new credential. `earlier_intents` are the times earlier
+    /// attempts of this step recorded their intent to create one: such an
+    /// attempt may have created one whose secret was never stored (an
+    /// orphan). A source deletes only what [`crate::saga::triage_keys`]
+    /// calls an orphan (created after such an intent); any other credential
+    /// besides `keep` is refused with [`crate::saga::UNKNOWN_KEY`], never
+    /// deleted. On a first attempt there can be no orphan.
+    fn issue<'a>(&'a self, keep: &'a [String], earlier_intents: &'a [crate::saga::Millis]) -> BoxFut<'a, Result<NewCredential>>;
     /// Show the credential authenticates; `Error::NotYet` while it does not.
     fn prove<'a>(&'a self, cred: &'a NewCredential) -> BoxFut<'a, Result<()>>;
     fn disable<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<()>>;
@@ -123,6 +125,12 @@ pub trait Target: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Human name, e.g. `Auth0 example.eu.auth0.com`.
     fn describe(&self) -> String;
+    /// Check, before anything is created, that the target can take a new
+    /// credential without damage (e.g. it holds the shape keyturn writes
+    /// into). `Error::Refused` stops the saga at `start`, nothing changed.
+    fn preflight(&self) -> BoxFut<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
     /// Hand the new credential over.
     /// `old_ids` are the credentials it replaces (a target that writes in
     /// several parts can put an old id back when a later part is refused).

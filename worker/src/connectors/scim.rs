@@ -119,7 +119,7 @@ impl CredentialSource for ScimToken {
         // Nothing to list: the old token is the one the person names.
         Box::pin(async { Ok(Vec::new()) })
     }
-    fn issue<'a>(&'a self, _keep: &'a [String], _earlier_attempts: bool) -> BoxFut<'a, Result<NewCredential>> {
+    fn issue<'a>(&'a self, _keep: &'a [String], _earlier_intents: &'a [Millis]) -> BoxFut<'a, Result<NewCredential>> {
         Box::pin(async { Err(by_hand_only("generate the new token")) })
     }
     fn prove<'a>(&'a self, _cred: &'a NewCredential) -> BoxFut<'a, Result<()>> {

@@ -15,6 +15,10 @@
 //!   hold the key id and the secret (names configurable) and keeps every
 //!   other field of the current version as it was.
 //!
+//! * A secret stored as `SecretBinary`, or whose `SecretString` is not a JSON
+//!   object, is refused at `start` ([`Target::preflight`]), before a key is
+//!   created, and again at the push: it is never overwritten.
+//!
 //! **Verify** reads `AWSCURRENT` back and compares its key id field with the
 //! new and old key ids (the secret value is read into a `SecretString` and
 //! never leaves this module). A write whose answer was lost (timeout, 5xx) is
@@ -106,7 +110,9 @@ pub fn request_token(new_key_id: &str) -> String {
 }
 
 impl SecretsManagerSecret {
-    /// The current version's JSON object (secret inside).
+    /// The current version's text (secret inside). A secret stored as
+    /// `SecretBinary` (no `SecretString`) is refused: writing a JSON object
+    /// over it would destroy what its readers expect.
     async fn current(&self) -> Result<SecretString> {
         let out = self
             .client
@@ -116,7 +122,16 @@ impl SecretsManagerSecret {
             .send()
             .await
             .map_err(|e| aws("secretsmanager", "GetSecretValue", e))?;
-        Ok(SecretString::from(out.secret_string().unwrap_or("{}").to_string()))
+        match out.secret_string() {
+            Some(text) => Ok(SecretString::from(text.to_string())),
+            None => Err(Error::Refused {
+                code: "SecretNotJsonObject",
+                message: format!(
+                    "secret {} is stored as SecretBinary, not as a JSON object in SecretString; keyturn does not overwrite it",
+                    self.cfg.secret_id
+                ),
+            }),
+        }
     }
 
     fn object(&self, text: &SecretString) -> Result<serde_json::Map<String, Value>> {
@@ -179,6 +194,10 @@ impl Target for SecretsManagerSecret {
     }
     fn describe(&self) -> String {
         format!("Secrets Manager secret {}", self.cfg.secret_id)
+    }
+    /// Refuse a secret keyturn would damage before a key is created.
+    fn preflight(&self) -> BoxFut<'_, Result<()>> {
+        Box::pin(async move { self.current().await.and_then(|text| self.object(&text)).map(|_| ()) })
     }
     fn push<'a>(&'a self, cred: &'a NewCredential, _old_ids: &'a [String]) -> BoxFut<'a, Result<()>> {
         Box::pin(self.push_impl(cred))

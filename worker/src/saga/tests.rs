@@ -45,7 +45,7 @@ fn err(retryable: bool, may_have_applied: bool) -> StepError {
 fn run(s: &Saga, outcome: Outcome, t: &mut u128) -> Transition {
     *t += 1;
     let now = s.not_before.max(s.updated_at) + 1;
-    advance(&begin_attempt(s), &outcome, &policy(), clock(now, *t))
+    advance(&begin_attempt(s, now), &outcome, &policy(), clock(now, *t))
 }
 
 fn done(e: Effect) -> Outcome {
@@ -346,7 +346,7 @@ fn rollback_only_during_grace() {
 fn grace_wait_is_reported() {
     let mut s = at_step(Step::DisableOld).0;
     let p = Policy { grace_period: 60_000, ..policy() };
-    s = advance(&begin_attempt(&s), &done(Effect::Disabled), &p, clock(1_000, 7)).saga;
+    s = advance(&begin_attempt(&s, 1_000), &done(Effect::Disabled), &p, clock(1_000, 7)).saga;
     assert_eq!(s.step, Step::RetireOld);
     assert_eq!(s.waiting_until(1_000), Some(61_000));
     assert_eq!(s.waiting_until(61_000), None);
@@ -738,7 +738,7 @@ fn week_policy() -> Policy {
 fn run_eff(s: &Saga, base: &Policy, outcome: Outcome, t: &mut u128) -> Transition {
     *t += 1;
     let now = s.not_before.max(s.updated_at) + 1;
-    let attempt = begin_attempt(s);
+    let attempt = begin_attempt(s, now);
     advance(&attempt, &outcome, &attempt.effective_policy(base), clock(now, *t))
 }
 
@@ -920,4 +920,71 @@ fn exposure_is_refused_for_ended_by_hand_and_unknown() {
     // At start the keys are not listed yet: the key is the one in use.
     let fresh = expose(&new_saga(), "OLD", 1, "ev", false, clock(1, 1)).unwrap().unwrap();
     assert_eq!(fresh.exposure.unwrap().role, ExposedRole::Old);
+}
+
+fn key_at(id: &str, created_at: Option<Millis>) -> KeyRef {
+    KeyRef { id: id.into(), active: true, created_at }
+}
+
+#[test]
+fn only_a_key_created_after_an_earlier_intent_is_an_orphan() {
+    let keep = vec!["OLD".to_string()];
+    let intent = 1_000_000;
+    let keys = [
+        key_at("OLD", Some(1)),
+        key_at("OURS", Some(intent + 300)),
+        // IAM reports whole seconds: the key made 0.5 s after the intent can read 0.5 s before it.
+        key_at("OURS-TRUNCATED", Some(intent - 500)),
+        key_at("PERSON", Some(intent - INTENT_CLOCK_SKEW - 1)),
+        key_at("UNDATED", None),
+    ];
+    let t = triage_keys(&keys, &keep, &[intent, intent + 60_000]);
+    assert_eq!(t.orphans, vec!["OURS", "OURS-TRUNCATED"]);
+    assert_eq!(t.strangers.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), vec!["PERSON", "UNDATED"]);
+    // Without an earlier intent nothing is an orphan: a first attempt created nothing before.
+    let first = triage_keys(&keys, &keep, &[]);
+    assert!(first.orphans.is_empty());
+    assert_eq!(first.strangers.len(), 4, "every key but the one replaced is someone else's");
+    // The earliest earlier intent opens the window.
+    assert_eq!(triage_keys(&[key_at("K", Some(5_000))], &[], &[9_000, 4_000]).orphans, vec!["K"]);
+}
+
+#[test]
+fn intents_are_timed_and_only_earlier_ones_count() {
+    let (s, _) = at_step(Step::IssueNew);
+    let a1 = begin_attempt(&s, 10_000);
+    assert_eq!((a1.issue_intents, a1.issue_intent_at.clone()), (1, vec![10_000]));
+    assert!(a1.earlier_issue_intents().is_empty(), "the current attempt's intent is not an earlier one");
+    let a2 = begin_attempt(&a1, 20_000);
+    assert_eq!(a2.earlier_issue_intents(), vec![10_000]);
+    // A saga written before intent times were kept: the step's start stands in.
+    let mut old = a2.clone();
+    old.issue_intent_at.clear();
+    assert_eq!(old.earlier_issue_intents(), vec![old.step_started_at]);
+    // Other steps record no intent.
+    let (p, _) = at_step(Step::ProveNew);
+    assert_eq!(begin_attempt(&p, 1).issue_intent_at, p.issue_intent_at);
+}
+
+#[test]
+fn an_unknown_key_at_issue_stops_in_needs_attention_without_compensating() {
+    let (s, mut t) = at_step(Step::IssueNew);
+    let unknown = StepError {
+        code: UNKNOWN_KEY.into(),
+        message: unknown_key_message("iam user u", &[key_at("PERSON", Some(5))], &["OLD".into()]),
+        retryable: false,
+        may_have_applied: false,
+        operator_fixable: true,
+        retry_after: None,
+    };
+    let s = run(&s, Outcome::Failed(unknown), &mut t).saga;
+    assert_eq!(s.step, Step::Finalize);
+    assert_eq!(s.closing, Some(Status::NeedsAttention));
+    assert_ne!(s.status, Status::Compensating);
+    let f = s.failure.as_ref().unwrap();
+    assert_eq!(f.code, UNKNOWN_KEY);
+    assert!(f.message.contains("PERSON") && f.message.contains("OLD"), "{}", f.message);
+    // Any other permanent failure at issue still compensates.
+    let (s, mut t) = at_step(Step::IssueNew);
+    assert_eq!(run(&s, Outcome::Failed(err(false, false)), &mut t).saga.closing, Some(Status::Compensated));
 }
