@@ -79,6 +79,17 @@ async fn a_healthy_setup_passes_and_exits_0() {
     assert_eq!(sim["status"], "not_checked", "{sim}");
     assert!(sim["detail"].as_str().unwrap().contains("iam:CreateAccessKey"), "{sim}");
     assert!(text.contains("1 of 1 rotation(s) could run now"), "{text}");
+    // A --principal that is no IAM ARN is a usage error, found before any call.
+    let dir = tmpdir("usage");
+    let path = env.write_config(&dir).unwrap();
+    let out = Command::new(keyturn_bin())
+        .args(["doctor", "--config", path.to_str().unwrap(), "--principal", "keyturn-worker"])
+        .envs(env.cli_env())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--principal \"keyturn-worker\" is not an IAM role or user ARN"));
     // Nothing changed: the user still has exactly its one key, Auth0 was not written.
     assert_eq!(env.user_keys().await.len(), 1);
     assert!(env.auth0.patches().is_empty());

@@ -289,6 +289,11 @@ pub enum Command {
         /// Print the report as one JSON document (`ready`, `environment`, `rotations`).
         #[arg(long)]
         json: bool,
+        /// The IAM role (or user) ARN whose permissions policy simulation
+        /// checks, e.g. the stack's worker role when you run doctor with your
+        /// own credentials. Default: the identity doctor runs as.
+        #[arg(long, value_name = "ARN")]
+        principal: Option<String>,
     },
 }
 
@@ -340,7 +345,7 @@ impl Command {
             | Command::Resolve { json, .. }
             | Command::Release { json, .. }
             | Command::Plan { json, .. }
-            | Command::Doctor { json } => *json,
+            | Command::Doctor { json, .. } => *json,
             _ => false,
         }
     }
@@ -421,12 +426,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         return table_command(cli.command, &cfg, store).await;
     }
     let clients = crate::aws::Clients::new(sdk);
-    if let Command::Doctor { json } = cli.command {
+    if let Command::Doctor { json, principal } = cli.command {
+        if let Some(p) = &principal {
+            if crate::accounts::role_account(p).is_none() && !crate::doctor::is_user_arn(p) {
+                return Err(Usage(format!("--principal {p:?} is not an IAM role or user ARN (arn:aws:iam::<account>:role/<name>)")).into());
+            }
+        }
         let http = crate::connectors::http_client();
         let secrets = crate::secrets::SecretResolver::new(clients.secrets.clone());
         let built = crate::app::build_rotations(&cfg, &clients, &secrets, &http, &Arc::default());
         let rotations: Vec<_> = cfg.rotations.iter().filter_map(|r| built.built.get(&r.id).cloned()).collect();
-        let report = crate::doctor::run(&cfg, &clients, &rotations).await;
+        let report = crate::doctor::run(&cfg, &clients, &rotations, principal.as_deref()).await;
         if json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {

@@ -129,8 +129,11 @@ fn failed(checks: &[Check]) -> bool {
 
 /// Run every check. Never changes anything: reads, a KMS round trip of a
 /// constant, token requests and policy simulation only.
-pub async fn run(cfg: &Config, clients: &Clients, rotations: &[Rotation]) -> Report {
-    let (mut environment, principal) = identity(clients).await;
+/// `principal` (a role or user ARN) is whose permissions the policy
+/// simulation checks; `None`: the identity doctor runs as.
+pub async fn run(cfg: &Config, clients: &Clients, rotations: &[Rotation], principal: Option<&str>) -> Report {
+    let (mut environment, caller) = identity(clients).await;
+    let principal = principal.map(str::to_string).or(caller);
     environment.extend(table(cfg, clients).await);
     environment.extend(queue(clients, "step queue", &cfg.aws.queue_url, &cfg.aws.dlq_url, cfg.worker.lease.0).await);
     match (&cfg.aws.intake_queue_url, &cfg.aws.intake_dlq_url) {
@@ -440,6 +443,12 @@ async fn simulate(clients: &Clients, principal: Option<&str>, actions: &[AwsActi
     }
 }
 
+/// Whether `arn` is an IAM user ARN (`arn:<partition>:iam::<account>:user/<path/name>`).
+pub fn is_user_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    matches!(parts.as_slice(), ["arn", p, "iam", "", a, r] if p.starts_with("aws") && a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) && r.strip_prefix("user/").is_some_and(|n| !n.is_empty() && !n.ends_with('/')))
+}
+
 /// The claims of a JWT access token (its middle, base64url part), without
 /// checking the signature: only to read which scopes or roles the issuer
 /// granted, never to trust the token. `None` when it is not a JWT.
@@ -491,6 +500,14 @@ pub fn render(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_arns_are_told_from_others() {
+        assert!(is_user_arn("arn:aws:iam::123456789012:user/keyturn/u"));
+        for bad in ["arn:aws:iam::123456789012:role/r", "arn:aws:iam::12345:user/u", "arn:aws:iam::123456789012:user/", "user/u"] {
+            assert!(!is_user_arn(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn jwt_claims_are_read_from_the_payload_only_of_a_jwt() {

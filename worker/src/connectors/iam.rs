@@ -366,7 +366,7 @@ impl IamAccessKey {
                 };
                 Check::fail(
                     "access keys",
-                    format!("{n} keys: {}; IAM allows two, so a rotation would be refused at start", lines.join("; ")),
+                    format!("{n} keys: {}; IAM allows at most two and a rotation needs room for a new one, so it would be refused at start", lines.join("; ")),
                     format!(
                         "keyturn needs one key gone: {gone} ({why}). Once nothing uses it: aws iam delete-access-key --user-name {u} --access-key-id {gone}{} (console: IAM → Users → {u} → Security credentials → Access keys → Actions → Delete)",
                         match &access {
@@ -435,5 +435,20 @@ impl CredentialSource for IamAccessKey {
     }
     fn last_used<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<Option<(Millis, String)>>> {
         Box::pin(self.last_used_impl(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_to_remove;
+
+    #[test]
+    fn the_key_to_remove_is_inactive_first_then_least_recently_used() {
+        let k = |id: &str, active: bool, created: u64, used: Option<u64>| (id.to_string(), active, Some(created), used);
+        assert_eq!(key_to_remove(&[k("a", true, 1, Some(50)), k("b", false, 2, Some(90))]), Some("b"), "inactive wins");
+        assert_eq!(key_to_remove(&[k("a", true, 1, Some(50)), k("b", true, 2, None)]), Some("b"), "never used before used");
+        assert_eq!(key_to_remove(&[k("a", true, 1, Some(50)), k("b", true, 2, Some(40))]), Some("b"), "used longer ago");
+        assert_eq!(key_to_remove(&[k("a", true, 1, None), k("b", true, 2, None)]), Some("a"), "then the older");
+        assert_eq!(key_to_remove(&[]), None);
     }
 }
