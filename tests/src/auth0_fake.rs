@@ -12,9 +12,9 @@
 //!   `x-ratelimit-limit`, `x-ratelimit-remaining`, `x-ratelimit-reset` and
 //!   optionally `Retry-After`.
 //!
-//! * Tokens carry the scopes granted when they were issued; the provider
-//!   endpoints answer 403 `insufficient_scope` to a token without
-//!   `read:email_provider` (GET) or `update:email_provider` (PATCH).
+//! * Tokens are JWTs carrying the application's granted scopes (also in
+//!   the token response's `scope`); `GET` needs `read:email_provider` and
+//!   `PATCH` `update:email_provider`, else `403 insufficient_scope`.
 //!
 //! Tests script failures with [`Fault`]s queued per operation.
 
@@ -87,14 +87,16 @@ pub struct State {
     pub token_lifetime: u64,
     /// Issued tokens that have expired: calls with them get 401 `token_expired`.
     pub expired: Vec<String>,
-    /// Scopes granted to the application now. A token carries the scopes
-    /// granted when it was issued (Auth0 puts them in the JWT), so granting
-    /// one later does not change a token already issued.
-    pub granted_scopes: Vec<String>,
+    /// The scopes the application is granted on the Management API (space
+    /// separated): each token carries them (response `scope`, JWT claim);
+    /// `GET` needs `read:email_provider`, `PATCH` `update:email_provider`.
+    pub granted_scopes: String,
     /// The scopes each issued token carries.
-    pub token_scopes: std::collections::HashMap<String, Vec<String>>,
+    pub token_scopes: std::collections::HashMap<String, String>,
 }
 
+/// Every scope of Auth0's email-provider endpoints.
+pub const ALL_SCOPES: &str = "read:email_provider create:email_provider update:email_provider";
 pub const READ_SCOPE: &str = "read:email_provider";
 pub const UPDATE_SCOPE: &str = "update:email_provider";
 
@@ -164,12 +166,25 @@ fn unauthorized(st: &State, req: &Request) -> Option<(u16, ResponseTemplate)> {
     None
 }
 
-/// 403 `insufficient_scope`, as Auth0 answers, when the bearer token was
-/// issued without `scope`.
-fn lacks_scope(st: &State, req: &Request, scope: &str) -> Option<(u16, ResponseTemplate)> {
+/// Auth0's 403 for a token without the scope an endpoint needs.
+fn lacks_scope(st: &State, req: &Request, needed: &str) -> Option<(u16, ResponseTemplate)> {
     let bearer = req.headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))?;
-    let has = st.token_scopes.get(bearer).is_some_and(|s| s.iter().any(|x| x == scope));
-    (!has).then(|| (403, err(403, "Forbidden", &format!("Insufficient scope, expected any of: {scope}"), "insufficient_scope")))
+    let has = st.token_scopes.get(bearer).is_some_and(|s| s.split_whitespace().any(|x| x == needed));
+    (!has).then(|| (403, err(403, "Forbidden", &format!("Insufficient scope, expected any of: {needed}"), "insufficient_scope")))
+}
+
+/// An access token shaped as Auth0 issues them: a JWT (RS256 header,
+/// claims with `scope`), its signature random bytes (nobody checks it here).
+fn jwt(scope: &str, lifetime: u64) -> String {
+    // base64url without padding, as JWTs are encoded.
+    let url = |bytes: &[u8]| aws_smithy_types::base64::encode(bytes).trim_end_matches('=').replace('+', "-").replace('/', "_");
+    let b64 = |v: &Value| url(v.to_string().as_bytes());
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let header = json!({"alg": "RS256", "typ": "JWT", "kid": "fake-kid"});
+    let claims = json!({"iss": "https://example.eu.auth0.com/", "sub": format!("{CLIENT_ID}@clients"), "aud": "https://example.eu.auth0.com/api/v2/",
+        "iat": now, "exp": now + lifetime, "scope": scope, "gty": "client-credentials", "azp": CLIENT_ID, "jti": uuid::Uuid::new_v4().to_string()});
+    let sig = url(uuid::Uuid::new_v4().as_bytes());
+    format!("{}.{}.{sig}", b64(&header), b64(&claims))
 }
 
 fn authorized(st: &State, req: &Request) -> bool {
@@ -192,15 +207,11 @@ fn token(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
     if body["client_id"] != CLIENT_ID || body["client_secret"].as_str() != Some(st.client_secret.as_str()) {
         return (401, ResponseTemplate::new(401).set_body_json(json!({"error": "access_denied", "error_description": "Unauthorized"})));
     }
-    let tok = format!("fake-mgmt-token-{}", uuid::Uuid::new_v4());
+    let scope = st.granted_scopes.clone();
+    let tok = jwt(&scope, st.token_lifetime);
     st.tokens_issued.push(tok.clone());
-    let scopes = st.granted_scopes.clone();
-    st.token_scopes.insert(tok.clone(), scopes.clone());
-    (
-        200,
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"access_token": tok, "token_type": "Bearer", "expires_in": st.token_lifetime, "scope": scopes.join(" ")})),
-    )
+    st.token_scopes.insert(tok.clone(), scope.clone());
+    (200, ResponseTemplate::new(200).set_body_json(json!({"access_token": tok, "scope": scope, "token_type": "Bearer", "expires_in": st.token_lifetime})))
 }
 
 // The Err is the response to send back (wiremock's own type).
@@ -339,7 +350,7 @@ impl FakeAuth0 {
             last_secret_sent: None,
             token_lifetime: 86_400,
             expired: vec![],
-            granted_scopes: vec![READ_SCOPE.to_string(), UPDATE_SCOPE.to_string()],
+            granted_scopes: ALL_SCOPES.into(),
             token_scopes: Default::default(),
         }));
         let server = MockServer::start().await;
@@ -431,9 +442,15 @@ impl FakeAuth0 {
         }
     }
 
+    /// Grant the application exactly these Management API scopes (space
+    /// separated); tokens issued from now on carry them.
+    pub fn set_granted_scopes(&self, scopes: &str) {
+        self.state.lock().unwrap().granted_scopes = scopes.to_string();
+    }
+
     /// Grant the application exactly these scopes (from the next token on).
     pub fn set_scopes(&self, scopes: &[&str]) {
-        self.state.lock().unwrap().granted_scopes = scopes.iter().map(|s| s.to_string()).collect();
+        self.set_granted_scopes(&scopes.join(" "));
     }
 
     /// Queue a scripted answer for the next token request.

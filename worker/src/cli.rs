@@ -273,6 +273,30 @@ pub enum Command {
     },
     /// Validate the configuration file and exit.
     CheckConfig,
+    /// Preflight: check the deployed environment and every configured
+    /// rotation, changing nothing; run it before the first rotation.
+    ///
+    /// Environment: AWS credentials, the table's key, indexes and TTL, the
+    /// step and intake queues (dead-letter queue, redrive policy, visibility
+    /// timeout against the lease), a KMS encrypt/decrypt round trip with
+    /// keyturn's encryption context, the SNS topic and the EventBridge bus.
+    /// Each rotation: its connectors' own checks (IAM: the user, its keys and
+    /// whether a rotation could start, the member role; targets: the token,
+    /// its scopes or permissions, the target readable) and IAM policy
+    /// simulation of the AWS actions it needs (where IAM answers it).
+    ///
+    /// Exit code 0 only when every rotation could run now; 1 otherwise
+    /// (each failure is printed with its fix); 2 for a configuration error.
+    Doctor {
+        /// Print the report as one JSON document (`ready`, `environment`, `rotations`).
+        #[arg(long)]
+        json: bool,
+        /// The IAM role (or user) ARN whose permissions policy simulation
+        /// checks, e.g. the stack's worker role when you run doctor with your
+        /// own credentials. Default: the identity doctor runs as.
+        #[arg(long, value_name = "ARN")]
+        principal: Option<String>,
+    },
 }
 
 /// Logs go to stderr. `RUST_LOG` overrides the default level: `info` for
@@ -322,7 +346,8 @@ impl Command {
             | Command::Rollback { json, .. }
             | Command::Resolve { json, .. }
             | Command::Release { json, .. }
-            | Command::Plan { json, .. } => *json,
+            | Command::Plan { json, .. }
+            | Command::Doctor { json, .. } => *json,
             _ => false,
         }
     }
@@ -403,9 +428,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         return table_command(cli.command, &cfg, store).await;
     }
     let clients = crate::aws::Clients::new(sdk);
+    if let Command::Doctor { json, principal } = cli.command {
+        if let Some(p) = &principal {
+            if crate::accounts::role_account(p).is_none() && !crate::doctor::is_user_arn(p) {
+                return Err(Usage(format!("--principal {p:?} is not an IAM role or user ARN (arn:aws:iam::<account>:role/<name>)")).into());
+            }
+        }
+        let http = crate::connectors::http_client();
+        let secrets = crate::secrets::SecretResolver::new(clients.secrets.clone());
+        let built = crate::app::build_rotations(&cfg, &clients, &secrets, &http, &Arc::default());
+        let rotations: Vec<_> = cfg.rotations.iter().filter_map(|r| built.built.get(&r.id).cloned()).collect();
+        let report = crate::doctor::run(&cfg, &clients, &rotations, principal.as_deref()).await;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            println!("keyturn doctor: {} ({version}); nothing was changed\n", source.describe());
+            print!("{}", crate::doctor::render(&report));
+        }
+        return Ok(if report.ready { exit::SUCCEEDED } else { exit::ENDED_OTHERWISE });
+    }
     let engine = Arc::new(crate::app::engine(&cfg, &clients, crate::app::worker_id()));
     match cli.command {
-        Command::CheckConfig | Command::Status { .. } | Command::List { .. } => unreachable!("answered above"),
+        Command::CheckConfig | Command::Status { .. } | Command::List { .. } | Command::Doctor { .. } => unreachable!("answered above"),
         Command::Worker => {
             let intake = crate::app::intake_queue(&cfg, &clients).map(Arc::new);
             let watch = crate::worker::ConfigWatch::new(source.clone(), bootstrap.clone(), cfg.clone(), version);

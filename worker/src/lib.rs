@@ -10,6 +10,7 @@
 //! * [`worker`]: long polling, concurrency, sweeper, shutdown;
 //! * [`store`], [`queue`], [`seal`], [`notify`], [`secrets`]: the AWS edges;
 //! * [`connectors`]: credential sources and targets (IAM access key, Auth0);
+//! * [`doctor`]: `keyturn doctor`, the preflight of the environment and every rotation;
 //! * [`config`], [`cli`], [`app`]: configuration and the command line.
 
 pub mod accounts;
@@ -22,6 +23,7 @@ pub mod commands;
 pub mod config;
 pub mod config_source;
 pub mod connectors;
+pub mod doctor;
 pub mod engine;
 pub mod error;
 pub mod finalize;

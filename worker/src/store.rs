@@ -62,6 +62,44 @@ pub const ACTIVE_INDEX: &str = "active-by-due";
 pub const CREATED_INDEX: &str = "sagas-by-created";
 /// A rotation's sagas by creation time.
 pub const ROTATION_INDEX: &str = "rotation-by-created";
+/// A global secondary index keyturn reads: its name, key attributes with
+/// their types (`S`, `N`) and who reads it. [`create_table`] creates these and
+/// `keyturn doctor` checks them; `infra/keyturn-stack.yaml` declares the same.
+#[derive(Debug, Clone, Copy)]
+pub struct Index {
+    pub name: &'static str,
+    pub hash: (&'static str, &'static str),
+    pub range: (&'static str, &'static str),
+    pub used_by: &'static str,
+}
+
+impl Index {
+    /// The AWS CLI command that adds this index to `table`.
+    pub fn update_table(&self, table: &str) -> String {
+        format!(
+            "aws dynamodb update-table --table-name {table} --attribute-definitions AttributeName={h},AttributeType={ht} AttributeName={r},AttributeType={rt} \
+             --global-secondary-index-updates '[{{\"Create\":{{\"IndexName\":\"{n}\",\"KeySchema\":[{{\"AttributeName\":\"{h}\",\"KeyType\":\"HASH\"}},{{\"AttributeName\":\"{r}\",\"KeyType\":\"RANGE\"}}],\"Projection\":{{\"ProjectionType\":\"ALL\"}}}}}}]'",
+            n = self.name,
+            h = self.hash.0,
+            ht = self.hash.1,
+            r = self.range.0,
+            rt = self.range.1,
+        )
+    }
+}
+
+/// Every index keyturn reads.
+pub const INDEXES: &[Index] = &[
+    Index { name: ACTIVE_INDEX, hash: ("active", "S"), range: ("due_at", "N"), used_by: "the sweeper" },
+    Index { name: CREATED_INDEX, hash: ("kind", "S"), range: ("created_at", "N"), used_by: "keyturn list" },
+    Index {
+        name: ROTATION_INDEX,
+        hash: ("rotation_id", "S"),
+        range: ("created_at", "N"),
+        used_by: "keyturn status <rotation>, quarantine and the key-age trigger",
+    },
+];
+
 /// The TTL attribute (epoch seconds).
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 /// How long a finished saga is kept by default: 400 days, more than a year
@@ -949,32 +987,31 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Result<Stored> {
 pub async fn create_table(client: &Client, table: &str) -> Result<()> {
     let def = |name: &str, t: ScalarAttributeType| AttributeDefinition::builder().attribute_name(name).attribute_type(t).build();
     let key = |name: &str, t: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(t).build();
-    let gsi = |name: &str, hash: &str, range: &str| -> std::result::Result<GlobalSecondaryIndex, aws_sdk_dynamodb::error::BuildError> {
+    let gsi = |i: &Index| -> std::result::Result<GlobalSecondaryIndex, aws_sdk_dynamodb::error::BuildError> {
         GlobalSecondaryIndex::builder()
-            .index_name(name)
-            .key_schema(key(hash, KeyType::Hash)?)
-            .key_schema(key(range, KeyType::Range)?)
+            .index_name(i.name)
+            .key_schema(key(i.hash.0, KeyType::Hash)?)
+            .key_schema(key(i.range.0, KeyType::Range)?)
             .projection(Projection::builder().projection_type(ProjectionType::All).build())
             .build()
     };
     let build = |e: aws_sdk_dynamodb::error::BuildError| Error::Config(e.to_string());
-    client
-        .create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(def("pk", ScalarAttributeType::S).map_err(build)?)
-        .attribute_definitions(def("active", ScalarAttributeType::S).map_err(build)?)
-        .attribute_definitions(def("due_at", ScalarAttributeType::N).map_err(build)?)
-        .attribute_definitions(def("kind", ScalarAttributeType::S).map_err(build)?)
-        .attribute_definitions(def("created_at", ScalarAttributeType::N).map_err(build)?)
-        .attribute_definitions(def("rotation_id", ScalarAttributeType::S).map_err(build)?)
-        .key_schema(key("pk", KeyType::Hash).map_err(build)?)
-        .global_secondary_indexes(gsi(ACTIVE_INDEX, "active", "due_at").map_err(build)?)
-        .global_secondary_indexes(gsi(CREATED_INDEX, "kind", "created_at").map_err(build)?)
-        .global_secondary_indexes(gsi(ROTATION_INDEX, "rotation_id", "created_at").map_err(build)?)
-        .send()
-        .await
-        .map_err(|e| aws("dynamodb", "CreateTable", e))?;
+    let mut attrs: Vec<(&str, &str)> = vec![("pk", "S")];
+    for i in INDEXES {
+        for a in [i.hash, i.range] {
+            if !attrs.iter().any(|(n, _)| *n == a.0) {
+                attrs.push(a);
+            }
+        }
+    }
+    let mut req = client.create_table().table_name(table).billing_mode(BillingMode::PayPerRequest).key_schema(key("pk", KeyType::Hash).map_err(build)?);
+    for (name, t) in attrs {
+        req = req.attribute_definitions(def(name, ScalarAttributeType::from(t)).map_err(build)?);
+    }
+    for i in INDEXES {
+        req = req.global_secondary_indexes(gsi(i).map_err(build)?);
+    }
+    req.send().await.map_err(|e| aws("dynamodb", "CreateTable", e))?;
     client
         .update_time_to_live()
         .table_name(table)

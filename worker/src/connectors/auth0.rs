@@ -25,11 +25,15 @@ use super::http::{retry_after, Api};
 use super::token::TokenCache;
 use super::{http_retry, BoxFut, BuildContext, ConfigProblem, NewCredential, RetryPolicy, Target, TargetEntry, TargetSpec};
 use crate::config::SecretRef;
+use crate::doctor::{Check, Findings};
 use crate::error::{Error, Result};
 use crate::saga::Verification;
 use crate::secrets::SecretResolver;
 
 const SERVICE: &str = "auth0";
+/// The Management API scopes every Auth0 email-provider target needs: read
+/// the provider back (verify) and update it (push).
+pub const SCOPES: [&str; 2] = ["read:email_provider", "update:email_provider"];
 
 /// `[rotation.target] kind = "auth0_email_provider"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -145,9 +149,16 @@ impl Auth0EmailProvider {
     }
 
     async fn fetch_token_with(&self, client_secret: SecretString) -> Result<(SecretString, Duration)> {
+        let (token, lifetime, _) = self.request_token(client_secret).await?;
+        Ok((token, lifetime))
+    }
+
+    /// A client-credentials token, its lifetime and the scopes granted (the
+    /// token response's `scope`, which Auth0 sends for this grant).
+    async fn request_token(&self, client_secret: SecretString) -> Result<(SecretString, Duration, Option<String>)> {
         let audience = format!("https://{}/api/v2/", self.s.domain);
         let url = self.url(&["oauth", "token"], None)?;
-        let (token, expires_in) = http_retry(self.s.retry, || async {
+        let (token, expires_in, scope) = http_retry(self.s.retry, || async {
             let body = json!({
                 "grant_type": "client_credentials",
                 "client_id": self.s.client_id,
@@ -176,11 +187,77 @@ impl Auth0EmailProvider {
                 retry_after: None,
                 may_have_applied: false,
             })?;
-            Ok((SecretString::from(token.to_string()), v.get("expires_in").and_then(Value::as_u64).unwrap_or(86_400)))
+            let scope = v.get("scope").and_then(Value::as_str).map(str::to_string);
+            Ok((SecretString::from(token.to_string()), v.get("expires_in").and_then(Value::as_u64).unwrap_or(86_400), scope))
         })
         .await
         .map_err(|e| e.redact(client_secret.expose_secret()))?;
-        Ok((token, Duration::from_secs(expires_in)))
+        Ok((token, Duration::from_secs(expires_in), scope))
+    }
+
+    /// `keyturn doctor` for any Auth0 target: a token can be obtained, it
+    /// carries the `needed` scopes (from the token response's `scope`, else
+    /// the access token's own `scope` claim), and the email provider is
+    /// readable. Changes nothing.
+    pub(super) async fn doctor_checks(&self, needed: &[&str], rotate: &str) -> Findings {
+        let mut f = Findings::default();
+        let got = self.s.secrets.with(&self.s.client_secret, |secret| self.request_token(secret)).await;
+        let (token, lifetime, scope) = match got {
+            Ok(t) => t,
+            Err(e) => {
+                let fix = Target::advice(self, &e.code(), rotate)
+                    .unwrap_or_else(|| format!("check that {} is reachable and the client id and secret keyturn is configured with", self.s.base_url));
+                f.checks.push(Check::fail("Auth0 token", e.to_string(), fix));
+                return f;
+            }
+        };
+        f.checks.push(Check::ok("Auth0 token", format!("client {} got a Management API token", self.s.client_id)));
+        let granted = scope.or_else(|| crate::doctor::jwt_claims(token.expose_secret()).and_then(|c| c["scope"].as_str().map(str::to_string)));
+        match granted {
+            None => f.checks.push(Check::not_checked(
+                "Auth0 scopes",
+                format!("neither the token response nor the token names its scopes; needed: {}", needed.join(" ")),
+            )),
+            Some(g) => {
+                let have: Vec<&str> = g.split_whitespace().collect();
+                let missing: Vec<&str> = needed.iter().copied().filter(|n| !have.contains(n)).collect();
+                if missing.is_empty() {
+                    f.checks.push(Check::ok("Auth0 scopes", format!("the token carries {}", needed.join(" "))));
+                } else {
+                    f.checks.push(Check::fail(
+                        "Auth0 scopes",
+                        format!("the token lacks {} (it carries: {})", missing.join(" "), if have.is_empty() { "none".into() } else { have.join(" ") }),
+                        format!(
+                            "in the Auth0 Dashboard: Applications → APIs → Auth0 Management API → Machine To Machine Applications → {}: grant {}; then run keyturn doctor again",
+                            self.s.client_id,
+                            missing.join(" ")
+                        ),
+                    ));
+                }
+            }
+        }
+        self.token.store(token, lifetime).await;
+        match self.read_provider().await {
+            Ok(v) => f.checks.push(Check::ok(
+                "Auth0 email provider",
+                format!(
+                    "readable: {} ({}){}",
+                    v.get("name").and_then(Value::as_str).unwrap_or("no name"),
+                    if v.get("enabled").and_then(Value::as_bool) == Some(true) { "enabled" } else { "disabled" },
+                    v.pointer("/credentials/accessKeyId")
+                        .or_else(|| v.pointer("/credentials/smtp_user"))
+                        .and_then(Value::as_str)
+                        .map(|k| format!(", holds key {k}"))
+                        .unwrap_or_default()
+                ),
+            )),
+            Err(e) => {
+                let fix = Target::advice(self, &e.code(), rotate)
+                    .unwrap_or_else(|| "check the tenant's email provider in the Auth0 Dashboard (Branding → Email Provider)".into());
+                f.checks.push(Check::fail("Auth0 email provider", e.to_string(), fix));
+            }
+        }
+        f
     }
 
     /// One call of the email provider endpoint ([`Api::call`]: token, retries, an expired
@@ -269,6 +346,9 @@ impl Target for Auth0EmailProvider {
     }
     fn verify<'a>(&'a self, new_id: &'a str, old_ids: &'a [String]) -> BoxFut<'a, Result<Verification>> {
         Box::pin(self.verify_impl(new_id, old_ids))
+    }
+    fn doctor(&self) -> BoxFut<'_, Findings> {
+        Box::pin(self.doctor_checks(&SCOPES, "keyturn doctor"))
     }
     /// Auth0 sends mail through the SES API with the key (`ses` in
     /// `GetAccessKeyLastUsed`, the SES API's signing name).

@@ -157,6 +157,9 @@ impl Target for Auth0SesSmtp {
     fn kind(&self) -> &'static str {
         TARGET.kind
     }
+    fn doctor(&self) -> BoxFut<'_, crate::doctor::Findings> {
+        Box::pin(self.client.doctor_checks(&super::auth0::SCOPES, "keyturn doctor"))
+    }
     fn describe(&self) -> String {
         format!("Auth0 {} (SMTP via {})", self.cfg.domain, self.host())
     }

@@ -37,6 +37,7 @@ use serde::Deserialize;
 use super::{http_retry, BoxFut, BuildContext, ConfigProblem, NewCredential, RetryPolicy, Target, TargetEntry, TargetSpec};
 use crate::config::Dur;
 use crate::config::SecretRef;
+use crate::doctor::{Check, Findings};
 use crate::error::{Error, Result};
 use crate::saga::Verification;
 use crate::secrets::SecretResolver;
@@ -353,9 +354,67 @@ pub fn judge_job(job: &Value) -> Verification {
     Verification::Opaque
 }
 
+/// Application permissions (app roles) that let keyturn test, save and
+/// read a provisioning job: either one.
+pub const APP_ROLES: [&str; 2] = ["Synchronization.ReadWrite.All", "Application.ReadWrite.OwnedBy"];
+
+impl EntraProvisioning {
+    /// `keyturn doctor`: a token can be obtained, its `roles` claim holds an
+    /// app role the synchronization API accepts, and the job is readable.
+    async fn doctor_impl(&self) -> Findings {
+        let mut f = Findings::default();
+        let (token, lifetime) = match self.fetch_token().await {
+            Ok(t) => t,
+            Err(e) => {
+                f.checks.push(Check::fail("Graph token", e.to_string(), "check tenant_id, client_id and the client secret keyturn is configured with (Entra: App registrations → the app → Certificates & secrets)"));
+                return f;
+            }
+        };
+        f.checks.push(Check::ok("Graph token", format!("app {} got a Graph token", self.s.client_id)));
+        let fix = format!(
+            "Entra: App registrations → {} → API permissions → Add a permission → Microsoft Graph → Application permissions → Synchronization.ReadWrite.All (or Application.ReadWrite.OwnedBy with the app as owner of the enterprise application); then Grant admin consent",
+            self.s.client_id
+        );
+        match crate::doctor::jwt_claims(token.expose_secret()) {
+            None => f.checks.push(Check::not_checked(
+                "Graph permissions",
+                format!("the token is not a JWT, so its roles cannot be read; needed: {}", APP_ROLES.join(" or ")),
+            )),
+            Some(c) => {
+                let roles: Vec<&str> = c["roles"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                if roles.iter().any(|r| APP_ROLES.contains(r)) {
+                    f.checks.push(Check::ok("Graph permissions", format!("the token carries {}", roles.join(" "))));
+                } else {
+                    f.checks.push(Check::fail(
+                        "Graph permissions",
+                        format!(
+                            "the token's roles ({}) include neither {}",
+                            if roles.is_empty() { "none".into() } else { roles.join(" ") },
+                            APP_ROLES.join(" nor ")
+                        ),
+                        fix.clone(),
+                    ));
+                }
+            }
+        }
+        self.token.store(token, lifetime).await;
+        match self.get_job().await {
+            Ok(job) => f.checks.push(Check::ok(
+                "provisioning job",
+                format!("{} readable (status {})", self.s.job_id, job["status"]["code"].as_str().unwrap_or("unknown")),
+            )),
+            Err(e) => f.checks.push(Check::fail("provisioning job", e.to_string(), format!("check service_principal_id and job_id; {fix}"))),
+        }
+        f
+    }
+}
+
 impl Target for EntraProvisioning {
     fn kind(&self) -> &'static str {
         TARGET.kind
+    }
+    fn doctor(&self) -> BoxFut<'_, Findings> {
+        Box::pin(self.doctor_impl())
     }
     fn describe(&self) -> String {
         format!("Entra provisioning job {} (tenant {})", self.s.job_id, self.s.tenant_id)

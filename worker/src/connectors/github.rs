@@ -43,6 +43,7 @@ use super::http::{retry_after, Api};
 use super::token::TokenCache;
 use super::{BoxFut, BuildContext, ConfigProblem, NewCredential, RetryPolicy, Target, TargetEntry, TargetSpec};
 use crate::config::SecretRef;
+use crate::doctor::{Check, Findings};
 use crate::error::{Error, Result};
 use crate::saga::Verification;
 use crate::secrets::SecretResolver;
@@ -320,9 +321,54 @@ pub fn github_error(operation: &'static str, status: StatusCode, headers: &Heade
     }
 }
 
+impl GitHubActionsSecrets {
+    /// `keyturn doctor`: the token resolves and can read the secrets'
+    /// public key (which needs the "Secrets" permission on the repository,
+    /// environment or organisation). Write access cannot be checked without
+    /// writing, and is said so.
+    async fn doctor_impl(&self) -> Findings {
+        let mut f = Findings::default();
+        if let Err(e) = self.secrets.resolve_fresh(&self.cfg.token).await {
+            f.checks.push(Check::fail(
+                "GitHub token",
+                e.to_string(),
+                "store the token where target.token points (environment variable or Secrets Manager secret)",
+            ));
+            return f;
+        }
+        f.checks.push(Check::ok("GitHub token", "resolved"));
+        match self.call(Method::GET, &format!("{}/public-key", self.base()), "GET public-key", None).await {
+            Ok(v) if v["key_id"].is_string() && v["key"].is_string() => {
+                f.checks.push(Check::ok("GitHub access", format!("the token reads the Actions secrets' public key of {}", self.place())));
+            }
+            Ok(_) => f.checks.push(Check::fail("GitHub access", "the public-key answer has no key_id or key", "check target.base_url")),
+            Err(e) => {
+                let fix = match e.code().as_str() {
+                    "bad_credentials" => "the token is invalid or expired: create a new fine-grained token and store it where target.token points".to_string(),
+                    "not_found" | "forbidden" => format!(
+                        "give the token access to {} with the permission \"Secrets: read and write\" (a fine-grained token's repository permissions; organisation secrets: \"Secrets\" under organisation permissions)",
+                        self.place()
+                    ),
+                    _ => "check target.base_url and GitHub's status".to_string(),
+                };
+                f.checks.push(Check::fail("GitHub access", e.to_string(), fix));
+                return f;
+            }
+        }
+        f.checks.push(Check::not_checked(
+            "GitHub write access",
+            "writing a secret cannot be tried without changing it; the token needs \"Secrets: read and write\"",
+        ));
+        f
+    }
+}
+
 impl Target for GitHubActionsSecrets {
     fn kind(&self) -> &'static str {
         TARGET.kind
+    }
+    fn doctor(&self) -> BoxFut<'_, Findings> {
+        Box::pin(self.doctor_impl())
     }
     fn describe(&self) -> String {
         format!("GitHub Actions secrets {} and {} of {}", self.cfg.access_key_id_secret, self.cfg.secret_access_key_secret, self.place())

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use super::{BoxFut, BuildContext, ConfigProblem, CredentialSource, NewCredential, SourceEntry, SourceSpec, Subject, SubjectKind};
 use crate::accounts::{Access, Accounts};
+use crate::doctor::{AwsAction, Check, Findings};
 use crate::error::{aws, Error, Result};
 use crate::saga::{self, KeyRef, Millis};
 
@@ -279,7 +280,124 @@ impl IamAccessKey {
     }
 }
 
+/// Which of two keys keyturn would need gone: an inactive one first, then
+/// the one used least recently (never used counts as oldest), then the
+/// older. `keys` are (id, active, created, last used).
+pub fn key_to_remove(keys: &[(String, bool, Option<Millis>, Option<Millis>)]) -> Option<&str> {
+    keys.iter().min_by_key(|(_, active, created, used)| (*active, used.unwrap_or(0), created.unwrap_or(0))).map(|k| k.0.as_str())
+}
+
+impl IamAccessKey {
+    async fn doctor_impl(&self) -> Findings {
+        let mut f = Findings::default();
+        let u = &self.user;
+        let access = match self.access().await {
+            Ok(a) => a,
+            Err(e) => {
+                f.checks.push(Check::fail("account", e.to_string(), "set source.role_arn, or [aws] member_role_name, for the user's account"));
+                return f;
+            }
+        };
+        let client = match &access {
+            Access::Home { .. } => self.iam.clone(),
+            Access::Role { account, role_arn } => {
+                f.actions.push(AwsAction::new("sts:AssumeRole", role_arn.clone()));
+                match self.accounts.iam(&self.iam, &access).await {
+                    Ok(c) => {
+                        f.checks.push(Check::ok("member role", format!("assumed {role_arn} in account {account}")));
+                        c
+                    }
+                    Err(e) => {
+                        f.checks.push(Check::fail(
+                            "member role",
+                            e.to_string(),
+                            format!(
+                                "create the role in account {account} (infra/member-role.yaml), trusting keyturn's role{}; and allow keyturn's role sts:AssumeRole on {role_arn} (infra/keyturn-stack.yaml grants it for [aws] member_role_name)",
+                                if self.accounts.external_id_set() { " with the configured external_id" } else { "" }
+                            ),
+                        ));
+                        return f;
+                    }
+                }
+            }
+        };
+        let place = access.account().map(|a| format!(" in account {a}")).unwrap_or_default();
+        let keys = match client.list_access_keys().user_name(u).send().await {
+            Ok(o) => o.access_key_metadata().to_vec(),
+            Err(e) => {
+                let e = aws("iam", "ListAccessKeys", e);
+                let fix = if e.code() == "NoSuchEntity" {
+                    format!("create the user{place} (aws iam create-user --user-name {u}), or correct source.user_name")
+                } else {
+                    format!("allow keyturn's identity iam:ListAccessKeys on user {u}{place}")
+                };
+                let what = if e.code() == "NoSuchEntity" { format!("no IAM user {u}{place}") } else { e.to_string() };
+                f.checks.push(Check::fail("iam user", what, fix));
+                return f;
+            }
+        };
+        // The user's ARN (with its path) names the resource for policy
+        // simulation; without iam:GetUser it stays unknown.
+        match client.get_user().user_name(u).send().await.ok().and_then(|o| o.user().map(|x| x.arn().to_string())) {
+            Some(arn) => {
+                f.checks.push(Check::ok("iam user", format!("{arn} exists")));
+                if matches!(access, Access::Home { .. }) {
+                    for a in ["iam:ListAccessKeys", "iam:CreateAccessKey", "iam:UpdateAccessKey", "iam:DeleteAccessKey", "iam:GetAccessKeyLastUsed"] {
+                        f.actions.push(AwsAction::new(a, arn.clone()));
+                    }
+                }
+            }
+            None => f.checks.push(Check::ok("iam user", format!("{u}{place} exists (its keys can be listed)"))),
+        }
+        let now = crate::engine::now_ms();
+        let mut seen = Vec::new();
+        let mut lines = Vec::new();
+        for k in &keys {
+            let id = k.access_key_id().unwrap_or_default().to_string();
+            let active = k.status() == Some(&StatusType::Active);
+            let created = k.create_date().and_then(|d| d.to_millis().ok()).map(|m| m.max(0) as u64);
+            let used = match client.get_access_key_last_used().access_key_id(&id).send().await {
+                Ok(o) => o
+                    .access_key_last_used()
+                    .and_then(|l| l.last_used_date().and_then(|d| d.to_millis().ok()).map(|ms| (ms.max(0) as u64, l.service_name().to_string()))),
+                Err(_) => None,
+            };
+            let age = created.map(|c| format!("{} days old", now.saturating_sub(c) / 86_400_000)).unwrap_or_else(|| "age unknown".into());
+            let last = used.as_ref().map(|(t, svc)| format!("last used {} by {svc}", crate::saga::fmt_ms(*t))).unwrap_or_else(|| "never used".into());
+            lines.push(format!("{id} ({}, {age}, {last})", if active { "active" } else { "inactive" }));
+            seen.push((id, active, created, used.map(|(t, _)| t)));
+        }
+        f.checks.push(match seen.len() {
+            0 => Check::ok("access keys", "none: a rotation would create the first key"),
+            1 => Check::ok("access keys", format!("1 key: {}; a rotation can start", lines.join("; "))),
+            n => {
+                let gone = key_to_remove(&seen).unwrap_or_default();
+                let why = match seen.iter().find(|k| k.0 == gone) {
+                    Some((_, false, ..)) => "it is inactive",
+                    Some((_, _, _, None)) => "it was never used",
+                    _ => "it was used least recently",
+                };
+                Check::fail(
+                    "access keys",
+                    format!("{n} keys: {}; IAM allows at most two and a rotation needs room for a new one, so it would be refused at start", lines.join("; ")),
+                    format!(
+                        "keyturn needs one key gone: {gone} ({why}). Once nothing uses it: aws iam delete-access-key --user-name {u} --access-key-id {gone}{} (console: IAM → Users → {u} → Security credentials → Access keys → Actions → Delete)",
+                        match &access {
+                            Access::Role { account, .. } => format!(" with credentials of account {account}"),
+                            Access::Home { .. } => String::new(),
+                        }
+                    ),
+                )
+            }
+        });
+        f
+    }
+}
+
 impl CredentialSource for IamAccessKey {
+    fn doctor(&self) -> BoxFut<'_, Findings> {
+        Box::pin(self.doctor_impl())
+    }
     fn kind(&self) -> &'static str {
         SOURCE.kind
     }
@@ -330,5 +448,20 @@ impl CredentialSource for IamAccessKey {
     }
     fn last_used<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<Option<(Millis, String)>>> {
         Box::pin(self.last_used_impl(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_to_remove;
+
+    #[test]
+    fn the_key_to_remove_is_inactive_first_then_least_recently_used() {
+        let k = |id: &str, active: bool, created: u64, used: Option<u64>| (id.to_string(), active, Some(created), used);
+        assert_eq!(key_to_remove(&[k("a", true, 1, Some(50)), k("b", false, 2, Some(90))]), Some("b"), "inactive wins");
+        assert_eq!(key_to_remove(&[k("a", true, 1, Some(50)), k("b", true, 2, None)]), Some("b"), "never used before used");
+        assert_eq!(key_to_remove(&[k("a", true, 1, Some(50)), k("b", true, 2, Some(40))]), Some("b"), "used longer ago");
+        assert_eq!(key_to_remove(&[k("a", true, 1, None), k("b", true, 2, None)]), Some("a"), "then the older");
+        assert_eq!(key_to_remove(&[]), None);
     }
 }

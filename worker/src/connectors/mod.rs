@@ -30,6 +30,7 @@ use secrecy::SecretString;
 
 use crate::aws::Clients;
 use crate::config::RotationConfig;
+use crate::doctor::{Check, Findings};
 use crate::error::Result;
 use crate::saga::{KeyRef, Millis, Verification};
 use crate::secrets::SecretResolver;
@@ -117,6 +118,16 @@ pub trait CredentialSource: Send + Sync {
     fn location(&self) -> BoxFut<'_, Result<Option<String>>> {
         Box::pin(async { Ok(None) })
     }
+    /// `keyturn doctor`: the source's own preflight, changing nothing
+    /// (IAM: the user exists, its keys, whether a rotation could start, the
+    /// member role can be assumed), and the AWS actions it needs of the
+    /// worker's own identity. Default: nothing checked, said so.
+    fn doctor(&self) -> BoxFut<'_, Findings> {
+        let kind = self.kind();
+        Box::pin(
+            async move { Findings { checks: vec![Check::not_checked("source", format!("the {kind} source has no preflight checks"))], actions: vec![] } },
+        )
+    }
 }
 
 /// Where credentials go.
@@ -149,6 +160,16 @@ pub trait Target: Send + Sync {
     /// starts the rotation again. `None`: the generic advice.
     fn advice(&self, _code: &str, _rotate: &str) -> Option<String> {
         None
+    }
+    /// `keyturn doctor`: the target's own preflight, changing nothing (its
+    /// token can be obtained and carries the permissions the target needs;
+    /// the target is readable), and the AWS actions it needs of the
+    /// worker's own identity. Default: nothing checked, said so.
+    fn doctor(&self) -> BoxFut<'_, Findings> {
+        let kind = self.kind();
+        Box::pin(
+            async move { Findings { checks: vec![Check::not_checked("target", format!("the {kind} target has no preflight checks"))], actions: vec![] } },
+        )
     }
 }
 

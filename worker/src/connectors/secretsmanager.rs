@@ -34,6 +34,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{BoxFut, BuildContext, ConfigProblem, NewCredential, Target, TargetEntry, TargetSpec};
+use crate::doctor::{AwsAction, Check, Findings};
 use crate::error::{aws, Error, Result};
 use crate::saga::Verification;
 
@@ -188,9 +189,47 @@ impl SecretsManagerSecret {
     }
 }
 
+impl SecretsManagerSecret {
+    /// `keyturn doctor`: the secret's current version is readable and holds
+    /// a JSON object with the key id field; the worker needs GetSecretValue
+    /// and PutSecretValue on it (policy simulation, by its ARN).
+    async fn doctor_impl(&self) -> Findings {
+        let mut f = Findings::default();
+        let out = match self.client.get_secret_value().secret_id(&self.cfg.secret_id).version_stage("AWSCURRENT").send().await {
+            Ok(o) => o,
+            Err(e) => {
+                let e = aws("secretsmanager", "GetSecretValue", e);
+                let fix = self.advice(&e.code(), "keyturn doctor").unwrap_or_else(|| "check target.secret_id and target.region".into());
+                f.checks.push(Check::fail("secret", e.to_string(), fix));
+                return f;
+            }
+        };
+        let arn = out.arn().unwrap_or(&self.cfg.secret_id).to_string();
+        for a in ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"] {
+            f.actions.push(AwsAction::new(a, arn.clone()));
+        }
+        let text = SecretString::from(out.secret_string().unwrap_or("{}").to_string());
+        f.checks.push(match self.object(&text) {
+            Ok(obj) => match obj.get(&self.cfg.access_key_id_field).and_then(Value::as_str) {
+                Some(id) => Check::ok("secret", format!("{arn} readable; holds key {id}")),
+                None => Check::warn(
+                    "secret",
+                    format!("{arn} readable, but has no field {} yet", self.cfg.access_key_id_field),
+                    "a first rotation writes it; check target.access_key_id_field if the secret already holds a key",
+                ),
+            },
+            Err(e) => Check::fail("secret", e.to_string(), self.advice(&e.code(), "keyturn doctor").unwrap_or_default()),
+        });
+        f
+    }
+}
+
 impl Target for SecretsManagerSecret {
     fn kind(&self) -> &'static str {
         TARGET.kind
+    }
+    fn doctor(&self) -> BoxFut<'_, Findings> {
+        Box::pin(self.doctor_impl())
     }
     fn describe(&self) -> String {
         format!("Secrets Manager secret {}", self.cfg.secret_id)
