@@ -10,7 +10,8 @@
 //! * [`worker`]: long polling, concurrency, sweeper, shutdown;
 //! * [`store`], [`queue`], [`seal`], [`notify`], [`secrets`]: the AWS edges;
 //! * [`connectors`]: credential sources and targets (IAM access key, Auth0);
-//! * [`config`], [`cli`], [`app`]: configuration and the command line.
+//! * [`config`], [`cli`], [`app`]: configuration and the command line;
+//! * [`init`]: `keyturn init`, the resources keyturn needs without the stack.
 
 pub mod accounts;
 pub mod aimd;
@@ -25,6 +26,7 @@ pub mod connectors;
 pub mod engine;
 pub mod error;
 pub mod finalize;
+pub mod init;
 pub mod intake;
 pub mod lambda;
 pub mod metrics;
