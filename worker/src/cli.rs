@@ -20,11 +20,12 @@ use crate::store::{Created, Stored};
 /// environment (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, ...).
 ///
 /// Exit codes: 0 succeeded; 1 the saga ended another way (failed,
-/// compensated, refused, needs attention, rolled back); 2 usage or
-/// configuration error; 3 still running when the wait ran out; 4 keyturn or
-/// AWS error; 5 the command was refused in the saga's current state (e.g.
-/// rollback outside the grace period, resolve against the evidence, a
-/// rotation held back by quarantine or by a saga that needs attention).
+/// compensated, refused, needs attention, rolled back; `init --check`: something
+/// is missing); 2 usage or configuration error (also an unknown saga); 3 still
+/// running when the wait ran out; 4 keyturn or AWS error (also no result within
+/// --deadline); 5 refused in the saga's current state (e.g. rollback outside
+/// the grace period, resolve against the evidence, a rotation held back by
+/// quarantine or by a saga that needs attention).
 #[derive(Debug, Parser)]
 #[command(name = "keyturn", version, propagate_version = true)]
 pub struct Cli {
@@ -37,6 +38,15 @@ pub struct Cli {
     /// set it with KEYTURN_LOG_FORMAT).
     #[arg(long, global = true, value_enum, default_value = "text", env = "KEYTURN_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// A one-shot command that has not finished after this long gives up
+    /// (exit 4), e.g. against an endpoint that accepts connections but never
+    /// answers; with --wait, the wait's --timeout comes on top. Not for
+    /// `worker` and `lambda`.
+    #[arg(long, global = true, env = "KEYTURN_DEADLINE", default_value = "30s", value_parser = parse_duration)]
+    pub deadline: Duration,
+    /// Log at debug level on stderr (the full error chain of a failed AWS call).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -302,9 +312,10 @@ pub enum Command {
 
 /// Logs go to stderr. `RUST_LOG` overrides the default level: `info` for
 /// the worker, `warn` for one-shot commands (their output is on stdout).
-pub fn init_tracing(format: LogFormat, command: &Command) {
+pub fn init_tracing(format: LogFormat, command: &Command, verbose: bool) {
     use std::io::IsTerminal;
     let default = match command {
+        _ if verbose => "keyturn=debug,info",
         Command::Worker | Command::Lambda => "info,aws_config=warn,aws_smithy_runtime=warn",
         _ => "warn",
     };
@@ -363,7 +374,8 @@ pub struct Usage(pub String);
 #[error("{0}")]
 pub struct Refusal(pub String);
 
-/// The documented exit codes.
+/// The documented exit codes: the one table `keyturn --help`, docs/cli.md
+/// and the tests share (tests/tests/docs.rs holds the three in step).
 pub mod exit {
     pub const SUCCEEDED: i32 = 0;
     pub const ENDED_OTHERWISE: i32 = 1;
@@ -371,6 +383,16 @@ pub mod exit {
     pub const TIMED_OUT: i32 = 3;
     pub const ERROR: i32 = 4;
     pub const REFUSED: i32 = 5;
+    /// Every code with the words that begin its meaning in `--help` and in
+    /// docs/cli.md's table.
+    pub const TABLE: [(i32, &str); 6] = [
+        (SUCCEEDED, "succeeded"),
+        (ENDED_OTHERWISE, "the saga ended another way"),
+        (USAGE, "usage or configuration error"),
+        (TIMED_OUT, "still running when the wait ran out"),
+        (ERROR, "keyturn or AWS error"),
+        (REFUSED, "refused in the saga's current state"),
+    ];
 }
 
 /// The exit code for an error `run` returned: configuration and usage
@@ -401,8 +423,45 @@ impl Command {
     }
 }
 
-/// Run a parsed command. Returns the process exit code.
+/// A one-shot command ran out of its `--deadline`: exit code 4.
+#[derive(Debug, thiserror::Error)]
+#[error("no result within {}: the command gave up (--deadline); is AWS_ENDPOINT_URL right and the network reachable? A longer --deadline gives it more time", humantime(*.0))]
+pub struct Deadline(pub Duration);
+
+fn humantime(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+impl Command {
+    /// How long the command may take in all: `deadline`, plus the wait's
+    /// `--timeout` with `--wait`; `None` for the worker and Lambda.
+    pub fn budget(&self, deadline: Duration) -> Option<Duration> {
+        match self {
+            Command::Worker | Command::Lambda => None,
+            Command::Rotate { wait: true, timeout, .. }
+            | Command::Provide { wait: true, timeout, .. }
+            | Command::Confirm { wait: true, timeout, .. }
+            | Command::Rollback { wait: true, timeout, .. }
+            | Command::Resolve { wait: true, timeout, .. } => Some(deadline + *timeout),
+            _ => Some(deadline),
+        }
+    }
+}
+
+/// Run a parsed command within its budget ([`Command::budget`]). Returns
+/// the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command.budget(cli.deadline) {
+        None => run_command(cli).await,
+        Some(budget) => tokio::time::timeout(budget, run_command(cli)).await.unwrap_or_else(|_| Err(Deadline(budget).into())),
+    }
+}
+
+async fn run_command(cli: Cli) -> anyhow::Result<i32> {
     JSON_OUT.store(cli.command.wants_json(), std::sync::atomic::Ordering::Relaxed);
     if let Command::Init { check, prefix, table, visibility_timeout, max_receive_count } = &cli.command {
         return init(*check, prefix, table.clone(), *visibility_timeout, *max_receive_count).await;
@@ -791,10 +850,10 @@ pub fn timeline(s: &Stored) -> String {
         fmt_time(g.updated_at)
     );
     out.push_str(&format!(
-        "  old key(s): {}  new key: {}  target: {:?}\n",
+        "  old key(s): {}  new key: {}  target: {}\n",
         if g.old_keys.is_empty() { "none".into() } else { g.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ") },
         g.new_key.as_deref().unwrap_or("none"),
-        g.target
+        g.target.as_str()
     ));
     if let Some(r) = &g.request {
         out.push_str(&format!(

@@ -989,6 +989,15 @@ pub async fn create_table(client: &Client, table: &str) -> Result<()> {
         .send()
         .await
         .map_err(|e| aws("dynamodb", "CreateTable", e))?;
+    // DynamoDB refuses UpdateTimeToLive while the table is CREATING (a few
+    // seconds on AWS; at once on an emulator).
+    for _ in 0..300 {
+        let d = client.describe_table().table_name(table).send().await.map_err(|e| aws("dynamodb", "DescribeTable", e))?;
+        if d.table().and_then(|t| t.table_status()) == Some(&aws_sdk_dynamodb::types::TableStatus::Active) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     client
         .update_time_to_live()
         .table_name(table)

@@ -921,3 +921,11 @@ fn exposure_is_refused_for_ended_by_hand_and_unknown() {
     let fresh = expose(&new_saga(), "OLD", 1, "ev", false, clock(1, 1)).unwrap().unwrap();
     assert_eq!(fresh.exposure.unwrap().role, ExposedRole::Old);
 }
+
+#[test]
+fn target_states_print_as_their_json_names() {
+    use super::TargetState::*;
+    for t in [Untouched, Rejected, Uncertain, Accepted, HoldsNew, HoldsOld] {
+        assert_eq!(serde_json::to_value(t).unwrap(), serde_json::Value::from(t.as_str()));
+    }
+}
