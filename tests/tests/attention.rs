@@ -182,7 +182,7 @@ async fn resolve_by_hand_refuses_a_choice_the_evidence_contradicts() {
 
     // Keeping the old key goes against the evidence: refused, nothing changes.
     let (code, _, err) = cli(&["resolve", &saga_id, "--keep", "old", "--config", &cfg], &envs);
-    assert_ne!(code, 0);
+    assert_eq!(code, keyturn::cli::exit::REFUSED, "refused in the saga's state, as docs/cli.md and docs/attention.md say: {err}");
     assert!(err.contains("EvidenceContradicts") && err.contains("--force"), "{err}");
     assert_eq!(env.user_keys().await.len(), 2);
 

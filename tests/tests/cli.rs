@@ -186,6 +186,10 @@ async fn worker_and_rotate_wait_then_sigterm() {
     let (code, out, _) = run(&["status", &saga_id, "--config", &cfg], &envs);
     assert_eq!(code, 0);
     assert!(out.contains("status succeeded") && out.contains("retire_old"), "{out}");
+    assert!(out.contains("target: holds_new"), "enum values as documented (and as in --json): {out}");
+    let (code, _, err) = run(&["status", "no-such-saga", "--config", &cfg], &envs);
+    assert_eq!(code, keyturn::cli::exit::USAGE, "an unknown saga is a usage mistake (docs/cli.md): {err}");
+    assert!(err.contains("no saga no-such-saga"), "{err}");
 
     // A failing rotation: --wait exits non-zero. The 403 meets a cached
     // token, which is asked again once with a new one: refuse both.
@@ -372,4 +376,81 @@ async fn an_html_error_page_from_aws_is_reported_on_one_line() {
     assert_eq!(err.trim_end().lines().count(), 1, "one line, not the page: {err}");
     assert!(err.contains("HTTP404") && err.contains("HTTP 404: 404 Not Found"), "{err}");
     assert!(!err.contains("<html") && !err.contains("nginx"), "{err}");
+}
+
+/// Environment pointing the AWS SDK at `endpoint`.
+fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+    ]
+}
+
+const MINIMAL: &str = "[aws]\nqueue_url = \"q\"\ndlq_url = \"d\"\ntable = \"t\"\ntopic_arn = \"arn\"\nkms_key_id = \"k\"\n";
+
+#[test]
+fn usage_mistakes_exit_2_before_any_aws_call() {
+    // A listener standing in for AWS: any connection to it is an AWS call.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let envs = aws_env(&format!("http://{}", listener.local_addr().unwrap()));
+    let dir = tmpdir("usage");
+    let cfg = dir.join("keyturn.toml");
+    std::fs::write(&cfg, MINIMAL).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let missing = dir.join("missing.json");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["check-config", "--config", "ssm:"], "name the parameter"),
+        (vec!["check-config", "--config", "s3://bucket"], "name the bucket and the object key"),
+        (vec!["list", "--config", "s3://bucket/"], "name the bucket and the object key"),
+        (vec!["provide", "some-saga", "--config", cfg], "no token given"),
+        (vec!["plan", "--event", missing.to_str().unwrap(), "--config", cfg], "cannot read"),
+    ];
+    for (args, says) in cases {
+        let (code, _, err) = run(&args, &envs);
+        assert_eq!(code, keyturn::cli::exit::USAGE, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(listener.accept().is_err(), "{args:?} called AWS before refusing");
+    }
+    // The starter file in the repository is valid.
+    let starter = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../keyturn.toml");
+    let (code, out, err) = run(&["check-config", "--config", starter.to_str().unwrap()], &envs);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok (1 rotation(s): auth0-ses)"), "{out}");
+    // An empty file and a missing key say what is missing, with the table and its line.
+    std::fs::write(dir.join("empty.toml"), "").unwrap();
+    let (code, _, err) = run(&["check-config", "--config", dir.join("empty.toml").to_str().unwrap()], &envs);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no [aws] table: keyturn needs [aws] with queue_url, dlq_url, table, topic_arn and kms_key_id"), "{err}");
+    std::fs::write(dir.join("notable.toml"), format!("# mine\n{}", MINIMAL.replace("table = \"t\"\n", ""))).unwrap();
+    let (code, _, err) = run(&["check-config", "--config", dir.join("notable.toml").to_str().unwrap()], &envs);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("[aws]: missing key `table` (the table begins on line 2)"), "{err}");
+}
+
+#[test]
+fn a_silent_endpoint_ends_at_the_deadline_and_aws_errors_are_one_line() {
+    // Accepts connections (the kernel completes them into the backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let envs = aws_env(&format!("http://{}", silent.local_addr().unwrap()));
+    let dir = tmpdir("deadline");
+    let cfg = dir.join("keyturn.toml");
+    std::fs::write(&cfg, MINIMAL).unwrap();
+    let started = Instant::now();
+    let (code, _, err) = run(&["status", "some-saga", "--deadline", "2s", "--config", cfg.to_str().unwrap()], &envs);
+    let took = started.elapsed();
+    assert_eq!(code, keyturn::cli::exit::ERROR, "{err}");
+    assert!(err.contains("no result within 2s") && err.contains("--deadline"), "{err}");
+    assert!(took < Duration::from_secs(20), "gave up at the deadline, not after the SDK's retries: {took:?}");
+    drop(silent);
+
+    // Connection refused: one line naming the service, operation and cause.
+    let (code, _, err) = run(&["status", "some-saga", "--config", cfg.to_str().unwrap()], &aws_env("http://127.0.0.1:9"));
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: AWS dynamodb.GetItem failed: DispatchFailure: could not send the request: "), "{err}");
+    assert!(err.len() < 300, "no SDK internals ({} characters): {err}", err.len());
 }

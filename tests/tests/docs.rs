@@ -39,7 +39,7 @@ fn every_documented_command_and_flag_exists() {
         files.push(e.unwrap().path());
     }
     let top = help(&[]);
-    let global: BTreeSet<&str> = ["--config", "--log-format", "--help", "--version"].into();
+    let global: BTreeSet<&str> = ["--config", "--log-format", "--deadline", "--verbose", "--help", "--version"].into();
     // command path -> flags the docs use with it
     let mut uses: BTreeMap<Vec<String>, BTreeSet<String>> = BTreeMap::new();
     for f in &files {
@@ -87,4 +87,28 @@ fn the_check_can_fail() {
     // A made-up flag is not in the real help text (so the test above can fail).
     assert!(!help(&["rotate"]).contains("--no-such-flag"));
     assert!(!help(&[]).contains("  no-such-command"));
+}
+
+/// docs/cli.md's exit-code table, `keyturn --help` and `cli::exit` (what the
+/// code returns and the tests assert) list the same codes with the same meanings.
+#[test]
+fn exit_codes_are_one_table_in_docs_help_and_code() {
+    use keyturn::cli::exit::TABLE;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let md = std::fs::read_to_string(root.join("docs/cli.md")).unwrap();
+    let rows: BTreeMap<i32, String> = md
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let code = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?.parse().ok()?;
+            Some((code, cells.get(2)?.to_string()))
+        })
+        .collect();
+    let codes: Vec<i32> = TABLE.iter().map(|(c, _)| *c).collect();
+    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), codes, "docs/cli.md lists exactly the codes of cli::exit");
+    let top = help(&[]).split_whitespace().collect::<Vec<_>>().join(" ");
+    for (code, meaning) in TABLE {
+        assert!(rows[&code].starts_with(meaning), "docs/cli.md code {code}: {:?} should begin {meaning:?}", rows[&code]);
+        assert!(top.contains(&format!("{code} {meaning}")), "keyturn --help says \"{code} {meaning}\": {top}");
+    }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config::{parse_duration, Config};
@@ -20,11 +20,12 @@ use crate::store::{Created, Stored};
 /// environment (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, ...).
 ///
 /// Exit codes: 0 succeeded; 1 the saga ended another way (failed,
-/// compensated, refused, needs attention, rolled back); 2 usage or
-/// configuration error; 3 still running when the wait ran out; 4 keyturn or
-/// AWS error; 5 the command was refused in the saga's current state (e.g.
-/// rollback outside the grace period, resolve against the evidence, a
-/// rotation held back by quarantine or by a saga that needs attention).
+/// compensated, refused, needs attention, rolled back; `init --check`: something
+/// is missing); 2 usage or configuration error (also an unknown saga); 3 still
+/// running when the wait ran out; 4 keyturn or AWS error (also no result within
+/// --deadline); 5 refused in the saga's current state (e.g. rollback outside
+/// the grace period, resolve against the evidence, a rotation held back by
+/// quarantine or by a saga that needs attention).
 #[derive(Debug, Parser)]
 #[command(name = "keyturn", version, propagate_version = true)]
 pub struct Cli {
@@ -37,6 +38,15 @@ pub struct Cli {
     /// set it with KEYTURN_LOG_FORMAT).
     #[arg(long, global = true, value_enum, default_value = "text", env = "KEYTURN_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// A one-shot command that has not finished after this long gives up
+    /// (exit 4), e.g. against an endpoint that accepts connections but never
+    /// answers; with --wait, the wait's --timeout comes on top. Not for
+    /// `worker` and `lambda`.
+    #[arg(long, global = true, env = "KEYTURN_DEADLINE", default_value = "30s", value_parser = parse_duration)]
+    pub deadline: Duration,
+    /// Log at debug level on stderr (the full error chain of a failed AWS call).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -297,13 +307,41 @@ pub enum Command {
         #[arg(long, value_name = "ARN")]
         principal: Option<String>,
     },
+    /// Create (or bring up to date) the AWS resources keyturn needs without
+    /// the stack: the saga table with its indexes and TTL, the step, priority
+    /// step and intake queues with their dead-letter queues, the
+    /// notification topic and a KMS key; then print the `[aws]` section for
+    /// keyturn.toml. Run again, it changes nothing that is already right.
+    ///
+    /// Reads no configuration file. AWS credentials and region come from the
+    /// standard environment. With --check it changes nothing and exits 1 when
+    /// something is missing.
+    Init {
+        /// Change nothing: list what is missing or different (exit 1 if anything is).
+        #[arg(long)]
+        check: bool,
+        /// Name prefix: `<prefix>-sagas`, `<prefix>-steps`, `<prefix>-steps-dlq`,
+        /// `<prefix>-steps-priority`, `<prefix>-intake`, `<prefix>-notifications`, `alias/<prefix>`.
+        #[arg(long, default_value = "keyturn")]
+        prefix: String,
+        /// The saga table's name, if not `<prefix>-sagas` (e.g. a table made by hand).
+        #[arg(long)]
+        table: Option<String>,
+        /// Visibility timeout of the queues; keep it equal to `[worker] visibility_timeout`.
+        #[arg(long, default_value = "120s", value_parser = parse_duration)]
+        visibility_timeout: Duration,
+        /// Receives before SQS itself moves a message to its dead-letter queue.
+        #[arg(long, default_value_t = 5)]
+        max_receive_count: u32,
+    },
 }
 
 /// Logs go to stderr. `RUST_LOG` overrides the default level: `info` for
 /// the worker, `warn` for one-shot commands (their output is on stdout).
-pub fn init_tracing(format: LogFormat, command: &Command) {
+pub fn init_tracing(format: LogFormat, command: &Command, verbose: bool) {
     use std::io::IsTerminal;
     let default = match command {
+        _ if verbose => "keyturn=debug,info",
         Command::Worker | Command::Lambda => "info,aws_config=warn,aws_smithy_runtime=warn",
         _ => "warn",
     };
@@ -363,7 +401,8 @@ pub struct Usage(pub String);
 #[error("{0}")]
 pub struct Refusal(pub String);
 
-/// The documented exit codes.
+/// The documented exit codes: the one table `keyturn --help`, docs/cli.md
+/// and the tests share (tests/tests/docs.rs holds the three in step).
 pub mod exit {
     pub const SUCCEEDED: i32 = 0;
     pub const ENDED_OTHERWISE: i32 = 1;
@@ -371,6 +410,16 @@ pub mod exit {
     pub const TIMED_OUT: i32 = 3;
     pub const ERROR: i32 = 4;
     pub const REFUSED: i32 = 5;
+    /// Every code with the words that begin its meaning in `--help` and in
+    /// docs/cli.md's table.
+    pub const TABLE: [(i32, &str); 6] = [
+        (SUCCEEDED, "succeeded"),
+        (ENDED_OTHERWISE, "the saga ended another way"),
+        (USAGE, "usage or configuration error"),
+        (TIMED_OUT, "still running when the wait ran out"),
+        (ERROR, "keyturn or AWS error"),
+        (REFUSED, "refused in the saga's current state"),
+    ];
 }
 
 /// The exit code for an error `run` returned: configuration and usage
@@ -401,10 +450,50 @@ impl Command {
     }
 }
 
-/// Run a parsed command. Returns the process exit code.
+/// A one-shot command ran out of its `--deadline`: exit code 4.
+#[derive(Debug, thiserror::Error)]
+#[error("no result within {}: the command gave up (--deadline); is AWS_ENDPOINT_URL right and the network reachable? A longer --deadline gives it more time", humantime(*.0))]
+pub struct Deadline(pub Duration);
+
+fn humantime(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+impl Command {
+    /// How long the command may take in all: `deadline`, plus the wait's
+    /// `--timeout` with `--wait`; `None` for the worker and Lambda.
+    pub fn budget(&self, deadline: Duration) -> Option<Duration> {
+        match self {
+            Command::Worker | Command::Lambda => None,
+            Command::Rotate { wait: true, timeout, .. }
+            | Command::Provide { wait: true, timeout, .. }
+            | Command::Confirm { wait: true, timeout, .. }
+            | Command::Rollback { wait: true, timeout, .. }
+            | Command::Resolve { wait: true, timeout, .. } => Some(deadline + *timeout),
+            _ => Some(deadline),
+        }
+    }
+}
+
+/// Run a parsed command within its budget ([`Command::budget`]). Returns
+/// the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command.budget(cli.deadline) {
+        None => run_command(cli).await,
+        Some(budget) => tokio::time::timeout(budget, run_command(cli)).await.unwrap_or_else(|_| Err(Deadline(budget).into())),
+    }
+}
+
+async fn run_command(cli: Cli) -> anyhow::Result<i32> {
     JSON_OUT.store(cli.command.wants_json(), std::sync::atomic::Ordering::Relaxed);
-    let source = crate::config_source::ConfigSource::parse(&cli.config);
+    if let Command::Init { check, prefix, table, visibility_timeout, max_receive_count } = &cli.command {
+        return init(*check, prefix, table.clone(), *visibility_timeout, *max_receive_count).await;
+    }
+    let source = crate::config_source::ConfigSource::parse(&cli.config).map_err(Usage)?;
     // A configuration in SSM or S3 is read with the standard AWS chain
     // (region from AWS_REGION); the file's own [aws] region applies after.
     let bootstrap = if source.needs_aws() { Some(crate::aws::load(None).await) } else { None };
@@ -449,7 +538,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
     let engine = Arc::new(crate::app::engine(&cfg, &clients, crate::app::worker_id()));
     match cli.command {
-        Command::CheckConfig | Command::Status { .. } | Command::List { .. } | Command::Doctor { .. } => unreachable!("answered above"),
+        Command::CheckConfig | Command::Status { .. } | Command::List { .. } | Command::Doctor { .. } | Command::Init { .. } => {
+            unreachable!("answered above")
+        }
         Command::Worker => {
             let intake = crate::app::intake_queue(&cfg, &clients).map(Arc::new);
             let watch = crate::worker::ConfigWatch::new(source.clone(), bootstrap.clone(), cfg.clone(), version);
@@ -635,7 +726,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Plan { event, scan, .. } => {
             let lines = match (event, scan) {
                 (Some(path), _) => {
-                    let body = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    let body = std::fs::read_to_string(&path).map_err(|e| Usage(format!("--event {}: cannot read: {e}", path.display())))?;
                     engine.plan_event(&body).await?
                 }
                 (None, _) => engine.plan_scan().await?,
@@ -685,6 +776,49 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// `keyturn init`: no configuration file; the standard AWS environment.
+async fn init(check: bool, prefix: &str, table: Option<String>, visibility_timeout: Duration, max_receive_count: u32) -> anyhow::Result<i32> {
+    if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') || prefix.len() > 40 {
+        return Err(Usage(format!("--prefix {prefix:?}: use 1 to 40 letters, digits, '-' or '_'")).into());
+    }
+    if visibility_timeout > Duration::from_secs(43_200) {
+        return Err(Usage("--visibility-timeout: SQS allows at most 12h".into()).into());
+    }
+    let sdk = crate::aws::load(None).await;
+    let clients = crate::init::Clients {
+        dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+        sqs: aws_sdk_sqs::Client::new(&sdk),
+        sns: aws_sdk_sns::Client::new(&sdk),
+        kms: aws_sdk_kms::Client::new(&sdk),
+    };
+    let plan = crate::init::Plan::new(prefix, table, visibility_timeout, max_receive_count);
+    let report = crate::init::run(&clients, &plan, check).await?;
+    for i in &report.items {
+        let state = match &i.outcome {
+            crate::init::Outcome::Found => "ok".to_string(),
+            crate::init::Outcome::Created => "created".to_string(),
+            crate::init::Outcome::Updated(what) => format!("updated: {}", what.join("; ")),
+            crate::init::Outcome::Missing(what) => format!("MISSING: {}", what.join("; ")),
+        };
+        println!("{:<38} {:<28} {state}", i.what, i.name);
+    }
+    if check {
+        if report.missing() {
+            println!("\nsomething is missing: `keyturn init` (without --check) creates or fixes it");
+            return Ok(exit::ENDED_OTHERWISE);
+        }
+        println!("\neverything keyturn needs is there");
+    } else if report.changed() {
+        println!("\ncreated or updated what was missing");
+    } else if report.missing() {
+        println!("\nnothing changed, but something needs you (see above)");
+    } else {
+        println!("\nnothing changed: everything was already there");
+    }
+    println!("\n# paste into keyturn.toml:\n{}", report.aws_section(sdk.region().map(|r| r.as_ref())));
+    Ok(if report.missing() { exit::ENDED_OTHERWISE } else { exit::SUCCEEDED })
+}
+
 /// `status` and `list` read only the saga table: they build a DynamoDB
 /// client and nothing else.
 async fn table_command(command: Command, cfg: &Config, store: crate::store::Store) -> anyhow::Result<i32> {
@@ -704,7 +838,7 @@ async fn table_command(command: Command, cfg: &Config, store: crate::store::Stor
             Ok(0)
         }
         Command::Status { saga_id, json } => {
-            let s = store.load(&saga_id).await?.with_context(|| format!("no saga {saga_id}"))?;
+            let s = store.load(&saga_id).await?.ok_or_else(|| Usage(format!("no saga {saga_id} (and no rotation of that id in the configuration)")))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s.saga)?);
             } else {
@@ -774,10 +908,10 @@ pub fn timeline(s: &Stored) -> String {
         fmt_time(g.updated_at)
     );
     out.push_str(&format!(
-        "  old key(s): {}  new key: {}  target: {:?}\n",
+        "  old key(s): {}  new key: {}  target: {}\n",
         if g.old_keys.is_empty() { "none".into() } else { g.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ") },
         g.new_key.as_deref().unwrap_or("none"),
-        g.target
+        g.target.as_str()
     ));
     if let Some(r) = &g.request {
         out.push_str(&format!(
@@ -874,13 +1008,15 @@ pub fn clean_token(token: &secrecy::SecretString) -> anyhow::Result<secrecy::Sec
     use secrecy::ExposeSecret;
     let t = token.expose_secret().trim();
     if t.is_empty() {
-        bail!("no token given: paste it at the prompt, pipe it on standard input, or use --from-secret");
+        return Err(Usage("no token given: paste it at the prompt, pipe it on standard input, or use --from-secret".into()).into());
     }
     if t.len() > 16 * 1024 {
-        bail!("the token is {} bytes long, more than any SCIM token; was the wrong file given?", t.len());
+        return Err(Usage(format!("the token is {} bytes long, more than any SCIM token; was the wrong file given?", t.len())).into());
     }
     if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        bail!("the token contains spaces, line breaks or control characters; give the token alone, exactly as the console showed it");
+        return Err(
+            Usage("the token contains spaces, line breaks or control characters; give the token alone, exactly as the console showed it".into()).into()
+        );
     }
     Ok(secrecy::SecretString::from(t.to_string()))
 }

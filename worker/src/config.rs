@@ -519,6 +519,9 @@ impl RotationConfig {
 /// instead of the multi-line excerpt `toml` prints. Never echoes a value.
 fn one_line_error(text: &str, e: &toml::de::Error) -> String {
     let msg = e.message().trim().replace('\n', " ");
+    if let Some(field) = msg.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+        return missing_key(text, e.span(), field);
+    }
     let Some(span) = e.span() else { return msg };
     let start = span.start.min(text.len());
     let line_no = text[..start].matches('\n').count() + 1;
@@ -569,6 +572,38 @@ fn one_line_error(text: &str, e: &toml::de::Error) -> String {
         (true, true) => {}
     }
     format!("{wher}{what} (line {line_no})")
+}
+
+/// A required key is absent: name it with the table that lacks it and the
+/// line that table begins on (toml's span covers the table, or the whole
+/// document for a top-level key).
+fn missing_key(text: &str, span: Option<std::ops::Range<usize>>, field: &str) -> String {
+    let span = span.unwrap_or(0..text.len());
+    let (start, end) = (span.start.min(text.len()), span.end.min(text.len()));
+    // The last header at or above the span's first line is the table.
+    let line_end = text[start..].find('\n').map(|i| start + i).unwrap_or(text.len());
+    let mut header = None;
+    let mut rotations = 0usize;
+    let mut offset = 0usize;
+    for (i, l) in text[..line_end].lines().enumerate() {
+        let t = l.trim();
+        if t.starts_with("[[rotation]]") {
+            rotations += 1;
+        }
+        if t.starts_with('[') && offset <= line_end {
+            let h = if t.starts_with("[[rotation]]") { format!("[[rotation]] #{rotations}") } else { t.split(']').next().unwrap_or(t).to_string() + "]" };
+            header = Some((h, i + 1));
+        }
+        offset += l.len() + 1;
+    }
+    let whole_document = start == 0 && end >= text.trim_end().len();
+    match header {
+        Some((h, line)) if !whole_document || start > 0 => format!("{h}: missing key `{field}` (the table begins on line {line})"),
+        _ if field == "aws" => "no [aws] table: keyturn needs [aws] with queue_url, dlq_url, table, topic_arn and kms_key_id \
+             (keyturn init prints it; see docs/configuration.md)"
+            .into(),
+        _ => format!("missing top-level key `{field}`"),
+    }
 }
 
 /// Connectors' shared checks.
@@ -794,6 +829,23 @@ grace_period = "0s"
         let bad = GOOD.replace("kms_key_id = \"alias/keyturn\"", "kms_key_id = 7");
         let e = Config::parse(&bad).unwrap_err();
         assert!(!e.contains('\n') && e.starts_with("aws.kms_key_id: invalid type"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_key_is_named_with_its_table_and_line() {
+        let bad = format!("# comment\n\n{}", GOOD.replace("table = \"keyturn-sagas\"\n", ""));
+        assert!(!bad.contains("table ="), "the test removes the key");
+        let e = Config::parse(&bad).unwrap_err();
+        let header = bad.lines().position(|l| l.trim() == "[aws]").unwrap() + 1;
+        assert_eq!(e, format!("[aws]: missing key `table` (the table begins on line {header})"));
+        let bad = GOOD.replace("id = \"auth0-ses\"\n", "");
+        let e = Config::parse(&bad).unwrap_err();
+        let header = bad.lines().position(|l| l.trim() == "[[rotation]]").unwrap() + 1;
+        assert_eq!(e, format!("[[rotation]] #1: missing key `id` (the table begins on line {header})"));
+        for empty in ["", "\n# nothing yet\n"] {
+            let e = Config::parse(empty).unwrap_err();
+            assert!(e.starts_with("no [aws] table: keyturn needs [aws] with queue_url, dlq_url, table, topic_arn and kms_key_id"), "{e}");
+        }
     }
 
     #[test]

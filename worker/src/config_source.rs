@@ -29,16 +29,25 @@ pub enum ConfigSource {
 }
 
 impl ConfigSource {
-    pub fn parse(s: &str) -> ConfigSource {
+    /// Recognise the form; an incomplete `ssm:` or `s3://` form is refused
+    /// here, before any AWS call.
+    pub fn parse(s: &str) -> std::result::Result<ConfigSource, String> {
         if let Some(name) = s.strip_prefix("ssm:") {
-            return ConfigSource::Ssm(name.to_string());
+            if name.trim().is_empty() {
+                return Err(format!("--config {s:?}: name the parameter, e.g. ssm:/keyturn/config"));
+            }
+            return Ok(ConfigSource::Ssm(name.to_string()));
         }
         if let Some(rest) = s.strip_prefix("s3://") {
-            if let Some((bucket, key)) = rest.split_once('/') {
-                return ConfigSource::S3 { bucket: bucket.into(), key: key.into() };
-            }
+            return match rest.split_once('/') {
+                Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => Ok(ConfigSource::S3 { bucket: bucket.into(), key: key.into() }),
+                _ => Err(format!("--config {s:?}: name the bucket and the object key, e.g. s3://my-bucket/keyturn.toml")),
+            };
         }
-        ConfigSource::File(PathBuf::from(s))
+        if s.is_empty() {
+            return Err("--config is empty: give a file path, ssm:<parameter name> or s3://<bucket>/<key>".into());
+        }
+        Ok(ConfigSource::File(PathBuf::from(s)))
     }
 
     /// As written (for messages).
@@ -116,12 +125,14 @@ mod tests {
 
     #[test]
     fn sources_are_recognised() {
-        assert_eq!(ConfigSource::parse("keyturn.toml"), ConfigSource::File("keyturn.toml".into()));
-        assert_eq!(ConfigSource::parse("ssm:/keyturn/config"), ConfigSource::Ssm("/keyturn/config".into()));
-        assert_eq!(ConfigSource::parse("s3://b/k/keyturn.toml"), ConfigSource::S3 { bucket: "b".into(), key: "k/keyturn.toml".into() });
-        assert_eq!(ConfigSource::parse("s3://nokey"), ConfigSource::File("s3://nokey".into()));
-        assert_eq!(ConfigSource::parse("ssm:/x").describe(), "ssm:/x");
-        assert!(!ConfigSource::parse("a.toml").needs_aws());
+        assert_eq!(ConfigSource::parse("keyturn.toml"), Ok(ConfigSource::File("keyturn.toml".into())));
+        assert_eq!(ConfigSource::parse("ssm:/keyturn/config"), Ok(ConfigSource::Ssm("/keyturn/config".into())));
+        assert_eq!(ConfigSource::parse("s3://b/k/keyturn.toml"), Ok(ConfigSource::S3 { bucket: "b".into(), key: "k/keyturn.toml".into() }));
+        for bad in ["s3://nokey", "s3://nokey/", "s3:///key", "s3://", "ssm:", "ssm: ", ""] {
+            assert!(ConfigSource::parse(bad).is_err(), "{bad:?} is refused before any call");
+        }
+        assert_eq!(ConfigSource::parse("ssm:/x").unwrap().describe(), "ssm:/x");
+        assert!(!ConfigSource::parse("a.toml").unwrap().needs_aws());
         assert_ne!(fnv("a"), fnv("b"));
     }
 }

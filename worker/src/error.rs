@@ -171,6 +171,9 @@ where
     E: aws_sdk_sts::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     use aws_sdk_sts::error::SdkError;
+    // The whole chain (SDK internals included) only at debug level
+    // (`RUST_LOG=debug` or `keyturn -v`); messages carry one line.
+    tracing::debug!(service, operation, error = %aws_smithy_types::error::display::DisplayErrorContext(&err), "AWS call failed");
     match &err {
         SdkError::ServiceError(se) => {
             let e = se.err();
@@ -209,19 +212,25 @@ where
             service,
             operation,
             code: "DispatchFailure".into(),
-            message: format!("could not send the request: {}", aws_smithy_types::error::display::DisplayErrorContext(&err)),
+            message: format!("could not send the request: {}", root_cause(&err)),
             request_id: None,
             retryable: true,
         },
-        other => Error::Aws {
-            service,
-            operation,
-            code: "ResponseError".into(),
-            message: format!("{}", aws_smithy_types::error::display::DisplayErrorContext(other)),
-            request_id: None,
-            retryable: true,
-        },
+        other => Error::Aws { service, operation, code: "ResponseError".into(), message: root_cause(other), request_id: None, retryable: true },
     }
+}
+
+/// The innermost cause of an error, on one line (e.g. `Connection refused
+/// (os error 111)`, `operation timed out`): what a person can act on,
+/// without the SDK's internal wrapping.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    let text = last.to_string();
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    one_line.chars().take(200).collect()
 }
 
 /// The text of the first `<tag>…</tag>` in an XML body, unescaped for the

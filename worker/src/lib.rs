@@ -11,6 +11,7 @@
 //! * [`store`], [`queue`], [`seal`], [`notify`], [`secrets`]: the AWS edges;
 //! * [`connectors`]: credential sources and targets (IAM access key, Auth0);
 //! * [`doctor`]: `keyturn doctor`, the preflight of the environment and every rotation;
+//! * [`init`]: `keyturn init`, the resources keyturn needs without the stack;
 //! * [`config`], [`cli`], [`app`]: configuration and the command line.
 
 pub mod accounts;
@@ -27,6 +28,7 @@ pub mod doctor;
 pub mod engine;
 pub mod error;
 pub mod finalize;
+pub mod init;
 pub mod intake;
 pub mod lambda;
 pub mod metrics;

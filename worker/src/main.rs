@@ -10,7 +10,7 @@ async fn main() {
     } else {
         keyturn::cli::Cli::parse()
     };
-    keyturn::cli::init_tracing(cli.log_format, &cli.command);
+    keyturn::cli::init_tracing(cli.log_format, &cli.command, cli.verbose);
     if cli.command.prints_for_a_pipe() {
         // Metrics come from the worker and Lambda only: a one-shot
         // command's stdout is for the person or script that ran it.

@@ -201,6 +201,18 @@ pub enum TargetState {
 }
 
 impl TargetState {
+    /// The documented name, as in the JSON (`holds_new`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Untouched => "untouched",
+            TargetState::Rejected => "rejected",
+            TargetState::Uncertain => "uncertain",
+            TargetState::Accepted => "accepted",
+            TargetState::HoldsNew => "holds_new",
+            TargetState::HoldsOld => "holds_old",
+        }
+    }
+
     /// May a consumer be using the new credential now?
     pub fn may_hold_new(self) -> bool {
         matches!(self, TargetState::Uncertain | TargetState::Accepted | TargetState::HoldsNew)

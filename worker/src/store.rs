@@ -836,7 +836,7 @@ impl Store {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| aws("dynamodb", "Query", e))?;
+                .map_err(|e| self.index_error(ACTIVE_INDEX, aws("dynamodb", "Query", e)))?;
             self.count_read(page.scanned_count);
             for item in page.items() {
                 out.push(decode(item)?);
@@ -847,6 +847,24 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// A query of an index the table lacks (a table made by hand with only
+    /// `pk`) says which index and how to add it, instead of DynamoDB's bare
+    /// `Invalid index`.
+    fn index_error(&self, index: &str, e: Error) -> Error {
+        match e {
+            Error::Aws { service, operation, code, message, request_id, retryable }
+                if code == "ResourceNotFoundException" && message.to_ascii_lowercase().contains("index") =>
+            {
+                let message = format!(
+                    "the table {t} has no index {index}: run `keyturn init --check --table {t}` to see what it lacks and `keyturn init --table {t}` to add it ({message})",
+                    t = self.table
+                );
+                Error::Aws { service, operation, code, message, request_id, retryable }
+            }
+            other => other,
+        }
     }
 
     /// Newest first on a by-creation index, stopping once `limit` sagas
@@ -876,7 +894,7 @@ impl Store {
                 filter.push_str(" AND #st = :st");
                 q = q.expression_attribute_names("#st", "status").expression_attribute_values(":st", s(st.as_str()));
             }
-            let page = q.filter_expression(filter).send().await.map_err(|e| aws("dynamodb", "Query", e))?;
+            let page = q.filter_expression(filter).send().await.map_err(|e| self.index_error(index, aws("dynamodb", "Query", e)))?;
             self.count_read(page.scanned_count);
             for item in page.items() {
                 if out.len() < limit {
@@ -1012,6 +1030,15 @@ pub async fn create_table(client: &Client, table: &str) -> Result<()> {
         req = req.global_secondary_indexes(gsi(i).map_err(build)?);
     }
     req.send().await.map_err(|e| aws("dynamodb", "CreateTable", e))?;
+    // DynamoDB refuses UpdateTimeToLive while the table is CREATING (a few
+    // seconds on AWS; at once on an emulator).
+    for _ in 0..300 {
+        let d = client.describe_table().table_name(table).send().await.map_err(|e| aws("dynamodb", "DescribeTable", e))?;
+        if d.table().and_then(|t| t.table_status()) == Some(&aws_sdk_dynamodb::types::TableStatus::Active) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     client
         .update_time_to_live()
         .table_name(table)
