@@ -337,7 +337,7 @@ impl GitHubActionsSecrets {
             return f;
         }
         f.checks.push(Check::ok("GitHub token", "resolved"));
-        match self.call(Method::GET, &format!("{}/public-key", self.base()), "GET public-key", None).await {
+        match self.call(Method::GET, self.url(&["public-key"]), "GET public-key", None).await {
             Ok(v) if v["key_id"].is_string() && v["key"].is_string() => {
                 f.checks.push(Check::ok("GitHub access", format!("the token reads the Actions secrets' public key of {}", self.place())));
             }
