@@ -38,11 +38,42 @@ pub struct RequestsConfig {
     /// A request repeating an idempotency key within this window starts
     /// nothing and is answered with the first request's saga.
     pub idempotency_window: Dur,
+    /// Who may send requests (unset: anyone who can reach the intake queue;
+    /// docs/security.md). Each entry is a 12-digit AWS account id (a
+    /// `keyturn.requests` event put by that account), an IAM user's or
+    /// role's unique id as SQS reports it in `SenderId` (`AIDA…`; `AROA…`
+    /// for every session of a role), or `AROA…:<session>`. Anyone else's
+    /// request goes to the intake DLQ and changes nothing.
+    pub allowed_senders: Option<Vec<String>>,
 }
 
 impl Default for RequestsConfig {
     fn default() -> Self {
-        RequestsConfig { idempotency_window: Dur(Duration::from_secs(86_400)) }
+        RequestsConfig { idempotency_window: Dur(Duration::from_secs(86_400)), allowed_senders: None }
+    }
+}
+
+/// One `[requests] allowed_senders` entry: an account id, or a unique id
+/// (`AIDA`/`AROA` and 12 to 124 more uppercase letters and digits),
+/// optionally `:<role session name>`. An ARN is refused: SQS reports the
+/// sender's unique id, not its ARN.
+pub fn check_sender(e: &str) -> Result<(), String> {
+    if crate::intake::is_account_id(e) {
+        return Ok(());
+    }
+    if e.starts_with("arn:") {
+        return Err(format!("{:?} is an ARN; SQS names a sender by its unique id: give the role's RoleId (aws iam get-role --query Role.RoleId, AROA…) or the user's UserId (AIDA…), or a 12-digit account id for keyturn.requests events", crate::intake::one_line(e, 80)));
+    }
+    let (id, session) = match e.split_once(':') {
+        Some((id, s)) => (id, Some(s)),
+        None => (e, None),
+    };
+    let id_ok = (id.starts_with("AIDA") || id.starts_with("AROA")) && (16..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    let session_ok = session.is_none_or(|s| id.starts_with("AROA") && (2..=64).contains(&s.len()) && crate::intake::valid_iam_name(s));
+    if id_ok && session_ok {
+        Ok(())
+    } else {
+        Err(format!("{:?} is neither a 12-digit account id nor an IAM unique id (AIDA… for a user, AROA… or AROA…:<session> for a role)", crate::intake::one_line(e, 80)))
     }
 }
 
@@ -380,6 +411,9 @@ impl Config {
         let window = self.requests.idempotency_window.0;
         if window < Duration::from_secs(60) || window > Duration::from_secs(30 * 86_400) {
             return Err("requests.idempotency_window: must be between 1m and 30d".into());
+        }
+        for e in self.requests.allowed_senders.iter().flatten() {
+            check_sender(e).map_err(|m| format!("requests.allowed_senders: {m}"))?;
         }
         if a.intake_queue_url.is_some() != a.intake_dlq_url.is_some() {
             return Err("aws.intake_dlq_url: set both aws.intake_queue_url and aws.intake_dlq_url, or neither".into());

@@ -28,6 +28,8 @@ pub struct SqsRecord {
     pub body: String,
     pub event_source_arn: String,
     pub receive_count: u32,
+    /// `attributes.SenderId`: who sent the message ([`Received::sender`]).
+    pub sender: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +63,7 @@ pub fn parse_invocation(v: &Value) -> Result<Invocation, String> {
                 body: s("body")?,
                 event_source_arn: s("eventSourceARN")?,
                 receive_count: r.pointer("/attributes/ApproximateReceiveCount").and_then(Value::as_str).and_then(|c| c.parse().ok()).unwrap_or(1),
+                sender: r.pointer("/attributes/SenderId").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string),
             })
         })
         .collect::<Result<Vec<_>, _>>()
@@ -97,7 +100,7 @@ pub async fn handle_invocation<Q: Queue, I: Queue>(
         Invocation::Sqs(records) => {
             let mut failed = Vec::new();
             for r in records {
-                let m = Received { message_id: r.message_id.clone(), receipt: r.receipt_handle, body: r.body, receive_count: r.receive_count };
+                let m = Received { message_id: r.message_id.clone(), receipt: r.receipt_handle, body: r.body, receive_count: r.receive_count, sender: r.sender };
                 let ok = if same_queue(step_queue_url, &r.event_source_arn) {
                     match engine.handle(&m).await {
                         Ok(Handled::Retained(_)) | Ok(Handled::Crashed) => false,
