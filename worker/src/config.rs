@@ -770,4 +770,25 @@ grace_period = "0s"
         let e = Config::load(Path::new("/nonexistent/keyturn.toml")).unwrap_err();
         assert!(e.to_string().starts_with("/nonexistent/keyturn.toml: cannot read"));
     }
+    #[test]
+    fn user_names_must_be_iam_names() {
+        let bad = GOOD.replace(r#"user_name = "auth0-ses-sender""#, r#"user_name = "auth0\nsender""#);
+        let e = Config::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("user_name") && e.contains("+=,.@_-"), "{e}");
+        assert!(Config::parse(&GOOD.replace("auth0-ses-sender", "auth0 sender")).is_err());
+        assert!(Config::parse(&GOOD.replace("auth0-ses-sender", "a+b=c,d.e@f_g-h")).is_ok());
+    }
+
+    #[test]
+    fn allowed_senders_take_account_ids_and_unique_ids_only() {
+        let with = |list: &str| Config::parse(&format!("{GOOD}\n[requests]\nallowed_senders = {list}\n"));
+        let c = with(r#"["123456789012", "AIDAEXAMPLEUSER00001", "AROAEXAMPLEROLE00001:ci-deploy"]"#).unwrap();
+        assert_eq!(c.requests.allowed_senders.as_ref().map(Vec::len), Some(3));
+        assert_eq!(Config::parse(GOOD).unwrap().requests.allowed_senders, None, "unset: not checked");
+        let arn = with(r#"["arn:aws:iam::123456789012:role/ci"]"#).unwrap_err().to_string();
+        assert!(arn.contains("requests.allowed_senders") && arn.contains("RoleId"), "{arn}");
+        for bad in [r#"["12345"]"#, r#"["aida-lower"]"#, r#"["AIDAEXAMPLEUSER00001:s"]"#, r#"["AROAEXAMPLEROLE00001:a b"]"#] {
+            assert!(with(bad).is_err(), "{bad}");
+        }
+    }
 }
