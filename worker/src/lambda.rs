@@ -145,6 +145,7 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].message_id, "059f36b4-87a3-44ab-83d2-661975830a7d");
         assert_eq!(r[0].receive_count, 3);
+        assert_eq!(r[0].sender.as_deref(), Some("AIDAIENQZJOLO23YVJ4VO"), "who really sent it, as under the worker");
         assert!(same_queue("https://sqs.us-east-2.amazonaws.com/123456789012/keyturn-steps", &r[0].event_source_arn));
         assert!(!same_queue("https://sqs.us-east-2.amazonaws.com/123456789012/keyturn-intake", &r[0].event_source_arn));
     }
