@@ -966,16 +966,39 @@ pub fn bound(event: &mut Event, max: usize) -> Option<String> {
 
 /// Whether an AWS event is about an account keyturn serves: `served` is
 /// the worker's home account and every account a rotation's source names.
-/// AWS Health and Security Hub events are checked by their envelope's
-/// `account`; an exposure event's user ARNs must be in that same account.
-/// Requests are not AWS events (their sender is checked by
-/// [`sender_allowed`]).
+/// AWS Health events are checked by their envelope's `account` (required);
+/// an exposure event's user ARNs must be in that same account. Security Hub
+/// events by every finding's own account (`AwsAccountId` /
+/// `cloud.account.uid`) and every IAM user's account in it, and by the
+/// envelope's `account` when it has one (the aggregating account; the
+/// emulator the tests use delivers events without it). Requests are not AWS
+/// events (their sender is checked by [`sender_allowed`]).
 pub fn check_served(event: &Event, origin: Option<&EventOrigin>, served: &[String]) -> Result<(), IntakeError> {
-    if matches!(event, Event::Request(_)) {
+    let is_served = |a: &str| served.iter().any(|s| s == a);
+    let findings = match event {
+        Event::Request(_) => return Ok(()),
+        Event::FindingsImported(fs) | Event::CustomAction { findings: fs, .. } => Some(fs),
+        Event::KeyExposed { .. } | Event::ScimTokenExpiry { .. } => None,
+    };
+    let account = origin.map(|o| o.account.as_str()).unwrap_or("");
+    if let Some(fs) = findings {
+        if !account.is_empty() && !is_served(account) {
+            return Err(IntakeError::ForeignAccount(format!(
+                "the event's account {:?} is neither the worker's account nor an account a configured rotation names",
+                one_line(account, 20)
+            )));
+        }
+        for (i, f) in fs.iter().enumerate() {
+            if let Some(a) = std::iter::once(&f.account_id).chain(f.users.iter().map(|(a, _)| a)).find(|a| !is_served(a)) {
+                return Err(IntakeError::ForeignAccount(format!(
+                    "finding {i} is about account {:?}, neither the worker's account nor an account a configured rotation names",
+                    one_line(a, 20)
+                )));
+            }
+        }
         return Ok(());
     }
-    let account = origin.map(|o| o.account.as_str()).unwrap_or("");
-    if !served.iter().any(|a| a == account) {
+    if !is_served(account) {
         return Err(IntakeError::ForeignAccount(format!(
             "the event's account {:?} is neither the worker's account nor an account a configured rotation names",
             one_line(account, 20)

@@ -733,11 +733,27 @@ fn aws_events_are_believed_only_for_served_accounts() {
     for body in [EXPOSED, CONSOLIDATED, HEALTH] {
         let other = edit(body, |v| v["account"] = "999999999999".into());
         assert!(matches!(check(&other), Err(IntakeError::ForeignAccount(_))), "{body}");
+    }
+    for body in [EXPOSED, HEALTH] {
         let none = edit(body, |v| {
             v.as_object_mut().unwrap().remove("account");
         });
-        assert!(check(&none).is_err());
+        assert!(check(&none).is_err(), "a Health event names its account");
     }
+    // A Security Hub event: every finding's account, and its users', must be served.
+    let foreign_finding = edit(CONSOLIDATED, |v| v["detail"]["findings"][0]["AwsAccountId"] = "999999999999".into());
+    assert!(matches!(check(&foreign_finding), Err(IntakeError::ForeignAccount(_))));
+    let foreign_user = edit(CONSOLIDATED, |v| {
+        let r = &mut v["detail"]["findings"][0]["Resources"][0];
+        r.as_object_mut().unwrap().remove("Details");
+        r["Id"] = "arn:aws:iam::999999999999:user/mailer".into();
+    });
+    assert!(matches!(check(&foreign_user), Err(IntakeError::ForeignAccount(_))));
+    let member = edit(CONSOLIDATED, |v| {
+        v.as_object_mut().unwrap().remove("account");
+        v["detail"]["findings"][0]["AwsAccountId"] = "222222222222".into();
+    });
+    assert_eq!(check(&member), Ok(()), "a member account's finding, envelope without account");
     // An exposure of a served account naming a user ARN of another account.
     let cross = EXPOSED.replace("\"AKIAEXPOSEDKEY000001\"}", "\"arn:aws:iam::999999999999:user/mailer\"}");
     assert!(matches!(check(&cross), Err(IntakeError::ForeignAccount(_))), "{:?}", check(&cross));
