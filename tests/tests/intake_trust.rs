@@ -26,7 +26,7 @@ async fn env() -> TestEnv {
     TestEnv::new(Options { intake: true, ..Options::default() }).await.expect("test environment")
 }
 
-fn worker_for(env: &TestEnv, cfg: &Config, clients: &keyturn::aws::Clients) -> RunningWorker {
+fn worker_for(cfg: &Config, clients: &keyturn::aws::Clients) -> RunningWorker {
     let engine = Arc::new(keyturn::app::engine_with(cfg, clients, "w1".into(), keyturn::app::sqs_queue(cfg, clients)));
     RunningWorker::spawn_with_intake(engine, &cfg.worker, keyturn::app::intake_queue(cfg, clients).map(Arc::new))
 }
@@ -44,7 +44,7 @@ async fn a_forged_exposure_naming_another_account_is_dead_lettered_and_the_cover
     let mut v: Value = serde_json::from_str(&EXPOSED.replace("AKIAEXPOSEDKEY000001", &key)).unwrap();
     v["account"] = "999999999999".into();
     env.send_intake(&v.to_string()).await.unwrap();
-    let w = worker_for(&env, &cfg, &env.clients);
+    let w = worker_for(&cfg, &env.clients);
     let dlq = env.intake_dlq(1, T).await;
     w.stop().await;
     assert_eq!(dlq.len(), 1, "{dlq:?}");
@@ -62,7 +62,7 @@ async fn a_request_from_a_sender_not_allowed_goes_to_the_dlq_and_an_allowed_one_
     // Not allowed: moto's sender is not in the list.
     let deny = env.config_with("\n[requests]\nallowed_senders = [\"AIDAEXAMPLEUSER00001\", \"210987654321\"]\n", true);
     env.send_intake(BY_ID).await.unwrap();
-    let w = worker_for(&env, &deny, &env.clients);
+    let w = worker_for(&deny, &env.clients);
     let dlq = env.intake_dlq(1, T).await;
     w.stop().await;
     assert_eq!(dlq.len(), 1);
@@ -75,7 +75,7 @@ async fn a_request_from_a_sender_not_allowed_goes_to_the_dlq_and_an_allowed_one_
     // the requester the document claims.
     let allow = env.config_with(&format!("\n[requests]\nallowed_senders = [\"{MOTO_SENDER}\"]\n"), true);
     env.send_intake(BY_ID).await.unwrap();
-    let w = worker_for(&env, &allow, &env.clients);
+    let w = worker_for(&allow, &env.clients);
     let done = env.wait_sagas_done(1, T).await;
     w.stop().await;
     let info = done[0].request.clone().expect("request info");
@@ -105,7 +105,7 @@ async fn a_flood_message_gives_bounded_notices_and_iam_calls() {
     exposure["detail"]["affectedEntities"] = Value::Array(keys);
     env.send_intake(&finding.to_string()).await.unwrap();
     env.send_intake(&exposure.to_string()).await.unwrap();
-    let w = worker_for(&env, &env.config, &clients);
+    let w = worker_for(&env.config, &clients);
     let dlq = env.intake_dlq(2, T).await;
     w.stop().await;
     assert_eq!(dlq.len(), 2, "both messages end on the DLQ, after their first 20 items: {:?}", dlq.iter().map(|d| &d.1).collect::<Vec<_>>());

@@ -68,12 +68,17 @@ pub fn check_sender(e: &str) -> Result<(), String> {
         Some((id, s)) => (id, Some(s)),
         None => (e, None),
     };
-    let id_ok = (id.starts_with("AIDA") || id.starts_with("AROA")) && (16..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    let id_ok = (id.starts_with("AIDA") || id.starts_with("AROA"))
+        && (16..=128).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
     let session_ok = session.is_none_or(|s| id.starts_with("AROA") && (2..=64).contains(&s.len()) && crate::intake::valid_iam_name(s));
     if id_ok && session_ok {
         Ok(())
     } else {
-        Err(format!("{:?} is neither a 12-digit account id nor an IAM unique id (AIDA… for a user, AROA… or AROA…:<session> for a role)", crate::intake::one_line(e, 80)))
+        Err(format!(
+            "{:?} is neither a 12-digit account id nor an IAM unique id (AIDA… for a user, AROA… or AROA…:<session> for a role)",
+            crate::intake::one_line(e, 80)
+        ))
     }
 }
 

@@ -100,7 +100,13 @@ pub async fn handle_invocation<Q: Queue, I: Queue>(
         Invocation::Sqs(records) => {
             let mut failed = Vec::new();
             for r in records {
-                let m = Received { message_id: r.message_id.clone(), receipt: r.receipt_handle, body: r.body, receive_count: r.receive_count, sender: r.sender };
+                let m = Received {
+                    message_id: r.message_id.clone(),
+                    receipt: r.receipt_handle,
+                    body: r.body,
+                    receive_count: r.receive_count,
+                    sender: r.sender,
+                };
                 let ok = if same_queue(step_queue_url, &r.event_source_arn) {
                     match engine.handle(&m).await {
                         Ok(Handled::Retained(_)) | Ok(Handled::Crashed) => false,

@@ -79,7 +79,9 @@ impl<Q: Queue> Engine<Q> {
         let rotations = self.rotations();
         let checked = match intake::parse_message(&m.body) {
             Ok((event, origin)) => match &event {
-                Event::Request(_) => intake::sender_allowed(rotations.allowed_senders.as_deref(), m.sender.as_deref(), origin.as_ref()).map(|_| (event, origin)),
+                Event::Request(_) => {
+                    intake::sender_allowed(rotations.allowed_senders.as_deref(), m.sender.as_deref(), origin.as_ref()).map(|_| (event, origin))
+                }
                 _ => intake::check_served(&event, origin.as_ref(), &rotations.served_accounts().await?).map(|_| (event, origin)),
             },
             Err(e) => Err(e),

@@ -771,7 +771,8 @@ fn senders_are_matched_by_unique_id_role_session_or_event_account() {
     let (e, origin) = parse_message(&event).unwrap();
     let Event::Request(r) = e else { panic!() };
     assert_eq!(r.event.as_ref().map(|o| o.account.as_str()), Some("333333333333"));
-    let allowed = vec!["AIDAEXAMPLEUSER00001".to_string(), "AROAEXAMPLEROLE00001".to_string(), "AROAEXAMPLEROLE00002:ci".to_string(), "333333333333".to_string()];
+    let allowed =
+        vec!["AIDAEXAMPLEUSER00001".to_string(), "AROAEXAMPLEROLE00001".to_string(), "AROAEXAMPLEROLE00002:ci".to_string(), "333333333333".to_string()];
     let ok = |sender: Option<&str>, o: Option<&EventOrigin>| sender_allowed(Some(&allowed), sender, o).is_ok();
     assert!(sender_allowed(None, None, None).is_ok(), "unset: not checked");
     assert!(ok(Some("AIDAEXAMPLEUSER00001"), None));
@@ -798,7 +799,9 @@ fn a_message_is_bounded_to_max_items() {
     assert!(why.contains("1000") && why.contains("20"), "{why}");
     assert_eq!(item_count(&e), MAX_ITEMS);
     let users: Vec<Value> = (0..1000)
-        .map(|i| serde_json::json!({"Type": "AwsIamUser", "Id": format!("arn:aws:iam::123456789012:user/u{i}"), "Partition": "aws", "Region": "us-east-1"}))
+        .map(
+            |i| serde_json::json!({"Type": "AwsIamUser", "Id": format!("arn:aws:iam::123456789012:user/u{i}"), "Partition": "aws", "Region": "us-east-1"}),
+        )
         .collect();
     let findings = edit(CONSOLIDATED, |v| v["detail"]["findings"][0]["Resources"] = Value::Array(users));
     let mut e = parse(&findings).unwrap();
