@@ -81,7 +81,7 @@ async fn a_batch_reports_only_the_record_that_must_come_back() {
     assert_ne!(engine.store().load(&a).await.unwrap().unwrap().saga.step, keyturn::saga::Step::Start);
     assert_eq!(engine.store().load(&b).await.unwrap().unwrap().saga.step, keyturn::saga::Step::Start);
     // A record from an unknown queue is reported too, never silently dropped.
-    let stray = Received { message_id: "stray".into(), receipt: "r".into(), body: "{}".into(), receive_count: 1, lane: Default::default() };
+    let stray = Received { message_id: "stray".into(), receipt: "r".into(), body: "{}".into(), receive_count: 1, lane: Default::default(), sender: None };
     let resp = handle_invocation::<SqsQueue, SqsQueue>(
         &engine,
         &env.queue_url,

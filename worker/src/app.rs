@@ -74,7 +74,7 @@ pub fn build_rotations(cfg: &Config, clients: &Clients, secrets: &SecretResolver
     let accounts = Arc::new(Accounts::new(clients.base.clone(), home.clone(), cfg.aws.member_role_name.clone(), cfg.aws.external_id.clone()));
     let ctx = connectors::BuildContext { clients, accounts: &accounts, secrets, http };
     let built: HashMap<_, _> = cfg.rotations.iter().map(|r| (r.id.clone(), connectors::build(r, &ctx))).collect();
-    Rotations { configs: cfg.rotations.clone(), built, accounts }
+    Rotations { configs: cfg.rotations.clone(), built, accounts, allowed_senders: cfg.requests.allowed_senders.clone() }
 }
 
 /// The intake queue, when the configuration names one.

@@ -38,11 +38,47 @@ pub struct RequestsConfig {
     /// A request repeating an idempotency key within this window starts
     /// nothing and is answered with the first request's saga.
     pub idempotency_window: Dur,
+    /// Who may send requests (unset: anyone who can reach the intake queue;
+    /// docs/security.md). Each entry is a 12-digit AWS account id (a
+    /// `keyturn.requests` event put by that account), an IAM user's or
+    /// role's unique id as SQS reports it in `SenderId` (`AIDA…`; `AROA…`
+    /// for every session of a role), or `AROA…:<session>`. Anyone else's
+    /// request goes to the intake DLQ and changes nothing.
+    pub allowed_senders: Option<Vec<String>>,
 }
 
 impl Default for RequestsConfig {
     fn default() -> Self {
-        RequestsConfig { idempotency_window: Dur(Duration::from_secs(86_400)) }
+        RequestsConfig { idempotency_window: Dur(Duration::from_secs(86_400)), allowed_senders: None }
+    }
+}
+
+/// One `[requests] allowed_senders` entry: an account id, or a unique id
+/// (`AIDA`/`AROA` and 12 to 124 more uppercase letters and digits),
+/// optionally `:<role session name>`. An ARN is refused: SQS reports the
+/// sender's unique id, not its ARN.
+pub fn check_sender(e: &str) -> Result<(), String> {
+    if crate::intake::is_account_id(e) {
+        return Ok(());
+    }
+    if e.starts_with("arn:") {
+        return Err(format!("{:?} is an ARN; SQS names a sender by its unique id: give the role's RoleId (aws iam get-role --query Role.RoleId, AROA…) or the user's UserId (AIDA…), or a 12-digit account id for keyturn.requests events", crate::intake::one_line(e, 80)));
+    }
+    let (id, session) = match e.split_once(':') {
+        Some((id, s)) => (id, Some(s)),
+        None => (e, None),
+    };
+    let id_ok = (id.starts_with("AIDA") || id.starts_with("AROA"))
+        && (16..=128).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    let session_ok = session.is_none_or(|s| id.starts_with("AROA") && (2..=64).contains(&s.len()) && crate::intake::valid_iam_name(s));
+    if id_ok && session_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is neither a 12-digit account id nor an IAM unique id (AIDA… for a user, AROA… or AROA…:<session> for a role)",
+            crate::intake::one_line(e, 80)
+        ))
     }
 }
 
@@ -421,6 +457,9 @@ impl Config {
         let window = self.requests.idempotency_window.0;
         if window < Duration::from_secs(60) || window > Duration::from_secs(30 * 86_400) {
             return Err("requests.idempotency_window: must be between 1m and 30d".into());
+        }
+        for e in self.requests.allowed_senders.iter().flatten() {
+            check_sender(e).map_err(|m| format!("requests.allowed_senders: {m}"))?;
         }
         if a.intake_queue_url.is_some() != a.intake_dlq_url.is_some() {
             return Err("aws.intake_dlq_url: set both aws.intake_queue_url and aws.intake_dlq_url, or neither".into());
@@ -1017,5 +1056,26 @@ grace_period = "0s"
     fn load_names_the_file() {
         let e = Config::load(Path::new("/nonexistent/keyturn.toml")).unwrap_err();
         assert!(e.to_string().starts_with("/nonexistent/keyturn.toml: cannot read"));
+    }
+    #[test]
+    fn user_names_must_be_iam_names() {
+        let bad = GOOD.replace(r#"user_name = "auth0-ses-sender""#, r#"user_name = "auth0\nsender""#);
+        let e = Config::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("user_name") && e.contains("+=,.@_-"), "{e}");
+        assert!(Config::parse(&GOOD.replace("auth0-ses-sender", "auth0 sender")).is_err());
+        assert!(Config::parse(&GOOD.replace("auth0-ses-sender", "a+b=c,d.e@f_g-h")).is_ok());
+    }
+
+    #[test]
+    fn allowed_senders_take_account_ids_and_unique_ids_only() {
+        let with = |list: &str| Config::parse(&format!("{GOOD}\n[requests]\nallowed_senders = {list}\n"));
+        let c = with(r#"["123456789012", "AIDAEXAMPLEUSER00001", "AROAEXAMPLEROLE00001:ci-deploy"]"#).unwrap();
+        assert_eq!(c.requests.allowed_senders.as_ref().map(Vec::len), Some(3));
+        assert_eq!(Config::parse(GOOD).unwrap().requests.allowed_senders, None, "unset: not checked");
+        let arn = with(r#"["arn:aws:iam::123456789012:role/ci"]"#).unwrap_err().to_string();
+        assert!(arn.contains("requests.allowed_senders") && arn.contains("RoleId"), "{arn}");
+        for bad in [r#"["12345"]"#, r#"["aida-lower"]"#, r#"["AIDAEXAMPLEUSER00001:s"]"#, r#"["AROAEXAMPLEROLE00001:a b"]"#] {
+            assert!(with(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -131,11 +131,27 @@ pub struct Rotations {
     pub built: HashMap<String, Rotation>,
     /// The worker's home account and member-account roles.
     pub accounts: Arc<crate::accounts::Accounts>,
+    /// `[requests] allowed_senders` (reloaded with the rotations).
+    pub allowed_senders: Option<Vec<String>>,
 }
 
 impl Rotations {
     pub fn get(&self, id: &str) -> Option<&Rotation> {
         self.built.get(id)
+    }
+
+    /// The accounts keyturn serves: the worker's own and every account a
+    /// rotation's source names. AWS events about any other are refused.
+    pub async fn served_accounts(&self) -> crate::error::Result<Vec<String>> {
+        let mut served = vec![self.accounts.home().await?.account.clone()];
+        for c in &self.configs {
+            if let Some(a) = c.source.account_id() {
+                if !served.iter().any(|s| s == a) {
+                    served.push(a.to_string());
+                }
+            }
+        }
+        Ok(served)
     }
 }
 

@@ -258,6 +258,22 @@ pub struct RotationRequest {
     /// `None`: the idempotency key serves as the correlation id.
     pub correlation_id: Option<String>,
     pub overrides: crate::saga::Overrides,
+    /// The EventBridge envelope's `account` and `source`, when the request
+    /// came as a `keyturn.requests` event (`None`: a bare request document).
+    /// For an event EventBridge delivered, `account` is the account that put
+    /// it; a message sent to the queue directly can write anything here,
+    /// which is why the queue policy matters (docs/security.md).
+    pub event: Option<EventOrigin>,
+    /// Who really sent the message: SQS's `SenderId` (set by the intake
+    /// handler from [`crate::queue::Received::sender`], never from the body).
+    pub sender: Option<String>,
+}
+
+/// Where an EventBridge event says it comes from (its envelope).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventOrigin {
+    pub account: String,
+    pub source: String,
 }
 
 impl RotationRequest {
@@ -309,16 +325,59 @@ pub enum IntakeError {
     /// names the field and the rule, never the value.
     #[error("invalid rotation request: {0}")]
     InvalidRequest(String),
+    /// An IAM user name that IAM itself would refuse: never matched, never
+    /// logged as is (the reason says where, not what).
+    #[error("invalid IAM user name: {0}")]
+    InvalidName(String),
+    /// The message names more users or keys than one message may
+    /// ([`MAX_ITEMS`]).
+    #[error("too many items: {0}")]
+    TooMany(String),
+    /// An AWS event about an account keyturn does not serve.
+    #[error("event for an account keyturn does not serve: {0}")]
+    ForeignAccount(String),
+    /// A request from a sender `[requests] allowed_senders` does not name.
+    #[error("sender not allowed: {0}")]
+    SenderNotAllowed(String),
+}
+
+/// At most this many IAM users (findings) or access keys and users
+/// (exposure events) are acted on per intake message; the message that
+/// names more is acted on for the first [`MAX_ITEMS`] and then put on the
+/// intake DLQ with the count, for a person to look at the rest.
+pub const MAX_ITEMS: usize = 20;
+
+/// IAM's rule for user names (`CreateUser`'s `UserName`: pattern
+/// `[\w+=,.@-]+`, 1 to 64 characters; `\w` is ASCII letters, digits and `_`).
+pub fn valid_iam_name(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+}
+
+/// Text from a message, made safe for one log line or a subject: control
+/// characters (CR, LF, tab, escapes, …) become `?`, and it is cut to `max`
+/// characters.
+pub fn one_line(s: &str, max: usize) -> String {
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).take(max).collect()
 }
 
 fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
     v.pointer(ptr).and_then(Value::as_str)
 }
 
+/// A required field; refused when empty or when it holds control
+/// characters (it would split a log line or a notice's subject).
 fn need<'a>(v: &'a Value, ptr: &str, what: &str) -> Result<&'a str, IntakeError> {
-    str_at(v, ptr)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| IntakeError::Missing(format!("{what} has no {}", ptr.trim_start_matches('/').replace('/', "."))))
+    let field = ptr.trim_start_matches('/').replace('/', ".");
+    let s = str_at(v, ptr).filter(|s| !s.is_empty()).ok_or_else(|| IntakeError::Missing(format!("{what} has no {field}")))?;
+    if s.chars().any(char::is_control) {
+        return Err(IntakeError::Missing(format!("{what}: {field} contains control characters")));
+    }
+    Ok(s)
+}
+
+/// An optional field for messages and logs: control characters replaced.
+fn text_at(v: &Value, ptr: &str) -> Option<String> {
+    str_at(v, ptr).map(|s| one_line(s, 2048))
 }
 
 fn parse_time(s: &str) -> Option<Millis> {
@@ -330,11 +389,37 @@ pub fn parse_user_arn(arn: &str) -> Option<(String, String)> {
     let mut parts = arn.splitn(6, ':');
     let (arn_lit, _partition, service, _region, account, resource) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    if arn_lit != "arn" || service != "iam" || account.is_empty() {
+    if arn_lit != "arn" || service != "iam" || account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let name = resource.strip_prefix("user/")?.rsplit('/').next()?;
-    (!name.is_empty()).then(|| (account.to_string(), name.to_string()))
+    valid_iam_name(name).then(|| (account.to_string(), name.to_string()))
+}
+
+/// Whether `s` looks like an IAM user ARN at all (`arn:…:iam::…:user/…`),
+/// valid or not: one that [`parse_user_arn`] refuses is a bad name, not
+/// another kind of resource.
+fn looks_like_user_arn(s: &str) -> bool {
+    s.starts_with("arn:") && s.contains(":iam:") && s.contains(":user/")
+}
+
+/// `(account, user)` from a user ARN, or the reason it is refused.
+fn user_from_arn(arn: &str, what: &str) -> Result<Option<(String, String)>, IntakeError> {
+    match parse_user_arn(arn) {
+        Some(pair) => Ok(Some(pair)),
+        None if looks_like_user_arn(arn) => Err(IntakeError::InvalidName(format!(
+            "{what}: a user ARN whose account is not 12 digits or whose name is not 1-64 characters of letters, digits and +=,.@_-"
+        ))),
+        None => Ok(None),
+    }
+}
+
+fn check_name(name: &str, what: &str) -> Result<(), IntakeError> {
+    if valid_iam_name(name) {
+        Ok(())
+    } else {
+        Err(IntakeError::InvalidName(format!("{what}: the user name is not 1-64 characters of letters, digits and +=,.@_-")))
+    }
 }
 
 /// A CIS `GeneratorId` → (version, number, ruleset form?):
@@ -408,8 +493,9 @@ fn parse_finding(f: &Value, i: usize, event_region: &str) -> Result<Finding, Int
     let product_arn = need(f, "/ProductArn", &what)?.to_string();
     let account_id = need(f, "/AwsAccountId", &what)?.to_string();
     let record_state = need(f, "/RecordState", &what)?;
-    let region = str_at(f, "/Region").filter(|r| !r.is_empty()).unwrap_or(event_region).to_string();
+    let region = one_line(str_at(f, "/Region").filter(|r| !r.is_empty()).unwrap_or(event_region), 64);
     let (control, iam3) = identify_asff(f);
+    let control = control.map(|c| one_line(&c, 128));
     let closed = if record_state != "ACTIVE" {
         Some(format!("record state {record_state} is not ACTIVE"))
     } else if str_at(f, "/Workflow/Status") == Some("SUPPRESSED") {
@@ -423,11 +509,17 @@ fn parse_finding(f: &Value, i: usize, event_region: &str) -> Result<Finding, Int
         if str_at(r, "/Type") != Some("AwsIamUser") {
             continue;
         }
-        let from_arn = str_at(r, "/Id").and_then(parse_user_arn);
+        let from_arn = match str_at(r, "/Id") {
+            Some(id) => user_from_arn(id, &what)?,
+            None => None,
+        };
         let name = str_at(r, "/Details/AwsIamUser/UserName").map(str::to_string).or_else(|| from_arn.as_ref().map(|(_, n)| n.clone()));
         let account = from_arn.map(|(a, _)| a).unwrap_or_else(|| account_id.clone());
         match name {
-            Some(n) => users.push((account, n)),
+            Some(n) => {
+                check_name(&n, &what)?;
+                users.push((account, n))
+            }
             None => return Err(IntakeError::Missing(format!("{what}: AwsIamUser resource without a user name or user ARN"))),
         }
     }
@@ -552,8 +644,8 @@ pub fn parse_ocsf_finding(f: &Value, i: usize, event_region: &str) -> Result<Fin
     let id = need(f, "/finding_info/uid", &what)?.to_string();
     let product_arn = need(f, "/metadata/product/uid", &what)?.to_string();
     let account_id = need(f, "/cloud/account/uid", &what)?.to_string();
-    let region = str_at(f, "/cloud/region").filter(|r| !r.is_empty()).unwrap_or(event_region).to_string();
-    let control = str_at(f, "/compliance/control").map(str::to_string);
+    let region = one_line(str_at(f, "/cloud/region").filter(|r| !r.is_empty()).unwrap_or(event_region), 64);
+    let control = text_at(f, "/compliance/control");
     let iam3 = (control.as_deref() == Some(IAM3)).then_some(Iam3Field::OcsfControl);
     let compliance_id = f.pointer("/compliance/status_id").and_then(Value::as_i64);
     let compliance_text = str_at(f, "/compliance/status");
@@ -591,10 +683,21 @@ fn ocsf_users(resources: &[Value], account_id: &str, what: &str) -> Result<Vec<(
         if !str_at(r, "/type").is_some_and(|t| OCSF_IAM_USER_TYPES.contains(&t)) {
             continue;
         }
-        let from_arn = str_at(r, "/uid").and_then(parse_user_arn).or_else(|| str_at(r, "/uid_alt").and_then(parse_user_arn));
+        let uid = match str_at(r, "/uid") {
+            Some(u) => user_from_arn(u, what)?,
+            None => None,
+        };
+        let from_arn = match (uid, str_at(r, "/uid_alt")) {
+            (Some(pair), _) => Some(pair),
+            (None, Some(u)) => user_from_arn(u, what)?,
+            (None, None) => None,
+        };
         match (from_arn, str_at(r, "/name").filter(|n| !n.is_empty())) {
             (Some(pair), _) => users.push(pair),
-            (None, Some(name)) => users.push((account_id.to_string(), name.to_string())),
+            (None, Some(name)) => {
+                check_name(name, what)?;
+                users.push((account_id.to_string(), name.to_string()))
+            }
             (None, None) => return Err(IntakeError::Missing(format!("{what}: AWS::IAM::User resource without a user ARN or name"))),
         }
     }
@@ -622,29 +725,45 @@ fn parse_ocsf_findings(v: &Value) -> Result<Vec<Finding>, IntakeError> {
 
 /// Parse one EventBridge event as delivered to SQS.
 pub fn parse(body: &str) -> Result<Event, IntakeError> {
+    parse_message(body).map(|(e, _)| e)
+}
+
+/// Parse one intake message: the event, and its EventBridge envelope's
+/// `account` and `source` (`None` for a bare request document).
+pub fn parse_message(body: &str) -> Result<(Event, Option<EventOrigin>), IntakeError> {
     let v: Value = serde_json::from_str(body).map_err(|e| IntakeError::NotJson(e.to_string()))?;
     if !v.is_object() {
         return Err(IntakeError::Missing("event is not a JSON object".into()));
     }
     if v.get("schema").is_some() && v.get("detail-type").is_none() {
-        return parse_request(&v).map(Event::Request);
+        return parse_request(&v).map(|r| (Event::Request(r), None));
     }
+    let origin = EventOrigin { account: str_at(&v, "/account").unwrap_or("").to_string(), source: str_at(&v, "/source").unwrap_or("").to_string() };
+    parse_event(&v).map(|e| (e, Some(origin)))
+}
+
+fn parse_event(v: &Value) -> Result<Event, IntakeError> {
+    let v = v.clone();
     let source = str_at(&v, "/source").unwrap_or("").to_string();
     let detail_type = str_at(&v, "/detail-type").unwrap_or("").to_string();
     match (source.as_str(), detail_type.as_str()) {
-        (REQUEST_SOURCE, REQUEST_DETAIL_TYPE) => parse_request(v.get("detail").unwrap_or(&Value::Null)).map(Event::Request),
+        (REQUEST_SOURCE, REQUEST_DETAIL_TYPE) => {
+            let mut r = parse_request(v.get("detail").unwrap_or(&Value::Null))?;
+            r.event = Some(EventOrigin { account: str_at(&v, "/account").unwrap_or("").to_string(), source: source.clone() });
+            Ok(Event::Request(r))
+        }
         ("aws.health", "AWS Health Event") if str_at(&v, "/detail/eventTypeCode") == Some(KEY_EXPOSED) => parse_exposed(&v),
         ("aws.securityhub", IMPORTED) => Ok(Event::FindingsImported(parse_findings(&v)?)),
         ("aws.securityhub", IMPORTED_V2) => Ok(Event::FindingsImported(parse_ocsf_findings(&v)?)),
         ("aws.securityhub", "Security Hub Findings - Custom Action") => {
-            Ok(Event::CustomAction { action_name: str_at(&v, "/detail/actionName").unwrap_or("").to_string(), findings: parse_findings(&v)? })
+            Ok(Event::CustomAction { action_name: text_at(&v, "/detail/actionName").unwrap_or_default(), findings: parse_findings(&v)? })
         }
         ("aws.health", "AWS Health Event") if str_at(&v, "/detail/eventTypeCode") == Some(SCIM_EXPIRY) => {
-            let region = str_at(&v, "/detail/eventRegion").or_else(|| str_at(&v, "/region")).unwrap_or("").to_string();
+            let region = one_line(str_at(&v, "/detail/eventRegion").or_else(|| str_at(&v, "/region")).unwrap_or(""), 64);
             Ok(Event::ScimTokenExpiry {
-                account_id: str_at(&v, "/account").unwrap_or("").to_string(),
+                account_id: one_line(str_at(&v, "/account").unwrap_or(""), 20),
                 region,
-                event_arn: str_at(&v, "/detail/eventArn").unwrap_or("").to_string(),
+                event_arn: text_at(&v, "/detail/eventArn").unwrap_or_default(),
                 observed_at: str_at(&v, "/time").and_then(parse_time),
             })
         }
@@ -762,7 +881,7 @@ pub fn parse_request(v: &Value) -> Result<RotationRequest, IntakeError> {
         }
         Some(_) => return Err(bad("overrides: must be an object")),
     }
-    Ok(RotationRequest { target, reason, requester, idempotency_key, correlation_id, overrides })
+    Ok(RotationRequest { target, reason, requester, idempotency_key, correlation_id, overrides, event: None, sender: None })
 }
 
 /// An access key id as AWS writes them: 16 to 128 characters, uppercase
@@ -776,7 +895,7 @@ pub fn is_access_key_id(s: &str) -> bool {
 /// notices) the IAM user's ARN. Both are read; anything else is ignored.
 fn parse_exposed(v: &Value) -> Result<Event, IntakeError> {
     let account_id = need(v, "/account", "the event")?.to_string();
-    let event_arn = str_at(v, "/detail/eventArn").unwrap_or("").to_string();
+    let event_arn = text_at(v, "/detail/eventArn").unwrap_or_default();
     let entities = v
         .pointer("/detail/affectedEntities")
         .and_then(Value::as_array)
@@ -789,7 +908,7 @@ fn parse_exposed(v: &Value) -> Result<Event, IntakeError> {
             if !key_ids.iter().any(|k| k == value) {
                 key_ids.push(value.to_string());
             }
-        } else if let Some(pair) = parse_user_arn(value) {
+        } else if let Some(pair) = user_from_arn(value, "detail.affectedEntities")? {
             if !users.contains(&pair) {
                 users.push(pair);
             }
@@ -799,6 +918,135 @@ fn parse_exposed(v: &Value) -> Result<Event, IntakeError> {
         return Err(IntakeError::Missing("detail.affectedEntities names no access key id and no IAM user ARN".into()));
     }
     Ok(Event::KeyExposed { account_id, event_arn, key_ids, users })
+}
+
+/// How many IAM users (findings) or keys and users (exposures) an event
+/// names.
+pub fn item_count(event: &Event) -> usize {
+    match event {
+        Event::FindingsImported(fs) | Event::CustomAction { findings: fs, .. } => fs.iter().map(|f| f.users.len().max(1)).sum(),
+        Event::KeyExposed { key_ids, users, .. } => key_ids.len() + users.len(),
+        Event::Request(_) | Event::ScimTokenExpiry { .. } => 1,
+    }
+}
+
+/// Keep the first `max` items of an event (see [`MAX_ITEMS`]); answers the
+/// reason when something was left out. Findings are kept whole, in order,
+/// while they fit (a finding without users counts as one item).
+pub fn bound(event: &mut Event, max: usize) -> Option<String> {
+    let total = item_count(event);
+    if total <= max {
+        return None;
+    }
+    match event {
+        Event::FindingsImported(fs) | Event::CustomAction { findings: fs, .. } => {
+            let mut budget = max;
+            fs.retain_mut(|f| {
+                let n = f.users.len().max(1);
+                if budget == 0 {
+                    return false;
+                }
+                if n > budget {
+                    f.users.truncate(budget);
+                    budget = 0;
+                } else {
+                    budget -= n;
+                }
+                true
+            });
+        }
+        Event::KeyExposed { key_ids, users, .. } => {
+            key_ids.truncate(max);
+            users.truncate(max - key_ids.len());
+        }
+        Event::Request(_) | Event::ScimTokenExpiry { .. } => return None,
+    }
+    Some(format!("the message names {total} IAM users or access keys; keyturn acted on the first {max} (at most {max} per message) and left the rest"))
+}
+
+/// Whether an AWS event is about an account keyturn serves: `served` is
+/// the worker's home account and every account a rotation's source names.
+/// AWS Health events are checked by their envelope's `account` (required);
+/// an exposure event's user ARNs must be in that same account. Security Hub
+/// events by every finding's own account (`AwsAccountId` /
+/// `cloud.account.uid`) and every IAM user's account in it, and by the
+/// envelope's `account` when it has one (the aggregating account; the
+/// emulator the tests use delivers events without it). Requests are not AWS
+/// events (their sender is checked by [`sender_allowed`]).
+pub fn check_served(event: &Event, origin: Option<&EventOrigin>, served: &[String]) -> Result<(), IntakeError> {
+    let is_served = |a: &str| served.iter().any(|s| s == a);
+    let findings = match event {
+        Event::Request(_) => return Ok(()),
+        Event::FindingsImported(fs) | Event::CustomAction { findings: fs, .. } => Some(fs),
+        Event::KeyExposed { .. } | Event::ScimTokenExpiry { .. } => None,
+    };
+    let account = origin.map(|o| o.account.as_str()).unwrap_or("");
+    if let Some(fs) = findings {
+        if !account.is_empty() && !is_served(account) {
+            return Err(IntakeError::ForeignAccount(format!(
+                "the event's account {:?} is neither the worker's account nor an account a configured rotation names",
+                one_line(account, 20)
+            )));
+        }
+        for (i, f) in fs.iter().enumerate() {
+            if let Some(a) = std::iter::once(&f.account_id).chain(f.users.iter().map(|(a, _)| a)).find(|a| !is_served(a)) {
+                return Err(IntakeError::ForeignAccount(format!(
+                    "finding {i} is about account {:?}, neither the worker's account nor an account a configured rotation names",
+                    one_line(a, 20)
+                )));
+            }
+        }
+        return Ok(());
+    }
+    if !is_served(account) {
+        return Err(IntakeError::ForeignAccount(format!(
+            "the event's account {:?} is neither the worker's account nor an account a configured rotation names",
+            one_line(account, 20)
+        )));
+    }
+    if let Event::KeyExposed { account_id, users, .. } = event {
+        if account_id != account {
+            return Err(IntakeError::ForeignAccount("the exposure names another account than its envelope".into()));
+        }
+        if let Some((a, _)) = users.iter().find(|(a, _)| a != account_id) {
+            return Err(IntakeError::ForeignAccount(format!("the exposure event of account {account_id} names a user ARN of account {a}")));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a request's sender is allowed by `[requests] allowed_senders`
+/// (`None`: every sender is). An entry of 12 digits is an AWS account: it
+/// allows a `keyturn.requests` event whose envelope `account` it is. Any
+/// other entry is an SQS `SenderId`: an IAM user's unique id (`AIDA…`)
+/// allows exactly that sender; a role's unique id (`AROA…`) allows every
+/// session of the role (`AROA…:<session>`), and `AROA…:<session>` only that
+/// session. Answers the reason when refused.
+pub fn sender_allowed(allowed: Option<&[String]>, sender: Option<&str>, origin: Option<&EventOrigin>) -> Result<(), IntakeError> {
+    let Some(allowed) = allowed else { return Ok(()) };
+    let account = origin.filter(|o| o.source == REQUEST_SOURCE).map(|o| o.account.as_str()).filter(|a| !a.is_empty());
+    let ok = allowed.iter().any(|e| {
+        if is_account_id(e) {
+            account == Some(e.as_str())
+        } else if e.contains(':') {
+            sender == Some(e.as_str())
+        } else {
+            sender.is_some_and(|s| s == e || s.strip_prefix(e.as_str()).is_some_and(|rest| rest.starts_with(':')))
+        }
+    });
+    if ok {
+        return Ok(());
+    }
+    Err(IntakeError::SenderNotAllowed(format!(
+        "SenderId {} (event account {}) is not in [requests] allowed_senders",
+        sender.map(|s| one_line(s, 128)).unwrap_or_else(|| "(none)".into()),
+        account.map(|a| one_line(a, 20)).unwrap_or_else(|| "(none)".into())
+    )))
+}
+
+/// 12 ASCII digits.
+pub fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// What to do about one user of one finding.

@@ -29,6 +29,8 @@ pub struct SqsRecord {
     pub body: String,
     pub event_source_arn: String,
     pub receive_count: u32,
+    /// `attributes.SenderId`: who sent the message ([`Received::sender`]).
+    pub sender: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +64,7 @@ pub fn parse_invocation(v: &Value) -> Result<Invocation, String> {
                 body: s("body")?,
                 event_source_arn: s("eventSourceARN")?,
                 receive_count: r.pointer("/attributes/ApproximateReceiveCount").and_then(Value::as_str).and_then(|c| c.parse().ok()).unwrap_or(1),
+                sender: r.pointer("/attributes/SenderId").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string),
             })
         })
         .collect::<Result<Vec<_>, _>>()
@@ -105,6 +108,7 @@ pub async fn handle_invocation<Q: Queue, I: Queue>(
                     body: r.body,
                     receive_count: r.receive_count,
                     lane: Lane::Ordinary,
+                    sender: r.sender,
                 };
                 let priority = priority_queue_url.is_some_and(|url| same_queue(url, &r.event_source_arn));
                 let ok = if priority || same_queue(step_queue_url, &r.event_source_arn) {
@@ -154,6 +158,7 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].message_id, "059f36b4-87a3-44ab-83d2-661975830a7d");
         assert_eq!(r[0].receive_count, 3);
+        assert_eq!(r[0].sender.as_deref(), Some("AIDAIENQZJOLO23YVJ4VO"), "who really sent it, as under the worker");
         assert!(same_queue("https://sqs.us-east-2.amazonaws.com/123456789012/keyturn-steps", &r[0].event_source_arn));
         assert!(!same_queue("https://sqs.us-east-2.amazonaws.com/123456789012/keyturn-intake", &r[0].event_source_arn));
     }

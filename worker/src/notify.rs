@@ -254,6 +254,10 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
     t.push_str(&format!("Target:          {} ({})\n", ctx.target, ctx.target_kind));
     t.push_str(&format!("Outcome:         {}\n", saga.status.as_str()));
     t.push_str(&format!("Started:         {} by {}\n", fmt_time(saga.created_at), saga.trigger));
+    if let Some(r) = &saga.request {
+        let event = r.event_account.as_deref().map(|a| (a, r.event_source.as_deref().unwrap_or("")));
+        t.push_str(&format!("Requested by:    {} (as the request says); {}\n", r.requester, sent_by(r.sender.as_deref(), event)));
+    }
     if let Some(f) = failure {
         t.push_str(&format!("Failed step:     {}\n", f.step));
         t.push_str(&format!("Error code:      {}\n", f.code));
@@ -732,9 +736,10 @@ pub fn render_request_answer(
         crate::intake::RequestTarget::User { account_id, user_name } => format!("iam user {user_name} in account {account_id}"),
     };
     let mut text = format!(
-        "{}\n\nRequested:       {named}\nRequester:       {}\nReason:          {}\nIdempotency key: {}\nCorrelation id:  {}\nOutcome:         {outcome}\n",
+        "{}\n\nRequested:       {named}\nRequester:       {} (as the request says)\nSent by:         {}\nReason:          {}\nIdempotency key: {}\nCorrelation id:  {}\nOutcome:         {outcome}\n",
         if accepted { "Rotation request accepted" } else { "Rotation request rejected" },
         r.requester,
+        sent_by(r.sender.as_deref(), r.event.as_ref().map(|e| (e.account.as_str(), e.source.as_str()))),
         r.reason,
         r.idempotency_key,
         r.correlation()
@@ -763,6 +768,9 @@ pub fn render_request_answer(
                 "requester": r.requester,
                 "reason": r.reason,
                 "idempotency_key": r.idempotency_key,
+                "sender": r.sender,
+                "event_account": r.event.as_ref().map(|e| e.account.as_str()),
+                "event_source": r.event.as_ref().map(|e| e.source.as_str()),
             },
             "correlation_id": r.correlation(),
             "status_command": saga_id.map(|id| format!("keyturn status {id}")),
@@ -830,6 +838,88 @@ pub fn render_unmatched(account: &str, user: &str, finding_id: &str, credential_
         attributes: BTreeMap::from([
             ("event", "rotation.unmatched".to_string()),
             ("severity", "warning".to_string()),
+            ("rotation_id", "none".to_string()),
+            ("credential_kind", credential_kind.to_string()),
+            ("target_kind", "none".to_string()),
+        ]),
+    }
+}
+
+/// IAM users no rotation covers, first seen in one intake message: one
+/// notice for all of them (`rotation.unmatched`, warning). A single user
+/// gets [`render_unmatched`]'s notice; more get a digest listing each
+/// (`users[]` in the document). An intake message names at most
+/// [`crate::intake::MAX_ITEMS`] users, so a digest lists at most that many.
+pub fn render_unmatched_digest(items: &[(String, String, String)], credential_kind: &str) -> Notification {
+    if let [(account, user, finding_id)] = items {
+        return render_unmatched(account, user, finding_id, credential_kind);
+    }
+    let mut text = format!("Findings for {} IAM users keyturn does not rotate\n\n", items.len());
+    for (account, user, finding_id) in items {
+        text.push_str(&format!("  {user} in account {account} (finding {finding_id})\n"));
+    }
+    text.push_str("\nRecommended action: add a [[rotation]] for each user to keyturn's configuration, or rotate their keys another way. Each user is reported once; later re-imports of their findings are only counted.\n");
+    let document = json!({
+        "event": "rotation.unmatched",
+        "severity": "warning",
+        "users": items.iter().map(|(a, u, f)| json!({"account_id": a, "user": u, "finding_id": f})).collect::<Vec<_>>(),
+        "count": items.len(),
+        "recommended_action": "add a [[rotation]] for these users, or rotate their keys another way",
+    });
+    Notification {
+        subject: format!("[keyturn] No rotation for {} iam users", items.len()),
+        text,
+        document,
+        attributes: BTreeMap::from([
+            ("event", "rotation.unmatched".to_string()),
+            ("severity", "warning".to_string()),
+            ("rotation_id", "none".to_string()),
+            ("credential_kind", credential_kind.to_string()),
+            ("target_kind", "none".to_string()),
+        ]),
+    }
+}
+
+/// Exposed access keys no rotation covers, from one AWS Health event: one
+/// critical `rotation.unmatched` notice. One key gets
+/// [`render_exposed_unmatched`]'s notice; more get a digest (`keys[]`).
+/// Each item: (key id, owner if found, deactivation result).
+#[allow(clippy::type_complexity)]
+pub fn render_exposed_unmatched_digest(
+    account: &str,
+    items: &[(String, Option<String>, Option<std::result::Result<(), String>>)],
+    event_arn: &str,
+    credential_kind: &str,
+) -> Notification {
+    if let [(key, owner, deactivated)] = items {
+        return render_exposed_unmatched(account, key, owner.as_deref(), event_arn, deactivated.clone(), credential_kind);
+    }
+    let state = |d: &Option<std::result::Result<(), String>>| match d {
+        Some(Ok(())) => "deactivated by keyturn".to_string(),
+        Some(Err(e)) => format!("STILL ACTIVE: deactivation failed ({e})"),
+        None => "STILL ACTIVE".to_string(),
+    };
+    let mut text = format!("{} exposed access keys that no rotation covers\n\nAccount:         {account}\nAWS Health event: {event_arn}\nWhat AWS did:    {AWS_QUARANTINE}\nKeys:\n", items.len());
+    for (key, owner, d) in items {
+        text.push_str(&format!("  {key}  {}  {}\n", owner.as_deref().unwrap_or("(no user found in this account)"), state(d)));
+    }
+    text.push_str("Recommended action: rotate (or deactivate) each active key by hand now, investigate its use in CloudTrail and remove the public copy. A key no user in this account owns may be made up: check the event.\n");
+    Notification {
+        subject: format!("[keyturn] {} exposed keys not covered by any rotation (account {account})", items.len()),
+        text,
+        document: json!({
+            "event": "rotation.unmatched",
+            "severity": "critical",
+            "account_id": account,
+            "exposed": true,
+            "health_event": event_arn,
+            "count": items.len(),
+            "keys": items.iter().map(|(k, o, d)| json!({"key_id": k, "user": o, "deactivated": matches!(d, Some(Ok(()))), "key_state": state(d)})).collect::<Vec<_>>(),
+            "aws_quarantine": AWS_QUARANTINE,
+        }),
+        attributes: BTreeMap::from([
+            ("event", "rotation.unmatched".to_string()),
+            ("severity", "critical".to_string()),
             ("rotation_id", "none".to_string()),
             ("credential_kind", credential_kind.to_string()),
             ("target_kind", "none".to_string()),
@@ -924,12 +1014,36 @@ pub fn event_detail(n: &Notification) -> Value {
     d
 }
 
+/// Who really sent a request, for a notice: SQS's `SenderId`, and the
+/// event envelope's account and source when it came as an event.
+pub fn sent_by(sender: Option<&str>, event: Option<(&str, &str)>) -> String {
+    let mut s = format!("SenderId {}", sender.unwrap_or("(not reported)"));
+    if let Some((account, source)) = event {
+        s.push_str(&format!(", event of account {} (source {source})", if account.is_empty() { "(none)" } else { account }));
+    }
+    s
+}
+
 /// Put the notification's document and correlation id on the saga's
-/// notification (the JSON document and a `correlation_id` attribute).
+/// notification (the JSON document and a `correlation_id` attribute), and,
+/// for a saga started by a request, who asked and who really sent it
+/// (`request`).
 pub fn correlate(mut n: Notification, saga: &Saga) -> Notification {
     let id = saga.correlation().to_string();
     if let Value::Object(m) = &mut n.document {
         m.insert("correlation_id".into(), Value::String(id.clone()));
+        if let Some(r) = &saga.request {
+            m.entry("request").or_insert_with(|| {
+                json!({
+                    "requester": r.requester,
+                    "reason": r.reason,
+                    "idempotency_key": r.idempotency_key,
+                    "sender": r.sender,
+                    "event_account": r.event_account,
+                    "event_source": r.event_source,
+                })
+            });
+        }
     }
     n.attributes.insert("correlation_id", id);
     n
@@ -1022,7 +1136,11 @@ impl Notifier {
             "http": doc,
             "https": doc,
         });
-        let mut req = self.client.publish().topic_arn(&self.topic_arn).subject(&n.subject).message_structure("json").message(message.to_string());
+        // Whatever a renderer put there, a subject is one line of at most
+        // 100 characters without control characters (SNS's rule, and a
+        // forged name must not add lines to an e-mail's headers).
+        let subject = crate::intake::one_line(&n.subject, 100);
+        let mut req = self.client.publish().topic_arn(&self.topic_arn).subject(&subject).message_structure("json").message(message.to_string());
         for (k, v) in n.attributes.iter().filter(|(_, v)| !v.is_empty()) {
             let attr = MessageAttributeValue::builder().data_type("String").string_value(v).build().map_err(|e| Error::Config(e.to_string()))?;
             req = req.message_attributes(*k, attr);

@@ -80,6 +80,10 @@ pub struct Received {
     /// The step queue it came from: its acknowledgement, visibility and
     /// dead-lettering go back to that queue.
     pub lane: Lane,
+    /// Who really sent it: SQS's `SenderId` system attribute (the IAM
+    /// user's unique id, or `<role id>:<session name>` for a role), as
+    /// opposed to anything the body claims. `None` when SQS did not say.
+    pub sender: Option<String>,
 }
 
 /// Which step queue a step message travels on.
@@ -156,6 +160,7 @@ impl Queue for SqsQueue {
             .wait_time_seconds(wait.as_secs().min(20) as i32)
             .visibility_timeout(visibility.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SenderId)
             .send()
             .await
             .map_err(|e| aws("sqs", "ReceiveMessage", e))?;
@@ -166,7 +171,15 @@ impl Queue for SqsQueue {
             .filter_map(|m| {
                 let count =
                     m.attributes().and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount)).and_then(|c| c.parse().ok()).unwrap_or(1);
-                Some(Received { message_id: m.message_id?, receipt: m.receipt_handle?, body: m.body.unwrap_or_default(), receive_count: count, lane: Lane::default() })
+                let sender = m.attributes().and_then(|a| a.get(&MessageSystemAttributeName::SenderId)).filter(|s| !s.is_empty()).cloned();
+                Some(Received {
+                    message_id: m.message_id?,
+                    receipt: m.receipt_handle?,
+                    body: m.body.unwrap_or_default(),
+                    receive_count: count,
+                    lane: Lane::default(),
+                    sender,
+                })
             })
             .collect())
     }

@@ -80,7 +80,14 @@ impl<Q: Queue> Engine<Q> {
         let req = Request {
             trigger: "request".into(),
             correlation_id: Some(r.correlation().to_string()),
-            info: Some(RequestInfo { requester: r.requester.clone(), reason: r.reason.clone(), idempotency_key: r.idempotency_key.clone() }),
+            info: Some(RequestInfo {
+                requester: r.requester.clone(),
+                reason: r.reason.clone(),
+                idempotency_key: r.idempotency_key.clone(),
+                sender: r.sender.clone(),
+                event_account: r.event.as_ref().map(|e| e.account.clone()),
+                event_source: r.event.as_ref().map(|e| e.source.clone()),
+            }),
             overrides: r.overrides.clone(),
             idempotency: Some((r.idempotency_key.clone(), now + Self::ms(self.idempotency_window))),
             ..Request::default()
@@ -109,7 +116,7 @@ impl<Q: Queue> Engine<Q> {
                 return intake_queue.ack(m).await;
             }
         };
-        info!(saga = %saga_id, rotation = %rotation_id, correlation_id = %r.correlation(), requester = %r.requester, outcome, "rotation request answered");
+        info!(saga = %saga_id, rotation = %rotation_id, correlation_id = %r.correlation(), requester = %r.requester, sender = ?r.sender, outcome, "rotation request answered");
         self.notifier.publish(&notify::render_request_answer(&r, Some(&rotation_id), Some(&saga_id), outcome, None)).await?;
         intake_queue.ack(m).await
     }
@@ -135,15 +142,29 @@ impl<Q: Queue> Engine<Q> {
         event_arn: &str,
         key_ids: &[String],
         users: &[(String, String)],
+        overflow: Option<String>,
         report: &mut IntakeReport,
     ) -> Result<()> {
         let seen_at = now_ms();
-        let mut keys: Vec<(String, Option<String>)> = Vec::new();
-        for key in key_ids {
-            keys.push((key.clone(), self.key_owner(key).await?));
-        }
         let rots = self.rotations();
         let home = rots.accounts.home().await?.account.clone();
+        // Owners are looked up in the event's account only (through the
+        // member role there), and matched in that same account.
+        let iam = match self.account_iam(&rots, account_id).await {
+            Ok(iam) => Some(iam),
+            Err(e) => {
+                warn!(account = %account_id, error = %e, "cannot act in the exposure event's account; its keys' owners are unknown");
+                None
+            }
+        };
+        let mut keys: Vec<(String, Option<String>)> = Vec::new();
+        for key in key_ids {
+            let owner = match &iam {
+                Some(iam) => self.key_owner(iam, key).await?,
+                None => None,
+            };
+            keys.push((key.clone(), owner));
+        }
         for (account, user) in users {
             // The event names the user, not the key: the key is the user's
             // only active key, if it has exactly one.
@@ -165,6 +186,9 @@ impl<Q: Queue> Engine<Q> {
             }
         }
         let mut busy: Option<Duration> = None;
+        // The saga list is read once per message, and only if a key has no owner.
+        let mut sagas: Option<Vec<Saga>> = None;
+        let mut uncovered = Vec::new();
         for (key, owner) in keys {
             if !self.store.claim_exposure(&key, &m.message_id, event_arn, seen_at).await? {
                 info!(key = %key, event = %event_arn, "exposure of this key already handled (a repeated event)");
@@ -172,7 +196,10 @@ impl<Q: Queue> Engine<Q> {
                 continue;
             }
             if owner.is_none() {
-                if let Some(why) = self.already_rotated(&key, event_arn).await? {
+                if sagas.is_none() {
+                    sagas = Some(self.store.list().await?.into_iter().map(|s| s.saga).collect());
+                }
+                if let Some(why) = self.already_rotated(sagas.as_deref().unwrap_or_default(), &key, event_arn).await? {
                     report.stale += 1;
                     report.ignored.push(why);
                     continue;
@@ -180,8 +207,9 @@ impl<Q: Queue> Engine<Q> {
             }
             let cfg = owner.as_deref().and_then(|u| intake::match_user(&rots.configs, &home, account_id, u)).map(|c| c.id.clone());
             let Some(rotation_id) = cfg else {
-                self.report_uncovered(account_id, &key, owner.as_deref(), event_arn).await?;
-                report.unmatched.push((account_id.to_string(), owner.unwrap_or_default(), true));
+                let deactivated = self.deactivate_uncovered(iam.as_ref(), account_id, &key, owner.as_deref()).await;
+                report.unmatched.push((account_id.to_string(), owner.clone().unwrap_or_default(), true));
+                uncovered.push((key, owner, deactivated));
                 continue;
             };
             match self.emergency(&rotation_id, &key, event_arn, seen_at).await? {
@@ -201,18 +229,39 @@ impl<Q: Queue> Engine<Q> {
                 }
             }
         }
+        // One notice for every uncovered key of this message.
+        if !uncovered.is_empty() {
+            let kind = crate::connectors::source_kind_for(crate::connectors::SubjectKind::IamUser);
+            self.notifier.publish(&notify::render_exposed_unmatched_digest(account_id, &uncovered, event_arn, kind)).await?;
+        }
         if let Some(wait) = busy {
             // Handled keys answer as duplicates of this same message, by its id.
             info!(wait_ms = wait.as_millis() as u64, "a saga of an exposed key is mid-step; the event comes back when its lease ends");
             report.retained = true;
             return intake_queue.extend(m, wait).await;
         }
-        intake_queue.ack(m).await
+        match overflow {
+            Some(why) => {
+                intake_queue.dead_letter(m, &why).await?;
+                report.rejected = Some(why);
+                Ok(())
+            }
+            None => intake_queue.ack(m).await,
+        }
     }
 
-    /// The IAM user (in the worker's account) that owns `key`, if any.
-    async fn key_owner(&self, key: &str) -> Result<Option<String>> {
-        match self.iam.get_access_key_last_used().access_key_id(key).send().await {
+    /// An IAM client acting in `account`: the worker's own for its home
+    /// account; for a member account, the role of a rotation there (its
+    /// `role_arn`, else `[aws] member_role_name`).
+    async fn account_iam(&self, rots: &crate::engine::Rotations, account: &str) -> Result<aws_sdk_iam::Client> {
+        let role = rots.configs.iter().filter(|r| r.source.account_id() == Some(account)).find_map(|r| r.source.role_arn().map(str::to_string));
+        let access = rots.accounts.access(Some(account), role.as_deref()).await?;
+        rots.accounts.iam(&self.iam, &access).await
+    }
+
+    /// The IAM user (in the account `iam` acts in) that owns `key`, if any.
+    async fn key_owner(&self, iam: &aws_sdk_iam::Client, key: &str) -> Result<Option<String>> {
+        match iam.get_access_key_last_used().access_key_id(key).send().await {
             Ok(out) => Ok(out.user_name().map(str::to_string)),
             Err(e) => match aws("iam", "GetAccessKeyLastUsed", e) {
                 Error::Aws { code, .. } if code == "NoSuchEntity" || code.contains("NotFound") => Ok(None),
@@ -230,9 +279,8 @@ impl<Q: Queue> Engine<Q> {
     /// A key that no longer exists but that a saga of a configured rotation
     /// replaced: the exposure came after the rotation. Reported (critical:
     /// the key was public, its past use needs looking at), nothing to rotate.
-    async fn already_rotated(&self, key: &str, event_arn: &str) -> Result<Option<String>> {
-        let sagas = self.store.list().await?;
-        let Some(s) = sagas.iter().map(|s| &s.saga).find(|s| s.old_keys.iter().any(|k| k.id == key) || s.new_key.as_deref() == Some(key)) else {
+    async fn already_rotated(&self, sagas: &[Saga], key: &str, event_arn: &str) -> Result<Option<String>> {
+        let Some(s) = sagas.iter().find(|s| s.old_keys.iter().any(|k| k.id == key) || s.new_key.as_deref() == Some(key)) else {
             return Ok(None);
         };
         let Some(rot) = self.rotations().get(&s.rotation_id).cloned() else { return Ok(None) };
@@ -243,13 +291,20 @@ impl<Q: Queue> Engine<Q> {
         Ok(Some(why))
     }
 
-    /// An exposed key no rotation covers: critical `rotation.unmatched`,
-    /// and, only with `[exposure] deactivate_uncovered`, deactivated.
-    async fn report_uncovered(&self, account: &str, key: &str, owner: Option<&str>, event_arn: &str) -> Result<()> {
-        let deactivated = match (self.deactivate_uncovered, owner) {
-            (true, Some(user)) => Some(
-                self.iam
-                    .update_access_key()
+    /// An exposed key no rotation covers: deactivated only with
+    /// `[exposure] deactivate_uncovered`, and only in the event's account
+    /// (`iam`, where its owner was found). Reported by the caller, one
+    /// critical `rotation.unmatched` per message.
+    async fn deactivate_uncovered(
+        &self,
+        iam: Option<&aws_sdk_iam::Client>,
+        account: &str,
+        key: &str,
+        owner: Option<&str>,
+    ) -> Option<std::result::Result<(), String>> {
+        let deactivated = match (self.deactivate_uncovered, owner, iam) {
+            (true, Some(user), Some(iam)) => Some(
+                iam.update_access_key()
                     .user_name(user)
                     .access_key_id(key)
                     .status(aws_sdk_iam::types::StatusType::Inactive)
@@ -261,8 +316,7 @@ impl<Q: Queue> Engine<Q> {
             _ => None,
         };
         warn!(account = %account, key = %key, user = owner.unwrap_or("(unknown)"), deactivated = ?deactivated, "exposed key that no rotation covers");
-        let kind = crate::connectors::source_kind_for(crate::connectors::SubjectKind::IamUser);
-        self.notifier.publish(&notify::render_exposed_unmatched(account, key, owner, event_arn, deactivated, kind)).await
+        deactivated
     }
 
     /// Start an emergency saga for `key` of rotation `rotation_id`, or take

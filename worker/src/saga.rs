@@ -522,9 +522,19 @@ pub struct Saga {
 /// A rotation asked for through the request API (`keyturn.rotation-request.v1`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestInfo {
+    /// Who the request says asked (self-declared, unchecked).
     pub requester: String,
     pub reason: String,
     pub idempotency_key: String,
+    /// Who really sent it: SQS's `SenderId` of the intake message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    /// For a `keyturn.requests` event: the envelope's `account` (the
+    /// account that put the event) and `source`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_source: Option<String>,
 }
 
 /// Parts of a rotation's policy a request may shorten (never lengthen).

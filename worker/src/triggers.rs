@@ -76,23 +76,42 @@ impl<Q: Queue> Engine<Q> {
     #[instrument(skip_all, fields(worker = %self.worker_id, message_id = %m.message_id))]
     pub async fn handle_intake<I: Queue>(&self, intake_queue: &I, m: &Received) -> Result<IntakeReport> {
         let mut report = IntakeReport::default();
-        let event = match intake::parse(&m.body) {
+        let rotations = self.rotations();
+        let checked = match intake::parse_message(&m.body) {
+            Ok((event, origin)) => match &event {
+                Event::Request(_) => {
+                    intake::sender_allowed(rotations.allowed_senders.as_deref(), m.sender.as_deref(), origin.as_ref()).map(|_| (event, origin))
+                }
+                _ => intake::check_served(&event, origin.as_ref(), &rotations.served_accounts().await?).map(|_| (event, origin)),
+            },
+            Err(e) => Err(e),
+        };
+        let (mut event, origin) = match checked {
             Ok(e) => e,
             Err(e) => {
                 let why = e.to_string();
-                error!(reason = %why, "rejected intake event; moving it to the intake dead-letter queue");
+                let sender = m.sender.as_deref().map(|s| intake::one_line(s, 128));
+                error!(reason = %why, sender = ?sender, "rejected intake event; moving it to the intake dead-letter queue");
                 intake_queue.dead_letter(m, &why).await?;
                 report.rejected = Some(why);
                 return Ok(report);
             }
         };
+        // A message names at most MAX_ITEMS users or keys: the first are
+        // acted on, then the message goes to the DLQ with the count.
+        let overflow = intake::bound(&mut event, intake::MAX_ITEMS);
+        if let Some(why) = &overflow {
+            warn!(reason = %why, "intake message names too many users or keys; acting on the first only");
+        }
         let event = match event {
-            Event::Request(r) => {
+            Event::Request(mut r) => {
+                r.sender = m.sender.clone();
+                r.event = origin;
                 self.handle_request(intake_queue, m, r, &mut report).await?;
                 return Ok(report);
             }
             Event::KeyExposed { account_id, event_arn, key_ids, users } => {
-                self.handle_exposed(intake_queue, m, &account_id, &event_arn, &key_ids, &users, &mut report).await?;
+                self.handle_exposed(intake_queue, m, &account_id, &event_arn, &key_ids, &users, overflow, &mut report).await?;
                 return Ok(report);
             }
             other => other,
@@ -105,8 +124,8 @@ impl<Q: Queue> Engine<Q> {
         };
         let automatic = imported || matches!(event, Event::ScimTokenExpiry { .. });
         let mut last_success = HashMap::new();
-        let rotations = self.rotations();
         let home = rotations.accounts.home().await?.account.clone();
+        let mut unmatched_new = Vec::new();
         for d in intake::decide(&event, &rotations.configs, &home) {
             match d {
                 Decision::Rotate { rotation_id, finding, user } => {
@@ -170,16 +189,26 @@ impl<Q: Queue> Engine<Q> {
                 }
                 Decision::Unmatched { finding_id, account_id, user } => {
                     let first = self.store.record_unmatched(&account_id, &user, &finding_id, now_ms()).await?;
-                    warn!(account = %account_id, user = %user, finding = %finding_id, first, "finding for an IAM user no rotation covers");
+                    warn!(account = %account_id, user = %user, finding = %intake::one_line(&finding_id, 256), first, "finding for an IAM user no rotation covers");
                     if first {
-                        let kind = crate::connectors::source_kind_for(crate::connectors::SubjectKind::IamUser);
-                        self.notifier.publish(&notify::render_unmatched(&account_id, &user, &finding_id, kind)).await?;
+                        unmatched_new.push((account_id.clone(), user.clone(), finding_id));
                     }
                     report.unmatched.push((account_id, user, first));
                 }
             }
         }
-        intake_queue.ack(m).await?;
+        // One notice per message for the users seen for the first time.
+        if !unmatched_new.is_empty() {
+            let kind = crate::connectors::source_kind_for(crate::connectors::SubjectKind::IamUser);
+            self.notifier.publish(&notify::render_unmatched_digest(&unmatched_new, kind)).await?;
+        }
+        match overflow {
+            Some(why) => {
+                intake_queue.dead_letter(m, &why).await?;
+                report.rejected = Some(why);
+            }
+            None => intake_queue.ack(m).await?,
+        }
         Ok(report)
     }
 

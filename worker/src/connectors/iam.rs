@@ -46,8 +46,8 @@ pub const SOURCE: SourceEntry = SourceEntry {
     subjects: &[SubjectKind::IamUser],
     parse: |t| {
         let c: IamAccessKeyConfig = super::from_table(t)?;
-        if c.user_name.is_empty() || c.user_name.len() > 64 {
-            return Err(ConfigProblem::at("user_name", "must be an IAM user name (1-64 characters)"));
+        if !crate::intake::valid_iam_name(&c.user_name) {
+            return Err(ConfigProblem::at("user_name", "must be an IAM user name (1-64 letters, digits and +=,.@_-)"));
         }
         crate::config::check_account(c.account_id.as_deref()).map_err(|m| ConfigProblem::at("account_id", m))?;
         let mut c = c;
@@ -94,6 +94,9 @@ impl SourceSpec for IamAccessKeyConfig {
     }
     fn account_id(&self) -> Option<&str> {
         self.account_id.as_deref()
+    }
+    fn role_arn(&self) -> Option<&str> {
+        self.role_arn.as_deref()
     }
     fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn CredentialSource> {
         Arc::new(IamAccessKey {

@@ -243,6 +243,10 @@ pub trait SourceSpec: Send + Sync + std::fmt::Debug {
     fn account_id(&self) -> Option<&str> {
         None
     }
+    /// The role the source acts through in its account, when configured.
+    fn role_arn(&self) -> Option<&str> {
+        None
+    }
     fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn CredentialSource>;
 }
 

@@ -592,7 +592,9 @@ fn a_request_on_the_queue_and_as_a_custom_event_parse_the_same() {
         "account": "123456789012", "region": "eu-west-1", "time": "2026-11-30T05:00:00Z", "resources": [],
         "detail": serde_json::from_str::<serde_json::Value>(&body).unwrap(),
     });
-    assert_eq!(parse(&event.to_string()).unwrap(), Event::Request(r));
+    let mut via_event = r.clone();
+    via_event.event = Some(EventOrigin { account: "123456789012".into(), source: REQUEST_SOURCE.into() });
+    assert_eq!(parse(&event.to_string()).unwrap(), Event::Request(via_event), "the same request, with the envelope's account and source");
     let Event::Request(u) = parse(&request_fixture("valid", "by-account-and-user.json")).unwrap() else { panic!() };
     assert_eq!(u.target, RequestTarget::User { account_id: "123456789012".into(), user_name: "auth0-ses-sender".into() });
     assert_eq!(u.correlation(), "offboarding-2026-11-30-jdoe", "no correlation id: the idempotency key");
@@ -677,4 +679,134 @@ fn an_exposed_key_event_names_its_keys_and_users() {
     let none = body.replace("AKIAEXPOSEDKEY000001", "not-a-key");
     assert!(matches!(parse(&none), Err(IntakeError::Missing(_))));
     assert!(is_access_key_id("AKIAIOSFODNN7EXAMPLE") && !is_access_key_id("akiaiosfodnn7example") && !is_access_key_id("AKIA"));
+}
+
+// ---- Trust at intake (docs/security.md, "Intake: who can make keyturn act") ----
+
+const EXPOSED: &str = include_str!("../../../tests/fixtures/health-key-exposed.json");
+
+#[test]
+fn iam_user_names_follow_iams_own_rule() {
+    for ok in ["a", "auth0-ses-sender", "x+=,.@_-9", &"n".repeat(64)] {
+        assert!(valid_iam_name(ok), "{ok:?}");
+    }
+    for bad in ["", "auth0\nsender", "a\r\nb", "a b", "ü", "a/b", "a:b", &"n".repeat(65), "tab\there"] {
+        assert!(!valid_iam_name(bad), "{bad:?}");
+    }
+    assert_eq!(one_line("a\r\nSubject: x\u{1b}[0m", 100), "a??Subject: x?[0m");
+}
+
+#[test]
+fn a_finding_naming_an_invalid_user_is_refused_never_matched() {
+    let bad = edit(CONSOLIDATED, |v| v["detail"]["findings"][0]["Resources"][0]["Details"]["AwsIamUser"]["UserName"] = "auth0-ses-sender\r\nFAKE".into());
+    let e = parse(&bad).unwrap_err();
+    assert!(matches!(e, IntakeError::InvalidName(_)), "{e}");
+    assert!(!e.to_string().contains('\n') && !e.to_string().contains("FAKE"), "the reason never repeats the name: {e}");
+    // The same through the user ARN (and in the OCSF form).
+    let bad_arn = edit(CONSOLIDATED, |v| {
+        let r = &mut v["detail"]["findings"][0]["Resources"][0];
+        r.as_object_mut().unwrap().remove("Details");
+        r["Id"] = "arn:aws:iam::123456789012:user/a\nb".into();
+    });
+    assert!(matches!(parse(&bad_arn), Err(IntakeError::InvalidName(_))));
+    let v2 = edit(V2_FAILED, |v| {
+        let r = &mut v["detail"]["findings"][0]["resources"][0];
+        r["uid"] = "arn:aws:iam::123456789012:user/x y".into();
+    });
+    assert!(matches!(parse(&v2), Err(IntakeError::InvalidName(_))), "{:?}", parse(&v2));
+    let exposed = EXPOSED.replace("\"AKIAEXPOSEDKEY000001\"}", "\"arn:aws:iam::123456789012:user/a\\r\\nb\"}");
+    assert!(matches!(parse(&exposed), Err(IntakeError::InvalidName(_))), "{:?}", parse(&exposed));
+    // A finding id with control characters is refused too (it is logged).
+    let bad_id = edit(CONSOLIDATED, |v| set(v, &["Id"], "x\ny".into()));
+    assert!(parse(&bad_id).unwrap_err().to_string().contains("control characters"));
+}
+
+#[test]
+fn aws_events_are_believed_only_for_served_accounts() {
+    let served = vec![HOME.to_string(), "222222222222".to_string()];
+    let check = |body: &str| {
+        let (e, o) = parse_message(body)?;
+        check_served(&e, o.as_ref(), &served)
+    };
+    assert_eq!(check(EXPOSED), Ok(()));
+    assert_eq!(check(CONSOLIDATED), Ok(()));
+    for body in [EXPOSED, CONSOLIDATED, HEALTH] {
+        let other = edit(body, |v| v["account"] = "999999999999".into());
+        assert!(matches!(check(&other), Err(IntakeError::ForeignAccount(_))), "{body}");
+    }
+    for body in [EXPOSED, HEALTH] {
+        let none = edit(body, |v| {
+            v.as_object_mut().unwrap().remove("account");
+        });
+        assert!(check(&none).is_err(), "a Health event names its account");
+    }
+    // A Security Hub event: every finding's account, and its users', must be served.
+    let foreign_finding = edit(CONSOLIDATED, |v| v["detail"]["findings"][0]["AwsAccountId"] = "999999999999".into());
+    assert!(matches!(check(&foreign_finding), Err(IntakeError::ForeignAccount(_))));
+    let foreign_user = edit(CONSOLIDATED, |v| {
+        let r = &mut v["detail"]["findings"][0]["Resources"][0];
+        r.as_object_mut().unwrap().remove("Details");
+        r["Id"] = "arn:aws:iam::999999999999:user/mailer".into();
+    });
+    assert!(matches!(check(&foreign_user), Err(IntakeError::ForeignAccount(_))));
+    let member = edit(CONSOLIDATED, |v| {
+        v.as_object_mut().unwrap().remove("account");
+        v["detail"]["findings"][0]["AwsAccountId"] = "222222222222".into();
+    });
+    assert_eq!(check(&member), Ok(()), "a member account's finding, envelope without account");
+    // An exposure of a served account naming a user ARN of another account.
+    let cross = EXPOSED.replace("\"AKIAEXPOSEDKEY000001\"}", "\"arn:aws:iam::999999999999:user/mailer\"}");
+    assert!(matches!(check(&cross), Err(IntakeError::ForeignAccount(_))), "{:?}", check(&cross));
+}
+
+fn request_body() -> String {
+    r#"{"schema":"keyturn.rotation-request.v1","rotation_id":"auth0-ses","reason":"r","requester":"ciso@example.com","idempotency_key":"k1"}"#.into()
+}
+
+#[test]
+fn senders_are_matched_by_unique_id_role_session_or_event_account() {
+    let (_, bare) = parse_message(&request_body()).unwrap();
+    assert_eq!(bare, None);
+    let event = format!(r#"{{"source":"keyturn.requests","detail-type":"Rotation Request","account":"333333333333","detail":{}}}"#, request_body());
+    let (e, origin) = parse_message(&event).unwrap();
+    let Event::Request(r) = e else { panic!() };
+    assert_eq!(r.event.as_ref().map(|o| o.account.as_str()), Some("333333333333"));
+    let allowed =
+        vec!["AIDAEXAMPLEUSER00001".to_string(), "AROAEXAMPLEROLE00001".to_string(), "AROAEXAMPLEROLE00002:ci".to_string(), "333333333333".to_string()];
+    let ok = |sender: Option<&str>, o: Option<&EventOrigin>| sender_allowed(Some(&allowed), sender, o).is_ok();
+    assert!(sender_allowed(None, None, None).is_ok(), "unset: not checked");
+    assert!(ok(Some("AIDAEXAMPLEUSER00001"), None));
+    assert!(!ok(Some("AIDAEXAMPLEUSER000012"), None), "a longer id is another id");
+    assert!(ok(Some("AROAEXAMPLEROLE00001:anyone"), None), "a role id allows every session");
+    assert!(ok(Some("AROAEXAMPLEROLE00002:ci"), None));
+    assert!(!ok(Some("AROAEXAMPLEROLE00002:other"), None), "a session entry allows only that session");
+    assert!(!ok(Some("AIDAIT2UOQQY3AUEKVGXU"), None));
+    assert!(!ok(None, None));
+    assert!(ok(Some("AIDAIT2UOQQY3AUEKVGXU"), origin.as_ref()), "an allowed account's keyturn.requests event");
+    let other = EventOrigin { account: "333333333333".into(), source: "aws.health".into() };
+    assert!(!ok(None, Some(&other)), "an account entry allows only keyturn.requests events");
+    let e = sender_allowed(Some(&[]), Some("AIDA\r\nX"), None).unwrap_err().to_string();
+    assert!(e.contains("not in [requests] allowed_senders") && !e.contains('\n'), "{e}");
+}
+
+#[test]
+fn a_message_is_bounded_to_max_items() {
+    let many: Vec<Value> = (0..1000).map(|i| serde_json::json!({"entityValue": format!("AKIA{i:016}")})).collect();
+    let flood = edit(EXPOSED, |v| v["detail"]["affectedEntities"] = Value::Array(many));
+    let mut e = parse(&flood).unwrap();
+    assert_eq!(item_count(&e), 1000);
+    let why = bound(&mut e, MAX_ITEMS).expect("bounded");
+    assert!(why.contains("1000") && why.contains("20"), "{why}");
+    assert_eq!(item_count(&e), MAX_ITEMS);
+    let users: Vec<Value> = (0..1000)
+        .map(
+            |i| serde_json::json!({"Type": "AwsIamUser", "Id": format!("arn:aws:iam::123456789012:user/u{i}"), "Partition": "aws", "Region": "us-east-1"}),
+        )
+        .collect();
+    let findings = edit(CONSOLIDATED, |v| v["detail"]["findings"][0]["Resources"] = Value::Array(users));
+    let mut e = parse(&findings).unwrap();
+    assert!(bound(&mut e, MAX_ITEMS).is_some());
+    assert_eq!(decide(&e, &rotations(), HOME).len(), MAX_ITEMS);
+    let mut small = parse(CONSOLIDATED).unwrap();
+    assert_eq!(bound(&mut small, MAX_ITEMS), None);
 }
