@@ -708,13 +708,7 @@ pub fn render_exposed_unmatched(
             "aws_quarantine": AWS_QUARANTINE,
             "recommended_action": action,
         }),
-        attributes: BTreeMap::from([
-            ("event", "rotation.unmatched".to_string()),
-            ("severity", "critical".to_string()),
-            ("rotation_id", "none".to_string()),
-            ("credential_kind", credential_kind.to_string()),
-            ("target_kind", "none".to_string()),
-        ]),
+        attributes: unmatched_attributes("critical", credential_kind),
     }
 }
 
@@ -835,13 +829,7 @@ pub fn render_unmatched(account: &str, user: &str, finding_id: &str, credential_
         subject: format!("[keyturn] No rotation for iam user {user} (account {account})").chars().take(100).collect(),
         text,
         document,
-        attributes: BTreeMap::from([
-            ("event", "rotation.unmatched".to_string()),
-            ("severity", "warning".to_string()),
-            ("rotation_id", "none".to_string()),
-            ("credential_kind", credential_kind.to_string()),
-            ("target_kind", "none".to_string()),
-        ]),
+        attributes: unmatched_attributes("warning", credential_kind),
     }
 }
 
@@ -870,14 +858,19 @@ pub fn render_unmatched_digest(items: &[(String, String, String)], credential_ki
         subject: format!("[keyturn] No rotation for {} iam users", items.len()),
         text,
         document,
-        attributes: BTreeMap::from([
-            ("event", "rotation.unmatched".to_string()),
-            ("severity", "warning".to_string()),
-            ("rotation_id", "none".to_string()),
-            ("credential_kind", credential_kind.to_string()),
-            ("target_kind", "none".to_string()),
-        ]),
+        attributes: unmatched_attributes("warning", credential_kind),
     }
+}
+
+/// The attributes of a `rotation.unmatched` notice: no rotation, no target.
+fn unmatched_attributes(severity: &str, credential_kind: &str) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        ("event", "rotation.unmatched".to_string()),
+        ("severity", severity.to_string()),
+        ("rotation_id", "none".to_string()),
+        ("credential_kind", credential_kind.to_string()),
+        ("target_kind", "none".to_string()),
+    ])
 }
 
 /// Exposed access keys no rotation covers, from one AWS Health event: one
@@ -917,13 +910,7 @@ pub fn render_exposed_unmatched_digest(
             "keys": items.iter().map(|(k, o, d)| json!({"key_id": k, "user": o, "deactivated": matches!(d, Some(Ok(()))), "key_state": state(d)})).collect::<Vec<_>>(),
             "aws_quarantine": AWS_QUARANTINE,
         }),
-        attributes: BTreeMap::from([
-            ("event", "rotation.unmatched".to_string()),
-            ("severity", "critical".to_string()),
-            ("rotation_id", "none".to_string()),
-            ("credential_kind", credential_kind.to_string()),
-            ("target_kind", "none".to_string()),
-        ]),
+        attributes: unmatched_attributes("critical", credential_kind),
     }
 }
 
