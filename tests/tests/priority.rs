@@ -68,15 +68,8 @@ struct Setup {
 
 async fn queue_pair(sqs: &aws_sdk_sqs::Client, name: &str) -> (String, String) {
     let dlq = sqs.create_queue().queue_name(format!("{name}-dlq")).send().await.unwrap().queue_url.unwrap();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&QueueAttributeName::QueueArn]
+    let arn = sqs.get_queue_attributes().queue_url(&dlq).attribute_names(QueueAttributeName::QueueArn).send().await.unwrap().attributes.unwrap()
+        [&QueueAttributeName::QueueArn]
         .clone();
     let q = sqs
         .create_queue()
