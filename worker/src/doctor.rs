@@ -301,7 +301,7 @@ async fn queue(clients: &Clients, what: &str, url: &str, dlq_url: &str, lease: s
             return vec![Check::fail(
                 what,
                 format!("cannot read {url}: {}", said(&e)),
-                format!("create the queue or correct its URL in [aws]; the worker needs sqs:GetQueueAttributes on it"),
+                "create the queue or correct its URL in [aws]; the worker needs sqs:GetQueueAttributes on it".to_string(),
             )]
         }
     };
@@ -463,7 +463,7 @@ pub fn jwt_claims(token: &str) -> Option<serde_json::Value> {
             c => c,
         })
         .collect();
-    while b64.len() % 4 != 0 {
+    while !b64.len().is_multiple_of(4) {
         b64.push('=');
     }
     let bytes = aws_smithy_types::base64::decode(&b64).ok()?;
