@@ -228,6 +228,8 @@ class Resolver:
             return self._name(name, "RoleName")
         if rtype == "AWS::Lambda::Function":
             return self._name(name, "FunctionName")
+        if rtype == "AWS::Events::EventBus":
+            return self._name(name, "Name")
         return name
 
     def getatt(self, logical, attr):
@@ -241,7 +243,11 @@ class Resolver:
             "AWS::KMS::Key": lambda: f"arn:{PARTITION}:kms:{REGION}:{ACCOUNT}:key/{self.ref(logical)}",
             "AWS::Logs::LogGroup": lambda: f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT}:log-group:{self._name(logical, 'LogGroupName')}:*",
             "AWS::IAM::Role": lambda: f"arn:{PARTITION}:iam::{ACCOUNT}:role/{self._name(logical, 'RoleName')}",
-            "AWS::Events::Rule": lambda: f"arn:{PARTITION}:events:{REGION}:{ACCOUNT}:rule/{self._name(logical, 'Name')}",
+            # A rule on a bus other than the default one: rule/<bus>/<name>.
+            "AWS::Events::Rule": lambda: f"arn:{PARTITION}:events:{REGION}:{ACCOUNT}:rule/"
+                                         + "".join(f"{b}/" for b in [self._name(logical, 'EventBusName')]
+                                                   if b not in ("default", "EventBusName"))
+                                         + self._name(logical, 'Name'),
             "AWS::Lambda::Function": lambda: f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:{self._name(logical, 'FunctionName')}",
         }
         if attr == "Arn" and rtype in arns:
