@@ -4,12 +4,15 @@
     python3 infra/check_event_patterns.py [infra/keyturn-stack.yaml]
 
 Each fixture in tests/fixtures/ (the events intake.rs is tested with) must be
-matched by exactly its own rule, and mutated copies of it (archived, passed,
+matched by exactly its own rule (on its own bus: rotation requests travel on
+the <Prefix>-requests bus, AWS events on the default one), and mutated copies of it (archived, passed,
 another control, suppressed, another custom action, another Health event...)
 by none. That covers Security Hub CSPM (ASFF: consolidated, FSBP legacy, every
 CIS version's legacy finding, the AWS Config rule fallback) and the new
 Security Hub (OCSF, "Findings Imported V2": failed, passed, suppressed,
-archived, another control). Where the pattern cannot tell (EventBridge
+archived, another control). The AWS events of an account keyturn does not
+serve (neither this one nor MemberAccountIds, set here to MEMBER) match
+nothing. Where the pattern cannot tell (EventBridge
 matches array fields per field, not per finding; a CIS number is not checked
 against its version here) intake.rs decides; those cases are not listed.
 
@@ -33,6 +36,9 @@ import check_policy  # noqa: E402  (shared CloudFormation loader and resolver)
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "..", "tests", "fixtures")
 MISSING = object()
+# MemberAccountIds for this check: events of this account must match too.
+MEMBER = "210987654321"
+FOREIGN = "999999999999"
 
 
 def values_at(node, path):
@@ -82,13 +88,15 @@ def matches(pattern, event, path=()):
 
 
 def load_rules(template_path, region, account):
+    """{logical id: (bus name, pattern)}"""
     check_policy.REGION, check_policy.ACCOUNT = region, account
     template = check_policy.load_template(template_path)
-    resolver = check_policy.Resolver(template, {})
+    resolver = check_policy.Resolver(template, {"MemberAccountIds": MEMBER})
     rules = {}
     for logical, res in template["Resources"].items():
         if res["Type"] == "AWS::Events::Rule" and "EventPattern" in res["Properties"]:
-            rules[logical] = resolver.resolve(res["Properties"]["EventPattern"])
+            bus = resolver.resolve(res["Properties"].get("EventBusName", "default"))
+            rules[logical] = (bus, resolver.resolve(res["Properties"]["EventPattern"]))
     return rules
 
 
@@ -191,8 +199,21 @@ def cases():
     request = {"version": "0", "id": "r1", "source": "keyturn.requests", "detail-type": "Rotation Request",
                "account": exposed["account"], "region": exposed["region"], "time": exposed["time"], "resources": [],
                "detail": json.load(open(os.path.join(FIXTURES, "requests", "valid", "by-rotation-id.json")))}
-    yield "rotation request event", request, "RotationRequestRule"
+    yield "rotation request event, request bus", request, "RotationRequestRule", "keyturn-requests"
+    yield "rotation request event, default bus (not read)", request, None
+    yield "rotation request event from another account, request bus (its policy admits the sender)", \
+        mutate(request, lambda e: e.update(account=FOREIGN)), "RotationRequestRule", "keyturn-requests"
     yield "outcome event (keyturn's own)", mutate(request, lambda e: e.update({"source": "keyturn.outcomes", "detail-type": "Rotation Succeeded"})), None
+    yield "outcome event (keyturn's own), request bus", mutate(request, lambda e: e.update({"source": "keyturn.outcomes", "detail-type": "Rotation Succeeded"})), None, "keyturn-requests"
+    # Only the accounts keyturn serves: this one and MemberAccountIds.
+    for name, event, rule in [("consolidated IAM.3", cons, "FindingsImportedRule"),
+                              ("OCSF IAM.3 failed", v2, "FindingsImportedV2Rule"),
+                              ("custom action", action, "CustomActionRule"),
+                              ("SCIM token expiry", health, "ScimTokenExpiryRule"),
+                              ("exposed access key", exposed, "KeyExposedRule")]:
+        yield f"{name}, member account", mutate(event, lambda e: e.update(account=MEMBER)), rule
+        yield f"{name}, account keyturn does not serve", mutate(event, lambda e: e.update(account=FOREIGN)), None
+        yield f"{name}, on the request bus", event, None, "keyturn-requests"
 
 
 def main(argv):
@@ -201,8 +222,9 @@ def main(argv):
     rules = load_rules(template_path, sample["region"], sample["account"])
     print("rules:", ", ".join(sorted(rules)))
     bad = 0
-    for name, event, expected in cases():
-        hits = sorted(r for r, p in rules.items() if matches(p, event))
+    for case in cases():
+        name, event, expected, bus = (*case, "default")[:4]
+        hits = sorted(r for r, (b, p) in rules.items() if b == bus and matches(p, event))
         want = [expected] if expected else []
         ok = hits == want
         bad += not ok

@@ -37,6 +37,14 @@ brings PyYAML). What it does:
    and aws:PrincipalOrgID (StringEquals). Service principals (ecs-tasks,
    lambda) are exempt: AWS services cannot present an external ID.
 6. (d) Prints, per identity policy, the actions it grants and on what.
+7. (e) Fails unless every queue that an EventBridge rule of the template
+   delivers to (the intake queue) has a queue policy statement that
+   explicitly Denies sqs:SendMessage to Principal "*" with nothing but
+   negated ARN/string conditions on aws:SourceArn (exactly the template's
+   rules that target the queue) and aws:PrincipalArn (whole role or user
+   ARNs, no wildcards); also fails on a statement that Allows everyone to
+   send there without a condition. The event bus policies (AWS::Events::EventBus
+   Policy) are checked by parliament like the other resource policies.
 
 Exit status: 0 clean, 1 findings, 2 usage or template errors.
 """
@@ -110,6 +118,9 @@ PARAM_PLACEHOLDERS = {
     "OrganizationId": "o-a1b2c3d4e5",
     "TargetSecretArns": [
         f"arn:{PARTITION}:secretsmanager:{REGION}:{ACCOUNT}:secret:app/aws-AbCdEf",
+    ],
+    "RequesterPrincipalArns": [
+        f"arn:{PARTITION}:iam::{ACCOUNT}:role/rotation-requester",
     ],
 }
 
@@ -217,6 +228,8 @@ class Resolver:
             return self._name(name, "RoleName")
         if rtype == "AWS::Lambda::Function":
             return self._name(name, "FunctionName")
+        if rtype == "AWS::Events::EventBus":
+            return self._name(name, "Name")
         return name
 
     def getatt(self, logical, attr):
@@ -230,7 +243,11 @@ class Resolver:
             "AWS::KMS::Key": lambda: f"arn:{PARTITION}:kms:{REGION}:{ACCOUNT}:key/{self.ref(logical)}",
             "AWS::Logs::LogGroup": lambda: f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT}:log-group:{self._name(logical, 'LogGroupName')}:*",
             "AWS::IAM::Role": lambda: f"arn:{PARTITION}:iam::{ACCOUNT}:role/{self._name(logical, 'RoleName')}",
-            "AWS::Events::Rule": lambda: f"arn:{PARTITION}:events:{REGION}:{ACCOUNT}:rule/{self._name(logical, 'Name')}",
+            # A rule on a bus other than the default one: rule/<bus>/<name>.
+            "AWS::Events::Rule": lambda: f"arn:{PARTITION}:events:{REGION}:{ACCOUNT}:rule/"
+                                         + "".join(f"{b}/" for b in [self._name(logical, 'EventBusName')]
+                                                   if b not in ("default", "EventBusName"))
+                                         + self._name(logical, 'Name'),
             "AWS::Lambda::Function": lambda: f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:{self._name(logical, 'FunctionName')}",
         }
         if attr == "Arn" and rtype in arns:
@@ -322,6 +339,8 @@ def collect_policies(template, resolver):
             found.append((logical, "resource", resolver.resolve(props["KeyPolicy"])))
         elif rtype in ("AWS::SQS::QueuePolicy", "AWS::SNS::TopicPolicy"):
             found.append((logical, "resource", resolver.resolve(props["PolicyDocument"])))
+        elif rtype == "AWS::Events::EventBus" and "Policy" in props:
+            found.append((logical, "resource", resolver.resolve(props["Policy"])))
     return found
 
 
@@ -366,6 +385,93 @@ def star_violations(label, doc):
             if action == "*" or service in SCOPED_SERVICES:
                 problems.append(f"{label}/{sid}: {action} on Resource \"*\"")
     return problems
+
+
+INTAKE_SEND_EXEMPT_KEYS = {"aws:sourcearn", "aws:principalarn"}
+NEGATED_ARN_OPERATORS = {"arnnotequals", "arnnotlike", "stringnotequals", "stringnotlike", "arnnotequalsifexists",
+                         "arnnotlikeifexists", "stringnotequalsifexists", "stringnotlikeifexists"}
+
+
+def intake_queue_violations(template, resolver):
+    """The queues EventBridge rules deliver to (the intake queue) must deny
+    sqs:SendMessage explicitly to every principal except the template's own
+    rules (aws:SourceArn) and named principals (aws:PrincipalArn), and no
+    statement may allow sending to everyone.
+
+    A Deny counts only if it names Principal "*", covers sqs:SendMessage on the
+    queue, and its Condition holds nothing but negated ARN/string operators on
+    aws:SourceArn and aws:PrincipalArn: any other condition (say, a Bool on
+    aws:SecureTransport, or a positive operator) would narrow the Deny to some
+    requests only. The aws:SourceArn values must be exactly ARNs of rules in
+    this template that target the queue (a wildcard would exempt any rule of
+    any account), and the aws:PrincipalArn values must be whole ARNs of roles
+    or users, without wildcards."""
+    resources = template.get("Resources") or {}
+    rule_targets = {}  # queue ARN -> ARNs of the rules that deliver to it
+    for logical, res in resources.items():
+        if res.get("Type") != "AWS::Events::Rule":
+            continue
+        props = resolver.resolve(res.get("Properties") or {})
+        rule_arn = resolver.getatt(logical, "Arn")
+        for target in as_list(props.get("Targets")):
+            arn = str(target.get("Arn", ""))
+            if arn.startswith(f"arn:{PARTITION}:sqs:"):
+                rule_targets.setdefault(arn, set()).add(rule_arn)
+    if not rule_targets:
+        return [], []
+    docs = {}  # queue ARN -> [(policy label, statement)]
+    for logical, res in resources.items():
+        if res.get("Type") != "AWS::SQS::QueuePolicy":
+            continue
+        doc = resolver.resolve(res["Properties"]["PolicyDocument"])
+        for st in as_list(doc.get("Statement")):
+            for r in as_list(st.get("Resource")):
+                docs.setdefault(str(r), []).append((logical, st))
+    problems, report = [], []
+    for queue, rules in sorted(rule_targets.items()):
+        denies, passed_over = [], []
+        for label, st in docs.get(queue, []):
+            sid = st.get("Sid", "?")
+            actions = {a.lower() for a in as_list(st.get("Action"))}
+            sends = bool(actions & {"sqs:sendmessage", "sqs:*", "*"})
+            everyone = st.get("Principal") == "*" or (isinstance(st.get("Principal"), dict)
+                                                       and "*" in as_list(st["Principal"].get("AWS")))
+            if st.get("Effect") == "Allow" and sends and everyone and not st.get("Condition"):
+                problems.append(f"{label}/{sid}: allows everyone to send to {queue}")
+            if st.get("Effect") != "Deny" or not sends or not everyone:
+                continue
+            keys, narrowing = {}, []
+            for op, pairs in (st.get("Condition") or {}).items():
+                for key, values in (pairs or {}).items():
+                    if op.lower() not in NEGATED_ARN_OPERATORS or key.lower() not in INTAKE_SEND_EXEMPT_KEYS:
+                        narrowing.append(f"{op} {key}")
+                    else:
+                        keys.setdefault(key.lower(), []).extend(str(v) for v in as_list(values))
+            sources = keys.get("aws:sourcearn", [])
+            principals = keys.get("aws:principalarn", [])
+            stray = [v for v in sources if v not in rules]
+            loose = [v for v in principals
+                     if "*" in v or "?" in v or not re.match(r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/", v)]
+            if narrowing:
+                # e.g. DenyInsecureTransport: a Deny for some requests only.
+                passed_over.append(f"{label}/{sid} (only when {narrowing})")
+            elif not sources:
+                passed_over.append(f"{label}/{sid} (exempts no rule by aws:SourceArn: it would also block the rules)")
+            elif stray:
+                problems.append(f"{label}/{sid}: aws:SourceArn exempts {stray}, which are not this template's rules "
+                                f"delivering to {queue}")
+            elif loose:
+                problems.append(f"{label}/{sid}: aws:PrincipalArn exempts {loose}: name whole role or user ARNs")
+            else:
+                denies.append(f"{label}/{sid}")
+                report.append(f"== intake queue {queue}: sqs:SendMessage denied to all but {len(sources)} rule(s)"
+                              f" and {len(principals)} principal(s) ({label}/{sid})")
+        if not denies:
+            problems.append(f"{queue}: EventBridge rules deliver here but no queue policy explicitly denies "
+                            f"sqs:SendMessage to every other principal (a Deny on Principal \"*\" with ArnNotEquals "
+                            f"on aws:SourceArn, and aws:PrincipalArn for requesters)"
+                            + (f"; not such a Deny: {passed_over}" if passed_over else ""))
+    return problems, report
 
 
 ACCOUNT_ROOT = re.compile(r"^(\d{12}|arn:aws[a-z-]*:iam::\d{12}:root)$")
@@ -480,7 +586,9 @@ def main(argv=None):
         print(f"error: {args.template}: no IAM policy found", file=sys.stderr)
         return 2
 
-    failures = []
+    failures, report = intake_queue_violations(template, resolver)
+    for line in report:
+        print(line)
     granted = {}
     for label, kind, doc in policies:
         if kind == "identity":

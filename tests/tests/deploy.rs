@@ -183,6 +183,24 @@ async fn the_stack_deploys_into_moto_and_its_resources_run_a_rotation() {
         stack.outputs().iter().find(|o| o.output_key() == Some(k)).and_then(|o| o.output_value()).unwrap_or_else(|| panic!("output {k}")).to_string()
     };
 
+    // Rotation requests have a bus of their own: the request rule lives there
+    // (not on the default bus) and delivers to the intake queue; every queue
+    // and dead-letter queue is encrypted with the stack's KMS key.
+    let eb = aws_sdk_eventbridge::Client::new(&sdk);
+    let on_requests = eb.list_rules().event_bus_name("keyturn-requests").send().await.unwrap();
+    let names: Vec<_> = on_requests.rules().iter().filter_map(|r| r.name()).collect();
+    assert_eq!(names, ["keyturn-rotation-requests"]);
+    let on_default = eb.list_rules().send().await.unwrap();
+    assert!(on_default.rules().iter().all(|r| r.name() != Some("keyturn-rotation-requests")), "{on_default:?}");
+    let targets = eb.list_targets_by_rule().rule("keyturn-rotation-requests").event_bus_name("keyturn-requests").send().await.unwrap();
+    assert!(targets.targets().iter().any(|t| t.arn().ends_with(":keyturn-intake")), "{targets:?}");
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    for k in ["QueueUrl", "DeadLetterQueueUrl", "PriorityQueueUrl", "PriorityDeadLetterQueueUrl", "IntakeQueueUrl", "IntakeDeadLetterQueueUrl"] {
+        let attrs = sqs.get_queue_attributes().queue_url(out(k)).attribute_names(aws_sdk_sqs::types::QueueAttributeName::All).send().await.unwrap();
+        let key = attrs.attributes().and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::KmsMasterKeyId)).cloned();
+        assert_eq!(key.as_deref(), Some(out("KmsKeyId").as_str()), "{k} is not encrypted with the stack's key");
+    }
+
     // What an operator does after deploying: a user under the rotated path,
     // the Auth0 secret, a subscription to watch notifications.
     let clients = keyturn::aws::Clients::new(sdk.clone());
@@ -245,7 +263,6 @@ kms_key_id = "{key}"
 
     // An operator clicks "Rotate with keyturn" on the finding.
     let event: serde_json::Value = serde_json::from_str(include_str!("../fixtures/securityhub-custom-action.json")).unwrap();
-    let eb = aws_sdk_eventbridge::Client::new(&sdk);
     let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
         .source("aws.securityhub")
         .detail_type("Security Hub Findings - Custom Action")
@@ -299,6 +316,54 @@ fn the_template_scopes_every_resource_and_the_check_can_fail() {
     let out = check(path.to_str().unwrap());
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains("dynamodb:GetItem on Resource \"*\""));
+}
+
+/// The intake queue denies `sqs:SendMessage` to every principal but the
+/// stack's EventBridge rules and `RequesterPrincipalArns` (issue 20, item 1):
+/// `infra/check_policy.py` passes the template and fails each way the Deny
+/// could be lost, narrowed or loosened, and on an Allow for everyone.
+#[test]
+fn the_intake_queue_denies_every_other_sender_and_the_check_can_fail() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let check = |template: &str| {
+        Command::new("python3").current_dir(root).args(["infra/check_policy.py", template]).output().expect("python3 runs infra/check_policy.py")
+    };
+    let good = check("infra/keyturn-stack.yaml");
+    let stdout = String::from_utf8_lossy(&good.stdout).into_owned();
+    assert!(good.status.success(), "{stdout}{}", String::from_utf8_lossy(&good.stderr));
+    assert!(stdout.contains("sqs:SendMessage denied to all but 6 rule(s) and 1 principal(s)"), "{stdout}");
+
+    let original = std::fs::read_to_string(format!("{root}/infra/keyturn-stack.yaml")).unwrap();
+    let loosen = |from: &str, to: &str, expect: &str| {
+        assert_eq!(original.matches(from).count(), 1, "{from}");
+        let path = std::env::temp_dir().join(format!("keyturn-intake-{}.yaml", uuid::Uuid::new_v4()));
+        std::fs::write(&path, original.replace(from, to)).unwrap();
+        let out = check(path.to_str().unwrap());
+        let _ = std::fs::remove_file(&path);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{from} -> {to}: {stdout}");
+        assert!(stdout.contains(expect), "{from} -> {to}: expected {expect:?} in {stdout}");
+    };
+    let deny = "          - Sid: DenySendExceptRulesAndRequesters\n            Effect: Deny\n";
+    let no_deny = "no queue policy explicitly denies sqs:SendMessage to every other principal";
+    // The Deny gone (an Allow in its place).
+    loosen(deny, "          - Sid: DenySendExceptRulesAndRequesters\n            Effect: Allow\n", no_deny);
+    // The Deny narrowed to some requests only.
+    let principals = "                \"aws:PrincipalArn\": !If [HasRequesters, !Ref RequesterPrincipalArns, !Ref AWS::NoValue]\n";
+    loosen(principals, &format!("{principals}              Bool:\n                \"aws:SecureTransport\": \"false\"\n"), no_deny);
+    // Every principal exempted, or a rule that is not the stack's.
+    loosen(principals, "                \"aws:PrincipalArn\": \"*\"\n", "aws:PrincipalArn exempts ['*']");
+    loosen(
+        &format!("                  - !GetAtt RotationRequestRule.Arn\n{principals}"),
+        &format!("                  - arn:aws:events:eu-west-1:999999999999:rule/elsewhere\n{principals}"),
+        "which are not this template's rules",
+    );
+    // An Allow for everyone next to the Deny.
+    loosen(
+        deny,
+        &format!("          - Sid: Everyone\n            Effect: Allow\n            Principal: \"*\"\n            Action: sqs:SendMessage\n            Resource: !GetAtt IntakeQueue.Arn\n{deny}"),
+        "IntakeQueuePolicy/Everyone: allows everyone to send",
+    );
 }
 
 /// The member-account template (`infra/member-role.yaml`, for StackSets):
