@@ -31,6 +31,8 @@ pub mod finalize;
 pub mod init;
 pub mod intake;
 pub mod lambda;
+#[cfg(test)]
+mod layers;
 pub mod metrics;
 pub mod notify;
 pub mod quarantine;
