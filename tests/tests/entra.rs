@@ -6,7 +6,7 @@
 use secrecy::SecretString;
 use serde_json::json;
 
-use keyturn::config::SecretRef;
+use keyturn::secrets::SecretRef;
 use keyturn::connectors::entra::{EntraProvisioning, EntraSettings, CREDENTIAL_FAILURE};
 use keyturn::connectors::{NewCredential, RetryPolicy, Target};
 use keyturn::saga::Verification;

@@ -24,7 +24,8 @@
 use tracing::{info, instrument, warn};
 
 use crate::connectors::Rotation;
-use crate::engine::{clock, now_ms, Engine};
+use crate::clock::now_ms;
+use crate::engine::{clock, Engine};
 use crate::error::{Error, Result};
 use crate::notify;
 use crate::queue::Queue;

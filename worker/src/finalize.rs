@@ -6,7 +6,8 @@
 use tracing::{info, warn};
 
 use crate::connectors::Rotation;
-use crate::engine::{now_ms, Engine};
+use crate::clock::now_ms;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::notify;
 use crate::queue::Queue;

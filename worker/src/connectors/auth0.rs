@@ -24,7 +24,7 @@ use serde::Deserialize;
 use super::http::{retry_after, Api};
 use super::token::TokenCache;
 use super::{http_retry, BoxFut, BuildContext, ConfigProblem, NewCredential, RetryPolicy, Target, TargetEntry, TargetSpec};
-use crate::config::SecretRef;
+use crate::secrets::SecretRef;
 use crate::doctor::{Check, Findings};
 use crate::error::{Error, Result};
 use crate::saga::Verification;
@@ -60,7 +60,7 @@ pub const TARGET: TargetEntry = TargetEntry {
     parse: |t| {
         let c: Auth0Config = super::from_table(t)?;
         check_tenant(&c.domain, c.base_url.as_deref(), &c.client_id)?;
-        crate::config::check_region(&c.ses_region).map_err(|m| ConfigProblem::at("ses_region", m))?;
+        super::check::check_region(&c.ses_region).map_err(|m| ConfigProblem::at("ses_region", m))?;
         Ok(Arc::new(c))
     },
 };
@@ -81,9 +81,9 @@ impl TargetSpec for Auth0Config {
 pub(super) fn check_tenant(domain: &str, base_url: Option<&str>, client_id: &str) -> std::result::Result<(), ConfigProblem> {
     // The domain is the token audience (`https://{domain}/api/v2/`) and,
     // without base_url, the host the client secret is sent to.
-    crate::config::check_host(domain).map_err(|m| ConfigProblem::at("domain", m))?;
+    super::check::check_host(domain).map_err(|m| ConfigProblem::at("domain", m))?;
     if let Some(u) = base_url {
-        crate::config::check_base_url(u).map_err(|m| ConfigProblem::at("base_url", m))?;
+        super::check::check_base_url(u).map_err(|m| ConfigProblem::at("base_url", m))?;
     }
     if client_id.is_empty() {
         return Err(ConfigProblem::at("client_id", "must not be empty"));

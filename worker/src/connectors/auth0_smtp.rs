@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 
 use super::auth0::Auth0EmailProvider;
 use super::{BoxFut, BuildContext, ConfigProblem, NewCredential, Target, TargetEntry, TargetSpec};
-use crate::config::SecretRef;
+use crate::secrets::SecretRef;
 use crate::error::Result;
 use crate::saga::Verification;
 
@@ -66,7 +66,7 @@ pub const TARGET: TargetEntry = TargetEntry {
     parse: |t| {
         let c: Auth0SmtpConfig = super::from_table(t)?;
         super::auth0::check_tenant(&c.domain, c.base_url.as_deref(), &c.client_id)?;
-        crate::config::check_region(&c.ses_region).map_err(|m| ConfigProblem::at("ses_region", m))?;
+        super::check::check_region(&c.ses_region).map_err(|m| ConfigProblem::at("ses_region", m))?;
         if ![25, 465, 587, 2465, 2587].contains(&c.smtp_port) {
             return Err(ConfigProblem::at("smtp_port", "must be one of SES's SMTP ports: 25, 465, 587, 2465, 2587"));
         }

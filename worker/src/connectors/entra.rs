@@ -35,8 +35,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{http_retry, BoxFut, BuildContext, ConfigProblem, NewCredential, RetryPolicy, Target, TargetEntry, TargetSpec};
-use crate::config::Dur;
-use crate::config::SecretRef;
+use crate::clock::Dur;
+use crate::secrets::SecretRef;
 use crate::doctor::{Check, Findings};
 use crate::error::{Error, Result};
 use crate::saga::Verification;
@@ -103,12 +103,12 @@ pub const TARGET: TargetEntry = TargetEntry {
         for (key, v) in
             [("tenant_id", &c.tenant_id), ("client_id", &c.client_id), ("service_principal_id", &c.service_principal_id), ("job_id", &c.job_id)]
         {
-            crate::config::check_id(v).map_err(|m| ConfigProblem::at(key, m))?;
+            super::check::check_id(v).map_err(|m| ConfigProblem::at(key, m))?;
         }
-        crate::config::check_base_url(&c.scim_endpoint).map_err(|m| ConfigProblem::at("scim_endpoint", m))?;
+        super::check::check_base_url(&c.scim_endpoint).map_err(|m| ConfigProblem::at("scim_endpoint", m))?;
         for (key, u) in [("login_base_url", &c.login_base_url), ("graph_base_url", &c.graph_base_url)] {
             if let Some(u) = u {
-                crate::config::check_base_url(u).map_err(|m| ConfigProblem::at(key, m))?;
+                super::check::check_base_url(u).map_err(|m| ConfigProblem::at(key, m))?;
             }
         }
         Ok(Arc::new(c))

@@ -37,6 +37,7 @@ use crate::secrets::SecretResolver;
 
 pub mod auth0;
 pub mod auth0_smtp;
+pub mod check;
 pub mod entra;
 pub mod github;
 pub mod http;
