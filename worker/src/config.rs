@@ -598,6 +598,7 @@ reminder_every = "12h"
 
 #[cfg(test)]
 mod tests {
+    use crate::clock::parse_duration;
     use super::fixtures::SCIM_ROTATION as SCIM;
     use super::*;
 

@@ -28,7 +28,10 @@ pub(crate) const FLOORS: &[&[&str]] = &[
     // are `impl Engine` blocks in their own files, so they import `engine`
     // and `engine` imports none of them.
     &["engine"],
-    &["commands", "finalize", "sweeper", "attention", "triggers"],
+    // `commands` defines `Request`, which triggers and requests start a
+    // saga with, so it sits one floor below the other jobs.
+    &["commands"],
+    &["finalize", "sweeper", "attention", "triggers"],
     // Requests are started through triggers' matching.
     &["requests"],
     &["worker", "lambda", "app"],
@@ -109,7 +112,13 @@ mod tests {
             let line = code(raw);
             let is_use = {
                 let t = line.trim_start();
-                let t = t.strip_prefix("pub(crate) ").or_else(|| t.strip_prefix("pub ")).unwrap_or(t);
+                // `pub use`, `pub(crate) use`, `pub(super) use`, …
+                let t = match t.strip_prefix("pub") {
+                    Some(r) if r.starts_with('(') => r.split_once(')').map_or(t, |(_, r)| r),
+                    Some(r) => r,
+                    None => t,
+                }
+                .trim_start();
                 t.starts_with("use crate::")
             };
             if stmt.is_none() && is_use {
@@ -141,7 +150,7 @@ mod tests {
     /// The scanner reads grouped, nested, multi-line and inline imports.
     #[test]
     fn scanner_reads_every_form() {
-        let text = "use crate::a::X;\npub(crate) use crate::{b::Y, c::{self, Z}};\nuse crate::{\n    d::W,\n    e,\n};\nfn f() { crate::g::h(); x::crate::no(); } // crate::comment\nlet u = \"https://crate::not\";\n#[cfg(test)]\nmod tests { use crate::t::T; }\n";
+        let text = "use crate::a::X;\npub(super) use crate::{b::Y, c::{self, Z}};\nuse crate::{\n    d::W,\n    e,\n};\nfn f() { crate::g::h(); x::crate::no(); } // crate::comment\nlet u = \"https://crate::not\";\n#[cfg(test)]\nmod tests { use crate::t::T; }\n";
         let found = imports(text);
         let got: Vec<(usize, &str)> = found.iter().map(|(l, m)| (*l, m.as_str())).collect();
         assert_eq!(got, [(1, "a"), (2, "b"), (2, "c"), (3, "d"), (3, "e"), (7, "g")]);

@@ -36,6 +36,7 @@ pub mod lambda;
 mod layers;
 pub mod metrics;
 pub mod notify;
+pub mod preflight;
 pub mod quarantine;
 pub mod queue;
 pub mod requests;

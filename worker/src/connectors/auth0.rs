@@ -25,7 +25,7 @@ use super::http::{retry_after, Api};
 use super::token::TokenCache;
 use super::{http_retry, BoxFut, BuildContext, ConfigProblem, NewCredential, RetryPolicy, Target, TargetEntry, TargetSpec};
 use crate::secrets::SecretRef;
-use crate::doctor::{Check, Findings};
+use crate::preflight::{Check, Findings};
 use crate::error::{Error, Result};
 use crate::saga::Verification;
 use crate::secrets::SecretResolver;
@@ -212,7 +212,7 @@ impl Auth0EmailProvider {
             }
         };
         f.checks.push(Check::ok("Auth0 token", format!("client {} got a Management API token", self.s.client_id)));
-        let granted = scope.or_else(|| crate::doctor::jwt_claims(token.expose_secret()).and_then(|c| c["scope"].as_str().map(str::to_string)));
+        let granted = scope.or_else(|| crate::preflight::jwt_claims(token.expose_secret()).and_then(|c| c["scope"].as_str().map(str::to_string)));
         match granted {
             None => f.checks.push(Check::not_checked(
                 "Auth0 scopes",

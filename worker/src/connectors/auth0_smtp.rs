@@ -157,7 +157,7 @@ impl Target for Auth0SesSmtp {
     fn kind(&self) -> &'static str {
         TARGET.kind
     }
-    fn doctor(&self) -> BoxFut<'_, crate::doctor::Findings> {
+    fn doctor(&self) -> BoxFut<'_, crate::preflight::Findings> {
         Box::pin(self.client.doctor_checks(&super::auth0::SCOPES, "keyturn doctor"))
     }
     fn describe(&self) -> String {

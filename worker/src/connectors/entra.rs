@@ -37,7 +37,7 @@ use serde::Deserialize;
 use super::{http_retry, BoxFut, BuildContext, ConfigProblem, NewCredential, RetryPolicy, Target, TargetEntry, TargetSpec};
 use crate::clock::Dur;
 use crate::secrets::SecretRef;
-use crate::doctor::{Check, Findings};
+use crate::preflight::{Check, Findings};
 use crate::error::{Error, Result};
 use crate::saga::Verification;
 use crate::secrets::SecretResolver;
@@ -375,7 +375,7 @@ impl EntraProvisioning {
             "Entra: App registrations → {} → API permissions → Add a permission → Microsoft Graph → Application permissions → Synchronization.ReadWrite.All (or Application.ReadWrite.OwnedBy with the app as owner of the enterprise application); then Grant admin consent",
             self.s.client_id
         );
-        match crate::doctor::jwt_claims(token.expose_secret()) {
+        match crate::preflight::jwt_claims(token.expose_secret()) {
             None => f.checks.push(Check::not_checked(
                 "Graph permissions",
                 format!("the token is not a JWT, so its roles cannot be read; needed: {}", APP_ROLES.join(" or ")),

@@ -43,7 +43,7 @@ use super::http::{retry_after, Api};
 use super::token::TokenCache;
 use super::{BoxFut, BuildContext, ConfigProblem, NewCredential, RetryPolicy, Target, TargetEntry, TargetSpec};
 use crate::secrets::SecretRef;
-use crate::doctor::{Check, Findings};
+use crate::preflight::{Check, Findings};
 use crate::error::{Error, Result};
 use crate::saga::Verification;
 use crate::secrets::SecretResolver;

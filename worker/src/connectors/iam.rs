@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::{BoxFut, BuildContext, ConfigProblem, CredentialSource, NewCredential, SourceEntry, SourceSpec, Subject, SubjectKind};
 use crate::accounts::{Access, Accounts};
-use crate::doctor::{AwsAction, Check, Findings};
+use crate::preflight::{AwsAction, Check, Findings};
 use crate::error::{aws, Error, Result};
 use crate::saga::{self, KeyRef, Millis};
 

@@ -34,7 +34,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{BoxFut, BuildContext, ConfigProblem, NewCredential, Target, TargetEntry, TargetSpec};
-use crate::doctor::{AwsAction, Check, Findings};
+use crate::preflight::{AwsAction, Check, Findings};
 use crate::error::{aws, Error, Result};
 use crate::saga::Verification;
 
