@@ -23,8 +23,8 @@
 
 use tracing::{info, instrument, warn};
 
-use crate::connectors::Rotation;
 use crate::clock::now_ms;
+use crate::connectors::Rotation;
 use crate::engine::{clock, Engine};
 use crate::error::{Error, Result};
 use crate::notify;

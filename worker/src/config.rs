@@ -77,10 +77,7 @@ pub fn check_sender(e: &str) -> Result<(), String> {
     if id_ok && session_ok {
         Ok(())
     } else {
-        Err(format!(
-            "{:?} is neither a 12-digit account id nor an IAM unique id (AIDA… for a user, AROA… or AROA…:<session> for a role)",
-            one_line(e, 80)
-        ))
+        Err(format!("{:?} is neither a 12-digit account id nor an IAM unique id (AIDA… for a user, AROA… or AROA…:<session> for a role)", one_line(e, 80)))
     }
 }
 
@@ -598,9 +595,9 @@ reminder_every = "12h"
 
 #[cfg(test)]
 mod tests {
-    use crate::clock::parse_duration;
     use super::fixtures::SCIM_ROTATION as SCIM;
     use super::*;
+    use crate::clock::parse_duration;
 
     const GOOD: &str = r#"
 [aws]

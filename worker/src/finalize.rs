@@ -5,8 +5,8 @@
 
 use tracing::{info, warn};
 
-use crate::connectors::Rotation;
 use crate::clock::now_ms;
+use crate::connectors::Rotation;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::notify;

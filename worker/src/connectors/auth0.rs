@@ -24,11 +24,10 @@ use serde::Deserialize;
 use super::http::{retry_after, Api};
 use super::token::TokenCache;
 use super::{http_retry, BoxFut, BuildContext, ConfigProblem, NewCredential, RetryPolicy, Target, TargetEntry, TargetSpec};
-use crate::secrets::SecretRef;
-use crate::preflight::{Check, Findings};
 use crate::error::{Error, Result};
+use crate::preflight::{Check, Findings};
 use crate::saga::Verification;
-use crate::secrets::SecretResolver;
+use crate::secrets::{SecretRef, SecretResolver};
 
 const SERVICE: &str = "auth0";
 /// The Management API scopes every Auth0 email-provider target needs: read

@@ -30,9 +30,9 @@ use serde_json::{json, Value};
 
 use super::auth0::Auth0EmailProvider;
 use super::{BoxFut, BuildContext, ConfigProblem, NewCredential, Target, TargetEntry, TargetSpec};
-use crate::secrets::SecretRef;
 use crate::error::Result;
 use crate::saga::Verification;
+use crate::secrets::SecretRef;
 
 /// `[rotation.target] kind = "auth0_ses_smtp"`.
 #[derive(Debug, Clone, Deserialize)]

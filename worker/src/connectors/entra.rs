@@ -36,11 +36,10 @@ use serde::Deserialize;
 
 use super::{http_retry, BoxFut, BuildContext, ConfigProblem, NewCredential, RetryPolicy, Target, TargetEntry, TargetSpec};
 use crate::clock::Dur;
-use crate::secrets::SecretRef;
-use crate::preflight::{Check, Findings};
 use crate::error::{Error, Result};
+use crate::preflight::{Check, Findings};
 use crate::saga::Verification;
-use crate::secrets::SecretResolver;
+use crate::secrets::{SecretRef, SecretResolver};
 
 const SERVICE: &str = "graph";
 /// The token scope for the Graph endpoint keyturn is configured with: the

@@ -42,11 +42,10 @@ use serde_json::{json, Value};
 use super::http::{retry_after, Api};
 use super::token::TokenCache;
 use super::{BoxFut, BuildContext, ConfigProblem, NewCredential, RetryPolicy, Target, TargetEntry, TargetSpec};
-use crate::secrets::SecretRef;
-use crate::preflight::{Check, Findings};
 use crate::error::{Error, Result};
+use crate::preflight::{Check, Findings};
 use crate::saga::Verification;
-use crate::secrets::SecretResolver;
+use crate::secrets::{SecretRef, SecretResolver};
 
 const SERVICE: &str = "github";
 

@@ -18,8 +18,8 @@ use serde::Deserialize;
 
 use super::{BoxFut, BuildContext, ConfigProblem, CredentialSource, NewCredential, SourceEntry, SourceSpec, Subject, SubjectKind};
 use crate::accounts::{Access, Accounts};
-use crate::preflight::{AwsAction, Check, Findings};
 use crate::error::{aws, Error, Result};
+use crate::preflight::{AwsAction, Check, Findings};
 use crate::saga::{self, KeyRef, Millis};
 
 /// STS answers while a new key has not propagated (or is not valid).

@@ -29,8 +29,8 @@ use std::sync::Arc;
 use secrecy::SecretString;
 
 use crate::aws::Clients;
-use crate::preflight::{Check, Findings};
 use crate::error::Result;
+use crate::preflight::{Check, Findings};
 use crate::saga::{KeyRef, Millis, Policy, Verification};
 use crate::secrets::SecretResolver;
 

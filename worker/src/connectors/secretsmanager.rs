@@ -34,8 +34,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{BoxFut, BuildContext, ConfigProblem, NewCredential, Target, TargetEntry, TargetSpec};
-use crate::preflight::{AwsAction, Check, Findings};
 use crate::error::{aws, Error, Result};
+use crate::preflight::{AwsAction, Check, Findings};
 use crate::saga::Verification;
 
 /// `[rotation.target] kind = "secrets_manager_secret"`.
