@@ -230,7 +230,7 @@ async fn queue(clients: &Clients, what: &str, url: &str, dlq_url: &str, lease: s
             return vec![Check::fail(
                 what,
                 format!("cannot read {url}: {}", said(&e)),
-                format!("create the queue or correct its URL in [aws]; the worker needs sqs:GetQueueAttributes on it"),
+                "create the queue or correct its URL in [aws]; the worker needs sqs:GetQueueAttributes on it".to_string(),
             )]
         }
     };
