@@ -6,11 +6,10 @@
 use secrecy::SecretString;
 use serde_json::json;
 
-use keyturn::config::SecretRef;
 use keyturn::connectors::entra::{EntraProvisioning, EntraSettings, CREDENTIAL_FAILURE};
 use keyturn::connectors::{NewCredential, RetryPolicy, Target};
 use keyturn::saga::Verification;
-use keyturn::secrets::SecretResolver;
+use keyturn::secrets::{SecretRef, SecretResolver};
 use keyturn_testkit::env::{Options, TestEnv};
 use keyturn_testkit::graph_fake::{FakeGraph, CLIENT_ID, JOB, SP, TENANT};
 

@@ -121,7 +121,7 @@ async fn exposure_in_the_grace_period_deletes_the_old_key_now() {
     loop {
         let s = store.load(&id).await.unwrap().unwrap().saga;
         if s.step == Step::RetireOld && s.old_disabled {
-            assert!(s.grace_until.unwrap() > keyturn::engine::now_ms() + 6 * 86_400_000, "a week to wait");
+            assert!(s.grace_until.unwrap() > keyturn::clock::now_ms() + 6 * 86_400_000, "a week to wait");
             break;
         }
         assert!(start.elapsed() < T, "never reached the grace period: {s:#?}");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use keyturn::engine::now_ms;
+use keyturn::clock::now_ms;
 use keyturn::lambda::handle_invocation;
 use keyturn::queue::{Queue, Received, SqsQueue};
 use keyturn::saga::Status;

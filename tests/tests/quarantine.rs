@@ -37,12 +37,12 @@ async fn repeated_failures_quarantine_automatic_triggers_until_released_or_fixed
     let (h, _) = engine.store().health("auth0-ses").await.unwrap();
     let q = h.quarantine.clone().expect("quarantined after 2 failures");
     assert_eq!(q.reason, "insufficient_scope");
-    assert!(q.next_attempt > keyturn::engine::now_ms() + 5 * 3_600_000, "next automatic attempt ~6h away");
+    assert!(q.next_attempt > keyturn::clock::now_ms() + 5 * 3_600_000, "next automatic attempt ~6h away");
 
     // An automatic trigger is held back: no saga.
     let before = engine.store().list().await.unwrap().len();
     let skipped =
-        engine.request_with("auth0-ses", keyturn::engine::Request { trigger: "schedule".into(), automatic: true, ..Default::default() }).await.unwrap();
+        engine.request_with("auth0-ses", keyturn::commands::Request { trigger: "schedule".into(), automatic: true, ..Default::default() }).await.unwrap();
     assert!(matches!(&skipped, Created::Skipped(r) if r.contains("quarantined (insufficient_scope)")), "{skipped:?}");
     env.put_event(CONSOLIDATED).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;

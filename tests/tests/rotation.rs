@@ -469,7 +469,8 @@ async fn sweeper_redrives_a_saga_whose_message_was_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_lease_holds_off_every_handler_even_of_the_same_worker() {
-    use keyturn::engine::{now_ms, Handled};
+    use keyturn::clock::now_ms;
+    use keyturn::engine::Handled;
     use keyturn::queue::Queue;
     let env = env().await;
     let engine = env.engine("w1");

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
-use keyturn::engine::now_ms;
+use keyturn::clock::now_ms;
 use keyturn::queue::Queue;
 use keyturn::saga::{Saga, Status};
 use keyturn::store::Created;

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keyturn::engine::Request;
+use keyturn::commands::Request;
 use keyturn::saga::{KeyRef, Status, Step};
 use keyturn::store::Created;
 use keyturn_testkit::env::{keyturn_bin, Notification, Options, RunningWorker, TestEnv};

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keyturn::config::Dur;
+use keyturn::clock::Dur;
 use keyturn::queue::{Queue, StepMessage};
 use keyturn::saga::Step;
 use keyturn_testkit::env::{Options, RunningWorker, TestEnv};

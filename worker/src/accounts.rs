@@ -204,7 +204,7 @@ impl Accounts {
         let iam = aws_sdk_iam::Client::from_conf(home.config().to_builder().credentials_provider(creds).build());
         let now = Instant::now();
         cache.retain(|_, c| now < c.renew_at);
-        cache.insert(key, Cached { iam: iam.clone(), renew_at: now + crate::connectors::token::renew_after(lifetime) });
+        cache.insert(key, Cached { iam: iam.clone(), renew_at: now + crate::clock::renew_after(lifetime) });
         Ok(iam)
     }
 
@@ -229,7 +229,7 @@ impl Accounts {
         })?;
         let c = out.credentials().ok_or_else(|| Error::Corrupt("sts:AssumeRole returned no credentials".into()))?;
         let expires = c.expiration().to_millis().ok().map(|ms| ms.max(0) as u64);
-        let now = crate::engine::now_ms();
+        let now = crate::clock::now_ms();
         let lifetime = expires.map(|e| Duration::from_millis(e.saturating_sub(now))).filter(|d| !d.is_zero()).unwrap_or(SESSION).min(SESSION);
         tracing::info!(role = %role_arn, account = %account, session = %session, "assumed member-account role");
         let creds = Credentials::new(c.access_key_id(), c.secret_access_key(), Some(c.session_token().to_string()), None, "keyturn-member-role");

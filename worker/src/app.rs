@@ -73,7 +73,8 @@ pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String,
 pub fn build_rotations(cfg: &Config, clients: &Clients, secrets: &SecretResolver, http: &reqwest::Client, home: &Arc<HomeCell>) -> Rotations {
     let accounts = Arc::new(Accounts::new(clients.base.clone(), home.clone(), cfg.aws.member_role_name.clone(), cfg.aws.external_id.clone()));
     let ctx = connectors::BuildContext { clients, accounts: &accounts, secrets, http };
-    let built: HashMap<_, _> = cfg.rotations.iter().map(|r| (r.id.clone(), connectors::build(r, &ctx))).collect();
+    let built: HashMap<_, _> =
+        cfg.rotations.iter().map(|r| (r.id.clone(), connectors::build(&r.id, r.source.as_ref(), r.target.as_ref(), r.policy.to_policy(), &ctx))).collect();
     Rotations { configs: cfg.rotations.clone(), built, accounts, allowed_senders: cfg.requests.allowed_senders.clone() }
 }
 

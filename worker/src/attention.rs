@@ -23,8 +23,9 @@
 
 use tracing::{info, instrument, warn};
 
+use crate::clock::now_ms;
 use crate::connectors::Rotation;
-use crate::engine::{clock, now_ms, Engine};
+use crate::engine::{clock, Engine};
 use crate::error::{Error, Result};
 use crate::notify;
 use crate::queue::Queue;

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::config::{parse_duration, Config};
+use crate::clock::parse_duration;
+use crate::config::Config;
 use crate::saga::{Saga, Status};
 use crate::store::{Created, Stored};
 
@@ -559,7 +560,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                 .into());
             }
             // A person following the rotation (`--wait`) does not wait behind a backlog.
-            let req = crate::engine::Request {
+            let req = crate::commands::Request {
                 trigger: "manual".into(),
                 old: old_token(old_token_created, old_token_id),
                 person_waits: wait,
@@ -599,7 +600,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Provide { saga_id, from_secret, json_key, old_token_created, old_token_id, wait, timeout, .. } => {
             let token = match from_secret {
                 Some(secret_id) => {
-                    let r = crate::config::SecretRef::SecretsManager { secret_id: secret_id.clone(), json_key };
+                    let r = crate::secrets::SecretRef::SecretsManager { secret_id: secret_id.clone(), json_key };
                     crate::secrets::SecretResolver::new(clients.secrets.clone())
                         .resolve(&r)
                         .await
@@ -978,7 +979,7 @@ pub fn parse_date(s: &str) -> Result<u64, String> {
     if ms < 0 {
         return Err(bad());
     }
-    if ms as u64 > crate::engine::now_ms() {
+    if ms as u64 > crate::clock::now_ms() {
         return Err(format!("date {s} is in the future: give the creation date of the token in use today"));
     }
     Ok(ms as u64)

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use tracing::{info, instrument, warn};
 
-use crate::engine::{clock, now_ms, Engine};
+use crate::clock::now_ms;
+use crate::engine::{clock, Engine};
 use crate::error::{Error, Result};
 use crate::notify;
 use crate::queue::{Lane, Queue, StepMessage};

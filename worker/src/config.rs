@@ -14,10 +14,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::connectors::check::{check_region, is_account_id, one_line, valid_iam_name};
 use crate::connectors::{SourceSpec, TargetSpec};
 
 use serde::Deserialize;
 
+use crate::clock::Dur;
 use crate::saga::Policy;
 
 /// The whole file.
@@ -58,11 +60,11 @@ impl Default for RequestsConfig {
 /// optionally `:<role session name>`. An ARN is refused: SQS reports the
 /// sender's unique id, not its ARN.
 pub fn check_sender(e: &str) -> Result<(), String> {
-    if crate::intake::is_account_id(e) {
+    if is_account_id(e) {
         return Ok(());
     }
     if e.starts_with("arn:") {
-        return Err(format!("{:?} is an ARN; SQS names a sender by its unique id: give the role's RoleId (aws iam get-role --query Role.RoleId, AROA…) or the user's UserId (AIDA…), or a 12-digit account id for keyturn.requests events", crate::intake::one_line(e, 80)));
+        return Err(format!("{:?} is an ARN; SQS names a sender by its unique id: give the role's RoleId (aws iam get-role --query Role.RoleId, AROA…) or the user's UserId (AIDA…), or a 12-digit account id for keyturn.requests events", one_line(e, 80)));
     }
     let (id, session) = match e.split_once(':') {
         Some((id, s)) => (id, Some(s)),
@@ -71,14 +73,11 @@ pub fn check_sender(e: &str) -> Result<(), String> {
     let id_ok = (id.starts_with("AIDA") || id.starts_with("AROA"))
         && (16..=128).contains(&id.len())
         && id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
-    let session_ok = session.is_none_or(|s| id.starts_with("AROA") && (2..=64).contains(&s.len()) && crate::intake::valid_iam_name(s));
+    let session_ok = session.is_none_or(|s| id.starts_with("AROA") && (2..=64).contains(&s.len()) && valid_iam_name(s));
     if id_ok && session_ok {
         Ok(())
     } else {
-        Err(format!(
-            "{:?} is neither a 12-digit account id nor an IAM unique id (AIDA… for a user, AROA… or AROA…:<session> for a role)",
-            crate::intake::one_line(e, 80)
-        ))
+        Err(format!("{:?} is neither a 12-digit account id nor an IAM unique id (AIDA… for a user, AROA… or AROA…:<session> for a role)", one_line(e, 80)))
     }
 }
 
@@ -316,88 +315,6 @@ impl PolicyConfig {
             keep_exposed_inactive: self.exposed_key == ExposedKeyAction::KeepInactive,
         }
     }
-}
-
-/// Where a secret lives. Exactly one of the forms:
-/// `{ env = "KEYTURN_AUTH0_CLIENT_SECRET" }` or `{ secrets_manager = "arn-or-name" }`
-/// (optionally with `json_key = "field"` for a JSON secret). An environment
-/// variable's name must start with [`ENV_PREFIX`]: a configuration (which
-/// may come from an SSM parameter others can write) cannot name the
-/// process's own credentials (`AWS_SECRET_ACCESS_KEY`, in Lambda the
-/// function's key) and have them sent to an outside service.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "RawSecretRef")]
-pub enum SecretRef {
-    Env(String),
-    SecretsManager { secret_id: String, json_key: Option<String> },
-}
-
-/// The prefix every `{ env = "…" }` secret reference must carry.
-pub const ENV_PREFIX: &str = "KEYTURN_";
-
-/// Whether `name` is an environment variable a secret reference may name:
-/// [`ENV_PREFIX`] then upper-case letters, digits and `_`.
-pub fn is_secret_env_name(name: &str) -> bool {
-    name.strip_prefix(ENV_PREFIX).is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawSecretRef {
-    // Held only to be refused; never printed.
-    Inline(#[allow(dead_code)] String),
-    Table { env: Option<String>, secrets_manager: Option<String>, json_key: Option<String> },
-}
-
-impl TryFrom<RawSecretRef> for SecretRef {
-    type Error = String;
-    fn try_from(raw: RawSecretRef) -> Result<Self, String> {
-        match raw {
-            RawSecretRef::Inline(_) => Err("client_secret: inline secrets are not allowed; write client_secret = { env = \"KEYTURN_VAR\" } or client_secret = { secrets_manager = \"secret id or ARN\" }".into()),
-            RawSecretRef::Table { env: Some(v), secrets_manager: None, json_key: None } if !v.is_empty() => {
-                if is_secret_env_name(&v) {
-                    Ok(SecretRef::Env(v))
-                } else {
-                    Err(format!(
-                        "client_secret: an `env` reference must name a variable starting with {ENV_PREFIX} (upper-case letters, digits, _), e.g. {ENV_PREFIX}AUTH0_CLIENT_SECRET; {:?} is refused so a configuration cannot send the process's own credentials elsewhere",
-                        v.chars().take(64).collect::<String>()
-                    ))
-                }
-            }
-            RawSecretRef::Table { env: None, secrets_manager: Some(id), json_key } if !id.is_empty() => {
-                Ok(SecretRef::SecretsManager { secret_id: id, json_key })
-            }
-            _ => Err("client_secret: a secret reference needs exactly one of `env` or `secrets_manager` (and `json_key` only with `secrets_manager`)".into()),
-        }
-    }
-}
-
-/// A duration written as `"30s"`, `"5m"`, `"2h"`, `"7d"` or `"250ms"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dur(pub Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
-    }
-}
-
-/// Parse `"<number><unit>"` with unit `ms`, `s`, `m`, `h` or `d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected a whole number and a unit, like \"30s\", \"5m\", \"7d\""))?;
-    let ms = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("invalid duration {s:?}: unit must be one of ms, s, m, h, d")),
-    };
-    n.checked_mul(ms).map(Duration::from_millis).ok_or_else(|| format!("duration {s:?} is too large"))
 }
 
 /// A configuration problem, naming the file.
@@ -645,115 +562,6 @@ fn missing_key(text: &str, span: Option<std::ops::Range<usize>>, field: &str) ->
     }
 }
 
-/// Connectors' shared checks.
-pub fn check_account(account_id: Option<&str>) -> Result<(), String> {
-    match account_id {
-        Some(a) if a.len() != 12 || !a.chars().all(|c| c.is_ascii_digit()) => Err("must be a 12-digit AWS account id".into()),
-        _ => Ok(()),
-    }
-}
-
-/// An AWS region name, in AWS's shape: `us-east-1`, `eu-central-2`,
-/// `us-gov-west-1`, `ap-southeast-4` (`^[a-z]{2}(-[a-z]+)+-[0-9]+$`). It
-/// becomes part of host names (`email-smtp.<region>.amazonaws.com`), so
-/// nothing else is let through.
-pub fn check_region(region: &str) -> Result<(), String> {
-    let parts: Vec<&str> = region.split('-').collect();
-    let letters = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase());
-    let ok = parts.len() >= 3
-        && parts[0].len() == 2
-        && letters(parts[0])
-        && parts[1..parts.len() - 1].iter().all(|p| letters(p))
-        && parts.last().is_some_and(|p| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| c.is_ascii_digit()));
-    if ok {
-        Ok(())
-    } else {
-        Err("must be an AWS region like us-east-1".into())
-    }
-}
-
-/// A bare DNS host name, e.g. an Auth0 tenant domain `example.eu.auth0.com`:
-/// labels of letters, digits and `-` (1-63 each, not starting or ending
-/// with `-`), at least two of them, at most 253 characters. No scheme, user
-/// info (`@`), port (`:`), path (`/`), query (`?`) or fragment (`#`), and no
-/// IP address (a name is what a certificate is checked against).
-pub fn check_host(host: &str) -> Result<(), String> {
-    let bad = || {
-        Err(format!(
-            "must be a bare DNS host name like example.eu.auth0.com (no scheme, '@', ':port', '/', '?', '#' or IP address); got {:?}",
-            host.chars().take(80).collect::<String>()
-        ))
-    };
-    if host.is_empty() || host.len() > 253 {
-        return bad();
-    }
-    let labels: Vec<&str> = host.split('.').collect();
-    let label_ok =
-        |l: &str| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if labels.len() < 2 || !labels.iter().all(|l| label_ok(l)) {
-        return bad();
-    }
-    // 169.254.169.254, 10.0.0.1, 0x7f.1: a numeric last label is an address, not a name.
-    if labels.last().is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()) || l.to_ascii_lowercase().starts_with("0x")) {
-        return bad();
-    }
-    // The URL parser must read it back as this very host.
-    match reqwest::Url::parse(&format!("https://{host}/")) {
-        Ok(u) if u.host_str() == Some(host.to_ascii_lowercase().as_str()) && u.port().is_none() && u.username().is_empty() => Ok(()),
-        _ => bad(),
-    }
-}
-
-/// An id that becomes one path segment of an API URL (Graph tenant,
-/// application, service principal and job ids): 1-128 letters, digits,
-/// `.`, `_` and `-`, not only dots.
-pub fn check_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        && !id.chars().all(|c| c == '.');
-    if ok {
-        Ok(())
-    } else {
-        Err("must be an id: 1-128 letters, digits, '.', '_' and '-'".into())
-    }
-}
-
-/// A target base URL: https (or http to a loopback address, for local
-/// fakes), a host that is not link-local or a cloud metadata address
-/// (169.254.0.0/16, fe80::/10, fd00:ec2::254, `metadata.google.internal`,
-/// an unspecified address), and no user info, query or fragment.
-pub fn check_base_url(u: &str) -> Result<(), String> {
-    let url = reqwest::Url::parse(u).map_err(|e| format!("not a URL: {e}"))?;
-    let loopback = crate::connectors::http::is_loopback(&url);
-    match url.scheme() {
-        "https" => {}
-        "http" if loopback => {}
-        _ => return Err("must be https (or http on a loopback address)".into()),
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not carry user info ('user@' or 'user:password@')".into());
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err("must not have a query ('?') or fragment ('#')".into());
-    }
-    let host = url.host_str().unwrap_or("");
-    let metadata = match host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(ip)) => ip.is_link_local() || ip.is_unspecified(),
-        Ok(std::net::IpAddr::V6(ip)) => {
-            (ip.segments()[0] & 0xffc0) == 0xfe80
-                || ip.is_unspecified()
-                || ip == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
-                || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local() || v4.is_unspecified())
-        }
-        Err(_) => host.eq_ignore_ascii_case("metadata.google.internal") || host.eq_ignore_ascii_case("metadata"),
-    };
-    if host.is_empty() || metadata {
-        return Err(format!("must not point at a link-local or cloud metadata address ({host})"));
-    }
-    Ok(())
-}
-
 /// Configuration snippets the crate's unit tests share.
 #[cfg(test)]
 pub(crate) mod fixtures {
@@ -789,6 +597,7 @@ reminder_every = "12h"
 mod tests {
     use super::fixtures::SCIM_ROTATION as SCIM;
     use super::*;
+    use crate::clock::parse_duration;
 
     const GOOD: &str = r#"
 [aws]
@@ -949,73 +758,10 @@ grace_period = "0s"
     }
 
     #[test]
-    fn hosts_regions_and_base_urls() {
-        for ok in ["example.eu.auth0.com", "tenant.auth0.com", "login.example-corp.io", "EXAMPLE.us.auth0.com"] {
-            assert!(check_host(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "localhost",
-            "a..b",
-            "-a.b",
-            "a-.b",
-            "1.2.3.4",
-            "169.254.169.254",
-            "0x7f.1",
-            "[::1]",
-            "a.b:1",
-            "a@b.c",
-            "a b.c",
-            "a.b/",
-            "a.b?",
-            "a.b#",
-            "é.example",
-        ] {
-            assert!(check_host(bad).is_err(), "{bad}");
-        }
-        assert!(check_host(&format!("{}.com", "a".repeat(64))).is_err(), "a label is at most 63");
-        for ok in ["us-east-1", "eu-central-2", "us-gov-west-1", "ap-southeast-4", "cn-north-1"] {
-            assert!(check_region(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "us-east", "useast-1", "US-EAST-1", "x/../evil", "us-east-1/", "us--1", "us-east-1a", "u-east-1", "us-east-1-"] {
-            assert!(check_region(bad).is_err(), "{bad}");
-        }
-        for bad in [
-            "http://example.com",
-            "https://169.254.169.254/",
-            "https://[fe80::1]/",
-            "https://0.0.0.0/",
-            "https://[::ffff:169.254.169.254]/",
-            "https://metadata.google.internal/",
-            "https://a.b/#x",
-            "ftp://a.b",
-        ] {
-            assert!(check_base_url(bad).is_err(), "{bad}");
-        }
-        assert!(check_id("AWSSingleSignOn.abc-1_2").is_ok());
-        for bad in ["", ".", "..", "a/b", "a?b", "a b", "a#b", "a%2Fb"] {
-            assert!(check_id(bad).is_err(), "{bad}");
-        }
-        assert!(is_secret_env_name("KEYTURN_AUTH0_CLIENT_SECRET"));
-        for bad in ["AWS_SECRET_ACCESS_KEY", "KEYTURN_", "KEYTURN_a", "X", "keyturn_X", "KEYTURN_A-B"] {
-            assert!(!is_secret_env_name(bad), "{bad}");
-        }
-    }
-
-    #[test]
     fn bad_duration_is_explained() {
         let bad = GOOD.replace("\"0s\"", "\"7 days\"");
         let e = Config::parse(&bad).unwrap_err();
         assert!(e.contains("unit must be one of"), "{e}");
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86_400));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("99999999999999999999d").is_err());
     }
 
     proptest::proptest! {

@@ -25,11 +25,12 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use tracing::{error, info, instrument, warn, Instrument};
 
+use crate::clock::now_ms;
 use crate::connectors::{NewCredential, Rotation};
 use crate::error::{Error, Result};
 use crate::notify::Notifier;
@@ -50,12 +51,6 @@ pub const PRIORITY_LEASE: Duration = Duration::from_secs(2);
 /// A step throttled this many times in a row is handed back to the saga
 /// (a spent attempt, a durable retry) instead of waiting in place again.
 const MAX_THROTTLED: u32 = 8;
-
-pub use crate::commands::Request;
-
-pub fn now_ms() -> Millis {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 pub(crate) fn clock(now: Millis) -> Clock {
     Clock { now, jitter: fastrand::f64(), token: fastrand::u128(..) }

@@ -5,8 +5,9 @@
 
 use tracing::{info, warn};
 
+use crate::clock::now_ms;
 use crate::connectors::Rotation;
-use crate::engine::{now_ms, Engine};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::notify;
 use crate::queue::Queue;

@@ -41,6 +41,7 @@
 use serde_json::Value;
 
 use crate::config::RotationConfig;
+use crate::connectors::check::{is_account_id, one_line, valid_iam_name};
 use crate::connectors::Subject;
 use crate::saga::{FindingKind, FindingRef, Millis};
 
@@ -346,19 +347,6 @@ pub enum IntakeError {
 /// names more is acted on for the first [`MAX_ITEMS`] and then put on the
 /// intake DLQ with the count, for a person to look at the rest.
 pub const MAX_ITEMS: usize = 20;
-
-/// IAM's rule for user names (`CreateUser`'s `UserName`: pattern
-/// `[\w+=,.@-]+`, 1 to 64 characters; `\w` is ASCII letters, digits and `_`).
-pub fn valid_iam_name(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
-}
-
-/// Text from a message, made safe for one log line or a subject: control
-/// characters (CR, LF, tab, escapes, …) become `?`, and it is cut to `max`
-/// characters.
-pub fn one_line(s: &str, max: usize) -> String {
-    s.chars().map(|c| if c.is_control() { '?' } else { c }).take(max).collect()
-}
 
 fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
     v.pointer(ptr).and_then(Value::as_str)
@@ -868,7 +856,7 @@ pub fn parse_request(v: &Value) -> Result<RotationRequest, IntakeError> {
             for key in OVERRIDE_FIELDS {
                 let ms = match o.get(key) {
                     None => continue,
-                    Some(Value::String(d)) => crate::config::parse_duration(d)
+                    Some(Value::String(d)) => crate::clock::parse_duration(d)
                         .map_err(|_| bad(format!("overrides.{key}: must be a duration: a whole number and a unit (ms, s, m, h, d), like \"1h\"")))?
                         .as_millis() as u64,
                     Some(_) => return Err(bad(format!("overrides.{key}: must be a duration string, like \"1h\""))),
@@ -1042,11 +1030,6 @@ pub fn sender_allowed(allowed: Option<&[String]>, sender: Option<&str>, origin: 
         sender.map(|s| one_line(s, 128)).unwrap_or_else(|| "(none)".into()),
         account.map(|a| one_line(a, 20)).unwrap_or_else(|| "(none)".into())
     )))
-}
-
-/// 12 ASCII digits.
-pub fn is_account_id(s: &str) -> bool {
-    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// What to do about one user of one finding.

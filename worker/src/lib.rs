@@ -13,6 +13,10 @@
 //! * [`doctor`]: `keyturn doctor`, the preflight of the environment and every rotation;
 //! * [`init`]: `keyturn init`, the resources keyturn needs without the stack;
 //! * [`config`], [`cli`], [`app`]: configuration and the command line.
+//! * [`clock`]: time (`now_ms`, `Millis`, `Dur`); [`preflight`]: what a check finds.
+//!
+//! Modules import only from lower floors (ARCHITECTURE.md, "Floors"); the
+//! table and its test are in `layers.rs`.
 
 pub mod accounts;
 pub mod aimd;
@@ -20,6 +24,7 @@ pub mod app;
 pub mod attention;
 pub mod aws;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod config_source;
@@ -31,8 +36,11 @@ pub mod finalize;
 pub mod init;
 pub mod intake;
 pub mod lambda;
+#[cfg(test)]
+mod layers;
 pub mod metrics;
 pub mod notify;
+pub mod preflight;
 pub mod quarantine;
 pub mod queue;
 pub mod requests;

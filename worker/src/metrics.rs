@@ -74,7 +74,7 @@ pub fn emit(dimensions: &[(&str, &str)], metrics: &[Metric<'_>]) {
     if !ENABLED.load(std::sync::atomic::Ordering::Relaxed) {
         return;
     }
-    let l = line(crate::engine::now_ms(), dimensions, metrics);
+    let l = line(crate::clock::now_ms(), dimensions, metrics);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{l}");
 }

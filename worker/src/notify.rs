@@ -1126,7 +1126,7 @@ impl Notifier {
         // Whatever a renderer put there, a subject is one line of at most
         // 100 characters without control characters (SNS's rule, and a
         // forged name must not add lines to an e-mail's headers).
-        let subject = crate::intake::one_line(&n.subject, 100);
+        let subject = crate::connectors::check::one_line(&n.subject, 100);
         let mut req = self.client.publish().topic_arn(&self.topic_arn).subject(&subject).message_structure("json").message(message.to_string());
         for (k, v) in n.attributes.iter().filter(|(_, v)| !v.is_empty()) {
             let attr = MessageAttributeValue::builder().data_type("String").string_value(v).build().map_err(|e| Error::Config(e.to_string()))?;

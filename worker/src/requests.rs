@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::engine::{clock, now_ms, Engine, Request};
+use crate::clock::now_ms;
+use crate::commands::Request;
+use crate::engine::{clock, Engine};
 use crate::error::{aws, Error, Result};
 use crate::intake::{self, RequestTarget, RotationRequest};
 use crate::notify;

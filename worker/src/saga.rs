@@ -53,8 +53,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Milliseconds since the UNIX epoch. The machine never reads the clock.
-pub type Millis = u64;
+/// The machine never reads the clock: it is handed `now` in a [`Clock`].
+pub use crate::clock::Millis;
 
 /// A step of the saga. Each travels as one SQS message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -20,9 +20,63 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 
-use crate::config::SecretRef;
 use crate::error::{aws, Error, Result};
+
+/// Where a secret lives. Exactly one of the forms:
+/// `{ env = "KEYTURN_AUTH0_CLIENT_SECRET" }` or `{ secrets_manager = "arn-or-name" }`
+/// (optionally with `json_key = "field"` for a JSON secret). An environment
+/// variable's name must start with [`ENV_PREFIX`]: a configuration (which
+/// may come from an SSM parameter others can write) cannot name the
+/// process's own credentials (`AWS_SECRET_ACCESS_KEY`, in Lambda the
+/// function's key) and have them sent to an outside service.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawSecretRef")]
+pub enum SecretRef {
+    Env(String),
+    SecretsManager { secret_id: String, json_key: Option<String> },
+}
+
+/// The prefix every `{ env = "…" }` secret reference must carry.
+pub const ENV_PREFIX: &str = "KEYTURN_";
+
+/// Whether `name` is an environment variable a secret reference may name:
+/// [`ENV_PREFIX`] then upper-case letters, digits and `_`.
+pub fn is_secret_env_name(name: &str) -> bool {
+    name.strip_prefix(ENV_PREFIX).is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSecretRef {
+    // Held only to be refused; never printed.
+    Inline(#[allow(dead_code)] String),
+    Table { env: Option<String>, secrets_manager: Option<String>, json_key: Option<String> },
+}
+
+impl TryFrom<RawSecretRef> for SecretRef {
+    type Error = String;
+    fn try_from(raw: RawSecretRef) -> Result<Self, String> {
+        match raw {
+            RawSecretRef::Inline(_) => Err("client_secret: inline secrets are not allowed; write client_secret = { env = \"KEYTURN_VAR\" } or client_secret = { secrets_manager = \"secret id or ARN\" }".into()),
+            RawSecretRef::Table { env: Some(v), secrets_manager: None, json_key: None } if !v.is_empty() => {
+                if is_secret_env_name(&v) {
+                    Ok(SecretRef::Env(v))
+                } else {
+                    Err(format!(
+                        "client_secret: an `env` reference must name a variable starting with {ENV_PREFIX} (upper-case letters, digits, _), e.g. {ENV_PREFIX}AUTH0_CLIENT_SECRET; {:?} is refused so a configuration cannot send the process's own credentials elsewhere",
+                        v.chars().take(64).collect::<String>()
+                    ))
+                }
+            }
+            RawSecretRef::Table { env: None, secrets_manager: Some(id), json_key } if !id.is_empty() => {
+                Ok(SecretRef::SecretsManager { secret_id: id, json_key })
+            }
+            _ => Err("client_secret: a secret reference needs exactly one of `env` or `secrets_manager` (and `json_key` only with `secrets_manager`)".into()),
+        }
+    }
+}
 
 /// How long a value read from Secrets Manager is used without reading it
 /// again.
@@ -111,8 +165,8 @@ impl SecretResolver {
 
     pub async fn resolve(&self, r: &SecretRef) -> Result<SecretString> {
         match r {
-            SecretRef::Env(var) if !crate::config::is_secret_env_name(var) => {
-                Err(Error::Config(format!("environment variable {var} may not be a secret reference (names start with {})", crate::config::ENV_PREFIX)))
+            SecretRef::Env(var) if !is_secret_env_name(var) => {
+                Err(Error::Config(format!("environment variable {var} may not be a secret reference (names start with {})", ENV_PREFIX)))
             }
             SecretRef::Env(var) => match std::env::var(var) {
                 Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
@@ -133,6 +187,19 @@ impl SecretResolver {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_env_names() {
+        assert!(is_secret_env_name("KEYTURN_AUTH0_CLIENT_SECRET"));
+        for bad in ["AWS_SECRET_ACCESS_KEY", "KEYTURN_", "KEYTURN_a", "X", "keyturn_X", "KEYTURN_A-B"] {
+            assert!(!is_secret_env_name(bad), "{bad}");
         }
     }
 }

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use tracing::{instrument, warn};
 
-use crate::engine::{now_ms, Engine};
+use crate::clock::now_ms;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::queue::{Lane, Queue, StepMessage};
 use crate::saga::Millis;

@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use tracing::{error, info, instrument, warn};
 
-use crate::engine::{now_ms, Engine, Request};
+use crate::clock::now_ms;
+use crate::commands::Request;
+use crate::engine::Engine;
 use crate::error::Result;
 use crate::intake::{self, Decision, Event};
 use crate::notify;
@@ -90,7 +92,7 @@ impl<Q: Queue> Engine<Q> {
             Ok(e) => e,
             Err(e) => {
                 let why = e.to_string();
-                let sender = m.sender.as_deref().map(|s| intake::one_line(s, 128));
+                let sender = m.sender.as_deref().map(|s| crate::connectors::check::one_line(s, 128));
                 error!(reason = %why, sender = ?sender, "rejected intake event; moving it to the intake dead-letter queue");
                 intake_queue.dead_letter(m, &why).await?;
                 report.rejected = Some(why);
@@ -189,7 +191,7 @@ impl<Q: Queue> Engine<Q> {
                 }
                 Decision::Unmatched { finding_id, account_id, user } => {
                     let first = self.store.record_unmatched(&account_id, &user, &finding_id, now_ms()).await?;
-                    warn!(account = %account_id, user = %user, finding = %intake::one_line(&finding_id, 256), first, "finding for an IAM user no rotation covers");
+                    warn!(account = %account_id, user = %user, finding = %crate::connectors::check::one_line(&finding_id, 256), first, "finding for an IAM user no rotation covers");
                     if first {
                         unmatched_new.push((account_id.clone(), user.clone(), finding_id));
                     }

@@ -24,11 +24,10 @@ use serde::Deserialize;
 use super::http::{retry_after, Api};
 use super::token::TokenCache;
 use super::{http_retry, BoxFut, BuildContext, ConfigProblem, NewCredential, RetryPolicy, Target, TargetEntry, TargetSpec};
-use crate::config::SecretRef;
-use crate::doctor::{Check, Findings};
 use crate::error::{Error, Result};
+use crate::preflight::{Check, Findings};
 use crate::saga::Verification;
-use crate::secrets::SecretResolver;
+use crate::secrets::{SecretRef, SecretResolver};
 
 const SERVICE: &str = "auth0";
 /// The Management API scopes every Auth0 email-provider target needs: read
@@ -60,7 +59,7 @@ pub const TARGET: TargetEntry = TargetEntry {
     parse: |t| {
         let c: Auth0Config = super::from_table(t)?;
         check_tenant(&c.domain, c.base_url.as_deref(), &c.client_id)?;
-        crate::config::check_region(&c.ses_region).map_err(|m| ConfigProblem::at("ses_region", m))?;
+        super::check::check_region(&c.ses_region).map_err(|m| ConfigProblem::at("ses_region", m))?;
         Ok(Arc::new(c))
     },
 };
@@ -81,9 +80,9 @@ impl TargetSpec for Auth0Config {
 pub(super) fn check_tenant(domain: &str, base_url: Option<&str>, client_id: &str) -> std::result::Result<(), ConfigProblem> {
     // The domain is the token audience (`https://{domain}/api/v2/`) and,
     // without base_url, the host the client secret is sent to.
-    crate::config::check_host(domain).map_err(|m| ConfigProblem::at("domain", m))?;
+    super::check::check_host(domain).map_err(|m| ConfigProblem::at("domain", m))?;
     if let Some(u) = base_url {
-        crate::config::check_base_url(u).map_err(|m| ConfigProblem::at("base_url", m))?;
+        super::check::check_base_url(u).map_err(|m| ConfigProblem::at("base_url", m))?;
     }
     if client_id.is_empty() {
         return Err(ConfigProblem::at("client_id", "must not be empty"));
@@ -212,7 +211,7 @@ impl Auth0EmailProvider {
             }
         };
         f.checks.push(Check::ok("Auth0 token", format!("client {} got a Management API token", self.s.client_id)));
-        let granted = scope.or_else(|| crate::doctor::jwt_claims(token.expose_secret()).and_then(|c| c["scope"].as_str().map(str::to_string)));
+        let granted = scope.or_else(|| crate::preflight::jwt_claims(token.expose_secret()).and_then(|c| c["scope"].as_str().map(str::to_string)));
         match granted {
             None => f.checks.push(Check::not_checked(
                 "Auth0 scopes",

@@ -30,9 +30,9 @@ use serde_json::{json, Value};
 
 use super::auth0::Auth0EmailProvider;
 use super::{BoxFut, BuildContext, ConfigProblem, NewCredential, Target, TargetEntry, TargetSpec};
-use crate::config::SecretRef;
 use crate::error::Result;
 use crate::saga::Verification;
+use crate::secrets::SecretRef;
 
 /// `[rotation.target] kind = "auth0_ses_smtp"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -66,7 +66,7 @@ pub const TARGET: TargetEntry = TargetEntry {
     parse: |t| {
         let c: Auth0SmtpConfig = super::from_table(t)?;
         super::auth0::check_tenant(&c.domain, c.base_url.as_deref(), &c.client_id)?;
-        crate::config::check_region(&c.ses_region).map_err(|m| ConfigProblem::at("ses_region", m))?;
+        super::check::check_region(&c.ses_region).map_err(|m| ConfigProblem::at("ses_region", m))?;
         if ![25, 465, 587, 2465, 2587].contains(&c.smtp_port) {
             return Err(ConfigProblem::at("smtp_port", "must be one of SES's SMTP ports: 25, 465, 587, 2465, 2587"));
         }
@@ -157,7 +157,7 @@ impl Target for Auth0SesSmtp {
     fn kind(&self) -> &'static str {
         TARGET.kind
     }
-    fn doctor(&self) -> BoxFut<'_, crate::doctor::Findings> {
+    fn doctor(&self) -> BoxFut<'_, crate::preflight::Findings> {
         Box::pin(self.client.doctor_checks(&super::auth0::SCOPES, "keyturn doctor"))
     }
     fn describe(&self) -> String {

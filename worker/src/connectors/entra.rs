@@ -35,12 +35,11 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{http_retry, BoxFut, BuildContext, ConfigProblem, NewCredential, RetryPolicy, Target, TargetEntry, TargetSpec};
-use crate::config::Dur;
-use crate::config::SecretRef;
-use crate::doctor::{Check, Findings};
+use crate::clock::Dur;
 use crate::error::{Error, Result};
+use crate::preflight::{Check, Findings};
 use crate::saga::Verification;
-use crate::secrets::SecretResolver;
+use crate::secrets::{SecretRef, SecretResolver};
 
 const SERVICE: &str = "graph";
 /// The token scope for the Graph endpoint keyturn is configured with: the
@@ -103,12 +102,12 @@ pub const TARGET: TargetEntry = TargetEntry {
         for (key, v) in
             [("tenant_id", &c.tenant_id), ("client_id", &c.client_id), ("service_principal_id", &c.service_principal_id), ("job_id", &c.job_id)]
         {
-            crate::config::check_id(v).map_err(|m| ConfigProblem::at(key, m))?;
+            super::check::check_id(v).map_err(|m| ConfigProblem::at(key, m))?;
         }
-        crate::config::check_base_url(&c.scim_endpoint).map_err(|m| ConfigProblem::at("scim_endpoint", m))?;
+        super::check::check_base_url(&c.scim_endpoint).map_err(|m| ConfigProblem::at("scim_endpoint", m))?;
         for (key, u) in [("login_base_url", &c.login_base_url), ("graph_base_url", &c.graph_base_url)] {
             if let Some(u) = u {
-                crate::config::check_base_url(u).map_err(|m| ConfigProblem::at(key, m))?;
+                super::check::check_base_url(u).map_err(|m| ConfigProblem::at(key, m))?;
             }
         }
         Ok(Arc::new(c))
@@ -375,7 +374,7 @@ impl EntraProvisioning {
             "Entra: App registrations → {} → API permissions → Add a permission → Microsoft Graph → Application permissions → Synchronization.ReadWrite.All (or Application.ReadWrite.OwnedBy with the app as owner of the enterprise application); then Grant admin consent",
             self.s.client_id
         );
-        match crate::doctor::jwt_claims(token.expose_secret()) {
+        match crate::preflight::jwt_claims(token.expose_secret()) {
             None => f.checks.push(Check::not_checked(
                 "Graph permissions",
                 format!("the token is not a JWT, so its roles cannot be read; needed: {}", APP_ROLES.join(" or ")),

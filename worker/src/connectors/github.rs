@@ -42,11 +42,10 @@ use serde_json::{json, Value};
 use super::http::{retry_after, Api};
 use super::token::TokenCache;
 use super::{BoxFut, BuildContext, ConfigProblem, NewCredential, RetryPolicy, Target, TargetEntry, TargetSpec};
-use crate::config::SecretRef;
-use crate::doctor::{Check, Findings};
 use crate::error::{Error, Result};
+use crate::preflight::{Check, Findings};
 use crate::saga::Verification;
-use crate::secrets::SecretResolver;
+use crate::secrets::{SecretRef, SecretResolver};
 
 const SERVICE: &str = "github";
 
@@ -132,7 +131,7 @@ pub const TARGET: TargetEntry = TargetEntry {
             return Err(ConfigProblem::at("secret_access_key_secret", "must differ from access_key_id_secret"));
         }
         if let Some(u) = &c.base_url {
-            crate::config::check_base_url(u).map_err(|m| ConfigProblem::at("base_url", m))?;
+            super::check::check_base_url(u).map_err(|m| ConfigProblem::at("base_url", m))?;
         }
         Ok(Arc::new(c))
     },

@@ -18,8 +18,8 @@ use serde::Deserialize;
 
 use super::{BoxFut, BuildContext, ConfigProblem, CredentialSource, NewCredential, SourceEntry, SourceSpec, Subject, SubjectKind};
 use crate::accounts::{Access, Accounts};
-use crate::doctor::{AwsAction, Check, Findings};
 use crate::error::{aws, Error, Result};
+use crate::preflight::{AwsAction, Check, Findings};
 use crate::saga::{self, KeyRef, Millis};
 
 /// STS answers while a new key has not propagated (or is not valid).
@@ -46,10 +46,10 @@ pub const SOURCE: SourceEntry = SourceEntry {
     subjects: &[SubjectKind::IamUser],
     parse: |t| {
         let c: IamAccessKeyConfig = super::from_table(t)?;
-        if !crate::intake::valid_iam_name(&c.user_name) {
+        if !super::check::valid_iam_name(&c.user_name) {
             return Err(ConfigProblem::at("user_name", "must be an IAM user name (1-64 letters, digits and +=,.@_-)"));
         }
-        crate::config::check_account(c.account_id.as_deref()).map_err(|m| ConfigProblem::at("account_id", m))?;
+        super::check::check_account(c.account_id.as_deref()).map_err(|m| ConfigProblem::at("account_id", m))?;
         let mut c = c;
         if let Some(arn) = &c.role_arn {
             let Some(account) = crate::accounts::role_account(arn) else {
@@ -352,7 +352,7 @@ impl IamAccessKey {
             }
             None => f.checks.push(Check::ok("iam user", format!("{u}{place} exists (its keys can be listed)"))),
         }
-        let now = crate::engine::now_ms();
+        let now = crate::clock::now_ms();
         let mut seen = Vec::new();
         let mut lines = Vec::new();
         for k in &keys {

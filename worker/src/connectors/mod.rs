@@ -29,14 +29,14 @@ use std::sync::Arc;
 use secrecy::SecretString;
 
 use crate::aws::Clients;
-use crate::config::RotationConfig;
-use crate::doctor::{Check, Findings};
 use crate::error::Result;
-use crate::saga::{KeyRef, Millis, Verification};
+use crate::preflight::{Check, Findings};
+use crate::saga::{KeyRef, Millis, Policy, Verification};
 use crate::secrets::SecretResolver;
 
 pub mod auth0;
 pub mod auth0_smtp;
+pub mod check;
 pub mod entra;
 pub mod github;
 pub mod http;
@@ -180,7 +180,7 @@ pub struct Rotation {
     pub credential: String,
     pub source: Arc<dyn CredentialSource>,
     pub target: Arc<dyn Target>,
-    pub policy: crate::saga::Policy,
+    pub policy: Policy,
 }
 
 /// What a connector needs to build itself: AWS clients, the secret
@@ -345,15 +345,11 @@ pub fn from_table<T: serde::de::DeserializeOwned>(table: toml::Table) -> std::re
     })
 }
 
-/// Build the connectors of one configured rotation.
-pub fn build(cfg: &RotationConfig, ctx: &BuildContext<'_>) -> Rotation {
-    Rotation {
-        id: cfg.id.clone(),
-        credential: cfg.credential_key(),
-        source: cfg.source.build(ctx),
-        target: cfg.target.build(ctx),
-        policy: cfg.policy.to_policy(),
-    }
+/// Build the connectors of one configured rotation (its id, its parsed
+/// source and target, and its policy): the parts, not the configuration
+/// type, so `connectors` stays below `config`.
+pub fn build(id: &str, source: &dyn SourceSpec, target: &dyn TargetSpec, policy: Policy, ctx: &BuildContext<'_>) -> Rotation {
+    Rotation { id: id.to_string(), credential: source.credential_key(), source: source.build(ctx), target: target.build(ctx), policy }
 }
 
 /// The HTTP client every HTTP connector shares (rustls, explicit timeouts).

@@ -35,8 +35,8 @@ pub const SOURCE: SourceEntry = SourceEntry {
     subjects: &[SubjectKind::ScimTokenExpiry],
     parse: |t| {
         let c: ScimTokenConfig = super::from_table(t)?;
-        crate::config::check_region(&c.region).map_err(|m| ConfigProblem::at("region", m))?;
-        crate::config::check_account(c.account_id.as_deref()).map_err(|m| ConfigProblem::at("account_id", m))?;
+        super::check::check_region(&c.region).map_err(|m| ConfigProblem::at("region", m))?;
+        super::check::check_account(c.account_id.as_deref()).map_err(|m| ConfigProblem::at("account_id", m))?;
         Ok(Arc::new(c))
     },
 };

@@ -34,8 +34,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{BoxFut, BuildContext, ConfigProblem, NewCredential, Target, TargetEntry, TargetSpec};
-use crate::doctor::{AwsAction, Check, Findings};
 use crate::error::{aws, Error, Result};
+use crate::preflight::{AwsAction, Check, Findings};
 use crate::saga::Verification;
 
 /// `[rotation.target] kind = "secrets_manager_secret"`.
@@ -71,7 +71,7 @@ pub const TARGET: TargetEntry = TargetEntry {
             return Err(ConfigProblem::at("secret_id", "must be a secret name or ARN"));
         }
         if let Some(r) = &c.region {
-            crate::config::check_region(r).map_err(|m| ConfigProblem::at("region", m))?;
+            super::check::check_region(r).map_err(|m| ConfigProblem::at("region", m))?;
         }
         if c.access_key_id_field.is_empty() || c.secret_access_key_field.is_empty() || c.access_key_id_field == c.secret_access_key_field {
             return Err(ConfigProblem::at("secret_access_key_field", "the two field names must be set and differ"));

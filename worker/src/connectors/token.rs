@@ -26,14 +26,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-/// Longest margin before expiry at which a token is renewed.
-pub const MAX_MARGIN: Duration = Duration::from_secs(300);
-
-/// How long after it was issued a token of `lifetime` is renewed.
-pub fn renew_after(lifetime: Duration) -> Duration {
-    let margin = (lifetime / 5).min(MAX_MARGIN);
-    lifetime.saturating_sub(margin)
-}
+use crate::clock::renew_after;
 
 /// Whether a 401 answer says the bearer token expired (renew and retry
 /// once) rather than that it is invalid or lacks a permission.
@@ -103,14 +96,6 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn renewal_is_proportional_to_the_lifetime() {
-        assert_eq!(renew_after(Duration::from_secs(60)), Duration::from_secs(48));
-        assert_eq!(renew_after(Duration::from_secs(3600)), Duration::from_secs(3300));
-        assert_eq!(renew_after(Duration::from_secs(86_400)), Duration::from_secs(86_100));
-        assert_eq!(renew_after(Duration::ZERO), Duration::ZERO);
-    }
 
     #[test]
     fn expired_token_answers_are_told_from_other_401s() {
