@@ -987,6 +987,7 @@ fn an_unknown_key_at_issue_stops_in_needs_attention_without_compensating() {
     // Any other permanent failure at issue still compensates.
     let (s, mut t) = at_step(Step::IssueNew);
     assert_eq!(run(&s, Outcome::Failed(err(false, false)), &mut t).saga.closing, Some(Status::Compensated));
+}
 
 #[test]
 fn target_states_print_as_their_json_names() {
