@@ -49,7 +49,8 @@ async fn lambda_batches_drive_a_rotation_to_success() {
         if batch.is_empty() {
             continue;
         }
-        let resp = handle_invocation::<SqsQueue, SqsQueue>(&engine, &env.queue_url, None, None, &sqs_event(&batch, STEPS_ARN), Duration::ZERO).await.unwrap();
+        let resp =
+            handle_invocation::<SqsQueue, SqsQueue>(&engine, &env.queue_url, None, None, &sqs_event(&batch, STEPS_ARN), Duration::ZERO).await.unwrap();
         assert_eq!(resp, json!({"batchItemFailures": []}));
         invocations += 1;
         assert!(invocations < 50);
