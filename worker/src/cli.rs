@@ -659,7 +659,9 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                         watch.lock().await.check(&engine, "sweep").await;
                     }
                     let iq = intake.as_ref().as_ref().zip(intake_url.as_deref());
-                    crate::lambda::handle_invocation(&engine, &queue_url, priority_url.as_deref(), iq, &ev.payload, jitter).await.map_err(lambda_runtime::Error::from)
+                    crate::lambda::handle_invocation(&engine, &queue_url, priority_url.as_deref(), iq, &ev.payload, jitter)
+                        .await
+                        .map_err(lambda_runtime::Error::from)
                 }
             }))
             .await
@@ -670,8 +672,9 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
             let pick = |q: QueueName| -> anyhow::Result<crate::queue::SqsQueue> {
                 match q {
                     QueueName::Steps => Ok(crate::app::sqs_queue(&cfg, &clients)),
-                    QueueName::Priority => crate::app::priority_queue(&cfg, &clients)
-                        .ok_or_else(|| Usage(format!("{} has no aws.priority_queue_url", cli.config)).into()),
+                    QueueName::Priority => {
+                        crate::app::priority_queue(&cfg, &clients).ok_or_else(|| Usage(format!("{} has no aws.priority_queue_url", cli.config)).into())
+                    }
                     QueueName::Intake => {
                         crate::app::intake_queue(&cfg, &clients).ok_or_else(|| Usage(format!("{} has no aws.intake_queue_url", cli.config)).into())
                     }

@@ -166,7 +166,13 @@ impl Queue for SqsQueue {
             .filter_map(|m| {
                 let count =
                     m.attributes().and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount)).and_then(|c| c.parse().ok()).unwrap_or(1);
-                Some(Received { message_id: m.message_id?, receipt: m.receipt_handle?, body: m.body.unwrap_or_default(), receive_count: count, lane: Lane::default() })
+                Some(Received {
+                    message_id: m.message_id?,
+                    receipt: m.receipt_handle?,
+                    body: m.body.unwrap_or_default(),
+                    receive_count: count,
+                    lane: Lane::default(),
+                })
             })
             .collect())
     }
