@@ -20,6 +20,7 @@ pub mod app;
 pub mod attention;
 pub mod aws;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod config_source;
