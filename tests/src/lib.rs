@@ -9,6 +9,7 @@ pub mod fault_proxy;
 pub mod github_fake;
 pub mod graph_fake;
 pub mod moto;
+pub mod process;
 pub mod recording;
 pub mod securityhub_fake;
 pub mod tcp_proxy;

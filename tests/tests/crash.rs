@@ -14,20 +14,22 @@
 //! target holds one; no orphan); the lock is released and the sealed secret
 //! erased. It prints its counts and the number of invariant violations.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyturn::saga::Status;
 use keyturn::store::Created;
 use keyturn_testkit::auth0_fake::FakeAuth0;
 use keyturn_testkit::env::{keyturn_bin, rotation_toml, Options, TestEnv, FAST_WORKER_TOML};
+use keyturn_testkit::process::Guard;
 
 const WORKERS: usize = 3;
 /// Added to every chunk to and from moto, each way.
 const LATENCY_MS: u64 = 60;
 
 struct Workers {
-    procs: Vec<Child>,
+    /// Each killed and reaped when the test ends, however it ends.
+    procs: Vec<Guard>,
     config: std::path::PathBuf,
     env: Vec<(&'static str, String)>,
     log_dir: std::path::PathBuf,
@@ -35,28 +37,20 @@ struct Workers {
 }
 
 impl Workers {
-    fn spawn(&mut self) -> Child {
+    fn spawn(&mut self) -> Guard {
         self.started += 1;
         let log = std::fs::File::create(self.log_dir.join(format!("worker-{}.log", self.started))).unwrap();
-        Command::new(keyturn_bin())
-            .args(["worker", "--config"])
-            .arg(&self.config)
-            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("RUST_LOG", "keyturn=debug,warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
+        Guard::spawn(
+            Command::new(keyturn_bin())
+                .args(["worker", "--config"])
+                .arg(&self.config)
+                .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+                .env("RUST_LOG", "keyturn=debug,warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log),
+        )
+        .unwrap()
     }
 }
 
@@ -139,7 +133,6 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
         tokio::time::sleep(Duration::from_millis(rng.u64(150..1200))).await;
         let i = rng.usize(0..WORKERS);
         workers.procs[i].kill().unwrap();
-        workers.procs[i].wait().unwrap();
         kills += 1;
         // Sometimes leave it dead for a moment, so leases expire with no one around.
         if rng.bool() {

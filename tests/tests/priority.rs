@@ -16,7 +16,7 @@
 //! 26–28 s with 60 rotations waiting, growing with the backlog.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
@@ -25,6 +25,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use keyturn::saga::Status;
 use keyturn_testkit::env::{keyturn_bin, sdk_config, REGION};
 use keyturn_testkit::moto::Moto;
+use keyturn_testkit::process::Guard;
 
 /// Ordinary rotations waiting when the exposure arrives. 200 by default;
 /// `KEYTURN_PRIORITY_BACKLOG=N` measures another backlog (0 for an idle worker).
@@ -41,18 +42,9 @@ const BOUND: Duration = Duration::from_secs(10);
 /// neither measures the other's load.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A child process killed when dropped.
-struct Kid(Child);
-impl Drop for Kid {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Setup {
     _moto: Moto,
-    _auth0: Kid,
+    _auth0: Guard,
     auth0: String,
     client_secret: String,
     iam: aws_sdk_iam::Client,
@@ -124,14 +116,15 @@ async fn setup(name: &str) -> Setup {
 
     let port_file = dir.join("auth0.port");
     let fake = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/fake_auth0.py");
-    let auth0_proc = Kid(Command::new("python3")
-        .arg(fake)
-        .arg("--port-file")
-        .arg(&port_file)
-        .args(["--client-secret", &client_secret, "--latency-ms", &AUTH0_LATENCY_MS.to_string()])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap());
+    let auth0_proc = Guard::spawn(
+        Command::new("python3")
+            .arg(fake)
+            .arg("--port-file")
+            .arg(&port_file)
+            .args(["--client-secret", &client_secret, "--latency-ms", &AUTH0_LATENCY_MS.to_string()])
+            .stdin(Stdio::null()),
+    )
+    .unwrap();
     let auth0 = format!("http://127.0.0.1:{}", wait_for_file(&port_file, Duration::from_secs(20)).trim());
 
     let mut config = format!(
@@ -197,17 +190,18 @@ policy = {{ grace_period = "0s" }}
 }
 
 impl Setup {
-    fn worker(&self, n: usize) -> Kid {
+    fn worker(&self, n: usize) -> Guard {
         let log = std::fs::File::create(self.dir.join(format!("worker-{n}.log"))).unwrap();
-        Kid(Command::new(keyturn_bin())
-            .args(["worker", "--config"])
-            .arg(&self.cfg_path)
-            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap())
+        Guard::spawn(
+            Command::new(keyturn_bin())
+                .args(["worker", "--config"])
+                .arg(&self.cfg_path)
+                .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log),
+        )
+        .unwrap()
     }
 
     /// Notices published so far, over every worker log of this run.
@@ -360,8 +354,7 @@ async fn an_emergency_survives_a_sigkill_of_its_worker_right_after_its_saga_is_c
         // The saga exists: kill its worker (SIGKILL: no shutdown), start it again.
         let mut w = worker.lock().unwrap();
         if let Some(mut k) = w.take() {
-            let _ = k.0.kill();
-            let _ = k.0.wait();
+            let _ = k.kill();
         }
         *w = Some(s.worker(2));
     })

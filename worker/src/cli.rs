@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::clock::parse_duration;
+use crate::clock::{fmt_ms, parse_duration};
 use crate::config::Config;
 use crate::saga::{Saga, Status};
 use crate::store::{Created, Stored};
@@ -697,7 +697,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                             println!(
                                 "{}  sent {}  received {}x\n  reason: {}\n  body:   {body}",
                                 d.message_id,
-                                d.sent_at.map(fmt_time).unwrap_or_default(),
+                                d.sent_at.map(fmt_ms).unwrap_or_default(),
                                 d.receive_count,
                                 d.reason
                             );
@@ -836,7 +836,7 @@ async fn table_command(command: Command, cfg: &Config, store: crate::store::Stor
                 println!("rotation {saga_id}: {}", quarantine_line(&health));
                 println!("  consecutive failed sagas: {}", health.consecutive_failures);
                 for s in recent {
-                    println!("  {}  {:<15}  {}  {}", s.saga_id, s.status.as_str(), fmt_time(s.created_at), s.trigger);
+                    println!("  {}  {:<15}  {}  {}", s.saga_id, s.status.as_str(), fmt_ms(s.created_at), s.trigger);
                 }
             }
             Ok(0)
@@ -858,7 +858,7 @@ async fn table_command(command: Command, cfg: &Config, store: crate::store::Stor
             } else {
                 println!("{:<36}  {:<16}  {:<15}  {:<14}  started", "saga", "rotation", "status", "step");
                 for s in rows {
-                    println!("{:<36}  {:<16}  {:<15}  {:<14}  {}", s.saga_id, s.rotation_id, s.status.as_str(), s.step.as_str(), fmt_time(s.created_at));
+                    println!("{:<36}  {:<16}  {:<15}  {:<14}  {}", s.saga_id, s.rotation_id, s.status.as_str(), s.step.as_str(), fmt_ms(s.created_at));
                 }
                 for r in &cfg.rotations {
                     let (h, _) = store.health(&r.id).await?;
@@ -881,17 +881,13 @@ fn whoami() -> String {
 fn quarantine_line(h: &crate::quarantine::Health) -> String {
     match &h.quarantine {
         None => "not quarantined".into(),
-        Some(q) if q.disabled => format!("DISABLED after quarantine (reason {}, since {}); `keyturn release` lifts it", q.reason, fmt_time(q.began)),
-        Some(q) => format!("QUARANTINED (reason {}, since {}); next automatic attempt {}", q.reason, fmt_time(q.began), fmt_time(q.next_attempt)),
+        Some(q) if q.disabled => format!("DISABLED after quarantine (reason {}, since {}); `keyturn release` lifts it", q.reason, fmt_ms(q.began)),
+        Some(q) => format!("QUARANTINED (reason {}, since {}); next automatic attempt {}", q.reason, fmt_ms(q.began), fmt_ms(q.next_attempt)),
     }
 }
 
-fn fmt_time(ms: u64) -> String {
-    aws_smithy_types::DateTime::from_millis(ms as i64).fmt(aws_smithy_types::date_time::Format::DateTime).unwrap_or_else(|_| ms.to_string())
-}
-
 fn attempt_line(a: &crate::saga::Attempt) -> String {
-    let mut line = format!("  {}  {:<15} #{:<2} {}", fmt_time(a.at), a.step.as_str(), a.attempt, a.outcome);
+    let mut line = format!("  {}  {:<15} #{:<2} {}", fmt_ms(a.at), a.step.as_str(), a.attempt, a.outcome);
     if let Some(c) = &a.code {
         line.push_str(&format!("  {c}: {}", a.message.as_deref().unwrap_or("")));
     }
@@ -908,8 +904,8 @@ pub fn timeline(s: &Stored) -> String {
         g.status.as_str(),
         g.step,
         g.trigger,
-        fmt_time(g.created_at),
-        fmt_time(g.updated_at)
+        fmt_ms(g.created_at),
+        fmt_ms(g.updated_at)
     );
     out.push_str(&format!(
         "  old key(s): {}  new key: {}  target: {}\n",
@@ -927,12 +923,12 @@ pub fn timeline(s: &Stored) -> String {
         ));
     }
     if let Some(e) = &g.exposure {
-        let at = |t: Option<u64>| t.map(fmt_time).unwrap_or_else(|| "no".into());
+        let at = |t: Option<u64>| t.map(fmt_ms).unwrap_or_else(|| "no".into());
         out.push_str(&format!(
             "  EXPOSED key {} ({} key): event seen {}, inactive {}, deleted {}{}\n",
             e.key_id,
             if e.role == crate::saga::ExposedRole::Old { "old" } else { "new" },
-            fmt_time(e.seen_at),
+            fmt_ms(e.seen_at),
             at(e.inactive_at),
             at(e.deleted_at),
             if e.follow_up { "; a fresh rotation follows" } else { "" }
@@ -947,14 +943,14 @@ pub fn timeline(s: &Stored) -> String {
     if let (true, Some(a)) = (g.unresolved(), &g.attention) {
         out.push_str(&format!(
             "  needs attention since {}, holding the credential; evidence checks: {}, next {}\n",
-            fmt_time(a.since),
+            fmt_ms(a.since),
             a.checks,
-            fmt_time(a.next_check)
+            fmt_ms(a.next_check)
         ));
         match &a.verdict {
             Some(v) => out.push_str(&format!(
                 "  evidence ({}): {} -> {}\n",
-                fmt_time(v.at),
+                fmt_ms(v.at),
                 v.reason,
                 v.keep.map(|k| format!("keyturn resolve {} --keep {}", g.saga_id, k.as_str())).unwrap_or_else(|| "unclear; keyturn keeps watching".into())
             )),
@@ -987,7 +983,7 @@ pub fn parse_date(s: &str) -> Result<u64, String> {
 
 fn old_token(created: Option<u64>, id: Option<String>) -> Option<crate::saga::KeyRef> {
     created.map(|ms| crate::saga::KeyRef {
-        id: id.unwrap_or_else(|| format!("created {}", crate::notify::fmt_time(ms).chars().take(10).collect::<String>())),
+        id: id.unwrap_or_else(|| format!("created {}", crate::clock::fmt_date(ms))),
         active: true,
         created_at: Some(ms),
     })

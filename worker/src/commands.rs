@@ -13,7 +13,6 @@ use tracing::{info, instrument, warn};
 use crate::clock::now_ms;
 use crate::engine::{clock, Engine};
 use crate::error::{Error, Result};
-use crate::notify;
 use crate::queue::{Lane, Queue, StepMessage};
 use crate::saga::{self, Clock, Exposure, FindingRef, KeyRef, Millis, Overrides, RequestInfo, Saga, Step};
 use crate::securityhub::Workflow;
@@ -127,7 +126,7 @@ impl<Q: Queue> Engine<Q> {
         self.person_command(
             saga_id,
             |s, c| {
-                let new_id = format!("handed over {}", notify::fmt_time(c.now));
+                let new_id = format!("handed over {}", crate::clock::fmt_ms(c.now));
                 saga::provide(s, new_id, old.clone(), c).map_err(not_waiting)
             },
             || SecretWrite::Set(blob.clone()),

@@ -15,22 +15,76 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use tracing::{error, info, warn};
 
 use crate::engine::{Engine, Handled};
 use crate::queue::{Lane, Queue, Received};
 
-/// One SQS record of a Lambda event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One SQS record of a Lambda event: the fields keyturn reads, by the names
+/// Lambda gives them (the rest of the record is ignored).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SqsRecord {
     pub message_id: String,
     pub receipt_handle: String,
     pub body: String,
+    #[serde(rename = "eventSourceARN")]
     pub event_source_arn: String,
+    /// `attributes.ApproximateReceiveCount`; 1 when it is missing or not a count.
+    #[serde(rename = "attributes", default = "one", deserialize_with = "receive_count")]
     pub receive_count: u32,
-    /// `attributes.SenderId`: who sent the message ([`Received::sender`]).
+    /// `attributes.SenderId`: who sent the message ([`Received::sender`]);
+    /// read beside the struct (serde reads `attributes` once, for the count).
+    #[serde(skip)]
     pub sender: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Lambda sends the count as a string. Whatever else is there does not make
+/// the record unreadable: the count only feeds the dead-letter decision.
+fn receive_count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    #[derive(Deserialize)]
+    struct Attributes {
+        #[serde(rename = "ApproximateReceiveCount")]
+        count: Option<String>,
+    }
+    let v = Value::deserialize(d)?;
+    Ok(from_object::<Attributes>(&v).ok().and_then(|a| a.count).and_then(|c| c.parse().ok()).unwrap_or(1))
+}
+
+/// Which service a record came from (read before the rest, so a record of
+/// another service is named as such).
+#[derive(Deserialize)]
+struct RecordSource {
+    #[serde(rename = "eventSource")]
+    event_source: Option<String>,
+}
+
+/// An SQS event: its records, each read on its own so an error names it.
+#[derive(Deserialize)]
+struct SqsEvent {
+    #[serde(rename = "Records")]
+    records: Vec<Value>,
+}
+
+/// The scheduled event: `{"keyturn":"sweep"}`.
+#[derive(Deserialize)]
+struct Scheduled {
+    keyturn: Option<String>,
+}
+
+/// `T` from a JSON object (serde would also read a struct from an array;
+/// no event is one).
+fn from_object<'a, T: Deserialize<'a>>(v: &'a Value) -> Result<T, String> {
+    if !v.is_object() {
+        return Err("not a JSON object".into());
+    }
+    T::deserialize(v).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,38 +96,47 @@ pub enum Invocation {
 
 /// Whether an invocation is the scheduled sweep.
 pub fn is_sweep(v: &Value) -> bool {
-    v.get("keyturn").and_then(Value::as_str) == Some("sweep")
+    from_object::<Scheduled>(v).is_ok_and(|s| s.keyturn.as_deref() == Some("sweep"))
 }
 
 pub fn parse_invocation(v: &Value) -> Result<Invocation, String> {
-    if v.get("keyturn").and_then(Value::as_str) == Some("sweep") {
+    if is_sweep(v) {
         return Ok(Invocation::Sweep);
     }
-    let records = v.get("Records").and_then(Value::as_array).ok_or("event has neither Records nor {\"keyturn\":\"sweep\"}")?;
-    records
+    let event: SqsEvent = from_object(v).map_err(|_| "event has neither Records nor {\"keyturn\":\"sweep\"}")?;
+    event
+        .records
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let s = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_string).ok_or(format!("record {i} has no {k}"));
-            if r.get("eventSource").and_then(Value::as_str) != Some("aws:sqs") {
+            let source: RecordSource = from_object(r).map_err(|e| format!("record {i}: {e}"))?;
+            if source.event_source.as_deref() != Some("aws:sqs") {
                 return Err(format!("record {i} is not from SQS"));
             }
-            Ok(SqsRecord {
-                message_id: s("messageId")?,
-                receipt_handle: s("receiptHandle")?,
-                body: s("body")?,
-                event_source_arn: s("eventSourceARN")?,
-                receive_count: r.pointer("/attributes/ApproximateReceiveCount").and_then(Value::as_str).and_then(|c| c.parse().ok()).unwrap_or(1),
-                sender: r.pointer("/attributes/SenderId").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string),
-            })
+            let mut rec = from_object::<SqsRecord>(r).map_err(|e| format!("record {i}: {e}"))?;
+            rec.sender = r.pointer("/attributes/SenderId").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+            Ok(rec)
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Invocation::Sqs)
 }
 
+/// The partial-batch response (`ReportBatchItemFailures`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchResponse<'a> {
+    batch_item_failures: Vec<ItemFailure<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ItemFailure<'a> {
+    item_identifier: &'a str,
+}
+
 /// The partial-batch response: only these records are retried.
 pub fn batch_response(failed: &[String]) -> Value {
-    json!({ "batchItemFailures": failed.iter().map(|id| json!({"itemIdentifier": id})).collect::<Vec<_>>() })
+    json!(BatchResponse { batch_item_failures: failed.iter().map(|id| ItemFailure { item_identifier: id }).collect() })
 }
 
 /// `…/123456789012/keyturn-steps` and `arn:aws:sqs:…:keyturn-steps` name the same queue.
@@ -178,6 +241,44 @@ mod tests {
             let _ = parse_invocation(&ev);
             let _ = same_queue(&body, &arn);
         }
+    }
+
+    #[test]
+    fn records_missing_a_field_or_of_the_wrong_shape_are_named() {
+        let rec = |r: Value| parse_invocation(&json!({"Records": [r]}));
+        let full = json!({"messageId": "m", "receiptHandle": "r", "body": "b", "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:x:1:q"});
+        for field in ["messageId", "receiptHandle", "body", "eventSourceARN"] {
+            let mut r = full.clone();
+            r.as_object_mut().unwrap().remove(field);
+            let e = rec(r).unwrap_err();
+            assert!(e.starts_with("record 0") && e.contains(field), "{field}: {e}");
+            let mut r = full.clone();
+            r[field] = json!(7);
+            assert!(rec(r).unwrap_err().starts_with("record 0"), "{field} as a number");
+        }
+        assert!(rec(json!("aws:sqs")).unwrap_err().starts_with("record 0"));
+        // An event shaped as an array is neither a sweep nor a batch.
+        assert!(!is_sweep(&json!(["sweep"])));
+        assert!(parse_invocation(&json!([["m", "r", "b", "a"]])).is_err());
+        assert!(parse_invocation(&json!({"Records": "x"})).unwrap_err().contains("neither Records"));
+    }
+
+    #[test]
+    fn a_receive_count_that_is_missing_or_not_a_count_reads_as_one() {
+        let with = |attributes: Option<Value>| {
+            let mut r = json!({"messageId": "m", "receiptHandle": "r", "body": "b", "eventSource": "aws:sqs", "eventSourceARN": "a"});
+            if let Some(a) = attributes {
+                r["attributes"] = a;
+            }
+            let Invocation::Sqs(r) = parse_invocation(&json!({"Records": [r]})).unwrap() else { panic!() };
+            r[0].receive_count
+        };
+        assert_eq!(with(Some(json!({"ApproximateReceiveCount": "7"}))), 7);
+        assert_eq!(with(None), 1);
+        assert_eq!(with(Some(json!({"ApproximateReceiveCount": 7}))), 1);
+        assert_eq!(with(Some(json!({"ApproximateReceiveCount": "-1"}))), 1);
+        assert_eq!(with(Some(json!(null))), 1);
+        assert_eq!(with(Some(json!([]))), 1);
     }
 
     #[test]

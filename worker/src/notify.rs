@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use aws_sdk_sns::types::MessageAttributeValue;
 use serde_json::{json, Value};
 
+use crate::clock::{fmt_date, fmt_ms};
 use crate::error::{aws, Error, Result};
 use crate::saga::{KeyRef, Millis, Saga, Status, TargetState};
 
@@ -227,14 +228,6 @@ fn target_line(saga: &Saga) -> &'static str {
     }
 }
 
-fn fmt_date(ms: Millis) -> String {
-    fmt_time(ms).chars().take(10).collect()
-}
-
-pub fn fmt_time(ms: Millis) -> String {
-    aws_smithy_types::DateTime::from_millis(ms as i64).fmt(aws_smithy_types::date_time::Format::DateTime).unwrap_or_else(|_| ms.to_string())
-}
-
 /// Render the notification for a saga's current state.
 pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
     let (event, severity) = event_of(saga.status);
@@ -253,7 +246,7 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
     t.push_str(&format!("Credential:      {} ({})\n", ctx.credential, ctx.credential_kind));
     t.push_str(&format!("Target:          {} ({})\n", ctx.target, ctx.target_kind));
     t.push_str(&format!("Outcome:         {}\n", saga.status.as_str()));
-    t.push_str(&format!("Started:         {} by {}\n", fmt_time(saga.created_at), saga.trigger));
+    t.push_str(&format!("Started:         {} by {}\n", fmt_ms(saga.created_at), saga.trigger));
     if let Some(r) = &saga.request {
         let event = r.event_account.as_deref().map(|a| (a, r.event_source.as_deref().unwrap_or("")));
         t.push_str(&format!("Requested by:    {} (as the request says); {}\n", r.requester, sent_by(r.sender.as_deref(), event)));
@@ -319,7 +312,7 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
     let creating = saga.step == Step::AwaitNew;
     let (title, action) = if creating { (format!("create a new {noun}"), "create_new") } else { (format!("delete the old {noun}"), "delete_old") };
     let headline = if reminder { format!("Reminder: {title}") } else { format!("Action required: {title}") };
-    let deadline = saga.deadline.map(fmt_time).unwrap_or_else(|| "none".into());
+    let deadline = saga.deadline.map(fmt_ms).unwrap_or_else(|| "none".into());
     let mut steps: Vec<String> = Vec::new();
     let mut commands: Vec<String> = Vec::new();
     let id = &saga.saga_id;
@@ -337,7 +330,7 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
     } else {
         steps.push(format!(
             "Entra now uses the new token: Test connection passed, it was saved{}, and the provisioning job is healthy.",
-            saga.switched_at.map(|t| format!(" at {}", fmt_time(t))).unwrap_or_default()
+            saga.switched_at.map(|t| format!(" at {}", fmt_ms(t))).unwrap_or_default()
         ));
         steps.extend(hand.delete.iter().cloned());
         steps.push(format!("The token to delete is {}. Do NOT delete {}: Entra uses it now.", old_described(saga), new_described(saga)));
@@ -354,7 +347,7 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
     t.push_str(&format!("Saga:            {id}\n"));
     t.push_str(&format!("Credential:      {} ({})\n", ctx.credential, ctx.credential_kind));
     t.push_str(&format!("Target:          {} ({})\n", ctx.target, ctx.target_kind));
-    t.push_str(&format!("Started:         {} by {}\n", fmt_time(saga.created_at), saga.trigger));
+    t.push_str(&format!("Started:         {} by {}\n", fmt_ms(saga.created_at), saga.trigger));
     if reminder {
         t.push_str(&format!("Reminder:        {} (keyturn is still waiting)\n", saga.prompts));
     }
@@ -472,7 +465,7 @@ pub fn render_evidence(saga: &Saga, ctx: &OwnedContext, verdict: &crate::saga::V
 pub const AWS_QUARANTINE: &str = "AWS attaches its managed quarantine policy (AWSCompromisedKeyQuarantineV2 or V3) to the IAM user when it reports one of its keys exposed. The policy denies a set of sensitive actions to every key of that user, the new key included; keyturn does not detach it.";
 
 fn after(t: Millis, seen: Millis) -> String {
-    format!("{} (+{:.1}s after keyturn saw the event)", fmt_time(t), t.saturating_sub(seen) as f64 / 1000.0)
+    format!("{} (+{:.1}s after keyturn saw the event)", fmt_ms(t), t.saturating_sub(seen) as f64 / 1000.0)
 }
 
 /// The outcome notice of a saga that dealt with an exposed key (an
@@ -514,7 +507,7 @@ fn exposed_notice(mut n: Notification, saga: &Saga, e: &crate::saga::Exposure) -
     steps.push(format!(
         "Find what the key was used for: CloudTrail events with userIdentity.accessKeyId = {} (all regions), from well before the event until {}.",
         e.key_id,
-        fmt_time(e.deleted_at.or(e.inactive_at).unwrap_or(saga.updated_at))
+        fmt_ms(e.deleted_at.or(e.inactive_at).unwrap_or(saga.updated_at))
     ));
     steps.push("Remove the public copy of the key (the repository, commit history, paste or package where it was found).".into());
     steps.push(format!(
@@ -534,10 +527,10 @@ fn exposed_notice(mut n: Notification, saga: &Saga, e: &crate::saga::Exposure) -
     ));
     t.push_str(&format!("AWS Health event: {}\n", if e.event.is_empty() { "(no ARN)" } else { &e.event }));
     t.push_str("Timeline:\n");
-    t.push_str(&format!("  event seen by keyturn:      {}\n", fmt_time(e.seen_at)));
+    t.push_str(&format!("  event seen by keyturn:      {}\n", fmt_ms(e.seen_at)));
     t.push_str(&format!(
         "  new key live in the target: {}\n",
-        live.map(|l| if l >= e.seen_at { after(l, e.seen_at) } else { format!("{} (before the event)", fmt_time(l)) }).unwrap_or_else(|| "no".into())
+        live.map(|l| if l >= e.seen_at { after(l, e.seen_at) } else { format!("{} (before the event)", fmt_ms(l)) }).unwrap_or_else(|| "no".into())
     ));
     t.push_str(&format!("  exposed key inactive:       {}\n", e.inactive_at.map(|i| after(i, e.seen_at)).unwrap_or_else(|| "no".into())));
     t.push_str(&format!(
@@ -567,10 +560,10 @@ fn exposed_notice(mut n: Notification, saga: &Saga, e: &crate::saga::Exposure) -
                 "state": state.to_ascii_lowercase(),
                 "health_event": e.event,
                 "timeline": {
-                    "event_seen": fmt_time(e.seen_at),
-                    "new_key_live": live.map(fmt_time),
-                    "exposed_key_inactive": e.inactive_at.map(fmt_time),
-                    "exposed_key_deleted": e.deleted_at.map(fmt_time),
+                    "event_seen": fmt_ms(e.seen_at),
+                    "new_key_live": live.map(fmt_ms),
+                    "exposed_key_inactive": e.inactive_at.map(fmt_ms),
+                    "exposed_key_deleted": e.deleted_at.map(fmt_ms),
                     "seconds_to_inactive": e.inactive_at.map(|i| i.saturating_sub(e.seen_at) as f64 / 1000.0),
                 },
                 "aws_quarantine": AWS_QUARANTINE,
@@ -936,13 +929,13 @@ pub fn render_quarantine(
     let q = h.quarantine.as_ref();
     let mut t = format!("{headline}\n\nRotation:        {rotation_id}\nCredential:      {credential}\nTarget:          {target}\n");
     if let Some(q) = q {
-        t.push_str(&format!("Reason:          {}\nFailed in a row: {}\nQuarantined since: {}\n", q.reason, h.consecutive_failures, fmt_time(q.began)));
+        t.push_str(&format!("Reason:          {}\nFailed in a row: {}\nQuarantined since: {}\n", q.reason, h.consecutive_failures, fmt_ms(q.began)));
         t.push_str(&format!(
             "Next attempt:    {}\n",
             if q.disabled {
                 "none: automatic triggers are disabled".to_string()
             } else {
-                format!("{} (automatic triggers back off: 6h, 12h, then daily)", fmt_time(q.next_attempt))
+                format!("{} (automatic triggers back off: 6h, 12h, then daily)", fmt_ms(q.next_attempt))
             }
         ));
         t.push_str(&format!("Recommended action: fix the cause (see the last saga: keyturn status {}), then `keyturn rotate {rotation_id}` to test it, or `keyturn release {rotation_id}`.\n", saga.unwrap_or("<saga>")));

@@ -376,12 +376,12 @@ pub fn judge(since: Millis, e: &Evidence, now: Millis) -> Verdict {
     }
     let by_consumer = |k: &KeyEvidence| used_after(k, since).is_some_and(|(_, svc)| e.consumer_service.as_deref().is_none_or(|c| c == svc));
     let svc = e.consumer_service.as_deref().unwrap_or("any service");
-    let when = |k: &KeyEvidence| used_after(k, since).map(|(at, s)| format!("{} by {s}", crate::saga::fmt_ms(*at))).unwrap_or_default();
+    let when = |k: &KeyEvidence| used_after(k, since).map(|(at, s)| format!("{} by {s}", crate::clock::fmt_ms(*at))).unwrap_or_default();
     let new_by = by_consumer(&e.new);
     let old_by: Vec<&KeyEvidence> = e.old.iter().filter(|k| by_consumer(k)).collect();
     let new_any = used_after(&e.new, since).is_some();
     let old_any = e.old.iter().any(|k| used_after(k, since).is_some());
-    let since_s = fmt_ms(since);
+    let since_s = crate::clock::fmt_ms(since);
     match (new_by, !old_by.is_empty()) {
         (true, false) if !old_any => {
             v(Some(Keep::New), format!("only the new key {} was used by {svc} since {since_s} (last used {})", e.new.id, when(&e.new)))
@@ -393,23 +393,6 @@ pub fn judge(since: Millis, e: &Evidence, now: Millis) -> Verdict {
         (false, false) if !new_any && !old_any => v(None, format!("neither key was used since {since_s}; waiting for the target to use one")),
         _ => v(None, format!("keys were used by other services than {svc} since {since_s}; cannot tell which one the target holds")),
     }
-}
-
-/// `2026-11-24T10:00:00Z`, for messages (UTC; civil date from days since
-/// the epoch, H. Hinnant's algorithm: the machine imports no date library).
-pub fn fmt_ms(ms: Millis) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// One recorded step attempt.
@@ -1048,7 +1031,7 @@ pub fn unknown_key_message(owner: &str, strangers: &[KeyRef], keep: &[String]) -
     let named: Vec<String> = strangers
         .iter()
         .map(|k| match k.created_at {
-            Some(c) => format!("{} (created {})", k.id, fmt_ms(c)),
+            Some(c) => format!("{} (created {})", k.id, crate::clock::fmt_ms(c)),
             None => k.id.clone(),
         })
         .collect();

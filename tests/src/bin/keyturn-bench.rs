@@ -11,87 +11,57 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
+use clap::Parser;
 use keyturn_testkit::env::{sdk_config, REGION};
 use keyturn_testkit::fault_proxy::{FaultProxy, RateLimit};
 use keyturn_testkit::moto::Moto;
+use keyturn_testkit::process::Guard;
 
-const HELP: &str = "keyturn-bench: rotations per second, AWS calls, CPU and memory of keyturn
-against a plain sequential script doing the same work (see README, Efficiency).
-
-Usage: keyturn-bench [--rotations N] [--concurrency C] [--throttle-iam R] [--dir DIR] [--keyturn PATH]
-
-  --rotations N     rotations to run, all requested at once (default 200)
-  --concurrency C   the worker's [worker] concurrency (default 16)
-  --throttle-iam R  a burst against a throttling backend: the proxy in front of
-                    moto answers IAM calls above R per second with Throttling
-                    while the worker runs (not while the script does); prints
-                    how close to R the worker ran and how often it was refused
-  --dir DIR         configuration, logs and the fake's port file (default target/bench)
-  --keyturn PATH    the keyturn binary (default: target/release/keyturn)";
-
+/// Rotations per second, AWS calls, CPU and memory of keyturn against a
+/// plain sequential script doing the same work (see README, Efficiency).
+#[derive(Debug, Parser)]
+#[command(name = "keyturn-bench")]
 struct Args {
-    rotations: usize,
-    concurrency: usize,
+    /// Rotations to run, all requested at once
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    rotations: u32,
+    /// The worker's [worker] concurrency
+    #[arg(long, value_name = "C", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: u32,
+    /// A burst against a throttling backend: the proxy in front of moto
+    /// answers IAM calls above R per second with Throttling while the worker
+    /// runs (not while the script does); prints how close to R the worker ran
+    /// and how often it was refused
+    #[arg(long, value_name = "R", value_parser = calls_per_second)]
     throttle_iam: Option<f64>,
+    /// Configuration, logs and the fake's port file
+    #[arg(long, value_name = "DIR", default_value = "target/bench")]
     dir: PathBuf,
+    /// The keyturn binary
+    #[arg(long, value_name = "PATH", default_value = "target/release/keyturn")]
     keyturn: PathBuf,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args { rotations: 200, concurrency: 16, throttle_iam: None, dir: "target/bench".into(), keyturn: "target/release/keyturn".into() };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "--rotations" => a.rotations = val("--rotations")?.parse().map_err(|e| format!("--rotations: {e}"))?,
-            "--concurrency" => a.concurrency = val("--concurrency")?.parse().map_err(|e| format!("--concurrency: {e}"))?,
-            "--throttle-iam" => {
-                let r: f64 = val("--throttle-iam")?.parse().map_err(|e| format!("--throttle-iam: {e}"))?;
-                if !(r >= 1.0 && r.is_finite()) {
-                    return Err("--throttle-iam must be at least 1 (calls per second)".into());
-                }
-                a.throttle_iam = Some(r);
-            }
-            "--dir" => a.dir = val("--dir")?.into(),
-            "--keyturn" => a.keyturn = val("--keyturn")?.into(),
-            "-h" | "--help" => {
-                println!("{HELP}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?}\n\n{HELP}")),
-        }
+/// A rate of at least one call per second.
+fn calls_per_second(s: &str) -> Result<f64, String> {
+    let r: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if r >= 1.0 && r.is_finite() {
+        Ok(r)
+    } else {
+        Err("must be at least 1 (calls per second)".into())
     }
-    if a.rotations == 0 || a.concurrency == 0 {
-        return Err("--rotations and --concurrency must be at least 1".into());
-    }
-    Ok(a)
 }
 
 #[tokio::main]
 async fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
+    let args = Args::parse();
     if let Err(e) = run(args).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);
-    }
-}
-
-/// A child process killed on drop.
-struct Kid(Child);
-impl Drop for Kid {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -146,7 +116,7 @@ fn wait_for_file(p: &Path, timeout: Duration) -> anyhow::Result<String> {
 async fn run(a: Args) -> anyhow::Result<()> {
     anyhow::ensure!(a.keyturn.exists(), "{} is missing: build it first (scripts/bench does)", a.keyturn.display());
     std::fs::create_dir_all(&a.dir)?;
-    let n = a.rotations;
+    let n = a.rotations as usize;
     println!("== keyturn bench: {n} Auth0 rotations, worker concurrency {}", a.concurrency);
     let moto = Moto::start(&[]).await?;
     let proxy = FaultProxy::start(moto.endpoint.clone()).await?;
@@ -170,12 +140,13 @@ async fn run(a: Args) -> anyhow::Result<()> {
 
     let port_file = a.dir.join("auth0.port");
     let _ = std::fs::remove_file(&port_file);
-    let _auth0 = Kid(Command::new("python3")
-        .args(["bench/fake_auth0.py", "--port-file"])
-        .arg(&port_file)
-        .args(["--client-secret", &client_secret])
-        .stdin(Stdio::null())
-        .spawn()?);
+    let _auth0 = Guard::spawn(
+        Command::new("python3")
+            .args(["bench/fake_auth0.py", "--port-file"])
+            .arg(&port_file)
+            .args(["--client-secret", &client_secret])
+            .stdin(Stdio::null()),
+    )?;
     let auth0 = format!("http://127.0.0.1:{}", wait_for_file(&port_file, Duration::from_secs(20))?.trim());
 
     let mut config = format!(
@@ -216,8 +187,8 @@ policy = {{ grace_period = "0s" }}
     let log = std::fs::File::create(a.dir.join("worker.log"))?;
     let mut worker = Command::new(&a.keyturn);
     worker.args(["worker", "--config"]).arg(&cfg_path).envs(env.iter().cloned()).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-    let worker = Kid(worker.spawn()?);
-    let pid = worker.0.id();
+    let worker = Guard::spawn(&mut worker)?;
+    let pid = worker.id();
     // Started: it has polled once (one ReceiveMessage through the proxy).
     let end = Instant::now() + Duration::from_secs(60);
     while counts(&proxy).get("ReceiveMessage").copied().unwrap_or(0) == 0 {
@@ -238,7 +209,7 @@ policy = {{ grace_period = "0s" }}
     // A request moto answers with an error (its transactions are not built
     // for this concurrency) is asked again, as an operator would.
     let mut pending: std::collections::VecDeque<usize> = (0..n).collect();
-    let mut running: Vec<(usize, Child)> = vec![];
+    let mut running: Vec<(usize, Guard)> = vec![];
     let mut retried_requests = 0;
     let mut request_errors: BTreeMap<String, usize> = BTreeMap::new();
     loop {
@@ -264,14 +235,15 @@ policy = {{ grace_period = "0s" }}
             let Some(i) = pending.pop_front() else { break };
             running.push((
                 i,
-                Command::new(&a.keyturn)
-                    .args(["rotate", &format!("bench-{i}"), "--config"])
-                    .arg(&cfg_path)
-                    .envs(env.iter().cloned())
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(std::fs::File::create(a.dir.join(format!("rotate-{i}.err")))?)
-                    .spawn()?,
+                Guard::spawn(
+                    Command::new(&a.keyturn)
+                        .args(["rotate", &format!("bench-{i}"), "--config"])
+                        .arg(&cfg_path)
+                        .envs(env.iter().cloned())
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(std::fs::File::create(a.dir.join(format!("rotate-{i}.err")))?),
+                )?,
             ));
         }
         if running.is_empty() {
@@ -329,7 +301,7 @@ policy = {{ grace_period = "0s" }}
     let idle_rss = mem_mib(pid, "VmRSS")?;
     let idle_calls: usize = counts(&proxy).values().sum::<usize>() - calls.values().sum::<usize>();
     // SIGTERM, as ECS stops a task.
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = worker.terminate();
     drop(worker);
 
     // The plain sequential script, same work, same moto (through the proxy).

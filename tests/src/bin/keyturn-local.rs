@@ -11,55 +11,33 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use clap::Parser;
 use keyturn_testkit::auth0_fake::Fault;
 use keyturn_testkit::env::{keyturn_bin, Options, TestEnv, USER};
+use keyturn_testkit::process::Guard;
 
-const HELP: &str = "keyturn-local: run one complete credential rotation locally.
-
-Starts moto_server (the AWS emulator: pip install 'moto[server]>=5.2,<6') and a
-fake Auth0 on loopback, creates the queue, table, topic and KMS key, an IAM user
-`auth0-ses-sender` with one access key, and rotates that key into the fake Auth0's
-email provider by running `keyturn worker` and `keyturn rotate auth0-ses --wait`.
-Prints the live timeline and the notification, then stops everything.
-
-Usage: keyturn-local [--fail-auth0] [--dir DIR]
-
-  --fail-auth0   make Auth0 answer 403 insufficient_scope, to watch a safe failure:
-                 the new key is deleted and the old one left untouched
-  --dir DIR      where to write keyturn.toml and worker.log (default target/keyturn-local)
-  -h, --help     this help";
-
+/// Run one complete credential rotation locally.
+///
+/// Starts moto_server (the AWS emulator: pip install 'moto[server]>=5.2,<6') and a
+/// fake Auth0 on loopback, creates the queue, table, topic and KMS key, an IAM user
+/// `auth0-ses-sender` with one access key, and rotates that key into the fake Auth0's
+/// email provider by running `keyturn worker` and `keyturn rotate auth0-ses --wait`.
+/// Prints the live timeline and the notification, then stops everything.
+#[derive(Debug, Parser)]
+#[command(name = "keyturn-local", verbatim_doc_comment)]
 struct Args {
+    /// Make Auth0 answer 403 insufficient_scope, to watch a safe failure:
+    /// the new key is deleted and the old one left untouched
+    #[arg(long)]
     fail_auth0: bool,
+    /// Where to write keyturn.toml and worker.log
+    #[arg(long, value_name = "DIR", default_value = "target/keyturn-local")]
     dir: std::path::PathBuf,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args { fail_auth0: false, dir: "target/keyturn-local".into() };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--fail-auth0" => a.fail_auth0 = true,
-            "--dir" => a.dir = it.next().ok_or("--dir needs a path")?.into(),
-            "-h" | "--help" => {
-                println!("{HELP}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?}\n\n{HELP}")),
-        }
-    }
-    Ok(a)
 }
 
 #[tokio::main]
 async fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
+    let args = Args::parse();
     match run(args).await {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -92,7 +70,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         c
     };
     println!("== keyturn worker   (logs: {})", log_path.display());
-    let mut worker = KillOnDrop(keyturn(&["worker"]).stderr(std::fs::File::create(&log_path)?).stdout(Stdio::null()).spawn()?);
+    let mut worker = Guard::spawn(keyturn(&["worker"]).stderr(std::fs::File::create(&log_path)?).stdout(Stdio::null()))?;
 
     println!("== keyturn rotate auth0-ses --wait");
     let rotate = tokio::task::spawn_blocking({
@@ -123,22 +101,10 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     }
 
     println!("\n== stopping the worker (SIGTERM), moto and the fake Auth0");
-    Command::new("kill").args(["-TERM", &worker.0.id().to_string()]).status()?;
-    let status = worker.0.wait()?;
+    worker.terminate()?;
+    let status = worker.wait()?;
     println!("   worker exited: {status}");
     Ok(rotate.code().unwrap_or(1))
-}
-
-/// The worker must not outlive this program, whatever path it exits by.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 fn ids(keys: &[keyturn::saga::KeyRef]) -> String {

@@ -274,7 +274,7 @@ impl IamAccessKey {
                     code: "OldKeyUsedAfterSwitch",
                     message: format!(
                         "key {id} was used after the target switched away from it (last used {} by {service}); not deleting it",
-                        crate::saga::fmt_ms(last)
+                        crate::clock::fmt_ms(last)
                     ),
                 });
             }
@@ -366,7 +366,7 @@ impl IamAccessKey {
                 Err(_) => None,
             };
             let age = created.map(|c| format!("{} days old", now.saturating_sub(c) / 86_400_000)).unwrap_or_else(|| "age unknown".into());
-            let last = used.as_ref().map(|(t, svc)| format!("last used {} by {svc}", crate::saga::fmt_ms(*t))).unwrap_or_else(|| "never used".into());
+            let last = used.as_ref().map(|(t, svc)| format!("last used {} by {svc}", crate::clock::fmt_ms(*t))).unwrap_or_else(|| "never used".into());
             lines.push(format!("{id} ({}, {age}, {last})", if active { "active" } else { "inactive" }));
             seen.push((id, active, created, used.map(|(t, _)| t)));
         }

@@ -695,13 +695,6 @@ fn an_unresolved_saga_is_watched_announced_once_and_resolved_the_safe_way() {
 }
 
 #[test]
-fn time_is_formatted_without_a_date_library() {
-    assert_eq!(fmt_ms(0), "1970-01-01T00:00:00Z");
-    assert_eq!(fmt_ms(1_764_547_200_000), "2025-12-01T00:00:00Z");
-    assert_eq!(fmt_ms(951_782_400_000 + 3_723_000), "2000-02-29T01:02:03Z");
-}
-
-#[test]
 fn finding_refs_stored_before_v2_and_regions_read_as_v1_in_the_workers_region() {
     let mut s = new_saga();
     s.findings = vec![FindingRef { id: "F".into(), product_arn: "P".into(), kind: FindingKind::V1, region: None, account_id: None }];
