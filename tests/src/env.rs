@@ -242,27 +242,9 @@ impl TestEnv {
         }
 
         let sqs = &clients.sqs;
-        let dlq_url = sqs.create_queue().queue_name("keyturn-steps-dlq").send().await?.queue_url.unwrap();
-        let dlq_arn = queue_arn(sqs, &dlq_url).await?;
-        let queue_url = sqs
-            .create_queue()
-            .queue_name("keyturn-steps")
-            .attributes(QueueAttributeName::RedrivePolicy, format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"5"}}"#))
-            .send()
-            .await?
-            .queue_url
-            .unwrap();
+        let (queue_url, dlq_url) = queue_with_dlq(sqs, "keyturn-steps").await?;
         // The priority lane (emergencies, steps a person waits on), as the stack makes it.
-        let pdlq_url = sqs.create_queue().queue_name("keyturn-steps-priority-dlq").send().await?.queue_url.unwrap();
-        let pdlq_arn = queue_arn(sqs, &pdlq_url).await?;
-        let priority_url = sqs
-            .create_queue()
-            .queue_name("keyturn-steps-priority")
-            .attributes(QueueAttributeName::RedrivePolicy, format!(r#"{{"deadLetterTargetArn":"{pdlq_arn}","maxReceiveCount":"5"}}"#))
-            .send()
-            .await?
-            .queue_url
-            .unwrap();
+        let (priority_url, pdlq_url) = queue_with_dlq(sqs, "keyturn-steps-priority").await?;
         let notify_queue_url = notify_sqs.create_queue().queue_name("keyturn-notifications").send().await?.queue_url.unwrap();
         let notify_arn = queue_arn(&notify_sqs, &notify_queue_url).await?;
 
@@ -650,6 +632,22 @@ pub struct Notification {
     pub document: Value,
     pub attributes: HashMap<String, String>,
     pub raw: String,
+}
+
+/// A queue `name` with its dead-letter queue `name-dlq` and a redrive policy
+/// (5 receives), as the stack makes the step queues: (queue url, dlq url).
+pub async fn queue_with_dlq(sqs: &aws_sdk_sqs::Client, name: &str) -> anyhow::Result<(String, String)> {
+    let dlq = sqs.create_queue().queue_name(format!("{name}-dlq")).send().await?.queue_url.unwrap_or_default();
+    let dlq_arn = queue_arn(sqs, &dlq).await?;
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::RedrivePolicy, format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"5"}}"#))
+        .send()
+        .await?
+        .queue_url
+        .unwrap_or_default();
+    Ok((url, dlq))
 }
 
 async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<String> {

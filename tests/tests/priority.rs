@@ -21,9 +21,8 @@ use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
 use aws_sdk_iam::types::StatusType;
-use aws_sdk_sqs::types::QueueAttributeName;
 use keyturn::saga::Status;
-use keyturn_testkit::env::{keyturn_bin, sdk_config, REGION};
+use keyturn_testkit::env::{keyturn_bin, queue_with_dlq, sdk_config, REGION};
 use keyturn_testkit::moto::Moto;
 use keyturn_testkit::process::Guard;
 
@@ -58,23 +57,6 @@ struct Setup {
     env: Vec<(&'static str, String)>,
 }
 
-async fn queue_pair(sqs: &aws_sdk_sqs::Client, name: &str) -> (String, String) {
-    let dlq = sqs.create_queue().queue_name(format!("{name}-dlq")).send().await.unwrap().queue_url.unwrap();
-    let arn = sqs.get_queue_attributes().queue_url(&dlq).attribute_names(QueueAttributeName::QueueArn).send().await.unwrap().attributes.unwrap()
-        [&QueueAttributeName::QueueArn]
-        .clone();
-    let q = sqs
-        .create_queue()
-        .queue_name(name)
-        .attributes(QueueAttributeName::RedrivePolicy, format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"5"}}"#))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    (q, dlq)
-}
-
 fn wait_for_file(p: &Path, timeout: Duration) -> String {
     let end = Instant::now() + timeout;
     loop {
@@ -96,9 +78,9 @@ async fn setup(name: &str) -> Setup {
     let (iam, sqs, ddb) = (aws_sdk_iam::Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk), aws_sdk_dynamodb::Client::new(&sdk));
     let (sns, kms, sm) = (aws_sdk_sns::Client::new(&sdk), aws_sdk_kms::Client::new(&sdk), aws_sdk_secretsmanager::Client::new(&sdk));
 
-    let (queue, dlq) = queue_pair(&sqs, "keyturn-steps").await;
-    let (priority, pdlq) = queue_pair(&sqs, "keyturn-steps-priority").await;
-    let (intake, idlq) = queue_pair(&sqs, "keyturn-intake").await;
+    let (queue, dlq) = queue_with_dlq(&sqs, "keyturn-steps").await.unwrap();
+    let (priority, pdlq) = queue_with_dlq(&sqs, "keyturn-steps-priority").await.unwrap();
+    let (intake, idlq) = queue_with_dlq(&sqs, "keyturn-intake").await.unwrap();
     keyturn::store::create_table(&ddb, "keyturn-sagas").await.unwrap();
     let topic = sns.create_topic().name("keyturn").send().await.unwrap().topic_arn.unwrap();
     let key = kms.create_key().send().await.unwrap().key_metadata.unwrap().key_id;
