@@ -210,7 +210,10 @@ impl Setup {
                     let mut tries = 0;
                     loop {
                         match e.request(&id, "manual").await {
-                            Err(err) if err.is_retryable() && tries < 5 => tries += 1,
+                            Err(err) if err.is_retryable() && tries < 20 => {
+                                tries += 1;
+                                tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+                            }
                             r => return r,
                         }
                     }
