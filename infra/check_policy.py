@@ -249,6 +249,9 @@ class Resolver:
                                                    if b not in ("default", "EventBusName"))
                                          + self._name(logical, 'Name'),
             "AWS::Lambda::Function": lambda: f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:{self._name(logical, 'FunctionName')}",
+            # api-destination/<name>/<uuid EventBridge assigns>
+            "AWS::Events::ApiDestination": lambda: f"arn:{PARTITION}:events:{REGION}:{ACCOUNT}:api-destination/"
+                                                   f"{self._name(logical, 'Name')}/00000000-0000-0000-0000-000000000000",
         }
         if attr == "Arn" and rtype in arns:
             return arns[rtype]()
