@@ -3,6 +3,8 @@
 
 use aws_sdk_dynamodb::types::Put;
 
+use super::sagas::request_expired;
+use super::update::Write;
 use super::{conditional, is_conditional_failure, n, request_pk, s, Store};
 use crate::error::{aws, Error, Result};
 use crate::saga::Millis;
@@ -32,24 +34,21 @@ impl Store {
     }
 
     pub(super) fn request_put(&self, key: &str, saga_id: &str, rotation_id: &str, until: Millis, now: Millis) -> Result<Put> {
-        Put::builder()
+        let put = Put::builder()
             .table_name(&self.table)
             .item("pk", request_pk(key))
             .item("kind", s("request"))
             .item("saga_id", s(saga_id))
             .item("rotation_id", s(rotation_id))
             .item("requested_at", n(now)) // not created_at: request items stay out of the by-creation indexes
-            .item("expires_at", n(until.div_ceil(1000)))
-            .condition_expression("attribute_not_exists(pk) OR expires_at <= :now")
-            .expression_attribute_values(":now", n(now / 1000))
-            .build()
-            .map_err(|e| Error::Config(e.to_string()))
+            .item("expires_at", n(until.div_ceil(1000)));
+        request_expired(now).put(put).build().map_err(|e| Error::Config(e.to_string()))
     }
 
     /// Record a finding's IAM user that no rotation covers. Answers true the
     /// first time (report it), false on every re-import (just count it).
     pub async fn record_unmatched(&self, account: &str, user: &str, finding_id: &str, now: Millis) -> Result<bool> {
-        let res = self
+        let put = self
             .client
             .put_item()
             .table_name(&self.table)
@@ -58,21 +57,18 @@ impl Store {
             .item("first_seen", n(now))
             .item("last_seen", n(now))
             .item("last_finding", s(finding_id))
-            .item("seen", n(1))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
+            .item("seen", n(1));
+        let res = Write::new().when_new().put_item(put).send().await;
         match res {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => {
-                self.client
-                    .update_item()
+                Write::new()
+                    .add("seen", n(1))
+                    .set("last_seen", n(now))
+                    .set("last_finding", s(finding_id))
+                    .update_item(self.client.update_item())
                     .table_name(&self.table)
                     .key("pk", s(format!("unmatched#{account}#{user}")))
-                    .update_expression("ADD seen :one SET last_seen = :now, last_finding = :f")
-                    .expression_attribute_values(":one", n(1))
-                    .expression_attribute_values(":now", n(now))
-                    .expression_attribute_values(":f", s(finding_id))
                     .send()
                     .await
                     .map_err(|e| aws("dynamodb", "UpdateItem", e))?;
@@ -102,7 +98,7 @@ impl Store {
     /// Write a rotation's health, conditional on the version read.
     pub async fn save_health(&self, rotation_id: &str, h: &crate::quarantine::Health, expected: u64) -> Result<()> {
         let doc = serde_json::to_string(h).map_err(|e| Error::Corrupt(e.to_string()))?;
-        let mut req = self
+        let req = self
             .client
             .put_item()
             .table_name(&self.table)
@@ -110,12 +106,8 @@ impl Store {
             .item("kind", s("rotation"))
             .item("doc", s(doc))
             .item("version", n(expected + 1));
-        req = if expected == 0 {
-            req.condition_expression("attribute_not_exists(pk)")
-        } else {
-            req.condition_expression("version = :v").expression_attribute_values(":v", n(expected))
-        };
-        conditional(req.send().await, "PutItem", rotation_id, expected).map(|_| ())
+        let write = if expected == 0 { Write::new().when_new() } else { Write::new().when_eq("version", n(expected)) };
+        conditional(write.put_item(req).send().await, "PutItem", rotation_id, expected).map(|_| ())
     }
 
     /// Claim the handling of an exposed key for one intake message: `true`
@@ -123,7 +115,7 @@ impl Store {
     /// may have stopped half-way); `false` for any other message naming the
     /// key (AWS repeats its events).
     pub async fn claim_exposure(&self, key_id: &str, message_id: &str, event_arn: &str, now: Millis) -> Result<bool> {
-        let res = self
+        let put = self
             .client
             .put_item()
             .table_name(&self.table)
@@ -131,11 +123,9 @@ impl Store {
             .item("kind", s("exposed"))
             .item("message_id", s(message_id))
             .item("event_arn", s(event_arn))
-            .item("first_seen", n(now))
-            .condition_expression("attribute_not_exists(pk) OR message_id = :m")
-            .expression_attribute_values(":m", s(message_id))
-            .send()
-            .await;
+            .item("first_seen", n(now));
+        let write = Write::new().when(|w| format!("attribute_not_exists({}) OR {} = {}", w.name("pk"), w.name("message_id"), w.value(s(message_id))));
+        let res = write.put_item(put).send().await;
         match res {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => Ok(false),

@@ -47,6 +47,7 @@ mod ledger;
 mod query;
 mod sagas;
 mod schema;
+mod update;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -2,11 +2,10 @@
 //! leases, commits (releasing the lock at the end), reopening, the
 //! sweeper's claims.
 
-use std::collections::HashMap;
-
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, TransactWriteItem};
 
 use super::codec::{active, decode, run_at, tok};
+use super::update::Write;
 use super::{conditional, is_conditional_failure, lock_pk, n, s, saga_pk, Created, Hold, Lease, SecretWrite, Store, TTL_ATTRIBUTE};
 use crate::error::{aws, Error, Result};
 use crate::saga::{Millis, Saga, Step};
@@ -24,18 +23,20 @@ impl Store {
     /// (`Created::Existing`); a request that finds the credential's lock
     /// held records its key for the saga holding it.
     pub async fn create_with(&self, saga: &Saga, sweep_after: Millis, idempotency: Option<(&str, Millis)>, now: Millis) -> Result<Created> {
-        let lock = Put::builder()
-            .table_name(&self.table)
-            .item("pk", lock_pk(&saga.credential))
-            .item("saga_id", s(&saga.saga_id))
-            .item("created_at", n(saga.created_at))
-            .condition_expression("attribute_not_exists(pk)")
+        let lock = Write::new()
+            .when_new()
+            .put(
+                Put::builder()
+                    .table_name(&self.table)
+                    .item("pk", lock_pk(&saga.credential))
+                    .item("saga_id", s(&saga.saga_id))
+                    .item("created_at", n(saga.created_at)),
+            )
             .build()
             .map_err(|e| Error::Config(e.to_string()))?;
-        let item = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(self.item(saga, 1, saga.not_before + sweep_after)?))
-            .condition_expression("attribute_not_exists(pk)")
+        let item = Write::new()
+            .when_new()
+            .put(Put::builder().table_name(&self.table).set_item(Some(self.item(saga, 1, saga.not_before + sweep_after)?)))
             .build()
             .map_err(|e| Error::Config(e.to_string()))?;
         let mut tx = self
@@ -57,15 +58,8 @@ impl Store {
                     if let Some(holder) = self.lock_holder(&saga.credential).await? {
                         // Later requests with this key answer the saga in flight.
                         let put = self.request_put(key, &holder, &saga.rotation_id, until, now)?;
-                        let _ = self
-                            .client
-                            .put_item()
-                            .table_name(&self.table)
-                            .set_item(put.item().clone().into())
-                            .condition_expression("attribute_not_exists(pk) OR expires_at <= :now")
-                            .expression_attribute_values(":now", n(now / 1000))
-                            .send()
-                            .await;
+                        let _ =
+                            request_expired(now).put_item(self.client.put_item().table_name(&self.table).set_item(put.item().clone().into())).send().await;
                         return Ok(Created::Existing(holder));
                     }
                 }
@@ -105,22 +99,21 @@ impl Store {
     /// tell why.
     #[allow(clippy::too_many_arguments)]
     pub async fn lease(&self, saga_id: &str, step: Step, token: &str, owner: &str, now: Millis, lease_until: Millis, due_at: Millis) -> Result<Lease> {
-        let res = self
-            .client
-            .update_item()
+        let write = Write::new()
+            .increment("version", n(1))
+            .set("lease_owner", s(owner))
+            .set("lease_until", n(lease_until))
+            .set("due_at", n(due_at))
+            .set("nudge", s(token))
+            .set("leased_at", n(now))
+            .add("pend", n(1))
+            .when(|w| format!("{} = {} OR {} = {}", w.name("tok"), w.value(s(tok(step, token))), w.name("nudge"), w.value(s(token))))
+            .when(|w| format!("attribute_not_exists({l}) OR {l} < {}", w.value(n(now)), l = w.name("lease_until")))
+            .when(|w| format!("attribute_not_exists({r}) OR {r} <= {}", w.value(n(now)), r = w.name("run_at")));
+        let res = write
+            .update_item(self.client.update_item())
             .table_name(&self.table)
             .key("pk", saga_pk(saga_id))
-            .update_expression("SET version = version + :one, lease_owner = :me, lease_until = :until, due_at = :due, nudge = :t, leased_at = :now ADD pend :one")
-            .condition_expression(
-                "(tok = :tok OR nudge = :t) AND (attribute_not_exists(lease_until) OR lease_until < :now) AND (attribute_not_exists(run_at) OR run_at <= :now)",
-            )
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":me", s(owner))
-            .expression_attribute_values(":until", n(lease_until))
-            .expression_attribute_values(":due", n(due_at))
-            .expression_attribute_values(":t", s(token))
-            .expression_attribute_values(":tok", s(tok(step, token)))
-            .expression_attribute_values(":now", n(now))
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
@@ -138,37 +131,23 @@ impl Store {
     /// Give back a lease taken by [`Store::lease`] without running the step
     /// (the worker cannot run it): the attempt is not counted.
     pub async fn release_lease(&self, saga_id: &str, version: u64, owner: &str) -> Result<()> {
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", saga_pk(saga_id))
-            .update_expression("SET version = :next ADD pend :minus REMOVE lease_owner, lease_until, nudge")
-            .condition_expression("version = :v AND lease_owner = :me")
-            .expression_attribute_values(":v", n(version))
-            .expression_attribute_values(":next", n(version + 1))
-            .expression_attribute_values(":minus", AttributeValue::N("-1".into()))
-            .expression_attribute_values(":me", s(owner))
-            .send()
-            .await;
+        let write = Write::new()
+            .set("version", n(version + 1))
+            .add("pend", AttributeValue::N("-1".into()))
+            .remove("lease_owner")
+            .remove("lease_until")
+            .remove("nudge")
+            .when_eq("version", n(version))
+            .when_eq("lease_owner", s(owner));
+        let res = write.update_item(self.client.update_item()).table_name(&self.table).key("pk", saga_pk(saga_id)).send().await;
         conditional(res, "UpdateItem", saga_id, version).map(|_| ())
     }
 
     /// Extend a held lease (heartbeat). Fails with `Conflict` if lost.
     pub async fn extend(&self, saga_id: &str, version: u64, owner: &str, lease_until: Millis, due_at: Millis) -> Result<()> {
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", saga_pk(saga_id))
-            .update_expression("SET lease_until = :until, due_at = :due")
-            .condition_expression("version = :v AND lease_owner = :me")
-            .expression_attribute_values(":v", n(version))
-            .expression_attribute_values(":me", s(owner))
-            .expression_attribute_values(":until", n(lease_until))
-            .expression_attribute_values(":due", n(due_at))
-            .send()
-            .await;
+        let write =
+            Write::new().set("lease_until", n(lease_until)).set("due_at", n(due_at)).when_eq("version", n(version)).when_eq("lease_owner", s(owner));
+        let res = write.update_item(self.client.update_item()).table_name(&self.table).key("pk", saga_pk(saga_id)).send().await;
         conditional(res, "UpdateItem", saga_id, version).map(|_| ())
     }
 
@@ -188,77 +167,41 @@ impl Store {
         hold: Option<Hold<'_>>,
     ) -> Result<u64> {
         let next = expected + 1;
-        let mut set = vec!["version = :next", "doc = :doc", "#st = :status", "due_at = :due", "run_at = :run"];
-        let mut remove = vec!["pend"];
-        let mut cond = "version = :v".to_string();
-        let mut names = HashMap::from([("#st".to_string(), "status".to_string())]);
-        let mut values = HashMap::from([
-            (":v".to_string(), n(expected)),
-            (":next".to_string(), n(next)),
-            (":doc".to_string(), Self::doc(saga)?),
-            (":status".to_string(), s(saga.status.as_str())),
-            (":due".to_string(), n(due_at)),
-            (":run".to_string(), n(run_at(saga))),
-        ]);
+        let mut w = Write::new()
+            .set("version", n(next))
+            .set("doc", Self::doc(saga)?)
+            .set("status", s(saga.status.as_str()))
+            .set("due_at", n(due_at))
+            .set("run_at", n(run_at(saga)))
+            .remove("pend")
+            .when_eq("version", n(expected));
         if let Some(me) = owner {
-            cond.push_str(" AND lease_owner = :me");
-            values.insert(":me".into(), s(me));
+            w = w.when_eq("lease_owner", s(me));
         }
-        match hold {
-            Some(h) => {
-                set.extend(["lease_owner = :holder", "lease_until = :until"]);
-                values.insert(":holder".into(), s(h.owner));
-                values.insert(":until".into(), n(h.lease_until));
-            }
-            None => remove.extend(["lease_owner", "lease_until", "nudge"]),
-        }
-        if saga.status.is_terminal() {
-            remove.push("tok");
-        } else {
-            set.push("tok = :tok");
-            values.insert(":tok".into(), s(tok(saga.step, &saga.token)));
-        }
+        w = match hold {
+            Some(h) => w.set("lease_owner", s(h.owner)).set("lease_until", n(h.lease_until)),
+            None => w.remove("lease_owner").remove("lease_until").remove("nudge"),
+        };
+        w = if saga.status.is_terminal() { w.remove("tok") } else { w.set("tok", s(tok(saga.step, &saga.token))) };
         let unresolved = saga.unresolved();
-        if active(saga) {
-            set.push("active = :one");
-            values.insert(":one".into(), s("1"));
-            remove.push("#ttl");
+        w = if active(saga) {
+            w.set("active", s("1")).remove(TTL_ATTRIBUTE)
         } else {
-            remove.push("active");
-            set.push("#ttl = :ttl");
-            values.insert(":ttl".into(), n(self.expiry(saga.updated_at)));
-        }
-        names.insert("#ttl".into(), TTL_ATTRIBUTE.into());
-        if unresolved {
-            set.push("watch_at = :watch");
-            values.insert(":watch".into(), n(saga.attention.as_ref().map(|a| a.next_check).unwrap_or(due_at)));
-        } else {
-            remove.push("watch_at");
-        }
-        match secret {
-            SecretWrite::Keep => {}
-            SecretWrite::Set(blob) => {
-                set.push("secret = :secret");
-                values.insert(":secret".into(), AttributeValue::B(blob.into()));
-            }
-            SecretWrite::Erase => remove.push("secret"),
-        }
-        let expr = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
+            w.remove("active").set(TTL_ATTRIBUTE, n(self.expiry(saga.updated_at)))
+        };
+        w = if unresolved { w.set("watch_at", n(saga.attention.as_ref().map(|a| a.next_check).unwrap_or(due_at))) } else { w.remove("watch_at") };
+        w = match secret {
+            SecretWrite::Keep => w,
+            SecretWrite::Set(blob) => w.set("secret", AttributeValue::B(blob.into())),
+            SecretWrite::Erase => w.remove("secret"),
+        };
         if saga.status.is_terminal() && !unresolved {
-            let upd = aws_sdk_dynamodb::types::Update::builder()
-                .table_name(&self.table)
-                .key("pk", saga_pk(&saga.saga_id))
-                .update_expression(expr)
-                .condition_expression(cond)
-                .set_expression_attribute_names(Some(names))
-                .set_expression_attribute_values(Some(values))
+            let upd = w
+                .update(aws_sdk_dynamodb::types::Update::builder().table_name(&self.table).key("pk", saga_pk(&saga.saga_id)))
                 .build()
                 .map_err(|e| Error::Config(e.to_string()))?;
-            let del = Delete::builder()
-                .table_name(&self.table)
-                .key("pk", lock_pk(&saga.credential))
-                .condition_expression("attribute_not_exists(pk) OR saga_id = :id")
-                .expression_attribute_values(":id", s(&saga.saga_id))
+            let del = lock_of(&saga.saga_id)
+                .delete(Delete::builder().table_name(&self.table).key("pk", lock_pk(&saga.credential)))
                 .build()
                 .map_err(|e| Error::Config(e.to_string()))?;
             let tx = self
@@ -268,17 +211,7 @@ impl Store {
                 .transact_items(TransactWriteItem::builder().delete(del).build());
             return conditional(tx.send().await, "TransactWriteItems", &saga.saga_id, expected).map(|_| next);
         }
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", saga_pk(&saga.saga_id))
-            .update_expression(expr)
-            .condition_expression(cond)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await;
+        let res = w.update_item(self.client.update_item()).table_name(&self.table).key("pk", saga_pk(&saga.saga_id)).send().await;
         conditional(res, "UpdateItem", &saga.saga_id, expected).map(|_| next)
     }
 
@@ -289,32 +222,30 @@ impl Store {
     /// if nobody else holds it.
     pub async fn reopen(&self, saga: &Saga, expected: u64, due_at: Millis) -> Result<u64> {
         let next = expected + 1;
-        let upd = aws_sdk_dynamodb::types::Update::builder()
-            .table_name(&self.table)
-            .key("pk", saga_pk(&saga.saga_id))
-            .update_expression(
-                "SET version = :next, doc = :doc, #st = :status, due_at = :due, run_at = :run, tok = :tok, active = :one REMOVE watch_at, lease_owner, lease_until, nudge, pend, #ttl",
-            )
-            .condition_expression("version = :v")
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .expression_attribute_values(":run", n(run_at(saga)))
-            .expression_attribute_values(":tok", s(tok(saga.step, &saga.token)))
-            .expression_attribute_values(":one", s("1"))
-            .expression_attribute_values(":v", n(expected))
-            .expression_attribute_values(":next", n(next))
-            .expression_attribute_values(":doc", Self::doc(saga)?)
-            .expression_attribute_values(":status", s(saga.status.as_str()))
-            .expression_attribute_values(":due", n(due_at))
+        let mut write = Write::new()
+            .set("version", n(next))
+            .set("doc", Self::doc(saga)?)
+            .set("status", s(saga.status.as_str()))
+            .set("due_at", n(due_at))
+            .set("run_at", n(run_at(saga)))
+            .set("tok", s(tok(saga.step, &saga.token)))
+            .set("active", s("1"));
+        for a in ["watch_at", "lease_owner", "lease_until", "nudge", "pend", TTL_ATTRIBUTE] {
+            write = write.remove(a);
+        }
+        let upd = write
+            .when_eq("version", n(expected))
+            .update(aws_sdk_dynamodb::types::Update::builder().table_name(&self.table).key("pk", saga_pk(&saga.saga_id)))
             .build()
             .map_err(|e| Error::Config(e.to_string()))?;
-        let lock = Put::builder()
-            .table_name(&self.table)
-            .item("pk", lock_pk(&saga.credential))
-            .item("saga_id", s(&saga.saga_id))
-            .item("created_at", n(saga.created_at))
-            .condition_expression("attribute_not_exists(pk) OR saga_id = :id")
-            .expression_attribute_values(":id", s(&saga.saga_id))
+        let lock = lock_of(&saga.saga_id)
+            .put(
+                Put::builder()
+                    .table_name(&self.table)
+                    .item("pk", lock_pk(&saga.credential))
+                    .item("saga_id", s(&saga.saga_id))
+                    .item("created_at", n(saga.created_at)),
+            )
             .build()
             .map_err(|e| Error::Config(e.to_string()))?;
         let res = self
@@ -331,34 +262,27 @@ impl Store {
     /// if it is due at `now` and the version is unchanged. Only one worker
     /// wins; the others get `Conflict`.
     pub async fn claim_watch(&self, saga_id: &str, version: u64, now: Millis, next: Millis) -> Result<()> {
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", saga_pk(saga_id))
-            .update_expression("SET watch_at = :next")
-            .condition_expression("version = :v AND watch_at <= :now")
-            .expression_attribute_values(":v", n(version))
-            .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":next", n(next))
-            .send()
-            .await;
+        let write =
+            Write::new().set("watch_at", n(next)).when_eq("version", n(version)).when(|w| format!("{} <= {}", w.name("watch_at"), w.value(n(now))));
+        let res = write.update_item(self.client.update_item()).table_name(&self.table).key("pk", saga_pk(saga_id)).send().await;
         conditional(res, "UpdateItem", saga_id, version).map(|_| ())
     }
 
     /// Push back `due_at` (sweeper re-drive), conditional on the version.
     pub async fn set_due(&self, saga_id: &str, version: u64, due_at: Millis) -> Result<()> {
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", saga_pk(saga_id))
-            .update_expression("SET due_at = :due")
-            .condition_expression("version = :v")
-            .expression_attribute_values(":v", n(version))
-            .expression_attribute_values(":due", n(due_at))
-            .send()
-            .await;
+        let write = Write::new().set("due_at", n(due_at)).when_eq("version", n(version));
+        let res = write.update_item(self.client.update_item()).table_name(&self.table).key("pk", saga_pk(saga_id)).send().await;
         conditional(res, "UpdateItem", saga_id, version).map(|_| ())
     }
+}
+
+/// The condition on a credential's lock item: absent, or held by `saga_id`.
+fn lock_of(saga_id: &str) -> Write {
+    Write::new().when(|w| format!("attribute_not_exists({}) OR {} = {}", w.name("pk"), w.name("saga_id"), w.value(s(saga_id))))
+}
+
+/// The condition on a request's idempotency item: absent, or its window
+/// over at `now` (ms; the item's `expires_at` is in epoch seconds).
+pub(super) fn request_expired(now: Millis) -> Write {
+    Write::new().when(|w| format!("attribute_not_exists({}) OR {} <= {}", w.name("pk"), w.name("expires_at"), w.value(n(now / 1000))))
 }
