@@ -107,15 +107,10 @@ pub enum Command {
     ///
     /// A second request for a credential already being rotated returns the
     /// running saga instead of starting another.
+    #[command(mut_arg("wait", |a| a.help("Follow the saga's steps live; exit non-zero unless it succeeds.")), mut_arg("timeout", |a| a.default_value("30m")))]
     Rotate {
         /// Rotation id from the configuration (`[[rotation]] id`).
         rotation: String,
-        /// Follow the saga's steps live; exit non-zero unless it succeeds.
-        #[arg(long)]
-        wait: bool,
-        /// With --wait: give up waiting after this long (e.g. 90s, 15m).
-        #[arg(long, default_value = "30m", value_parser = parse_duration)]
-        timeout: Duration,
         /// SCIM token rotations: the creation date (YYYY-MM-DD, as the IAM
         /// Identity Center console lists it) of the token in use today. keyturn
         /// uses it at the end to tell you which token to delete.
@@ -124,9 +119,8 @@ pub enum Command {
         /// SCIM token rotations: the ID of the token in use today, as the console lists it.
         #[arg(long, requires = "old_token_created", value_name = "ID")]
         old_token_id: Option<String>,
-        /// Print one JSON document instead of text: `saga_id`, `exit_code` and `saga` (the record `status --json` prints).
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        wait: Wait,
     },
     /// Hand keyturn a new credential you created by hand (an IAM Identity
     /// Center SCIM token) for a saga that is waiting for it.
@@ -139,6 +133,7 @@ pub enum Command {
     /// KMS-encrypted, erases it once it is saved in the target, then runs the
     /// target's test, saves it there only if the test passes, and checks the
     /// target.
+    #[command(mut_arg("wait", |a| a.help("Wait until the target took the token (or refused it) and print the outcome.")), mut_arg("timeout", |a| a.default_value("10m")))]
     Provide {
         /// The saga waiting for the new token.
         saga_id: String,
@@ -155,30 +150,17 @@ pub enum Command {
         /// The ID of the token in use today, as the console lists it.
         #[arg(long, requires = "old_token_created", value_name = "ID")]
         old_token_id: Option<String>,
-        /// Wait until the target took the token (or refused it) and print the outcome.
-        #[arg(long)]
-        wait: bool,
-        /// With --wait: give up waiting after this long.
-        #[arg(long, default_value = "10m", value_parser = parse_duration)]
-        timeout: Duration,
-        /// Print one JSON document instead of text: `saga_id`, `exit_code` and `saga` (the record `status --json` prints).
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        wait: Wait,
     },
     /// Confirm you deleted the old credential (SCIM token) a saga asked you
     /// to delete; this completes the rotation.
+    #[command(mut_arg("wait", |a| a.help("Wait for the completion notice to be sent.")), mut_arg("timeout", |a| a.default_value("5m")))]
     Confirm {
         /// The saga that asked you to delete the old token.
         saga_id: String,
-        /// Wait for the completion notice to be sent.
-        #[arg(long)]
-        wait: bool,
-        /// With --wait: give up waiting after this long.
-        #[arg(long, default_value = "5m", value_parser = parse_duration)]
-        timeout: Duration,
-        /// Print one JSON document instead of text: `saga_id`, `exit_code` and `saga` (the record `status --json` prints).
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        wait: Wait,
     },
     /// Show a saga's timeline (every step attempt, its outcome and error), or,
     /// given a rotation id, the rotation's quarantine state and recent sagas.
@@ -203,18 +185,12 @@ pub enum Command {
     /// Possible only after the old key was deactivated and before it is
     /// deleted. The target keeps the new key (its old secret cannot be put
     /// back); both keys end up active and the saga ends as rolled_back.
+    #[command(mut_arg("wait", |a| a.help("Wait for the worker to finish the rollback.")), mut_arg("timeout", |a| a.default_value("10m")))]
     Rollback {
         /// The saga in its grace period.
         saga_id: String,
-        /// Wait for the worker to finish the rollback.
-        #[arg(long)]
-        wait: bool,
-        /// With --wait: give up waiting after this long.
-        #[arg(long, default_value = "10m", value_parser = parse_duration)]
-        timeout: Duration,
-        /// Print one JSON document instead of text: `saga_id`, `exit_code` and `saga` (the record `status --json` prints).
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        wait: Wait,
     },
     /// Resolve a saga that stopped in needs attention with both keys in place:
     /// say which key the target uses, and keyturn retires the other one the
@@ -224,6 +200,7 @@ pub enum Command {
     /// target's service since the saga stopped, which keys still exist, what
     /// the target reports) and refuses a choice the evidence contradicts,
     /// unless --force. `keyturn status <saga>` shows the latest evidence.
+    #[command(mut_arg("wait", |a| a.help("Follow the saga until it ends (it includes the grace period).")), mut_arg("timeout", |a| a.default_value("30m")))]
     Resolve {
         /// The saga that needs attention.
         saga_id: String,
@@ -233,15 +210,8 @@ pub enum Command {
         /// Resolve even when the evidence says the target uses the other key.
         #[arg(long)]
         force: bool,
-        /// Follow the saga until it ends (it includes the grace period).
-        #[arg(long)]
-        wait: bool,
-        /// With --wait: give up waiting after this long.
-        #[arg(long, default_value = "30m", value_parser = parse_duration)]
-        timeout: Duration,
-        /// Print one JSON document instead of text: `saga_id`, `exit_code` and `saga` (the record `status --json` prints).
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        wait: Wait,
     },
     /// Dry run: print what keyturn would do for an event, or for the key-age
     /// scan — which rotations would start, which keys would be created,
@@ -347,4 +317,72 @@ pub fn parse_date(s: &str) -> Result<u64, String> {
         return Err(format!("date {s} is in the future: give the creation date of the token in use today"));
     }
     Ok(ms as u64)
+}
+
+/// The flags of a command one can follow (`rotate`, `provide`, `confirm`,
+/// `rollback`, `resolve`), flattened into each; a command sets its own
+/// `--wait` help and `--timeout` default (`mut_arg`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Wait {
+    /// Follow the saga; exit non-zero unless it succeeds.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up waiting after this long (e.g. 90s, 15m).
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Print one JSON document instead of text: `saga_id`, `exit_code` and `saga` (the record `status --json` prints).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Wait {
+    /// The wait's limit (every command sets a default).
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(Duration::from_secs(30 * 60))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn wait_of(args: &[&str]) -> Wait {
+        match Cli::parse_from(args).command {
+            Command::Rotate { wait, .. }
+            | Command::Provide { wait, .. }
+            | Command::Confirm { wait, .. }
+            | Command::Rollback { wait, .. }
+            | Command::Resolve { wait, .. } => wait,
+            other => panic!("not a command one follows: {other:?}"),
+        }
+    }
+
+    /// The one flattened `Wait` keeps each command's own `--timeout`
+    /// default and `--wait` help, as the five copies had them.
+    #[test]
+    fn each_command_keeps_its_wait_defaults() {
+        let min = |m: u64| Duration::from_secs(m * 60);
+        assert_eq!(wait_of(&["keyturn", "rotate", "r"]).timeout(), min(30));
+        assert_eq!(wait_of(&["keyturn", "provide", "s"]).timeout(), min(10));
+        assert_eq!(wait_of(&["keyturn", "confirm", "s"]).timeout(), min(5));
+        assert_eq!(wait_of(&["keyturn", "rollback", "s"]).timeout(), min(10));
+        assert_eq!(wait_of(&["keyturn", "resolve", "s", "--keep", "new"]).timeout(), min(30));
+        let w = wait_of(&["keyturn", "confirm", "s", "--wait", "--timeout", "90s", "--json"]);
+        assert!(w.wait && w.json);
+        assert_eq!(w.timeout(), Duration::from_secs(90));
+        assert!(!wait_of(&["keyturn", "rotate", "r"]).wait);
+        let mut cli = Cli::command();
+        cli.build();
+        let help = |name: &str| cli.find_subcommand(name).unwrap().clone().render_long_help().to_string();
+        let rotate = help("rotate");
+        assert!(rotate.contains("Follow the saga's steps live") && rotate.contains("[default: 30m]"), "{rotate}");
+        let confirm = help("confirm");
+        assert!(confirm.contains("Wait for the completion notice to be sent") && confirm.contains("[default: 5m]"), "{confirm}");
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

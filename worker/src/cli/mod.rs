@@ -6,9 +6,9 @@ mod render;
 
 use std::time::Duration;
 
-pub use args::{parse_date, Cli, Command, DlqCommand, KeepArg, LogFormat, QueueName};
+pub use args::{parse_date, Cli, Command, DlqCommand, KeepArg, LogFormat, QueueName, Wait};
 pub use commands::{clean_token, run};
-pub use render::{follow, follow_until, timeline};
+pub use render::{follow, follow_until, timeline, Out};
 
 /// Logs go to stderr. `RUST_LOG` overrides the default level: `info` for
 /// the worker, `warn` for one-shot commands (their output is on stdout).
@@ -30,14 +30,12 @@ pub fn init_tracing(format: LogFormat, command: &Command, verbose: bool) {
 impl Command {
     fn wants_json(&self) -> bool {
         match self {
-            Command::Rotate { json, .. }
-            | Command::Provide { json, .. }
-            | Command::Confirm { json, .. }
-            | Command::Rollback { json, .. }
-            | Command::Resolve { json, .. }
-            | Command::Release { json, .. }
-            | Command::Plan { json, .. }
-            | Command::Doctor { json, .. } => *json,
+            Command::Rotate { wait, .. }
+            | Command::Provide { wait, .. }
+            | Command::Confirm { wait, .. }
+            | Command::Rollback { wait, .. }
+            | Command::Resolve { wait, .. } => wait.json,
+            Command::Release { json, .. } | Command::Plan { json, .. } | Command::Doctor { json, .. } => *json,
             _ => false,
         }
     }
@@ -121,11 +119,15 @@ impl Command {
     pub fn budget(&self, deadline: Duration) -> Option<Duration> {
         match self {
             Command::Worker | Command::Lambda => None,
-            Command::Rotate { wait: true, timeout, .. }
-            | Command::Provide { wait: true, timeout, .. }
-            | Command::Confirm { wait: true, timeout, .. }
-            | Command::Rollback { wait: true, timeout, .. }
-            | Command::Resolve { wait: true, timeout, .. } => Some(deadline + *timeout),
+            Command::Rotate { wait, .. }
+            | Command::Provide { wait, .. }
+            | Command::Confirm { wait, .. }
+            | Command::Rollback { wait, .. }
+            | Command::Resolve { wait, .. }
+                if wait.wait =>
+            {
+                Some(deadline + wait.timeout())
+            }
             _ => Some(deadline),
         }
     }

@@ -10,12 +10,18 @@ use crate::clock::fmt_ms;
 use crate::saga::{Saga, Status};
 use crate::store::Stored;
 
-pub(super) static JSON_OUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Where a command's output goes: text for a person, or (`--json`) one
+/// JSON document and no text.
+#[derive(Debug, Clone, Copy)]
+pub struct Out {
+    pub json: bool,
+}
 
-/// Human output, silenced when the command was asked for `--json`.
+/// Human output, silenced when the command was asked for `--json`:
+/// `say!(out, "format", args…)`.
 macro_rules! say {
-    ($($t:tt)*) => {
-        if !JSON_OUT.load(std::sync::atomic::Ordering::Relaxed) {
+    ($out:expr, $($t:tt)*) => {
+        if !$out.json {
             println!($($t)*);
         }
     };
@@ -25,8 +31,8 @@ pub(super) use say;
 /// With `--json`, print the saga's document after a command: `saga_id`,
 /// `exit_code` and `saga` (the record `status --json` prints). The schema
 /// is stable: fields may be added, none renamed or removed.
-pub(super) async fn finish(store: &crate::store::Store, saga_id: &str, code: i32) -> anyhow::Result<i32> {
-    if JSON_OUT.load(std::sync::atomic::Ordering::Relaxed) {
+pub(super) async fn finish(out: Out, store: &crate::store::Store, saga_id: &str, code: i32) -> anyhow::Result<i32> {
+    if out.json {
         let saga = store.load(saga_id).await?.map(|s| s.saga);
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"saga_id": saga_id, "exit_code": code, "saga": saga}))?);
     }
@@ -120,29 +126,29 @@ pub fn timeline(s: &Stored) -> String {
 }
 
 /// Print a saga's steps as they happen until it ends; exit code 0 only on success.
-pub async fn follow(store: &crate::store::Store, saga_id: &str, timeout: Duration) -> anyhow::Result<i32> {
-    follow_until(store, saga_id, timeout, |_| false).await
+pub async fn follow(out: Out, store: &crate::store::Store, saga_id: &str, timeout: Duration) -> anyhow::Result<i32> {
+    follow_until(out, store, saga_id, timeout, |_| false).await
 }
 
 /// Like [`follow`], but also stop (exit 0) as soon as `enough` holds.
-pub async fn follow_until(store: &crate::store::Store, saga_id: &str, timeout: Duration, enough: impl Fn(&Saga) -> bool) -> anyhow::Result<i32> {
+pub async fn follow_until(out: Out, store: &crate::store::Store, saga_id: &str, timeout: Duration, enough: impl Fn(&Saga) -> bool) -> anyhow::Result<i32> {
     let start = Instant::now();
     let mut printed = 0;
     loop {
         let s = store.load(saga_id).await?.with_context(|| format!("no saga {saga_id}"))?;
         for a in s.saga.history.iter().skip(printed) {
-            say!("{}", attempt_line(a));
+            say!(out, "{}", attempt_line(a));
         }
         printed = s.saga.history.len();
         if s.saga.status.is_terminal() {
-            say!("saga {saga_id}: {}", s.saga.status.as_str());
+            say!(out, "saga {saga_id}: {}", s.saga.status.as_str());
             if let Some(f) = &s.saga.failure {
-                say!("  failed at {}: {}: {}", f.step, f.code, f.message);
+                say!(out, "  failed at {}: {}: {}", f.step, f.code, f.message);
             }
             return Ok(if s.saga.status == Status::Succeeded { exit::SUCCEEDED } else { exit::ENDED_OTHERWISE });
         }
         if enough(&s.saga) {
-            say!("saga {saga_id}: {} at step {}: waiting for a person again (see the notification)", s.saga.status.as_str(), s.saga.step);
+            say!(out, "saga {saga_id}: {} at step {}: waiting for a person again (see the notification)", s.saga.status.as_str(), s.saga.step);
             return Ok(0);
         }
         if start.elapsed() > timeout {
