@@ -1,6 +1,6 @@
 use super::*;
 use crate::config::fixtures::{AWS, SCIM_ROTATION};
-use crate::config::Config;
+use crate::config::{Config, RotationConfig};
 
 const CONSOLIDATED: &str = include_str!("../../../tests/fixtures/securityhub-iam3-consolidated.json");
 const LEGACY: &str = include_str!("../../../tests/fixtures/securityhub-iam3-legacy.json");
