@@ -526,7 +526,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         }
         let http = crate::connectors::http_client();
         let secrets = crate::secrets::SecretResolver::new(clients.secrets.clone());
-        let built = crate::app::build_rotations(&cfg, &clients, &secrets, &http, &Arc::default());
+        let built = crate::app::build_rotations(&cfg, &clients, &secrets, &http, &Arc::default(), &crate::clock::system());
         let rotations: Vec<_> = cfg.rotations.iter().filter_map(|r| built.built.get(&r.id).cloned()).collect();
         let report = crate::doctor::run(&cfg, &clients, &rotations, principal.as_deref()).await;
         if json {
@@ -975,7 +975,7 @@ pub fn parse_date(s: &str) -> Result<u64, String> {
     if ms < 0 {
         return Err(bad());
     }
-    if ms as u64 > crate::clock::now_ms() {
+    if ms as u64 > crate::clock::Clock::now_ms(&crate::clock::SystemClock) {
         return Err(format!("date {s} is in the future: give the creation date of the token in use today"));
     }
     Ok(ms as u64)

@@ -176,6 +176,7 @@ pub struct Store {
     table: String,
     retention: Duration,
     read: Arc<AtomicU64>,
+    clock: crate::clock::SharedClock,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -218,7 +219,13 @@ where
 
 impl Store {
     pub fn new(client: Client, table: impl Into<String>) -> Store {
-        Store { client, table: table.into(), retention: DEFAULT_RETENTION, read: Arc::default() }
+        Store { client, table: table.into(), retention: DEFAULT_RETENTION, read: Arc::default(), clock: crate::clock::system() }
+    }
+
+    /// Read time (which sagas are past their TTL) from `clock`.
+    pub fn with_clock(mut self, clock: crate::clock::SharedClock) -> Store {
+        self.clock = clock;
+        self
     }
 
     /// Keep finished sagas this long (their `expires_at`).
@@ -873,7 +880,7 @@ impl Store {
     async fn query_newest(&self, index: &str, key: &str, value: &str, limit: usize, status: Option<Status>) -> Result<Vec<Stored>> {
         let mut out = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
-        let now_s = crate::clock::now_ms() / 1000;
+        let now_s = self.clock.now_ms() / 1000;
         while out.len() < limit {
             let want = (limit - out.len()).clamp(1, 1000) as i32;
             let mut filter = "(attribute_not_exists(#ttl) OR #ttl > :now)".to_string();
