@@ -151,7 +151,13 @@ pub struct Accounts {
 }
 
 impl Accounts {
-    pub fn new(base: SdkConfig, home: Arc<HomeCell>, default_role: Option<String>, external_id: Option<String>, clock: crate::clock::SharedClock) -> Accounts {
+    pub fn new(
+        base: SdkConfig,
+        home: Arc<HomeCell>,
+        default_role: Option<String>,
+        external_id: Option<String>,
+        clock: crate::clock::SharedClock,
+    ) -> Accounts {
         Accounts { base, home, default_role, external_id, cache: Mutex::default(), clock }
     }
 
