@@ -437,6 +437,25 @@ kms_key_id = "alias/keyturn"
         keyturn::app::engine_with(&self.config, &self.clients, worker.into(), q)
     }
 
+    /// An engine as the worker builds it (with the priority lane) whose
+    /// every part reads time from `clock`: a test advances a
+    /// [`keyturn::clock::ManualClock`] instead of sleeping until a sweep, a
+    /// key age or a deadline comes due.
+    pub fn engine_at(&self, worker: &str, clock: keyturn::clock::SharedClock) -> Engine<keyturn::queue::SqsQueue> {
+        let e = keyturn::app::engine_on(&self.config, &self.clients, worker.into(), self.sqs_queue(), clock);
+        match keyturn::app::priority_queue(&self.config, &self.clients) {
+            Some(p) => e.with_priority(p),
+            None => e,
+        }
+    }
+
+    /// Wait until the intake queue is idle: every event sent so far was
+    /// received, handled and acknowledged (or dead-lettered).
+    pub async fn wait_intake_idle(&self, timeout: Duration) {
+        let (iq, _) = self.intake.clone().expect("an intake queue (Options::intake)");
+        wait_queue_idle(&self.clients.sqs, &iq, timeout).await
+    }
+
     /// Clients signed as a new IAM user that holds exactly `policy_json`
     /// (only meaningful with `Options::enforce_auth`). SNS and Security Hub
     /// stay on their unenforced stand-ins, as in [`TestEnv::clients`].
@@ -547,7 +566,7 @@ kms_key_id = "alias/keyturn"
                 return s.saga;
             }
             assert!(start.elapsed() < timeout, "saga {saga_id} not terminal after {timeout:?}: {:#?}", s.saga);
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -565,7 +584,7 @@ kms_key_id = "alias/keyturn"
                 return all;
             }
             assert!(start.elapsed() < timeout, "expected {n} finished sagas, have {all:#?}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -653,6 +672,27 @@ pub async fn queue_with_dlq(sqs: &aws_sdk_sqs::Client, name: &str) -> anyhow::Re
 async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<String> {
     let out = sqs.get_queue_attributes().queue_url(url).attribute_names(QueueAttributeName::QueueArn).send().await?;
     Ok(out.attributes.unwrap().get(&QueueAttributeName::QueueArn).unwrap().clone())
+}
+
+/// Wait until the queue at `url` holds no message that is visible or in
+/// flight (delayed ones, e.g. a wake-up hours away, do not count): what was
+/// sent to it has been received and acknowledged. Seen idle twice in a
+/// row, 50 ms apart; fails after `timeout`.
+pub async fn wait_queue_idle(sqs: &aws_sdk_sqs::Client, url: &str, timeout: Duration) {
+    let start = Instant::now();
+    let mut idle_reads = 0;
+    loop {
+        let a = sqs.get_queue_attributes().queue_url(url).attribute_names(QueueAttributeName::All).send().await.unwrap();
+        let attrs = a.attributes.unwrap_or_default();
+        let get = |k: QueueAttributeName| attrs.get(&k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let busy = get(QueueAttributeName::ApproximateNumberOfMessages) + get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible);
+        idle_reads = if busy == 0 { idle_reads + 1 } else { 0 };
+        if idle_reads == 2 {
+            return;
+        }
+        assert!(start.elapsed() < timeout, "queue {url} still has {busy} message(s) visible or in flight after {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Receive and delete messages until `expect_at_least` arrived or `timeout` passed.

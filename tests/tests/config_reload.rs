@@ -38,7 +38,24 @@ async fn a_running_worker_picks_up_a_new_version_and_refuses_an_invalid_one() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Its log, read as it comes: version 2 is put only once the worker
+    // runs on version 1.
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = std::thread::spawn({
+        let (logs, stderr) = (logs.clone(), worker.stderr.take().unwrap());
+        move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+                let mut l = logs.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        }
+    });
+    let up = Instant::now();
+    while !logs.lock().unwrap().contains("worker started") {
+        assert!(up.elapsed() < Duration::from_secs(30), "the worker did not start: {}", logs.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Version 2 adds a rotation for a second user.
     env.clients.iam.create_user().user_name("mailer-2").send().await.unwrap();
@@ -83,8 +100,8 @@ async fn a_running_worker_picks_up_a_new_version_and_refuses_an_invalid_one() {
 
     Command::new("kill").args(["-TERM", &worker.id().to_string()]).status().unwrap();
     worker.wait().unwrap();
-    let mut logs = String::new();
-    std::io::Read::read_to_string(worker.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    reader.join().unwrap();
+    let logs = logs.lock().unwrap().clone();
     assert!(logs.contains("configuration version loaded") && logs.contains("v2"), "{logs}");
     assert!(logs.contains("new configuration version refused"), "{logs}");
     let _ = std::fs::remove_dir_all(dir);

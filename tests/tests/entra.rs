@@ -29,6 +29,7 @@ async fn target(env: &TestEnv, graph: &FakeGraph, secret_name: &str) -> EntraPro
         login_base_url: graph.server.uri(),
         graph_base_url: graph.server.uri(),
         http: keyturn::connectors::http_client(),
+        clock: keyturn::clock::system(),
         secrets: SecretResolver::new(env.clients.secrets.clone()),
         retry: RetryPolicy::default(),
         restart_wait: None,

@@ -98,7 +98,7 @@ async fn an_exposed_idle_key_is_replaced_then_deactivated_and_deleted_within_sec
 
     // AWS repeats the event: nothing new happens, nothing is reported as unmatched.
     env.send_intake(&event_for(&exposed, 2)).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.wait_intake_idle(T).await;
     w.stop().await;
     seen.extend(env.notifications(0, Duration::from_secs(1)).await);
     assert_eq!(env.sagas().await.len(), 1, "a repeated exposure event starts nothing");
@@ -121,7 +121,7 @@ async fn exposure_in_the_grace_period_deletes_the_old_key_now() {
     loop {
         let s = store.load(&id).await.unwrap().unwrap().saga;
         if s.step == Step::RetireOld && s.old_disabled {
-            assert!(s.grace_until.unwrap() > keyturn::clock::now_ms() + 6 * 86_400_000, "a week to wait");
+            assert!(s.grace_until.unwrap() > keyturn::clock::Clock::now_ms(&keyturn::clock::SystemClock) + 6 * 86_400_000, "a week to wait");
             break;
         }
         assert!(start.elapsed() < T, "never reached the grace period: {s:#?}");
@@ -171,7 +171,8 @@ async fn an_uncovered_exposed_key_is_reported_and_deactivated_only_when_configur
     env.send_intake(&event_for(&k1, 2)).await.unwrap();
     let mut seen = vec![];
     wait_for(&env, &mut seen, "rotation.unmatched").await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Both events handled (the repeat too) before counting the notices.
+    env.wait_intake_idle(T).await;
     seen.extend(env.notifications(0, Duration::from_secs(1)).await);
     w.stop().await;
     let un = of(&seen, "rotation.unmatched");

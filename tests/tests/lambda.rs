@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use keyturn::clock::now_ms;
+use keyturn::clock::{Clock, ManualClock, SystemClock};
 use keyturn::lambda::handle_invocation;
 use keyturn::queue::{Queue, Received, SqsQueue};
 use keyturn::saga::Status;
@@ -67,7 +67,7 @@ async fn a_batch_reports_only_the_record_that_must_come_back() {
     let Created::New(b) = engine.request("mailer-2", "manual").await.unwrap() else { panic!() };
     // Another invocation holds saga b's step: its message must come back, not be deleted.
     let s = engine.store().load(&b).await.unwrap().unwrap();
-    let now = now_ms();
+    let now = SystemClock.now_ms();
     let taken = engine.store().lease(&b, s.saga.step, &s.saga.token, "other", now, now + 60_000, now + 120_000).await.unwrap();
     assert!(matches!(taken, keyturn::store::Lease::Taken(_)), "{taken:?}");
 
@@ -99,13 +99,16 @@ async fn a_batch_reports_only_the_record_that_must_come_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_event_runs_the_sweep_and_the_scan() {
     let env = TestEnv::new(Options { max_age: Some("1s"), second_rotation_max_age: Some("80d"), ..Options::default() }).await.unwrap();
-    let engine = env.engine("lambda");
+    let clock = ManualClock::starting_now();
+    let engine = env.engine_at("lambda", clock.clone());
     // A saga whose start message was lost: the sweep must re-drive it.
     let Created::New(lost) = engine.request("mailer-2", "manual").await.unwrap() else { panic!() };
     let got = engine.queue().receive(10, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap();
     assert_eq!(got.len(), 1);
     engine.queue().ack(&got[0]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(3500)).await; // past sweep_after (3s) and max_age (1s)
+    // Not yet: the saga is not overdue (sweep_after 3s) by the engine's clock.
+    assert_eq!(engine.sweep().await.unwrap(), 0, "nothing is overdue before the clock moves");
+    clock.advance(Duration::from_millis(3500)); // past sweep_after (3s) and max_age (1s)
     let resp = handle_invocation::<SqsQueue, SqsQueue>(&engine, &env.queue_url, None, None, &json!({"keyturn": "sweep"}), Duration::ZERO).await.unwrap();
     assert_eq!(resp["started"], 1, "{resp}");
     assert_eq!(resp["redriven"], 1, "{resp}");

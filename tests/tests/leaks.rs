@@ -76,7 +76,9 @@ async fn no_secret_anywhere_after_varied_traffic() {
         "idempotency_key": "leak-1", "overrides": {"grace_period": planted}, planted.clone(): planted,
     });
     env.send_intake(&bad_request.to_string()).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Handled before the worker stops: the request dead-lettered, the poison message too.
+    env.wait_intake_idle(Duration::from_secs(30)).await;
+    keyturn_testkit::env::wait_queue_idle(&env.clients.sqs, &env.queue_url, Duration::from_secs(30)).await;
     w.stop().await;
     assert_eq!(outcomes, [Status::Compensated, Status::RolledBack]);
     secrets.extend(env.auth0.tokens_issued());

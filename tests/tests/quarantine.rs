@@ -37,7 +37,7 @@ async fn repeated_failures_quarantine_automatic_triggers_until_released_or_fixed
     let (h, _) = engine.store().health("auth0-ses").await.unwrap();
     let q = h.quarantine.clone().expect("quarantined after 2 failures");
     assert_eq!(q.reason, "insufficient_scope");
-    assert!(q.next_attempt > keyturn::clock::now_ms() + 5 * 3_600_000, "next automatic attempt ~6h away");
+    assert!(q.next_attempt > keyturn::clock::Clock::now_ms(&keyturn::clock::SystemClock) + 5 * 3_600_000, "next automatic attempt ~6h away");
 
     // An automatic trigger is held back: no saga.
     let before = engine.store().list().await.unwrap().len();
@@ -45,10 +45,16 @@ async fn repeated_failures_quarantine_automatic_triggers_until_released_or_fixed
         engine.request_with("auth0-ses", keyturn::commands::Request { trigger: "schedule".into(), automatic: true, ..Default::default() }).await.unwrap();
     assert!(matches!(&skipped, Created::Skipped(r) if r.contains("quarantined (insufficient_scope)")), "{skipped:?}");
     env.put_event(CONSOLIDATED).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(engine.store().list().await.unwrap().len(), before, "the finding started nothing");
-    let skipped_logs = keyturn_testkit::capture::logs().lines().filter(|l| l.contains("automatic trigger skipped")).count();
+    // Wait for the finding to be handled: its skip is logged (the request's was already).
+    let skipped = || keyturn_testkit::capture::logs().lines().filter(|l| l.contains("automatic trigger skipped")).count();
+    let start = std::time::Instant::now();
+    while skipped() < 2 && start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let skipped_logs = skipped();
     assert!(skipped_logs >= 2, "the request and the finding were both held back by quarantine: {skipped_logs}");
+    env.wait_intake_idle(Duration::from_secs(30)).await;
+    assert_eq!(engine.store().list().await.unwrap().len(), before, "the finding started nothing");
 
     // An explicit request still runs; the same reason sends no new quarantine notice.
     assert_eq!(rotate().await.status, Status::Compensated);

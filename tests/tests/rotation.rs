@@ -469,7 +469,7 @@ async fn sweeper_redrives_a_saga_whose_message_was_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_lease_holds_off_every_handler_even_of_the_same_worker() {
-    use keyturn::clock::now_ms;
+    use keyturn::clock::{Clock, SystemClock};
     use keyturn::engine::Handled;
     use keyturn::queue::Queue;
     let env = env().await;
@@ -477,7 +477,7 @@ async fn a_live_lease_holds_off_every_handler_even_of_the_same_worker() {
     let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
     // Another task of this same worker holds the step's lease.
     let stored = engine.store().load(&saga_id).await.unwrap().unwrap();
-    let now = now_ms();
+    let now = SystemClock.now_ms();
     let taken = engine.store().lease(&saga_id, stored.saga.step, &stored.saga.token, "w1", now, now + 60_000, now + 120_000).await.unwrap();
     assert!(matches!(taken, keyturn::store::Lease::Taken(_)), "{taken:?}");
 

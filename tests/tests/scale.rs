@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
-use keyturn::clock::now_ms;
+use keyturn::clock::{Clock, SystemClock};
 use keyturn::queue::Queue;
 use keyturn::saga::{Saga, Status};
 use keyturn::store::Created;
@@ -21,7 +21,7 @@ const FINISHED: usize = 10_000;
 /// `count` finished sagas of `rotation`, created one a minute ending an hour
 /// ago, written as the store writes them (25 per BatchWriteItem).
 async fn fill(env: &TestEnv, store: &keyturn::store::Store, rotation: &str, count: usize) -> Vec<String> {
-    let start = now_ms() - 3_600_000 - count as u64 * 60_000;
+    let start = SystemClock.now_ms() - 3_600_000 - count as u64 * 60_000;
     let mut ids = vec![];
     let mut batch = vec![];
     for i in 0..count {
@@ -80,7 +80,7 @@ async fn a_sweep_and_a_list_read_only_what_they_need_among_10000_finished_sagas(
     let before = store.items_read();
     let last = store.last_success("auth0-ses").await.unwrap();
     assert!(store.items_read() - before <= 11, "the newest success is found near the top: {}", store.items_read() - before);
-    assert!(last.is_some_and(|t| t > now_ms() - 3_700_000), "the newest success, about an hour ago: {last:?}");
+    assert!(last.is_some_and(|t| t > SystemClock.now_ms() - 3_700_000), "the newest success, about an hour ago: {last:?}");
 
     // The binary: `list --limit 20` and `status <rotation>` make one Query
     // each (plus one GetItem per configured rotation's quarantine state), no Scan.

@@ -360,7 +360,7 @@ async fn the_health_expiry_notice_starts_the_rotation_once() {
     assert!(ask.document["steps"].to_string().contains("--old-token-created"), "no old token on record: the notice asks for it");
     // AWS repeats the notice: the waiting saga answers it.
     deliver().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    env.wait_intake_idle(Duration::from_secs(30)).await;
     w.stop().await;
     let sagas: Vec<_> = engine.store().list().await.unwrap().into_iter().map(|s| s.saga).collect();
     assert_eq!(sagas.len(), 1, "{sagas:#?}");

@@ -4,8 +4,9 @@
 //! lacks both).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use keyturn::clock::ManualClock;
 use keyturn::saga::{FindingKind, Saga, Status};
 use keyturn_testkit::env::{Options, RunningWorker, TestEnv, USER};
 use keyturn_testkit::securityhub_fake::Api;
@@ -43,22 +44,11 @@ fn worker(env: &TestEnv) -> (Arc<keyturn::engine::Engine<keyturn::queue::SqsQueu
     (engine, w)
 }
 
-/// Give the worker time to consume whatever is on the intake queue.
+/// Wait until the worker consumed (handled and acknowledged, or
+/// dead-lettered) whatever is on the intake queue. The acknowledgement is
+/// the handler's last act, so its notices and finding updates are out.
 async fn settle(env: &TestEnv) {
-    let (iq, _) = env.intake.clone().unwrap();
-    let start = Instant::now();
-    loop {
-        let a = env.clients.sqs.get_queue_attributes().queue_url(&iq).attribute_names(aws_sdk_sqs::types::QueueAttributeName::All).send().await.unwrap();
-        let attrs = a.attributes.unwrap_or_default();
-        let get = |k: aws_sdk_sqs::types::QueueAttributeName| attrs.get(&k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let busy = get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-            + get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible);
-        if busy == 0 || start.elapsed() > T {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.wait_intake_idle(T).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,8 +220,11 @@ async fn bad_events_go_to_the_intake_dlq_and_start_nothing() {
 async fn age_scan_starts_only_rotations_past_max_age() {
     // auth0-ses's key is due after 1s; mailer-2's only after 80 days.
     let env = TestEnv::new(Options { max_age: Some("1s"), second_rotation_max_age: Some("80d"), ..Options::default() }).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let engine = Arc::new(env.engine("w1"));
+    // The engine's clock stands 1.5 s ahead: auth0-ses's key is past its
+    // 1 s max_age without waiting for it.
+    let clock = ManualClock::starting_now();
+    clock.advance(Duration::from_millis(1500));
+    let engine = Arc::new(env.engine_at("w1", clock.clone()));
     let plan = engine.plan_scan().await.unwrap().join("\n");
     assert!(plan.contains("auth0-ses: key") && plan.contains("past max_age"), "{plan}");
     assert!(plan.contains("mailer-2: key") && plan.contains("under max_age 80.0d: nothing to do"), "{plan}");
@@ -240,9 +233,14 @@ async fn age_scan_starts_only_rotations_past_max_age() {
         env.clients.iam.list_access_keys().user_name("mailer-2").send().await.unwrap().access_key_metadata()[0].access_key_id().unwrap().to_string();
     let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
     let done = env.wait_sagas_done(1, T).await;
-    tokio::time::sleep(Duration::from_secs(2)).await; // further scans run every second
     w.stop().await;
-    // (auth0-ses, with max_age 1s, may rotate again once its new key is 1s old.)
+    // A scan 79 days on (the worker's scan task runs this every
+    // scan_interval): mailer-2's key, 79 days old, is still under its 80 days.
+    clock.advance(Duration::from_secs(79 * 86_400));
+    let later = engine.scan_and_start(Duration::ZERO).await.unwrap();
+    assert!(later.iter().all(|(id, _)| id != "mailer-2"), "mailer-2 (80d) not started 79 days on: {later:?}");
+    assert!(later.iter().any(|(id, _)| id == "auth0-ses"), "the scan ran and saw auth0-ses's key past 1s: {later:?}");
+    // (auth0-ses, with max_age 1s, rotates again: its new key is 79 days old by then.)
     let all = env.sagas().await;
     assert!(
         all.iter().all(|s| s.rotation_id == "auth0-ses"),
@@ -260,7 +258,8 @@ async fn age_scan_starts_only_rotations_past_max_age() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_changes_nothing() {
-    let env = env(Options { max_age: Some("1s"), ..Options::default() }).await;
+    // max_age 1ms: the binary's scan finds the key past it without a wait.
+    let env = env(Options { max_age: Some("1ms"), ..Options::default() }).await;
     let dir = std::env::temp_dir().join(format!("keyturn-plan-{}", uuid::Uuid::new_v4()));
     let cfg = env.write_config(&dir).unwrap();
     let event = dir.join("event.json");
@@ -289,7 +288,6 @@ async fn plan_changes_nothing() {
     assert!(out.contains(&keys_before[0].id), "names the current key: {out}");
     assert!(out.contains("patch Auth0 example.eu.auth0.com with the new key"), "{out}");
     assert!(out.contains("mark finding arn:aws:securityhub"), "{out}");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
     let out = run(&["plan", "--scan"]);
     assert!(out.contains("past max_age") && out.contains("would start a saga"), "{out}");
 

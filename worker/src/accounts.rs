@@ -33,7 +33,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
@@ -136,7 +136,7 @@ pub struct HomeCell(OnceCell<Home>);
 
 struct Cached {
     iam: aws_sdk_iam::Client,
-    renew_at: Instant,
+    renew_at: crate::clock::Millis,
 }
 
 /// Assumes member-account roles and caches their credentials.
@@ -146,11 +146,19 @@ pub struct Accounts {
     default_role: Option<String>,
     external_id: Option<String>,
     cache: Mutex<HashMap<(String, String), Cached>>,
+    /// When assumed credentials are renewed.
+    clock: crate::clock::SharedClock,
 }
 
 impl Accounts {
-    pub fn new(base: SdkConfig, home: Arc<HomeCell>, default_role: Option<String>, external_id: Option<String>) -> Accounts {
-        Accounts { base, home, default_role, external_id, cache: Mutex::default() }
+    pub fn new(
+        base: SdkConfig,
+        home: Arc<HomeCell>,
+        default_role: Option<String>,
+        external_id: Option<String>,
+        clock: crate::clock::SharedClock,
+    ) -> Accounts {
+        Accounts { base, home, default_role, external_id, cache: Mutex::default(), clock }
     }
 
     /// The worker's account (`sts:GetCallerIdentity`, once per process).
@@ -195,16 +203,16 @@ impl Accounts {
         // Held across AssumeRole on purpose: steps of one saga arriving at
         // once assume the role once, not once each.
         let mut cache = self.cache.lock().await;
-        if let Some(c) = cache.get(&key).filter(|c| Instant::now() < c.renew_at) {
+        if let Some(c) = cache.get(&key).filter(|c| self.clock.now_ms() < c.renew_at) {
             return Ok(c.iam.clone());
         }
         let (creds, lifetime) = self.assume(role_arn, account, &session).await?;
         // The home client's configuration: its adaptive retry and its
         // retry partition (one IAM rate for the whole process).
         let iam = aws_sdk_iam::Client::from_conf(home.config().to_builder().credentials_provider(creds).build());
-        let now = Instant::now();
+        let now = self.clock.now_ms();
         cache.retain(|_, c| now < c.renew_at);
-        cache.insert(key, Cached { iam: iam.clone(), renew_at: now + crate::clock::renew_after(lifetime) });
+        cache.insert(key, Cached { iam: iam.clone(), renew_at: now.saturating_add(crate::clock::renew_after(lifetime).as_millis() as u64) });
         Ok(iam)
     }
 
@@ -229,7 +237,7 @@ impl Accounts {
         })?;
         let c = out.credentials().ok_or_else(|| Error::Corrupt("sts:AssumeRole returned no credentials".into()))?;
         let expires = c.expiration().to_millis().ok().map(|ms| ms.max(0) as u64);
-        let now = crate::clock::now_ms();
+        let now = self.clock.now_ms();
         let lifetime = expires.map(|e| Duration::from_millis(e.saturating_sub(now))).filter(|d| !d.is_zero()).unwrap_or(SESSION).min(SESSION);
         tracing::info!(role = %role_arn, account = %account, session = %session, "assumed member-account role");
         let creds = Credentials::new(c.access_key_id(), c.secret_access_key(), Some(c.session_token().to_string()), None, "keyturn-member-role");

@@ -39,14 +39,21 @@ pub fn sqs_queue(cfg: &Config, clients: &Clients) -> SqsQueue {
 
 /// Build an engine on any [`Queue`] (tests wrap SQS to record or duplicate messages).
 pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String, queue: Q) -> Engine<Q> {
+    engine_on(cfg, clients, worker_id, queue, crate::clock::system())
+}
+
+/// Build an engine on any [`Queue`] whose every part (jobs, table,
+/// connectors, member-account sessions) reads time from `clock`.
+pub fn engine_on<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String, queue: Q, clock: crate::clock::SharedClock) -> Engine<Q> {
     let http = connectors::http_client();
     let secrets = SecretResolver::new(clients.secrets.clone());
     // The home account is asked once per process, not once per reload.
     let home = Arc::new(HomeCell::default());
-    let rotations = build_rotations(cfg, clients, &secrets, &http, &home);
+    let rotations = build_rotations(cfg, clients, &secrets, &http, &home, &clock);
     let build_clients = clients.clone();
+    let build_clock = clock.clone();
     Engine {
-        store: Store::new(clients.dynamodb.clone(), &cfg.aws.table).with_retention(cfg.worker.retention.0),
+        store: Store::new(clients.dynamodb.clone(), &cfg.aws.table).with_retention(cfg.worker.retention.0).with_clock(clock.clone()),
         queue,
         priority: None,
         sealer: Sealer::new(clients.kms.clone(), &cfg.aws.kms_key_id),
@@ -57,7 +64,7 @@ pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String,
         deactivate_uncovered: cfg.exposure.deactivate_uncovered,
         securityhub: SecurityHub::new(clients.securityhub.clone()),
         rotations: std::sync::RwLock::new(Arc::new(rotations)),
-        build: Arc::new(move |c: &Config| build_rotations(c, &build_clients, &secrets, &http, &home)),
+        build: Arc::new(move |c: &Config| build_rotations(c, &build_clients, &secrets, &http, &home, &build_clock)),
         worker_id,
         lease: cfg.worker.lease.0,
         visibility: cfg.worker.visibility_timeout.0,
@@ -65,14 +72,23 @@ pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String,
         aimd: Arc::new(crate::aimd::Aimd::new(cfg.worker.concurrency)),
         #[cfg(feature = "fault-injection")]
         faults: Arc::new(crate::engine::Faults::default()),
-        age_clock: Arc::default(),
+        age_clock: Arc::new(crate::engine::AgeClock::new(clock.clone())),
+        clock,
     }
 }
 
 /// Build every configured rotation's connectors.
-pub fn build_rotations(cfg: &Config, clients: &Clients, secrets: &SecretResolver, http: &reqwest::Client, home: &Arc<HomeCell>) -> Rotations {
-    let accounts = Arc::new(Accounts::new(clients.base.clone(), home.clone(), cfg.aws.member_role_name.clone(), cfg.aws.external_id.clone()));
-    let ctx = connectors::BuildContext { clients, accounts: &accounts, secrets, http };
+pub fn build_rotations(
+    cfg: &Config,
+    clients: &Clients,
+    secrets: &SecretResolver,
+    http: &reqwest::Client,
+    home: &Arc<HomeCell>,
+    clock: &crate::clock::SharedClock,
+) -> Rotations {
+    let accounts =
+        Arc::new(Accounts::new(clients.base.clone(), home.clone(), cfg.aws.member_role_name.clone(), cfg.aws.external_id.clone(), clock.clone()));
+    let ctx = connectors::BuildContext { clients, accounts: &accounts, secrets, http, clock };
     let built: HashMap<_, _> =
         cfg.rotations.iter().map(|r| (r.id.clone(), connectors::build(&r.id, r.source.as_ref(), r.target.as_ref(), r.policy.to_policy(), &ctx))).collect();
     Rotations { configs: cfg.rotations.clone(), built, accounts, allowed_senders: cfg.requests.allowed_senders.clone() }

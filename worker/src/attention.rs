@@ -23,7 +23,6 @@
 
 use tracing::{info, instrument, warn};
 
-use crate::clock::now_ms;
 use crate::connectors::Rotation;
 use crate::engine::{clock, Engine};
 use crate::error::{Error, Result};
@@ -76,7 +75,7 @@ impl<Q: Queue> Engine<Q> {
     pub async fn watch_one(&self, stored: Stored) -> Result<Option<Verdict>> {
         let saga = &stored.saga;
         let Some(rot) = self.rotations().get(&saga.rotation_id).cloned() else { return Ok(None) };
-        let now = now_ms();
+        let now = self.now_ms();
         match self.store.claim_watch(&saga.saga_id, stored.version, now, now + rot.policy.evidence_every).await {
             Ok(()) => {}
             Err(Error::Conflict { .. }) => return Ok(None),
@@ -110,9 +109,9 @@ impl<Q: Queue> Engine<Q> {
             Error::Config(format!("saga {saga_id} belongs to rotation {:?}, which the configuration does not declare", stored.saga.rotation_id))
         })?;
         // Refuse early, before any call, when there is nothing to resolve.
-        saga::resolve(&stored.saga, keep, false, by, clock(now_ms())).map_err(|e| Error::Refused { code: "NotResolvable", message: e.0 })?;
+        saga::resolve(&stored.saga, keep, false, by, clock(self.now_ms())).map_err(|e| Error::Refused { code: "NotResolvable", message: e.0 })?;
         let ev = self.evidence(&rot, &stored.saga).await?;
-        let now = now_ms();
+        let now = self.now_ms();
         let verdict = saga::judge(since(&stored.saga), &ev, now);
         if saga::contradicts(keep, &verdict) && !force {
             return Err(Error::Refused {
@@ -129,7 +128,7 @@ impl<Q: Queue> Engine<Q> {
     }
 
     async fn reopen_with(&self, saga: &Saga, version: u64, keep: Keep, gone: bool, by: &str) -> Result<Saga> {
-        let now = now_ms();
+        let now = self.now_ms();
         let next = saga::resolve(saga, keep, gone, by, clock(now)).map_err(|e| Error::Refused { code: "NotResolvable", message: e.0 })?;
         self.store.reopen(&next, version, now + self.sweep_after.as_millis() as u64).await?;
         info!(saga = %saga.saga_id, keep = keep.as_str(), step = %next.step, "saga resolved; running again");

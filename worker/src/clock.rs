@@ -1,9 +1,12 @@
-//! Time, on the ground floor: milliseconds since the epoch, the one place
-//! the wall clock is read ([`now_ms`]), token renewal margins and the
+//! Time, on the ground floor: milliseconds since the epoch, the [`Clock`]
+//! every part reads time through (the wall clock is read only by
+//! [`SystemClock`]; tests drive a [`ManualClock`]), token renewal margins and the
 //! durations a configuration or a flag writes (`"30s"`, `"7d"`), and the
 //! one date formatter (RFC 3339, UTC) for messages, notices, notifications
 //! and the CLI, built on the SDK's `aws_smithy_types::DateTime`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_smithy_types::date_time::Format;
@@ -13,9 +16,63 @@ use serde::Deserialize;
 /// Milliseconds since the UNIX epoch.
 pub type Millis = u64;
 
-/// The wall clock, in [`Millis`].
-pub fn now_ms() -> Millis {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+/// Where time comes from. Every part that decides by time (leases, due
+/// steps, sweeps, scans, quarantine, idempotency windows, token renewal)
+/// is given one where it is built, and reads time only through it.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Now, in milliseconds since the UNIX epoch.
+    fn now_ms(&self) -> Millis;
+    /// Now, as a [`SystemTime`] (for HTTP dates such as `Retry-After`).
+    fn now(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.now_ms())
+    }
+}
+
+/// A clock shared by the parts of one engine.
+pub type SharedClock = Arc<dyn Clock>;
+
+/// The wall clock: the one place it is read.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> Millis {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    }
+}
+
+/// The wall clock, shared.
+pub fn system() -> SharedClock {
+    Arc::new(SystemClock)
+}
+
+/// A clock that moves only when told to: tests advance it instead of
+/// sleeping until a sweep, a key age or a deadline comes due.
+#[derive(Debug)]
+pub struct ManualClock {
+    ms: AtomicU64,
+}
+
+impl ManualClock {
+    /// A clock standing at `ms`.
+    pub fn at(ms: Millis) -> Arc<ManualClock> {
+        Arc::new(ManualClock { ms: AtomicU64::new(ms) })
+    }
+    /// A clock standing at the wall clock's now (so items written with it
+    /// sit beside those AWS stamps with real time, e.g. key creation dates).
+    pub fn starting_now() -> Arc<ManualClock> {
+        Self::at(SystemClock.now_ms())
+    }
+    /// Move the clock forward by `d`.
+    pub fn advance(&self, d: Duration) {
+        self.ms.fetch_add(d.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> Millis {
+        self.ms.load(Ordering::SeqCst)
+    }
 }
 
 /// Longest margin before expiry at which a token is renewed.
@@ -109,6 +166,105 @@ mod tests {
         assert_eq!(fmt_date(0), "1970-01-01");
         assert_eq!(fmt_date(951_868_799_999), "2000-02-29");
         assert_eq!(fmt_date(1_767_225_599_999), "2025-12-31");
+    }
+
+    #[test]
+    fn a_manual_clock_moves_only_when_advanced() {
+        let c = ManualClock::at(1_000);
+        assert_eq!(c.now_ms(), 1_000);
+        c.advance(Duration::from_millis(2_500));
+        assert_eq!(c.now_ms(), 3_500);
+        assert_eq!(c.now(), UNIX_EPOCH + Duration::from_millis(3_500));
+    }
+
+    /// The source of one file up to its test module (test code may read
+    /// the wall clock: a fixture's date, a fake's `Retry-After`).
+    fn non_test_code(text: &str) -> String {
+        let lines: Vec<&str> = text.lines().collect();
+        let mut out = String::new();
+        for (i, l) in lines.iter().enumerate() {
+            let next = lines.get(i + 1).map_or("", |n| n.trim_start());
+            if l.trim_start().starts_with("#[cfg(test)]") && (next.starts_with("mod ") || next.starts_with("pub mod ")) {
+                break;
+            }
+            // Without its `//` comment (a `//` right after `:` is a URL).
+            let mut code = *l;
+            let mut from = 0;
+            while let Some(at) = l[from..].find("//").map(|a| a + from) {
+                if at == 0 || l.as_bytes()[at - 1] != b':' {
+                    code = &l[..at];
+                    break;
+                }
+                from = at + 2;
+            }
+            out.push_str(code);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The wall-clock reads in one file's code: `SystemTime::now`, and a
+    /// `now_ms()` called as a free function (not a method of a clock).
+    fn wall_clock_reads(code: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for (n, line) in code.lines().enumerate() {
+            if line.contains("SystemTime::now") {
+                found.push(format!("line {}: {}", n + 1, line.trim()));
+            }
+            let mut from = 0;
+            while let Some(at) = line[from..].find("now_ms()") {
+                let at = from + at;
+                let before = line[..at].chars().next_back();
+                if before != Some('.') && !line[..at].trim_end().ends_with("fn") {
+                    found.push(format!("line {}: {}", n + 1, line.trim()));
+                }
+                from = at + 1;
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn the_scanner_sees_wall_clock_reads() {
+        assert_eq!(wall_clock_reads("let t = std::time::SystemTime::now();").len(), 1);
+        assert_eq!(wall_clock_reads("let t = crate::clock::now_ms();").len(), 1);
+        assert_eq!(wall_clock_reads("let t = now_ms() + 1;").len(), 1);
+        assert!(wall_clock_reads("let t = self.clock.now_ms();").is_empty());
+        assert!(wall_clock_reads("fn now_ms() -> Millis {").is_empty());
+        assert!(non_test_code("a();\n#[cfg(test)]\nmod tests {\n now_ms();\n}").contains("a();"));
+        assert!(wall_clock_reads(&non_test_code("a();\n#[cfg(test)]\nmod tests {\n now_ms();\n}")).is_empty());
+    }
+
+    /// Time is read only through a [`Clock`]: outside this file no code
+    /// reads the wall clock, so a test's [`ManualClock`] governs every
+    /// decision by time.
+    #[test]
+    fn the_wall_clock_is_read_only_by_the_system_clock() {
+        fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    rust_files(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        assert!(files.len() > 20, "found the sources: {files:?}");
+        let mut reads = Vec::new();
+        for f in files {
+            if f == src.join("clock.rs") || f.file_name().is_some_and(|n| n == "tests.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&f).unwrap();
+            for r in wall_clock_reads(&non_test_code(&text)) {
+                reads.push(format!("{}: {r}", f.strip_prefix(&src).unwrap().display()));
+            }
+        }
+        assert!(reads.is_empty(), "read time through a Clock (crate::clock), not the wall clock:\n{}", reads.join("\n"));
     }
 
     #[test]

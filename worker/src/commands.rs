@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use tracing::{info, instrument, warn};
 
-use crate::clock::now_ms;
 use crate::engine::{clock, Engine};
 use crate::error::{Error, Result};
 use crate::queue::{Lane, Queue, StepMessage};
@@ -61,7 +60,7 @@ impl<Q: Queue> Engine<Q> {
     pub async fn request_with(&self, rotation_id: &str, req: Request) -> Result<Created> {
         let rots = self.rotations();
         let rot = rots.get(rotation_id).ok_or_else(|| Error::Config(format!("no rotation with id {rotation_id:?} in the configuration")))?;
-        let now = now_ms();
+        let now = self.now_ms();
         if req.automatic {
             let (health, _) = self.store.health(rotation_id).await?;
             if let Err(reason) = crate::quarantine::admits(&health, now) {
@@ -106,7 +105,7 @@ impl<Q: Queue> Engine<Q> {
     /// Operator rollback during the grace period.
     pub async fn rollback(&self, saga_id: &str) -> Result<Saga> {
         let stored = self.store.load(saga_id).await?.ok_or_else(|| Error::Config(format!("no saga {saga_id}")))?;
-        let now = now_ms();
+        let now = self.now_ms();
         let next = saga::request_rollback(&stored.saga, clock(now)).map_err(|e| Error::Refused { code: "RollbackRefused", message: e.0 })?;
         self.store.commit(&next, stored.version, None, SecretWrite::Keep, now + Self::ms(self.sweep_after), None).await?;
         // An operator waits on a rollback: the priority lane.
@@ -121,7 +120,7 @@ impl<Q: Queue> Engine<Q> {
     pub async fn provide(&self, saga_id: &str, secret: &SecretString, old: Option<KeyRef>) -> Result<Saga> {
         // Refuse early (before a KMS call) when the saga is not waiting.
         let stored = self.store.load(saga_id).await?.ok_or_else(|| Error::Config(format!("no saga {saga_id}")))?;
-        saga::provide(&stored.saga, String::new(), None, clock(now_ms())).map_err(not_waiting)?;
+        saga::provide(&stored.saga, String::new(), None, clock(self.now_ms())).map_err(not_waiting)?;
         let blob = self.sealer.seal(saga_id, secret).await?;
         self.person_command(
             saga_id,
@@ -151,7 +150,7 @@ impl<Q: Queue> Engine<Q> {
     {
         for _ in 0..5 {
             let stored = self.store.load(saga_id).await?.ok_or_else(|| Error::Config(format!("no saga {saga_id}")))?;
-            let now = now_ms();
+            let now = self.now_ms();
             let next = transition(&stored.saga, clock(now))?;
             match self.store.commit(&next, stored.version, None, write(), now + Self::ms(self.sweep_after), None).await {
                 Ok(_) => {

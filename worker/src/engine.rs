@@ -30,7 +30,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use tracing::{error, info, instrument, warn, Instrument};
 
-use crate::clock::now_ms;
+use crate::clock::SharedClock;
 use crate::connectors::{NewCredential, Rotation};
 use crate::error::{Error, Result};
 use crate::notify::Notifier;
@@ -151,16 +151,20 @@ impl Rotations {
 }
 
 /// The engine's idea of "now" for decisions about key age (is an IAM.3
-/// finding due?). Real time plus a skew that only tests set, to age a key
-/// without waiting 90 days.
-#[derive(Debug, Default)]
+/// finding due?). The engine's clock plus a skew that only tests set, to
+/// age a key without waiting 90 days.
+#[derive(Debug)]
 pub struct AgeClock {
+    clock: SharedClock,
     skew_ms: std::sync::atomic::AtomicI64,
 }
 
 impl AgeClock {
+    pub fn new(clock: SharedClock) -> AgeClock {
+        AgeClock { clock, skew_ms: Default::default() }
+    }
     pub fn now(&self) -> Millis {
-        now_ms().saturating_add_signed(self.skew_ms.load(Ordering::SeqCst))
+        self.clock.now_ms().saturating_add_signed(self.skew_ms.load(Ordering::SeqCst))
     }
     /// Move the clock (tests).
     pub fn set_skew(&self, skew: Duration) {
@@ -214,6 +218,8 @@ pub struct Engine<Q: Queue> {
     pub(crate) faults: Arc<Faults>,
     /// "Now" for key-age decisions (intake of IAM.3 findings).
     pub(crate) age_clock: Arc<AgeClock>,
+    /// Where every job of the engine reads time.
+    pub(crate) clock: SharedClock,
 }
 
 impl<Q: Queue> Engine<Q> {
@@ -274,6 +280,14 @@ impl<Q: Queue> Engine<Q> {
     pub fn age_clock(&self) -> &AgeClock {
         &self.age_clock
     }
+    /// The clock every job of this engine reads time from.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+    /// Now, by [`Engine::clock`].
+    pub(crate) fn now_ms(&self) -> Millis {
+        self.clock.now_ms()
+    }
     /// The crash points (tests).
     #[cfg(feature = "fault-injection")]
     pub fn faults(&self) -> &Faults {
@@ -328,7 +342,7 @@ impl<Q: Queue> Engine<Q> {
             Lane::Priority => None,
         };
         let (lease, visibility) = self.timings(m.lane);
-        let now = now_ms();
+        let now = self.now_ms();
         let lease_until = now + Self::ms(lease);
         let leased =
             self.store.lease(&msg.saga_id, msg.step, &msg.token, &self.worker_id, now, lease_until, lease_until + Self::ms(self.sweep_after)).await;
@@ -405,7 +419,7 @@ impl<Q: Queue> Engine<Q> {
             if let Outcome::Failed(e) = &result.outcome {
                 warn!(step = attempt.step.as_str(), code = %e.code, retryable = e.retryable, may_have_applied = e.may_have_applied, error = %e.message, "step attempt failed");
             }
-            let now = now_ms();
+            let now = self.now_ms();
             let tr = saga::advance(&attempt, &result.outcome, &attempt.effective_policy(&rotation.policy), clock(now));
             self.step_metrics(&rotation, &attempt, &result.outcome, &tr.saga, started);
             let secret = match result.secret {
@@ -525,7 +539,7 @@ impl<Q: Queue> Engine<Q> {
 
     async fn heartbeat(&self, m: &Received, saga_id: &str, version: u64) {
         let (lease, visibility) = self.timings(m.lane);
-        let now = now_ms();
+        let now = self.now_ms();
         let until = now + Self::ms(lease);
         if let Err(e) = self.store.extend(saga_id, version, &self.worker_id, until, until + Self::ms(self.sweep_after)).await {
             warn!(error = %e, "could not extend the lease");

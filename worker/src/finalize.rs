@@ -5,7 +5,6 @@
 
 use tracing::{info, warn};
 
-use crate::clock::now_ms;
 use crate::connectors::Rotation;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -25,7 +24,7 @@ impl<Q: Queue> Engine<Q> {
 
     /// A wait on a person came due: ask, remind, or report the deadline.
     pub(crate) async fn prompt_person(&self, rot: &Rotation, saga: &Saga) -> Result<Effect> {
-        let kind = saga::prompt(saga, now_ms());
+        let kind = saga::prompt(saga, self.now_ms());
         if kind == Prompt::Expired {
             warn!(deadline = saga.deadline, "nobody acted before the deadline");
             return Ok(Effect::Expired);
@@ -112,7 +111,7 @@ impl<Q: Queue> Engine<Q> {
                 &counted,
                 end.status == Status::Succeeded,
                 &reason,
-                now_ms(),
+                self.now_ms(),
                 cfg.policy.quarantine_after,
                 Self::ms(cfg.policy.quarantine_disable_after.0),
             );

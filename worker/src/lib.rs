@@ -13,7 +13,7 @@
 //! * [`doctor`]: `keyturn doctor`, the preflight of the environment and every rotation;
 //! * [`init`]: `keyturn init`, the resources keyturn needs without the stack;
 //! * [`config`], [`cli`], [`app`]: configuration and the command line.
-//! * [`clock`]: time (`now_ms`, `Millis`, `Dur`); [`preflight`]: what a check finds.
+//! * [`clock`]: time (the `Clock`, `Millis`, `Dur`); [`preflight`]: what a check finds.
 //!
 //! Modules import only from lower floors (ARCHITECTURE.md, "Floors"); the
 //! table and its test are in `layers.rs`.

@@ -74,7 +74,8 @@ pub fn emit(dimensions: &[(&str, &str)], metrics: &[Metric<'_>]) {
     if !ENABLED.load(std::sync::atomic::Ordering::Relaxed) {
         return;
     }
-    let l = line(crate::clock::now_ms(), dimensions, metrics);
+    // The EMF timestamp is when the line is written: the wall clock.
+    let l = line(crate::clock::Clock::now_ms(&crate::clock::SystemClock), dimensions, metrics);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{l}");
 }

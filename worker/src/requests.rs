@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::clock::now_ms;
 use crate::commands::Request;
 use crate::engine::{clock, Engine};
 use crate::error::{aws, Error, Result};
@@ -67,7 +66,7 @@ impl<Q: Queue> Engine<Q> {
             report.rejected = Some(self.refuse_request(intake_queue, m, &r, &rotation_id, why).await?);
             return Ok(());
         }
-        let now = now_ms();
+        let now = self.now_ms();
         if let Some((saga_id, of)) = self.store.idempotent(&r.idempotency_key, now).await? {
             if of != rotation_id {
                 let why = format!("idempotency_key: already used within the idempotency window by a request for rotation {of}");
@@ -147,7 +146,7 @@ impl<Q: Queue> Engine<Q> {
         overflow: Option<String>,
         report: &mut IntakeReport,
     ) -> Result<()> {
-        let seen_at = now_ms();
+        let seen_at = self.now_ms();
         let rots = self.rotations();
         let home = rots.accounts.home().await?.account.clone();
         // Owners are looked up in the event's account only (through the
@@ -363,7 +362,7 @@ impl<Q: Queue> Engine<Q> {
                 }
             };
             let Some(stored) = self.store.load(&saga_id).await? else { continue };
-            let now = now_ms();
+            let now = self.now_ms();
             if stored.lease_owner.is_some() && stored.lease_until > now {
                 return Ok(Emergency::Busy(Duration::from_millis(stored.lease_until - now) + Duration::from_millis(500)));
             }

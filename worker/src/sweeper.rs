@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use tracing::{instrument, warn};
 
-use crate::clock::now_ms;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::queue::{Lane, Queue, StepMessage};
@@ -29,7 +28,7 @@ impl<Q: Queue> Engine<Q> {
     /// covers a crash between commit and send, and lost messages.
     #[instrument(skip(self), fields(worker = %self.worker_id))]
     pub async fn sweep(&self) -> Result<usize> {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut n = 0;
         // One read of the sparse index of running sagas serves the repairs
         // and the gauges: finished sagas are not in it, so a sweep reads

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use tracing::{error, info, instrument, warn};
 
-use crate::clock::now_ms;
 use crate::commands::Request;
 use crate::engine::Engine;
 use crate::error::Result;
@@ -190,7 +189,7 @@ impl<Q: Queue> Engine<Q> {
                     report.ignored.push(reason);
                 }
                 Decision::Unmatched { finding_id, account_id, user } => {
-                    let first = self.store.record_unmatched(&account_id, &user, &finding_id, now_ms()).await?;
+                    let first = self.store.record_unmatched(&account_id, &user, &finding_id, self.now_ms()).await?;
                     warn!(account = %account_id, user = %user, finding = %crate::connectors::check::one_line(&finding_id, 256), first, "finding for an IAM user no rotation covers");
                     if first {
                         unmatched_new.push((account_id.clone(), user.clone(), finding_id));
@@ -293,7 +292,7 @@ impl<Q: Queue> Engine<Q> {
     #[instrument(skip(self), fields(worker = %self.worker_id))]
     pub async fn scan_and_start(&self, jitter: Duration) -> Result<Vec<(String, Created)>> {
         let mut started = Vec::new();
-        for item in self.scan_keys(now_ms()).await?.into_iter().filter(|i| i.due) {
+        for item in self.scan_keys(self.now_ms()).await?.into_iter().filter(|i| i.due) {
             let delay = Duration::from_millis((jitter.as_millis() as f64 * fastrand::f64()) as u64);
             let req =
                 Request { trigger: format!("schedule:max_age {}", days(item.max_age)), findings: vec![], delay, automatic: true, ..Request::default() };
@@ -315,7 +314,7 @@ impl<Q: Queue> Engine<Q> {
             }
             return Ok(vec![format!("rotation {rotation_id}: nothing to do, saga {saga} is already in flight")]);
         }
-        if let Err(reason) = crate::quarantine::admits(&self.store.health(rotation_id).await?.0, now_ms()) {
+        if let Err(reason) = crate::quarantine::admits(&self.store.health(rotation_id).await?.0, self.now_ms()) {
             return Ok(vec![format!("rotation {rotation_id}: automatic triggers held back: {reason}")]);
         }
         let policy = &rot.policy;
@@ -432,7 +431,7 @@ impl<Q: Queue> Engine<Q> {
     /// Dry run of the scheduled scan.
     pub async fn plan_scan(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        for item in self.scan_keys(now_ms()).await? {
+        for item in self.scan_keys(self.now_ms()).await? {
             if item.due {
                 out.push(format!("{}: key {} is {} old, past max_age {}", item.rotation_id, item.key_id, days(item.age), days(item.max_age)));
                 out.extend(self.describe_plan(&item.rotation_id, &[]).await?);

@@ -313,7 +313,7 @@ pub fn parse_date(s: &str) -> Result<u64, String> {
     if ms < 0 {
         return Err(bad());
     }
-    if ms as u64 > crate::clock::now_ms() {
+    if ms as u64 > crate::clock::Clock::now_ms(&crate::clock::SystemClock) {
         return Err(format!("date {s} is in the future: give the creation date of the token in use today"));
     }
     Ok(ms as u64)

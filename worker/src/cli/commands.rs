@@ -106,7 +106,7 @@ async fn doctor(
     }
     let http = crate::connectors::http_client();
     let secrets = crate::secrets::SecretResolver::new(clients.secrets.clone());
-    let built = crate::app::build_rotations(cfg, clients, &secrets, &http, &Arc::default());
+    let built = crate::app::build_rotations(cfg, clients, &secrets, &http, &Arc::default(), &crate::clock::system());
     let rotations: Vec<_> = cfg.rotations.iter().filter_map(|r| built.built.get(&r.id).cloned()).collect();
     let report = crate::doctor::run(cfg, clients, &rotations, principal.as_deref()).await;
     if json {

@@ -11,7 +11,7 @@
 //! * 429 comes with `Retry-After` and/or `x-ratelimit-reset` (UNIX seconds):
 //!   `Retry-After` first, then the reset time.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use reqwest::{header::HeaderMap, Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -108,6 +108,7 @@ pub(super) fn client(
         ses_region: ses_region.into(),
         from_address: from_address.clone(),
         http: ctx.http.clone(),
+        clock: ctx.clock.clone(),
         secrets: ctx.secrets.clone(),
         retry: RetryPolicy::default(),
     })
@@ -121,6 +122,8 @@ pub struct Auth0Settings {
     pub ses_region: String,
     pub from_address: Option<String>,
     pub http: reqwest::Client,
+    /// When the management token is renewed.
+    pub clock: crate::clock::SharedClock,
     pub secrets: SecretResolver,
     pub retry: RetryPolicy,
 }
@@ -134,7 +137,7 @@ pub struct Auth0EmailProvider {
 impl Auth0EmailProvider {
     pub fn new(s: Auth0Settings) -> Self {
         let api = Api { service: SERVICE, http: s.http.clone(), retry: s.retry, map_error: http_error, headers: Vec::new() };
-        Auth0EmailProvider { s, token: TokenCache::default(), api }
+        Auth0EmailProvider { token: TokenCache::new(s.clock.clone()), s, api }
     }
 
     /// `base_url` (or `https://{domain}`) with `segments` appended, built
@@ -377,7 +380,7 @@ pub fn http_error(operation: &'static str, status: StatusCode, headers: &HeaderM
         status: status.as_u16(),
         code,
         message,
-        retry_after: retry_after(headers, SystemTime::now()),
+        retry_after: retry_after(headers, crate::clock::Clock::now(&crate::clock::SystemClock)),
         may_have_applied: is_write && status.is_server_error(),
     }
 }
@@ -424,6 +427,7 @@ mod tests {
             ses_region: "eu-west-1".into(),
             from_address: None,
             http: reqwest::Client::new(),
+            clock: crate::clock::system(),
             secrets: SecretResolver::new(aws_sdk_secretsmanager::Client::from_conf(
                 aws_sdk_secretsmanager::config::Builder::new().behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest()).build(),
             )),

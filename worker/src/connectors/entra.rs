@@ -132,6 +132,7 @@ impl TargetSpec for EntraConfig {
             login_base_url: self.login_base_url.clone().unwrap_or_else(|| "https://login.microsoftonline.com".into()),
             graph_base_url: self.graph_base_url.clone().unwrap_or_else(|| "https://graph.microsoft.com".into()),
             http: ctx.http.clone(),
+            clock: ctx.clock.clone(),
             secrets: ctx.secrets.clone(),
             retry: RetryPolicy::default(),
             restart_wait: self.restart_job.then(|| self.run_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(600))),
@@ -152,6 +153,8 @@ pub struct EntraSettings {
     /// `https://graph.microsoft.com` unless overridden (tests).
     pub graph_base_url: String,
     pub http: reqwest::Client,
+    /// When the Graph token is renewed.
+    pub clock: crate::clock::SharedClock,
     pub secrets: SecretResolver,
     pub retry: RetryPolicy,
     /// After Save, restart the job (lifting a quarantine the old token caused)
@@ -169,7 +172,7 @@ impl EntraProvisioning {
     pub fn new(s: EntraSettings) -> Self {
         {
             let api = Api { service: SERVICE, http: s.http.clone(), retry: s.retry, map_error: graph_error, headers: Vec::new() };
-            EntraProvisioning { s, token: TokenCache::default(), api }
+            EntraProvisioning { token: TokenCache::new(s.clock.clone()), s, api }
         }
     }
 
@@ -443,7 +446,7 @@ pub fn graph_error(operation: &'static str, status: StatusCode, headers: &Header
         status: status.as_u16(),
         code,
         message: message.chars().take(500).collect(),
-        retry_after: super::http::retry_after(headers, std::time::SystemTime::now()),
+        retry_after: super::http::retry_after(headers, crate::clock::Clock::now(&crate::clock::SystemClock)),
         may_have_applied: write && status.is_server_error(),
     }
 }

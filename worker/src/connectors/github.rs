@@ -30,7 +30,7 @@
 //! verification reports what it can (`Opaque`, or unhealthy if one is missing).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crypto_box::aead::OsRng;
 use reqwest::header::HeaderMap;
@@ -152,7 +152,7 @@ impl TargetSpec for GitHubConfig {
             map_error: github_error,
             headers: vec![("accept", "application/vnd.github+json"), ("x-github-api-version", "2022-11-28")],
         };
-        Arc::new(GitHubActionsSecrets { cfg: self.clone(), api, token: TokenCache::default(), secrets: ctx.secrets.clone() })
+        Arc::new(GitHubActionsSecrets { cfg: self.clone(), api, token: TokenCache::new(ctx.clock.clone()), secrets: ctx.secrets.clone() })
     }
 }
 
@@ -298,7 +298,7 @@ pub fn github_error(operation: &'static str, status: StatusCode, headers: &Heade
             status: 429,
             code: if primary { "rate_limit_exceeded".into() } else { "secondary_rate_limit".into() },
             message: format!("GitHub answered {} (rate limited): {message}", status.as_u16()),
-            retry_after: retry_after(headers, SystemTime::now()).or(Some(Duration::from_secs(60))),
+            retry_after: retry_after(headers, crate::clock::Clock::now(&crate::clock::SystemClock)).or(Some(Duration::from_secs(60))),
             may_have_applied: false,
         };
     }
@@ -315,7 +315,7 @@ pub fn github_error(operation: &'static str, status: StatusCode, headers: &Heade
         status: status.as_u16(),
         code: code.into(),
         message: if message.is_empty() { format!("HTTP {}", status.as_u16()) } else { message },
-        retry_after: retry_after(headers, SystemTime::now()),
+        retry_after: retry_after(headers, crate::clock::Clock::now(&crate::clock::SystemClock)),
         may_have_applied: write && status.is_server_error(),
     }
 }
@@ -419,7 +419,7 @@ mod tests {
         primary.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
         primary.insert(
             "x-ratelimit-reset",
-            HeaderValue::from_str(&(SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 5).to_string()).unwrap(),
+            HeaderValue::from_str(&(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 5).to_string()).unwrap(),
         );
         let e = github_error("PUT secret", StatusCode::FORBIDDEN, &primary, r#"{"message":"API rate limit exceeded"}"#, true);
         assert!(e.is_retryable() && !e.may_have_applied(), "{e}");

@@ -103,6 +103,7 @@ impl SourceSpec for IamAccessKeyConfig {
             iam: ctx.clients.iam.clone(),
             base: ctx.clients.base.clone(),
             accounts: ctx.accounts.clone(),
+            clock: ctx.clock.clone(),
             user: self.user_name.clone(),
             account_id: self.account_id.clone(),
             role_arn: self.role_arn.clone(),
@@ -120,6 +121,8 @@ pub struct IamAccessKey {
     user: String,
     account_id: Option<String>,
     role_arn: Option<String>,
+    /// Key ages are read against this clock.
+    clock: crate::clock::SharedClock,
 }
 
 impl IamAccessKey {
@@ -352,7 +355,7 @@ impl IamAccessKey {
             }
             None => f.checks.push(Check::ok("iam user", format!("{u}{place} exists (its keys can be listed)"))),
         }
-        let now = crate::clock::now_ms();
+        let now = self.clock.now_ms();
         let mut seen = Vec::new();
         let mut lines = Vec::new();
         for k in &keys {

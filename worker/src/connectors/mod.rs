@@ -191,6 +191,8 @@ pub struct BuildContext<'a> {
     pub accounts: &'a Arc<crate::accounts::Accounts>,
     pub secrets: &'a SecretResolver,
     pub http: &'a reqwest::Client,
+    /// Where the connectors read time (token renewal, key ages).
+    pub clock: &'a crate::clock::SharedClock,
 }
 
 /// What an event is about, in the event's own terms. Intake asks every

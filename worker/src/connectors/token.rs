@@ -20,13 +20,13 @@
 //! its notice gives) works on the next run, not a day later when the
 //! cached token would have been renewed.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use secrecy::SecretString;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::clock::renew_after;
+use crate::clock::{renew_after, Millis, SharedClock};
 
 /// Whether a 401 answer says the bearer token expired (renew and retry
 /// once) rather than that it is invalid or lacks a permission.
@@ -45,17 +45,24 @@ pub fn is_expired_token(status: u16, body: &str) -> bool {
     texts.iter().flatten().filter_map(|t| t.as_str()).any(|t| t.to_ascii_lowercase().contains("expired"))
 }
 
-/// A cached bearer token and when to renew it.
-#[derive(Default)]
+/// A cached bearer token and when to renew it (by the connector's clock).
 pub struct TokenCache {
-    inner: Mutex<Option<(SecretString, Instant)>>,
+    inner: Mutex<Option<(SecretString, Millis)>>,
+    clock: SharedClock,
 }
 
 impl TokenCache {
+    /// An empty cache that tells freshness by `clock`.
+    pub fn new(clock: SharedClock) -> TokenCache {
+        TokenCache { inner: Mutex::default(), clock }
+    }
+    fn renew_at(&self, lifetime: Duration) -> Millis {
+        self.clock.now_ms().saturating_add(renew_after(lifetime).as_millis() as u64)
+    }
     /// The cached token while it is fresh.
     pub async fn fresh(&self) -> Option<SecretString> {
         let g = self.inner.lock().await;
-        g.as_ref().filter(|(_, renew_at)| Instant::now() < *renew_at).map(|(t, _)| t.clone())
+        g.as_ref().filter(|(_, renew_at)| self.clock.now_ms() < *renew_at).map(|(t, _)| t.clone())
     }
     /// The cached token while fresh, else one `fetch` gets (with its
     /// lifetime), kept. Concurrent callers wait for the one fetch.
@@ -75,17 +82,18 @@ impl TokenCache {
     {
         let mut g = self.inner.lock().await;
         if let Some((t, renew_at)) = g.as_ref() {
-            if Instant::now() < *renew_at {
+            if self.clock.now_ms() < *renew_at {
                 return Ok((t.clone(), false));
             }
         }
         let (token, lifetime) = fetch().await?;
-        *g = Some((token.clone(), Instant::now() + renew_after(lifetime)));
+        *g = Some((token.clone(), self.renew_at(lifetime)));
         Ok((token, true))
     }
     /// Keep a token the endpoint issued with `lifetime`.
     pub async fn store(&self, token: SecretString, lifetime: Duration) {
-        *self.inner.lock().await = Some((token, Instant::now() + renew_after(lifetime)));
+        let renew_at = self.renew_at(lifetime);
+        *self.inner.lock().await = Some((token, renew_at));
     }
     /// Forget the token (a 401).
     pub async fn clear(&self) {
@@ -115,7 +123,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_cache_answers_while_fresh_and_forgets_on_clear() {
-        let c = TokenCache::default();
+        let c = TokenCache::new(crate::clock::system());
         assert!(c.fresh().await.is_none());
         c.store(SecretString::from("t".to_string()), Duration::from_secs(60)).await;
         assert!(c.fresh().await.is_some());
@@ -123,5 +131,24 @@ mod tests {
         assert!(c.fresh().await.is_none());
         c.store(SecretString::from("t".to_string()), Duration::ZERO).await;
         assert!(c.fresh().await.is_none(), "a token with no lifetime is never reused");
+    }
+
+    #[tokio::test]
+    async fn a_token_is_renewed_once_its_clock_passes_the_renewal_point() {
+        let clock = crate::clock::ManualClock::at(1_000_000);
+        let c = TokenCache::new(clock.clone());
+        let counter = std::sync::atomic::AtomicU32::new(0);
+        let fetches = &counter;
+        let fetch = move || async move {
+            fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, ()>((SecretString::from("t".to_string()), Duration::from_secs(60)))
+        };
+        assert!(c.get_or_fetch_tracked(fetch).await.unwrap().1, "fetched: the cache was empty");
+        // A 60 s token is renewed after 48 s (see `renew_after`).
+        clock.advance(Duration::from_secs(47));
+        assert!(!c.get_or_fetch_tracked(fetch).await.unwrap().1, "still fresh at 47 s");
+        clock.advance(Duration::from_secs(1));
+        assert!(c.get_or_fetch_tracked(fetch).await.unwrap().1, "renewed at 48 s, with no real time passing");
+        assert_eq!(counter.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }

@@ -132,6 +132,7 @@ pub struct Store {
     table: String,
     retention: Duration,
     read: Arc<AtomicU64>,
+    clock: crate::clock::SharedClock,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -178,7 +179,13 @@ where
 
 impl Store {
     pub fn new(client: Client, table: impl Into<String>) -> Store {
-        Store { client, table: table.into(), retention: DEFAULT_RETENTION, read: Arc::default() }
+        Store { client, table: table.into(), retention: DEFAULT_RETENTION, read: Arc::default(), clock: crate::clock::system() }
+    }
+
+    /// Read time (which sagas are past their TTL) from `clock`.
+    pub fn with_clock(mut self, clock: crate::clock::SharedClock) -> Store {
+        self.clock = clock;
+        self
     }
 
     /// Keep finished sagas this long (their `expires_at`).

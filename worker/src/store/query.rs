@@ -62,7 +62,7 @@ impl Store {
     async fn query_newest(&self, index: &str, key: &str, value: &str, limit: usize, status: Option<Status>) -> Result<Vec<Stored>> {
         let mut out = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
-        let now_s = crate::clock::now_ms() / 1000;
+        let now_s = self.clock.now_ms() / 1000;
         while out.len() < limit {
             let want = (limit - out.len()).clamp(1, 1000) as i32;
             let mut filter = "(attribute_not_exists(#ttl) OR #ttl > :now)".to_string();
