@@ -1081,6 +1081,22 @@ where
     Err(last)
 }
 
+/// The SNS message of a notification (`MessageStructure=json`): the text
+/// for e-mail, the JSON document for every other protocol.
+pub fn sns_message(n: &Notification) -> String {
+    let doc = n.document.to_string();
+    json!({
+        "default": n.text,
+        "email": n.text,
+        "email-json": doc,
+        "sqs": doc,
+        "lambda": doc,
+        "http": doc,
+        "https": doc,
+    })
+    .to_string()
+}
+
 /// Publishes notifications to SNS, and each also as an event on EventBridge.
 #[derive(Clone, Debug)]
 pub struct Notifier {
@@ -1106,21 +1122,12 @@ impl Notifier {
     /// (metric `OutcomeEventFailed`), not retried by failing the caller: the
     /// SNS message went out, and a failed step would send it again.
     pub async fn publish(&self, n: &Notification) -> Result<()> {
-        let doc = n.document.to_string();
-        let message = json!({
-            "default": n.text,
-            "email": n.text,
-            "email-json": doc,
-            "sqs": doc,
-            "lambda": doc,
-            "http": doc,
-            "https": doc,
-        });
+        let message = sns_message(n);
         // Whatever a renderer put there, a subject is one line of at most
         // 100 characters without control characters (SNS's rule, and a
         // forged name must not add lines to an e-mail's headers).
         let subject = crate::connectors::check::one_line(&n.subject, 100);
-        let mut req = self.client.publish().topic_arn(&self.topic_arn).subject(&subject).message_structure("json").message(message.to_string());
+        let mut req = self.client.publish().topic_arn(&self.topic_arn).subject(&subject).message_structure("json").message(message);
         for (k, v) in n.attributes.iter().filter(|(_, v)| !v.is_empty()) {
             let attr = MessageAttributeValue::builder().data_type("String").string_value(v).build().map_err(|e| Error::Config(e.to_string()))?;
             req = req.message_attributes(*k, attr);
@@ -1156,6 +1163,10 @@ async fn put_event(client: &aws_sdk_eventbridge::Client, bus: &str, n: &Notifica
     })
     .await
 }
+
+#[cfg(test)]
+#[path = "notify/tests.rs"]
+mod golden;
 
 #[cfg(test)]
 mod tests {
