@@ -17,9 +17,11 @@ use serde_json::{json, Value};
 
 use crate::saga::{KeyRef, Saga, Status};
 
+mod chat;
 mod publish;
 mod render;
 
+pub use chat::*;
 pub use publish::*;
 pub use render::*;
 

@@ -109,12 +109,14 @@ pub struct Notifier {
     client: aws_sdk_sns::Client,
     topic_arn: String,
     events: Option<(aws_sdk_eventbridge::Client, String)>,
+    /// The chat topic (`[aws] chat_topic_arn`): each notice also as a chat message.
+    chat_topic: Option<String>,
     retry: PutRetry,
 }
 
 impl Notifier {
     pub fn new(client: aws_sdk_sns::Client, topic_arn: impl Into<String>) -> Notifier {
-        Notifier { client, topic_arn: topic_arn.into(), events: None, retry: PutRetry::default() }
+        Notifier { client, topic_arn: topic_arn.into(), events: None, chat_topic: None, retry: PutRetry::default() }
     }
 
     /// Also put every notification on `bus` (name or ARN; `default`: the account's default bus).
@@ -123,7 +125,14 @@ impl Notifier {
         self
     }
 
-    /// SNS first (the channel people read), then EventBridge. An event
+    /// Also publish every notification, as a chat integration custom
+    /// notification ([`super::chat_message`]), on the topic `topic_arn`.
+    pub fn with_chat(mut self, topic_arn: impl Into<String>) -> Notifier {
+        self.chat_topic = Some(topic_arn.into());
+        self
+    }
+
+    /// SNS first (the channel people read), then the chat topic, then EventBridge. An event
     /// EventBridge still refuses after [`PutRetry`] is logged and counted
     /// (metric `OutcomeEventFailed`), not retried by failing the caller: the
     /// SNS message went out, and a failed step would send it again.
@@ -133,12 +142,17 @@ impl Notifier {
         // 100 characters without control characters (SNS's rule, and a
         // forged name must not add lines to an e-mail's headers).
         let subject = crate::connectors::check::one_line(&n.subject, 100);
-        let mut req = self.client.publish().topic_arn(&self.topic_arn).subject(&subject).message_structure("json").message(message);
-        for (k, v) in n.attributes.iter().filter(|(_, v)| !v.is_empty()) {
-            let attr = MessageAttributeValue::builder().data_type("String").string_value(v).build().map_err(|e| Error::Config(e.to_string()))?;
-            req = req.message_attributes(*k, attr);
+        let req = self.client.publish().topic_arn(&self.topic_arn).subject(&subject).message_structure("json").message(message);
+        with_attributes(req, n)?.send().await.map_err(|e| aws("sns", "Publish", e))?;
+        if let Some(chat) = &self.chat_topic {
+            // Like the outcome event: the notice went out, so a refused chat
+            // message is logged and counted, not retried by failing the step.
+            if let Err(e) = self.publish_chat(chat, n).await {
+                let event = n.attributes.get("event").cloned().unwrap_or_default();
+                tracing::error!(%event, topic = %chat, error = %e, "could not publish the chat message");
+                crate::metrics::emit(&[("Event", &event)], &[crate::metrics::Metric { name: "ChatAlertFailed", unit: "Count", value: 1.0 }]);
+            }
         }
-        req.send().await.map_err(|e| aws("sns", "Publish", e))?;
         if let Some((client, bus)) = &self.events {
             let event = n.attributes.get("event").cloned().unwrap_or_default();
             if let Err(codes) = put_event(client, bus, n, self.retry).await {
@@ -148,6 +162,29 @@ impl Notifier {
         }
         Ok(())
     }
+}
+
+impl Notifier {
+    /// The notice as a chat message on `topic`, with the same attributes
+    /// (so a channel's subscription can filter by severity or event).
+    async fn publish_chat(&self, topic: &str, n: &Notification) -> Result<()> {
+        let body = serde_json::to_string(&super::chat_message(n)).map_err(|e| Error::Config(e.to_string()))?;
+        let req = self.client.publish().topic_arn(topic).message(body);
+        with_attributes(req, n)?.send().await.map_err(|e| aws("sns", "Publish", e))?;
+        Ok(())
+    }
+}
+
+/// A publish request with the notification's message attributes (empty ones left out).
+fn with_attributes(
+    mut req: aws_sdk_sns::operation::publish::builders::PublishFluentBuilder,
+    n: &Notification,
+) -> Result<aws_sdk_sns::operation::publish::builders::PublishFluentBuilder> {
+    for (k, v) in n.attributes.iter().filter(|(_, v)| !v.is_empty()) {
+        let attr = MessageAttributeValue::builder().data_type("String").string_value(v).build().map_err(|e| Error::Config(e.to_string()))?;
+        req = req.message_attributes(*k, attr);
+    }
+    Ok(req)
 }
 
 /// One notification as a PutEvents entry on `bus`, with retries.

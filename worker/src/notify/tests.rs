@@ -285,3 +285,35 @@ async fn put_events_retries_only_the_failed_entries() {
     .await;
     assert_eq!(r, Ok(()));
 }
+
+#[test]
+fn chat_messages_carry_no_markup_from_outside_and_stay_bounded() {
+    // A user name from a finding is hostile: a mention, a link, a fence.
+    let user = "<!channel> <@U1> <https://evil.example|click> ```\nmalicious";
+    let n = render_unmatched("111122223333", user, "f-1", "iam_access_key");
+    let chat = chat_message(&n);
+    let all = serde_json::to_string(&chat).unwrap();
+    for markup in ["<!channel>", "<@U1>", "<https://"] {
+        assert!(!all.contains(markup), "{markup} reached the chat message: {all}");
+    }
+    assert_eq!(chat.content.description.matches("```").count(), 2, "the text cannot close its code block: {}", chat.content.description);
+    assert!(
+        chat.content.title.starts_with("🟡 No rotation for iam user ‹!channel›")
+            || chat.content.title.starts_with("🟡 No rotation for iam user ‹!channel>"),
+        "{}",
+        chat.content.title
+    );
+    assert_eq!((chat.version, chat.source, chat.content.text_type), ("1.0", "custom", "client-markdown"));
+    // A shell redirection is not markup and stays as written.
+    let mut s = by_hand_saga();
+    s.step = Step::AwaitNew;
+    let chat = chat_message(&render_prompt(&s, &scim_ctx(), &hand(), false));
+    assert!(chat.content.next_steps.iter().any(|x| x.contains("keyturn provide S-9 < token-file")), "{:?}", chat.content.next_steps);
+    assert_eq!(chat.metadata.thread_id.as_deref(), Some("S-9"), "a saga's notices share a thread");
+    // A long notice is cut, and says so.
+    let items: Vec<(String, String, String)> = (0..200).map(|i| ("111122223333".to_string(), format!("user-{i:03}"), format!("finding-{i}"))).collect();
+    let chat = chat_message(&render_unmatched_digest(&items, "iam_access_key"));
+    assert!(chat.content.description.chars().count() < DESCRIPTION_MAX + 200, "{}", chat.content.description.len());
+    assert!(chat.content.description.contains("(cut: the e-mail and `keyturn status` have all of it)"));
+    assert!(chat.content.description.ends_with("```"));
+}

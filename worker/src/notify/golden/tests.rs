@@ -4,7 +4,8 @@
 //! the e-mail subject and text (`<case>.txt`), the JSON document as SNS sends
 //! it (`<case>.json`), and the SNS message attributes, the whole
 //! `MessageStructure=json` message and the outcome event (`<case>.sns.json`)
-//! with `tests/golden/notifications/`. `KEYTURN_BLESS=1` rewrites them; a
+//! and the chat message on the chat topic (`<case>.chat.json`) with
+//! `tests/golden/notifications/`. `KEYTURN_BLESS=1` rewrites them; a
 //! change of wording must show in the diff of those files.
 
 use std::collections::BTreeMap;
@@ -25,7 +26,7 @@ fn golden_dir() -> std::path::PathBuf {
 }
 
 /// The files of one notice, as written to the golden directory.
-pub(crate) fn files(n: &Notification) -> [(&'static str, String); 3] {
+pub(crate) fn files(n: &Notification) -> [(&'static str, String); 4] {
     let sns = json!({
         "subject": crate::connectors::check::one_line(&n.subject, 100),
         "message_attributes": n.attributes.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>(),
@@ -36,6 +37,7 @@ pub(crate) fn files(n: &Notification) -> [(&'static str, String); 3] {
         ("txt", format!("Subject: {}\n\n{}", n.subject, n.text)),
         ("json", n.document.to_string()),
         ("sns.json", serde_json::to_string_pretty(&sns).unwrap() + "\n"),
+        ("chat.json", serde_json::to_string_pretty(&chat_message(n)).unwrap() + "\n"),
     ]
 }
 
