@@ -35,6 +35,8 @@ pub struct Context<'a> {
     pub keys_now: Option<&'a [KeyRef]>,
     /// The target's own advice for the failure's error code ([`crate::connectors::Target::advice`]).
     pub advice: Option<String>,
+    /// The target's words for a credential made by hand ([`crate::connectors::Target::by_hand_words`]).
+    pub words: Option<&'static crate::connectors::HandWords>,
 }
 
 /// [`Context`] with owned strings (no key list), for notices outside a step.

@@ -17,6 +17,7 @@ fn ctx(keys: &[KeyRef]) -> Context<'_> {
         target: "Auth0 example.eu.auth0.com",
         keys_now: Some(keys),
         advice: None,
+        words: None,
     }
 }
 
@@ -93,6 +94,7 @@ fn scim_ctx() -> Context<'static> {
         target: "Entra provisioning job J",
         keys_now: None,
         advice: None,
+        words: Some(&crate::connectors::entra::BY_HAND_WORDS),
     }
 }
 
@@ -155,7 +157,7 @@ fn by_hand_outcomes_say_what_the_person_must_do() {
     s.failure = Some(Failure { step: Step::AwaitNew, code: "DeadlinePassed".into(), message: "m".into(), operator_fixable: true });
     s.new_key = None;
     s.target = TargetState::Untouched;
-    assert!(recommended_action(&s, None).contains("No token was handed over in time"));
+    assert!(recommended_action(&s, None, Some(&crate::connectors::entra::BY_HAND_WORDS)).contains("No token was handed over in time"));
     s.status = Status::Succeeded;
     s.old_deleted = true;
     s.failure = None;
@@ -316,4 +318,41 @@ fn chat_messages_carry_no_markup_from_outside_and_stay_bounded() {
     assert!(chat.content.description.chars().count() < DESCRIPTION_MAX + 200, "{}", chat.content.description.len());
     assert!(chat.content.description.contains("(cut: the e-mail and `keyturn status` have all of it)"));
     assert!(chat.content.description.ends_with("```"));
+}
+
+/// Connector names and wording live under `connectors/` (the targets'
+/// `HandWords`, advice and by-hand steps): notify's code — comments and
+/// tests aside — names none of them.
+#[test]
+fn notify_names_no_connector() {
+    fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") && p.file_name().is_some_and(|n| n != "tests.rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    files(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/notify"), &mut all);
+    assert!(all.len() >= 10, "the scan sees notify/: {all:?}");
+    let mut hits = Vec::new();
+    for f in &all {
+        for (i, line) in std::fs::read_to_string(f).unwrap().lines().enumerate() {
+            if line.trim_start().starts_with("#[cfg(test)]") {
+                break;
+            }
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            for name in ["Entra", "Identity Center", "SCIM", "Auth0", "GitHub", "Test connection"] {
+                if line.contains(name) {
+                    hits.push(format!("{}:{}: {name}", f.display(), i + 1));
+                }
+            }
+        }
+    }
+    assert!(hits.is_empty(), "connector wording in notify/:\n{}", hits.join("\n"));
 }

@@ -57,6 +57,7 @@ fn iam_ctx<'a>(keys: Option<&'a [KeyRef]>, advice: Option<&str>) -> Context<'a> 
         target: "Auth0 example.eu.auth0.com",
         keys_now: keys,
         advice: advice.map(str::to_string),
+        words: None,
     }
 }
 
@@ -76,6 +77,7 @@ fn scim_ctx() -> Context<'static> {
         target: "Entra provisioning job J (tenant T)",
         keys_now: None,
         advice: None,
+        words: Some(&crate::connectors::entra::BY_HAND_WORDS),
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use crate::clock::{fmt_date, fmt_ms};
+use crate::connectors::HandWords;
 use crate::saga::{KeyRef, Saga, Status, TargetState};
 
 use super::super::{correlate, event_of, sent_by, Context, Notification};
@@ -23,12 +24,12 @@ fn headline(status: Status) -> &'static str {
 
 /// What a person should do, from the outcome and the failure code; a
 /// connector's own advice for its error code comes first.
-pub fn recommended_action(saga: &Saga, advice: Option<&str>) -> String {
+pub fn recommended_action(saga: &Saga, advice: Option<&str>, words: Option<&'static HandWords>) -> String {
     if let (Some(a), false) = (advice, saga.status == Status::Succeeded) {
         return a.to_string();
     }
     if saga.manual {
-        return recommended_by_hand(saga);
+        return recommended_by_hand(saga, words_of(words));
     }
     let rotate = format!("keyturn rotate {}", saga.rotation_id);
     let code = saga.failure.as_ref().map(|f| f.code.as_str()).unwrap_or("");
@@ -56,15 +57,37 @@ pub fn recommended_action(saga: &Saga, advice: Option<&str>) -> String {
     }
 }
 
+/// The words for a credential made by hand when the target has none of its
+/// own: neutral, naming no connector.
+pub(super) const GENERIC_WORDS: HandWords = HandWords {
+    succeeded: "None. The target uses the new token and the old token is deleted.",
+    deadline_passed: "No token was handed over in time; nothing changed and the target still uses the old token. If you generated a token for this rotation, delete it where you generated it. Run `{rotate}` when you are ready.",
+    old_not_deleted: "The target uses the new token. Delete {old} where it was generated; it stays valid until it is deleted or expires. Then nothing else is needed.",
+    rejected: "The target rejected the new token, so nothing was saved and it still uses the old token. Delete the unused new token ({new}), check that it was copied whole, then run `{rotate}`.",
+    unhealthy: "The target may hold the new token but is not healthy. Fix it; do not delete either token until it works; then delete {old} and any unused token.",
+    failed: "Fix the cause above; nothing was saved in the target, which still uses the old token. If you generated a token for this rotation, delete it, then run `{rotate}`.",
+    old_unrecorded: "the token the target used before this rotation (its creation date was not recorded: it is the older one)",
+    new_saved: "saved in the target",
+    target_rejected: "unchanged: the target rejected the new token, nothing was saved",
+    after_handover: "keyturn then hands the new token to the target, which checks it, and reads the target back. You will be told what happened.",
+    switched: "The target now uses the new token: it was checked and saved{at}.",
+    keep_new: "The token to delete is {old}. Do NOT delete {new}: the target uses it now.",
+};
+
+/// The target's words, or the generic ones.
+pub(super) fn words_of(words: Option<&'static HandWords>) -> &'static HandWords {
+    words.unwrap_or(&GENERIC_WORDS)
+}
+
 /// The old credential as the person identified it, for sentences.
-pub(super) fn old_described(saga: &Saga) -> String {
+pub(super) fn old_described(saga: &Saga, w: &HandWords) -> String {
     match saga.old_keys.first() {
         Some(k) => match k.created_at {
             Some(ms) if !k.id.starts_with("created ") => format!("the token {} created on {}", k.id, fmt_date(ms)),
             Some(ms) => format!("the token created on {}", fmt_date(ms)),
             None => format!("the token {}", k.id),
         },
-        None => "the token Entra used before this rotation (its creation date was not recorded: it is the older one)".into(),
+        None => w.old_unrecorded.into(),
     }
 }
 
@@ -75,37 +98,27 @@ pub(super) fn new_described(saga: &Saga) -> String {
     }
 }
 
-/// What a person should do when the credential is made by hand (SCIM token).
-fn recommended_by_hand(saga: &Saga) -> String {
+/// What a person should do when the credential is made by hand, in the target's words.
+fn recommended_by_hand(saga: &Saga, w: &HandWords) -> String {
     let rotate = format!("keyturn rotate {}", saga.rotation_id);
     let code = saga.failure.as_ref().map(|f| f.code.as_str()).unwrap_or("");
     let step = saga.failure.as_ref().map(|f| f.step);
-    match (saga.status, code) {
-        (Status::Succeeded, _) => "None. Entra uses the new token and the old token is deleted.".into(),
-        (_, "DeadlinePassed") => format!(
-            "No token was handed over in time; nothing changed and Entra still uses the old token. If you generated a token for this rotation, delete it in the IAM Identity Center console. Run `{rotate}` when you are ready."
-        ),
-        (_, "OldNotConfirmedDeleted") => format!(
-            "Entra uses the new token. Delete {} in the IAM Identity Center console (Settings > Identity source > Actions > Manage provisioning > Access tokens); it stays valid until it is deleted or expires. Then nothing else is needed.",
-            old_described(saga)
-        ),
-        (Status::Compensated, _) if step == Some(crate::saga::Step::PushToTarget) => format!(
-            "Entra rejected the new token in Test connection, so nothing was saved and Entra still uses the old token. Delete the unused new token ({}) in the IAM Identity Center console, check that it was copied whole and that the SCIM endpoint in keyturn's configuration is this directory's, then run `{rotate}`.",
-            new_described(saga)
-        ),
-        (Status::NeedsAttention, _) => format!(
-            "Entra may hold the new token but provisioning is not healthy. In the Entra admin center open Enterprise applications > AWS IAM Identity Center > Provisioning, read the error shown above, fix it and restart provisioning. Do not delete either token until a provisioning cycle succeeds; then delete {} and any unused token.",
-            old_described(saga)
-        ),
-        (Status::Compensated, _) => format!(
-            "Fix the cause above; nothing was saved in Entra, which still uses the old token. If you generated a token for this rotation, delete it in the IAM Identity Center console, then run `{rotate}`."
-        ),
-        _ => "See `keyturn status` for the timeline.".into(),
-    }
+    let (old, new) = (old_described(saga, w), new_described(saga));
+    let vars = [("rotate", rotate.as_str()), ("old", old.as_str()), ("new", new.as_str())];
+    let text = match (saga.status, code) {
+        (Status::Succeeded, _) => w.succeeded,
+        (_, "DeadlinePassed") => w.deadline_passed,
+        (_, "OldNotConfirmedDeleted") => w.old_not_deleted,
+        (Status::Compensated, _) if step == Some(crate::saga::Step::PushToTarget) => w.rejected,
+        (Status::NeedsAttention, _) => w.unhealthy,
+        (Status::Compensated, _) => w.failed,
+        _ => "See `keyturn status` for the timeline.",
+    };
+    HandWords::say(text, &vars)
 }
 
 /// Tokens of a by-hand credential: no API lists them, so as keyturn recorded them.
-fn token_lines(saga: &Saga) -> Vec<(String, &'static str, &'static str)> {
+fn token_lines(saga: &Saga, w: &HandWords) -> Vec<(String, &'static str, &'static str)> {
     let mut out = Vec::new();
     let old = if saga.old_deleted {
         "deleted (confirmed by a person)"
@@ -121,7 +134,7 @@ fn token_lines(saga: &Saga) -> Vec<(String, &'static str, &'static str)> {
     if let Some(id) = &saga.new_key {
         let state = match saga.target {
             TargetState::Rejected | TargetState::Untouched | TargetState::HoldsOld => "unused: delete it in the console",
-            _ => "saved in Entra",
+            _ => w.new_saved,
         };
         out.push((id.clone(), state, "new token"));
     }
@@ -138,9 +151,9 @@ fn key_role(saga: &Saga, id: &str) -> &'static str {
     }
 }
 
-fn key_lines(saga: &Saga, keys_now: Option<&[KeyRef]>) -> Vec<(String, &'static str, &'static str)> {
+fn key_lines(saga: &Saga, keys_now: Option<&[KeyRef]>, w: &HandWords) -> Vec<(String, &'static str, &'static str)> {
     if saga.manual {
-        return token_lines(saga);
+        return token_lines(saga, w);
     }
     let Some(now) = keys_now else { return Vec::new() };
     let mut ids: Vec<&str> = saga.old_keys.iter().map(|k| k.id.as_str()).chain(saga.new_key.as_deref()).collect();
@@ -161,11 +174,11 @@ fn key_lines(saga: &Saga, keys_now: Option<&[KeyRef]>) -> Vec<(String, &'static 
         .collect()
 }
 
-fn target_line(saga: &Saga) -> &'static str {
+fn target_line(saga: &Saga, w: &HandWords) -> &'static str {
     if saga.manual {
         return match saga.target {
             TargetState::Untouched => "unchanged (never sent the new token)",
-            TargetState::Rejected => "unchanged: Test connection rejected the new token, nothing was saved",
+            TargetState::Rejected => w.target_rejected,
             TargetState::HoldsOld => "holds the old token",
             TargetState::Uncertain => "unknown: it may hold the new token",
             TargetState::Accepted | TargetState::HoldsNew => "new token saved",
@@ -186,8 +199,9 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
     let subject = format!("[keyturn] {}: {} ({}) -> {}", headline(saga.status), saga.rotation_id, ctx.credential, ctx.target);
     // SNS subjects: one line, at most 100 characters.
     let subject: String = subject.replace(['\r', '\n'], " ").chars().take(100).collect();
-    let keys = key_lines(saga, ctx.keys_now);
-    let action = recommended_action(saga, ctx.advice.as_deref());
+    let w = words_of(ctx.words);
+    let keys = key_lines(saga, ctx.keys_now, w);
+    let action = recommended_action(saga, ctx.advice.as_deref(), ctx.words);
     let rolled_back = if saga.compensations.is_empty() { vec!["nothing".to_string()] } else { saga.compensations.clone() };
     let failure = saga.failure.as_ref();
 
@@ -217,7 +231,7 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
     for (id, state, role) in &keys {
         t.push_str(&format!("  {id}  {state:<8}  {role}\n"));
     }
-    t.push_str(&format!("Target now:      {}\n", target_line(saga)));
+    t.push_str(&format!("Target now:      {}\n", target_line(saga, w)));
     t.push_str(&format!("Recommended action: {action}\n"));
     t.push_str("Next attempt:    none scheduled (start one with keyturn rotate)\n");
     t.push_str(&format!("More:            keyturn status {}\n", saga.saga_id));
@@ -230,7 +244,7 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
         "status": saga.status.as_str(),
         "trigger": saga.trigger,
         "credential": {"kind": ctx.credential_kind, "name": ctx.credential},
-        "target": {"kind": ctx.target_kind, "name": ctx.target, "state": target_line(saga)},
+        "target": {"kind": ctx.target_kind, "name": ctx.target, "state": target_line(saga, w)},
         "failure": failure.map(|f| json!({
             "step": f.step.as_str(), "code": f.code, "message": f.message, "operator_fixable": f.operator_fixable
         })),

@@ -8,7 +8,8 @@ use crate::clock::{fmt_date, fmt_ms};
 use crate::saga::Saga;
 
 use super::super::{correlate, Context, Notification};
-use super::outcome::{new_described, old_described};
+use super::outcome::{new_described, old_described, words_of};
+use crate::connectors::HandWords;
 
 /// A wait on a person: the `action_required` notice (first) or a reminder.
 /// `steps` are the source's console steps ([`crate::connectors::ByHand`]);
@@ -17,6 +18,7 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
     use crate::saga::Step;
     let (event, severity) = if reminder { ("rotation.reminder", "warning") } else { ("rotation.action_required", "warning") };
     let noun = hand.noun;
+    let w = words_of(ctx.words);
     let creating = saga.step == Step::AwaitNew;
     let (title, action) = if creating { (format!("create a new {noun}"), "create_new") } else { (format!("delete the old {noun}"), "delete_old") };
     let headline = if reminder { format!("Reminder: {title}") } else { format!("Action required: {title}") };
@@ -32,16 +34,14 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
         if saga.old_keys.is_empty() {
             steps.push("Add `--old-token-created YYYY-MM-DD` (and `--old-token-id <ID>`) naming the token in use today, so keyturn can tell you later which one to delete.".into());
         }
-        steps.push("keyturn then runs Test connection in Entra with the new token, saves it only if the test passes, and checks the provisioning job. You will be told what happened.".into());
+        steps.push(w.after_handover.into());
         commands.push(format!("keyturn provide {id}"));
         commands.push(format!("keyturn provide {id} --from-secret <secret id>"));
     } else {
-        steps.push(format!(
-            "Entra now uses the new token: Test connection passed, it was saved{}, and the provisioning job is healthy.",
-            saga.switched_at.map(|t| format!(" at {}", fmt_ms(t))).unwrap_or_default()
-        ));
+        let at = saga.switched_at.map(|t| format!(" at {}", fmt_ms(t))).unwrap_or_default();
+        steps.push(HandWords::say(w.switched, &[("at", at.as_str())]));
         steps.extend(hand.delete.iter().cloned());
-        steps.push(format!("The token to delete is {}. Do NOT delete {}: Entra uses it now.", old_described(saga), new_described(saga)));
+        steps.push(HandWords::say(w.keep_new, &[("old", old_described(saga, w).as_str()), ("new", new_described(saga).as_str())]));
         steps.push(format!("Tell keyturn it is done: `keyturn confirm {id}`."));
         commands.push(format!("keyturn confirm {id}"));
     }
