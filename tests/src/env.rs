@@ -96,6 +96,8 @@ pub struct TestEnv {
     pub old_keys: Vec<(String, String)>,
     pub auth0_client_secret: String,
     pub notify_queue_url: String,
+    /// The queue subscribed (raw delivery) to the chat topic, `[aws] chat_topic_arn`.
+    pub chat_queue_url: String,
     pub queue_url: String,
     pub dlq_url: String,
     /// With `Options::scim`: the fake Graph and the tokens.
@@ -252,6 +254,11 @@ impl TestEnv {
 
         let topic_arn = clients.sns.create_topic().name("keyturn").send().await?.topic_arn.unwrap();
         clients.sns.subscribe().topic_arn(&topic_arn).protocol("sqs").endpoint(&notify_arn).send().await?;
+        // The chat topic, with a queue standing in for the chat integration.
+        let chat_topic_arn = clients.sns.create_topic().name("keyturn-chat").send().await?.topic_arn.unwrap();
+        let chat_queue_url = notify_sqs.create_queue().queue_name("keyturn-chat-messages").send().await?.queue_url.unwrap();
+        let chat_arn = queue_arn(&notify_sqs, &chat_queue_url).await?;
+        clients.sns.subscribe().topic_arn(&chat_topic_arn).protocol("sqs").endpoint(&chat_arn).attributes("RawMessageDelivery", "true").send().await?;
 
         let key_id = clients.kms.create_key().description("keyturn sealed secrets").send().await?.key_metadata.unwrap().key_id;
         clients.kms.create_alias().alias_name("alias/keyturn").target_key_id(&key_id).send().await?;
@@ -345,6 +352,7 @@ priority_queue_url = "{priority_url}"
 priority_dlq_url = "{pdlq_url}"
 table = "keyturn-sagas"
 topic_arn = "{topic_arn}"
+chat_topic_arn = "{chat_topic_arn}"
 kms_key_id = "alias/keyturn"
 {intake_cfg}
 {worker}{rotation}{sched}{second}{scim_cfg}"#,
@@ -381,6 +389,7 @@ kms_key_id = "alias/keyturn"
             old_keys,
             auth0_client_secret,
             notify_queue_url,
+            chat_queue_url,
             queue_url,
             dlq_url,
             scim,
@@ -603,6 +612,11 @@ kms_key_id = "alias/keyturn"
                 Notification { subject: env["Subject"].as_str().unwrap_or("").to_string(), document: doc, attributes: attrs, raw: body }
             })
             .collect()
+    }
+
+    /// Drain the chat messages (raw bodies) published on the chat topic.
+    pub async fn chat_messages(&self, expect_at_least: usize, timeout: Duration) -> Vec<String> {
+        drain(&self.notify_sqs, &self.chat_queue_url, expect_at_least, timeout).await.into_iter().map(|(b, _)| b).collect()
     }
 
     /// Drain the step queue's DLQ: (body, keyturn_reason attribute).

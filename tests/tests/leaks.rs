@@ -2,7 +2,7 @@
 //! Auth0, an ambiguous push, a crash right after key creation, and a rollback;
 //! then every log line this test binary captured, every step-message body,
 //! every DynamoDB item, every notification, every outcome event on EventBridge
-//! (routed by a real rule in moto to SQS), the DLQ and the intake DLQ's
+//! (routed by a real rule in moto to SQS), every chat message, the DLQ and the intake DLQ's
 //! reasons are scanned for every secret value the run created or handled.
 
 use std::sync::atomic::Ordering;
@@ -87,6 +87,8 @@ async fn no_secret_anywhere_after_varied_traffic() {
     let bodies = queue.bodies().join("\n");
     let table = env.table_dump().await;
     let notes: String = env.notifications(2, Duration::from_secs(10)).await.into_iter().map(|n| n.raw).collect::<Vec<_>>().join("\n");
+    let chats: String = env.chat_messages(2, Duration::from_secs(10)).await.join("\n");
+    assert!(chats.contains("\"source\":\"custom\""), "chat messages were published");
     let dead: String = drain(&env.clients.sqs, &env.dlq_url, 1, Duration::from_secs(5)).await.into_iter().map(|(b, r)| format!("{b} {r:?}")).collect();
     let intake_dead = env.intake_dlq(1, Duration::from_secs(10)).await;
     assert_eq!(intake_dead.len(), 1, "the invalid request is dead-lettered");
@@ -103,6 +105,7 @@ async fn no_secret_anywhere_after_varied_traffic() {
         ("SQS bodies", &bodies),
         ("DynamoDB", &table),
         ("notifications", &notes),
+        ("chat messages", &chats),
         ("DLQ", &dead),
         ("outcome events", &events),
         ("intake DLQ reasons", &reasons),

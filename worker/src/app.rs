@@ -37,6 +37,16 @@ pub fn sqs_queue(cfg: &Config, clients: &Clients) -> SqsQueue {
     SqsQueue { client: clients.sqs.clone(), url: cfg.aws.queue_url.clone(), dlq_url: cfg.aws.dlq_url.clone() }
 }
 
+/// The notifier: the topic, the outcome events' bus, and the chat topic if configured.
+fn notifier(cfg: &Config, clients: &Clients) -> Notifier {
+    let n = Notifier::new(clients.sns.clone(), &cfg.aws.topic_arn)
+        .with_events(clients.events.clone(), cfg.aws.event_bus.clone().unwrap_or_else(|| "default".into()));
+    match &cfg.aws.chat_topic_arn {
+        Some(chat) => n.with_chat(chat),
+        None => n,
+    }
+}
+
 /// Build an engine on any [`Queue`] (tests wrap SQS to record or duplicate messages).
 pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String, queue: Q) -> Engine<Q> {
     engine_on(cfg, clients, worker_id, queue, crate::clock::system())
@@ -57,8 +67,7 @@ pub fn engine_on<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String, q
         queue,
         priority: None,
         sealer: Sealer::new(clients.kms.clone(), &cfg.aws.kms_key_id),
-        notifier: Notifier::new(clients.sns.clone(), &cfg.aws.topic_arn)
-            .with_events(clients.events.clone(), cfg.aws.event_bus.clone().unwrap_or_else(|| "default".into())),
+        notifier: notifier(cfg, clients),
         iam: clients.iam.clone(),
         idempotency_window: cfg.requests.idempotency_window.0,
         deactivate_uncovered: cfg.exposure.deactivate_uncovered,

@@ -150,6 +150,11 @@ pub struct AwsConfig {
     /// EventBridge bus (name or ARN) that outcome events are put on;
     /// unset: the account's `default` bus.
     pub event_bus: Option<String>,
+    /// SNS topic that gets every notification also as a chat message (the
+    /// custom-notification format of AWS's chat integration, for Slack and
+    /// Microsoft Teams channels; docs/operators.md). Unset: no chat messages.
+    #[serde(default)]
+    pub chat_topic_arn: Option<String>,
     /// Name of the role keyturn assumes in member accounts
     /// (`infra/member-role.yaml`): a rotation whose `source.account_id` is
     /// not the worker's own account acts through
@@ -367,6 +372,11 @@ impl Config {
         }
         if let Some(r) = &a.region {
             check_region(r).map_err(|m| format!("aws.region: {m}"))?;
+        }
+        if let Some(t) = &a.chat_topic_arn {
+            if !(t.starts_with("arn:") && t.split(':').nth(2) == Some("sns") && t.split(':').count() == 6) {
+                return Err(format!("aws.chat_topic_arn: {t:?} is not an SNS topic ARN (arn:aws:sns:<region>:<account>:<name>)"));
+            }
         }
         if a.event_bus.as_deref().is_some_and(|b| b.trim().is_empty()) {
             return Err("aws.event_bus: must not be empty (leave it out for the default bus)".into());
@@ -619,6 +629,19 @@ ses_region = "eu-west-1"
 [rotation.policy]
 grace_period = "0s"
 "#;
+
+    /// `[aws] chat_topic_arn` names the chat topic; anything but an SNS topic ARN is refused.
+    #[test]
+    fn the_chat_topic_is_an_sns_topic_arn() {
+        assert_eq!(Config::parse(GOOD).unwrap().aws.chat_topic_arn, None);
+        let with = |v: &str| GOOD.replace("kms_key_id = \"alias/keyturn\"", &format!("kms_key_id = \"alias/keyturn\"\nchat_topic_arn = \"{v}\""));
+        let c = Config::parse(&with("arn:aws:sns:eu-west-1:123456789012:keyturn-chat")).unwrap();
+        assert_eq!(c.aws.chat_topic_arn.as_deref(), Some("arn:aws:sns:eu-west-1:123456789012:keyturn-chat"));
+        for bad in ["keyturn-chat", "arn:aws:sqs:eu-west-1:123456789012:q", "arn:aws:sns:eu-west-1:123456789012:t:sub-id"] {
+            let e = Config::parse(&with(bad)).unwrap_err();
+            assert!(e.contains("aws.chat_topic_arn"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn parses_complete_example() {

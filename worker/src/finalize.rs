@@ -38,6 +38,7 @@ impl<Q: Queue> Engine<Q> {
             target: &target,
             keys_now: None,
             advice: None,
+            words: rot.target.by_hand_words(),
         };
         // `prompts` counts the notices sent so far: the first was the
         // request itself, so it is also the number of this reminder.
@@ -79,6 +80,7 @@ impl<Q: Queue> Engine<Q> {
                 target: &target,
                 keys_now: keys.as_deref(),
                 advice: end.failure.as_ref().and_then(|f| rot.target.advice(&f.code, &format!("keyturn rotate {}", end.rotation_id))),
+                words: rot.target.by_hand_words(),
             },
         );
         self.notifier.publish(&n).await?;

@@ -54,6 +54,23 @@ pub fn graph_scope(graph_base_url: &str) -> String {
     }
 }
 
+/// How notices word the hand-over of an IAM Identity Center SCIM token
+/// into Entra ([`super::HandWords`]).
+pub const BY_HAND_WORDS: super::HandWords = super::HandWords {
+    succeeded: "None. Entra uses the new token and the old token is deleted.",
+    deadline_passed: "No token was handed over in time; nothing changed and Entra still uses the old token. If you generated a token for this rotation, delete it in the IAM Identity Center console. Run `{rotate}` when you are ready.",
+    old_not_deleted: "Entra uses the new token. Delete {old} in the IAM Identity Center console (Settings > Identity source > Actions > Manage provisioning > Access tokens); it stays valid until it is deleted or expires. Then nothing else is needed.",
+    rejected: "Entra rejected the new token in Test connection, so nothing was saved and Entra still uses the old token. Delete the unused new token ({new}) in the IAM Identity Center console, check that it was copied whole and that the SCIM endpoint in keyturn's configuration is this directory's, then run `{rotate}`.",
+    unhealthy: "Entra may hold the new token but provisioning is not healthy. In the Entra admin center open Enterprise applications > AWS IAM Identity Center > Provisioning, read the error shown above, fix it and restart provisioning. Do not delete either token until a provisioning cycle succeeds; then delete {old} and any unused token.",
+    failed: "Fix the cause above; nothing was saved in Entra, which still uses the old token. If you generated a token for this rotation, delete it in the IAM Identity Center console, then run `{rotate}`.",
+    old_unrecorded: "the token Entra used before this rotation (its creation date was not recorded: it is the older one)",
+    new_saved: "saved in Entra",
+    target_rejected: "unchanged: Test connection rejected the new token, nothing was saved",
+    after_handover: "keyturn then runs Test connection in Entra with the new token, saves it only if the test passes, and checks the provisioning job. You will be told what happened.",
+    switched: "Entra now uses the new token: Test connection passed, it was saved{at}, and the provisioning job is healthy.",
+    keep_new: "The token to delete is {old}. Do NOT delete {new}: Entra uses it now.",
+};
+
 /// The error code Entra reports when the SCIM token is refused.
 pub const CREDENTIAL_FAILURE: &str = "SystemForCrossDomainIdentityManagementCredentialValidationFailure";
 
@@ -420,6 +437,9 @@ impl Target for EntraProvisioning {
     }
     fn describe(&self) -> String {
         format!("Entra provisioning job {} (tenant {})", self.s.job_id, self.s.tenant_id)
+    }
+    fn by_hand_words(&self) -> Option<&'static super::HandWords> {
+        Some(&BY_HAND_WORDS)
     }
     fn push<'a>(&'a self, cred: &'a NewCredential, _old_ids: &'a [String]) -> BoxFut<'a, Result<()>> {
         Box::pin(self.push_impl(cred))

@@ -9,7 +9,7 @@
 //! table by [`from_table`]), which credentials it pairs with
 //! ([`TargetSpec::accepts`]), which events it covers ([`SourceSpec::covers`]),
 //! its calls, and the advice its notifications give for its errors
-//! ([`Target::advice`]). The configuration root, intake and notifications
+//! ([`Target::advice`]) and the words they use for it ([`HandWords`]). The configuration root, intake and notifications
 //! know only these traits and the registry ([`SOURCES`], [`TARGETS`]).
 //! **Adding a connector is one new module here plus one registry line**; a
 //! test (`kind_names_appear_only_in_the_registry`) greps the crate for every
@@ -72,6 +72,47 @@ pub struct ByHand {
     pub create: Vec<String>,
     /// Console steps to delete one (the notice says which).
     pub delete: Vec<String>,
+}
+
+/// How notices word a rotation whose credential a person makes by hand, in
+/// a target's own terms (its name, its check, its console paths). Each text
+/// may hold `{old}` / `{new}` (the old and new credential as the person
+/// identified them), `{rotate}` (the command that starts the rotation again)
+/// and `{at}` (" at <time>" of the switch, or nothing); [`HandWords::say`]
+/// fills them. Notifications speak of a connector only through these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandWords {
+    /// Recommended action after a success.
+    pub succeeded: &'static str,
+    /// Nobody handed a credential over before the deadline.
+    pub deadline_passed: &'static str,
+    /// Nobody confirmed deleting the old credential.
+    pub old_not_deleted: &'static str,
+    /// The target refused the new credential in its check.
+    pub rejected: &'static str,
+    /// The target may hold the new credential but is not healthy.
+    pub unhealthy: &'static str,
+    /// Any other failure before the target took it.
+    pub failed: &'static str,
+    /// The old credential when nobody recorded which it is.
+    pub old_unrecorded: &'static str,
+    /// State of a new credential the target holds.
+    pub new_saved: &'static str,
+    /// State of the target after its check refused the new credential.
+    pub target_rejected: &'static str,
+    /// The last step of the hand-over: what keyturn does with the credential.
+    pub after_handover: &'static str,
+    /// First line of the "delete the old one" notice.
+    pub switched: &'static str,
+    /// Which credential to delete and which to keep.
+    pub keep_new: &'static str,
+}
+
+impl HandWords {
+    /// `text` with its placeholders filled.
+    pub fn say(text: &str, vars: &[(&str, &str)]) -> String {
+        vars.iter().fold(text.to_string(), |t, (k, v)| t.replace(&format!("{{{k}}}"), v))
+    }
 }
 
 /// Where credentials come from.
@@ -159,6 +200,11 @@ pub trait Target: Send + Sync {
     /// (its error `code`), for notifications; `rotate` is the command that
     /// starts the rotation again. `None`: the generic advice.
     fn advice(&self, _code: &str, _rotate: &str) -> Option<String> {
+        None
+    }
+    /// How notices word a by-hand credential's rotation into this target
+    /// (see [`HandWords`]). `None`: the notices' generic words.
+    fn by_hand_words(&self) -> Option<&'static HandWords> {
         None
     }
     /// `keyturn doctor`: the target's own preflight, changing nothing (its

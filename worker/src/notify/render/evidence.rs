@@ -1,0 +1,77 @@
+//! The evidence of a saga that needs attention became clear.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use crate::saga::Saga;
+
+use super::super::{correlate, Notification, OwnedContext};
+
+/// The evidence of an unresolved saga became clear: which key the target
+/// uses, why keyturn thinks so, and what happens next.
+pub fn render_evidence(saga: &Saga, ctx: &OwnedContext, verdict: &crate::saga::Verdict, resolving: bool) -> Notification {
+    let keep = verdict.keep.map(|k| k.as_str()).unwrap_or("unclear");
+    let other = match verdict.keep {
+        Some(crate::saga::Keep::New) => "old",
+        _ => "new",
+    };
+    let action = if resolving {
+        format!("None: keyturn resolves the saga now (auto_resolve): it deactivates the {other} key, waits the grace period, checks its last use and deletes it. `keyturn status {}` follows it.", saga.saga_id)
+    } else {
+        format!(
+            "Run `keyturn resolve {id} --keep {keep}`; keyturn then deactivates the {other} key, waits the grace period, checks its last use and deletes it. If you know the evidence is wrong, `--keep {other} --force`.",
+            id = saga.saga_id
+        )
+    };
+    let headline = format!("Evidence: the target uses the {keep} key");
+    let text = format!(
+        "{headline}\n\nRotation:        {}\nSaga:            {} (needs attention, both keys in place)\nCredential:      {} ({})\nTarget:          {} ({})\nNew key:         {}\nOld key:         {}\nEvidence:        {}\nRecommended action: {action}\nMore:            keyturn status {}\n",
+        saga.rotation_id,
+        saga.saga_id,
+        ctx.credential,
+        ctx.credential_kind,
+        ctx.target,
+        ctx.target_kind,
+        saga.new_key.as_deref().unwrap_or("none"),
+        saga.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", "),
+        verdict.reason,
+        saga.saga_id
+    );
+    let document = json!({
+        "event": "rotation.evidence",
+        "severity": "warning",
+        "rotation_id": saga.rotation_id,
+        "saga_id": saga.saga_id,
+        "status": saga.status.as_str(),
+        "credential": {"kind": ctx.credential_kind, "name": ctx.credential},
+        "target": {"kind": ctx.target_kind, "name": ctx.target},
+        "new_key": saga.new_key,
+        "old_keys": saga.old_keys.iter().map(|k| k.id.clone()).collect::<Vec<_>>(),
+        "keep": verdict.keep.map(|k| k.as_str()),
+        "evidence": verdict.reason,
+        "resolving": resolving,
+        "recommended_action": action,
+        "resolve_command": format!("keyturn resolve {} --keep {keep}", saga.saga_id),
+        "status_command": format!("keyturn status {}", saga.saga_id),
+    });
+    correlate(
+        Notification {
+            subject: format!("[keyturn] {headline}: {} ({}) -> {}", saga.rotation_id, ctx.credential, ctx.target)
+                .replace(['\r', '\n'], " ")
+                .chars()
+                .take(100)
+                .collect(),
+            text,
+            document,
+            attributes: BTreeMap::from([
+                ("event", "rotation.evidence".to_string()),
+                ("severity", "warning".to_string()),
+                ("rotation_id", saga.rotation_id.clone()),
+                ("credential_kind", ctx.credential_kind.to_string()),
+                ("target_kind", ctx.target_kind.to_string()),
+            ]),
+        },
+        saga,
+    )
+}

@@ -1,0 +1,68 @@
+//! Quarantine began, changed, disabled a rotation, or ended.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use crate::clock::fmt_ms;
+
+use super::super::Notification;
+
+/// Quarantine began, changed reason, disabled the rotation, or ended.
+#[allow(clippy::too_many_arguments)]
+pub fn render_quarantine(
+    rotation_id: &str,
+    credential: &str,
+    target: &str,
+    credential_kind: &str,
+    target_kind: &str,
+    h: &crate::quarantine::Health,
+    change: crate::quarantine::Change,
+    saga: Option<&str>,
+) -> Notification {
+    use crate::quarantine::Change;
+    let (event, severity, headline) = match change {
+        Change::Began => ("rotation.quarantined", "critical", "Rotation quarantined"),
+        Change::ReasonChanged => ("rotation.quarantined", "critical", "Rotation quarantined: reason changed"),
+        Change::Disabled => ("rotation.disabled", "critical", "Rotation disabled after quarantine"),
+        Change::Lifted | Change::None => ("rotation.quarantine_lifted", "info", "Rotation quarantine lifted"),
+    };
+    let q = h.quarantine.as_ref();
+    let mut t = format!("{headline}\n\nRotation:        {rotation_id}\nCredential:      {credential}\nTarget:          {target}\n");
+    if let Some(q) = q {
+        t.push_str(&format!("Reason:          {}\nFailed in a row: {}\nQuarantined since: {}\n", q.reason, h.consecutive_failures, fmt_ms(q.began)));
+        t.push_str(&format!(
+            "Next attempt:    {}\n",
+            if q.disabled {
+                "none: automatic triggers are disabled".to_string()
+            } else {
+                format!("{} (automatic triggers back off: 6h, 12h, then daily)", fmt_ms(q.next_attempt))
+            }
+        ));
+        t.push_str(&format!("Recommended action: fix the cause (see the last saga: keyturn status {}), then `keyturn rotate {rotation_id}` to test it, or `keyturn release {rotation_id}`.\n", saga.unwrap_or("<saga>")));
+    } else {
+        t.push_str("Automatic triggers rotate this credential again as usual.\n");
+    }
+    let document = json!({
+        "event": event,
+        "severity": severity,
+        "rotation_id": rotation_id,
+        "credential": {"kind": credential_kind, "name": credential},
+        "target": {"kind": target_kind, "name": target},
+        "consecutive_failures": h.consecutive_failures,
+        "quarantine": q.map(|q| json!({"since": q.began, "reason": q.reason, "series": q.series, "next_attempt": q.next_attempt, "disabled": q.disabled})),
+        "last_saga": saga,
+    });
+    Notification {
+        subject: format!("[keyturn] {headline}: {rotation_id} ({credential}) -> {target}").chars().take(100).collect(),
+        text: t,
+        document,
+        attributes: BTreeMap::from([
+            ("event", event.to_string()),
+            ("severity", severity.to_string()),
+            ("rotation_id", rotation_id.to_string()),
+            ("credential_kind", credential_kind.to_string()),
+            ("target_kind", target_kind.to_string()),
+        ]),
+    }
+}

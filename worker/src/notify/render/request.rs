@@ -1,0 +1,75 @@
+//! The answer to a rotation request.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::super::{sent_by, Notification};
+
+/// The answer to a rotation request: `rotation.request_accepted` (a saga
+/// started, was in flight, or answers a repeated idempotency key) or
+/// `rotation.request_rejected` (unknown rotation, an override the policy does
+/// not allow, an idempotency key used for another rotation).
+pub fn render_request_answer(
+    r: &crate::intake::RotationRequest,
+    rotation_id: Option<&str>,
+    saga_id: Option<&str>,
+    outcome: &str,
+    reason: Option<&str>,
+) -> Notification {
+    let accepted = saga_id.is_some();
+    let (event, severity) = if accepted { ("rotation.request_accepted", "info") } else { ("rotation.request_rejected", "warning") };
+    let named = match &r.target {
+        crate::intake::RequestTarget::Rotation(id) => format!("rotation {id}"),
+        crate::intake::RequestTarget::User { account_id, user_name } => format!("iam user {user_name} in account {account_id}"),
+    };
+    let mut text = format!(
+        "{}\n\nRequested:       {named}\nRequester:       {} (as the request says)\nSent by:         {}\nReason:          {}\nIdempotency key: {}\nCorrelation id:  {}\nOutcome:         {outcome}\n",
+        if accepted { "Rotation request accepted" } else { "Rotation request rejected" },
+        r.requester,
+        sent_by(r.sender.as_deref(), r.event.as_ref().map(|e| (e.account.as_str(), e.source.as_str()))),
+        r.reason,
+        r.idempotency_key,
+        r.correlation()
+    );
+    if let Some(id) = saga_id {
+        text.push_str(&format!("Saga:            {id}\nMore:            keyturn status {id}\n"));
+    }
+    if let Some(why) = reason {
+        text.push_str(&format!("Why:             {why}\n"));
+    }
+    Notification {
+        subject: format!("[keyturn] Rotation request {}: {named}", if accepted { "accepted" } else { "rejected" })
+            .replace(['\r', '\n'], " ")
+            .chars()
+            .take(100)
+            .collect(),
+        text,
+        document: json!({
+            "event": event,
+            "severity": severity,
+            "rotation_id": rotation_id,
+            "saga_id": saga_id,
+            "outcome": outcome,
+            "reason_rejected": reason,
+            "request": {
+                "requester": r.requester,
+                "reason": r.reason,
+                "idempotency_key": r.idempotency_key,
+                "sender": r.sender,
+                "event_account": r.event.as_ref().map(|e| e.account.as_str()),
+                "event_source": r.event.as_ref().map(|e| e.source.as_str()),
+            },
+            "correlation_id": r.correlation(),
+            "status_command": saga_id.map(|id| format!("keyturn status {id}")),
+        }),
+        attributes: BTreeMap::from([
+            ("event", event.to_string()),
+            ("severity", severity.to_string()),
+            ("rotation_id", rotation_id.unwrap_or("none").to_string()),
+            ("credential_kind", "none".to_string()),
+            ("target_kind", "none".to_string()),
+            ("correlation_id", r.correlation().to_string()),
+        ]),
+    }
+}

@@ -1,0 +1,73 @@
+//! Findings for IAM users no rotation covers.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::super::Notification;
+
+/// The one-time report of an IAM user with a failing finding and no rotation.
+pub fn render_unmatched(account: &str, user: &str, finding_id: &str, credential_kind: &str) -> Notification {
+    let text = format!(
+        "Finding for an IAM user keyturn does not rotate\n\n\
+         User:            {user}\n\
+         Account:         {account}\n\
+         Finding:         {finding_id}\n\
+         Recommended action: add a [[rotation]] for this user to keyturn's configuration, or rotate its key another way. \
+         This is reported once; later re-imports of the finding are only counted.\n"
+    );
+    let document = json!({
+        "event": "rotation.unmatched",
+        "severity": "warning",
+        "account_id": account,
+        "user": user,
+        "finding_id": finding_id,
+        "recommended_action": "add a [[rotation]] for this user, or rotate its key another way",
+    });
+    Notification {
+        subject: format!("[keyturn] No rotation for iam user {user} (account {account})").chars().take(100).collect(),
+        text,
+        document,
+        attributes: unmatched_attributes("warning", credential_kind),
+    }
+}
+
+/// IAM users no rotation covers, first seen in one intake message: one
+/// notice for all of them (`rotation.unmatched`, warning). A single user
+/// gets [`render_unmatched`]'s notice; more get a digest listing each
+/// (`users[]` in the document). An intake message names at most
+/// [`crate::intake::MAX_ITEMS`] users, so a digest lists at most that many.
+pub fn render_unmatched_digest(items: &[(String, String, String)], credential_kind: &str) -> Notification {
+    if let [(account, user, finding_id)] = items {
+        return render_unmatched(account, user, finding_id, credential_kind);
+    }
+    let mut text = format!("Findings for {} IAM users keyturn does not rotate\n\n", items.len());
+    for (account, user, finding_id) in items {
+        text.push_str(&format!("  {user} in account {account} (finding {finding_id})\n"));
+    }
+    text.push_str("\nRecommended action: add a [[rotation]] for each user to keyturn's configuration, or rotate their keys another way. Each user is reported once; later re-imports of their findings are only counted.\n");
+    let document = json!({
+        "event": "rotation.unmatched",
+        "severity": "warning",
+        "users": items.iter().map(|(a, u, f)| json!({"account_id": a, "user": u, "finding_id": f})).collect::<Vec<_>>(),
+        "count": items.len(),
+        "recommended_action": "add a [[rotation]] for these users, or rotate their keys another way",
+    });
+    Notification {
+        subject: format!("[keyturn] No rotation for {} iam users", items.len()),
+        text,
+        document,
+        attributes: unmatched_attributes("warning", credential_kind),
+    }
+}
+
+/// The attributes of a `rotation.unmatched` notice: no rotation, no target.
+pub(super) fn unmatched_attributes(severity: &str, credential_kind: &str) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        ("event", "rotation.unmatched".to_string()),
+        ("severity", severity.to_string()),
+        ("rotation_id", "none".to_string()),
+        ("credential_kind", credential_kind.to_string()),
+        ("target_kind", "none".to_string()),
+    ])
+}
