@@ -29,6 +29,13 @@ impl<Q: Queue> Engine<Q> {
     /// covers a crash between commit and send, and lost messages.
     #[instrument(skip(self), fields(worker = %self.worker_id))]
     pub async fn sweep(&self) -> Result<usize> {
+        // The step queue's backlog is read before the sagas, never after: a
+        // message a worker takes between the two reads then still counts as
+        // waiting while its saga (leased) is no longer overdue. Read the
+        // other way round, every message taken during the read of a long
+        // index (a backlog draining) made the backlog look short of the
+        // overdue sagas, and every overdue saga was sent again.
+        let waiting = self.queue.waiting().await;
         let now = now_ms();
         let mut n = 0;
         // One read of the sparse index of running sagas serves the repairs
@@ -50,13 +57,13 @@ impl<Q: Queue> Engine<Q> {
         // The backlog weighed is the step queue's: emergencies travel on the
         // priority lane, which has none to speak of, and never wait.
         let ordinary = overdue.iter().filter(|s| Self::lane_of(&s.saga) == Lane::Ordinary).count();
-        let waiting = if ordinary == 0 {
-            0
-        } else {
-            self.queue.waiting().await.unwrap_or_else(|e| {
+        let waiting = match waiting {
+            Ok(w) => w,
+            Err(e) if ordinary > 0 => {
                 warn!(error = %e, "could not read the step queue's backlog; re-driving every overdue saga");
                 0
-            })
+            }
+            Err(_) => 0,
         };
         let mut postponed = 0;
         for s in overdue {
