@@ -225,3 +225,23 @@ async fn a_backlog_drained_while_the_sweeper_reads_it_is_not_sent_again() {
     assert_eq!(engine.sweep().await.unwrap(), 0, "no saga re-driven: each message was in the queue or in a worker's hands");
     assert_eq!(plain.queue().waiting().await.unwrap(), 1, "the one message left waits alone: no duplicate joined it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_message_short_of_the_overdue_sagas_re_drives_one_saga_not_all() {
+    let env = TestEnv::new(Options { second_rotation_max_age: Some("80d"), ..Options::default() }).await.unwrap();
+    let engine = env.engine("w1");
+    for r in ["auth0-ses", "mailer-2"] {
+        let Created::New(_) = engine.request(r, "manual").await.unwrap() else { panic!() };
+    }
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while !engine.store().active().await.unwrap().iter().all(|s| s.needs_sweep(now_ms())) {
+        assert!(std::time::Instant::now() < end, "the sagas did not become overdue");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One message is in a worker's hands, its saga not leased yet (or it
+    // is lost: the sweeper cannot tell): the backlog is one short.
+    let held = engine.queue().receive(1, Duration::from_secs(1), Duration::from_secs(600)).await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(engine.sweep().await.unwrap(), 1, "as many re-driven as are missing: one, not every overdue saga");
+    assert_eq!(engine.queue().waiting().await.unwrap(), 2, "the message that waited, and one sent again");
+}
