@@ -318,8 +318,13 @@ impl Fleet {
                 });
             }
             while let Some(r) = asks.join_next().await {
+                // Existing: moto applied a transaction it answered with an
+                // error, and the retry found the saga it made.
                 let created = r?.map_err(|e| anyhow::anyhow!("{e}"))?;
-                anyhow::ensure!(matches!(created, keyturn::store::Created::New(_)), "a rotation was already running: {created:?}");
+                anyhow::ensure!(
+                    matches!(created, keyturn::store::Created::New(_) | keyturn::store::Created::Existing(_)),
+                    "a rotation was not started: {created:?}"
+                );
             }
         }
         Ok(())

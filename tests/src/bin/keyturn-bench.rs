@@ -396,10 +396,14 @@ async fn exposure(a: Args) -> anyhow::Result<()> {
         "load (1 min)"
     );
     println!("{}", out.trim_end());
-    let mut row = |what: String, took: Duration, waiting: String, redriven: usize| {
+    // Written after every figure, so an interrupted run keeps what it measured.
+    let out_path = a.exposure_out.clone();
+    let mut row = |what: String, took: Duration, waiting: String, redriven: usize| -> anyhow::Result<()> {
         let line = format!("{what:<44} {:>21.2}s {waiting:>16} {redriven:>10} {:>14}\n", took.as_secs_f64(), load_average());
         print!("{line}");
         out.push_str(&line);
+        std::fs::write(&out_path, &out)?;
+        Ok(())
     };
     for &n in &a.backlogs {
         let f = fleet(n, format!("exposure-{n}")).await?;
@@ -408,7 +412,7 @@ async fn exposure(a: Args) -> anyhow::Result<()> {
         f.wait_draining().await?;
         let (took, done) = f.expose_and_time(|_| true).await?;
         let what = if n == 0 { "idle worker (no backlog)".to_string() } else { format!("{n} rotations requested at once") };
-        row(what, took, format!("{} of {n}", n.saturating_sub(done)), f.count_in_logs("re-driving its step"));
+        row(what, took, format!("{} of {n}", n.saturating_sub(done)), f.count_in_logs("re-driving its step"))?;
     }
     if a.kill_backlog > 0 || a.backlogs.is_empty() {
         let n = a.kill_backlog;
@@ -418,7 +422,7 @@ async fn exposure(a: Args) -> anyhow::Result<()> {
         f.wait_draining().await?;
         let (took, done, at) = f.expose_kill_and_time(&mut replicas).await?;
         let what = format!("{n} requested, 2 replicas, holder killed at {:.2}s", at.as_secs_f64());
-        row(what, took, format!("{} of {n}", n.saturating_sub(done)), f.count_in_logs("re-driving its step"));
+        row(what, took, format!("{} of {n}", n.saturating_sub(done)), f.count_in_logs("re-driving its step"))?;
     }
     let cpus = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpus.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("?").trim().to_string();
