@@ -6,6 +6,7 @@ pub mod auth0_fake;
 pub mod capture;
 pub mod env;
 pub mod fault_proxy;
+pub mod fleet;
 pub mod github_fake;
 pub mod graph_fake;
 pub mod moto;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use keyturn::clock::{Clock, SystemClock};
-use keyturn::queue::Queue;
+use keyturn::queue::{Queue, Received, SqsQueue, StepMessage};
 use keyturn::saga::{Saga, Status};
 use keyturn::store::Created;
 use keyturn_testkit::env::{keyturn_bin, Options, TestEnv};
@@ -164,4 +164,84 @@ async fn overdue_sagas_whose_messages_wait_in_a_backlog_are_not_sent_again() {
     assert_eq!(lost.len(), 2);
     assert_eq!(engine.sweep().await.unwrap(), 2, "nothing waits: both re-driven");
     assert_eq!(engine.queue().waiting().await.unwrap(), 2, "one new message each");
+}
+
+/// The step queue while another worker drains it: the moment the sweeper
+/// reads the backlog, that worker receives one message and leases its saga
+/// (as happens every second of a burst of a thousand rotations).
+struct DrainedDuringSweep {
+    inner: SqsQueue,
+    store: keyturn::store::Store,
+    taken: std::sync::atomic::AtomicBool,
+}
+
+impl Queue for DrainedDuringSweep {
+    async fn send(&self, msg: &StepMessage, delay: Duration) -> keyturn::error::Result<()> {
+        self.inner.send(msg, delay).await
+    }
+    async fn receive(&self, max: i32, wait: Duration, visibility: Duration) -> keyturn::error::Result<Vec<Received>> {
+        self.inner.receive(max, wait, visibility).await
+    }
+    async fn ack(&self, m: &Received) -> keyturn::error::Result<()> {
+        self.inner.ack(m).await
+    }
+    async fn extend(&self, m: &Received, visibility: Duration) -> keyturn::error::Result<()> {
+        self.inner.extend(m, visibility).await
+    }
+    async fn dead_letter(&self, m: &Received, reason: &str) -> keyturn::error::Result<()> {
+        self.inner.dead_letter(m, reason).await
+    }
+    async fn waiting(&self) -> keyturn::error::Result<u64> {
+        if !self.taken.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let m = self.inner.receive(1, Duration::from_secs(1), Duration::from_secs(600)).await?.pop().expect("a message waits");
+            let msg = StepMessage::parse(&m.body).expect("a step message");
+            let now = SystemClock.now_ms();
+            let taken = self.store.lease(&msg.saga_id, msg.step, &msg.token, "w2", now, now + 600_000, now + 900_000).await?;
+            assert!(matches!(taken, keyturn::store::Lease::Taken(_)), "the other worker leased the saga");
+        }
+        self.inner.waiting().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_drained_while_the_sweeper_reads_it_is_not_sent_again() {
+    let env = TestEnv::new(Options { second_rotation_max_age: Some("80d"), ..Options::default() }).await.unwrap();
+    let plain = env.engine("w0");
+    let queue = DrainedDuringSweep { inner: plain.queue().clone(), store: plain.store().clone(), taken: Default::default() };
+    let engine = env.engine_with("w1", queue);
+    for r in ["auth0-ses", "mailer-2"] {
+        let Created::New(_) = engine.request(r, "manual").await.unwrap() else { panic!() };
+    }
+    // Both overdue (`sweep_after` is 3 s here), their messages waiting.
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while !engine.store().active().await.unwrap().iter().all(|s| s.needs_sweep(SystemClock.now_ms())) {
+        assert!(std::time::Instant::now() < end, "the sagas did not become overdue");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // During the sweep one message is taken: one saga leased, one message
+    // left for the other. Nothing was lost, so nothing is sent again (read
+    // in the other order, the backlog looked one short of the overdue
+    // sagas, and the sweeper re-drove every one it could).
+    assert_eq!(engine.sweep().await.unwrap(), 0, "no saga re-driven: each message was in the queue or in a worker's hands");
+    assert_eq!(plain.queue().waiting().await.unwrap(), 1, "the one message left waits alone: no duplicate joined it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_message_short_of_the_overdue_sagas_re_drives_one_saga_not_all() {
+    let env = TestEnv::new(Options { second_rotation_max_age: Some("80d"), ..Options::default() }).await.unwrap();
+    let engine = env.engine("w1");
+    for r in ["auth0-ses", "mailer-2"] {
+        let Created::New(_) = engine.request(r, "manual").await.unwrap() else { panic!() };
+    }
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while !engine.store().active().await.unwrap().iter().all(|s| s.needs_sweep(SystemClock.now_ms())) {
+        assert!(std::time::Instant::now() < end, "the sagas did not become overdue");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One message is in a worker's hands, its saga not leased yet (or it
+    // is lost: the sweeper cannot tell): the backlog is one short.
+    let held = engine.queue().receive(1, Duration::from_secs(1), Duration::from_secs(600)).await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(engine.sweep().await.unwrap(), 1, "as many re-driven as are missing: one, not every overdue saga");
+    assert_eq!(engine.queue().waiting().await.unwrap(), 2, "the message that waited, and one sent again");
 }

@@ -45,8 +45,10 @@ use crate::store::{Hold, Lease, SecretWrite, Store, Stored};
 const MAX_RUN: usize = 64;
 
 /// The longest lease and visibility of a priority-lane step: a worker that
-/// dies mid-emergency holds it back at most this long.
-pub const PRIORITY_LEASE: Duration = Duration::from_secs(2);
+/// dies mid-emergency holds it back at most this long. One second, the
+/// shortest visibility SQS has (whole seconds); heartbeats renew both every
+/// third of it.
+pub const PRIORITY_LEASE: Duration = Duration::from_secs(1);
 
 /// A step throttled this many times in a row is handed back to the saga
 /// (a spent attempt, a durable retry) instead of waiting in place again.
@@ -295,6 +297,18 @@ impl<Q: Queue> Engine<Q> {
     }
 }
 
+/// How long a priority step waits in place for its saga's live lease to
+/// end ([`Engine::handle`]): only for a message the saga still accepts and
+/// a lease that ends within [`PRIORITY_LEASE`] (a dead holder's last one);
+/// a longer lease is not a priority step's, and its message comes back later.
+pub(crate) fn takeover_wait(s: &Stored, msg: &StepMessage, now: Millis) -> Option<Duration> {
+    let nudge = !s.saga.status.is_terminal() && s.nudge.as_deref() == Some(msg.token.as_str());
+    let wanted = saga::accepts(&s.saga, msg.step, &msg.token) || nudge;
+    let left = Duration::from_millis(s.lease_until.saturating_sub(now));
+    // Until a few milliseconds past its end.
+    (wanted && s.lease_owner.is_some() && !left.is_zero() && left <= PRIORITY_LEASE).then(|| left + Duration::from_millis(10))
+}
+
 /// What one step's I/O produced besides its outcome.
 struct StepResult {
     outcome: Outcome,
@@ -342,10 +356,28 @@ impl<Q: Queue> Engine<Q> {
             Lane::Priority => None,
         };
         let (lease, visibility) = self.timings(m.lane);
-        let now = self.now_ms();
-        let lease_until = now + Self::ms(lease);
-        let leased =
-            self.store.lease(&msg.saga_id, msg.step, &msg.token, &self.worker_id, now, lease_until, lease_until + Self::ms(self.sweep_after)).await;
+        let mut now = self.now_ms();
+        let mut leased = self
+            .store
+            .lease(&msg.saga_id, msg.step, &msg.token, &self.worker_id, now, now + Self::ms(lease), now + Self::ms(lease + self.sweep_after))
+            .await;
+        // A priority step whose saga is leased for at most PRIORITY_LEASE
+        // more: the holder may be dead (this message came back because its
+        // heartbeats stopped, and a lease taken right after a receive
+        // outlives the message's visibility by the time the two calls took).
+        // Wait that out in place, the message kept invisible, and ask once
+        // more, rather than putting it back for whole SQS seconds.
+        if let (Lane::Priority, Ok(Lease::Refused(Some(s)))) = (m.lane, &leased) {
+            if let Some(wait) = takeover_wait(s, &msg, now) {
+                self.queue_of(m).extend(m, visibility + PRIORITY_LEASE).await?;
+                tokio::time::sleep(wait).await;
+                now = self.now_ms();
+                leased = self
+                    .store
+                    .lease(&msg.saga_id, msg.step, &msg.token, &self.worker_id, now, now + Self::ms(lease), now + Self::ms(lease + self.sweep_after))
+                    .await;
+            }
+        }
         let mut stored = match leased {
             Ok(Lease::Taken(s)) => s,
             Ok(Lease::Refused(Some(s))) => return self.refused(m, &msg, s, now).await,

@@ -11,7 +11,8 @@
 //! lost. Re-sending each would double the backlog and every duplicate costs
 //! a receive, a refused lease, a read and a delete. So while the queue holds
 //! at least as many waiting messages as there are overdue sagas, the
-//! sweeper leaves them alone ([`redrive`]), for at most [`BACKLOG_PATIENCE`].
+//! sweeper leaves them alone ([`redrive`]), for at most [`BACKLOG_PATIENCE`];
+//! with fewer, it re-drives as many as are missing, the longest overdue first.
 
 use std::time::Duration;
 
@@ -28,6 +29,13 @@ impl<Q: Queue> Engine<Q> {
     /// covers a crash between commit and send, and lost messages.
     #[instrument(skip(self), fields(worker = %self.worker_id))]
     pub async fn sweep(&self) -> Result<usize> {
+        // The step queue's backlog is read before the sagas, never after: a
+        // message a worker takes between the two reads then still counts as
+        // waiting while its saga (leased) is no longer overdue. Read the
+        // other way round, every message taken during the read of a long
+        // index (a backlog draining) made the backlog look short of the
+        // overdue sagas, and every overdue saga was sent again.
+        let waiting = self.queue.waiting().await;
         let now = self.now_ms();
         let mut n = 0;
         // One read of the sparse index of running sagas serves the repairs
@@ -44,23 +52,28 @@ impl<Q: Queue> Engine<Q> {
                 warn!(saga = %id, error = %e, "evidence check failed; trying again at the next check");
             }
         }
-        // Overdue running sagas that no worker holds.
-        let overdue: Vec<_> = running.into_iter().filter(|s| s.lease_until <= now).collect();
+        // Overdue running sagas that no worker holds, the longest overdue first.
+        let mut overdue: Vec<_> = running.into_iter().filter(|s| s.lease_until <= now).collect();
+        overdue.sort_by_key(|s| s.due_at);
         // The backlog weighed is the step queue's: emergencies travel on the
         // priority lane, which has none to speak of, and never wait.
         let ordinary = overdue.iter().filter(|s| Self::lane_of(&s.saga) == Lane::Ordinary).count();
-        let waiting = if ordinary == 0 {
-            0
-        } else {
-            self.queue.waiting().await.unwrap_or_else(|e| {
+        let waiting = match waiting {
+            Ok(w) => w,
+            Err(e) if ordinary > 0 => {
                 warn!(error = %e, "could not read the step queue's backlog; re-driving every overdue saga");
                 0
-            })
+            }
+            Err(_) => 0,
         };
-        let mut postponed = 0;
+        let short = missing(ordinary, waiting);
+        let (mut postponed, mut rank) = (0, 0);
         for s in overdue {
             let lane = Self::lane_of(&s.saga);
-            if !redrive(lane, now.saturating_sub(s.due_at), ordinary, waiting, BACKLOG_PATIENCE) {
+            if lane == Lane::Ordinary {
+                rank += 1;
+            }
+            if !redrive(lane, now.saturating_sub(s.due_at), rank, short, BACKLOG_PATIENCE) {
                 postponed += 1;
                 continue;
             }
@@ -105,16 +118,25 @@ impl<Q: Queue> Engine<Q> {
 /// long backlog for ever.
 pub const BACKLOG_PATIENCE: Millis = 15 * 60 * 1000;
 
+/// How many of `overdue` sagas of the step queue surely lost their message
+/// when `waiting` messages wait in it: the shortfall, if any.
+pub fn missing(overdue: usize, waiting: u64) -> usize {
+    (overdue as u64).saturating_sub(waiting) as usize
+}
+
 /// Whether the sweeper re-drives a saga of `lane` overdue by `overdue_by`,
-/// when `overdue` sagas of the step queue are overdue and `waiting` messages
-/// wait in it. A priority saga (an emergency) is re-driven at once: its lane
-/// has no backlog to wait for, and a lost emergency must not wait 15 min.
-/// With at least as many waiting messages as overdue sagas, each overdue
-/// saga's message may be among them: leave it, until `patience`. With fewer,
-/// some messages are surely missing and which ones cannot be told: re-drive
-/// all (duplicates are harmless, only dearer).
-pub fn redrive(lane: Lane, overdue_by: Millis, overdue: usize, waiting: u64, patience: Millis) -> bool {
-    lane == Lane::Priority || waiting < overdue as u64 || overdue_by >= patience
+/// the `rank`-th longest overdue of the step queue's, when `missing` of
+/// them surely lost their message ([`missing`]). A priority saga (an
+/// emergency) is re-driven at once: its lane has no backlog to wait for,
+/// and a lost emergency must not wait 15 min. Which messages are missing
+/// cannot be told, so as many sagas as are missing are re-driven, the
+/// longest overdue first (a backlog drains roughly in order, so a lost
+/// message's saga is the one left behind); the others wait, each at most
+/// `patience`. Re-driving all of them when the backlog looked one short
+/// (a message received but its saga not yet leased while the sweeper read)
+/// sent a duplicate for every saga of a draining backlog.
+pub fn redrive(lane: Lane, overdue_by: Millis, rank: usize, missing: usize, patience: Millis) -> bool {
+    lane == Lane::Priority || rank <= missing || overdue_by >= patience
 }
 
 #[cfg(test)]
@@ -125,19 +147,31 @@ mod tests {
     fn a_backlog_holds_re_drives_back_until_patience_runs_out() {
         let (p, o) = (BACKLOG_PATIENCE, Lane::Ordinary);
         // Nothing waits: every overdue saga lost its message.
-        assert!(redrive(o, 1, 3, 0, p));
-        // Fewer waiting than overdue: some are surely lost; re-drive all.
-        assert!(redrive(o, 1, 3, 2, p));
+        assert_eq!(missing(3, 0), 3);
+        assert!((1..=3).all(|rank| redrive(o, 1, rank, missing(3, 0), p)));
         // As many or more waiting: they may all be in the backlog.
-        assert!(!redrive(o, 1, 3, 3, p));
-        assert!(!redrive(o, p - 1, 1, 500, p));
+        assert_eq!(missing(3, 3), 0);
+        assert_eq!(missing(3, 500), 0);
+        assert!(!redrive(o, 1, 1, missing(3, 3), p));
+        assert!(!redrive(o, p - 1, 1, missing(1, 500), p));
         // ... but not for ever.
-        assert!(redrive(o, p, 1, 500, p));
+        assert!(redrive(o, p, 1, missing(1, 500), p));
+    }
+
+    #[test]
+    fn one_message_short_re_drives_one_saga_not_the_whole_backlog() {
+        let (p, o) = (BACKLOG_PATIENCE, Lane::Ordinary);
+        // 500 overdue, 499 waiting: one message is missing (or in a
+        // worker's hands between its receive and its lease).
+        let m = missing(500, 499);
+        assert_eq!(m, 1);
+        assert!(redrive(o, 1, 1, m, p), "the longest overdue is re-driven");
+        assert!((2..=500).all(|rank| !redrive(o, 1, rank, m, p)), "the other 499 are left to the backlog");
     }
 
     #[test]
     fn an_overdue_emergency_is_re_driven_at_once_whatever_the_backlog() {
-        assert!(redrive(Lane::Priority, 1, 1, 10_000, BACKLOG_PATIENCE));
-        assert!(!redrive(Lane::Ordinary, 1, 1, 10_000, BACKLOG_PATIENCE));
+        assert!(redrive(Lane::Priority, 1, 1, missing(1, 10_000), BACKLOG_PATIENCE));
+        assert!(!redrive(Lane::Ordinary, 1, 1, missing(1, 10_000), BACKLOG_PATIENCE));
     }
 }

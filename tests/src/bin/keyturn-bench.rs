@@ -8,17 +8,21 @@
 //! ([`FaultProxy`] with no faults), which names each call by its API action.
 //! The bench's own setup and progress polling talk to moto directly and are
 //! not counted. Worker CPU and memory come from `/proc/<pid>`.
+//!
+//! `--exposure` measures instead how fast an exposed key dies while N
+//! ordinary rotations drain (N = 0, 200, 1,000 by default), and with a
+//! SIGKILL of the replica holding the emergency, on the fleet the
+//! priority-lane test uses ([`keyturn_testkit::fleet`]); it writes the
+//! figures to `bench/exposure.txt`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aws_credential_types::Credentials;
 use clap::Parser;
-use keyturn_testkit::env::{sdk_config, REGION};
 use keyturn_testkit::fault_proxy::{FaultProxy, RateLimit};
-use keyturn_testkit::moto::Moto;
+use keyturn_testkit::fleet::{FleetBuilder, EXPOSURE_AUTH0_LATENCY_MS, EXPOSURE_WORKER};
 use keyturn_testkit::process::Guard;
 
 /// Rotations per second, AWS calls, CPU and memory of keyturn against a
@@ -44,6 +48,22 @@ struct Args {
     /// The keyturn binary
     #[arg(long, value_name = "PATH", default_value = "target/release/keyturn")]
     keyturn: PathBuf,
+    /// Instead: the time from an AWS Health exposure event reaching the
+    /// intake queue to the exposed key being inactive, while N ordinary
+    /// rotations drain (worker concurrency 4, Auth0 answering in 100 ms),
+    /// for each N of --backlogs, then with a SIGKILL of the replica holding
+    /// the emergency (two replicas, N of --kill-backlog)
+    #[arg(long)]
+    exposure: bool,
+    /// The backlogs of --exposure, comma-separated
+    #[arg(long, value_name = "N,N,..", value_delimiter = ',', default_value = "0,200,1000")]
+    backlogs: Vec<usize>,
+    /// The backlog of the --exposure run with a SIGKILL
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    kill_backlog: usize,
+    /// Where --exposure writes its figures (besides printing them)
+    #[arg(long, value_name = "FILE", default_value = "bench/exposure.txt")]
+    exposure_out: PathBuf,
 }
 
 /// A rate of at least one call per second.
@@ -59,7 +79,8 @@ fn calls_per_second(s: &str) -> Result<f64, String> {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    if let Err(e) = run(args).await {
+    let ran = if args.exposure { exposure(args).await } else { run(args).await };
+    if let Err(e) = ran {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
@@ -102,101 +123,36 @@ fn counts(proxy: &FaultProxy) -> BTreeMap<String, usize> {
     m
 }
 
-fn wait_for_file(p: &Path, timeout: Duration) -> anyhow::Result<String> {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(p) {
-            return Ok(s);
-        }
-        anyhow::ensure!(Instant::now() < end, "{} did not appear", p.display());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 async fn run(a: Args) -> anyhow::Result<()> {
     anyhow::ensure!(a.keyturn.exists(), "{} is missing: build it first (scripts/bench does)", a.keyturn.display());
     std::fs::create_dir_all(&a.dir)?;
     let n = a.rotations as usize;
     println!("== keyturn bench: {n} Auth0 rotations, worker concurrency {}", a.concurrency);
-    let moto = Moto::start(&[]).await?;
-    let proxy = FaultProxy::start(moto.endpoint.clone()).await?;
-    let sdk = sdk_config(&moto.endpoint, Credentials::new("testing", "testing", None, None, "bench")).await;
-    let (iam, sqs, ddb) = (aws_sdk_iam::Client::new(&sdk), aws_sdk_sqs::Client::new(&sdk), aws_sdk_dynamodb::Client::new(&sdk));
-    let (sns, kms, sm) = (aws_sdk_sns::Client::new(&sdk), aws_sdk_kms::Client::new(&sdk), aws_sdk_secretsmanager::Client::new(&sdk));
+    // The resources of a deployment and N users, each with one key and an
+    // Auth0 tenant; keyturn processes talk to moto through the counting proxy.
+    let fleet = FleetBuilder::new(&a.dir, n)
+        .prefix("bench")
+        .through_proxy()
+        .worker(&format!("concurrency = {}", a.concurrency))
+        .keyturn(&a.keyturn)
+        .build()
+        .await?;
+    let (moto, ddb, cfg_path) = (&fleet.moto, &fleet.ddb, &fleet.cfg_path);
+    let proxy = fleet.proxy.as_ref().expect("built through the proxy");
+    let (auth0, client_secret, topic) = (&fleet.auth0, &fleet.client_secret, &fleet.topic);
+    let env = fleet.env.clone();
 
-    // The resources of a deployment, created as the stack would.
-    let dlq = sqs.create_queue().queue_name("keyturn-steps-dlq").send().await?.queue_url.unwrap_or_default();
-    let queue = sqs.create_queue().queue_name("keyturn-steps").send().await?.queue_url.unwrap_or_default();
-    keyturn::store::create_table(&ddb, "keyturn-sagas").await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let topic = sns.create_topic().name("keyturn").send().await?.topic_arn.unwrap_or_default();
-    let key = kms.create_key().send().await?.key_metadata.map(|m| m.key_id).unwrap_or_default();
-    kms.create_alias().alias_name("alias/keyturn").target_key_id(key).send().await?;
-    let client_secret = format!("bench-secret-{}", uuid::Uuid::new_v4().simple());
-    sm.create_secret().name("keyturn/auth0").secret_string(serde_json::json!({ "client_secret": client_secret }).to_string()).send().await?;
-    for i in 0..n {
-        iam.create_user().user_name(format!("bench-{i}")).send().await?;
-        iam.create_access_key().user_name(format!("bench-{i}")).send().await?;
-    }
-
-    let port_file = a.dir.join("auth0.port");
-    let _ = std::fs::remove_file(&port_file);
-    let _auth0 = Guard::spawn(
-        Command::new("python3")
-            .args(["bench/fake_auth0.py", "--port-file"])
-            .arg(&port_file)
-            .args(["--client-secret", &client_secret])
-            .stdin(Stdio::null()),
-    )?;
-    let auth0 = format!("http://127.0.0.1:{}", wait_for_file(&port_file, Duration::from_secs(20))?.trim());
-
-    let mut config = format!(
-        r#"[aws]
-region = "{REGION}"
-queue_url = "{queue}"
-dlq_url = "{dlq}"
-table = "keyturn-sagas"
-topic_arn = "{topic}"
-kms_key_id = "alias/keyturn"
-
-[worker]
-concurrency = {c}
-"#,
-        c = a.concurrency
-    );
-    for i in 0..n {
-        config.push_str(&format!(
-            r#"
-[[rotation]]
-id = "bench-{i}"
-source = {{ kind = "iam_access_key", user_name = "bench-{i}" }}
-target = {{ kind = "auth0_email_provider", domain = "t{i}.example.com", base_url = "{auth0}/t{i}", client_id = "bench-client", client_secret = {{ secrets_manager = "keyturn/auth0", json_key = "client_secret" }}, ses_region = "eu-west-1", from_address = "no-reply@example.com" }}
-policy = {{ grace_period = "0s" }}
-"#
-        ));
-    }
-    let cfg_path = a.dir.join("keyturn.toml");
-    std::fs::write(&cfg_path, &config)?;
-    let env = [
-        ("AWS_ENDPOINT_URL", proxy.endpoint.clone()),
-        ("AWS_ACCESS_KEY_ID", "testing".to_string()),
-        ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
-        ("AWS_REGION", REGION.to_string()),
-        ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
-    ];
-
-    let log = std::fs::File::create(a.dir.join("worker.log"))?;
-    let mut worker = Command::new(&a.keyturn);
-    worker.args(["worker", "--config"]).arg(&cfg_path).envs(env.iter().cloned()).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-    let worker = Guard::spawn(&mut worker)?;
+    let log_path = a.dir.join("worker-1.log");
+    let worker = fleet.worker(1)?;
     let pid = worker.id();
     // Started: it has polled once (one ReceiveMessage through the proxy).
     let end = Instant::now() + Duration::from_secs(60);
-    while counts(&proxy).get("ReceiveMessage").copied().unwrap_or(0) == 0 {
-        anyhow::ensure!(Instant::now() < end, "the worker did not start; see {}", a.dir.join("worker.log").display());
+    while counts(proxy).get("ReceiveMessage").copied().unwrap_or(0) == 0 {
+        anyhow::ensure!(Instant::now() < end, "the worker did not start; see {}", log_path.display());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let startup_rss = mem_mib(pid, "VmRSS")?;
-    clear(&proxy);
+    clear(proxy);
     if let Some(rate) = a.throttle_iam {
         println!("IAM behind a proxy that answers Throttling above {rate} calls/s");
         proxy.limit_rate(Some(RateLimit::new(&IAM_ACTIONS, rate)));
@@ -238,7 +194,7 @@ policy = {{ grace_period = "0s" }}
                 Guard::spawn(
                     Command::new(&a.keyturn)
                         .args(["rotate", &format!("bench-{i}"), "--config"])
-                        .arg(&cfg_path)
+                        .arg(cfg_path)
                         .envs(env.iter().cloned())
                         .stdin(Stdio::null())
                         .stdout(Stdio::null())
@@ -256,7 +212,6 @@ policy = {{ grace_period = "0s" }}
     // Until every saga ended (polled on moto directly: not counted). The
     // table is scanned only once the worker's log says every saga was
     // notified: a scan every moment would take moto's time from the worker.
-    let log_path = a.dir.join("worker.log");
     let (statuses, wall) = loop {
         let notified = std::fs::read_to_string(&log_path).unwrap_or_default().matches("notification published").count();
         if notified < n {
@@ -289,7 +244,7 @@ policy = {{ grace_period = "0s" }}
     let busy_cpu = cpu_ms(pid)? - cpu0;
     let moto_busy = cpu_ms(moto.pid())? - moto_cpu0;
     let peak = mem_mib(pid, "VmHWM")?;
-    let calls = counts(&proxy);
+    let calls = counts(proxy);
     let upstream = proxy.log.lock().unwrap().upstream.clone();
     let limited = proxy.rate.lock().unwrap().take();
 
@@ -299,22 +254,22 @@ policy = {{ grace_period = "0s" }}
     tokio::time::sleep(Duration::from_secs(20)).await;
     let idle_cpu_pct = (cpu_ms(pid)? - i0) / it0.elapsed().as_secs_f64() / 10.0;
     let idle_rss = mem_mib(pid, "VmRSS")?;
-    let idle_calls: usize = counts(&proxy).values().sum::<usize>() - calls.values().sum::<usize>();
+    let idle_calls: usize = counts(proxy).values().sum::<usize>() - calls.values().sum::<usize>();
     // SIGTERM, as ECS stops a task.
     let _ = worker.terminate();
     drop(worker);
 
     // The plain sequential script, same work, same moto (through the proxy).
-    clear(&proxy);
+    clear(proxy);
     let moto_cpu1 = cpu_ms(moto.pid())?;
     let out = Command::new("python3")
-        .args(["bench/sequential.py", "--endpoint", &proxy.endpoint, "--auth0", &auth0, "--client-secret", &client_secret, "--topic", &topic])
+        .args(["bench/sequential.py", "--endpoint", &proxy.endpoint, "--auth0", auth0, "--client-secret", client_secret, "--topic", topic])
         .args(["--rotations", &n.to_string()])
         .stderr(Stdio::inherit())
         .output()?;
     anyhow::ensure!(out.status.success(), "bench/sequential.py failed");
     let script: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let script_calls = counts(&proxy);
+    let script_calls = counts(proxy);
     let script_upstream = proxy.log.lock().unwrap().upstream.clone();
     let moto_script = cpu_ms(moto.pid())? - moto_cpu1;
     let s_wall = script["wall_s"].as_f64().unwrap_or(0.0);
@@ -387,7 +342,7 @@ policy = {{ grace_period = "0s" }}
     println!("{:<34} {}", "keyturn's slowest in moto (mean)", top.join(", "));
 
     if let Some(r) = &limited {
-        let refusals = std::fs::read_to_string(a.dir.join("worker.log")).unwrap_or_default().matches("IAM is throttling").count();
+        let refusals = std::fs::read_to_string(&log_path).unwrap_or_default().matches("IAM is throttling").count();
         println!(
             "\nburst against a throttling IAM: limit {:.1} calls/s; {} IAM calls let through at {:.2}/s from the first to the last ({:.0}% of the limit); {} answered Throttling ({:.1}% of IAM calls); {refusals} steps backed off in place (worker log)",
             r.per_sec,
@@ -410,6 +365,82 @@ policy = {{ grace_period = "0s" }}
     let failed: usize = statuses.iter().filter(|(s, _)| s.as_str() != "succeeded").map(|(_, c)| c).sum();
     anyhow::ensure!(failed == 0, "{failed} sagas did not succeed: {statuses:?}");
     Ok(())
+}
+
+/// `--exposure`: for each backlog N, a fresh fleet (moto, N + 1 users and
+/// tenants), one worker at concurrency 4; the N rotations are requested at
+/// once, and once a few finished the exposure event for the extra user
+/// reaches the intake queue. Timed until the exposed key is inactive; the
+/// rest of the backlog is not waited for (`tests/tests/priority.rs` checks
+/// that it all succeeds). Then the same with two replicas and a SIGKILL of
+/// the one holding the emergency's lease.
+async fn exposure(a: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(a.keyturn.exists(), "{} is missing: build it first (scripts/bench does)", a.keyturn.display());
+    let fleet = |n: usize, name: String| {
+        FleetBuilder::new(a.dir.join(name), n)
+            .prefix("bench")
+            .exposed_user()
+            .lanes()
+            .auth0_latency_ms(EXPOSURE_AUTH0_LATENCY_MS)
+            .worker(EXPOSURE_WORKER)
+            .keyturn(&a.keyturn)
+            .build()
+    };
+    let mut out = format!(
+        "== exposure to inactive while N ordinary rotations drain (keyturn {}, worker concurrency 4, Auth0 answering in {EXPOSURE_AUTH0_LATENCY_MS} ms)\n\n{:<44} {:>22} {:>16} {:>10} {:>14}\n",
+        a.keyturn.display(),
+        "situation",
+        "exposed key inactive",
+        "still waiting",
+        "re-drives",
+        "load (1 min)"
+    );
+    println!("{}", out.trim_end());
+    // Written after every figure, so an interrupted run keeps what it measured.
+    let out_path = a.exposure_out.clone();
+    let mut row = |what: String, took: Duration, waiting: String, redriven: usize| -> anyhow::Result<()> {
+        let line = format!("{what:<44} {:>21.2}s {waiting:>16} {redriven:>10} {:>14}\n", took.as_secs_f64(), load_average());
+        print!("{line}");
+        out.push_str(&line);
+        std::fs::write(&out_path, &out)?;
+        Ok(())
+    };
+    for &n in &a.backlogs {
+        let f = fleet(n, format!("exposure-{n}")).await?;
+        let _w = f.worker(1)?;
+        f.request_all().await?;
+        f.wait_draining().await?;
+        let (took, done) = f.expose_and_time(|_| true).await?;
+        let what = if n == 0 { "idle worker (no backlog)".to_string() } else { format!("{n} rotations requested at once") };
+        row(what, took, format!("{} of {n}", n.saturating_sub(done)), f.count_in_logs("re-driving its step"))?;
+    }
+    if a.kill_backlog > 0 || a.backlogs.is_empty() {
+        let n = a.kill_backlog;
+        let f = fleet(n, format!("exposure-kill-{n}")).await?;
+        let mut replicas = vec![Some(f.worker(1)?), Some(f.worker(2)?)];
+        f.request_all().await?;
+        f.wait_draining().await?;
+        let (took, done, at) = f.expose_kill_and_time(&mut replicas).await?;
+        let what = format!("{n} requested, 2 replicas, holder killed at {:.2}s", at.as_secs_f64());
+        row(what, took, format!("{} of {n}", n.saturating_sub(done)), f.count_in_logs("re-driving its step"))?;
+    }
+    let cpus = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpus.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("?").trim().to_string();
+    let machine = format!(
+        "\ntimed from the event reaching the intake queue; re-drives: steps the sweeper sent again up to then.\nmachine: {} x {model}; moto {}; load average: the machine's, at each figure\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        moto_version()
+    );
+    print!("{machine}");
+    out.push_str(&machine);
+    std::fs::write(&a.exposure_out, out)?;
+    println!("written to {}", a.exposure_out.display());
+    Ok(())
+}
+
+/// The 1-minute load average (`/proc/loadavg`).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split_whitespace().next().map(str::to_string)).unwrap_or_else(|| "?".into())
 }
 
 fn moto_version() -> String {
