@@ -308,6 +308,11 @@ pub enum Command {
         #[arg(long, value_name = "ARN")]
         principal: Option<String>,
     },
+    /// An inventory and evidence report: every IAM user access key in the
+    /// worker's account and each configured member account (age, status,
+    /// last use, the rotation covering it), each rotation's state, the
+    /// sagas of a period, and findings with their fixes (docs/operators.md).
+    Report(crate::report::Args),
     /// Create (or bring up to date) the AWS resources keyturn needs without
     /// the stack: the saga table with its indexes and TTL, the step, priority
     /// step and intake queues with their dead-letter queues, the
@@ -517,6 +522,10 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         let store = crate::store::Store::new(aws_sdk_dynamodb::Client::new(&sdk), &cfg.aws.table).with_retention(cfg.worker.retention.0);
         return table_command(cli.command, &cfg, store).await;
     }
+    if let Command::Report(args) = &cli.command {
+        crate::report::run(&cfg, &sdk, args).await?;
+        return Ok(0);
+    }
     let clients = crate::aws::Clients::new(sdk);
     if let Command::Doctor { json, principal } = cli.command {
         if let Some(p) = &principal {
@@ -539,7 +548,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
     }
     let engine = Arc::new(crate::app::engine(&cfg, &clients, crate::app::worker_id()));
     match cli.command {
-        Command::CheckConfig | Command::Status { .. } | Command::List { .. } | Command::Doctor { .. } | Command::Init { .. } => {
+        Command::CheckConfig | Command::Status { .. } | Command::List { .. } | Command::Doctor { .. } | Command::Init { .. } | Command::Report(_) => {
             unreachable!("answered above")
         }
         Command::Worker => {
