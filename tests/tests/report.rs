@@ -91,6 +91,7 @@ async fn the_report_lists_keys_rotations_history_and_findings_in_all_three_forma
     let member = iam_in(&env, MEMBER).await;
     member.create_role().role_name(ROLE_NAME).assume_role_policy_document("{}").send().await.unwrap();
     let member_key = user_with_key(&member, &clock, USER, 120).await;
+    use_key(&env, &clock, &member_key, 10).await;
     let parked = user_with_key(&member, &clock, "parked", 150).await;
     member.update_access_key().user_name("parked").access_key_id(&parked.0).status(aws_sdk_iam::types::StatusType::Inactive).send().await.unwrap();
     // An account only `--account` names.
@@ -117,11 +118,14 @@ async fn the_report_lists_keys_rotations_history_and_findings_in_all_three_forma
     assert_eq!(st, Status::Succeeded);
     let mut failed = vec![];
     for _ in 0..2 {
+        // The 403 meets a cached token, which is asked again once with a new one: refuse both.
+        env.auth0.script_patch(Fault::InsufficientScope);
         env.auth0.script_patch(Fault::InsufficientScope);
         let (id, st) = run_saga(&env, &engine).await;
         assert_eq!(st, Status::Compensated);
         failed.push(id);
     }
+    env.auth0.state.lock().unwrap().patch_faults.clear();
     env.auth0.set_reveal_key_id(false);
     for _ in 0..40 {
         env.auth0.script_patch(Fault::UnavailableAfterApply);
@@ -166,7 +170,8 @@ async fn the_report_lists_keys_rotations_history_and_findings_in_all_three_forma
     assert_eq!(k(&parked.0)["status"], "Inactive");
     assert_eq!((k(&parked.0)["past_90_days"].as_bool(), k(&parked.0)["unused_90_days"].as_bool()), (Some(false), Some(false)));
     assert_eq!(k(&extra_key.0)["account_id"], EXTRA);
-    assert_eq!(keys.len(), 2 + 2 + 2 + 1 + (env.old_keys.len() - 1), "every key, none twice: {}", json["keys"]);
+    // legacy-ci, fresh-bot, USER's two, the member's USER, parked, extra-svc.
+    assert_eq!(keys.len(), 7, "every key, none twice: {}", json["keys"]);
 
     // Findings, each with its fix.
     let findings: Vec<(String, String, String)> = json["findings"]
