@@ -99,7 +99,8 @@ async fn the_report_lists_keys_rotations_history_and_findings_in_all_three_forma
     let extra_key = user_with_key(&extra, &clock, "extra-svc", 30).await;
 
     // Configuration: the environment's plus the member role and member-mailer.
-    let text = env.config_text.replacen("kms_key_id = \"alias/keyturn\"\n", &format!("kms_key_id = \"alias/keyturn\"\nmember_role_name = \"{ROLE_NAME}\"\n"), 1);
+    let text =
+        env.config_text.replacen("kms_key_id = \"alias/keyturn\"\n", &format!("kms_key_id = \"alias/keyturn\"\nmember_role_name = \"{ROLE_NAME}\"\n"), 1);
     let home_rotation = &text[text.find("[[rotation]]").unwrap()..];
     let member_rotation = home_rotation.replacen("id = \"auth0-ses\"", "id = \"member-mailer\"", 1).replacen(
         &format!("user_name = \"{USER}\" }}"),

@@ -91,10 +91,7 @@ pub async fn report(cfg: &Config, base: &aws_config::SdkConfig, req: &Request) -
         }
 
         let covers = |account: &str, user: &str| -> Option<String> {
-            covering
-                .iter()
-                .find(|c| c.source.covers(&Subject::IamUser { account, user, home: &c.account }))
-                .map(|c| c.rotation_id.clone())
+            covering.iter().find(|c| c.source.covers(&Subject::IamUser { account, user, home: &c.account })).map(|c| c.rotation_id.clone())
         };
 
         let mut keys: Vec<KeyRow> = vec![];
@@ -160,21 +157,11 @@ pub async fn report(cfg: &Config, base: &aws_config::SdkConfig, req: &Request) -
 
 /// Page through one account's users and their keys, handing each key's
 /// facts to `each`. Answers (users, keys) read; on an error, also how far it got.
-async fn inventory(
-    iam: &aws_sdk_iam::Client,
-    account: &str,
-    mut each: impl FnMut(KeyFacts),
-) -> std::result::Result<(u64, u64), (Error, u64, u64)> {
+async fn inventory(iam: &aws_sdk_iam::Client, account: &str, mut each: impl FnMut(KeyFacts)) -> std::result::Result<(u64, u64), (Error, u64, u64)> {
     let (mut users, mut keys) = (0u64, 0u64);
     let mut marker: Option<String> = None;
     loop {
-        let page = iam
-            .list_users()
-            .max_items(PAGE)
-            .set_marker(marker.take())
-            .send()
-            .await
-            .map_err(|e| (aws("iam", "ListUsers", e), users, keys))?;
+        let page = iam.list_users().max_items(PAGE).set_marker(marker.take()).send().await.map_err(|e| (aws("iam", "ListUsers", e), users, keys))?;
         let names: Vec<String> = page.users().iter().map(|u| u.user_name().to_string()).collect();
         let next = page.is_truncated().then(|| page.marker().map(str::to_string)).flatten();
         drop(page);

@@ -277,10 +277,7 @@ pub struct HistoryBuilder {
 impl HistoryBuilder {
     pub fn new(since: Millis, now: Millis) -> HistoryBuilder {
         let weeks = now.saturating_sub(since).div_ceil(WEEK).max(1);
-        let h = History {
-            weeks: (0..weeks).map(|i| Week { starts: fmt_ms(since + i * WEEK), ..Week::default() }).collect(),
-            ..History::default()
-        };
+        let h = History { weeks: (0..weeks).map(|i| Week { starts: fmt_ms(since + i * WEEK), ..Week::default() }).collect(), ..History::default() };
         HistoryBuilder { since, now, h, switch: vec![], rotate: vec![] }
     }
 
@@ -348,9 +345,9 @@ pub fn key_findings(k: &KeyRow) -> Vec<Finding> {
     let subject = format!("{}/{}/{}", k.account_id, k.user_name, k.access_key_id);
     if k.past_90_days {
         let fix = match &k.rotation_id {
-            Some(id) => format!(
-                "keyturn rotate {id}   # and add [rotation.schedule] max_age = \"80d\" to rotation {id} so it is rotated before IAM.3's 90 days"
-            ),
+            Some(id) => {
+                format!("keyturn rotate {id}   # and add [rotation.schedule] max_age = \"80d\" to rotation {id} so it is rotated before IAM.3's 90 days")
+            }
             None => "configure a rotation for this user (see key_not_rotated), or delete the key if nothing uses it".into(),
         };
         out.push(Finding {

@@ -125,9 +125,12 @@ pub fn weeks_chart(weeks: &[Week]) -> String {
     for (i, wk) in weeks.iter().enumerate() {
         let x = left + i as f64 * bw + 2.0;
         let mut base = h - bottom;
-        for (v, color, name) in
-            [(wk.succeeded, "#2e8b57", "succeeded"), (wk.failed, "#c0392b", "failed"), (wk.needs_attention, "#d68910", "needs attention"), (wk.other, "#9aa3b2", "other")]
-        {
+        for (v, color, name) in [
+            (wk.succeeded, "#2e8b57", "succeeded"),
+            (wk.failed, "#c0392b", "failed"),
+            (wk.needs_attention, "#d68910", "needs attention"),
+            (wk.other, "#9aa3b2", "other"),
+        ] {
             if v == 0 {
                 continue;
             }
@@ -188,12 +191,7 @@ pub fn render(r: &Report) -> String {
     s.push_str("</div>");
 
     for a in r.accounts.iter().filter(|a| a.error.is_some()) {
-        let _ = write!(
-            s,
-            "<section><h2>Account {} was not fully read</h2><p>{}</p></section>",
-            esc(&a.account_id),
-            esc(a.error.as_deref().unwrap_or(""))
-        );
+        let _ = write!(s, "<section><h2>Account {} was not fully read</h2><p>{}</p></section>", esc(&a.account_id), esc(a.error.as_deref().unwrap_or("")));
     }
 
     let _ = write!(s, "<section id=\"findings\"><h2>Findings ({})</h2>", r.findings.len());
