@@ -54,6 +54,10 @@ pub struct Options {
     pub scim_restart: bool,
     /// More `[rotation.policy]` lines for the `auth0-ses` rotation.
     pub extra_policy: &'static str,
+    /// Run moto with its IAM clock set back by the seconds written in this
+    /// file (`tests/fixtures/moto_clock`): keys created or used while it
+    /// holds N are dated N seconds ago, as AWS dates keys made back then.
+    pub iam_clock: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -71,6 +75,7 @@ impl Default for Options {
             scim: None,
             scim_restart: false,
             extra_policy: "",
+            iam_clock: None,
         }
     }
 }
@@ -208,7 +213,15 @@ impl TestEnv {
         crate::capture::install();
         // With enforcement, the first three requests are free: they create an
         // administrator whose key signs everything after.
-        let moto = Moto::start(if opts.enforce_auth { &[("INITIAL_NO_AUTH_ACTION_COUNT", "3")] } else { &[] }).await?;
+        let mut moto_env: Vec<(&str, String)> = vec![];
+        if opts.enforce_auth {
+            moto_env.push(("INITIAL_NO_AUTH_ACTION_COUNT", "3".into()));
+        }
+        if let Some(clock) = &opts.iam_clock {
+            moto_env.push(("PYTHONPATH", concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/moto_clock").into()));
+            moto_env.push(("KEYTURN_TEST_IAM_CLOCK", clock.display().to_string()));
+        }
+        let moto = Moto::start(&moto_env.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await?;
         let mut sdk = sdk_config(&moto.endpoint, Credentials::new("testing", "testing", None, None, "keyturn-tests")).await;
         if opts.enforce_auth {
             let iam = aws_sdk_iam::Client::new(&sdk);

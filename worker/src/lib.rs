@@ -43,6 +43,7 @@ pub mod notify;
 pub mod preflight;
 pub mod quarantine;
 pub mod queue;
+pub mod report;
 pub mod requests;
 pub mod saga;
 pub mod seal;

@@ -273,6 +273,11 @@ pub enum Command {
         #[arg(long, value_name = "ARN")]
         principal: Option<String>,
     },
+    /// An inventory and evidence report: every IAM user access key in the
+    /// worker's account and each configured member account (age, status,
+    /// last use, the rotation covering it), each rotation's state, the
+    /// sagas of a period, and findings with their fixes (docs/operators.md).
+    Report(crate::report::Args),
     /// Create (or bring up to date) the AWS resources keyturn needs without
     /// the stack: the saga table with its indexes and TTL, the step, priority
     /// step and intake queues with their dead-letter queues, the

@@ -50,6 +50,10 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         let store = crate::store::Store::new(aws_sdk_dynamodb::Client::new(&sdk), &cfg.aws.table).with_retention(cfg.worker.retention.0);
         return table_command(cli.command, &cfg, store).await;
     }
+    if let Command::Report(args) = &cli.command {
+        crate::report::run(&cfg, &sdk, args).await?;
+        return Ok(0);
+    }
     let clients = crate::aws::Clients::new(sdk);
     if let Command::Doctor { json, principal } = cli.command {
         return doctor(&cfg, &clients, &source, &version, principal, json).await;
@@ -57,7 +61,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
     let engine = Arc::new(crate::app::engine(&cfg, &clients, crate::app::worker_id()));
     let cx = Context { out, config: cli.config, cfg, clients, engine, source, bootstrap, version };
     match cli.command {
-        Command::CheckConfig | Command::Status { .. } | Command::List { .. } | Command::Doctor { .. } | Command::Init { .. } => {
+        Command::CheckConfig | Command::Status { .. } | Command::List { .. } | Command::Doctor { .. } | Command::Init { .. } | Command::Report(_) => {
             unreachable!("answered above")
         }
         Command::Worker => worker(cx).await,

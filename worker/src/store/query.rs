@@ -27,6 +27,42 @@ impl Store {
         self.query_newest(ROTATION_INDEX, "rotation_id", rotation_id, limit, None).await
     }
 
+    /// Every saga created at or after `since`, oldest first, handed to `each`
+    /// one page (at most 100 items) at a time, so a long history is never
+    /// held whole (index `sagas-by-created`; expired sagas skipped). For
+    /// `keyturn report`.
+    pub async fn created_since(&self, since: Millis, mut each: impl FnMut(Stored)) -> Result<()> {
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        let now_s = self.clock.now_ms() / 1000;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(CREATED_INDEX)
+                .key_condition_expression("#k = :saga AND created_at >= :since")
+                .filter_expression("attribute_not_exists(#ttl) OR #ttl > :now")
+                .expression_attribute_names("#k", "kind")
+                .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+                .expression_attribute_values(":saga", s("saga"))
+                .expression_attribute_values(":since", n(since))
+                .expression_attribute_values(":now", n(now_s))
+                .limit(100)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.index_error(CREATED_INDEX, aws("dynamodb", "Query", e)))?;
+            self.count_read(page.scanned_count);
+            for item in page.items() {
+                each(decode(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(()),
+            }
+        }
+    }
+
     /// Every saga that runs or needs attention unresolved (the sparse index
     /// `active-by-due`, oldest `due_at` first): the sweeper's whole read.
     pub async fn active(&self) -> Result<Vec<Stored>> {
