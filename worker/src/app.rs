@@ -50,6 +50,7 @@ pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String,
         queue,
         priority: None,
         sealer: Sealer::new(clients.kms.clone(), &cfg.aws.kms_key_id),
+        secretsmanager: clients.secrets.clone(),
         notifier: Notifier::new(clients.sns.clone(), &cfg.aws.topic_arn)
             .with_events(clients.events.clone(), cfg.aws.event_bus.clone().unwrap_or_else(|| "default".into())),
         iam: clients.iam.clone(),
