@@ -204,6 +204,8 @@ def cases():
     yield "handover secret: UpdateSecret", mutate(handover, lambda e: e["detail"].update(eventName="UpdateSecret")), "HandoverSecretChangedRule"
     yield "handover secret: CreateSecret with a value", mutate(handover, lambda e: e["detail"].update(
         eventName="CreateSecret", requestParameters={"name": name, "secretString": "HIDDEN_DUE_TO_SECURITY_REASONS"})), "HandoverSecretChangedRule"
+    yield "handover secret: PutSecretValue refused (AccessDenied)", mutate(handover, lambda e: e["detail"].update(
+        errorCode="AccessDenied")), None
     yield "handover secret: read (GetSecretValue)", mutate(handover, lambda e: e["detail"].update(eventName="GetSecretValue")), None
     yield "another secret changed", mutate(handover, lambda e: e["detail"]["requestParameters"].update(
         secretId="arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbC123")), None
