@@ -394,11 +394,11 @@ impl<Q: Queue> Engine<Q> {
             Slot::Confirm => &mut hand.delete,
         };
         if let Some(why) = refused {
-            steps.insert(0, format!("{why}. Nothing was used or sent to Entra; set the value again, as described below."));
+            steps.insert(0, format!("{why}. Nothing was used or sent to the target; set the value again, as described below."));
         }
         steps.push(match slot {
             Slot::Token => format!(
-                "No shell needed: {open}. Choose Retrieve secret value > Set secret value (or Edit), Plaintext, paste the token alone and Save. keyturn notices it (at the latest at the next reminder), tests and saves it in Entra as below, and deletes that secret once Entra holds the token. Or hand it over with the keyturn command below instead."
+                "No shell needed: {open}. Choose Retrieve secret value > Set secret value (or Edit), Plaintext, paste the token alone and Save. keyturn notices it (at the latest at the next reminder), tests and saves it in the target as below, and deletes that secret once the target holds the token. Or hand it over with the keyturn command below instead."
             ),
             Slot::Confirm => format!(
                 "When the old token is deleted, tell keyturn without a shell: {open}, choose Retrieve secret value > Set secret value (or Edit), Plaintext, and set the value to the word {CONFIRM_WORD}. Or run the keyturn command below instead."
