@@ -1010,14 +1010,12 @@ pub fn clean_token(token: &secrecy::SecretString) -> anyhow::Result<secrecy::Sec
     // The same rules as a token pasted into a handover secret.
     match crate::handover::check_token(token.expose_secret()) {
         Ok(t) => Ok(secrecy::SecretString::from(t.to_string())),
-        Err(TokenProblem::Empty) => {
-            Err(Usage("no token given: paste it at the prompt, pipe it on standard input, or use --from-secret".into()).into())
-        }
+        Err(TokenProblem::Empty) => Err(Usage("no token given: paste it at the prompt, pipe it on standard input, or use --from-secret".into()).into()),
         Err(TokenProblem::TooLong(n)) => Err(Usage(format!("the token is {n} bytes long, more than any SCIM token; was the wrong file given?")).into()),
-        Err(TokenProblem::NotOneWord) => Err(Usage(
-            "the token contains spaces, line breaks or control characters; give the token alone, exactly as the console showed it".into(),
-        )
-        .into()),
+        Err(TokenProblem::NotOneWord) => {
+            Err(Usage("the token contains spaces, line breaks or control characters; give the token alone, exactly as the console showed it".into())
+                .into())
+        }
     }
 }
 
