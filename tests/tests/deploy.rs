@@ -354,7 +354,7 @@ fn the_intake_queue_denies_every_other_sender_and_the_check_can_fail() {
     // Every principal exempted, or a rule that is not the stack's.
     loosen(principals, "                \"aws:PrincipalArn\": \"*\"\n", "aws:PrincipalArn exempts ['*']");
     loosen(
-        &format!("                  - !GetAtt RotationRequestRule.Arn\n{principals}"),
+        &format!("                  - !GetAtt HandoverSecretChangedRule.Arn\n{principals}"),
         &format!("                  - arn:aws:events:eu-west-1:999999999999:rule/elsewhere\n{principals}"),
         "which are not this template's rules",
     );
