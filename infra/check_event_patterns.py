@@ -196,6 +196,23 @@ def cases():
     yield "exposure suspected (not handled)", mutate(exposed, lambda e: e["detail"].update(
         eventTypeCode="AWS_RISK_CREDENTIALS_EXPOSURE_SUSPECTED")), None
     yield "exposed key code from another service", mutate(exposed, lambda e: e["detail"].update(service="IAM")), None
+    handover = fixture("cloudtrail-handover-put-secret-value.json")
+    name = handover["detail"]["requestParameters"]["secretId"].split(":secret:")[1][:-7]
+    yield "handover secret: PutSecretValue by ARN (console)", handover, "HandoverSecretChangedRule"
+    yield "handover secret: PutSecretValue by name", mutate(handover, lambda e: e["detail"]["requestParameters"].update(
+        secretId=name)), "HandoverSecretChangedRule"
+    yield "handover secret: UpdateSecret", mutate(handover, lambda e: e["detail"].update(eventName="UpdateSecret")), "HandoverSecretChangedRule"
+    yield "handover secret: CreateSecret with a value", mutate(handover, lambda e: e["detail"].update(
+        eventName="CreateSecret", requestParameters={"name": name, "secretString": "HIDDEN_DUE_TO_SECURITY_REASONS"})), "HandoverSecretChangedRule"
+    yield "handover secret: PutSecretValue refused (AccessDenied)", mutate(handover, lambda e: e["detail"].update(
+        errorCode="AccessDenied")), None
+    yield "handover secret: read (GetSecretValue)", mutate(handover, lambda e: e["detail"].update(eventName="GetSecretValue")), None
+    yield "another secret changed", mutate(handover, lambda e: e["detail"]["requestParameters"].update(
+        secretId="arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbC123")), None
+    yield "another secret, named like one", mutate(handover, lambda e: e["detail"]["requestParameters"].update(
+        secretId="prod/keyturn/handover/x")), None
+    yield "handover secret, account keyturn does not serve", mutate(handover, lambda e: e.update(account=FOREIGN)), None
+    yield "handover secret, member account (secrets live in the worker's)", mutate(handover, lambda e: e.update(account=MEMBER)), None
     request = {"version": "0", "id": "r1", "source": "keyturn.requests", "detail-type": "Rotation Request",
                "account": exposed["account"], "region": exposed["region"], "time": exposed["time"], "resources": [],
                "detail": json.load(open(os.path.join(FIXTURES, "requests", "valid", "by-rotation-id.json")))}

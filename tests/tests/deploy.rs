@@ -331,7 +331,7 @@ fn the_intake_queue_denies_every_other_sender_and_the_check_can_fail() {
     let good = check("infra/keyturn-stack.yaml");
     let stdout = String::from_utf8_lossy(&good.stdout).into_owned();
     assert!(good.status.success(), "{stdout}{}", String::from_utf8_lossy(&good.stderr));
-    assert!(stdout.contains("sqs:SendMessage denied to all but 6 rule(s) and 1 principal(s)"), "{stdout}");
+    assert!(stdout.contains("sqs:SendMessage denied to all but 7 rule(s) and 1 principal(s)"), "{stdout}");
 
     let original = std::fs::read_to_string(format!("{root}/infra/keyturn-stack.yaml")).unwrap();
     let loosen = |from: &str, to: &str, expect: &str| {
@@ -354,7 +354,7 @@ fn the_intake_queue_denies_every_other_sender_and_the_check_can_fail() {
     // Every principal exempted, or a rule that is not the stack's.
     loosen(principals, "                \"aws:PrincipalArn\": \"*\"\n", "aws:PrincipalArn exempts ['*']");
     loosen(
-        &format!("                  - !GetAtt RotationRequestRule.Arn\n{principals}"),
+        &format!("                  - !GetAtt HandoverSecretChangedRule.Arn\n{principals}"),
         &format!("                  - arn:aws:events:eu-west-1:999999999999:rule/elsewhere\n{principals}"),
         "which are not this template's rules",
     );

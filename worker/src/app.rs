@@ -67,6 +67,7 @@ pub fn engine_on<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String, q
         queue,
         priority: None,
         sealer: Sealer::new(clients.kms.clone(), &cfg.aws.kms_key_id),
+        secretsmanager: clients.secrets.clone(),
         notifier: notifier(cfg, clients),
         iam: clients.iam.clone(),
         idempotency_window: cfg.requests.idempotency_window.0,

@@ -195,6 +195,9 @@ pub struct Engine<Q: Queue> {
     /// The priority step queue ([`crate::queue::Lane`]), when configured.
     pub(crate) priority: Option<Q>,
     pub(crate) sealer: Sealer,
+    /// Secrets Manager of the worker's account: the handover secrets of
+    /// credentials made by a person ([`crate::handover`]).
+    pub(crate) secretsmanager: aws_sdk_secretsmanager::Client,
     pub(crate) notifier: Notifier,
     /// IAM of the worker's own account: which user owns an exposed key;
     /// deactivating an exposed key no rotation covers.

@@ -25,11 +25,14 @@ impl<Q: Queue> Engine<Q> {
     /// A wait on a person came due: ask, remind, or report the deadline.
     pub(crate) async fn prompt_person(&self, rot: &Rotation, saga: &Saga) -> Result<Effect> {
         let kind = saga::prompt(saga, self.now_ms());
+        let hand = rot.source.by_hand().ok_or_else(|| Error::Corrupt(format!("saga waits on a person but {} is not made by hand", rot.source.kind())))?;
+        // The console handover first (docs/scim.md): a token or confirmation
+        // left there moves the saga on as `provide`/`confirm` do, no notice.
+        let Some(hand) = self.handover_prompt(saga, hand, kind == Prompt::Expired).await else { return Ok(Effect::Prompted) };
         if kind == Prompt::Expired {
             warn!(deadline = saga.deadline, "nobody acted before the deadline");
             return Ok(Effect::Expired);
         }
-        let hand = rot.source.by_hand().ok_or_else(|| Error::Corrupt(format!("saga waits on a person but {} is not made by hand", rot.source.kind())))?;
         let (credential, target) = (rot.source.describe(), rot.target.describe());
         let ctx = notify::Context {
             credential_kind: rot.source.kind(),
@@ -51,6 +54,7 @@ impl<Q: Queue> Engine<Q> {
     /// Notify about the outcome. Erasing the secret and releasing the lock
     /// happen in the commit that follows.
     pub(crate) async fn finalize(&self, rot: &Rotation, saga: &Saga) -> Result<()> {
+        self.handover_cleanup(saga).await?;
         let mut end = saga.clone();
         end.status = saga.closing.unwrap_or(Status::NeedsAttention);
         // Nothing to list for a credential made by hand: the notice shows

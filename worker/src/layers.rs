@@ -33,6 +33,9 @@ pub(crate) const FLOORS: &[&[&str]] = &[
     // `commands` defines `Request`, which triggers and requests start a
     // saga with, so it sits one floor below the other jobs.
     &["commands"],
+    // The console handover of a by-hand credential: hands over as
+    // `commands` does; the prompt path and intake call it.
+    &["handover"],
     &["finalize", "sweeper", "attention", "triggers"],
     // Requests are started through triggers' matching.
     &["requests"],

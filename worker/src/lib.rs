@@ -33,6 +33,7 @@ pub mod doctor;
 pub mod engine;
 pub mod error;
 pub mod finalize;
+pub mod handover;
 pub mod init;
 pub mod intake;
 pub mod lambda;

@@ -28,6 +28,11 @@ impl Sealer {
         Sealer { client, key_id: key_id.into() }
     }
 
+    /// The KMS key (id, ARN or alias) secrets are sealed with.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
     fn context(saga_id: &str) -> HashMap<String, String> {
         HashMap::from([(CONTEXT_KEY.to_string(), saga_id.to_string())])
     }

@@ -56,6 +56,8 @@ pub struct IntakeReport {
     pub duplicates: Vec<String>,
     /// The message was held back (not acknowledged) to come back later.
     pub retained: bool,
+    /// A change of a handover secret, and what came of it.
+    pub handover: Option<crate::handover::Looked>,
 }
 
 /// A rotation's key age, as the scan sees it.
@@ -77,6 +79,12 @@ impl<Q: Queue> Engine<Q> {
     #[instrument(skip_all, fields(worker = %self.worker_id, message_id = %m.message_id))]
     pub async fn handle_intake<I: Queue>(&self, intake_queue: &I, m: &Received) -> Result<IntakeReport> {
         let mut report = IntakeReport::default();
+        // A handover secret changed (CloudTrail, Secrets Manager): look at it.
+        if let Some(looked) = self.handover_event(intake_queue, m).await? {
+            report.rejected = if let crate::handover::Looked::Rejected(why) = &looked { Some(why.clone()) } else { None };
+            report.handover = Some(looked);
+            return Ok(report);
+        }
         let rotations = self.rotations();
         let checked = match intake::parse_message(&m.body) {
             Ok((event, origin)) => match &event {

@@ -500,18 +500,16 @@ fn read_token(saga_id: &str) -> anyhow::Result<secrecy::SecretString> {
 /// A token is one line of printable text; surrounding whitespace (a file's
 /// trailing newline) is not part of it. Errors never include it.
 pub fn clean_token(token: &secrecy::SecretString) -> anyhow::Result<secrecy::SecretString> {
+    use crate::handover::TokenProblem;
     use secrecy::ExposeSecret;
-    let t = token.expose_secret().trim();
-    if t.is_empty() {
-        return Err(Usage("no token given: paste it at the prompt, pipe it on standard input, or use --from-secret".into()).into());
+    // The same rules as a token pasted into a handover secret.
+    match crate::handover::check_token(token.expose_secret()) {
+        Ok(t) => Ok(secrecy::SecretString::from(t.to_string())),
+        Err(TokenProblem::Empty) => Err(Usage("no token given: paste it at the prompt, pipe it on standard input, or use --from-secret".into()).into()),
+        Err(TokenProblem::TooLong(n)) => Err(Usage(format!("the token is {n} bytes long, more than any SCIM token; was the wrong file given?")).into()),
+        Err(TokenProblem::NotOneWord) => {
+            Err(Usage("the token contains spaces, line breaks or control characters; give the token alone, exactly as the console showed it".into())
+                .into())
+        }
     }
-    if t.len() > 16 * 1024 {
-        return Err(Usage(format!("the token is {} bytes long, more than any SCIM token; was the wrong file given?", t.len())).into());
-    }
-    if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(
-            Usage("the token contains spaces, line breaks or control characters; give the token alone, exactly as the console showed it".into()).into()
-        );
-    }
-    Ok(secrecy::SecretString::from(t.to_string()))
 }
