@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use keyturn::clock::now_ms;
+use keyturn::clock::{Clock, SystemClock};
 use keyturn::engine::{Handled, PRIORITY_LEASE};
 use keyturn::queue::{Lane, Queue, StepMessage};
 use keyturn::saga::Status;
@@ -126,7 +126,7 @@ async fn a_priority_step_takes_over_a_dead_workers_lease_that_is_about_to_end() 
     let mut m = priority.receive(1, Duration::from_secs(1), PRIORITY_LEASE).await.unwrap().pop().unwrap();
     m.lane = Lane::Priority;
     // A worker took the saga and died: its lease runs 0.9 s more.
-    let now = now_ms();
+    let now = SystemClock.now_ms();
     let dead = engine.store().lease(&saga_id, msg.step, &msg.token, "dead-worker", now, now + 900, now + 60_000).await.unwrap();
     assert!(matches!(dead, Lease::Taken(_)));
     let handled = engine.handle(&m).await.unwrap();

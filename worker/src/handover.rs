@@ -488,6 +488,7 @@ impl<Q: Queue> Engine<Q> {
             target: &target,
             keys_now: None,
             advice: None,
+            words: rot.target.by_hand_words(),
         };
         self.notifier.publish(&notify::render_prompt(saga, &ctx, &hand, false)).await
     }
