@@ -67,7 +67,7 @@ pub async fn report(cfg: &Config, base: &aws_config::SdkConfig, req: &Request) -
         let mut targets: BTreeMap<String, (Access, Option<Error>)> = BTreeMap::new();
         targets.insert(home.clone(), (Access::Home { account: Some(home.clone()) }, None));
         let mut covering = vec![];
-        for r in cfg.rotations.iter().filter(|r| r.source.kind() == "iam_access_key") {
+        for r in cfg.rotations.iter().filter(|r| r.source.kind() == crate::connectors::source_kind_for(crate::connectors::SubjectKind::IamUser)) {
             match accounts.access(r.source.account_id(), r.source.role_arn()).await {
                 Ok(a) => {
                     let account = a.account().unwrap_or(&home).to_string();
@@ -241,7 +241,7 @@ async fn rotation_row(store: &Store, r: &crate::config::RotationConfig, oldest_k
     };
 
     let mut scim_token = None;
-    let (next_due, next_due_reason) = if r.source.kind() == "scim_token" {
+    let (next_due, next_due_reason) = if r.source.kind() == crate::connectors::source_kind_for(crate::connectors::SubjectKind::ScimTokenExpiry) {
         // The token handed over in the last success; else the token in use
         // as a person described it to a later saga.
         let recorded = succeeded

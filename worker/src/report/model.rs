@@ -365,8 +365,9 @@ pub fn key_findings(k: &KeyRow) -> Vec<Finding> {
             subject: subject.clone(),
             message: format!("no configured rotation covers user {} in account {}", k.user_name, k.account_id),
             fix: format!(
-                "[[rotation]]\nid = \"{id}\"\nsource = {{ kind = \"iam_access_key\", user_name = \"{u}\", account_id = \"{a}\" }}\n[rotation.target]   # where this key is used: docs/configuration.md, Targets\n[rotation.schedule]\nmax_age = \"80d\"",
+                "[[rotation]]\nid = \"{id}\"\nsource = {{ kind = \"{kind}\", user_name = \"{u}\", account_id = \"{a}\" }}\n[rotation.target]   # where this key is used: docs/configuration.md, Targets\n[rotation.schedule]\nmax_age = \"80d\"",
                 id = rotation_id_for(&k.user_name),
+                kind = crate::connectors::source_kind_for(crate::connectors::SubjectKind::IamUser),
                 u = k.user_name,
                 a = k.account_id
             ),
