@@ -96,29 +96,7 @@ pub fn advance(saga: &Saga, outcome: &Outcome, policy: &Policy, clock: Clock) ->
 
 pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clock) {
     match (s.step, effect) {
-        (Step::Start, Effect::Started { .. }) if s.manual => {
-            // Nothing to list: the old credential is the one the person
-            // named when asking for the rotation (or names when providing).
-            s.await_person(Step::AwaitNew, policy, clock);
-        }
-        (Step::Start, Effect::Started { keys }) => {
-            s.old_keys = keys.clone();
-            if keys.len() >= 2 {
-                s.failure = Some(Failure {
-                    step: Step::Start,
-                    code: "TooManyKeys".into(),
-                    message: format!(
-                        "the credential already has {} keys that keyturn does not know ({}); a new key cannot be created",
-                        keys.len(),
-                        keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ")
-                    ),
-                    operator_fixable: true,
-                });
-                s.close(Status::Refused, clock);
-            } else {
-                s.goto(Step::IssueNew, clock);
-            }
-        }
+        (Step::Start, Effect::Started { keys }) => on_started(s, keys, policy, clock),
         (Step::IssueNew, Effect::Issued { key_id }) => {
             s.new_key = Some(key_id.clone());
             s.secret_stored = true;
@@ -130,64 +108,8 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
             s.switched_at = Some(clock.now);
             s.goto(Step::VerifyTarget, clock);
         }
-        (Step::VerifyTarget, Effect::Verified(v)) => match v {
-            Verification::HoldsNew => {
-                s.target = TargetState::HoldsNew;
-                s.switched_at.get_or_insert(clock.now);
-                after_switch(s, policy, clock);
-            }
-            Verification::Opaque if s.target == TargetState::Accepted => {
-                // The push was answered 2xx and the provider is healthy:
-                // the target does not reveal ids, so this is as far as
-                // verification can go.
-                s.target = TargetState::HoldsNew;
-                after_switch(s, policy, clock);
-            }
-            Verification::Opaque => {
-                s.failure = Some(Failure {
-                    step: Step::VerifyTarget,
-                    code: "TargetStateUnknown".into(),
-                    message: "the push to the target did not get a clear answer and the target does not reveal which key it holds".into(),
-                    operator_fixable: true,
-                });
-                s.close(Status::NeedsAttention, clock);
-            }
-            Verification::HoldsOld => {
-                s.target = TargetState::HoldsOld;
-                s.failure.get_or_insert(Failure {
-                    step: Step::VerifyTarget,
-                    code: "TargetKeptOldKey".into(),
-                    message: "the target still holds the old key after the push".into(),
-                    operator_fixable: false,
-                });
-                s.compensate(clock);
-            }
-            Verification::Unhealthy(reason) => {
-                s.failure = Some(Failure { step: Step::VerifyTarget, code: "TargetUnhealthy".into(), message: reason.clone(), operator_fixable: true });
-                s.close(Status::NeedsAttention, clock);
-            }
-        },
-        (Step::DisableOld, Effect::Disabled) => {
-            // A keep-new resolution after a keep-old one reactivated the new key first.
-            s.new_disabled = false;
-            let mut keep_exposed = false;
-            if let Some(e) = s.exposure.as_mut().filter(|e| e.role == ExposedRole::Old) {
-                e.inactive_at.get_or_insert(clock.now);
-                keep_exposed = e.keep_inactive;
-            }
-            if keep_exposed && !s.old_deleted {
-                // Kept inactive for forensics, as the policy says: done.
-                s.old_disabled = true;
-                s.close(Status::Succeeded, clock);
-            } else if s.old_deleted {
-                // The old key was already gone: nothing to wait for.
-                s.close(Status::Succeeded, clock);
-            } else {
-                s.old_disabled = true;
-                s.goto(Step::RetireOld, clock);
-                s.grace_until = Some(clock.now + policy.grace_period);
-            }
-        }
+        (Step::VerifyTarget, Effect::Verified(v)) => on_verified(s, v, policy, clock),
+        (Step::DisableOld, Effect::Disabled) => on_disabled_old(s, policy, clock),
         (Step::RetireOld, Effect::Retired) => {
             s.old_deleted = true;
             if let Some(e) = s.exposure.as_mut().filter(|e| e.role == ExposedRole::Old) {
@@ -216,21 +138,7 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
             s.secret_stored = false;
             s.ended(policy, clock.now);
         }
-        (Step::DisableNew, Effect::DisabledNew) => {
-            if s.old_disabled {
-                s.old_disabled = false;
-                s.old_restored = true;
-                s.compensations.push(format!("reactivated old key {}", old_ids(s)));
-            }
-            if s.new_revoked {
-                // The new key was already gone: nothing to wait for.
-                s.close(Status::Compensated, clock);
-            } else {
-                s.new_disabled = true;
-                s.goto(Step::RetireNew, clock);
-                s.grace_until = Some(clock.now + policy.grace_period);
-            }
-        }
+        (Step::DisableNew, Effect::DisabledNew) => on_disabled_new(s, policy, clock),
         (Step::RetireNew, Effect::RetiredNew) => {
             s.new_revoked = true;
             if let Some(id) = &s.new_key {
@@ -238,21 +146,7 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
             }
             s.close(Status::Compensated, clock);
         }
-        (Step::RestoreNew, Effect::RestoredNew) => {
-            s.new_disabled = false;
-            s.resolved = None;
-            s.target = TargetState::Uncertain;
-            if let Some(id) = &s.new_key {
-                s.compensations.push(format!("reactivated new key {id} (rollback of the keep-old resolution)"));
-            }
-            s.failure = Some(Failure {
-                step: Step::RetireNew,
-                code: "ResolutionRolledBack".into(),
-                message: "an operator reactivated the new key during the grace period of the keep-old resolution".into(),
-                operator_fixable: true,
-            });
-            s.close(Status::NeedsAttention, clock);
-        }
+        (Step::RestoreNew, Effect::RestoredNew) => on_restored_new(s, clock),
         (Step::AwaitNew | Step::AwaitRetire, Effect::Prompted) if s.deadline.is_none_or(|d| clock.now < d) => {
             // Stay, and come back for the next reminder (or the deadline).
             s.prompts += 1;
@@ -263,21 +157,148 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
         }
         // A notice sent at or after the deadline changes nothing: time is up.
         (Step::AwaitNew | Step::AwaitRetire, Effect::Prompted | Effect::Expired) => expire(s, policy, clock),
-        (step, effect) => {
-            // A connector returned an effect for another step: a bug. Stop
-            // safely rather than guess.
+        (step, effect) => unexpected(s, step, effect, clock),
+    }
+}
+
+/// `Start` listed the credential's keys.
+fn on_started(s: &mut Saga, keys: &[KeyRef], policy: &Policy, clock: Clock) {
+    if s.manual {
+        // Nothing to list: the old credential is the one the person
+        // named when asking for the rotation (or names when providing).
+        s.await_person(Step::AwaitNew, policy, clock);
+        return;
+    }
+    s.old_keys = keys.to_vec();
+    if keys.len() >= 2 {
+        s.failure = Some(Failure {
+            step: Step::Start,
+            code: "TooManyKeys".into(),
+            message: format!(
+                "the credential already has {} keys that keyturn does not know ({}); a new key cannot be created",
+                keys.len(),
+                keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            operator_fixable: true,
+        });
+        s.close(Status::Refused, clock);
+    } else {
+        s.goto(Step::IssueNew, clock);
+    }
+}
+
+/// What reading the target back after the push showed.
+fn on_verified(s: &mut Saga, v: &Verification, policy: &Policy, clock: Clock) {
+    match v {
+        Verification::HoldsNew => {
+            s.target = TargetState::HoldsNew;
+            s.switched_at.get_or_insert(clock.now);
+            after_switch(s, policy, clock);
+        }
+        Verification::Opaque if s.target == TargetState::Accepted => {
+            // The push was answered 2xx and the provider is healthy:
+            // the target does not reveal ids, so this is as far as
+            // verification can go.
+            s.target = TargetState::HoldsNew;
+            after_switch(s, policy, clock);
+        }
+        Verification::Opaque => {
             s.failure = Some(Failure {
-                step,
-                code: "InternalError".into(),
-                message: format!("step {step} produced unexpected effect {effect:?}"),
+                step: Step::VerifyTarget,
+                code: "TargetStateUnknown".into(),
+                message: "the push to the target did not get a clear answer and the target does not reveal which key it holds".into(),
+                operator_fixable: true,
+            });
+            s.close(Status::NeedsAttention, clock);
+        }
+        Verification::HoldsOld => {
+            s.target = TargetState::HoldsOld;
+            s.failure.get_or_insert(Failure {
+                step: Step::VerifyTarget,
+                code: "TargetKeptOldKey".into(),
+                message: "the target still holds the old key after the push".into(),
                 operator_fixable: false,
             });
-            if s.may_revoke_new() && step != Step::Finalize {
-                s.compensate(clock);
-            } else {
-                s.close(Status::NeedsAttention, clock);
-            }
+            s.compensate(clock);
         }
+        Verification::Unhealthy(reason) => {
+            s.failure = Some(Failure { step: Step::VerifyTarget, code: "TargetUnhealthy".into(), message: reason.clone(), operator_fixable: true });
+            s.close(Status::NeedsAttention, clock);
+        }
+    }
+}
+
+/// The old key is deactivated: wait the grace period before deleting it,
+/// unless it is gone already or an exposed key is kept inactive.
+fn on_disabled_old(s: &mut Saga, policy: &Policy, clock: Clock) {
+    // A keep-new resolution after a keep-old one reactivated the new key first.
+    s.new_disabled = false;
+    let mut keep_exposed = false;
+    if let Some(e) = s.exposure.as_mut().filter(|e| e.role == ExposedRole::Old) {
+        e.inactive_at.get_or_insert(clock.now);
+        keep_exposed = e.keep_inactive;
+    }
+    if keep_exposed && !s.old_deleted {
+        // Kept inactive for forensics, as the policy says: done.
+        s.old_disabled = true;
+        s.close(Status::Succeeded, clock);
+    } else if s.old_deleted {
+        // The old key was already gone: nothing to wait for.
+        s.close(Status::Succeeded, clock);
+    } else {
+        s.old_disabled = true;
+        s.goto(Step::RetireOld, clock);
+        s.grace_until = Some(clock.now + policy.grace_period);
+    }
+}
+
+/// A keep-old resolution deactivated the new key (and reactivated the old).
+fn on_disabled_new(s: &mut Saga, policy: &Policy, clock: Clock) {
+    if s.old_disabled {
+        s.old_disabled = false;
+        s.old_restored = true;
+        s.compensations.push(format!("reactivated old key {}", old_ids(s)));
+    }
+    if s.new_revoked {
+        // The new key was already gone: nothing to wait for.
+        s.close(Status::Compensated, clock);
+    } else {
+        s.new_disabled = true;
+        s.goto(Step::RetireNew, clock);
+        s.grace_until = Some(clock.now + policy.grace_period);
+    }
+}
+
+/// An operator rolled a keep-old resolution back: both keys again.
+fn on_restored_new(s: &mut Saga, clock: Clock) {
+    s.new_disabled = false;
+    s.resolved = None;
+    s.target = TargetState::Uncertain;
+    if let Some(id) = &s.new_key {
+        s.compensations.push(format!("reactivated new key {id} (rollback of the keep-old resolution)"));
+    }
+    s.failure = Some(Failure {
+        step: Step::RetireNew,
+        code: "ResolutionRolledBack".into(),
+        message: "an operator reactivated the new key during the grace period of the keep-old resolution".into(),
+        operator_fixable: true,
+    });
+    s.close(Status::NeedsAttention, clock);
+}
+
+/// A connector returned an effect for another step: a bug. Stop safely
+/// rather than guess.
+fn unexpected(s: &mut Saga, step: Step, effect: &Effect, clock: Clock) {
+    s.failure = Some(Failure {
+        step,
+        code: "InternalError".into(),
+        message: format!("step {step} produced unexpected effect {effect:?}"),
+        operator_fixable: false,
+    });
+    if s.may_revoke_new() && step != Step::Finalize {
+        s.compensate(clock);
+    } else {
+        s.close(Status::NeedsAttention, clock);
     }
 }
 
