@@ -1,27 +1,30 @@
-//! Wiring: configuration + AWS clients → an [`Engine`] on SQS.
+//! Wiring: configuration + AWS clients → an [`Engine`] on SQS, composed of
+//! the engine's jobs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::accounts::{Accounts, HomeCell};
+use crate::attention::Attention;
 use crate::aws::Clients;
+use crate::commands::Commands;
 use crate::config::Config;
 use crate::connectors;
-use crate::engine::{Engine, Rotations};
+use crate::engine::{Engine, Steps};
+use crate::finalize::Finalizer;
 use crate::notify::Notifier;
 use crate::queue::{Queue, SqsQueue};
 use crate::seal::Sealer;
 use crate::secrets::SecretResolver;
 use crate::securityhub::SecurityHub;
+use crate::shared::{Rotations, Shared, Timings};
 use crate::store::Store;
+use crate::sweeper::Sweeper;
+use crate::triggers::Intake;
 
 /// Build the engine a worker (or the CLI) runs.
 pub fn engine(cfg: &Config, clients: &Clients, worker_id: String) -> Engine<SqsQueue> {
-    let e = engine_with(cfg, clients, worker_id, sqs_queue(cfg, clients));
-    match priority_queue(cfg, clients) {
-        Some(p) => e.with_priority(p),
-        None => e,
-    }
+    compose(cfg, clients, worker_id, sqs_queue(cfg, clients), priority_queue(cfg, clients))
 }
 
 /// The priority step queue, when the configuration names one.
@@ -39,34 +42,56 @@ pub fn sqs_queue(cfg: &Config, clients: &Clients) -> SqsQueue {
 
 /// Build an engine on any [`Queue`] (tests wrap SQS to record or duplicate messages).
 pub fn engine_with<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String, queue: Q) -> Engine<Q> {
+    compose(cfg, clients, worker_id, queue, None)
+}
+
+/// The one composition of the engine's jobs (the worker, Lambda and the CLI
+/// all run this one): each job gets the shared pieces and only the handles
+/// it uses.
+fn compose<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String, queue: Q, priority: Option<Q>) -> Engine<Q> {
     let http = connectors::http_client();
     let secrets = SecretResolver::new(clients.secrets.clone());
     // The home account is asked once per process, not once per reload.
     let home = Arc::new(HomeCell::default());
     let rotations = build_rotations(cfg, clients, &secrets, &http, &home);
     let build_clients = clients.clone();
-    Engine {
-        store: Store::new(clients.dynamodb.clone(), &cfg.aws.table).with_retention(cfg.worker.retention.0),
+    let store = Store::new(clients.dynamodb.clone(), &cfg.aws.table).with_retention(cfg.worker.retention.0);
+    let shared = Arc::new(Shared {
+        store: store.clone(),
         queue,
-        priority: None,
-        sealer: Sealer::new(clients.kms.clone(), &cfg.aws.kms_key_id),
-        notifier: Notifier::new(clients.sns.clone(), &cfg.aws.topic_arn)
-            .with_events(clients.events.clone(), cfg.aws.event_bus.clone().unwrap_or_else(|| "default".into())),
-        iam: clients.iam.clone(),
-        idempotency_window: cfg.requests.idempotency_window.0,
-        deactivate_uncovered: cfg.exposure.deactivate_uncovered,
-        securityhub: SecurityHub::new(clients.securityhub.clone()),
+        priority,
         rotations: std::sync::RwLock::new(Arc::new(rotations)),
         build: Arc::new(move |c: &Config| build_rotations(c, &build_clients, &secrets, &http, &home)),
         worker_id,
-        lease: cfg.worker.lease.0,
-        visibility: cfg.worker.visibility_timeout.0,
-        sweep_after: cfg.worker.sweep_after.0,
+        timings: Timings { lease: cfg.worker.lease.0, visibility: cfg.worker.visibility_timeout.0, sweep_after: cfg.worker.sweep_after.0 },
+    });
+    let sealer = Sealer::new(clients.kms.clone(), &cfg.aws.kms_key_id);
+    let notifier = Notifier::new(clients.sns.clone(), &cfg.aws.topic_arn)
+        .with_events(clients.events.clone(), cfg.aws.event_bus.clone().unwrap_or_else(|| "default".into()));
+    let finalizer = Arc::new(Finalizer { shared: shared.clone(), notifier: notifier.clone(), securityhub: SecurityHub::new(clients.securityhub.clone()) });
+    let attention = Arc::new(Attention { shared: shared.clone(), notifier: notifier.clone() });
+    let commands = Arc::new(Commands { shared: shared.clone(), sealer: sealer.clone(), finalizer: finalizer.clone() });
+    let intake = Arc::new(Intake {
+        shared: shared.clone(),
+        commands: commands.clone(),
+        notifier: notifier.clone(),
+        iam: clients.iam.clone(),
+        idempotency_window: cfg.requests.idempotency_window.0,
+        deactivate_uncovered: cfg.exposure.deactivate_uncovered,
+        age_clock: Arc::default(),
+    });
+    let steps = Steps {
+        shared: shared.clone(),
+        sealer,
         aimd: Arc::new(crate::aimd::Aimd::new(cfg.worker.concurrency)),
+        finalizer,
+        attention: attention.clone(),
+        intake: intake.clone(),
         #[cfg(feature = "fault-injection")]
         faults: Arc::new(crate::engine::Faults::default()),
-        age_clock: Arc::default(),
-    }
+    };
+    let sweeper = Sweeper { shared: shared.clone(), attention: attention.clone() };
+    Engine { store, shared, steps, commands, attention, sweeper, intake, notifier }
 }
 
 /// Build every configured rotation's connectors.

@@ -3,18 +3,29 @@
 //! a person. Erasing the secret and releasing the lock happen in the commit
 //! that follows `finalize` (see `store::commit`).
 
+use std::sync::Arc;
+
 use tracing::{info, warn};
 
 use crate::clock::now_ms;
 use crate::connectors::Rotation;
-use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::notify;
+use crate::notify::{self, Notifier};
 use crate::queue::Queue;
 use crate::saga::{self, Effect, FindingRef, Prompt, Saga, Status};
-use crate::securityhub::Workflow;
+use crate::securityhub::{SecurityHub, Workflow};
+use crate::shared::{ms, Shared};
 
-impl<Q: Queue> Engine<Q> {
+/// The end of a saga and the notices on the way (the step pipeline's
+/// `finalize` and wait steps; commands use its findings and quarantine
+/// notices).
+pub struct Finalizer<Q: Queue> {
+    pub(crate) shared: Arc<Shared<Q>>,
+    pub(crate) notifier: Notifier,
+    pub(crate) securityhub: SecurityHub,
+}
+
+impl<Q: Queue> Finalizer<Q> {
     /// Best effort: a Security Hub outage must not fail a rotation.
     pub(crate) async fn update_findings(&self, findings: &[FindingRef], workflow: Workflow, note: &str) {
         match self.securityhub.update(findings, workflow, note).await {
@@ -100,13 +111,13 @@ impl<Q: Queue> Engine<Q> {
     /// Count a finished saga towards quarantine; notify when it begins,
     /// changes reason, disables the rotation, or ends.
     async fn count_outcome(&self, end: &Saga) -> Result<()> {
-        let rots = self.rotations();
+        let rots = self.shared.rotations();
         let Some(cfg) = rots.configs.iter().find(|r| r.id == end.rotation_id) else { return Ok(()) };
         // A resolved saga ends a second time, and that ending counts too.
         let counted = if end.endings == 0 { end.saga_id.clone() } else { format!("{}#{}", end.saga_id, end.endings) };
         let reason = end.failure.as_ref().map(|f| f.code.clone()).unwrap_or_else(|| end.status.as_str().to_string());
         for _ in 0..3 {
-            let (health, version) = self.store.health(&end.rotation_id).await?;
+            let (health, version) = self.shared.store.health(&end.rotation_id).await?;
             let (next, change) = crate::quarantine::record(
                 &health,
                 &counted,
@@ -114,12 +125,12 @@ impl<Q: Queue> Engine<Q> {
                 &reason,
                 now_ms(),
                 cfg.policy.quarantine_after,
-                Self::ms(cfg.policy.quarantine_disable_after.0),
+                ms(cfg.policy.quarantine_disable_after.0),
             );
             if next == health {
                 return Ok(());
             }
-            match self.store.save_health(&end.rotation_id, &next, version).await {
+            match self.shared.store.save_health(&end.rotation_id, &next, version).await {
                 Ok(()) => return self.announce(&end.rotation_id, &next, change, Some(&end.saga_id)).await,
                 Err(Error::Conflict { .. }) => continue,
                 Err(e) => return Err(e),
@@ -138,7 +149,7 @@ impl<Q: Queue> Engine<Q> {
         if change == crate::quarantine::Change::None {
             return Ok(());
         }
-        let Some(rot) = self.rotations().get(rotation_id).cloned() else { return Ok(()) };
+        let Some(rot) = self.shared.rotations().get(rotation_id).cloned() else { return Ok(()) };
         warn!(rotation = rotation_id, ?change, "quarantine changed");
         let n =
             notify::render_quarantine(rotation_id, &rot.source.describe(), &rot.target.describe(), rot.source.kind(), rot.target.kind(), h, change, saga);
