@@ -3,7 +3,7 @@
 //! The pure half (event parsing, finding → rotation matching) is in
 //! [`crate::intake`]; this is the I/O half. Dedupe rules:
 //! * a credential with a saga in flight gets no second one (the lock in
-//!   [`Engine::request_with`] answers the running saga);
+//!   [`Commands::request_with`] answers the running saga);
 //! * an imported IAM.3 finding starts a rotation only if the user's active
 //!   keys are really past the control's age *now* (90 days, or the finding's
 //!   `maxAccessKeyAge` parameter) — decided from `ListAccessKeys`, not from
