@@ -464,11 +464,7 @@ kms_key_id = "alias/keyturn"
     /// [`keyturn::clock::ManualClock`] instead of sleeping until a sweep, a
     /// key age or a deadline comes due.
     pub fn engine_at(&self, worker: &str, clock: keyturn::clock::SharedClock) -> Engine<keyturn::queue::SqsQueue> {
-        let e = keyturn::app::engine_on(&self.config, &self.clients, worker.into(), self.sqs_queue(), clock);
-        match keyturn::app::priority_queue(&self.config, &self.clients) {
-            Some(p) => e.with_priority(p),
-            None => e,
-        }
+        keyturn::app::engine_at(&self.config, &self.clients, worker.into(), clock)
     }
 
     /// Wait until the intake queue is idle: every event sent so far was

@@ -21,15 +21,24 @@
 //! saga again the safe way: deactivate the key not kept, wait the grace
 //! period, check its last use, delete it.
 
+use std::sync::Arc;
+
 use tracing::{info, instrument, warn};
 
 use crate::connectors::Rotation;
-use crate::engine::{clock, Engine};
 use crate::error::{Error, Result};
-use crate::notify;
+use crate::notify::{self, Notifier};
 use crate::queue::Queue;
 use crate::saga::{self, Evidence, Keep, KeyEvidence, Saga, Verdict};
+use crate::shared::{clock, Shared};
 use crate::store::{SecretWrite, Stored};
+
+/// Sagas stopped with both keys in place: the evidence check the sweeper
+/// runs, `keyturn resolve`, and naming an earlier saga's key at `start`.
+pub struct Attention<Q: Queue> {
+    pub(crate) shared: Arc<Shared<Q>>,
+    pub(crate) notifier: Notifier,
+}
 
 /// Whether the key `keep` would retire is already gone.
 fn retiring_gone(ev: &Evidence, keep: Keep) -> bool {
@@ -43,7 +52,7 @@ fn since(saga: &Saga) -> u64 {
     saga.attention.as_ref().map(|a| a.since).unwrap_or(saga.updated_at)
 }
 
-impl<Q: Queue> Engine<Q> {
+impl<Q: Queue> Attention<Q> {
     /// Gather the evidence for an unresolved saga (reads only).
     pub async fn evidence(&self, rot: &Rotation, saga: &Saga) -> Result<Evidence> {
         crate::accounts::for_saga(&saga.saga_id, self.evidence_in_saga(rot, saga)).await
@@ -71,12 +80,12 @@ impl<Q: Queue> Engine<Q> {
     /// One evidence check of an unresolved saga whose check is due (called
     /// by the sweeper). Claims the check first, so one worker does it;
     /// announces a clear verdict once; resolves with `auto_resolve`.
-    #[instrument(skip_all, fields(worker = %self.worker_id, saga = %stored.saga.saga_id))]
+    #[instrument(skip_all, fields(worker = %self.shared.worker_id, saga = %stored.saga.saga_id))]
     pub async fn watch_one(&self, stored: Stored) -> Result<Option<Verdict>> {
         let saga = &stored.saga;
-        let Some(rot) = self.rotations().get(&saga.rotation_id).cloned() else { return Ok(None) };
-        let now = self.now_ms();
-        match self.store.claim_watch(&saga.saga_id, stored.version, now, now + rot.policy.evidence_every).await {
+        let Some(rot) = self.shared.rotations().get(&saga.rotation_id).cloned() else { return Ok(None) };
+        let now = self.shared.now_ms();
+        match self.shared.store.claim_watch(&saga.saga_id, stored.version, now, now + rot.policy.evidence_every).await {
             Ok(()) => {}
             Err(Error::Conflict { .. }) => return Ok(None),
             Err(e) => return Err(e),
@@ -89,7 +98,7 @@ impl<Q: Queue> Engine<Q> {
             let n = notify::render_evidence(&obs.saga, &notify_context(&rot), &verdict, obs.resolve.is_some());
             self.notifier.publish(&n).await?;
         }
-        let version = match self.store.commit(&obs.saga, stored.version, None, SecretWrite::Keep, now, None).await {
+        let version = match self.shared.store.commit(&obs.saga, stored.version, None, SecretWrite::Keep, now, None).await {
             Ok(v) => v,
             Err(Error::Conflict { .. }) => return Ok(None),
             Err(e) => return Err(e),
@@ -102,16 +111,16 @@ impl<Q: Queue> Engine<Q> {
 
     /// A person resolves a saga that needs attention: keep the new or the
     /// old key. Refused when the evidence says the opposite, unless `force`.
-    #[instrument(skip(self), fields(worker = %self.worker_id))]
+    #[instrument(skip(self), fields(worker = %self.shared.worker_id))]
     pub async fn resolve(&self, saga_id: &str, keep: Keep, force: bool, by: &str) -> Result<(Saga, Verdict)> {
-        let stored = self.store.load(saga_id).await?.ok_or_else(|| Error::Config(format!("no saga {saga_id}")))?;
-        let rot = self.rotations().get(&stored.saga.rotation_id).cloned().ok_or_else(|| {
+        let stored = self.shared.store.load(saga_id).await?.ok_or_else(|| Error::Config(format!("no saga {saga_id}")))?;
+        let rot = self.shared.rotations().get(&stored.saga.rotation_id).cloned().ok_or_else(|| {
             Error::Config(format!("saga {saga_id} belongs to rotation {:?}, which the configuration does not declare", stored.saga.rotation_id))
         })?;
         // Refuse early, before any call, when there is nothing to resolve.
-        saga::resolve(&stored.saga, keep, false, by, clock(self.now_ms())).map_err(|e| Error::Refused { code: "NotResolvable", message: e.0 })?;
+        saga::resolve(&stored.saga, keep, false, by, clock(self.shared.now_ms())).map_err(|e| Error::Refused { code: "NotResolvable", message: e.0 })?;
         let ev = self.evidence(&rot, &stored.saga).await?;
-        let now = self.now_ms();
+        let now = self.shared.now_ms();
         let verdict = saga::judge(since(&stored.saga), &ev, now);
         if saga::contradicts(keep, &verdict) && !force {
             return Err(Error::Refused {
@@ -128,12 +137,12 @@ impl<Q: Queue> Engine<Q> {
     }
 
     async fn reopen_with(&self, saga: &Saga, version: u64, keep: Keep, gone: bool, by: &str) -> Result<Saga> {
-        let now = self.now_ms();
+        let now = self.shared.now_ms();
         let next = saga::resolve(saga, keep, gone, by, clock(now)).map_err(|e| Error::Refused { code: "NotResolvable", message: e.0 })?;
-        self.store.reopen(&next, version, now + self.sweep_after.as_millis() as u64).await?;
+        self.shared.store.reopen(&next, version, now + self.shared.timings.sweep_after.as_millis() as u64).await?;
         info!(saga = %saga.saga_id, keep = keep.as_str(), step = %next.step, "saga resolved; running again");
         // Someone (a person, or the evidence check on their behalf) waits.
-        self.send_next_on(&next, now, crate::queue::Lane::Priority).await;
+        self.shared.send_next_on(&next, now, crate::queue::Lane::Priority).await;
         Ok(next)
     }
 
@@ -141,7 +150,7 @@ impl<Q: Queue> Engine<Q> {
     /// same credential, say which saga and what to do, instead of calling
     /// both keys unknown.
     pub(crate) async fn keys_of_earlier_sagas(&self, saga: &Saga, keys: &[saga::KeyRef]) -> Option<String> {
-        let earlier = match self.store.list().await {
+        let earlier = match self.shared.store.list().await {
             Ok(l) => l,
             Err(e) => {
                 warn!(error = %e, "could not look up earlier sagas");

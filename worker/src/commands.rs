@@ -6,16 +6,28 @@
 
 use secrecy::SecretString;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{info, instrument, warn};
 
-use crate::engine::{clock, Engine};
 use crate::error::{Error, Result};
+use crate::finalize::Finalizer;
 use crate::queue::{Lane, Queue, StepMessage};
 use crate::saga::{self, Clock, Exposure, FindingRef, KeyRef, Millis, Overrides, RequestInfo, Saga, Step};
+use crate::seal::Sealer;
 use crate::securityhub::Workflow;
+use crate::shared::{clock, lane_of, ms, Shared};
 use crate::store::{Created, SecretWrite};
+
+/// Commands from outside the step pipeline. Sealing is for `provide`; the
+/// finalizer marks a new saga's findings NOTIFIED and announces a lifted
+/// quarantine.
+pub struct Commands<Q: Queue> {
+    pub(crate) shared: Arc<Shared<Q>>,
+    pub(crate) sealer: Sealer,
+    pub(crate) finalizer: Arc<Finalizer<Q>>,
+}
 
 /// How a rotation was asked for.
 #[derive(Debug, Clone, Default)]
@@ -47,8 +59,8 @@ pub struct Request {
     pub person_waits: bool,
 }
 
-impl<Q: Queue> Engine<Q> {
-    /// Ask for a rotation by hand. See [`Engine::request_with`].
+impl<Q: Queue> Commands<Q> {
+    /// Ask for a rotation by hand. See [`Commands::request_with`].
     pub async fn request(&self, rotation_id: &str, trigger: &str) -> Result<Created> {
         self.request_with(rotation_id, Request { trigger: trigger.into(), ..Request::default() }).await
     }
@@ -56,13 +68,13 @@ impl<Q: Queue> Engine<Q> {
     /// Ask for a rotation. Two requests for one credential give one saga:
     /// the second gets the first's id as `Created::Existing`. Findings of a
     /// new saga are marked NOTIFIED with a note naming it.
-    #[instrument(skip(self, req), fields(worker = %self.worker_id, trigger = %req.trigger))]
+    #[instrument(skip(self, req), fields(worker = %self.shared.worker_id, trigger = %req.trigger))]
     pub async fn request_with(&self, rotation_id: &str, req: Request) -> Result<Created> {
-        let rots = self.rotations();
+        let rots = self.shared.rotations();
         let rot = rots.get(rotation_id).ok_or_else(|| Error::Config(format!("no rotation with id {rotation_id:?} in the configuration")))?;
-        let now = self.now_ms();
+        let now = self.shared.now_ms();
         if req.automatic {
-            let (health, _) = self.store.health(rotation_id).await?;
+            let (health, _) = self.shared.store.health(rotation_id).await?;
             if let Err(reason) = crate::quarantine::admits(&health, now) {
                 info!(rotation = rotation_id, %reason, "automatic trigger skipped");
                 return Ok(Created::Skipped(reason));
@@ -80,23 +92,26 @@ impl<Q: Queue> Engine<Q> {
         saga.findings = req.findings.clone();
         saga.manual = manual;
         saga.old_keys = req.old.clone().into_iter().collect();
-        saga.not_before = now + Self::ms(req.delay);
+        saga.not_before = now + ms(req.delay);
         saga.correlation_id = req.correlation_id.clone();
         saga.request = req.info.clone();
         saga.overrides = req.overrides.clone();
         saga.exposure = req.exposure.clone();
-        let created =
-            self.store.create_with(&saga, Self::ms(self.sweep_after), req.idempotency.as_ref().map(|(k, until)| (k.as_str(), *until)), now).await?;
+        let created = self
+            .shared
+            .store
+            .create_with(&saga, ms(self.shared.timings.sweep_after), req.idempotency.as_ref().map(|(k, until)| (k.as_str(), *until)), now)
+            .await?;
         if let Created::New(id) = &created {
             info!(saga = %id, rotation = rotation_id, delay_s = req.delay.as_secs(), "rotation requested");
-            let lane = if req.person_waits { Lane::Priority } else { Self::lane_of(&saga) };
-            if let Err(e) = self.on(lane).send(&StepMessage::new(id, Step::Start, &saga.token), req.delay).await {
+            let lane = if req.person_waits { Lane::Priority } else { lane_of(&saga) };
+            if let Err(e) = self.shared.on(lane).send(&StepMessage::new(id, Step::Start, &saga.token), req.delay).await {
                 // The saga is stored; the sweeper will send the message.
                 warn!(saga = %id, error = %e, "could not enqueue start; the sweeper will re-drive it");
             }
             if !req.findings.is_empty() {
                 let note = format!("keyturn started rotation {rotation_id} (saga {id}) to replace the access key. Follow it with: keyturn status {id}");
-                self.update_findings(&req.findings, Workflow::Notified, &note).await;
+                self.finalizer.update_findings(&req.findings, Workflow::Notified, &note).await;
             }
         }
         Ok(created)
@@ -104,23 +119,23 @@ impl<Q: Queue> Engine<Q> {
 
     /// Operator rollback during the grace period.
     pub async fn rollback(&self, saga_id: &str) -> Result<Saga> {
-        let stored = self.store.load(saga_id).await?.ok_or_else(|| Error::Config(format!("no saga {saga_id}")))?;
-        let now = self.now_ms();
+        let stored = self.shared.store.load(saga_id).await?.ok_or_else(|| Error::Config(format!("no saga {saga_id}")))?;
+        let now = self.shared.now_ms();
         let next = saga::request_rollback(&stored.saga, clock(now)).map_err(|e| Error::Refused { code: "RollbackRefused", message: e.0 })?;
-        self.store.commit(&next, stored.version, None, SecretWrite::Keep, now + Self::ms(self.sweep_after), None).await?;
+        self.shared.store.commit(&next, stored.version, None, SecretWrite::Keep, now + ms(self.shared.timings.sweep_after), None).await?;
         // An operator waits on a rollback: the priority lane.
-        self.on(Lane::Priority).send(&StepMessage::new(saga_id, next.step, &next.token), Duration::ZERO).await?;
+        self.shared.on(Lane::Priority).send(&StepMessage::new(saga_id, next.step, &next.token), Duration::ZERO).await?;
         Ok(next)
     }
 
     /// A person hands over the new credential of a saga waiting for it. The
     /// secret is sealed with KMS (bound to the saga id) and stored in the
     /// same conditional write that moves the saga on; it is never logged.
-    #[instrument(skip(self, secret, old), fields(worker = %self.worker_id))]
+    #[instrument(skip(self, secret, old), fields(worker = %self.shared.worker_id))]
     pub async fn provide(&self, saga_id: &str, secret: &SecretString, old: Option<KeyRef>) -> Result<Saga> {
         // Refuse early (before a KMS call) when the saga is not waiting.
-        let stored = self.store.load(saga_id).await?.ok_or_else(|| Error::Config(format!("no saga {saga_id}")))?;
-        saga::provide(&stored.saga, String::new(), None, clock(self.now_ms())).map_err(not_waiting)?;
+        let stored = self.shared.store.load(saga_id).await?.ok_or_else(|| Error::Config(format!("no saga {saga_id}")))?;
+        saga::provide(&stored.saga, String::new(), None, clock(self.shared.now_ms())).map_err(not_waiting)?;
         let blob = self.sealer.seal(saga_id, secret).await?;
         self.person_command(
             saga_id,
@@ -134,7 +149,7 @@ impl<Q: Queue> Engine<Q> {
     }
 
     /// A person confirms the old credential is deleted.
-    #[instrument(skip(self), fields(worker = %self.worker_id))]
+    #[instrument(skip(self), fields(worker = %self.shared.worker_id))]
     pub async fn confirm(&self, saga_id: &str) -> Result<Saga> {
         self.person_command(saga_id, |s, c| saga::confirm_retired(s, c).map_err(not_waiting), || SecretWrite::Keep).await
     }
@@ -149,14 +164,14 @@ impl<Q: Queue> Engine<Q> {
         W: Fn() -> SecretWrite,
     {
         for _ in 0..5 {
-            let stored = self.store.load(saga_id).await?.ok_or_else(|| Error::Config(format!("no saga {saga_id}")))?;
-            let now = self.now_ms();
+            let stored = self.shared.store.load(saga_id).await?.ok_or_else(|| Error::Config(format!("no saga {saga_id}")))?;
+            let now = self.shared.now_ms();
             let next = transition(&stored.saga, clock(now))?;
-            match self.store.commit(&next, stored.version, None, write(), now + Self::ms(self.sweep_after), None).await {
+            match self.shared.store.commit(&next, stored.version, None, write(), now + ms(self.shared.timings.sweep_after), None).await {
                 Ok(_) => {
                     info!(saga = saga_id, step = %next.step, "a person's command moved the saga on");
                     // The person waits on the step their command unblocked.
-                    self.send_next_on(&next, now, Lane::Priority).await;
+                    self.shared.send_next_on(&next, now, Lane::Priority).await;
                     return Ok(next);
                 }
                 Err(Error::Conflict { .. }) => continue,
@@ -168,16 +183,16 @@ impl<Q: Queue> Engine<Q> {
 
     /// An operator lifts a rotation's quarantine.
     pub async fn release(&self, rotation_id: &str) -> Result<bool> {
-        if self.rotations().get(rotation_id).is_none() {
+        if self.shared.rotations().get(rotation_id).is_none() {
             return Err(Error::Config(format!("no rotation with id {rotation_id:?} in the configuration")));
         }
-        let (health, version) = self.store.health(rotation_id).await?;
+        let (health, version) = self.shared.store.health(rotation_id).await?;
         let (next, change) = crate::quarantine::release(&health);
         if next == health {
             return Ok(false);
         }
-        self.store.save_health(rotation_id, &next, version).await?;
-        self.announce(rotation_id, &next, change, None).await?;
+        self.shared.store.save_health(rotation_id, &next, version).await?;
+        self.finalizer.announce(rotation_id, &next, change, None).await?;
         Ok(change == crate::quarantine::Change::Lifted)
     }
 }

@@ -20,9 +20,9 @@
 //!   to reappear; if the message is lost after a commit, the sweeper re-sends
 //!   it once the saga's `due_at` passes.
 
-use std::collections::HashMap;
 #[cfg(feature = "fault-injection")]
 use std::sync::atomic::AtomicU32;
+#[cfg(feature = "fault-injection")]
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,33 +30,28 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use tracing::{error, info, instrument, warn, Instrument};
 
-use crate::clock::SharedClock;
+use crate::attention::Attention;
+use crate::commands::Commands;
 use crate::connectors::{NewCredential, Rotation};
 use crate::error::{Error, Result};
+use crate::finalize::Finalizer;
 use crate::notify::Notifier;
 use crate::queue::{Lane, PoisonReason, Queue, Received, StepMessage};
-use crate::saga::{self, Clock, Effect, Millis, Next, Outcome, Saga, Status, Step, StepError};
+use crate::saga::{self, Effect, Millis, Next, Outcome, Saga, Status, Step, StepError};
 use crate::seal::Sealer;
-use crate::securityhub::SecurityHub;
+pub use crate::shared::PRIORITY_LEASE;
+use crate::shared::{clock, ms, resume_at, AgeClock, Rotations, Shared};
 use crate::store::{Hold, Lease, SecretWrite, Store, Stored};
+use crate::sweeper::Sweeper;
+use crate::triggers::Intake;
 
 /// At most this many steps run one after another under one lease; then the
 /// next one goes through the queue (a bound, not a tuning knob).
 const MAX_RUN: usize = 64;
 
-/// The longest lease and visibility of a priority-lane step: a worker that
-/// dies mid-emergency holds it back at most this long. One second, the
-/// shortest visibility SQS has (whole seconds); heartbeats renew both every
-/// third of it.
-pub const PRIORITY_LEASE: Duration = Duration::from_secs(1);
-
 /// A step throttled this many times in a row is handed back to the saga
 /// (a spent attempt, a durable retry) instead of waiting in place again.
 const MAX_THROTTLED: u32 = 8;
-
-pub(crate) fn clock(now: Millis) -> Clock {
-    Clock { now, jitter: fastrand::f64(), token: fastrand::u128(..) }
-}
 
 /// Test-only crash points, compiled only with the `fault-injection` cargo
 /// feature (the test harness turns it on; `cargo build -p keyturn` and the
@@ -121,110 +116,52 @@ pub enum Handled {
     Crashed,
 }
 
-/// The configured rotations: as written (triggers match findings to them)
-/// and built (connectors).
-pub struct Rotations {
-    pub configs: Vec<crate::config::RotationConfig>,
-    pub built: HashMap<String, Rotation>,
-    /// The worker's home account and member-account roles.
-    pub accounts: Arc<crate::accounts::Accounts>,
-    /// `[requests] allowed_senders` (reloaded with the rotations).
-    pub allowed_senders: Option<Vec<String>>,
-}
-
-impl Rotations {
-    pub fn get(&self, id: &str) -> Option<&Rotation> {
-        self.built.get(id)
-    }
-
-    /// The accounts keyturn serves: the worker's own and every account a
-    /// rotation's source names. AWS events about any other are refused.
-    pub async fn served_accounts(&self) -> crate::error::Result<Vec<String>> {
-        let mut served = vec![self.accounts.home().await?.account.clone()];
-        for c in &self.configs {
-            if let Some(a) = c.source.account_id() {
-                if !served.iter().any(|s| s == a) {
-                    served.push(a.to_string());
-                }
-            }
-        }
-        Ok(served)
-    }
-}
-
-/// The engine's idea of "now" for decisions about key age (is an IAM.3
-/// finding due?). The engine's clock plus a skew that only tests set, to
-/// age a key without waiting 90 days.
-#[derive(Debug)]
-pub struct AgeClock {
-    clock: SharedClock,
-    skew_ms: std::sync::atomic::AtomicI64,
-}
-
-impl AgeClock {
-    pub fn new(clock: SharedClock) -> AgeClock {
-        AgeClock { clock, skew_ms: Default::default() }
-    }
-    pub fn now(&self) -> Millis {
-        self.clock.now_ms().saturating_add_signed(self.skew_ms.load(Ordering::SeqCst))
-    }
-    /// Move the clock (tests).
-    pub fn set_skew(&self, skew: Duration) {
-        self.skew_ms.store(skew.as_millis() as i64, Ordering::SeqCst);
-    }
-}
-
-/// Everything a worker needs to run sagas: the AWS edges, the configured
-/// rotations with their connectors built, and the timing knobs. Its jobs
-/// are split by module, each an `impl` block on this type:
-///
-/// * this module — the step pipeline: [`Engine::handle`] runs one step
-///   message (parse, load, token check, lease, step I/O, `saga::advance`,
-///   commit, send next, ack);
-/// * [`crate::commands`] — requests, rollback, release, `provide`, `confirm`;
-/// * [`crate::finalize`] — the outcome notice, findings, quarantine counting,
-///   prompts to a person;
-/// * [`crate::sweeper`] — re-driving sagas whose message was lost;
-/// * [`crate::attention`] — evidence and `resolve` for sagas needing attention;
-/// * [`crate::triggers`] — intake events, the key-age scan, `plan`.
-///
-/// Fields are private to the crate; the rest of the world uses the accessors.
-pub struct Engine<Q: Queue> {
-    pub(crate) store: Store,
-    pub(crate) queue: Q,
-    /// The priority step queue ([`crate::queue::Lane`]), when configured.
-    pub(crate) priority: Option<Q>,
+/// The step pipeline: runs one step message (parse, lease, step I/O,
+/// `saga::advance`, commit, the next step at once or through the queue,
+/// ack). It holds what a step needs besides the shared pieces: KMS for the
+/// new secret, the AIMD limit, and the jobs a step hands over to (the end
+/// of a saga and a person's prompts, naming an earlier saga's keys, the
+/// follow-up rotation of an exposed new key).
+pub struct Steps<Q: Queue> {
+    pub(crate) shared: Arc<Shared<Q>>,
     pub(crate) sealer: Sealer,
-    /// Secrets Manager of the worker's account: the handover secrets of
-    /// credentials made by a person ([`crate::handover`]).
-    pub(crate) secretsmanager: aws_sdk_secretsmanager::Client,
-    pub(crate) notifier: Notifier,
-    /// IAM of the worker's own account: which user owns an exposed key;
-    /// deactivating an exposed key no rotation covers.
-    pub(crate) iam: aws_sdk_iam::Client,
-    /// `[requests] idempotency_window`.
-    pub(crate) idempotency_window: Duration,
-    /// `[exposure] deactivate_uncovered`.
-    pub(crate) deactivate_uncovered: bool,
-    pub(crate) securityhub: SecurityHub,
-    /// The configured rotations with their connectors built; replaced as a
-    /// whole when a new configuration version is loaded ([`Engine::reload`]).
-    pub(crate) rotations: std::sync::RwLock<Arc<Rotations>>,
-    /// Builds rotations from a configuration (the AWS clients, secret
-    /// resolver and HTTP client of this engine), for reloads.
-    pub(crate) build: Arc<dyn Fn(&crate::config::Config) -> Rotations + Send + Sync>,
-    pub(crate) worker_id: String,
-    pub(crate) lease: Duration,
-    pub(crate) visibility: Duration,
-    pub(crate) sweep_after: Duration,
     /// Steps at once, backed off when IAM throttles ([`crate::aimd`]).
     pub(crate) aimd: Arc<crate::aimd::Aimd>,
+    pub(crate) finalizer: Arc<Finalizer<Q>>,
+    /// The console handover, looked at before every prompt of a wait on a person.
+    pub(crate) handovers: Arc<crate::handover::Handovers<Q>>,
+    pub(crate) attention: Arc<Attention<Q>>,
+    pub(crate) intake: Arc<Intake<Q>>,
     #[cfg(feature = "fault-injection")]
     pub(crate) faults: Arc<Faults>,
-    /// "Now" for key-age decisions (intake of IAM.3 findings).
-    pub(crate) age_clock: Arc<AgeClock>,
-    /// Where every job of the engine reads time.
-    pub(crate) clock: SharedClock,
+}
+
+/// Everything a worker needs to run sagas, composed of the engine's jobs
+/// (built by [`crate::app`]), each a type holding only what it uses:
+///
+/// * [`Steps`] (this module) — the step pipeline: [`Engine::handle`];
+/// * [`Commands`] — requests, rollback, release, `provide`, `confirm`;
+/// * [`Finalizer`] — the outcome notice, findings, quarantine counting,
+///   prompts to a person;
+/// * [`Sweeper`] — re-driving sagas whose message was lost;
+/// * [`Attention`] — evidence and `resolve` for sagas needing attention;
+/// * [`Intake`] — intake events and requests ([`crate::triggers`],
+///   [`crate::requests`]), the key-age scan, `plan`;
+///
+/// and the pieces they share ([`Shared`]: table, queues and lanes,
+/// rotations, worker id, timings). The worker, Lambda and the CLI call the
+/// methods below.
+pub struct Engine<Q: Queue> {
+    /// The saga table (the CLI follows a saga in it).
+    pub(crate) store: Store,
+    pub(crate) shared: Arc<Shared<Q>>,
+    pub(crate) steps: Steps<Q>,
+    pub(crate) commands: Arc<Commands<Q>>,
+    pub(crate) attention: Arc<Attention<Q>>,
+    pub(crate) sweeper: Sweeper<Q>,
+    pub(crate) intake: Arc<Intake<Q>>,
+    /// The worker's notices about configuration reloads.
+    pub(crate) notifier: Notifier,
 }
 
 impl<Q: Queue> Engine<Q> {
@@ -234,74 +171,104 @@ impl<Q: Queue> Engine<Q> {
     }
     /// The step queue.
     pub fn queue(&self) -> &Q {
-        &self.queue
+        &self.shared.queue
     }
     /// The priority step queue, when configured.
     pub fn priority_queue(&self) -> Option<&Q> {
-        self.priority.as_ref()
-    }
-    /// Add a priority lane: emergencies and steps a person waits on travel
-    /// on `q` instead of the step queue.
-    pub fn with_priority(mut self, q: Q) -> Self {
-        self.priority = Some(q);
-        self
-    }
-    /// The queue a received message came from (its ack and visibility go there).
-    pub(crate) fn queue_of(&self, m: &Received) -> &Q {
-        self.on(m.lane)
-    }
-    /// The queue of a lane; without a priority queue every lane is the step queue.
-    pub(crate) fn on(&self, lane: Lane) -> &Q {
-        match (lane, &self.priority) {
-            (Lane::Priority, Some(p)) => p,
-            _ => &self.queue,
-        }
-    }
-    /// The lane a saga's steps travel on: an emergency (an exposed key)
-    /// never waits behind ordinary rotations.
-    pub(crate) fn lane_of(s: &Saga) -> Lane {
-        if s.exposure.is_some() {
-            Lane::Priority
-        } else {
-            Lane::Ordinary
-        }
+        self.shared.priority.as_ref()
     }
     /// This worker's id (lease owner).
     pub fn worker_id(&self) -> &str {
-        &self.worker_id
+        &self.shared.worker_id
     }
     /// The configured rotations, as of now (a snapshot: a reload replaces them).
     pub fn rotations(&self) -> Arc<Rotations> {
-        self.rotations.read().expect("rotations lock").clone()
+        self.shared.rotations()
     }
     /// Swap in the rotations of a new configuration version (already
     /// validated). Sagas in flight keep running: a saga whose rotation is
     /// gone from the new version waits, retained, for a worker that has it.
     pub fn install(&self, cfg: &crate::config::Config) {
-        let next = (self.build)(cfg);
-        *self.rotations.write().expect("rotations lock") = Arc::new(next);
+        self.shared.install(cfg)
+    }
+    /// The lease and message visibility of a lane's steps.
+    pub(crate) fn timings(&self, lane: Lane) -> (Duration, Duration) {
+        self.shared.timings(lane)
+    }
+    /// The clock every job of this engine reads time from.
+    pub fn clock(&self) -> &crate::clock::SharedClock {
+        &self.shared.clock
     }
     /// "Now" for key-age decisions; tests move it ahead.
     pub fn age_clock(&self) -> &AgeClock {
-        &self.age_clock
-    }
-    /// The clock every job of this engine reads time from.
-    pub fn clock(&self) -> &SharedClock {
-        &self.clock
-    }
-    /// Now, by [`Engine::clock`].
-    pub(crate) fn now_ms(&self) -> Millis {
-        self.clock.now_ms()
+        &self.intake.age_clock
     }
     /// The crash points (tests).
     #[cfg(feature = "fault-injection")]
     pub fn faults(&self) -> &Faults {
-        &self.faults
+        &self.steps.faults
+    }
+
+    /// Handle one received step message end to end ([`Steps::handle`]).
+    pub async fn handle(&self, m: &Received) -> Result<Handled> {
+        self.steps.handle(m).await
+    }
+    /// Handle one intake message, ack or dead-letter included ([`Intake::handle_intake`]).
+    pub async fn handle_intake<I: Queue>(&self, intake_queue: &I, m: &Received) -> Result<crate::triggers::IntakeReport> {
+        self.intake.handle_intake(intake_queue, m).await
+    }
+    /// Re-drive overdue sagas and run due evidence checks ([`Sweeper::sweep`]).
+    pub async fn sweep(&self) -> Result<usize> {
+        self.sweeper.sweep().await
+    }
+    /// Ask for a rotation by hand ([`Commands::request`]).
+    pub async fn request(&self, rotation_id: &str, trigger: &str) -> Result<crate::store::Created> {
+        self.commands.request(rotation_id, trigger).await
+    }
+    /// Ask for a rotation ([`Commands::request_with`]).
+    pub async fn request_with(&self, rotation_id: &str, req: crate::commands::Request) -> Result<crate::store::Created> {
+        self.commands.request_with(rotation_id, req).await
+    }
+    /// Operator rollback during the grace period ([`Commands::rollback`]).
+    pub async fn rollback(&self, saga_id: &str) -> Result<Saga> {
+        self.commands.rollback(saga_id).await
+    }
+    /// A person hands over the new credential ([`Commands::provide`]).
+    pub async fn provide(&self, saga_id: &str, secret: &SecretString, old: Option<saga::KeyRef>) -> Result<Saga> {
+        self.commands.provide(saga_id, secret, old).await
+    }
+    /// A person confirms the old credential is deleted ([`Commands::confirm`]).
+    pub async fn confirm(&self, saga_id: &str) -> Result<Saga> {
+        self.commands.confirm(saga_id).await
+    }
+    /// An operator lifts a rotation's quarantine ([`Commands::release`]).
+    pub async fn release(&self, rotation_id: &str) -> Result<bool> {
+        self.commands.release(rotation_id).await
+    }
+    /// A person resolves a saga that needs attention ([`Attention::resolve`]).
+    pub async fn resolve(&self, saga_id: &str, keep: saga::Keep, force: bool, by: &str) -> Result<(Saga, saga::Verdict)> {
+        self.attention.resolve(saga_id, keep, force, by).await
+    }
+    /// Key age of every rotation with a `[rotation.schedule]` ([`Intake::scan_keys`]).
+    pub async fn scan_keys(&self, now: Millis) -> Result<Vec<crate::triggers::ScanItem>> {
+        self.intake.scan_keys(now).await
+    }
+    /// The scheduled scan ([`Intake::scan_and_start`]).
+    pub async fn scan_and_start(&self, jitter: Duration) -> Result<Vec<(String, crate::store::Created)>> {
+        self.intake.scan_and_start(jitter).await
+    }
+    /// Dry run for an event ([`Intake::plan_event`]).
+    pub async fn plan_event(&self, body: &str) -> Result<Vec<String>> {
+        self.intake.plan_event(body).await
+    }
+    /// Dry run of the scheduled scan ([`Intake::plan_scan`]).
+    pub async fn plan_scan(&self) -> Result<Vec<String>> {
+        self.intake.plan_scan().await
     }
 }
 
 /// How long a priority step waits in place for its saga's live lease to
-/// end ([`Engine::handle`]): only for a message the saga still accepts and
+/// end ([`Steps::handle`]): only for a message the saga still accepts and
 /// a lease that ends within [`PRIORITY_LEASE`] (a dead holder's last one);
 /// a longer lease is not a priority step's, and its message comes back later.
 pub(crate) fn takeover_wait(s: &Stored, msg: &StepMessage, now: Millis) -> Option<Duration> {
@@ -331,11 +298,7 @@ fn into_outcome(r: Result<Effect>) -> Outcome {
     }
 }
 
-impl<Q: Queue> Engine<Q> {
-    pub(crate) fn ms(d: Duration) -> Millis {
-        d.as_millis() as u64
-    }
-
+impl<Q: Queue> Steps<Q> {
     /// Handle one received message end to end (ack included): take the
     /// lease and read the saga in one write, run the step, commit; while
     /// the next step is due at once, run it too under the same lease (the
@@ -343,7 +306,7 @@ impl<Q: Queue> Engine<Q> {
     /// steps cost no queue round trips. The message stays in flight (its
     /// visibility extended by heartbeats) until the run ends: it is the
     /// durable nudge should this worker die on the way.
-    #[instrument(skip_all, fields(worker = %self.worker_id, message_id = %m.message_id, saga, step))]
+    #[instrument(skip_all, fields(worker = %self.shared.worker_id, message_id = %m.message_id, saga, step))]
     pub async fn handle(&self, m: &Received) -> Result<Handled> {
         let msg = match StepMessage::parse(&m.body) {
             Ok(msg) => msg,
@@ -358,12 +321,11 @@ impl<Q: Queue> Engine<Q> {
             Lane::Ordinary => Some(self.aimd.slot().await),
             Lane::Priority => None,
         };
-        let (lease, visibility) = self.timings(m.lane);
-        let mut now = self.now_ms();
-        let mut leased = self
-            .store
-            .lease(&msg.saga_id, msg.step, &msg.token, &self.worker_id, now, now + Self::ms(lease), now + Self::ms(lease + self.sweep_after))
-            .await;
+        let (lease, visibility) = self.shared.timings(m.lane);
+        let mut now = self.shared.now_ms();
+        let sweep_after = self.shared.timings.sweep_after;
+        let mut leased =
+            self.shared.store.lease(&msg.saga_id, msg.step, &msg.token, &self.shared.worker_id, now, now + ms(lease), now + ms(lease + sweep_after)).await;
         // A priority step whose saga is leased for at most PRIORITY_LEASE
         // more: the holder may be dead (this message came back because its
         // heartbeats stopped, and a lease taken right after a receive
@@ -372,12 +334,13 @@ impl<Q: Queue> Engine<Q> {
         // more, rather than putting it back for whole SQS seconds.
         if let (Lane::Priority, Ok(Lease::Refused(Some(s)))) = (m.lane, &leased) {
             if let Some(wait) = takeover_wait(s, &msg, now) {
-                self.queue_of(m).extend(m, visibility + PRIORITY_LEASE).await?;
+                self.shared.queue_of(m).extend(m, visibility + PRIORITY_LEASE).await?;
                 tokio::time::sleep(wait).await;
-                now = self.now_ms();
+                now = self.shared.now_ms();
                 leased = self
+                    .shared
                     .store
-                    .lease(&msg.saga_id, msg.step, &msg.token, &self.worker_id, now, now + Self::ms(lease), now + Self::ms(lease + self.sweep_after))
+                    .lease(&msg.saga_id, msg.step, &msg.token, &self.shared.worker_id, now, now + ms(lease), now + ms(lease + sweep_after))
                     .await;
             }
         }
@@ -388,14 +351,8 @@ impl<Q: Queue> Engine<Q> {
             Err(Error::Corrupt(why)) => return self.poison(m, PoisonReason::CorruptSaga(msg.saga_id.clone(), why)).await,
             Err(e) => return Err(e),
         };
-        let Some(rotation) = self.rotations().get(&stored.saga.rotation_id).cloned() else {
-            error!(rotation = %stored.saga.rotation_id, "saga names a rotation this worker's configuration does not declare; leaving the message for a worker that does");
-            if let Err(e) = self.store.release_lease(&msg.saga_id, stored.version, &self.worker_id).await {
-                warn!(error = %e, "could not give the lease back; it expires on its own");
-            }
-            let wait = Duration::from_secs(300);
-            self.queue_of(m).extend(m, wait).await?;
-            return Ok(Handled::Retained(wait));
+        let Some(rotation) = self.shared.rotations().get(&stored.saga.rotation_id).cloned() else {
+            return self.not_declared(m, &msg, &stored).await;
         };
 
         // The lease write counted this attempt: `stored.saga` is the attempt.
@@ -405,56 +362,15 @@ impl<Q: Queue> Engine<Q> {
         // opened): later steps of the same run need no KMS call.
         let mut cleartext: Option<NewCredential> = None;
         for run in 1.. {
-            // The span's `step` is the message's (recorded once: fmt appends
-            // every record); each step of the run has a span of its own.
-            let step_span = tracing::info_span!("run", step = attempt.step.as_str());
             let started = std::time::Instant::now();
-            let mut throttled = 0u32;
-            let result = loop {
-                let result = {
-                    // Roles assumed in member accounts name this saga in their session.
-                    let step = crate::accounts::for_saga(&attempt.saga_id, self.run_step(&rotation, &attempt, &stored, &mut cleartext))
-                        .instrument(step_span.clone());
-                    tokio::pin!(step);
-                    let mut beat = tokio::time::interval(lease.min(visibility) / 3);
-                    beat.tick().await;
-                    loop {
-                        tokio::select! {
-                            r = &mut step => break r,
-                            _ = beat.tick() => self.heartbeat(m, &attempt.saga_id, version).await,
-                        }
-                    }
-                };
-                let Some(result) = result else {
-                    warn!("fault injected: behaving as if the worker crashed");
-                    return Ok(Handled::Crashed);
-                };
-                match &result.outcome {
-                    // IAM is throttling: fewer steps at once, and this one
-                    // again in place (its lease kept), not a spent attempt.
-                    Outcome::Failed(e) if e.code == crate::aimd::THROTTLING && throttled < MAX_THROTTLED => {
-                        throttled += 1;
-                        let limit = self.aimd.throttled();
-                        let wait = (Duration::from_millis(250 << throttled.min(5)).mul_f64(0.5 + fastrand::f64())).min(lease / 4);
-                        warn!(
-                            step = attempt.step.as_str(),
-                            limit,
-                            retry_in_ms = wait.as_millis() as u64,
-                            "IAM is throttling: fewer steps at once; the step runs again in place"
-                        );
-                        self.heartbeat(m, &attempt.saga_id, version).await;
-                        tokio::time::sleep(wait).await;
-                    }
-                    _ => break result,
-                }
+            let Some(result) = self.run_in_place(m, &rotation, &attempt, &stored, &mut cleartext, version).await else {
+                warn!("fault injected: behaving as if the worker crashed");
+                return Ok(Handled::Crashed);
             };
-            if throttled == 0 || !matches!(&result.outcome, Outcome::Failed(e) if e.code == crate::aimd::THROTTLING) {
-                self.aimd.ok();
-            }
             if let Outcome::Failed(e) = &result.outcome {
                 warn!(step = attempt.step.as_str(), code = %e.code, retryable = e.retryable, may_have_applied = e.may_have_applied, error = %e.message, "step attempt failed");
             }
-            let now = self.now_ms();
+            let now = self.shared.now_ms();
             let tr = saga::advance(&attempt, &result.outcome, &attempt.effective_policy(&rotation.policy), clock(now));
             self.step_metrics(&rotation, &attempt, &result.outcome, &tr.saga, started);
             let secret = match result.secret {
@@ -465,36 +381,32 @@ impl<Q: Queue> Engine<Q> {
             // Due now and not the end: run it here, under the same lease.
             let go_on = tr.next == Next::Run && resume_at(&tr.saga, now) == now && !tr.saga.status.is_terminal() && run < MAX_RUN;
             let (written, due, hold) = if go_on {
-                let until = now + Self::ms(lease);
-                (saga::begin_attempt(&tr.saga, now), until + Self::ms(self.sweep_after), Some(Hold { owner: &self.worker_id, lease_until: until }))
+                let until = now + ms(lease);
+                (
+                    saga::begin_attempt(&tr.saga, now),
+                    until + ms(self.shared.timings.sweep_after),
+                    Some(Hold { owner: &self.shared.worker_id, lease_until: until }),
+                )
             } else {
-                (tr.saga.clone(), resume_at(&tr.saga, now) + Self::ms(self.sweep_after), None)
+                (tr.saga.clone(), resume_at(&tr.saga, now) + ms(self.shared.timings.sweep_after), None)
             };
             let secret_after = match &secret {
                 SecretWrite::Keep => stored.secret.clone(),
                 SecretWrite::Set(b) => Some(b.clone()),
                 SecretWrite::Erase => None,
             };
-            match self.store.commit(&written, version, Some(&self.worker_id), secret, due, hold).await {
+            match self.shared.store.commit(&written, version, Some(&self.shared.worker_id), secret, due, hold).await {
                 Ok(v) => version = v,
                 Err(Error::Conflict { .. }) => {
                     warn!("lease lost before commit; another worker took the step over, dropping this result");
-                    self.queue_of(m).ack(m).await?;
+                    self.shared.queue_of(m).ack(m).await?;
                     return Ok(Handled::Stale);
                 }
                 Err(e) => return Err(e),
             }
             info!(step = attempt.step.as_str(), next_step = %tr.saga.step, status = tr.saga.status.as_str(), "step committed");
             if !go_on {
-                if tr.next == Next::Run {
-                    self.send_next(&tr.saga, now).await;
-                }
-                if tr.saga.needs_follow_up() {
-                    // The exposed key was this saga's new key: rotate again.
-                    self.follow_up_exposure(&tr.saga).await;
-                }
-                self.queue_of(m).ack(m).await?;
-                return Ok(Handled::Advanced { step: tr.saga.step, status: tr.saga.status });
+                return self.end_run(m, &tr, now).await;
             }
             if secret_after.is_none() {
                 cleartext = None;
@@ -507,12 +419,97 @@ impl<Q: Queue> Engine<Q> {
         unreachable!("the run ends within MAX_RUN steps")
     }
 
+    /// The run ends with this committed transition: send the next step
+    /// when it waits, start the follow-up rotation of an exposed new key,
+    /// acknowledge the message.
+    async fn end_run(&self, m: &Received, tr: &saga::Transition, now: Millis) -> Result<Handled> {
+        if tr.next == Next::Run {
+            self.shared.send_next(&tr.saga, now).await;
+        }
+        if tr.saga.needs_follow_up() {
+            // The exposed key was this saga's new key: rotate again.
+            self.intake.follow_up_exposure(&tr.saga).await;
+        }
+        self.shared.queue_of(m).ack(m).await?;
+        Ok(Handled::Advanced { step: tr.saga.step, status: tr.saga.status })
+    }
+
+    /// Run one step, with heartbeats, and again in place while IAM
+    /// throttles (up to [`MAX_THROTTLED`] times in a row). `None`: a fault
+    /// point fired.
+    async fn run_in_place(
+        &self,
+        m: &Received,
+        rotation: &Rotation,
+        attempt: &Saga,
+        stored: &Stored,
+        cleartext: &mut Option<NewCredential>,
+        version: u64,
+    ) -> Option<StepResult> {
+        let (lease, visibility) = self.shared.timings(m.lane);
+        // The span's `step` is the message's (recorded once: fmt appends
+        // every record); each step of the run has a span of its own.
+        let step_span = tracing::info_span!("run", step = attempt.step.as_str());
+        let mut throttled = 0u32;
+        let result = loop {
+            let result = {
+                // Roles assumed in member accounts name this saga in their session.
+                let step =
+                    crate::accounts::for_saga(&attempt.saga_id, self.run_step(rotation, attempt, stored, &mut *cleartext)).instrument(step_span.clone());
+                tokio::pin!(step);
+                let mut beat = tokio::time::interval(lease.min(visibility) / 3);
+                beat.tick().await;
+                loop {
+                    tokio::select! {
+                        r = &mut step => break r,
+                        _ = beat.tick() => self.heartbeat(m, &attempt.saga_id, version).await,
+                    }
+                }
+            };
+            let result = result?;
+            match &result.outcome {
+                // IAM is throttling: fewer steps at once, and this one
+                // again in place (its lease kept), not a spent attempt.
+                Outcome::Failed(e) if e.code == crate::aimd::THROTTLING && throttled < MAX_THROTTLED => {
+                    throttled += 1;
+                    let limit = self.aimd.throttled();
+                    let wait = (Duration::from_millis(250 << throttled.min(5)).mul_f64(0.5 + fastrand::f64())).min(lease / 4);
+                    warn!(
+                        step = attempt.step.as_str(),
+                        limit,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "IAM is throttling: fewer steps at once; the step runs again in place"
+                    );
+                    self.heartbeat(m, &attempt.saga_id, version).await;
+                    tokio::time::sleep(wait).await;
+                }
+                _ => break result,
+            }
+        };
+        if throttled == 0 || !matches!(&result.outcome, Outcome::Failed(e) if e.code == crate::aimd::THROTTLING) {
+            self.aimd.ok();
+        }
+        Some(result)
+    }
+
+    /// The saga names a rotation this worker does not have (a newer or older
+    /// configuration elsewhere): give the lease back and leave the message.
+    async fn not_declared(&self, m: &Received, msg: &StepMessage, stored: &Stored) -> Result<Handled> {
+        error!(rotation = %stored.saga.rotation_id, "saga names a rotation this worker's configuration does not declare; leaving the message for a worker that does");
+        if let Err(e) = self.shared.store.release_lease(&msg.saga_id, stored.version, &self.shared.worker_id).await {
+            warn!(error = %e, "could not give the lease back; it expires on its own");
+        }
+        let wait = Duration::from_secs(300);
+        self.shared.queue_of(m).extend(m, wait).await?;
+        Ok(Handled::Retained(wait))
+    }
+
     /// The lease write was refused: say why from the saga as read.
     async fn refused(&self, m: &Received, msg: &StepMessage, stored: Stored, now: Millis) -> Result<Handled> {
         let nudge = !stored.saga.status.is_terminal() && stored.nudge.as_deref() == Some(msg.token.as_str());
         if !saga::accepts(&stored.saga, msg.step, &msg.token) && !nudge {
             info!(current_step = %stored.saga.step, status = stored.saga.status.as_str(), "stale or duplicate message; acknowledged");
-            self.queue_of(m).ack(m).await?;
+            self.shared.queue_of(m).ack(m).await?;
             return Ok(Handled::Stale);
         }
         if stored.lease_owner.is_some() && stored.lease_until > now {
@@ -520,22 +517,22 @@ impl<Q: Queue> Engine<Q> {
             // Come back when its lease ends: if it finished, this message is
             // stale by then; if it crashed, we take over.
             let wait = Duration::from_millis(stored.lease_until - now) + Duration::from_secs(1);
-            self.queue_of(m).extend(m, wait).await?;
+            self.shared.queue_of(m).extend(m, wait).await?;
             return Ok(Handled::Retained(wait));
         }
         if let Some(until) = stored.saga.waiting_until(now) {
             let tr = saga::keep_waiting(&stored.saga, clock(now));
-            match self.store.commit(&tr.saga, stored.version, None, SecretWrite::Keep, until + Self::ms(self.sweep_after), None).await {
-                Ok(_) => self.send_next(&tr.saga, now).await,
+            match self.shared.store.commit(&tr.saga, stored.version, None, SecretWrite::Keep, until + ms(self.shared.timings.sweep_after), None).await {
+                Ok(_) => self.shared.send_next(&tr.saga, now).await,
                 Err(Error::Conflict { .. }) => {}
                 Err(e) => return Err(e),
             }
-            self.queue_of(m).ack(m).await?;
+            self.shared.queue_of(m).ack(m).await?;
             return Ok(Handled::Waiting);
         }
         // The lease or the wait ended between the write and the read.
         let wait = Duration::from_secs(1);
-        self.queue_of(m).extend(m, wait).await?;
+        self.shared.queue_of(m).extend(m, wait).await?;
         Ok(Handled::Retained(wait))
     }
 
@@ -561,46 +558,22 @@ impl<Q: Queue> Engine<Q> {
         );
     }
 
-    /// The lease and message visibility a step of this lane runs under. A
-    /// priority step's are short (at most [`PRIORITY_LEASE`], heartbeats
-    /// every third of it), so an emergency whose worker died is taken over
-    /// in seconds, not after the ordinary lease.
-    pub(crate) fn timings(&self, lane: Lane) -> (Duration, Duration) {
-        match lane {
-            Lane::Ordinary => (self.lease, self.visibility),
-            Lane::Priority => (self.lease.min(PRIORITY_LEASE), self.visibility.min(PRIORITY_LEASE)),
-        }
-    }
-
     async fn heartbeat(&self, m: &Received, saga_id: &str, version: u64) {
-        let (lease, visibility) = self.timings(m.lane);
-        let now = self.now_ms();
-        let until = now + Self::ms(lease);
-        if let Err(e) = self.store.extend(saga_id, version, &self.worker_id, until, until + Self::ms(self.sweep_after)).await {
+        let (lease, visibility) = self.shared.timings(m.lane);
+        let now = self.shared.now_ms();
+        let until = now + ms(lease);
+        if let Err(e) = self.shared.store.extend(saga_id, version, &self.shared.worker_id, until, until + ms(self.shared.timings.sweep_after)).await {
             warn!(error = %e, "could not extend the lease");
         }
-        if let Err(e) = self.queue_of(m).extend(m, visibility).await {
+        if let Err(e) = self.shared.queue_of(m).extend(m, visibility).await {
             warn!(error = %e, "could not extend message visibility");
-        }
-    }
-
-    pub(crate) async fn send_next(&self, s: &Saga, now: Millis) {
-        self.send_next_on(s, now, Self::lane_of(s)).await
-    }
-
-    /// Send a saga's next step on a given lane (a person's command puts the
-    /// step they wait on in the priority lane).
-    pub(crate) async fn send_next_on(&self, s: &Saga, now: Millis, lane: Lane) {
-        let delay = Duration::from_millis(resume_at(s, now) - now);
-        if let Err(e) = self.on(lane).send(&StepMessage::new(&s.saga_id, s.step, &s.token), delay).await {
-            warn!(saga = %s.saga_id, error = %e, "could not enqueue the next step; the sweeper will re-drive it");
         }
     }
 
     async fn poison(&self, m: &Received, reason: PoisonReason) -> Result<Handled> {
         let why = reason.to_string();
         error!(reason = %why, receive_count = m.receive_count, "poison message; moving it to the dead-letter queue");
-        self.queue_of(m).dead_letter(m, &why).await?;
+        self.shared.queue_of(m).dead_letter(m, &why).await?;
         Ok(Handled::DeadLettered(why))
     }
 
@@ -617,51 +590,67 @@ impl<Q: Queue> Engine<Q> {
         Ok(NewCredential { id, secret })
     }
 
+    /// `start`: the target's preflight, then the credential's keys.
+    async fn start(&self, rot: &Rotation, saga: &Saga) -> StepResult {
+        match rot.target.preflight().await {
+            Err(e) => StepResult::of(Err(e)),
+            Ok(()) => match rot.source.inventory().await {
+                Ok(keys) if keys.len() >= 2 && !saga.manual => match self.attention.keys_of_earlier_sagas(saga, &keys).await {
+                    // Two keys, one of them ours: say which saga holds them.
+                    Some(message) => StepResult::of(Err(Error::Refused { code: "KeysOfEarlierSaga", message })),
+                    None => StepResult::of(Ok(Effect::Started { keys })),
+                },
+                r => StepResult::of(r.map(|keys| Effect::Started { keys })),
+            },
+        }
+    }
+
+    /// `issue_new`: create the key and seal its secret. `None` means a
+    /// fault point fired.
+    async fn issue_new(
+        &self,
+        src: &dyn crate::connectors::CredentialSource,
+        saga: &Saga,
+        stored: &Stored,
+        old_ids: &[String],
+        cleartext: &mut Option<NewCredential>,
+    ) -> Option<StepResult> {
+        if let (Some(id), true) = (&saga.new_key, stored.secret.is_some()) {
+            return Some(StepResult::of(Ok(Effect::Issued { key_id: id.clone() })));
+        }
+        #[cfg(feature = "fault-injection")]
+        if let Some(action) = self.faults.before_issue.take() {
+            action.await;
+        }
+        // `issue_intents` counts this attempt too (recorded with the
+        // lease); only earlier attempts can have left an orphan.
+        let cred = match src.issue(old_ids, &saga.earlier_issue_intents()).await {
+            Ok(c) => c,
+            Err(e) => return Some(StepResult::of(Err(e))),
+        };
+        #[cfg(feature = "fault-injection")]
+        if Faults::fire(&self.faults.crash_after_issue) {
+            return None;
+        }
+        Some(match self.sealer.seal(&saga.saga_id, &cred.secret).await {
+            // Unstored, the key is an orphan: the next attempt deletes it.
+            Err(e) => StepResult::of(Err(e)),
+            Ok(blob) => {
+                let key_id = cred.id.clone();
+                *cleartext = Some(cred);
+                StepResult { outcome: Outcome::Done(Effect::Issued { key_id }), secret: SecretWrite::Set(blob) }
+            }
+        })
+    }
+
     /// The I/O of one step. `None` means a fault point fired.
     async fn run_step(&self, rot: &Rotation, saga: &Saga, stored: &Stored, cleartext: &mut Option<NewCredential>) -> Option<StepResult> {
         let old_ids: Vec<String> = saga.old_keys.iter().map(|k| k.id.clone()).collect();
         let src = rot.source.as_ref();
         let r = match saga.step {
             // A target that would be damaged refuses before anything is created.
-            Step::Start => match rot.target.preflight().await {
-                Err(e) => StepResult::of(Err(e)),
-                Ok(()) => match src.inventory().await {
-                    Ok(keys) if keys.len() >= 2 && !saga.manual => match self.keys_of_earlier_sagas(saga, &keys).await {
-                        // Two keys, one of them ours: say which saga holds them.
-                        Some(message) => StepResult::of(Err(Error::Refused { code: "KeysOfEarlierSaga", message })),
-                        None => StepResult::of(Ok(Effect::Started { keys })),
-                    },
-                    r => StepResult::of(r.map(|keys| Effect::Started { keys })),
-                },
-            },
-            Step::IssueNew => {
-                if let (Some(id), true) = (&saga.new_key, stored.secret.is_some()) {
-                    return Some(StepResult::of(Ok(Effect::Issued { key_id: id.clone() })));
-                }
-                #[cfg(feature = "fault-injection")]
-                if let Some(action) = self.faults.before_issue.take() {
-                    action.await;
-                }
-                // `issue_intents` counts this attempt too (recorded with the
-                // lease); only earlier attempts can have left an orphan.
-                let cred = match src.issue(&old_ids, &saga.earlier_issue_intents()).await {
-                    Ok(c) => c,
-                    Err(e) => return Some(StepResult::of(Err(e))),
-                };
-                #[cfg(feature = "fault-injection")]
-                if Faults::fire(&self.faults.crash_after_issue) {
-                    return None;
-                }
-                match self.sealer.seal(&saga.saga_id, &cred.secret).await {
-                    // Unstored, the key is an orphan: the next attempt deletes it.
-                    Err(e) => StepResult::of(Err(e)),
-                    Ok(blob) => {
-                        let key_id = cred.id.clone();
-                        *cleartext = Some(cred);
-                        StepResult { outcome: Outcome::Done(Effect::Issued { key_id }), secret: SecretWrite::Set(blob) }
-                    }
-                }
-            }
+            Step::Start => self.start(rot, saga).await,
+            Step::IssueNew => return self.issue_new(src, saga, stored, &old_ids, cleartext).await,
             Step::ProveNew => {
                 let r = async {
                     let cred = self.open_new(saga, stored, cleartext).await?;
@@ -740,9 +729,13 @@ impl<Q: Queue> Engine<Q> {
                 StepResult::of(r.map(|_| Effect::Revoked))
             }
             Step::RestoreOld => StepResult::of(for_each(&old_ids, |id| src.enable(id)).await.map(|_| Effect::Restored)),
-            Step::AwaitNew | Step::AwaitRetire => StepResult::of(self.prompt_person(rot, saga).await),
+            Step::AwaitNew | Step::AwaitRetire => StepResult::of(self.prompt(rot, saga).await),
             Step::Finalize => {
-                let r = self.finalize(rot, saga).await;
+                // The console handover secrets go however the saga ended.
+                let r = match self.handovers.cleanup(saga).await {
+                    Ok(()) => self.finalizer.finalize(rot, saga).await,
+                    Err(e) => Err(e),
+                };
                 StepResult { outcome: into_outcome(r.map(|_| Effect::Finalized)), secret: SecretWrite::Erase }
             }
         };
@@ -750,10 +743,18 @@ impl<Q: Queue> Engine<Q> {
     }
 }
 
-/// When the saga's current step may run: now, or the end of its wait
-/// (retry delay or grace period).
-fn resume_at(s: &Saga, now: Millis) -> Millis {
-    s.waiting_until(now).unwrap_or(now)
+impl<Q: Queue> Steps<Q> {
+    /// A wait on a person came due. The console handover first
+    /// (docs/scim.md): a token or confirmation left there moves the saga on
+    /// as `provide`/`confirm` do, with no notice; otherwise ask or remind.
+    async fn prompt(&self, rot: &Rotation, saga: &Saga) -> Result<Effect> {
+        let hand = rot.source.by_hand().ok_or_else(|| Error::Corrupt(format!("saga waits on a person but {} is not made by hand", rot.source.kind())))?;
+        let expired = saga::prompt(saga, self.shared.now_ms()) == saga::Prompt::Expired;
+        match self.handovers.handover_prompt(saga, hand, expired).await {
+            None => Ok(Effect::Prompted),
+            Some(hand) => self.finalizer.prompt_person(rot, saga, hand).await,
+        }
+    }
 }
 
 async fn for_each<'a, F, Fut>(ids: &'a [String], mut f: F) -> Result<()>

@@ -3,17 +3,28 @@
 //! a person. Erasing the secret and releasing the lock happen in the commit
 //! that follows `finalize` (see `store::commit`).
 
+use std::sync::Arc;
+
 use tracing::{info, warn};
 
-use crate::connectors::Rotation;
-use crate::engine::Engine;
+use crate::connectors::{ByHand, Rotation};
 use crate::error::{Error, Result};
-use crate::notify;
+use crate::notify::{self, Notifier};
 use crate::queue::Queue;
 use crate::saga::{self, Effect, FindingRef, Prompt, Saga, Status};
-use crate::securityhub::Workflow;
+use crate::securityhub::{SecurityHub, Workflow};
+use crate::shared::{ms, Shared};
 
-impl<Q: Queue> Engine<Q> {
+/// The end of a saga and the notices on the way (the step pipeline's
+/// `finalize` and wait steps; commands use its findings and quarantine
+/// notices).
+pub struct Finalizer<Q: Queue> {
+    pub(crate) shared: Arc<Shared<Q>>,
+    pub(crate) notifier: Notifier,
+    pub(crate) securityhub: SecurityHub,
+}
+
+impl<Q: Queue> Finalizer<Q> {
     /// Best effort: a Security Hub outage must not fail a rotation.
     pub(crate) async fn update_findings(&self, findings: &[FindingRef], workflow: Workflow, note: &str) {
         match self.securityhub.update(findings, workflow, note).await {
@@ -23,12 +34,10 @@ impl<Q: Queue> Engine<Q> {
     }
 
     /// A wait on a person came due: ask, remind, or report the deadline.
-    pub(crate) async fn prompt_person(&self, rot: &Rotation, saga: &Saga) -> Result<Effect> {
-        let kind = saga::prompt(saga, self.now_ms());
-        let hand = rot.source.by_hand().ok_or_else(|| Error::Corrupt(format!("saga waits on a person but {} is not made by hand", rot.source.kind())))?;
-        // The console handover first (docs/scim.md): a token or confirmation
-        // left there moves the saga on as `provide`/`confirm` do, no notice.
-        let Some(hand) = self.handover_prompt(saga, hand, kind == Prompt::Expired).await else { return Ok(Effect::Prompted) };
+    /// `hand`: the person's steps (with the console handover added by
+    /// [`crate::handover::Handovers::handover_prompt`], which looked first).
+    pub(crate) async fn prompt_person(&self, rot: &Rotation, saga: &Saga, hand: ByHand) -> Result<Effect> {
+        let kind = saga::prompt(saga, self.shared.now_ms());
         if kind == Prompt::Expired {
             warn!(deadline = saga.deadline, "nobody acted before the deadline");
             return Ok(Effect::Expired);
@@ -54,7 +63,6 @@ impl<Q: Queue> Engine<Q> {
     /// Notify about the outcome. Erasing the secret and releasing the lock
     /// happen in the commit that follows.
     pub(crate) async fn finalize(&self, rot: &Rotation, saga: &Saga) -> Result<()> {
-        self.handover_cleanup(saga).await?;
         let mut end = saga.clone();
         end.status = saga.closing.unwrap_or(Status::NeedsAttention);
         // Nothing to list for a credential made by hand: the notice shows
@@ -105,26 +113,26 @@ impl<Q: Queue> Engine<Q> {
     /// Count a finished saga towards quarantine; notify when it begins,
     /// changes reason, disables the rotation, or ends.
     async fn count_outcome(&self, end: &Saga) -> Result<()> {
-        let rots = self.rotations();
+        let rots = self.shared.rotations();
         let Some(cfg) = rots.configs.iter().find(|r| r.id == end.rotation_id) else { return Ok(()) };
         // A resolved saga ends a second time, and that ending counts too.
         let counted = if end.endings == 0 { end.saga_id.clone() } else { format!("{}#{}", end.saga_id, end.endings) };
         let reason = end.failure.as_ref().map(|f| f.code.clone()).unwrap_or_else(|| end.status.as_str().to_string());
         for _ in 0..3 {
-            let (health, version) = self.store.health(&end.rotation_id).await?;
+            let (health, version) = self.shared.store.health(&end.rotation_id).await?;
             let (next, change) = crate::quarantine::record(
                 &health,
                 &counted,
                 end.status == Status::Succeeded,
                 &reason,
-                self.now_ms(),
+                self.shared.now_ms(),
                 cfg.policy.quarantine_after,
-                Self::ms(cfg.policy.quarantine_disable_after.0),
+                ms(cfg.policy.quarantine_disable_after.0),
             );
             if next == health {
                 return Ok(());
             }
-            match self.store.save_health(&end.rotation_id, &next, version).await {
+            match self.shared.store.save_health(&end.rotation_id, &next, version).await {
                 Ok(()) => return self.announce(&end.rotation_id, &next, change, Some(&end.saga_id)).await,
                 Err(Error::Conflict { .. }) => continue,
                 Err(e) => return Err(e),
@@ -143,7 +151,7 @@ impl<Q: Queue> Engine<Q> {
         if change == crate::quarantine::Change::None {
             return Ok(());
         }
-        let Some(rot) = self.rotations().get(rotation_id).cloned() else { return Ok(()) };
+        let Some(rot) = self.shared.rotations().get(rotation_id).cloned() else { return Ok(()) };
         warn!(rotation = rotation_id, ?change, "quarantine changed");
         let n =
             notify::render_quarantine(rotation_id, &rot.source.describe(), &rot.target.describe(), rot.source.kind(), rot.target.kind(), h, change, saga);

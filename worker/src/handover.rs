@@ -11,12 +11,12 @@
 //! * keyturn looks at it before every notice of the wait (so at the latest
 //!   at the next reminder), and when the intake queue brings a CloudTrail
 //!   `PutSecretValue` / `UpdateSecret` / `CreateSecret` event for a name
-//!   under [`PREFIX`] ([`Engine::handover_event`]). Nothing of that event is
+//!   under [`PREFIX`] ([`Handovers::handover_event`]). Nothing of that event is
 //!   trusted but the secret's name: keyturn loads the saga it names, checks
 //!   that saga belongs to the rotation the name says and is waiting, and
 //!   reads the secret whose name it computes from that saga itself.
 //! * A plausible token (the rules of `keyturn provide`: [`check_token`]) is
-//!   handed over exactly as `keyturn provide` does it ([`Engine::provide`]:
+//!   handed over exactly as `keyturn provide` does it ([`Commands::provide`]:
 //!   sealed with KMS bound to the saga id, the same conditional commit).
 //!   Anything else is refused with a notice and not used.
 //! * Once Entra holds the token (the wait for the old token's deletion
@@ -25,7 +25,7 @@
 //! * The old token's deletion is confirmed the same way: that wait names a
 //!   small second secret, `…/<saga>/old-token-deleted`, whose value the
 //!   person sets to [`CONFIRM_WORD`]; keyturn then does what
-//!   `keyturn confirm` does ([`Engine::confirm`]).
+//!   `keyturn confirm` does ([`Commands::confirm`]).
 //!
 //! A value read is held only in a [`SecretString`]; no log line, notice,
 //! error or message carries it.
@@ -36,11 +36,14 @@ use tracing::{error, info, warn};
 
 use crate::connectors::check::one_line;
 use crate::connectors::ByHand;
-use crate::engine::Engine;
+use std::sync::Arc;
+
+use crate::commands::Commands;
 use crate::error::{aws, Error, Result};
 use crate::notify;
 use crate::queue::{Queue, Received};
 use crate::saga::{Saga, Step};
+use crate::shared::Shared;
 
 /// Every handover secret's name starts with this (the stack's IAM grants
 /// and EventBridge rule are scoped to it).
@@ -310,9 +313,37 @@ impl<'a> Handover<'a> {
     }
 }
 
-impl<Q: Queue> Engine<Q> {
+/// The handover job: looks at handover secrets (on the prompt path and
+/// when intake brings a change event) and hands over what it finds through
+/// [`Commands`], as `keyturn provide` / `keyturn confirm` do.
+pub struct Handovers<Q: Queue> {
+    pub(crate) shared: Arc<Shared<Q>>,
+    pub(crate) commands: Arc<Commands<Q>>,
+    pub(crate) notifier: notify::Notifier,
+    pub(crate) secretsmanager: aws_sdk_secretsmanager::Client,
+    pub(crate) kms_key_id: String,
+}
+
+impl<Q: Queue> Handovers<Q> {
     fn handover(&self) -> Handover<'_> {
-        Handover::new(&self.secretsmanager, self.sealer.key_id())
+        Handover::new(&self.secretsmanager, &self.kms_key_id)
+    }
+
+    /// Delete a finished saga's handover secrets (both; absent ones are
+    /// fine). A retryable failure fails the step, so it is tried again.
+    pub(crate) async fn cleanup(&self, saga: &Saga) -> Result<()> {
+        if !saga.manual {
+            return Ok(());
+        }
+        let h = self.handover();
+        for slot in [Slot::Token, Slot::Confirm] {
+            match h.delete(&secret_name(&saga.rotation_id, &saga.saga_id, slot)).await {
+                Ok(()) => {}
+                Err(e) if e.is_retryable() => return Err(e),
+                Err(e) => warn!(error = %e, "could not delete a handover secret; delete it by hand"),
+            }
+        }
+        Ok(())
     }
 
     /// Look at the handover secret of a saga waiting on a person and act
@@ -330,13 +361,13 @@ impl<Q: Queue> Engine<Q> {
         let Some(value) = h.read(&name).await? else { return Ok(Taken::Nothing) };
         let moved = match slot {
             Slot::Token => match token_of(value.expose_secret()) {
-                Ok(token) => self.provide(&saga.saga_id, &token, None).await,
+                Ok(token) => self.commands.provide(&saga.saga_id, &token, None).await,
                 Err(problem) => {
                     warn!(saga = %saga.saga_id, secret = %name, %problem, "the value in the handover secret is not a plausible token; not used");
                     return Ok(Taken::Refused(format!("keyturn did not use the value in {name}: {problem}")));
                 }
             },
-            Slot::Confirm if is_confirmation(value.expose_secret()) => self.confirm(&saga.saga_id).await,
+            Slot::Confirm if is_confirmation(value.expose_secret()) => self.commands.confirm(&saga.saga_id).await,
             Slot::Confirm => {
                 warn!(saga = %saga.saga_id, secret = %name, "the confirmation secret does not hold the confirming word; not taken");
                 return Ok(Taken::Refused(format!("keyturn did not take the value in {name} as a confirmation: it is not the word {CONFIRM_WORD}")));
@@ -407,23 +438,6 @@ impl<Q: Queue> Engine<Q> {
         hand
     }
 
-    /// Delete a finished saga's handover secrets (both; absent ones are
-    /// fine). A retryable failure fails the step, so it is tried again.
-    pub(crate) async fn handover_cleanup(&self, saga: &Saga) -> Result<()> {
-        if !saga.manual {
-            return Ok(());
-        }
-        let h = self.handover();
-        for slot in [Slot::Token, Slot::Confirm] {
-            match h.delete(&secret_name(&saga.rotation_id, &saga.saga_id, slot)).await {
-                Ok(()) => {}
-                Err(e) if e.is_retryable() => return Err(e),
-                Err(e) => warn!(error = %e, "could not delete a handover secret; delete it by hand"),
-            }
-        }
-        Ok(())
-    }
-
     /// An intake message: `None` when it is not a Secrets Manager event.
     /// Otherwise it is acted on (acknowledged) or rejected (intake DLQ)
     /// here: a change of a handover secret makes keyturn look at that
@@ -433,7 +447,7 @@ impl<Q: Queue> Engine<Q> {
         let looked = match parsed {
             Err(why) => Looked::Rejected(why),
             Ok(ev) => {
-                let home = self.rotations().accounts.home().await?.account.clone();
+                let home = self.shared.rotations().accounts.home().await?.account.clone();
                 if ev.account != home {
                     Looked::Rejected(format!("a handover secret lives in the worker's account {home}, not in {:?}", one_line(&ev.account, 20)))
                 } else {
@@ -456,7 +470,7 @@ impl<Q: Queue> Engine<Q> {
 
     async fn look_at_handover(&self, ev: &SecretChanged) -> Result<Looked> {
         let not_waiting = || Looked::NotWaiting { saga_id: ev.saga_id.clone() };
-        let Some(stored) = self.store.load(&ev.saga_id).await? else { return Ok(not_waiting()) };
+        let Some(stored) = self.shared.store.load(&ev.saga_id).await? else { return Ok(not_waiting()) };
         let saga = stored.saga;
         if saga.rotation_id != ev.rotation_id {
             return Ok(Looked::Rejected(format!(
@@ -477,7 +491,7 @@ impl<Q: Queue> Engine<Q> {
     /// Tell the person their value was refused: the wait's notice again,
     /// saying why first.
     async fn handover_refused(&self, saga: &Saga, why: &str) -> Result<()> {
-        let Some(rot) = self.rotations().get(&saga.rotation_id).cloned() else { return Ok(()) };
+        let Some(rot) = self.shared.rotations().get(&saga.rotation_id).cloned() else { return Ok(()) };
         let Some(hand) = rot.source.by_hand() else { return Ok(()) };
         let hand = self.handover_steps(saga, hand, Some(why)).await;
         let (credential, target) = (rot.source.describe(), rot.target.describe());

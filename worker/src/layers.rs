@@ -26,19 +26,24 @@ pub(crate) const FLOORS: &[&[&str]] = &[
     &["notify", "securityhub", "doctor"],
     // `keyturn report`: reads config, the table and IAM; nothing imports it but the CLI.
     &["report"],
-    // The engine and its jobs. `engine` holds the shared pipeline; the jobs
-    // are `impl Engine` blocks in their own files, so they import `engine`
-    // and `engine` imports none of them.
-    &["engine"],
+    // The engine's jobs, each a type holding only what it uses. `shared`
+    // holds what they all use (table, queues, lanes, rotations, timings).
+    &["shared"],
+    &["finalize", "attention"],
     // `commands` defines `Request`, which triggers and requests start a
-    // saga with, so it sits one floor below the other jobs.
-    &["commands"],
-    // The console handover of a by-hand credential: hands over as
-    // `commands` does; the prompt path and intake call it.
+    // saga with; it marks findings and announces through `finalize`. The
+    // sweeper hands evidence checks to `attention`.
+    &["commands", "sweeper"],
+    // The console handover of a by-hand credential: hands over through
+    // `commands`; the step pipeline's prompt and intake call it.
     &["handover"],
-    &["finalize", "sweeper", "attention", "triggers"],
-    // Requests are started through triggers' matching.
+    // Intake handling: `triggers` defines the `Intake` job, `requests`
+    // adds its request-API and exposed-key part.
+    &["triggers"],
     &["requests"],
+    // The step pipeline, which hands over to finalize, attention and
+    // intake, and the `Engine` composed of all the jobs.
+    &["engine"],
     &["worker", "lambda", "app"],
     &["cli"],
 ];

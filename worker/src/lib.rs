@@ -2,7 +2,8 @@
 //!
 //! Start with `ARCHITECTURE.md` for the bird's-eye view. Module map:
 //! * [`saga`]: the pure state machine (no I/O) — steps, transitions, the compensation rule;
-//! * [`engine`]: runs one step message against the saga it names (the step pipeline);
+//! * [`engine`]: the `Engine`, composed of the jobs below, and the step pipeline (`Steps`);
+//! * [`shared`]: what the engine's jobs share (table, queues and lanes, rotations, timings);
 //! * [`commands`]: requests, rollback, release, a person's `provide`/`confirm`;
 //! * [`finalize`]: the outcome notice, findings, quarantine counting, prompts to a person;
 //! * [`sweeper`]: re-drives sagas whose message was lost, runs due evidence checks;
@@ -50,6 +51,7 @@ pub mod saga;
 pub mod seal;
 pub mod secrets;
 pub mod securityhub;
+pub mod shared;
 pub mod store;
 pub mod sweeper;
 pub mod triggers;

@@ -12,14 +12,14 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::commands::Request;
-use crate::engine::{clock, Engine};
 use crate::error::{aws, Error, Result};
 use crate::intake::{self, RequestTarget, RotationRequest};
 use crate::notify;
 use crate::queue::{Queue, Received};
 use crate::saga::{self, ExposedRole, Exposure, RequestInfo, Saga};
+use crate::shared::{clock, ms, Rotations};
 use crate::store::{Created, SecretWrite};
-use crate::triggers::IntakeReport;
+use crate::triggers::{settle, Intake, IntakeReport};
 
 /// What an exposed key led to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,13 +37,13 @@ enum Emergency {
     Settled(String),
 }
 
-impl<Q: Queue> Engine<Q> {
+impl<Q: Queue> Intake<Q> {
     /// A rotation request: answer it (a notice and an event with the
     /// request's correlation id), start or join a saga, or reject it — to the
     /// intake DLQ when the policy does not allow it, reported only when it
     /// names no configured rotation.
     pub(crate) async fn handle_request<I: Queue>(&self, intake_queue: &I, m: &Received, r: RotationRequest, report: &mut IntakeReport) -> Result<()> {
-        let rots = self.rotations();
+        let rots = self.shared.rotations();
         let rotation_id = match &r.target {
             RequestTarget::Rotation(id) => rots.get(id).map(|_| id.clone()),
             RequestTarget::User { account_id, user_name } => {
@@ -66,8 +66,8 @@ impl<Q: Queue> Engine<Q> {
             report.rejected = Some(self.refuse_request(intake_queue, m, &r, &rotation_id, why).await?);
             return Ok(());
         }
-        let now = self.now_ms();
-        if let Some((saga_id, of)) = self.store.idempotent(&r.idempotency_key, now).await? {
+        let now = self.shared.now_ms();
+        if let Some((saga_id, of)) = self.shared.store.idempotent(&r.idempotency_key, now).await? {
             if of != rotation_id {
                 let why = format!("idempotency_key: already used within the idempotency window by a request for rotation {of}");
                 report.rejected = Some(self.refuse_request(intake_queue, m, &r, &rotation_id, why).await?);
@@ -90,10 +90,10 @@ impl<Q: Queue> Engine<Q> {
                 event_source: r.event.as_ref().map(|e| e.source.clone()),
             }),
             overrides: r.overrides.clone(),
-            idempotency: Some((r.idempotency_key.clone(), now + Self::ms(self.idempotency_window))),
+            idempotency: Some((r.idempotency_key.clone(), now + ms(self.idempotency_window))),
             ..Request::default()
         };
-        let (saga_id, outcome) = match self.request_with(&rotation_id, req).await? {
+        let (saga_id, outcome) = match self.commands.request_with(&rotation_id, req).await? {
             Created::New(id) => {
                 report.started.push(id.clone());
                 (id, "started")
@@ -101,7 +101,7 @@ impl<Q: Queue> Engine<Q> {
             Created::Existing(id) => {
                 // A request with the same key raced this one and won (its
                 // saga carries the key), or another saga holds the credential.
-                let same_key = self.store.load(&id).await?.and_then(|s| s.saga.request).is_some_and(|i| i.idempotency_key == r.idempotency_key);
+                let same_key = self.shared.store.load(&id).await?.and_then(|s| s.saga.request).is_some_and(|i| i.idempotency_key == r.idempotency_key);
                 if same_key {
                     report.duplicates.push(id.clone());
                     (id, "duplicate")
@@ -146,8 +146,8 @@ impl<Q: Queue> Engine<Q> {
         overflow: Option<String>,
         report: &mut IntakeReport,
     ) -> Result<()> {
-        let seen_at = self.now_ms();
-        let rots = self.rotations();
+        let seen_at = self.shared.now_ms();
+        let rots = self.shared.rotations();
         let home = rots.accounts.home().await?.account.clone();
         // Owners are looked up in the event's account only (through the
         // member role there), and matched in that same account.
@@ -167,23 +167,9 @@ impl<Q: Queue> Engine<Q> {
             keys.push((key.clone(), owner));
         }
         for (account, user) in users {
-            // The event names the user, not the key: the key is the user's
-            // only active key, if it has exactly one.
-            let active = match intake::match_user(&rots.configs, &home, account, user).and_then(|c| rots.get(&c.id)) {
-                Some(rot) => rot.source.inventory().await?.into_iter().filter(|k| k.active).map(|k| k.id).collect::<Vec<_>>(),
-                None => Vec::new(),
-            };
-            match active.as_slice() {
-                [one] => keys.push((one.clone(), Some(user.clone()))),
-                _ => {
-                    let why = format!("the event names iam user {user}, not a key, and the user has {} active keys keyturn rotates", active.len());
-                    warn!(account = %account, user = %user, reason = %why, "exposed credentials of a user: cannot tell which key");
-                    let kind = crate::connectors::source_kind_for(crate::connectors::SubjectKind::IamUser);
-                    self.notifier
-                        .publish(&notify::render_exposed_unmatched(account, "(the event names the user, not the key)", Some(user), event_arn, None, kind))
-                        .await?;
-                    report.ignored.push(why);
-                }
+            match self.only_active_key(&rots, &home, account, user, event_arn).await? {
+                Ok(one) => keys.push((one, Some(user.clone()))),
+                Err(why) => report.ignored.push(why),
             }
         }
         let mut busy: Option<Duration> = None;
@@ -191,14 +177,14 @@ impl<Q: Queue> Engine<Q> {
         let mut sagas: Option<Vec<Saga>> = None;
         let mut uncovered = Vec::new();
         for (key, owner) in keys {
-            if !self.store.claim_exposure(&key, &m.message_id, event_arn, seen_at).await? {
+            if !self.shared.store.claim_exposure(&key, &m.message_id, event_arn, seen_at).await? {
                 info!(key = %key, event = %event_arn, "exposure of this key already handled (a repeated event)");
                 report.duplicates.push(key);
                 continue;
             }
             if owner.is_none() {
                 if sagas.is_none() {
-                    sagas = Some(self.store.list().await?.into_iter().map(|s| s.saga).collect());
+                    sagas = Some(self.shared.store.list().await?.into_iter().map(|s| s.saga).collect());
                 }
                 if let Some(why) = self.already_rotated(sagas.as_deref().unwrap_or_default(), &key, event_arn).await? {
                     report.stale += 1;
@@ -241,20 +227,41 @@ impl<Q: Queue> Engine<Q> {
             report.retained = true;
             return intake_queue.extend(m, wait).await;
         }
-        match overflow {
-            Some(why) => {
-                intake_queue.dead_letter(m, &why).await?;
-                report.rejected = Some(why);
-                Ok(())
+        settle(intake_queue, m, overflow, report).await
+    }
+
+    /// The event names the user, not the key: the key is the user's only
+    /// active key, if it has exactly one. Otherwise why not (notified).
+    async fn only_active_key(
+        &self,
+        rots: &Rotations,
+        home: &str,
+        account: &str,
+        user: &str,
+        event_arn: &str,
+    ) -> Result<std::result::Result<String, String>> {
+        let active = match intake::match_user(&rots.configs, home, account, user).and_then(|c| rots.get(&c.id)) {
+            Some(rot) => rot.source.inventory().await?.into_iter().filter(|k| k.active).map(|k| k.id).collect::<Vec<_>>(),
+            None => Vec::new(),
+        };
+        match active.as_slice() {
+            [one] => Ok(Ok(one.clone())),
+            _ => {
+                let why = format!("the event names iam user {user}, not a key, and the user has {} active keys keyturn rotates", active.len());
+                warn!(account = %account, user = %user, reason = %why, "exposed credentials of a user: cannot tell which key");
+                let kind = crate::connectors::source_kind_for(crate::connectors::SubjectKind::IamUser);
+                self.notifier
+                    .publish(&notify::render_exposed_unmatched(account, "(the event names the user, not the key)", Some(user), event_arn, None, kind))
+                    .await?;
+                Ok(Err(why))
             }
-            None => intake_queue.ack(m).await,
         }
     }
 
     /// An IAM client acting in `account`: the worker's own for its home
     /// account; for a member account, the role of a rotation there (its
     /// `role_arn`, else `[aws] member_role_name`).
-    async fn account_iam(&self, rots: &crate::engine::Rotations, account: &str) -> Result<aws_sdk_iam::Client> {
+    async fn account_iam(&self, rots: &Rotations, account: &str) -> Result<aws_sdk_iam::Client> {
         let role = rots.configs.iter().filter(|r| r.source.account_id() == Some(account)).find_map(|r| r.source.role_arn().map(str::to_string));
         let access = rots.accounts.access(Some(account), role.as_deref()).await?;
         rots.accounts.iam(&self.iam, &access).await
@@ -284,7 +291,7 @@ impl<Q: Queue> Engine<Q> {
         let Some(s) = sagas.iter().find(|s| s.old_keys.iter().any(|k| k.id == key) || s.new_key.as_deref() == Some(key)) else {
             return Ok(None);
         };
-        let Some(rot) = self.rotations().get(&s.rotation_id).cloned() else { return Ok(None) };
+        let Some(rot) = self.shared.rotations().get(&s.rotation_id).cloned() else { return Ok(None) };
         let why = format!("exposed key {key} no longer exists: saga {} of rotation {} replaced it", s.saga_id, s.rotation_id);
         warn!(key = %key, saga = %s.saga_id, "exposed key was already rotated away; reported");
         let n = notify::render_exposed_settled(&s.rotation_id, key, &why, event_arn, rot.source.kind(), rot.target.kind(), s.correlation());
@@ -323,10 +330,10 @@ impl<Q: Queue> Engine<Q> {
     /// Start an emergency saga for `key` of rotation `rotation_id`, or take
     /// over the saga that holds its credential.
     async fn emergency(&self, rotation_id: &str, key: &str, event_arn: &str, seen_at: saga::Millis) -> Result<Emergency> {
-        let rot = self.rotations().get(rotation_id).cloned().ok_or_else(|| Error::Config(format!("no rotation {rotation_id}")))?;
+        let rot = self.shared.rotations().get(rotation_id).cloned().ok_or_else(|| Error::Config(format!("no rotation {rotation_id}")))?;
         let keep = rot.policy.keep_exposed_inactive;
         for _ in 0..5 {
-            let Some(saga_id) = self.store.lock_holder(&rot.credential).await? else {
+            let Some(saga_id) = self.shared.store.lock_holder(&rot.credential).await? else {
                 // An exposed key that is already inactive is no consumer's:
                 // no rotation (which would find two keys), just finish it.
                 if let Some(k) = rot.source.inventory().await?.into_iter().find(|k| k.id == key && !k.active) {
@@ -356,13 +363,13 @@ impl<Q: Queue> Engine<Q> {
                     }),
                     ..Request::default()
                 };
-                match self.request_with(rotation_id, req).await? {
+                match self.commands.request_with(rotation_id, req).await? {
                     Created::New(id) => return Ok(Emergency::Started(id)),
                     _ => continue,
                 }
             };
-            let Some(stored) = self.store.load(&saga_id).await? else { continue };
-            let now = self.now_ms();
+            let Some(stored) = self.shared.store.load(&saga_id).await? else { continue };
+            let now = self.shared.now_ms();
             if stored.lease_owner.is_some() && stored.lease_until > now {
                 return Ok(Emergency::Busy(Duration::from_millis(stored.lease_until - now) + Duration::from_millis(500)));
             }
@@ -370,9 +377,9 @@ impl<Q: Queue> Engine<Q> {
                 Ok(None) => return Ok(Emergency::TookOver(saga_id)),
                 Ok(Some(next)) => {
                     let secret = if stored.saga.secret_stored && !next.secret_stored { SecretWrite::Erase } else { SecretWrite::Keep };
-                    match self.store.commit(&next, stored.version, None, secret, now + Self::ms(self.sweep_after), None).await {
+                    match self.shared.store.commit(&next, stored.version, None, secret, now + ms(self.shared.timings.sweep_after), None).await {
                         Ok(_) => {
-                            self.send_next(&next, now).await;
+                            self.shared.send_next(&next, now).await;
                             return Ok(Emergency::TookOver(saga_id));
                         }
                         Err(Error::Conflict { .. }) => continue,
@@ -396,7 +403,7 @@ impl<Q: Queue> Engine<Q> {
     /// one (the request that started the first still wants a fresh key).
     pub(crate) async fn follow_up_exposure(&self, ended: &Saga) {
         let Some(e) = &ended.exposure else { return };
-        let Some(rot) = self.rotations().get(&ended.rotation_id).cloned() else { return };
+        let Some(rot) = self.shared.rotations().get(&ended.rotation_id).cloned() else { return };
         let exists = match rot.source.inventory().await {
             Ok(keys) => keys.iter().any(|k| k.id == e.key_id),
             Err(err) => {
@@ -419,7 +426,7 @@ impl<Q: Queue> Engine<Q> {
             }),
             ..Request::default()
         };
-        match self.request_with(&ended.rotation_id, req).await {
+        match self.commands.request_with(&ended.rotation_id, req).await {
             Ok(created) => {
                 warn!(saga = %ended.saga_id, ?created, exposed_key_exists = exists, "the exposed key was this saga's new key: fresh rotation requested")
             }

@@ -14,20 +14,29 @@
 //! sweeper leaves them alone ([`redrive`]), for at most [`BACKLOG_PATIENCE`];
 //! with fewer, it re-drives as many as are missing, the longest overdue first.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{instrument, warn};
 
-use crate::engine::Engine;
+use crate::attention::Attention;
 use crate::error::{Error, Result};
 use crate::queue::{Lane, Queue, StepMessage};
 use crate::saga::Millis;
 use crate::saga::Status;
+use crate::shared::{lane_of, ms, Shared};
 
-impl<Q: Queue> Engine<Q> {
+/// The repair loop: re-drives overdue sagas, hands due evidence checks to
+/// [`Attention`].
+pub struct Sweeper<Q: Queue> {
+    pub(crate) shared: Arc<Shared<Q>>,
+    pub(crate) attention: Arc<Attention<Q>>,
+}
+
+impl<Q: Queue> Sweeper<Q> {
     /// Re-send the message of every saga that is overdue and not leased:
     /// covers a crash between commit and send, and lost messages.
-    #[instrument(skip(self), fields(worker = %self.worker_id))]
+    #[instrument(skip(self), fields(worker = %self.shared.worker_id))]
     pub async fn sweep(&self) -> Result<usize> {
         // The step queue's backlog is read before the sagas, never after: a
         // message a worker takes between the two reads then still counts as
@@ -35,20 +44,20 @@ impl<Q: Queue> Engine<Q> {
         // other way round, every message taken during the read of a long
         // index (a backlog draining) made the backlog look short of the
         // overdue sagas, and every overdue saga was sent again.
-        let waiting = self.queue.waiting().await;
-        let now = self.now_ms();
+        let waiting = self.shared.queue.waiting().await;
+        let now = self.shared.now_ms();
         let mut n = 0;
         // One read of the sparse index of running sagas serves the repairs
         // and the gauges: finished sagas are not in it, so a sweep reads
         // only what runs, however many sagas the table keeps. The index is
         // eventually consistent; every write below is conditional.
-        let all = self.store.active().await?;
+        let all = self.shared.store.active().await?;
         self.report_gauges(&all, now);
         let (watched, running): (Vec<_>, Vec<_>) = all.into_iter().filter(|s| s.needs_sweep(now)).partition(|s| s.saga.status == Status::NeedsAttention);
         // Unresolved sagas whose evidence check is due.
         for s in watched {
             let id = s.saga.saga_id.clone();
-            if let Err(e) = self.watch_one(s).await {
+            if let Err(e) = self.attention.watch_one(s).await {
                 warn!(saga = %id, error = %e, "evidence check failed; trying again at the next check");
             }
         }
@@ -57,7 +66,7 @@ impl<Q: Queue> Engine<Q> {
         overdue.sort_by_key(|s| s.due_at);
         // The backlog weighed is the step queue's: emergencies travel on the
         // priority lane, which has none to speak of, and never wait.
-        let ordinary = overdue.iter().filter(|s| Self::lane_of(&s.saga) == Lane::Ordinary).count();
+        let ordinary = overdue.iter().filter(|s| lane_of(&s.saga) == Lane::Ordinary).count();
         let waiting = match waiting {
             Ok(w) => w,
             Err(e) if ordinary > 0 => {
@@ -69,7 +78,7 @@ impl<Q: Queue> Engine<Q> {
         let short = missing(ordinary, waiting);
         let (mut postponed, mut rank) = (0, 0);
         for s in overdue {
-            let lane = Self::lane_of(&s.saga);
+            let lane = lane_of(&s.saga);
             if lane == Lane::Ordinary {
                 rank += 1;
             }
@@ -77,14 +86,14 @@ impl<Q: Queue> Engine<Q> {
                 postponed += 1;
                 continue;
             }
-            let due = now + Self::ms(self.sweep_after);
-            match self.store.set_due(&s.saga.saga_id, s.version, due).await {
+            let due = now + ms(self.shared.timings.sweep_after);
+            match self.shared.store.set_due(&s.saga.saga_id, s.version, due).await {
                 Ok(()) => {}
                 Err(Error::Conflict { .. }) => continue,
                 Err(e) => return Err(e),
             }
             warn!(saga = %s.saga.saga_id, step = %s.saga.step, "saga overdue; re-driving its step");
-            self.on(lane).send(&StepMessage::new(&s.saga.saga_id, s.saga.step, &s.saga.token), Duration::ZERO).await?;
+            self.shared.on(lane).send(&StepMessage::new(&s.saga.saga_id, s.saga.step, &s.saga.token), Duration::ZERO).await?;
             n += 1;
         }
         if postponed > 0 {

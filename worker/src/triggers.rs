@@ -3,7 +3,7 @@
 //! The pure half (event parsing, finding → rotation matching) is in
 //! [`crate::intake`]; this is the I/O half. Dedupe rules:
 //! * a credential with a saga in flight gets no second one (the lock in
-//!   [`Engine::request_with`] answers the running saga);
+//!   [`Commands::request_with`] answers the running saga);
 //! * an imported IAM.3 finding starts a rotation only if the user's active
 //!   keys are really past the control's age *now* (90 days, or the finding's
 //!   `maxAccessKeyAge` parameter) — decided from `ListAccessKeys`, not from
@@ -15,18 +15,40 @@
 //!   (`rotation.unmatched`) and only counted on re-imports.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{error, info, instrument, warn};
 
-use crate::commands::Request;
-use crate::engine::Engine;
+use crate::commands::{Commands, Request};
 use crate::error::Result;
 use crate::intake::{self, Decision, Event};
-use crate::notify;
+use crate::notify::{self, Notifier};
 use crate::queue::{Queue, Received};
 use crate::saga::{FindingKind, FindingRef, Millis};
+use crate::shared::{AgeClock, Shared};
 use crate::store::Created;
+
+/// Intake handling: events and requests from the intake queue, the
+/// key-age scan, `plan`. Its request-API and exposed-key part is in
+/// [`crate::requests`].
+pub struct Intake<Q: Queue> {
+    pub(crate) shared: Arc<Shared<Q>>,
+    /// Every trigger starts its sagas through the commands.
+    pub(crate) commands: Arc<Commands<Q>>,
+    /// A change event of a console handover secret is handed to it.
+    pub(crate) handovers: Arc<crate::handover::Handovers<Q>>,
+    pub(crate) notifier: Notifier,
+    /// IAM of the worker's own account: which user owns an exposed key;
+    /// deactivating an exposed key no rotation covers.
+    pub(crate) iam: aws_sdk_iam::Client,
+    /// `[requests] idempotency_window`.
+    pub(crate) idempotency_window: Duration,
+    /// `[exposure] deactivate_uncovered`.
+    pub(crate) deactivate_uncovered: bool,
+    /// "Now" for key-age decisions (intake of IAM.3 findings).
+    pub(crate) age_clock: Arc<AgeClock>,
+}
 
 /// The saga trigger of imported findings: which Security Hub sent them.
 fn imported_trigger(findings: &[intake::Finding]) -> &'static str {
@@ -51,13 +73,13 @@ pub struct IntakeReport {
     pub ignored: Vec<String>,
     /// Set when the message was rejected to the intake DLQ.
     pub rejected: Option<String>,
+    /// A change of a handover secret, and what came of it.
+    pub handover: Option<crate::handover::Looked>,
     /// Requests answered by an idempotency key's saga; exposed keys already
     /// handled (a repeated event).
     pub duplicates: Vec<String>,
     /// The message was held back (not acknowledged) to come back later.
     pub retained: bool,
-    /// A change of a handover secret, and what came of it.
-    pub handover: Option<crate::handover::Looked>,
 }
 
 /// A rotation's key age, as the scan sees it.
@@ -70,22 +92,44 @@ pub struct ScanItem {
     pub due: bool,
 }
 
+/// The end of an intake message: to the DLQ when it named too many users
+/// or keys (the first were acted on), else acknowledged.
+pub(crate) async fn settle<I: Queue>(intake_queue: &I, m: &Received, overflow: Option<String>, report: &mut IntakeReport) -> Result<()> {
+    match overflow {
+        Some(why) => {
+            intake_queue.dead_letter(m, &why).await?;
+            report.rejected = Some(why);
+            Ok(())
+        }
+        None => intake_queue.ack(m).await,
+    }
+}
+
+/// How an intake event asks for rotations: the saga's trigger, whether
+/// it is an imported finding (checked against the keys' real age), whether
+/// it is automatic (quarantine holds it back).
+struct Trigger<'a> {
+    name: &'a str,
+    imported: bool,
+    automatic: bool,
+}
+
 fn days(d: Duration) -> String {
     format!("{:.1}d", d.as_secs_f64() / 86_400.0)
 }
 
-impl<Q: Queue> Engine<Q> {
+impl<Q: Queue> Intake<Q> {
     /// Handle one intake message (ack or dead-letter included).
-    #[instrument(skip_all, fields(worker = %self.worker_id, message_id = %m.message_id))]
+    #[instrument(skip_all, fields(worker = %self.shared.worker_id, message_id = %m.message_id))]
     pub async fn handle_intake<I: Queue>(&self, intake_queue: &I, m: &Received) -> Result<IntakeReport> {
         let mut report = IntakeReport::default();
         // A handover secret changed (CloudTrail, Secrets Manager): look at it.
-        if let Some(looked) = self.handover_event(intake_queue, m).await? {
+        if let Some(looked) = self.handovers.handover_event(intake_queue, m).await? {
             report.rejected = if let crate::handover::Looked::Rejected(why) = &looked { Some(why.clone()) } else { None };
             report.handover = Some(looked);
             return Ok(report);
         }
-        let rotations = self.rotations();
+        let rotations = self.shared.rotations();
         let checked = match intake::parse_message(&m.body) {
             Ok((event, origin)) => match &event {
                 Event::Request(_) => {
@@ -135,101 +179,110 @@ impl<Q: Queue> Engine<Q> {
         let mut last_success = HashMap::new();
         let home = rotations.accounts.home().await?.account.clone();
         let mut unmatched_new = Vec::new();
+        let t = Trigger { name: &trigger, imported, automatic };
         for d in intake::decide(&event, &rotations.configs, &home) {
-            match d {
-                Decision::Rotate { rotation_id, finding, user } => {
-                    if imported {
-                        if let Some(reason) = self.finding_not_due(&rotation_id, &finding).await? {
-                            info!(finding = %finding.id, rotation = %rotation_id, %reason, "finding is stale, nothing to do");
-                            report.stale += 1;
-                            continue;
-                        }
-                    }
-                    let req = Request {
-                        trigger: trigger.clone(),
-                        findings: vec![finding.reference()],
-                        delay: Duration::ZERO,
-                        automatic: imported,
-                        ..Request::default()
-                    };
-                    match self.request_with(&rotation_id, req).await? {
-                        Created::New(id) => {
-                            let matched_by = finding.iam3.map(|f| f.to_string()).unwrap_or_else(|| "custom action".into());
-                            info!(saga = %id, rotation = %rotation_id, user = %user, finding = %finding.id, region = %finding.region, %matched_by, "rotation started from a finding");
-                            report.started.push(id);
-                        }
-                        Created::Existing(id) => {
-                            info!(saga = %id, rotation = %rotation_id, finding = %finding.id, "rotation already in flight; nothing new started");
-                            report.in_flight.push(id);
-                        }
-                        Created::Skipped(reason) => {
-                            info!(rotation = %rotation_id, finding = %finding.id, %reason, "finding not acted on");
-                            report.ignored.push(reason);
-                        }
-                    }
-                }
-                Decision::Expiring { rotation_id, event_arn, observed_at } => {
-                    // AWS repeats the notice until the token is gone; one sent
-                    // before the last success is about the token already replaced.
-                    if self.stale(&rotation_id, observed_at, &mut last_success).await? {
-                        info!(event = %event_arn, rotation = %rotation_id, "expiry notice from before the last successful rotation; nothing to do");
-                        report.stale += 1;
-                        continue;
-                    }
-                    let req = Request { trigger: trigger.clone(), automatic, ..Request::default() };
-                    match self.request_with(&rotation_id, req).await? {
-                        Created::New(id) => {
-                            info!(saga = %id, rotation = %rotation_id, event = %event_arn, "SCIM token rotation started from an expiry notice");
-                            report.started.push(id);
-                        }
-                        Created::Existing(id) => {
-                            info!(saga = %id, rotation = %rotation_id, "rotation already in flight; nothing new started");
-                            report.in_flight.push(id);
-                        }
-                        Created::Skipped(reason) => {
-                            info!(rotation = %rotation_id, %reason, "expiry notice not acted on");
-                            report.ignored.push(reason);
-                        }
-                    }
-                }
-                Decision::Ignore { finding_id, reason } => {
-                    info!(finding = %finding_id, %reason, "finding ignored");
-                    report.ignored.push(reason);
-                }
-                Decision::Unmatched { finding_id, account_id, user } => {
-                    let first = self.store.record_unmatched(&account_id, &user, &finding_id, self.now_ms()).await?;
-                    warn!(account = %account_id, user = %user, finding = %crate::connectors::check::one_line(&finding_id, 256), first, "finding for an IAM user no rotation covers");
-                    if first {
-                        unmatched_new.push((account_id.clone(), user.clone(), finding_id));
-                    }
-                    report.unmatched.push((account_id, user, first));
-                }
-            }
+            self.act_on(d, &t, &mut last_success, &mut unmatched_new, &mut report).await?;
         }
         // One notice per message for the users seen for the first time.
         if !unmatched_new.is_empty() {
             let kind = crate::connectors::source_kind_for(crate::connectors::SubjectKind::IamUser);
             self.notifier.publish(&notify::render_unmatched_digest(&unmatched_new, kind)).await?;
         }
-        match overflow {
-            Some(why) => {
-                intake_queue.dead_letter(m, &why).await?;
-                report.rejected = Some(why);
-            }
-            None => intake_queue.ack(m).await?,
-        }
+        settle(intake_queue, m, overflow, &mut report).await?;
         Ok(report)
+    }
+
+    /// Act on one decision about an event: start (or join) a rotation,
+    /// or record why not.
+    async fn act_on(
+        &self,
+        d: Decision,
+        t: &Trigger<'_>,
+        last_success: &mut HashMap<String, Option<Millis>>,
+        unmatched_new: &mut Vec<(String, String, String)>,
+        report: &mut IntakeReport,
+    ) -> Result<()> {
+        match d {
+            Decision::Rotate { rotation_id, finding, user } => {
+                if t.imported {
+                    if let Some(reason) = self.finding_not_due(&rotation_id, &finding).await? {
+                        info!(finding = %finding.id, rotation = %rotation_id, %reason, "finding is stale, nothing to do");
+                        report.stale += 1;
+                        return Ok(());
+                    }
+                }
+                let req = Request {
+                    trigger: t.name.to_string(),
+                    findings: vec![finding.reference()],
+                    delay: Duration::ZERO,
+                    automatic: t.imported,
+                    ..Request::default()
+                };
+                match self.commands.request_with(&rotation_id, req).await? {
+                    Created::New(id) => {
+                        let matched_by = finding.iam3.map(|f| f.to_string()).unwrap_or_else(|| "custom action".into());
+                        info!(saga = %id, rotation = %rotation_id, user = %user, finding = %finding.id, region = %finding.region, %matched_by, "rotation started from a finding");
+                        report.started.push(id);
+                    }
+                    Created::Existing(id) => {
+                        info!(saga = %id, rotation = %rotation_id, finding = %finding.id, "rotation already in flight; nothing new started");
+                        report.in_flight.push(id);
+                    }
+                    Created::Skipped(reason) => {
+                        info!(rotation = %rotation_id, finding = %finding.id, %reason, "finding not acted on");
+                        report.ignored.push(reason);
+                    }
+                }
+            }
+            Decision::Expiring { rotation_id, event_arn, observed_at } => {
+                // AWS repeats the notice until the token is gone; one sent
+                // before the last success is about the token already replaced.
+                if self.stale(&rotation_id, observed_at, last_success).await? {
+                    info!(event = %event_arn, rotation = %rotation_id, "expiry notice from before the last successful rotation; nothing to do");
+                    report.stale += 1;
+                    return Ok(());
+                }
+                let req = Request { trigger: t.name.to_string(), automatic: t.automatic, ..Request::default() };
+                match self.commands.request_with(&rotation_id, req).await? {
+                    Created::New(id) => {
+                        info!(saga = %id, rotation = %rotation_id, event = %event_arn, "SCIM token rotation started from an expiry notice");
+                        report.started.push(id);
+                    }
+                    Created::Existing(id) => {
+                        info!(saga = %id, rotation = %rotation_id, "rotation already in flight; nothing new started");
+                        report.in_flight.push(id);
+                    }
+                    Created::Skipped(reason) => {
+                        info!(rotation = %rotation_id, %reason, "expiry notice not acted on");
+                        report.ignored.push(reason);
+                    }
+                }
+            }
+            Decision::Ignore { finding_id, reason } => {
+                info!(finding = %finding_id, %reason, "finding ignored");
+                report.ignored.push(reason);
+            }
+            Decision::Unmatched { finding_id, account_id, user } => {
+                let first = self.shared.store.record_unmatched(&account_id, &user, &finding_id, self.shared.now_ms()).await?;
+                warn!(account = %account_id, user = %user, finding = %crate::connectors::check::one_line(&finding_id, 256), first, "finding for an IAM user no rotation covers");
+                if first {
+                    unmatched_new.push((account_id.clone(), user.clone(), finding_id));
+                }
+                report.unmatched.push((account_id, user, first));
+            }
+        }
+        Ok(())
     }
 
     /// Why an imported IAM.3 finding needs no rotation now (`None`: it
     /// does). A saga in flight answers first (the request joins it); then
     /// the user's active keys are listed and compared with the control's
-    /// age at [`Engine::age_clock`]: no active key at or past it is a stale
+    /// age at `age_clock`: no active key at or past it is a stale
     /// finding (a re-import after a rotation, or one the control has not
     /// re-evaluated yet).
     async fn finding_not_due(&self, rotation_id: &str, finding: &intake::Finding) -> Result<Option<String>> {
-        let Some(rot) = self.rotations().get(rotation_id).cloned() else { return Ok(None) };
-        if self.store.lock_holder(&rot.credential).await?.is_some() {
+        let Some(rot) = self.shared.rotations().get(rotation_id).cloned() else { return Ok(None) };
+        if self.shared.store.lock_holder(&rot.credential).await?.is_some() {
             return Ok(None);
         }
         let max_days = finding.max_key_age_days.unwrap_or(intake::IAM3_DEFAULT_MAX_AGE_DAYS);
@@ -271,7 +324,7 @@ impl<Q: Queue> Engine<Q> {
         let done = match last_success.get(rotation_id) {
             Some(d) => *d,
             None => {
-                let d = self.store.last_success(rotation_id).await?;
+                let d = self.shared.store.last_success(rotation_id).await?;
                 last_success.insert(rotation_id.to_string(), d);
                 d
             }
@@ -282,7 +335,7 @@ impl<Q: Queue> Engine<Q> {
     /// Key age of every rotation with a `[rotation.schedule]` (read-only).
     pub async fn scan_keys(&self, now: Millis) -> Result<Vec<ScanItem>> {
         let mut out = Vec::new();
-        let rots = self.rotations();
+        let rots = self.shared.rotations();
         for cfg in &rots.configs {
             let (Some(schedule), Some(rot)) = (&cfg.schedule, rots.get(&cfg.id)) else { continue };
             let keys = rot.source.inventory().await?;
@@ -297,14 +350,14 @@ impl<Q: Queue> Engine<Q> {
 
     /// The scheduled scan: start every due rotation, each after a random
     /// delay up to `jitter`. Answers what it started.
-    #[instrument(skip(self), fields(worker = %self.worker_id))]
+    #[instrument(skip(self), fields(worker = %self.shared.worker_id))]
     pub async fn scan_and_start(&self, jitter: Duration) -> Result<Vec<(String, Created)>> {
         let mut started = Vec::new();
-        for item in self.scan_keys(self.now_ms()).await?.into_iter().filter(|i| i.due) {
+        for item in self.scan_keys(self.shared.now_ms()).await?.into_iter().filter(|i| i.due) {
             let delay = Duration::from_millis((jitter.as_millis() as f64 * fastrand::f64()) as u64);
             let req =
                 Request { trigger: format!("schedule:max_age {}", days(item.max_age)), findings: vec![], delay, automatic: true, ..Request::default() };
-            let created = self.request_with(&item.rotation_id, req).await?;
+            let created = self.commands.request_with(&item.rotation_id, req).await?;
             info!(rotation = %item.rotation_id, key = %item.key_id, age = %days(item.age), ?created, delay_s = delay.as_secs(), "key past max_age");
             started.push((item.rotation_id, created));
         }
@@ -313,16 +366,16 @@ impl<Q: Queue> Engine<Q> {
 
     /// What a rotation would do, for `plan`.
     async fn describe_plan(&self, rotation_id: &str, findings: &[FindingRef]) -> Result<Vec<String>> {
-        let Some(rot) = self.rotations().get(rotation_id).cloned() else { return Ok(vec![format!("rotation {rotation_id}: not configured")]) };
-        if let Some(saga) = self.store.lock_holder(&rot.credential).await? {
-            if self.store.load(&saga).await?.is_some_and(|s| s.saga.unresolved()) {
+        let Some(rot) = self.shared.rotations().get(rotation_id).cloned() else { return Ok(vec![format!("rotation {rotation_id}: not configured")]) };
+        if let Some(saga) = self.shared.store.lock_holder(&rot.credential).await? {
+            if self.shared.store.load(&saga).await?.is_some_and(|s| s.saga.unresolved()) {
                 return Ok(vec![format!(
                     "rotation {rotation_id}: nothing would start: saga {saga} needs attention with both keys in place and holds the credential; resolve it with keyturn resolve {saga} --keep new|old"
                 )]);
             }
             return Ok(vec![format!("rotation {rotation_id}: nothing to do, saga {saga} is already in flight")]);
         }
-        if let Err(reason) = crate::quarantine::admits(&self.store.health(rotation_id).await?.0, self.now_ms()) {
+        if let Err(reason) = crate::quarantine::admits(&self.shared.store.health(rotation_id).await?.0, self.shared.now_ms()) {
             return Ok(vec![format!("rotation {rotation_id}: automatic triggers held back: {reason}")]);
         }
         let policy = &rot.policy;
@@ -382,7 +435,7 @@ impl<Q: Queue> Engine<Q> {
                 let named = match &r.target {
                     intake::RequestTarget::Rotation(id) => Some(id.clone()),
                     intake::RequestTarget::User { account_id, user_name } => {
-                        let rots = self.rotations();
+                        let rots = self.shared.rotations();
                         let home = rots.accounts.home().await?.account.clone();
                         intake::match_user(&rots.configs, &home, account_id, user_name).map(|c| c.id.clone())
                     }
@@ -407,7 +460,7 @@ impl<Q: Queue> Engine<Q> {
         let imported = matches!(event, Event::FindingsImported(_));
         let mut out = Vec::new();
         let mut last_success = HashMap::new();
-        let rotations = self.rotations();
+        let rotations = self.shared.rotations();
         let home = rotations.accounts.home().await?.account.clone();
         for d in intake::decide(&event, &rotations.configs, &home) {
             match d {
@@ -439,7 +492,7 @@ impl<Q: Queue> Engine<Q> {
     /// Dry run of the scheduled scan.
     pub async fn plan_scan(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        for item in self.scan_keys(self.now_ms()).await? {
+        for item in self.scan_keys(self.shared.now_ms()).await? {
             if item.due {
                 out.push(format!("{}: key {} is {} old, past max_age {}", item.rotation_id, item.key_id, days(item.age), days(item.max_age)));
                 out.extend(self.describe_plan(&item.rotation_id, &[]).await?);

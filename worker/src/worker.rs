@@ -73,7 +73,7 @@ pub async fn run<Q: Queue, I: Queue>(engine: Arc<Engine<Q>>, cfg: &WorkerConfig,
         }));
     }
     info!(
-        worker = %engine.worker_id,
+        worker = %engine.worker_id(),
         concurrency = cfg.concurrency,
         intake = intake.is_some(),
         priority_lane = engine.priority_queue().is_some(),
@@ -93,7 +93,7 @@ pub async fn run<Q: Queue, I: Queue>(engine: Arc<Engine<Q>>, cfg: &WorkerConfig,
             }
         }
     };
-    let steps = poll_loop("steps", &engine.queue, cfg, cfg.visibility_timeout.0, pools.steps.clone(), stop_rx.clone(), step_handler(Lane::Ordinary));
+    let steps = poll_loop("steps", engine.queue(), cfg, cfg.visibility_timeout.0, pools.steps.clone(), stop_rx.clone(), step_handler(Lane::Ordinary));
     let priority_loop = async {
         let Some(pq) = engine.priority_queue() else { return };
         let visibility = engine.timings(Lane::Priority).1;

@@ -58,7 +58,8 @@ struct Covering {
 pub async fn report(cfg: &Config, base: &aws_config::SdkConfig, req: &Request) -> Result<Report> {
     let iam = aws_sdk_iam::Client::new(base);
     let store = Store::new(aws_sdk_dynamodb::Client::new(base), &cfg.aws.table);
-    let accounts = Accounts::new(base.clone(), Arc::new(HomeCell::default()), cfg.aws.member_role_name.clone(), cfg.aws.external_id.clone(), crate::clock::system());
+    let accounts =
+        Accounts::new(base.clone(), Arc::new(HomeCell::default()), cfg.aws.member_role_name.clone(), cfg.aws.external_id.clone(), crate::clock::system());
     // Roles assumed for the report name it in their session: `keyturn-report`.
     crate::accounts::for_saga("report", async {
         let home = accounts.home().await?.account.clone();
