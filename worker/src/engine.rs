@@ -299,6 +299,31 @@ fn into_outcome(r: Result<Effect>) -> Outcome {
 }
 
 impl<Q: Queue> Steps<Q> {
+    /// Lease the message's saga for `lease`. A priority step whose saga is
+    /// leased for at most PRIORITY_LEASE more: the holder may be dead (this
+    /// message came back because its heartbeats stopped, and a lease taken
+    /// right after a receive outlives the message's visibility by the time
+    /// the two calls took). Wait that out in place, the message kept
+    /// invisible, and ask once more, rather than putting it back for whole
+    /// SQS seconds. Returns the answer and the time it was asked at.
+    async fn lease(&self, m: &Received, msg: &StepMessage, lease: Duration, visibility: Duration) -> Result<(Result<Lease>, Millis)> {
+        let sweep_after = self.shared.timings.sweep_after;
+        let ask = |now: Millis| {
+            self.shared.store.lease(&msg.saga_id, msg.step, &msg.token, &self.shared.worker_id, now, now + ms(lease), now + ms(lease + sweep_after))
+        };
+        let now = self.shared.now_ms();
+        let leased = ask(now).await;
+        if let (Lane::Priority, Ok(Lease::Refused(Some(s)))) = (m.lane, &leased) {
+            if let Some(wait) = takeover_wait(s, msg, now) {
+                self.shared.queue_of(m).extend(m, visibility + PRIORITY_LEASE).await?;
+                tokio::time::sleep(wait).await;
+                let now = self.shared.now_ms();
+                return Ok((ask(now).await, now));
+            }
+        }
+        Ok((leased, now))
+    }
+
     /// Handle one received message end to end (ack included): take the
     /// lease and read the saga in one write, run the step, commit; while
     /// the next step is due at once, run it too under the same lease (the
@@ -322,28 +347,7 @@ impl<Q: Queue> Steps<Q> {
             Lane::Priority => None,
         };
         let (lease, visibility) = self.shared.timings(m.lane);
-        let mut now = self.shared.now_ms();
-        let sweep_after = self.shared.timings.sweep_after;
-        let mut leased =
-            self.shared.store.lease(&msg.saga_id, msg.step, &msg.token, &self.shared.worker_id, now, now + ms(lease), now + ms(lease + sweep_after)).await;
-        // A priority step whose saga is leased for at most PRIORITY_LEASE
-        // more: the holder may be dead (this message came back because its
-        // heartbeats stopped, and a lease taken right after a receive
-        // outlives the message's visibility by the time the two calls took).
-        // Wait that out in place, the message kept invisible, and ask once
-        // more, rather than putting it back for whole SQS seconds.
-        if let (Lane::Priority, Ok(Lease::Refused(Some(s)))) = (m.lane, &leased) {
-            if let Some(wait) = takeover_wait(s, &msg, now) {
-                self.shared.queue_of(m).extend(m, visibility + PRIORITY_LEASE).await?;
-                tokio::time::sleep(wait).await;
-                now = self.shared.now_ms();
-                leased = self
-                    .shared
-                    .store
-                    .lease(&msg.saga_id, msg.step, &msg.token, &self.shared.worker_id, now, now + ms(lease), now + ms(lease + sweep_after))
-                    .await;
-            }
-        }
+        let (leased, now) = self.lease(m, &msg, lease, visibility).await?;
         let mut stored = match leased {
             Ok(Lease::Taken(s)) => s,
             Ok(Lease::Refused(Some(s))) => return self.refused(m, &msg, s, now).await,
