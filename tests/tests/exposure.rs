@@ -76,7 +76,9 @@ async fn an_exposed_idle_key_is_replaced_then_deactivated_and_deleted_within_sec
     wait_for(&env, &mut seen, "rotation.exposed_key").await;
     let all = env.sagas().await;
     assert_eq!(all.len(), 1);
-    let saga = &all[0];
+    // The notice goes out in `finalize`, just before the commit that ends
+    // the saga: wait for that commit rather than read the record at once.
+    let saga = &env.wait_terminal(&all[0].saga_id, T).await;
     assert_eq!((saga.status, saga.trigger.as_str()), (Status::Succeeded, "health:exposed_key"));
     assert_eq!(key_status(&env, USER, &exposed).await, None, "deleted, not waiting out the grace period");
     let new_key = saga.new_key.clone().unwrap();
