@@ -358,6 +358,13 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        self.validate_aws()?;
+        self.validate_worker()?;
+        self.validate_rotations()
+    }
+
+    /// `[aws]` and `[requests]`.
+    fn validate_aws(&self) -> Result<(), String> {
         let a = &self.aws;
         for (key, v) in [
             ("aws.queue_url", &a.queue_url),
@@ -404,6 +411,11 @@ impl Config {
                 return Err("aws.external_id: must be 2-1224 letters, digits and +=,.@:/_- (as sts:AssumeRole requires)".into());
             }
         }
+        Ok(())
+    }
+
+    /// `[worker]`.
+    fn validate_worker(&self) -> Result<(), String> {
         let w = &self.worker;
         if w.concurrency == 0 || w.concurrency > 256 {
             return Err("worker.concurrency: must be between 1 and 256".into());
@@ -429,6 +441,11 @@ impl Config {
         if w.scan_interval.0 < Duration::from_secs(1) {
             return Err("worker.scan_interval: must be at least 1s".into());
         }
+        Ok(())
+    }
+
+    /// Every `[[rotation]]`: ids, one rotation per credential, policies.
+    fn validate_rotations(&self) -> Result<(), String> {
         let mut ids = HashSet::new();
         let mut creds = HashSet::new();
         for r in &self.rotations {

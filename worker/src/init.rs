@@ -370,6 +370,22 @@ async fn table(c: &Clients, name: &str, check: bool, r: &mut Report) -> Result<(
             Err(e) => return Err(aws("dynamodb", "UpdateTable", e)),
         }
     }
+    ttl(c, name, check, &mut problems, &mut fixed).await?;
+    let outcome = if !problems.is_empty() {
+        problems.extend(fixed.into_iter().map(|f| format!("(done: {f})")));
+        Outcome::Missing(problems)
+    } else if !fixed.is_empty() {
+        Outcome::Updated(fixed)
+    } else {
+        Outcome::Found
+    };
+    r.items.push(Item { what: what.into(), name: name.into(), outcome });
+    Ok(())
+}
+
+/// The table's TTL on [`TTL_ATTRIBUTE`]: enabled unless `check`; on another
+/// attribute it is only reported.
+async fn ttl(c: &Clients, name: &str, check: bool, problems: &mut Vec<String>, fixed: &mut Vec<String>) -> Result<()> {
     let ttl = c.dynamodb.describe_time_to_live().table_name(name).send().await.map_err(|e| aws("dynamodb", "DescribeTimeToLive", e))?;
     let ttl = ttl.time_to_live_description();
     let status = ttl.and_then(|t| t.time_to_live_status()).cloned();
@@ -391,15 +407,6 @@ async fn table(c: &Clients, name: &str, check: bool, r: &mut Report) -> Result<(
             fixed.push(format!("TTL on {TTL_ATTRIBUTE} enabled"));
         }
     }
-    let outcome = if !problems.is_empty() {
-        problems.extend(fixed.into_iter().map(|f| format!("(done: {f})")));
-        Outcome::Missing(problems)
-    } else if !fixed.is_empty() {
-        Outcome::Updated(fixed)
-    } else {
-        Outcome::Found
-    };
-    r.items.push(Item { what: what.into(), name: name.into(), outcome });
     Ok(())
 }
 

@@ -197,7 +197,7 @@ mod tests {
 
     /// The job types (plain data records such as `Request` or the `Saga`
     /// record are not jobs).
-    const JOBS: &[&str] = &["Engine", "Steps", "Shared", "Commands", "Finalizer", "Sweeper", "Attention", "Intake"];
+    const JOBS: &[&str] = &["Engine", "Steps", "Shared", "Commands", "Finalizer", "Sweeper", "Attention", "Intake", "Handovers"];
 
     /// Files of the engine's jobs and of the saga machine.
     const FILES: &[&str] = &[
@@ -209,6 +209,7 @@ mod tests {
         "attention.rs",
         "triggers.rs",
         "requests.rs",
+        "handover.rs",
         "saga/mod.rs",
         "saga/step.rs",
         "saga/record.rs",
@@ -303,6 +304,38 @@ mod tests {
             }
         }
         assert!(seen_jobs.contains(&"Engine".to_string()) && seen_jobs.contains(&"Shared".to_string()), "the scan sees the jobs: {seen_jobs:?}");
+        assert!(over.is_empty(), "{}", over.join("\n"));
+    }
+
+    /// Every `.rs` file under `dir` but test files.
+    fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                sources(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") && p.file_name().is_some_and(|n| n != "tests.rs") {
+                out.push(p);
+            }
+        }
+    }
+
+    /// Not only the jobs: no function of the crate's non-test code is
+    /// longer than [`MAX_LINES`], so each can be read on one screen or two.
+    #[test]
+    fn no_function_in_the_crate_is_long() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&src, &mut files);
+        assert!(files.len() > 60, "the scan sees the crate: {} files", files.len());
+        let mut over = Vec::new();
+        for f in &files {
+            let text = std::fs::read_to_string(f).unwrap();
+            for (line, name, len) in functions(&code(&text)) {
+                if len > MAX_LINES {
+                    over.push(format!("{}:{line}: fn {name} is {len} lines long (at most {MAX_LINES})", f.strip_prefix(&src).unwrap().display()));
+                }
+            }
+        }
         assert!(over.is_empty(), "{}", over.join("\n"));
     }
 

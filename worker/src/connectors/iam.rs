@@ -355,24 +355,7 @@ impl IamAccessKey {
             }
             None => f.checks.push(Check::ok("iam user", format!("{u}{place} exists (its keys can be listed)"))),
         }
-        let now = self.clock.now_ms();
-        let mut seen = Vec::new();
-        let mut lines = Vec::new();
-        for k in &keys {
-            let id = k.access_key_id().unwrap_or_default().to_string();
-            let active = k.status() == Some(&StatusType::Active);
-            let created = k.create_date().and_then(|d| d.to_millis().ok()).map(|m| m.max(0) as u64);
-            let used = match client.get_access_key_last_used().access_key_id(&id).send().await {
-                Ok(o) => o
-                    .access_key_last_used()
-                    .and_then(|l| l.last_used_date().and_then(|d| d.to_millis().ok()).map(|ms| (ms.max(0) as u64, l.service_name().to_string()))),
-                Err(_) => None,
-            };
-            let age = created.map(|c| format!("{} days old", now.saturating_sub(c) / 86_400_000)).unwrap_or_else(|| "age unknown".into());
-            let last = used.as_ref().map(|(t, svc)| format!("last used {} by {svc}", crate::clock::fmt_ms(*t))).unwrap_or_else(|| "never used".into());
-            lines.push(format!("{id} ({}, {age}, {last})", if active { "active" } else { "inactive" }));
-            seen.push((id, active, created, used.map(|(t, _)| t)));
-        }
+        let (seen, lines) = self.describe_keys(&client, &keys).await;
         f.checks.push(match seen.len() {
             0 => Check::ok("access keys", "none: a rotation would create the first key"),
             1 => Check::ok("access keys", format!("1 key: {}; a rotation can start", lines.join("; "))),
@@ -397,6 +380,35 @@ impl IamAccessKey {
             }
         });
         f
+    }
+
+    /// Each key's id, whether active, created and last used (for choosing
+    /// the one to remove), and a line describing it for `keyturn doctor`.
+    #[allow(clippy::type_complexity)]
+    async fn describe_keys(
+        &self,
+        client: &aws_sdk_iam::Client,
+        keys: &[aws_sdk_iam::types::AccessKeyMetadata],
+    ) -> (Vec<(String, bool, Option<u64>, Option<u64>)>, Vec<String>) {
+        let now = self.clock.now_ms();
+        let mut seen = Vec::new();
+        let mut lines = Vec::new();
+        for k in keys {
+            let id = k.access_key_id().unwrap_or_default().to_string();
+            let active = k.status() == Some(&StatusType::Active);
+            let created = k.create_date().and_then(|d| d.to_millis().ok()).map(|m| m.max(0) as u64);
+            let used = match client.get_access_key_last_used().access_key_id(&id).send().await {
+                Ok(o) => o
+                    .access_key_last_used()
+                    .and_then(|l| l.last_used_date().and_then(|d| d.to_millis().ok()).map(|ms| (ms.max(0) as u64, l.service_name().to_string()))),
+                Err(_) => None,
+            };
+            let age = created.map(|c| format!("{} days old", now.saturating_sub(c) / 86_400_000)).unwrap_or_else(|| "age unknown".into());
+            let last = used.as_ref().map(|(t, svc)| format!("last used {} by {svc}", crate::clock::fmt_ms(*t))).unwrap_or_else(|| "never used".into());
+            lines.push(format!("{id} ({}, {age}, {last})", if active { "active" } else { "inactive" }));
+            seen.push((id, active, created, used.map(|(t, _)| t)));
+        }
+        (seen, lines)
     }
 }
 

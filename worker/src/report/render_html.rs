@@ -164,6 +164,18 @@ pub fn weeks_chart(weeks: &[Week]) -> String {
 
 pub fn render(r: &Report) -> String {
     let mut s = String::with_capacity(64 * 1024 + r.keys.len() * 400);
+    head(&mut s, r);
+    findings(&mut s, r);
+    charts(&mut s, r);
+    rotations(&mut s, r);
+    keys(&mut s, r);
+    history(&mut s, r);
+    evidence(&mut s, r);
+    s
+}
+
+/// The title, the summary cards and the accounts that could not be read.
+fn head(s: &mut String, r: &Report) {
     let past = r.keys.iter().filter(|k| k.past_90_days).count();
     let uncovered = r.keys.iter().filter(|k| k.rotation_id.is_none() && k.status == "Active").count();
     let unused = r.keys.iter().filter(|k| k.unused_90_days).count();
@@ -193,7 +205,10 @@ pub fn render(r: &Report) -> String {
     for a in r.accounts.iter().filter(|a| a.error.is_some()) {
         let _ = write!(s, "<section><h2>Account {} was not fully read</h2><p>{}</p></section>", esc(&a.account_id), esc(a.error.as_deref().unwrap_or("")));
     }
+}
 
+/// The findings, each with its fix.
+fn findings(s: &mut String, r: &Report) {
     let _ = write!(s, "<section id=\"findings\"><h2>Findings ({})</h2>", r.findings.len());
     if r.findings.is_empty() {
         s.push_str("<p>Nothing to fix.</p>");
@@ -213,7 +228,10 @@ pub fn render(r: &Report) -> String {
         s.push_str("</table>");
     }
     s.push_str("</section>");
+}
 
+/// The two charts: key ages against the 90-day line, rotations per week.
+fn charts(s: &mut String, r: &Report) {
     let _ = write!(
         s,
         "<section><div class=\"charts\"><div><h2>Key ages</h2>{}</div><div><h2>Rotations per week</h2>{}</div></div>\
@@ -223,7 +241,10 @@ pub fn render(r: &Report) -> String {
         r.history.median_time_to_switch_s.map(|t| format!("{t} s")).unwrap_or_else(|| "—".into()),
         r.history.median_time_to_rotate_s.map(|t| format!("{t} s")).unwrap_or_else(|| "—".into()),
     );
+}
 
+/// One row per configured rotation.
+fn rotations(s: &mut String, r: &Report) {
     s.push_str("<section id=\"rotations\"><h2>Rotations</h2><table><tr><th>rotation</th><th>credential</th><th>target</th><th>last success</th><th>next due</th><th>open saga</th><th>failures / quarantine</th><th>SCIM token</th></tr>");
     for ro in &r.rotations {
         let open = ro.open_saga.as_ref().map(|o| format!("<code>{}</code><br>{} at {}", esc(&o.saga_id), pill(&o.status, &o.status), esc(&o.step)));
@@ -254,7 +275,10 @@ pub fn render(r: &Report) -> String {
         );
     }
     s.push_str("</table></section>");
+}
 
+/// One row per access key.
+fn keys(s: &mut String, r: &Report) {
     let _ = write!(s, "<section id=\"keys\"><h2>Access keys ({})</h2><table><tr><th>account</th><th>user</th><th>key</th><th>status</th><th>created</th><th>age (days)</th><th>last used</th><th>service / region</th><th>rotated by</th></tr>", r.keys.len());
     for k in &r.keys {
         let flag = if k.past_90_days || (k.rotation_id.is_none() && k.status == "Active") || k.unused_90_days { " class=\"flag\"" } else { "" };
@@ -281,7 +305,10 @@ pub fn render(r: &Report) -> String {
         );
     }
     s.push_str("</table></section>");
+}
 
+/// The sagas of the period.
+fn history(s: &mut String, r: &Report) {
     let _ = write!(
         s,
         "<section id=\"history\"><h2>History ({} sagas since {})</h2><p>{}</p><table><tr><th>started</th><th>rotation</th><th>outcome</th><th>trigger</th><th>requested by</th><th>time to switch / rotate</th><th>saga</th><th>failure</th></tr>",
@@ -307,7 +334,10 @@ pub fn render(r: &Report) -> String {
         );
     }
     s.push_str("</table></section>");
+}
 
+/// The controls this report is evidence for, and the footer.
+fn evidence(s: &mut String, r: &Report) {
     s.push_str("<section id=\"evidence\"><h2>Evidence: controls this report supports</h2><table><tr><th>standard</th><th>control</th><th>requirement</th><th>where in this report</th></tr>");
     for st in &r.standards {
         let _ = write!(
@@ -326,7 +356,6 @@ pub fn render(r: &Report) -> String {
          Ages are counted to the as-of instant; a key is past the line when it is active and older than {IAM3_DAYS} days.</footer></body></html>",
         esc(&r.as_of)
     );
-    s
 }
 
 #[cfg(test)]

@@ -37,37 +37,7 @@ pub(super) fn exposed_notice(mut n: Notification, saga: &Saga, e: &crate::saga::
     };
     let credential = n.document["credential"]["name"].as_str().unwrap_or("").to_string();
     let live = saga.switched_at.filter(|_| saga.target.may_hold_new());
-    let mut steps = Vec::new();
-    if state == "ACTIVE" {
-        steps.push(format!(
-            "The exposed key {} still works for whoever found it. keyturn could not replace it ({}: see above). Deactivate it now if the risk outweighs the outage: `aws iam update-access-key --user-name <user> --access-key-id {} --status Inactive` (its consumer stops working), or fix the cause and run `keyturn rotate {}`.",
-            e.key_id,
-            saga.status.as_str(),
-            e.key_id,
-            saga.rotation_id
-        ));
-    }
-    if e.follow_up {
-        steps.push(format!(
-            "The exposed key was this rotation's new key: keyturn starts a fresh rotation of {} now; watch for its notice.",
-            saga.rotation_id
-        ));
-    }
-    steps.push(format!(
-        "Find what the key was used for: CloudTrail events with userIdentity.accessKeyId = {} (all regions), from well before the event until {}.",
-        e.key_id,
-        fmt_ms(e.deleted_at.or(e.inactive_at).unwrap_or(saga.updated_at))
-    ));
-    steps.push("Remove the public copy of the key (the repository, commit history, paste or package where it was found).".into());
-    steps.push(format!(
-        "When the investigation is done, detach the AWS quarantine policy from {credential}: it restricts the new key too. Before that, check the consumer's calls are not denied by it."
-    ));
-    if e.deleted_at.is_none() && e.inactive_at.is_some() && e.keep_inactive {
-        steps.push(format!(
-            "The exposed key is kept inactive for forensics (policy exposed_key = keep_inactive). Delete it when the investigation is done: until then the user has two keys and `keyturn rotate {}` is refused.",
-            saga.rotation_id
-        ));
-    }
+    let steps = exposure_steps(saga, e, state, &credential);
     let mut t = format!("{headline}\n\n");
     t.push_str(&format!(
         "Exposed key:     {} ({} key of this rotation), now {state}\n",
@@ -124,6 +94,42 @@ pub(super) fn exposed_notice(mut n: Notification, saga: &Saga, e: &crate::saga::
     n.attributes.insert("event", "rotation.exposed_key".into());
     n.attributes.insert("severity", "critical".into());
     n
+}
+
+/// What a person should do about an exposed key, in order.
+fn exposure_steps(saga: &Saga, e: &crate::saga::Exposure, state: &str, credential: &str) -> Vec<String> {
+    let mut steps = Vec::new();
+    if state == "ACTIVE" {
+        steps.push(format!(
+            "The exposed key {} still works for whoever found it. keyturn could not replace it ({}: see above). Deactivate it now if the risk outweighs the outage: `aws iam update-access-key --user-name <user> --access-key-id {} --status Inactive` (its consumer stops working), or fix the cause and run `keyturn rotate {}`.",
+            e.key_id,
+            saga.status.as_str(),
+            e.key_id,
+            saga.rotation_id
+        ));
+    }
+    if e.follow_up {
+        steps.push(format!(
+            "The exposed key was this rotation's new key: keyturn starts a fresh rotation of {} now; watch for its notice.",
+            saga.rotation_id
+        ));
+    }
+    steps.push(format!(
+        "Find what the key was used for: CloudTrail events with userIdentity.accessKeyId = {} (all regions), from well before the event until {}.",
+        e.key_id,
+        fmt_ms(e.deleted_at.or(e.inactive_at).unwrap_or(saga.updated_at))
+    ));
+    steps.push("Remove the public copy of the key (the repository, commit history, paste or package where it was found).".into());
+    steps.push(format!(
+        "When the investigation is done, detach the AWS quarantine policy from {credential}: it restricts the new key too. Before that, check the consumer's calls are not denied by it."
+    ));
+    if e.deleted_at.is_none() && e.inactive_at.is_some() && e.keep_inactive {
+        steps.push(format!(
+            "The exposed key is kept inactive for forensics (policy exposed_key = keep_inactive). Delete it when the investigation is done: until then the user has two keys and `keyturn rotate {}` is refused.",
+            saga.rotation_id
+        ));
+    }
+    steps
 }
 
 /// An exposed key a running saga could not take over (it needs a person).
