@@ -42,19 +42,9 @@ impl<Q: Queue> Finalizer<Q> {
             warn!(deadline = saga.deadline, "nobody acted before the deadline");
             return Ok(Effect::Expired);
         }
-        let (credential, target) = (rot.source.describe(), rot.target.describe());
-        let ctx = notify::Context {
-            credential_kind: rot.source.kind(),
-            credential: &credential,
-            target_kind: rot.target.kind(),
-            target: &target,
-            keys_now: None,
-            advice: None,
-            words: rot.target.by_hand_words(),
-        };
         // `prompts` counts the notices sent so far: the first was the
         // request itself, so it is also the number of this reminder.
-        let n = notify::render_prompt(saga, &ctx, &hand, kind == Prompt::Remind);
+        let n = notify::render_prompt_for(rot, saga, &hand, kind == Prompt::Remind);
         self.notifier.publish(&n).await?;
         info!(event = %n.attributes["event"], step = %saga.step, "asked a person to act");
         Ok(Effect::Prompted)

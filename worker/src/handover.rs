@@ -494,17 +494,7 @@ impl<Q: Queue> Handovers<Q> {
         let Some(rot) = self.shared.rotations().get(&saga.rotation_id).cloned() else { return Ok(()) };
         let Some(hand) = rot.source.by_hand() else { return Ok(()) };
         let hand = self.handover_steps(saga, hand, Some(why)).await;
-        let (credential, target) = (rot.source.describe(), rot.target.describe());
-        let ctx = notify::Context {
-            credential_kind: rot.source.kind(),
-            credential: &credential,
-            target_kind: rot.target.kind(),
-            target: &target,
-            keys_now: None,
-            advice: None,
-            words: rot.target.by_hand_words(),
-        };
-        self.notifier.publish(&notify::render_prompt(saga, &ctx, &hand, false)).await
+        self.notifier.publish(&notify::render_prompt_for(&rot, saga, &hand, false)).await
     }
 }
 

@@ -14,6 +14,22 @@ use crate::connectors::HandWords;
 /// A wait on a person: the `action_required` notice (first) or a reminder.
 /// `steps` are the source's console steps ([`crate::connectors::ByHand`]);
 /// this adds the keyturn commands, the deadline and which token is which.
+/// [`render_prompt`] for a configured rotation: its connectors name the
+/// credential and the target and give the target's words.
+pub fn render_prompt_for(rot: &crate::connectors::Rotation, saga: &Saga, hand: &crate::connectors::ByHand, reminder: bool) -> Notification {
+    let (credential, target) = (rot.source.describe(), rot.target.describe());
+    let ctx = Context {
+        credential_kind: rot.source.kind(),
+        credential: &credential,
+        target_kind: rot.target.kind(),
+        target: &target,
+        keys_now: None,
+        advice: None,
+        words: rot.target.by_hand_words(),
+    };
+    render_prompt(saga, &ctx, hand, reminder)
+}
+
 pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::ByHand, reminder: bool) -> Notification {
     use crate::saga::Step;
     let (event, severity) = if reminder { ("rotation.reminder", "warning") } else { ("rotation.action_required", "warning") };
