@@ -218,7 +218,7 @@ impl<Q: Queue> Intake<Q> {
         }
         // One notice for every uncovered key of this message.
         if !uncovered.is_empty() {
-            let kind = crate::connectors::source_kind_for(crate::connectors::SubjectKind::IamUser);
+            let kind = crate::connectors::source_kind_for(intake::IAM_USER);
             self.notifier.publish(&notify::render_exposed_unmatched_digest(account_id, &uncovered, event_arn, kind)).await?;
         }
         if let Some(wait) = busy {
@@ -249,7 +249,7 @@ impl<Q: Queue> Intake<Q> {
             _ => {
                 let why = format!("the event names iam user {user}, not a key, and the user has {} active keys keyturn rotates", active.len());
                 warn!(account = %account, user = %user, reason = %why, "exposed credentials of a user: cannot tell which key");
-                let kind = crate::connectors::source_kind_for(crate::connectors::SubjectKind::IamUser);
+                let kind = crate::connectors::source_kind_for(intake::IAM_USER);
                 self.notifier
                     .publish(&notify::render_exposed_unmatched(account, "(the event names the user, not the key)", Some(user), event_arn, None, kind))
                     .await?;

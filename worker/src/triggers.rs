@@ -173,9 +173,9 @@ impl<Q: Queue> Intake<Q> {
             Event::Request(_) | Event::KeyExposed { .. } => unreachable!("handled above"),
             Event::FindingsImported(fs) => (imported_trigger(fs).to_string(), true),
             Event::CustomAction { action_name, .. } => (format!("securityhub:custom_action:{action_name}"), false),
-            Event::ScimTokenExpiry { .. } => ("health:scim_expiry".to_string(), false),
+            Event::Notice { kind, .. } => (kind.trigger.to_string(), false),
         };
-        let automatic = imported || matches!(event, Event::ScimTokenExpiry { .. });
+        let automatic = imported || matches!(event, Event::Notice { .. });
         let mut last_success = HashMap::new();
         let home = rotations.accounts.home().await?.account.clone();
         let mut unmatched_new = Vec::new();
@@ -185,7 +185,7 @@ impl<Q: Queue> Intake<Q> {
         }
         // One notice per message for the users seen for the first time.
         if !unmatched_new.is_empty() {
-            let kind = crate::connectors::source_kind_for(crate::connectors::SubjectKind::IamUser);
+            let kind = crate::connectors::source_kind_for(intake::IAM_USER);
             self.notifier.publish(&notify::render_unmatched_digest(&unmatched_new, kind)).await?;
         }
         settle(intake_queue, m, overflow, &mut report).await?;
@@ -245,7 +245,7 @@ impl<Q: Queue> Intake<Q> {
                 let req = Request { trigger: t.name.to_string(), automatic: t.automatic, ..Request::default() };
                 match self.commands.request_with(&rotation_id, req).await? {
                     Created::New(id) => {
-                        info!(saga = %id, rotation = %rotation_id, event = %event_arn, "SCIM token rotation started from an expiry notice");
+                        info!(saga = %id, rotation = %rotation_id, event = %event_arn, "rotation started from an AWS Health notice");
                         report.started.push(id);
                     }
                     Created::Existing(id) => {

@@ -39,11 +39,15 @@ pub struct IamAccessKeyConfig {
     pub role_arn: Option<String>,
 }
 
+/// The subject this source covers: an IAM user, as Security Hub findings
+/// name the resource (`Subject::name` is the user name).
+pub const USER: SubjectKind = SubjectKind { kind: "AwsIamUser", trigger: "" };
+
 /// The registry entry.
 pub const SOURCE: SourceEntry = SourceEntry {
     kind: "iam_access_key",
     credential_type: "aws_access_key",
-    subjects: &[SubjectKind::IamUser],
+    subjects: &[USER],
     parse: |t| {
         let c: IamAccessKeyConfig = super::from_table(t)?;
         if !super::check::valid_iam_name(&c.user_name) {
@@ -87,10 +91,7 @@ impl SourceSpec for IamAccessKeyConfig {
         }
     }
     fn covers(&self, subject: &Subject<'_>) -> bool {
-        match subject {
-            Subject::IamUser { account, user, home } => *user == self.user_name && self.account_id.as_deref().unwrap_or(home) == *account,
-            _ => false,
-        }
+        subject.kind == USER.kind && subject.name == self.user_name && self.account_id.as_deref().unwrap_or(subject.home) == subject.account
     }
     fn account_id(&self) -> Option<&str> {
         self.account_id.as_deref()

@@ -241,25 +241,35 @@ pub struct BuildContext<'a> {
     pub clock: &'a crate::clock::SharedClock,
 }
 
-/// What an event is about, in the event's own terms. Intake asks every
-/// configured source whether it covers it ([`SourceSpec::covers`]); it never
-/// looks at a source's configuration itself.
+/// What an event is about, in the event's own terms and in no connector's:
+/// intake describes it, asks every configured source whether it covers it
+/// ([`SourceSpec::covers`]), and never looks at a source's configuration or
+/// knows which kinds of subject exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Subject<'a> {
-    /// An IAM user (Security Hub IAM.3 findings, custom actions), and the
-    /// worker's own account (`home`): a source that names no account is
-    /// about the home account's user only.
-    IamUser { account: &'a str, user: &'a str, home: &'a str },
-    /// An IAM Identity Center SCIM token about to expire (AWS Health), in an account and region.
-    ScimTokenExpiry { account: &'a str, region: &'a str },
+pub struct Subject<'a> {
+    /// The event's own name for what it is about: a Security Hub resource
+    /// type (`AwsIamUser`) or an AWS Health event type code. A source
+    /// registers the kinds it covers ([`SourceEntry::subjects`]).
+    pub kind: &'a str,
+    /// The account the event is about.
+    pub account: &'a str,
+    /// The worker's own account: a source that names no account covers
+    /// only subjects of this one.
+    pub home: &'a str,
+    /// The region the event is about; empty when it names none.
+    pub region: &'a str,
+    /// The resource's name (an IAM user's); empty when it names none.
+    pub name: &'a str,
 }
 
-/// The kind of [`Subject`], for questions asked before any rotation matched
-/// (e.g. which credential kind an unmatched IAM user would be).
+/// A kind of [`Subject`] a source covers, as its registry entry names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubjectKind {
-    IamUser,
-    ScimTokenExpiry,
+pub struct SubjectKind {
+    /// [`Subject::kind`]: a Security Hub resource type or an AWS Health event type code.
+    pub kind: &'static str,
+    /// What a saga started by an AWS Health notice of this kind records as
+    /// its trigger (a finding names its own trigger; empty then).
+    pub trigger: &'static str,
 }
 
 /// A problem in a connector's configuration table: the key (relative to the
@@ -311,7 +321,8 @@ pub struct SourceEntry {
     pub kind: &'static str,
     /// What it produces (pairing; also the error message for a wrong pair).
     pub credential_type: &'static str,
-    /// The subjects of events it can cover (who reports an unmatched one).
+    /// The kinds of subject of events it can cover (intake reads AWS Health
+    /// notices of these codes; who reports an unmatched one).
     pub subjects: &'static [SubjectKind],
     pub parse: fn(toml::Table) -> std::result::Result<Arc<dyn SourceSpec>, ConfigProblem>,
 }
@@ -357,10 +368,17 @@ pub fn check_pair(source: &dyn SourceSpec, target: &dyn TargetSpec) -> std::resu
     Err(format!("target kind {} takes source kind {}, not {}", target.kind(), takes.join(" or "), source.kind()))
 }
 
-/// The source kind that covers a kind of subject (for reports about a
-/// subject no rotation covers, e.g. the `credential_kind` of `rotation.unmatched`).
-pub fn source_kind_for(subject: SubjectKind) -> &'static str {
-    SOURCES.iter().find(|e| e.subjects.contains(&subject)).map(|e| e.kind).unwrap_or("none")
+/// The source kind that covers a kind of subject ([`Subject::kind`]), for
+/// reports about a subject no rotation covers (e.g. the `credential_kind`
+/// of `rotation.unmatched`).
+pub fn source_kind_for(subject: &str) -> &'static str {
+    SOURCES.iter().find(|e| e.subjects.iter().any(|k| k.kind == subject)).map(|e| e.kind).unwrap_or("none")
+}
+
+/// The registered kind of subject `kind` names, if a source covers it
+/// (intake reads an AWS Health notice only then).
+pub fn subject_kind(kind: &str) -> Option<&'static SubjectKind> {
+    SOURCES.iter().flat_map(|e| e.subjects.iter()).find(|k| k.kind == kind)
 }
 
 fn take_kind(table: &mut toml::Table) -> std::result::Result<String, ConfigProblem> {
@@ -482,10 +500,12 @@ mod tests {
 user_name = "u""#))
         .unwrap();
         assert_eq!(src.credential_key(), "iam_access_key:u");
-        assert!(src.covers(&Subject::IamUser { account: "1", user: "u", home: "1" }));
-        assert!(!src.covers(&Subject::IamUser { account: "1", user: "v", home: "1" }));
-        assert!(!src.covers(&Subject::IamUser { account: "2", user: "u", home: "1" }), "no account_id: the home account only");
-        assert!(!src.covers(&Subject::ScimTokenExpiry { account: "1", region: "us-east-1" }));
+        let user = |account, name| Subject { kind: "AwsIamUser", account, home: "1", region: "", name };
+        assert!(src.covers(&user("1", "u")));
+        assert!(!src.covers(&user("1", "v")));
+        assert!(!src.covers(&user("2", "u")), "no account_id: the home account only");
+        let expiry = Subject { kind: scim::EXPIRY.kind, account: "1", home: "1", region: "us-east-1", name: "u" };
+        assert!(!src.covers(&expiry), "another kind of subject, even with the same name");
         let e = parse_source(t(r#"kind = "nope""#)).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("kind"));
         assert!(e.message.contains("iam_access_key, scim_token"), "{e:?}");
@@ -502,6 +522,11 @@ ses_region = "eu-west-1""#))
         assert!(check_pair(src.as_ref(), auth0.as_ref()).is_ok());
         let e = check_pair(scim.as_ref(), auth0.as_ref()).unwrap_err();
         assert_eq!(e, "target kind auth0_email_provider takes source kind iam_access_key, not scim_token");
-        assert_eq!(source_kind_for(SubjectKind::IamUser), "iam_access_key");
+        assert_eq!(source_kind_for("AwsIamUser"), "iam_access_key");
+        assert!(scim.covers(&expiry));
+        assert!(!scim.covers(&Subject { region: "eu-west-1", ..expiry }));
+        assert!(!scim.covers(&Subject { kind: "AwsIamUser", ..expiry }));
+        assert_eq!(subject_kind(scim::EXPIRY.kind).map(|k| k.trigger), Some("health:scim_expiry"));
+        assert_eq!(subject_kind("AWS_SOMETHING_ELSE"), None);
     }
 }

@@ -28,11 +28,16 @@ pub struct ScimTokenConfig {
     pub account_id: Option<String>,
 }
 
+/// The subject this source covers: AWS Health's notice that a SCIM token
+/// is about to expire, in an account and region (AWS repeats it weekly from
+/// 90 days before expiry, then more often).
+pub const EXPIRY: SubjectKind = SubjectKind { kind: "AWS_IAMIDENTITYCENTER_SCIM_BEARER_TOKEN_EXPIRY_NOTIFICATION", trigger: "health:scim_expiry" };
+
 /// The registry entry.
 pub const SOURCE: SourceEntry = SourceEntry {
     kind: "scim_token",
     credential_type: "scim_token",
-    subjects: &[SubjectKind::ScimTokenExpiry],
+    subjects: &[EXPIRY],
     parse: |t| {
         let c: ScimTokenConfig = super::from_table(t)?;
         super::check::check_region(&c.region).map_err(|m| ConfigProblem::at("region", m))?;
@@ -52,10 +57,7 @@ impl SourceSpec for ScimTokenConfig {
         format!("{}:{}:{}", SOURCE.kind, self.account_id.as_deref().unwrap_or("any"), self.region)
     }
     fn covers(&self, subject: &Subject<'_>) -> bool {
-        match subject {
-            Subject::ScimTokenExpiry { account, region } => *region == self.region && self.account_id.as_deref().is_none_or(|a| a == *account),
-            _ => false,
-        }
+        subject.kind == EXPIRY.kind && subject.region == self.region && self.account_id.as_deref().is_none_or(|a| a == subject.account)
     }
     fn account_id(&self) -> Option<&str> {
         self.account_id.as_deref()

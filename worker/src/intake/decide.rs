@@ -3,10 +3,10 @@
 //! account keyturn serves.
 
 use super::request::EventOrigin;
-use super::{Event, Finding, IntakeError};
+use super::{Event, Finding, IntakeError, IAM_USER};
 use crate::config::RotationConfig;
 use crate::connectors::check::one_line;
-use crate::connectors::Subject;
+use crate::connectors::{source_kind_for, Subject};
 use crate::saga::Millis;
 
 /// Whether an AWS event is about an account keyturn serves: `served` is
@@ -23,7 +23,7 @@ pub fn check_served(event: &Event, origin: Option<&EventOrigin>, served: &[Strin
     let findings = match event {
         Event::Request(_) => return Ok(()),
         Event::FindingsImported(fs) | Event::CustomAction { findings: fs, .. } => Some(fs),
-        Event::KeyExposed { .. } | Event::ScimTokenExpiry { .. } => None,
+        Event::KeyExposed { .. } | Event::Notice { .. } => None,
     };
     let account = origin.map(|o| o.account.as_str()).unwrap_or("");
     if let Some(fs) = findings {
@@ -69,7 +69,8 @@ pub enum Decision {
     Ignore { finding_id: String, reason: String },
     /// An IAM user with a failing finding and no configured rotation.
     Unmatched { finding_id: String, account_id: String, user: String },
-    /// A SCIM token is expiring: start (or join) its rotation.
+    /// An AWS Health notice about a credential (e.g. it is expiring): start
+    /// (or join) its rotation.
     Expiring { rotation_id: String, event_arn: String, observed_at: Option<Millis> },
 }
 
@@ -78,12 +79,13 @@ pub enum Decision {
 /// `home` is the worker's own account: a rotation that names no account
 /// covers only that account's user of that name.
 pub fn match_user<'a>(rotations: &'a [RotationConfig], home: &str, account: &str, user: &str) -> Option<&'a RotationConfig> {
-    rotations.iter().find(|r| r.source.covers(&Subject::IamUser { account, user, home }))
+    rotations.iter().find(|r| r.source.covers(&Subject { kind: IAM_USER, account, home, region: "", name: user }))
 }
 
-/// The SCIM token rotations an expiry notice of `account` in `region` is about.
-pub fn match_scim<'a>(rotations: &'a [RotationConfig], account: &str, region: &str) -> Vec<&'a RotationConfig> {
-    rotations.iter().filter(|r| r.source.covers(&Subject::ScimTokenExpiry { account, region })).collect()
+/// The rotations an AWS Health notice of kind `kind` about `account` in
+/// `region` is about (each source says whether it covers it).
+pub fn match_notice<'a>(rotations: &'a [RotationConfig], kind: &str, home: &str, account: &str, region: &str) -> Vec<&'a RotationConfig> {
+    rotations.iter().filter(|r| r.source.covers(&Subject { kind, account, home, region, name: "" })).collect()
 }
 
 /// Whether an imported finding is a failing IAM.3 finding keyturn acts on:
@@ -111,12 +113,16 @@ pub fn decide(event: &Event, rotations: &[RotationConfig], home: &str) -> Vec<De
         Event::Request(_) | Event::KeyExposed { .. } => return Vec::new(),
         Event::FindingsImported(f) => (f, true),
         Event::CustomAction { findings, .. } => (findings, false),
-        Event::ScimTokenExpiry { account_id, region, event_arn, observed_at } => {
-            let matched = match_scim(rotations, account_id, region);
+        Event::Notice { kind, account_id, region, event_arn, observed_at } => {
+            let matched = match_notice(rotations, kind.kind, home, account_id, region);
             if matched.is_empty() {
                 return vec![Decision::Ignore {
                     finding_id: event_arn.clone(),
-                    reason: format!("SCIM token expiry notice for account {account_id} in {region}, and no rotation of that SCIM token is configured"),
+                    reason: format!(
+                        "AWS Health notice {} for account {account_id} in {region}, and no rotation of that {} is configured",
+                        kind.kind,
+                        source_kind_for(kind.kind)
+                    ),
                 }];
             }
             return matched

@@ -1,11 +1,9 @@
-//! AWS Health events: the SCIM token's expiry notice and access keys found
-//! exposed.
+//! AWS Health events: access keys found exposed (a credential's own notices,
+//! such as its expiry, are read in `mod.rs` for the sources that cover them).
 
 use serde_json::Value;
 
 use super::{need, str_at, text_at, user_from_arn, Event, IntakeError};
-
-pub const SCIM_EXPIRY: &str = "AWS_IAMIDENTITYCENTER_SCIM_BEARER_TOKEN_EXPIRY_NOTIFICATION";
 
 /// AWS Health's event type for an access key found exposed in public.
 pub const KEY_EXPOSED: &str = "AWS_RISK_CREDENTIALS_EXPOSED";

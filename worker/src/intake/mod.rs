@@ -22,10 +22,11 @@
 //!   [`parse_ocsf_finding`] for the fields and where they were checked);
 //! * `Security Hub Findings - Custom Action`: an operator chose "Rotate with
 //!   keyturn" on findings; every IAM user resource in them is acted on;
-//! * `AWS Health Event` with `AWS_IAMIDENTITYCENTER_SCIM_BEARER_TOKEN_EXPIRY_NOTIFICATION`:
-//!   starts the `scim_token` rotation of the event's account and region (AWS
-//!   repeats the notice weekly from 90 days before expiry, then more often:
-//!   a saga already waiting on a person simply answers the repeats).
+//! * `AWS Health Event` whose `eventTypeCode` a registered source covers
+//!   ([`crate::connectors::SourceEntry::subjects`], e.g. a credential's
+//!   expiry notice): starts the rotations whose source covers the event's
+//!   account and region (AWS repeats such notices: a saga already waiting on
+//!   a person simply answers the repeats).
 //!
 //! Anything else — not JSON, another source or detail-type, missing fields —
 //! is an [`IntakeError`] and goes to the intake DLQ with its reason.
@@ -47,17 +48,22 @@ mod request;
 use serde_json::Value;
 
 use crate::connectors::check::{one_line, valid_iam_name};
+use crate::connectors::{subject_kind, SubjectKind};
 use crate::saga::{FindingKind, FindingRef, Millis};
 use asff::parse_findings;
 pub use asff::{cis_generator, CisIam3, CIS_IAM3, IAM3_CONFIG_RULE_PREFIX, IAM3_DEFAULT_MAX_AGE_DAYS};
-pub use decide::{actionable, check_served, decide, match_scim, match_user, Decision};
+pub use decide::{actionable, check_served, decide, match_notice, match_user, Decision};
 use health::parse_exposed;
-pub use health::{is_access_key_id, KEY_EXPOSED, SCIM_EXPIRY};
+pub use health::{is_access_key_id, KEY_EXPOSED};
 use ocsf::parse_ocsf_findings;
 pub use ocsf::{ocsf_status, parse_ocsf_finding};
 pub use request::{parse_request, sender_allowed, EventOrigin, RequestTarget, RotationRequest, REQUEST_DETAIL_TYPE, REQUEST_SCHEMA, REQUEST_SOURCE};
 
 pub const IAM3: &str = "IAM.3";
+
+/// The [`Subject::kind`](crate::connectors::Subject) of a finding's IAM
+/// user: its ASFF resource type. A source that covers such users registers it.
+pub const IAM_USER: &str = "AwsIamUser";
 
 /// Detail-type of Security Hub CSPM's imported findings (ASFF).
 pub const IMPORTED: &str = "Security Hub Findings - Imported";
@@ -200,7 +206,11 @@ pub enum Event {
         action_name: String,
         findings: Vec<Finding>,
     },
-    ScimTokenExpiry {
+    /// An AWS Health notice about a credential (e.g. its expiry), of a kind
+    /// a registered source covers.
+    Notice {
+        /// The notice's `eventTypeCode`, as a source registered it.
+        kind: &'static SubjectKind,
         account_id: String,
         /// `detail.eventRegion`, else the event's `region`.
         region: String,
@@ -342,9 +352,11 @@ fn parse_event(v: &Value) -> Result<Event, IntakeError> {
         ("aws.securityhub", "Security Hub Findings - Custom Action") => {
             Ok(Event::CustomAction { action_name: text_at(&v, "/detail/actionName").unwrap_or_default(), findings: parse_findings(&v)? })
         }
-        ("aws.health", "AWS Health Event") if str_at(&v, "/detail/eventTypeCode") == Some(SCIM_EXPIRY) => {
+        ("aws.health", "AWS Health Event") if str_at(&v, "/detail/eventTypeCode").and_then(subject_kind).is_some() => {
+            let kind = str_at(&v, "/detail/eventTypeCode").and_then(subject_kind).expect("checked by the guard");
             let region = one_line(str_at(&v, "/detail/eventRegion").or_else(|| str_at(&v, "/region")).unwrap_or(""), 64);
-            Ok(Event::ScimTokenExpiry {
+            Ok(Event::Notice {
+                kind,
                 account_id: one_line(str_at(&v, "/account").unwrap_or(""), 20),
                 region,
                 event_arn: text_at(&v, "/detail/eventArn").unwrap_or_default(),
@@ -361,7 +373,7 @@ pub fn item_count(event: &Event) -> usize {
     match event {
         Event::FindingsImported(fs) | Event::CustomAction { findings: fs, .. } => fs.iter().map(|f| f.users.len().max(1)).sum(),
         Event::KeyExposed { key_ids, users, .. } => key_ids.len() + users.len(),
-        Event::Request(_) | Event::ScimTokenExpiry { .. } => 1,
+        Event::Request(_) | Event::Notice { .. } => 1,
     }
 }
 
@@ -394,7 +406,7 @@ pub fn bound(event: &mut Event, max: usize) -> Option<String> {
             key_ids.truncate(max);
             users.truncate(max - key_ids.len());
         }
-        Event::Request(_) | Event::ScimTokenExpiry { .. } => return None,
+        Event::Request(_) | Event::Notice { .. } => return None,
     }
     Some(format!("the message names {total} IAM users or access keys; keyturn acted on the first {max} (at most {max} per message) and left the rest"))
 }

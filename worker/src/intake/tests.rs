@@ -345,13 +345,14 @@ fn with_scim() -> Vec<RotationConfig> {
 #[test]
 fn scim_expiry_starts_the_matching_scim_rotation_only() {
     let ev = parse(HEALTH).unwrap();
-    let Event::ScimTokenExpiry { account_id, region, event_arn, observed_at } = &ev else { panic!("{ev:?}") };
+    let Event::Notice { kind, account_id, region, event_arn, observed_at } = &ev else { panic!("{ev:?}") };
+    assert_eq!(kind.trigger, "health:scim_expiry", "the trigger its source registered");
     assert_eq!((account_id.as_str(), region.as_str()), ("123456789012", "us-east-1"));
     assert!(event_arn.ends_with("AWS_IAMIDENTITYCENTER_SCIM_BEARER_TOKEN_EXPIRY_NOTIFICATION_1"));
     assert_eq!(*observed_at, Some(1_795_165_200_000), "the event's time, 2026-11-20T09:00:00Z");
     // No scim_token rotation configured: ignored with a reason.
     assert!(
-        matches!(&decide(&ev, &rotations(), HOME)[..], [Decision::Ignore { reason, .. }] if reason.contains("no rotation of that SCIM token is configured"))
+        matches!(&decide(&ev, &rotations(), HOME)[..], [Decision::Ignore { reason, .. }] if reason.contains("no rotation of that scim_token is configured"))
     );
     // Configured: that rotation, and no IAM one.
     assert!(matches!(&decide(&ev, &with_scim(), HOME)[..], [Decision::Expiring { rotation_id, .. }] if rotation_id == "entra-scim"));
@@ -360,6 +361,11 @@ fn scim_expiry_starts_the_matching_scim_rotation_only() {
     assert!(matches!(&decide(&parse(&other).unwrap(), &with_scim(), HOME)[..], [Decision::Ignore { .. }]));
     let elsewhere = edit(HEALTH, |v| v["detail"]["eventRegion"] = "eu-west-1".into());
     assert!(matches!(&decide(&parse(&elsewhere).unwrap(), &with_scim(), HOME)[..], [Decision::Ignore { .. }]));
+    // A Health notice no registered source covers is not read at all.
+    let unknown = edit(HEALTH, |v| v["detail"]["eventTypeCode"] = "AWS_SOMETHING_ELSE_EXPIRY_NOTIFICATION".into());
+    assert!(matches!(parse(&unknown), Err(IntakeError::Unsupported { .. })), "{:?}", parse(&unknown));
+    // The subject intake gives a finding's IAM user is one a source registered.
+    assert_eq!(crate::connectors::source_kind_for(IAM_USER), "iam_access_key");
 }
 
 #[test]

@@ -68,7 +68,7 @@ pub async fn report(cfg: &Config, base: &aws_config::SdkConfig, req: &Request) -
         let mut targets: BTreeMap<String, (Access, Option<Error>)> = BTreeMap::new();
         targets.insert(home.clone(), (Access::Home { account: Some(home.clone()) }, None));
         let mut covering = vec![];
-        for r in cfg.rotations.iter().filter(|r| r.source.kind() == crate::connectors::source_kind_for(crate::connectors::SubjectKind::IamUser)) {
+        for r in cfg.rotations.iter().filter(|r| r.source.kind() == crate::connectors::source_kind_for(crate::intake::IAM_USER)) {
             match accounts.access(r.source.account_id(), r.source.role_arn()).await {
                 Ok(a) => {
                     let account = a.account().unwrap_or(&home).to_string();
@@ -92,7 +92,10 @@ pub async fn report(cfg: &Config, base: &aws_config::SdkConfig, req: &Request) -
         }
 
         let covers = |account: &str, user: &str| -> Option<String> {
-            covering.iter().find(|c| c.source.covers(&Subject::IamUser { account, user, home: &c.account })).map(|c| c.rotation_id.clone())
+            covering
+                .iter()
+                .find(|c| c.source.covers(&Subject { kind: crate::intake::IAM_USER, account, home: &c.account, region: "", name: user }))
+                .map(|c| c.rotation_id.clone())
         };
 
         let mut keys: Vec<KeyRow> = vec![];
@@ -242,7 +245,7 @@ async fn rotation_row(store: &Store, r: &crate::config::RotationConfig, oldest_k
     };
 
     let mut scim_token = None;
-    let (next_due, next_due_reason) = if r.source.kind() == crate::connectors::source_kind_for(crate::connectors::SubjectKind::ScimTokenExpiry) {
+    let (next_due, next_due_reason) = if r.source.kind() == crate::connectors::scim::SOURCE.kind {
         // The token handed over in the last success; else the token in use
         // as a person described it to a later saga.
         let recorded = succeeded

@@ -367,7 +367,7 @@ pub fn key_findings(k: &KeyRow) -> Vec<Finding> {
             fix: format!(
                 "[[rotation]]\nid = \"{id}\"\nsource = {{ kind = \"{kind}\", user_name = \"{u}\", account_id = \"{a}\" }}\n[rotation.target]   # where this key is used: docs/configuration.md, Targets\n[rotation.schedule]\nmax_age = \"80d\"",
                 id = rotation_id_for(&k.user_name),
-                kind = crate::connectors::source_kind_for(crate::connectors::SubjectKind::IamUser),
+                kind = crate::connectors::source_kind_for(crate::intake::IAM_USER),
                 u = k.user_name,
                 a = k.account_id
             ),
