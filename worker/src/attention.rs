@@ -162,14 +162,15 @@ impl<Q: Queue> Attention<Q> {
         })?;
         let ids = keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ");
         let new = e.new_key.clone().unwrap_or_default();
+        let n = keys.len();
         Some(if e.unresolved() {
             format!(
-                "the credential has 2 keys ({ids}); {new} is the new key of saga {}, which needs attention with both keys in place. Resolve it first: keyturn resolve {} --keep new|old",
+                "the credential has {n} keys ({ids}); {new} is the new key of saga {}, which needs attention with both keys in place. Resolve it first: keyturn resolve {} --keep new|old",
                 e.saga_id, e.saga_id
             )
         } else {
             format!(
-                "the credential has 2 keys ({ids}); {new} was created by saga {} (ended {}). Delete the key no consumer uses (check its last use), then rotate again",
+                "the credential has {n} keys ({ids}); {new} was created by saga {} (ended {}). Delete the key no consumer uses (check its last use), then rotate again",
                 e.saga_id,
                 e.status.as_str()
             )

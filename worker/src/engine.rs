@@ -598,14 +598,17 @@ impl<Q: Queue> Steps<Q> {
     async fn start(&self, rot: &Rotation, saga: &Saga) -> StepResult {
         match rot.target.preflight().await {
             Err(e) => StepResult::of(Err(e)),
-            Ok(()) => match rot.source.inventory().await {
-                Ok(keys) if keys.len() >= 2 && !saga.manual => match self.attention.keys_of_earlier_sagas(saga, &keys).await {
-                    // Two keys, one of them ours: say which saga holds them.
-                    Some(message) => StepResult::of(Err(Error::Refused { code: "KeysOfEarlierSaga", message })),
-                    None => StepResult::of(Ok(Effect::Started { keys })),
-                },
-                r => StepResult::of(r.map(|keys| Effect::Started { keys })),
-            },
+            Ok(()) => {
+                let limit = rot.source.max_credentials();
+                match rot.source.inventory().await {
+                    Ok(keys) if keys.len() >= limit && !saga.manual => match self.attention.keys_of_earlier_sagas(saga, &keys).await {
+                        // No room for a new key, and one of them ours: say which saga holds them.
+                        Some(message) => StepResult::of(Err(Error::Refused { code: "KeysOfEarlierSaga", message })),
+                        None => StepResult::of(Ok(Effect::Started { keys, limit })),
+                    },
+                    r => StepResult::of(r.map(|keys| Effect::Started { keys, limit })),
+                }
+            }
         }
     }
 

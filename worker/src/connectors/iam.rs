@@ -438,6 +438,10 @@ impl CredentialSource for IamAccessKey {
             }))
         })
     }
+    /// IAM allows two access keys per user: a rotation needs one free slot.
+    fn max_credentials(&self) -> usize {
+        2
+    }
     fn inventory(&self) -> BoxFut<'_, Result<Vec<KeyRef>>> {
         Box::pin(self.list())
     }

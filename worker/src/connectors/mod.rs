@@ -128,6 +128,12 @@ pub trait CredentialSource: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Human name, e.g. `iam user auth0-ses-sender`.
     fn describe(&self) -> String;
+    /// How many credentials of this kind may exist at once. A rotation
+    /// needs room for one more beside those in place: `start` refuses
+    /// (`TooManyKeys`) when [`CredentialSource::inventory`] lists this many.
+    fn max_credentials(&self) -> usize {
+        2
+    }
     /// Every credential currently in place, active or not.
     fn inventory(&self) -> BoxFut<'_, Result<Vec<KeyRef>>>;
     /// Create a new credential. `earlier_intents` are the times earlier

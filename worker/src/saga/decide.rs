@@ -96,7 +96,7 @@ pub fn advance(saga: &Saga, outcome: &Outcome, policy: &Policy, clock: Clock) ->
 
 pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clock) {
     match (s.step, effect) {
-        (Step::Start, Effect::Started { keys }) => on_started(s, keys, policy, clock),
+        (Step::Start, Effect::Started { keys, limit }) => on_started(s, keys, *limit, policy, clock),
         (Step::IssueNew, Effect::Issued { key_id }) => {
             s.new_key = Some(key_id.clone());
             s.secret_stored = true;
@@ -161,8 +161,9 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
     }
 }
 
-/// `Start` listed the credential's keys.
-fn on_started(s: &mut Saga, keys: &[KeyRef], policy: &Policy, clock: Clock) {
+/// `Start` listed the credential's keys; `limit` is how many may exist at
+/// once (the source's number), so a new one needs `keys.len() < limit`.
+fn on_started(s: &mut Saga, keys: &[KeyRef], limit: usize, policy: &Policy, clock: Clock) {
     if s.manual {
         // Nothing to list: the old credential is the one the person
         // named when asking for the rotation (or names when providing).
@@ -170,7 +171,7 @@ fn on_started(s: &mut Saga, keys: &[KeyRef], policy: &Policy, clock: Clock) {
         return;
     }
     s.old_keys = keys.to_vec();
-    if keys.len() >= 2 {
+    if keys.len() >= limit {
         s.failure = Some(Failure {
             step: Step::Start,
             code: "TooManyKeys".into(),

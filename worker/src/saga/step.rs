@@ -170,6 +170,9 @@ impl TargetState {
 pub enum Effect {
     Started {
         keys: Vec<KeyRef>,
+        /// How many credentials may exist at once, as the source says
+        /// (`CredentialSource::max_credentials`): a new one needs room.
+        limit: usize,
     },
     Issued {
         key_id: String,

@@ -54,7 +54,7 @@ fn done(e: Effect) -> Outcome {
 
 fn happy_effect(step: Step, new_id: &str) -> Effect {
     match step {
-        Step::Start => Effect::Started { keys: vec![key("OLD")] },
+        Step::Start => Effect::Started { keys: vec![key("OLD")], limit: 2 },
         Step::IssueNew => Effect::Issued { key_id: new_id.into() },
         Step::ProveNew => Effect::Proven,
         Step::PushToTarget => Effect::Pushed,
@@ -82,7 +82,7 @@ fn manual_saga() -> Saga {
 fn manual_happy_path_waits_on_the_person_twice() {
     let mut t = 1;
     let s = manual_saga();
-    let s = run(&s, done(Effect::Started { keys: vec![] }), &mut t).saga;
+    let s = run(&s, done(Effect::Started { keys: vec![], limit: 2 }), &mut t).saga;
     assert_eq!(s.step, Step::AwaitNew);
     assert_eq!(s.old_keys.len(), 1, "the person's old token is kept, not replaced by an (empty) inventory");
     let deadline = s.deadline.expect("a wait on a person has a deadline");
@@ -125,7 +125,7 @@ fn manual_happy_path_waits_on_the_person_twice() {
 #[test]
 fn reminders_stop_at_the_deadline() {
     let mut t = 1;
-    let mut s = run(&manual_saga(), done(Effect::Started { keys: vec![] }), &mut t).saga;
+    let mut s = run(&manual_saga(), done(Effect::Started { keys: vec![], limit: 2 }), &mut t).saga;
     let deadline = s.deadline.unwrap();
     let mut notices = 0;
     while prompt(&s, s.not_before.max(s.updated_at) + 1) != Prompt::Expired {
@@ -154,7 +154,7 @@ fn reminders_stop_at_the_deadline() {
 #[test]
 fn a_rejected_token_is_never_revoked_by_machine() {
     let mut t = 1;
-    let s = run(&manual_saga(), done(Effect::Started { keys: vec![] }), &mut t).saga;
+    let s = run(&manual_saga(), done(Effect::Started { keys: vec![], limit: 2 }), &mut t).saga;
     let s = provide(&s, "N".into(), None, clock(s.updated_at + 1, 7)).unwrap();
     let end = run(&s, Outcome::Failed(err(false, false)), &mut t).saga;
     assert_eq!(end.target, TargetState::Rejected);
@@ -168,7 +168,7 @@ fn person_commands_only_when_the_saga_waits_for_them() {
     let mut t = 1;
     let auto = new_saga();
     assert!(provide(&auto, "N".into(), None, clock(1, 1)).unwrap_err().0.contains("never waits"));
-    let s = run(&manual_saga(), done(Effect::Started { keys: vec![] }), &mut t).saga;
+    let s = run(&manual_saga(), done(Effect::Started { keys: vec![], limit: 2 }), &mut t).saga;
     assert!(confirm_retired(&s, clock(1, 1)).unwrap_err().0.contains("not waiting for the old credential's deletion"));
     let old = KeyRef { id: "TOKEN-ID-1".into(), active: true, created_at: Some(5) };
     let given = provide(&s, "N".into(), Some(old.clone()), clock(s.updated_at + 1, 2)).unwrap();
@@ -212,18 +212,33 @@ fn happy_path_visits_every_forward_step_in_order() {
 #[test]
 fn two_unknown_keys_are_refused_before_anything_changes() {
     let s = new_saga();
-    let tr = run(&s, done(Effect::Started { keys: vec![key("A"), key("B")] }), &mut 1);
+    let tr = run(&s, done(Effect::Started { keys: vec![key("A"), key("B")], limit: 2 }), &mut 1);
     assert_eq!(tr.saga.step, Step::Finalize);
     assert_eq!(tr.saga.closing, Some(Status::Refused));
     assert_eq!(tr.saga.failure.as_ref().unwrap().code, "TooManyKeys");
     assert!(tr.saga.new_key.is_none());
 }
 
+/// The limit is the source's number, not a rule of the machine: a source
+/// that allows three credentials at once gets a new one beside two, and one
+/// that allows a single credential is refused with one in place.
+#[test]
+fn the_sources_limit_decides_whether_a_new_credential_fits() {
+    let tr = run(&new_saga(), done(Effect::Started { keys: vec![key("A"), key("B")], limit: 3 }), &mut 1);
+    assert_eq!(tr.saga.step, Step::IssueNew, "room for a third: {:?}", tr.saga.failure);
+    assert_eq!(tr.saga.old_keys.len(), 2);
+    let tr = run(&new_saga(), done(Effect::Started { keys: vec![key("A")], limit: 1 }), &mut 1);
+    assert_eq!(tr.saga.closing, Some(Status::Refused));
+    assert_eq!(tr.saga.failure.as_ref().unwrap().code, "TooManyKeys");
+    let tr = run(&new_saga(), done(Effect::Started { keys: vec![], limit: 1 }), &mut 1);
+    assert_eq!(tr.saga.step, Step::IssueNew);
+}
+
 #[test]
 fn no_old_key_skips_retirement() {
     let mut s = new_saga();
     let mut t = 1;
-    s = run(&s, done(Effect::Started { keys: vec![] }), &mut t).saga;
+    s = run(&s, done(Effect::Started { keys: vec![], limit: 2 }), &mut t).saga;
     for step in [Step::IssueNew, Step::ProveNew, Step::PushToTarget, Step::VerifyTarget] {
         assert_eq!(s.step, step);
         s = run(&s, done(happy_effect(step, "NEW")), &mut t).saga;
@@ -405,9 +420,9 @@ fn event() -> impl Strategy<Value = Event> {
 
 fn effect_for(step: Step, variant: u8) -> Effect {
     match (step, variant % 4) {
-        (Step::Start, 0) => Effect::Started { keys: vec![] },
-        (Step::Start, 1) => Effect::Started { keys: vec![key("A"), key("B")] },
-        (Step::Start, _) => Effect::Started { keys: vec![key("OLD")] },
+        (Step::Start, 0) => Effect::Started { keys: vec![], limit: 2 },
+        (Step::Start, 1) => Effect::Started { keys: vec![key("A"), key("B")], limit: 2 },
+        (Step::Start, _) => Effect::Started { keys: vec![key("OLD")], limit: 2 },
         (Step::VerifyTarget, 0) => Effect::Verified(Verification::HoldsOld),
         (Step::VerifyTarget, 1) => Effect::Verified(Verification::Opaque),
         (Step::VerifyTarget, 2) => Effect::Verified(Verification::Unhealthy("disabled".into())),
@@ -646,7 +661,7 @@ fn judge_reads_facts_first_then_use_by_the_consumer_after_the_stop() {
 fn unresolved_saga() -> Saga {
     let mut t = 1;
     let mut s = new_saga();
-    for outcome in [done(Effect::Started { keys: vec![key("OLD")] }), done(Effect::Issued { key_id: "NEW".into() }), done(Effect::Proven)] {
+    for outcome in [done(Effect::Started { keys: vec![key("OLD")], limit: 2 }), done(Effect::Issued { key_id: "NEW".into() }), done(Effect::Proven)] {
         s = run(&s, outcome, &mut t).saga;
     }
     for _ in 0..policy().max_attempts {
