@@ -15,7 +15,8 @@
 //!   trusted but the secret's name: keyturn loads the saga it names, checks
 //!   that saga belongs to the rotation the name says and is waiting, and
 //!   reads the secret whose name it computes from that saga itself.
-//! * A plausible token (the rules of `keyturn provide`: [`check_token`]) is
+//! * A plausible token (the rules of `keyturn provide`: the source's own
+//!   [`CredentialSource::check_handed`]) is
 //!   handed over exactly as `keyturn provide` does it ([`Commands::provide`]:
 //!   sealed with KMS bound to the saga id, the same conditional commit).
 //!   Anything else is refused with a notice and not used.
@@ -35,7 +36,8 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::connectors::check::one_line;
-use crate::connectors::ByHand;
+use crate::connectors::check::HandedProblem;
+use crate::connectors::{ByHand, CredentialSource};
 use std::sync::Arc;
 
 use crate::commands::Commands;
@@ -55,8 +57,6 @@ pub const CONFIRM_WORD: &str = "DELETED";
 const CONFIRM_LEAF: &str = "old-token-deleted";
 /// Tag naming the saga a handover secret belongs to.
 pub const SAGA_TAG: &str = crate::seal::CONTEXT_KEY;
-/// The longest value taken as a token (as `keyturn provide`).
-pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// Which of a saga's two handover secrets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,47 +121,29 @@ pub fn parse_name(id: &str) -> Option<(String, String, Slot)> {
     (rotation_ok && saga_ok).then(|| (rotation.to_string(), saga.to_string(), slot))
 }
 
-/// Why a value was not taken as a token. Never names the value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenProblem {
-    #[error("it is empty")]
-    Empty,
-    #[error("it is {0} bytes long, more than any SCIM token")]
-    TooLong(usize),
-    #[error("it contains spaces, line breaks or control characters")]
-    NotOneWord,
-}
-
-/// The token in `raw` if it is a plausible one: one line of printable
-/// text without spaces, at most [`MAX_TOKEN_BYTES`]; surrounding
-/// whitespace (a pasted line break) is not part of it. The rules of
-/// `keyturn provide`, which uses this too.
-pub fn check_token(raw: &str) -> std::result::Result<&str, TokenProblem> {
-    let t = raw.trim();
-    if t.is_empty() {
-        return Err(TokenProblem::Empty);
+/// A credential a person handed over, checked in its source's own format
+/// ([`CredentialSource::check_handed`]); without a source (its rotation is
+/// no longer configured), the common format. The rules of `keyturn provide`.
+pub fn check_handed<'a>(source: Option<&dyn CredentialSource>, raw: &'a str) -> std::result::Result<&'a str, HandedProblem> {
+    match source {
+        Some(s) => s.check_handed(raw),
+        None => crate::connectors::check::one_word(raw, crate::connectors::check::MAX_HANDED_BYTES, "credential"),
     }
-    if t.len() > MAX_TOKEN_BYTES {
-        return Err(TokenProblem::TooLong(t.len()));
-    }
-    if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(TokenProblem::NotOneWord);
-    }
-    Ok(t)
 }
 
 /// The token in a handover secret's value: the plaintext, or the one
-/// string of a one-pair JSON object (the console's key/value editor).
-pub fn token_of(value: &str) -> std::result::Result<SecretString, TokenProblem> {
+/// string of a one-pair JSON object (the console's key/value editor),
+/// checked in the format of `source`'s credential ([`check_handed`]).
+pub fn token_of(value: &str, source: Option<&dyn CredentialSource>) -> std::result::Result<SecretString, HandedProblem> {
     if value.trim_start().starts_with('{') {
         if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(value) {
             if let (1, Some(Value::String(t))) = (m.len(), m.values().next()) {
-                return check_token(t).map(|t| SecretString::from(t.to_string()));
+                return check_handed(source, t).map(|t| SecretString::from(t.to_string()));
             }
-            return Err(TokenProblem::NotOneWord);
+            return Err(HandedProblem::NotOneWord);
         }
     }
-    check_token(value).map(|t| SecretString::from(t.to_string()))
+    check_handed(source, value).map(|t| SecretString::from(t.to_string()))
 }
 
 /// Whether a confirmation secret's value is [`CONFIRM_WORD`].
@@ -360,7 +342,7 @@ impl<Q: Queue> Handovers<Q> {
         let name = secret_name(&saga.rotation_id, &saga.saga_id, slot);
         let Some(value) = h.read(&name).await? else { return Ok(Taken::Nothing) };
         let moved = match slot {
-            Slot::Token => match token_of(value.expose_secret()) {
+            Slot::Token => match token_of(value.expose_secret(), self.shared.rotations().get(&saga.rotation_id).map(|r| r.source.as_ref())) {
                 Ok(token) => self.commands.provide(&saga.saga_id, &token, None).await,
                 Err(problem) => {
                     warn!(saga = %saga.saga_id, secret = %name, %problem, "the value in the handover secret is not a plausible token; not used");
@@ -531,19 +513,26 @@ mod tests {
 
     #[test]
     fn only_plausible_tokens_are_taken() {
+        use crate::connectors::check::MAX_HANDED_BYTES;
         use secrecy::ExposeSecret;
-        let take = |v: &str| token_of(v).map(|t| t.expose_secret().to_string());
+        let scim = crate::connectors::scim::ScimToken::new("us-east-1".into(), None);
+        let take = |v: &str| token_of(v, Some(&scim)).map(|t| t.expose_secret().to_string());
         assert_eq!(take("scim-abc_123.xyz\n").as_deref(), Ok("scim-abc_123.xyz"));
         assert_eq!(take(r#"{"token": "scim-abc"}"#).as_deref(), Ok("scim-abc"), "the console's key/value editor");
-        assert_eq!(take(""), Err(TokenProblem::Empty));
-        assert_eq!(take("  \n"), Err(TokenProblem::Empty));
-        assert_eq!(take("two words"), Err(TokenProblem::NotOneWord));
-        assert_eq!(take("a\u{7}b"), Err(TokenProblem::NotOneWord));
-        assert_eq!(take(r#"{"a": "x", "b": "y"}"#), Err(TokenProblem::NotOneWord));
-        assert_eq!(take(&"x".repeat(MAX_TOKEN_BYTES + 1)), Err(TokenProblem::TooLong(MAX_TOKEN_BYTES + 1)));
-        assert!(take(&"x".repeat(MAX_TOKEN_BYTES)).is_ok());
+        assert_eq!(take(""), Err(HandedProblem::Empty));
+        assert_eq!(take("  \n"), Err(HandedProblem::Empty));
+        assert_eq!(take("two words"), Err(HandedProblem::NotOneWord));
+        assert_eq!(take("a\u{7}b"), Err(HandedProblem::NotOneWord));
+        assert_eq!(take(r#"{"a": "x", "b": "y"}"#), Err(HandedProblem::NotOneWord));
+        assert_eq!(take(&"x".repeat(MAX_HANDED_BYTES + 1)), Err(HandedProblem::TooLong { len: MAX_HANDED_BYTES + 1, noun: "SCIM token" }));
+        assert_eq!(
+            HandedProblem::TooLong { len: 3, noun: "SCIM token" }.to_string(),
+            "it is 3 bytes long, more than any SCIM token",
+            "the source names its own credential"
+        );
+        assert!(take(&"x".repeat(MAX_HANDED_BYTES)).is_ok());
         // The reasons never carry the value.
-        for p in [TokenProblem::Empty, TokenProblem::TooLong(3), TokenProblem::NotOneWord] {
+        for p in [HandedProblem::Empty, HandedProblem::TooLong { len: 3, noun: "SCIM token" }, HandedProblem::NotOneWord] {
             assert!(!p.to_string().contains("two words"));
         }
     }

@@ -220,7 +220,9 @@ async fn provide(
         }
         None => read_token(saga_id)?,
     };
-    let token = clean_token(&token)?;
+    // The credential in its own source's format (the saga's rotation).
+    let rotation = cx.engine.store.load(saga_id).await?.and_then(|s| cx.engine.shared.rotations().get(&s.saga.rotation_id).cloned());
+    let token = clean_token(&token, rotation.as_ref().map(|r| r.source.as_ref()))?;
     let next = cx.engine.provide(saga_id, &token, old).await?;
     drop(token);
     say!(
@@ -497,17 +499,21 @@ fn read_token(saga_id: &str) -> anyhow::Result<secrecy::SecretString> {
     Ok(secrecy::SecretString::from(buf))
 }
 
-/// A token is one line of printable text; surrounding whitespace (a file's
-/// trailing newline) is not part of it. Errors never include it.
-pub fn clean_token(token: &secrecy::SecretString) -> anyhow::Result<secrecy::SecretString> {
-    use crate::handover::TokenProblem;
+/// A token is what its source takes (`CredentialSource::check_handed`: one
+/// line of printable text, its own size); surrounding whitespace (a file's
+/// trailing newline) is not part of it. Errors never include it. Without a
+/// source (no such saga or rotation: `provide` then says so), the common format.
+pub fn clean_token(token: &secrecy::SecretString, source: Option<&dyn crate::connectors::CredentialSource>) -> anyhow::Result<secrecy::SecretString> {
+    use crate::connectors::check::HandedProblem;
     use secrecy::ExposeSecret;
     // The same rules as a token pasted into a handover secret.
-    match crate::handover::check_token(token.expose_secret()) {
+    match crate::handover::check_handed(source, token.expose_secret()) {
         Ok(t) => Ok(secrecy::SecretString::from(t.to_string())),
-        Err(TokenProblem::Empty) => Err(Usage("no token given: paste it at the prompt, pipe it on standard input, or use --from-secret".into()).into()),
-        Err(TokenProblem::TooLong(n)) => Err(Usage(format!("the token is {n} bytes long, more than any SCIM token; was the wrong file given?")).into()),
-        Err(TokenProblem::NotOneWord) => {
+        Err(HandedProblem::Empty) => Err(Usage("no token given: paste it at the prompt, pipe it on standard input, or use --from-secret".into()).into()),
+        Err(HandedProblem::TooLong { len, noun }) => {
+            Err(Usage(format!("the token is {len} bytes long, more than any {noun}; was the wrong file given?")).into())
+        }
+        Err(HandedProblem::NotOneWord) => {
             Err(Usage("the token contains spaces, line breaks or control characters; give the token alone, exactly as the console showed it".into())
                 .into())
         }

@@ -130,6 +130,40 @@ pub fn one_line(s: &str, max: usize) -> String {
     s.chars().map(|c| if c.is_control() { '?' } else { c }).take(max).collect()
 }
 
+/// The longest credential a person may hand over, unless its source says
+/// otherwise.
+pub const MAX_HANDED_BYTES: usize = 16 * 1024;
+
+/// Why a value a person handed over was not taken as a credential. Never
+/// names the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandedProblem {
+    #[error("it is empty")]
+    Empty,
+    /// Longer than any credential of its kind (`noun`, e.g. `SCIM token`).
+    #[error("it is {len} bytes long, more than any {noun}")]
+    TooLong { len: usize, noun: &'static str },
+    #[error("it contains spaces, line breaks or control characters")]
+    NotOneWord,
+}
+
+/// The credential in `raw` if it is one word of printable text of at most
+/// `max` bytes (surrounding whitespace, a pasted line break, is not part of
+/// it); `noun` names the credential in the reason.
+pub fn one_word<'a>(raw: &'a str, max: usize, noun: &'static str) -> Result<&'a str, HandedProblem> {
+    let t = raw.trim();
+    if t.is_empty() {
+        return Err(HandedProblem::Empty);
+    }
+    if t.len() > max {
+        return Err(HandedProblem::TooLong { len: t.len(), noun });
+    }
+    if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(HandedProblem::NotOneWord);
+    }
+    Ok(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

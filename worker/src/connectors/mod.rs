@@ -124,6 +124,13 @@ pub trait CredentialSource: Send + Sync {
     fn by_hand(&self) -> Option<ByHand> {
         None
     }
+    /// A credential a person hands over (`keyturn provide`, the console
+    /// handover), checked in its own format before keyturn stores it: the
+    /// credential alone, or why not (never naming it). Default: one word of
+    /// printable text of at most [`check::MAX_HANDED_BYTES`].
+    fn check_handed<'a>(&self, raw: &'a str) -> std::result::Result<&'a str, check::HandedProblem> {
+        check::one_word(raw, check::MAX_HANDED_BYTES, "credential")
+    }
     /// Machine name, e.g. `iam_access_key` (notification attribute).
     fn kind(&self) -> &'static str;
     /// Human name, e.g. `iam user auth0-ses-sender`.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use super::check::HandedProblem;
 use super::{BoxFut, BuildContext, ByHand, ConfigProblem, CredentialSource, NewCredential, SourceEntry, SourceSpec, Subject, SubjectKind};
 use crate::error::{Error, Result};
 use crate::saga::{KeyRef, Millis};
@@ -98,6 +99,11 @@ impl CredentialSource for ScimToken {
             Some(a) => format!("IAM Identity Center SCIM token ({}, account {a})", self.region),
             None => format!("IAM Identity Center SCIM token ({})", self.region),
         }
+    }
+    /// One word of printable text; no SCIM token is longer than 16 KiB (a
+    /// longer value is the wrong file).
+    fn check_handed<'a>(&self, raw: &'a str) -> std::result::Result<&'a str, HandedProblem> {
+        super::check::one_word(raw, super::check::MAX_HANDED_BYTES, "SCIM token")
     }
     fn by_hand(&self) -> Option<ByHand> {
         let console = self.console();
