@@ -139,6 +139,45 @@ struct Cached {
     renew_at: crate::clock::Millis,
 }
 
+/// The access keys of one account by key id, for an exposure event, which
+/// names a key and not its user: the engine's IAM calls, signed for that
+/// account ([`Accounts::keys`]).
+pub struct AccountKeys {
+    iam: aws_sdk_iam::Client,
+}
+
+impl AccountKeys {
+    /// The IAM user that owns `key`, if any (`GetAccessKeyLastUsed`).
+    pub async fn owner(&self, key: &str) -> Result<Option<String>> {
+        match self.iam.get_access_key_last_used().access_key_id(key).send().await {
+            Ok(out) => Ok(out.user_name().map(str::to_string)),
+            Err(e) => match aws("iam", "GetAccessKeyLastUsed", e) {
+                Error::Aws { code, .. } if code == "NoSuchEntity" || code.contains("NotFound") => Ok(None),
+                // The worker may read keys only of users under its IAM path
+                // (infra/keyturn-stack.yaml): a key outside is no rotation's.
+                Error::Aws { code, .. } if code == "AccessDenied" || code == "AccessDeniedException" => {
+                    tracing::warn!(key = %key, "not allowed to look up the owner of this key: it belongs to no user keyturn may rotate");
+                    Ok(None)
+                }
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Deactivate `key` of `user` (`UpdateAccessKey`, status `Inactive`).
+    pub async fn deactivate(&self, user: &str, key: &str) -> Result<()> {
+        self.iam
+            .update_access_key()
+            .user_name(user)
+            .access_key_id(key)
+            .status(aws_sdk_iam::types::StatusType::Inactive)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws("iam", "UpdateAccessKey", e))
+    }
+}
+
 /// Assumes member-account roles and caches their credentials.
 pub struct Accounts {
     base: SdkConfig,
@@ -148,6 +187,8 @@ pub struct Accounts {
     cache: Mutex<HashMap<(String, String), Cached>>,
     /// When assumed credentials are renewed.
     clock: crate::clock::SharedClock,
+    /// IAM with the worker's own credentials (as `aws::Clients::iam`), for [`Accounts::keys`].
+    home_iam: aws_sdk_iam::Client,
 }
 
 impl Accounts {
@@ -158,7 +199,15 @@ impl Accounts {
         external_id: Option<String>,
         clock: crate::clock::SharedClock,
     ) -> Accounts {
-        Accounts { base, home, default_role, external_id, cache: Mutex::default(), clock }
+        let home_iam = crate::aws::iam_client(aws_sdk_iam::config::Builder::from(&base));
+        Accounts { base, home, default_role, external_id, cache: Mutex::default(), clock, home_iam }
+    }
+
+    /// The access keys of `account` by key id, through `role_arn` (else
+    /// `[aws] member_role_name`; the worker's own credentials at home).
+    pub async fn keys(&self, account: &str, role_arn: Option<&str>) -> Result<AccountKeys> {
+        let access = self.access(Some(account), role_arn).await?;
+        Ok(AccountKeys { iam: self.iam(&self.home_iam, &access).await? })
     }
 
     /// The worker's account (`sts:GetCallerIdentity`, once per process).

@@ -108,7 +108,6 @@ fn compose<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String, queue: 
         commands: commands.clone(),
         handovers: handovers.clone(),
         notifier: notifier.clone(),
-        iam: clients.iam.clone(),
         idempotency_window: cfg.requests.idempotency_window.0,
         deactivate_uncovered: cfg.exposure.deactivate_uncovered,
         age_clock: Arc::new(crate::shared::AgeClock::new(clock.clone())),

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use crate::accounts::AccountKeys;
 use crate::commands::Request;
-use crate::error::{aws, Error, Result};
+use crate::error::{Error, Result};
 use crate::intake::{self, RequestTarget, RotationRequest};
 use crate::notify;
 use crate::queue::{Queue, Received};
@@ -151,8 +152,8 @@ impl<Q: Queue> Intake<Q> {
         let home = rots.accounts.home().await?.account.clone();
         // Owners are looked up in the event's account only (through the
         // member role there), and matched in that same account.
-        let iam = match self.account_iam(&rots, account_id).await {
-            Ok(iam) => Some(iam),
+        let account_keys = match self.account_keys(&rots, account_id).await {
+            Ok(k) => Some(k),
             Err(e) => {
                 warn!(account = %account_id, error = %e, "cannot act in the exposure event's account; its keys' owners are unknown");
                 None
@@ -160,8 +161,8 @@ impl<Q: Queue> Intake<Q> {
         };
         let mut keys: Vec<(String, Option<String>)> = Vec::new();
         for key in key_ids {
-            let owner = match &iam {
-                Some(iam) => self.key_owner(iam, key).await?,
+            let owner = match &account_keys {
+                Some(k) => k.owner(key).await?,
                 None => None,
             };
             keys.push((key.clone(), owner));
@@ -194,7 +195,7 @@ impl<Q: Queue> Intake<Q> {
             }
             let cfg = owner.as_deref().and_then(|u| intake::match_user(&rots.configs, &home, account_id, u)).map(|c| c.id.clone());
             let Some(rotation_id) = cfg else {
-                let deactivated = self.deactivate_uncovered(iam.as_ref(), account_id, &key, owner.as_deref()).await;
+                let deactivated = self.deactivate_uncovered(account_keys.as_ref(), account_id, &key, owner.as_deref()).await;
                 report.unmatched.push((account_id.to_string(), owner.clone().unwrap_or_default(), true));
                 uncovered.push((key, owner, deactivated));
                 continue;
@@ -258,30 +259,12 @@ impl<Q: Queue> Intake<Q> {
         }
     }
 
-    /// An IAM client acting in `account`: the worker's own for its home
-    /// account; for a member account, the role of a rotation there (its
-    /// `role_arn`, else `[aws] member_role_name`).
-    async fn account_iam(&self, rots: &Rotations, account: &str) -> Result<aws_sdk_iam::Client> {
+    /// The access keys of `account`: the worker's own for its home
+    /// account; for a member account, through the role of a rotation there
+    /// (its `role_arn`, else `[aws] member_role_name`).
+    async fn account_keys(&self, rots: &Rotations, account: &str) -> Result<AccountKeys> {
         let role = rots.configs.iter().filter(|r| r.source.account_id() == Some(account)).find_map(|r| r.source.role_arn().map(str::to_string));
-        let access = rots.accounts.access(Some(account), role.as_deref()).await?;
-        rots.accounts.iam(&self.iam, &access).await
-    }
-
-    /// The IAM user (in the account `iam` acts in) that owns `key`, if any.
-    async fn key_owner(&self, iam: &aws_sdk_iam::Client, key: &str) -> Result<Option<String>> {
-        match iam.get_access_key_last_used().access_key_id(key).send().await {
-            Ok(out) => Ok(out.user_name().map(str::to_string)),
-            Err(e) => match aws("iam", "GetAccessKeyLastUsed", e) {
-                Error::Aws { code, .. } if code == "NoSuchEntity" || code.contains("NotFound") => Ok(None),
-                // The worker may read keys only of users under its IAM path
-                // (infra/keyturn-stack.yaml): a key outside is no rotation's.
-                Error::Aws { code, .. } if code == "AccessDenied" || code == "AccessDeniedException" => {
-                    warn!(key = %key, "not allowed to look up the owner of this key: it belongs to no user keyturn may rotate");
-                    Ok(None)
-                }
-                other => Err(other),
-            },
-        }
+        rots.accounts.keys(account, role.as_deref()).await
     }
 
     /// A key that no longer exists but that a saga of a configured rotation
@@ -301,26 +284,17 @@ impl<Q: Queue> Intake<Q> {
 
     /// An exposed key no rotation covers: deactivated only with
     /// `[exposure] deactivate_uncovered`, and only in the event's account
-    /// (`iam`, where its owner was found). Reported by the caller, one
+    /// (`keys`, where its owner was found). Reported by the caller, one
     /// critical `rotation.unmatched` per message.
     async fn deactivate_uncovered(
         &self,
-        iam: Option<&aws_sdk_iam::Client>,
+        keys: Option<&AccountKeys>,
         account: &str,
         key: &str,
         owner: Option<&str>,
     ) -> Option<std::result::Result<(), String>> {
-        let deactivated = match (self.deactivate_uncovered, owner, iam) {
-            (true, Some(user), Some(iam)) => Some(
-                iam.update_access_key()
-                    .user_name(user)
-                    .access_key_id(key)
-                    .status(aws_sdk_iam::types::StatusType::Inactive)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| aws("iam", "UpdateAccessKey", e).to_string()),
-            ),
+        let deactivated = match (self.deactivate_uncovered, owner, keys) {
+            (true, Some(user), Some(keys)) => Some(keys.deactivate(user, key).await.map_err(|e| e.to_string())),
             _ => None,
         };
         warn!(account = %account, key = %key, user = owner.unwrap_or("(unknown)"), deactivated = ?deactivated, "exposed key that no rotation covers");

@@ -39,9 +39,6 @@ pub struct Intake<Q: Queue> {
     /// A change event of a console handover secret is handed to it.
     pub(crate) handovers: Arc<crate::handover::Handovers<Q>>,
     pub(crate) notifier: Notifier,
-    /// IAM of the worker's own account: which user owns an exposed key;
-    /// deactivating an exposed key no rotation covers.
-    pub(crate) iam: aws_sdk_iam::Client,
     /// `[requests] idempotency_window`.
     pub(crate) idempotency_window: Duration,
     /// `[exposure] deactivate_uncovered`.
