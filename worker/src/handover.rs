@@ -531,6 +531,9 @@ mod tests {
             "the source names its own credential"
         );
         assert!(take(&"x".repeat(MAX_HANDED_BYTES)).is_ok());
+        // Without a source (its rotation is gone) the common format, in neutral words.
+        let long = "x".repeat(MAX_HANDED_BYTES + 1);
+        assert_eq!(token_of(&long, None).map(|_| ()), Err(HandedProblem::TooLong { len: MAX_HANDED_BYTES + 1, noun: "credential" }));
         // The reasons never carry the value.
         for p in [HandedProblem::Empty, HandedProblem::TooLong { len: 3, noun: "SCIM token" }, HandedProblem::NotOneWord] {
             assert!(!p.to_string().contains("two words"));

@@ -28,6 +28,7 @@ use crate::clock::{fmt_ms, Millis};
 use crate::config::Config;
 use crate::connectors::Subject;
 use crate::error::{aws, Error, Result};
+use crate::intake::IAM_USER;
 use crate::saga::Status;
 use crate::store::Store;
 
@@ -68,7 +69,7 @@ pub async fn report(cfg: &Config, base: &aws_config::SdkConfig, req: &Request) -
         let mut targets: BTreeMap<String, (Access, Option<Error>)> = BTreeMap::new();
         targets.insert(home.clone(), (Access::Home { account: Some(home.clone()) }, None));
         let mut covering = vec![];
-        for r in cfg.rotations.iter().filter(|r| r.source.kind() == crate::connectors::source_kind_for(crate::intake::IAM_USER)) {
+        for r in cfg.rotations.iter().filter(|r| r.source.kind() == crate::connectors::source_kind_for(IAM_USER)) {
             match accounts.access(r.source.account_id(), r.source.role_arn()).await {
                 Ok(a) => {
                     let account = a.account().unwrap_or(&home).to_string();
@@ -91,12 +92,7 @@ pub async fn report(cfg: &Config, base: &aws_config::SdkConfig, req: &Request) -
             }
         }
 
-        let covers = |account: &str, user: &str| -> Option<String> {
-            covering
-                .iter()
-                .find(|c| c.source.covers(&Subject { kind: crate::intake::IAM_USER, account, home: &c.account, region: "", name: user }))
-                .map(|c| c.rotation_id.clone())
-        };
+        let covers = |account: &str, user: &str| covering_rotation(&covering, account, user);
 
         let mut keys: Vec<KeyRow> = vec![];
         let mut account_rows = vec![];
@@ -157,6 +153,14 @@ pub async fn report(cfg: &Config, base: &aws_config::SdkConfig, req: &Request) -
         })
     })
     .await
+}
+
+/// The rotation whose source covers IAM user `user` of `account`.
+fn covering_rotation(covering: &[Covering], account: &str, user: &str) -> Option<String> {
+    covering
+        .iter()
+        .find(|c| c.source.covers(&Subject { kind: IAM_USER, account, home: &c.account, region: "", name: user }))
+        .map(|c| c.rotation_id.clone())
 }
 
 /// Page through one account's users and their keys, handing each key's
