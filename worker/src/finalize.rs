@@ -81,7 +81,10 @@ impl<Q: Queue> Finalizer<Q> {
                 target_kind: rot.target.kind(),
                 target: &target,
                 keys_now: keys.as_deref(),
-                advice: end.failure.as_ref().and_then(|f| rot.target.advice(&f.code, &format!("keyturn rotate {}", end.rotation_id))),
+                advice: end.failure.as_ref().and_then(|f| {
+                    let rotate = format!("keyturn rotate {}", end.rotation_id);
+                    rot.target.advice(&f.code, &rotate).or_else(|| rot.source.advice(&f.code, &rotate))
+                }),
                 words: rot.target.by_hand_words(),
             },
         );

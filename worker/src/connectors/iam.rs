@@ -413,6 +413,16 @@ impl IamAccessKey {
     }
 }
 
+/// What a person should do about an access key rotation that failed with
+/// `code`, in IAM's terms ([`CredentialSource::advice`]).
+pub fn advice(code: &str, rotate: &str) -> Option<String> {
+    match code {
+        "TooManyKeys" => Some(format!("Delete the access key that is not in use (check its last use in the IAM console), then run `{rotate}`.")),
+        "KeyNotPropagated" => Some(format!("The new key never authenticated and was deleted. Check IAM and STS health, then run `{rotate}`.")),
+        _ => None,
+    }
+}
+
 impl CredentialSource for IamAccessKey {
     fn doctor(&self) -> BoxFut<'_, Findings> {
         Box::pin(self.doctor_impl())
@@ -437,6 +447,9 @@ impl CredentialSource for IamAccessKey {
                 ),
             }))
         })
+    }
+    fn advice(&self, code: &str, rotate: &str) -> Option<String> {
+        advice(code, rotate)
     }
     /// IAM allows two access keys per user: a rotation needs one free slot.
     fn max_credentials(&self) -> usize {

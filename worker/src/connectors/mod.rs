@@ -166,6 +166,14 @@ pub trait CredentialSource: Send + Sync {
     fn last_used<'a>(&'a self, _id: &'a str) -> BoxFut<'a, Result<Option<(Millis, String)>>> {
         Box::pin(async { Ok(None) })
     }
+    /// What a person should do about a rotation of this credential that
+    /// failed with `code` (e.g. `TooManyKeys`), in the credential's own terms
+    /// (its console, its service), for notifications; `rotate` starts the
+    /// rotation again. `None`: the generic advice. A target's own advice
+    /// ([`Target::advice`]) comes first.
+    fn advice(&self, _code: &str, _rotate: &str) -> Option<String> {
+        None
+    }
     /// Where the credential lives and with which identity keyturn acts
     /// there (IAM: the account, and the member-account role it assumes),
     /// for `plan`. `None` when there is nothing to say.
@@ -504,6 +512,114 @@ mod tests {
             let hits = code_mentions(&outside, kind);
             assert!(hits.is_empty(), "connector kind {kind} is spelled outside connectors/:\n{}", hits.join("\n"));
         }
+    }
+
+    /// The lines of code in `files` (not comments, not unit tests), each
+    /// with its file (relative to `src/`) and line number.
+    fn code_lines(src: &std::path::Path, files: &[std::path::PathBuf]) -> Vec<(String, usize, String)> {
+        let mut out = Vec::new();
+        for f in files {
+            if f.file_name().is_some_and(|n| n == "tests.rs") {
+                continue;
+            }
+            let rel = f.strip_prefix(src).unwrap().display().to_string();
+            for (i, line) in std::fs::read_to_string(f).unwrap().lines().enumerate() {
+                if line.trim_start().starts_with("#[cfg(test)]") {
+                    break;
+                }
+                if !line.trim_start().starts_with("//") {
+                    out.push((rel.clone(), i + 1, line.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether `name` occurs in `line` as a whole identifier.
+    fn names(line: &str, name: &str) -> bool {
+        let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        line.match_indices(name)
+            .any(|(i, _)| !line[..i].chars().next_back().is_some_and(ident) && !line[i + name.len()..].chars().next().is_some_and(ident))
+    }
+
+    /// Where a line outside `connectors/` may name a connector (directory or
+    /// file under `src/`, what, why). Everything else must not.
+    const ALLOWED: &[(&str, &str, &str)] = &[
+        // `keyturn report` shows a SCIM token's age and expiry (its row and
+        // the `scim_token` field of `keyturn.report.v1`): no source says yet
+        // how long its credential lives.
+        ("report/", "SCIM", "the SCIM token row of keyturn report"),
+        ("report/", "connectors::scim::", "the SCIM token row of keyturn report"),
+        // The ASFF resource type is intake's own term for a finding's user
+        // (the `Subject::kind` it describes); the IAM source registers it.
+        ("intake/", "\"AwsIamUser", "intake parses ASFF resources of this type"),
+        // Exposed-key notices are about AWS access keys (AWS Health's
+        // AWS_RISK_CREDENTIALS_EXPOSED); their wording is not yet the source's.
+        ("notify/render/exposure.rs", "aws iam ", "exposed access keys: deactivating one by hand"),
+        ("report/", "aws iam ", "the fix column of keyturn report's key rows"),
+        // The request API's sender is an IAM principal, not a credential keyturn rotates.
+        ("config.rs", "aws iam ", "finding a role's RoleId for [requests] allowed_senders"),
+    ];
+
+    /// Adding a kind of credential (or a target) is one module in
+    /// `connectors/` and one registry line: outside `connectors/`, no code
+    /// names a connector's module or one of its types (`connectors::scim::`,
+    /// `ScimToken`, …), a subject kind a source registers, or a connector's
+    /// wording (SCIM, Entra, Auth0, GitHub, IAM Identity Center, the IAM
+    /// console, `aws iam` commands), except the lines [`ALLOWED`] lists with
+    /// their reason; and no job of the engine makes IAM calls of its own
+    /// (they go through the sources and `accounts`). Complements
+    /// `kind_names_appear_only_in_the_registry`, which checks kind-name
+    /// strings only.
+    #[test]
+    fn connector_types_and_wording_appear_only_in_connectors() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut all = Vec::new();
+        rust_files(&src, &mut all);
+        let connectors = src.join("connectors");
+        let (inside, outside): (Vec<_>, Vec<_>) = all.into_iter().partition(|p| p.starts_with(&connectors));
+        // Connector modules: every file here but the shared machinery.
+        const SHARED: [&str; 5] = ["mod", "check", "http", "token", "retry"];
+        let mut needles: Vec<String> = Vec::new();
+        for f in &inside {
+            let module = f.file_stem().unwrap().to_str().unwrap();
+            if SHARED.contains(&module) {
+                continue;
+            }
+            needles.push(format!("connectors::{module}::"));
+            for line in std::fs::read_to_string(f).unwrap().lines() {
+                for item in ["pub struct ", "pub enum ", "pub trait ", "pub type "] {
+                    if let Some(rest) = line.strip_prefix(item) {
+                        needles.push(rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap().to_string());
+                    }
+                }
+            }
+        }
+        assert!(needles.iter().any(|n| n == "ScimToken") && needles.iter().any(|n| n == "connectors::iam::"), "the scan sees the connectors: {needles:?}");
+        needles.extend(SOURCES.iter().flat_map(|e| e.subjects.iter()).map(|k| format!("\"{}", k.kind)));
+        let types = needles.len();
+        needles.extend(["SCIM", "Entra", "Auth0", "GitHub", "Identity Center", "IAM console", "STS health", "aws iam "].map(String::from));
+        let lines = code_lines(&src, &outside);
+        assert!(lines.len() > 5_000, "the scan sees the crate");
+        let mut hits = Vec::new();
+        for (file, n, line) in &lines {
+            for (i, needle) in needles.iter().enumerate() {
+                // A type by its whole name; paths, strings and wording anywhere in the line.
+                let found =
+                    if i < types && !needle.contains(':') && !needle.starts_with('"') { names(line, needle) } else { line.contains(needle.as_str()) };
+                if found && !ALLOWED.iter().any(|(place, what, _)| file.starts_with(place) && what == needle) {
+                    hits.push(format!("{file}:{n}: {needle}: {}", line.trim()));
+                }
+            }
+        }
+        // The engine's jobs call IAM only through the sources and `accounts`.
+        const JOBS: [&str; 9] = ["shared", "finalize", "attention", "commands", "sweeper", "handover", "triggers", "requests", "engine"];
+        for (file, n, line) in &lines {
+            if JOBS.iter().any(|j| *file == format!("{j}.rs")) && line.contains("aws_sdk_iam") {
+                hits.push(format!("{file}:{n}: an IAM client in an engine job: {}", line.trim()));
+            }
+        }
+        assert!(hits.is_empty(), "connector types or wording outside connectors/:\n{}", hits.join("\n"));
     }
 
     #[test]

@@ -162,7 +162,9 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
     let mut s2 = s.clone();
     s2.saga_id = "S-not-propagated".into();
     s2.failure = failure(Step::ProveNew, "KeyNotPropagated", "the new key did not authenticate within 2m", false);
-    out.push(("failed_not_propagated", render(&s2, &iam_ctx(Some(&old_only), None))));
+    // The IAM source's advice for its own failures (finalize asks the target, then the source).
+    let iam_advice = |code: &str| crate::connectors::iam::advice(code, "keyturn rotate auth0-ses");
+    out.push(("failed_not_propagated", render(&s2, &iam_ctx(Some(&old_only), iam_advice("KeyNotPropagated").as_deref()))));
     let mut s3 = s.clone();
     s3.saga_id = "S-keys-unlisted".into();
     s3.failure = failure(Step::PushToTarget, "timeout", "Auth0 did not answer", false);
@@ -172,7 +174,7 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
     s.status = Status::Refused;
     s.new_key = None;
     s.failure = failure(Step::Start, "TooManyKeys", "the user has two access keys already", true);
-    out.push(("refused_too_many_keys", render(&s, &iam_ctx(Some(&both), None))));
+    out.push(("refused_too_many_keys", render(&s, &iam_ctx(Some(&both), iam_advice("TooManyKeys").as_deref()))));
 
     let mut s = iam_saga("S-attention");
     s.status = Status::NeedsAttention;

@@ -38,14 +38,13 @@ pub fn recommended_action(saga: &Saga, advice: Option<&str>, words: Option<&'sta
         (Status::RolledBack, _) => format!(
             "Both keys are active and the target holds the new key. Find what still used the old key, move it to the new key, then delete the old key or run `{rotate}` again."
         ),
-        (_, "TooManyKeys") => format!(
-            "Delete the access key that is not in use (check its last use in the IAM console), then run `{rotate}`."
-        ),
+        // The credential's source words these in its own terms (`CredentialSource::advice`).
+        (_, "TooManyKeys") => format!("Delete the credential that is not in use (check its last use), then run `{rotate}`."),
         (_, "OldKeyUsedAfterSwitch") => format!(
             "The old key is inactive but something used it after the switch. Find that consumer (CloudTrail, the key's last-used service), move it to the new key, then delete the old key. To undo the deactivation now: `keyturn rollback {}`.",
             saga.saga_id
         ),
-        (_, "KeyNotPropagated") => format!("The new key never authenticated and was deleted. Check IAM and STS health, then run `{rotate}`."),
+        (_, "KeyNotPropagated") => format!("The new key never authenticated and was deleted. Check the credential's service, then run `{rotate}`."),
         (_, "KeysOfEarlierSaga") => "Nothing was changed. The failure message names the earlier saga that created one of the two keys and what to do about it.".into(),
         (Status::NeedsAttention, _) if saga.unresolved() => format!(
             "Do not delete either key by hand yet. keyturn keeps this credential locked and watches which key the target uses (both keys' last use by the target's service, and the target itself); you get `rotation.evidence` when it is clear. If you already know, run `keyturn resolve {id} --keep new` (or `--keep old`): keyturn then deactivates the other key, waits the grace period, checks its last use and deletes it.",
