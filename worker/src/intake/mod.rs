@@ -317,6 +317,12 @@ fn check_name(name: &str, what: &str) -> Result<(), IntakeError> {
     }
 }
 
+/// The registered kind of an AWS Health notice `code`: a subject kind a
+/// source covers that names a trigger (a finding's resource type does not).
+fn notice_kind(code: &str) -> Option<&'static SubjectKind> {
+    subject_kind(code).filter(|k| !k.trigger.is_empty())
+}
+
 /// Parse one EventBridge event as delivered to SQS.
 pub fn parse(body: &str) -> Result<Event, IntakeError> {
     parse_message(body).map(|(e, _)| e)
@@ -352,8 +358,8 @@ fn parse_event(v: &Value) -> Result<Event, IntakeError> {
         ("aws.securityhub", "Security Hub Findings - Custom Action") => {
             Ok(Event::CustomAction { action_name: text_at(&v, "/detail/actionName").unwrap_or_default(), findings: parse_findings(&v)? })
         }
-        ("aws.health", "AWS Health Event") if str_at(&v, "/detail/eventTypeCode").and_then(subject_kind).is_some() => {
-            let kind = str_at(&v, "/detail/eventTypeCode").and_then(subject_kind).expect("checked by the guard");
+        ("aws.health", "AWS Health Event") if str_at(&v, "/detail/eventTypeCode").and_then(notice_kind).is_some() => {
+            let kind = str_at(&v, "/detail/eventTypeCode").and_then(notice_kind).expect("checked by the guard");
             let region = one_line(str_at(&v, "/detail/eventRegion").or_else(|| str_at(&v, "/region")).unwrap_or(""), 64);
             Ok(Event::Notice {
                 kind,

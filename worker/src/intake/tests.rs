@@ -364,6 +364,9 @@ fn scim_expiry_starts_the_matching_scim_rotation_only() {
     // A Health notice no registered source covers is not read at all.
     let unknown = edit(HEALTH, |v| v["detail"]["eventTypeCode"] = "AWS_SOMETHING_ELSE_EXPIRY_NOTIFICATION".into());
     assert!(matches!(parse(&unknown), Err(IntakeError::Unsupported { .. })), "{:?}", parse(&unknown));
+    // Nor one whose code is a subject kind of findings, not of notices.
+    let resource = edit(HEALTH, |v| v["detail"]["eventTypeCode"] = IAM_USER.into());
+    assert!(matches!(parse(&resource), Err(IntakeError::Unsupported { .. })), "{:?}", parse(&resource));
     // The subject intake gives a finding's IAM user is one a source registered.
     assert_eq!(crate::connectors::source_kind_for(IAM_USER), "iam_access_key");
 }
