@@ -123,7 +123,7 @@ async fn exposure_in_the_grace_period_deletes_the_old_key_now() {
     loop {
         let s = store.load(&id).await.unwrap().unwrap().saga;
         if s.step == Step::RetireOld && s.old_disabled {
-            assert!(s.grace_until.unwrap() > keyturn::clock::Clock::now_ms(&keyturn::clock::SystemClock) + 6 * 86_400_000, "a week to wait");
+            assert!(s.run.grace_until.unwrap() > keyturn::clock::Clock::now_ms(&keyturn::clock::SystemClock) + 6 * 86_400_000, "a week to wait");
             break;
         }
         assert!(start.elapsed() < T, "never reached the grace period: {s:#?}");

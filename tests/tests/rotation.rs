@@ -366,7 +366,7 @@ async fn grace_period_is_a_durable_wait_then_the_old_key_is_deleted() {
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 2);
     assert!(keys.iter().any(|k| k.id == old_id && !k.active), "{keys:?}");
-    assert!(waiting.grace_until.is_some());
+    assert!(waiting.run.grace_until.is_some());
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(queue.bodies().len(), sent_at_wait, "no messages while waiting: the wait is a delayed message, not a loop");
 
@@ -374,7 +374,7 @@ async fn grace_period_is_a_durable_wait_then_the_old_key_is_deleted() {
     worker.stop().await;
     assert_eq!(saga.status, Status::Succeeded);
     let retired = saga.history.iter().find(|a| a.step == Step::RetireOld && a.outcome == "ok").unwrap();
-    assert!(retired.at >= waiting.grace_until.unwrap(), "old key deleted only after the grace period");
+    assert!(retired.at >= waiting.run.grace_until.unwrap(), "old key deleted only after the grace period");
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1);
     assert_ne!(keys[0].id, old_id);
@@ -478,7 +478,7 @@ async fn a_live_lease_holds_off_every_handler_even_of_the_same_worker() {
     // Another task of this same worker holds the step's lease.
     let stored = engine.store().load(&saga_id).await.unwrap().unwrap();
     let now = SystemClock.now_ms();
-    let taken = engine.store().lease(&saga_id, stored.saga.step, &stored.saga.token, "w1", now, now + 60_000, now + 120_000).await.unwrap();
+    let taken = engine.store().lease(&saga_id, stored.saga.step, &stored.saga.run.token, "w1", now, now + 60_000, now + 120_000).await.unwrap();
     assert!(matches!(taken, keyturn::store::Lease::Taken(_)), "{taken:?}");
 
     let msgs = engine.queue().receive(1, Duration::from_secs(2), Duration::from_secs(10)).await.unwrap();
@@ -487,7 +487,7 @@ async fn a_live_lease_holds_off_every_handler_even_of_the_same_worker() {
     assert!(matches!(handled, Handled::Retained(_)), "{handled:?}");
     let after = engine.store().load(&saga_id).await.unwrap().unwrap();
     assert_eq!(after.version, stored.version + 1, "the duplicate changed nothing");
-    assert_eq!(after.saga.step_attempts, 1);
+    assert_eq!(after.saga.run.step_attempts, 1);
     assert!(env.user_keys().await.len() == 1, "no key created");
 }
 

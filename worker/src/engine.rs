@@ -542,7 +542,7 @@ impl<Q: Queue> Steps<Q> {
 
     fn step_metrics(&self, rotation: &Rotation, attempt: &Saga, outcome: &Outcome, next: &Saga, started: std::time::Instant) {
         let retried = matches!(outcome, Outcome::Failed(_)) && next.step == attempt.step && !next.status.is_terminal();
-        if attempt.step == Step::Start && attempt.step_attempts == 1 {
+        if attempt.step == Step::Start && attempt.run.step_attempts == 1 {
             // Counted by the worker that runs it, not the process that asked.
             crate::metrics::emit(
                 &[

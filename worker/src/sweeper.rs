@@ -93,7 +93,7 @@ impl<Q: Queue> Sweeper<Q> {
                 Err(e) => return Err(e),
             }
             warn!(saga = %s.saga.saga_id, step = %s.saga.step, "saga overdue; re-driving its step");
-            self.shared.on(lane).send(&StepMessage::new(&s.saga.saga_id, s.saga.step, &s.saga.token), Duration::ZERO).await?;
+            self.shared.on(lane).send(&StepMessage::new(&s.saga.saga_id, s.saga.step, &s.saga.run.token), Duration::ZERO).await?;
             n += 1;
         }
         if postponed > 0 {

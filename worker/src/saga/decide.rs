@@ -18,7 +18,7 @@ pub fn retry_delay(policy: &Policy, attempt: u32, jitter: f64, server_hint: Opti
 /// orphan on re-entry. `now` is when the attempt began (the lease's time).
 pub fn begin_attempt(saga: &Saga, now: Millis) -> Saga {
     let mut s = saga.clone();
-    s.step_attempts += 1;
+    s.run.step_attempts += 1;
     if s.step == Step::IssueNew {
         s.issue_intents += 1;
         if s.issue_intent_at.len() < HISTORY_LIMIT {
@@ -32,7 +32,7 @@ pub fn begin_attempt(saga: &Saga, now: Millis) -> Saga {
 /// token (so a duplicate of this message becomes stale) and keep waiting.
 pub fn keep_waiting(saga: &Saga, clock: Clock) -> Transition {
     let mut s = saga.clone();
-    s.token = format!("{:032x}", clock.token);
+    s.run.token = format!("{:032x}", clock.token);
     s.updated_at = clock.now;
     Transition { saga: s, next: Next::Run }
 }
@@ -52,10 +52,10 @@ pub fn advance(saga: &Saga, outcome: &Outcome, policy: &Policy, clock: Clock) ->
         }
         Outcome::Failed(err) => {
             let budget_left = match s.step {
-                Step::ProveNew => clock.now < s.step_started_at.saturating_add(policy.propagation_timeout),
+                Step::ProveNew => clock.now < s.run.step_started_at.saturating_add(policy.propagation_timeout),
                 // Cleanup must not give up quickly: secrets and locks are at stake.
-                Step::Finalize | Step::RevokeNew | Step::RestoreOld => s.step_attempts < policy.max_attempts.saturating_mul(3),
-                _ => s.step_attempts < policy.max_attempts,
+                Step::Finalize | Step::RevokeNew | Step::RestoreOld => s.run.step_attempts < policy.max_attempts.saturating_mul(3),
+                _ => s.run.step_attempts < policy.max_attempts,
             };
             let time_up = s.awaits_person() && s.deadline.is_some_and(|d| clock.now >= d);
             if time_up {
@@ -66,12 +66,12 @@ pub fn advance(saga: &Saga, outcome: &Outcome, policy: &Policy, clock: Clock) ->
                 if err.may_have_applied && s.step == Step::PushToTarget {
                     s.target = TargetState::Uncertain;
                 }
-                s.not_before = clock.now + retry_delay(policy, s.step_attempts, clock.jitter, err.retry_after);
+                s.run.not_before = clock.now + retry_delay(policy, s.run.step_attempts, clock.jitter, err.retry_after);
                 if let (true, Some(d)) = (s.awaits_person(), s.deadline) {
                     // A wait on a person ends at its deadline, retries or not.
-                    s.not_before = s.not_before.min(d);
+                    s.run.not_before = s.run.not_before.min(d);
                 }
-                s.token = format!("{:032x}", clock.token);
+                s.run.token = format!("{:032x}", clock.token);
             } else {
                 s.record(clock.now, "failed", Some(err));
                 on_failed(&mut s, err, policy, clock);
@@ -150,10 +150,10 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
         (Step::AwaitNew | Step::AwaitRetire, Effect::Prompted) if s.deadline.is_none_or(|d| clock.now < d) => {
             // Stay, and come back for the next reminder (or the deadline).
             s.prompts += 1;
-            s.step_attempts = 0;
+            s.run.step_attempts = 0;
             let deadline = s.deadline.unwrap_or(u64::MAX);
-            s.not_before = clock.now.saturating_add(policy.reminder_every).min(deadline);
-            s.token = format!("{:032x}", clock.token);
+            s.run.not_before = clock.now.saturating_add(policy.reminder_every).min(deadline);
+            s.run.token = format!("{:032x}", clock.token);
         }
         // A notice sent at or after the deadline changes nothing: time is up.
         (Step::AwaitNew | Step::AwaitRetire, Effect::Prompted | Effect::Expired) => expire(s, policy, clock),
@@ -248,7 +248,7 @@ fn on_disabled_old(s: &mut Saga, policy: &Policy, clock: Clock) {
     } else {
         s.old_disabled = true;
         s.goto(Step::RetireOld, clock);
-        s.grace_until = Some(clock.now + policy.grace_period);
+        s.run.grace_until = Some(clock.now + policy.grace_period);
     }
 }
 
@@ -265,7 +265,7 @@ fn on_disabled_new(s: &mut Saga, policy: &Policy, clock: Clock) {
     } else {
         s.new_disabled = true;
         s.goto(Step::RetireNew, clock);
-        s.grace_until = Some(clock.now + policy.grace_period);
+        s.run.grace_until = Some(clock.now + policy.grace_period);
     }
 }
 
@@ -343,7 +343,7 @@ pub(super) fn old_ids(s: &Saga) -> String {
 /// redeliveries and messages of an earlier attempt carry another token and
 /// are acknowledged without effect.
 pub fn accepts(saga: &Saga, step: Step, token: &str) -> bool {
-    !saga.status.is_terminal() && saga.step == step && saga.token == token
+    !saga.status.is_terminal() && saga.step == step && saga.run.token == token
 }
 
 /// What a wait step must do when its message comes due.

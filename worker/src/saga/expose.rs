@@ -59,7 +59,7 @@ pub fn expose(saga: &Saga, key_id: &str, seen_at: Millis, event: &str, keep_inac
             match s.step {
                 Step::RetireOld | Step::RestoreOld if keep_inactive && s.old_disabled => s.close(Status::Succeeded, clock),
                 Step::RetireOld | Step::RestoreOld => {
-                    s.grace_until = Some(clock.now);
+                    s.run.grace_until = Some(clock.now);
                     s.goto(Step::RetireOld, clock);
                 }
                 _ => s.rerun_now(clock),
@@ -77,7 +77,7 @@ pub fn expose(saga: &Saga, key_id: &str, seen_at: Millis, event: &str, keep_inac
                 });
                 s.compensate(clock);
             } else if s.step == Step::RetireOld {
-                s.grace_until = Some(clock.now);
+                s.run.grace_until = Some(clock.now);
                 s.goto(Step::RetireOld, clock);
             } else {
                 s.rerun_now(clock);

@@ -104,15 +104,10 @@ pub struct Saga {
     pub trigger: String,
     pub status: Status,
     pub step: Step,
-    /// Token the next message for `step` must carry; anything else is stale.
-    pub token: String,
-    /// Attempts of the current step so far.
-    pub step_attempts: u32,
-    pub step_started_at: Millis,
-    /// Do not run `step` before this (durable waits: retry delays, grace).
-    pub not_before: Millis,
-    /// End of the grace period once the old credential is disabled.
-    pub grace_until: Option<Millis>,
+    /// The current step's run: the token its message carries, its attempts, and
+    /// when it may run.
+    #[serde(flatten)]
+    pub run: StepRun,
     pub old_keys: Vec<KeyRef>,
     pub new_key: Option<String>,
     pub secret_stored: bool,
@@ -181,6 +176,20 @@ pub struct Saga {
     /// made this an emergency: no grace period, no usage gate for the exposed key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exposure: Option<Exposure>,
+}
+/// The current step's run: the token its message carries, its attempts, and
+/// when it may run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRun {
+    /// Token the next message for `step` must carry; anything else is stale.
+    pub token: String,
+    /// Attempts of the current step so far.
+    pub step_attempts: u32,
+    pub step_started_at: Millis,
+    /// Do not run `step` before this (durable waits: retry delays, grace).
+    pub not_before: Millis,
+    /// End of the grace period once the old credential is disabled.
+    pub grace_until: Option<Millis>,
 }
 
 /// A rotation asked for through the request API (`keyturn.rotation-request.v1`).
@@ -320,11 +329,7 @@ impl Saga {
             trigger,
             status: Status::Running,
             step: Step::Start,
-            token: format!("{token:032x}"),
-            step_attempts: 0,
-            step_started_at: now,
-            not_before: now,
-            grace_until: None,
+            run: StepRun { token: format!("{token:032x}"), step_attempts: 0, step_started_at: now, not_before: now, grace_until: None },
             old_keys: Vec::new(),
             new_key: None,
             secret_stored: false,
@@ -453,8 +458,8 @@ impl Saga {
     /// Whether the saga is waiting (retry delay or grace period) at `now`.
     pub fn waiting_until(&self, now: Millis) -> Option<Millis> {
         let until = match self.step {
-            Step::RetireOld | Step::RetireNew => self.not_before.max(self.grace_until.unwrap_or(0)),
-            _ => self.not_before,
+            Step::RetireOld | Step::RetireNew => self.run.not_before.max(self.run.grace_until.unwrap_or(0)),
+            _ => self.run.not_before,
         };
         (until > now).then_some(until)
     }
@@ -462,14 +467,14 @@ impl Saga {
     /// Record a command (not a step attempt) in the history.
     pub(super) fn note(&mut self, at: Millis, outcome: &str, message: String) {
         self.updated_at = at;
-        self.history.push(Attempt { at, step: self.step, attempt: self.step_attempts, outcome: outcome.into(), code: None, message: Some(message) });
+        self.history.push(Attempt { at, step: self.step, attempt: self.run.step_attempts, outcome: outcome.into(), code: None, message: Some(message) });
     }
 
     pub(super) fn record(&mut self, at: Millis, outcome: &str, err: Option<&StepError>) {
         self.history.push(Attempt {
             at,
             step: self.step,
-            attempt: self.step_attempts,
+            attempt: self.run.step_attempts,
             outcome: outcome.into(),
             code: err.map(|e| e.code.clone()),
             message: err.map(|e| e.message.clone()),
@@ -482,10 +487,10 @@ impl Saga {
 
     pub(super) fn goto(&mut self, step: Step, clock: Clock) {
         self.step = step;
-        self.step_attempts = 0;
-        self.step_started_at = clock.now;
-        self.not_before = clock.now;
-        self.token = format!("{:032x}", clock.token);
+        self.run.step_attempts = 0;
+        self.run.step_started_at = clock.now;
+        self.run.not_before = clock.now;
+        self.run.token = format!("{:032x}", clock.token);
         self.prompts = 0;
         self.deadline = None;
     }
@@ -493,8 +498,8 @@ impl Saga {
     /// Run the current step again now, under a fresh token (the pending
     /// message, possibly delayed, becomes stale).
     pub(super) fn rerun_now(&mut self, clock: Clock) {
-        self.not_before = clock.now;
-        self.token = format!("{:032x}", clock.token);
+        self.run.not_before = clock.now;
+        self.run.token = format!("{:032x}", clock.token);
         self.updated_at = clock.now;
     }
 

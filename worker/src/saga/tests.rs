@@ -44,7 +44,7 @@ fn err(retryable: bool, may_have_applied: bool) -> StepError {
 /// Run one step: begin the attempt, then advance with `outcome`.
 fn run(s: &Saga, outcome: Outcome, t: &mut u128) -> Transition {
     *t += 1;
-    let now = s.not_before.max(s.updated_at) + 1;
+    let now = s.run.not_before.max(s.updated_at) + 1;
     advance(&begin_attempt(s, now), &outcome, &policy(), clock(now, *t))
 }
 
@@ -86,16 +86,16 @@ fn manual_happy_path_waits_on_the_person_twice() {
     assert_eq!(s.step, Step::AwaitNew);
     assert_eq!(s.old_keys.len(), 1, "the person's old token is kept, not replaced by an (empty) inventory");
     let deadline = s.deadline.expect("a wait on a person has a deadline");
-    assert_eq!(deadline, s.step_started_at + policy().person_deadline);
-    assert_eq!(prompt(&s, s.step_started_at), Prompt::Ask);
+    assert_eq!(deadline, s.run.step_started_at + policy().person_deadline);
+    assert_eq!(prompt(&s, s.run.step_started_at), Prompt::Ask);
 
     // The first notice; then the step re-arms for a reminder.
     let asked = run(&s, done(Effect::Prompted), &mut t).saga;
     assert_eq!((asked.step, asked.prompts, asked.status), (Step::AwaitNew, 1, Status::Running));
-    assert_eq!(asked.not_before, asked.updated_at + policy().reminder_every);
-    assert_ne!(asked.token, s.token, "the old message is stale now");
-    assert_eq!(prompt(&asked, asked.not_before), Prompt::Remind);
-    assert_eq!(asked.step_attempts, 0, "reminders do not use up the failure budget");
+    assert_eq!(asked.run.not_before, asked.updated_at + policy().reminder_every);
+    assert_ne!(asked.run.token, s.run.token, "the old message is stale now");
+    assert_eq!(prompt(&asked, asked.run.not_before), Prompt::Remind);
+    assert_eq!(asked.run.step_attempts, 0, "reminders do not use up the failure budget");
 
     let given = provide(&asked, "handed over T".into(), None, clock(asked.updated_at + 5, 99)).unwrap();
     assert_eq!(given.step, Step::PushToTarget);
@@ -103,7 +103,7 @@ fn manual_happy_path_waits_on_the_person_twice() {
     assert_eq!(given.new_key.as_deref(), Some("handed over T"));
     assert_eq!(given.old_keys, s.old_keys, "no old token named: the one from the start stays");
     assert_eq!((given.deadline, given.prompts), (None, 0));
-    assert!(!accepts(&given, Step::AwaitNew, &asked.token));
+    assert!(!accepts(&given, Step::AwaitNew, &asked.run.token));
 
     let pushed = run(&given, done(Effect::Pushed), &mut t).saga;
     assert_eq!(pushed.step, Step::VerifyTarget);
@@ -128,10 +128,10 @@ fn reminders_stop_at_the_deadline() {
     let mut s = run(&manual_saga(), done(Effect::Started { keys: vec![] }), &mut t).saga;
     let deadline = s.deadline.unwrap();
     let mut notices = 0;
-    while prompt(&s, s.not_before.max(s.updated_at) + 1) != Prompt::Expired {
+    while prompt(&s, s.run.not_before.max(s.updated_at) + 1) != Prompt::Expired {
         s = run(&s, done(Effect::Prompted), &mut t).saga;
         notices += 1;
-        assert!(s.not_before <= deadline, "a reminder never lands after the deadline");
+        assert!(s.run.not_before <= deadline, "a reminder never lands after the deadline");
         assert!(notices < 10);
     }
     assert_eq!(notices, 4, "35s deadline, 10s reminders: the first notice and 3 reminders");
@@ -318,13 +318,13 @@ fn retry_delay_grows_caps_and_honours_server_hint() {
 #[test]
 fn retry_keeps_step_and_changes_token() {
     let (s, mut t) = at_step(Step::PushToTarget);
-    let old_token = s.token.clone();
+    let old_token = s.run.token.clone();
     let r = run(&s, Outcome::Failed(err(true, false)), &mut t).saga;
     assert_eq!(r.step, Step::PushToTarget);
-    assert_ne!(r.token, old_token);
-    assert!(r.not_before > s.not_before);
+    assert_ne!(r.run.token, old_token);
+    assert!(r.run.not_before > s.run.not_before);
     assert!(!accepts(&r, Step::PushToTarget, &old_token), "the old message is stale now");
-    assert!(accepts(&r, Step::PushToTarget, &r.token));
+    assert!(accepts(&r, Step::PushToTarget, &r.run.token));
 }
 
 #[test]
@@ -369,7 +369,7 @@ fn terminal_sagas_do_not_move() {
     let tr = advance(&s, &done(Effect::Proven), &policy(), clock(5, 5));
     assert_eq!(tr.next, Next::Stop);
     assert_eq!(tr.saga.step, s.step);
-    assert!(!accepts(&s, s.step, &s.token));
+    assert!(!accepts(&s, s.step, &s.run.token));
 }
 
 // ---------------------------------------------------------------------------
@@ -428,7 +428,7 @@ proptest! {
     ) {
         let mut s = if manual { manual_saga() } else { new_saga() };
         let mut t: u128 = 10;
-        let mut seen_tokens: Vec<(Step, String)> = vec![(s.step, s.token.clone())];
+        let mut seen_tokens: Vec<(Step, String)> = vec![(s.step, s.run.token.clone())];
         let mut events = events.into_iter();
         let mut resolutions = resolutions.into_iter();
         let mut moves = 0;
@@ -456,7 +456,7 @@ proptest! {
                             prop_assert_eq!(r.status, Status::Running);
                             prop_assert_eq!(r.resolved, Some(keep));
                             s = r;
-                            seen_tokens.push((s.step, s.token.clone()));
+                            seen_tokens.push((s.step, s.run.token.clone()));
                             continue;
                         }
                         Err(_) => prop_assert!(!s.unresolved()),
@@ -493,7 +493,7 @@ proptest! {
                 }
                 Event::Stale(i) => {
                     let (step, token) = &seen_tokens[i % seen_tokens.len()];
-                    if (step, token) != (&s.step, &s.token) {
+                    if (step, token) != (&s.step, &s.run.token) {
                         prop_assert!(!accepts(&s, *step, token));
                     }
                     continue;
@@ -511,7 +511,7 @@ proptest! {
                 Event::Ok(v) => { s = run(&s, done(effect_for(s.step, v)), &mut t).saga; }
                 Event::Fail { retryable, applied } => { s = run(&s, Outcome::Failed(err(retryable, applied)), &mut t).saga; }
             }
-            seen_tokens.push((s.step, s.token.clone()));
+            seen_tokens.push((s.step, s.run.token.clone()));
 
             // The compensation rule: RevokeNew is entered only when no
             // consumer can hold the new key.
@@ -553,7 +553,7 @@ proptest! {
             // A wait on a person always ends: it has a deadline and never re-arms past it.
             if s.awaits_person() {
                 let d = s.deadline.expect("deadline");
-                prop_assert!(s.not_before <= d);
+                prop_assert!(s.run.not_before <= d);
             }
             // The secret is kept only while a step that uses it is ahead.
             if s.secret_stored && !s.status.is_terminal() {
@@ -741,7 +741,7 @@ fn week_policy() -> Policy {
 /// Run one step as the engine does: with the saga's effective policy.
 fn run_eff(s: &Saga, base: &Policy, outcome: Outcome, t: &mut u128) -> Transition {
     *t += 1;
-    let now = s.not_before.max(s.updated_at) + 1;
+    let now = s.run.not_before.max(s.updated_at) + 1;
     let attempt = begin_attempt(s, now);
     advance(&attempt, &outcome, &attempt.effective_policy(base), clock(now, *t))
 }
@@ -786,7 +786,7 @@ fn overrides_may_only_shorten_the_policy() {
     // The grace period the saga then waits is the shorter one.
     let mut t = 10;
     let s = drive(s, &p, Step::RetireOld, &mut t);
-    assert_eq!(s.grace_until.unwrap() - s.step_started_at, 3_600_000);
+    assert_eq!(s.run.grace_until.unwrap() - s.run.step_started_at, 3_600_000);
 }
 
 #[test]
@@ -800,9 +800,9 @@ fn an_emergency_saga_deactivates_and_deletes_the_exposed_key_without_grace_or_us
     let s = drive(s, &p, Step::RetireOld, &mut t);
     assert!(s.old_disabled);
     let e = s.exposure.clone().unwrap();
-    assert_eq!(e.inactive_at, Some(s.step_started_at), "the timeline records when the exposed key went inactive");
-    assert_eq!(s.grace_until, Some(s.step_started_at), "no grace period");
-    assert_eq!(s.waiting_until(s.step_started_at), None, "retire_old runs at once");
+    assert_eq!(e.inactive_at, Some(s.run.step_started_at), "the timeline records when the exposed key went inactive");
+    assert_eq!(s.run.grace_until, Some(s.run.step_started_at), "no grace period");
+    assert_eq!(s.waiting_until(s.run.step_started_at), None, "retire_old runs at once");
     let s = run_eff(&s, &p, done(Effect::Retired), &mut t).saga;
     assert_eq!((s.step, s.closing), (Step::Finalize, Some(Status::Succeeded)));
     assert!(s.exposure.as_ref().unwrap().deleted_at.is_some());
@@ -830,14 +830,14 @@ fn exposure_of_the_old_key_in_the_grace_period_deletes_it_now() {
     let p = week_policy();
     let mut t = 10;
     let s = drive(new_saga(), &p, Step::RetireOld, &mut t);
-    let grace_end = s.grace_until.unwrap();
-    assert!(grace_end > s.step_started_at + WEEK - 10);
-    let now = s.step_started_at + 1_000;
+    let grace_end = s.run.grace_until.unwrap();
+    assert!(grace_end > s.run.step_started_at + WEEK - 10);
+    let now = s.run.step_started_at + 1_000;
     let taken = expose(&s, "OLD", now, "ev", false, clock(now, 777)).unwrap().unwrap();
     assert_eq!(taken.step, Step::RetireOld);
-    assert_eq!(taken.grace_until, Some(now));
-    assert_ne!(taken.token, s.token, "the pending (delayed) message is stale now");
-    assert!(!accepts(&taken, Step::RetireOld, &s.token));
+    assert_eq!(taken.run.grace_until, Some(now));
+    assert_ne!(taken.run.token, s.run.token, "the pending (delayed) message is stale now");
+    assert!(!accepts(&taken, Step::RetireOld, &s.run.token));
     assert_eq!(taken.waiting_until(now), None);
     assert!(!taken.usage_gate());
     assert_eq!(taken.exposure.as_ref().unwrap().inactive_at, Some(now), "it was already inactive when the event came");
@@ -861,14 +861,14 @@ fn exposure_of_the_old_key_before_the_switch_reruns_the_step_now_and_skips_the_g
     let s = drive(new_saga(), &p, Step::ProveNew, &mut t);
     // A retry delay is pending.
     let s = run_eff(&s, &p, Outcome::Failed(err(true, false)), &mut t).saga;
-    assert!(s.not_before > s.updated_at);
+    assert!(s.run.not_before > s.updated_at);
     let now = s.updated_at + 1;
     let taken = expose(&s, "OLD", now, "ev", false, clock(now, 900)).unwrap().unwrap();
-    assert_eq!((taken.step, taken.not_before), (Step::ProveNew, now), "same step, at once");
-    assert_ne!(taken.token, s.token);
+    assert_eq!((taken.step, taken.run.not_before), (Step::ProveNew, now), "same step, at once");
+    assert_ne!(taken.run.token, s.run.token);
     assert!(taken.secret_stored, "prove_new still needs the secret");
     let s = drive(taken, &p, Step::RetireOld, &mut t);
-    assert_eq!(s.grace_until, Some(s.step_started_at));
+    assert_eq!(s.run.grace_until, Some(s.run.step_started_at));
     assert!(!s.usage_gate());
 }
 
@@ -896,9 +896,9 @@ fn exposure_of_the_new_key_after_the_switch_finishes_without_grace_then_rotates_
     let p = week_policy();
     let mut t = 10;
     let s = drive(new_saga(), &p, Step::RetireOld, &mut t);
-    let now = s.step_started_at + 1;
+    let now = s.run.step_started_at + 1;
     let taken = expose(&s, "NEW", now, "ev", false, clock(now, 902)).unwrap().unwrap();
-    assert_eq!((taken.step, taken.grace_until), (Step::RetireOld, Some(now)));
+    assert_eq!((taken.step, taken.run.grace_until), (Step::RetireOld, Some(now)));
     assert!(taken.usage_gate(), "the old key was not exposed: its last use is still checked");
     let s = run_eff(&taken, &p, done(Effect::Retired), &mut t).saga;
     let s = run_eff(&s, &p, done(Effect::Finalized), &mut t).saga;
@@ -964,7 +964,7 @@ fn intents_are_timed_and_only_earlier_ones_count() {
     // A saga written before intent times were kept: the step's start stands in.
     let mut old = a2.clone();
     old.issue_intent_at.clear();
-    assert_eq!(old.earlier_issue_intents(), vec![old.step_started_at]);
+    assert_eq!(old.earlier_issue_intents(), vec![old.run.step_started_at]);
     // Other steps record no intent.
     let (p, _) = at_step(Step::ProveNew);
     assert_eq!(begin_attempt(&p, 1).issue_intent_at, p.issue_intent_at);

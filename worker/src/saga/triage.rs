@@ -33,7 +33,7 @@ impl Saga {
     pub fn earlier_issue_intents(&self) -> Vec<Millis> {
         let earlier = self.issue_intents.saturating_sub(1) as usize;
         let mut at: Vec<Millis> = self.issue_intent_at.iter().copied().take(earlier).collect();
-        at.resize(earlier, self.step_started_at);
+        at.resize(earlier, self.run.step_started_at);
         at
     }
 }

@@ -36,7 +36,7 @@ impl Store {
             .map_err(|e| Error::Config(e.to_string()))?;
         let item = Write::new()
             .when_new()
-            .put(Put::builder().table_name(&self.table).set_item(Some(self.item(saga, 1, saga.not_before + sweep_after)?)))
+            .put(Put::builder().table_name(&self.table).set_item(Some(self.item(saga, 1, saga.run.not_before + sweep_after)?)))
             .build()
             .map_err(|e| Error::Config(e.to_string()))?;
         let mut tx = self
@@ -182,7 +182,7 @@ impl Store {
             Some(h) => w.set("lease_owner", s(h.owner)).set("lease_until", n(h.lease_until)),
             None => w.remove("lease_owner").remove("lease_until").remove("nudge"),
         };
-        w = if saga.status.is_terminal() { w.remove("tok") } else { w.set("tok", s(tok(saga.step, &saga.token))) };
+        w = if saga.status.is_terminal() { w.remove("tok") } else { w.set("tok", s(tok(saga.step, &saga.run.token))) };
         let unresolved = saga.unresolved();
         w = if active(saga) {
             w.set("active", s("1")).remove(TTL_ATTRIBUTE)
@@ -228,7 +228,7 @@ impl Store {
             .set("status", s(saga.status.as_str()))
             .set("due_at", n(due_at))
             .set("run_at", n(run_at(saga)))
-            .set("tok", s(tok(saga.step, &saga.token)))
+            .set("tok", s(tok(saga.step, &saga.run.token)))
             .set("active", s("1"));
         for a in ["watch_at", "lease_owner", "lease_until", "nudge", "pend", TTL_ATTRIBUTE] {
             write = write.remove(a);

@@ -59,10 +59,10 @@ fn running() -> Saga {
     let mut s = Saga::new("s-full".into(), "rot-a".into(), "iam_access_key:app".into(), "schedule".into(), 1_000, 0xabc);
     s.status = Status::Running;
     s.step = Step::RetireOld;
-    s.step_attempts = 2;
-    s.step_started_at = 5_000;
-    s.not_before = 6_000;
-    s.grace_until = Some(7_000);
+    s.run.step_attempts = 2;
+    s.run.step_started_at = 5_000;
+    s.run.not_before = 6_000;
+    s.run.grace_until = Some(7_000);
     s.old_keys = vec![KeyRef { id: "AKIAOLD".into(), active: false, created_at: Some(500) }];
     s.new_key = Some("AKIANEW".into());
     s.secret_stored = true;
