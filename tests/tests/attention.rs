@@ -64,7 +64,7 @@ async fn five_xx_storm_needs_attention_then_evidence_resolves_it() {
     let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
     let saga_id = storm_to_needs_attention(&env, &engine, true).await;
     let stopped = engine.store().load(&saga_id).await.unwrap().unwrap().saga;
-    let new_id = stopped.new_key.clone().unwrap();
+    let new_id = stopped.keys.new_key.clone().unwrap();
 
     // The needs-attention notice says what keyturn does now and how to resolve.
     let n = env.notifications(1, Duration::from_secs(10)).await;
@@ -155,7 +155,7 @@ async fn resolve_by_hand_refuses_a_choice_the_evidence_contradicts() {
     let engine = Arc::new(env.engine("w1"));
     let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
     let saga_id = storm_to_needs_attention(&env, &engine, true).await;
-    let new_id = engine.store().load(&saga_id).await.unwrap().unwrap().saga.new_key.unwrap();
+    let new_id = engine.store().load(&saga_id).await.unwrap().unwrap().saga.keys.new_key.unwrap();
     let dir = std::env::temp_dir().join(format!("keyturn-attention-{}", uuid::Uuid::new_v4()));
     let cfg = env.write_config(&dir).unwrap();
     let cfg = cfg.to_str().unwrap().to_string();
@@ -209,7 +209,7 @@ async fn a_key_deleted_by_hand_resolves_the_saga_without_a_grace_period() {
     let engine = Arc::new(env.engine("w1"));
     let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
     let saga_id = storm_to_needs_attention(&env, &engine, false).await;
-    let new_id = engine.store().load(&saga_id).await.unwrap().unwrap().saga.new_key.unwrap();
+    let new_id = engine.store().load(&saga_id).await.unwrap().unwrap().saga.keys.new_key.unwrap();
     env.clients.iam.delete_access_key().user_name(keyturn_testkit::env::USER).access_key_id(&new_id).send().await.unwrap();
     let end = wait_for(&env, &saga_id, "the resolved saga to end", |s| s.status.is_terminal() && s.resolved.is_some()).await;
     worker.stop().await;

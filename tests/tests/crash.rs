@@ -184,7 +184,7 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
     for (i, id) in current.iter().enumerate() {
         let (user, _, auth0) = &tenants[i];
         let saga = engine.store().load(id).await.unwrap().unwrap().saga;
-        let old = saga.old_keys.first().map(|k| k.id.clone()).unwrap_or_default();
+        let old = saga.keys.old_keys.first().map(|k| k.id.clone()).unwrap_or_default();
         let keys = env.clients.iam.list_access_keys().user_name(user).send().await.unwrap();
         let keys: Vec<(String, bool)> = keys
             .access_key_metadata()
@@ -199,8 +199,8 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
                 if keys.len() != 1 || active.len() != 1 {
                     bad(format!("succeeded but keys are {keys:?}"));
                 }
-                if Some(&held) != saga.new_key.as_ref() || active.first() != Some(&&held) {
-                    bad(format!("target holds {held}, saga new key {:?}, active {active:?}", saga.new_key));
+                if Some(&held) != saga.keys.new_key.as_ref() || active.first() != Some(&&held) {
+                    bad(format!("target holds {held}, saga new key {:?}, active {active:?}", saga.keys.new_key));
                 }
             }
             Status::Compensated => {

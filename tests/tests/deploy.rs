@@ -126,7 +126,7 @@ grace_period = "0s"
     assert!(saga.history.iter().all(|a| a.outcome == "ok"), "no step was denied: {:#?}", saga.history);
     let current = env.clients.secrets.get_secret_value().secret_id("app/aws").send().await.unwrap();
     let current: serde_json::Value = serde_json::from_str(current.secret_string().unwrap()).unwrap();
-    assert_eq!(current["AWS_ACCESS_KEY_ID"], saga.new_key.as_deref().unwrap());
+    assert_eq!(current["AWS_ACCESS_KEY_ID"], saga.keys.new_key.as_deref().unwrap());
 
     // Enforcement is real: without WorkerTargetSecretsPolicy the push is denied.
     let without = widened("WorkerPolicy");

@@ -81,7 +81,7 @@ async fn an_exposed_idle_key_is_replaced_then_deactivated_and_deleted_within_sec
     let saga = &env.wait_terminal(&all[0].saga_id, T).await;
     assert_eq!((saga.status, saga.trigger.as_str()), (Status::Succeeded, "health:exposed_key"));
     assert_eq!(key_status(&env, USER, &exposed).await, None, "deleted, not waiting out the grace period");
-    let new_key = saga.new_key.clone().unwrap();
+    let new_key = saga.keys.new_key.clone().unwrap();
     assert_eq!(env.auth0.provider().unwrap().access_key_id, new_key, "the mail keeps flowing with the new key");
     assert_eq!(key_status(&env, USER, &new_key).await, Some(true));
     // The timeline: event seen, new key live in the target, exposed key inactive, deleted, in that order.
@@ -227,7 +227,7 @@ async fn an_exposed_new_key_finishes_its_saga_then_a_fresh_rotation_replaces_it(
     let exposed = loop {
         let s = store.load(&id).await.unwrap().unwrap().saga;
         if s.step == Step::RetireOld && s.old_disabled {
-            break s.new_key.unwrap();
+            break s.keys.new_key.unwrap();
         }
         assert!(start.elapsed() < T, "never reached the grace period: {s:#?}");
         tokio::time::sleep(Duration::from_millis(100)).await;

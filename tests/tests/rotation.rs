@@ -54,7 +54,7 @@ async fn happy_path_rotates_key_updates_auth0_and_retires_old_key() {
     let new_id = keys[0].id.clone();
     assert_ne!(new_id, old_id);
     assert!(keys[0].active);
-    assert_eq!(saga.new_key.as_deref(), Some(new_id.as_str()));
+    assert_eq!(saga.keys.new_key.as_deref(), Some(new_id.as_str()));
     // Auth0 received the new key and its secret.
     let p = env.auth0.provider().unwrap();
     assert_eq!(p.access_key_id, new_id);
@@ -76,7 +76,7 @@ async fn happy_path_rotates_key_updates_auth0_and_retires_old_key() {
         [Step::Start, Step::IssueNew, Step::ProveNew, Step::PushToTarget, Step::VerifyTarget, Step::DisableOld, Step::RetireOld, Step::Finalize]
     );
     assert_eq!(saga.target, TargetState::HoldsNew);
-    assert!(!saga.secret_stored);
+    assert!(!saga.keys.secret_stored);
 
     // The success notification arrived through the topic's SQS subscription.
     let notes = env.notifications(1, Duration::from_secs(10)).await;
@@ -162,7 +162,7 @@ async fn auth0_rate_limit_is_retried_per_headers() {
     assert_eq!(patches.iter().map(|p| p.status).collect::<Vec<_>>(), [429, 200]);
     let waited = patches[1].at - patches[0].at;
     assert!(waited >= Duration::from_secs(2), "Retry-After: 2 honoured, waited {waited:?}");
-    assert_eq!(env.auth0.provider().unwrap().access_key_id, saga.new_key.unwrap());
+    assert_eq!(env.auth0.provider().unwrap().access_key_id, saga.keys.new_key.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,7 +196,7 @@ async fn every_message_delivered_twice_gives_the_same_end_state() {
     assert!(dropped() >= copies(), "every copy dropped (the sweeper may add more under load): {} of {}", dropped(), copies());
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1, "no extra key: {keys:?}");
-    assert_eq!(Some(keys[0].id.as_str()), saga.new_key.as_deref());
+    assert_eq!(Some(keys[0].id.as_str()), saga.keys.new_key.as_deref());
     assert_eq!(env.auth0.patches().len(), 1, "exactly one PATCH");
     assert_eq!(env.notifications(1, Duration::from_secs(5)).await.len(), 1, "one notification");
     // Each forward step succeeded exactly once.
@@ -226,13 +226,13 @@ async fn crash_after_key_creation_cleans_up_the_orphan() {
     }
     let orphan = orphan.expect("the crashed attempt created a key");
     let s = store.load(&saga_id).await.unwrap().unwrap();
-    assert!(s.saga.new_key.is_none(), "the crash happened before the key was recorded");
-    assert_eq!(s.saga.issue_intents, 1, "the intent was recorded before IAM was called");
+    assert!(s.saga.keys.new_key.is_none(), "the crash happened before the key was recorded");
+    assert_eq!(s.saga.keys.issue_intents, 1, "the intent was recorded before IAM was called");
 
     let saga = env.wait_terminal(&saga_id, T).await;
     worker.stop().await;
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
-    assert_eq!(saga.issue_intents, 2);
+    assert_eq!(saga.keys.issue_intents, 2);
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1, "exactly one key remains: {keys:?}");
     assert_ne!(keys[0].id, orphan, "the orphan was deleted");
@@ -264,7 +264,7 @@ async fn a_key_a_person_made_after_start_is_never_deleted() {
     let f = saga.failure.as_ref().unwrap();
     assert_eq!((f.step, f.code.as_str()), (Step::IssueNew, "UnknownKey"), "{f:?}");
     assert!(f.message.contains(&person) && f.message.contains(&old_id), "both keys named: {}", f.message);
-    assert!(saga.new_key.is_none(), "keyturn created no key");
+    assert!(saga.keys.new_key.is_none(), "keyturn created no key");
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert!(keys.iter().any(|k| k.id == person && k.active), "the person's key was not deleted: {keys:?}");
@@ -359,7 +359,7 @@ async fn grace_period_is_a_durable_wait_then_the_old_key_is_deleted() {
     let waiting = wait_step(&env, &saga_id, Step::RetireOld).await;
     let sent_at_wait = queue.bodies().len();
     // Nothing needs the new secret any more: it is not kept through the grace period.
-    assert!(!waiting.secret_stored);
+    assert!(!waiting.keys.secret_stored);
     let item = engine.store().raw_items().await.unwrap().into_iter().find(|i| i.get("saga_id").and_then(|v| v.as_s().ok()) == Some(&saga_id)).unwrap();
     assert!(!item.contains_key("secret"), "sealed secret erased after the push, before the grace period");
     // During the grace period: old key inactive but present, new key live in Auth0.
@@ -399,7 +399,7 @@ async fn rollback_during_grace_reactivates_the_old_key() {
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 2, "both keys kept");
     assert!(keys.iter().all(|k| k.active), "old key active again: {keys:?}");
-    assert_eq!(env.auth0.provider().unwrap().access_key_id, saga.new_key.clone().unwrap(), "Auth0 keeps the new key");
+    assert_eq!(env.auth0.provider().unwrap().access_key_id, saga.keys.new_key.clone().unwrap(), "Auth0 keeps the new key");
     let n = env.notifications(1, Duration::from_secs(10)).await;
     assert_eq!(n[0].attributes["event"], "rotation.rolled_back");
     assert!(n[0].document["rolled_back"][0].as_str().unwrap().contains(&old_id));

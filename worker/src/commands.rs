@@ -91,7 +91,7 @@ impl<Q: Queue> Commands<Q> {
         let mut saga = Saga::new(saga_id, rotation_id.into(), rot.credential.clone(), req.trigger.clone(), now, fastrand::u128(..));
         saga.findings = req.findings.clone();
         saga.manual = manual;
-        saga.old_keys = req.old.clone().into_iter().collect();
+        saga.keys.old_keys = req.old.clone().into_iter().collect();
         saga.run.not_before = now + ms(req.delay);
         saga.correlation_id = req.correlation_id.clone();
         saga.request = req.info.clone();

@@ -379,7 +379,7 @@ impl<Q: Queue> Steps<Q> {
             self.step_metrics(&rotation, &attempt, &result.outcome, &tr.saga, started);
             let secret = match result.secret {
                 // The machine decided the secret is no longer needed.
-                SecretWrite::Keep if attempt.secret_stored && !tr.saga.secret_stored => SecretWrite::Erase,
+                SecretWrite::Keep if attempt.keys.secret_stored && !tr.saga.keys.secret_stored => SecretWrite::Erase,
                 other => other,
             };
             // Due now and not the end: run it here, under the same lease.
@@ -584,7 +584,7 @@ impl<Q: Queue> Steps<Q> {
     /// The new credential: from this run's memory when it has it, else
     /// opened from its stored ciphertext (and kept for the run).
     async fn open_new(&self, saga: &Saga, stored: &Stored, cleartext: &mut Option<NewCredential>) -> Result<NewCredential> {
-        let id = saga.new_key.clone().ok_or_else(|| Error::Corrupt("no new key recorded".into()))?;
+        let id = saga.keys.new_key.clone().ok_or_else(|| Error::Corrupt("no new key recorded".into()))?;
         if let Some(c) = cleartext.as_ref().filter(|c| c.id == id) {
             return Ok(NewCredential { id, secret: SecretString::from(c.secret.expose_secret().to_owned()) });
         }
@@ -619,7 +619,7 @@ impl<Q: Queue> Steps<Q> {
         old_ids: &[String],
         cleartext: &mut Option<NewCredential>,
     ) -> Option<StepResult> {
-        if let (Some(id), true) = (&saga.new_key, stored.secret.is_some()) {
+        if let (Some(id), true) = (&saga.keys.new_key, stored.secret.is_some()) {
             return Some(StepResult::of(Ok(Effect::Issued { key_id: id.clone() })));
         }
         #[cfg(feature = "fault-injection")]
@@ -649,7 +649,7 @@ impl<Q: Queue> Steps<Q> {
 
     /// The I/O of one step. `None` means a fault point fired.
     async fn run_step(&self, rot: &Rotation, saga: &Saga, stored: &Stored, cleartext: &mut Option<NewCredential>) -> Option<StepResult> {
-        let old_ids: Vec<String> = saga.old_keys.iter().map(|k| k.id.clone()).collect();
+        let old_ids: Vec<String> = saga.keys.old_keys.iter().map(|k| k.id.clone()).collect();
         let src = rot.source.as_ref();
         let r = match saga.step {
             // A target that would be damaged refuses before anything is created.
@@ -670,14 +670,14 @@ impl<Q: Queue> Steps<Q> {
                 StepResult::of(r.await.map(|_| Effect::Pushed))
             }
             Step::VerifyTarget => {
-                let new_id = saga.new_key.clone().unwrap_or_default();
+                let new_id = saga.keys.new_key.clone().unwrap_or_default();
                 StepResult::of(rot.target.verify(&new_id, &old_ids).await.map(Effect::Verified))
             }
             Step::DisableOld => {
                 let r = async {
                     // A keep-new resolution of a saga whose new key a
                     // keep-old resolution had deactivated: reactivate it first.
-                    if let (true, Some(id)) = (saga.new_disabled, &saga.new_key) {
+                    if let (true, Some(id)) = (saga.new_disabled, &saga.keys.new_key) {
                         src.enable(id).await?;
                     }
                     if saga.old_deleted {
@@ -700,7 +700,7 @@ impl<Q: Queue> Steps<Q> {
                     if saga.old_disabled {
                         for_each(&old_ids, |id| src.enable(id)).await?;
                     }
-                    match &saga.new_key {
+                    match &saga.keys.new_key {
                         Some(id) if !saga.new_revoked => src.disable(id).await,
                         _ => Ok(()),
                     }
@@ -709,7 +709,7 @@ impl<Q: Queue> Steps<Q> {
             }
             Step::RetireNew => {
                 let since = saga.usage_cutoff();
-                let r = match &saga.new_key {
+                let r = match &saga.keys.new_key {
                     Some(id) => src.retire(id, since).await.map_err(|e| match e {
                         Error::Refused { code: "OldKeyUsedAfterSwitch", message } => Error::Refused { code: "NewKeyUsedAfterResolution", message },
                         other => other,
@@ -719,14 +719,14 @@ impl<Q: Queue> Steps<Q> {
                 StepResult::of(r.map(|_| Effect::RetiredNew))
             }
             Step::RestoreNew => {
-                let r = match &saga.new_key {
+                let r = match &saga.keys.new_key {
                     Some(id) => src.enable(id).await,
                     None => Ok(()),
                 };
                 StepResult::of(r.map(|_| Effect::RestoredNew))
             }
             Step::RevokeNew => {
-                let r = match &saga.new_key {
+                let r = match &saga.keys.new_key {
                     Some(id) => src.revoke(id).await,
                     None => Ok(()),
                 };

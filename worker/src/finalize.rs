@@ -151,8 +151,8 @@ impl<Q: Queue> Finalizer<Q> {
 
 /// The workflow status and note for a saga's findings when it ends.
 pub fn finding_note(s: &Saga) -> (Workflow, String) {
-    let old = s.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ");
-    let new = s.new_key.as_deref().unwrap_or("(none)");
+    let old = s.keys.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ");
+    let new = s.keys.new_key.as_deref().unwrap_or("(none)");
     match s.status {
         Status::Succeeded => (
             Workflow::Resolved,
@@ -180,8 +180,8 @@ mod tests {
     #[test]
     fn finding_notes_say_what_replaced_what_or_why_it_failed() {
         let mut s = Saga::new("S1".into(), "auth0-ses".into(), "c".into(), "t".into(), 0, 1);
-        s.old_keys = vec![KeyRef { id: "AKIAOLD".into(), active: true, created_at: None }];
-        s.new_key = Some("AKIANEW".into());
+        s.keys.old_keys = vec![KeyRef { id: "AKIAOLD".into(), active: true, created_at: None }];
+        s.keys.new_key = Some("AKIANEW".into());
         s.status = Status::Succeeded;
         let (w, note) = finding_note(&s);
         assert_eq!(w, Workflow::Resolved);

@@ -226,7 +226,7 @@ async fn provide(
     say!(
         cx.out,
         "saga {saga_id}: new token received ({}) and stored encrypted; keyturn now tests it in the target and saves it only if the test passes",
-        next.new_key.as_deref().unwrap_or("")
+        next.keys.new_key.as_deref().unwrap_or("")
     );
     if !wait.wait {
         say!(cx.out, "follow it with: keyturn status {saga_id}");

@@ -70,8 +70,8 @@ pub fn timeline(s: &Stored) -> String {
     );
     out.push_str(&format!(
         "  old key(s): {}  new key: {}  target: {}\n",
-        if g.old_keys.is_empty() { "none".into() } else { g.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ") },
-        g.new_key.as_deref().unwrap_or("none"),
+        if g.keys.old_keys.is_empty() { "none".into() } else { g.keys.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ") },
+        g.keys.new_key.as_deref().unwrap_or("none"),
         g.target.as_str()
     ));
     if let Some(r) = &g.request {

@@ -4,8 +4,8 @@ use crate::saga::{KeyRef, Saga, Status, TargetState};
 
 fn saga() -> Saga {
     let mut s = Saga::new("S-1".into(), "auth0-ses".into(), "iam_access_key:u".into(), "manual".into(), 0, 1);
-    s.old_keys = vec![KeyRef { id: "AKIAOLD".into(), active: true, created_at: None }];
-    s.new_key = Some("AKIANEW".into());
+    s.keys.old_keys = vec![KeyRef { id: "AKIAOLD".into(), active: true, created_at: None }];
+    s.keys.new_key = Some("AKIANEW".into());
     s
 }
 
@@ -74,7 +74,7 @@ fn subject_is_one_line_and_bounded() {
 fn by_hand_saga() -> Saga {
     let mut s = Saga::new("S-9".into(), "entra-scim".into(), "scim_token:any:us-east-1".into(), "health:scim_expiry".into(), 0, 1);
     s.manual = true;
-    s.old_keys = vec![KeyRef { id: "tok-0001".into(), active: true, created_at: Some(1_764_547_200_000) }];
+    s.keys.old_keys = vec![KeyRef { id: "tok-0001".into(), active: true, created_at: Some(1_764_547_200_000) }];
     s
 }
 
@@ -128,9 +128,9 @@ fn action_required_names_the_steps_the_command_and_the_deadline() {
 fn delete_notice_tells_which_token_to_delete_and_which_to_keep() {
     let mut s = by_hand_saga();
     s.step = Step::AwaitRetire;
-    s.new_key = Some("handed over 2026-11-21T10:00:00Z".into());
+    s.keys.new_key = Some("handed over 2026-11-21T10:00:00Z".into());
     s.target = TargetState::HoldsNew;
-    s.old_keys = vec![];
+    s.keys.old_keys = vec![];
     let n = render_prompt(&s, &scim_ctx(), &hand(), false);
     assert_eq!(n.document["action"], "delete_old");
     assert!(n.text.contains("it is the older one"), "no old token on record: says how to tell\n{}", n.text);
@@ -141,7 +141,7 @@ fn delete_notice_tells_which_token_to_delete_and_which_to_keep() {
 #[test]
 fn by_hand_outcomes_say_what_the_person_must_do() {
     let mut s = by_hand_saga();
-    s.new_key = Some("handed over T".into());
+    s.keys.new_key = Some("handed over T".into());
     s.status = Status::Compensated;
     s.target = TargetState::Rejected;
     s.failure = Some(Failure {
@@ -155,7 +155,7 @@ fn by_hand_outcomes_say_what_the_person_must_do() {
     assert!(n.text.contains("handed over T  unused: delete it in the console  new token"), "{}", n.text);
     assert!(n.document["recommended_action"].as_str().unwrap().contains("Delete the unused new token"));
     s.failure = Some(Failure { step: Step::AwaitNew, code: "DeadlinePassed".into(), message: "m".into(), operator_fixable: true });
-    s.new_key = None;
+    s.keys.new_key = None;
     s.target = TargetState::Untouched;
     assert!(recommended_action(&s, None, Some(&crate::connectors::entra::BY_HAND_WORDS)).contains("No token was handed over in time"));
     s.status = Status::Succeeded;

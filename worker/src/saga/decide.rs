@@ -20,9 +20,9 @@ pub fn begin_attempt(saga: &Saga, now: Millis) -> Saga {
     let mut s = saga.clone();
     s.run.step_attempts += 1;
     if s.step == Step::IssueNew {
-        s.issue_intents += 1;
-        if s.issue_intent_at.len() < HISTORY_LIMIT {
-            s.issue_intent_at.push(now);
+        s.keys.issue_intents += 1;
+        if s.keys.issue_intent_at.len() < HISTORY_LIMIT {
+            s.keys.issue_intent_at.push(now);
         }
     }
     s
@@ -84,8 +84,8 @@ pub fn advance(saga: &Saga, outcome: &Outcome, policy: &Policy, clock: Clock) ->
     }
     // Only `prove_new` and `push_to_target` use the new secret: past them it
     // is erased at once, not kept (sealed) through a grace period of days.
-    if s.secret_stored && !s.step.needs_secret() && !s.status.is_terminal() {
-        s.secret_stored = false;
+    if s.keys.secret_stored && !s.step.needs_secret() && !s.status.is_terminal() {
+        s.keys.secret_stored = false;
     }
     if s.status.is_terminal() {
         Transition { saga: s, next: Next::Stop }
@@ -98,8 +98,8 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
     match (s.step, effect) {
         (Step::Start, Effect::Started { keys }) => on_started(s, keys, policy, clock),
         (Step::IssueNew, Effect::Issued { key_id }) => {
-            s.new_key = Some(key_id.clone());
-            s.secret_stored = true;
+            s.keys.new_key = Some(key_id.clone());
+            s.keys.secret_stored = true;
             s.goto(Step::ProveNew, clock);
         }
         (Step::ProveNew, Effect::Proven) => s.goto(Step::PushToTarget, clock),
@@ -122,7 +122,7 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
             if let Some(e) = s.exposure.as_mut().filter(|e| e.role == ExposedRole::New) {
                 e.deleted_at.get_or_insert(clock.now);
             }
-            if let Some(id) = &s.new_key {
+            if let Some(id) = &s.keys.new_key {
                 s.compensations.push(format!("deleted new key {id} (no consumer held it)"));
             }
             s.close(Status::Compensated, clock);
@@ -135,13 +135,13 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
         }
         (Step::Finalize, Effect::Finalized) => {
             s.status = s.closing.unwrap_or(Status::NeedsAttention);
-            s.secret_stored = false;
+            s.keys.secret_stored = false;
             s.ended(policy, clock.now);
         }
         (Step::DisableNew, Effect::DisabledNew) => on_disabled_new(s, policy, clock),
         (Step::RetireNew, Effect::RetiredNew) => {
             s.new_revoked = true;
-            if let Some(id) = &s.new_key {
+            if let Some(id) = &s.keys.new_key {
                 s.compensations.push(format!("deactivated new key {id}, then deleted it after the grace period (the target kept the old key)"));
             }
             s.close(Status::Compensated, clock);
@@ -169,7 +169,7 @@ fn on_started(s: &mut Saga, keys: &[KeyRef], policy: &Policy, clock: Clock) {
         s.await_person(Step::AwaitNew, policy, clock);
         return;
     }
-    s.old_keys = keys.to_vec();
+    s.keys.old_keys = keys.to_vec();
     if keys.len() >= 2 {
         s.failure = Some(Failure {
             step: Step::Start,
@@ -274,7 +274,7 @@ fn on_restored_new(s: &mut Saga, clock: Clock) {
     s.new_disabled = false;
     s.resolved = None;
     s.target = TargetState::Uncertain;
-    if let Some(id) = &s.new_key {
+    if let Some(id) = &s.keys.new_key {
         s.compensations.push(format!("reactivated new key {id} (rollback of the keep-old resolution)"));
     }
     s.failure = Some(Failure {
@@ -328,7 +328,7 @@ pub(super) fn after_switch(s: &mut Saga, policy: &Policy, clock: Clock) {
         // Even with no old token on record, the one the target used before
         // is still valid until a person deletes it.
         s.await_person(Step::AwaitRetire, policy, clock);
-    } else if s.old_keys.is_empty() {
+    } else if s.keys.old_keys.is_empty() {
         s.close(Status::Succeeded, clock);
     } else {
         s.goto(Step::DisableOld, clock);
@@ -336,7 +336,7 @@ pub(super) fn after_switch(s: &mut Saga, policy: &Policy, clock: Clock) {
 }
 
 pub(super) fn old_ids(s: &Saga) -> String {
-    s.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ")
+    s.keys.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 /// Whether a step message belongs to the saga's current step. Duplicates,
@@ -392,11 +392,11 @@ pub fn provide(saga: &Saga, new_id: String, old: Option<KeyRef>, clock: Clock) -
     waiting_for(saga, Step::AwaitNew, "a new credential")?;
     let mut s = saga.clone();
     s.note(clock.now, "provided", format!("a person handed over the new credential ({new_id})"));
-    s.new_key = Some(new_id);
+    s.keys.new_key = Some(new_id);
     if let Some(old) = old {
-        s.old_keys = vec![old];
+        s.keys.old_keys = vec![old];
     }
-    s.secret_stored = true;
+    s.keys.secret_stored = true;
     // No proof step: the target's own test (Entra's Test connection) is the
     // proof, and it runs before anything is saved.
     s.goto(Step::PushToTarget, clock);

@@ -164,7 +164,7 @@ pub fn resolve(saga: &Saga, keep: Keep, gone: bool, by: &str, clock: Clock) -> R
         (Keep::Old, true) => {
             s.target = TargetState::HoldsOld;
             s.new_revoked = true;
-            s.compensations.push(format!("new key {} was already deleted", s.new_key.clone().unwrap_or_default()));
+            s.compensations.push(format!("new key {} was already deleted", s.keys.new_key.clone().unwrap_or_default()));
             if s.old_disabled {
                 // The old key must be active again before the saga can end.
                 s.goto(Step::DisableNew, clock);

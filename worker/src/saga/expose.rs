@@ -31,9 +31,9 @@ pub fn expose(saga: &Saga, key_id: &str, seen_at: Millis, event: &str, keep_inac
     if saga.exposure.as_ref().is_some_and(|e| e.key_id == key_id) {
         return Ok(None);
     }
-    let role = if saga.new_key.as_deref() == Some(key_id) {
+    let role = if saga.keys.new_key.as_deref() == Some(key_id) {
         ExposedRole::New
-    } else if saga.old_keys.iter().any(|k| k.id == key_id) || (saga.step == Step::Start && saga.old_keys.is_empty()) {
+    } else if saga.keys.old_keys.iter().any(|k| k.id == key_id) || (saga.step == Step::Start && saga.keys.old_keys.is_empty()) {
         ExposedRole::Old
     } else {
         return Err(NotExposable(format!("key {key_id} is neither the old nor the new key of saga {}", saga.saga_id)));
@@ -84,9 +84,9 @@ pub fn expose(saga: &Saga, key_id: &str, seen_at: Millis, event: &str, keep_inac
             }
         }
     }
-    if s.secret_stored && !s.step.needs_secret() {
+    if s.keys.secret_stored && !s.step.needs_secret() {
         // Left the steps that use the new secret: it is erased in this commit.
-        s.secret_stored = false;
+        s.keys.secret_stored = false;
     }
     Ok(Some(s))
 }

@@ -108,17 +108,10 @@ pub struct Saga {
     /// when it may run.
     #[serde(flatten)]
     pub run: StepRun,
-    pub old_keys: Vec<KeyRef>,
-    pub new_key: Option<String>,
-    pub secret_stored: bool,
-    /// How many times `IssueNew` recorded the intent to create a key.
-    pub issue_intents: u32,
-    /// When each of those intents was recorded (the worker's clock, as the
-    /// attempt began): a key created after an earlier attempt's intent may
-    /// be that attempt's orphan; a key created before is someone else's
-    /// ([`triage_keys`]). Missing for sagas written before it was kept.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub issue_intent_at: Vec<Millis>,
+    /// The keys: the source's when the saga started, the one it made, and its
+    /// attempts to make one.
+    #[serde(flatten)]
+    pub keys: Keys,
     pub target: TargetState,
     pub switched_at: Option<Millis>,
     pub old_disabled: bool,
@@ -176,6 +169,22 @@ pub struct Saga {
     /// made this an emergency: no grace period, no usage gate for the exposed key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exposure: Option<Exposure>,
+}
+/// The keys: the source's when the saga started, the one it made, and its
+/// attempts to make one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keys {
+    pub old_keys: Vec<KeyRef>,
+    pub new_key: Option<String>,
+    pub secret_stored: bool,
+    /// How many times `IssueNew` recorded the intent to create a key.
+    pub issue_intents: u32,
+    /// When each of those intents was recorded (the worker's clock, as the
+    /// attempt began): a key created after an earlier attempt's intent may
+    /// be that attempt's orphan; a key created before is someone else's
+    /// ([`triage_keys`]). Missing for sagas written before it was kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issue_intent_at: Vec<Millis>,
 }
 /// The current step's run: the token its message carries, its attempts, and
 /// when it may run.
@@ -330,11 +339,7 @@ impl Saga {
             status: Status::Running,
             step: Step::Start,
             run: StepRun { token: format!("{token:032x}"), step_attempts: 0, step_started_at: now, not_before: now, grace_until: None },
-            old_keys: Vec::new(),
-            new_key: None,
-            secret_stored: false,
-            issue_intents: 0,
-            issue_intent_at: Vec::new(),
+            keys: Keys { old_keys: Vec::new(), new_key: None, secret_stored: false, issue_intents: 0, issue_intent_at: Vec::new() },
             target: TargetState::Untouched,
             switched_at: None,
             old_disabled: false,
@@ -410,7 +415,7 @@ impl Saga {
     /// a listing can tell (any other outcome, a credential made by hand).
     /// The end-of-saga notice uses it instead of listing the keys again.
     pub fn keys_left(&self) -> Option<Vec<KeyRef>> {
-        let new = self.new_key.as_ref()?;
+        let new = self.keys.new_key.as_ref()?;
         // Running towards its end (finalize): the outcome it closes with.
         let outcome = if self.status.is_terminal() { self.status } else { self.closing.unwrap_or(self.status) };
         let done = outcome == Status::Succeeded;
@@ -425,9 +430,9 @@ impl Saga {
     pub fn unresolved(&self) -> bool {
         !self.manual
             && self.status == Status::NeedsAttention
-            && self.new_key.is_some()
+            && self.keys.new_key.is_some()
             && !self.new_revoked
-            && !self.old_keys.is_empty()
+            && !self.keys.old_keys.is_empty()
             && !self.old_deleted
     }
 
@@ -522,7 +527,7 @@ impl Saga {
         if self.manual {
             // No API can delete it: the notice tells the person to.
             self.close(Status::Compensated, clock);
-        } else if self.new_key.is_some() && !self.new_revoked {
+        } else if self.keys.new_key.is_some() && !self.new_revoked {
             self.goto(Step::RevokeNew, clock);
         } else {
             self.close(Status::Compensated, clock);

@@ -74,7 +74,7 @@ fn happy_effect(step: Step, new_id: &str) -> Effect {
 fn manual_saga() -> Saga {
     let mut s = Saga::new("m1".into(), "scim".into(), "scim_token:any:us-east-1".into(), "manual".into(), 0, 1);
     s.manual = true;
-    s.old_keys = vec![KeyRef { id: "created 2025-12-01".into(), active: true, created_at: Some(1_764_547_200_000) }];
+    s.keys.old_keys = vec![KeyRef { id: "created 2025-12-01".into(), active: true, created_at: Some(1_764_547_200_000) }];
     s
 }
 
@@ -84,7 +84,7 @@ fn manual_happy_path_waits_on_the_person_twice() {
     let s = manual_saga();
     let s = run(&s, done(Effect::Started { keys: vec![] }), &mut t).saga;
     assert_eq!(s.step, Step::AwaitNew);
-    assert_eq!(s.old_keys.len(), 1, "the person's old token is kept, not replaced by an (empty) inventory");
+    assert_eq!(s.keys.old_keys.len(), 1, "the person's old token is kept, not replaced by an (empty) inventory");
     let deadline = s.deadline.expect("a wait on a person has a deadline");
     assert_eq!(deadline, s.run.step_started_at + policy().person_deadline);
     assert_eq!(prompt(&s, s.run.step_started_at), Prompt::Ask);
@@ -99,15 +99,15 @@ fn manual_happy_path_waits_on_the_person_twice() {
 
     let given = provide(&asked, "handed over T".into(), None, clock(asked.updated_at + 5, 99)).unwrap();
     assert_eq!(given.step, Step::PushToTarget);
-    assert!(given.secret_stored);
-    assert_eq!(given.new_key.as_deref(), Some("handed over T"));
-    assert_eq!(given.old_keys, s.old_keys, "no old token named: the one from the start stays");
+    assert!(given.keys.secret_stored);
+    assert_eq!(given.keys.new_key.as_deref(), Some("handed over T"));
+    assert_eq!(given.keys.old_keys, s.keys.old_keys, "no old token named: the one from the start stays");
     assert_eq!((given.deadline, given.prompts), (None, 0));
     assert!(!accepts(&given, Step::AwaitNew, &asked.run.token));
 
     let pushed = run(&given, done(Effect::Pushed), &mut t).saga;
     assert_eq!(pushed.step, Step::VerifyTarget);
-    assert!(!pushed.secret_stored, "erased once the target has it");
+    assert!(!pushed.keys.secret_stored, "erased once the target has it");
     let verified = run(&pushed, done(Effect::Verified(Verification::Opaque)), &mut t).saga;
     assert_eq!(verified.step, Step::AwaitRetire);
     assert!(verified.deadline.is_some());
@@ -138,13 +138,13 @@ fn reminders_stop_at_the_deadline() {
     let end = run(&s, done(Effect::Expired), &mut t).saga;
     assert_eq!((end.step, end.closing), (Step::Finalize, Some(Status::Compensated)));
     assert_eq!(end.failure.as_ref().unwrap().code, "DeadlinePassed");
-    assert!(end.new_key.is_none());
+    assert!(end.keys.new_key.is_none());
 
     // Past the switch, the deadline leaves both tokens for a person.
     let mut r = manual_saga();
     r.step = Step::AwaitRetire;
     r.target = TargetState::HoldsNew;
-    r.new_key = Some("N".into());
+    r.keys.new_key = Some("N".into());
     r.deadline = Some(5);
     let end = run(&r, done(Effect::Expired), &mut t).saga;
     assert_eq!(end.closing, Some(Status::NeedsAttention));
@@ -160,7 +160,7 @@ fn a_rejected_token_is_never_revoked_by_machine() {
     assert_eq!(end.target, TargetState::Rejected);
     assert_eq!((end.step, end.closing), (Step::Finalize, Some(Status::Compensated)), "no RevokeNew: there is no API");
     assert!(!end.new_revoked && end.compensations.is_empty(), "nothing is claimed as undone");
-    assert!(!end.secret_stored);
+    assert!(!end.keys.secret_stored);
 }
 
 #[test]
@@ -172,7 +172,7 @@ fn person_commands_only_when_the_saga_waits_for_them() {
     assert!(confirm_retired(&s, clock(1, 1)).unwrap_err().0.contains("not waiting for the old credential's deletion"));
     let old = KeyRef { id: "TOKEN-ID-1".into(), active: true, created_at: Some(5) };
     let given = provide(&s, "N".into(), Some(old.clone()), clock(s.updated_at + 1, 2)).unwrap();
-    assert_eq!(given.old_keys, vec![old], "the person may name the old token when providing");
+    assert_eq!(given.keys.old_keys, vec![old], "the person may name the old token when providing");
     assert!(provide(&given, "N2".into(), None, clock(given.updated_at + 1, 3)).unwrap_err().0.contains("at step push_to_target"));
     let mut ended = given.clone();
     ended.status = Status::Compensated;
@@ -205,7 +205,7 @@ fn happy_path_visits_every_forward_step_in_order() {
     assert_eq!(s.status, Status::Succeeded);
     assert!(s.old_disabled && s.old_deleted && !s.new_revoked);
     assert_eq!(s.target, TargetState::HoldsNew);
-    assert!(!s.secret_stored, "finalize erases the secret");
+    assert!(!s.keys.secret_stored, "finalize erases the secret");
     assert_eq!(s.keys_left(), Some(vec![KeyRef { id: "NEW".into(), active: true, created_at: None }]), "the notice needs no listing");
 }
 
@@ -216,7 +216,7 @@ fn two_unknown_keys_are_refused_before_anything_changes() {
     assert_eq!(tr.saga.step, Step::Finalize);
     assert_eq!(tr.saga.closing, Some(Status::Refused));
     assert_eq!(tr.saga.failure.as_ref().unwrap().code, "TooManyKeys");
-    assert!(tr.saga.new_key.is_none());
+    assert!(tr.saga.keys.new_key.is_none());
 }
 
 #[test]
@@ -444,7 +444,7 @@ proptest! {
                 prop_assert_eq!(s.status, Status::Succeeded);
                 prop_assert!(!s.manual && !s.unresolved() && s.old_deleted && !s.new_revoked);
                 prop_assert_eq!(left.len(), 1);
-                prop_assert_eq!(Some(&left[0].id), s.new_key.as_ref());
+                prop_assert_eq!(Some(&left[0].id), s.keys.new_key.as_ref());
             }
             if let Some((keep_new, gone)) = resolutions.next() {
                 {
@@ -556,31 +556,31 @@ proptest! {
                 prop_assert!(s.run.not_before <= d);
             }
             // The secret is kept only while a step that uses it is ahead.
-            if s.secret_stored && !s.status.is_terminal() {
-                prop_assert!(s.step.needs_secret() || s.step == Step::Finalize && before.secret_stored, "secret kept at {}", s.step);
+            if s.keys.secret_stored && !s.status.is_terminal() {
+                prop_assert!(s.step.needs_secret() || s.step == Step::Finalize && before.keys.secret_stored, "secret kept at {}", s.step);
             }
         }
         }
         match s.status {
             Status::Succeeded => {
                 prop_assert_eq!(s.target, TargetState::HoldsNew);
-                prop_assert!(s.old_keys.is_empty() || s.old_deleted);
+                prop_assert!(s.keys.old_keys.is_empty() || s.old_deleted);
                 prop_assert!(!s.manual || s.old_deleted, "a by-hand rotation succeeds only on the person's confirmation");
                 prop_assert!(!s.new_revoked);
                 prop_assert!(!s.new_disabled, "succeeded with the new key deactivated");
             }
             Status::Compensated => {
                 prop_assert!(!s.target.may_hold_new());
-                prop_assert!(s.new_key.is_none() || s.new_revoked || s.manual);
+                prop_assert!(s.keys.new_key.is_none() || s.new_revoked || s.manual);
                 prop_assert!(!s.old_disabled);
             }
-            Status::Refused => prop_assert!(s.new_key.is_none()),
+            Status::Refused => prop_assert!(s.keys.new_key.is_none()),
             Status::RolledBack => prop_assert!(s.old_restored && !s.old_deleted),
             Status::NeedsAttention => prop_assert!(s.failure.is_some()),
             Status::Running | Status::Compensating => unreachable!(),
         }
         // The secret is erased at the end unless erasing itself failed.
-        prop_assert!(!s.secret_stored || s.status == Status::NeedsAttention);
+        prop_assert!(!s.keys.secret_stored || s.status == Status::NeedsAttention);
     }
 }
 
@@ -866,7 +866,7 @@ fn exposure_of_the_old_key_before_the_switch_reruns_the_step_now_and_skips_the_g
     let taken = expose(&s, "OLD", now, "ev", false, clock(now, 900)).unwrap().unwrap();
     assert_eq!((taken.step, taken.run.not_before), (Step::ProveNew, now), "same step, at once");
     assert_ne!(taken.run.token, s.run.token);
-    assert!(taken.secret_stored, "prove_new still needs the secret");
+    assert!(taken.keys.secret_stored, "prove_new still needs the secret");
     let s = drive(taken, &p, Step::RetireOld, &mut t);
     assert_eq!(s.run.grace_until, Some(s.run.step_started_at));
     assert!(!s.usage_gate());
@@ -877,12 +877,12 @@ fn exposure_of_the_new_key_before_the_target_has_it_deletes_it_and_rotates_again
     let p = week_policy();
     let mut t = 10;
     let s = drive(new_saga(), &p, Step::ProveNew, &mut t);
-    assert!(s.secret_stored);
+    assert!(s.keys.secret_stored);
     let now = s.updated_at + 1;
     let taken = expose(&s, "NEW", now, "ev", false, clock(now, 901)).unwrap().unwrap();
     assert_eq!((taken.step, taken.status), (Step::RevokeNew, Status::Compensating));
     assert_eq!(taken.failure.as_ref().unwrap().code, "NewKeyExposed");
-    assert!(!taken.secret_stored, "the secret is erased in the takeover commit");
+    assert!(!taken.keys.secret_stored, "the secret is erased in the takeover commit");
     let s = run_eff(&taken, &p, done(Effect::Revoked), &mut t).saga;
     assert!(s.exposure.as_ref().unwrap().deleted_at.is_some());
     let s = run_eff(&s, &p, done(Effect::Finalized), &mut t).saga;
@@ -957,17 +957,17 @@ fn only_a_key_created_after_an_earlier_intent_is_an_orphan() {
 fn intents_are_timed_and_only_earlier_ones_count() {
     let (s, _) = at_step(Step::IssueNew);
     let a1 = begin_attempt(&s, 10_000);
-    assert_eq!((a1.issue_intents, a1.issue_intent_at.clone()), (1, vec![10_000]));
+    assert_eq!((a1.keys.issue_intents, a1.keys.issue_intent_at.clone()), (1, vec![10_000]));
     assert!(a1.earlier_issue_intents().is_empty(), "the current attempt's intent is not an earlier one");
     let a2 = begin_attempt(&a1, 20_000);
     assert_eq!(a2.earlier_issue_intents(), vec![10_000]);
     // A saga written before intent times were kept: the step's start stands in.
     let mut old = a2.clone();
-    old.issue_intent_at.clear();
+    old.keys.issue_intent_at.clear();
     assert_eq!(old.earlier_issue_intents(), vec![old.run.step_started_at]);
     // Other steps record no intent.
     let (p, _) = at_step(Step::ProveNew);
-    assert_eq!(begin_attempt(&p, 1).issue_intent_at, p.issue_intent_at);
+    assert_eq!(begin_attempt(&p, 1).keys.issue_intent_at, p.keys.issue_intent_at);
 }
 
 #[test]

@@ -63,11 +63,11 @@ fn running() -> Saga {
     s.run.step_started_at = 5_000;
     s.run.not_before = 6_000;
     s.run.grace_until = Some(7_000);
-    s.old_keys = vec![KeyRef { id: "AKIAOLD".into(), active: false, created_at: Some(500) }];
-    s.new_key = Some("AKIANEW".into());
-    s.secret_stored = true;
-    s.issue_intents = 1;
-    s.issue_intent_at = vec![1_500];
+    s.keys.old_keys = vec![KeyRef { id: "AKIAOLD".into(), active: false, created_at: Some(500) }];
+    s.keys.new_key = Some("AKIANEW".into());
+    s.keys.secret_stored = true;
+    s.keys.issue_intents = 1;
+    s.keys.issue_intent_at = vec![1_500];
     s.target = TargetState::HoldsNew;
     s.switched_at = Some(3_000);
     s.old_disabled = true;

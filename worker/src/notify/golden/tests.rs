@@ -43,8 +43,8 @@ pub(crate) fn files(n: &Notification) -> [(&'static str, String); 4] {
 
 fn iam_saga(id: &str) -> Saga {
     let mut s = Saga::new(id.into(), "auth0-ses".into(), "iam_access_key:auth0-ses-sender".into(), "schedule".into(), T0, 1);
-    s.old_keys = vec![KeyRef { id: "AKIAOLD0000000000001".into(), active: true, created_at: Some(T0 - 90 * 86_400_000) }];
-    s.new_key = Some("AKIANEW0000000000002".into());
+    s.keys.old_keys = vec![KeyRef { id: "AKIAOLD0000000000001".into(), active: true, created_at: Some(T0 - 90 * 86_400_000) }];
+    s.keys.new_key = Some("AKIANEW0000000000002".into());
     s.updated_at = T0 + 60_000;
     s
 }
@@ -64,7 +64,7 @@ fn iam_ctx<'a>(keys: Option<&'a [KeyRef]>, advice: Option<&str>) -> Context<'a> 
 fn scim_saga(id: &str) -> Saga {
     let mut s = Saga::new(id.into(), "entra-scim".into(), "scim_token:any:us-east-1".into(), "health:scim_expiry".into(), T0, 1);
     s.manual = true;
-    s.old_keys = vec![KeyRef { id: "tok-0001".into(), active: true, created_at: Some(T0 - 360 * 86_400_000) }];
+    s.keys.old_keys = vec![KeyRef { id: "tok-0001".into(), active: true, created_at: Some(T0 - 360 * 86_400_000) }];
     s.deadline = Some(T0 + 7 * 86_400_000);
     s
 }
@@ -170,7 +170,7 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
 
     let mut s = iam_saga("S-refused");
     s.status = Status::Refused;
-    s.new_key = None;
+    s.keys.new_key = None;
     s.failure = failure(Step::Start, "TooManyKeys", "the user has two access keys already", true);
     out.push(("refused_too_many_keys", render(&s, &iam_ctx(Some(&both), None))));
 
@@ -292,12 +292,12 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
     s.step = Step::AwaitNew;
     out.push(("action_required_create", render_prompt(&s, &scim_ctx(), &hand, false)));
     let mut u = s.clone();
-    u.old_keys = vec![];
+    u.keys.old_keys = vec![];
     u.prompts = 2;
     out.push(("reminder_create_old_unknown", render_prompt(&u, &scim_ctx(), &hand, true)));
     let mut d = s.clone();
     d.step = Step::AwaitRetire;
-    d.new_key = Some("handed over 2025-12-02T10:00:00Z".into());
+    d.keys.new_key = Some("handed over 2025-12-02T10:00:00Z".into());
     d.target = TargetState::HoldsNew;
     d.switched_at = Some(T0 + 86_400_000);
     out.push(("action_required_delete", render_prompt(&d, &scim_ctx(), &hand, false)));
@@ -307,7 +307,7 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
     out.push(("scim_succeeded", render(&ok, &scim_ctx())));
     let mut rej = s.clone();
     rej.status = Status::Compensated;
-    rej.new_key = Some("handed over 2025-12-02T10:00:00Z".into());
+    rej.keys.new_key = Some("handed over 2025-12-02T10:00:00Z".into());
     rej.target = TargetState::Rejected;
     rej.failure = failure(Step::PushToTarget, "TestConnectionFailed", "Entra rejected the new token in Test connection: 401", true);
     out.push(("scim_rejected", render(&rej, &scim_ctx())));

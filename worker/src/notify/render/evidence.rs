@@ -33,8 +33,8 @@ pub fn render_evidence(saga: &Saga, ctx: &OwnedContext, verdict: &crate::saga::V
         ctx.credential_kind,
         ctx.target,
         ctx.target_kind,
-        saga.new_key.as_deref().unwrap_or("none"),
-        saga.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", "),
+        saga.keys.new_key.as_deref().unwrap_or("none"),
+        saga.keys.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", "),
         verdict.reason,
         saga.saga_id
     );
@@ -46,8 +46,8 @@ pub fn render_evidence(saga: &Saga, ctx: &OwnedContext, verdict: &crate::saga::V
         "status": saga.status.as_str(),
         "credential": {"kind": ctx.credential_kind, "name": ctx.credential},
         "target": {"kind": ctx.target_kind, "name": ctx.target},
-        "new_key": saga.new_key,
-        "old_keys": saga.old_keys.iter().map(|k| k.id.clone()).collect::<Vec<_>>(),
+        "new_key": saga.keys.new_key,
+        "old_keys": saga.keys.old_keys.iter().map(|k| k.id.clone()).collect::<Vec<_>>(),
         "keep": verdict.keep.map(|k| k.as_str()),
         "evidence": verdict.reason,
         "resolving": resolving,

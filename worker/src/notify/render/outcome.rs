@@ -81,7 +81,7 @@ pub(super) fn words_of(words: Option<&'static HandWords>) -> &'static HandWords 
 
 /// The old credential as the person identified it, for sentences.
 pub(super) fn old_described(saga: &Saga, w: &HandWords) -> String {
-    match saga.old_keys.first() {
+    match saga.keys.old_keys.first() {
         Some(k) => match k.created_at {
             Some(ms) if !k.id.starts_with("created ") => format!("the token {} created on {}", k.id, fmt_date(ms)),
             Some(ms) => format!("the token created on {}", fmt_date(ms)),
@@ -92,7 +92,7 @@ pub(super) fn old_described(saga: &Saga, w: &HandWords) -> String {
 }
 
 pub(super) fn new_described(saga: &Saga) -> String {
-    match &saga.new_key {
+    match &saga.keys.new_key {
         Some(id) => format!("the token {id}"),
         None => "the new token".into(),
     }
@@ -127,11 +127,11 @@ fn token_lines(saga: &Saga, w: &HandWords) -> Vec<(String, &'static str, &'stati
     } else {
         "valid, in the console"
     };
-    match saga.old_keys.first() {
+    match saga.keys.old_keys.first() {
         Some(k) => out.push((k.id.clone(), old, "old token")),
         None => out.push(("(not recorded)".into(), old, "old token")),
     }
-    if let Some(id) = &saga.new_key {
+    if let Some(id) = &saga.keys.new_key {
         let state = match saga.target {
             TargetState::Rejected | TargetState::Untouched | TargetState::HoldsOld => "unused: delete it in the console",
             _ => w.new_saved,
@@ -142,9 +142,9 @@ fn token_lines(saga: &Saga, w: &HandWords) -> Vec<(String, &'static str, &'stati
 }
 
 fn key_role(saga: &Saga, id: &str) -> &'static str {
-    if saga.new_key.as_deref() == Some(id) {
+    if saga.keys.new_key.as_deref() == Some(id) {
         "new key"
-    } else if saga.old_keys.iter().any(|k| k.id == id) {
+    } else if saga.keys.old_keys.iter().any(|k| k.id == id) {
         "old key"
     } else {
         "unknown key"
@@ -156,7 +156,7 @@ fn key_lines(saga: &Saga, keys_now: Option<&[KeyRef]>, w: &HandWords) -> Vec<(St
         return token_lines(saga, w);
     }
     let Some(now) = keys_now else { return Vec::new() };
-    let mut ids: Vec<&str> = saga.old_keys.iter().map(|k| k.id.as_str()).chain(saga.new_key.as_deref()).collect();
+    let mut ids: Vec<&str> = saga.keys.old_keys.iter().map(|k| k.id.as_str()).chain(saga.keys.new_key.as_deref()).collect();
     for k in now {
         if !ids.contains(&k.id.as_str()) {
             ids.push(&k.id);

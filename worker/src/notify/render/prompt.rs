@@ -47,7 +47,7 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
         steps.push(format!(
             "Hand the token to keyturn. It is read from a no-echo prompt or from standard input, never from the command line: `keyturn provide {id}` (paste at the prompt), or `keyturn provide {id} < token-file`, or from a Secrets Manager secret: `keyturn provide {id} --from-secret <secret id>`."
         ));
-        if saga.old_keys.is_empty() {
+        if saga.keys.old_keys.is_empty() {
             steps.push("Add `--old-token-created YYYY-MM-DD` (and `--old-token-id <ID>`) naming the token in use today, so keyturn can tell you later which one to delete.".into());
         }
         steps.push(w.after_handover.into());
@@ -93,8 +93,8 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
         "deadline": saga.deadline,
         "credential": {"kind": ctx.credential_kind, "name": ctx.credential},
         "target": {"kind": ctx.target_kind, "name": ctx.target},
-        "old_token": saga.old_keys.first().map(|k| json!({"id": k.id, "created": k.created_at.map(fmt_date)})),
-        "new_token": saga.new_key,
+        "old_token": saga.keys.old_keys.first().map(|k| json!({"id": k.id, "created": k.created_at.map(fmt_date)})),
+        "new_token": saga.keys.new_key,
         "steps": steps,
         "commands": commands,
         "status_command": format!("keyturn status {id}"),
