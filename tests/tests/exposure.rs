@@ -86,7 +86,7 @@ async fn an_exposed_idle_key_is_replaced_then_deactivated_and_deleted_within_sec
     assert_eq!(key_status(&env, USER, &new_key).await, Some(true));
     // The timeline: event seen, new key live in the target, exposed key inactive, deleted, in that order.
     let e = saga.exposure.clone().unwrap();
-    let (live, inactive, deleted) = (saga.switched_at.unwrap(), e.inactive_at.unwrap(), e.deleted_at.unwrap());
+    let (live, inactive, deleted) = (saga.effects.switched_at.unwrap(), e.inactive_at.unwrap(), e.deleted_at.unwrap());
     assert!(e.seen_at <= live && live <= inactive && inactive <= deleted, "{e:?} switched {live}");
     let n = of(&seen, "rotation.exposed_key")[0];
     assert_eq!(n.attributes["severity"], "critical");
@@ -122,7 +122,7 @@ async fn exposure_in_the_grace_period_deletes_the_old_key_now() {
     let start = Instant::now();
     loop {
         let s = store.load(&id).await.unwrap().unwrap().saga;
-        if s.step == Step::RetireOld && s.old_disabled {
+        if s.step == Step::RetireOld && s.effects.old_disabled {
             assert!(s.run.grace_until.unwrap() > keyturn::clock::Clock::now_ms(&keyturn::clock::SystemClock) + 6 * 86_400_000, "a week to wait");
             break;
         }
@@ -226,7 +226,7 @@ async fn an_exposed_new_key_finishes_its_saga_then_a_fresh_rotation_replaces_it(
     let start = Instant::now();
     let exposed = loop {
         let s = store.load(&id).await.unwrap().unwrap().saga;
-        if s.step == Step::RetireOld && s.old_disabled {
+        if s.step == Step::RetireOld && s.effects.old_disabled {
             break s.keys.new_key.unwrap();
         }
         assert!(start.elapsed() < T, "never reached the grace period: {s:#?}");

@@ -119,7 +119,7 @@ async fn a_key_that_never_propagates_is_deleted_before_any_consumer_gets_it() {
     let saga = run(&env, &proxy).await;
     assert_eq!(saga.status, Status::Compensated, "{saga:#?}");
     assert_eq!(saga.failure.as_ref().unwrap().code, "KeyNotPropagated");
-    assert!(saga.new_revoked);
+    assert!(saga.effects.new_revoked);
     assert!(env.auth0.patches().is_empty(), "Auth0 never saw the broken key");
     let keys = env.user_keys().await;
     assert_eq!((keys.len(), keys[0].id.as_str(), keys[0].active), (1, old.as_str(), true));

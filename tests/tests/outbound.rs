@@ -126,7 +126,7 @@ async fn a_redirect_on_the_patch_sends_the_new_key_nowhere_and_keeps_the_old_one
     assert_ne!(code, 0, "the rotation did not succeed: {out}");
     let saga = only_saga(env.sagas().await);
     assert_ne!(saga.status, Status::Succeeded, "{saga:#?}");
-    assert!(!saga.old_deleted && !saga.old_disabled, "{saga:#?}");
+    assert!(!saga.effects.old_deleted && !saga.effects.old_disabled, "{saga:#?}");
     let f = saga.failure.clone().expect("a failure is recorded");
     assert_eq!(f.code, "redirect_refused", "{f:?}");
     assert!(f.message.contains(&format!("redirect to {other_host}")), "{f:?}");

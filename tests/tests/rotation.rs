@@ -75,7 +75,7 @@ async fn happy_path_rotates_key_updates_auth0_and_retires_old_key() {
         steps,
         [Step::Start, Step::IssueNew, Step::ProveNew, Step::PushToTarget, Step::VerifyTarget, Step::DisableOld, Step::RetireOld, Step::Finalize]
     );
-    assert_eq!(saga.target, TargetState::HoldsNew);
+    assert_eq!(saga.effects.target, TargetState::HoldsNew);
     assert!(!saga.keys.secret_stored);
 
     // The success notification arrived through the topic's SQS subscription.
@@ -123,7 +123,7 @@ async fn auth0_insufficient_scope_compensates_and_notifies() {
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].id, old_id);
     assert!(keys[0].active);
-    assert!(saga.new_revoked);
+    assert!(saga.effects.new_revoked);
     assert_eq!(env.auth0.provider().unwrap().access_key_id, old_id, "Auth0 unchanged");
     // A permanent 403 is not retried.
     assert_eq!(env.auth0.patches().len(), 1);
@@ -390,7 +390,7 @@ async fn rollback_during_grace_reactivates_the_old_key() {
 
     // Too early: refused with a clear reason.
     let s = wait_step(&env, &saga_id, Step::RetireOld).await;
-    assert!(s.old_disabled);
+    assert!(s.effects.old_disabled);
     engine.rollback(&saga_id).await.expect("rollback accepted during grace");
     let saga = env.wait_terminal(&saga_id, T).await;
     worker.stop().await;
@@ -419,7 +419,7 @@ async fn ambiguous_push_that_landed_rolls_forward() {
 
     // Verification saw the new key in Auth0: roll forward, never revoke.
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
-    assert!(!saga.new_revoked);
+    assert!(!saga.effects.new_revoked);
     assert!(saga.history.iter().any(|a| a.step == Step::PushToTarget && a.outcome == "failed"));
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1);
@@ -437,7 +437,7 @@ async fn ambiguous_push_that_cannot_be_verified_needs_attention_with_both_keys()
     let (_, saga) = rotate_to_end(&env, Arc::new(env.engine("w1"))).await;
 
     assert_eq!(saga.status, Status::NeedsAttention, "{saga:#?}");
-    assert_eq!(saga.target, TargetState::Uncertain);
+    assert_eq!(saga.effects.target, TargetState::Uncertain);
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 2, "both keys kept: Auth0 may hold the new one");
     assert!(keys.iter().all(|k| k.active));

@@ -177,7 +177,7 @@ async fn a_person_rotates_the_token_with_the_cli_and_nothing_leaks() {
     assert_eq!(code, 0, "{out}{err}");
     let saga = env.wait_terminal(&saga_id, Duration::from_secs(30)).await;
     assert_eq!(saga.status, Status::Succeeded);
-    assert!(saga.old_deleted && !saga.keys.secret_stored);
+    assert!(saga.effects.old_deleted && !saga.keys.secret_stored);
     let ok = wait_for(&env, &mut seen, "rotation.succeeded", Duration::from_secs(20)).await;
     assert_eq!(ok.document["recommended_action"], "None. Entra uses the new token and the old token is deleted.");
     let tokens = ok.document["keys"].to_string();

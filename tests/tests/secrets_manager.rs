@@ -104,7 +104,7 @@ async fn a_missing_secret_is_refused_before_any_key_is_created() {
     let (env, cfg, old_id, _) = setup("app/missing").await;
     let saga = rotate(&env, &cfg).await;
     assert_eq!(saga.status, Status::Refused, "{saga:#?}");
-    assert_eq!(saga.target, TargetState::Untouched);
+    assert_eq!(saga.effects.target, TargetState::Untouched);
     assert!(saga.keys.new_key.is_none() && saga.keys.issue_intents == 0, "no key was created: {saga:#?}");
     assert!(saga.history.iter().any(|a| a.step == Step::Start && a.code.as_deref() == Some("ResourceNotFoundException")), "{:#?}", saga.history);
     assert_eq!(keys(&env).await, vec![old_id.clone()], "old key untouched, no new one");

@@ -680,7 +680,7 @@ impl<Q: Queue> Steps<Q> {
                     if let (true, Some(id)) = (saga.new_disabled, &saga.keys.new_key) {
                         src.enable(id).await?;
                     }
-                    if saga.old_deleted {
+                    if saga.effects.old_deleted {
                         return Ok(());
                     }
                     for_each(&old_ids, |id| src.disable(id)).await
@@ -697,11 +697,11 @@ impl<Q: Queue> Steps<Q> {
             }
             Step::DisableNew => {
                 let r = async {
-                    if saga.old_disabled {
+                    if saga.effects.old_disabled {
                         for_each(&old_ids, |id| src.enable(id)).await?;
                     }
                     match &saga.keys.new_key {
-                        Some(id) if !saga.new_revoked => src.disable(id).await,
+                        Some(id) if !saga.effects.new_revoked => src.disable(id).await,
                         _ => Ok(()),
                     }
                 };

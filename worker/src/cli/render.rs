@@ -72,7 +72,7 @@ pub fn timeline(s: &Stored) -> String {
         "  old key(s): {}  new key: {}  target: {}\n",
         if g.keys.old_keys.is_empty() { "none".into() } else { g.keys.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ") },
         g.keys.new_key.as_deref().unwrap_or("none"),
-        g.target.as_str()
+        g.effects.target.as_str()
     ));
     if let Some(r) = &g.request {
         out.push_str(&format!(

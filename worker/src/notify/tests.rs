@@ -25,7 +25,7 @@ fn ctx(keys: &[KeyRef]) -> Context<'_> {
 fn failure_notification_says_what_why_state_and_action() {
     let mut s = saga();
     s.status = Status::Compensated;
-    s.target = TargetState::Rejected;
+    s.effects.target = TargetState::Rejected;
     s.failure = Some(Failure {
         step: Step::PushToTarget,
         code: "insufficient_scope".into(),
@@ -129,7 +129,7 @@ fn delete_notice_tells_which_token_to_delete_and_which_to_keep() {
     let mut s = by_hand_saga();
     s.step = Step::AwaitRetire;
     s.keys.new_key = Some("handed over 2026-11-21T10:00:00Z".into());
-    s.target = TargetState::HoldsNew;
+    s.effects.target = TargetState::HoldsNew;
     s.keys.old_keys = vec![];
     let n = render_prompt(&s, &scim_ctx(), &hand(), false);
     assert_eq!(n.document["action"], "delete_old");
@@ -143,7 +143,7 @@ fn by_hand_outcomes_say_what_the_person_must_do() {
     let mut s = by_hand_saga();
     s.keys.new_key = Some("handed over T".into());
     s.status = Status::Compensated;
-    s.target = TargetState::Rejected;
+    s.effects.target = TargetState::Rejected;
     s.failure = Some(Failure {
         step: Step::PushToTarget,
         code: "X".into(),
@@ -156,10 +156,10 @@ fn by_hand_outcomes_say_what_the_person_must_do() {
     assert!(n.document["recommended_action"].as_str().unwrap().contains("Delete the unused new token"));
     s.failure = Some(Failure { step: Step::AwaitNew, code: "DeadlinePassed".into(), message: "m".into(), operator_fixable: true });
     s.keys.new_key = None;
-    s.target = TargetState::Untouched;
+    s.effects.target = TargetState::Untouched;
     assert!(recommended_action(&s, None, Some(&crate::connectors::entra::BY_HAND_WORDS)).contains("No token was handed over in time"));
     s.status = Status::Succeeded;
-    s.old_deleted = true;
+    s.effects.old_deleted = true;
     s.failure = None;
     let n = render(&s, &scim_ctx());
     assert!(n.text.contains("tok-0001  deleted (confirmed by a person)  old token"), "{}", n.text);
@@ -202,8 +202,8 @@ fn the_exposed_key_notice_gives_timeline_aws_quarantine_and_next_steps() {
     use crate::saga::{ExposedRole, Exposure};
     let mut s = saga();
     s.status = Status::Succeeded;
-    s.target = TargetState::HoldsNew;
-    s.switched_at = Some(11_000);
+    s.effects.target = TargetState::HoldsNew;
+    s.effects.switched_at = Some(11_000);
     s.exposure = Some(Exposure {
         key_id: "AKIAOLD".into(),
         role: ExposedRole::Old,

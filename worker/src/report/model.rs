@@ -253,7 +253,7 @@ impl SagaRow {
             status: s.status.as_str().into(),
             started_at: fmt_ms(s.created_at),
             ended_at: ended.map(fmt_ms),
-            time_to_switch_s: s.switched_at.filter(|_| succeeded).map(|t| t.saturating_sub(s.created_at) / 1000),
+            time_to_switch_s: s.effects.switched_at.filter(|_| succeeded).map(|t| t.saturating_sub(s.created_at) / 1000),
             time_to_rotate_s: ended.filter(|_| succeeded).map(|t| t.saturating_sub(s.created_at) / 1000),
             trigger: crate::metrics::trigger_dimension(&s.trigger).to_string(),
             trigger_detail: s.trigger.clone(),
@@ -589,7 +589,7 @@ mod tests {
             let mut s = Saga::new(id.into(), "r".into(), "iam_access_key:u".into(), "schedule:max_age 80.0d".into(), at, 1);
             s.status = st;
             s.updated_at = at + 600_000;
-            s.switched_at = Some(at + 60_000);
+            s.effects.switched_at = Some(at + 60_000);
             s
         };
         b.add(&saga("a", since + 1000, Status::Succeeded));

@@ -64,7 +64,7 @@ pub fn advance(saga: &Saga, outcome: &Outcome, policy: &Policy, clock: Clock) ->
             } else if err.retryable && budget_left {
                 s.record(clock.now, "retry", Some(err));
                 if err.may_have_applied && s.step == Step::PushToTarget {
-                    s.target = TargetState::Uncertain;
+                    s.effects.target = TargetState::Uncertain;
                 }
                 s.run.not_before = clock.now + retry_delay(policy, s.run.step_attempts, clock.jitter, err.retry_after);
                 if let (true, Some(d)) = (s.awaits_person(), s.deadline) {
@@ -104,21 +104,21 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
         }
         (Step::ProveNew, Effect::Proven) => s.goto(Step::PushToTarget, clock),
         (Step::PushToTarget, Effect::Pushed) => {
-            s.target = TargetState::Accepted;
-            s.switched_at = Some(clock.now);
+            s.effects.target = TargetState::Accepted;
+            s.effects.switched_at = Some(clock.now);
             s.goto(Step::VerifyTarget, clock);
         }
         (Step::VerifyTarget, Effect::Verified(v)) => on_verified(s, v, policy, clock),
         (Step::DisableOld, Effect::Disabled) => on_disabled_old(s, policy, clock),
         (Step::RetireOld, Effect::Retired) => {
-            s.old_deleted = true;
+            s.effects.old_deleted = true;
             if let Some(e) = s.exposure.as_mut().filter(|e| e.role == ExposedRole::Old) {
                 e.deleted_at.get_or_insert(clock.now);
             }
             s.close(Status::Succeeded, clock);
         }
         (Step::RevokeNew, Effect::Revoked) => {
-            s.new_revoked = true;
+            s.effects.new_revoked = true;
             if let Some(e) = s.exposure.as_mut().filter(|e| e.role == ExposedRole::New) {
                 e.deleted_at.get_or_insert(clock.now);
             }
@@ -128,8 +128,8 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
             s.close(Status::Compensated, clock);
         }
         (Step::RestoreOld, Effect::Restored) => {
-            s.old_restored = true;
-            s.old_disabled = false;
+            s.effects.old_restored = true;
+            s.effects.old_disabled = false;
             s.compensations.push(format!("reactivated old key {}", old_ids(s)));
             s.close(Status::RolledBack, clock);
         }
@@ -140,7 +140,7 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
         }
         (Step::DisableNew, Effect::DisabledNew) => on_disabled_new(s, policy, clock),
         (Step::RetireNew, Effect::RetiredNew) => {
-            s.new_revoked = true;
+            s.effects.new_revoked = true;
             if let Some(id) = &s.keys.new_key {
                 s.compensations.push(format!("deactivated new key {id}, then deleted it after the grace period (the target kept the old key)"));
             }
@@ -191,15 +191,15 @@ fn on_started(s: &mut Saga, keys: &[KeyRef], policy: &Policy, clock: Clock) {
 fn on_verified(s: &mut Saga, v: &Verification, policy: &Policy, clock: Clock) {
     match v {
         Verification::HoldsNew => {
-            s.target = TargetState::HoldsNew;
-            s.switched_at.get_or_insert(clock.now);
+            s.effects.target = TargetState::HoldsNew;
+            s.effects.switched_at.get_or_insert(clock.now);
             after_switch(s, policy, clock);
         }
-        Verification::Opaque if s.target == TargetState::Accepted => {
+        Verification::Opaque if s.effects.target == TargetState::Accepted => {
             // The push was answered 2xx and the provider is healthy:
             // the target does not reveal ids, so this is as far as
             // verification can go.
-            s.target = TargetState::HoldsNew;
+            s.effects.target = TargetState::HoldsNew;
             after_switch(s, policy, clock);
         }
         Verification::Opaque => {
@@ -212,7 +212,7 @@ fn on_verified(s: &mut Saga, v: &Verification, policy: &Policy, clock: Clock) {
             s.close(Status::NeedsAttention, clock);
         }
         Verification::HoldsOld => {
-            s.target = TargetState::HoldsOld;
+            s.effects.target = TargetState::HoldsOld;
             s.failure.get_or_insert(Failure {
                 step: Step::VerifyTarget,
                 code: "TargetKeptOldKey".into(),
@@ -238,15 +238,15 @@ fn on_disabled_old(s: &mut Saga, policy: &Policy, clock: Clock) {
         e.inactive_at.get_or_insert(clock.now);
         keep_exposed = e.keep_inactive;
     }
-    if keep_exposed && !s.old_deleted {
+    if keep_exposed && !s.effects.old_deleted {
         // Kept inactive for forensics, as the policy says: done.
-        s.old_disabled = true;
+        s.effects.old_disabled = true;
         s.close(Status::Succeeded, clock);
-    } else if s.old_deleted {
+    } else if s.effects.old_deleted {
         // The old key was already gone: nothing to wait for.
         s.close(Status::Succeeded, clock);
     } else {
-        s.old_disabled = true;
+        s.effects.old_disabled = true;
         s.goto(Step::RetireOld, clock);
         s.run.grace_until = Some(clock.now + policy.grace_period);
     }
@@ -254,12 +254,12 @@ fn on_disabled_old(s: &mut Saga, policy: &Policy, clock: Clock) {
 
 /// A keep-old resolution deactivated the new key (and reactivated the old).
 fn on_disabled_new(s: &mut Saga, policy: &Policy, clock: Clock) {
-    if s.old_disabled {
-        s.old_disabled = false;
-        s.old_restored = true;
+    if s.effects.old_disabled {
+        s.effects.old_disabled = false;
+        s.effects.old_restored = true;
         s.compensations.push(format!("reactivated old key {}", old_ids(s)));
     }
-    if s.new_revoked {
+    if s.effects.new_revoked {
         // The new key was already gone: nothing to wait for.
         s.close(Status::Compensated, clock);
     } else {
@@ -273,7 +273,7 @@ fn on_disabled_new(s: &mut Saga, policy: &Policy, clock: Clock) {
 fn on_restored_new(s: &mut Saga, clock: Clock) {
     s.new_disabled = false;
     s.resolved = None;
-    s.target = TargetState::Uncertain;
+    s.effects.target = TargetState::Uncertain;
     if let Some(id) = &s.keys.new_key {
         s.compensations.push(format!("reactivated new key {id} (rollback of the keep-old resolution)"));
     }
@@ -408,7 +408,7 @@ pub fn confirm_retired(saga: &Saga, clock: Clock) -> Result<Saga, NotWaiting> {
     waiting_for(saga, Step::AwaitRetire, "the old credential's deletion")?;
     let mut s = saga.clone();
     s.note(clock.now, "confirmed", "a person confirmed the old credential is deleted".into());
-    s.old_deleted = true;
+    s.effects.old_deleted = true;
     s.close(Status::Succeeded, clock);
     Ok(s)
 }

@@ -141,14 +141,14 @@ pub fn resolve(saga: &Saga, keep: Keep, gone: bool, by: &str, clock: Clock) -> R
     s.usage_since = Some(clock.now);
     match (keep, gone) {
         (Keep::New, false) => {
-            s.target = TargetState::HoldsNew;
-            s.switched_at.get_or_insert(clock.now);
+            s.effects.target = TargetState::HoldsNew;
+            s.effects.switched_at.get_or_insert(clock.now);
             s.goto(Step::DisableOld, clock);
         }
         (Keep::New, true) => {
-            s.target = TargetState::HoldsNew;
-            s.switched_at.get_or_insert(clock.now);
-            s.old_deleted = true;
+            s.effects.target = TargetState::HoldsNew;
+            s.effects.switched_at.get_or_insert(clock.now);
+            s.effects.old_deleted = true;
             s.compensations.push(format!("old key {} was already deleted", old_ids(&s)));
             if s.new_disabled {
                 // The new key must be active again before the saga can end.
@@ -158,14 +158,14 @@ pub fn resolve(saga: &Saga, keep: Keep, gone: bool, by: &str, clock: Clock) -> R
             }
         }
         (Keep::Old, false) => {
-            s.target = TargetState::HoldsOld;
+            s.effects.target = TargetState::HoldsOld;
             s.goto(Step::DisableNew, clock);
         }
         (Keep::Old, true) => {
-            s.target = TargetState::HoldsOld;
-            s.new_revoked = true;
+            s.effects.target = TargetState::HoldsOld;
+            s.effects.new_revoked = true;
             s.compensations.push(format!("new key {} was already deleted", s.keys.new_key.clone().unwrap_or_default()));
-            if s.old_disabled {
+            if s.effects.old_disabled {
                 // The old key must be active again before the saga can end.
                 s.goto(Step::DisableNew, clock);
             } else {

@@ -52,12 +52,12 @@ pub fn expose(saga: &Saga, key_id: &str, seen_at: Millis, event: &str, keep_inac
     };
     match role {
         ExposedRole::Old => {
-            if s.old_disabled {
+            if s.effects.old_disabled {
                 e.inactive_at = Some(clock.now);
             }
             s.exposure = Some(e);
             match s.step {
-                Step::RetireOld | Step::RestoreOld if keep_inactive && s.old_disabled => s.close(Status::Succeeded, clock),
+                Step::RetireOld | Step::RestoreOld if keep_inactive && s.effects.old_disabled => s.close(Status::Succeeded, clock),
                 Step::RetireOld | Step::RestoreOld => {
                     s.run.grace_until = Some(clock.now);
                     s.goto(Step::RetireOld, clock);
@@ -66,9 +66,9 @@ pub fn expose(saga: &Saga, key_id: &str, seen_at: Millis, event: &str, keep_inac
             }
         }
         ExposedRole::New => {
-            let before_target = matches!(s.step, Step::IssueNew | Step::ProveNew | Step::PushToTarget) && s.target == TargetState::Untouched;
+            let before_target = matches!(s.step, Step::IssueNew | Step::ProveNew | Step::PushToTarget) && s.effects.target == TargetState::Untouched;
             s.exposure = Some(e);
-            if before_target && s.may_revoke_new() && !s.new_revoked {
+            if before_target && s.may_revoke_new() && !s.effects.new_revoked {
                 s.failure = Some(Failure {
                     step: s.step,
                     code: "NewKeyExposed".into(),

@@ -112,12 +112,10 @@ pub struct Saga {
     /// attempts to make one.
     #[serde(flatten)]
     pub keys: Keys,
-    pub target: TargetState,
-    pub switched_at: Option<Millis>,
-    pub old_disabled: bool,
-    pub old_deleted: bool,
-    pub new_revoked: bool,
-    pub old_restored: bool,
+    /// What the saga has done so far: where the target stands, and what became
+    /// of the keys (compensation and the notices go by it).
+    #[serde(flatten)]
+    pub effects: Effects,
     /// Status to reach when `Finalize` completes.
     pub closing: Option<Status>,
     pub failure: Option<Failure>,
@@ -169,6 +167,17 @@ pub struct Saga {
     /// made this an emergency: no grace period, no usage gate for the exposed key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exposure: Option<Exposure>,
+}
+/// What the saga has done so far: where the target stands, and what became
+/// of the keys (compensation and the notices go by it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Effects {
+    pub target: TargetState,
+    pub switched_at: Option<Millis>,
+    pub old_disabled: bool,
+    pub old_deleted: bool,
+    pub new_revoked: bool,
+    pub old_restored: bool,
 }
 /// The keys: the source's when the saga started, the one it made, and its
 /// attempts to make one.
@@ -340,12 +349,14 @@ impl Saga {
             step: Step::Start,
             run: StepRun { token: format!("{token:032x}"), step_attempts: 0, step_started_at: now, not_before: now, grace_until: None },
             keys: Keys { old_keys: Vec::new(), new_key: None, secret_stored: false, issue_intents: 0, issue_intent_at: Vec::new() },
-            target: TargetState::Untouched,
-            switched_at: None,
-            old_disabled: false,
-            old_deleted: false,
-            new_revoked: false,
-            old_restored: false,
+            effects: Effects {
+                target: TargetState::Untouched,
+                switched_at: None,
+                old_disabled: false,
+                old_deleted: false,
+                new_revoked: false,
+                old_restored: false,
+            },
             closing: None,
             failure: None,
             compensations: Vec::new(),
@@ -419,7 +430,7 @@ impl Saga {
         // Running towards its end (finalize): the outcome it closes with.
         let outcome = if self.status.is_terminal() { self.status } else { self.closing.unwrap_or(self.status) };
         let done = outcome == Status::Succeeded;
-        (done && !self.manual && self.old_deleted && !self.new_disabled && !self.new_revoked)
+        (done && !self.manual && self.effects.old_deleted && !self.new_disabled && !self.effects.new_revoked)
             .then(|| vec![KeyRef { id: new.clone(), active: true, created_at: None }])
     }
 
@@ -431,14 +442,14 @@ impl Saga {
         !self.manual
             && self.status == Status::NeedsAttention
             && self.keys.new_key.is_some()
-            && !self.new_revoked
+            && !self.effects.new_revoked
             && !self.keys.old_keys.is_empty()
-            && !self.old_deleted
+            && !self.effects.old_deleted
     }
 
     /// Since when uses of a key count against retiring it.
     pub fn usage_cutoff(&self) -> Millis {
-        self.usage_since.or(self.switched_at).unwrap_or(self.created_at)
+        self.usage_since.or(self.effects.switched_at).unwrap_or(self.created_at)
     }
 
     /// The saga just ended: start watching if it ended unresolved.
@@ -457,7 +468,7 @@ impl Saga {
 
     /// The compensation rule: may the new credential be deleted now?
     pub fn may_revoke_new(&self) -> bool {
-        !self.target.may_hold_new()
+        !self.effects.target.may_hold_new()
     }
 
     /// Whether the saga is waiting (retry delay or grace period) at `now`.
@@ -527,7 +538,7 @@ impl Saga {
         if self.manual {
             // No API can delete it: the notice tells the person to.
             self.close(Status::Compensated, clock);
-        } else if self.keys.new_key.is_some() && !self.new_revoked {
+        } else if self.keys.new_key.is_some() && !self.effects.new_revoked {
             self.goto(Step::RevokeNew, clock);
         } else {
             self.close(Status::Compensated, clock);

@@ -111,11 +111,11 @@ fn manual_happy_path_waits_on_the_person_twice() {
     let verified = run(&pushed, done(Effect::Verified(Verification::Opaque)), &mut t).saga;
     assert_eq!(verified.step, Step::AwaitRetire);
     assert!(verified.deadline.is_some());
-    assert!(!verified.old_disabled && !verified.old_deleted);
+    assert!(!verified.effects.old_disabled && !verified.effects.old_deleted);
     let reminded = run(&verified, done(Effect::Prompted), &mut t).saga;
     let done_ = confirm_retired(&reminded, clock(reminded.updated_at + 1, 1234)).unwrap();
     assert_eq!((done_.step, done_.closing), (Step::Finalize, Some(Status::Succeeded)));
-    assert!(done_.old_deleted);
+    assert!(done_.effects.old_deleted);
     let end = run(&done_, done(Effect::Finalized), &mut t).saga;
     assert_eq!(end.status, Status::Succeeded);
     let outcomes: Vec<&str> = end.history.iter().map(|a| a.outcome.as_str()).collect();
@@ -143,7 +143,7 @@ fn reminders_stop_at_the_deadline() {
     // Past the switch, the deadline leaves both tokens for a person.
     let mut r = manual_saga();
     r.step = Step::AwaitRetire;
-    r.target = TargetState::HoldsNew;
+    r.effects.target = TargetState::HoldsNew;
     r.keys.new_key = Some("N".into());
     r.deadline = Some(5);
     let end = run(&r, done(Effect::Expired), &mut t).saga;
@@ -157,9 +157,9 @@ fn a_rejected_token_is_never_revoked_by_machine() {
     let s = run(&manual_saga(), done(Effect::Started { keys: vec![] }), &mut t).saga;
     let s = provide(&s, "N".into(), None, clock(s.updated_at + 1, 7)).unwrap();
     let end = run(&s, Outcome::Failed(err(false, false)), &mut t).saga;
-    assert_eq!(end.target, TargetState::Rejected);
+    assert_eq!(end.effects.target, TargetState::Rejected);
     assert_eq!((end.step, end.closing), (Step::Finalize, Some(Status::Compensated)), "no RevokeNew: there is no API");
-    assert!(!end.new_revoked && end.compensations.is_empty(), "nothing is claimed as undone");
+    assert!(!end.effects.new_revoked && end.compensations.is_empty(), "nothing is claimed as undone");
     assert!(!end.keys.secret_stored);
 }
 
@@ -203,8 +203,8 @@ fn happy_path_visits_every_forward_step_in_order() {
         vec![Step::Start, Step::IssueNew, Step::ProveNew, Step::PushToTarget, Step::VerifyTarget, Step::DisableOld, Step::RetireOld, Step::Finalize]
     );
     assert_eq!(s.status, Status::Succeeded);
-    assert!(s.old_disabled && s.old_deleted && !s.new_revoked);
-    assert_eq!(s.target, TargetState::HoldsNew);
+    assert!(s.effects.old_disabled && s.effects.old_deleted && !s.effects.new_revoked);
+    assert_eq!(s.effects.target, TargetState::HoldsNew);
     assert!(!s.keys.secret_stored, "finalize erases the secret");
     assert_eq!(s.keys_left(), Some(vec![KeyRef { id: "NEW".into(), active: true, created_at: None }]), "the notice needs no listing");
 }
@@ -245,14 +245,14 @@ fn at_step(target: Step) -> (Saga, u128) {
 fn push_rejected_with_client_error_revokes_new_key() {
     let (s, mut t) = at_step(Step::PushToTarget);
     let s = run(&s, Outcome::Failed(err(false, false)), &mut t).saga;
-    assert_eq!(s.target, TargetState::Rejected);
+    assert_eq!(s.effects.target, TargetState::Rejected);
     assert_eq!(s.step, Step::RevokeNew);
     assert_eq!(s.status, Status::Compensating);
     let s = run(&s, done(Effect::Revoked), &mut t).saga;
     assert_eq!(s.step, Step::Finalize);
     let s = run(&s, done(Effect::Finalized), &mut t).saga;
     assert_eq!(s.status, Status::Compensated);
-    assert!(s.new_revoked && !s.old_disabled);
+    assert!(s.effects.new_revoked && !s.effects.old_disabled);
     assert_eq!(s.failure.as_ref().unwrap().step, Step::PushToTarget);
     assert_eq!(s.compensations.len(), 1);
     assert_eq!(s.keys_left(), None, "after a rollback the notice lists the keys");
@@ -268,7 +268,7 @@ fn ambiguous_push_is_resolved_by_verification_never_by_revoking() {
         s = run(&s, Outcome::Failed(err(true, true)), &mut t).saga;
     }
     assert_eq!(s.step, Step::VerifyTarget);
-    assert_eq!(s.target, TargetState::Uncertain);
+    assert_eq!(s.effects.target, TargetState::Uncertain);
     assert!(!s.may_revoke_new());
     // The target reveals nothing: a person must look.
     let na = run(&s, done(Effect::Verified(Verification::Opaque)), &mut t).saga;
@@ -288,7 +288,7 @@ fn failures_after_the_switch_never_revoke() {
         let s = run(&s, Outcome::Failed(err(false, false)), &mut t).saga;
         assert_eq!(s.step, Step::Finalize, "{step}");
         assert_eq!(s.closing, Some(Status::NeedsAttention));
-        assert!(!s.new_revoked);
+        assert!(!s.effects.new_revoked);
     }
 }
 
@@ -336,7 +336,7 @@ fn rollback_only_during_grace() {
     let rb = run(&rb, done(Effect::Restored), &mut t).saga;
     let rb = run(&rb, done(Effect::Finalized), &mut t).saga;
     assert_eq!(rb.status, Status::RolledBack);
-    assert!(!rb.old_disabled);
+    assert!(!rb.effects.old_disabled);
 
     let (early, _) = at_step(Step::PushToTarget);
     assert!(request_rollback(&early, clock(1, 99)).is_err());
@@ -442,7 +442,7 @@ proptest! {
             // The notice skips listing keys only when the record is certain.
             if let Some(left) = s.keys_left() {
                 prop_assert_eq!(s.status, Status::Succeeded);
-                prop_assert!(!s.manual && !s.unresolved() && s.old_deleted && !s.new_revoked);
+                prop_assert!(!s.manual && !s.unresolved() && s.effects.old_deleted && !s.effects.new_revoked);
                 prop_assert_eq!(left.len(), 1);
                 prop_assert_eq!(Some(&left[0].id), s.keys.new_key.as_ref());
             }
@@ -487,7 +487,7 @@ proptest! {
                 Event::Confirm => {
                     t += 1;
                     match confirm_retired(&s, clock(s.updated_at + 1, t)) {
-                        Ok(r) => { prop_assert!(before.manual && before.target == TargetState::HoldsNew); s = r; }
+                        Ok(r) => { prop_assert!(before.manual && before.effects.target == TargetState::HoldsNew); s = r; }
                         Err(_) => prop_assert!(!(s.manual && s.step == Step::AwaitRetire)),
                     }
                 }
@@ -502,10 +502,10 @@ proptest! {
                     t += 1;
                     match request_rollback(&s, clock(s.updated_at + 1, t)) {
                         Ok(r) => {
-                            prop_assert!((before.old_disabled && !before.old_deleted) || (before.new_disabled && !before.new_revoked && before.step == Step::RetireNew));
+                            prop_assert!((before.effects.old_disabled && !before.effects.old_deleted) || (before.new_disabled && !before.effects.new_revoked && before.step == Step::RetireNew));
                             s = r;
                         }
-                        Err(_) => prop_assert!(!(s.step == Step::RetireOld && s.old_disabled || s.step == Step::RetireNew && s.new_disabled)),
+                        Err(_) => prop_assert!(!(s.step == Step::RetireOld && s.effects.old_disabled || s.step == Step::RetireNew && s.new_disabled)),
                     }
                 }
                 Event::Ok(v) => { s = run(&s, done(effect_for(s.step, v)), &mut t).saga; }
@@ -520,8 +520,8 @@ proptest! {
             }
             // The old key is touched only after the target holds the new one
             // (a keep-old resolution reactivates it: that is the way back).
-            if (s.step == Step::DisableOld || s.old_disabled) && s.resolved != Some(Keep::Old) {
-                prop_assert_eq!(s.target, TargetState::HoldsNew);
+            if (s.step == Step::DisableOld || s.effects.old_disabled) && s.resolved != Some(Keep::Old) {
+                prop_assert_eq!(s.effects.target, TargetState::HoldsNew);
             }
             // The new key is deactivated or deleted by the resolution path
             // only after someone chose to keep the old key.
@@ -535,8 +535,8 @@ proptest! {
             }
             // Once verification saw the new key, that knowledge never
             // regresses (only a resolution, a decision, may say otherwise).
-            if before.target == TargetState::HoldsNew && s.resolved == before.resolved {
-                prop_assert_eq!(s.target, TargetState::HoldsNew);
+            if before.effects.target == TargetState::HoldsNew && s.resolved == before.resolved {
+                prop_assert_eq!(s.effects.target, TargetState::HoldsNew);
             }
             prop_assert!(s.history.len() <= HISTORY_LIMIT);
             // A credential made by hand is never created, disabled, deleted
@@ -548,7 +548,7 @@ proptest! {
             }
             // Asking to delete the old token only once the target holds the new one.
             if s.step == Step::AwaitRetire {
-                prop_assert_eq!(s.target, TargetState::HoldsNew);
+                prop_assert_eq!(s.effects.target, TargetState::HoldsNew);
             }
             // A wait on a person always ends: it has a deadline and never re-arms past it.
             if s.awaits_person() {
@@ -563,19 +563,19 @@ proptest! {
         }
         match s.status {
             Status::Succeeded => {
-                prop_assert_eq!(s.target, TargetState::HoldsNew);
-                prop_assert!(s.keys.old_keys.is_empty() || s.old_deleted);
-                prop_assert!(!s.manual || s.old_deleted, "a by-hand rotation succeeds only on the person's confirmation");
-                prop_assert!(!s.new_revoked);
+                prop_assert_eq!(s.effects.target, TargetState::HoldsNew);
+                prop_assert!(s.keys.old_keys.is_empty() || s.effects.old_deleted);
+                prop_assert!(!s.manual || s.effects.old_deleted, "a by-hand rotation succeeds only on the person's confirmation");
+                prop_assert!(!s.effects.new_revoked);
                 prop_assert!(!s.new_disabled, "succeeded with the new key deactivated");
             }
             Status::Compensated => {
-                prop_assert!(!s.target.may_hold_new());
-                prop_assert!(s.keys.new_key.is_none() || s.new_revoked || s.manual);
-                prop_assert!(!s.old_disabled);
+                prop_assert!(!s.effects.target.may_hold_new());
+                prop_assert!(s.keys.new_key.is_none() || s.effects.new_revoked || s.manual);
+                prop_assert!(!s.effects.old_disabled);
             }
             Status::Refused => prop_assert!(s.keys.new_key.is_none()),
-            Status::RolledBack => prop_assert!(s.old_restored && !s.old_deleted),
+            Status::RolledBack => prop_assert!(s.effects.old_restored && !s.effects.old_deleted),
             Status::NeedsAttention => prop_assert!(s.failure.is_some()),
             Status::Running | Status::Compensating => unreachable!(),
         }
@@ -679,7 +679,7 @@ fn an_unresolved_saga_is_watched_announced_once_and_resolved_the_safe_way() {
     assert!(contradicts(Keep::Old, &clear) && !contradicts(Keep::New, &clear));
 
     let r = resolve(&o3.saga, Keep::New, false, "ops", clock(40, 77)).unwrap();
-    assert_eq!((r.status, r.step, r.target), (Status::Running, Step::DisableOld, TargetState::HoldsNew));
+    assert_eq!((r.status, r.step, r.effects.target), (Status::Running, Step::DisableOld, TargetState::HoldsNew));
     assert_eq!(r.usage_since, Some(40), "earlier uses were evidence, not a consumer left behind");
     assert_eq!(r.failure, None);
     assert!(resolve(&r, Keep::New, false, "ops", clock(41, 78)).is_err(), "a running saga is not resolved twice");
@@ -691,7 +691,7 @@ fn an_unresolved_saga_is_watched_announced_once_and_resolved_the_safe_way() {
     assert!(!end.unresolved() && end.endings == 2);
 
     let k = resolve(&s, Keep::Old, false, "ops", clock(40, 79)).unwrap();
-    assert_eq!((k.step, k.target), (Step::DisableNew, TargetState::HoldsOld));
+    assert_eq!((k.step, k.effects.target), (Step::DisableNew, TargetState::HoldsOld));
     let k = run(&k, done(Effect::DisabledNew), &mut t).saga;
     assert_eq!(k.step, Step::RetireNew);
     assert!(k.new_disabled);
@@ -702,7 +702,7 @@ fn an_unresolved_saga_is_watched_announced_once_and_resolved_the_safe_way() {
     assert!(rb.unresolved(), "back to watching: {rb:?}");
     let k = run(&run(&k, done(Effect::RetiredNew), &mut t).saga, done(Effect::Finalized), &mut t).saga;
     assert_eq!(k.status, Status::Compensated);
-    assert!(k.new_revoked && !k.unresolved());
+    assert!(k.effects.new_revoked && !k.unresolved());
 }
 
 #[test]
@@ -798,7 +798,7 @@ fn an_emergency_saga_deactivates_and_deletes_the_exposed_key_without_grace_or_us
     assert_eq!(s.effective_policy(&p).grace_period, 0);
     let mut t = 10;
     let s = drive(s, &p, Step::RetireOld, &mut t);
-    assert!(s.old_disabled);
+    assert!(s.effects.old_disabled);
     let e = s.exposure.clone().unwrap();
     assert_eq!(e.inactive_at, Some(s.run.step_started_at), "the timeline records when the exposed key went inactive");
     assert_eq!(s.run.grace_until, Some(s.run.step_started_at), "no grace period");
@@ -820,7 +820,7 @@ fn keep_inactive_ends_the_emergency_with_the_exposed_key_inactive() {
     let s = drive(s, &p, Step::DisableOld, &mut t);
     let s = run_eff(&s, &p, done(Effect::Disabled), &mut t).saga;
     assert_eq!((s.step, s.closing), (Step::Finalize, Some(Status::Succeeded)), "no retire_old: the key is kept for forensics");
-    assert!(s.old_disabled && !s.old_deleted);
+    assert!(s.effects.old_disabled && !s.effects.old_deleted);
     let e = s.exposure.unwrap();
     assert!(e.inactive_at.is_some() && e.deleted_at.is_none());
 }
@@ -851,7 +851,7 @@ fn exposure_of_the_old_key_in_the_grace_period_deletes_it_now() {
     // With keep_inactive, the saga ends at once keeping the key inactive.
     let kept = expose(&s, "OLD", now, "ev", true, clock(now, 779)).unwrap().unwrap();
     assert_eq!((kept.step, kept.closing), (Step::Finalize, Some(Status::Succeeded)));
-    assert!(kept.old_disabled && !kept.old_deleted);
+    assert!(kept.effects.old_disabled && !kept.effects.old_deleted);
 }
 
 #[test]
@@ -887,7 +887,7 @@ fn exposure_of_the_new_key_before_the_target_has_it_deletes_it_and_rotates_again
     assert!(s.exposure.as_ref().unwrap().deleted_at.is_some());
     let s = run_eff(&s, &p, done(Effect::Finalized), &mut t).saga;
     assert_eq!(s.status, Status::Compensated);
-    assert!(!s.old_disabled, "the old key was not exposed and is untouched");
+    assert!(!s.effects.old_disabled, "the old key was not exposed and is untouched");
     assert!(s.needs_follow_up());
 }
 
@@ -908,7 +908,7 @@ fn exposure_of_the_new_key_after_the_switch_finishes_without_grace_then_rotates_
     let s = drive(new_saga(), &p, Step::VerifyTarget, &mut t);
     let taken = expose(&s, "NEW", s.updated_at + 1, "ev", false, clock(s.updated_at + 1, 903)).unwrap().unwrap();
     assert_eq!(taken.step, Step::VerifyTarget);
-    assert!(!taken.new_revoked && taken.status == Status::Running);
+    assert!(!taken.effects.new_revoked && taken.status == Status::Running);
 }
 
 #[test]

@@ -140,8 +140,8 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
     // Outcomes of an IAM access key rotation.
     let mut s = iam_saga("S-succeeded");
     s.status = Status::Succeeded;
-    s.target = TargetState::HoldsNew;
-    s.switched_at = Some(T0 + 20_000);
+    s.effects.target = TargetState::HoldsNew;
+    s.effects.switched_at = Some(T0 + 20_000);
     out.push(("succeeded", render(&s, &iam_ctx(Some(&new_only), None))));
 
     let mut r = s.clone();
@@ -153,7 +153,7 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
 
     let mut s = iam_saga("S-failed");
     s.status = Status::Compensated;
-    s.target = TargetState::Rejected;
+    s.effects.target = TargetState::Rejected;
     s.failure = failure(Step::PushToTarget, "insufficient_scope", "Insufficient scope, expected any of: update:email_provider", true);
     s.compensations = vec!["deleted new key AKIANEW0000000000002 (no consumer held it)".into()];
     let advice =
@@ -176,21 +176,21 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
 
     let mut s = iam_saga("S-attention");
     s.status = Status::NeedsAttention;
-    s.target = TargetState::Uncertain;
-    s.switched_at = Some(T0 + 20_000);
+    s.effects.target = TargetState::Uncertain;
+    s.effects.switched_at = Some(T0 + 20_000);
     s.failure = failure(Step::VerifyTarget, "Unverifiable", "Auth0 does not reveal which key it holds", false);
     out.push(("needs_attention_unresolved", render(&s, &iam_ctx(Some(&both), None))));
 
     let mut s = iam_saga("S-used-after");
     s.status = Status::NeedsAttention;
-    s.target = TargetState::HoldsNew;
-    s.old_disabled = true;
+    s.effects.target = TargetState::HoldsNew;
+    s.effects.old_disabled = true;
     s.failure = failure(Step::RetireOld, "OldKeyUsedAfterSwitch", "the old key was used by ses after the switch", true);
     out.push(("needs_attention_old_key_used", render(&s, &iam_ctx(Some(&both), None))));
 
     let mut s = iam_saga("S-rolled-back");
     s.status = Status::RolledBack;
-    s.target = TargetState::HoldsNew;
+    s.effects.target = TargetState::HoldsNew;
     s.compensations = vec!["reactivated old key AKIAOLD0000000000001 (keyturn rollback)".into()];
     out.push(("rolled_back", render(&s, &iam_ctx(Some(&both), None))));
 
@@ -198,8 +198,8 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
     let mut s = iam_saga("S-exposed");
     s.trigger = "health".into();
     s.status = Status::Succeeded;
-    s.target = TargetState::HoldsNew;
-    s.switched_at = Some(T0 + 11_000);
+    s.effects.target = TargetState::HoldsNew;
+    s.effects.switched_at = Some(T0 + 11_000);
     s.exposure = Some(exposure(ExposedRole::Old));
     out.push(("exposed_key_deleted", render(&s, &iam_ctx(Some(&new_only), None))));
     let mut k = s.clone();
@@ -209,8 +209,8 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
     let mut a = s.clone();
     a.saga_id = "S-exposed-active".into();
     a.status = Status::Compensated;
-    a.target = TargetState::Rejected;
-    a.switched_at = None;
+    a.effects.target = TargetState::Rejected;
+    a.effects.switched_at = None;
     a.failure = failure(Step::PushToTarget, "invalid_client", "Unauthorized", true);
     a.exposure = Some(Exposure { inactive_at: None, deleted_at: None, ..exposure(ExposedRole::Old) });
     out.push(("exposed_key_still_active", render(&a, &iam_ctx(Some(&old_only), None))));
@@ -272,7 +272,7 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
     // Evidence on a saga that needs attention.
     let mut s = iam_saga("S-attention");
     s.status = Status::NeedsAttention;
-    s.target = TargetState::Uncertain;
+    s.effects.target = TargetState::Uncertain;
     let owned = OwnedContext {
         credential_kind: "iam_access_key",
         credential: "iam user auth0-ses-sender".into(),
@@ -298,17 +298,17 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
     let mut d = s.clone();
     d.step = Step::AwaitRetire;
     d.keys.new_key = Some("handed over 2025-12-02T10:00:00Z".into());
-    d.target = TargetState::HoldsNew;
-    d.switched_at = Some(T0 + 86_400_000);
+    d.effects.target = TargetState::HoldsNew;
+    d.effects.switched_at = Some(T0 + 86_400_000);
     out.push(("action_required_delete", render_prompt(&d, &scim_ctx(), &hand, false)));
     let mut ok = d.clone();
     ok.status = Status::Succeeded;
-    ok.old_deleted = true;
+    ok.effects.old_deleted = true;
     out.push(("scim_succeeded", render(&ok, &scim_ctx())));
     let mut rej = s.clone();
     rej.status = Status::Compensated;
     rej.keys.new_key = Some("handed over 2025-12-02T10:00:00Z".into());
-    rej.target = TargetState::Rejected;
+    rej.effects.target = TargetState::Rejected;
     rej.failure = failure(Step::PushToTarget, "TestConnectionFailed", "Entra rejected the new token in Test connection: 401", true);
     out.push(("scim_rejected", render(&rej, &scim_ctx())));
     let mut late = s.clone();
@@ -321,7 +321,7 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
     out.push(("scim_old_not_confirmed", render(&nc, &scim_ctx())));
     let mut sick = d.clone();
     sick.status = Status::NeedsAttention;
-    sick.target = TargetState::Uncertain;
+    sick.effects.target = TargetState::Uncertain;
     sick.failure = failure(Step::VerifyTarget, "quarantine", "the provisioning job is in quarantine", true);
     out.push(("scim_unhealthy", render(&sick, &scim_ctx())));
     let mut other = s.clone();

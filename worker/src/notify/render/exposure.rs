@@ -36,7 +36,7 @@ pub(super) fn exposed_notice(mut n: Notification, saga: &Saga, e: &crate::saga::
         _ => "Exposed key replaced and deactivated",
     };
     let credential = n.document["credential"]["name"].as_str().unwrap_or("").to_string();
-    let live = saga.switched_at.filter(|_| saga.target.may_hold_new());
+    let live = saga.effects.switched_at.filter(|_| saga.effects.target.may_hold_new());
     let steps = exposure_steps(saga, e, state, &credential);
     let mut t = format!("{headline}\n\n");
     t.push_str(&format!(

@@ -120,7 +120,7 @@ fn recommended_by_hand(saga: &Saga, w: &HandWords) -> String {
 /// Tokens of a by-hand credential: no API lists them, so as keyturn recorded them.
 fn token_lines(saga: &Saga, w: &HandWords) -> Vec<(String, &'static str, &'static str)> {
     let mut out = Vec::new();
-    let old = if saga.old_deleted {
+    let old = if saga.effects.old_deleted {
         "deleted (confirmed by a person)"
     } else if saga.status == Status::Succeeded {
         "deleted"
@@ -132,7 +132,7 @@ fn token_lines(saga: &Saga, w: &HandWords) -> Vec<(String, &'static str, &'stati
         None => out.push(("(not recorded)".into(), old, "old token")),
     }
     if let Some(id) = &saga.keys.new_key {
-        let state = match saga.target {
+        let state = match saga.effects.target {
             TargetState::Rejected | TargetState::Untouched | TargetState::HoldsOld => "unused: delete it in the console",
             _ => w.new_saved,
         };
@@ -176,7 +176,7 @@ fn key_lines(saga: &Saga, keys_now: Option<&[KeyRef]>, w: &HandWords) -> Vec<(St
 
 fn target_line(saga: &Saga, w: &HandWords) -> &'static str {
     if saga.manual {
-        return match saga.target {
+        return match saga.effects.target {
             TargetState::Untouched => "unchanged (never sent the new token)",
             TargetState::Rejected => w.target_rejected,
             TargetState::HoldsOld => "holds the old token",
@@ -184,7 +184,7 @@ fn target_line(saga: &Saga, w: &HandWords) -> &'static str {
             TargetState::Accepted | TargetState::HoldsNew => "new token saved",
         };
     }
-    match saga.target {
+    match saga.effects.target {
         TargetState::Untouched => "unchanged (never sent the new key)",
         TargetState::Rejected => "unchanged (it rejected the new key)",
         TargetState::HoldsOld => "holds the old key",

@@ -54,7 +54,7 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
         commands.push(format!("keyturn provide {id}"));
         commands.push(format!("keyturn provide {id} --from-secret <secret id>"));
     } else {
-        let at = saga.switched_at.map(|t| format!(" at {}", fmt_ms(t))).unwrap_or_default();
+        let at = saga.effects.switched_at.map(|t| format!(" at {}", fmt_ms(t))).unwrap_or_default();
         steps.push(HandWords::say(w.switched, &[("at", at.as_str())]));
         steps.extend(hand.delete.iter().cloned());
         steps.push(HandWords::say(w.keep_new, &[("old", old_described(saga, w).as_str()), ("new", new_described(saga).as_str())]));
