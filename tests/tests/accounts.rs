@@ -221,8 +221,8 @@ async fn a_role_that_cannot_be_assumed_changes_nothing_and_notifies() {
     // A failure at start is a refusal: nothing was changed.
     assert_eq!(saga.status, Status::Refused, "{saga:#?}");
     assert!(saga.keys.new_key.is_none(), "no key was created");
-    assert!(saga.history.iter().all(|a| matches!(a.step, Step::Start | Step::Finalize)), "stopped at start: {:#?}", saga.history);
-    assert_eq!(saga.history[0].code.as_deref(), Some("AccessDenied"), "not retried: a refusal is permanent");
+    assert!(saga.outcome.history.iter().all(|a| matches!(a.step, Step::Start | Step::Finalize)), "stopped at start: {:#?}", saga.outcome.history);
+    assert_eq!(saga.outcome.history[0].code.as_deref(), Some("AccessDenied"), "not retried: a refusal is permanent");
     assert_eq!(key_ids(&env.clients.iam, USER).await, hub_before, "the hub account's {USER} is untouched");
 
     let n = env.notifications(1, Duration::from_secs(10)).await;

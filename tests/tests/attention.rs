@@ -91,8 +91,8 @@ async fn five_xx_storm_needs_attention_then_evidence_resolves_it() {
     worker.stop().await;
     assert_eq!(end.status, Status::Succeeded, "{end:#?}");
     assert_eq!(end.resolved, Some(Keep::New));
-    assert!(end.history.iter().any(|a| a.step == Step::DisableOld && a.outcome == "ok"));
-    assert!(end.history.iter().any(|a| a.step == Step::RetireOld && a.outcome == "ok"));
+    assert!(end.outcome.history.iter().any(|a| a.step == Step::DisableOld && a.outcome == "ok"));
+    assert!(end.outcome.history.iter().any(|a| a.step == Step::RetireOld && a.outcome == "ok"));
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].id, new_id);
@@ -125,8 +125,8 @@ async fn evidence_that_auth0_kept_the_old_key_retires_the_new_one() {
     worker.stop().await;
     assert_eq!(end.status, Status::Compensated, "{end:#?}");
     assert_eq!(end.resolved, Some(Keep::Old));
-    assert!(end.history.iter().any(|a| a.step == Step::DisableNew && a.outcome == "ok"));
-    assert!(end.history.iter().any(|a| a.step == Step::RetireNew && a.outcome == "ok"));
+    assert!(end.outcome.history.iter().any(|a| a.step == Step::DisableNew && a.outcome == "ok"));
+    assert!(end.outcome.history.iter().any(|a| a.step == Step::RetireNew && a.outcome == "ok"));
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert_eq!(keys[0].id, old_id);
@@ -196,7 +196,11 @@ async fn resolve_by_hand_refuses_a_choice_the_evidence_contradicts() {
     assert_eq!(keys[0].id, new_id);
     assert!(!keys.iter().any(|k| k.id == old_id));
     let end = engine.store().load(&saga_id).await.unwrap().unwrap().saga;
-    assert!(end.history.iter().any(|a| a.outcome == "resolved" && a.message.as_deref().unwrap_or("").contains("keep the new key")), "{:#?}", end.history);
+    assert!(
+        end.outcome.history.iter().any(|a| a.outcome == "resolved" && a.message.as_deref().unwrap_or("").contains("keep the new key")),
+        "{:#?}",
+        end.outcome.history
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -214,7 +218,7 @@ async fn a_key_deleted_by_hand_resolves_the_saga_without_a_grace_period() {
     let end = wait_for(&env, &saga_id, "the resolved saga to end", |s| s.status.is_terminal() && s.resolved.is_some()).await;
     worker.stop().await;
     assert_eq!(end.status, Status::Compensated, "{end:#?}");
-    assert!(end.compensations.iter().any(|c| c.contains("already deleted")), "{:?}", end.compensations);
+    assert!(end.outcome.compensations.iter().any(|c| c.contains("already deleted")), "{:?}", end.outcome.compensations);
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].id, old_id);

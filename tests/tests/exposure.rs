@@ -140,7 +140,7 @@ async fn exposure_in_the_grace_period_deletes_the_old_key_now() {
     assert_eq!(env.sagas().await.len(), 1, "the running saga took the emergency over; no second saga");
     let e = saga.exposure.unwrap();
     assert!(e.deleted_at.is_some() && e.inactive_at.is_some());
-    assert!(saga.history.iter().any(|a| a.outcome == "exposed"), "the takeover is in the saga's history");
+    assert!(saga.outcome.history.iter().any(|a| a.outcome == "exposed"), "the takeover is in the saga's history");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,7 +83,7 @@ async fn a_refused_second_write_puts_the_old_id_back_and_deletes_the_new_key() {
     let saga = rotate(&env, &cfg).await;
     assert_eq!(saga.status, Status::Compensated, "{saga:#?}");
     assert_eq!(saga.effects.target, TargetState::Rejected);
-    assert!(saga.history.iter().any(|a| a.step == Step::PushToTarget && a.code.as_deref() == Some("validation_failed")));
+    assert!(saga.outcome.history.iter().any(|a| a.step == Step::PushToTarget && a.code.as_deref() == Some("validation_failed")));
     assert_eq!(gh.value("AWS_ACCESS_KEY_ID").as_deref(), Some(old_id.as_str()), "the old pair is whole again");
     assert_eq!(gh.value("AWS_SECRET_ACCESS_KEY").as_deref(), Some(old_secret.as_str()));
     let keys = env.user_keys().await;

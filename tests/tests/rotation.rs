@@ -70,7 +70,7 @@ async fn happy_path_rotates_key_updates_auth0_and_retires_old_key() {
     let who = sts.get_caller_identity().send().await.unwrap();
     assert!(who.arn().unwrap().ends_with(&format!(":user/{USER}")), "{:?}", who.arn());
     // Every forward step ran, in order, once.
-    let steps: Vec<Step> = saga.history.iter().filter(|a| a.outcome == "ok").map(|a| a.step).collect();
+    let steps: Vec<Step> = saga.outcome.history.iter().filter(|a| a.outcome == "ok").map(|a| a.step).collect();
     assert_eq!(
         steps,
         [Step::Start, Step::IssueNew, Step::ProveNew, Step::PushToTarget, Step::VerifyTarget, Step::DisableOld, Step::RetireOld, Step::Finalize]
@@ -116,7 +116,7 @@ async fn auth0_insufficient_scope_compensates_and_notifies() {
     let (saga_id, saga) = rotate_to_end(&env, Arc::new(env.engine("w1"))).await;
 
     assert_eq!(saga.status, Status::Compensated, "{saga:#?}");
-    let f = saga.failure.as_ref().unwrap();
+    let f = saga.outcome.failure.as_ref().unwrap();
     assert_eq!((f.step, f.code.as_str(), f.operator_fixable), (Step::PushToTarget, "insufficient_scope", true));
     // The new key is deleted, the old key active and untouched.
     let keys = env.user_keys().await;
@@ -200,8 +200,8 @@ async fn every_message_delivered_twice_gives_the_same_end_state() {
     assert_eq!(env.auth0.patches().len(), 1, "exactly one PATCH");
     assert_eq!(env.notifications(1, Duration::from_secs(5)).await.len(), 1, "one notification");
     // Each forward step succeeded exactly once.
-    let oks = saga.history.iter().filter(|a| a.outcome == "ok").count();
-    assert_eq!(oks, 8, "{:#?}", saga.history);
+    let oks = saga.outcome.history.iter().filter(|a| a.outcome == "ok").count();
+    assert_eq!(oks, 8, "{:#?}", saga.outcome.history);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,7 +261,7 @@ async fn a_key_a_person_made_after_start_is_never_deleted() {
     let person = rx.await.expect("the hook ran between start and issue_new");
 
     assert_eq!(saga.status, Status::NeedsAttention, "{saga:#?}");
-    let f = saga.failure.as_ref().unwrap();
+    let f = saga.outcome.failure.as_ref().unwrap();
     assert_eq!((f.step, f.code.as_str()), (Step::IssueNew, "UnknownKey"), "{f:?}");
     assert!(f.message.contains(&person) && f.message.contains(&old_id), "both keys named: {}", f.message);
     assert!(saga.keys.new_key.is_none(), "keyturn created no key");
@@ -301,7 +301,7 @@ async fn two_unknown_keys_are_refused_and_nothing_changes() {
     let (_, saga) = rotate_to_end(&env, Arc::new(env.engine("w1"))).await;
 
     assert_eq!(saga.status, Status::Refused);
-    let f = saga.failure.unwrap();
+    let f = saga.outcome.failure.unwrap();
     assert_eq!(f.code, "TooManyKeys");
     assert!(f.message.contains(&before[0].id) && f.message.contains(&before[1].id), "{}", f.message);
     assert_eq!(env.user_keys().await, before, "keys unchanged");
@@ -373,7 +373,7 @@ async fn grace_period_is_a_durable_wait_then_the_old_key_is_deleted() {
     let saga = env.wait_terminal(&saga_id, T).await;
     worker.stop().await;
     assert_eq!(saga.status, Status::Succeeded);
-    let retired = saga.history.iter().find(|a| a.step == Step::RetireOld && a.outcome == "ok").unwrap();
+    let retired = saga.outcome.history.iter().find(|a| a.step == Step::RetireOld && a.outcome == "ok").unwrap();
     assert!(retired.at >= waiting.run.grace_until.unwrap(), "old key deleted only after the grace period");
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1);
@@ -420,7 +420,7 @@ async fn ambiguous_push_that_landed_rolls_forward() {
     // Verification saw the new key in Auth0: roll forward, never revoke.
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
     assert!(!saga.effects.new_revoked);
-    assert!(saga.history.iter().any(|a| a.step == Step::PushToTarget && a.outcome == "failed"));
+    assert!(saga.outcome.history.iter().any(|a| a.step == Step::PushToTarget && a.outcome == "failed"));
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1);
     assert_eq!(env.auth0.provider().unwrap().access_key_id, keys[0].id);
@@ -464,7 +464,7 @@ async fn sweeper_redrives_a_saga_whose_message_was_lost() {
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
     let logs = keyturn_testkit::capture::logs();
     assert!(logs.lines().any(|l| l.contains(&saga_id) && l.contains("saga overdue; re-driving its step")), "the sweeper re-drove it");
-    assert_eq!(saga.history.iter().filter(|a| a.step == Step::ProveNew).count(), 1);
+    assert_eq!(saga.outcome.history.iter().filter(|a| a.step == Step::ProveNew).count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -508,7 +508,7 @@ async fn with_signature_checks_the_new_secret_really_authenticates() {
     let who = sts(&p.secret_access_key).get_caller_identity().send().await.unwrap();
     assert!(who.arn().unwrap().ends_with(&format!(":user/{USER}")));
     // keyturn's own probe ran against signature-checking STS and passed first time.
-    assert!(saga.history.iter().any(|a| a.step == Step::ProveNew && a.outcome == "ok"));
+    assert!(saga.outcome.history.iter().any(|a| a.step == Step::ProveNew && a.outcome == "ok"));
     assert_eq!(env.notifications(1, Duration::from_secs(10)).await[0].attributes["event"], "rotation.succeeded");
     // ...and moto really checks: a wrong secret is refused.
     let wrong = sts("0000000000000000000000000000000000000000").get_caller_identity().send().await.unwrap_err();

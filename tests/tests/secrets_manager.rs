@@ -106,7 +106,11 @@ async fn a_missing_secret_is_refused_before_any_key_is_created() {
     assert_eq!(saga.status, Status::Refused, "{saga:#?}");
     assert_eq!(saga.effects.target, TargetState::Untouched);
     assert!(saga.keys.new_key.is_none() && saga.keys.issue_intents == 0, "no key was created: {saga:#?}");
-    assert!(saga.history.iter().any(|a| a.step == Step::Start && a.code.as_deref() == Some("ResourceNotFoundException")), "{:#?}", saga.history);
+    assert!(
+        saga.outcome.history.iter().any(|a| a.step == Step::Start && a.code.as_deref() == Some("ResourceNotFoundException")),
+        "{:#?}",
+        saga.outcome.history
+    );
     assert_eq!(keys(&env).await, vec![old_id.clone()], "old key untouched, no new one");
     assert_eq!(secret_at(&env, "AWSCURRENT").await["AWS_ACCESS_KEY_ID"], old_id.as_str(), "the existing secret is untouched");
     let n = env.notifications(1, Duration::from_secs(10)).await;
@@ -140,7 +144,7 @@ secret_id = "{secret_id}"
         );
         let saga = rotate(&env, &cfg).await;
         assert_eq!(saga.status, Status::Refused, "{secret_id}: {saga:#?}");
-        let f = saga.failure.as_ref().unwrap();
+        let f = saga.outcome.failure.as_ref().unwrap();
         assert_eq!((f.step, f.code.as_str()), (Step::Start, "SecretNotJsonObject"), "{secret_id}: {f:?}");
         assert!(f.message.contains(secret_id) && f.message.contains(what), "{}", f.message);
         assert!(saga.keys.new_key.is_none() && saga.keys.issue_intents == 0, "{secret_id}: no key was created");

@@ -54,7 +54,7 @@ impl<Q: Queue> Finalizer<Q> {
     /// happen in the commit that follows.
     pub(crate) async fn finalize(&self, rot: &Rotation, saga: &Saga) -> Result<()> {
         let mut end = saga.clone();
-        end.status = saga.closing.unwrap_or(Status::NeedsAttention);
+        end.status = saga.outcome.closing.unwrap_or(Status::NeedsAttention);
         // Nothing to list for a credential made by hand: the notice shows
         // what keyturn recorded instead. Nothing to list either after a
         // plain success: the record says which key is left.
@@ -81,7 +81,7 @@ impl<Q: Queue> Finalizer<Q> {
                 target_kind: rot.target.kind(),
                 target: &target,
                 keys_now: keys.as_deref(),
-                advice: end.failure.as_ref().and_then(|f| rot.target.advice(&f.code, &format!("keyturn rotate {}", end.rotation_id))),
+                advice: end.outcome.failure.as_ref().and_then(|f| rot.target.advice(&f.code, &format!("keyturn rotate {}", end.rotation_id))),
                 words: rot.target.by_hand_words(),
             },
         );
@@ -107,7 +107,7 @@ impl<Q: Queue> Finalizer<Q> {
         let Some(cfg) = rots.configs.iter().find(|r| r.id == end.rotation_id) else { return Ok(()) };
         // A resolved saga ends a second time, and that ending counts too.
         let counted = if end.endings == 0 { end.saga_id.clone() } else { format!("{}#{}", end.saga_id, end.endings) };
-        let reason = end.failure.as_ref().map(|f| f.code.clone()).unwrap_or_else(|| end.status.as_str().to_string());
+        let reason = end.outcome.failure.as_ref().map(|f| f.code.clone()).unwrap_or_else(|| end.status.as_str().to_string());
         for _ in 0..3 {
             let (health, version) = self.shared.store.health(&end.rotation_id).await?;
             let (next, change) = crate::quarantine::record(
@@ -163,7 +163,7 @@ pub fn finding_note(s: &Saga) -> (Workflow, String) {
             ),
         ),
         other => {
-            let why = s.failure.as_ref().map(|f| format!("{} at {}: {}", f.code, f.step, f.message)).unwrap_or_default();
+            let why = s.outcome.failure.as_ref().map(|f| format!("{} at {}: {}", f.code, f.step, f.message)).unwrap_or_default();
             (
                 Workflow::Unchanged,
                 format!("keyturn rotation {} (saga {}) ended {}: {why}. See: keyturn status {}", s.rotation_id, s.saga_id, other.as_str(), s.saga_id),
@@ -187,7 +187,7 @@ mod tests {
         assert_eq!(w, Workflow::Resolved);
         assert_eq!(note, "keyturn rotated the access key (saga S1): new key AKIANEW replaced AKIAOLD; the old key was deleted.");
         s.status = Status::Compensated;
-        s.failure =
+        s.outcome.failure =
             Some(Failure { step: Step::PushToTarget, code: "insufficient_scope".into(), message: "Insufficient scope".into(), operator_fixable: true });
         let (w, note) = finding_note(&s);
         assert_eq!(w, Workflow::Unchanged, "a failed rotation leaves the finding open");

@@ -95,10 +95,10 @@ pub fn timeline(s: &Stored) -> String {
             if e.follow_up { "; a fresh rotation follows" } else { "" }
         ));
     }
-    if let Some(f) = &g.failure {
+    if let Some(f) = &g.outcome.failure {
         out.push_str(&format!("  failure at {}: {}: {}\n", f.step, f.code, f.message));
     }
-    for c in &g.compensations {
+    for c in &g.outcome.compensations {
         out.push_str(&format!("  compensation: {c}\n"));
     }
     if let (true, Some(a)) = (g.unresolved(), &g.attention) {
@@ -118,7 +118,7 @@ pub fn timeline(s: &Stored) -> String {
             None => out.push_str(&format!("  evidence: not checked yet; keyturn resolve {} --keep new|old if you know\n", g.saga_id)),
         }
     }
-    for a in &g.history {
+    for a in &g.outcome.history {
         out.push_str(&attempt_line(a));
         out.push('\n');
     }
@@ -136,13 +136,13 @@ pub async fn follow_until(out: Out, store: &crate::store::Store, saga_id: &str, 
     let mut printed = 0;
     loop {
         let s = store.load(saga_id).await?.with_context(|| format!("no saga {saga_id}"))?;
-        for a in s.saga.history.iter().skip(printed) {
+        for a in s.saga.outcome.history.iter().skip(printed) {
             say!(out, "{}", attempt_line(a));
         }
-        printed = s.saga.history.len();
+        printed = s.saga.outcome.history.len();
         if s.saga.status.is_terminal() {
             say!(out, "saga {saga_id}: {}", s.saga.status.as_str());
-            if let Some(f) = &s.saga.failure {
+            if let Some(f) = &s.saga.outcome.failure {
                 say!(out, "  failed at {}: {}: {}", f.step, f.code, f.message);
             }
             return Ok(if s.saga.status == Status::Succeeded { exit::SUCCEEDED } else { exit::ENDED_OTHERWISE });

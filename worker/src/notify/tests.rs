@@ -26,13 +26,13 @@ fn failure_notification_says_what_why_state_and_action() {
     let mut s = saga();
     s.status = Status::Compensated;
     s.effects.target = TargetState::Rejected;
-    s.failure = Some(Failure {
+    s.outcome.failure = Some(Failure {
         step: Step::PushToTarget,
         code: "insufficient_scope".into(),
         message: "Insufficient scope, expected any of: update:email_provider".into(),
         operator_fixable: true,
     });
-    s.compensations = vec!["deleted new key AKIANEW (no consumer held it)".into()];
+    s.outcome.compensations = vec!["deleted new key AKIANEW (no consumer held it)".into()];
     let keys = [KeyRef { id: "AKIAOLD".into(), active: true, created_at: None }];
     // The target's own advice for its error code is the recommended action.
     let mut c = ctx(&keys);
@@ -144,7 +144,7 @@ fn by_hand_outcomes_say_what_the_person_must_do() {
     s.keys.new_key = Some("handed over T".into());
     s.status = Status::Compensated;
     s.effects.target = TargetState::Rejected;
-    s.failure = Some(Failure {
+    s.outcome.failure = Some(Failure {
         step: Step::PushToTarget,
         code: "X".into(),
         message: "Entra rejected the new token in Test connection: 401".into(),
@@ -154,13 +154,13 @@ fn by_hand_outcomes_say_what_the_person_must_do() {
     assert!(n.text.contains("Tokens now (no API lists them"), "{}", n.text);
     assert!(n.text.contains("handed over T  unused: delete it in the console  new token"), "{}", n.text);
     assert!(n.document["recommended_action"].as_str().unwrap().contains("Delete the unused new token"));
-    s.failure = Some(Failure { step: Step::AwaitNew, code: "DeadlinePassed".into(), message: "m".into(), operator_fixable: true });
+    s.outcome.failure = Some(Failure { step: Step::AwaitNew, code: "DeadlinePassed".into(), message: "m".into(), operator_fixable: true });
     s.keys.new_key = None;
     s.effects.target = TargetState::Untouched;
     assert!(recommended_action(&s, None, Some(&crate::connectors::entra::BY_HAND_WORDS)).contains("No token was handed over in time"));
     s.status = Status::Succeeded;
     s.effects.old_deleted = true;
-    s.failure = None;
+    s.outcome.failure = None;
     let n = render(&s, &scim_ctx());
     assert!(n.text.contains("tok-0001  deleted (confirmed by a person)  old token"), "{}", n.text);
 }

@@ -259,7 +259,7 @@ impl SagaRow {
             trigger_detail: s.trigger.clone(),
             requested_by,
             exposed_key: s.exposure.as_ref().map(|e| e.key_id.clone()),
-            failure: s.failure.as_ref().map(|f| format!("{} at {}: {}", f.code, f.step, f.message)),
+            failure: s.outcome.failure.as_ref().map(|f| format!("{} at {}: {}", f.code, f.step, f.message)),
         }
     }
 }

@@ -50,26 +50,26 @@ pub(super) fn on_failed(s: &mut Saga, err: &StepError, policy: &Policy, clock: C
             s.close(Status::NeedsAttention, clock);
         }
         Step::RevokeNew => {
-            s.failure.get_or_insert(Failure {
+            s.outcome.failure.get_or_insert(Failure {
                 step: Step::RevokeNew,
                 code: err.code.clone(),
                 message: err.message.clone(),
                 operator_fixable: err.operator_fixable,
             });
-            s.compensations.push(format!("could not delete new key: {}", err.code));
+            s.outcome.compensations.push(format!("could not delete new key: {}", err.code));
             s.close(Status::NeedsAttention, clock);
         }
         Step::Finalize => {
             // Cleanup (erase the secret, release the lock, notify) failed for
             // good. End the saga, but as needing a person: the lock may still
             // be held and the encrypted secret may still be stored.
-            s.failure.get_or_insert(Failure {
+            s.outcome.failure.get_or_insert(Failure {
                 step: Step::Finalize,
                 code: err.code.clone(),
                 message: err.message.clone(),
                 operator_fixable: err.operator_fixable,
             });
-            s.compensations.push(format!("cleanup incomplete ({}): secret erasure or lock release may not have happened", err.code));
+            s.outcome.compensations.push(format!("cleanup incomplete ({}): secret erasure or lock release may not have happened", err.code));
             s.status = Status::NeedsAttention;
             s.ended(policy, clock.now);
         }

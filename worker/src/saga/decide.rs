@@ -78,9 +78,9 @@ pub fn advance(saga: &Saga, outcome: &Outcome, policy: &Policy, clock: Clock) ->
             }
         }
     }
-    if s.step == Step::Finalize && s.closing.is_none() {
+    if s.step == Step::Finalize && s.outcome.closing.is_none() {
         // Defensive: every path into Finalize names its end state.
-        s.closing = Some(Status::NeedsAttention);
+        s.outcome.closing = Some(Status::NeedsAttention);
     }
     // Only `prove_new` and `push_to_target` use the new secret: past them it
     // is erased at once, not kept (sealed) through a grace period of days.
@@ -123,18 +123,18 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
                 e.deleted_at.get_or_insert(clock.now);
             }
             if let Some(id) = &s.keys.new_key {
-                s.compensations.push(format!("deleted new key {id} (no consumer held it)"));
+                s.outcome.compensations.push(format!("deleted new key {id} (no consumer held it)"));
             }
             s.close(Status::Compensated, clock);
         }
         (Step::RestoreOld, Effect::Restored) => {
             s.effects.old_restored = true;
             s.effects.old_disabled = false;
-            s.compensations.push(format!("reactivated old key {}", old_ids(s)));
+            s.outcome.compensations.push(format!("reactivated old key {}", old_ids(s)));
             s.close(Status::RolledBack, clock);
         }
         (Step::Finalize, Effect::Finalized) => {
-            s.status = s.closing.unwrap_or(Status::NeedsAttention);
+            s.status = s.outcome.closing.unwrap_or(Status::NeedsAttention);
             s.keys.secret_stored = false;
             s.ended(policy, clock.now);
         }
@@ -142,7 +142,7 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
         (Step::RetireNew, Effect::RetiredNew) => {
             s.effects.new_revoked = true;
             if let Some(id) = &s.keys.new_key {
-                s.compensations.push(format!("deactivated new key {id}, then deleted it after the grace period (the target kept the old key)"));
+                s.outcome.compensations.push(format!("deactivated new key {id}, then deleted it after the grace period (the target kept the old key)"));
             }
             s.close(Status::Compensated, clock);
         }
@@ -171,7 +171,7 @@ fn on_started(s: &mut Saga, keys: &[KeyRef], policy: &Policy, clock: Clock) {
     }
     s.keys.old_keys = keys.to_vec();
     if keys.len() >= 2 {
-        s.failure = Some(Failure {
+        s.outcome.failure = Some(Failure {
             step: Step::Start,
             code: "TooManyKeys".into(),
             message: format!(
@@ -203,7 +203,7 @@ fn on_verified(s: &mut Saga, v: &Verification, policy: &Policy, clock: Clock) {
             after_switch(s, policy, clock);
         }
         Verification::Opaque => {
-            s.failure = Some(Failure {
+            s.outcome.failure = Some(Failure {
                 step: Step::VerifyTarget,
                 code: "TargetStateUnknown".into(),
                 message: "the push to the target did not get a clear answer and the target does not reveal which key it holds".into(),
@@ -213,7 +213,7 @@ fn on_verified(s: &mut Saga, v: &Verification, policy: &Policy, clock: Clock) {
         }
         Verification::HoldsOld => {
             s.effects.target = TargetState::HoldsOld;
-            s.failure.get_or_insert(Failure {
+            s.outcome.failure.get_or_insert(Failure {
                 step: Step::VerifyTarget,
                 code: "TargetKeptOldKey".into(),
                 message: "the target still holds the old key after the push".into(),
@@ -222,7 +222,8 @@ fn on_verified(s: &mut Saga, v: &Verification, policy: &Policy, clock: Clock) {
             s.compensate(clock);
         }
         Verification::Unhealthy(reason) => {
-            s.failure = Some(Failure { step: Step::VerifyTarget, code: "TargetUnhealthy".into(), message: reason.clone(), operator_fixable: true });
+            s.outcome.failure =
+                Some(Failure { step: Step::VerifyTarget, code: "TargetUnhealthy".into(), message: reason.clone(), operator_fixable: true });
             s.close(Status::NeedsAttention, clock);
         }
     }
@@ -257,7 +258,7 @@ fn on_disabled_new(s: &mut Saga, policy: &Policy, clock: Clock) {
     if s.effects.old_disabled {
         s.effects.old_disabled = false;
         s.effects.old_restored = true;
-        s.compensations.push(format!("reactivated old key {}", old_ids(s)));
+        s.outcome.compensations.push(format!("reactivated old key {}", old_ids(s)));
     }
     if s.effects.new_revoked {
         // The new key was already gone: nothing to wait for.
@@ -275,9 +276,9 @@ fn on_restored_new(s: &mut Saga, clock: Clock) {
     s.resolved = None;
     s.effects.target = TargetState::Uncertain;
     if let Some(id) = &s.keys.new_key {
-        s.compensations.push(format!("reactivated new key {id} (rollback of the keep-old resolution)"));
+        s.outcome.compensations.push(format!("reactivated new key {id} (rollback of the keep-old resolution)"));
     }
-    s.failure = Some(Failure {
+    s.outcome.failure = Some(Failure {
         step: Step::RetireNew,
         code: "ResolutionRolledBack".into(),
         message: "an operator reactivated the new key during the grace period of the keep-old resolution".into(),
@@ -289,7 +290,7 @@ fn on_restored_new(s: &mut Saga, clock: Clock) {
 /// A connector returned an effect for another step: a bug. Stop safely
 /// rather than guess.
 fn unexpected(s: &mut Saga, step: Step, effect: &Effect, clock: Clock) {
-    s.failure = Some(Failure {
+    s.outcome.failure = Some(Failure {
         step,
         code: "InternalError".into(),
         message: format!("step {step} produced unexpected effect {effect:?}"),
@@ -305,7 +306,7 @@ fn unexpected(s: &mut Saga, step: Step, effect: &Effect, clock: Clock) {
 /// A wait on a person reached its deadline.
 pub(super) fn expire(s: &mut Saga, policy: &Policy, clock: Clock) {
     if s.step == Step::AwaitNew {
-        s.failure = Some(Failure {
+        s.outcome.failure = Some(Failure {
             step: Step::AwaitNew,
             code: "DeadlinePassed".into(),
             message: format!("no new credential was handed over within {}; keyturn stopped waiting", human_ms(policy.person_deadline)),
@@ -313,7 +314,7 @@ pub(super) fn expire(s: &mut Saga, policy: &Policy, clock: Clock) {
         });
         s.compensate(clock);
     } else {
-        s.failure = Some(Failure {
+        s.outcome.failure = Some(Failure {
             step: Step::AwaitRetire,
             code: "OldNotConfirmedDeleted".into(),
             message: format!("the target uses the new credential, but nobody confirmed deleting the old one within {}", human_ms(policy.person_deadline)),

@@ -133,10 +133,10 @@ pub fn resolve(saga: &Saga, keep: Keep, gone: bool, by: &str, clock: Clock) -> R
         return Err(NotResolvable(format!("saga {} cannot be resolved: {why}", saga.saga_id)));
     }
     let mut s = saga.clone();
-    let was = s.failure.take().map(|f| format!(" (it stopped with {} at {})", f.code, f.step)).unwrap_or_default();
+    let was = s.outcome.failure.take().map(|f| format!(" (it stopped with {} at {})", f.code, f.step)).unwrap_or_default();
     s.note(clock.now, "resolved", format!("{by}: keep the {} key{was}", keep.as_str()));
     s.status = Status::Running;
-    s.closing = None;
+    s.outcome.closing = None;
     s.resolved = Some(keep);
     s.usage_since = Some(clock.now);
     match (keep, gone) {
@@ -149,7 +149,7 @@ pub fn resolve(saga: &Saga, keep: Keep, gone: bool, by: &str, clock: Clock) -> R
             s.effects.target = TargetState::HoldsNew;
             s.effects.switched_at.get_or_insert(clock.now);
             s.effects.old_deleted = true;
-            s.compensations.push(format!("old key {} was already deleted", old_ids(&s)));
+            s.outcome.compensations.push(format!("old key {} was already deleted", old_ids(&s)));
             if s.new_disabled {
                 // The new key must be active again before the saga can end.
                 s.goto(Step::DisableOld, clock);
@@ -164,7 +164,7 @@ pub fn resolve(saga: &Saga, keep: Keep, gone: bool, by: &str, clock: Clock) -> R
         (Keep::Old, true) => {
             s.effects.target = TargetState::HoldsOld;
             s.effects.new_revoked = true;
-            s.compensations.push(format!("new key {} was already deleted", s.keys.new_key.clone().unwrap_or_default()));
+            s.outcome.compensations.push(format!("new key {} was already deleted", s.keys.new_key.clone().unwrap_or_default()));
             if s.effects.old_disabled {
                 // The old key must be active again before the saga can end.
                 s.goto(Step::DisableNew, clock);

@@ -69,7 +69,7 @@ pub fn expose(saga: &Saga, key_id: &str, seen_at: Millis, event: &str, keep_inac
             let before_target = matches!(s.step, Step::IssueNew | Step::ProveNew | Step::PushToTarget) && s.effects.target == TargetState::Untouched;
             s.exposure = Some(e);
             if before_target && s.may_revoke_new() && !s.effects.new_revoked {
-                s.failure = Some(Failure {
+                s.outcome.failure = Some(Failure {
                     step: s.step,
                     code: "NewKeyExposed".into(),
                     message: format!("AWS reported the new key {key_id} exposed before the target received it; keyturn deleted it"),

@@ -116,12 +116,10 @@ pub struct Saga {
     /// of the keys (compensation and the notices go by it).
     #[serde(flatten)]
     pub effects: Effects,
-    /// Status to reach when `Finalize` completes.
-    pub closing: Option<Status>,
-    pub failure: Option<Failure>,
-    /// Human-readable list of compensating actions taken.
-    pub compensations: Vec<String>,
-    pub history: Vec<Attempt>,
+    /// How the saga ends and what happened on the way: the status `Finalize`
+    /// closes with, the failure, compensations taken, the attempts.
+    #[serde(flatten)]
+    pub outcome: SagaOutcome,
     pub created_at: Millis,
     pub updated_at: Millis,
     /// Findings this saga was started from; resolved or annotated at the end.
@@ -167,6 +165,17 @@ pub struct Saga {
     /// made this an emergency: no grace period, no usage gate for the exposed key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exposure: Option<Exposure>,
+}
+/// How the saga ends and what happened on the way: the status `Finalize`
+/// closes with, the failure, compensations taken, the attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaOutcome {
+    /// Status to reach when `Finalize` completes.
+    pub closing: Option<Status>,
+    pub failure: Option<Failure>,
+    /// Human-readable list of compensating actions taken.
+    pub compensations: Vec<String>,
+    pub history: Vec<Attempt>,
 }
 /// What the saga has done so far: where the target stands, and what became
 /// of the keys (compensation and the notices go by it).
@@ -357,10 +366,7 @@ impl Saga {
                 new_revoked: false,
                 old_restored: false,
             },
-            closing: None,
-            failure: None,
-            compensations: Vec::new(),
-            history: Vec::new(),
+            outcome: SagaOutcome { closing: None, failure: None, compensations: Vec::new(), history: Vec::new() },
             created_at: now,
             updated_at: now,
             findings: Vec::new(),
@@ -428,7 +434,7 @@ impl Saga {
     pub fn keys_left(&self) -> Option<Vec<KeyRef>> {
         let new = self.keys.new_key.as_ref()?;
         // Running towards its end (finalize): the outcome it closes with.
-        let outcome = if self.status.is_terminal() { self.status } else { self.closing.unwrap_or(self.status) };
+        let outcome = if self.status.is_terminal() { self.status } else { self.outcome.closing.unwrap_or(self.status) };
         let done = outcome == Status::Succeeded;
         (done && !self.manual && self.effects.old_deleted && !self.new_disabled && !self.effects.new_revoked)
             .then(|| vec![KeyRef { id: new.clone(), active: true, created_at: None }])
@@ -483,11 +489,18 @@ impl Saga {
     /// Record a command (not a step attempt) in the history.
     pub(super) fn note(&mut self, at: Millis, outcome: &str, message: String) {
         self.updated_at = at;
-        self.history.push(Attempt { at, step: self.step, attempt: self.run.step_attempts, outcome: outcome.into(), code: None, message: Some(message) });
+        self.outcome.history.push(Attempt {
+            at,
+            step: self.step,
+            attempt: self.run.step_attempts,
+            outcome: outcome.into(),
+            code: None,
+            message: Some(message),
+        });
     }
 
     pub(super) fn record(&mut self, at: Millis, outcome: &str, err: Option<&StepError>) {
-        self.history.push(Attempt {
+        self.outcome.history.push(Attempt {
             at,
             step: self.step,
             attempt: self.run.step_attempts,
@@ -495,9 +508,9 @@ impl Saga {
             code: err.map(|e| e.code.clone()),
             message: err.map(|e| e.message.clone()),
         });
-        if self.history.len() > HISTORY_LIMIT {
-            let excess = self.history.len() - HISTORY_LIMIT;
-            self.history.drain(..excess);
+        if self.outcome.history.len() > HISTORY_LIMIT {
+            let excess = self.outcome.history.len() - HISTORY_LIMIT;
+            self.outcome.history.drain(..excess);
         }
     }
 
@@ -527,7 +540,7 @@ impl Saga {
 
     /// Stop forward progress: go to `Finalize` and end in `status`.
     pub(super) fn close(&mut self, status: Status, clock: Clock) {
-        self.closing = Some(status);
+        self.outcome.closing = Some(status);
         self.goto(Step::Finalize, clock);
     }
 
@@ -546,6 +559,7 @@ impl Saga {
     }
 
     pub(super) fn fail(&mut self, err: &StepError) {
-        self.failure = Some(Failure { step: self.step, code: err.code.clone(), message: err.message.clone(), operator_fixable: err.operator_fixable });
+        self.outcome.failure =
+            Some(Failure { step: self.step, code: err.code.clone(), message: err.message.clone(), operator_fixable: err.operator_fixable });
     }
 }

@@ -114,11 +114,11 @@ fn manual_happy_path_waits_on_the_person_twice() {
     assert!(!verified.effects.old_disabled && !verified.effects.old_deleted);
     let reminded = run(&verified, done(Effect::Prompted), &mut t).saga;
     let done_ = confirm_retired(&reminded, clock(reminded.updated_at + 1, 1234)).unwrap();
-    assert_eq!((done_.step, done_.closing), (Step::Finalize, Some(Status::Succeeded)));
+    assert_eq!((done_.step, done_.outcome.closing), (Step::Finalize, Some(Status::Succeeded)));
     assert!(done_.effects.old_deleted);
     let end = run(&done_, done(Effect::Finalized), &mut t).saga;
     assert_eq!(end.status, Status::Succeeded);
-    let outcomes: Vec<&str> = end.history.iter().map(|a| a.outcome.as_str()).collect();
+    let outcomes: Vec<&str> = end.outcome.history.iter().map(|a| a.outcome.as_str()).collect();
     assert_eq!(outcomes, ["ok", "ok", "provided", "ok", "ok", "ok", "confirmed", "ok"]);
 }
 
@@ -136,8 +136,8 @@ fn reminders_stop_at_the_deadline() {
     }
     assert_eq!(notices, 4, "35s deadline, 10s reminders: the first notice and 3 reminders");
     let end = run(&s, done(Effect::Expired), &mut t).saga;
-    assert_eq!((end.step, end.closing), (Step::Finalize, Some(Status::Compensated)));
-    assert_eq!(end.failure.as_ref().unwrap().code, "DeadlinePassed");
+    assert_eq!((end.step, end.outcome.closing), (Step::Finalize, Some(Status::Compensated)));
+    assert_eq!(end.outcome.failure.as_ref().unwrap().code, "DeadlinePassed");
     assert!(end.keys.new_key.is_none());
 
     // Past the switch, the deadline leaves both tokens for a person.
@@ -147,8 +147,8 @@ fn reminders_stop_at_the_deadline() {
     r.keys.new_key = Some("N".into());
     r.deadline = Some(5);
     let end = run(&r, done(Effect::Expired), &mut t).saga;
-    assert_eq!(end.closing, Some(Status::NeedsAttention));
-    assert_eq!(end.failure.as_ref().unwrap().code, "OldNotConfirmedDeleted");
+    assert_eq!(end.outcome.closing, Some(Status::NeedsAttention));
+    assert_eq!(end.outcome.failure.as_ref().unwrap().code, "OldNotConfirmedDeleted");
 }
 
 #[test]
@@ -158,8 +158,8 @@ fn a_rejected_token_is_never_revoked_by_machine() {
     let s = provide(&s, "N".into(), None, clock(s.updated_at + 1, 7)).unwrap();
     let end = run(&s, Outcome::Failed(err(false, false)), &mut t).saga;
     assert_eq!(end.effects.target, TargetState::Rejected);
-    assert_eq!((end.step, end.closing), (Step::Finalize, Some(Status::Compensated)), "no RevokeNew: there is no API");
-    assert!(!end.effects.new_revoked && end.compensations.is_empty(), "nothing is claimed as undone");
+    assert_eq!((end.step, end.outcome.closing), (Step::Finalize, Some(Status::Compensated)), "no RevokeNew: there is no API");
+    assert!(!end.effects.new_revoked && end.outcome.compensations.is_empty(), "nothing is claimed as undone");
     assert!(!end.keys.secret_stored);
 }
 
@@ -214,8 +214,8 @@ fn two_unknown_keys_are_refused_before_anything_changes() {
     let s = new_saga();
     let tr = run(&s, done(Effect::Started { keys: vec![key("A"), key("B")] }), &mut 1);
     assert_eq!(tr.saga.step, Step::Finalize);
-    assert_eq!(tr.saga.closing, Some(Status::Refused));
-    assert_eq!(tr.saga.failure.as_ref().unwrap().code, "TooManyKeys");
+    assert_eq!(tr.saga.outcome.closing, Some(Status::Refused));
+    assert_eq!(tr.saga.outcome.failure.as_ref().unwrap().code, "TooManyKeys");
     assert!(tr.saga.keys.new_key.is_none());
 }
 
@@ -229,7 +229,7 @@ fn no_old_key_skips_retirement() {
         s = run(&s, done(happy_effect(step, "NEW")), &mut t).saga;
     }
     assert_eq!(s.step, Step::Finalize);
-    assert_eq!(s.closing, Some(Status::Succeeded));
+    assert_eq!(s.outcome.closing, Some(Status::Succeeded));
 }
 
 fn at_step(target: Step) -> (Saga, u128) {
@@ -253,8 +253,8 @@ fn push_rejected_with_client_error_revokes_new_key() {
     let s = run(&s, done(Effect::Finalized), &mut t).saga;
     assert_eq!(s.status, Status::Compensated);
     assert!(s.effects.new_revoked && !s.effects.old_disabled);
-    assert_eq!(s.failure.as_ref().unwrap().step, Step::PushToTarget);
-    assert_eq!(s.compensations.len(), 1);
+    assert_eq!(s.outcome.failure.as_ref().unwrap().step, Step::PushToTarget);
+    assert_eq!(s.outcome.compensations.len(), 1);
     assert_eq!(s.keys_left(), None, "after a rollback the notice lists the keys");
 }
 
@@ -272,7 +272,7 @@ fn ambiguous_push_is_resolved_by_verification_never_by_revoking() {
     assert!(!s.may_revoke_new());
     // The target reveals nothing: a person must look.
     let na = run(&s, done(Effect::Verified(Verification::Opaque)), &mut t).saga;
-    assert_eq!(na.closing, Some(Status::NeedsAttention));
+    assert_eq!(na.outcome.closing, Some(Status::NeedsAttention));
     // The target shows the old key: now revoking is safe.
     let back = run(&s, done(Effect::Verified(Verification::HoldsOld)), &mut t).saga;
     assert_eq!(back.step, Step::RevokeNew);
@@ -287,7 +287,7 @@ fn failures_after_the_switch_never_revoke() {
         let (s, mut t) = at_step(step);
         let s = run(&s, Outcome::Failed(err(false, false)), &mut t).saga;
         assert_eq!(s.step, Step::Finalize, "{step}");
-        assert_eq!(s.closing, Some(Status::NeedsAttention));
+        assert_eq!(s.outcome.closing, Some(Status::NeedsAttention));
         assert!(!s.effects.new_revoked);
     }
 }
@@ -358,8 +358,8 @@ fn history_is_bounded() {
     for i in 0..(HISTORY_LIMIT as u64 + 50) {
         s.record(i, "retry", None);
     }
-    assert_eq!(s.history.len(), HISTORY_LIMIT);
-    assert_eq!(s.history.last().unwrap().at, HISTORY_LIMIT as u64 + 49);
+    assert_eq!(s.outcome.history.len(), HISTORY_LIMIT);
+    assert_eq!(s.outcome.history.last().unwrap().at, HISTORY_LIMIT as u64 + 49);
 }
 
 #[test]
@@ -531,14 +531,14 @@ proptest! {
             // A deactivated new key is either being retired, rolled back,
             // or reactivated first thing by a keep-new resolution.
             if s.new_disabled && !s.status.is_terminal() {
-                prop_assert!(s.resolved == Some(Keep::Old) || matches!(s.step, Step::RestoreNew | Step::DisableOld) || s.closing == Some(Status::NeedsAttention), "{s:?}");
+                prop_assert!(s.resolved == Some(Keep::Old) || matches!(s.step, Step::RestoreNew | Step::DisableOld) || s.outcome.closing == Some(Status::NeedsAttention), "{s:?}");
             }
             // Once verification saw the new key, that knowledge never
             // regresses (only a resolution, a decision, may say otherwise).
             if before.effects.target == TargetState::HoldsNew && s.resolved == before.resolved {
                 prop_assert_eq!(s.effects.target, TargetState::HoldsNew);
             }
-            prop_assert!(s.history.len() <= HISTORY_LIMIT);
+            prop_assert!(s.outcome.history.len() <= HISTORY_LIMIT);
             // A credential made by hand is never created, disabled, deleted
             // or restored by the machine; an automatic one never waits on a person.
             if s.manual {
@@ -576,7 +576,7 @@ proptest! {
             }
             Status::Refused => prop_assert!(s.keys.new_key.is_none()),
             Status::RolledBack => prop_assert!(s.effects.old_restored && !s.effects.old_deleted),
-            Status::NeedsAttention => prop_assert!(s.failure.is_some()),
+            Status::NeedsAttention => prop_assert!(s.outcome.failure.is_some()),
             Status::Running | Status::Compensating => unreachable!(),
         }
         // The secret is erased at the end unless erasing itself failed.
@@ -673,7 +673,7 @@ fn an_unresolved_saga_is_watched_announced_once_and_resolved_the_safe_way() {
     assert_eq!(o2.resolve, None, "without auto_resolve nothing is resolved");
     let o3 = observe(&o2.saga, clear.clone(), &policy(), 20).unwrap();
     assert!(!o3.announce, "once per verdict");
-    assert_eq!(o3.saga.history.len(), o2.saga.history.len(), "an unchanged verdict adds no history");
+    assert_eq!(o3.saga.outcome.history.len(), o2.saga.outcome.history.len(), "an unchanged verdict adds no history");
     let auto = Policy { auto_resolve: true, ..policy() };
     assert_eq!(observe(&o3.saga, clear.clone(), &auto, 30).unwrap().resolve, Some(Keep::New));
     assert!(contradicts(Keep::Old, &clear) && !contradicts(Keep::New, &clear));
@@ -681,7 +681,7 @@ fn an_unresolved_saga_is_watched_announced_once_and_resolved_the_safe_way() {
     let r = resolve(&o3.saga, Keep::New, false, "ops", clock(40, 77)).unwrap();
     assert_eq!((r.status, r.step, r.effects.target), (Status::Running, Step::DisableOld, TargetState::HoldsNew));
     assert_eq!(r.usage_since, Some(40), "earlier uses were evidence, not a consumer left behind");
-    assert_eq!(r.failure, None);
+    assert_eq!(r.outcome.failure, None);
     assert!(resolve(&r, Keep::New, false, "ops", clock(41, 78)).is_err(), "a running saga is not resolved twice");
     let mut t = 100;
     let r = run(&r, done(Effect::Disabled), &mut t).saga;
@@ -804,7 +804,7 @@ fn an_emergency_saga_deactivates_and_deletes_the_exposed_key_without_grace_or_us
     assert_eq!(s.run.grace_until, Some(s.run.step_started_at), "no grace period");
     assert_eq!(s.waiting_until(s.run.step_started_at), None, "retire_old runs at once");
     let s = run_eff(&s, &p, done(Effect::Retired), &mut t).saga;
-    assert_eq!((s.step, s.closing), (Step::Finalize, Some(Status::Succeeded)));
+    assert_eq!((s.step, s.outcome.closing), (Step::Finalize, Some(Status::Succeeded)));
     assert!(s.exposure.as_ref().unwrap().deleted_at.is_some());
     let s = run_eff(&s, &p, done(Effect::Finalized), &mut t).saga;
     assert_eq!(s.status, Status::Succeeded);
@@ -819,7 +819,7 @@ fn keep_inactive_ends_the_emergency_with_the_exposed_key_inactive() {
     let mut t = 10;
     let s = drive(s, &p, Step::DisableOld, &mut t);
     let s = run_eff(&s, &p, done(Effect::Disabled), &mut t).saga;
-    assert_eq!((s.step, s.closing), (Step::Finalize, Some(Status::Succeeded)), "no retire_old: the key is kept for forensics");
+    assert_eq!((s.step, s.outcome.closing), (Step::Finalize, Some(Status::Succeeded)), "no retire_old: the key is kept for forensics");
     assert!(s.effects.old_disabled && !s.effects.old_deleted);
     let e = s.exposure.unwrap();
     assert!(e.inactive_at.is_some() && e.deleted_at.is_none());
@@ -842,7 +842,7 @@ fn exposure_of_the_old_key_in_the_grace_period_deletes_it_now() {
     assert!(!taken.usage_gate());
     assert_eq!(taken.exposure.as_ref().unwrap().inactive_at, Some(now), "it was already inactive when the event came");
     let end = run_eff(&taken, &p, done(Effect::Retired), &mut t).saga;
-    assert_eq!(end.closing, Some(Status::Succeeded));
+    assert_eq!(end.outcome.closing, Some(Status::Succeeded));
     // The same event again changes nothing.
     assert_eq!(expose(&taken, "OLD", now + 5, "ev", false, clock(now + 5, 778)), Ok(None));
     // An operator's rollback would reactivate the exposed key: refused.
@@ -850,7 +850,7 @@ fn exposure_of_the_old_key_in_the_grace_period_deletes_it_now() {
     assert!(request_rollback(&s, clock(now + 6, 781)).is_ok(), "before the exposure, rollback was possible");
     // With keep_inactive, the saga ends at once keeping the key inactive.
     let kept = expose(&s, "OLD", now, "ev", true, clock(now, 779)).unwrap().unwrap();
-    assert_eq!((kept.step, kept.closing), (Step::Finalize, Some(Status::Succeeded)));
+    assert_eq!((kept.step, kept.outcome.closing), (Step::Finalize, Some(Status::Succeeded)));
     assert!(kept.effects.old_disabled && !kept.effects.old_deleted);
 }
 
@@ -881,7 +881,7 @@ fn exposure_of_the_new_key_before_the_target_has_it_deletes_it_and_rotates_again
     let now = s.updated_at + 1;
     let taken = expose(&s, "NEW", now, "ev", false, clock(now, 901)).unwrap().unwrap();
     assert_eq!((taken.step, taken.status), (Step::RevokeNew, Status::Compensating));
-    assert_eq!(taken.failure.as_ref().unwrap().code, "NewKeyExposed");
+    assert_eq!(taken.outcome.failure.as_ref().unwrap().code, "NewKeyExposed");
     assert!(!taken.keys.secret_stored, "the secret is erased in the takeover commit");
     let s = run_eff(&taken, &p, done(Effect::Revoked), &mut t).saga;
     assert!(s.exposure.as_ref().unwrap().deleted_at.is_some());
@@ -983,14 +983,14 @@ fn an_unknown_key_at_issue_stops_in_needs_attention_without_compensating() {
     };
     let s = run(&s, Outcome::Failed(unknown), &mut t).saga;
     assert_eq!(s.step, Step::Finalize);
-    assert_eq!(s.closing, Some(Status::NeedsAttention));
+    assert_eq!(s.outcome.closing, Some(Status::NeedsAttention));
     assert_ne!(s.status, Status::Compensating);
-    let f = s.failure.as_ref().unwrap();
+    let f = s.outcome.failure.as_ref().unwrap();
     assert_eq!(f.code, UNKNOWN_KEY);
     assert!(f.message.contains("PERSON") && f.message.contains("OLD"), "{}", f.message);
     // Any other permanent failure at issue still compensates.
     let (s, mut t) = at_step(Step::IssueNew);
-    assert_eq!(run(&s, Outcome::Failed(err(false, false)), &mut t).saga.closing, Some(Status::Compensated));
+    assert_eq!(run(&s, Outcome::Failed(err(false, false)), &mut t).saga.outcome.closing, Some(Status::Compensated));
 }
 
 #[test]

@@ -74,10 +74,10 @@ fn running() -> Saga {
     s.effects.old_deleted = true;
     s.effects.new_revoked = true;
     s.effects.old_restored = true;
-    s.closing = Some(Status::Succeeded);
-    s.failure = Some(Failure { step: Step::ProveNew, code: "denied".into(), message: "no".into(), operator_fixable: true });
-    s.compensations = vec!["revoked AKIANEW".into()];
-    s.history = vec![Attempt {
+    s.outcome.closing = Some(Status::Succeeded);
+    s.outcome.failure = Some(Failure { step: Step::ProveNew, code: "denied".into(), message: "no".into(), operator_fixable: true });
+    s.outcome.compensations = vec!["revoked AKIANEW".into()];
+    s.outcome.history = vec![Attempt {
         at: 2_000,
         step: Step::IssueNew,
         attempt: 1,

@@ -154,44 +154,44 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
     let mut s = iam_saga("S-failed");
     s.status = Status::Compensated;
     s.effects.target = TargetState::Rejected;
-    s.failure = failure(Step::PushToTarget, "insufficient_scope", "Insufficient scope, expected any of: update:email_provider", true);
-    s.compensations = vec!["deleted new key AKIANEW0000000000002 (no consumer held it)".into()];
+    s.outcome.failure = failure(Step::PushToTarget, "insufficient_scope", "Insufficient scope, expected any of: update:email_provider", true);
+    s.outcome.compensations = vec!["deleted new key AKIANEW0000000000002 (no consumer held it)".into()];
     let advice =
         "Grant the Auth0 machine-to-machine application the read:email_provider and update:email_provider scopes, then run `keyturn rotate auth0-ses`.";
     out.push(("failed_with_advice", render(&s, &iam_ctx(Some(&old_only), Some(advice)))));
     let mut s2 = s.clone();
     s2.saga_id = "S-not-propagated".into();
-    s2.failure = failure(Step::ProveNew, "KeyNotPropagated", "the new key did not authenticate within 2m", false);
+    s2.outcome.failure = failure(Step::ProveNew, "KeyNotPropagated", "the new key did not authenticate within 2m", false);
     out.push(("failed_not_propagated", render(&s2, &iam_ctx(Some(&old_only), None))));
     let mut s3 = s.clone();
     s3.saga_id = "S-keys-unlisted".into();
-    s3.failure = failure(Step::PushToTarget, "timeout", "Auth0 did not answer", false);
+    s3.outcome.failure = failure(Step::PushToTarget, "timeout", "Auth0 did not answer", false);
     out.push(("failed_keys_unlisted", render(&s3, &iam_ctx(None, None))));
 
     let mut s = iam_saga("S-refused");
     s.status = Status::Refused;
     s.keys.new_key = None;
-    s.failure = failure(Step::Start, "TooManyKeys", "the user has two access keys already", true);
+    s.outcome.failure = failure(Step::Start, "TooManyKeys", "the user has two access keys already", true);
     out.push(("refused_too_many_keys", render(&s, &iam_ctx(Some(&both), None))));
 
     let mut s = iam_saga("S-attention");
     s.status = Status::NeedsAttention;
     s.effects.target = TargetState::Uncertain;
     s.effects.switched_at = Some(T0 + 20_000);
-    s.failure = failure(Step::VerifyTarget, "Unverifiable", "Auth0 does not reveal which key it holds", false);
+    s.outcome.failure = failure(Step::VerifyTarget, "Unverifiable", "Auth0 does not reveal which key it holds", false);
     out.push(("needs_attention_unresolved", render(&s, &iam_ctx(Some(&both), None))));
 
     let mut s = iam_saga("S-used-after");
     s.status = Status::NeedsAttention;
     s.effects.target = TargetState::HoldsNew;
     s.effects.old_disabled = true;
-    s.failure = failure(Step::RetireOld, "OldKeyUsedAfterSwitch", "the old key was used by ses after the switch", true);
+    s.outcome.failure = failure(Step::RetireOld, "OldKeyUsedAfterSwitch", "the old key was used by ses after the switch", true);
     out.push(("needs_attention_old_key_used", render(&s, &iam_ctx(Some(&both), None))));
 
     let mut s = iam_saga("S-rolled-back");
     s.status = Status::RolledBack;
     s.effects.target = TargetState::HoldsNew;
-    s.compensations = vec!["reactivated old key AKIAOLD0000000000001 (keyturn rollback)".into()];
+    s.outcome.compensations = vec!["reactivated old key AKIAOLD0000000000001 (keyturn rollback)".into()];
     out.push(("rolled_back", render(&s, &iam_ctx(Some(&both), None))));
 
     // Exposed keys.
@@ -211,7 +211,7 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
     a.status = Status::Compensated;
     a.effects.target = TargetState::Rejected;
     a.effects.switched_at = None;
-    a.failure = failure(Step::PushToTarget, "invalid_client", "Unauthorized", true);
+    a.outcome.failure = failure(Step::PushToTarget, "invalid_client", "Unauthorized", true);
     a.exposure = Some(Exposure { inactive_at: None, deleted_at: None, ..exposure(ExposedRole::Old) });
     out.push(("exposed_key_still_active", render(&a, &iam_ctx(Some(&old_only), None))));
     let mut f = s.clone();
@@ -309,24 +309,24 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
     rej.status = Status::Compensated;
     rej.keys.new_key = Some("handed over 2025-12-02T10:00:00Z".into());
     rej.effects.target = TargetState::Rejected;
-    rej.failure = failure(Step::PushToTarget, "TestConnectionFailed", "Entra rejected the new token in Test connection: 401", true);
+    rej.outcome.failure = failure(Step::PushToTarget, "TestConnectionFailed", "Entra rejected the new token in Test connection: 401", true);
     out.push(("scim_rejected", render(&rej, &scim_ctx())));
     let mut late = s.clone();
     late.status = Status::Compensated;
-    late.failure = failure(Step::AwaitNew, "DeadlinePassed", "nobody handed over a token before the deadline", true);
+    late.outcome.failure = failure(Step::AwaitNew, "DeadlinePassed", "nobody handed over a token before the deadline", true);
     out.push(("scim_deadline_passed", render(&late, &scim_ctx())));
     let mut nc = d.clone();
     nc.status = Status::NeedsAttention;
-    nc.failure = failure(Step::AwaitRetire, "OldNotConfirmedDeleted", "nobody confirmed the old token's deletion", true);
+    nc.outcome.failure = failure(Step::AwaitRetire, "OldNotConfirmedDeleted", "nobody confirmed the old token's deletion", true);
     out.push(("scim_old_not_confirmed", render(&nc, &scim_ctx())));
     let mut sick = d.clone();
     sick.status = Status::NeedsAttention;
     sick.effects.target = TargetState::Uncertain;
-    sick.failure = failure(Step::VerifyTarget, "quarantine", "the provisioning job is in quarantine", true);
+    sick.outcome.failure = failure(Step::VerifyTarget, "quarantine", "the provisioning job is in quarantine", true);
     out.push(("scim_unhealthy", render(&sick, &scim_ctx())));
     let mut other = s.clone();
     other.status = Status::Compensated;
-    other.failure = failure(Step::Start, "Conflict", "the provisioning job was not found", true);
+    other.outcome.failure = failure(Step::Start, "Conflict", "the provisioning job was not found", true);
     out.push(("scim_failed", render(&other, &scim_ctx())));
 
     // Requests.

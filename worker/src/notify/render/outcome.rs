@@ -32,7 +32,7 @@ pub fn recommended_action(saga: &Saga, advice: Option<&str>, words: Option<&'sta
         return recommended_by_hand(saga, words_of(words));
     }
     let rotate = format!("keyturn rotate {}", saga.rotation_id);
-    let code = saga.failure.as_ref().map(|f| f.code.as_str()).unwrap_or("");
+    let code = saga.outcome.failure.as_ref().map(|f| f.code.as_str()).unwrap_or("");
     match (saga.status, code) {
         (Status::Succeeded, _) => "None. The new key is live and the old key is deleted.".into(),
         (Status::RolledBack, _) => format!(
@@ -101,8 +101,8 @@ pub(super) fn new_described(saga: &Saga) -> String {
 /// What a person should do when the credential is made by hand, in the target's words.
 fn recommended_by_hand(saga: &Saga, w: &HandWords) -> String {
     let rotate = format!("keyturn rotate {}", saga.rotation_id);
-    let code = saga.failure.as_ref().map(|f| f.code.as_str()).unwrap_or("");
-    let step = saga.failure.as_ref().map(|f| f.step);
+    let code = saga.outcome.failure.as_ref().map(|f| f.code.as_str()).unwrap_or("");
+    let step = saga.outcome.failure.as_ref().map(|f| f.step);
     let (old, new) = (old_described(saga, w), new_described(saga));
     let vars = [("rotate", rotate.as_str()), ("old", old.as_str()), ("new", new.as_str())];
     let text = match (saga.status, code) {
@@ -202,8 +202,8 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
     let w = words_of(ctx.words);
     let keys = key_lines(saga, ctx.keys_now, w);
     let action = recommended_action(saga, ctx.advice.as_deref(), ctx.words);
-    let rolled_back = if saga.compensations.is_empty() { vec!["nothing".to_string()] } else { saga.compensations.clone() };
-    let failure = saga.failure.as_ref();
+    let rolled_back = if saga.outcome.compensations.is_empty() { vec!["nothing".to_string()] } else { saga.outcome.compensations.clone() };
+    let failure = saga.outcome.failure.as_ref();
 
     let mut t = String::new();
     t.push_str(&format!("{}\n\n", headline(saga.status)));
@@ -248,7 +248,7 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
         "failure": failure.map(|f| json!({
             "step": f.step.as_str(), "code": f.code, "message": f.message, "operator_fixable": f.operator_fixable
         })),
-        "rolled_back": saga.compensations,
+        "rolled_back": saga.outcome.compensations,
         "keys": keys.iter().map(|(id, state, role)| json!({"id": id, "state": state, "role": role})).collect::<Vec<_>>(),
         "recommended_action": action,
         "next_attempt": Value::Null,
