@@ -90,7 +90,7 @@ impl<Q: Queue> Commands<Q> {
         let saga_id = uuid::Uuid::new_v4().to_string();
         let mut saga = Saga::new(saga_id, rotation_id.into(), rot.credential.clone(), req.trigger.clone(), now, fastrand::u128(..));
         saga.findings = req.findings.clone();
-        saga.manual = manual;
+        saga.person.manual = manual;
         saga.keys.old_keys = req.old.clone().into_iter().collect();
         saga.run.not_before = now + ms(req.delay);
         saga.correlation_id = req.correlation_id.clone();

@@ -599,7 +599,7 @@ impl<Q: Queue> Steps<Q> {
         match rot.target.preflight().await {
             Err(e) => StepResult::of(Err(e)),
             Ok(()) => match rot.source.inventory().await {
-                Ok(keys) if keys.len() >= 2 && !saga.manual => match self.attention.keys_of_earlier_sagas(saga, &keys).await {
+                Ok(keys) if keys.len() >= 2 && !saga.person.manual => match self.attention.keys_of_earlier_sagas(saga, &keys).await {
                     // Two keys, one of them ours: say which saga holds them.
                     Some(message) => StepResult::of(Err(Error::Refused { code: "KeysOfEarlierSaga", message })),
                     None => StepResult::of(Ok(Effect::Started { keys })),

@@ -39,7 +39,7 @@ impl<Q: Queue> Finalizer<Q> {
     pub(crate) async fn prompt_person(&self, rot: &Rotation, saga: &Saga, hand: ByHand) -> Result<Effect> {
         let kind = saga::prompt(saga, self.shared.now_ms());
         if kind == Prompt::Expired {
-            warn!(deadline = saga.deadline, "nobody acted before the deadline");
+            warn!(deadline = saga.person.deadline, "nobody acted before the deadline");
             return Ok(Effect::Expired);
         }
         // `prompts` counts the notices sent so far: the first was the
@@ -58,7 +58,7 @@ impl<Q: Queue> Finalizer<Q> {
         // Nothing to list for a credential made by hand: the notice shows
         // what keyturn recorded instead. Nothing to list either after a
         // plain success: the record says which key is left.
-        let keys = if saga.manual {
+        let keys = if saga.person.manual {
             None
         } else if let Some(left) = end.keys_left() {
             Some(left)

@@ -73,7 +73,7 @@ fn subject_is_one_line_and_bounded() {
 
 fn by_hand_saga() -> Saga {
     let mut s = Saga::new("S-9".into(), "entra-scim".into(), "scim_token:any:us-east-1".into(), "health:scim_expiry".into(), 0, 1);
-    s.manual = true;
+    s.person.manual = true;
     s.keys.old_keys = vec![KeyRef { id: "tok-0001".into(), active: true, created_at: Some(1_764_547_200_000) }];
     s
 }
@@ -102,7 +102,7 @@ fn scim_ctx() -> Context<'static> {
 fn action_required_names_the_steps_the_command_and_the_deadline() {
     let mut s = by_hand_saga();
     s.step = Step::AwaitNew;
-    s.deadline = Some(86_400_000);
+    s.person.deadline = Some(86_400_000);
     let n = render_prompt(&s, &scim_ctx(), &hand(), false);
     assert_eq!(n.attributes["event"], "rotation.action_required");
     assert_eq!(n.subject, "[keyturn] Action required: create a new SCIM access token: entra-scim");
@@ -117,7 +117,7 @@ fn action_required_names_the_steps_the_command_and_the_deadline() {
         assert!(n.text.contains(needle), "missing {needle:?} in\n{}", n.text);
     }
     assert!(!n.text.contains("--old-token-created"), "the old token is on record already");
-    s.prompts = 2;
+    s.person.prompts = 2;
     let r = render_prompt(&s, &scim_ctx(), &hand(), true);
     assert_eq!(r.attributes["event"], "rotation.reminder");
     assert_eq!(r.document["reminder"], 2);

@@ -57,7 +57,7 @@ pub fn advance(saga: &Saga, outcome: &Outcome, policy: &Policy, clock: Clock) ->
                 Step::Finalize | Step::RevokeNew | Step::RestoreOld => s.run.step_attempts < policy.max_attempts.saturating_mul(3),
                 _ => s.run.step_attempts < policy.max_attempts,
             };
-            let time_up = s.awaits_person() && s.deadline.is_some_and(|d| clock.now >= d);
+            let time_up = s.awaits_person() && s.person.deadline.is_some_and(|d| clock.now >= d);
             if time_up {
                 s.record(clock.now, "failed", Some(err));
                 expire(&mut s, policy, clock);
@@ -67,7 +67,7 @@ pub fn advance(saga: &Saga, outcome: &Outcome, policy: &Policy, clock: Clock) ->
                     s.effects.target = TargetState::Uncertain;
                 }
                 s.run.not_before = clock.now + retry_delay(policy, s.run.step_attempts, clock.jitter, err.retry_after);
-                if let (true, Some(d)) = (s.awaits_person(), s.deadline) {
+                if let (true, Some(d)) = (s.awaits_person(), s.person.deadline) {
                     // A wait on a person ends at its deadline, retries or not.
                     s.run.not_before = s.run.not_before.min(d);
                 }
@@ -147,11 +147,11 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
             s.close(Status::Compensated, clock);
         }
         (Step::RestoreNew, Effect::RestoredNew) => on_restored_new(s, clock),
-        (Step::AwaitNew | Step::AwaitRetire, Effect::Prompted) if s.deadline.is_none_or(|d| clock.now < d) => {
+        (Step::AwaitNew | Step::AwaitRetire, Effect::Prompted) if s.person.deadline.is_none_or(|d| clock.now < d) => {
             // Stay, and come back for the next reminder (or the deadline).
-            s.prompts += 1;
+            s.person.prompts += 1;
             s.run.step_attempts = 0;
-            let deadline = s.deadline.unwrap_or(u64::MAX);
+            let deadline = s.person.deadline.unwrap_or(u64::MAX);
             s.run.not_before = clock.now.saturating_add(policy.reminder_every).min(deadline);
             s.run.token = format!("{:032x}", clock.token);
         }
@@ -163,7 +163,7 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
 
 /// `Start` listed the credential's keys.
 fn on_started(s: &mut Saga, keys: &[KeyRef], policy: &Policy, clock: Clock) {
-    if s.manual {
+    if s.person.manual {
         // Nothing to list: the old credential is the one the person
         // named when asking for the rotation (or names when providing).
         s.await_person(Step::AwaitNew, policy, clock);
@@ -325,7 +325,7 @@ pub(super) fn expire(s: &mut Saga, policy: &Policy, clock: Clock) {
 }
 
 pub(super) fn after_switch(s: &mut Saga, policy: &Policy, clock: Clock) {
-    if s.manual {
+    if s.person.manual {
         // Even with no old token on record, the one the target used before
         // is still valid until a person deletes it.
         s.await_person(Step::AwaitRetire, policy, clock);
@@ -360,9 +360,9 @@ pub enum Prompt {
 
 /// Decide what a wait on a person does now.
 pub fn prompt(saga: &Saga, now: Millis) -> Prompt {
-    match saga.deadline {
+    match saga.person.deadline {
         Some(d) if now >= d => Prompt::Expired,
-        _ if saga.prompts == 0 => Prompt::Ask,
+        _ if saga.person.prompts == 0 => Prompt::Ask,
         _ => Prompt::Remind,
     }
 }
@@ -376,7 +376,7 @@ pub(super) fn waiting_for(saga: &Saga, step: Step, what: &str) -> Result<(), Not
     if saga.status.is_terminal() {
         return Err(NotWaiting(format!("saga {} already ended ({}); nothing is waiting for {what}", saga.saga_id, saga.status.as_str())));
     }
-    if !saga.manual {
+    if !saga.person.manual {
         return Err(NotWaiting(format!("saga {} rotates a credential keyturn creates and deletes itself; it never waits for {what}", saga.saga_id)));
     }
     if saga.step != step {

@@ -123,7 +123,7 @@ pub struct NotResolvable(pub String);
 /// retirement (`usage_since`): they were the evidence.
 pub fn resolve(saga: &Saga, keep: Keep, gone: bool, by: &str, clock: Clock) -> Result<Saga, NotResolvable> {
     if !saga.unresolved() {
-        let why = if saga.manual {
+        let why = if saga.person.manual {
             "its credential is made by hand: follow the notice's steps instead".to_string()
         } else if saga.status != Status::NeedsAttention {
             format!("it is {}, not needs_attention", saga.status.as_str())

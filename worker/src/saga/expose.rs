@@ -25,7 +25,7 @@ pub fn expose(saga: &Saga, key_id: &str, seen_at: Millis, event: &str, keep_inac
     if saga.status.is_terminal() {
         return Err(NotExposable(format!("saga {} already ended ({})", saga.saga_id, saga.status.as_str())));
     }
-    if saga.manual {
+    if saga.person.manual {
         return Err(NotExposable(format!("saga {} rotates a credential made by a person, not an access key", saga.saga_id)));
     }
     if saga.exposure.as_ref().is_some_and(|e| e.key_id == key_id) {

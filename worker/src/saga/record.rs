@@ -125,16 +125,10 @@ pub struct Saga {
     /// Findings this saga was started from; resolved or annotated at the end.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<FindingRef>,
-    /// The source's credentials are created and deleted by a person: the
-    /// saga waits for them (`AwaitNew`, `AwaitRetire`) instead of calling an API.
-    #[serde(default)]
-    pub manual: bool,
-    /// End of the current wait on a person.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deadline: Option<Millis>,
-    /// Notices sent during the current wait on a person (0: none yet).
-    #[serde(default)]
-    pub prompts: u32,
+    /// Waiting on a person (a credential only a person can create or delete):
+    /// whether the saga does, until when, and the notices sent so far.
+    #[serde(flatten)]
+    pub person: PersonWait,
     /// While stopped in `NeedsAttention` with both keys: what the evidence says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention: Option<Attention>,
@@ -165,6 +159,21 @@ pub struct Saga {
     /// made this an emergency: no grace period, no usage gate for the exposed key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exposure: Option<Exposure>,
+}
+/// Waiting on a person (a credential only a person can create or delete):
+/// whether the saga does, until when, and the notices sent so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonWait {
+    /// The source's credentials are created and deleted by a person: the
+    /// saga waits for them (`AwaitNew`, `AwaitRetire`) instead of calling an API.
+    #[serde(default)]
+    pub manual: bool,
+    /// End of the current wait on a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Millis>,
+    /// Notices sent during the current wait on a person (0: none yet).
+    #[serde(default)]
+    pub prompts: u32,
 }
 /// How the saga ends and what happened on the way: the status `Finalize`
 /// closes with, the failure, compensations taken, the attempts.
@@ -370,9 +379,7 @@ impl Saga {
             created_at: now,
             updated_at: now,
             findings: Vec::new(),
-            manual: false,
-            deadline: None,
-            prompts: 0,
+            person: PersonWait { manual: false, deadline: None, prompts: 0 },
             attention: None,
             resolved: None,
             usage_since: None,
@@ -436,7 +443,7 @@ impl Saga {
         // Running towards its end (finalize): the outcome it closes with.
         let outcome = if self.status.is_terminal() { self.status } else { self.outcome.closing.unwrap_or(self.status) };
         let done = outcome == Status::Succeeded;
-        (done && !self.manual && self.effects.old_deleted && !self.new_disabled && !self.effects.new_revoked)
+        (done && !self.person.manual && self.effects.old_deleted && !self.new_disabled && !self.effects.new_revoked)
             .then(|| vec![KeyRef { id: new.clone(), active: true, created_at: None }])
     }
 
@@ -445,7 +452,7 @@ impl Saga {
     /// evidence, and can be resolved (`keyturn resolve`). Every later
     /// request for the credential is answered with this saga.
     pub fn unresolved(&self) -> bool {
-        !self.manual
+        !self.person.manual
             && self.status == Status::NeedsAttention
             && self.keys.new_key.is_some()
             && !self.effects.new_revoked
@@ -520,8 +527,8 @@ impl Saga {
         self.run.step_started_at = clock.now;
         self.run.not_before = clock.now;
         self.run.token = format!("{:032x}", clock.token);
-        self.prompts = 0;
-        self.deadline = None;
+        self.person.prompts = 0;
+        self.person.deadline = None;
     }
 
     /// Run the current step again now, under a fresh token (the pending
@@ -535,7 +542,7 @@ impl Saga {
     /// Start waiting on a person, until `policy.person_deadline` from now.
     pub(super) fn await_person(&mut self, step: Step, policy: &Policy, clock: Clock) {
         self.goto(step, clock);
-        self.deadline = Some(clock.now.saturating_add(policy.person_deadline));
+        self.person.deadline = Some(clock.now.saturating_add(policy.person_deadline));
     }
 
     /// Stop forward progress: go to `Finalize` and end in `status`.
@@ -548,7 +555,7 @@ impl Saga {
     pub(super) fn compensate(&mut self, clock: Clock) {
         debug_assert!(self.may_revoke_new());
         self.status = Status::Compensating;
-        if self.manual {
+        if self.person.manual {
             // No API can delete it: the notice tells the person to.
             self.close(Status::Compensated, clock);
         } else if self.keys.new_key.is_some() && !self.effects.new_revoked {

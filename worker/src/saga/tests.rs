@@ -73,7 +73,7 @@ fn happy_effect(step: Step, new_id: &str) -> Effect {
 
 fn manual_saga() -> Saga {
     let mut s = Saga::new("m1".into(), "scim".into(), "scim_token:any:us-east-1".into(), "manual".into(), 0, 1);
-    s.manual = true;
+    s.person.manual = true;
     s.keys.old_keys = vec![KeyRef { id: "created 2025-12-01".into(), active: true, created_at: Some(1_764_547_200_000) }];
     s
 }
@@ -85,13 +85,13 @@ fn manual_happy_path_waits_on_the_person_twice() {
     let s = run(&s, done(Effect::Started { keys: vec![] }), &mut t).saga;
     assert_eq!(s.step, Step::AwaitNew);
     assert_eq!(s.keys.old_keys.len(), 1, "the person's old token is kept, not replaced by an (empty) inventory");
-    let deadline = s.deadline.expect("a wait on a person has a deadline");
+    let deadline = s.person.deadline.expect("a wait on a person has a deadline");
     assert_eq!(deadline, s.run.step_started_at + policy().person_deadline);
     assert_eq!(prompt(&s, s.run.step_started_at), Prompt::Ask);
 
     // The first notice; then the step re-arms for a reminder.
     let asked = run(&s, done(Effect::Prompted), &mut t).saga;
-    assert_eq!((asked.step, asked.prompts, asked.status), (Step::AwaitNew, 1, Status::Running));
+    assert_eq!((asked.step, asked.person.prompts, asked.status), (Step::AwaitNew, 1, Status::Running));
     assert_eq!(asked.run.not_before, asked.updated_at + policy().reminder_every);
     assert_ne!(asked.run.token, s.run.token, "the old message is stale now");
     assert_eq!(prompt(&asked, asked.run.not_before), Prompt::Remind);
@@ -102,7 +102,7 @@ fn manual_happy_path_waits_on_the_person_twice() {
     assert!(given.keys.secret_stored);
     assert_eq!(given.keys.new_key.as_deref(), Some("handed over T"));
     assert_eq!(given.keys.old_keys, s.keys.old_keys, "no old token named: the one from the start stays");
-    assert_eq!((given.deadline, given.prompts), (None, 0));
+    assert_eq!((given.person.deadline, given.person.prompts), (None, 0));
     assert!(!accepts(&given, Step::AwaitNew, &asked.run.token));
 
     let pushed = run(&given, done(Effect::Pushed), &mut t).saga;
@@ -110,7 +110,7 @@ fn manual_happy_path_waits_on_the_person_twice() {
     assert!(!pushed.keys.secret_stored, "erased once the target has it");
     let verified = run(&pushed, done(Effect::Verified(Verification::Opaque)), &mut t).saga;
     assert_eq!(verified.step, Step::AwaitRetire);
-    assert!(verified.deadline.is_some());
+    assert!(verified.person.deadline.is_some());
     assert!(!verified.effects.old_disabled && !verified.effects.old_deleted);
     let reminded = run(&verified, done(Effect::Prompted), &mut t).saga;
     let done_ = confirm_retired(&reminded, clock(reminded.updated_at + 1, 1234)).unwrap();
@@ -126,7 +126,7 @@ fn manual_happy_path_waits_on_the_person_twice() {
 fn reminders_stop_at_the_deadline() {
     let mut t = 1;
     let mut s = run(&manual_saga(), done(Effect::Started { keys: vec![] }), &mut t).saga;
-    let deadline = s.deadline.unwrap();
+    let deadline = s.person.deadline.unwrap();
     let mut notices = 0;
     while prompt(&s, s.run.not_before.max(s.updated_at) + 1) != Prompt::Expired {
         s = run(&s, done(Effect::Prompted), &mut t).saga;
@@ -145,7 +145,7 @@ fn reminders_stop_at_the_deadline() {
     r.step = Step::AwaitRetire;
     r.effects.target = TargetState::HoldsNew;
     r.keys.new_key = Some("N".into());
-    r.deadline = Some(5);
+    r.person.deadline = Some(5);
     let end = run(&r, done(Effect::Expired), &mut t).saga;
     assert_eq!(end.outcome.closing, Some(Status::NeedsAttention));
     assert_eq!(end.outcome.failure.as_ref().unwrap().code, "OldNotConfirmedDeleted");
@@ -442,7 +442,7 @@ proptest! {
             // The notice skips listing keys only when the record is certain.
             if let Some(left) = s.keys_left() {
                 prop_assert_eq!(s.status, Status::Succeeded);
-                prop_assert!(!s.manual && !s.unresolved() && s.effects.old_deleted && !s.effects.new_revoked);
+                prop_assert!(!s.person.manual && !s.unresolved() && s.effects.old_deleted && !s.effects.new_revoked);
                 prop_assert_eq!(left.len(), 1);
                 prop_assert_eq!(Some(&left[0].id), s.keys.new_key.as_ref());
             }
@@ -480,15 +480,15 @@ proptest! {
                 Event::Provide => {
                     t += 1;
                     match provide(&s, "NEW".into(), None, clock(s.updated_at + 1, t)) {
-                        Ok(r) => { prop_assert!(before.manual && before.step == Step::AwaitNew); s = r; }
-                        Err(_) => prop_assert!(!(s.manual && s.step == Step::AwaitNew)),
+                        Ok(r) => { prop_assert!(before.person.manual && before.step == Step::AwaitNew); s = r; }
+                        Err(_) => prop_assert!(!(s.person.manual && s.step == Step::AwaitNew)),
                     }
                 }
                 Event::Confirm => {
                     t += 1;
                     match confirm_retired(&s, clock(s.updated_at + 1, t)) {
-                        Ok(r) => { prop_assert!(before.manual && before.effects.target == TargetState::HoldsNew); s = r; }
-                        Err(_) => prop_assert!(!(s.manual && s.step == Step::AwaitRetire)),
+                        Ok(r) => { prop_assert!(before.person.manual && before.effects.target == TargetState::HoldsNew); s = r; }
+                        Err(_) => prop_assert!(!(s.person.manual && s.step == Step::AwaitRetire)),
                     }
                 }
                 Event::Stale(i) => {
@@ -541,7 +541,7 @@ proptest! {
             prop_assert!(s.outcome.history.len() <= HISTORY_LIMIT);
             // A credential made by hand is never created, disabled, deleted
             // or restored by the machine; an automatic one never waits on a person.
-            if s.manual {
+            if s.person.manual {
                 prop_assert!(!matches!(s.step, Step::IssueNew | Step::ProveNew | Step::DisableOld | Step::RetireOld | Step::RevokeNew | Step::RestoreOld), "manual saga at {}", s.step);
             } else {
                 prop_assert!(!matches!(s.step, Step::AwaitNew | Step::AwaitRetire));
@@ -552,7 +552,7 @@ proptest! {
             }
             // A wait on a person always ends: it has a deadline and never re-arms past it.
             if s.awaits_person() {
-                let d = s.deadline.expect("deadline");
+                let d = s.person.deadline.expect("deadline");
                 prop_assert!(s.run.not_before <= d);
             }
             // The secret is kept only while a step that uses it is ahead.
@@ -565,13 +565,13 @@ proptest! {
             Status::Succeeded => {
                 prop_assert_eq!(s.effects.target, TargetState::HoldsNew);
                 prop_assert!(s.keys.old_keys.is_empty() || s.effects.old_deleted);
-                prop_assert!(!s.manual || s.effects.old_deleted, "a by-hand rotation succeeds only on the person's confirmation");
+                prop_assert!(!s.person.manual || s.effects.old_deleted, "a by-hand rotation succeeds only on the person's confirmation");
                 prop_assert!(!s.effects.new_revoked);
                 prop_assert!(!s.new_disabled, "succeeded with the new key deactivated");
             }
             Status::Compensated => {
                 prop_assert!(!s.effects.target.may_hold_new());
-                prop_assert!(s.keys.new_key.is_none() || s.effects.new_revoked || s.manual);
+                prop_assert!(s.keys.new_key.is_none() || s.effects.new_revoked || s.person.manual);
                 prop_assert!(!s.effects.old_disabled);
             }
             Status::Refused => prop_assert!(s.keys.new_key.is_none()),

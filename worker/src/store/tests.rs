@@ -93,9 +93,9 @@ fn running() -> Saga {
         region: Some("eu-west-1".into()),
         account_id: Some("123456789012".into()),
     }];
-    s.manual = true;
-    s.deadline = Some(9_000);
-    s.prompts = 3;
+    s.person.manual = true;
+    s.person.deadline = Some(9_000);
+    s.person.prompts = 3;
     s.attention = Some(Attention {
         since: 4_000,
         next_check: 4_500,

@@ -63,9 +63,9 @@ fn iam_ctx<'a>(keys: Option<&'a [KeyRef]>, advice: Option<&str>) -> Context<'a> 
 
 fn scim_saga(id: &str) -> Saga {
     let mut s = Saga::new(id.into(), "entra-scim".into(), "scim_token:any:us-east-1".into(), "health:scim_expiry".into(), T0, 1);
-    s.manual = true;
+    s.person.manual = true;
     s.keys.old_keys = vec![KeyRef { id: "tok-0001".into(), active: true, created_at: Some(T0 - 360 * 86_400_000) }];
-    s.deadline = Some(T0 + 7 * 86_400_000);
+    s.person.deadline = Some(T0 + 7 * 86_400_000);
     s
 }
 
@@ -293,7 +293,7 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
     out.push(("action_required_create", render_prompt(&s, &scim_ctx(), &hand, false)));
     let mut u = s.clone();
     u.keys.old_keys = vec![];
-    u.prompts = 2;
+    u.person.prompts = 2;
     out.push(("reminder_create_old_unknown", render_prompt(&u, &scim_ctx(), &hand, true)));
     let mut d = s.clone();
     d.step = Step::AwaitRetire;

@@ -28,7 +28,7 @@ pub fn recommended_action(saga: &Saga, advice: Option<&str>, words: Option<&'sta
     if let (Some(a), false) = (advice, saga.status == Status::Succeeded) {
         return a.to_string();
     }
-    if saga.manual {
+    if saga.person.manual {
         return recommended_by_hand(saga, words_of(words));
     }
     let rotate = format!("keyturn rotate {}", saga.rotation_id);
@@ -152,7 +152,7 @@ fn key_role(saga: &Saga, id: &str) -> &'static str {
 }
 
 fn key_lines(saga: &Saga, keys_now: Option<&[KeyRef]>, w: &HandWords) -> Vec<(String, &'static str, &'static str)> {
-    if saga.manual {
+    if saga.person.manual {
         return token_lines(saga, w);
     }
     let Some(now) = keys_now else { return Vec::new() };
@@ -175,7 +175,7 @@ fn key_lines(saga: &Saga, keys_now: Option<&[KeyRef]>, w: &HandWords) -> Vec<(St
 }
 
 fn target_line(saga: &Saga, w: &HandWords) -> &'static str {
-    if saga.manual {
+    if saga.person.manual {
         return match saga.effects.target {
             TargetState::Untouched => "unchanged (never sent the new token)",
             TargetState::Rejected => w.target_rejected,
@@ -224,7 +224,7 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
         t.push_str(&format!("Operator can fix: {}\n", if f.operator_fixable { "yes" } else { "no (transient or external)" }));
     }
     t.push_str(&format!("Rolled back:     {}\n", rolled_back.join("; ")));
-    t.push_str(if saga.manual { "Tokens now (no API lists them; as keyturn recorded them):\n" } else { "Keys now:\n" });
+    t.push_str(if saga.person.manual { "Tokens now (no API lists them; as keyturn recorded them):\n" } else { "Keys now:\n" });
     if keys.is_empty() {
         t.push_str("  (could not list the keys)\n");
     }

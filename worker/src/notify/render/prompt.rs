@@ -38,7 +38,7 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
     let creating = saga.step == Step::AwaitNew;
     let (title, action) = if creating { (format!("create a new {noun}"), "create_new") } else { (format!("delete the old {noun}"), "delete_old") };
     let headline = if reminder { format!("Reminder: {title}") } else { format!("Action required: {title}") };
-    let deadline = saga.deadline.map(fmt_ms).unwrap_or_else(|| "none".into());
+    let deadline = saga.person.deadline.map(fmt_ms).unwrap_or_else(|| "none".into());
     let mut steps: Vec<String> = Vec::new();
     let mut commands: Vec<String> = Vec::new();
     let id = &saga.saga_id;
@@ -73,7 +73,7 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
     t.push_str(&format!("Target:          {} ({})\n", ctx.target, ctx.target_kind));
     t.push_str(&format!("Started:         {} by {}\n", fmt_ms(saga.created_at), saga.trigger));
     if reminder {
-        t.push_str(&format!("Reminder:        {} (keyturn is still waiting)\n", saga.prompts));
+        t.push_str(&format!("Reminder:        {} (keyturn is still waiting)\n", saga.person.prompts));
     }
     t.push_str(&format!("Deadline:        {deadline}; after it {consequence}.\n"));
     t.push_str("What to do:\n");
@@ -89,8 +89,8 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
         "status": saga.status.as_str(),
         "trigger": saga.trigger,
         "action": action,
-        "reminder": if reminder { Some(saga.prompts) } else { None },
-        "deadline": saga.deadline,
+        "reminder": if reminder { Some(saga.person.prompts) } else { None },
+        "deadline": saga.person.deadline,
         "credential": {"kind": ctx.credential_kind, "name": ctx.credential},
         "target": {"kind": ctx.target_kind, "name": ctx.target},
         "old_token": saga.keys.old_keys.first().map(|k| json!({"id": k.id, "created": k.created_at.map(fmt_date)})),
