@@ -49,7 +49,7 @@ fn retiring_gone(ev: &Evidence, keep: Keep) -> bool {
 }
 
 fn since(saga: &Saga) -> u64 {
-    saga.attention.as_ref().map(|a| a.since).unwrap_or(saga.updated_at)
+    saga.resolution.attention.as_ref().map(|a| a.since).unwrap_or(saga.updated_at)
 }
 
 impl<Q: Queue> Attention<Q> {

@@ -677,7 +677,7 @@ impl<Q: Queue> Steps<Q> {
                 let r = async {
                     // A keep-new resolution of a saga whose new key a
                     // keep-old resolution had deactivated: reactivate it first.
-                    if let (true, Some(id)) = (saga.new_disabled, &saga.keys.new_key) {
+                    if let (true, Some(id)) = (saga.resolution.new_disabled, &saga.keys.new_key) {
                         src.enable(id).await?;
                     }
                     if saga.effects.old_deleted {

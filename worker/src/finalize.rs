@@ -106,7 +106,7 @@ impl<Q: Queue> Finalizer<Q> {
         let rots = self.shared.rotations();
         let Some(cfg) = rots.configs.iter().find(|r| r.id == end.rotation_id) else { return Ok(()) };
         // A resolved saga ends a second time, and that ending counts too.
-        let counted = if end.endings == 0 { end.saga_id.clone() } else { format!("{}#{}", end.saga_id, end.endings) };
+        let counted = if end.resolution.endings == 0 { end.saga_id.clone() } else { format!("{}#{}", end.saga_id, end.resolution.endings) };
         let reason = end.outcome.failure.as_ref().map(|f| f.code.clone()).unwrap_or_else(|| end.status.as_str().to_string());
         for _ in 0..3 {
             let (health, version) = self.shared.store.health(&end.rotation_id).await?;

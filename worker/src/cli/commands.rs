@@ -181,6 +181,7 @@ async fn rotate(cx: &Context, rotation: &str, wait: &Wait, old: Option<crate::sa
             if let Some(s) = cx.engine.store.load(&id).await?.filter(|s| s.saga.unresolved()) {
                 let v = s
                     .saga
+                    .resolution
                     .attention
                     .as_ref()
                     .and_then(|a| a.verdict.as_ref())

@@ -101,7 +101,7 @@ pub fn timeline(s: &Stored) -> String {
     for c in &g.outcome.compensations {
         out.push_str(&format!("  compensation: {c}\n"));
     }
-    if let (true, Some(a)) = (g.unresolved(), &g.attention) {
+    if let (true, Some(a)) = (g.unresolved(), &g.resolution.attention) {
         out.push_str(&format!(
             "  needs attention since {}, holding the credential; evidence checks: {}, next {}\n",
             fmt_ms(a.since),

@@ -87,7 +87,7 @@ pub fn request_rollback(saga: &Saga, clock: Clock) -> Result<Saga, RollbackRefus
     if saga.status.is_terminal() {
         return Err(RollbackRefused(format!("saga {} already ended ({})", saga.saga_id, saga.status.as_str())));
     }
-    if saga.step == Step::RetireNew && saga.new_disabled && !saga.effects.new_revoked {
+    if saga.step == Step::RetireNew && saga.resolution.new_disabled && !saga.effects.new_revoked {
         let mut s = saga.clone();
         s.note(clock.now, "rollback_requested", "operator asked to reactivate the new key".into());
         s.goto(Step::RestoreNew, clock);

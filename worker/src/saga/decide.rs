@@ -233,7 +233,7 @@ fn on_verified(s: &mut Saga, v: &Verification, policy: &Policy, clock: Clock) {
 /// unless it is gone already or an exposed key is kept inactive.
 fn on_disabled_old(s: &mut Saga, policy: &Policy, clock: Clock) {
     // A keep-new resolution after a keep-old one reactivated the new key first.
-    s.new_disabled = false;
+    s.resolution.new_disabled = false;
     let mut keep_exposed = false;
     if let Some(e) = s.exposure.as_mut().filter(|e| e.role == ExposedRole::Old) {
         e.inactive_at.get_or_insert(clock.now);
@@ -264,7 +264,7 @@ fn on_disabled_new(s: &mut Saga, policy: &Policy, clock: Clock) {
         // The new key was already gone: nothing to wait for.
         s.close(Status::Compensated, clock);
     } else {
-        s.new_disabled = true;
+        s.resolution.new_disabled = true;
         s.goto(Step::RetireNew, clock);
         s.run.grace_until = Some(clock.now + policy.grace_period);
     }
@@ -272,8 +272,8 @@ fn on_disabled_new(s: &mut Saga, policy: &Policy, clock: Clock) {
 
 /// An operator rolled a keep-old resolution back: both keys again.
 fn on_restored_new(s: &mut Saga, clock: Clock) {
-    s.new_disabled = false;
-    s.resolved = None;
+    s.resolution.new_disabled = false;
+    s.resolution.resolved = None;
     s.effects.target = TargetState::Uncertain;
     if let Some(id) = &s.keys.new_key {
         s.outcome.compensations.push(format!("reactivated new key {id} (rollback of the keep-old resolution)"));

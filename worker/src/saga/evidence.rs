@@ -137,8 +137,8 @@ pub fn resolve(saga: &Saga, keep: Keep, gone: bool, by: &str, clock: Clock) -> R
     s.note(clock.now, "resolved", format!("{by}: keep the {} key{was}", keep.as_str()));
     s.status = Status::Running;
     s.outcome.closing = None;
-    s.resolved = Some(keep);
-    s.usage_since = Some(clock.now);
+    s.resolution.resolved = Some(keep);
+    s.resolution.usage_since = Some(clock.now);
     match (keep, gone) {
         (Keep::New, false) => {
             s.effects.target = TargetState::HoldsNew;
@@ -150,7 +150,7 @@ pub fn resolve(saga: &Saga, keep: Keep, gone: bool, by: &str, clock: Clock) -> R
             s.effects.switched_at.get_or_insert(clock.now);
             s.effects.old_deleted = true;
             s.outcome.compensations.push(format!("old key {} was already deleted", old_ids(&s)));
-            if s.new_disabled {
+            if s.resolution.new_disabled {
                 // The new key must be active again before the saga can end.
                 s.goto(Step::DisableOld, clock);
             } else {
@@ -199,7 +199,7 @@ pub fn observe(saga: &Saga, verdict: Verdict, policy: &Policy, now: Millis) -> O
         return None;
     }
     let mut s = saga.clone();
-    let mut a = s.attention.clone().unwrap_or(Attention { since: s.updated_at, next_check: now, checks: 0, verdict: None, announced: None });
+    let mut a = s.resolution.attention.clone().unwrap_or(Attention { since: s.updated_at, next_check: now, checks: 0, verdict: None, announced: None });
     let changed = a.verdict.as_ref().is_none_or(|v| v.keep != verdict.keep || v.reason != verdict.reason);
     a.checks += 1;
     a.next_check = now.saturating_add(policy.evidence_every);
@@ -214,6 +214,6 @@ pub fn observe(saga: &Saga, verdict: Verdict, policy: &Policy, now: Millis) -> O
         s.updated_at = now;
     }
     a.verdict = Some(verdict);
-    s.attention = Some(a);
+    s.resolution.attention = Some(a);
     Some(Observed { saga: s, announce, resolve })
 }

@@ -129,6 +129,29 @@ pub struct Saga {
     /// whether the saga does, until when, and the notices sent so far.
     #[serde(flatten)]
     pub person: PersonWait,
+    /// After the saga stopped in `NeedsAttention` with both keys: what the
+    /// evidence says, how it was resolved, and what resolving did.
+    #[serde(flatten)]
+    pub resolution: Resolution,
+    /// Carried through every notification and outcome event of this saga
+    /// (the request API's `correlation_id`; `None`: the saga id is used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// Who asked through the request API, why, and with which idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestInfo>,
+    /// What the request shortened of the rotation's policy.
+    #[serde(default, skip_serializing_if = "Overrides::is_empty")]
+    pub overrides: Overrides,
+    /// An exposed access key (AWS Health `AWS_RISK_CREDENTIALS_EXPOSED`)
+    /// made this an emergency: no grace period, no usage gate for the exposed key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<Exposure>,
+}
+/// After the saga stopped in `NeedsAttention` with both keys: what the
+/// evidence says, how it was resolved, and what resolving did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
     /// While stopped in `NeedsAttention` with both keys: what the evidence says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention: Option<Attention>,
@@ -145,20 +168,6 @@ pub struct Saga {
     /// How many times the saga ended (a resolved saga ends twice).
     #[serde(default)]
     pub endings: u32,
-    /// Carried through every notification and outcome event of this saga
-    /// (the request API's `correlation_id`; `None`: the saga id is used).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub correlation_id: Option<String>,
-    /// Who asked through the request API, why, and with which idempotency key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request: Option<RequestInfo>,
-    /// What the request shortened of the rotation's policy.
-    #[serde(default, skip_serializing_if = "Overrides::is_empty")]
-    pub overrides: Overrides,
-    /// An exposed access key (AWS Health `AWS_RISK_CREDENTIALS_EXPOSED`)
-    /// made this an emergency: no grace period, no usage gate for the exposed key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exposure: Option<Exposure>,
 }
 /// Waiting on a person (a credential only a person can create or delete):
 /// whether the saga does, until when, and the notices sent so far.
@@ -380,11 +389,7 @@ impl Saga {
             updated_at: now,
             findings: Vec::new(),
             person: PersonWait { manual: false, deadline: None, prompts: 0 },
-            attention: None,
-            resolved: None,
-            usage_since: None,
-            new_disabled: false,
-            endings: 0,
+            resolution: Resolution { attention: None, resolved: None, usage_since: None, new_disabled: false, endings: 0 },
             correlation_id: None,
             request: None,
             overrides: Overrides::default(),
@@ -443,7 +448,7 @@ impl Saga {
         // Running towards its end (finalize): the outcome it closes with.
         let outcome = if self.status.is_terminal() { self.status } else { self.outcome.closing.unwrap_or(self.status) };
         let done = outcome == Status::Succeeded;
-        (done && !self.person.manual && self.effects.old_deleted && !self.new_disabled && !self.effects.new_revoked)
+        (done && !self.person.manual && self.effects.old_deleted && !self.resolution.new_disabled && !self.effects.new_revoked)
             .then(|| vec![KeyRef { id: new.clone(), active: true, created_at: None }])
     }
 
@@ -462,14 +467,14 @@ impl Saga {
 
     /// Since when uses of a key count against retiring it.
     pub fn usage_cutoff(&self) -> Millis {
-        self.usage_since.or(self.effects.switched_at).unwrap_or(self.created_at)
+        self.resolution.usage_since.or(self.effects.switched_at).unwrap_or(self.created_at)
     }
 
     /// The saga just ended: start watching if it ended unresolved.
     pub(super) fn ended(&mut self, policy: &Policy, now: Millis) {
-        self.endings += 1;
+        self.resolution.endings += 1;
         if self.unresolved() {
-            self.attention =
+            self.resolution.attention =
                 Some(Attention { since: now, next_check: now.saturating_add(policy.evidence_every), checks: 0, verdict: None, announced: None });
         }
     }

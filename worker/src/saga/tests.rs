@@ -437,7 +437,7 @@ proptest! {
             // An unresolved saga is watched and keeps the credential; a
             // person (or clear evidence) may resolve it, and it runs again.
             if s.unresolved() {
-                prop_assert!(s.attention.is_some(), "unresolved saga without attention record");
+                prop_assert!(s.resolution.attention.is_some(), "unresolved saga without attention record");
             }
             // The notice skips listing keys only when the record is certain.
             if let Some(left) = s.keys_left() {
@@ -454,7 +454,7 @@ proptest! {
                         Ok(r) => {
                             prop_assert!(s.unresolved());
                             prop_assert_eq!(r.status, Status::Running);
-                            prop_assert_eq!(r.resolved, Some(keep));
+                            prop_assert_eq!(r.resolution.resolved, Some(keep));
                             s = r;
                             seen_tokens.push((s.step, s.run.token.clone()));
                             continue;
@@ -502,10 +502,10 @@ proptest! {
                     t += 1;
                     match request_rollback(&s, clock(s.updated_at + 1, t)) {
                         Ok(r) => {
-                            prop_assert!((before.effects.old_disabled && !before.effects.old_deleted) || (before.new_disabled && !before.effects.new_revoked && before.step == Step::RetireNew));
+                            prop_assert!((before.effects.old_disabled && !before.effects.old_deleted) || (before.resolution.new_disabled && !before.effects.new_revoked && before.step == Step::RetireNew));
                             s = r;
                         }
-                        Err(_) => prop_assert!(!(s.step == Step::RetireOld && s.effects.old_disabled || s.step == Step::RetireNew && s.new_disabled)),
+                        Err(_) => prop_assert!(!(s.step == Step::RetireOld && s.effects.old_disabled || s.step == Step::RetireNew && s.resolution.new_disabled)),
                     }
                 }
                 Event::Ok(v) => { s = run(&s, done(effect_for(s.step, v)), &mut t).saga; }
@@ -520,22 +520,22 @@ proptest! {
             }
             // The old key is touched only after the target holds the new one
             // (a keep-old resolution reactivates it: that is the way back).
-            if (s.step == Step::DisableOld || s.effects.old_disabled) && s.resolved != Some(Keep::Old) {
+            if (s.step == Step::DisableOld || s.effects.old_disabled) && s.resolution.resolved != Some(Keep::Old) {
                 prop_assert_eq!(s.effects.target, TargetState::HoldsNew);
             }
             // The new key is deactivated or deleted by the resolution path
             // only after someone chose to keep the old key.
             if matches!(s.step, Step::DisableNew | Step::RetireNew) {
-                prop_assert_eq!(s.resolved, Some(Keep::Old));
+                prop_assert_eq!(s.resolution.resolved, Some(Keep::Old));
             }
             // A deactivated new key is either being retired, rolled back,
             // or reactivated first thing by a keep-new resolution.
-            if s.new_disabled && !s.status.is_terminal() {
-                prop_assert!(s.resolved == Some(Keep::Old) || matches!(s.step, Step::RestoreNew | Step::DisableOld) || s.outcome.closing == Some(Status::NeedsAttention), "{s:?}");
+            if s.resolution.new_disabled && !s.status.is_terminal() {
+                prop_assert!(s.resolution.resolved == Some(Keep::Old) || matches!(s.step, Step::RestoreNew | Step::DisableOld) || s.outcome.closing == Some(Status::NeedsAttention), "{s:?}");
             }
             // Once verification saw the new key, that knowledge never
             // regresses (only a resolution, a decision, may say otherwise).
-            if before.effects.target == TargetState::HoldsNew && s.resolved == before.resolved {
+            if before.effects.target == TargetState::HoldsNew && s.resolution.resolved == before.resolution.resolved {
                 prop_assert_eq!(s.effects.target, TargetState::HoldsNew);
             }
             prop_assert!(s.outcome.history.len() <= HISTORY_LIMIT);
@@ -567,7 +567,7 @@ proptest! {
                 prop_assert!(s.keys.old_keys.is_empty() || s.effects.old_deleted);
                 prop_assert!(!s.person.manual || s.effects.old_deleted, "a by-hand rotation succeeds only on the person's confirmation");
                 prop_assert!(!s.effects.new_revoked);
-                prop_assert!(!s.new_disabled, "succeeded with the new key deactivated");
+                prop_assert!(!s.resolution.new_disabled, "succeeded with the new key deactivated");
             }
             Status::Compensated => {
                 prop_assert!(!s.effects.target.may_hold_new());
@@ -662,7 +662,7 @@ fn an_unresolved_saga_is_watched_announced_once_and_resolved_the_safe_way() {
     let s = unresolved_saga();
     assert_eq!(s.status, Status::NeedsAttention);
     assert!(s.unresolved());
-    let a = s.attention.clone().expect("watched");
+    let a = s.resolution.attention.clone().expect("watched");
     assert_eq!(a.next_check, a.since + policy().evidence_every);
 
     let clear = Verdict { keep: Some(Keep::New), reason: "only the new key".into(), at: 10 };
@@ -680,7 +680,7 @@ fn an_unresolved_saga_is_watched_announced_once_and_resolved_the_safe_way() {
 
     let r = resolve(&o3.saga, Keep::New, false, "ops", clock(40, 77)).unwrap();
     assert_eq!((r.status, r.step, r.effects.target), (Status::Running, Step::DisableOld, TargetState::HoldsNew));
-    assert_eq!(r.usage_since, Some(40), "earlier uses were evidence, not a consumer left behind");
+    assert_eq!(r.resolution.usage_since, Some(40), "earlier uses were evidence, not a consumer left behind");
     assert_eq!(r.outcome.failure, None);
     assert!(resolve(&r, Keep::New, false, "ops", clock(41, 78)).is_err(), "a running saga is not resolved twice");
     let mut t = 100;
@@ -688,13 +688,13 @@ fn an_unresolved_saga_is_watched_announced_once_and_resolved_the_safe_way() {
     assert_eq!(r.step, Step::RetireOld);
     let end = run(&run(&r, done(Effect::Retired), &mut t).saga, done(Effect::Finalized), &mut t).saga;
     assert_eq!(end.status, Status::Succeeded);
-    assert!(!end.unresolved() && end.endings == 2);
+    assert!(!end.unresolved() && end.resolution.endings == 2);
 
     let k = resolve(&s, Keep::Old, false, "ops", clock(40, 79)).unwrap();
     assert_eq!((k.step, k.effects.target), (Step::DisableNew, TargetState::HoldsOld));
     let k = run(&k, done(Effect::DisabledNew), &mut t).saga;
     assert_eq!(k.step, Step::RetireNew);
-    assert!(k.new_disabled);
+    assert!(k.resolution.new_disabled);
     // Rollback of the keep-old resolution during its grace: needs attention again.
     let rb = request_rollback(&k, clock(k.updated_at + 1, 80)).unwrap();
     assert_eq!(rb.step, Step::RestoreNew);

@@ -189,7 +189,11 @@ impl Store {
         } else {
             w.remove("active").set(TTL_ATTRIBUTE, n(self.expiry(saga.updated_at)))
         };
-        w = if unresolved { w.set("watch_at", n(saga.attention.as_ref().map(|a| a.next_check).unwrap_or(due_at))) } else { w.remove("watch_at") };
+        w = if unresolved {
+            w.set("watch_at", n(saga.resolution.attention.as_ref().map(|a| a.next_check).unwrap_or(due_at)))
+        } else {
+            w.remove("watch_at")
+        };
         w = match secret {
             SecretWrite::Keep => w,
             SecretWrite::Set(blob) => w.set("secret", AttributeValue::B(blob.into())),

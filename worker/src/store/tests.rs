@@ -96,17 +96,17 @@ fn running() -> Saga {
     s.person.manual = true;
     s.person.deadline = Some(9_000);
     s.person.prompts = 3;
-    s.attention = Some(Attention {
+    s.resolution.attention = Some(Attention {
         since: 4_000,
         next_check: 4_500,
         checks: 2,
         verdict: Some(Verdict { keep: Some(Keep::New), reason: "used by ses".into(), at: 4_400 }),
         announced: Some(Keep::New),
     });
-    s.resolved = Some(Keep::Old);
-    s.usage_since = Some(4_600);
-    s.new_disabled = true;
-    s.endings = 1;
+    s.resolution.resolved = Some(Keep::Old);
+    s.resolution.usage_since = Some(4_600);
+    s.resolution.new_disabled = true;
+    s.resolution.endings = 1;
     s.correlation_id = Some("corr-1".into());
     s.request = Some(RequestInfo {
         requester: "ops".into(),
