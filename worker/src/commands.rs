@@ -93,9 +93,9 @@ impl<Q: Queue> Commands<Q> {
         saga.person.manual = manual;
         saga.keys.old_keys = req.old.clone().into_iter().collect();
         saga.run.not_before = now + ms(req.delay);
-        saga.correlation_id = req.correlation_id.clone();
-        saga.request = req.info.clone();
-        saga.overrides = req.overrides.clone();
+        saga.origin.correlation_id = req.correlation_id.clone();
+        saga.origin.request = req.info.clone();
+        saga.origin.overrides = req.overrides.clone();
         saga.exposure = req.exposure.clone();
         let created = self
             .shared

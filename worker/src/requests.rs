@@ -101,7 +101,8 @@ impl<Q: Queue> Intake<Q> {
             Created::Existing(id) => {
                 // A request with the same key raced this one and won (its
                 // saga carries the key), or another saga holds the credential.
-                let same_key = self.shared.store.load(&id).await?.and_then(|s| s.saga.request).is_some_and(|i| i.idempotency_key == r.idempotency_key);
+                let same_key =
+                    self.shared.store.load(&id).await?.and_then(|s| s.saga.origin.request).is_some_and(|i| i.idempotency_key == r.idempotency_key);
                 if same_key {
                     report.duplicates.push(id.clone());
                     (id, "duplicate")

@@ -74,7 +74,7 @@ pub fn timeline(s: &Stored) -> String {
         g.keys.new_key.as_deref().unwrap_or("none"),
         g.effects.target.as_str()
     ));
-    if let Some(r) = &g.request {
+    if let Some(r) = &g.origin.request {
         out.push_str(&format!(
             "  requested by {} ({}), idempotency key {}, correlation id {}\n",
             r.requester,

@@ -83,7 +83,7 @@ pub fn correlate(mut n: Notification, saga: &Saga) -> Notification {
     let id = saga.correlation().to_string();
     if let Value::Object(m) = &mut n.document {
         m.insert("correlation_id".into(), Value::String(id.clone()));
-        if let Some(r) = &saga.request {
+        if let Some(r) = &saga.origin.request {
             m.entry("request").or_insert_with(|| {
                 json!({
                     "requester": r.requester,

@@ -179,7 +179,7 @@ fn every_saga_notice_carries_the_correlation_id_in_document_attribute_and_event(
     s.status = Status::Succeeded;
     let n = render(&s, &ctx(&[]));
     assert_eq!(n.attributes["correlation_id"], "S-1", "no request: the saga id");
-    s.correlation_id = Some("ticket-42".into());
+    s.origin.correlation_id = Some("ticket-42".into());
     let n = render(&s, &ctx(&[]));
     assert_eq!(n.attributes["correlation_id"], "ticket-42");
     assert_eq!(n.document["correlation_id"], "ticket-42");
@@ -192,7 +192,7 @@ fn every_saga_notice_carries_the_correlation_id_in_document_attribute_and_event(
     assert_eq!(event_detail(&u)["correlation_id"], Value::Null);
     // Prompts and evidence too.
     let mut m = by_hand_saga();
-    m.correlation_id = Some("c-9".into());
+    m.origin.correlation_id = Some("c-9".into());
     m.step = Step::AwaitNew;
     assert_eq!(render_prompt(&m, &scim_ctx(), &hand(), false).attributes["correlation_id"], "c-9");
 }

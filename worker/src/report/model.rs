@@ -239,7 +239,7 @@ impl SagaRow {
     pub fn of(s: &Saga) -> SagaRow {
         let ended = s.status.is_terminal().then_some(s.updated_at);
         let succeeded = s.status == Status::Succeeded;
-        let requested_by = s.request.as_ref().map(|r| {
+        let requested_by = s.origin.request.as_ref().map(|r| {
             let via = r.sender.as_deref().or(r.event_account.as_deref());
             match via {
                 Some(v) => format!("{} (sent by {v})", r.requester),

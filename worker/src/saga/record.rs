@@ -133,6 +133,19 @@ pub struct Saga {
     /// evidence says, how it was resolved, and what resolving did.
     #[serde(flatten)]
     pub resolution: Resolution,
+    /// Where the saga came from when a request asked for it: the correlation id
+    /// its notices carry, who asked and why, and what the request shortened.
+    #[serde(flatten)]
+    pub origin: Origin,
+    /// An exposed access key (AWS Health `AWS_RISK_CREDENTIALS_EXPOSED`)
+    /// made this an emergency: no grace period, no usage gate for the exposed key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<Exposure>,
+}
+/// Where the saga came from when a request asked for it: the correlation id
+/// its notices carry, who asked and why, and what the request shortened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
     /// Carried through every notification and outcome event of this saga
     /// (the request API's `correlation_id`; `None`: the saga id is used).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,10 +156,6 @@ pub struct Saga {
     /// What the request shortened of the rotation's policy.
     #[serde(default, skip_serializing_if = "Overrides::is_empty")]
     pub overrides: Overrides,
-    /// An exposed access key (AWS Health `AWS_RISK_CREDENTIALS_EXPOSED`)
-    /// made this an emergency: no grace period, no usage gate for the exposed key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exposure: Option<Exposure>,
 }
 /// After the saga stopped in `NeedsAttention` with both keys: what the
 /// evidence says, how it was resolved, and what resolving did.
@@ -390,26 +399,24 @@ impl Saga {
             findings: Vec::new(),
             person: PersonWait { manual: false, deadline: None, prompts: 0 },
             resolution: Resolution { attention: None, resolved: None, usage_since: None, new_disabled: false, endings: 0 },
-            correlation_id: None,
-            request: None,
-            overrides: Overrides::default(),
+            origin: Origin { correlation_id: None, request: None, overrides: Overrides::default() },
             exposure: None,
         }
     }
 
     /// The id every notification and outcome event of this saga carries.
     pub fn correlation(&self) -> &str {
-        self.correlation_id.as_deref().unwrap_or(&self.saga_id)
+        self.origin.correlation_id.as_deref().unwrap_or(&self.saga_id)
     }
 
     /// The rotation's policy as this saga applies it: a request's overrides
     /// may only shorten it, and an exposed key gets no grace period.
     pub fn effective_policy(&self, base: &Policy) -> Policy {
         let mut p = base.clone();
-        if let Some(g) = self.overrides.grace_period {
+        if let Some(g) = self.origin.overrides.grace_period {
             p.grace_period = p.grace_period.min(g);
         }
-        if let Some(d) = self.overrides.person_deadline {
+        if let Some(d) = self.origin.overrides.person_deadline {
             p.person_deadline = p.person_deadline.min(d);
         }
         if self.exposure.is_some() {

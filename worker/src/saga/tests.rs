@@ -780,7 +780,7 @@ fn overrides_may_only_shorten_the_policy() {
     assert!(deadline.allowed_by(&p).unwrap_err().starts_with("overrides.person_deadline:"));
 
     let mut s = new_saga();
-    s.overrides = shorter;
+    s.origin.overrides = shorter;
     let eff = s.effective_policy(&p);
     assert_eq!((eff.grace_period, eff.person_deadline), (3_600_000, 1_000));
     // The grace period the saga then waits is the shorter one.

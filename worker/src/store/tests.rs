@@ -107,8 +107,8 @@ fn running() -> Saga {
     s.resolution.usage_since = Some(4_600);
     s.resolution.new_disabled = true;
     s.resolution.endings = 1;
-    s.correlation_id = Some("corr-1".into());
-    s.request = Some(RequestInfo {
+    s.origin.correlation_id = Some("corr-1".into());
+    s.origin.request = Some(RequestInfo {
         requester: "ops".into(),
         reason: "leaked".into(),
         idempotency_key: "k-1".into(),
@@ -116,7 +116,7 @@ fn running() -> Saga {
         event_account: Some("123456789012".into()),
         event_source: Some("acme.tools".into()),
     });
-    s.overrides = Overrides { grace_period: Some(60_000), person_deadline: Some(120_000) };
+    s.origin.overrides = Overrides { grace_period: Some(60_000), person_deadline: Some(120_000) };
     s.exposure = Some(Exposure {
         key_id: "AKIAOLD".into(),
         role: ExposedRole::Old,

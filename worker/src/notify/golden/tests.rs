@@ -147,8 +147,8 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
     let mut r = s.clone();
     r.saga_id = "S-requested".into();
     r.trigger = "request".into();
-    r.correlation_id = Some("corr-7f3a9c".into());
-    r.request = Some(request_info());
+    r.origin.correlation_id = Some("corr-7f3a9c".into());
+    r.origin.request = Some(request_info());
     out.push(("succeeded_by_request", render(&r, &iam_ctx(Some(&new_only), None))));
 
     let mut s = iam_saga("S-failed");

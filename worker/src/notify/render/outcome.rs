@@ -213,7 +213,7 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
     t.push_str(&format!("Target:          {} ({})\n", ctx.target, ctx.target_kind));
     t.push_str(&format!("Outcome:         {}\n", saga.status.as_str()));
     t.push_str(&format!("Started:         {} by {}\n", fmt_ms(saga.created_at), saga.trigger));
-    if let Some(r) = &saga.request {
+    if let Some(r) = &saga.origin.request {
         let event = r.event_account.as_deref().map(|a| (a, r.event_source.as_deref().unwrap_or("")));
         t.push_str(&format!("Requested by:    {} (as the request says); {}\n", r.requester, sent_by(r.sender.as_deref(), event)));
     }
