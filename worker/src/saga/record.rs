@@ -94,13 +94,21 @@ pub struct Attempt {
 pub const HISTORY_LIMIT: usize = 200;
 
 /// The saga as stored (minus the encrypted secret, which lives in its own
-/// binary attribute and is represented here only by `secret_stored`).
+/// binary attribute and is represented here only by `keys.secret_stored`).
+///
+/// Which saga it is and where it stands, then its parts by job. Each part is
+/// flattened: the stored document (DynamoDB's `doc`, `--json`) has the same
+/// keys, in the same order, as when they were all fields of `Saga`
+/// (`store::tests` reads back items captured before the parts existed), so
+/// a part's fields stay contiguous and in that order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Saga {
     pub saga_id: String,
+    /// The `[[rotation]]` it runs.
     pub rotation_id: String,
     /// Lock key of the credential, e.g. `iam_access_key:auth0-ses-sender`.
     pub credential: String,
+    /// What started it.
     pub trigger: String,
     pub status: Status,
     pub step: Step,
@@ -142,24 +150,82 @@ pub struct Saga {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exposure: Option<Exposure>,
 }
-/// Where the saga came from when a request asked for it: the correlation id
-/// its notices carry, who asked and why, and what the request shortened.
+
+/// The current step's run: the token its message carries, its attempts, and
+/// when it may run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Origin {
-    /// Carried through every notification and outcome event of this saga
-    /// (the request API's `correlation_id`; `None`: the saga id is used).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub correlation_id: Option<String>,
-    /// Who asked through the request API, why, and with which idempotency key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request: Option<RequestInfo>,
-    /// What the request shortened of the rotation's policy.
-    #[serde(default, skip_serializing_if = "Overrides::is_empty")]
-    pub overrides: Overrides,
+pub struct StepRun {
+    /// Token the next message for `step` must carry; anything else is stale.
+    pub token: String,
+    /// Attempts of the current step so far.
+    pub step_attempts: u32,
+    pub step_started_at: Millis,
+    /// Do not run `step` before this (durable waits: retry delays, grace).
+    pub not_before: Millis,
+    /// End of the grace period once the old credential is disabled.
+    pub grace_until: Option<Millis>,
 }
+
+/// The keys: the source's when the saga started, the one it made, and its
+/// attempts to make one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keys {
+    pub old_keys: Vec<KeyRef>,
+    pub new_key: Option<String>,
+    pub secret_stored: bool,
+    /// How many times `IssueNew` recorded the intent to create a key.
+    pub issue_intents: u32,
+    /// When each of those intents was recorded (the worker's clock, as the
+    /// attempt began): a key created after an earlier attempt's intent may
+    /// be that attempt's orphan; a key created before is someone else's
+    /// ([`triage_keys`]). Missing for sagas written before it was kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issue_intent_at: Vec<Millis>,
+}
+
+/// What the saga has done so far: where the target stands, and what became
+/// of the keys (compensation and the notices go by it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Effects {
+    pub target: TargetState,
+    pub switched_at: Option<Millis>,
+    pub old_disabled: bool,
+    pub old_deleted: bool,
+    pub new_revoked: bool,
+    pub old_restored: bool,
+}
+
+/// How the saga ends and what happened on the way: the status `Finalize`
+/// closes with, the failure, compensations taken, the attempts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaOutcome {
+    /// Status to reach when `Finalize` completes.
+    pub closing: Option<Status>,
+    pub failure: Option<Failure>,
+    /// Human-readable list of compensating actions taken.
+    pub compensations: Vec<String>,
+    pub history: Vec<Attempt>,
+}
+
+/// Waiting on a person (a credential only a person can create or delete):
+/// whether the saga does, until when, and the notices sent so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonWait {
+    /// The source's credentials are created and deleted by a person: the
+    /// saga waits for them (`AwaitNew`, `AwaitRetire`) instead of calling an API.
+    #[serde(default)]
+    pub manual: bool,
+    /// End of the current wait on a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Millis>,
+    /// Notices sent during the current wait on a person (0: none yet).
+    #[serde(default)]
+    pub prompts: u32,
+}
+
 /// After the saga stopped in `NeedsAttention` with both keys: what the
 /// evidence says, how it was resolved, and what resolving did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resolution {
     /// While stopped in `NeedsAttention` with both keys: what the evidence says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,72 +244,21 @@ pub struct Resolution {
     #[serde(default)]
     pub endings: u32,
 }
-/// Waiting on a person (a credential only a person can create or delete):
-/// whether the saga does, until when, and the notices sent so far.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PersonWait {
-    /// The source's credentials are created and deleted by a person: the
-    /// saga waits for them (`AwaitNew`, `AwaitRetire`) instead of calling an API.
-    #[serde(default)]
-    pub manual: bool,
-    /// End of the current wait on a person.
+
+/// Where the saga came from when a request asked for it: the correlation id
+/// its notices carry, who asked and why, and what the request shortened.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// Carried through every notification and outcome event of this saga
+    /// (the request API's `correlation_id`; `None`: the saga id is used).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deadline: Option<Millis>,
-    /// Notices sent during the current wait on a person (0: none yet).
-    #[serde(default)]
-    pub prompts: u32,
-}
-/// How the saga ends and what happened on the way: the status `Finalize`
-/// closes with, the failure, compensations taken, the attempts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SagaOutcome {
-    /// Status to reach when `Finalize` completes.
-    pub closing: Option<Status>,
-    pub failure: Option<Failure>,
-    /// Human-readable list of compensating actions taken.
-    pub compensations: Vec<String>,
-    pub history: Vec<Attempt>,
-}
-/// What the saga has done so far: where the target stands, and what became
-/// of the keys (compensation and the notices go by it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Effects {
-    pub target: TargetState,
-    pub switched_at: Option<Millis>,
-    pub old_disabled: bool,
-    pub old_deleted: bool,
-    pub new_revoked: bool,
-    pub old_restored: bool,
-}
-/// The keys: the source's when the saga started, the one it made, and its
-/// attempts to make one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Keys {
-    pub old_keys: Vec<KeyRef>,
-    pub new_key: Option<String>,
-    pub secret_stored: bool,
-    /// How many times `IssueNew` recorded the intent to create a key.
-    pub issue_intents: u32,
-    /// When each of those intents was recorded (the worker's clock, as the
-    /// attempt began): a key created after an earlier attempt's intent may
-    /// be that attempt's orphan; a key created before is someone else's
-    /// ([`triage_keys`]). Missing for sagas written before it was kept.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub issue_intent_at: Vec<Millis>,
-}
-/// The current step's run: the token its message carries, its attempts, and
-/// when it may run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepRun {
-    /// Token the next message for `step` must carry; anything else is stale.
-    pub token: String,
-    /// Attempts of the current step so far.
-    pub step_attempts: u32,
-    pub step_started_at: Millis,
-    /// Do not run `step` before this (durable waits: retry delays, grace).
-    pub not_before: Millis,
-    /// End of the grace period once the old credential is disabled.
-    pub grace_until: Option<Millis>,
+    pub correlation_id: Option<String>,
+    /// Who asked through the request API, why, and with which idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestInfo>,
+    /// What the request shortened of the rotation's policy.
+    #[serde(default, skip_serializing_if = "Overrides::is_empty")]
+    pub overrides: Overrides,
 }
 
 /// A rotation asked for through the request API (`keyturn.rotation-request.v1`).
@@ -384,7 +399,7 @@ impl Saga {
             status: Status::Running,
             step: Step::Start,
             run: StepRun { token: format!("{token:032x}"), step_attempts: 0, step_started_at: now, not_before: now, grace_until: None },
-            keys: Keys { old_keys: Vec::new(), new_key: None, secret_stored: false, issue_intents: 0, issue_intent_at: Vec::new() },
+            keys: Keys::default(),
             effects: Effects {
                 target: TargetState::Untouched,
                 switched_at: None,
@@ -393,13 +408,13 @@ impl Saga {
                 new_revoked: false,
                 old_restored: false,
             },
-            outcome: SagaOutcome { closing: None, failure: None, compensations: Vec::new(), history: Vec::new() },
+            outcome: SagaOutcome::default(),
             created_at: now,
             updated_at: now,
             findings: Vec::new(),
-            person: PersonWait { manual: false, deadline: None, prompts: 0 },
-            resolution: Resolution { attention: None, resolved: None, usage_since: None, new_disabled: false, endings: 0 },
-            origin: Origin { correlation_id: None, request: None, overrides: Overrides::default() },
+            person: PersonWait::default(),
+            resolution: Resolution::default(),
+            origin: Origin::default(),
             exposure: None,
         }
     }
