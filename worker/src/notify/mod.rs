@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use crate::saga::{KeyRef, Saga, Status};
 
 mod chat;
+pub mod document;
 mod publish;
 mod render;
 
