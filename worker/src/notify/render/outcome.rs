@@ -2,12 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
-
 use crate::clock::{fmt_date, fmt_ms};
 use crate::connectors::HandWords;
 use crate::saga::{KeyRef, Saga, Status, TargetState};
 
+use super::super::document::{to_document, FailureDoc, Head, KeyLine, Named, OutcomeDoc, TargetNow};
 use super::super::{correlate, event_of, sent_by, Context, Notification};
 use super::exposure::exposed_notice;
 
@@ -236,24 +235,27 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
     t.push_str("Next attempt:    none scheduled (start one with keyturn rotate)\n");
     t.push_str(&format!("More:            keyturn status {}\n", saga.saga_id));
 
-    let document = json!({
-        "event": event,
-        "severity": severity,
-        "rotation_id": saga.rotation_id,
-        "saga_id": saga.saga_id,
-        "status": saga.status.as_str(),
-        "trigger": saga.trigger,
-        "credential": {"kind": ctx.credential_kind, "name": ctx.credential},
-        "target": {"kind": ctx.target_kind, "name": ctx.target, "state": target_line(saga, w)},
-        "failure": failure.map(|f| json!({
-            "step": f.step.as_str(), "code": f.code, "message": f.message, "operator_fixable": f.operator_fixable
-        })),
-        "rolled_back": saga.outcome.compensations,
-        "keys": keys.iter().map(|(id, state, role)| json!({"id": id, "state": state, "role": role})).collect::<Vec<_>>(),
-        "recommended_action": action,
-        "next_attempt": Value::Null,
-        "status_command": format!("keyturn status {}", saga.saga_id),
-    });
+    let mut doc = OutcomeDoc {
+        head: Head { event, severity },
+        rotation_id: saga.rotation_id.clone(),
+        saga_id: saga.saga_id.clone(),
+        status: saga.status.as_str(),
+        trigger: saga.trigger.clone(),
+        credential: Named::new(ctx.credential_kind, ctx.credential),
+        target: TargetNow { kind: ctx.target_kind.into(), name: ctx.target.into(), state: target_line(saga, w) },
+        failure: failure.map(|f| FailureDoc {
+            step: f.step.as_str(),
+            code: f.code.clone(),
+            message: f.message.clone(),
+            operator_fixable: f.operator_fixable,
+        }),
+        rolled_back: saga.outcome.compensations.clone(),
+        keys: keys.into_iter().map(|(id, state, role)| KeyLine { id, state, role }).collect(),
+        recommended_action: action,
+        next_attempt: None,
+        status_command: format!("keyturn status {}", saga.saga_id),
+        exposure: None,
+    };
     let attributes = BTreeMap::from([
         ("event", event.to_string()),
         ("severity", severity.to_string()),
@@ -261,9 +263,10 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
         ("credential_kind", ctx.credential_kind.to_string()),
         ("target_kind", ctx.target_kind.to_string()),
     ]);
-    let n = correlate(Notification { subject, text: t, document, attributes }, saga);
-    match &saga.exposure {
-        Some(e) => exposed_notice(n, saga, e),
+    let n = Notification { subject, text: t, document: serde_json::Value::Null, attributes };
+    let n = match &saga.exposure {
+        Some(e) => exposed_notice(n, &mut doc, saga, e),
         None => n,
-    }
+    };
+    correlate(Notification { document: to_document(&doc), ..n }, saga)
 }

@@ -2,11 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
-
 use crate::clock::{fmt_date, fmt_ms};
 use crate::saga::Saga;
 
+use super::super::document::{to_document, Head, Named, OldToken, PromptDoc};
 use super::super::{correlate, Context, Notification};
 use super::outcome::{new_described, old_described, words_of};
 use crate::connectors::HandWords;
@@ -81,23 +80,22 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
         t.push_str(&format!("  {}. {step}\n", i + 1));
     }
     t.push_str(&format!("More:            keyturn status {id}\n"));
-    let document = json!({
-        "event": event,
-        "severity": severity,
-        "rotation_id": saga.rotation_id,
-        "saga_id": id,
-        "status": saga.status.as_str(),
-        "trigger": saga.trigger,
-        "action": action,
-        "reminder": if reminder { Some(saga.person.prompts) } else { None },
-        "deadline": saga.person.deadline,
-        "credential": {"kind": ctx.credential_kind, "name": ctx.credential},
-        "target": {"kind": ctx.target_kind, "name": ctx.target},
-        "old_token": saga.keys.old_keys.first().map(|k| json!({"id": k.id, "created": k.created_at.map(fmt_date)})),
-        "new_token": saga.keys.new_key,
-        "steps": steps,
-        "commands": commands,
-        "status_command": format!("keyturn status {id}"),
+    let document = to_document(&PromptDoc {
+        head: Head { event, severity },
+        rotation_id: saga.rotation_id.clone(),
+        saga_id: id.clone(),
+        status: saga.status.as_str(),
+        trigger: saga.trigger.clone(),
+        action,
+        reminder: reminder.then_some(saga.person.prompts),
+        deadline: saga.person.deadline,
+        credential: Named::new(ctx.credential_kind, ctx.credential),
+        target: Named::new(ctx.target_kind, ctx.target),
+        old_token: saga.keys.old_keys.first().map(|k| OldToken { id: k.id.clone(), created: k.created_at.map(fmt_date) }),
+        new_token: saga.keys.new_key.clone(),
+        steps,
+        commands,
+        status_command: format!("keyturn status {id}"),
     });
     let subject = format!("[keyturn] {headline}: {}", saga.rotation_id).replace(['\r', '\n'], " ").chars().take(100).collect();
     correlate(
