@@ -131,7 +131,7 @@ async fn an_iam3_finding_in_a_member_account_rotates_that_accounts_key_through_t
     assert_eq!(saga.rotation_id, "member-mailer", "matched by account and user, not by user name alone");
 
     // The member account's user now has exactly the new key, and Auth0 holds it.
-    let new_key = saga.new_key.clone().unwrap();
+    let new_key = saga.keys.new_key.clone().unwrap();
     assert_eq!(key_ids(&member_iam, USER).await, vec![(new_key.clone(), true)], "old key {member_old} retired in the member account");
     let provider = env.auth0.provider().unwrap();
     assert_eq!(provider.access_key_id, new_key);
@@ -220,9 +220,9 @@ async fn a_role_that_cannot_be_assumed_changes_nothing_and_notifies() {
 
     // A failure at start is a refusal: nothing was changed.
     assert_eq!(saga.status, Status::Refused, "{saga:#?}");
-    assert!(saga.new_key.is_none(), "no key was created");
-    assert!(saga.history.iter().all(|a| matches!(a.step, Step::Start | Step::Finalize)), "stopped at start: {:#?}", saga.history);
-    assert_eq!(saga.history[0].code.as_deref(), Some("AccessDenied"), "not retried: a refusal is permanent");
+    assert!(saga.keys.new_key.is_none(), "no key was created");
+    assert!(saga.outcome.history.iter().all(|a| matches!(a.step, Step::Start | Step::Finalize)), "stopped at start: {:#?}", saga.outcome.history);
+    assert_eq!(saga.outcome.history[0].code.as_deref(), Some("AccessDenied"), "not retried: a refusal is permanent");
     assert_eq!(key_ids(&env.clients.iam, USER).await, hub_before, "the hub account's {USER} is untouched");
 
     let n = env.notifications(1, Duration::from_secs(10)).await;

@@ -64,7 +64,7 @@ async fn five_xx_storm_needs_attention_then_evidence_resolves_it() {
     let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
     let saga_id = storm_to_needs_attention(&env, &engine, true).await;
     let stopped = engine.store().load(&saga_id).await.unwrap().unwrap().saga;
-    let new_id = stopped.new_key.clone().unwrap();
+    let new_id = stopped.keys.new_key.clone().unwrap();
 
     // The needs-attention notice says what keyturn does now and how to resolve.
     let n = env.notifications(1, Duration::from_secs(10)).await;
@@ -77,8 +77,8 @@ async fn five_xx_storm_needs_attention_then_evidence_resolves_it() {
     assert_eq!(engine.request("auth0-ses", "manual").await.unwrap(), Created::Existing(saga_id.clone()));
 
     // No use of either key yet: the evidence is unclear, nothing changes.
-    let watched = wait_for(&env, &saga_id, "two evidence checks", |s| s.attention.as_ref().is_some_and(|a| a.checks >= 2)).await;
-    let v = watched.attention.as_ref().unwrap().verdict.clone().unwrap();
+    let watched = wait_for(&env, &saga_id, "two evidence checks", |s| s.resolution.attention.as_ref().is_some_and(|a| a.checks >= 2)).await;
+    let v = watched.resolution.attention.as_ref().unwrap().verdict.clone().unwrap();
     assert_eq!(v.keep, None, "{v:?}");
     assert!(v.reason.contains("neither key was used"), "{v:?}");
     assert_eq!(watched.status, Status::NeedsAttention);
@@ -87,12 +87,12 @@ async fn five_xx_storm_needs_attention_then_evidence_resolves_it() {
     // Auth0 sends mail with the key it holds (the new one): clear evidence,
     // and with auto_resolve the saga retires the old key and succeeds.
     env.auth0.send_mail(&env.moto.endpoint).await;
-    let end = wait_for(&env, &saga_id, "the resolved saga to end", |s| s.status.is_terminal() && s.resolved.is_some()).await;
+    let end = wait_for(&env, &saga_id, "the resolved saga to end", |s| s.status.is_terminal() && s.resolution.resolved.is_some()).await;
     worker.stop().await;
     assert_eq!(end.status, Status::Succeeded, "{end:#?}");
-    assert_eq!(end.resolved, Some(Keep::New));
-    assert!(end.history.iter().any(|a| a.step == Step::DisableOld && a.outcome == "ok"));
-    assert!(end.history.iter().any(|a| a.step == Step::RetireOld && a.outcome == "ok"));
+    assert_eq!(end.resolution.resolved, Some(Keep::New));
+    assert!(end.outcome.history.iter().any(|a| a.step == Step::DisableOld && a.outcome == "ok"));
+    assert!(end.outcome.history.iter().any(|a| a.step == Step::RetireOld && a.outcome == "ok"));
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].id, new_id);
@@ -121,12 +121,12 @@ async fn evidence_that_auth0_kept_the_old_key_retires_the_new_one() {
     let saga_id = storm_to_needs_attention(&env, &engine, false).await;
     assert_eq!(env.auth0.provider().unwrap().access_key_id, old_id);
     env.auth0.send_mail(&env.moto.endpoint).await;
-    let end = wait_for(&env, &saga_id, "the resolved saga to end", |s| s.status.is_terminal() && s.resolved.is_some()).await;
+    let end = wait_for(&env, &saga_id, "the resolved saga to end", |s| s.status.is_terminal() && s.resolution.resolved.is_some()).await;
     worker.stop().await;
     assert_eq!(end.status, Status::Compensated, "{end:#?}");
-    assert_eq!(end.resolved, Some(Keep::Old));
-    assert!(end.history.iter().any(|a| a.step == Step::DisableNew && a.outcome == "ok"));
-    assert!(end.history.iter().any(|a| a.step == Step::RetireNew && a.outcome == "ok"));
+    assert_eq!(end.resolution.resolved, Some(Keep::Old));
+    assert!(end.outcome.history.iter().any(|a| a.step == Step::DisableNew && a.outcome == "ok"));
+    assert!(end.outcome.history.iter().any(|a| a.step == Step::RetireNew && a.outcome == "ok"));
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert_eq!(keys[0].id, old_id);
@@ -155,7 +155,7 @@ async fn resolve_by_hand_refuses_a_choice_the_evidence_contradicts() {
     let engine = Arc::new(env.engine("w1"));
     let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
     let saga_id = storm_to_needs_attention(&env, &engine, true).await;
-    let new_id = engine.store().load(&saga_id).await.unwrap().unwrap().saga.new_key.unwrap();
+    let new_id = engine.store().load(&saga_id).await.unwrap().unwrap().saga.keys.new_key.unwrap();
     let dir = std::env::temp_dir().join(format!("keyturn-attention-{}", uuid::Uuid::new_v4()));
     let cfg = env.write_config(&dir).unwrap();
     let cfg = cfg.to_str().unwrap().to_string();
@@ -164,7 +164,8 @@ async fn resolve_by_hand_refuses_a_choice_the_evidence_contradicts() {
     // Without auto_resolve, clear evidence is announced and nothing more.
     env.auth0.send_mail(&env.moto.endpoint).await;
     let seen =
-        wait_for(&env, &saga_id, "clear evidence", |s| s.attention.as_ref().and_then(|a| a.verdict.as_ref()).is_some_and(|v| v.keep.is_some())).await;
+        wait_for(&env, &saga_id, "clear evidence", |s| s.resolution.attention.as_ref().and_then(|a| a.verdict.as_ref()).is_some_and(|v| v.keep.is_some()))
+            .await;
     assert_eq!(seen.status, Status::NeedsAttention);
     assert_eq!(env.user_keys().await.len(), 2, "nothing retired without auto_resolve");
     let n = env.notifications(2, Duration::from_secs(10)).await;
@@ -196,7 +197,11 @@ async fn resolve_by_hand_refuses_a_choice_the_evidence_contradicts() {
     assert_eq!(keys[0].id, new_id);
     assert!(!keys.iter().any(|k| k.id == old_id));
     let end = engine.store().load(&saga_id).await.unwrap().unwrap().saga;
-    assert!(end.history.iter().any(|a| a.outcome == "resolved" && a.message.as_deref().unwrap_or("").contains("keep the new key")), "{:#?}", end.history);
+    assert!(
+        end.outcome.history.iter().any(|a| a.outcome == "resolved" && a.message.as_deref().unwrap_or("").contains("keep the new key")),
+        "{:#?}",
+        end.outcome.history
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -209,12 +214,12 @@ async fn a_key_deleted_by_hand_resolves_the_saga_without_a_grace_period() {
     let engine = Arc::new(env.engine("w1"));
     let worker = RunningWorker::spawn(engine.clone(), &env.config.worker);
     let saga_id = storm_to_needs_attention(&env, &engine, false).await;
-    let new_id = engine.store().load(&saga_id).await.unwrap().unwrap().saga.new_key.unwrap();
+    let new_id = engine.store().load(&saga_id).await.unwrap().unwrap().saga.keys.new_key.unwrap();
     env.clients.iam.delete_access_key().user_name(keyturn_testkit::env::USER).access_key_id(&new_id).send().await.unwrap();
-    let end = wait_for(&env, &saga_id, "the resolved saga to end", |s| s.status.is_terminal() && s.resolved.is_some()).await;
+    let end = wait_for(&env, &saga_id, "the resolved saga to end", |s| s.status.is_terminal() && s.resolution.resolved.is_some()).await;
     worker.stop().await;
     assert_eq!(end.status, Status::Compensated, "{end:#?}");
-    assert!(end.compensations.iter().any(|c| c.contains("already deleted")), "{:?}", end.compensations);
+    assert!(end.outcome.compensations.iter().any(|c| c.contains("already deleted")), "{:?}", end.outcome.compensations);
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].id, old_id);

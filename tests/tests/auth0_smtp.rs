@@ -49,7 +49,7 @@ async fn smtp_provider_gets_the_new_user_and_derived_password() {
     let (env, cfg) = setup().await;
     let saga = rotate(&env, &cfg).await;
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
-    let new_id = saga.new_key.clone().unwrap();
+    let new_id = saga.keys.new_key.clone().unwrap();
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].id, new_id);

@@ -163,17 +163,17 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
     // Every saga of the run ended, in a state a rotation may end in.
     for id in &all_sagas {
         let saga = engine.store().load(id).await.unwrap().unwrap().saga;
-        let hits = saga.history.iter().filter(|a| a.code.as_deref() == Some("LimitExceeded")).count();
+        let hits = saga.outcome.history.iter().filter(|a| a.code.as_deref() == Some("LimitExceeded")).count();
         if hits > 0 {
             // IAM refused a third key: keyturn tried to create one at the limit.
             violations.push(format!("{id}: {hits} CreateAccessKey attempt(s) at the two-key limit"));
         }
         limit_hits += hits;
-        takeovers += saga.history.iter().filter(|a| a.attempt > 1).count();
+        takeovers += saga.outcome.history.iter().filter(|a| a.attempt > 1).count();
         match saga.status {
             Status::Succeeded => succeeded += 1,
             Status::Compensated => compensated += 1,
-            other => violations.push(format!("{} ({id}): ended {} at {}: {:?}", saga.rotation_id, other.as_str(), saga.step, saga.failure)),
+            other => violations.push(format!("{} ({id}): ended {} at {}: {:?}", saga.rotation_id, other.as_str(), saga.step, saga.outcome.failure)),
         }
         let pk = format!("saga#{id}");
         if raw.iter().any(|item| item.get("pk").and_then(|v| v.as_s().ok()) == Some(&pk) && item.contains_key("secret")) {
@@ -184,7 +184,7 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
     for (i, id) in current.iter().enumerate() {
         let (user, _, auth0) = &tenants[i];
         let saga = engine.store().load(id).await.unwrap().unwrap().saga;
-        let old = saga.old_keys.first().map(|k| k.id.clone()).unwrap_or_default();
+        let old = saga.keys.old_keys.first().map(|k| k.id.clone()).unwrap_or_default();
         let keys = env.clients.iam.list_access_keys().user_name(user).send().await.unwrap();
         let keys: Vec<(String, bool)> = keys
             .access_key_metadata()
@@ -199,8 +199,8 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
                 if keys.len() != 1 || active.len() != 1 {
                     bad(format!("succeeded but keys are {keys:?}"));
                 }
-                if Some(&held) != saga.new_key.as_ref() || active.first() != Some(&&held) {
-                    bad(format!("target holds {held}, saga new key {:?}, active {active:?}", saga.new_key));
+                if Some(&held) != saga.keys.new_key.as_ref() || active.first() != Some(&&held) {
+                    bad(format!("target holds {held}, saga new key {:?}, active {active:?}", saga.keys.new_key));
                 }
             }
             Status::Compensated => {

@@ -68,7 +68,7 @@ async fn the_template_worker_policy_is_enough_for_a_full_rotation() {
     let saga = env.wait_terminal(&saga_id, Duration::from_secs(60)).await;
     w.stop().await;
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
-    assert!(saga.history.iter().all(|a| a.outcome == "ok"), "no step needed a retry: {:#?}", saga.history);
+    assert!(saga.outcome.history.iter().all(|a| a.outcome == "ok"), "no step needed a retry: {:#?}", saga.outcome.history);
     // The template grants events:PutEvents: the outcome event reached the bus.
     let events = env.outcome_events(&events_url, 1, Duration::from_secs(10)).await;
     assert!(events.iter().any(|e| e["detail-type"] == "Rotation Succeeded" && e["detail"]["saga_id"] == saga_id.as_str()), "{events:#?}");
@@ -123,10 +123,10 @@ grace_period = "0s"
     let saga = env.wait_terminal(&saga_id, Duration::from_secs(60)).await;
     w.stop().await;
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
-    assert!(saga.history.iter().all(|a| a.outcome == "ok"), "no step was denied: {:#?}", saga.history);
+    assert!(saga.outcome.history.iter().all(|a| a.outcome == "ok"), "no step was denied: {:#?}", saga.outcome.history);
     let current = env.clients.secrets.get_secret_value().secret_id("app/aws").send().await.unwrap();
     let current: serde_json::Value = serde_json::from_str(current.secret_string().unwrap()).unwrap();
-    assert_eq!(current["AWS_ACCESS_KEY_ID"], saga.new_key.as_deref().unwrap());
+    assert_eq!(current["AWS_ACCESS_KEY_ID"], saga.keys.new_key.as_deref().unwrap());
 
     // Enforcement is real: without WorkerTargetSecretsPolicy the push is denied.
     let without = widened("WorkerPolicy");

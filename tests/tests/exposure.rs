@@ -81,12 +81,12 @@ async fn an_exposed_idle_key_is_replaced_then_deactivated_and_deleted_within_sec
     let saga = &env.wait_terminal(&all[0].saga_id, T).await;
     assert_eq!((saga.status, saga.trigger.as_str()), (Status::Succeeded, "health:exposed_key"));
     assert_eq!(key_status(&env, USER, &exposed).await, None, "deleted, not waiting out the grace period");
-    let new_key = saga.new_key.clone().unwrap();
+    let new_key = saga.keys.new_key.clone().unwrap();
     assert_eq!(env.auth0.provider().unwrap().access_key_id, new_key, "the mail keeps flowing with the new key");
     assert_eq!(key_status(&env, USER, &new_key).await, Some(true));
     // The timeline: event seen, new key live in the target, exposed key inactive, deleted, in that order.
     let e = saga.exposure.clone().unwrap();
-    let (live, inactive, deleted) = (saga.switched_at.unwrap(), e.inactive_at.unwrap(), e.deleted_at.unwrap());
+    let (live, inactive, deleted) = (saga.effects.switched_at.unwrap(), e.inactive_at.unwrap(), e.deleted_at.unwrap());
     assert!(e.seen_at <= live && live <= inactive && inactive <= deleted, "{e:?} switched {live}");
     let n = of(&seen, "rotation.exposed_key")[0];
     assert_eq!(n.attributes["severity"], "critical");
@@ -122,8 +122,8 @@ async fn exposure_in_the_grace_period_deletes_the_old_key_now() {
     let start = Instant::now();
     loop {
         let s = store.load(&id).await.unwrap().unwrap().saga;
-        if s.step == Step::RetireOld && s.old_disabled {
-            assert!(s.grace_until.unwrap() > keyturn::clock::Clock::now_ms(&keyturn::clock::SystemClock) + 6 * 86_400_000, "a week to wait");
+        if s.step == Step::RetireOld && s.effects.old_disabled {
+            assert!(s.run.grace_until.unwrap() > keyturn::clock::Clock::now_ms(&keyturn::clock::SystemClock) + 6 * 86_400_000, "a week to wait");
             break;
         }
         assert!(start.elapsed() < T, "never reached the grace period: {s:#?}");
@@ -140,7 +140,7 @@ async fn exposure_in_the_grace_period_deletes_the_old_key_now() {
     assert_eq!(env.sagas().await.len(), 1, "the running saga took the emergency over; no second saga");
     let e = saga.exposure.unwrap();
     assert!(e.deleted_at.is_some() && e.inactive_at.is_some());
-    assert!(saga.history.iter().any(|a| a.outcome == "exposed"), "the takeover is in the saga's history");
+    assert!(saga.outcome.history.iter().any(|a| a.outcome == "exposed"), "the takeover is in the saga's history");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,8 +226,8 @@ async fn an_exposed_new_key_finishes_its_saga_then_a_fresh_rotation_replaces_it(
     let start = Instant::now();
     let exposed = loop {
         let s = store.load(&id).await.unwrap().unwrap().saga;
-        if s.step == Step::RetireOld && s.old_disabled {
-            break s.new_key.unwrap();
+        if s.step == Step::RetireOld && s.effects.old_disabled {
+            break s.keys.new_key.unwrap();
         }
         assert!(start.elapsed() < T, "never reached the grace period: {s:#?}");
         tokio::time::sleep(Duration::from_millis(100)).await;

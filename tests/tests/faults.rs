@@ -25,7 +25,7 @@ async fn run(env: &TestEnv, proxy: &FaultProxy) -> keyturn::saga::Saga {
 }
 
 fn retried(saga: &keyturn::saga::Saga, step: Step, code: &str) -> bool {
-    saga.history.iter().any(|a| a.step == step && a.outcome == "retry" && a.code.as_deref() == Some(code))
+    saga.outcome.history.iter().any(|a| a.step == step && a.outcome == "retry" && a.code.as_deref() == Some(code))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,9 +39,9 @@ async fn iam_service_failure_and_throttling_are_retried_and_the_rotation_succeed
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
     assert_eq!(proxy.injected("CreateAccessKey"), 4);
     assert_eq!(proxy.injected("UpdateAccessKey"), 4);
-    assert!(retried(&saga, Step::IssueNew, "ServiceFailure"), "{:#?}", saga.history);
+    assert!(retried(&saga, Step::IssueNew, "ServiceFailure"), "{:#?}", saga.outcome.history);
     // Throttling is waited out in place (fewer steps at once), not retried by the saga.
-    assert!(!retried(&saga, Step::DisableOld, "Throttling"), "{:#?}", saga.history);
+    assert!(!retried(&saga, Step::DisableOld, "Throttling"), "{:#?}", saga.outcome.history);
     assert!(keyturn_testkit::capture::logs().contains("IAM is throttling"), "the worker backed off");
     assert_eq!(env.user_keys().await.len(), 1, "no extra key from the failed attempts");
 }
@@ -59,8 +59,8 @@ async fn iam_throttling_backs_off_concurrency_instead_of_spending_step_attempts(
     let saga = run(&env, &proxy).await;
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
     assert_eq!(proxy.injected("CreateAccessKey"), 15);
-    assert!(!retried(&saga, Step::IssueNew, "Throttling"), "no attempt spent on throttling: {:#?}", saga.history);
-    let issue = saga.history.iter().filter(|a| a.step == Step::IssueNew).collect::<Vec<_>>();
+    assert!(!retried(&saga, Step::IssueNew, "Throttling"), "no attempt spent on throttling: {:#?}", saga.outcome.history);
+    let issue = saga.outcome.history.iter().filter(|a| a.step == Step::IssueNew).collect::<Vec<_>>();
     assert_eq!(issue.len(), 1, "one attempt of issue_new, which succeeded: {issue:#?}");
     let backoffs = keyturn_testkit::capture::logs().lines().filter(|l| l.contains("IAM is throttling") && l.contains(&saga.saga_id)).count();
     assert_eq!(backoffs, 5, "each refused step lowered the limit and ran again");
@@ -75,7 +75,7 @@ async fn iam_failure_past_the_budget_compensates_safely() {
     proxy.inject("CreateAccessKey", Fault::iam_service_failure(), 1000);
     let saga = run(&env, &proxy).await;
     assert_eq!(saga.status, Status::Compensated, "{saga:#?}");
-    assert_eq!(saga.failure.as_ref().unwrap().code, "ServiceFailure");
+    assert_eq!(saga.outcome.failure.as_ref().unwrap().code, "ServiceFailure");
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].id, old);
@@ -104,7 +104,7 @@ async fn slow_key_propagation_is_waited_out() {
     proxy.inject("GetCallerIdentity", Fault::sts_not_propagated(), 5);
     let saga = run(&env, &proxy).await;
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
-    assert!(retried(&saga, Step::ProveNew, "KeyNotPropagated"), "{:#?}", saga.history);
+    assert!(retried(&saga, Step::ProveNew, "KeyNotPropagated"), "{:#?}", saga.outcome.history);
     assert_eq!(proxy.injected("GetCallerIdentity"), 5);
     // Auth0 got the key only after it authenticated.
     assert_eq!(env.auth0.patches().len(), 1);
@@ -118,8 +118,8 @@ async fn a_key_that_never_propagates_is_deleted_before_any_consumer_gets_it() {
     proxy.inject("GetCallerIdentity", Fault::sts_not_propagated(), 10_000);
     let saga = run(&env, &proxy).await;
     assert_eq!(saga.status, Status::Compensated, "{saga:#?}");
-    assert_eq!(saga.failure.as_ref().unwrap().code, "KeyNotPropagated");
-    assert!(saga.new_revoked);
+    assert_eq!(saga.outcome.failure.as_ref().unwrap().code, "KeyNotPropagated");
+    assert!(saga.effects.new_revoked);
     assert!(env.auth0.patches().is_empty(), "Auth0 never saw the broken key");
     let keys = env.user_keys().await;
     assert_eq!((keys.len(), keys[0].id.as_str(), keys[0].active), (1, old.as_str(), true));
@@ -158,14 +158,14 @@ async fn a_vendor_error_quoting_the_secret_is_redacted_everywhere() {
     let proxy = FaultProxy::start(env.moto.endpoint.clone()).await.unwrap();
     let saga = run(&env, &proxy).await;
     assert_eq!(saga.status, Status::Compensated, "{saga:#?}");
-    let f = saga.failure.clone().unwrap();
+    let f = saga.outcome.failure.clone().unwrap();
     assert_eq!(f.code, "invalid_body");
     assert!(f.message.contains("[REDACTED]"), "the echoed secret was replaced: {}", f.message);
     let secret = env.auth0.state.lock().unwrap().last_secret_sent.clone().expect("the PATCH carried the secret");
     assert!(secret.len() >= 16);
     let notes: String = env.notifications(1, Duration::from_secs(10)).await.into_iter().map(|n| n.raw).collect();
     assert!(notes.contains("[REDACTED]"));
-    let history = serde_json::to_string(&saga.history).unwrap();
+    let history = serde_json::to_string(&saga.outcome.history).unwrap();
     let logs = keyturn_testkit::capture::logs();
     for (name, text) in [("history", &history), ("notifications", &notes), ("logs", &logs), ("table", &env.table_dump().await)] {
         assert!(!text.contains(&secret), "the echoed secret reached the {name}");

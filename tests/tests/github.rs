@@ -53,7 +53,7 @@ async fn both_secrets_hold_the_new_key_and_nothing_leaks() {
     let (env, gh, cfg) = setup(None).await;
     let saga = rotate(&env, &cfg).await;
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
-    let new_id = saga.new_key.clone().unwrap();
+    let new_id = saga.keys.new_key.clone().unwrap();
     assert_eq!(gh.value("AWS_ACCESS_KEY_ID").as_deref(), Some(new_id.as_str()));
     let new_secret = gh.value("AWS_SECRET_ACCESS_KEY").unwrap();
     assert_ne!(new_secret, env.old_keys[0].1);
@@ -82,8 +82,8 @@ async fn a_refused_second_write_puts_the_old_id_back_and_deletes_the_new_key() {
     gh.script("AWS_SECRET_ACCESS_KEY", Fault::Invalid);
     let saga = rotate(&env, &cfg).await;
     assert_eq!(saga.status, Status::Compensated, "{saga:#?}");
-    assert_eq!(saga.target, TargetState::Rejected);
-    assert!(saga.history.iter().any(|a| a.step == Step::PushToTarget && a.code.as_deref() == Some("validation_failed")));
+    assert_eq!(saga.effects.target, TargetState::Rejected);
+    assert!(saga.outcome.history.iter().any(|a| a.step == Step::PushToTarget && a.code.as_deref() == Some("validation_failed")));
     assert_eq!(gh.value("AWS_ACCESS_KEY_ID").as_deref(), Some(old_id.as_str()), "the old pair is whole again");
     assert_eq!(gh.value("AWS_SECRET_ACCESS_KEY").as_deref(), Some(old_secret.as_str()));
     let keys = env.user_keys().await;
@@ -99,7 +99,7 @@ async fn the_primary_rate_limit_is_waited_out() {
     gh.script("AWS_ACCESS_KEY_ID", Fault::RateLimited { reset_in: 1 });
     let saga = rotate(&env, &cfg).await;
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
-    assert_eq!(gh.value("AWS_ACCESS_KEY_ID").as_deref(), saga.new_key.as_deref());
+    assert_eq!(gh.value("AWS_ACCESS_KEY_ID").as_deref(), saga.keys.new_key.as_deref());
     let statuses: Vec<u16> = gh.calls().iter().filter(|(m, p, _)| m == "PUT" && p.ends_with("AWS_ACCESS_KEY_ID")).map(|(_, _, s)| *s).collect();
     assert_eq!(statuses, [403, 204], "one 403 rate limit, then the write");
 }

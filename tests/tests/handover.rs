@@ -136,7 +136,7 @@ async fn a_token_pasted_in_the_console_completes_the_rotation_and_leaves_no_trac
     paste(&env, &confirm_secret, "DELETED").await;
     let saga = env.wait_terminal(&saga_id, Duration::from_secs(60)).await;
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
-    assert!(saga.old_deleted && !saga.secret_stored);
+    assert!(saga.effects.old_deleted && !saga.keys.secret_stored);
     wait_notice(&env, &mut seen, "rotation.succeeded", |n| n.attributes["event"] == "rotation.succeeded").await;
     w.stop().await;
     seen.extend(env.notifications(0, Duration::from_secs(1)).await);

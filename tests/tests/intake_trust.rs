@@ -78,7 +78,7 @@ async fn a_request_from_a_sender_not_allowed_goes_to_the_dlq_and_an_allowed_one_
     let w = worker_for(&allow, &env.clients);
     let done = env.wait_sagas_done(1, T).await;
     w.stop().await;
-    let info = done[0].request.clone().expect("request info");
+    let info = done[0].origin.request.clone().expect("request info");
     assert_eq!(info.sender.as_deref(), Some(MOTO_SENDER));
     assert_eq!(info.requester, "jira-automation", "the self-declared requester is kept as well");
     let seen = env.notifications(2, Duration::from_secs(10)).await;

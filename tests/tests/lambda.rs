@@ -68,7 +68,7 @@ async fn a_batch_reports_only_the_record_that_must_come_back() {
     // Another invocation holds saga b's step: its message must come back, not be deleted.
     let s = engine.store().load(&b).await.unwrap().unwrap();
     let now = SystemClock.now_ms();
-    let taken = engine.store().lease(&b, s.saga.step, &s.saga.token, "other", now, now + 60_000, now + 120_000).await.unwrap();
+    let taken = engine.store().lease(&b, s.saga.step, &s.saga.run.token, "other", now, now + 60_000, now + 120_000).await.unwrap();
     assert!(matches!(taken, keyturn::store::Lease::Taken(_)), "{taken:?}");
 
     let mut batch = vec![];

@@ -65,7 +65,7 @@ async fn no_secret_anywhere_after_varied_traffic() {
     wait_step(id.clone(), Step::RetireOld).await;
     secrets.push(env.auth0.provider().unwrap().secret_access_key);
     let s = engine.store().load(&id).await.unwrap().unwrap().saga;
-    assert!(s.history.iter().any(|a| a.step == Step::PushToTarget && a.outcome == "failed"));
+    assert!(s.outcome.history.iter().any(|a| a.step == Step::PushToTarget && a.outcome == "failed"));
     // A poison message carrying nothing secret, for the DLQ scan.
     env.clients.sqs.send_message().queue_url(&env.queue_url).message_body("poison").send().await.unwrap();
     // An invalid rotation request with a secret pasted into the wrong fields:

@@ -92,10 +92,10 @@ async fn a_redirect_on_the_token_request_sends_the_client_secret_nowhere() {
     assert_eq!(code, 1, "the rotation failed: {out}");
     let saga = only_saga(env.sagas().await);
     assert_eq!(saga.status, Status::Compensated, "{saga:#?}");
-    let f = saga.failure.clone().expect("a failure is recorded");
+    let f = saga.outcome.failure.clone().expect("a failure is recorded");
     assert_eq!((f.step, f.code.as_str()), (Step::PushToTarget, "redirect_refused"), "{f:?}");
     assert!(f.message.contains(&format!("redirect to {other_host}")) && f.message.contains("follows no redirects"), "{f:?}");
-    assert!(!saga.history.iter().any(|a| a.outcome == "retry"), "permanent, not retried: {:#?}", saga.history);
+    assert!(!saga.outcome.history.iter().any(|a| a.outcome == "retry"), "permanent, not retried: {:#?}", saga.outcome.history);
     let tokens = env.auth0.seen().iter().filter(|s| s.path == "/oauth/token").count();
     assert_eq!(tokens, 1, "one token request, answered 307, not repeated");
     // Nothing changed: the old key is the only key, active; Auth0 holds it.
@@ -126,8 +126,8 @@ async fn a_redirect_on_the_patch_sends_the_new_key_nowhere_and_keeps_the_old_one
     assert_ne!(code, 0, "the rotation did not succeed: {out}");
     let saga = only_saga(env.sagas().await);
     assert_ne!(saga.status, Status::Succeeded, "{saga:#?}");
-    assert!(!saga.old_deleted && !saga.old_disabled, "{saga:#?}");
-    let f = saga.failure.clone().expect("a failure is recorded");
+    assert!(!saga.effects.old_deleted && !saga.effects.old_disabled, "{saga:#?}");
+    let f = saga.outcome.failure.clone().expect("a failure is recorded");
     assert_eq!(f.code, "redirect_refused", "{f:?}");
     assert!(f.message.contains(&format!("redirect to {other_host}")), "{f:?}");
     // The old key is still there and active; Auth0 still holds it.
@@ -168,14 +168,14 @@ async fn a_tls_failure_keeps_its_cause_and_is_not_retried() {
     let cfg = env.config_with(&rotation, false);
     let saga = env.rotate_with(&cfg, "auth0-ses").await;
     assert_eq!(saga.status, Status::Compensated, "{saga:#?}");
-    let f = saga.failure.clone().expect("a failure");
+    let f = saga.outcome.failure.clone().expect("a failure");
     assert_eq!(f.code, "TlsFailure", "{f:?}");
     assert!(
         f.message.contains("TLS failed") && (f.message.to_ascii_lowercase().contains("corrupt message") || f.message.contains("InvalidContentType")),
         "the cause is kept: {f:?}"
     );
     assert!(f.operator_fixable);
-    assert!(!saga.history.iter().any(|a| a.outcome == "retry"), "not retried: {:#?}", saga.history);
+    assert!(!saga.outcome.history.iter().any(|a| a.outcome == "retry"), "not retried: {:#?}", saga.outcome.history);
     let notes = env.notifications(1, Duration::from_secs(10)).await;
     assert!(notes.iter().any(|n| n.raw.contains("TLS failed") && n.raw.contains("orrupt")), "the notice keeps the cause: {notes:#?}");
 }

@@ -62,7 +62,7 @@ async fn check_all_succeeded(s: &Fleet) {
     assert!(failed.is_empty(), "every rotation succeeds, backlog and emergency: {failed:?}");
     let emergency = sagas.iter().find(|s| s.saga.rotation_id == EXPOSED_ROTATION).unwrap();
     assert!(emergency.saga.exposure.is_some(), "the exposed key's saga is an emergency");
-    let new_key = emergency.saga.new_key.clone().unwrap();
+    let new_key = emergency.saga.keys.new_key.clone().unwrap();
     assert_eq!(s.held_by_target(EXPOSED_ROTATION).await.unwrap(), new_key, "the new key is live in the target");
     assert!(!s.exposed_key_active().await.unwrap(), "the exposed key stays inactive (deleted)");
 }

@@ -34,8 +34,8 @@ async fn a_request_by_rotation_id_starts_one_saga_answers_repeats_with_it_and_ca
     assert_eq!(done.len(), 1, "{done:#?}");
     let saga = &done[0];
     assert_eq!((saga.status, saga.trigger.as_str(), saga.rotation_id.as_str()), (Status::Succeeded, "request", "auth0-ses"));
-    assert_eq!(saga.correlation_id.as_deref(), Some("corr-7f3a9c"));
-    let info = saga.request.clone().unwrap();
+    assert_eq!(saga.origin.correlation_id.as_deref(), Some("corr-7f3a9c"));
+    let info = saga.origin.request.clone().unwrap();
     assert_eq!((info.requester.as_str(), info.idempotency_key.as_str()), ("jira-automation", "SEC-1234"));
 
     // The same request again, now as an EventBridge custom event: answered
@@ -96,8 +96,8 @@ async fn a_request_by_account_and_user_may_shorten_the_grace_period() {
     w.stop().await;
     let saga = &done[0];
     assert_eq!(saga.status, Status::Succeeded, "no week-long wait: {saga:#?}");
-    assert_eq!(saga.overrides.grace_period, Some(0));
-    assert_eq!(saga.correlation_id.as_deref(), Some("offboarding-2026-11-30-jdoe"), "no correlation id given: the idempotency key");
+    assert_eq!(saga.origin.overrides.grace_period, Some(0));
+    assert_eq!(saga.origin.correlation_id.as_deref(), Some("offboarding-2026-11-30-jdoe"), "no correlation id given: the idempotency key");
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1, "old key deleted at once: {keys:?}");
 }

@@ -54,7 +54,7 @@ async fn happy_path_rotates_key_updates_auth0_and_retires_old_key() {
     let new_id = keys[0].id.clone();
     assert_ne!(new_id, old_id);
     assert!(keys[0].active);
-    assert_eq!(saga.new_key.as_deref(), Some(new_id.as_str()));
+    assert_eq!(saga.keys.new_key.as_deref(), Some(new_id.as_str()));
     // Auth0 received the new key and its secret.
     let p = env.auth0.provider().unwrap();
     assert_eq!(p.access_key_id, new_id);
@@ -70,13 +70,13 @@ async fn happy_path_rotates_key_updates_auth0_and_retires_old_key() {
     let who = sts.get_caller_identity().send().await.unwrap();
     assert!(who.arn().unwrap().ends_with(&format!(":user/{USER}")), "{:?}", who.arn());
     // Every forward step ran, in order, once.
-    let steps: Vec<Step> = saga.history.iter().filter(|a| a.outcome == "ok").map(|a| a.step).collect();
+    let steps: Vec<Step> = saga.outcome.history.iter().filter(|a| a.outcome == "ok").map(|a| a.step).collect();
     assert_eq!(
         steps,
         [Step::Start, Step::IssueNew, Step::ProveNew, Step::PushToTarget, Step::VerifyTarget, Step::DisableOld, Step::RetireOld, Step::Finalize]
     );
-    assert_eq!(saga.target, TargetState::HoldsNew);
-    assert!(!saga.secret_stored);
+    assert_eq!(saga.effects.target, TargetState::HoldsNew);
+    assert!(!saga.keys.secret_stored);
 
     // The success notification arrived through the topic's SQS subscription.
     let notes = env.notifications(1, Duration::from_secs(10)).await;
@@ -116,14 +116,14 @@ async fn auth0_insufficient_scope_compensates_and_notifies() {
     let (saga_id, saga) = rotate_to_end(&env, Arc::new(env.engine("w1"))).await;
 
     assert_eq!(saga.status, Status::Compensated, "{saga:#?}");
-    let f = saga.failure.as_ref().unwrap();
+    let f = saga.outcome.failure.as_ref().unwrap();
     assert_eq!((f.step, f.code.as_str(), f.operator_fixable), (Step::PushToTarget, "insufficient_scope", true));
     // The new key is deleted, the old key active and untouched.
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].id, old_id);
     assert!(keys[0].active);
-    assert!(saga.new_revoked);
+    assert!(saga.effects.new_revoked);
     assert_eq!(env.auth0.provider().unwrap().access_key_id, old_id, "Auth0 unchanged");
     // A permanent 403 is not retried.
     assert_eq!(env.auth0.patches().len(), 1);
@@ -162,7 +162,7 @@ async fn auth0_rate_limit_is_retried_per_headers() {
     assert_eq!(patches.iter().map(|p| p.status).collect::<Vec<_>>(), [429, 200]);
     let waited = patches[1].at - patches[0].at;
     assert!(waited >= Duration::from_secs(2), "Retry-After: 2 honoured, waited {waited:?}");
-    assert_eq!(env.auth0.provider().unwrap().access_key_id, saga.new_key.unwrap());
+    assert_eq!(env.auth0.provider().unwrap().access_key_id, saga.keys.new_key.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,12 +196,12 @@ async fn every_message_delivered_twice_gives_the_same_end_state() {
     assert!(dropped() >= copies(), "every copy dropped (the sweeper may add more under load): {} of {}", dropped(), copies());
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1, "no extra key: {keys:?}");
-    assert_eq!(Some(keys[0].id.as_str()), saga.new_key.as_deref());
+    assert_eq!(Some(keys[0].id.as_str()), saga.keys.new_key.as_deref());
     assert_eq!(env.auth0.patches().len(), 1, "exactly one PATCH");
     assert_eq!(env.notifications(1, Duration::from_secs(5)).await.len(), 1, "one notification");
     // Each forward step succeeded exactly once.
-    let oks = saga.history.iter().filter(|a| a.outcome == "ok").count();
-    assert_eq!(oks, 8, "{:#?}", saga.history);
+    let oks = saga.outcome.history.iter().filter(|a| a.outcome == "ok").count();
+    assert_eq!(oks, 8, "{:#?}", saga.outcome.history);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,13 +226,13 @@ async fn crash_after_key_creation_cleans_up_the_orphan() {
     }
     let orphan = orphan.expect("the crashed attempt created a key");
     let s = store.load(&saga_id).await.unwrap().unwrap();
-    assert!(s.saga.new_key.is_none(), "the crash happened before the key was recorded");
-    assert_eq!(s.saga.issue_intents, 1, "the intent was recorded before IAM was called");
+    assert!(s.saga.keys.new_key.is_none(), "the crash happened before the key was recorded");
+    assert_eq!(s.saga.keys.issue_intents, 1, "the intent was recorded before IAM was called");
 
     let saga = env.wait_terminal(&saga_id, T).await;
     worker.stop().await;
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
-    assert_eq!(saga.issue_intents, 2);
+    assert_eq!(saga.keys.issue_intents, 2);
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1, "exactly one key remains: {keys:?}");
     assert_ne!(keys[0].id, orphan, "the orphan was deleted");
@@ -261,10 +261,10 @@ async fn a_key_a_person_made_after_start_is_never_deleted() {
     let person = rx.await.expect("the hook ran between start and issue_new");
 
     assert_eq!(saga.status, Status::NeedsAttention, "{saga:#?}");
-    let f = saga.failure.as_ref().unwrap();
+    let f = saga.outcome.failure.as_ref().unwrap();
     assert_eq!((f.step, f.code.as_str()), (Step::IssueNew, "UnknownKey"), "{f:?}");
     assert!(f.message.contains(&person) && f.message.contains(&old_id), "both keys named: {}", f.message);
-    assert!(saga.new_key.is_none(), "keyturn created no key");
+    assert!(saga.keys.new_key.is_none(), "keyturn created no key");
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert!(keys.iter().any(|k| k.id == person && k.active), "the person's key was not deleted: {keys:?}");
@@ -301,7 +301,7 @@ async fn two_unknown_keys_are_refused_and_nothing_changes() {
     let (_, saga) = rotate_to_end(&env, Arc::new(env.engine("w1"))).await;
 
     assert_eq!(saga.status, Status::Refused);
-    let f = saga.failure.unwrap();
+    let f = saga.outcome.failure.unwrap();
     assert_eq!(f.code, "TooManyKeys");
     assert!(f.message.contains(&before[0].id) && f.message.contains(&before[1].id), "{}", f.message);
     assert_eq!(env.user_keys().await, before, "keys unchanged");
@@ -359,22 +359,22 @@ async fn grace_period_is_a_durable_wait_then_the_old_key_is_deleted() {
     let waiting = wait_step(&env, &saga_id, Step::RetireOld).await;
     let sent_at_wait = queue.bodies().len();
     // Nothing needs the new secret any more: it is not kept through the grace period.
-    assert!(!waiting.secret_stored);
+    assert!(!waiting.keys.secret_stored);
     let item = engine.store().raw_items().await.unwrap().into_iter().find(|i| i.get("saga_id").and_then(|v| v.as_s().ok()) == Some(&saga_id)).unwrap();
     assert!(!item.contains_key("secret"), "sealed secret erased after the push, before the grace period");
     // During the grace period: old key inactive but present, new key live in Auth0.
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 2);
     assert!(keys.iter().any(|k| k.id == old_id && !k.active), "{keys:?}");
-    assert!(waiting.grace_until.is_some());
+    assert!(waiting.run.grace_until.is_some());
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(queue.bodies().len(), sent_at_wait, "no messages while waiting: the wait is a delayed message, not a loop");
 
     let saga = env.wait_terminal(&saga_id, T).await;
     worker.stop().await;
     assert_eq!(saga.status, Status::Succeeded);
-    let retired = saga.history.iter().find(|a| a.step == Step::RetireOld && a.outcome == "ok").unwrap();
-    assert!(retired.at >= waiting.grace_until.unwrap(), "old key deleted only after the grace period");
+    let retired = saga.outcome.history.iter().find(|a| a.step == Step::RetireOld && a.outcome == "ok").unwrap();
+    assert!(retired.at >= waiting.run.grace_until.unwrap(), "old key deleted only after the grace period");
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1);
     assert_ne!(keys[0].id, old_id);
@@ -390,7 +390,7 @@ async fn rollback_during_grace_reactivates_the_old_key() {
 
     // Too early: refused with a clear reason.
     let s = wait_step(&env, &saga_id, Step::RetireOld).await;
-    assert!(s.old_disabled);
+    assert!(s.effects.old_disabled);
     engine.rollback(&saga_id).await.expect("rollback accepted during grace");
     let saga = env.wait_terminal(&saga_id, T).await;
     worker.stop().await;
@@ -399,7 +399,7 @@ async fn rollback_during_grace_reactivates_the_old_key() {
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 2, "both keys kept");
     assert!(keys.iter().all(|k| k.active), "old key active again: {keys:?}");
-    assert_eq!(env.auth0.provider().unwrap().access_key_id, saga.new_key.clone().unwrap(), "Auth0 keeps the new key");
+    assert_eq!(env.auth0.provider().unwrap().access_key_id, saga.keys.new_key.clone().unwrap(), "Auth0 keeps the new key");
     let n = env.notifications(1, Duration::from_secs(10)).await;
     assert_eq!(n[0].attributes["event"], "rotation.rolled_back");
     assert!(n[0].document["rolled_back"][0].as_str().unwrap().contains(&old_id));
@@ -419,8 +419,8 @@ async fn ambiguous_push_that_landed_rolls_forward() {
 
     // Verification saw the new key in Auth0: roll forward, never revoke.
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
-    assert!(!saga.new_revoked);
-    assert!(saga.history.iter().any(|a| a.step == Step::PushToTarget && a.outcome == "failed"));
+    assert!(!saga.effects.new_revoked);
+    assert!(saga.outcome.history.iter().any(|a| a.step == Step::PushToTarget && a.outcome == "failed"));
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1);
     assert_eq!(env.auth0.provider().unwrap().access_key_id, keys[0].id);
@@ -437,7 +437,7 @@ async fn ambiguous_push_that_cannot_be_verified_needs_attention_with_both_keys()
     let (_, saga) = rotate_to_end(&env, Arc::new(env.engine("w1"))).await;
 
     assert_eq!(saga.status, Status::NeedsAttention, "{saga:#?}");
-    assert_eq!(saga.target, TargetState::Uncertain);
+    assert_eq!(saga.effects.target, TargetState::Uncertain);
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 2, "both keys kept: Auth0 may hold the new one");
     assert!(keys.iter().all(|k| k.active));
@@ -464,7 +464,7 @@ async fn sweeper_redrives_a_saga_whose_message_was_lost() {
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
     let logs = keyturn_testkit::capture::logs();
     assert!(logs.lines().any(|l| l.contains(&saga_id) && l.contains("saga overdue; re-driving its step")), "the sweeper re-drove it");
-    assert_eq!(saga.history.iter().filter(|a| a.step == Step::ProveNew).count(), 1);
+    assert_eq!(saga.outcome.history.iter().filter(|a| a.step == Step::ProveNew).count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -478,7 +478,7 @@ async fn a_live_lease_holds_off_every_handler_even_of_the_same_worker() {
     // Another task of this same worker holds the step's lease.
     let stored = engine.store().load(&saga_id).await.unwrap().unwrap();
     let now = SystemClock.now_ms();
-    let taken = engine.store().lease(&saga_id, stored.saga.step, &stored.saga.token, "w1", now, now + 60_000, now + 120_000).await.unwrap();
+    let taken = engine.store().lease(&saga_id, stored.saga.step, &stored.saga.run.token, "w1", now, now + 60_000, now + 120_000).await.unwrap();
     assert!(matches!(taken, keyturn::store::Lease::Taken(_)), "{taken:?}");
 
     let msgs = engine.queue().receive(1, Duration::from_secs(2), Duration::from_secs(10)).await.unwrap();
@@ -487,7 +487,7 @@ async fn a_live_lease_holds_off_every_handler_even_of_the_same_worker() {
     assert!(matches!(handled, Handled::Retained(_)), "{handled:?}");
     let after = engine.store().load(&saga_id).await.unwrap().unwrap();
     assert_eq!(after.version, stored.version + 1, "the duplicate changed nothing");
-    assert_eq!(after.saga.step_attempts, 1);
+    assert_eq!(after.saga.run.step_attempts, 1);
     assert!(env.user_keys().await.len() == 1, "no key created");
 }
 
@@ -508,7 +508,7 @@ async fn with_signature_checks_the_new_secret_really_authenticates() {
     let who = sts(&p.secret_access_key).get_caller_identity().send().await.unwrap();
     assert!(who.arn().unwrap().ends_with(&format!(":user/{USER}")));
     // keyturn's own probe ran against signature-checking STS and passed first time.
-    assert!(saga.history.iter().any(|a| a.step == Step::ProveNew && a.outcome == "ok"));
+    assert!(saga.outcome.history.iter().any(|a| a.step == Step::ProveNew && a.outcome == "ok"));
     assert_eq!(env.notifications(1, Duration::from_secs(10)).await[0].attributes["event"], "rotation.succeeded");
     // ...and moto really checks: a wrong secret is refused.
     let wrong = sts("0000000000000000000000000000000000000000").get_caller_identity().send().await.unwrap_err();

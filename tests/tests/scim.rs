@@ -177,7 +177,7 @@ async fn a_person_rotates_the_token_with_the_cli_and_nothing_leaks() {
     assert_eq!(code, 0, "{out}{err}");
     let saga = env.wait_terminal(&saga_id, Duration::from_secs(30)).await;
     assert_eq!(saga.status, Status::Succeeded);
-    assert!(saga.old_deleted && !saga.secret_stored);
+    assert!(saga.effects.old_deleted && !saga.keys.secret_stored);
     let ok = wait_for(&env, &mut seen, "rotation.succeeded", Duration::from_secs(20)).await;
     assert_eq!(ok.document["recommended_action"], "None. Entra uses the new token and the old token is deleted.");
     let tokens = ok.document["keys"].to_string();
@@ -280,7 +280,7 @@ async fn a_token_entra_rejects_is_never_saved() {
     w.stop().await;
 
     assert_eq!(saga.status, Status::Compensated);
-    assert_eq!(saga.failure.as_ref().unwrap().code, CREDENTIAL_FAILURE);
+    assert_eq!(saga.outcome.failure.as_ref().unwrap().code, CREDENTIAL_FAILURE);
     assert_eq!(graph_calls(&env, "PUT", "/secrets"), 0, "nothing saved");
     assert_eq!(side.graph.saved_token().as_deref(), Some(side.old_token.as_str()), "Entra keeps the old token");
     assert_eq!(failed.document["failure"]["code"], CREDENTIAL_FAILURE);
@@ -328,7 +328,7 @@ async fn reminders_are_sent_and_the_deadline_ends_the_saga() {
     seen.extend(env.notifications(0, Duration::from_secs(1)).await);
 
     assert_eq!(saga.status, Status::Compensated);
-    assert_eq!(saga.failure.as_ref().unwrap().code, "DeadlinePassed");
+    assert_eq!(saga.outcome.failure.as_ref().unwrap().code, "DeadlinePassed");
     assert_eq!(count(&seen, "rotation.action_required"), 1);
     let reminders = count(&seen, "rotation.reminder");
     assert!((2..=8).contains(&reminders), "8s deadline, 1s between notices: {reminders} reminders");

@@ -71,7 +71,7 @@ async fn new_key_becomes_the_current_version_and_the_old_one_previous() {
     let (env, cfg, old_id, old_secret) = setup("app/aws").await;
     let saga = rotate(&env, &cfg).await;
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
-    let new_id = saga.new_key.clone().unwrap();
+    let new_id = saga.keys.new_key.clone().unwrap();
     assert_eq!(keys(&env).await, vec![new_id.clone()], "the old key is deleted");
 
     let current = secret_at(&env, "AWSCURRENT").await;
@@ -104,9 +104,13 @@ async fn a_missing_secret_is_refused_before_any_key_is_created() {
     let (env, cfg, old_id, _) = setup("app/missing").await;
     let saga = rotate(&env, &cfg).await;
     assert_eq!(saga.status, Status::Refused, "{saga:#?}");
-    assert_eq!(saga.target, TargetState::Untouched);
-    assert!(saga.new_key.is_none() && saga.issue_intents == 0, "no key was created: {saga:#?}");
-    assert!(saga.history.iter().any(|a| a.step == Step::Start && a.code.as_deref() == Some("ResourceNotFoundException")), "{:#?}", saga.history);
+    assert_eq!(saga.effects.target, TargetState::Untouched);
+    assert!(saga.keys.new_key.is_none() && saga.keys.issue_intents == 0, "no key was created: {saga:#?}");
+    assert!(
+        saga.outcome.history.iter().any(|a| a.step == Step::Start && a.code.as_deref() == Some("ResourceNotFoundException")),
+        "{:#?}",
+        saga.outcome.history
+    );
     assert_eq!(keys(&env).await, vec![old_id.clone()], "old key untouched, no new one");
     assert_eq!(secret_at(&env, "AWSCURRENT").await["AWS_ACCESS_KEY_ID"], old_id.as_str(), "the existing secret is untouched");
     let n = env.notifications(1, Duration::from_secs(10)).await;
@@ -140,10 +144,10 @@ secret_id = "{secret_id}"
         );
         let saga = rotate(&env, &cfg).await;
         assert_eq!(saga.status, Status::Refused, "{secret_id}: {saga:#?}");
-        let f = saga.failure.as_ref().unwrap();
+        let f = saga.outcome.failure.as_ref().unwrap();
         assert_eq!((f.step, f.code.as_str()), (Step::Start, "SecretNotJsonObject"), "{secret_id}: {f:?}");
         assert!(f.message.contains(secret_id) && f.message.contains(what), "{}", f.message);
-        assert!(saga.new_key.is_none() && saga.issue_intents == 0, "{secret_id}: no key was created");
+        assert!(saga.keys.new_key.is_none() && saga.keys.issue_intents == 0, "{secret_id}: no key was created");
         assert_eq!(keys(&env).await, vec![old_id.clone()], "{secret_id}: nothing created in IAM");
         let versions = env.clients.secrets.list_secret_version_ids().secret_id(secret_id).send().await.unwrap();
         assert_eq!(versions.versions().len(), 1, "{secret_id}: no version was written");

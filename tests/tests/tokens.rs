@@ -45,7 +45,7 @@ async fn an_expired_token_is_renewed_once_and_the_call_retried() {
     assert_eq!(env.auth0.tokens_issued().len(), 2, "exactly one renewal");
     let statuses: Vec<u16> = env.auth0.seen().iter().filter(|s| s.path == "/api/v2/emails/provider").map(|s| s.status).collect();
     assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 1, "one 401, then success: {statuses:?}");
-    assert!(!saga.history.iter().any(|a| a.outcome == "retry"), "the renewal is not a step retry: {:#?}", saga.history);
+    assert!(!saga.outcome.history.iter().any(|a| a.outcome == "retry"), "the renewal is not a step retry: {:#?}", saga.outcome.history);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,7 +73,7 @@ async fn a_client_secret_changed_in_secrets_manager_is_read_again_when_auth0_ref
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
     let token_statuses: Vec<u16> = env.auth0.seen().iter().filter(|s| s.path == "/oauth/token").map(|s| s.status).collect();
     assert_eq!(token_statuses, vec![200, 401, 200], "the cached secret refused once, then the fresh one taken");
-    assert!(!saga.history.iter().any(|a| a.outcome == "retry"), "re-reading the secret is not a step retry: {:#?}", saga.history);
+    assert!(!saga.outcome.history.iter().any(|a| a.outcome == "retry"), "re-reading the secret is not a step retry: {:#?}", saga.outcome.history);
 }
 
 /// Issue 22: a rotation refused for a missing scope, the scope granted, the
@@ -89,7 +89,7 @@ async fn a_scope_granted_after_a_refusal_works_on_the_next_run() {
     let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
     let refused = rotate_once(&env, &engine).await;
     assert_eq!(refused.status, Status::Compensated, "{refused:#?}");
-    assert_eq!(refused.failure.as_ref().map(|f| f.code.as_str()), Some("insufficient_scope"));
+    assert_eq!(refused.outcome.failure.as_ref().map(|f| f.code.as_str()), Some("insufficient_scope"));
     assert_eq!(env.auth0.tokens_issued().len(), 1, "a fresh token's 403 stands: no second token");
     // The advice of the notice: grant the scope, run the rotation again.
     env.auth0.set_scopes(&[READ_SCOPE, UPDATE_SCOPE]);
@@ -99,5 +99,5 @@ async fn a_scope_granted_after_a_refusal_works_on_the_next_run() {
     assert_eq!(env.auth0.tokens_issued().len(), 2, "exactly one new token");
     let patches: Vec<u16> = env.auth0.patches().iter().map(|s| s.status).collect();
     assert_eq!(patches, vec![403, 403, 200], "refused, refused with the cached token, accepted with the new one");
-    assert!(!saga.history.iter().any(|a| a.outcome == "retry"), "the refresh is not a step retry: {:#?}", saga.history);
+    assert!(!saga.outcome.history.iter().any(|a| a.outcome == "retry"), "the refresh is not a step retry: {:#?}", saga.outcome.history);
 }

@@ -66,7 +66,7 @@ async fn iam3_finding_on_the_bus_ends_in_rotated_key_resolved_finding_and_notifi
     let saga = &done[0];
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
     assert_eq!(saga.trigger, "securityhub:imported");
-    let new_id = saga.new_key.clone().unwrap();
+    let new_id = saga.keys.new_key.clone().unwrap();
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].id, new_id);
@@ -123,7 +123,7 @@ async fn a_finding_starts_a_rotation_only_while_a_key_is_past_its_age() {
     }
     let done = env.wait_sagas_done(1, T).await;
     assert_eq!(done[0].status, Status::Succeeded);
-    let first_new = done[0].new_key.clone().unwrap();
+    let first_new = done[0].keys.new_key.clone().unwrap();
     // ...and again after it succeeded, the same finding (same Id, original
     // FirstObservedAt): the new key is young, nothing starts.
     engine.age_clock().set_skew(Duration::ZERO);
@@ -144,8 +144,8 @@ async fn a_finding_starts_a_rotation_only_while_a_key_is_past_its_age() {
     let done = env.wait_sagas_done(2, T).await;
     assert_eq!(done.len(), 2, "exactly one new rotation: {done:#?}");
     assert!(done.iter().all(|s| s.status == Status::Succeeded));
-    let second = done.iter().find(|s| s.new_key.as_deref() != Some(first_new.as_str())).unwrap();
-    assert_eq!(second.old_keys[0].id, first_new, "the second rotation replaced the first one's key");
+    let second = done.iter().find(|s| s.keys.new_key.as_deref() != Some(first_new.as_str())).unwrap();
+    assert_eq!(second.keys.old_keys[0].id, first_new, "the second rotation replaced the first one's key");
 
     // The control's own parameter decides when the finding carries it: at
     // 31 days, a finding with maxAccessKeyAge 30 is due, one without is not.
@@ -364,7 +364,7 @@ async fn an_ocsf_finding_rotates_the_key_and_is_updated_with_batch_update_findin
     assert_eq!(saga.trigger, "securityhub:imported_v2");
     assert_eq!(saga.findings[0].kind, FindingKind::V2);
     assert_eq!(saga.findings[0].region.as_deref(), Some("eu-west-1"));
-    let new_id = saga.new_key.clone().unwrap();
+    let new_id = saga.keys.new_key.clone().unwrap();
     assert_eq!(env.user_keys().await.len(), 1);
     assert_eq!(env.auth0.provider().unwrap().access_key_id, new_id);
 

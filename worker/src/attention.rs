@@ -49,7 +49,7 @@ fn retiring_gone(ev: &Evidence, keep: Keep) -> bool {
 }
 
 fn since(saga: &Saga) -> u64 {
-    saga.attention.as_ref().map(|a| a.since).unwrap_or(saga.updated_at)
+    saga.resolution.attention.as_ref().map(|a| a.since).unwrap_or(saga.updated_at)
 }
 
 impl<Q: Queue> Attention<Q> {
@@ -60,13 +60,13 @@ impl<Q: Queue> Attention<Q> {
 
     async fn evidence_in_saga(&self, rot: &Rotation, saga: &Saga) -> Result<Evidence> {
         let keys = rot.source.inventory().await?;
-        let new_id = saga.new_key.clone().unwrap_or_default();
+        let new_id = saga.keys.new_key.clone().unwrap_or_default();
         let new = key_evidence(rot, &keys, &new_id).await?;
         let mut old = Vec::new();
-        for k in &saga.old_keys {
+        for k in &saga.keys.old_keys {
             old.push(key_evidence(rot, &keys, &k.id).await?);
         }
-        let old_ids: Vec<String> = saga.old_keys.iter().map(|k| k.id.clone()).collect();
+        let old_ids: Vec<String> = saga.keys.old_keys.iter().map(|k| k.id.clone()).collect();
         let target = match rot.target.verify(&new_id, &old_ids).await {
             Ok(v) => Some(v),
             Err(e) => {
@@ -158,10 +158,10 @@ impl<Q: Queue> Attention<Q> {
             }
         };
         let e = earlier.into_iter().map(|s| s.saga).find(|e| {
-            e.credential == saga.credential && e.saga_id != saga.saga_id && e.new_key.as_ref().is_some_and(|n| keys.iter().any(|k| &k.id == n))
+            e.credential == saga.credential && e.saga_id != saga.saga_id && e.keys.new_key.as_ref().is_some_and(|n| keys.iter().any(|k| &k.id == n))
         })?;
         let ids = keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ");
-        let new = e.new_key.clone().unwrap_or_default();
+        let new = e.keys.new_key.clone().unwrap_or_default();
         let n = keys.len();
         Some(if e.unresolved() {
             format!(

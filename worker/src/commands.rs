@@ -90,12 +90,12 @@ impl<Q: Queue> Commands<Q> {
         let saga_id = uuid::Uuid::new_v4().to_string();
         let mut saga = Saga::new(saga_id, rotation_id.into(), rot.credential.clone(), req.trigger.clone(), now, fastrand::u128(..));
         saga.findings = req.findings.clone();
-        saga.manual = manual;
-        saga.old_keys = req.old.clone().into_iter().collect();
-        saga.not_before = now + ms(req.delay);
-        saga.correlation_id = req.correlation_id.clone();
-        saga.request = req.info.clone();
-        saga.overrides = req.overrides.clone();
+        saga.person.manual = manual;
+        saga.keys.old_keys = req.old.clone().into_iter().collect();
+        saga.run.not_before = now + ms(req.delay);
+        saga.origin.correlation_id = req.correlation_id.clone();
+        saga.origin.request = req.info.clone();
+        saga.origin.overrides = req.overrides.clone();
         saga.exposure = req.exposure.clone();
         let created = self
             .shared
@@ -105,7 +105,7 @@ impl<Q: Queue> Commands<Q> {
         if let Created::New(id) = &created {
             info!(saga = %id, rotation = rotation_id, delay_s = req.delay.as_secs(), "rotation requested");
             let lane = if req.person_waits { Lane::Priority } else { lane_of(&saga) };
-            if let Err(e) = self.shared.on(lane).send(&StepMessage::new(id, Step::Start, &saga.token), req.delay).await {
+            if let Err(e) = self.shared.on(lane).send(&StepMessage::new(id, Step::Start, &saga.run.token), req.delay).await {
                 // The saga is stored; the sweeper will send the message.
                 warn!(saga = %id, error = %e, "could not enqueue start; the sweeper will re-drive it");
             }
@@ -124,7 +124,7 @@ impl<Q: Queue> Commands<Q> {
         let next = saga::request_rollback(&stored.saga, clock(now)).map_err(|e| Error::Refused { code: "RollbackRefused", message: e.0 })?;
         self.shared.store.commit(&next, stored.version, None, SecretWrite::Keep, now + ms(self.shared.timings.sweep_after), None).await?;
         // An operator waits on a rollback: the priority lane.
-        self.shared.on(Lane::Priority).send(&StepMessage::new(saga_id, next.step, &next.token), Duration::ZERO).await?;
+        self.shared.on(Lane::Priority).send(&StepMessage::new(saga_id, next.step, &next.run.token), Duration::ZERO).await?;
         Ok(next)
     }
 

@@ -379,7 +379,7 @@ impl<Q: Queue> Steps<Q> {
             self.step_metrics(&rotation, &attempt, &result.outcome, &tr.saga, started);
             let secret = match result.secret {
                 // The machine decided the secret is no longer needed.
-                SecretWrite::Keep if attempt.secret_stored && !tr.saga.secret_stored => SecretWrite::Erase,
+                SecretWrite::Keep if attempt.keys.secret_stored && !tr.saga.keys.secret_stored => SecretWrite::Erase,
                 other => other,
             };
             // Due now and not the end: run it here, under the same lease.
@@ -542,7 +542,7 @@ impl<Q: Queue> Steps<Q> {
 
     fn step_metrics(&self, rotation: &Rotation, attempt: &Saga, outcome: &Outcome, next: &Saga, started: std::time::Instant) {
         let retried = matches!(outcome, Outcome::Failed(_)) && next.step == attempt.step && !next.status.is_terminal();
-        if attempt.step == Step::Start && attempt.step_attempts == 1 {
+        if attempt.step == Step::Start && attempt.run.step_attempts == 1 {
             // Counted by the worker that runs it, not the process that asked.
             crate::metrics::emit(
                 &[
@@ -584,7 +584,7 @@ impl<Q: Queue> Steps<Q> {
     /// The new credential: from this run's memory when it has it, else
     /// opened from its stored ciphertext (and kept for the run).
     async fn open_new(&self, saga: &Saga, stored: &Stored, cleartext: &mut Option<NewCredential>) -> Result<NewCredential> {
-        let id = saga.new_key.clone().ok_or_else(|| Error::Corrupt("no new key recorded".into()))?;
+        let id = saga.keys.new_key.clone().ok_or_else(|| Error::Corrupt("no new key recorded".into()))?;
         if let Some(c) = cleartext.as_ref().filter(|c| c.id == id) {
             return Ok(NewCredential { id, secret: SecretString::from(c.secret.expose_secret().to_owned()) });
         }
@@ -601,7 +601,7 @@ impl<Q: Queue> Steps<Q> {
             Ok(()) => {
                 let limit = rot.source.max_credentials();
                 match rot.source.inventory().await {
-                    Ok(keys) if keys.len() >= limit && !saga.manual => match self.attention.keys_of_earlier_sagas(saga, &keys).await {
+                    Ok(keys) if keys.len() >= limit && !saga.person.manual => match self.attention.keys_of_earlier_sagas(saga, &keys).await {
                         // No room for a new key, and one of them ours: say which saga holds them.
                         Some(message) => StepResult::of(Err(Error::Refused { code: "KeysOfEarlierSaga", message })),
                         None => StepResult::of(Ok(Effect::Started { keys, limit })),
@@ -622,7 +622,7 @@ impl<Q: Queue> Steps<Q> {
         old_ids: &[String],
         cleartext: &mut Option<NewCredential>,
     ) -> Option<StepResult> {
-        if let (Some(id), true) = (&saga.new_key, stored.secret.is_some()) {
+        if let (Some(id), true) = (&saga.keys.new_key, stored.secret.is_some()) {
             return Some(StepResult::of(Ok(Effect::Issued { key_id: id.clone() })));
         }
         #[cfg(feature = "fault-injection")]
@@ -652,7 +652,7 @@ impl<Q: Queue> Steps<Q> {
 
     /// The I/O of one step. `None` means a fault point fired.
     async fn run_step(&self, rot: &Rotation, saga: &Saga, stored: &Stored, cleartext: &mut Option<NewCredential>) -> Option<StepResult> {
-        let old_ids: Vec<String> = saga.old_keys.iter().map(|k| k.id.clone()).collect();
+        let old_ids: Vec<String> = saga.keys.old_keys.iter().map(|k| k.id.clone()).collect();
         let src = rot.source.as_ref();
         let r = match saga.step {
             // A target that would be damaged refuses before anything is created.
@@ -673,17 +673,17 @@ impl<Q: Queue> Steps<Q> {
                 StepResult::of(r.await.map(|_| Effect::Pushed))
             }
             Step::VerifyTarget => {
-                let new_id = saga.new_key.clone().unwrap_or_default();
+                let new_id = saga.keys.new_key.clone().unwrap_or_default();
                 StepResult::of(rot.target.verify(&new_id, &old_ids).await.map(Effect::Verified))
             }
             Step::DisableOld => {
                 let r = async {
                     // A keep-new resolution of a saga whose new key a
                     // keep-old resolution had deactivated: reactivate it first.
-                    if let (true, Some(id)) = (saga.new_disabled, &saga.new_key) {
+                    if let (true, Some(id)) = (saga.resolution.new_disabled, &saga.keys.new_key) {
                         src.enable(id).await?;
                     }
-                    if saga.old_deleted {
+                    if saga.effects.old_deleted {
                         return Ok(());
                     }
                     for_each(&old_ids, |id| src.disable(id)).await
@@ -700,11 +700,11 @@ impl<Q: Queue> Steps<Q> {
             }
             Step::DisableNew => {
                 let r = async {
-                    if saga.old_disabled {
+                    if saga.effects.old_disabled {
                         for_each(&old_ids, |id| src.enable(id)).await?;
                     }
-                    match &saga.new_key {
-                        Some(id) if !saga.new_revoked => src.disable(id).await,
+                    match &saga.keys.new_key {
+                        Some(id) if !saga.effects.new_revoked => src.disable(id).await,
                         _ => Ok(()),
                     }
                 };
@@ -712,7 +712,7 @@ impl<Q: Queue> Steps<Q> {
             }
             Step::RetireNew => {
                 let since = saga.usage_cutoff();
-                let r = match &saga.new_key {
+                let r = match &saga.keys.new_key {
                     Some(id) => src.retire(id, since).await.map_err(|e| match e {
                         Error::Refused { code: "OldKeyUsedAfterSwitch", message } => Error::Refused { code: "NewKeyUsedAfterResolution", message },
                         other => other,
@@ -722,14 +722,14 @@ impl<Q: Queue> Steps<Q> {
                 StepResult::of(r.map(|_| Effect::RetiredNew))
             }
             Step::RestoreNew => {
-                let r = match &saga.new_key {
+                let r = match &saga.keys.new_key {
                     Some(id) => src.enable(id).await,
                     None => Ok(()),
                 };
                 StepResult::of(r.map(|_| Effect::RestoredNew))
             }
             Step::RevokeNew => {
-                let r = match &saga.new_key {
+                let r = match &saga.keys.new_key {
                     Some(id) => src.revoke(id).await,
                     None => Ok(()),
                 };

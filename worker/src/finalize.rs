@@ -39,7 +39,7 @@ impl<Q: Queue> Finalizer<Q> {
     pub(crate) async fn prompt_person(&self, rot: &Rotation, saga: &Saga, hand: ByHand) -> Result<Effect> {
         let kind = saga::prompt(saga, self.shared.now_ms());
         if kind == Prompt::Expired {
-            warn!(deadline = saga.deadline, "nobody acted before the deadline");
+            warn!(deadline = saga.person.deadline, "nobody acted before the deadline");
             return Ok(Effect::Expired);
         }
         // `prompts` counts the notices sent so far: the first was the
@@ -54,11 +54,11 @@ impl<Q: Queue> Finalizer<Q> {
     /// happen in the commit that follows.
     pub(crate) async fn finalize(&self, rot: &Rotation, saga: &Saga) -> Result<()> {
         let mut end = saga.clone();
-        end.status = saga.closing.unwrap_or(Status::NeedsAttention);
+        end.status = saga.outcome.closing.unwrap_or(Status::NeedsAttention);
         // Nothing to list for a credential made by hand: the notice shows
         // what keyturn recorded instead. Nothing to list either after a
         // plain success: the record says which key is left.
-        let keys = if saga.manual {
+        let keys = if saga.person.manual {
             None
         } else if let Some(left) = end.keys_left() {
             Some(left)
@@ -81,7 +81,7 @@ impl<Q: Queue> Finalizer<Q> {
                 target_kind: rot.target.kind(),
                 target: &target,
                 keys_now: keys.as_deref(),
-                advice: end.failure.as_ref().and_then(|f| {
+                advice: end.outcome.failure.as_ref().and_then(|f| {
                     let rotate = format!("keyturn rotate {}", end.rotation_id);
                     rot.target.advice(&f.code, &rotate).or_else(|| rot.source.advice(&f.code, &rotate))
                 }),
@@ -109,8 +109,8 @@ impl<Q: Queue> Finalizer<Q> {
         let rots = self.shared.rotations();
         let Some(cfg) = rots.configs.iter().find(|r| r.id == end.rotation_id) else { return Ok(()) };
         // A resolved saga ends a second time, and that ending counts too.
-        let counted = if end.endings == 0 { end.saga_id.clone() } else { format!("{}#{}", end.saga_id, end.endings) };
-        let reason = end.failure.as_ref().map(|f| f.code.clone()).unwrap_or_else(|| end.status.as_str().to_string());
+        let counted = if end.resolution.endings == 0 { end.saga_id.clone() } else { format!("{}#{}", end.saga_id, end.resolution.endings) };
+        let reason = end.outcome.failure.as_ref().map(|f| f.code.clone()).unwrap_or_else(|| end.status.as_str().to_string());
         for _ in 0..3 {
             let (health, version) = self.shared.store.health(&end.rotation_id).await?;
             let (next, change) = crate::quarantine::record(
@@ -154,8 +154,8 @@ impl<Q: Queue> Finalizer<Q> {
 
 /// The workflow status and note for a saga's findings when it ends.
 pub fn finding_note(s: &Saga) -> (Workflow, String) {
-    let old = s.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ");
-    let new = s.new_key.as_deref().unwrap_or("(none)");
+    let old = s.keys.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ");
+    let new = s.keys.new_key.as_deref().unwrap_or("(none)");
     match s.status {
         Status::Succeeded => (
             Workflow::Resolved,
@@ -166,7 +166,7 @@ pub fn finding_note(s: &Saga) -> (Workflow, String) {
             ),
         ),
         other => {
-            let why = s.failure.as_ref().map(|f| format!("{} at {}: {}", f.code, f.step, f.message)).unwrap_or_default();
+            let why = s.outcome.failure.as_ref().map(|f| format!("{} at {}: {}", f.code, f.step, f.message)).unwrap_or_default();
             (
                 Workflow::Unchanged,
                 format!("keyturn rotation {} (saga {}) ended {}: {why}. See: keyturn status {}", s.rotation_id, s.saga_id, other.as_str(), s.saga_id),
@@ -183,14 +183,14 @@ mod tests {
     #[test]
     fn finding_notes_say_what_replaced_what_or_why_it_failed() {
         let mut s = Saga::new("S1".into(), "auth0-ses".into(), "c".into(), "t".into(), 0, 1);
-        s.old_keys = vec![KeyRef { id: "AKIAOLD".into(), active: true, created_at: None }];
-        s.new_key = Some("AKIANEW".into());
+        s.keys.old_keys = vec![KeyRef { id: "AKIAOLD".into(), active: true, created_at: None }];
+        s.keys.new_key = Some("AKIANEW".into());
         s.status = Status::Succeeded;
         let (w, note) = finding_note(&s);
         assert_eq!(w, Workflow::Resolved);
         assert_eq!(note, "keyturn rotated the access key (saga S1): new key AKIANEW replaced AKIAOLD; the old key was deleted.");
         s.status = Status::Compensated;
-        s.failure =
+        s.outcome.failure =
             Some(Failure { step: Step::PushToTarget, code: "insufficient_scope".into(), message: "Insufficient scope".into(), operator_fixable: true });
         let (w, note) = finding_note(&s);
         assert_eq!(w, Workflow::Unchanged, "a failed rotation leaves the finding open");

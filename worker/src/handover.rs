@@ -70,7 +70,7 @@ pub enum Slot {
 impl Slot {
     /// The secret a saga waits on now, if it waits on a person.
     pub fn waited_on(saga: &Saga) -> Option<Slot> {
-        if !saga.manual || saga.status.is_terminal() {
+        if !saga.person.manual || saga.status.is_terminal() {
             return None;
         }
         match saga.step {
@@ -314,7 +314,7 @@ impl<Q: Queue> Handovers<Q> {
     /// Delete a finished saga's handover secrets (both; absent ones are
     /// fine). A retryable failure fails the step, so it is tried again.
     pub(crate) async fn cleanup(&self, saga: &Saga) -> Result<()> {
-        if !saga.manual {
+        if !saga.person.manual {
             return Ok(());
         }
         let h = self.handover();

@@ -102,7 +102,8 @@ impl<Q: Queue> Intake<Q> {
             Created::Existing(id) => {
                 // A request with the same key raced this one and won (its
                 // saga carries the key), or another saga holds the credential.
-                let same_key = self.shared.store.load(&id).await?.and_then(|s| s.saga.request).is_some_and(|i| i.idempotency_key == r.idempotency_key);
+                let same_key =
+                    self.shared.store.load(&id).await?.and_then(|s| s.saga.origin.request).is_some_and(|i| i.idempotency_key == r.idempotency_key);
                 if same_key {
                     report.duplicates.push(id.clone());
                     (id, "duplicate")
@@ -271,7 +272,7 @@ impl<Q: Queue> Intake<Q> {
     /// replaced: the exposure came after the rotation. Reported (critical:
     /// the key was public, its past use needs looking at), nothing to rotate.
     async fn already_rotated(&self, sagas: &[Saga], key: &str, event_arn: &str) -> Result<Option<String>> {
-        let Some(s) = sagas.iter().find(|s| s.old_keys.iter().any(|k| k.id == key) || s.new_key.as_deref() == Some(key)) else {
+        let Some(s) = sagas.iter().find(|s| s.keys.old_keys.iter().any(|k| k.id == key) || s.keys.new_key.as_deref() == Some(key)) else {
             return Ok(None);
         };
         let Some(rot) = self.shared.rotations().get(&s.rotation_id).cloned() else { return Ok(None) };
@@ -350,7 +351,7 @@ impl<Q: Queue> Intake<Q> {
             match saga::expose(&stored.saga, key, seen_at, event_arn, keep, clock(now)) {
                 Ok(None) => return Ok(Emergency::TookOver(saga_id)),
                 Ok(Some(next)) => {
-                    let secret = if stored.saga.secret_stored && !next.secret_stored { SecretWrite::Erase } else { SecretWrite::Keep };
+                    let secret = if stored.saga.keys.secret_stored && !next.keys.secret_stored { SecretWrite::Erase } else { SecretWrite::Keep };
                     match self.shared.store.commit(&next, stored.version, None, secret, now + ms(self.shared.timings.sweep_after), None).await {
                         Ok(_) => {
                             self.shared.send_next(&next, now).await;

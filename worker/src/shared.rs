@@ -178,7 +178,7 @@ impl<Q: Queue> Shared<Q> {
     /// step they wait on in the priority lane).
     pub(crate) async fn send_next_on(&self, s: &Saga, now: Millis, lane: Lane) {
         let delay = Duration::from_millis(resume_at(s, now) - now);
-        if let Err(e) = self.on(lane).send(&StepMessage::new(&s.saga_id, s.step, &s.token), delay).await {
+        if let Err(e) = self.on(lane).send(&StepMessage::new(&s.saga_id, s.step, &s.run.token), delay).await {
             warn!(saga = %s.saga_id, error = %e, "could not enqueue the next step; the sweeper will re-drive it");
         }
     }

@@ -93,7 +93,7 @@ impl<Q: Queue> Sweeper<Q> {
                 Err(e) => return Err(e),
             }
             warn!(saga = %s.saga.saga_id, step = %s.saga.step, "saga overdue; re-driving its step");
-            self.shared.on(lane).send(&StepMessage::new(&s.saga.saga_id, s.saga.step, &s.saga.token), Duration::ZERO).await?;
+            self.shared.on(lane).send(&StepMessage::new(&s.saga.saga_id, s.saga.step, &s.saga.run.token), Duration::ZERO).await?;
             n += 1;
         }
         if postponed > 0 {
@@ -108,7 +108,7 @@ impl<Q: Queue> Sweeper<Q> {
         let running: Vec<_> = all.iter().filter(|s| !s.saga.status.is_terminal()).collect();
         let oldest_saga = running.iter().map(|s| now.saturating_sub(s.saga.created_at)).max().unwrap_or(0);
         let oldest_key =
-            running.iter().flat_map(|s| s.saga.old_keys.iter().filter_map(|k| k.created_at)).map(|c| now.saturating_sub(c)).max().unwrap_or(0);
+            running.iter().flat_map(|s| s.saga.keys.old_keys.iter().filter_map(|k| k.created_at)).map(|c| now.saturating_sub(c)).max().unwrap_or(0);
         use crate::metrics::{emit, Metric};
         emit(
             &[],

@@ -181,6 +181,7 @@ async fn rotate(cx: &Context, rotation: &str, wait: &Wait, old: Option<crate::sa
             if let Some(s) = cx.engine.store.load(&id).await?.filter(|s| s.saga.unresolved()) {
                 let v = s
                     .saga
+                    .resolution
                     .attention
                     .as_ref()
                     .and_then(|a| a.verdict.as_ref())
@@ -228,7 +229,7 @@ async fn provide(
     say!(
         cx.out,
         "saga {saga_id}: new token received ({}) and stored encrypted; keyturn now tests it in the target and saves it only if the test passes",
-        next.new_key.as_deref().unwrap_or("")
+        next.keys.new_key.as_deref().unwrap_or("")
     );
     if !wait.wait {
         say!(cx.out, "follow it with: keyturn status {saga_id}");

@@ -70,11 +70,11 @@ pub fn timeline(s: &Stored) -> String {
     );
     out.push_str(&format!(
         "  old key(s): {}  new key: {}  target: {}\n",
-        if g.old_keys.is_empty() { "none".into() } else { g.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ") },
-        g.new_key.as_deref().unwrap_or("none"),
-        g.target.as_str()
+        if g.keys.old_keys.is_empty() { "none".into() } else { g.keys.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ") },
+        g.keys.new_key.as_deref().unwrap_or("none"),
+        g.effects.target.as_str()
     ));
-    if let Some(r) = &g.request {
+    if let Some(r) = &g.origin.request {
         out.push_str(&format!(
             "  requested by {} ({}), idempotency key {}, correlation id {}\n",
             r.requester,
@@ -95,13 +95,13 @@ pub fn timeline(s: &Stored) -> String {
             if e.follow_up { "; a fresh rotation follows" } else { "" }
         ));
     }
-    if let Some(f) = &g.failure {
+    if let Some(f) = &g.outcome.failure {
         out.push_str(&format!("  failure at {}: {}: {}\n", f.step, f.code, f.message));
     }
-    for c in &g.compensations {
+    for c in &g.outcome.compensations {
         out.push_str(&format!("  compensation: {c}\n"));
     }
-    if let (true, Some(a)) = (g.unresolved(), &g.attention) {
+    if let (true, Some(a)) = (g.unresolved(), &g.resolution.attention) {
         out.push_str(&format!(
             "  needs attention since {}, holding the credential; evidence checks: {}, next {}\n",
             fmt_ms(a.since),
@@ -118,7 +118,7 @@ pub fn timeline(s: &Stored) -> String {
             None => out.push_str(&format!("  evidence: not checked yet; keyturn resolve {} --keep new|old if you know\n", g.saga_id)),
         }
     }
-    for a in &g.history {
+    for a in &g.outcome.history {
         out.push_str(&attempt_line(a));
         out.push('\n');
     }
@@ -136,13 +136,13 @@ pub async fn follow_until(out: Out, store: &crate::store::Store, saga_id: &str, 
     let mut printed = 0;
     loop {
         let s = store.load(saga_id).await?.with_context(|| format!("no saga {saga_id}"))?;
-        for a in s.saga.history.iter().skip(printed) {
+        for a in s.saga.outcome.history.iter().skip(printed) {
             say!(out, "{}", attempt_line(a));
         }
-        printed = s.saga.history.len();
+        printed = s.saga.outcome.history.len();
         if s.saga.status.is_terminal() {
             say!(out, "saga {saga_id}: {}", s.saga.status.as_str());
-            if let Some(f) = &s.saga.failure {
+            if let Some(f) = &s.saga.outcome.failure {
                 say!(out, "  failed at {}: {}: {}", f.step, f.code, f.message);
             }
             return Ok(if s.saga.status == Status::Succeeded { exit::SUCCEEDED } else { exit::ENDED_OTHERWISE });

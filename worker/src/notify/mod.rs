@@ -13,11 +13,12 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::saga::{KeyRef, Saga, Status};
 
 mod chat;
+pub mod document;
 mod publish;
 mod render;
 
@@ -83,17 +84,8 @@ pub fn correlate(mut n: Notification, saga: &Saga) -> Notification {
     let id = saga.correlation().to_string();
     if let Value::Object(m) = &mut n.document {
         m.insert("correlation_id".into(), Value::String(id.clone()));
-        if let Some(r) = &saga.request {
-            m.entry("request").or_insert_with(|| {
-                json!({
-                    "requester": r.requester,
-                    "reason": r.reason,
-                    "idempotency_key": r.idempotency_key,
-                    "sender": r.sender,
-                    "event_account": r.event_account,
-                    "event_source": r.event_source,
-                })
-            });
+        if let Some(r) = &saga.origin.request {
+            m.entry("request").or_insert_with(|| document::to_document(&document::RequestDoc::from(r)));
         }
     }
     n.attributes.insert("correlation_id", id);

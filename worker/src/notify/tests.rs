@@ -4,8 +4,8 @@ use crate::saga::{KeyRef, Saga, Status, TargetState};
 
 fn saga() -> Saga {
     let mut s = Saga::new("S-1".into(), "auth0-ses".into(), "iam_access_key:u".into(), "manual".into(), 0, 1);
-    s.old_keys = vec![KeyRef { id: "AKIAOLD".into(), active: true, created_at: None }];
-    s.new_key = Some("AKIANEW".into());
+    s.keys.old_keys = vec![KeyRef { id: "AKIAOLD".into(), active: true, created_at: None }];
+    s.keys.new_key = Some("AKIANEW".into());
     s
 }
 
@@ -25,14 +25,14 @@ fn ctx(keys: &[KeyRef]) -> Context<'_> {
 fn failure_notification_says_what_why_state_and_action() {
     let mut s = saga();
     s.status = Status::Compensated;
-    s.target = TargetState::Rejected;
-    s.failure = Some(Failure {
+    s.effects.target = TargetState::Rejected;
+    s.outcome.failure = Some(Failure {
         step: Step::PushToTarget,
         code: "insufficient_scope".into(),
         message: "Insufficient scope, expected any of: update:email_provider".into(),
         operator_fixable: true,
     });
-    s.compensations = vec!["deleted new key AKIANEW (no consumer held it)".into()];
+    s.outcome.compensations = vec!["deleted new key AKIANEW (no consumer held it)".into()];
     let keys = [KeyRef { id: "AKIAOLD".into(), active: true, created_at: None }];
     // The target's own advice for its error code is the recommended action.
     let mut c = ctx(&keys);
@@ -73,8 +73,8 @@ fn subject_is_one_line_and_bounded() {
 
 fn by_hand_saga() -> Saga {
     let mut s = Saga::new("S-9".into(), "entra-scim".into(), "scim_token:any:us-east-1".into(), "health:scim_expiry".into(), 0, 1);
-    s.manual = true;
-    s.old_keys = vec![KeyRef { id: "tok-0001".into(), active: true, created_at: Some(1_764_547_200_000) }];
+    s.person.manual = true;
+    s.keys.old_keys = vec![KeyRef { id: "tok-0001".into(), active: true, created_at: Some(1_764_547_200_000) }];
     s
 }
 
@@ -102,7 +102,7 @@ fn scim_ctx() -> Context<'static> {
 fn action_required_names_the_steps_the_command_and_the_deadline() {
     let mut s = by_hand_saga();
     s.step = Step::AwaitNew;
-    s.deadline = Some(86_400_000);
+    s.person.deadline = Some(86_400_000);
     let n = render_prompt(&s, &scim_ctx(), &hand(), false);
     assert_eq!(n.attributes["event"], "rotation.action_required");
     assert_eq!(n.subject, "[keyturn] Action required: create a new SCIM access token: entra-scim");
@@ -117,7 +117,7 @@ fn action_required_names_the_steps_the_command_and_the_deadline() {
         assert!(n.text.contains(needle), "missing {needle:?} in\n{}", n.text);
     }
     assert!(!n.text.contains("--old-token-created"), "the old token is on record already");
-    s.prompts = 2;
+    s.person.prompts = 2;
     let r = render_prompt(&s, &scim_ctx(), &hand(), true);
     assert_eq!(r.attributes["event"], "rotation.reminder");
     assert_eq!(r.document["reminder"], 2);
@@ -128,9 +128,9 @@ fn action_required_names_the_steps_the_command_and_the_deadline() {
 fn delete_notice_tells_which_token_to_delete_and_which_to_keep() {
     let mut s = by_hand_saga();
     s.step = Step::AwaitRetire;
-    s.new_key = Some("handed over 2026-11-21T10:00:00Z".into());
-    s.target = TargetState::HoldsNew;
-    s.old_keys = vec![];
+    s.keys.new_key = Some("handed over 2026-11-21T10:00:00Z".into());
+    s.effects.target = TargetState::HoldsNew;
+    s.keys.old_keys = vec![];
     let n = render_prompt(&s, &scim_ctx(), &hand(), false);
     assert_eq!(n.document["action"], "delete_old");
     assert!(n.text.contains("it is the older one"), "no old token on record: says how to tell\n{}", n.text);
@@ -141,10 +141,10 @@ fn delete_notice_tells_which_token_to_delete_and_which_to_keep() {
 #[test]
 fn by_hand_outcomes_say_what_the_person_must_do() {
     let mut s = by_hand_saga();
-    s.new_key = Some("handed over T".into());
+    s.keys.new_key = Some("handed over T".into());
     s.status = Status::Compensated;
-    s.target = TargetState::Rejected;
-    s.failure = Some(Failure {
+    s.effects.target = TargetState::Rejected;
+    s.outcome.failure = Some(Failure {
         step: Step::PushToTarget,
         code: "X".into(),
         message: "Entra rejected the new token in Test connection: 401".into(),
@@ -154,13 +154,13 @@ fn by_hand_outcomes_say_what_the_person_must_do() {
     assert!(n.text.contains("Tokens now (no API lists them"), "{}", n.text);
     assert!(n.text.contains("handed over T  unused: delete it in the console  new token"), "{}", n.text);
     assert!(n.document["recommended_action"].as_str().unwrap().contains("Delete the unused new token"));
-    s.failure = Some(Failure { step: Step::AwaitNew, code: "DeadlinePassed".into(), message: "m".into(), operator_fixable: true });
-    s.new_key = None;
-    s.target = TargetState::Untouched;
+    s.outcome.failure = Some(Failure { step: Step::AwaitNew, code: "DeadlinePassed".into(), message: "m".into(), operator_fixable: true });
+    s.keys.new_key = None;
+    s.effects.target = TargetState::Untouched;
     assert!(recommended_action(&s, None, Some(&crate::connectors::entra::BY_HAND_WORDS)).contains("No token was handed over in time"));
     s.status = Status::Succeeded;
-    s.old_deleted = true;
-    s.failure = None;
+    s.effects.old_deleted = true;
+    s.outcome.failure = None;
     let n = render(&s, &scim_ctx());
     assert!(n.text.contains("tok-0001  deleted (confirmed by a person)  old token"), "{}", n.text);
 }
@@ -179,7 +179,7 @@ fn every_saga_notice_carries_the_correlation_id_in_document_attribute_and_event(
     s.status = Status::Succeeded;
     let n = render(&s, &ctx(&[]));
     assert_eq!(n.attributes["correlation_id"], "S-1", "no request: the saga id");
-    s.correlation_id = Some("ticket-42".into());
+    s.origin.correlation_id = Some("ticket-42".into());
     let n = render(&s, &ctx(&[]));
     assert_eq!(n.attributes["correlation_id"], "ticket-42");
     assert_eq!(n.document["correlation_id"], "ticket-42");
@@ -192,7 +192,7 @@ fn every_saga_notice_carries_the_correlation_id_in_document_attribute_and_event(
     assert_eq!(event_detail(&u)["correlation_id"], Value::Null);
     // Prompts and evidence too.
     let mut m = by_hand_saga();
-    m.correlation_id = Some("c-9".into());
+    m.origin.correlation_id = Some("c-9".into());
     m.step = Step::AwaitNew;
     assert_eq!(render_prompt(&m, &scim_ctx(), &hand(), false).attributes["correlation_id"], "c-9");
 }
@@ -202,8 +202,8 @@ fn the_exposed_key_notice_gives_timeline_aws_quarantine_and_next_steps() {
     use crate::saga::{ExposedRole, Exposure};
     let mut s = saga();
     s.status = Status::Succeeded;
-    s.target = TargetState::HoldsNew;
-    s.switched_at = Some(11_000);
+    s.effects.target = TargetState::HoldsNew;
+    s.effects.switched_at = Some(11_000);
     s.exposure = Some(Exposure {
         key_id: "AKIAOLD".into(),
         role: ExposedRole::Old,

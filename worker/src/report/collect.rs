@@ -253,8 +253,8 @@ async fn rotation_row(store: &Store, r: &crate::config::RotationConfig, oldest_k
         // The token handed over in the last success; else the token in use
         // as a person described it to a later saga.
         let recorded = succeeded
-            .and_then(|s| s.saga.history.iter().rev().find(|a| a.outcome == "provided").map(|a| (a.at, s.saga.saga_id.clone())))
-            .or_else(|| recent.iter().find_map(|s| s.saga.old_keys.first().and_then(|k| k.created_at).map(|c| (c, s.saga.saga_id.clone()))));
+            .and_then(|s| s.saga.outcome.history.iter().rev().find(|a| a.outcome == "provided").map(|a| (a.at, s.saga.saga_id.clone())))
+            .or_else(|| recent.iter().find_map(|s| s.saga.keys.old_keys.first().and_then(|k| k.created_at).map(|c| (c, s.saga.saga_id.clone()))));
         match recorded {
             Some((created, saga_id)) => {
                 let expires = created + model::SCIM_TOKEN_LIFETIME;

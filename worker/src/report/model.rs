@@ -239,7 +239,7 @@ impl SagaRow {
     pub fn of(s: &Saga) -> SagaRow {
         let ended = s.status.is_terminal().then_some(s.updated_at);
         let succeeded = s.status == Status::Succeeded;
-        let requested_by = s.request.as_ref().map(|r| {
+        let requested_by = s.origin.request.as_ref().map(|r| {
             let via = r.sender.as_deref().or(r.event_account.as_deref());
             match via {
                 Some(v) => format!("{} (sent by {v})", r.requester),
@@ -253,13 +253,13 @@ impl SagaRow {
             status: s.status.as_str().into(),
             started_at: fmt_ms(s.created_at),
             ended_at: ended.map(fmt_ms),
-            time_to_switch_s: s.switched_at.filter(|_| succeeded).map(|t| t.saturating_sub(s.created_at) / 1000),
+            time_to_switch_s: s.effects.switched_at.filter(|_| succeeded).map(|t| t.saturating_sub(s.created_at) / 1000),
             time_to_rotate_s: ended.filter(|_| succeeded).map(|t| t.saturating_sub(s.created_at) / 1000),
             trigger: crate::metrics::trigger_dimension(&s.trigger).to_string(),
             trigger_detail: s.trigger.clone(),
             requested_by,
             exposed_key: s.exposure.as_ref().map(|e| e.key_id.clone()),
-            failure: s.failure.as_ref().map(|f| format!("{} at {}: {}", f.code, f.step, f.message)),
+            failure: s.outcome.failure.as_ref().map(|f| format!("{} at {}: {}", f.code, f.step, f.message)),
         }
     }
 }
@@ -589,7 +589,7 @@ mod tests {
             let mut s = Saga::new(id.into(), "r".into(), "iam_access_key:u".into(), "schedule:max_age 80.0d".into(), at, 1);
             s.status = st;
             s.updated_at = at + 600_000;
-            s.switched_at = Some(at + 60_000);
+            s.effects.switched_at = Some(at + 60_000);
             s
         };
         b.add(&saga("a", since + 1000, Status::Succeeded));

@@ -21,12 +21,12 @@ pub(super) fn on_failed(s: &mut Saga, err: &StepError, policy: &Policy, clock: C
         }
         Step::PushToTarget => {
             s.fail(err);
-            if err.may_have_applied || s.target == TargetState::Uncertain {
+            if err.may_have_applied || s.effects.target == TargetState::Uncertain {
                 // We cannot tell whether the target took it: read it back.
-                s.target = TargetState::Uncertain;
+                s.effects.target = TargetState::Uncertain;
                 s.goto(Step::VerifyTarget, clock);
             } else {
-                s.target = TargetState::Rejected;
+                s.effects.target = TargetState::Rejected;
                 s.compensate(clock);
             }
         }
@@ -50,26 +50,26 @@ pub(super) fn on_failed(s: &mut Saga, err: &StepError, policy: &Policy, clock: C
             s.close(Status::NeedsAttention, clock);
         }
         Step::RevokeNew => {
-            s.failure.get_or_insert(Failure {
+            s.outcome.failure.get_or_insert(Failure {
                 step: Step::RevokeNew,
                 code: err.code.clone(),
                 message: err.message.clone(),
                 operator_fixable: err.operator_fixable,
             });
-            s.compensations.push(format!("could not delete new key: {}", err.code));
+            s.outcome.compensations.push(format!("could not delete new key: {}", err.code));
             s.close(Status::NeedsAttention, clock);
         }
         Step::Finalize => {
             // Cleanup (erase the secret, release the lock, notify) failed for
             // good. End the saga, but as needing a person: the lock may still
             // be held and the encrypted secret may still be stored.
-            s.failure.get_or_insert(Failure {
+            s.outcome.failure.get_or_insert(Failure {
                 step: Step::Finalize,
                 code: err.code.clone(),
                 message: err.message.clone(),
                 operator_fixable: err.operator_fixable,
             });
-            s.compensations.push(format!("cleanup incomplete ({}): secret erasure or lock release may not have happened", err.code));
+            s.outcome.compensations.push(format!("cleanup incomplete ({}): secret erasure or lock release may not have happened", err.code));
             s.status = Status::NeedsAttention;
             s.ended(policy, clock.now);
         }
@@ -87,7 +87,7 @@ pub fn request_rollback(saga: &Saga, clock: Clock) -> Result<Saga, RollbackRefus
     if saga.status.is_terminal() {
         return Err(RollbackRefused(format!("saga {} already ended ({})", saga.saga_id, saga.status.as_str())));
     }
-    if saga.step == Step::RetireNew && saga.new_disabled && !saga.new_revoked {
+    if saga.step == Step::RetireNew && saga.resolution.new_disabled && !saga.effects.new_revoked {
         let mut s = saga.clone();
         s.note(clock.now, "rollback_requested", "operator asked to reactivate the new key".into());
         s.goto(Step::RestoreNew, clock);
@@ -96,7 +96,7 @@ pub fn request_rollback(saga: &Saga, clock: Clock) -> Result<Saga, RollbackRefus
     if let Some(e) = saga.exposure.as_ref().filter(|e| e.role == ExposedRole::Old) {
         return Err(RollbackRefused(format!("saga {} replaces key {}, which AWS reported exposed; it is never reactivated", saga.saga_id, e.key_id)));
     }
-    if saga.step != Step::RetireOld || !saga.old_disabled || saga.old_deleted {
+    if saga.step != Step::RetireOld || !saga.effects.old_disabled || saga.effects.old_deleted {
         return Err(RollbackRefused(format!(
             "saga {} is at step {}; rollback is possible only during the grace period, after the old key was deactivated and before it is deleted",
             saga.saga_id, saga.step

@@ -18,11 +18,11 @@ pub fn retry_delay(policy: &Policy, attempt: u32, jitter: f64, server_hint: Opti
 /// orphan on re-entry. `now` is when the attempt began (the lease's time).
 pub fn begin_attempt(saga: &Saga, now: Millis) -> Saga {
     let mut s = saga.clone();
-    s.step_attempts += 1;
+    s.run.step_attempts += 1;
     if s.step == Step::IssueNew {
-        s.issue_intents += 1;
-        if s.issue_intent_at.len() < HISTORY_LIMIT {
-            s.issue_intent_at.push(now);
+        s.keys.issue_intents += 1;
+        if s.keys.issue_intent_at.len() < HISTORY_LIMIT {
+            s.keys.issue_intent_at.push(now);
         }
     }
     s
@@ -32,7 +32,7 @@ pub fn begin_attempt(saga: &Saga, now: Millis) -> Saga {
 /// token (so a duplicate of this message becomes stale) and keep waiting.
 pub fn keep_waiting(saga: &Saga, clock: Clock) -> Transition {
     let mut s = saga.clone();
-    s.token = format!("{:032x}", clock.token);
+    s.run.token = format!("{:032x}", clock.token);
     s.updated_at = clock.now;
     Transition { saga: s, next: Next::Run }
 }
@@ -52,40 +52,40 @@ pub fn advance(saga: &Saga, outcome: &Outcome, policy: &Policy, clock: Clock) ->
         }
         Outcome::Failed(err) => {
             let budget_left = match s.step {
-                Step::ProveNew => clock.now < s.step_started_at.saturating_add(policy.propagation_timeout),
+                Step::ProveNew => clock.now < s.run.step_started_at.saturating_add(policy.propagation_timeout),
                 // Cleanup must not give up quickly: secrets and locks are at stake.
-                Step::Finalize | Step::RevokeNew | Step::RestoreOld => s.step_attempts < policy.max_attempts.saturating_mul(3),
-                _ => s.step_attempts < policy.max_attempts,
+                Step::Finalize | Step::RevokeNew | Step::RestoreOld => s.run.step_attempts < policy.max_attempts.saturating_mul(3),
+                _ => s.run.step_attempts < policy.max_attempts,
             };
-            let time_up = s.awaits_person() && s.deadline.is_some_and(|d| clock.now >= d);
+            let time_up = s.awaits_person() && s.person.deadline.is_some_and(|d| clock.now >= d);
             if time_up {
                 s.record(clock.now, "failed", Some(err));
                 expire(&mut s, policy, clock);
             } else if err.retryable && budget_left {
                 s.record(clock.now, "retry", Some(err));
                 if err.may_have_applied && s.step == Step::PushToTarget {
-                    s.target = TargetState::Uncertain;
+                    s.effects.target = TargetState::Uncertain;
                 }
-                s.not_before = clock.now + retry_delay(policy, s.step_attempts, clock.jitter, err.retry_after);
-                if let (true, Some(d)) = (s.awaits_person(), s.deadline) {
+                s.run.not_before = clock.now + retry_delay(policy, s.run.step_attempts, clock.jitter, err.retry_after);
+                if let (true, Some(d)) = (s.awaits_person(), s.person.deadline) {
                     // A wait on a person ends at its deadline, retries or not.
-                    s.not_before = s.not_before.min(d);
+                    s.run.not_before = s.run.not_before.min(d);
                 }
-                s.token = format!("{:032x}", clock.token);
+                s.run.token = format!("{:032x}", clock.token);
             } else {
                 s.record(clock.now, "failed", Some(err));
                 on_failed(&mut s, err, policy, clock);
             }
         }
     }
-    if s.step == Step::Finalize && s.closing.is_none() {
+    if s.step == Step::Finalize && s.outcome.closing.is_none() {
         // Defensive: every path into Finalize names its end state.
-        s.closing = Some(Status::NeedsAttention);
+        s.outcome.closing = Some(Status::NeedsAttention);
     }
     // Only `prove_new` and `push_to_target` use the new secret: past them it
     // is erased at once, not kept (sealed) through a grace period of days.
-    if s.secret_stored && !s.step.needs_secret() && !s.status.is_terminal() {
-        s.secret_stored = false;
+    if s.keys.secret_stored && !s.step.needs_secret() && !s.status.is_terminal() {
+        s.keys.secret_stored = false;
     }
     if s.status.is_terminal() {
         Transition { saga: s, next: Next::Stop }
@@ -98,62 +98,62 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
     match (s.step, effect) {
         (Step::Start, Effect::Started { keys, limit }) => on_started(s, keys, *limit, policy, clock),
         (Step::IssueNew, Effect::Issued { key_id }) => {
-            s.new_key = Some(key_id.clone());
-            s.secret_stored = true;
+            s.keys.new_key = Some(key_id.clone());
+            s.keys.secret_stored = true;
             s.goto(Step::ProveNew, clock);
         }
         (Step::ProveNew, Effect::Proven) => s.goto(Step::PushToTarget, clock),
         (Step::PushToTarget, Effect::Pushed) => {
-            s.target = TargetState::Accepted;
-            s.switched_at = Some(clock.now);
+            s.effects.target = TargetState::Accepted;
+            s.effects.switched_at = Some(clock.now);
             s.goto(Step::VerifyTarget, clock);
         }
         (Step::VerifyTarget, Effect::Verified(v)) => on_verified(s, v, policy, clock),
         (Step::DisableOld, Effect::Disabled) => on_disabled_old(s, policy, clock),
         (Step::RetireOld, Effect::Retired) => {
-            s.old_deleted = true;
+            s.effects.old_deleted = true;
             if let Some(e) = s.exposure.as_mut().filter(|e| e.role == ExposedRole::Old) {
                 e.deleted_at.get_or_insert(clock.now);
             }
             s.close(Status::Succeeded, clock);
         }
         (Step::RevokeNew, Effect::Revoked) => {
-            s.new_revoked = true;
+            s.effects.new_revoked = true;
             if let Some(e) = s.exposure.as_mut().filter(|e| e.role == ExposedRole::New) {
                 e.deleted_at.get_or_insert(clock.now);
             }
-            if let Some(id) = &s.new_key {
-                s.compensations.push(format!("deleted new key {id} (no consumer held it)"));
+            if let Some(id) = &s.keys.new_key {
+                s.outcome.compensations.push(format!("deleted new key {id} (no consumer held it)"));
             }
             s.close(Status::Compensated, clock);
         }
         (Step::RestoreOld, Effect::Restored) => {
-            s.old_restored = true;
-            s.old_disabled = false;
-            s.compensations.push(format!("reactivated old key {}", old_ids(s)));
+            s.effects.old_restored = true;
+            s.effects.old_disabled = false;
+            s.outcome.compensations.push(format!("reactivated old key {}", old_ids(s)));
             s.close(Status::RolledBack, clock);
         }
         (Step::Finalize, Effect::Finalized) => {
-            s.status = s.closing.unwrap_or(Status::NeedsAttention);
-            s.secret_stored = false;
+            s.status = s.outcome.closing.unwrap_or(Status::NeedsAttention);
+            s.keys.secret_stored = false;
             s.ended(policy, clock.now);
         }
         (Step::DisableNew, Effect::DisabledNew) => on_disabled_new(s, policy, clock),
         (Step::RetireNew, Effect::RetiredNew) => {
-            s.new_revoked = true;
-            if let Some(id) = &s.new_key {
-                s.compensations.push(format!("deactivated new key {id}, then deleted it after the grace period (the target kept the old key)"));
+            s.effects.new_revoked = true;
+            if let Some(id) = &s.keys.new_key {
+                s.outcome.compensations.push(format!("deactivated new key {id}, then deleted it after the grace period (the target kept the old key)"));
             }
             s.close(Status::Compensated, clock);
         }
         (Step::RestoreNew, Effect::RestoredNew) => on_restored_new(s, clock),
-        (Step::AwaitNew | Step::AwaitRetire, Effect::Prompted) if s.deadline.is_none_or(|d| clock.now < d) => {
+        (Step::AwaitNew | Step::AwaitRetire, Effect::Prompted) if s.person.deadline.is_none_or(|d| clock.now < d) => {
             // Stay, and come back for the next reminder (or the deadline).
-            s.prompts += 1;
-            s.step_attempts = 0;
-            let deadline = s.deadline.unwrap_or(u64::MAX);
-            s.not_before = clock.now.saturating_add(policy.reminder_every).min(deadline);
-            s.token = format!("{:032x}", clock.token);
+            s.person.prompts += 1;
+            s.run.step_attempts = 0;
+            let deadline = s.person.deadline.unwrap_or(u64::MAX);
+            s.run.not_before = clock.now.saturating_add(policy.reminder_every).min(deadline);
+            s.run.token = format!("{:032x}", clock.token);
         }
         // A notice sent at or after the deadline changes nothing: time is up.
         (Step::AwaitNew | Step::AwaitRetire, Effect::Prompted | Effect::Expired) => expire(s, policy, clock),
@@ -164,15 +164,15 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
 /// `Start` listed the credential's keys; `limit` is how many may exist at
 /// once (the source's number), so a new one needs `keys.len() < limit`.
 fn on_started(s: &mut Saga, keys: &[KeyRef], limit: usize, policy: &Policy, clock: Clock) {
-    if s.manual {
+    if s.person.manual {
         // Nothing to list: the old credential is the one the person
         // named when asking for the rotation (or names when providing).
         s.await_person(Step::AwaitNew, policy, clock);
         return;
     }
-    s.old_keys = keys.to_vec();
+    s.keys.old_keys = keys.to_vec();
     if keys.len() >= limit {
-        s.failure = Some(Failure {
+        s.outcome.failure = Some(Failure {
             step: Step::Start,
             code: "TooManyKeys".into(),
             message: format!(
@@ -192,19 +192,19 @@ fn on_started(s: &mut Saga, keys: &[KeyRef], limit: usize, policy: &Policy, cloc
 fn on_verified(s: &mut Saga, v: &Verification, policy: &Policy, clock: Clock) {
     match v {
         Verification::HoldsNew => {
-            s.target = TargetState::HoldsNew;
-            s.switched_at.get_or_insert(clock.now);
+            s.effects.target = TargetState::HoldsNew;
+            s.effects.switched_at.get_or_insert(clock.now);
             after_switch(s, policy, clock);
         }
-        Verification::Opaque if s.target == TargetState::Accepted => {
+        Verification::Opaque if s.effects.target == TargetState::Accepted => {
             // The push was answered 2xx and the provider is healthy:
             // the target does not reveal ids, so this is as far as
             // verification can go.
-            s.target = TargetState::HoldsNew;
+            s.effects.target = TargetState::HoldsNew;
             after_switch(s, policy, clock);
         }
         Verification::Opaque => {
-            s.failure = Some(Failure {
+            s.outcome.failure = Some(Failure {
                 step: Step::VerifyTarget,
                 code: "TargetStateUnknown".into(),
                 message: "the push to the target did not get a clear answer and the target does not reveal which key it holds".into(),
@@ -213,8 +213,8 @@ fn on_verified(s: &mut Saga, v: &Verification, policy: &Policy, clock: Clock) {
             s.close(Status::NeedsAttention, clock);
         }
         Verification::HoldsOld => {
-            s.target = TargetState::HoldsOld;
-            s.failure.get_or_insert(Failure {
+            s.effects.target = TargetState::HoldsOld;
+            s.outcome.failure.get_or_insert(Failure {
                 step: Step::VerifyTarget,
                 code: "TargetKeptOldKey".into(),
                 message: "the target still holds the old key after the push".into(),
@@ -223,7 +223,8 @@ fn on_verified(s: &mut Saga, v: &Verification, policy: &Policy, clock: Clock) {
             s.compensate(clock);
         }
         Verification::Unhealthy(reason) => {
-            s.failure = Some(Failure { step: Step::VerifyTarget, code: "TargetUnhealthy".into(), message: reason.clone(), operator_fixable: true });
+            s.outcome.failure =
+                Some(Failure { step: Step::VerifyTarget, code: "TargetUnhealthy".into(), message: reason.clone(), operator_fixable: true });
             s.close(Status::NeedsAttention, clock);
         }
     }
@@ -233,52 +234,52 @@ fn on_verified(s: &mut Saga, v: &Verification, policy: &Policy, clock: Clock) {
 /// unless it is gone already or an exposed key is kept inactive.
 fn on_disabled_old(s: &mut Saga, policy: &Policy, clock: Clock) {
     // A keep-new resolution after a keep-old one reactivated the new key first.
-    s.new_disabled = false;
+    s.resolution.new_disabled = false;
     let mut keep_exposed = false;
     if let Some(e) = s.exposure.as_mut().filter(|e| e.role == ExposedRole::Old) {
         e.inactive_at.get_or_insert(clock.now);
         keep_exposed = e.keep_inactive;
     }
-    if keep_exposed && !s.old_deleted {
+    if keep_exposed && !s.effects.old_deleted {
         // Kept inactive for forensics, as the policy says: done.
-        s.old_disabled = true;
+        s.effects.old_disabled = true;
         s.close(Status::Succeeded, clock);
-    } else if s.old_deleted {
+    } else if s.effects.old_deleted {
         // The old key was already gone: nothing to wait for.
         s.close(Status::Succeeded, clock);
     } else {
-        s.old_disabled = true;
+        s.effects.old_disabled = true;
         s.goto(Step::RetireOld, clock);
-        s.grace_until = Some(clock.now + policy.grace_period);
+        s.run.grace_until = Some(clock.now + policy.grace_period);
     }
 }
 
 /// A keep-old resolution deactivated the new key (and reactivated the old).
 fn on_disabled_new(s: &mut Saga, policy: &Policy, clock: Clock) {
-    if s.old_disabled {
-        s.old_disabled = false;
-        s.old_restored = true;
-        s.compensations.push(format!("reactivated old key {}", old_ids(s)));
+    if s.effects.old_disabled {
+        s.effects.old_disabled = false;
+        s.effects.old_restored = true;
+        s.outcome.compensations.push(format!("reactivated old key {}", old_ids(s)));
     }
-    if s.new_revoked {
+    if s.effects.new_revoked {
         // The new key was already gone: nothing to wait for.
         s.close(Status::Compensated, clock);
     } else {
-        s.new_disabled = true;
+        s.resolution.new_disabled = true;
         s.goto(Step::RetireNew, clock);
-        s.grace_until = Some(clock.now + policy.grace_period);
+        s.run.grace_until = Some(clock.now + policy.grace_period);
     }
 }
 
 /// An operator rolled a keep-old resolution back: both keys again.
 fn on_restored_new(s: &mut Saga, clock: Clock) {
-    s.new_disabled = false;
-    s.resolved = None;
-    s.target = TargetState::Uncertain;
-    if let Some(id) = &s.new_key {
-        s.compensations.push(format!("reactivated new key {id} (rollback of the keep-old resolution)"));
+    s.resolution.new_disabled = false;
+    s.resolution.resolved = None;
+    s.effects.target = TargetState::Uncertain;
+    if let Some(id) = &s.keys.new_key {
+        s.outcome.compensations.push(format!("reactivated new key {id} (rollback of the keep-old resolution)"));
     }
-    s.failure = Some(Failure {
+    s.outcome.failure = Some(Failure {
         step: Step::RetireNew,
         code: "ResolutionRolledBack".into(),
         message: "an operator reactivated the new key during the grace period of the keep-old resolution".into(),
@@ -290,7 +291,7 @@ fn on_restored_new(s: &mut Saga, clock: Clock) {
 /// A connector returned an effect for another step: a bug. Stop safely
 /// rather than guess.
 fn unexpected(s: &mut Saga, step: Step, effect: &Effect, clock: Clock) {
-    s.failure = Some(Failure {
+    s.outcome.failure = Some(Failure {
         step,
         code: "InternalError".into(),
         message: format!("step {step} produced unexpected effect {effect:?}"),
@@ -306,7 +307,7 @@ fn unexpected(s: &mut Saga, step: Step, effect: &Effect, clock: Clock) {
 /// A wait on a person reached its deadline.
 pub(super) fn expire(s: &mut Saga, policy: &Policy, clock: Clock) {
     if s.step == Step::AwaitNew {
-        s.failure = Some(Failure {
+        s.outcome.failure = Some(Failure {
             step: Step::AwaitNew,
             code: "DeadlinePassed".into(),
             message: format!("no new credential was handed over within {}; keyturn stopped waiting", human_ms(policy.person_deadline)),
@@ -314,7 +315,7 @@ pub(super) fn expire(s: &mut Saga, policy: &Policy, clock: Clock) {
         });
         s.compensate(clock);
     } else {
-        s.failure = Some(Failure {
+        s.outcome.failure = Some(Failure {
             step: Step::AwaitRetire,
             code: "OldNotConfirmedDeleted".into(),
             message: format!("the target uses the new credential, but nobody confirmed deleting the old one within {}", human_ms(policy.person_deadline)),
@@ -325,11 +326,11 @@ pub(super) fn expire(s: &mut Saga, policy: &Policy, clock: Clock) {
 }
 
 pub(super) fn after_switch(s: &mut Saga, policy: &Policy, clock: Clock) {
-    if s.manual {
+    if s.person.manual {
         // Even with no old token on record, the one the target used before
         // is still valid until a person deletes it.
         s.await_person(Step::AwaitRetire, policy, clock);
-    } else if s.old_keys.is_empty() {
+    } else if s.keys.old_keys.is_empty() {
         s.close(Status::Succeeded, clock);
     } else {
         s.goto(Step::DisableOld, clock);
@@ -337,14 +338,14 @@ pub(super) fn after_switch(s: &mut Saga, policy: &Policy, clock: Clock) {
 }
 
 pub(super) fn old_ids(s: &Saga) -> String {
-    s.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ")
+    s.keys.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 /// Whether a step message belongs to the saga's current step. Duplicates,
 /// redeliveries and messages of an earlier attempt carry another token and
 /// are acknowledged without effect.
 pub fn accepts(saga: &Saga, step: Step, token: &str) -> bool {
-    !saga.status.is_terminal() && saga.step == step && saga.token == token
+    !saga.status.is_terminal() && saga.step == step && saga.run.token == token
 }
 
 /// What a wait step must do when its message comes due.
@@ -360,9 +361,9 @@ pub enum Prompt {
 
 /// Decide what a wait on a person does now.
 pub fn prompt(saga: &Saga, now: Millis) -> Prompt {
-    match saga.deadline {
+    match saga.person.deadline {
         Some(d) if now >= d => Prompt::Expired,
-        _ if saga.prompts == 0 => Prompt::Ask,
+        _ if saga.person.prompts == 0 => Prompt::Ask,
         _ => Prompt::Remind,
     }
 }
@@ -376,7 +377,7 @@ pub(super) fn waiting_for(saga: &Saga, step: Step, what: &str) -> Result<(), Not
     if saga.status.is_terminal() {
         return Err(NotWaiting(format!("saga {} already ended ({}); nothing is waiting for {what}", saga.saga_id, saga.status.as_str())));
     }
-    if !saga.manual {
+    if !saga.person.manual {
         return Err(NotWaiting(format!("saga {} rotates a credential keyturn creates and deletes itself; it never waits for {what}", saga.saga_id)));
     }
     if saga.step != step {
@@ -393,11 +394,11 @@ pub fn provide(saga: &Saga, new_id: String, old: Option<KeyRef>, clock: Clock) -
     waiting_for(saga, Step::AwaitNew, "a new credential")?;
     let mut s = saga.clone();
     s.note(clock.now, "provided", format!("a person handed over the new credential ({new_id})"));
-    s.new_key = Some(new_id);
+    s.keys.new_key = Some(new_id);
     if let Some(old) = old {
-        s.old_keys = vec![old];
+        s.keys.old_keys = vec![old];
     }
-    s.secret_stored = true;
+    s.keys.secret_stored = true;
     // No proof step: the target's own test (Entra's Test connection) is the
     // proof, and it runs before anything is saved.
     s.goto(Step::PushToTarget, clock);
@@ -409,7 +410,7 @@ pub fn confirm_retired(saga: &Saga, clock: Clock) -> Result<Saga, NotWaiting> {
     waiting_for(saga, Step::AwaitRetire, "the old credential's deletion")?;
     let mut s = saga.clone();
     s.note(clock.now, "confirmed", "a person confirmed the old credential is deleted".into());
-    s.old_deleted = true;
+    s.effects.old_deleted = true;
     s.close(Status::Succeeded, clock);
     Ok(s)
 }

@@ -123,7 +123,7 @@ pub struct NotResolvable(pub String);
 /// retirement (`usage_since`): they were the evidence.
 pub fn resolve(saga: &Saga, keep: Keep, gone: bool, by: &str, clock: Clock) -> Result<Saga, NotResolvable> {
     if !saga.unresolved() {
-        let why = if saga.manual {
+        let why = if saga.person.manual {
             "its credential is made by hand: follow the notice's steps instead".to_string()
         } else if saga.status != Status::NeedsAttention {
             format!("it is {}, not needs_attention", saga.status.as_str())
@@ -133,24 +133,24 @@ pub fn resolve(saga: &Saga, keep: Keep, gone: bool, by: &str, clock: Clock) -> R
         return Err(NotResolvable(format!("saga {} cannot be resolved: {why}", saga.saga_id)));
     }
     let mut s = saga.clone();
-    let was = s.failure.take().map(|f| format!(" (it stopped with {} at {})", f.code, f.step)).unwrap_or_default();
+    let was = s.outcome.failure.take().map(|f| format!(" (it stopped with {} at {})", f.code, f.step)).unwrap_or_default();
     s.note(clock.now, "resolved", format!("{by}: keep the {} key{was}", keep.as_str()));
     s.status = Status::Running;
-    s.closing = None;
-    s.resolved = Some(keep);
-    s.usage_since = Some(clock.now);
+    s.outcome.closing = None;
+    s.resolution.resolved = Some(keep);
+    s.resolution.usage_since = Some(clock.now);
     match (keep, gone) {
         (Keep::New, false) => {
-            s.target = TargetState::HoldsNew;
-            s.switched_at.get_or_insert(clock.now);
+            s.effects.target = TargetState::HoldsNew;
+            s.effects.switched_at.get_or_insert(clock.now);
             s.goto(Step::DisableOld, clock);
         }
         (Keep::New, true) => {
-            s.target = TargetState::HoldsNew;
-            s.switched_at.get_or_insert(clock.now);
-            s.old_deleted = true;
-            s.compensations.push(format!("old key {} was already deleted", old_ids(&s)));
-            if s.new_disabled {
+            s.effects.target = TargetState::HoldsNew;
+            s.effects.switched_at.get_or_insert(clock.now);
+            s.effects.old_deleted = true;
+            s.outcome.compensations.push(format!("old key {} was already deleted", old_ids(&s)));
+            if s.resolution.new_disabled {
                 // The new key must be active again before the saga can end.
                 s.goto(Step::DisableOld, clock);
             } else {
@@ -158,14 +158,14 @@ pub fn resolve(saga: &Saga, keep: Keep, gone: bool, by: &str, clock: Clock) -> R
             }
         }
         (Keep::Old, false) => {
-            s.target = TargetState::HoldsOld;
+            s.effects.target = TargetState::HoldsOld;
             s.goto(Step::DisableNew, clock);
         }
         (Keep::Old, true) => {
-            s.target = TargetState::HoldsOld;
-            s.new_revoked = true;
-            s.compensations.push(format!("new key {} was already deleted", s.new_key.clone().unwrap_or_default()));
-            if s.old_disabled {
+            s.effects.target = TargetState::HoldsOld;
+            s.effects.new_revoked = true;
+            s.outcome.compensations.push(format!("new key {} was already deleted", s.keys.new_key.clone().unwrap_or_default()));
+            if s.effects.old_disabled {
                 // The old key must be active again before the saga can end.
                 s.goto(Step::DisableNew, clock);
             } else {
@@ -199,7 +199,7 @@ pub fn observe(saga: &Saga, verdict: Verdict, policy: &Policy, now: Millis) -> O
         return None;
     }
     let mut s = saga.clone();
-    let mut a = s.attention.clone().unwrap_or(Attention { since: s.updated_at, next_check: now, checks: 0, verdict: None, announced: None });
+    let mut a = s.resolution.attention.clone().unwrap_or(Attention { since: s.updated_at, next_check: now, checks: 0, verdict: None, announced: None });
     let changed = a.verdict.as_ref().is_none_or(|v| v.keep != verdict.keep || v.reason != verdict.reason);
     a.checks += 1;
     a.next_check = now.saturating_add(policy.evidence_every);
@@ -214,6 +214,6 @@ pub fn observe(saga: &Saga, verdict: Verdict, policy: &Policy, now: Millis) -> O
         s.updated_at = now;
     }
     a.verdict = Some(verdict);
-    s.attention = Some(a);
+    s.resolution.attention = Some(a);
     Some(Observed { saga: s, announce, resolve })
 }

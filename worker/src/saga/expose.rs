@@ -25,15 +25,15 @@ pub fn expose(saga: &Saga, key_id: &str, seen_at: Millis, event: &str, keep_inac
     if saga.status.is_terminal() {
         return Err(NotExposable(format!("saga {} already ended ({})", saga.saga_id, saga.status.as_str())));
     }
-    if saga.manual {
+    if saga.person.manual {
         return Err(NotExposable(format!("saga {} rotates a credential made by a person, not an access key", saga.saga_id)));
     }
     if saga.exposure.as_ref().is_some_and(|e| e.key_id == key_id) {
         return Ok(None);
     }
-    let role = if saga.new_key.as_deref() == Some(key_id) {
+    let role = if saga.keys.new_key.as_deref() == Some(key_id) {
         ExposedRole::New
-    } else if saga.old_keys.iter().any(|k| k.id == key_id) || (saga.step == Step::Start && saga.old_keys.is_empty()) {
+    } else if saga.keys.old_keys.iter().any(|k| k.id == key_id) || (saga.step == Step::Start && saga.keys.old_keys.is_empty()) {
         ExposedRole::Old
     } else {
         return Err(NotExposable(format!("key {key_id} is neither the old nor the new key of saga {}", saga.saga_id)));
@@ -52,24 +52,24 @@ pub fn expose(saga: &Saga, key_id: &str, seen_at: Millis, event: &str, keep_inac
     };
     match role {
         ExposedRole::Old => {
-            if s.old_disabled {
+            if s.effects.old_disabled {
                 e.inactive_at = Some(clock.now);
             }
             s.exposure = Some(e);
             match s.step {
-                Step::RetireOld | Step::RestoreOld if keep_inactive && s.old_disabled => s.close(Status::Succeeded, clock),
+                Step::RetireOld | Step::RestoreOld if keep_inactive && s.effects.old_disabled => s.close(Status::Succeeded, clock),
                 Step::RetireOld | Step::RestoreOld => {
-                    s.grace_until = Some(clock.now);
+                    s.run.grace_until = Some(clock.now);
                     s.goto(Step::RetireOld, clock);
                 }
                 _ => s.rerun_now(clock),
             }
         }
         ExposedRole::New => {
-            let before_target = matches!(s.step, Step::IssueNew | Step::ProveNew | Step::PushToTarget) && s.target == TargetState::Untouched;
+            let before_target = matches!(s.step, Step::IssueNew | Step::ProveNew | Step::PushToTarget) && s.effects.target == TargetState::Untouched;
             s.exposure = Some(e);
-            if before_target && s.may_revoke_new() && !s.new_revoked {
-                s.failure = Some(Failure {
+            if before_target && s.may_revoke_new() && !s.effects.new_revoked {
+                s.outcome.failure = Some(Failure {
                     step: s.step,
                     code: "NewKeyExposed".into(),
                     message: format!("AWS reported the new key {key_id} exposed before the target received it; keyturn deleted it"),
@@ -77,16 +77,16 @@ pub fn expose(saga: &Saga, key_id: &str, seen_at: Millis, event: &str, keep_inac
                 });
                 s.compensate(clock);
             } else if s.step == Step::RetireOld {
-                s.grace_until = Some(clock.now);
+                s.run.grace_until = Some(clock.now);
                 s.goto(Step::RetireOld, clock);
             } else {
                 s.rerun_now(clock);
             }
         }
     }
-    if s.secret_stored && !s.step.needs_secret() {
+    if s.keys.secret_stored && !s.step.needs_secret() {
         // Left the steps that use the new secret: it is erased in this commit.
-        s.secret_stored = false;
+        s.keys.secret_stored = false;
     }
     Ok(Some(s))
 }

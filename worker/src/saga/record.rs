@@ -94,16 +94,67 @@ pub struct Attempt {
 pub const HISTORY_LIMIT: usize = 200;
 
 /// The saga as stored (minus the encrypted secret, which lives in its own
-/// binary attribute and is represented here only by `secret_stored`).
+/// binary attribute and is represented here only by `keys.secret_stored`).
+///
+/// Which saga it is and where it stands, then its parts by job. Each part is
+/// flattened: the stored document (DynamoDB's `doc`, `--json`) has the same
+/// keys, in the same order, as when they were all fields of `Saga`
+/// (`store::tests` reads back items captured before the parts existed), so
+/// a part's fields stay contiguous and in that order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Saga {
     pub saga_id: String,
+    /// The `[[rotation]]` it runs.
     pub rotation_id: String,
     /// Lock key of the credential, e.g. `iam_access_key:auth0-ses-sender`.
     pub credential: String,
+    /// What started it.
     pub trigger: String,
     pub status: Status,
     pub step: Step,
+    /// The current step's run: the token its message carries, its attempts, and
+    /// when it may run.
+    #[serde(flatten)]
+    pub run: StepRun,
+    /// The keys: the source's when the saga started, the one it made, and its
+    /// attempts to make one.
+    #[serde(flatten)]
+    pub keys: Keys,
+    /// What the saga has done so far: where the target stands, and what became
+    /// of the keys (compensation and the notices go by it).
+    #[serde(flatten)]
+    pub effects: Effects,
+    /// How the saga ends and what happened on the way: the status `Finalize`
+    /// closes with, the failure, compensations taken, the attempts.
+    #[serde(flatten)]
+    pub outcome: SagaOutcome,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    /// Findings this saga was started from; resolved or annotated at the end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<FindingRef>,
+    /// Waiting on a person (a credential only a person can create or delete):
+    /// whether the saga does, until when, and the notices sent so far.
+    #[serde(flatten)]
+    pub person: PersonWait,
+    /// After the saga stopped in `NeedsAttention` with both keys: what the
+    /// evidence says, how it was resolved, and what resolving did.
+    #[serde(flatten)]
+    pub resolution: Resolution,
+    /// Where the saga came from when a request asked for it: the correlation id
+    /// its notices carry, who asked and why, and what the request shortened.
+    #[serde(flatten)]
+    pub origin: Origin,
+    /// An exposed access key (AWS Health `AWS_RISK_CREDENTIALS_EXPOSED`)
+    /// made this an emergency: no grace period, no usage gate for the exposed key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<Exposure>,
+}
+
+/// The current step's run: the token its message carries, its attempts, and
+/// when it may run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRun {
     /// Token the next message for `step` must carry; anything else is stale.
     pub token: String,
     /// Attempts of the current step so far.
@@ -113,6 +164,12 @@ pub struct Saga {
     pub not_before: Millis,
     /// End of the grace period once the old credential is disabled.
     pub grace_until: Option<Millis>,
+}
+
+/// The keys: the source's when the saga started, the one it made, and its
+/// attempts to make one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keys {
     pub old_keys: Vec<KeyRef>,
     pub new_key: Option<String>,
     pub secret_stored: bool,
@@ -124,23 +181,36 @@ pub struct Saga {
     /// ([`triage_keys`]). Missing for sagas written before it was kept.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub issue_intent_at: Vec<Millis>,
+}
+
+/// What the saga has done so far: where the target stands, and what became
+/// of the keys (compensation and the notices go by it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Effects {
     pub target: TargetState,
     pub switched_at: Option<Millis>,
     pub old_disabled: bool,
     pub old_deleted: bool,
     pub new_revoked: bool,
     pub old_restored: bool,
+}
+
+/// How the saga ends and what happened on the way: the status `Finalize`
+/// closes with, the failure, compensations taken, the attempts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaOutcome {
     /// Status to reach when `Finalize` completes.
     pub closing: Option<Status>,
     pub failure: Option<Failure>,
     /// Human-readable list of compensating actions taken.
     pub compensations: Vec<String>,
     pub history: Vec<Attempt>,
-    pub created_at: Millis,
-    pub updated_at: Millis,
-    /// Findings this saga was started from; resolved or annotated at the end.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub findings: Vec<FindingRef>,
+}
+
+/// Waiting on a person (a credential only a person can create or delete):
+/// whether the saga does, until when, and the notices sent so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonWait {
     /// The source's credentials are created and deleted by a person: the
     /// saga waits for them (`AwaitNew`, `AwaitRetire`) instead of calling an API.
     #[serde(default)]
@@ -151,6 +221,12 @@ pub struct Saga {
     /// Notices sent during the current wait on a person (0: none yet).
     #[serde(default)]
     pub prompts: u32,
+}
+
+/// After the saga stopped in `NeedsAttention` with both keys: what the
+/// evidence says, how it was resolved, and what resolving did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
     /// While stopped in `NeedsAttention` with both keys: what the evidence says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention: Option<Attention>,
@@ -167,6 +243,12 @@ pub struct Saga {
     /// How many times the saga ended (a resolved saga ends twice).
     #[serde(default)]
     pub endings: u32,
+}
+
+/// Where the saga came from when a request asked for it: the correlation id
+/// its notices carry, who asked and why, and what the request shortened.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
     /// Carried through every notification and outcome event of this saga
     /// (the request API's `correlation_id`; `None`: the saga id is used).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,10 +259,6 @@ pub struct Saga {
     /// What the request shortened of the rotation's policy.
     #[serde(default, skip_serializing_if = "Overrides::is_empty")]
     pub overrides: Overrides,
-    /// An exposed access key (AWS Health `AWS_RISK_CREDENTIALS_EXPOSED`)
-    /// made this an emergency: no grace period, no usage gate for the exposed key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exposure: Option<Exposure>,
 }
 
 /// A rotation asked for through the request API (`keyturn.rotation-request.v1`).
@@ -320,57 +398,40 @@ impl Saga {
             trigger,
             status: Status::Running,
             step: Step::Start,
-            token: format!("{token:032x}"),
-            step_attempts: 0,
-            step_started_at: now,
-            not_before: now,
-            grace_until: None,
-            old_keys: Vec::new(),
-            new_key: None,
-            secret_stored: false,
-            issue_intents: 0,
-            issue_intent_at: Vec::new(),
-            target: TargetState::Untouched,
-            switched_at: None,
-            old_disabled: false,
-            old_deleted: false,
-            new_revoked: false,
-            old_restored: false,
-            closing: None,
-            failure: None,
-            compensations: Vec::new(),
-            history: Vec::new(),
+            run: StepRun { token: format!("{token:032x}"), step_attempts: 0, step_started_at: now, not_before: now, grace_until: None },
+            keys: Keys::default(),
+            effects: Effects {
+                target: TargetState::Untouched,
+                switched_at: None,
+                old_disabled: false,
+                old_deleted: false,
+                new_revoked: false,
+                old_restored: false,
+            },
+            outcome: SagaOutcome::default(),
             created_at: now,
             updated_at: now,
             findings: Vec::new(),
-            manual: false,
-            deadline: None,
-            prompts: 0,
-            attention: None,
-            resolved: None,
-            usage_since: None,
-            new_disabled: false,
-            endings: 0,
-            correlation_id: None,
-            request: None,
-            overrides: Overrides::default(),
+            person: PersonWait::default(),
+            resolution: Resolution::default(),
+            origin: Origin::default(),
             exposure: None,
         }
     }
 
     /// The id every notification and outcome event of this saga carries.
     pub fn correlation(&self) -> &str {
-        self.correlation_id.as_deref().unwrap_or(&self.saga_id)
+        self.origin.correlation_id.as_deref().unwrap_or(&self.saga_id)
     }
 
     /// The rotation's policy as this saga applies it: a request's overrides
     /// may only shorten it, and an exposed key gets no grace period.
     pub fn effective_policy(&self, base: &Policy) -> Policy {
         let mut p = base.clone();
-        if let Some(g) = self.overrides.grace_period {
+        if let Some(g) = self.origin.overrides.grace_period {
             p.grace_period = p.grace_period.min(g);
         }
-        if let Some(d) = self.overrides.person_deadline {
+        if let Some(d) = self.origin.overrides.person_deadline {
             p.person_deadline = p.person_deadline.min(d);
         }
         if self.exposure.is_some() {
@@ -405,11 +466,11 @@ impl Saga {
     /// a listing can tell (any other outcome, a credential made by hand).
     /// The end-of-saga notice uses it instead of listing the keys again.
     pub fn keys_left(&self) -> Option<Vec<KeyRef>> {
-        let new = self.new_key.as_ref()?;
+        let new = self.keys.new_key.as_ref()?;
         // Running towards its end (finalize): the outcome it closes with.
-        let outcome = if self.status.is_terminal() { self.status } else { self.closing.unwrap_or(self.status) };
+        let outcome = if self.status.is_terminal() { self.status } else { self.outcome.closing.unwrap_or(self.status) };
         let done = outcome == Status::Succeeded;
-        (done && !self.manual && self.old_deleted && !self.new_disabled && !self.new_revoked)
+        (done && !self.person.manual && self.effects.old_deleted && !self.resolution.new_disabled && !self.effects.new_revoked)
             .then(|| vec![KeyRef { id: new.clone(), active: true, created_at: None }])
     }
 
@@ -418,24 +479,24 @@ impl Saga {
     /// evidence, and can be resolved (`keyturn resolve`). Every later
     /// request for the credential is answered with this saga.
     pub fn unresolved(&self) -> bool {
-        !self.manual
+        !self.person.manual
             && self.status == Status::NeedsAttention
-            && self.new_key.is_some()
-            && !self.new_revoked
-            && !self.old_keys.is_empty()
-            && !self.old_deleted
+            && self.keys.new_key.is_some()
+            && !self.effects.new_revoked
+            && !self.keys.old_keys.is_empty()
+            && !self.effects.old_deleted
     }
 
     /// Since when uses of a key count against retiring it.
     pub fn usage_cutoff(&self) -> Millis {
-        self.usage_since.or(self.switched_at).unwrap_or(self.created_at)
+        self.resolution.usage_since.or(self.effects.switched_at).unwrap_or(self.created_at)
     }
 
     /// The saga just ended: start watching if it ended unresolved.
     pub(super) fn ended(&mut self, policy: &Policy, now: Millis) {
-        self.endings += 1;
+        self.resolution.endings += 1;
         if self.unresolved() {
-            self.attention =
+            self.resolution.attention =
                 Some(Attention { since: now, next_check: now.saturating_add(policy.evidence_every), checks: 0, verdict: None, announced: None });
         }
     }
@@ -447,14 +508,14 @@ impl Saga {
 
     /// The compensation rule: may the new credential be deleted now?
     pub fn may_revoke_new(&self) -> bool {
-        !self.target.may_hold_new()
+        !self.effects.target.may_hold_new()
     }
 
     /// Whether the saga is waiting (retry delay or grace period) at `now`.
     pub fn waiting_until(&self, now: Millis) -> Option<Millis> {
         let until = match self.step {
-            Step::RetireOld | Step::RetireNew => self.not_before.max(self.grace_until.unwrap_or(0)),
-            _ => self.not_before,
+            Step::RetireOld | Step::RetireNew => self.run.not_before.max(self.run.grace_until.unwrap_or(0)),
+            _ => self.run.not_before,
         };
         (until > now).then_some(until)
     }
@@ -462,51 +523,58 @@ impl Saga {
     /// Record a command (not a step attempt) in the history.
     pub(super) fn note(&mut self, at: Millis, outcome: &str, message: String) {
         self.updated_at = at;
-        self.history.push(Attempt { at, step: self.step, attempt: self.step_attempts, outcome: outcome.into(), code: None, message: Some(message) });
+        self.outcome.history.push(Attempt {
+            at,
+            step: self.step,
+            attempt: self.run.step_attempts,
+            outcome: outcome.into(),
+            code: None,
+            message: Some(message),
+        });
     }
 
     pub(super) fn record(&mut self, at: Millis, outcome: &str, err: Option<&StepError>) {
-        self.history.push(Attempt {
+        self.outcome.history.push(Attempt {
             at,
             step: self.step,
-            attempt: self.step_attempts,
+            attempt: self.run.step_attempts,
             outcome: outcome.into(),
             code: err.map(|e| e.code.clone()),
             message: err.map(|e| e.message.clone()),
         });
-        if self.history.len() > HISTORY_LIMIT {
-            let excess = self.history.len() - HISTORY_LIMIT;
-            self.history.drain(..excess);
+        if self.outcome.history.len() > HISTORY_LIMIT {
+            let excess = self.outcome.history.len() - HISTORY_LIMIT;
+            self.outcome.history.drain(..excess);
         }
     }
 
     pub(super) fn goto(&mut self, step: Step, clock: Clock) {
         self.step = step;
-        self.step_attempts = 0;
-        self.step_started_at = clock.now;
-        self.not_before = clock.now;
-        self.token = format!("{:032x}", clock.token);
-        self.prompts = 0;
-        self.deadline = None;
+        self.run.step_attempts = 0;
+        self.run.step_started_at = clock.now;
+        self.run.not_before = clock.now;
+        self.run.token = format!("{:032x}", clock.token);
+        self.person.prompts = 0;
+        self.person.deadline = None;
     }
 
     /// Run the current step again now, under a fresh token (the pending
     /// message, possibly delayed, becomes stale).
     pub(super) fn rerun_now(&mut self, clock: Clock) {
-        self.not_before = clock.now;
-        self.token = format!("{:032x}", clock.token);
+        self.run.not_before = clock.now;
+        self.run.token = format!("{:032x}", clock.token);
         self.updated_at = clock.now;
     }
 
     /// Start waiting on a person, until `policy.person_deadline` from now.
     pub(super) fn await_person(&mut self, step: Step, policy: &Policy, clock: Clock) {
         self.goto(step, clock);
-        self.deadline = Some(clock.now.saturating_add(policy.person_deadline));
+        self.person.deadline = Some(clock.now.saturating_add(policy.person_deadline));
     }
 
     /// Stop forward progress: go to `Finalize` and end in `status`.
     pub(super) fn close(&mut self, status: Status, clock: Clock) {
-        self.closing = Some(status);
+        self.outcome.closing = Some(status);
         self.goto(Step::Finalize, clock);
     }
 
@@ -514,10 +582,10 @@ impl Saga {
     pub(super) fn compensate(&mut self, clock: Clock) {
         debug_assert!(self.may_revoke_new());
         self.status = Status::Compensating;
-        if self.manual {
+        if self.person.manual {
             // No API can delete it: the notice tells the person to.
             self.close(Status::Compensated, clock);
-        } else if self.new_key.is_some() && !self.new_revoked {
+        } else if self.keys.new_key.is_some() && !self.effects.new_revoked {
             self.goto(Step::RevokeNew, clock);
         } else {
             self.close(Status::Compensated, clock);
@@ -525,6 +593,7 @@ impl Saga {
     }
 
     pub(super) fn fail(&mut self, err: &StepError) {
-        self.failure = Some(Failure { step: self.step, code: err.code.clone(), message: err.message.clone(), operator_fixable: err.operator_fixable });
+        self.outcome.failure =
+            Some(Failure { step: self.step, code: err.code.clone(), message: err.message.clone(), operator_fixable: err.operator_fixable });
     }
 }

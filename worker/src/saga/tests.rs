@@ -44,7 +44,7 @@ fn err(retryable: bool, may_have_applied: bool) -> StepError {
 /// Run one step: begin the attempt, then advance with `outcome`.
 fn run(s: &Saga, outcome: Outcome, t: &mut u128) -> Transition {
     *t += 1;
-    let now = s.not_before.max(s.updated_at) + 1;
+    let now = s.run.not_before.max(s.updated_at) + 1;
     advance(&begin_attempt(s, now), &outcome, &policy(), clock(now, *t))
 }
 
@@ -73,8 +73,8 @@ fn happy_effect(step: Step, new_id: &str) -> Effect {
 
 fn manual_saga() -> Saga {
     let mut s = Saga::new("m1".into(), "scim".into(), "scim_token:any:us-east-1".into(), "manual".into(), 0, 1);
-    s.manual = true;
-    s.old_keys = vec![KeyRef { id: "created 2025-12-01".into(), active: true, created_at: Some(1_764_547_200_000) }];
+    s.person.manual = true;
+    s.keys.old_keys = vec![KeyRef { id: "created 2025-12-01".into(), active: true, created_at: Some(1_764_547_200_000) }];
     s
 }
 
@@ -84,41 +84,41 @@ fn manual_happy_path_waits_on_the_person_twice() {
     let s = manual_saga();
     let s = run(&s, done(Effect::Started { keys: vec![], limit: 2 }), &mut t).saga;
     assert_eq!(s.step, Step::AwaitNew);
-    assert_eq!(s.old_keys.len(), 1, "the person's old token is kept, not replaced by an (empty) inventory");
-    let deadline = s.deadline.expect("a wait on a person has a deadline");
-    assert_eq!(deadline, s.step_started_at + policy().person_deadline);
-    assert_eq!(prompt(&s, s.step_started_at), Prompt::Ask);
+    assert_eq!(s.keys.old_keys.len(), 1, "the person's old token is kept, not replaced by an (empty) inventory");
+    let deadline = s.person.deadline.expect("a wait on a person has a deadline");
+    assert_eq!(deadline, s.run.step_started_at + policy().person_deadline);
+    assert_eq!(prompt(&s, s.run.step_started_at), Prompt::Ask);
 
     // The first notice; then the step re-arms for a reminder.
     let asked = run(&s, done(Effect::Prompted), &mut t).saga;
-    assert_eq!((asked.step, asked.prompts, asked.status), (Step::AwaitNew, 1, Status::Running));
-    assert_eq!(asked.not_before, asked.updated_at + policy().reminder_every);
-    assert_ne!(asked.token, s.token, "the old message is stale now");
-    assert_eq!(prompt(&asked, asked.not_before), Prompt::Remind);
-    assert_eq!(asked.step_attempts, 0, "reminders do not use up the failure budget");
+    assert_eq!((asked.step, asked.person.prompts, asked.status), (Step::AwaitNew, 1, Status::Running));
+    assert_eq!(asked.run.not_before, asked.updated_at + policy().reminder_every);
+    assert_ne!(asked.run.token, s.run.token, "the old message is stale now");
+    assert_eq!(prompt(&asked, asked.run.not_before), Prompt::Remind);
+    assert_eq!(asked.run.step_attempts, 0, "reminders do not use up the failure budget");
 
     let given = provide(&asked, "handed over T".into(), None, clock(asked.updated_at + 5, 99)).unwrap();
     assert_eq!(given.step, Step::PushToTarget);
-    assert!(given.secret_stored);
-    assert_eq!(given.new_key.as_deref(), Some("handed over T"));
-    assert_eq!(given.old_keys, s.old_keys, "no old token named: the one from the start stays");
-    assert_eq!((given.deadline, given.prompts), (None, 0));
-    assert!(!accepts(&given, Step::AwaitNew, &asked.token));
+    assert!(given.keys.secret_stored);
+    assert_eq!(given.keys.new_key.as_deref(), Some("handed over T"));
+    assert_eq!(given.keys.old_keys, s.keys.old_keys, "no old token named: the one from the start stays");
+    assert_eq!((given.person.deadline, given.person.prompts), (None, 0));
+    assert!(!accepts(&given, Step::AwaitNew, &asked.run.token));
 
     let pushed = run(&given, done(Effect::Pushed), &mut t).saga;
     assert_eq!(pushed.step, Step::VerifyTarget);
-    assert!(!pushed.secret_stored, "erased once the target has it");
+    assert!(!pushed.keys.secret_stored, "erased once the target has it");
     let verified = run(&pushed, done(Effect::Verified(Verification::Opaque)), &mut t).saga;
     assert_eq!(verified.step, Step::AwaitRetire);
-    assert!(verified.deadline.is_some());
-    assert!(!verified.old_disabled && !verified.old_deleted);
+    assert!(verified.person.deadline.is_some());
+    assert!(!verified.effects.old_disabled && !verified.effects.old_deleted);
     let reminded = run(&verified, done(Effect::Prompted), &mut t).saga;
     let done_ = confirm_retired(&reminded, clock(reminded.updated_at + 1, 1234)).unwrap();
-    assert_eq!((done_.step, done_.closing), (Step::Finalize, Some(Status::Succeeded)));
-    assert!(done_.old_deleted);
+    assert_eq!((done_.step, done_.outcome.closing), (Step::Finalize, Some(Status::Succeeded)));
+    assert!(done_.effects.old_deleted);
     let end = run(&done_, done(Effect::Finalized), &mut t).saga;
     assert_eq!(end.status, Status::Succeeded);
-    let outcomes: Vec<&str> = end.history.iter().map(|a| a.outcome.as_str()).collect();
+    let outcomes: Vec<&str> = end.outcome.history.iter().map(|a| a.outcome.as_str()).collect();
     assert_eq!(outcomes, ["ok", "ok", "provided", "ok", "ok", "ok", "confirmed", "ok"]);
 }
 
@@ -126,29 +126,29 @@ fn manual_happy_path_waits_on_the_person_twice() {
 fn reminders_stop_at_the_deadline() {
     let mut t = 1;
     let mut s = run(&manual_saga(), done(Effect::Started { keys: vec![], limit: 2 }), &mut t).saga;
-    let deadline = s.deadline.unwrap();
+    let deadline = s.person.deadline.unwrap();
     let mut notices = 0;
-    while prompt(&s, s.not_before.max(s.updated_at) + 1) != Prompt::Expired {
+    while prompt(&s, s.run.not_before.max(s.updated_at) + 1) != Prompt::Expired {
         s = run(&s, done(Effect::Prompted), &mut t).saga;
         notices += 1;
-        assert!(s.not_before <= deadline, "a reminder never lands after the deadline");
+        assert!(s.run.not_before <= deadline, "a reminder never lands after the deadline");
         assert!(notices < 10);
     }
     assert_eq!(notices, 4, "35s deadline, 10s reminders: the first notice and 3 reminders");
     let end = run(&s, done(Effect::Expired), &mut t).saga;
-    assert_eq!((end.step, end.closing), (Step::Finalize, Some(Status::Compensated)));
-    assert_eq!(end.failure.as_ref().unwrap().code, "DeadlinePassed");
-    assert!(end.new_key.is_none());
+    assert_eq!((end.step, end.outcome.closing), (Step::Finalize, Some(Status::Compensated)));
+    assert_eq!(end.outcome.failure.as_ref().unwrap().code, "DeadlinePassed");
+    assert!(end.keys.new_key.is_none());
 
     // Past the switch, the deadline leaves both tokens for a person.
     let mut r = manual_saga();
     r.step = Step::AwaitRetire;
-    r.target = TargetState::HoldsNew;
-    r.new_key = Some("N".into());
-    r.deadline = Some(5);
+    r.effects.target = TargetState::HoldsNew;
+    r.keys.new_key = Some("N".into());
+    r.person.deadline = Some(5);
     let end = run(&r, done(Effect::Expired), &mut t).saga;
-    assert_eq!(end.closing, Some(Status::NeedsAttention));
-    assert_eq!(end.failure.as_ref().unwrap().code, "OldNotConfirmedDeleted");
+    assert_eq!(end.outcome.closing, Some(Status::NeedsAttention));
+    assert_eq!(end.outcome.failure.as_ref().unwrap().code, "OldNotConfirmedDeleted");
 }
 
 #[test]
@@ -157,10 +157,10 @@ fn a_rejected_token_is_never_revoked_by_machine() {
     let s = run(&manual_saga(), done(Effect::Started { keys: vec![], limit: 2 }), &mut t).saga;
     let s = provide(&s, "N".into(), None, clock(s.updated_at + 1, 7)).unwrap();
     let end = run(&s, Outcome::Failed(err(false, false)), &mut t).saga;
-    assert_eq!(end.target, TargetState::Rejected);
-    assert_eq!((end.step, end.closing), (Step::Finalize, Some(Status::Compensated)), "no RevokeNew: there is no API");
-    assert!(!end.new_revoked && end.compensations.is_empty(), "nothing is claimed as undone");
-    assert!(!end.secret_stored);
+    assert_eq!(end.effects.target, TargetState::Rejected);
+    assert_eq!((end.step, end.outcome.closing), (Step::Finalize, Some(Status::Compensated)), "no RevokeNew: there is no API");
+    assert!(!end.effects.new_revoked && end.outcome.compensations.is_empty(), "nothing is claimed as undone");
+    assert!(!end.keys.secret_stored);
 }
 
 #[test]
@@ -172,7 +172,7 @@ fn person_commands_only_when_the_saga_waits_for_them() {
     assert!(confirm_retired(&s, clock(1, 1)).unwrap_err().0.contains("not waiting for the old credential's deletion"));
     let old = KeyRef { id: "TOKEN-ID-1".into(), active: true, created_at: Some(5) };
     let given = provide(&s, "N".into(), Some(old.clone()), clock(s.updated_at + 1, 2)).unwrap();
-    assert_eq!(given.old_keys, vec![old], "the person may name the old token when providing");
+    assert_eq!(given.keys.old_keys, vec![old], "the person may name the old token when providing");
     assert!(provide(&given, "N2".into(), None, clock(given.updated_at + 1, 3)).unwrap_err().0.contains("at step push_to_target"));
     let mut ended = given.clone();
     ended.status = Status::Compensated;
@@ -203,9 +203,9 @@ fn happy_path_visits_every_forward_step_in_order() {
         vec![Step::Start, Step::IssueNew, Step::ProveNew, Step::PushToTarget, Step::VerifyTarget, Step::DisableOld, Step::RetireOld, Step::Finalize]
     );
     assert_eq!(s.status, Status::Succeeded);
-    assert!(s.old_disabled && s.old_deleted && !s.new_revoked);
-    assert_eq!(s.target, TargetState::HoldsNew);
-    assert!(!s.secret_stored, "finalize erases the secret");
+    assert!(s.effects.old_disabled && s.effects.old_deleted && !s.effects.new_revoked);
+    assert_eq!(s.effects.target, TargetState::HoldsNew);
+    assert!(!s.keys.secret_stored, "finalize erases the secret");
     assert_eq!(s.keys_left(), Some(vec![KeyRef { id: "NEW".into(), active: true, created_at: None }]), "the notice needs no listing");
 }
 
@@ -214,9 +214,9 @@ fn two_unknown_keys_are_refused_before_anything_changes() {
     let s = new_saga();
     let tr = run(&s, done(Effect::Started { keys: vec![key("A"), key("B")], limit: 2 }), &mut 1);
     assert_eq!(tr.saga.step, Step::Finalize);
-    assert_eq!(tr.saga.closing, Some(Status::Refused));
-    assert_eq!(tr.saga.failure.as_ref().unwrap().code, "TooManyKeys");
-    assert!(tr.saga.new_key.is_none());
+    assert_eq!(tr.saga.outcome.closing, Some(Status::Refused));
+    assert_eq!(tr.saga.outcome.failure.as_ref().unwrap().code, "TooManyKeys");
+    assert!(tr.saga.keys.new_key.is_none());
 }
 
 /// The limit is the source's number, not a rule of the machine: a source
@@ -225,11 +225,11 @@ fn two_unknown_keys_are_refused_before_anything_changes() {
 #[test]
 fn the_sources_limit_decides_whether_a_new_credential_fits() {
     let tr = run(&new_saga(), done(Effect::Started { keys: vec![key("A"), key("B")], limit: 3 }), &mut 1);
-    assert_eq!(tr.saga.step, Step::IssueNew, "room for a third: {:?}", tr.saga.failure);
-    assert_eq!(tr.saga.old_keys.len(), 2);
+    assert_eq!(tr.saga.step, Step::IssueNew, "room for a third: {:?}", tr.saga.outcome.failure);
+    assert_eq!(tr.saga.keys.old_keys.len(), 2);
     let tr = run(&new_saga(), done(Effect::Started { keys: vec![key("A")], limit: 1 }), &mut 1);
-    assert_eq!(tr.saga.closing, Some(Status::Refused));
-    assert_eq!(tr.saga.failure.as_ref().unwrap().code, "TooManyKeys");
+    assert_eq!(tr.saga.outcome.closing, Some(Status::Refused));
+    assert_eq!(tr.saga.outcome.failure.as_ref().unwrap().code, "TooManyKeys");
     let tr = run(&new_saga(), done(Effect::Started { keys: vec![], limit: 1 }), &mut 1);
     assert_eq!(tr.saga.step, Step::IssueNew);
 }
@@ -244,7 +244,7 @@ fn no_old_key_skips_retirement() {
         s = run(&s, done(happy_effect(step, "NEW")), &mut t).saga;
     }
     assert_eq!(s.step, Step::Finalize);
-    assert_eq!(s.closing, Some(Status::Succeeded));
+    assert_eq!(s.outcome.closing, Some(Status::Succeeded));
 }
 
 fn at_step(target: Step) -> (Saga, u128) {
@@ -260,16 +260,16 @@ fn at_step(target: Step) -> (Saga, u128) {
 fn push_rejected_with_client_error_revokes_new_key() {
     let (s, mut t) = at_step(Step::PushToTarget);
     let s = run(&s, Outcome::Failed(err(false, false)), &mut t).saga;
-    assert_eq!(s.target, TargetState::Rejected);
+    assert_eq!(s.effects.target, TargetState::Rejected);
     assert_eq!(s.step, Step::RevokeNew);
     assert_eq!(s.status, Status::Compensating);
     let s = run(&s, done(Effect::Revoked), &mut t).saga;
     assert_eq!(s.step, Step::Finalize);
     let s = run(&s, done(Effect::Finalized), &mut t).saga;
     assert_eq!(s.status, Status::Compensated);
-    assert!(s.new_revoked && !s.old_disabled);
-    assert_eq!(s.failure.as_ref().unwrap().step, Step::PushToTarget);
-    assert_eq!(s.compensations.len(), 1);
+    assert!(s.effects.new_revoked && !s.effects.old_disabled);
+    assert_eq!(s.outcome.failure.as_ref().unwrap().step, Step::PushToTarget);
+    assert_eq!(s.outcome.compensations.len(), 1);
     assert_eq!(s.keys_left(), None, "after a rollback the notice lists the keys");
 }
 
@@ -283,11 +283,11 @@ fn ambiguous_push_is_resolved_by_verification_never_by_revoking() {
         s = run(&s, Outcome::Failed(err(true, true)), &mut t).saga;
     }
     assert_eq!(s.step, Step::VerifyTarget);
-    assert_eq!(s.target, TargetState::Uncertain);
+    assert_eq!(s.effects.target, TargetState::Uncertain);
     assert!(!s.may_revoke_new());
     // The target reveals nothing: a person must look.
     let na = run(&s, done(Effect::Verified(Verification::Opaque)), &mut t).saga;
-    assert_eq!(na.closing, Some(Status::NeedsAttention));
+    assert_eq!(na.outcome.closing, Some(Status::NeedsAttention));
     // The target shows the old key: now revoking is safe.
     let back = run(&s, done(Effect::Verified(Verification::HoldsOld)), &mut t).saga;
     assert_eq!(back.step, Step::RevokeNew);
@@ -302,8 +302,8 @@ fn failures_after_the_switch_never_revoke() {
         let (s, mut t) = at_step(step);
         let s = run(&s, Outcome::Failed(err(false, false)), &mut t).saga;
         assert_eq!(s.step, Step::Finalize, "{step}");
-        assert_eq!(s.closing, Some(Status::NeedsAttention));
-        assert!(!s.new_revoked);
+        assert_eq!(s.outcome.closing, Some(Status::NeedsAttention));
+        assert!(!s.effects.new_revoked);
     }
 }
 
@@ -333,13 +333,13 @@ fn retry_delay_grows_caps_and_honours_server_hint() {
 #[test]
 fn retry_keeps_step_and_changes_token() {
     let (s, mut t) = at_step(Step::PushToTarget);
-    let old_token = s.token.clone();
+    let old_token = s.run.token.clone();
     let r = run(&s, Outcome::Failed(err(true, false)), &mut t).saga;
     assert_eq!(r.step, Step::PushToTarget);
-    assert_ne!(r.token, old_token);
-    assert!(r.not_before > s.not_before);
+    assert_ne!(r.run.token, old_token);
+    assert!(r.run.not_before > s.run.not_before);
     assert!(!accepts(&r, Step::PushToTarget, &old_token), "the old message is stale now");
-    assert!(accepts(&r, Step::PushToTarget, &r.token));
+    assert!(accepts(&r, Step::PushToTarget, &r.run.token));
 }
 
 #[test]
@@ -351,7 +351,7 @@ fn rollback_only_during_grace() {
     let rb = run(&rb, done(Effect::Restored), &mut t).saga;
     let rb = run(&rb, done(Effect::Finalized), &mut t).saga;
     assert_eq!(rb.status, Status::RolledBack);
-    assert!(!rb.old_disabled);
+    assert!(!rb.effects.old_disabled);
 
     let (early, _) = at_step(Step::PushToTarget);
     assert!(request_rollback(&early, clock(1, 99)).is_err());
@@ -373,8 +373,8 @@ fn history_is_bounded() {
     for i in 0..(HISTORY_LIMIT as u64 + 50) {
         s.record(i, "retry", None);
     }
-    assert_eq!(s.history.len(), HISTORY_LIMIT);
-    assert_eq!(s.history.last().unwrap().at, HISTORY_LIMIT as u64 + 49);
+    assert_eq!(s.outcome.history.len(), HISTORY_LIMIT);
+    assert_eq!(s.outcome.history.last().unwrap().at, HISTORY_LIMIT as u64 + 49);
 }
 
 #[test]
@@ -384,7 +384,7 @@ fn terminal_sagas_do_not_move() {
     let tr = advance(&s, &done(Effect::Proven), &policy(), clock(5, 5));
     assert_eq!(tr.next, Next::Stop);
     assert_eq!(tr.saga.step, s.step);
-    assert!(!accepts(&s, s.step, &s.token));
+    assert!(!accepts(&s, s.step, &s.run.token));
 }
 
 // ---------------------------------------------------------------------------
@@ -443,7 +443,7 @@ proptest! {
     ) {
         let mut s = if manual { manual_saga() } else { new_saga() };
         let mut t: u128 = 10;
-        let mut seen_tokens: Vec<(Step, String)> = vec![(s.step, s.token.clone())];
+        let mut seen_tokens: Vec<(Step, String)> = vec![(s.step, s.run.token.clone())];
         let mut events = events.into_iter();
         let mut resolutions = resolutions.into_iter();
         let mut moves = 0;
@@ -452,14 +452,14 @@ proptest! {
             // An unresolved saga is watched and keeps the credential; a
             // person (or clear evidence) may resolve it, and it runs again.
             if s.unresolved() {
-                prop_assert!(s.attention.is_some(), "unresolved saga without attention record");
+                prop_assert!(s.resolution.attention.is_some(), "unresolved saga without attention record");
             }
             // The notice skips listing keys only when the record is certain.
             if let Some(left) = s.keys_left() {
                 prop_assert_eq!(s.status, Status::Succeeded);
-                prop_assert!(!s.manual && !s.unresolved() && s.old_deleted && !s.new_revoked);
+                prop_assert!(!s.person.manual && !s.unresolved() && s.effects.old_deleted && !s.effects.new_revoked);
                 prop_assert_eq!(left.len(), 1);
-                prop_assert_eq!(Some(&left[0].id), s.new_key.as_ref());
+                prop_assert_eq!(Some(&left[0].id), s.keys.new_key.as_ref());
             }
             if let Some((keep_new, gone)) = resolutions.next() {
                 {
@@ -469,9 +469,9 @@ proptest! {
                         Ok(r) => {
                             prop_assert!(s.unresolved());
                             prop_assert_eq!(r.status, Status::Running);
-                            prop_assert_eq!(r.resolved, Some(keep));
+                            prop_assert_eq!(r.resolution.resolved, Some(keep));
                             s = r;
-                            seen_tokens.push((s.step, s.token.clone()));
+                            seen_tokens.push((s.step, s.run.token.clone()));
                             continue;
                         }
                         Err(_) => prop_assert!(!s.unresolved()),
@@ -495,20 +495,20 @@ proptest! {
                 Event::Provide => {
                     t += 1;
                     match provide(&s, "NEW".into(), None, clock(s.updated_at + 1, t)) {
-                        Ok(r) => { prop_assert!(before.manual && before.step == Step::AwaitNew); s = r; }
-                        Err(_) => prop_assert!(!(s.manual && s.step == Step::AwaitNew)),
+                        Ok(r) => { prop_assert!(before.person.manual && before.step == Step::AwaitNew); s = r; }
+                        Err(_) => prop_assert!(!(s.person.manual && s.step == Step::AwaitNew)),
                     }
                 }
                 Event::Confirm => {
                     t += 1;
                     match confirm_retired(&s, clock(s.updated_at + 1, t)) {
-                        Ok(r) => { prop_assert!(before.manual && before.target == TargetState::HoldsNew); s = r; }
-                        Err(_) => prop_assert!(!(s.manual && s.step == Step::AwaitRetire)),
+                        Ok(r) => { prop_assert!(before.person.manual && before.effects.target == TargetState::HoldsNew); s = r; }
+                        Err(_) => prop_assert!(!(s.person.manual && s.step == Step::AwaitRetire)),
                     }
                 }
                 Event::Stale(i) => {
                     let (step, token) = &seen_tokens[i % seen_tokens.len()];
-                    if (step, token) != (&s.step, &s.token) {
+                    if (step, token) != (&s.step, &s.run.token) {
                         prop_assert!(!accepts(&s, *step, token));
                     }
                     continue;
@@ -517,16 +517,16 @@ proptest! {
                     t += 1;
                     match request_rollback(&s, clock(s.updated_at + 1, t)) {
                         Ok(r) => {
-                            prop_assert!((before.old_disabled && !before.old_deleted) || (before.new_disabled && !before.new_revoked && before.step == Step::RetireNew));
+                            prop_assert!((before.effects.old_disabled && !before.effects.old_deleted) || (before.resolution.new_disabled && !before.effects.new_revoked && before.step == Step::RetireNew));
                             s = r;
                         }
-                        Err(_) => prop_assert!(!(s.step == Step::RetireOld && s.old_disabled || s.step == Step::RetireNew && s.new_disabled)),
+                        Err(_) => prop_assert!(!(s.step == Step::RetireOld && s.effects.old_disabled || s.step == Step::RetireNew && s.resolution.new_disabled)),
                     }
                 }
                 Event::Ok(v) => { s = run(&s, done(effect_for(s.step, v)), &mut t).saga; }
                 Event::Fail { retryable, applied } => { s = run(&s, Outcome::Failed(err(retryable, applied)), &mut t).saga; }
             }
-            seen_tokens.push((s.step, s.token.clone()));
+            seen_tokens.push((s.step, s.run.token.clone()));
 
             // The compensation rule: RevokeNew is entered only when no
             // consumer can hold the new key.
@@ -535,67 +535,67 @@ proptest! {
             }
             // The old key is touched only after the target holds the new one
             // (a keep-old resolution reactivates it: that is the way back).
-            if (s.step == Step::DisableOld || s.old_disabled) && s.resolved != Some(Keep::Old) {
-                prop_assert_eq!(s.target, TargetState::HoldsNew);
+            if (s.step == Step::DisableOld || s.effects.old_disabled) && s.resolution.resolved != Some(Keep::Old) {
+                prop_assert_eq!(s.effects.target, TargetState::HoldsNew);
             }
             // The new key is deactivated or deleted by the resolution path
             // only after someone chose to keep the old key.
             if matches!(s.step, Step::DisableNew | Step::RetireNew) {
-                prop_assert_eq!(s.resolved, Some(Keep::Old));
+                prop_assert_eq!(s.resolution.resolved, Some(Keep::Old));
             }
             // A deactivated new key is either being retired, rolled back,
             // or reactivated first thing by a keep-new resolution.
-            if s.new_disabled && !s.status.is_terminal() {
-                prop_assert!(s.resolved == Some(Keep::Old) || matches!(s.step, Step::RestoreNew | Step::DisableOld) || s.closing == Some(Status::NeedsAttention), "{s:?}");
+            if s.resolution.new_disabled && !s.status.is_terminal() {
+                prop_assert!(s.resolution.resolved == Some(Keep::Old) || matches!(s.step, Step::RestoreNew | Step::DisableOld) || s.outcome.closing == Some(Status::NeedsAttention), "{s:?}");
             }
             // Once verification saw the new key, that knowledge never
             // regresses (only a resolution, a decision, may say otherwise).
-            if before.target == TargetState::HoldsNew && s.resolved == before.resolved {
-                prop_assert_eq!(s.target, TargetState::HoldsNew);
+            if before.effects.target == TargetState::HoldsNew && s.resolution.resolved == before.resolution.resolved {
+                prop_assert_eq!(s.effects.target, TargetState::HoldsNew);
             }
-            prop_assert!(s.history.len() <= HISTORY_LIMIT);
+            prop_assert!(s.outcome.history.len() <= HISTORY_LIMIT);
             // A credential made by hand is never created, disabled, deleted
             // or restored by the machine; an automatic one never waits on a person.
-            if s.manual {
+            if s.person.manual {
                 prop_assert!(!matches!(s.step, Step::IssueNew | Step::ProveNew | Step::DisableOld | Step::RetireOld | Step::RevokeNew | Step::RestoreOld), "manual saga at {}", s.step);
             } else {
                 prop_assert!(!matches!(s.step, Step::AwaitNew | Step::AwaitRetire));
             }
             // Asking to delete the old token only once the target holds the new one.
             if s.step == Step::AwaitRetire {
-                prop_assert_eq!(s.target, TargetState::HoldsNew);
+                prop_assert_eq!(s.effects.target, TargetState::HoldsNew);
             }
             // A wait on a person always ends: it has a deadline and never re-arms past it.
             if s.awaits_person() {
-                let d = s.deadline.expect("deadline");
-                prop_assert!(s.not_before <= d);
+                let d = s.person.deadline.expect("deadline");
+                prop_assert!(s.run.not_before <= d);
             }
             // The secret is kept only while a step that uses it is ahead.
-            if s.secret_stored && !s.status.is_terminal() {
-                prop_assert!(s.step.needs_secret() || s.step == Step::Finalize && before.secret_stored, "secret kept at {}", s.step);
+            if s.keys.secret_stored && !s.status.is_terminal() {
+                prop_assert!(s.step.needs_secret() || s.step == Step::Finalize && before.keys.secret_stored, "secret kept at {}", s.step);
             }
         }
         }
         match s.status {
             Status::Succeeded => {
-                prop_assert_eq!(s.target, TargetState::HoldsNew);
-                prop_assert!(s.old_keys.is_empty() || s.old_deleted);
-                prop_assert!(!s.manual || s.old_deleted, "a by-hand rotation succeeds only on the person's confirmation");
-                prop_assert!(!s.new_revoked);
-                prop_assert!(!s.new_disabled, "succeeded with the new key deactivated");
+                prop_assert_eq!(s.effects.target, TargetState::HoldsNew);
+                prop_assert!(s.keys.old_keys.is_empty() || s.effects.old_deleted);
+                prop_assert!(!s.person.manual || s.effects.old_deleted, "a by-hand rotation succeeds only on the person's confirmation");
+                prop_assert!(!s.effects.new_revoked);
+                prop_assert!(!s.resolution.new_disabled, "succeeded with the new key deactivated");
             }
             Status::Compensated => {
-                prop_assert!(!s.target.may_hold_new());
-                prop_assert!(s.new_key.is_none() || s.new_revoked || s.manual);
-                prop_assert!(!s.old_disabled);
+                prop_assert!(!s.effects.target.may_hold_new());
+                prop_assert!(s.keys.new_key.is_none() || s.effects.new_revoked || s.person.manual);
+                prop_assert!(!s.effects.old_disabled);
             }
-            Status::Refused => prop_assert!(s.new_key.is_none()),
-            Status::RolledBack => prop_assert!(s.old_restored && !s.old_deleted),
-            Status::NeedsAttention => prop_assert!(s.failure.is_some()),
+            Status::Refused => prop_assert!(s.keys.new_key.is_none()),
+            Status::RolledBack => prop_assert!(s.effects.old_restored && !s.effects.old_deleted),
+            Status::NeedsAttention => prop_assert!(s.outcome.failure.is_some()),
             Status::Running | Status::Compensating => unreachable!(),
         }
         // The secret is erased at the end unless erasing itself failed.
-        prop_assert!(!s.secret_stored || s.status == Status::NeedsAttention);
+        prop_assert!(!s.keys.secret_stored || s.status == Status::NeedsAttention);
     }
 }
 
@@ -677,7 +677,7 @@ fn an_unresolved_saga_is_watched_announced_once_and_resolved_the_safe_way() {
     let s = unresolved_saga();
     assert_eq!(s.status, Status::NeedsAttention);
     assert!(s.unresolved());
-    let a = s.attention.clone().expect("watched");
+    let a = s.resolution.attention.clone().expect("watched");
     assert_eq!(a.next_check, a.since + policy().evidence_every);
 
     let clear = Verdict { keep: Some(Keep::New), reason: "only the new key".into(), at: 10 };
@@ -688,28 +688,28 @@ fn an_unresolved_saga_is_watched_announced_once_and_resolved_the_safe_way() {
     assert_eq!(o2.resolve, None, "without auto_resolve nothing is resolved");
     let o3 = observe(&o2.saga, clear.clone(), &policy(), 20).unwrap();
     assert!(!o3.announce, "once per verdict");
-    assert_eq!(o3.saga.history.len(), o2.saga.history.len(), "an unchanged verdict adds no history");
+    assert_eq!(o3.saga.outcome.history.len(), o2.saga.outcome.history.len(), "an unchanged verdict adds no history");
     let auto = Policy { auto_resolve: true, ..policy() };
     assert_eq!(observe(&o3.saga, clear.clone(), &auto, 30).unwrap().resolve, Some(Keep::New));
     assert!(contradicts(Keep::Old, &clear) && !contradicts(Keep::New, &clear));
 
     let r = resolve(&o3.saga, Keep::New, false, "ops", clock(40, 77)).unwrap();
-    assert_eq!((r.status, r.step, r.target), (Status::Running, Step::DisableOld, TargetState::HoldsNew));
-    assert_eq!(r.usage_since, Some(40), "earlier uses were evidence, not a consumer left behind");
-    assert_eq!(r.failure, None);
+    assert_eq!((r.status, r.step, r.effects.target), (Status::Running, Step::DisableOld, TargetState::HoldsNew));
+    assert_eq!(r.resolution.usage_since, Some(40), "earlier uses were evidence, not a consumer left behind");
+    assert_eq!(r.outcome.failure, None);
     assert!(resolve(&r, Keep::New, false, "ops", clock(41, 78)).is_err(), "a running saga is not resolved twice");
     let mut t = 100;
     let r = run(&r, done(Effect::Disabled), &mut t).saga;
     assert_eq!(r.step, Step::RetireOld);
     let end = run(&run(&r, done(Effect::Retired), &mut t).saga, done(Effect::Finalized), &mut t).saga;
     assert_eq!(end.status, Status::Succeeded);
-    assert!(!end.unresolved() && end.endings == 2);
+    assert!(!end.unresolved() && end.resolution.endings == 2);
 
     let k = resolve(&s, Keep::Old, false, "ops", clock(40, 79)).unwrap();
-    assert_eq!((k.step, k.target), (Step::DisableNew, TargetState::HoldsOld));
+    assert_eq!((k.step, k.effects.target), (Step::DisableNew, TargetState::HoldsOld));
     let k = run(&k, done(Effect::DisabledNew), &mut t).saga;
     assert_eq!(k.step, Step::RetireNew);
-    assert!(k.new_disabled);
+    assert!(k.resolution.new_disabled);
     // Rollback of the keep-old resolution during its grace: needs attention again.
     let rb = request_rollback(&k, clock(k.updated_at + 1, 80)).unwrap();
     assert_eq!(rb.step, Step::RestoreNew);
@@ -717,7 +717,7 @@ fn an_unresolved_saga_is_watched_announced_once_and_resolved_the_safe_way() {
     assert!(rb.unresolved(), "back to watching: {rb:?}");
     let k = run(&run(&k, done(Effect::RetiredNew), &mut t).saga, done(Effect::Finalized), &mut t).saga;
     assert_eq!(k.status, Status::Compensated);
-    assert!(k.new_revoked && !k.unresolved());
+    assert!(k.effects.new_revoked && !k.unresolved());
 }
 
 #[test]
@@ -756,7 +756,7 @@ fn week_policy() -> Policy {
 /// Run one step as the engine does: with the saga's effective policy.
 fn run_eff(s: &Saga, base: &Policy, outcome: Outcome, t: &mut u128) -> Transition {
     *t += 1;
-    let now = s.not_before.max(s.updated_at) + 1;
+    let now = s.run.not_before.max(s.updated_at) + 1;
     let attempt = begin_attempt(s, now);
     advance(&attempt, &outcome, &attempt.effective_policy(base), clock(now, *t))
 }
@@ -795,13 +795,13 @@ fn overrides_may_only_shorten_the_policy() {
     assert!(deadline.allowed_by(&p).unwrap_err().starts_with("overrides.person_deadline:"));
 
     let mut s = new_saga();
-    s.overrides = shorter;
+    s.origin.overrides = shorter;
     let eff = s.effective_policy(&p);
     assert_eq!((eff.grace_period, eff.person_deadline), (3_600_000, 1_000));
     // The grace period the saga then waits is the shorter one.
     let mut t = 10;
     let s = drive(s, &p, Step::RetireOld, &mut t);
-    assert_eq!(s.grace_until.unwrap() - s.step_started_at, 3_600_000);
+    assert_eq!(s.run.grace_until.unwrap() - s.run.step_started_at, 3_600_000);
 }
 
 #[test]
@@ -813,13 +813,13 @@ fn an_emergency_saga_deactivates_and_deletes_the_exposed_key_without_grace_or_us
     assert_eq!(s.effective_policy(&p).grace_period, 0);
     let mut t = 10;
     let s = drive(s, &p, Step::RetireOld, &mut t);
-    assert!(s.old_disabled);
+    assert!(s.effects.old_disabled);
     let e = s.exposure.clone().unwrap();
-    assert_eq!(e.inactive_at, Some(s.step_started_at), "the timeline records when the exposed key went inactive");
-    assert_eq!(s.grace_until, Some(s.step_started_at), "no grace period");
-    assert_eq!(s.waiting_until(s.step_started_at), None, "retire_old runs at once");
+    assert_eq!(e.inactive_at, Some(s.run.step_started_at), "the timeline records when the exposed key went inactive");
+    assert_eq!(s.run.grace_until, Some(s.run.step_started_at), "no grace period");
+    assert_eq!(s.waiting_until(s.run.step_started_at), None, "retire_old runs at once");
     let s = run_eff(&s, &p, done(Effect::Retired), &mut t).saga;
-    assert_eq!((s.step, s.closing), (Step::Finalize, Some(Status::Succeeded)));
+    assert_eq!((s.step, s.outcome.closing), (Step::Finalize, Some(Status::Succeeded)));
     assert!(s.exposure.as_ref().unwrap().deleted_at.is_some());
     let s = run_eff(&s, &p, done(Effect::Finalized), &mut t).saga;
     assert_eq!(s.status, Status::Succeeded);
@@ -834,8 +834,8 @@ fn keep_inactive_ends_the_emergency_with_the_exposed_key_inactive() {
     let mut t = 10;
     let s = drive(s, &p, Step::DisableOld, &mut t);
     let s = run_eff(&s, &p, done(Effect::Disabled), &mut t).saga;
-    assert_eq!((s.step, s.closing), (Step::Finalize, Some(Status::Succeeded)), "no retire_old: the key is kept for forensics");
-    assert!(s.old_disabled && !s.old_deleted);
+    assert_eq!((s.step, s.outcome.closing), (Step::Finalize, Some(Status::Succeeded)), "no retire_old: the key is kept for forensics");
+    assert!(s.effects.old_disabled && !s.effects.old_deleted);
     let e = s.exposure.unwrap();
     assert!(e.inactive_at.is_some() && e.deleted_at.is_none());
 }
@@ -845,19 +845,19 @@ fn exposure_of_the_old_key_in_the_grace_period_deletes_it_now() {
     let p = week_policy();
     let mut t = 10;
     let s = drive(new_saga(), &p, Step::RetireOld, &mut t);
-    let grace_end = s.grace_until.unwrap();
-    assert!(grace_end > s.step_started_at + WEEK - 10);
-    let now = s.step_started_at + 1_000;
+    let grace_end = s.run.grace_until.unwrap();
+    assert!(grace_end > s.run.step_started_at + WEEK - 10);
+    let now = s.run.step_started_at + 1_000;
     let taken = expose(&s, "OLD", now, "ev", false, clock(now, 777)).unwrap().unwrap();
     assert_eq!(taken.step, Step::RetireOld);
-    assert_eq!(taken.grace_until, Some(now));
-    assert_ne!(taken.token, s.token, "the pending (delayed) message is stale now");
-    assert!(!accepts(&taken, Step::RetireOld, &s.token));
+    assert_eq!(taken.run.grace_until, Some(now));
+    assert_ne!(taken.run.token, s.run.token, "the pending (delayed) message is stale now");
+    assert!(!accepts(&taken, Step::RetireOld, &s.run.token));
     assert_eq!(taken.waiting_until(now), None);
     assert!(!taken.usage_gate());
     assert_eq!(taken.exposure.as_ref().unwrap().inactive_at, Some(now), "it was already inactive when the event came");
     let end = run_eff(&taken, &p, done(Effect::Retired), &mut t).saga;
-    assert_eq!(end.closing, Some(Status::Succeeded));
+    assert_eq!(end.outcome.closing, Some(Status::Succeeded));
     // The same event again changes nothing.
     assert_eq!(expose(&taken, "OLD", now + 5, "ev", false, clock(now + 5, 778)), Ok(None));
     // An operator's rollback would reactivate the exposed key: refused.
@@ -865,8 +865,8 @@ fn exposure_of_the_old_key_in_the_grace_period_deletes_it_now() {
     assert!(request_rollback(&s, clock(now + 6, 781)).is_ok(), "before the exposure, rollback was possible");
     // With keep_inactive, the saga ends at once keeping the key inactive.
     let kept = expose(&s, "OLD", now, "ev", true, clock(now, 779)).unwrap().unwrap();
-    assert_eq!((kept.step, kept.closing), (Step::Finalize, Some(Status::Succeeded)));
-    assert!(kept.old_disabled && !kept.old_deleted);
+    assert_eq!((kept.step, kept.outcome.closing), (Step::Finalize, Some(Status::Succeeded)));
+    assert!(kept.effects.old_disabled && !kept.effects.old_deleted);
 }
 
 #[test]
@@ -876,14 +876,14 @@ fn exposure_of_the_old_key_before_the_switch_reruns_the_step_now_and_skips_the_g
     let s = drive(new_saga(), &p, Step::ProveNew, &mut t);
     // A retry delay is pending.
     let s = run_eff(&s, &p, Outcome::Failed(err(true, false)), &mut t).saga;
-    assert!(s.not_before > s.updated_at);
+    assert!(s.run.not_before > s.updated_at);
     let now = s.updated_at + 1;
     let taken = expose(&s, "OLD", now, "ev", false, clock(now, 900)).unwrap().unwrap();
-    assert_eq!((taken.step, taken.not_before), (Step::ProveNew, now), "same step, at once");
-    assert_ne!(taken.token, s.token);
-    assert!(taken.secret_stored, "prove_new still needs the secret");
+    assert_eq!((taken.step, taken.run.not_before), (Step::ProveNew, now), "same step, at once");
+    assert_ne!(taken.run.token, s.run.token);
+    assert!(taken.keys.secret_stored, "prove_new still needs the secret");
     let s = drive(taken, &p, Step::RetireOld, &mut t);
-    assert_eq!(s.grace_until, Some(s.step_started_at));
+    assert_eq!(s.run.grace_until, Some(s.run.step_started_at));
     assert!(!s.usage_gate());
 }
 
@@ -892,17 +892,17 @@ fn exposure_of_the_new_key_before_the_target_has_it_deletes_it_and_rotates_again
     let p = week_policy();
     let mut t = 10;
     let s = drive(new_saga(), &p, Step::ProveNew, &mut t);
-    assert!(s.secret_stored);
+    assert!(s.keys.secret_stored);
     let now = s.updated_at + 1;
     let taken = expose(&s, "NEW", now, "ev", false, clock(now, 901)).unwrap().unwrap();
     assert_eq!((taken.step, taken.status), (Step::RevokeNew, Status::Compensating));
-    assert_eq!(taken.failure.as_ref().unwrap().code, "NewKeyExposed");
-    assert!(!taken.secret_stored, "the secret is erased in the takeover commit");
+    assert_eq!(taken.outcome.failure.as_ref().unwrap().code, "NewKeyExposed");
+    assert!(!taken.keys.secret_stored, "the secret is erased in the takeover commit");
     let s = run_eff(&taken, &p, done(Effect::Revoked), &mut t).saga;
     assert!(s.exposure.as_ref().unwrap().deleted_at.is_some());
     let s = run_eff(&s, &p, done(Effect::Finalized), &mut t).saga;
     assert_eq!(s.status, Status::Compensated);
-    assert!(!s.old_disabled, "the old key was not exposed and is untouched");
+    assert!(!s.effects.old_disabled, "the old key was not exposed and is untouched");
     assert!(s.needs_follow_up());
 }
 
@@ -911,9 +911,9 @@ fn exposure_of_the_new_key_after_the_switch_finishes_without_grace_then_rotates_
     let p = week_policy();
     let mut t = 10;
     let s = drive(new_saga(), &p, Step::RetireOld, &mut t);
-    let now = s.step_started_at + 1;
+    let now = s.run.step_started_at + 1;
     let taken = expose(&s, "NEW", now, "ev", false, clock(now, 902)).unwrap().unwrap();
-    assert_eq!((taken.step, taken.grace_until), (Step::RetireOld, Some(now)));
+    assert_eq!((taken.step, taken.run.grace_until), (Step::RetireOld, Some(now)));
     assert!(taken.usage_gate(), "the old key was not exposed: its last use is still checked");
     let s = run_eff(&taken, &p, done(Effect::Retired), &mut t).saga;
     let s = run_eff(&s, &p, done(Effect::Finalized), &mut t).saga;
@@ -923,7 +923,7 @@ fn exposure_of_the_new_key_after_the_switch_finishes_without_grace_then_rotates_
     let s = drive(new_saga(), &p, Step::VerifyTarget, &mut t);
     let taken = expose(&s, "NEW", s.updated_at + 1, "ev", false, clock(s.updated_at + 1, 903)).unwrap().unwrap();
     assert_eq!(taken.step, Step::VerifyTarget);
-    assert!(!taken.new_revoked && taken.status == Status::Running);
+    assert!(!taken.effects.new_revoked && taken.status == Status::Running);
 }
 
 #[test]
@@ -972,17 +972,17 @@ fn only_a_key_created_after_an_earlier_intent_is_an_orphan() {
 fn intents_are_timed_and_only_earlier_ones_count() {
     let (s, _) = at_step(Step::IssueNew);
     let a1 = begin_attempt(&s, 10_000);
-    assert_eq!((a1.issue_intents, a1.issue_intent_at.clone()), (1, vec![10_000]));
+    assert_eq!((a1.keys.issue_intents, a1.keys.issue_intent_at.clone()), (1, vec![10_000]));
     assert!(a1.earlier_issue_intents().is_empty(), "the current attempt's intent is not an earlier one");
     let a2 = begin_attempt(&a1, 20_000);
     assert_eq!(a2.earlier_issue_intents(), vec![10_000]);
     // A saga written before intent times were kept: the step's start stands in.
     let mut old = a2.clone();
-    old.issue_intent_at.clear();
-    assert_eq!(old.earlier_issue_intents(), vec![old.step_started_at]);
+    old.keys.issue_intent_at.clear();
+    assert_eq!(old.earlier_issue_intents(), vec![old.run.step_started_at]);
     // Other steps record no intent.
     let (p, _) = at_step(Step::ProveNew);
-    assert_eq!(begin_attempt(&p, 1).issue_intent_at, p.issue_intent_at);
+    assert_eq!(begin_attempt(&p, 1).keys.issue_intent_at, p.keys.issue_intent_at);
 }
 
 #[test]
@@ -998,14 +998,14 @@ fn an_unknown_key_at_issue_stops_in_needs_attention_without_compensating() {
     };
     let s = run(&s, Outcome::Failed(unknown), &mut t).saga;
     assert_eq!(s.step, Step::Finalize);
-    assert_eq!(s.closing, Some(Status::NeedsAttention));
+    assert_eq!(s.outcome.closing, Some(Status::NeedsAttention));
     assert_ne!(s.status, Status::Compensating);
-    let f = s.failure.as_ref().unwrap();
+    let f = s.outcome.failure.as_ref().unwrap();
     assert_eq!(f.code, UNKNOWN_KEY);
     assert!(f.message.contains("PERSON") && f.message.contains("OLD"), "{}", f.message);
     // Any other permanent failure at issue still compensates.
     let (s, mut t) = at_step(Step::IssueNew);
-    assert_eq!(run(&s, Outcome::Failed(err(false, false)), &mut t).saga.closing, Some(Status::Compensated));
+    assert_eq!(run(&s, Outcome::Failed(err(false, false)), &mut t).saga.outcome.closing, Some(Status::Compensated));
 }
 
 #[test]

@@ -31,9 +31,9 @@ impl Saga {
     /// kept (a saga written before times were) counts from when the step
     /// began, which is no later than any of its attempts.
     pub fn earlier_issue_intents(&self) -> Vec<Millis> {
-        let earlier = self.issue_intents.saturating_sub(1) as usize;
-        let mut at: Vec<Millis> = self.issue_intent_at.iter().copied().take(earlier).collect();
-        at.resize(earlier, self.step_started_at);
+        let earlier = self.keys.issue_intents.saturating_sub(1) as usize;
+        let mut at: Vec<Millis> = self.keys.issue_intent_at.iter().copied().take(earlier).collect();
+        at.resize(earlier, self.run.step_started_at);
         at
     }
 }

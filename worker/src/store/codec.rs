@@ -29,7 +29,7 @@ impl Store {
             ("doc".to_string(), Self::doc(saga)?),
         ]);
         if !saga.status.is_terminal() {
-            item.insert("tok".into(), s(tok(saga.step, &saga.token)));
+            item.insert("tok".into(), s(tok(saga.step, &saga.run.token)));
         }
         if active(saga) {
             item.insert("active".into(), s("1"));

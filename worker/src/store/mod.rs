@@ -49,6 +49,9 @@ mod sagas;
 mod schema;
 mod update;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

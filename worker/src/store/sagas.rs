@@ -36,7 +36,7 @@ impl Store {
             .map_err(|e| Error::Config(e.to_string()))?;
         let item = Write::new()
             .when_new()
-            .put(Put::builder().table_name(&self.table).set_item(Some(self.item(saga, 1, saga.not_before + sweep_after)?)))
+            .put(Put::builder().table_name(&self.table).set_item(Some(self.item(saga, 1, saga.run.not_before + sweep_after)?)))
             .build()
             .map_err(|e| Error::Config(e.to_string()))?;
         let mut tx = self
@@ -182,14 +182,18 @@ impl Store {
             Some(h) => w.set("lease_owner", s(h.owner)).set("lease_until", n(h.lease_until)),
             None => w.remove("lease_owner").remove("lease_until").remove("nudge"),
         };
-        w = if saga.status.is_terminal() { w.remove("tok") } else { w.set("tok", s(tok(saga.step, &saga.token))) };
+        w = if saga.status.is_terminal() { w.remove("tok") } else { w.set("tok", s(tok(saga.step, &saga.run.token))) };
         let unresolved = saga.unresolved();
         w = if active(saga) {
             w.set("active", s("1")).remove(TTL_ATTRIBUTE)
         } else {
             w.remove("active").set(TTL_ATTRIBUTE, n(self.expiry(saga.updated_at)))
         };
-        w = if unresolved { w.set("watch_at", n(saga.attention.as_ref().map(|a| a.next_check).unwrap_or(due_at))) } else { w.remove("watch_at") };
+        w = if unresolved {
+            w.set("watch_at", n(saga.resolution.attention.as_ref().map(|a| a.next_check).unwrap_or(due_at)))
+        } else {
+            w.remove("watch_at")
+        };
         w = match secret {
             SecretWrite::Keep => w,
             SecretWrite::Set(blob) => w.set("secret", AttributeValue::B(blob.into())),
@@ -228,7 +232,7 @@ impl Store {
             .set("status", s(saga.status.as_str()))
             .set("due_at", n(due_at))
             .set("run_at", n(run_at(saga)))
-            .set("tok", s(tok(saga.step, &saga.token)))
+            .set("tok", s(tok(saga.step, &saga.run.token)))
             .set("active", s("1"));
         for a in ["watch_at", "lease_owner", "lease_until", "nudge", "pend", TTL_ATTRIBUTE] {
             write = write.remove(a);

@@ -43,8 +43,8 @@ pub(crate) fn files(n: &Notification) -> [(&'static str, String); 4] {
 
 fn iam_saga(id: &str) -> Saga {
     let mut s = Saga::new(id.into(), "auth0-ses".into(), "iam_access_key:auth0-ses-sender".into(), "schedule".into(), T0, 1);
-    s.old_keys = vec![KeyRef { id: "AKIAOLD0000000000001".into(), active: true, created_at: Some(T0 - 90 * 86_400_000) }];
-    s.new_key = Some("AKIANEW0000000000002".into());
+    s.keys.old_keys = vec![KeyRef { id: "AKIAOLD0000000000001".into(), active: true, created_at: Some(T0 - 90 * 86_400_000) }];
+    s.keys.new_key = Some("AKIANEW0000000000002".into());
     s.updated_at = T0 + 60_000;
     s
 }
@@ -63,9 +63,9 @@ fn iam_ctx<'a>(keys: Option<&'a [KeyRef]>, advice: Option<&str>) -> Context<'a> 
 
 fn scim_saga(id: &str) -> Saga {
     let mut s = Saga::new(id.into(), "entra-scim".into(), "scim_token:any:us-east-1".into(), "health:scim_expiry".into(), T0, 1);
-    s.manual = true;
-    s.old_keys = vec![KeyRef { id: "tok-0001".into(), active: true, created_at: Some(T0 - 360 * 86_400_000) }];
-    s.deadline = Some(T0 + 7 * 86_400_000);
+    s.person.manual = true;
+    s.keys.old_keys = vec![KeyRef { id: "tok-0001".into(), active: true, created_at: Some(T0 - 360 * 86_400_000) }];
+    s.person.deadline = Some(T0 + 7 * 86_400_000);
     s
 }
 
@@ -140,68 +140,68 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
     // Outcomes of an IAM access key rotation.
     let mut s = iam_saga("S-succeeded");
     s.status = Status::Succeeded;
-    s.target = TargetState::HoldsNew;
-    s.switched_at = Some(T0 + 20_000);
+    s.effects.target = TargetState::HoldsNew;
+    s.effects.switched_at = Some(T0 + 20_000);
     out.push(("succeeded", render(&s, &iam_ctx(Some(&new_only), None))));
 
     let mut r = s.clone();
     r.saga_id = "S-requested".into();
     r.trigger = "request".into();
-    r.correlation_id = Some("corr-7f3a9c".into());
-    r.request = Some(request_info());
+    r.origin.correlation_id = Some("corr-7f3a9c".into());
+    r.origin.request = Some(request_info());
     out.push(("succeeded_by_request", render(&r, &iam_ctx(Some(&new_only), None))));
 
     let mut s = iam_saga("S-failed");
     s.status = Status::Compensated;
-    s.target = TargetState::Rejected;
-    s.failure = failure(Step::PushToTarget, "insufficient_scope", "Insufficient scope, expected any of: update:email_provider", true);
-    s.compensations = vec!["deleted new key AKIANEW0000000000002 (no consumer held it)".into()];
+    s.effects.target = TargetState::Rejected;
+    s.outcome.failure = failure(Step::PushToTarget, "insufficient_scope", "Insufficient scope, expected any of: update:email_provider", true);
+    s.outcome.compensations = vec!["deleted new key AKIANEW0000000000002 (no consumer held it)".into()];
     let advice =
         "Grant the Auth0 machine-to-machine application the read:email_provider and update:email_provider scopes, then run `keyturn rotate auth0-ses`.";
     out.push(("failed_with_advice", render(&s, &iam_ctx(Some(&old_only), Some(advice)))));
     let mut s2 = s.clone();
     s2.saga_id = "S-not-propagated".into();
-    s2.failure = failure(Step::ProveNew, "KeyNotPropagated", "the new key did not authenticate within 2m", false);
+    s2.outcome.failure = failure(Step::ProveNew, "KeyNotPropagated", "the new key did not authenticate within 2m", false);
     // The IAM source's advice for its own failures (finalize asks the target, then the source).
     let iam_advice = |code: &str| crate::connectors::iam::advice(code, "keyturn rotate auth0-ses");
     out.push(("failed_not_propagated", render(&s2, &iam_ctx(Some(&old_only), iam_advice("KeyNotPropagated").as_deref()))));
     let mut s3 = s.clone();
     s3.saga_id = "S-keys-unlisted".into();
-    s3.failure = failure(Step::PushToTarget, "timeout", "Auth0 did not answer", false);
+    s3.outcome.failure = failure(Step::PushToTarget, "timeout", "Auth0 did not answer", false);
     out.push(("failed_keys_unlisted", render(&s3, &iam_ctx(None, None))));
 
     let mut s = iam_saga("S-refused");
     s.status = Status::Refused;
-    s.new_key = None;
-    s.failure = failure(Step::Start, "TooManyKeys", "the user has two access keys already", true);
+    s.keys.new_key = None;
+    s.outcome.failure = failure(Step::Start, "TooManyKeys", "the user has two access keys already", true);
     out.push(("refused_too_many_keys", render(&s, &iam_ctx(Some(&both), iam_advice("TooManyKeys").as_deref()))));
 
     let mut s = iam_saga("S-attention");
     s.status = Status::NeedsAttention;
-    s.target = TargetState::Uncertain;
-    s.switched_at = Some(T0 + 20_000);
-    s.failure = failure(Step::VerifyTarget, "Unverifiable", "Auth0 does not reveal which key it holds", false);
+    s.effects.target = TargetState::Uncertain;
+    s.effects.switched_at = Some(T0 + 20_000);
+    s.outcome.failure = failure(Step::VerifyTarget, "Unverifiable", "Auth0 does not reveal which key it holds", false);
     out.push(("needs_attention_unresolved", render(&s, &iam_ctx(Some(&both), None))));
 
     let mut s = iam_saga("S-used-after");
     s.status = Status::NeedsAttention;
-    s.target = TargetState::HoldsNew;
-    s.old_disabled = true;
-    s.failure = failure(Step::RetireOld, "OldKeyUsedAfterSwitch", "the old key was used by ses after the switch", true);
+    s.effects.target = TargetState::HoldsNew;
+    s.effects.old_disabled = true;
+    s.outcome.failure = failure(Step::RetireOld, "OldKeyUsedAfterSwitch", "the old key was used by ses after the switch", true);
     out.push(("needs_attention_old_key_used", render(&s, &iam_ctx(Some(&both), None))));
 
     let mut s = iam_saga("S-rolled-back");
     s.status = Status::RolledBack;
-    s.target = TargetState::HoldsNew;
-    s.compensations = vec!["reactivated old key AKIAOLD0000000000001 (keyturn rollback)".into()];
+    s.effects.target = TargetState::HoldsNew;
+    s.outcome.compensations = vec!["reactivated old key AKIAOLD0000000000001 (keyturn rollback)".into()];
     out.push(("rolled_back", render(&s, &iam_ctx(Some(&both), None))));
 
     // Exposed keys.
     let mut s = iam_saga("S-exposed");
     s.trigger = "health".into();
     s.status = Status::Succeeded;
-    s.target = TargetState::HoldsNew;
-    s.switched_at = Some(T0 + 11_000);
+    s.effects.target = TargetState::HoldsNew;
+    s.effects.switched_at = Some(T0 + 11_000);
     s.exposure = Some(exposure(ExposedRole::Old));
     out.push(("exposed_key_deleted", render(&s, &iam_ctx(Some(&new_only), None))));
     let mut k = s.clone();
@@ -211,9 +211,9 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
     let mut a = s.clone();
     a.saga_id = "S-exposed-active".into();
     a.status = Status::Compensated;
-    a.target = TargetState::Rejected;
-    a.switched_at = None;
-    a.failure = failure(Step::PushToTarget, "invalid_client", "Unauthorized", true);
+    a.effects.target = TargetState::Rejected;
+    a.effects.switched_at = None;
+    a.outcome.failure = failure(Step::PushToTarget, "invalid_client", "Unauthorized", true);
     a.exposure = Some(Exposure { inactive_at: None, deleted_at: None, ..exposure(ExposedRole::Old) });
     out.push(("exposed_key_still_active", render(&a, &iam_ctx(Some(&old_only), None))));
     let mut f = s.clone();
@@ -274,7 +274,7 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
     // Evidence on a saga that needs attention.
     let mut s = iam_saga("S-attention");
     s.status = Status::NeedsAttention;
-    s.target = TargetState::Uncertain;
+    s.effects.target = TargetState::Uncertain;
     let owned = OwnedContext {
         credential_kind: "iam_access_key",
         credential: "iam user auth0-ses-sender".into(),
@@ -294,41 +294,41 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
     s.step = Step::AwaitNew;
     out.push(("action_required_create", render_prompt(&s, &scim_ctx(), &hand, false)));
     let mut u = s.clone();
-    u.old_keys = vec![];
-    u.prompts = 2;
+    u.keys.old_keys = vec![];
+    u.person.prompts = 2;
     out.push(("reminder_create_old_unknown", render_prompt(&u, &scim_ctx(), &hand, true)));
     let mut d = s.clone();
     d.step = Step::AwaitRetire;
-    d.new_key = Some("handed over 2025-12-02T10:00:00Z".into());
-    d.target = TargetState::HoldsNew;
-    d.switched_at = Some(T0 + 86_400_000);
+    d.keys.new_key = Some("handed over 2025-12-02T10:00:00Z".into());
+    d.effects.target = TargetState::HoldsNew;
+    d.effects.switched_at = Some(T0 + 86_400_000);
     out.push(("action_required_delete", render_prompt(&d, &scim_ctx(), &hand, false)));
     let mut ok = d.clone();
     ok.status = Status::Succeeded;
-    ok.old_deleted = true;
+    ok.effects.old_deleted = true;
     out.push(("scim_succeeded", render(&ok, &scim_ctx())));
     let mut rej = s.clone();
     rej.status = Status::Compensated;
-    rej.new_key = Some("handed over 2025-12-02T10:00:00Z".into());
-    rej.target = TargetState::Rejected;
-    rej.failure = failure(Step::PushToTarget, "TestConnectionFailed", "Entra rejected the new token in Test connection: 401", true);
+    rej.keys.new_key = Some("handed over 2025-12-02T10:00:00Z".into());
+    rej.effects.target = TargetState::Rejected;
+    rej.outcome.failure = failure(Step::PushToTarget, "TestConnectionFailed", "Entra rejected the new token in Test connection: 401", true);
     out.push(("scim_rejected", render(&rej, &scim_ctx())));
     let mut late = s.clone();
     late.status = Status::Compensated;
-    late.failure = failure(Step::AwaitNew, "DeadlinePassed", "nobody handed over a token before the deadline", true);
+    late.outcome.failure = failure(Step::AwaitNew, "DeadlinePassed", "nobody handed over a token before the deadline", true);
     out.push(("scim_deadline_passed", render(&late, &scim_ctx())));
     let mut nc = d.clone();
     nc.status = Status::NeedsAttention;
-    nc.failure = failure(Step::AwaitRetire, "OldNotConfirmedDeleted", "nobody confirmed the old token's deletion", true);
+    nc.outcome.failure = failure(Step::AwaitRetire, "OldNotConfirmedDeleted", "nobody confirmed the old token's deletion", true);
     out.push(("scim_old_not_confirmed", render(&nc, &scim_ctx())));
     let mut sick = d.clone();
     sick.status = Status::NeedsAttention;
-    sick.target = TargetState::Uncertain;
-    sick.failure = failure(Step::VerifyTarget, "quarantine", "the provisioning job is in quarantine", true);
+    sick.effects.target = TargetState::Uncertain;
+    sick.outcome.failure = failure(Step::VerifyTarget, "quarantine", "the provisioning job is in quarantine", true);
     out.push(("scim_unhealthy", render(&sick, &scim_ctx())));
     let mut other = s.clone();
     other.status = Status::Compensated;
-    other.failure = failure(Step::Start, "Conflict", "the provisioning job was not found", true);
+    other.outcome.failure = failure(Step::Start, "Conflict", "the provisioning job was not found", true);
     out.push(("scim_failed", render(&other, &scim_ctx())));
 
     // Requests.

@@ -2,23 +2,23 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
-
+use super::super::document::{to_document, ConfigRejectedDoc, Head};
 use super::super::Notification;
 
 /// A new configuration version was refused; the running one stays.
 pub fn render_config_rejected(source: &str, version: &str, running: &str, problem: &str) -> Notification {
+    let d = ConfigRejectedDoc {
+        head: Head { event: "keyturn.config_rejected", severity: "critical" },
+        source: source.into(),
+        refused_version: version.into(),
+        running_version: running.into(),
+        problem: problem.into(),
+    };
     let text = format!(
-        "keyturn refused a new configuration version\n\nSource:          {source}\nRefused version: {version}\nStill running:   {running}\nProblem:         {problem}\nRecommended action: fix the configuration and publish a new version; keyturn keeps running the previous one until then. `keyturn check-config --config {source}` checks it.\n"
+        "keyturn refused a new configuration version\n\nSource:          {}\nRefused version: {}\nStill running:   {}\nProblem:         {}\nRecommended action: fix the configuration and publish a new version; keyturn keeps running the previous one until then. `keyturn check-config --config {}` checks it.\n",
+        d.source, d.refused_version, d.running_version, d.problem, d.source
     );
-    let document = json!({
-        "event": "keyturn.config_rejected",
-        "severity": "critical",
-        "source": source,
-        "refused_version": version,
-        "running_version": running,
-        "problem": problem,
-    });
+    let document = to_document(&d);
     Notification {
         subject: format!("[keyturn] Configuration refused: {source} {version}").chars().take(100).collect(),
         text,

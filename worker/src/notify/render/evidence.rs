@@ -2,10 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
-
 use crate::saga::Saga;
 
+use super::super::document::{to_document, EvidenceDoc, Head, Named};
 use super::super::{correlate, Notification, OwnedContext};
 
 /// The evidence of an unresolved saga became clear: which key the target
@@ -33,27 +32,26 @@ pub fn render_evidence(saga: &Saga, ctx: &OwnedContext, verdict: &crate::saga::V
         ctx.credential_kind,
         ctx.target,
         ctx.target_kind,
-        saga.new_key.as_deref().unwrap_or("none"),
-        saga.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", "),
+        saga.keys.new_key.as_deref().unwrap_or("none"),
+        saga.keys.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", "),
         verdict.reason,
         saga.saga_id
     );
-    let document = json!({
-        "event": "rotation.evidence",
-        "severity": "warning",
-        "rotation_id": saga.rotation_id,
-        "saga_id": saga.saga_id,
-        "status": saga.status.as_str(),
-        "credential": {"kind": ctx.credential_kind, "name": ctx.credential},
-        "target": {"kind": ctx.target_kind, "name": ctx.target},
-        "new_key": saga.new_key,
-        "old_keys": saga.old_keys.iter().map(|k| k.id.clone()).collect::<Vec<_>>(),
-        "keep": verdict.keep.map(|k| k.as_str()),
-        "evidence": verdict.reason,
-        "resolving": resolving,
-        "recommended_action": action,
-        "resolve_command": format!("keyturn resolve {} --keep {keep}", saga.saga_id),
-        "status_command": format!("keyturn status {}", saga.saga_id),
+    let document = to_document(&EvidenceDoc {
+        head: Head { event: "rotation.evidence", severity: "warning" },
+        rotation_id: saga.rotation_id.clone(),
+        saga_id: saga.saga_id.clone(),
+        status: saga.status.as_str(),
+        credential: Named::new(&ctx.credential_kind, &ctx.credential),
+        target: Named::new(&ctx.target_kind, &ctx.target),
+        new_key: saga.keys.new_key.clone(),
+        old_keys: saga.keys.old_keys.iter().map(|k| k.id.clone()).collect(),
+        keep: verdict.keep.map(|k| k.as_str()),
+        evidence: verdict.reason.clone(),
+        resolving,
+        recommended_action: action,
+        resolve_command: format!("keyturn resolve {} --keep {keep}", saga.saga_id),
+        status_command: format!("keyturn status {}", saga.saga_id),
     });
     correlate(
         Notification {

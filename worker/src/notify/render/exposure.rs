@@ -2,11 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
-
 use crate::clock::fmt_ms;
 use crate::saga::{Millis, Saga, Status};
 
+use super::super::document::{
+    to_document, BlockedExposure, ExposedBlockedDoc, ExposedSettledDoc, ExposedUnmatchedDigestDoc, ExposedUnmatchedDoc, ExposureDoc, Head, OutcomeDoc,
+    SettledExposure, Timeline, UncoveredKey,
+};
 use super::super::Notification;
 use super::unmatched::unmatched_attributes;
 
@@ -20,7 +22,7 @@ fn after(t: Millis, seen: Millis) -> String {
 /// The outcome notice of a saga that dealt with an exposed key (an
 /// emergency rotation, or a saga taken over): `rotation.exposed_key`,
 /// critical, with the incident's timeline, what AWS did and the next steps.
-pub(super) fn exposed_notice(mut n: Notification, saga: &Saga, e: &crate::saga::Exposure) -> Notification {
+pub(super) fn exposed_notice(mut n: Notification, doc: &mut OutcomeDoc, saga: &Saga, e: &crate::saga::Exposure) -> Notification {
     use crate::saga::ExposedRole;
     let state = if e.deleted_at.is_some() {
         "deleted"
@@ -35,8 +37,8 @@ pub(super) fn exposed_notice(mut n: Notification, saga: &Saga, e: &crate::saga::
         "deleted" => "Exposed key replaced and deleted",
         _ => "Exposed key replaced and deactivated",
     };
-    let credential = n.document["credential"]["name"].as_str().unwrap_or("").to_string();
-    let live = saga.switched_at.filter(|_| saga.target.may_hold_new());
+    let credential = doc.credential.name.clone();
+    let live = saga.effects.switched_at.filter(|_| saga.effects.target.may_hold_new());
     let steps = exposure_steps(saga, e, state, &credential);
     let mut t = format!("{headline}\n\n");
     t.push_str(&format!(
@@ -68,29 +70,23 @@ pub(super) fn exposed_notice(mut n: Notification, saga: &Saga, e: &crate::saga::
     t.push('\n');
     n.text = t + &n.text;
     n.subject = format!("[keyturn] {headline}: {} ({credential})", saga.rotation_id).replace(['\r', '\n'], " ").chars().take(100).collect();
-    if let Value::Object(m) = &mut n.document {
-        m.insert("event".into(), json!("rotation.exposed_key"));
-        m.insert("severity".into(), json!("critical"));
-        m.insert(
-            "exposure".into(),
-            json!({
-                "key_id": e.key_id,
-                "role": if e.role == ExposedRole::Old { "old" } else { "new" },
-                "state": state.to_ascii_lowercase(),
-                "health_event": e.event,
-                "timeline": {
-                    "event_seen": fmt_ms(e.seen_at),
-                    "new_key_live": live.map(fmt_ms),
-                    "exposed_key_inactive": e.inactive_at.map(fmt_ms),
-                    "exposed_key_deleted": e.deleted_at.map(fmt_ms),
-                    "seconds_to_inactive": e.inactive_at.map(|i| i.saturating_sub(e.seen_at) as f64 / 1000.0),
-                },
-                "aws_quarantine": AWS_QUARANTINE,
-                "follow_up_rotation": e.follow_up,
-                "next_steps": steps,
-            }),
-        );
-    }
+    doc.head = Head { event: "rotation.exposed_key", severity: "critical" };
+    doc.exposure = Some(ExposureDoc {
+        key_id: e.key_id.clone(),
+        role: if e.role == ExposedRole::Old { "old" } else { "new" },
+        state: state.to_ascii_lowercase(),
+        health_event: e.event.clone(),
+        timeline: Timeline {
+            event_seen: fmt_ms(e.seen_at),
+            new_key_live: live.map(fmt_ms),
+            exposed_key_inactive: e.inactive_at.map(fmt_ms),
+            exposed_key_deleted: e.deleted_at.map(fmt_ms),
+            seconds_to_inactive: e.inactive_at.map(|i| i.saturating_sub(e.seen_at) as f64 / 1000.0),
+        },
+        aws_quarantine: AWS_QUARANTINE,
+        follow_up_rotation: e.follow_up,
+        next_steps: steps,
+    });
     n.attributes.insert("event", "rotation.exposed_key".into());
     n.attributes.insert("severity", "critical".into());
     n
@@ -151,15 +147,14 @@ pub fn render_exposed_blocked(
     Notification {
         subject: format!("[keyturn] Exposed key: a person must act: {rotation_id}").chars().take(100).collect(),
         text,
-        document: json!({
-            "event": "rotation.exposed_key",
-            "severity": "critical",
-            "rotation_id": rotation_id,
-            "saga_id": saga_id,
-            "correlation_id": correlation_id,
-            "exposure": {"key_id": key_id, "state": "unknown", "aws_quarantine": AWS_QUARANTINE, "blocked": why},
-            "recommended_action": action,
-            "status_command": format!("keyturn status {saga_id}"),
+        document: to_document(&ExposedBlockedDoc {
+            head: Head { event: "rotation.exposed_key", severity: "critical" },
+            rotation_id: rotation_id.into(),
+            saga_id: saga_id.into(),
+            correlation_id: correlation_id.into(),
+            exposure: BlockedExposure { key_id: key_id.into(), state: "unknown", aws_quarantine: AWS_QUARANTINE, blocked: why.into() },
+            recommended_action: action,
+            status_command: format!("keyturn status {saga_id}"),
         }),
         attributes: exposed_key_attributes(rotation_id, credential_kind, target_kind, correlation_id),
     }
@@ -201,12 +196,18 @@ pub fn render_exposed_settled(
     Notification {
         subject: format!("[keyturn] Exposed key {key_id}: nothing left to rotate ({rotation_id})").chars().take(100).collect(),
         text,
-        document: json!({
-            "event": "rotation.exposed_key",
-            "severity": "critical",
-            "rotation_id": rotation_id,
-            "correlation_id": correlation_id,
-            "exposure": {"key_id": key_id, "state": "settled", "found": what, "health_event": event_arn, "aws_quarantine": AWS_QUARANTINE, "next_steps": steps},
+        document: to_document(&ExposedSettledDoc {
+            head: Head { event: "rotation.exposed_key", severity: "critical" },
+            rotation_id: rotation_id.into(),
+            correlation_id: correlation_id.into(),
+            exposure: SettledExposure {
+                key_id: key_id.into(),
+                state: "settled",
+                found: what.into(),
+                health_event: event_arn.into(),
+                aws_quarantine: AWS_QUARANTINE,
+                next_steps: steps.to_vec(),
+            },
         }),
         attributes: exposed_key_attributes(rotation_id, credential_kind, target_kind, correlation_id),
     }
@@ -243,18 +244,17 @@ pub fn render_exposed_unmatched(
     Notification {
         subject: format!("[keyturn] Exposed key {key_id} not covered by any rotation (account {account})").chars().take(100).collect(),
         text,
-        document: json!({
-            "event": "rotation.unmatched",
-            "severity": "critical",
-            "account_id": account,
-            "user": user,
-            "key_id": key_id,
-            "exposed": true,
-            "health_event": event_arn,
-            "deactivated": matches!(deactivated, Some(Ok(()))),
-            "key_state": state,
-            "aws_quarantine": AWS_QUARANTINE,
-            "recommended_action": action,
+        document: to_document(&ExposedUnmatchedDoc {
+            head: Head { event: "rotation.unmatched", severity: "critical" },
+            account_id: account.into(),
+            user: user.map(str::to_string),
+            key_id: key_id.into(),
+            exposed: true,
+            health_event: event_arn.into(),
+            deactivated: matches!(deactivated, Some(Ok(()))),
+            key_state: state,
+            aws_quarantine: AWS_QUARANTINE,
+            recommended_action: action,
         }),
         attributes: unmatched_attributes("critical", credential_kind),
     }
@@ -287,15 +287,17 @@ pub fn render_exposed_unmatched_digest(
     Notification {
         subject: format!("[keyturn] {} exposed keys not covered by any rotation (account {account})", items.len()),
         text,
-        document: json!({
-            "event": "rotation.unmatched",
-            "severity": "critical",
-            "account_id": account,
-            "exposed": true,
-            "health_event": event_arn,
-            "count": items.len(),
-            "keys": items.iter().map(|(k, o, d)| json!({"key_id": k, "user": o, "deactivated": matches!(d, Some(Ok(()))), "key_state": state(d)})).collect::<Vec<_>>(),
-            "aws_quarantine": AWS_QUARANTINE,
+        document: to_document(&ExposedUnmatchedDigestDoc {
+            head: Head { event: "rotation.unmatched", severity: "critical" },
+            account_id: account.into(),
+            exposed: true,
+            health_event: event_arn.into(),
+            count: items.len(),
+            keys: items
+                .iter()
+                .map(|(k, o, d)| UncoveredKey { key_id: k.clone(), user: o.clone(), deactivated: matches!(d, Some(Ok(()))), key_state: state(d) })
+                .collect(),
+            aws_quarantine: AWS_QUARANTINE,
         }),
         attributes: unmatched_attributes("critical", credential_kind),
     }

@@ -2,12 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
-
 use crate::clock::{fmt_date, fmt_ms};
 use crate::connectors::HandWords;
 use crate::saga::{KeyRef, Saga, Status, TargetState};
 
+use super::super::document::{to_document, FailureDoc, Head, KeyLine, Named, OutcomeDoc, TargetNow};
 use super::super::{correlate, event_of, sent_by, Context, Notification};
 use super::exposure::exposed_notice;
 
@@ -28,11 +27,11 @@ pub fn recommended_action(saga: &Saga, advice: Option<&str>, words: Option<&'sta
     if let (Some(a), false) = (advice, saga.status == Status::Succeeded) {
         return a.to_string();
     }
-    if saga.manual {
+    if saga.person.manual {
         return recommended_by_hand(saga, words_of(words));
     }
     let rotate = format!("keyturn rotate {}", saga.rotation_id);
-    let code = saga.failure.as_ref().map(|f| f.code.as_str()).unwrap_or("");
+    let code = saga.outcome.failure.as_ref().map(|f| f.code.as_str()).unwrap_or("");
     match (saga.status, code) {
         (Status::Succeeded, _) => "None. The new key is live and the old key is deleted.".into(),
         (Status::RolledBack, _) => format!(
@@ -80,7 +79,7 @@ pub(super) fn words_of(words: Option<&'static HandWords>) -> &'static HandWords 
 
 /// The old credential as the person identified it, for sentences.
 pub(super) fn old_described(saga: &Saga, w: &HandWords) -> String {
-    match saga.old_keys.first() {
+    match saga.keys.old_keys.first() {
         Some(k) => match k.created_at {
             Some(ms) if !k.id.starts_with("created ") => format!("the token {} created on {}", k.id, fmt_date(ms)),
             Some(ms) => format!("the token created on {}", fmt_date(ms)),
@@ -91,7 +90,7 @@ pub(super) fn old_described(saga: &Saga, w: &HandWords) -> String {
 }
 
 pub(super) fn new_described(saga: &Saga) -> String {
-    match &saga.new_key {
+    match &saga.keys.new_key {
         Some(id) => format!("the token {id}"),
         None => "the new token".into(),
     }
@@ -100,8 +99,8 @@ pub(super) fn new_described(saga: &Saga) -> String {
 /// What a person should do when the credential is made by hand, in the target's words.
 fn recommended_by_hand(saga: &Saga, w: &HandWords) -> String {
     let rotate = format!("keyturn rotate {}", saga.rotation_id);
-    let code = saga.failure.as_ref().map(|f| f.code.as_str()).unwrap_or("");
-    let step = saga.failure.as_ref().map(|f| f.step);
+    let code = saga.outcome.failure.as_ref().map(|f| f.code.as_str()).unwrap_or("");
+    let step = saga.outcome.failure.as_ref().map(|f| f.step);
     let (old, new) = (old_described(saga, w), new_described(saga));
     let vars = [("rotate", rotate.as_str()), ("old", old.as_str()), ("new", new.as_str())];
     let text = match (saga.status, code) {
@@ -119,19 +118,19 @@ fn recommended_by_hand(saga: &Saga, w: &HandWords) -> String {
 /// Tokens of a by-hand credential: no API lists them, so as keyturn recorded them.
 fn token_lines(saga: &Saga, w: &HandWords) -> Vec<(String, &'static str, &'static str)> {
     let mut out = Vec::new();
-    let old = if saga.old_deleted {
+    let old = if saga.effects.old_deleted {
         "deleted (confirmed by a person)"
     } else if saga.status == Status::Succeeded {
         "deleted"
     } else {
         "valid, in the console"
     };
-    match saga.old_keys.first() {
+    match saga.keys.old_keys.first() {
         Some(k) => out.push((k.id.clone(), old, "old token")),
         None => out.push(("(not recorded)".into(), old, "old token")),
     }
-    if let Some(id) = &saga.new_key {
-        let state = match saga.target {
+    if let Some(id) = &saga.keys.new_key {
+        let state = match saga.effects.target {
             TargetState::Rejected | TargetState::Untouched | TargetState::HoldsOld => "unused: delete it in the console",
             _ => w.new_saved,
         };
@@ -141,9 +140,9 @@ fn token_lines(saga: &Saga, w: &HandWords) -> Vec<(String, &'static str, &'stati
 }
 
 fn key_role(saga: &Saga, id: &str) -> &'static str {
-    if saga.new_key.as_deref() == Some(id) {
+    if saga.keys.new_key.as_deref() == Some(id) {
         "new key"
-    } else if saga.old_keys.iter().any(|k| k.id == id) {
+    } else if saga.keys.old_keys.iter().any(|k| k.id == id) {
         "old key"
     } else {
         "unknown key"
@@ -151,11 +150,11 @@ fn key_role(saga: &Saga, id: &str) -> &'static str {
 }
 
 fn key_lines(saga: &Saga, keys_now: Option<&[KeyRef]>, w: &HandWords) -> Vec<(String, &'static str, &'static str)> {
-    if saga.manual {
+    if saga.person.manual {
         return token_lines(saga, w);
     }
     let Some(now) = keys_now else { return Vec::new() };
-    let mut ids: Vec<&str> = saga.old_keys.iter().map(|k| k.id.as_str()).chain(saga.new_key.as_deref()).collect();
+    let mut ids: Vec<&str> = saga.keys.old_keys.iter().map(|k| k.id.as_str()).chain(saga.keys.new_key.as_deref()).collect();
     for k in now {
         if !ids.contains(&k.id.as_str()) {
             ids.push(&k.id);
@@ -174,8 +173,8 @@ fn key_lines(saga: &Saga, keys_now: Option<&[KeyRef]>, w: &HandWords) -> Vec<(St
 }
 
 fn target_line(saga: &Saga, w: &HandWords) -> &'static str {
-    if saga.manual {
-        return match saga.target {
+    if saga.person.manual {
+        return match saga.effects.target {
             TargetState::Untouched => "unchanged (never sent the new token)",
             TargetState::Rejected => w.target_rejected,
             TargetState::HoldsOld => "holds the old token",
@@ -183,7 +182,7 @@ fn target_line(saga: &Saga, w: &HandWords) -> &'static str {
             TargetState::Accepted | TargetState::HoldsNew => "new token saved",
         };
     }
-    match saga.target {
+    match saga.effects.target {
         TargetState::Untouched => "unchanged (never sent the new key)",
         TargetState::Rejected => "unchanged (it rejected the new key)",
         TargetState::HoldsOld => "holds the old key",
@@ -201,8 +200,8 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
     let w = words_of(ctx.words);
     let keys = key_lines(saga, ctx.keys_now, w);
     let action = recommended_action(saga, ctx.advice.as_deref(), ctx.words);
-    let rolled_back = if saga.compensations.is_empty() { vec!["nothing".to_string()] } else { saga.compensations.clone() };
-    let failure = saga.failure.as_ref();
+    let rolled_back = if saga.outcome.compensations.is_empty() { vec!["nothing".to_string()] } else { saga.outcome.compensations.clone() };
+    let failure = saga.outcome.failure.as_ref();
 
     let mut t = String::new();
     t.push_str(&format!("{}\n\n", headline(saga.status)));
@@ -212,7 +211,7 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
     t.push_str(&format!("Target:          {} ({})\n", ctx.target, ctx.target_kind));
     t.push_str(&format!("Outcome:         {}\n", saga.status.as_str()));
     t.push_str(&format!("Started:         {} by {}\n", fmt_ms(saga.created_at), saga.trigger));
-    if let Some(r) = &saga.request {
+    if let Some(r) = &saga.origin.request {
         let event = r.event_account.as_deref().map(|a| (a, r.event_source.as_deref().unwrap_or("")));
         t.push_str(&format!("Requested by:    {} (as the request says); {}\n", r.requester, sent_by(r.sender.as_deref(), event)));
     }
@@ -223,7 +222,7 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
         t.push_str(&format!("Operator can fix: {}\n", if f.operator_fixable { "yes" } else { "no (transient or external)" }));
     }
     t.push_str(&format!("Rolled back:     {}\n", rolled_back.join("; ")));
-    t.push_str(if saga.manual { "Tokens now (no API lists them; as keyturn recorded them):\n" } else { "Keys now:\n" });
+    t.push_str(if saga.person.manual { "Tokens now (no API lists them; as keyturn recorded them):\n" } else { "Keys now:\n" });
     if keys.is_empty() {
         t.push_str("  (could not list the keys)\n");
     }
@@ -235,24 +234,27 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
     t.push_str("Next attempt:    none scheduled (start one with keyturn rotate)\n");
     t.push_str(&format!("More:            keyturn status {}\n", saga.saga_id));
 
-    let document = json!({
-        "event": event,
-        "severity": severity,
-        "rotation_id": saga.rotation_id,
-        "saga_id": saga.saga_id,
-        "status": saga.status.as_str(),
-        "trigger": saga.trigger,
-        "credential": {"kind": ctx.credential_kind, "name": ctx.credential},
-        "target": {"kind": ctx.target_kind, "name": ctx.target, "state": target_line(saga, w)},
-        "failure": failure.map(|f| json!({
-            "step": f.step.as_str(), "code": f.code, "message": f.message, "operator_fixable": f.operator_fixable
-        })),
-        "rolled_back": saga.compensations,
-        "keys": keys.iter().map(|(id, state, role)| json!({"id": id, "state": state, "role": role})).collect::<Vec<_>>(),
-        "recommended_action": action,
-        "next_attempt": Value::Null,
-        "status_command": format!("keyturn status {}", saga.saga_id),
-    });
+    let mut doc = OutcomeDoc {
+        head: Head { event, severity },
+        rotation_id: saga.rotation_id.clone(),
+        saga_id: saga.saga_id.clone(),
+        status: saga.status.as_str(),
+        trigger: saga.trigger.clone(),
+        credential: Named::new(ctx.credential_kind, ctx.credential),
+        target: TargetNow { kind: ctx.target_kind.into(), name: ctx.target.into(), state: target_line(saga, w) },
+        failure: failure.map(|f| FailureDoc {
+            step: f.step.as_str(),
+            code: f.code.clone(),
+            message: f.message.clone(),
+            operator_fixable: f.operator_fixable,
+        }),
+        rolled_back: saga.outcome.compensations.clone(),
+        keys: keys.into_iter().map(|(id, state, role)| KeyLine { id, state, role }).collect(),
+        recommended_action: action,
+        next_attempt: None,
+        status_command: format!("keyturn status {}", saga.saga_id),
+        exposure: None,
+    };
     let attributes = BTreeMap::from([
         ("event", event.to_string()),
         ("severity", severity.to_string()),
@@ -260,9 +262,10 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
         ("credential_kind", ctx.credential_kind.to_string()),
         ("target_kind", ctx.target_kind.to_string()),
     ]);
-    let n = correlate(Notification { subject, text: t, document, attributes }, saga);
-    match &saga.exposure {
-        Some(e) => exposed_notice(n, saga, e),
+    let n = Notification { subject, text: t, document: serde_json::Value::Null, attributes };
+    let n = match &saga.exposure {
+        Some(e) => exposed_notice(n, &mut doc, saga, e),
         None => n,
-    }
+    };
+    correlate(Notification { document: to_document(&doc), ..n }, saga)
 }

@@ -2,11 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
-
 use crate::clock::{fmt_date, fmt_ms};
 use crate::saga::Saga;
 
+use super::super::document::{to_document, Head, Named, OldToken, PromptDoc};
 use super::super::{correlate, Context, Notification};
 use super::outcome::{new_described, old_described, words_of};
 use crate::connectors::HandWords;
@@ -38,7 +37,7 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
     let creating = saga.step == Step::AwaitNew;
     let (title, action) = if creating { (format!("create a new {noun}"), "create_new") } else { (format!("delete the old {noun}"), "delete_old") };
     let headline = if reminder { format!("Reminder: {title}") } else { format!("Action required: {title}") };
-    let deadline = saga.deadline.map(fmt_ms).unwrap_or_else(|| "none".into());
+    let deadline = saga.person.deadline.map(fmt_ms).unwrap_or_else(|| "none".into());
     let mut steps: Vec<String> = Vec::new();
     let mut commands: Vec<String> = Vec::new();
     let id = &saga.saga_id;
@@ -47,14 +46,14 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
         steps.push(format!(
             "Hand the token to keyturn. It is read from a no-echo prompt or from standard input, never from the command line: `keyturn provide {id}` (paste at the prompt), or `keyturn provide {id} < token-file`, or from a Secrets Manager secret: `keyturn provide {id} --from-secret <secret id>`."
         ));
-        if saga.old_keys.is_empty() {
+        if saga.keys.old_keys.is_empty() {
             steps.push("Add `--old-token-created YYYY-MM-DD` (and `--old-token-id <ID>`) naming the token in use today, so keyturn can tell you later which one to delete.".into());
         }
         steps.push(w.after_handover.into());
         commands.push(format!("keyturn provide {id}"));
         commands.push(format!("keyturn provide {id} --from-secret <secret id>"));
     } else {
-        let at = saga.switched_at.map(|t| format!(" at {}", fmt_ms(t))).unwrap_or_default();
+        let at = saga.effects.switched_at.map(|t| format!(" at {}", fmt_ms(t))).unwrap_or_default();
         steps.push(HandWords::say(w.switched, &[("at", at.as_str())]));
         steps.extend(hand.delete.iter().cloned());
         steps.push(HandWords::say(w.keep_new, &[("old", old_described(saga, w).as_str()), ("new", new_described(saga).as_str())]));
@@ -73,7 +72,7 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
     t.push_str(&format!("Target:          {} ({})\n", ctx.target, ctx.target_kind));
     t.push_str(&format!("Started:         {} by {}\n", fmt_ms(saga.created_at), saga.trigger));
     if reminder {
-        t.push_str(&format!("Reminder:        {} (keyturn is still waiting)\n", saga.prompts));
+        t.push_str(&format!("Reminder:        {} (keyturn is still waiting)\n", saga.person.prompts));
     }
     t.push_str(&format!("Deadline:        {deadline}; after it {consequence}.\n"));
     t.push_str("What to do:\n");
@@ -81,23 +80,22 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
         t.push_str(&format!("  {}. {step}\n", i + 1));
     }
     t.push_str(&format!("More:            keyturn status {id}\n"));
-    let document = json!({
-        "event": event,
-        "severity": severity,
-        "rotation_id": saga.rotation_id,
-        "saga_id": id,
-        "status": saga.status.as_str(),
-        "trigger": saga.trigger,
-        "action": action,
-        "reminder": if reminder { Some(saga.prompts) } else { None },
-        "deadline": saga.deadline,
-        "credential": {"kind": ctx.credential_kind, "name": ctx.credential},
-        "target": {"kind": ctx.target_kind, "name": ctx.target},
-        "old_token": saga.old_keys.first().map(|k| json!({"id": k.id, "created": k.created_at.map(fmt_date)})),
-        "new_token": saga.new_key,
-        "steps": steps,
-        "commands": commands,
-        "status_command": format!("keyturn status {id}"),
+    let document = to_document(&PromptDoc {
+        head: Head { event, severity },
+        rotation_id: saga.rotation_id.clone(),
+        saga_id: id.clone(),
+        status: saga.status.as_str(),
+        trigger: saga.trigger.clone(),
+        action,
+        reminder: reminder.then_some(saga.person.prompts),
+        deadline: saga.person.deadline,
+        credential: Named::new(ctx.credential_kind, ctx.credential),
+        target: Named::new(ctx.target_kind, ctx.target),
+        old_token: saga.keys.old_keys.first().map(|k| OldToken { id: k.id.clone(), created: k.created_at.map(fmt_date) }),
+        new_token: saga.keys.new_key.clone(),
+        steps,
+        commands,
+        status_command: format!("keyturn status {id}"),
     });
     let subject = format!("[keyturn] {headline}: {}", saga.rotation_id).replace(['\r', '\n'], " ").chars().take(100).collect();
     correlate(

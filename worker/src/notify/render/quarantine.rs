@@ -2,10 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
-
 use crate::clock::fmt_ms;
 
+use super::super::document::{to_document, Head, Named, QuarantineDoc, QuarantineState};
 use super::super::Notification;
 
 /// Quarantine began, changed reason, disabled the rotation, or ended.
@@ -43,15 +42,20 @@ pub fn render_quarantine(
     } else {
         t.push_str("Automatic triggers rotate this credential again as usual.\n");
     }
-    let document = json!({
-        "event": event,
-        "severity": severity,
-        "rotation_id": rotation_id,
-        "credential": {"kind": credential_kind, "name": credential},
-        "target": {"kind": target_kind, "name": target},
-        "consecutive_failures": h.consecutive_failures,
-        "quarantine": q.map(|q| json!({"since": q.began, "reason": q.reason, "series": q.series, "next_attempt": q.next_attempt, "disabled": q.disabled})),
-        "last_saga": saga,
+    let document = to_document(&QuarantineDoc {
+        head: Head { event, severity },
+        rotation_id: rotation_id.into(),
+        credential: Named::new(credential_kind, credential),
+        target: Named::new(target_kind, target),
+        consecutive_failures: h.consecutive_failures,
+        quarantine: q.map(|q| QuarantineState {
+            since: q.began,
+            reason: q.reason.clone(),
+            series: q.series,
+            next_attempt: q.next_attempt,
+            disabled: q.disabled,
+        }),
+        last_saga: saga.map(str::to_string),
     });
     Notification {
         subject: format!("[keyturn] {headline}: {rotation_id} ({credential}) -> {target}").chars().take(100).collect(),

@@ -2,8 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
-
+use super::super::document::{to_document, Head, RequestAnswerDoc, RequestDoc};
 use super::super::{sent_by, Notification};
 
 /// The answer to a rotation request: `rotation.request_accepted` (a saga
@@ -45,23 +44,22 @@ pub fn render_request_answer(
             .take(100)
             .collect(),
         text,
-        document: json!({
-            "event": event,
-            "severity": severity,
-            "rotation_id": rotation_id,
-            "saga_id": saga_id,
-            "outcome": outcome,
-            "reason_rejected": reason,
-            "request": {
-                "requester": r.requester,
-                "reason": r.reason,
-                "idempotency_key": r.idempotency_key,
-                "sender": r.sender,
-                "event_account": r.event.as_ref().map(|e| e.account.as_str()),
-                "event_source": r.event.as_ref().map(|e| e.source.as_str()),
+        document: to_document(&RequestAnswerDoc {
+            head: Head { event, severity },
+            rotation_id: rotation_id.map(str::to_string),
+            saga_id: saga_id.map(str::to_string),
+            outcome: outcome.into(),
+            reason_rejected: reason.map(str::to_string),
+            request: RequestDoc {
+                requester: r.requester.clone(),
+                reason: r.reason.clone(),
+                idempotency_key: r.idempotency_key.clone(),
+                sender: r.sender.clone(),
+                event_account: r.event.as_ref().map(|e| e.account.clone()),
+                event_source: r.event.as_ref().map(|e| e.source.clone()),
             },
-            "correlation_id": r.correlation(),
-            "status_command": saga_id.map(|id| format!("keyturn status {id}")),
+            correlation_id: r.correlation().to_string(),
+            status_command: saga_id.map(|id| format!("keyturn status {id}")),
         }),
         attributes: BTreeMap::from([
             ("event", event.to_string()),

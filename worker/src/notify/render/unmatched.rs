@@ -2,8 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
-
+use super::super::document::{to_document, Head, UnmatchedDigestDoc, UnmatchedDoc, UnmatchedUser};
 use super::super::Notification;
 
 /// The one-time report of an IAM user with a failing finding and no rotation.
@@ -16,13 +15,12 @@ pub fn render_unmatched(account: &str, user: &str, finding_id: &str, credential_
          Recommended action: add a [[rotation]] for this user to keyturn's configuration, or rotate its key another way. \
          This is reported once; later re-imports of the finding are only counted.\n"
     );
-    let document = json!({
-        "event": "rotation.unmatched",
-        "severity": "warning",
-        "account_id": account,
-        "user": user,
-        "finding_id": finding_id,
-        "recommended_action": "add a [[rotation]] for this user, or rotate its key another way",
+    let document = to_document(&UnmatchedDoc {
+        head: Head { event: "rotation.unmatched", severity: "warning" },
+        account_id: account.into(),
+        user: user.into(),
+        finding_id: finding_id.into(),
+        recommended_action: "add a [[rotation]] for this user, or rotate its key another way",
     });
     Notification {
         subject: format!("[keyturn] No rotation for iam user {user} (account {account})").chars().take(100).collect(),
@@ -41,22 +39,21 @@ pub fn render_unmatched_digest(items: &[(String, String, String)], credential_ki
     if let [(account, user, finding_id)] = items {
         return render_unmatched(account, user, finding_id, credential_kind);
     }
-    let mut text = format!("Findings for {} IAM users keyturn does not rotate\n\n", items.len());
-    for (account, user, finding_id) in items {
-        text.push_str(&format!("  {user} in account {account} (finding {finding_id})\n"));
+    let d = UnmatchedDigestDoc {
+        head: Head { event: "rotation.unmatched", severity: "warning" },
+        users: items.iter().map(|(a, u, f)| UnmatchedUser { account_id: a.clone(), user: u.clone(), finding_id: f.clone() }).collect(),
+        count: items.len(),
+        recommended_action: "add a [[rotation]] for these users, or rotate their keys another way",
+    };
+    let mut text = format!("Findings for {} IAM users keyturn does not rotate\n\n", d.count);
+    for u in &d.users {
+        text.push_str(&format!("  {} in account {} (finding {})\n", u.user, u.account_id, u.finding_id));
     }
     text.push_str("\nRecommended action: add a [[rotation]] for each user to keyturn's configuration, or rotate their keys another way. Each user is reported once; later re-imports of their findings are only counted.\n");
-    let document = json!({
-        "event": "rotation.unmatched",
-        "severity": "warning",
-        "users": items.iter().map(|(a, u, f)| json!({"account_id": a, "user": u, "finding_id": f})).collect::<Vec<_>>(),
-        "count": items.len(),
-        "recommended_action": "add a [[rotation]] for these users, or rotate their keys another way",
-    });
     Notification {
-        subject: format!("[keyturn] No rotation for {} iam users", items.len()),
+        subject: format!("[keyturn] No rotation for {} iam users", d.count),
         text,
-        document,
+        document: to_document(&d),
         attributes: unmatched_attributes("warning", credential_kind),
     }
 }
