@@ -626,9 +626,13 @@ impl<Q: Queue> Steps<Q> {
         if let Some(action) = self.faults.before_issue.take() {
             action.await;
         }
+        let grant = match self.grant(src, saga, stored).await {
+            Ok(g) => g,
+            Err(e) => return Some(StepResult::of(Err(e))),
+        };
         // `issue_intents` counts this attempt too (recorded with the
         // lease); only earlier attempts can have left an orphan.
-        let cred = match src.issue(old_ids, &saga.earlier_issue_intents()).await {
+        let cred = match src.issue_granted(old_ids, &saga.earlier_issue_intents(), grant.as_ref()).await {
             Ok(c) => c,
             Err(e) => return Some(StepResult::of(Err(e))),
         };
@@ -645,6 +649,19 @@ impl<Q: Queue> Steps<Q> {
                 StepResult { outcome: Outcome::Done(Effect::Issued { key_id }), secret: SecretWrite::Set(blob) }
             }
         })
+    }
+
+    /// The source's grant for `issue` ([`crate::connectors::CredentialSource::grant`]):
+    /// the one an earlier attempt sealed in the saga, else a new one, sealed
+    /// and stored under the lease before the source is called with it.
+    async fn grant(&self, src: &dyn crate::connectors::CredentialSource, saga: &Saga, stored: &Stored) -> Result<Option<SecretString>> {
+        if let Some(blob) = &stored.grant {
+            return self.sealer.open(&saga.saga_id, blob).await.map(Some);
+        }
+        let Some(grant) = src.grant().await? else { return Ok(None) };
+        let blob = self.sealer.seal(&saga.saga_id, &grant).await?;
+        self.shared.store.seal_grant(&saga.saga_id, stored.version, &self.shared.worker_id, blob).await?;
+        Ok(Some(grant))
     }
 
     /// The I/O of one step. `None` means a fault point fired.

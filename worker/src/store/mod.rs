@@ -71,6 +71,11 @@ pub struct Stored {
     pub lease_until: Millis,
     /// KMS ciphertext of the new credential's secret.
     pub secret: Option<Vec<u8>>,
+    /// KMS ciphertext of what a source needs to issue again after a lost
+    /// answer (Auth0: a Management API token), sealed before its first
+    /// call ([`Store::seal_grant`]); removed with the new secret's first
+    /// write or erasure.
+    pub grant: Option<Vec<u8>>,
     /// When the sweeper should consider the saga stuck.
     pub due_at: Millis,
     /// Next evidence check of an unresolved saga.
