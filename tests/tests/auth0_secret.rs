@@ -285,3 +285,56 @@ async fn a_worker_killed_at_every_step_never_loses_the_only_secret() {
     assert!(landed.iter().any(|(p, _, lost)| *p == Point::AnswerLost && *lost), "a kill landed between rotate-secret and its commit: {landed:?}");
     assert!(env.auth0.rotated().len() > POINTS.len(), "the lost answer's secret was superseded by a second call: {}", env.auth0.rotated().len());
 }
+
+/// The answer to rotate-secret is lost (the worker SIGKILLed while it is
+/// held back) and the sealed Management API token no longer counts (these
+/// tokens live 30 s; keyturn does not use one with less than a minute
+/// left): the old secret is dead, so keyturn cannot rotate again. The saga
+/// stops as needing attention, and the notice says what a person does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_with_an_expired_sealed_token_stops_with_the_persons_steps() {
+    let (env, _cfg, mut worker, engine) = setup("auth0-secret-lost", None).await;
+    env.auth0.set_token_lifetime(30);
+    env.auth0.delay_rotate_answer(Duration::from_secs(3));
+    let old_secret = env.auth0_client_secret.clone();
+    let mut proc = worker.spawn();
+    let id = request(&engine, "auth0-secret").await;
+    let end = Instant::now() + Duration::from_secs(30);
+    while env.auth0.rotated().is_empty() && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(env.auth0.rotated().len(), 1, "rotate-secret was called");
+    proc.kill().unwrap();
+    env.auth0.delay_rotate_answer(Duration::ZERO);
+    let _proc = worker.spawn();
+    let s = wait_end(&engine, &id, Duration::from_secs(60)).await;
+    assert_eq!(s.status, Status::NeedsAttention, "{s:#?}");
+    let f = s.failure.clone().unwrap();
+    assert_eq!((f.step, f.code.as_str()), (Step::IssueNew, "OldCredentialGone"), "{f:?}");
+    assert_eq!(env.auth0.rotated().len(), 1, "no second rotation without a token");
+    assert!(!env.auth0.accepts_secret(&old_secret));
+    let n = env.notifications(1, Duration::from_secs(20)).await;
+    let doc = &n[0].document;
+    let message = doc["failure"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("Client Secret → Rotate") && message.contains("keyturn/auth0 (field client_secret)"),
+        "the notice names the person's steps: {doc}"
+    );
+    assert!(doc["recommended_action"].as_str().unwrap().contains("Follow the steps in the failure message"), "{doc}");
+    assert!(!n[0].raw.contains(&old_secret) && !n[0].raw.contains(&env.auth0.rotated()[0]));
+}
+
+/// Without `update:client_keys` Auth0 refuses rotate-secret (403
+/// `insufficient_scope`): nothing changed, the saga is compensated, and the
+/// secret keyturn holds still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_scope_nothing_changes() {
+    let (env, cfg, _worker, _engine) = setup("auth0-secret-scope", None).await;
+    env.auth0.set_granted_scopes(ALL_SCOPES);
+    let s = env.rotate_with(&cfg, "auth0-secret").await;
+    assert_eq!(s.status, Status::Compensated, "{s:#?}");
+    assert_eq!(s.failure.as_ref().map(|f| f.code.as_str()), Some("insufficient_scope"), "{s:#?}");
+    assert!(env.auth0.rotated().is_empty());
+    assert!(env.auth0.accepts_secret(&env.auth0_client_secret), "the old secret still works");
+    assert_eq!(stored(&env).await["client_secret"].as_str(), Some(env.auth0_client_secret.as_str()));
+}
