@@ -182,6 +182,10 @@ async fn keyturns_own_secret_rotates_while_the_tenants_email_rotation_keeps_work
     for (name, text) in [("worker logs", worker.logs()), ("table", env.table_dump().await), ("notifications", raw)] {
         assert!(!text.contains(&new_secret), "the new secret leaked into the {name}");
         assert!(!text.contains(&old_secret), "the old secret leaked into the {name}");
+        // Nor the Management API tokens (the sealed grant among them).
+        for t in env.auth0.tokens_issued() {
+            assert!(!text.contains(&t), "a Management API token leaked into the {name}");
+        }
     }
 }
 
