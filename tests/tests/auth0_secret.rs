@@ -321,7 +321,7 @@ async fn a_lost_answer_with_an_expired_sealed_token_stops_with_the_persons_steps
     let doc = &n[0].document;
     let message = doc["failure"]["message"].as_str().unwrap();
     assert!(
-        message.contains("Client Secret → Rotate") && message.contains("keyturn/auth0 (field client_secret)"),
+        message.contains("Danger Zone → Rotate") && message.contains("keyturn/auth0 (field client_secret)"),
         "the notice names the person's steps: {doc}"
     );
     assert!(doc["recommended_action"].as_str().unwrap().contains("Follow the steps in the failure message"), "{doc}");

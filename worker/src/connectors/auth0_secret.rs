@@ -168,7 +168,7 @@ pub struct Auth0ClientSecret {
 /// What a person does when keyturn lost the only secret.
 fn by_hand(cfg: &Auth0SecretConfig, store: &str) -> String {
     format!(
-        "In the Auth0 Dashboard: Applications → Applications → {} → Settings → Client Secret → Rotate, copy the new secret and put it in {store}; then run keyturn doctor",
+        "In the Auth0 Dashboard: Applications → Applications → {} → Settings → Danger Zone → Rotate (confirm); on its Credentials tab copy the new Client Secret and put it in {store}; then run keyturn doctor",
         cfg.client_id
     )
 }
