@@ -291,14 +291,13 @@ async fn a_worker_killed_at_every_step_never_loses_the_only_secret() {
 }
 
 /// The answer to rotate-secret is lost (the worker SIGKILLed while it is
-/// held back) and the sealed Management API token no longer counts (these
-/// tokens live 30 s; keyturn does not use one with less than a minute
-/// left): the old secret is dead, so keyturn cannot rotate again. The saga
-/// stops as needing attention, and the notice says what a person does.
+/// held back) and the sealed Management API token no longer works (Auth0
+/// answers 401 `token_expired`): the old secret is dead, so keyturn cannot
+/// rotate again. The saga stops as needing attention, and the notice says
+/// what a person does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_answer_with_an_expired_sealed_token_stops_with_the_persons_steps() {
     let (env, _cfg, mut worker, engine) = setup("auth0-secret-lost", None).await;
-    env.auth0.set_token_lifetime(30);
     env.auth0.delay_rotate_answer(Duration::from_secs(3));
     let old_secret = env.auth0_client_secret.clone();
     let mut proc = worker.spawn();
@@ -310,6 +309,7 @@ async fn a_lost_answer_with_an_expired_sealed_token_stops_with_the_persons_steps
     assert_eq!(env.auth0.rotated().len(), 1, "rotate-secret was called");
     proc.kill().unwrap();
     env.auth0.delay_rotate_answer(Duration::ZERO);
+    env.auth0.expire_tokens();
     let _proc = worker.spawn();
     let s = wait_end(&engine, &id, Duration::from_secs(60)).await;
     assert_eq!(s.status, Status::NeedsAttention, "{s:#?}");

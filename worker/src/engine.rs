@@ -652,13 +652,21 @@ impl<Q: Queue> Steps<Q> {
     }
 
     /// The source's grant for `issue` ([`crate::connectors::CredentialSource::grant`]):
-    /// the one an earlier attempt sealed in the saga, else a new one, sealed
-    /// and stored under the lease before the source is called with it.
+    /// a new one, sealed and stored under the lease before the source is
+    /// called with it (so whatever the call does, the grant it used is
+    /// kept). When no new one can be had — an earlier attempt's call may
+    /// have killed the credential that gets one — the one sealed before
+    /// that call.
     async fn grant(&self, src: &dyn crate::connectors::CredentialSource, saga: &Saga, stored: &Stored) -> Result<Option<SecretString>> {
-        if let Some(blob) = &stored.grant {
-            return self.sealer.open(&saga.saga_id, blob).await.map(Some);
-        }
-        let Some(grant) = src.grant().await? else { return Ok(None) };
+        let grant = match (src.grant().await, &stored.grant) {
+            (Ok(Some(grant)), _) => grant,
+            (Ok(None), _) => return Ok(None),
+            (Err(e), None) => return Err(e),
+            (Err(e), Some(blob)) => {
+                info!(code = %e.code(), "no new grant; using the one sealed before an earlier attempt's call");
+                return self.sealer.open(&saga.saga_id, blob).await.map(Some);
+            }
+        };
         let blob = self.sealer.seal(&saga.saga_id, &grant).await?;
         self.shared.store.seal_grant(&saga.saga_id, stored.version, &self.shared.worker_id, blob).await?;
         Ok(Some(grant))

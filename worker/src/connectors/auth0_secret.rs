@@ -221,10 +221,11 @@ impl Auth0ClientSecret {
         self.secrets.with(&self.cfg.management_client_secret, |secret| async move { self.request_token(self.cfg.manager(), &secret).await }).await
     }
 
-    /// Whether a token's `exp` claim has passed (a minute of margin).
+    /// Whether a token's `exp` claim has passed, or will within the 30 s a
+    /// call may take.
     fn expired(&self, token: &SecretString) -> bool {
         let exp = crate::preflight::jwt_claims(token.expose_secret()).and_then(|c| c["exp"].as_u64());
-        exp.is_some_and(|exp| exp.saturating_mul(1000) <= self.clock.now_ms().saturating_add(60_000))
+        exp.is_some_and(|exp| exp.saturating_mul(1000) <= self.clock.now_ms().saturating_add(30_000))
     }
 
     /// `POST /api/v2/clients/{id}/rotate-secret` with `token`: the new secret.
