@@ -6,7 +6,10 @@
 //!   `lease_owner`/`lease_until` say which worker runs the current step;
 //!   `due_at` is when the sweeper should consider the saga stuck; `secret`
 //!   (binary) is the KMS ciphertext of the new credential's secret, present
-//!   only between `IssueNew` and `Finalize`. Attributes the engine's
+//!   only between `IssueNew` and `Finalize`; `grant` (binary, a source that
+//!   needs one: the KMS ciphertext of a Management API token) is sealed
+//!   during `IssueNew` before the source's call and removed with the first
+//!   write or erasure of `secret`. Attributes the engine's
 //!   conditions and the indexes use:
 //!   - `tok` = `<step>#<token>` while the saga runs: a step message's lease
 //!     write is conditional on it, so the lease and the read are one write;
