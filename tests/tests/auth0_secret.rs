@@ -342,3 +342,37 @@ async fn without_the_scope_nothing_changes() {
     assert!(env.auth0.accepts_secret(&env.auth0_client_secret), "the old secret still works");
     assert_eq!(stored(&env).await["client_secret"].as_str(), Some(env.auth0_client_secret.as_str()));
 }
+
+/// `keyturn doctor --json` on the configuration: the source's checks of the
+/// rotation `auth0-secret`.
+fn doctor_checks(worker: &Worker) -> Vec<Value> {
+    let out = Command::new(keyturn_bin())
+        .args(["doctor", "--json", "--config"])
+        .arg(&worker.config)
+        .envs(worker.env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let rot = report["rotations"].as_array().unwrap().iter().find(|r| r["rotation_id"] == "auth0-secret").unwrap().clone();
+    rot["checks"].as_array().unwrap().clone()
+}
+
+/// `keyturn doctor` gets a Management API token with the configured secret
+/// and says whether it carries `update:client_keys` (and how to grant it);
+/// it changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_the_token_and_the_scope() {
+    let (env, _cfg, worker, _engine) = setup("auth0-secret-doctor", None).await;
+    let find = |checks: &[Value], name: &str| checks.iter().find(|c| c["check"] == name).cloned().unwrap_or_else(|| panic!("no {name}: {checks:#?}"));
+    let checks = doctor_checks(&worker);
+    assert_eq!(find(&checks, "Auth0 token")["status"], "ok", "{checks:#?}");
+    assert_eq!(find(&checks, "Auth0 scopes")["status"], "ok", "{checks:#?}");
+    env.auth0.set_granted_scopes(ALL_SCOPES);
+    let checks = doctor_checks(&worker);
+    let scopes = find(&checks, "Auth0 scopes");
+    assert_eq!(scopes["status"], "fail", "{checks:#?}");
+    assert!(scopes.to_string().contains("grant update:client_keys"), "{scopes}");
+    assert!(env.auth0.rotated().is_empty(), "doctor rotates nothing");
+    assert!(env.auth0.accepts_secret(&env.auth0_client_secret));
+}
