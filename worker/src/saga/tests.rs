@@ -1114,3 +1114,34 @@ fn a_target_that_kept_the_old_credential_never_gets_the_dead_one_back_by_revokin
     let s = run_with(&s, done(Effect::Verified(Verification::HoldsOld)), &p, &mut t).saga;
     assert_eq!((s.step, s.closing), (Step::Finalize, Some(Status::NeedsAttention)), "{s:#?}");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+
+    /// Any sequence of outcomes: a credential whose old one died at issue is
+    /// never revoked nor "compensated" once issued, and the run ends.
+    #[test]
+    fn a_credential_whose_old_one_died_is_never_revoked(
+        events in proptest::collection::vec((any::<u8>(), any::<bool>(), any::<bool>(), any::<bool>()), 0..200),
+    ) {
+        let p = dies_policy();
+        let mut s = new_saga();
+        let mut t: u128 = 10;
+        let mut events = events.into_iter();
+        let mut moves = 0;
+        while !s.status.is_terminal() {
+            moves += 1;
+            prop_assert!(moves < 2_000, "no end: {s:?}");
+            let outcome = match events.next() {
+                Some((_, true, retryable, applied)) => Outcome::Failed(err(retryable, applied)),
+                Some((v, false, _, _)) => done(effect_for(s.step, v)),
+                None => done(effect_for(s.step, 3)),
+            };
+            s = run_with(&s, outcome, &p, &mut t).saga;
+            prop_assert!(s.step != Step::RevokeNew, "revoking the only credential: {s:?}");
+            if s.new_key.is_some() {
+                prop_assert!(s.status != Status::Compensating && s.closing != Some(Status::Compensated), "compensated after issue: {s:?}");
+            }
+        }
+    }
+}
