@@ -16,6 +16,16 @@
 //!   the token response's `scope`); `GET` needs `read:email_provider` and
 //!   `PATCH` `update:email_provider`, else `403 insufficient_scope`.
 //!
+//! * `POST /api/v2/clients/{id}/rotate-secret` needs `update:client_keys`
+//!   (else Auth0's 403 `insufficient_scope`), answers 200 with the client
+//!   object whose `client_secret` is the new secret; the old secret is
+//!   refused at `/oauth/token` at once (401 `access_denied` "Unauthorized",
+//!   Auth0's answer to a wrong secret), the new one only after an activation
+//!   delay drawn from a seeded generator (Auth0: "up to thirty seconds"; 0–3 s
+//!   here). Tokens issued before stay valid until their `exp`. The answer
+//!   can be held back ([`FakeAuth0::delay_rotate_answer`]) after the rotation
+//!   applied, so a test can kill the caller between the two.
+//!
 //! Tests script failures with [`Fault`]s queued per operation.
 
 use std::collections::VecDeque;
@@ -93,7 +103,21 @@ pub struct State {
     pub granted_scopes: String,
     /// The scopes each issued token carries.
     pub token_scopes: std::collections::HashMap<String, String>,
+    /// When the current client secret starts being accepted (a rotated one
+    /// after its activation delay).
+    pub secret_active_from: Instant,
+    /// Draws activation delays (seeded).
+    pub rng: fastrand::Rng,
+    /// Longest activation delay of a rotated secret.
+    pub activation_max: std::time::Duration,
+    /// How long the answer to rotate-secret is held back after it applied.
+    pub rotate_answer_delay: std::time::Duration,
+    /// Every secret rotate-secret issued, in order (the last is current).
+    pub rotated: Vec<String>,
 }
+
+/// The scope of `POST /api/v2/clients/{id}/rotate-secret`.
+pub const CLIENT_KEYS_SCOPE: &str = "update:client_keys";
 
 /// Every scope of Auth0's email-provider endpoints.
 pub const ALL_SCOPES: &str = "read:email_provider create:email_provider update:email_provider";
@@ -132,6 +156,7 @@ impl Respond for Responder {
         let (status, t) = match self.op {
             "token" => token(&mut st, req),
             "patch" => patch(&mut st, req),
+            "rotate" => rotate_secret(&mut st, req),
             _ => get(&mut st, req),
         };
         st.seen.push(Seen { at: Instant::now(), method: req.method.to_string(), path: req.url.path().to_string(), status });
@@ -204,7 +229,8 @@ fn token(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
     if body["grant_type"] != "client_credentials" || !domain_ok {
         return (400, ResponseTemplate::new(400).set_body_json(json!({"error": "invalid_request", "error_description": "bad grant_type or audience"})));
     }
-    if body["client_id"] != CLIENT_ID || body["client_secret"].as_str() != Some(st.client_secret.as_str()) {
+    let active = Instant::now() >= st.secret_active_from;
+    if body["client_id"] != CLIENT_ID || body["client_secret"].as_str() != Some(st.client_secret.as_str()) || !active {
         return (401, ResponseTemplate::new(401).set_body_json(json!({"error": "access_denied", "error_description": "Unauthorized"})));
     }
     let scope = st.granted_scopes.clone();
@@ -212,6 +238,31 @@ fn token(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
     st.tokens_issued.push(tok.clone());
     st.token_scopes.insert(tok.clone(), scope.clone());
     (200, ResponseTemplate::new(200).set_body_json(json!({"access_token": tok, "scope": scope, "token_type": "Bearer", "expires_in": st.token_lifetime})))
+}
+
+/// `POST /api/v2/clients/{id}/rotate-secret`: a new secret at once, the
+/// old one dead at once, the new one accepted after its activation delay.
+fn rotate_secret(st: &mut State, req: &Request) -> (u16, ResponseTemplate) {
+    if let Some(refusal) = unauthorized(st, req) {
+        return refusal;
+    }
+    if let Some(refusal) = lacks_scope(st, req, CLIENT_KEYS_SCOPE) {
+        return refusal;
+    }
+    let id = req.url.path().trim_start_matches("/api/v2/clients/").trim_end_matches("/rotate-secret").to_string();
+    if id != CLIENT_ID {
+        return (404, err(404, "Not Found", "The client does not exist", "inexistent_client"));
+    }
+    // 64 characters, as Auth0's generated secrets (not base64 encoded).
+    let alphabet: Vec<char> = ('a'..='z').chain('A'..='Z').chain('0'..='9').chain(['-', '_']).collect();
+    let secret: String = (0..64).map(|_| alphabet[st.rng.usize(0..alphabet.len())]).collect();
+    let delay = st.activation_max.mul_f64(st.rng.f64());
+    st.client_secret = secret.clone();
+    st.secret_active_from = Instant::now() + delay;
+    st.rotated.push(secret.clone());
+    let body = json!({"client_id": CLIENT_ID, "tenant": "example", "name": "keyturn", "app_type": "non_interactive",
+        "token_endpoint_auth_method": "client_secret_post", "grant_types": ["client_credentials"], "client_secret": secret});
+    (200, ResponseTemplate::new(200).set_body_json(body).set_delay(st.rotate_answer_delay))
 }
 
 // The Err is the response to send back (wiremock's own type).
@@ -352,12 +403,50 @@ impl FakeAuth0 {
             expired: vec![],
             granted_scopes: ALL_SCOPES.into(),
             token_scopes: Default::default(),
+            secret_active_from: Instant::now(),
+            rng: fastrand::Rng::with_seed(20261206),
+            activation_max: std::time::Duration::from_secs(3),
+            rotate_answer_delay: std::time::Duration::ZERO,
+            rotated: vec![],
         }));
         let server = MockServer::start().await;
         for (m, p, op) in [("POST", "/oauth/token", "token"), ("PATCH", "/api/v2/emails/provider", "patch"), ("GET", "/api/v2/emails/provider", "get")] {
             Mock::given(method(m)).and(path(p)).respond_with(Responder { state: state.clone(), op }).mount(&server).await;
         }
+        Mock::given(method("POST"))
+            .and(wiremock::matchers::path_regex(r"^/api/v2/clients/[^/]+/rotate-secret$"))
+            .respond_with(Responder { state: state.clone(), op: "rotate" })
+            .mount(&server)
+            .await;
         FakeAuth0 { server, state }
+    }
+
+    /// Draw activation delays of rotated secrets from `seed`, up to `max`.
+    pub fn set_activation(&self, seed: u64, max: std::time::Duration) {
+        let mut st = self.state.lock().unwrap();
+        st.rng = fastrand::Rng::with_seed(seed);
+        st.activation_max = max;
+    }
+
+    /// Hold every rotate-secret answer back this long after it applied.
+    pub fn delay_rotate_answer(&self, d: std::time::Duration) {
+        self.state.lock().unwrap().rotate_answer_delay = d;
+    }
+
+    /// The application's current client secret (what Auth0 accepts, once active).
+    pub fn client_secret(&self) -> String {
+        self.state.lock().unwrap().client_secret.clone()
+    }
+
+    /// Every secret rotate-secret issued so far.
+    pub fn rotated(&self) -> Vec<String> {
+        self.state.lock().unwrap().rotated.clone()
+    }
+
+    /// Whether `/oauth/token` accepts `secret` for the application now.
+    pub fn accepts_secret(&self, secret: &str) -> bool {
+        let st = self.state.lock().unwrap();
+        st.client_secret == secret && Instant::now() >= st.secret_active_from
     }
 
     pub fn uri(&self) -> String {

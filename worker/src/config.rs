@@ -318,6 +318,8 @@ impl PolicyConfig {
             evidence_every: self.evidence_every.0.as_millis() as u64,
             auto_resolve: self.auto_resolve,
             keep_exposed_inactive: self.exposed_key == ExposedKeyAction::KeepInactive,
+            // The source says so when the rotation is built (`connectors::build`).
+            old_dies_at_issue: false,
         }
     }
 }

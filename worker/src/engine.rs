@@ -629,9 +629,13 @@ impl<Q: Queue> Steps<Q> {
         if let Some(action) = self.faults.before_issue.take() {
             action.await;
         }
+        let grant = match self.grant(src, saga, stored).await {
+            Ok(g) => g,
+            Err(e) => return Some(StepResult::of(Err(e))),
+        };
         // `issue_intents` counts this attempt too (recorded with the
         // lease); only earlier attempts can have left an orphan.
-        let cred = match src.issue(old_ids, &saga.earlier_issue_intents()).await {
+        let cred = match src.issue_granted(old_ids, &saga.earlier_issue_intents(), grant.as_ref()).await {
             Ok(c) => c,
             Err(e) => return Some(StepResult::of(Err(e))),
         };
@@ -648,6 +652,27 @@ impl<Q: Queue> Steps<Q> {
                 StepResult { outcome: Outcome::Done(Effect::Issued { key_id }), secret: SecretWrite::Set(blob) }
             }
         })
+    }
+
+    /// The source's grant for `issue` ([`crate::connectors::CredentialSource::grant`]):
+    /// a new one, sealed and stored under the lease before the source is
+    /// called with it (so whatever the call does, the grant it used is
+    /// kept). When no new one can be had — an earlier attempt's call may
+    /// have killed the credential that gets one — the one sealed before
+    /// that call.
+    async fn grant(&self, src: &dyn crate::connectors::CredentialSource, saga: &Saga, stored: &Stored) -> Result<Option<SecretString>> {
+        let grant = match (src.grant().await, &stored.grant) {
+            (Ok(Some(grant)), _) => grant,
+            (Ok(None), _) => return Ok(None),
+            (Err(e), None) => return Err(e),
+            (Err(e), Some(blob)) => {
+                info!(code = %e.code(), "no new grant; using the one sealed before an earlier attempt's call");
+                return self.sealer.open(&saga.saga_id, blob).await.map(Some);
+            }
+        };
+        let blob = self.sealer.seal(&saga.saga_id, &grant).await?;
+        self.shared.store.seal_grant(&saga.saga_id, stored.version, &self.shared.worker_id, blob).await?;
+        Ok(Some(grant))
     }
 
     /// The I/O of one step. `None` means a fault point fired.

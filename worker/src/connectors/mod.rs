@@ -35,6 +35,7 @@ use crate::saga::{KeyRef, Millis, Policy, Verification};
 use crate::secrets::SecretResolver;
 
 pub mod auth0;
+pub mod auth0_secret;
 pub mod auth0_smtp;
 pub mod check;
 pub mod entra;
@@ -151,6 +152,25 @@ pub trait CredentialSource: Send + Sync {
     /// besides `keep` is refused with [`crate::saga::UNKNOWN_KEY`], never
     /// deleted. On a first attempt there can be no orphan.
     fn issue<'a>(&'a self, keep: &'a [String], earlier_intents: &'a [crate::saga::Millis]) -> BoxFut<'a, Result<NewCredential>>;
+    /// What this source must hold to issue again when the answer to an
+    /// `issue` was lost and the old credential died with the call (Auth0's
+    /// rotate-secret: a Management API token got with the old secret). The
+    /// engine seals it in the saga *before* the call
+    /// ([`crate::store::Store::seal_grant`]) and hands it to every attempt
+    /// ([`CredentialSource::issue_granted`]). Default: none needed.
+    fn grant(&self) -> BoxFut<'_, Result<Option<SecretString>>> {
+        Box::pin(async { Ok(None) })
+    }
+    /// [`CredentialSource::issue`], with the grant sealed for this step
+    /// (`None` when the source needs none). The engine calls this one.
+    fn issue_granted<'a>(
+        &'a self,
+        keep: &'a [String],
+        earlier_intents: &'a [crate::saga::Millis],
+        _grant: Option<&'a SecretString>,
+    ) -> BoxFut<'a, Result<NewCredential>> {
+        self.issue(keep, earlier_intents)
+    }
     /// Show the credential authenticates; `Error::NotYet` while it does not.
     fn prove<'a>(&'a self, cred: &'a NewCredential) -> BoxFut<'a, Result<()>>;
     fn disable<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<()>>;
@@ -326,6 +346,16 @@ pub trait SourceSpec: Send + Sync + std::fmt::Debug {
     fn role_arn(&self) -> Option<&str> {
         None
     }
+    /// Whether `issue` invalidates the old credential at once (so the saga
+    /// never revokes the new one: [`Policy::old_dies_at_issue`]).
+    fn old_dies_at_issue(&self) -> bool {
+        false
+    }
+    /// A source's own check of the target it is paired with (after the
+    /// credential types matched); `Err` says why the pair is refused.
+    fn check_target(&self, _target: &dyn TargetSpec) -> std::result::Result<(), String> {
+        Ok(())
+    }
     fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn CredentialSource>;
 }
 
@@ -334,6 +364,11 @@ pub trait TargetSpec: Send + Sync + std::fmt::Debug {
     fn kind(&self) -> &'static str;
     /// The credential types it can take (see [`SourceSpec::credential_type`]).
     fn accepts(&self) -> &'static [&'static str];
+    /// The Secrets Manager secret and the JSON field the target writes the
+    /// secret into, when it writes one (for [`SourceSpec::check_target`]).
+    fn writes_secret(&self) -> Option<(&str, &str)> {
+        None
+    }
     fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn Target>;
 }
 
@@ -357,7 +392,7 @@ pub struct TargetEntry {
 
 /// **The registry.** Adding a connector is a module in this directory and
 /// one line here.
-pub const SOURCES: &[SourceEntry] = &[iam::SOURCE, scim::SOURCE];
+pub const SOURCES: &[SourceEntry] = &[iam::SOURCE, scim::SOURCE, auth0_secret::SOURCE];
 /// **The registry** of targets.
 pub const TARGETS: &[TargetEntry] = &[auth0::TARGET, auth0_smtp::TARGET, entra::TARGET, github::TARGET, secretsmanager::TARGET];
 
@@ -383,7 +418,7 @@ pub fn parse_target(mut table: toml::Table) -> std::result::Result<Arc<dyn Targe
 /// the target takes, for the configuration error.
 pub fn check_pair(source: &dyn SourceSpec, target: &dyn TargetSpec) -> std::result::Result<(), String> {
     if target.accepts().contains(&source.credential_type()) {
-        return Ok(());
+        return source.check_target(target);
     }
     let takes: Vec<&str> = SOURCES.iter().filter(|s| target.accepts().contains(&s.credential_type)).map(|s| s.kind).collect();
     Err(format!("target kind {} takes source kind {}, not {}", target.kind(), takes.join(" or "), source.kind()))
@@ -435,7 +470,8 @@ pub fn from_table<T: serde::de::DeserializeOwned>(table: toml::Table) -> std::re
 /// Build the connectors of one configured rotation (its id, its parsed
 /// source and target, and its policy): the parts, not the configuration
 /// type, so `connectors` stays below `config`.
-pub fn build(id: &str, source: &dyn SourceSpec, target: &dyn TargetSpec, policy: Policy, ctx: &BuildContext<'_>) -> Rotation {
+pub fn build(id: &str, source: &dyn SourceSpec, target: &dyn TargetSpec, mut policy: Policy, ctx: &BuildContext<'_>) -> Rotation {
+    policy.old_dies_at_issue = source.old_dies_at_issue();
     Rotation { id: id.to_string(), credential: source.credential_key(), source: source.build(ctx), target: target.build(ctx), policy }
 }
 

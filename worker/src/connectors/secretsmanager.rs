@@ -64,7 +64,9 @@ fn default_secret_field() -> String {
 /// The registry entry.
 pub const TARGET: TargetEntry = TargetEntry {
     kind: "secrets_manager_secret",
-    accepts: &["aws_access_key"],
+    // An access key, or an Auth0 client secret (its id is keyturn's label
+    // for it, the secret Auth0's): the two fields hold whichever.
+    accepts: &["aws_access_key", "auth0_client_secret"],
     parse: |t| {
         let c: SecretsManagerConfig = super::from_table(t)?;
         if c.secret_id.trim().is_empty() || c.secret_id.len() > 2048 {
@@ -86,6 +88,9 @@ impl TargetSpec for SecretsManagerConfig {
     }
     fn accepts(&self) -> &'static [&'static str] {
         TARGET.accepts
+    }
+    fn writes_secret(&self) -> Option<(&str, &str)> {
+        Some((&self.secret_id, &self.secret_access_key_field))
     }
     fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn Target> {
         let client = match &self.region {

@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// The error code of a source whose `issue` may have replaced the old
+/// credential (which then no longer works) while the new one is unknown to
+/// keyturn: the saga stops for a person, never "compensated".
+pub const OLD_GONE: &str = "OldCredentialGone";
+
 pub(super) fn on_failed(s: &mut Saga, err: &StepError, policy: &Policy, clock: Clock) {
     match s.step {
         Step::Start => {
@@ -15,9 +20,28 @@ pub(super) fn on_failed(s: &mut Saga, err: &StepError, policy: &Policy, clock: C
             s.fail(err);
             s.close(Status::NeedsAttention, clock);
         }
+        Step::IssueNew if policy.old_dies_at_issue && (err.code == OLD_GONE || err.may_have_applied || s.keys.issue_intents > 1) => {
+            // An attempt may have replaced the old credential (it died with
+            // the call) and keyturn never saw the new one: nothing to undo.
+            s.fail(err);
+            if err.code != OLD_GONE {
+                if let Some(f) = s.outcome.failure.as_mut() {
+                    f.message.push_str(
+                        "; an attempt may have replaced the credential without keyturn receiving the new one: check that the credential keyturn reads still works, and if not, make a new one by hand and store it there",
+                    );
+                    f.operator_fixable = true;
+                }
+            }
+            s.close(Status::NeedsAttention, clock);
+        }
         Step::IssueNew | Step::ProveNew => {
             s.fail(err);
-            s.compensate(clock);
+            s.give_up(policy, clock);
+        }
+        Step::PushToTarget if policy.old_dies_at_issue && !err.may_have_applied && s.effects.target != TargetState::Uncertain => {
+            // Refused: the new credential is the only one; keep it and write again.
+            s.effects.target = TargetState::Rejected;
+            s.give_up(policy, clock);
         }
         Step::PushToTarget => {
             s.fail(err);
@@ -27,13 +51,13 @@ pub(super) fn on_failed(s: &mut Saga, err: &StepError, policy: &Policy, clock: C
                 s.goto(Step::VerifyTarget, clock);
             } else {
                 s.effects.target = TargetState::Rejected;
-                s.compensate(clock);
+                s.give_up(policy, clock);
             }
         }
         Step::VerifyTarget => {
             s.fail(err);
             if s.may_revoke_new() {
-                s.compensate(clock);
+                s.give_up(policy, clock);
             } else {
                 s.close(Status::NeedsAttention, clock);
             }

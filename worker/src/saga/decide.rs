@@ -157,7 +157,7 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
         }
         // A notice sent at or after the deadline changes nothing: time is up.
         (Step::AwaitNew | Step::AwaitRetire, Effect::Prompted | Effect::Expired) => expire(s, policy, clock),
-        (step, effect) => unexpected(s, step, effect, clock),
+        (step, effect) => unexpected(s, step, effect, policy, clock),
     }
 }
 
@@ -220,7 +220,7 @@ fn on_verified(s: &mut Saga, v: &Verification, policy: &Policy, clock: Clock) {
                 message: "the target still holds the old key after the push".into(),
                 operator_fixable: false,
             });
-            s.compensate(clock);
+            s.give_up(policy, clock);
         }
         Verification::Unhealthy(reason) => {
             s.outcome.failure =
@@ -290,7 +290,7 @@ fn on_restored_new(s: &mut Saga, clock: Clock) {
 
 /// A connector returned an effect for another step: a bug. Stop safely
 /// rather than guess.
-fn unexpected(s: &mut Saga, step: Step, effect: &Effect, clock: Clock) {
+fn unexpected(s: &mut Saga, step: Step, effect: &Effect, policy: &Policy, clock: Clock) {
     s.outcome.failure = Some(Failure {
         step,
         code: "InternalError".into(),
@@ -298,7 +298,7 @@ fn unexpected(s: &mut Saga, step: Step, effect: &Effect, clock: Clock) {
         operator_fixable: false,
     });
     if s.may_revoke_new() && step != Step::Finalize {
-        s.compensate(clock);
+        s.give_up(policy, clock);
     } else {
         s.close(Status::NeedsAttention, clock);
     }
@@ -330,6 +330,10 @@ pub(super) fn after_switch(s: &mut Saga, policy: &Policy, clock: Clock) {
         // Even with no old token on record, the one the target used before
         // is still valid until a person deletes it.
         s.await_person(Step::AwaitRetire, policy, clock);
+    } else if policy.old_dies_at_issue && s.outcome.failure.as_ref().is_some_and(|f| f.step == Step::ProveNew) {
+        // Stored although never proven (the only credential left): a
+        // person checks it works.
+        s.close(Status::NeedsAttention, clock);
     } else if s.keys.old_keys.is_empty() {
         s.close(Status::Succeeded, clock);
     } else {

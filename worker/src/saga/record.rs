@@ -369,6 +369,11 @@ pub struct Policy {
     pub auto_resolve: bool,
     /// A key AWS reported exposed is kept inactive for forensics, not deleted.
     pub keep_exposed_inactive: bool,
+    /// The source's `issue` invalidates the old credential at once (Auth0's
+    /// rotate-secret): from then on the new credential is the only one, so
+    /// it is never revoked; a failed target write is retried instead
+    /// ([`Saga::give_up`]). Set by the source, not configurable.
+    pub old_dies_at_issue: bool,
 }
 
 impl Default for Policy {
@@ -384,6 +389,7 @@ impl Default for Policy {
             evidence_every: 3_600_000,
             auto_resolve: false,
             keep_exposed_inactive: false,
+            old_dies_at_issue: false,
         }
     }
 }
@@ -590,6 +596,31 @@ impl Saga {
         } else {
             self.close(Status::Compensated, clock);
         }
+    }
+
+    /// A step failed for good and the saga would compensate. When the old
+    /// credential died at issue (`policy.old_dies_at_issue`) the new one is
+    /// the only one left: never revoke it. While its secret is still sealed
+    /// here, write it to the target again (now after a failed proof, after
+    /// `retry_cap` after a refused write, so a person can fix the target
+    /// meanwhile); once it is gone from the saga, stop for a person.
+    pub(super) fn give_up(&mut self, policy: &Policy, clock: Clock) {
+        if !policy.old_dies_at_issue || self.keys.new_key.is_none() || self.effects.new_revoked {
+            return self.compensate(clock);
+        }
+        if !self.keys.secret_stored {
+            return self.close(Status::NeedsAttention, clock);
+        }
+        let wait = if self.step == Step::ProveNew { 0 } else { policy.retry_cap };
+        let kept = format!(
+            "kept new credential {}: the old one stopped working when it was issued; writing it to the target again",
+            self.keys.new_key.clone().unwrap_or_default()
+        );
+        if !self.outcome.compensations.contains(&kept) {
+            self.outcome.compensations.push(kept);
+        }
+        self.goto(Step::PushToTarget, clock);
+        self.run.not_before = clock.now.saturating_add(wait);
     }
 
     pub(super) fn fail(&mut self, err: &StepError) {

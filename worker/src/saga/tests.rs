@@ -19,6 +19,7 @@ fn policy() -> Policy {
         evidence_every: 60_000,
         auto_resolve: false,
         keep_exposed_inactive: false,
+        old_dies_at_issue: false,
     }
 }
 
@@ -1013,5 +1014,149 @@ fn target_states_print_as_their_json_names() {
     use super::TargetState::*;
     for t in [Untouched, Rejected, Uncertain, Accepted, HoldsNew, HoldsOld] {
         assert_eq!(serde_json::to_value(t).unwrap(), serde_json::Value::from(t.as_str()));
+    }
+}
+
+/// A source whose issue kills the old credential (Auth0's rotate-secret).
+fn dies_policy() -> Policy {
+    Policy { old_dies_at_issue: true, ..policy() }
+}
+
+fn run_with(s: &Saga, outcome: Outcome, p: &Policy, t: &mut u128) -> Transition {
+    *t += 1;
+    let now = s.run.not_before.max(s.updated_at) + 1;
+    advance(&begin_attempt(s, now), &outcome, p, clock(now, *t))
+}
+
+/// A secret saga at `step`, issued: no old key listed (the one secret died at issue).
+fn issued_secret_saga(p: &Policy, t: &mut u128) -> Saga {
+    let s = run_with(&new_saga(), done(Effect::Started { keys: vec![], limit: 2 }), p, t).saga;
+    let s = run_with(&s, done(Effect::Issued { key_id: "secret-1".into() }), p, t).saga;
+    assert_eq!((s.step, s.keys.secret_stored), (Step::ProveNew, true));
+    s
+}
+
+#[test]
+fn a_refused_write_of_a_credential_whose_old_one_died_is_retried_never_revoked() {
+    let p = dies_policy();
+    let mut t = 1;
+    let s = issued_secret_saga(&p, &mut t);
+    let s = run_with(&s, done(Effect::Proven), &p, &mut t).saga;
+    assert_eq!(s.step, Step::PushToTarget);
+    // The target refuses the write for good (e.g. AccessDenied on PutSecretValue).
+    let s = run_with(&s, Outcome::Failed(err(false, false)), &p, &mut t).saga;
+    assert_eq!((s.step, s.status), (Step::PushToTarget, Status::Running), "never RevokeNew: {s:#?}");
+    assert!(s.keys.secret_stored, "the sealed new secret is kept for the next write");
+    assert!(s.run.not_before >= s.updated_at + p.retry_cap, "the write is asked again after retry_cap");
+    assert!(s.outcome.compensations.iter().any(|c| c.contains("kept new credential secret-1")), "{:?}", s.outcome.compensations);
+    // Refused again: still kept, the note not repeated.
+    let s = run_with(&s, Outcome::Failed(err(false, false)), &p, &mut t).saga;
+    assert_eq!((s.step, s.outcome.compensations.len()), (Step::PushToTarget, 1));
+    // A person fixed the target: the write lands and the saga succeeds.
+    let s = run_with(&s, done(Effect::Pushed), &p, &mut t).saga;
+    let s = run_with(&s, done(Effect::Verified(Verification::HoldsNew)), &p, &mut t).saga;
+    assert_eq!((s.step, s.outcome.closing), (Step::Finalize, Some(Status::Succeeded)));
+    // The same refusal with an ordinary source compensates (deletes the new key).
+    let q = policy();
+    let s = issued_secret_saga(&q, &mut t);
+    let s = run_with(&s, done(Effect::Proven), &q, &mut t).saga;
+    let s = run_with(&s, Outcome::Failed(err(false, false)), &q, &mut t).saga;
+    assert_eq!(s.step, Step::RevokeNew);
+}
+
+#[test]
+fn an_unproven_credential_whose_old_one_died_is_stored_and_then_checked_by_a_person() {
+    let p = dies_policy();
+    let mut t = 1;
+    let s = issued_secret_saga(&p, &mut t);
+    let not_yet = StepError {
+        code: "SecretNotActiveYet".into(),
+        message: "m".into(),
+        retryable: true,
+        may_have_applied: false,
+        operator_fixable: false,
+        retry_after: None,
+    };
+    let mut s = s;
+    while s.step == Step::ProveNew {
+        s.run.not_before = s.run.not_before.max(s.run.step_started_at + p.propagation_timeout);
+        s = run_with(&s, Outcome::Failed(not_yet.clone()), &p, &mut t).saga;
+    }
+    assert_eq!((s.step, s.status), (Step::PushToTarget, Status::Running), "stored anyway, never revoked: {s:#?}");
+    assert_eq!(s.run.not_before, s.updated_at, "at once");
+    let s = run_with(&s, done(Effect::Pushed), &p, &mut t).saga;
+    let s = run_with(&s, done(Effect::Verified(Verification::HoldsNew)), &p, &mut t).saga;
+    assert_eq!((s.step, s.outcome.closing), (Step::Finalize, Some(Status::NeedsAttention)));
+    assert_eq!(s.outcome.failure.as_ref().map(|f| f.step), Some(Step::ProveNew));
+}
+
+#[test]
+fn an_issue_that_may_have_replaced_the_credential_stops_for_a_person_not_compensated() {
+    let p = dies_policy();
+    let mut t = 1;
+    let s = run_with(&new_saga(), done(Effect::Started { keys: vec![], limit: 2 }), &p, &mut t).saga;
+    // The sealed grant expired and the old secret is refused: the source says so.
+    let gone = StepError {
+        code: OLD_GONE.into(),
+        message: "rotate it by hand".into(),
+        retryable: false,
+        may_have_applied: false,
+        operator_fixable: true,
+        retry_after: None,
+    };
+    let end = run_with(&s, Outcome::Failed(gone), &p, &mut t).saga;
+    assert_eq!((end.step, end.outcome.closing), (Step::Finalize, Some(Status::NeedsAttention)), "{end:#?}");
+    // A lost answer to the call, retried until the budget ran out.
+    let mut s = s;
+    while s.step == Step::IssueNew {
+        s = run_with(&s, Outcome::Failed(err(true, true)), &p, &mut t).saga;
+    }
+    assert_eq!(s.outcome.closing, Some(Status::NeedsAttention));
+    assert!(s.outcome.failure.as_ref().unwrap().message.contains("make a new one by hand"), "{:?}", s.outcome.failure);
+    // A definite refusal on the first attempt changed nothing: compensated.
+    let s = run_with(&new_saga(), done(Effect::Started { keys: vec![], limit: 2 }), &p, &mut t).saga;
+    let s = run_with(&s, Outcome::Failed(err(false, false)), &p, &mut t).saga;
+    assert_eq!(s.outcome.closing, Some(Status::Compensated));
+}
+
+#[test]
+fn a_target_that_kept_the_old_credential_never_gets_the_dead_one_back_by_revoking() {
+    let p = dies_policy();
+    let mut t = 1;
+    let s = issued_secret_saga(&p, &mut t);
+    let s = run_with(&s, done(Effect::Proven), &p, &mut t).saga;
+    let s = run_with(&s, done(Effect::Pushed), &p, &mut t).saga;
+    let s = run_with(&s, done(Effect::Verified(Verification::HoldsOld)), &p, &mut t).saga;
+    assert_eq!((s.step, s.outcome.closing), (Step::Finalize, Some(Status::NeedsAttention)), "{s:#?}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+
+    /// Any sequence of outcomes: a credential whose old one died at issue is
+    /// never revoked nor "compensated" once issued, and the run ends.
+    #[test]
+    fn a_credential_whose_old_one_died_is_never_revoked(
+        events in proptest::collection::vec((any::<u8>(), any::<bool>(), any::<bool>(), any::<bool>()), 0..200),
+    ) {
+        let p = dies_policy();
+        let mut s = new_saga();
+        let mut t: u128 = 10;
+        let mut events = events.into_iter();
+        let mut moves = 0;
+        while !s.status.is_terminal() {
+            moves += 1;
+            prop_assert!(moves < 2_000, "no end: {s:?}");
+            let outcome = match events.next() {
+                Some((_, true, retryable, applied)) => Outcome::Failed(err(retryable, applied)),
+                Some((v, false, _, _)) => done(effect_for(s.step, v)),
+                None => done(effect_for(s.step, 3)),
+            };
+            s = run_with(&s, outcome, &p, &mut t).saga;
+            prop_assert!(s.step != Step::RevokeNew, "revoking the only credential: {s:?}");
+            if s.keys.new_key.is_some() {
+                prop_assert!(s.status != Status::Compensating && s.outcome.closing != Some(Status::Compensated), "compensated after issue: {s:?}");
+            }
+        }
     }
 }

@@ -76,6 +76,7 @@ pub(super) fn decode(item: &HashMap<String, AttributeValue>) -> Result<Stored> {
         lease_owner: get_s("lease_owner").cloned(),
         lease_until: get_n("lease_until").unwrap_or(0),
         secret: item.get("secret").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()),
+        grant: item.get("grant").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()),
         due_at: get_n("due_at").unwrap_or(0),
         watch_at: get_n("watch_at"),
         nudge: get_s("nudge").cloned(),

@@ -6,7 +6,10 @@
 //!   `lease_owner`/`lease_until` say which worker runs the current step;
 //!   `due_at` is when the sweeper should consider the saga stuck; `secret`
 //!   (binary) is the KMS ciphertext of the new credential's secret, present
-//!   only between `IssueNew` and `Finalize`. Attributes the engine's
+//!   only between `IssueNew` and `Finalize`; `grant` (binary, a source that
+//!   needs one: the KMS ciphertext of a Management API token) is sealed
+//!   during `IssueNew` before the source's call and removed with the first
+//!   write or erasure of `secret`. Attributes the engine's
 //!   conditions and the indexes use:
 //!   - `tok` = `<step>#<token>` while the saga runs: a step message's lease
 //!     write is conditional on it, so the lease and the read are one write;
@@ -74,6 +77,11 @@ pub struct Stored {
     pub lease_until: Millis,
     /// KMS ciphertext of the new credential's secret.
     pub secret: Option<Vec<u8>>,
+    /// KMS ciphertext of what a source needs to issue again after a lost
+    /// answer (Auth0: a Management API token), sealed before its first
+    /// call ([`Store::seal_grant`]); removed with the new secret's first
+    /// write or erasure.
+    pub grant: Option<Vec<u8>>,
     /// When the sweeper should consider the saga stuck.
     pub due_at: Millis,
     /// Next evidence check of an unresolved saga.

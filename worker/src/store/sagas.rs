@@ -151,6 +151,16 @@ impl Store {
         conditional(res, "UpdateItem", saga_id, version).map(|_| ())
     }
 
+    /// Store a sealed grant ([`Stored::grant`]) under the lease, before the
+    /// source's call it lets run again: conditional on `version` and the
+    /// lease owner, like [`Store::extend`], and without a new version (the
+    /// step's commit follows, conditional on the same one).
+    pub async fn seal_grant(&self, saga_id: &str, version: u64, owner: &str, blob: Vec<u8>) -> Result<()> {
+        let write = Write::new().set("grant", AttributeValue::B(blob.into())).when_eq("version", n(version)).when_eq("lease_owner", s(owner));
+        let res = write.update_item(self.client.update_item()).table_name(&self.table).key("pk", saga_pk(saga_id)).send().await;
+        conditional(res, "UpdateItem", saga_id, version).map(|_| ())
+    }
+
     /// Write the saga's next state, conditional on `expected` (and on still
     /// owning the lease when `owner` is given). Without `hold` the lease is
     /// cleared; with it, `saga` is the next step's attempt (after
@@ -196,8 +206,10 @@ impl Store {
         };
         w = match secret {
             SecretWrite::Keep => w,
-            SecretWrite::Set(blob) => w.set("secret", AttributeValue::B(blob.into())),
-            SecretWrite::Erase => w.remove("secret"),
+            // The new secret is stored (or the saga is done with it): the
+            // grant that could issue another is not needed any more.
+            SecretWrite::Set(blob) => w.set("secret", AttributeValue::B(blob.into())).remove("grant"),
+            SecretWrite::Erase => w.remove("secret").remove("grant"),
         };
         if saga.status.is_terminal() && !unresolved {
             let upd = w

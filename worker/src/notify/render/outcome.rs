@@ -44,6 +44,7 @@ pub fn recommended_action(saga: &Saga, advice: Option<&str>, words: Option<&'sta
             saga.saga_id
         ),
         (_, "KeyNotPropagated") => format!("The new key never authenticated and was deleted. Check the credential's service, then run `{rotate}`."),
+        (_, crate::saga::OLD_GONE) => "The credential keyturn holds no longer works and the one that replaced it was lost: keyturn cannot make another by itself. Follow the steps in the failure message, then run `keyturn doctor`.".into(),
         (_, "KeysOfEarlierSaga") => "Nothing was changed. The failure message names the earlier saga that created one of the two keys and what to do about it.".into(),
         (Status::NeedsAttention, _) if saga.unresolved() => format!(
             "Do not delete either key by hand yet. keyturn keeps this credential locked and watches which key the target uses (both keys' last use by the target's service, and the target itself); you get `rotation.evidence` when it is clear. If you already know, run `keyturn resolve {id} --keep new` (or `--keep old`): keyturn then deactivates the other key, waits the grace period, checks its last use and deletes it.",
