@@ -235,11 +235,24 @@ pub struct RotationConfig {
 }
 
 /// `[rotation.schedule]`: rotate before a key reaches this age (e.g. 80d,
-/// ahead of Security Hub IAM.3's 90 days).
+/// ahead of Security Hub IAM.3's 90 days), and/or this long before the
+/// credential in use expires (a source that knows its expiry, e.g. an Entra
+/// client secret's `endDateTime`). At least one of the two.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
-    pub max_age: Dur,
+    pub max_age: Option<Dur>,
+    pub before_expiry: Option<Dur>,
+}
+
+impl ScheduleConfig {
+    fn check(&self) -> Result<(), String> {
+        match (self.max_age, self.before_expiry) {
+            (None, None) => Err("needs max_age (e.g. \"80d\") or before_expiry (e.g. \"30d\"), or both".into()),
+            (Some(d), _) | (_, Some(d)) if d.0.is_zero() => Err("max_age and before_expiry must be longer than 0s".into()),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// `[rotation.policy]`.
@@ -350,6 +363,9 @@ impl Config {
             let source = crate::connectors::parse_source(r.source).map_err(|p| at("source", p))?;
             let target = crate::connectors::parse_target(r.target).map_err(|p| at("target", p))?;
             crate::connectors::check_pair(source.as_ref(), target.as_ref()).map_err(|m| format!("rotation {:?}: target.kind: {m}", r.id))?;
+            if let Some(s) = &r.schedule {
+                s.check().map_err(|m| format!("rotation {:?}: schedule: {m}", r.id))?;
+            }
             rotations.push(RotationConfig { id: r.id, source, target, policy: r.policy, schedule: r.schedule });
         }
         let cfg = Config { aws: raw.aws, worker: raw.worker, requests: raw.requests, exposure: raw.exposure, rotations };

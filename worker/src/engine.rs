@@ -683,7 +683,14 @@ impl<Q: Queue> Steps<Q> {
                     if saga.old_deleted {
                         return Ok(());
                     }
-                    for_each(&old_ids, |id| src.disable(id)).await
+                    for_each(&old_ids, |id| async move {
+                        match src.disable(id).await {
+                            // Nothing to disable: it stays valid through the grace period.
+                            Err(Error::Refused { code: crate::connectors::CANNOT_DISABLE, .. }) => Ok(()),
+                            r => r,
+                        }
+                    })
+                    .await
                 };
                 StepResult::of(r.await.map(|_| Effect::Disabled))
             }

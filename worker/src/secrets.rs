@@ -107,6 +107,12 @@ impl SecretResolver {
         }
     }
 
+    /// Drop the cached value of Secrets Manager secret `secret_id` (as a
+    /// reference names it), e.g. after keyturn wrote a new version of it.
+    pub fn forget_id(&self, secret_id: &str) -> bool {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(secret_id).is_some()
+    }
+
     /// Run `use_it` with the secret `r` names. If the value came from the
     /// cache and its consumer refused it (HTTP 400, 401 or 403: a changed
     /// client secret is refused with one of these), read it again and run

@@ -38,6 +38,7 @@ pub mod auth0;
 pub mod auth0_smtp;
 pub mod check;
 pub mod entra;
+pub mod entra_secret;
 pub mod github;
 pub mod http;
 pub mod iam;
@@ -115,6 +116,12 @@ impl HandWords {
     }
 }
 
+/// The code of `Error::Refused` from `disable`/`enable` of a source whose
+/// credentials cannot be disabled (an Entra password): the engine's
+/// `disable_old` step takes it as nothing to do, so the old credential stays
+/// valid through the grace period and is then deleted.
+pub const CANNOT_DISABLE: &str = "CannotDisable";
+
 /// Where credentials come from.
 pub trait CredentialSource: Send + Sync {
     /// `Some` when only a person can create and delete this credential:
@@ -151,6 +158,13 @@ pub trait CredentialSource: Send + Sync {
     /// `GetAccessKeyLastUsed`); `None` when never used, gone, or the source
     /// cannot tell. Evidence for resolving a saga that needs attention.
     fn last_used<'a>(&'a self, _id: &'a str) -> BoxFut<'a, Result<Option<(Millis, String)>>> {
+        Box::pin(async { Ok(None) })
+    }
+    /// When the credential now in use expires (Entra: a password's
+    /// `endDateTime`); `None` when it does not expire or the source cannot
+    /// tell. `[rotation.schedule] before_expiry` starts a rotation that long
+    /// before it.
+    fn expires_at(&self) -> BoxFut<'_, Result<Option<Millis>>> {
         Box::pin(async { Ok(None) })
     }
     /// Where the credential lives and with which identity keyturn acts
@@ -325,7 +339,7 @@ pub struct TargetEntry {
 
 /// **The registry.** Adding a connector is a module in this directory and
 /// one line here.
-pub const SOURCES: &[SourceEntry] = &[iam::SOURCE, scim::SOURCE];
+pub const SOURCES: &[SourceEntry] = &[iam::SOURCE, scim::SOURCE, entra_secret::SOURCE];
 /// **The registry** of targets.
 pub const TARGETS: &[TargetEntry] = &[auth0::TARGET, auth0_smtp::TARGET, entra::TARGET, github::TARGET, secretsmanager::TARGET];
 
