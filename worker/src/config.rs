@@ -247,11 +247,13 @@ pub struct ScheduleConfig {
 
 impl ScheduleConfig {
     fn check(&self) -> Result<(), String> {
-        match (self.max_age, self.before_expiry) {
-            (None, None) => Err("needs max_age (e.g. \"80d\") or before_expiry (e.g. \"30d\"), or both".into()),
-            (Some(d), _) | (_, Some(d)) if d.0.is_zero() => Err("max_age and before_expiry must be longer than 0s".into()),
-            _ => Ok(()),
+        if self.max_age.is_none() && self.before_expiry.is_none() {
+            return Err("needs max_age (e.g. \"80d\") or before_expiry (e.g. \"30d\"), or both".into());
         }
+        if [self.max_age, self.before_expiry].iter().flatten().any(|d| d.0.is_zero()) {
+            return Err("max_age and before_expiry must be longer than 0s".into());
+        }
+        Ok(())
     }
 }
 
@@ -674,6 +676,20 @@ grace_period = "0s"
             let e = Config::parse(&with(bad)).unwrap_err();
             assert!(e.contains("aws.chat_topic_arn"), "{bad}: {e}");
         }
+    }
+
+    /// `[rotation.schedule]` takes `max_age`, `before_expiry` or both; not neither.
+    #[test]
+    fn a_schedule_needs_max_age_or_before_expiry() {
+        let with = |lines: &str| Config::parse(&format!("{GOOD}[rotation.schedule]\n{lines}\n"));
+        let c = with("before_expiry = \"30d\"").unwrap();
+        let s = c.rotations[0].schedule.as_ref().unwrap();
+        assert_eq!((s.max_age, s.before_expiry.map(|d| d.0)), (None, Some(parse_duration("30d").unwrap())));
+        assert!(with("max_age = \"80d\"\nbefore_expiry = \"30d\"").is_ok());
+        let e = with("").unwrap_err();
+        assert!(e.contains("rotation \"auth0-ses\": schedule: needs max_age"), "{e}");
+        let e = with("max_age = \"80d\"\nbefore_expiry = \"0s\"").unwrap_err();
+        assert!(e.contains("longer than 0s"), "{e}");
     }
 
     #[test]
