@@ -257,3 +257,27 @@ async fn the_expiry_is_asked_at_most_daily() {
     // Two due plans: each asks again, and its dry run lists the passwords once.
     assert_eq!(reads(), 6, "a due answer is asked again on every scan");
 }
+
+/// A crash right after `addPassword` answered (the secret never stored):
+/// the next attempt removes that orphan password, then adds the one it
+/// keeps; at the end the app has exactly the new password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_add_password_leaves_no_orphan() {
+    let env = TestEnv::new(Options { scim: Some(("1h", "1h")), ..Options::default() }).await.unwrap();
+    let side = env.scim.as_ref().unwrap();
+    let cfg = env.config_with(&own_rotation(&side.graph.server.uri(), "30d", "0s"), true);
+    let engine = std::sync::Arc::new(keyturn::app::engine(&cfg, &env.clients, "w1".into()));
+    engine.faults().crash_after_issue.store(1, std::sync::atomic::Ordering::SeqCst);
+    let worker = keyturn_testkit::env::RunningWorker::spawn(engine.clone(), &cfg.worker);
+    let keyturn::store::Created::New(saga_id) = engine.request("entra-own", "manual").await.unwrap() else { panic!() };
+    let saga = env.wait_terminal(&saga_id, Duration::from_secs(90)).await;
+    worker.stop().await;
+
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    assert_eq!(saga.issue_intents, 2, "the crashed attempt and the one after it");
+    let issued = side.graph.state.lock().unwrap().issued_secrets.clone();
+    assert_eq!(issued.len(), 2, "two passwords were added");
+    let kept = secret_json(&env).await;
+    assert_eq!(kept["client_secret"].as_str(), Some(issued[1].as_str()), "the second one is stored");
+    assert_eq!(side.graph.password_ids(), vec![kept["client_secret_key_id"].as_str().unwrap().to_string()], "the orphan and the old password are gone");
+}
