@@ -281,3 +281,20 @@ async fn a_crash_after_add_password_leaves_no_orphan() {
     assert_eq!(kept["client_secret"].as_str(), Some(issued[1].as_str()), "the second one is stored");
     assert_eq!(side.graph.password_ids(), vec![kept["client_secret_key_id"].as_str().unwrap().to_string()], "the orphan and the old password are gone");
 }
+
+/// A target that is not the secret keyturn reads from: the new password is
+/// written elsewhere, so keyturn still signs in with the old one, which is
+/// therefore never removed (the saga needs attention instead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_password_stays_while_keyturn_still_reads_it() {
+    let env = TestEnv::new(Options { scim: Some(("1h", "1h")), ..Options::default() }).await.unwrap();
+    let side = env.scim.as_ref().unwrap();
+    env.clients.secrets.create_secret().name("elsewhere").secret_string("{}").send().await.unwrap();
+    let text = own_rotation(&side.graph.server.uri(), "30d", "0s").replace("secret_id = \"keyturn/entra\"", "secret_id = \"elsewhere\"");
+    let cfg = env.config_with(&text, true);
+    let saga = env.rotate_with(&cfg, "entra-own").await;
+    assert_eq!(saga.status, Status::NeedsAttention, "{saga:#?}");
+    assert_eq!(saga.failure.as_ref().unwrap().code, "OwnSecretNotSwitched");
+    assert!(side.graph.password_ids().contains(&FIRST_KEY_ID.to_string()), "the password keyturn signs in with is kept");
+    assert_eq!(secret_json(&env).await["client_secret"].as_str(), Some(side.client_secret.as_str()));
+}

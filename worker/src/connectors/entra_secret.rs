@@ -19,7 +19,10 @@
 //!   is [`Error::NotYet`] until the policy's `propagation_timeout`;
 //! * **retire** / **revoke** = `POST …/removePassword` with `{"keyId"}`: 204.
 //!   A password already gone is success (checked by listing, not by the
-//!   error's wording);
+//!   error's wording). Retire first reads the secret keyturn signs in with
+//!   (fresh from Secrets Manager): if it still starts with the old
+//!   password's `hint`, the target is not where keyturn reads from, and the
+//!   old password is kept (`OwnSecretNotSwitched`, the saga needs attention);
 //! * **disable** / **enable**: Entra cannot disable a password. Refused with
 //!   [`CANNOT_DISABLE`]; the engine's `disable_old` step takes that as
 //!   "nothing to disable": the old password stays valid through the grace
@@ -143,6 +146,8 @@ impl SourceSpec for EntraSecretConfig {
 pub struct Password {
     pub key: KeyRef,
     pub ends_at: Option<Millis>,
+    /// Graph's `hint`: the secret's first three characters.
+    pub hint: Option<String>,
 }
 
 pub struct EntraClientSecret {
@@ -175,7 +180,11 @@ pub fn passwords(app: &Value, now: Millis) -> Vec<Password> {
         .filter_map(|p| {
             let id = p["keyId"].as_str()?.to_string();
             let ends_at = parse_time(&p["endDateTime"]);
-            Some(Password { key: KeyRef { id, active: ends_at.is_none_or(|e| e > now), created_at: parse_time(&p["startDateTime"]) }, ends_at })
+            Some(Password {
+                key: KeyRef { id, active: ends_at.is_none_or(|e| e > now), created_at: parse_time(&p["startDateTime"]) },
+                ends_at,
+                hint: p["hint"].as_str().filter(|h| !h.is_empty()).map(str::to_string),
+            })
         })
         .collect()
 }
@@ -281,6 +290,24 @@ impl EntraClientSecret {
         }
     }
 
+    /// Remove the old password, but only once keyturn itself no longer
+    /// reads it: the secret its `client_secret` names, read now, must not
+    /// start with the old password's hint (a rotation whose target is
+    /// another secret, or another field, would otherwise cut keyturn off).
+    async fn retire_impl(&self, id: &str) -> Result<()> {
+        let Some(old) = self.list().await?.into_iter().find(|p| p.key.id == id) else { return Ok(()) };
+        let reads = self.secrets.resolve_fresh(&self.cfg.client_secret).await?;
+        if old.hint.as_deref().is_some_and(|h| reads.expose_secret().starts_with(h)) {
+            return Err(Error::Refused {
+                code: "OwnSecretNotSwitched",
+                message: format!(
+                    "the client secret keyturn reads (its client_secret reference) still looks like password {id}, the one to be removed; not removing it. The rotation's target must be the Secrets Manager secret and JSON field that client_secret names"
+                ),
+            });
+        }
+        self.remove(id).await
+    }
+
     fn cannot_disable(&self, id: &str) -> Error {
         Error::Refused {
             code: CANNOT_DISABLE,
@@ -311,9 +338,10 @@ impl CredentialSource for EntraClientSecret {
     fn enable<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<()>> {
         Box::pin(async move { Err(self.cannot_disable(id)) })
     }
-    /// Entra does not report a password's last use: removed after the grace.
+    /// Entra does not report a password's last use: removed after the
+    /// grace, once keyturn itself reads the new one.
     fn retire<'a>(&'a self, id: &'a str, _switched_at: Millis) -> BoxFut<'a, Result<()>> {
-        Box::pin(self.remove(id))
+        Box::pin(self.retire_impl(id))
     }
     fn revoke<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<()>> {
         Box::pin(self.remove(id))
