@@ -298,3 +298,16 @@ async fn the_old_password_stays_while_keyturn_still_reads_it() {
     assert!(side.graph.password_ids().contains(&FIRST_KEY_ID.to_string()), "the password keyturn signs in with is kept");
     assert_eq!(secret_json(&env).await["client_secret"].as_str(), Some(side.client_secret.as_str()));
 }
+
+/// `keyturn doctor` signs in with the secret keyturn reads and lists the
+/// app's client secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_lists_the_client_secrets() {
+    let env = TestEnv::new(Options { scim: Some(("1h", "1h")), ..Options::default() }).await.unwrap();
+    let graph = env.scim.as_ref().unwrap().graph.server.uri();
+    let dir = std::env::temp_dir().join(format!("keyturn-entra-secret-{}", uuid::Uuid::new_v4()));
+    let cfg = write(&dir, "keyturn.toml", &format!("{}{}", env.config_text, own_rotation(&graph, "30d", "1h")));
+    let (_, out, err) = cli(&env, &cfg, &["doctor"], None);
+    assert!(out.contains("got a Graph token with the secret keyturn reads"), "{out}{err}");
+    assert!(out.contains("1 client secret, expires "), "{out}{err}");
+}

@@ -49,6 +49,7 @@ use super::{
 };
 use crate::clock::Dur;
 use crate::error::{Error, Result};
+use crate::preflight::{Check, Findings};
 use crate::saga::{self, KeyRef, Millis};
 use crate::secrets::{SecretRef, SecretResolver};
 
@@ -316,7 +317,72 @@ impl EntraClientSecret {
     }
 }
 
+/// Application permissions (app roles) that let an app add and remove its
+/// own passwords: either one (`OwnedBy` with the app as owner of itself).
+pub const APP_ROLES: [&str; 2] = ["Application.ReadWrite.OwnedBy", "Application.ReadWrite.All"];
+
+impl EntraClientSecret {
+    /// `keyturn doctor`: a token can be obtained with the secret keyturn
+    /// reads, it carries a role that can add passwords, and the app's
+    /// passwords can be listed (how many, when the first expires).
+    async fn doctor_impl(&self) -> Findings {
+        let mut f = Findings::default();
+        let (token, lifetime) = match self.fetch_token().await {
+            Ok(t) => t,
+            Err(e) => {
+                f.checks.push(Check::fail(
+                    "Graph token",
+                    e.to_string(),
+                    "check tenant_id, client_id and the secret client_secret names (Entra: App registrations → the app → Certificates & secrets)",
+                ));
+                return f;
+            }
+        };
+        f.checks.push(Check::ok("Graph token", format!("app {} got a Graph token with the secret keyturn reads", self.cfg.client_id)));
+        let fix = format!(
+            "Entra: App registrations → {} → API permissions → Microsoft Graph → Application permissions → Application.ReadWrite.OwnedBy (and add the app as an owner of its own registration: Owners → Add owners), or Application.ReadWrite.All; then Grant admin consent",
+            self.cfg.client_id
+        );
+        f.checks.push(match crate::preflight::jwt_claims(token.expose_secret()) {
+            None => {
+                Check::not_checked("Graph permissions", format!("the token is not a JWT, so its roles cannot be read; needed: {}", APP_ROLES.join(" or ")))
+            }
+            Some(c) => {
+                let roles: Vec<&str> = c["roles"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                if roles.iter().any(|r| APP_ROLES.contains(r)) {
+                    Check::ok("Graph permissions", format!("the token carries {}", roles.join(" ")))
+                } else {
+                    Check::fail(
+                        "Graph permissions",
+                        format!("the token's roles ({}) include neither {}", roles.join(" "), APP_ROLES.join(" nor ")),
+                        fix.clone(),
+                    )
+                }
+            }
+        });
+        self.token.store(token, lifetime).await;
+        f.checks.push(match self.list().await {
+            Err(e) => {
+                Check::fail("client secrets", e.to_string(), format!("check application_id (the registration's Object ID, not its client id); {fix}"))
+            }
+            Ok(p) if p.len() == 1 => Check::ok(
+                "client secrets",
+                format!("1 client secret, expires {}", p[0].ends_at.map(crate::clock::fmt_date).unwrap_or_else(|| "never".into())),
+            ),
+            Ok(p) => Check::warn(
+                "client secrets",
+                format!("{} client secrets: a rotation starts only with one", p.len()),
+                "remove the client secrets keyturn does not use (Certificates & secrets), keeping the one in the Secrets Manager secret",
+            ),
+        });
+        f
+    }
+}
+
 impl CredentialSource for EntraClientSecret {
+    fn doctor(&self) -> BoxFut<'_, Findings> {
+        Box::pin(self.doctor_impl())
+    }
     fn kind(&self) -> &'static str {
         SOURCE.kind
     }
