@@ -482,7 +482,11 @@ impl<Q: Queue> Intake<Q> {
         lines.push("  prove it authenticates (an IAM key: sts:GetCallerIdentity; a client secret: a token with it)".into());
         lines.push(format!("  patch {} with the new key, then verify it", rot.target.describe()));
         for k in &keys {
-            lines.push(format!("  deactivate {}, then delete it after a {} grace period", k.id, days(Duration::from_millis(policy.grace_period))));
+            lines.push(format!(
+                "  deactivate {} (a credential that cannot be deactivated stays valid), then delete it after a {} grace period",
+                k.id,
+                days(Duration::from_millis(policy.grace_period))
+            ));
         }
         for f in findings {
             let region = f.region.as_deref().unwrap_or("the worker's region");
