@@ -311,3 +311,60 @@ async fn doctor_lists_the_client_secrets() {
     assert!(out.contains("got a Graph token with the secret keyturn reads"), "{out}{err}");
     assert!(out.contains("1 client secret, expires "), "{out}{err}");
 }
+
+/// The crash suite's way, for this source: the real worker is killed
+/// (SIGKILL) at seeded random moments and restarted while its own client
+/// secret is rotated three times. At every kill the secret keyturn reads is
+/// one Entra accepts; after each rotation the app has exactly one password,
+/// the one keyturn reads (no orphan of an interrupted `addPassword`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_at_random_never_leaves_keyturn_without_a_working_secret() {
+    let seed: u64 = std::env::var("KEYTURN_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261206);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let env = TestEnv::new(Options { scim: Some(("1h", "1h")), ..Options::default() }).await.unwrap();
+    let side = env.scim.as_ref().unwrap();
+    {
+        let mut st = side.graph.state.lock().unwrap();
+        st.replication_delay = Some(Duration::from_secs(2));
+        st.rng = Some(fastrand::Rng::with_seed(seed));
+    }
+    let dir = std::env::temp_dir().join(format!("keyturn-entra-crash-{seed}-{}", uuid::Uuid::new_v4()));
+    let text = format!("{}{}", env.config_text, own_rotation(&side.graph.server.uri(), "30d", "1s"));
+    let cfg_path = write(&dir, "keyturn.toml", &text);
+    let cfg = keyturn::config::Config::parse(&text).unwrap();
+    let engine = keyturn::app::engine(&cfg, &env.clients, "test-driver".into());
+    let works = |secret: &str| {
+        let now = Instant::now();
+        side.graph.state.lock().unwrap().passwords.iter().any(|p| p.secret == secret && p.usable_from <= now)
+    };
+    let (mut kills, mut started) = (0, 0);
+    let mut worker = spawn_worker(&env, &cfg_path, &dir.join("worker-0.log"));
+    for round in 0..3 {
+        let keyturn::store::Created::New(id) = engine.request("entra-own", "crash").await.unwrap() else { panic!("round {round}: a saga in flight") };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            tokio::time::sleep(Duration::from_millis(rng.u64(300..2500))).await;
+            let stored = secret_json(&env).await["client_secret"].as_str().unwrap().to_string();
+            assert!(works(&stored), "round {round}: the secret keyturn reads does not work at Entra");
+            let saga = keyturn::store::Store::new(env.clients.dynamodb.clone(), "keyturn-sagas").load(&id).await.unwrap().unwrap().saga;
+            if saga.status.is_terminal() {
+                assert_eq!(saga.status, Status::Succeeded, "round {round}: {saga:#?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "round {round} did not end: {saga:#?}");
+            drop(worker); // SIGKILL, reaped
+            kills += 1;
+            started += 1;
+            worker = spawn_worker(&env, &cfg_path, &dir.join(format!("worker-{started}.log")));
+        }
+        let stored = secret_json(&env).await;
+        let passwords = side.graph.state.lock().unwrap().passwords.clone();
+        assert_eq!(passwords.len(), 1, "round {round}: exactly one password: {:?}", passwords.iter().map(|p| &p.key_id).collect::<Vec<_>>());
+        assert_eq!(Some(passwords[0].secret.as_str()), stored["client_secret"].as_str(), "round {round}: the one keyturn reads");
+        assert_eq!(Some(passwords[0].key_id.as_str()), stored["client_secret_key_id"].as_str());
+    }
+    drop(worker);
+    let added = side.graph.state.lock().unwrap().issued_secrets.len();
+    println!("entra client secret crash run (seed {seed}): 3 rotations, {kills} kills, {added} passwords added");
+    assert!(kills >= 3, "the workers were killed mid-rotation ({kills} kills)");
+}
