@@ -13,7 +13,10 @@
 //! connector built from the same configuration. A value that has just been
 //! changed in Secrets Manager is seen within that time, or at once by a
 //! connector whose API refused the cached value: it calls [`SecretResolver::forget`]
-//! and reads again (see `auth0.rs`, `entra.rs`).
+//! and reads again (see `auth0.rs`, `entra.rs`). A rotation that writes a
+//! Secrets Manager secret drops keyturn's copy of it at once
+//! ([`SecretResolver::forget_id`]): keyturn's own client secret, rotated into
+//! the secret keyturn reads it from, is used from the next sign-in on.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
