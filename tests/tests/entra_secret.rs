@@ -134,10 +134,10 @@ async fn the_client_secret_is_rotated_while_scim_rotations_keep_working() {
     let first_end = side.graph.state.lock().unwrap().passwords[0].end.clone();
     let dir = std::env::temp_dir().join(format!("keyturn-entra-secret-{}", uuid::Uuid::new_v4()));
     // `plan` with 30 days: when it starts.
-    let planned = write(&dir, "plan.toml", &format!("{}{}", env.config_text, own_rotation(&graph, "30d", "12s")));
+    let planned = write(&dir, "plan.toml", &format!("{}{}", env.config_text, own_rotation(&graph, "30d", "30s")));
     // The worker with 400 days: the password (a year left) is due now,
     // so the worker's own scan starts the rotation.
-    let cfg = write(&dir, "keyturn.toml", &format!("{}{}", env.config_text, own_rotation(&graph, "400d", "12s")));
+    let cfg = write(&dir, "keyturn.toml", &format!("{}{}", env.config_text, own_rotation(&graph, "400d", "30s")));
 
     let (code, out, err) = cli(&env, &planned, &["check-config"], None);
     assert_eq!(code, 0, "{out}{err}");
@@ -170,13 +170,12 @@ async fn the_client_secret_is_rotated_while_scim_rotations_keep_working() {
         if let Some(s) = env.sagas().await.into_iter().find(|s| s.rotation_id == "entra-own") {
             break s;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "the expiry scan started no rotation");
+        assert!(start.elapsed() < Duration::from_secs(120), "the expiry scan started no rotation");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(own.trigger.starts_with("schedule:before_expiry 400.0d"), "{}", own.trigger);
 
-    // During: with both passwords valid (the grace period).
-    scim_round(&env, &cfg, &mut cli_out).await;
+    // During: the switch made, both passwords valid (the grace period).
     saga_at(&env, &own.saga_id, Step::RetireOld, Duration::from_secs(90)).await;
     assert_eq!(side.graph.password_ids().len(), 2, "old and new password during the grace period");
     let stored = secret_json(&env).await;
@@ -184,6 +183,7 @@ async fn the_client_secret_is_rotated_while_scim_rotations_keep_working() {
     let new_secret = stored["client_secret"].as_str().unwrap().to_string();
     assert_ne!(new_secret, side.client_secret, "the secret keyturn reads is the new one before the old is removed");
     scim_round(&env, &cfg, &mut cli_out).await;
+    assert!(side.graph.password_ids().contains(&FIRST_KEY_ID.to_string()), "the round ran within the grace period (raise it if the machine is slow)");
 
     // The end: the old password is gone, the new one is the only one.
     let saga = env.wait_terminal(&own.saga_id, Duration::from_secs(90)).await;
