@@ -56,6 +56,8 @@ pub struct State {
     pub issued_secrets: Vec<String>,
     /// Client secrets the token endpoint refused, in order.
     pub refused_secrets: Vec<String>,
+    /// Client secrets the token endpoint issued a token to, in order.
+    pub granted_secrets: Vec<String>,
     /// `expires_in` of the tokens it issues (default 3599 s).
     pub token_lifetime: Option<u64>,
     pub tokens: Vec<String>,
@@ -122,6 +124,8 @@ fn respond(st: &mut State, req: &Request, p: &str) -> (u16, ResponseTemplate) {
         }
         let t = format!("graph-token-{}", uuid::Uuid::new_v4());
         st.tokens.push(t.clone());
+        let granted = get("client_secret").unwrap_or("").to_string();
+        st.granted_secrets.push(granted);
         let lifetime = st.token_lifetime.unwrap_or(3599);
         return (200, ResponseTemplate::new(200).set_body_json(json!({"token_type": "Bearer", "expires_in": lifetime, "access_token": t})));
     }

@@ -177,6 +177,7 @@ async fn the_client_secret_is_rotated_while_scim_rotations_keep_working() {
 
     // During: the switch made, both passwords valid (the grace period).
     saga_at(&env, &own.saga_id, Step::RetireOld, Duration::from_secs(90)).await;
+    let switched = side.graph.state.lock().unwrap().granted_secrets.len();
     assert_eq!(side.graph.password_ids().len(), 2, "old and new password during the grace period");
     let stored = secret_json(&env).await;
     let new_id = stored["client_secret_key_id"].as_str().unwrap().to_string();
@@ -184,6 +185,16 @@ async fn the_client_secret_is_rotated_while_scim_rotations_keep_working() {
     assert_ne!(new_secret, side.client_secret, "the secret keyturn reads is the new one before the old is removed");
     scim_round(&env, &cfg, &mut cli_out).await;
     assert!(side.graph.password_ids().contains(&FIRST_KEY_ID.to_string()), "the round ran within the grace period (raise it if the machine is slow)");
+    // From the switch on, keyturn signs in with the new secret only (it
+    // dropped its cached copy when it wrote the secret), the old one still valid.
+    let since: Vec<String> = side.graph.state.lock().unwrap().granted_secrets[switched..].to_vec();
+    assert!(!since.is_empty(), "keyturn signed in to Graph during the grace period");
+    assert!(
+        since.iter().all(|s| *s == new_secret),
+        "{} of {} sign-ins after the switch used the old secret",
+        since.iter().filter(|s| **s != new_secret).count(),
+        since.len()
+    );
 
     // The end: the old password is gone, the new one is the only one.
     let saga = env.wait_terminal(&own.saga_id, Duration::from_secs(90)).await;
