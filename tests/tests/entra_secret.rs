@@ -228,8 +228,10 @@ async fn the_client_secret_is_rotated_while_scim_rotations_keep_working() {
     assert!(logs.contains("entra-own"), "the worker's log covers the rotation");
 }
 
+/// `check-config` refuses an `env` client secret (keyturn cannot write it)
+/// and a target other than the secret and field keyturn reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_env_client_secret_is_refused_by_check_config() {
+async fn check_config_refuses_an_env_secret_and_a_target_elsewhere() {
     let env = TestEnv::new(Options { scim: Some(("1h", "1h")), ..Options::default() }).await.unwrap();
     let graph = env.scim.as_ref().unwrap().graph.server.uri();
     let text = own_rotation(&graph, "30d", "1h")
@@ -239,6 +241,19 @@ async fn an_env_client_secret_is_refused_by_check_config() {
     let (code, out, err) = cli(&env, &cfg, &["check-config"], None);
     assert_ne!(code, 0, "{out}");
     assert!(err.contains("source.client_secret") && err.contains("cannot write an environment variable"), "{err}");
+    for (from, to) in [
+        ("secret_id = \"keyturn/entra\"", "secret_id = \"elsewhere\""),
+        ("secret_access_key_field = \"client_secret\"", "secret_access_key_field = \"secret\""),
+    ] {
+        let text = own_rotation(&graph, "30d", "1h").replace(from, to);
+        let cfg = write(&dir, "keyturn.toml", &format!("{}{}", env.config_text, text));
+        let (code, out, err) = cli(&env, &cfg, &["check-config"], None);
+        assert_ne!(code, 0, "{out}");
+        assert!(
+            err.contains("rotation \"entra-own\": target: keyturn reads this credential from secret \"keyturn/entra\", field \"client_secret\""),
+            "{to}: {err}"
+        );
+    }
 }
 
 /// The scan asks a source when its credential expires at most once a day
@@ -293,21 +308,26 @@ async fn a_crash_after_add_password_leaves_no_orphan() {
     assert_eq!(side.graph.password_ids(), vec![kept["client_secret_key_id"].as_str().unwrap().to_string()], "the orphan and the old password are gone");
 }
 
-/// A target that is not the secret keyturn reads from: the new password is
-/// written elsewhere, so keyturn still signs in with the old one, which is
-/// therefore never removed (the saga needs attention instead).
+/// Someone puts the old secret back into the secret keyturn reads (e.g.
+/// restores the previous version) during the grace period: keyturn would
+/// sign in with it again, so the old password is kept and the saga needs
+/// attention instead of cutting keyturn off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_old_password_stays_while_keyturn_still_reads_it() {
     let env = TestEnv::new(Options { scim: Some(("1h", "1h")), ..Options::default() }).await.unwrap();
     let side = env.scim.as_ref().unwrap();
-    env.clients.secrets.create_secret().name("elsewhere").secret_string("{}").send().await.unwrap();
-    let text = own_rotation(&side.graph.server.uri(), "30d", "0s").replace("secret_id = \"keyturn/entra\"", "secret_id = \"elsewhere\"");
-    let cfg = env.config_with(&text, true);
-    let saga = env.rotate_with(&cfg, "entra-own").await;
+    let cfg = env.config_with(&own_rotation(&side.graph.server.uri(), "30d", "5s"), true);
+    let engine = std::sync::Arc::new(keyturn::app::engine(&cfg, &env.clients, "w1".into()));
+    let worker = keyturn_testkit::env::RunningWorker::spawn(engine.clone(), &cfg.worker);
+    let keyturn::store::Created::New(id) = engine.request("entra-own", "manual").await.unwrap() else { panic!() };
+    saga_at(&env, &id, Step::RetireOld, Duration::from_secs(60)).await;
+    let old = serde_json::json!({"client_secret": side.client_secret}).to_string();
+    env.clients.secrets.put_secret_value().secret_id("keyturn/entra").secret_string(old).send().await.unwrap();
+    let saga = env.wait_terminal(&id, Duration::from_secs(60)).await;
+    worker.stop().await;
     assert_eq!(saga.status, Status::NeedsAttention, "{saga:#?}");
     assert_eq!(saga.failure.as_ref().unwrap().code, "OwnSecretNotSwitched");
     assert!(side.graph.password_ids().contains(&FIRST_KEY_ID.to_string()), "the password keyturn signs in with is kept");
-    assert_eq!(secret_json(&env).await["client_secret"].as_str(), Some(side.client_secret.as_str()));
 }
 
 /// `keyturn doctor` signs in with the secret keyturn reads and lists the

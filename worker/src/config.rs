@@ -365,6 +365,7 @@ impl Config {
             let source = crate::connectors::parse_source(r.source).map_err(|p| at("source", p))?;
             let target = crate::connectors::parse_target(r.target).map_err(|p| at("target", p))?;
             crate::connectors::check_pair(source.as_ref(), target.as_ref()).map_err(|m| format!("rotation {:?}: target.kind: {m}", r.id))?;
+            crate::connectors::check_written_back(source.as_ref(), target.as_ref()).map_err(|m| format!("rotation {:?}: target: {m}", r.id))?;
             if let Some(s) = &r.schedule {
                 s.check().map_err(|m| format!("rotation {:?}: schedule: {m}", r.id))?;
             }

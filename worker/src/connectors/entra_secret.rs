@@ -121,6 +121,9 @@ impl SourceSpec for EntraSecretConfig {
     fn covers(&self, _subject: &Subject<'_>) -> bool {
         false
     }
+    fn read_by_keyturn(&self) -> Option<&SecretRef> {
+        Some(&self.client_secret)
+    }
     fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn CredentialSource> {
         let retry = RetryPolicy::default();
         Arc::new(EntraClientSecret {

@@ -32,7 +32,7 @@ use crate::aws::Clients;
 use crate::error::Result;
 use crate::preflight::{Check, Findings};
 use crate::saga::{KeyRef, Millis, Policy, Verification};
-use crate::secrets::SecretResolver;
+use crate::secrets::{SecretRef, SecretResolver};
 
 pub mod auth0;
 pub mod auth0_smtp;
@@ -310,6 +310,12 @@ pub trait SourceSpec: Send + Sync + std::fmt::Debug {
         None
     }
     fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn CredentialSource>;
+    /// The reference keyturn itself reads this credential from (its own
+    /// client secret), when it is one: the target must write exactly there
+    /// ([`TargetSpec::writes_secret`]), checked with the configuration.
+    fn read_by_keyturn(&self) -> Option<&SecretRef> {
+        None
+    }
 }
 
 /// A validated `[rotation.target]` table.
@@ -318,6 +324,11 @@ pub trait TargetSpec: Send + Sync + std::fmt::Debug {
     /// The credential types it can take (see [`SourceSpec::credential_type`]).
     fn accepts(&self) -> &'static [&'static str];
     fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn Target>;
+    /// The Secrets Manager secret and JSON field the secret goes to, for a
+    /// target that writes one.
+    fn writes_secret(&self) -> Option<(&str, &str)> {
+        None
+    }
 }
 
 /// A registered source kind: how to parse and validate its table.
@@ -369,6 +380,26 @@ pub fn check_pair(source: &dyn SourceSpec, target: &dyn TargetSpec) -> std::resu
     }
     let takes: Vec<&str> = SOURCES.iter().filter(|s| target.accepts().contains(&s.credential_type)).map(|s| s.kind).collect();
     Err(format!("target kind {} takes source kind {}, not {}", target.kind(), takes.join(" or "), source.kind()))
+}
+
+/// Whether a source keyturn reads itself ([`SourceSpec::read_by_keyturn`])
+/// is rotated into the place it reads it from; `Err` says where that is.
+pub fn check_written_back(source: &dyn SourceSpec, target: &dyn TargetSpec) -> std::result::Result<(), String> {
+    let Some(reads) = source.read_by_keyturn() else { return Ok(()) };
+    let SecretRef::SecretsManager { secret_id, json_key } = reads else {
+        return Err("keyturn reads this credential from an environment variable, which no target can write".into());
+    };
+    let Some(key) = json_key else {
+        return Err(format!(
+            "keyturn reads this credential as the whole secret {secret_id}; give client_secret a json_key and make the target write that field"
+        ));
+    };
+    match target.writes_secret() {
+        Some((id, field)) if id == secret_id && field == key => Ok(()),
+        _ => Err(format!(
+            "keyturn reads this credential from secret {secret_id:?}, field {key:?}: the target must be a Secrets Manager secret target with that secret_id and that field as its secret field, or keyturn would keep signing in with the old one"
+        )),
+    }
 }
 
 /// The source kind that covers a kind of subject (for reports about a

@@ -96,6 +96,9 @@ impl TargetSpec for SecretsManagerConfig {
         };
         Arc::new(SecretsManagerSecret { client, cfg: self.clone(), readers: ctx.secrets.clone() })
     }
+    fn writes_secret(&self) -> Option<(&str, &str)> {
+        Some((&self.secret_id, &self.secret_access_key_field))
+    }
 }
 
 pub struct SecretsManagerSecret {
