@@ -268,6 +268,9 @@ async fn rotation_row(store: &Store, r: &crate::config::RotationConfig, oldest_k
                     _ => (Some(iam3), "IAM.3's 90-day line for the oldest active key (no earlier schedule)".to_string()),
                 }
             }
+            None if r.schedule.as_ref().is_some_and(|s| s.before_expiry.is_some()) => {
+                (None, "started before the credential expires (before_expiry): `keyturn plan --scan` says when".to_string())
+            }
             None => (None, "no active key found".to_string()),
         }
     };
