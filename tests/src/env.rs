@@ -332,8 +332,8 @@ impl TestEnv {
                 graph: crate::graph_fake::FakeGraph::start("", "", "").await,
             };
             {
+                side.graph.set_client_secret(&side.client_secret);
                 let mut st = side.graph.state.lock().unwrap();
-                st.client_secret = side.client_secret.clone();
                 st.valid_scim_token = side.new_token.clone();
                 for kv in st.secrets.iter_mut() {
                     if kv["key"] == "SecretToken" {

@@ -111,6 +111,7 @@ fn compose<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String, queue: 
         idempotency_window: cfg.requests.idempotency_window.0,
         deactivate_uncovered: cfg.exposure.deactivate_uncovered,
         age_clock: Arc::new(crate::shared::AgeClock::new(clock.clone())),
+        expiries: Default::default(),
     });
     let steps = Steps {
         shared: shared.clone(),

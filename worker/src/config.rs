@@ -235,11 +235,26 @@ pub struct RotationConfig {
 }
 
 /// `[rotation.schedule]`: rotate before a key reaches this age (e.g. 80d,
-/// ahead of Security Hub IAM.3's 90 days).
+/// ahead of Security Hub IAM.3's 90 days), and/or this long before the
+/// credential in use expires (a source that knows its expiry, e.g. an Entra
+/// client secret's `endDateTime`). At least one of the two.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
-    pub max_age: Dur,
+    pub max_age: Option<Dur>,
+    pub before_expiry: Option<Dur>,
+}
+
+impl ScheduleConfig {
+    fn check(&self) -> Result<(), String> {
+        if self.max_age.is_none() && self.before_expiry.is_none() {
+            return Err("needs max_age (e.g. \"80d\") or before_expiry (e.g. \"30d\"), or both".into());
+        }
+        if [self.max_age, self.before_expiry].iter().flatten().any(|d| d.0.is_zero()) {
+            return Err("max_age and before_expiry must be longer than 0s".into());
+        }
+        Ok(())
+    }
 }
 
 /// `[rotation.policy]`.
@@ -352,6 +367,10 @@ impl Config {
             let source = crate::connectors::parse_source(r.source).map_err(|p| at("source", p))?;
             let target = crate::connectors::parse_target(r.target).map_err(|p| at("target", p))?;
             crate::connectors::check_pair(source.as_ref(), target.as_ref()).map_err(|m| format!("rotation {:?}: target.kind: {m}", r.id))?;
+            crate::connectors::check_written_back(source.as_ref(), target.as_ref()).map_err(|m| format!("rotation {:?}: target: {m}", r.id))?;
+            if let Some(s) = &r.schedule {
+                s.check().map_err(|m| format!("rotation {:?}: schedule: {m}", r.id))?;
+            }
             rotations.push(RotationConfig { id: r.id, source, target, policy: r.policy, schedule: r.schedule });
         }
         let cfg = Config { aws: raw.aws, worker: raw.worker, requests: raw.requests, exposure: raw.exposure, rotations };
@@ -660,6 +679,20 @@ grace_period = "0s"
             let e = Config::parse(&with(bad)).unwrap_err();
             assert!(e.contains("aws.chat_topic_arn"), "{bad}: {e}");
         }
+    }
+
+    /// `[rotation.schedule]` takes `max_age`, `before_expiry` or both; not neither.
+    #[test]
+    fn a_schedule_needs_max_age_or_before_expiry() {
+        let with = |lines: &str| Config::parse(&format!("{GOOD}[rotation.schedule]\n{lines}\n"));
+        let c = with("before_expiry = \"30d\"").unwrap();
+        let s = c.rotations[0].schedule.as_ref().unwrap();
+        assert_eq!((s.max_age, s.before_expiry.map(|d| d.0)), (None, Some(parse_duration("30d").unwrap())));
+        assert!(with("max_age = \"80d\"\nbefore_expiry = \"30d\"").is_ok());
+        let e = with("").unwrap_err();
+        assert!(e.contains("rotation \"auth0-ses\": schedule: needs max_age"), "{e}");
+        let e = with("max_age = \"80d\"\nbefore_expiry = \"0s\"").unwrap_err();
+        assert!(e.contains("longer than 0s"), "{e}");
     }
 
     #[test]

@@ -701,20 +701,7 @@ impl<Q: Queue> Steps<Q> {
                 let new_id = saga.keys.new_key.clone().unwrap_or_default();
                 StepResult::of(rot.target.verify(&new_id, &old_ids).await.map(Effect::Verified))
             }
-            Step::DisableOld => {
-                let r = async {
-                    // A keep-new resolution of a saga whose new key a
-                    // keep-old resolution had deactivated: reactivate it first.
-                    if let (true, Some(id)) = (saga.resolution.new_disabled, &saga.keys.new_key) {
-                        src.enable(id).await?;
-                    }
-                    if saga.effects.old_deleted {
-                        return Ok(());
-                    }
-                    for_each(&old_ids, |id| src.disable(id)).await
-                };
-                StepResult::of(r.await.map(|_| Effect::Disabled))
-            }
+            Step::DisableOld => StepResult::of(disable_old(src, saga, &old_ids).await.map(|_| Effect::Disabled)),
             Step::RetireOld if !saga.usage_gate() => {
                 // The old key is the exposed one: any use is the attacker's.
                 StepResult::of(for_each(&old_ids, |id| src.revoke(id)).await.map(|_| Effect::Retired))
@@ -787,6 +774,26 @@ impl<Q: Queue> Steps<Q> {
             Some(hand) => self.finalizer.prompt_person(rot, saga, hand).await,
         }
     }
+}
+
+/// `disable_old`: deactivate the old credential(s).
+async fn disable_old(src: &dyn crate::connectors::CredentialSource, saga: &Saga, old_ids: &[String]) -> Result<()> {
+    // A keep-new resolution of a saga whose new key a keep-old resolution
+    // had deactivated: reactivate it first.
+    if let (true, Some(id)) = (saga.resolution.new_disabled, &saga.keys.new_key) {
+        src.enable(id).await?;
+    }
+    if saga.effects.old_deleted {
+        return Ok(());
+    }
+    for_each(old_ids, |id| async move {
+        match src.disable(id).await {
+            // Nothing to disable: it stays valid through the grace period.
+            Err(Error::Refused { code: crate::connectors::CANNOT_DISABLE, .. }) => Ok(()),
+            r => r,
+        }
+    })
+    .await
 }
 
 async fn for_each<'a, F, Fut>(ids: &'a [String], mut f: F) -> Result<()>

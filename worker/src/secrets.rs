@@ -13,7 +13,10 @@
 //! connector built from the same configuration. A value that has just been
 //! changed in Secrets Manager is seen within that time, or at once by a
 //! connector whose API refused the cached value: it calls [`SecretResolver::forget`]
-//! and reads again (see `auth0.rs`, `entra.rs`).
+//! and reads again (see `auth0.rs`, `entra.rs`). A rotation that writes a
+//! Secrets Manager secret drops keyturn's copy of it at once
+//! ([`SecretResolver::forget_id`]): keyturn's own client secret, rotated into
+//! the secret keyturn reads it from, is used from the next sign-in on.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -105,6 +108,12 @@ impl SecretResolver {
             SecretRef::Env(_) => false,
             SecretRef::SecretsManager { secret_id, .. } => self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(secret_id).is_some(),
         }
+    }
+
+    /// Drop the cached value of Secrets Manager secret `secret_id` (as a
+    /// reference names it), e.g. after keyturn wrote a new version of it.
+    pub fn forget_id(&self, secret_id: &str) -> bool {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(secret_id).is_some()
     }
 
     /// Run `use_it` with the secret `r` names. If the value came from the

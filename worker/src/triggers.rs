@@ -45,6 +45,9 @@ pub struct Intake<Q: Queue> {
     pub(crate) deactivate_uncovered: bool,
     /// "Now" for key-age decisions (intake of IAM.3 findings).
     pub(crate) age_clock: Arc<AgeClock>,
+    /// Per rotation: when its source was last asked when its credential
+    /// expires, and the answer ([`Intake::scan_expiry`]).
+    pub(crate) expiries: std::sync::Mutex<HashMap<String, (Millis, Option<Millis>)>>,
 }
 
 /// The saga trigger of imported findings: which Security Hub sent them.
@@ -88,6 +91,26 @@ pub struct ScanItem {
     pub max_age: Duration,
     pub due: bool,
 }
+
+/// A rotation's credential expiry, as the scan sees it
+/// (`[rotation.schedule] before_expiry`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiryItem {
+    pub rotation_id: String,
+    /// When the credential in use expires.
+    pub expires_at: Millis,
+    pub before_expiry: Duration,
+    /// `expires_at - before_expiry`: when the rotation starts.
+    pub starts_at: Millis,
+    pub due: bool,
+    /// When the source gave this answer.
+    pub asked_at: Millis,
+}
+
+/// How often the scan asks a source when its credential expires (an answer
+/// that says the rotation is due is asked again, so a stale one never
+/// starts a rotation).
+pub const EXPIRY_ASK_EVERY: Millis = 86_400_000;
 
 /// The end of an intake message: to the DLQ when it named too many users
 /// or keys (the first were acted on), else acknowledged.
@@ -334,15 +357,50 @@ impl<Q: Queue> Intake<Q> {
         let mut out = Vec::new();
         let rots = self.shared.rotations();
         for cfg in &rots.configs {
-            let (Some(schedule), Some(rot)) = (&cfg.schedule, rots.get(&cfg.id)) else { continue };
+            let (Some(max_age), Some(rot)) = (cfg.schedule.as_ref().and_then(|s| s.max_age), rots.get(&cfg.id)) else { continue };
             let keys = rot.source.inventory().await?;
             let oldest = keys.iter().filter(|k| k.active).filter_map(|k| k.created_at.map(|c| (k, c))).min_by_key(|(_, c)| *c);
             if let Some((k, created)) = oldest {
                 let age = Duration::from_millis(now.saturating_sub(created));
-                out.push(ScanItem { rotation_id: cfg.id.clone(), key_id: k.id.clone(), age, max_age: schedule.max_age.0, due: age >= schedule.max_age.0 });
+                out.push(ScanItem { rotation_id: cfg.id.clone(), key_id: k.id.clone(), age, max_age: max_age.0, due: age >= max_age.0 });
             }
         }
         Ok(out)
+    }
+
+    /// When the credential of every rotation with a `before_expiry` expires
+    /// (read-only). A source is asked at most every [`EXPIRY_ASK_EVERY`] by
+    /// the engine's clock, or again when its last answer makes the rotation
+    /// due. A source that cannot answer is skipped with a warning (the other
+    /// rotations are still scanned).
+    pub async fn scan_expiry(&self, now: Millis) -> Vec<ExpiryItem> {
+        let mut out = Vec::new();
+        let rots = self.shared.rotations();
+        for cfg in &rots.configs {
+            let (Some(before), Some(rot)) = (cfg.schedule.as_ref().and_then(|s| s.before_expiry), rots.get(&cfg.id)) else { continue };
+            let before_ms = before.0.as_millis() as u64;
+            let known = self.expiries.lock().unwrap_or_else(|p| p.into_inner()).get(&cfg.id).copied();
+            let (asked_at, expires) = match known {
+                Some((asked, exp)) if now >= asked && now - asked < EXPIRY_ASK_EVERY && exp.is_none_or(|e| now < e.saturating_sub(before_ms)) => {
+                    (asked, exp)
+                }
+                _ => match rot.source.expires_at().await {
+                    Ok(exp) => {
+                        self.expiries.lock().unwrap_or_else(|p| p.into_inner()).insert(cfg.id.clone(), (now, exp));
+                        (now, exp)
+                    }
+                    Err(e) => {
+                        warn!(rotation = %cfg.id, error = %e, "cannot read when the credential expires");
+                        continue;
+                    }
+                },
+            };
+            if let Some(expires_at) = expires {
+                let starts_at = expires_at.saturating_sub(before_ms);
+                out.push(ExpiryItem { rotation_id: cfg.id.clone(), expires_at, before_expiry: before.0, starts_at, due: now >= starts_at, asked_at });
+            }
+        }
+        out
     }
 
     /// The scheduled scan: start every due rotation, each after a random
@@ -350,6 +408,19 @@ impl<Q: Queue> Intake<Q> {
     #[instrument(skip(self), fields(worker = %self.shared.worker_id))]
     pub async fn scan_and_start(&self, jitter: Duration) -> Result<Vec<(String, Created)>> {
         let mut started = Vec::new();
+        for item in self.scan_expiry(self.shared.now_ms()).await.into_iter().filter(|i| i.due) {
+            // A rotation that ended since the source answered has replaced
+            // the credential that answer was about: ask again next scan.
+            if self.shared.store.last_success(&item.rotation_id).await?.is_some_and(|done| done >= item.asked_at) {
+                continue;
+            }
+            let delay = Duration::from_millis((jitter.as_millis() as f64 * fastrand::f64()) as u64);
+            let trigger = format!("schedule:before_expiry {}", days(item.before_expiry));
+            let created =
+                self.commands.request_with(&item.rotation_id, Request { trigger, findings: vec![], delay, automatic: true, ..Request::default() }).await?;
+            info!(rotation = %item.rotation_id, expires = %crate::clock::fmt_ms(item.expires_at), ?created, delay_s = delay.as_secs(), "credential expires within before_expiry");
+            started.push((item.rotation_id, created));
+        }
         for item in self.scan_keys(self.shared.now_ms()).await?.into_iter().filter(|i| i.due) {
             let delay = Duration::from_millis((jitter.as_millis() as f64 * fastrand::f64()) as u64);
             let req =
@@ -405,10 +476,14 @@ impl<Q: Queue> Intake<Q> {
             return Ok(lines);
         }
         lines.push(format!("  create a new key for {} (keys now: {})", rot.source.describe(), if fmt_keys.is_empty() { "none".into() } else { fmt_keys }));
-        lines.push("  prove it authenticates (sts:GetCallerIdentity)".into());
+        lines.push("  prove it authenticates (an IAM key: sts:GetCallerIdentity; a client secret: a token with it)".into());
         lines.push(format!("  patch {} with the new key, then verify it", rot.target.describe()));
         for k in &keys {
-            lines.push(format!("  deactivate {}, then delete it after a {} grace period", k.id, days(Duration::from_millis(policy.grace_period))));
+            lines.push(format!(
+                "  deactivate {} (a credential that cannot be deactivated stays valid), then delete it after a {} grace period",
+                k.id,
+                days(Duration::from_millis(policy.grace_period))
+            ));
         }
         for f in findings {
             let region = f.region.as_deref().unwrap_or("the worker's region");
@@ -489,6 +564,15 @@ impl<Q: Queue> Intake<Q> {
     /// Dry run of the scheduled scan.
     pub async fn plan_scan(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
+        for item in self.scan_expiry(self.shared.now_ms()).await {
+            let when = format!("{} before the secret expires {}", days(item.before_expiry), crate::clock::fmt_date(item.expires_at));
+            if item.due {
+                out.push(format!("{}: starts now ({when})", item.rotation_id));
+                out.extend(self.describe_plan(&item.rotation_id, &[]).await?);
+            } else {
+                out.push(format!("{}: starts {} ({when})", item.rotation_id, crate::clock::fmt_date(item.starts_at)));
+            }
+        }
         for item in self.scan_keys(self.shared.now_ms()).await? {
             if item.due {
                 out.push(format!("{}: key {} is {} old, past max_age {}", item.rotation_id, item.key_id, days(item.age), days(item.max_age)));
@@ -504,7 +588,7 @@ impl<Q: Queue> Intake<Q> {
             }
         }
         if out.is_empty() {
-            out.push("no rotation has a [rotation.schedule] max_age, or none has an active key".into());
+            out.push("no rotation has a [rotation.schedule] max_age or before_expiry, or none has an active key or a known expiry".into());
         }
         Ok(out)
     }

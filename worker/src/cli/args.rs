@@ -222,7 +222,9 @@ pub enum Command {
         /// An EventBridge event (JSON file) as it would arrive on the intake queue.
         #[arg(long, conflicts_with = "scan", required_unless_present = "scan")]
         event: Option<PathBuf>,
-        /// The scheduled key-age scan of rotations with a [rotation.schedule].
+        /// The scheduled scan of rotations with a [rotation.schedule]: key ages
+        /// (max_age) and when each rotation starts before its credential
+        /// expires (before_expiry).
         #[arg(long)]
         scan: bool,
         /// Print `{"plan": [lines]}` instead of text.

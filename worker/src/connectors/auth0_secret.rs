@@ -46,7 +46,7 @@ use serde_json::{json, Value};
 use super::auth0::http_error;
 use super::http::Api;
 use super::token::TokenCache;
-use super::{http_retry, BoxFut, BuildContext, ConfigProblem, CredentialSource, NewCredential, RetryPolicy, SourceEntry, SourceSpec, Subject, TargetSpec};
+use super::{http_retry, BoxFut, BuildContext, ConfigProblem, CredentialSource, NewCredential, RetryPolicy, SourceEntry, SourceSpec, Subject};
 use crate::error::{Error, Result};
 use crate::preflight::{Check, Findings};
 use crate::saga::{KeyRef, Millis, OLD_GONE};
@@ -124,23 +124,10 @@ impl SourceSpec for Auth0SecretConfig {
         true
     }
     /// keyturn's own secret goes exactly where keyturn reads it from.
-    fn check_target(&self, target: &dyn TargetSpec) -> std::result::Result<(), String> {
-        let SecretRef::SecretsManager { secret_id, json_key } = &self.management_client_secret else { return Ok(()) };
-        if !self.own() {
-            return Ok(());
-        }
-        let Some(key) = json_key else {
-            return Err(format!(
-                "source.management_client_secret names secret {secret_id} without json_key; the target writes a JSON object, so name the field keyturn reads (json_key = \"client_secret\")"
-            ));
-        };
-        match target.writes_secret() {
-            Some((id, field)) if id == secret_id && field == key => Ok(()),
-            Some((id, field)) => Err(format!(
-                "keyturn reads this client's secret from secret {secret_id} field {key}, but the target writes secret {id} field {field}: the new secret must go where keyturn reads it"
-            )),
-            None => Err(format!("target kind {} does not write the Secrets Manager secret keyturn reads the client secret from", target.kind())),
-        }
+    fn read_by_keyturn(&self) -> Option<&SecretRef> {
+        // Only keyturn's own client: another application's secret goes
+        // wherever its owner reads it.
+        self.own().then_some(&self.management_client_secret)
     }
     fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn CredentialSource> {
         let api = Api { service: "auth0", http: ctx.http.clone(), retry: RetryPolicy::default(), map_error: http_error, headers: Vec::new() };
@@ -452,10 +439,12 @@ management_client_secret = { secrets_manager = "keyturn/auth0", json_key = "clie
             )))
             .unwrap()
         };
-        assert!(super::super::check_pair(src.as_ref(), target("keyturn/auth0", "client_secret").as_ref()).is_ok());
-        let e = super::super::check_pair(src.as_ref(), target("other", "client_secret").as_ref()).unwrap_err();
-        assert!(e.contains("must go where keyturn reads it"), "{e}");
-        assert!(super::super::check_pair(src.as_ref(), target("keyturn/auth0", "secret").as_ref()).is_err());
+        let fits = target("keyturn/auth0", "client_secret");
+        assert!(super::super::check_pair(src.as_ref(), fits.as_ref()).is_ok());
+        assert!(super::super::check_written_back(src.as_ref(), fits.as_ref()).is_ok());
+        let e = super::super::check_written_back(src.as_ref(), target("other", "client_secret").as_ref()).unwrap_err();
+        assert!(e.contains("or keyturn would keep signing in with the old one"), "{e}");
+        assert!(super::super::check_written_back(src.as_ref(), target("keyturn/auth0", "secret").as_ref()).is_err());
         let auth0 = super::super::parse_target(t(r#"kind = "auth0_email_provider"
 domain = "d.auth0.com"
 client_id = "c"

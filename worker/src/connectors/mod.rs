@@ -32,13 +32,14 @@ use crate::aws::Clients;
 use crate::error::Result;
 use crate::preflight::{Check, Findings};
 use crate::saga::{KeyRef, Millis, Policy, Verification};
-use crate::secrets::SecretResolver;
+use crate::secrets::{SecretRef, SecretResolver};
 
 pub mod auth0;
 pub mod auth0_secret;
 pub mod auth0_smtp;
 pub mod check;
 pub mod entra;
+pub mod entra_secret;
 pub mod github;
 pub mod http;
 pub mod iam;
@@ -115,6 +116,12 @@ impl HandWords {
         vars.iter().fold(text.to_string(), |t, (k, v)| t.replace(&format!("{{{k}}}"), v))
     }
 }
+
+/// The code of `Error::Refused` from `disable`/`enable` of a source whose
+/// credentials cannot be disabled (an Entra password): the engine's
+/// `disable_old` step takes it as nothing to do, so the old credential stays
+/// valid through the grace period and is then deleted.
+pub const CANNOT_DISABLE: &str = "CannotDisable";
 
 /// Where credentials come from.
 pub trait CredentialSource: Send + Sync {
@@ -193,6 +200,13 @@ pub trait CredentialSource: Send + Sync {
     /// ([`Target::advice`]) comes first.
     fn advice(&self, _code: &str, _rotate: &str) -> Option<String> {
         None
+    }
+    /// When the credential now in use expires (Entra: a password's
+    /// `endDateTime`); `None` when it does not expire or the source cannot
+    /// tell. `[rotation.schedule] before_expiry` starts a rotation that long
+    /// before it.
+    fn expires_at(&self) -> BoxFut<'_, Result<Option<Millis>>> {
+        Box::pin(async { Ok(None) })
     }
     /// Where the credential lives and with which identity keyturn acts
     /// there (IAM: the account, and the member-account role it assumes),
@@ -351,12 +365,13 @@ pub trait SourceSpec: Send + Sync + std::fmt::Debug {
     fn old_dies_at_issue(&self) -> bool {
         false
     }
-    /// A source's own check of the target it is paired with (after the
-    /// credential types matched); `Err` says why the pair is refused.
-    fn check_target(&self, _target: &dyn TargetSpec) -> std::result::Result<(), String> {
-        Ok(())
-    }
     fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn CredentialSource>;
+    /// The reference keyturn itself reads this credential from (its own
+    /// client secret), when it is one: the target must write exactly there
+    /// ([`TargetSpec::writes_secret`]), checked with the configuration.
+    fn read_by_keyturn(&self) -> Option<&SecretRef> {
+        None
+    }
 }
 
 /// A validated `[rotation.target]` table.
@@ -364,12 +379,12 @@ pub trait TargetSpec: Send + Sync + std::fmt::Debug {
     fn kind(&self) -> &'static str;
     /// The credential types it can take (see [`SourceSpec::credential_type`]).
     fn accepts(&self) -> &'static [&'static str];
-    /// The Secrets Manager secret and the JSON field the target writes the
-    /// secret into, when it writes one (for [`SourceSpec::check_target`]).
+    fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn Target>;
+    /// The Secrets Manager secret and JSON field the secret goes to, for a
+    /// target that writes one.
     fn writes_secret(&self) -> Option<(&str, &str)> {
         None
     }
-    fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn Target>;
 }
 
 /// A registered source kind: how to parse and validate its table.
@@ -392,7 +407,7 @@ pub struct TargetEntry {
 
 /// **The registry.** Adding a connector is a module in this directory and
 /// one line here.
-pub const SOURCES: &[SourceEntry] = &[iam::SOURCE, scim::SOURCE, auth0_secret::SOURCE];
+pub const SOURCES: &[SourceEntry] = &[iam::SOURCE, scim::SOURCE, auth0_secret::SOURCE, entra_secret::SOURCE];
 /// **The registry** of targets.
 pub const TARGETS: &[TargetEntry] = &[auth0::TARGET, auth0_smtp::TARGET, entra::TARGET, github::TARGET, secretsmanager::TARGET];
 
@@ -418,7 +433,7 @@ pub fn parse_target(mut table: toml::Table) -> std::result::Result<Arc<dyn Targe
 /// the target takes, for the configuration error.
 pub fn check_pair(source: &dyn SourceSpec, target: &dyn TargetSpec) -> std::result::Result<(), String> {
     if target.accepts().contains(&source.credential_type()) {
-        return source.check_target(target);
+        return Ok(());
     }
     let takes: Vec<&str> = SOURCES.iter().filter(|s| target.accepts().contains(&s.credential_type)).map(|s| s.kind).collect();
     Err(format!("target kind {} takes source kind {}, not {}", target.kind(), takes.join(" or "), source.kind()))
@@ -435,6 +450,26 @@ pub fn source_kind_for(subject: &str) -> &'static str {
 /// (intake reads an AWS Health notice only then).
 pub fn subject_kind(kind: &str) -> Option<&'static SubjectKind> {
     SOURCES.iter().flat_map(|e| e.subjects.iter()).find(|k| k.kind == kind)
+}
+
+/// Whether a source keyturn reads itself ([`SourceSpec::read_by_keyturn`])
+/// is rotated into the place it reads it from; `Err` says where that is.
+pub fn check_written_back(source: &dyn SourceSpec, target: &dyn TargetSpec) -> std::result::Result<(), String> {
+    let Some(reads) = source.read_by_keyturn() else { return Ok(()) };
+    let SecretRef::SecretsManager { secret_id, json_key } = reads else {
+        return Err("keyturn reads this credential from an environment variable, which no target can write".into());
+    };
+    let Some(key) = json_key else {
+        return Err(format!(
+            "keyturn reads this credential as the whole secret {secret_id}; give client_secret a json_key and make the target write that field"
+        ));
+    };
+    match target.writes_secret() {
+        Some((id, field)) if id == secret_id && field == key => Ok(()),
+        _ => Err(format!(
+            "keyturn reads this credential from secret {secret_id:?}, field {key:?}: the target must be a Secrets Manager secret target with that secret_id and that field as its secret field, or keyturn would keep signing in with the old one"
+        )),
+    }
 }
 
 fn take_kind(table: &mut toml::Table) -> std::result::Result<String, ConfigProblem> {

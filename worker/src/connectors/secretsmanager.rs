@@ -64,9 +64,10 @@ fn default_secret_field() -> String {
 /// The registry entry.
 pub const TARGET: TargetEntry = TargetEntry {
     kind: "secrets_manager_secret",
-    // An access key, or an Auth0 client secret (its id is keyturn's label
-    // for it, the secret Auth0's): the two fields hold whichever.
-    accepts: &["aws_access_key", "auth0_client_secret"],
+    // An access key, or keyturn's own Auth0 or Entra client secret (its id
+    // is keyturn's label for it, the secret the service's): the two fields
+    // hold whichever.
+    accepts: &["aws_access_key", "auth0_client_secret", "entra_client_secret"],
     parse: |t| {
         let c: SecretsManagerConfig = super::from_table(t)?;
         if c.secret_id.trim().is_empty() || c.secret_id.len() > 2048 {
@@ -99,13 +100,16 @@ impl TargetSpec for SecretsManagerConfig {
             ),
             None => ctx.clients.secrets.clone(),
         };
-        Arc::new(SecretsManagerSecret { client, cfg: self.clone() })
+        Arc::new(SecretsManagerSecret { client, cfg: self.clone(), readers: ctx.secrets.clone() })
     }
 }
 
 pub struct SecretsManagerSecret {
     client: aws_sdk_secretsmanager::Client,
     cfg: SecretsManagerConfig,
+    /// keyturn's own reader of secret references: a secret keyturn itself
+    /// reads (its own client secret) is read again after a write here.
+    readers: crate::secrets::SecretResolver,
 }
 
 /// The idempotency token of the put for a key: 32–64 characters, the same
@@ -165,7 +169,12 @@ impl SecretsManagerSecret {
             .send()
             .await;
         match res {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                // keyturn may read its own credentials from this secret:
+                // its next use reads the value just written.
+                self.readers.forget_id(&self.cfg.secret_id);
+                Ok(())
+            }
             Err(e) => Err(match aws("secretsmanager", "PutSecretValue", e) {
                 // No answer, or a 5xx: the new version may exist.
                 Error::Aws { code, message, retryable: true, .. } => Error::Transport {

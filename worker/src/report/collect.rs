@@ -267,13 +267,16 @@ async fn rotation_row(store: &Store, r: &crate::config::RotationConfig, oldest_k
         match oldest_key {
             Some(created) => {
                 let iam3 = created + IAM3_DAYS * DAY;
-                match &r.schedule {
-                    Some(s) if created + s.max_age.0.as_millis() as u64 <= iam3 => (
-                        Some(created + s.max_age.0.as_millis() as u64),
-                        format!("schedule max_age {}d of the oldest active key", s.max_age.0.as_secs() / 86_400),
+                match r.schedule.as_ref().map(|s| s.max_age) {
+                    Some(Some(max_age)) if created + max_age.0.as_millis() as u64 <= iam3 => (
+                        Some(created + max_age.0.as_millis() as u64),
+                        format!("schedule max_age {}d of the oldest active key", max_age.0.as_secs() / 86_400),
                     ),
                     _ => (Some(iam3), "IAM.3's 90-day line for the oldest active key (no earlier schedule)".to_string()),
                 }
+            }
+            None if r.schedule.as_ref().is_some_and(|s| s.before_expiry.is_some()) => {
+                (None, "started before the credential expires (before_expiry): `keyturn plan --scan` says when".to_string())
             }
             None => (None, "no active key found".to_string()),
         }
