@@ -241,6 +241,10 @@ impl<Q: Queue> Engine<Q> {
     pub async fn confirm(&self, saga_id: &str) -> Result<Saga> {
         self.commands.confirm(saga_id).await
     }
+    /// A person reports sign-in broken after a switch ([`Commands::report_broken`]).
+    pub async fn report_broken(&self, saga_id: &str) -> Result<Saga> {
+        self.commands.report_broken(saga_id).await
+    }
     /// An operator lifts a rotation's quarantine ([`Commands::release`]).
     pub async fn release(&self, rotation_id: &str) -> Result<bool> {
         self.commands.release(rotation_id).await
@@ -599,7 +603,7 @@ impl<Q: Queue> Steps<Q> {
         match rot.target.preflight().await {
             Err(e) => StepResult::of(Err(e)),
             Ok(()) => match rot.source.inventory().await {
-                Ok(keys) if keys.len() >= 2 && !saga.manual => match self.attention.keys_of_earlier_sagas(saga, &keys).await {
+                Ok(keys) if keys.len() >= 2 && !saga.manual && saga.trust.is_none() => match self.attention.keys_of_earlier_sagas(saga, &keys).await {
                     // Two keys, one of them ours: say which saga holds them.
                     Some(message) => StepResult::of(Err(Error::Refused { code: "KeysOfEarlierSaga", message })),
                     None => StepResult::of(Ok(Effect::Started { keys })),
@@ -734,6 +738,7 @@ impl<Q: Queue> Steps<Q> {
             }
             Step::RestoreOld => StepResult::of(for_each(&old_ids, |id| src.enable(id)).await.map(|_| Effect::Restored)),
             Step::AwaitNew | Step::AwaitRetire => StepResult::of(self.prompt(rot, saga).await),
+            Step::AwaitTrust | Step::SwitchNew | Step::AwaitSignIn | Step::SwitchBack | Step::RemoveOld => StepResult::of(self.trust_step(rot, saga).await),
             Step::Finalize => {
                 // The console handover secrets go however the saga ended.
                 let r = match self.handovers.cleanup(saga).await {
@@ -757,6 +762,37 @@ impl<Q: Queue> Steps<Q> {
         match self.handovers.handover_prompt(saga, hand, expired).await {
             None => Ok(Effect::Prompted),
             Some(hand) => self.finalizer.prompt_person(rot, saga, hand).await,
+        }
+    }
+}
+
+impl<Q: Queue> Steps<Q> {
+    /// The steps of a saga with the trust shape ([`saga::Trust`]): the
+    /// person's waits (ask, remind, or report the deadline) and the
+    /// source's switches and removal.
+    async fn trust_step(&self, rot: &Rotation, saga: &Saga) -> Result<Effect> {
+        let src = rot.source.as_ref();
+        let new = saga.new_key.clone().ok_or_else(|| Error::Corrupt("no new credential recorded".into()));
+        let old = saga.trust.as_ref().and_then(|t| t.old.clone());
+        match saga.step {
+            Step::AwaitTrust | Step::AwaitSignIn => {
+                if saga::prompt(saga, self.shared.now_ms()) == saga::Prompt::Expired {
+                    warn!(deadline = saga.deadline, "nobody acted before the deadline");
+                    return Ok(Effect::Expired);
+                }
+                let steps = src.trust_steps(saga.step, &new?, old.as_deref()).await?;
+                self.finalizer.prompt_trust(rot, saga, &steps).await
+            }
+            Step::SwitchNew => src.switch(&new?).await.map(|_| Effect::Switched),
+            Step::SwitchBack => match old {
+                Some(old) => src.switch(&old).await.map(|_| Effect::Switched),
+                None => Err(Error::Corrupt("no old credential to switch back to".into())),
+            },
+            Step::RemoveOld => match old {
+                Some(old) => src.retire(&old, saga.usage_cutoff()).await.map(|_| Effect::Retired),
+                None => Ok(Effect::Retired),
+            },
+            other => Err(Error::Corrupt(format!("{other} is not a step of a trust saga"))),
         }
     }
 }

@@ -4,6 +4,9 @@
 use super::*;
 
 pub(super) fn on_failed(s: &mut Saga, err: &StepError, policy: &Policy, clock: Clock) {
+    if trust::is_trust(s) && trust::on_failed_trust(s, err, clock) {
+        return;
+    }
     match s.step {
         Step::Start => {
             s.fail(err);
@@ -43,7 +46,18 @@ pub(super) fn on_failed(s: &mut Saga, err: &StepError, policy: &Policy, clock: C
             s.fail(err);
             s.compensate(clock);
         }
-        Step::DisableOld | Step::RetireOld | Step::RestoreOld | Step::AwaitRetire | Step::DisableNew | Step::RetireNew | Step::RestoreNew => {
+        Step::DisableOld
+        | Step::RetireOld
+        | Step::RestoreOld
+        | Step::AwaitRetire
+        | Step::DisableNew
+        | Step::RetireNew
+        | Step::RestoreNew
+        | Step::AwaitTrust
+        | Step::SwitchNew
+        | Step::AwaitSignIn
+        | Step::SwitchBack
+        | Step::RemoveOld => {
             // The target holds the new key: never undo that. Stop with both
             // keys in place for a person.
             s.fail(err);

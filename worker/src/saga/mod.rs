@@ -63,6 +63,7 @@ mod expose;
 mod record;
 mod step;
 mod triage;
+mod trust;
 
 pub use compensate::*;
 pub use decide::*;
@@ -71,6 +72,7 @@ pub use expose::*;
 pub use record::*;
 pub use step::*;
 pub use triage::*;
+pub use trust::confirm_trust;
 
 /// `7d`, `36h`, `90s` — for messages.
 pub fn human_ms(ms: u64) -> String {

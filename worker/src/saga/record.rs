@@ -181,6 +181,42 @@ pub struct Saga {
     /// made this an emergency: no grace period, no usage gate for the exposed key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exposure: Option<Exposure>,
+    /// The saga's shape when the source switches to the new credential only
+    /// after a person made the target trust it (a SAML signing certificate
+    /// and IAM Identity Center): recorded at the request from the source,
+    /// and what the machine learns the shape from. `None`: any other saga.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<Trust>,
+}
+
+/// Which credential the source uses, as keyturn last set or read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InUse {
+    /// The one in use when the saga started.
+    #[default]
+    Old,
+    New,
+    /// A switch failed after it may have been applied.
+    Unknown,
+}
+
+/// A saga whose target a person makes trust the new credential, after
+/// which the source switches to it (see [`Step::AwaitTrust`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trust {
+    /// The credential the source used when the saga started (`None`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<String>,
+    /// The person confirmed the target trusts the new credential.
+    #[serde(default)]
+    pub trusted: bool,
+    /// Which credential the source uses.
+    #[serde(default)]
+    pub in_use: InUse,
+    /// The person confirmed sign-in works with the new credential.
+    #[serde(default)]
+    pub works: bool,
 }
 
 /// A rotation asked for through the request API (`keyturn.rotation-request.v1`).
@@ -355,6 +391,7 @@ impl Saga {
             request: None,
             overrides: Overrides::default(),
             exposure: None,
+            trust: None,
         }
     }
 
@@ -409,7 +446,7 @@ impl Saga {
         // Running towards its end (finalize): the outcome it closes with.
         let outcome = if self.status.is_terminal() { self.status } else { self.closing.unwrap_or(self.status) };
         let done = outcome == Status::Succeeded;
-        (done && !self.manual && self.old_deleted && !self.new_disabled && !self.new_revoked)
+        (done && !self.manual && self.trust.is_none() && self.old_deleted && !self.new_disabled && !self.new_revoked)
             .then(|| vec![KeyRef { id: new.clone(), active: true, created_at: None }])
     }
 
@@ -419,6 +456,7 @@ impl Saga {
     /// request for the credential is answered with this saga.
     pub fn unresolved(&self) -> bool {
         !self.manual
+            && self.trust.is_none()
             && self.status == Status::NeedsAttention
             && self.new_key.is_some()
             && !self.new_revoked
@@ -442,7 +480,7 @@ impl Saga {
 
     /// Whether the saga is waiting on a person.
     pub fn awaits_person(&self) -> bool {
-        !self.status.is_terminal() && matches!(self.step, Step::AwaitNew | Step::AwaitRetire)
+        !self.status.is_terminal() && matches!(self.step, Step::AwaitNew | Step::AwaitRetire | Step::AwaitTrust | Step::AwaitSignIn)
     }
 
     /// The compensation rule: may the new credential be deleted now?

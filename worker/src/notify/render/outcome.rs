@@ -25,7 +25,7 @@ fn headline(status: Status) -> &'static str {
 /// What a person should do, from the outcome and the failure code; a
 /// connector's own advice for its error code comes first.
 pub fn recommended_action(saga: &Saga, advice: Option<&str>, words: Option<&'static HandWords>) -> String {
-    if let (Some(a), false) = (advice, saga.status == Status::Succeeded) {
+    if let (Some(a), false) = (advice, saga.status == Status::Succeeded && saga.trust.is_none()) {
         return a.to_string();
     }
     if saga.manual {
@@ -193,6 +193,16 @@ fn target_line(saga: &Saga, w: &HandWords) -> &'static str {
     }
 }
 
+/// The credential the source uses now (a saga with the trust shape), from
+/// the keys just listed: the active one, and whether it is the new or old.
+fn in_use_now(saga: &Saga, keys_now: Option<&[KeyRef]>) -> String {
+    match keys_now.and_then(|k| k.iter().find(|k| k.active)) {
+        Some(k) => format!("{} ({})", k.id, key_role(saga, &k.id)),
+        None if keys_now.is_some() => "none".into(),
+        None => "unknown (could not list)".into(),
+    }
+}
+
 /// Render the notification for a saga's current state.
 pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
     let (event, severity) = event_of(saga.status);
@@ -232,6 +242,9 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
         t.push_str(&format!("  {id}  {state:<8}  {role}\n"));
     }
     t.push_str(&format!("Target now:      {}\n", target_line(saga, w)));
+    if saga.trust.is_some() {
+        t.push_str(&format!("In use now:      {}\n", in_use_now(saga, ctx.keys_now)));
+    }
     t.push_str(&format!("Recommended action: {action}\n"));
     t.push_str("Next attempt:    none scheduled (start one with keyturn rotate)\n");
     t.push_str(&format!("More:            keyturn status {}\n", saga.saga_id));
@@ -251,6 +264,7 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
         "rolled_back": saga.compensations,
         "keys": keys.iter().map(|(id, state, role)| json!({"id": id, "state": state, "role": role})).collect::<Vec<_>>(),
         "recommended_action": action,
+        "in_use_now": saga.trust.as_ref().map(|_| in_use_now(saga, ctx.keys_now)),
         "next_attempt": Value::Null,
         "status_command": format!("keyturn status {}", saga.saga_id),
     });
