@@ -53,6 +53,7 @@ pub(super) fn on_done_trust(s: &mut Saga, effect: &Effect, policy: &Policy, cloc
         }
         (Step::SwitchBack, Effect::Switched) => {
             set_in_use(s, InUse::Old);
+            s.old_restored = true;
             let old = s.trust.as_ref().and_then(|t| t.old.clone()).unwrap_or_default();
             s.compensations.push(format!("switched back to the old credential {old}"));
             s.close(Status::RolledBack, clock);
