@@ -264,10 +264,14 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
         "rolled_back": saga.compensations,
         "keys": keys.iter().map(|(id, state, role)| json!({"id": id, "state": state, "role": role})).collect::<Vec<_>>(),
         "recommended_action": action,
-        "in_use_now": saga.trust.as_ref().map(|_| in_use_now(saga, ctx.keys_now)),
         "next_attempt": Value::Null,
         "status_command": format!("keyturn status {}", saga.saga_id),
     });
+    let mut document = document;
+    if saga.trust.is_some() {
+        // The credential the source uses now (a saga with the trust shape).
+        document["in_use_now"] = in_use_now(saga, ctx.keys_now).into();
+    }
     let attributes = BTreeMap::from([
         ("event", event.to_string()),
         ("severity", severity.to_string()),
