@@ -81,9 +81,7 @@ impl Saml {
         let thumbprint: String = digest.iter().map(|b| format!("{b:02X}")).collect();
         let key = aws_smithy_types::base64::encode(&der);
         let cki = aws_smithy_types::base64::encode(digest.as_slice());
-        let entry = |usage: &str, ty: &str, key: Value| {
-            json!({"customKeyIdentifier": cki, "displayName": display_name, "endDateTime": end, "key": key, "keyId": uuid::Uuid::new_v4().to_string(), "startDateTime": start, "type": ty, "usage": usage})
-        };
+        let entry = |usage: &str, ty: &str, key: Value| json!({"customKeyIdentifier": cki, "displayName": display_name, "endDateTime": end, "key": key, "keyId": uuid::Uuid::new_v4().to_string(), "startDateTime": start, "type": ty, "usage": usage});
         self.key_credentials.push(entry("Sign", "X509CertAndPassword", Value::Null));
         self.key_credentials.push(entry("Verify", "AsymmetricX509Cert", key.clone().into()));
         self.password_credentials.push(json!({"customKeyIdentifier": cki, "displayName": display_name, "endDateTime": end, "hint": null, "keyId": uuid::Uuid::new_v4().to_string(), "secretText": null, "startDateTime": start}));
@@ -131,7 +129,8 @@ fn respond_saml(st: &mut State, req: &Request, p: &str, body: &Value) -> Option<
             // Entra refuses to remove the certificate it signs with.
             let preferred_cki = saml.preferred.as_deref().map(cki_of);
             if let Some(cki) = preferred_cki {
-                let removed_in_use = saml.key_credentials.iter().any(|k| k["customKeyIdentifier"] == cki && !keep.iter().any(|id| k["keyId"] == id.as_str()));
+                let removed_in_use =
+                    saml.key_credentials.iter().any(|k| k["customKeyIdentifier"] == cki && !keep.iter().any(|id| k["keyId"] == id.as_str()));
                 if removed_in_use {
                     return Some(bad("The certificate referenced by preferredTokenSigningKeyThumbprint cannot be removed."));
                 }
@@ -148,7 +147,8 @@ fn respond_saml(st: &mut State, req: &Request, p: &str, body: &Value) -> Option<
         let now = chrono_like_now();
         let end = match body["endDateTime"].as_str() {
             Some(e) => {
-                let ms = |t: &str| aws_smithy_types::DateTime::from_str(t, aws_smithy_types::date_time::Format::DateTime).ok().and_then(|d| d.to_millis().ok());
+                let ms =
+                    |t: &str| aws_smithy_types::DateTime::from_str(t, aws_smithy_types::date_time::Format::DateTime).ok().and_then(|d| d.to_millis().ok());
                 match (ms(e), ms(&now)) {
                     (Some(end), Some(start)) if end > start && end - start <= 3 * 366 * 86_400_000 => e.to_string(),
                     _ => return Some(bad("endDateTime must be after now and at most 3 years away.")),

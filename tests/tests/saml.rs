@@ -34,14 +34,7 @@ async fn wait_for(env: &TestEnv, seen: &mut Vec<Notification>, event: &str, acti
 }
 
 fn cli(env: &TestEnv, cfg: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(keyturn_bin())
-        .arg("--config")
-        .arg(cfg)
-        .args(args)
-        .envs(env.cli_env())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = Command::new(keyturn_bin()).arg("--config").arg(cfg).args(args).envs(env.cli_env()).stdin(Stdio::null()).output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 

@@ -738,7 +738,9 @@ impl<Q: Queue> Steps<Q> {
             }
             Step::RestoreOld => StepResult::of(for_each(&old_ids, |id| src.enable(id)).await.map(|_| Effect::Restored)),
             Step::AwaitNew | Step::AwaitRetire => StepResult::of(self.prompt(rot, saga).await),
-            Step::AwaitTrust | Step::SwitchNew | Step::AwaitSignIn | Step::SwitchBack | Step::RemoveOld => StepResult::of(self.trust_step(rot, saga).await),
+            Step::AwaitTrust | Step::SwitchNew | Step::AwaitSignIn | Step::SwitchBack | Step::RemoveOld => {
+                StepResult::of(self.trust_step(rot, saga).await)
+            }
             Step::Finalize => {
                 // The console handover secrets go however the saga ended.
                 let r = match self.handovers.cleanup(saga).await {

@@ -41,9 +41,7 @@ use sha1::{Digest, Sha1};
 use super::entra::{graph_error, graph_scope};
 use super::http::Api;
 use super::token::TokenCache;
-use super::{
-    http_retry, BoxFut, BuildContext, ConfigProblem, CredentialSource, NewCredential, RetryPolicy, SourceEntry, SourceSpec, Subject, TrustSteps,
-};
+use super::{http_retry, BoxFut, BuildContext, ConfigProblem, CredentialSource, NewCredential, RetryPolicy, SourceEntry, SourceSpec, Subject, TrustSteps};
 use crate::clock::{fmt_ms, Dur, Millis};
 use crate::error::{Error, Result};
 use crate::saga::{InUse, KeyRef, Saga, Status, Step};
@@ -98,7 +96,12 @@ fn check(c: &SamlCertConfig) -> std::result::Result<(), ConfigProblem> {
         (Some(_), Some(_)) | (None, None) => return Err(ConfigProblem::at("service_principal_id", "give exactly one of service_principal_id and app_id")),
         _ => {}
     }
-    for (key, v) in [("tenant_id", Some(&c.tenant_id)), ("client_id", Some(&c.client_id)), ("service_principal_id", c.service_principal_id.as_ref()), ("app_id", c.app_id.as_ref())] {
+    for (key, v) in [
+        ("tenant_id", Some(&c.tenant_id)),
+        ("client_id", Some(&c.client_id)),
+        ("service_principal_id", c.service_principal_id.as_ref()),
+        ("app_id", c.app_id.as_ref()),
+    ] {
         if let Some(v) = v {
             super::check::check_id(v).map_err(|m| ConfigProblem::at(key, m))?;
         }
@@ -314,7 +317,10 @@ impl SamlCertificate {
     async fn inventory_impl(&self) -> Result<Vec<KeyRef>> {
         let sp = self.read().await?;
         let preferred = Self::preferred(&sp);
-        Ok(certificates(&sp).into_iter().map(|c| KeyRef { active: preferred.as_deref() == Some(c.thumbprint.as_str()), id: c.thumbprint, created_at: c.start }).collect())
+        Ok(certificates(&sp)
+            .into_iter()
+            .map(|c| KeyRef { active: preferred.as_deref() == Some(c.thumbprint.as_str()), id: c.thumbprint, created_at: c.start })
+            .collect())
     }
 
     async fn issue_impl(&self, keep: &[String], earlier: &[Millis]) -> Result<NewCredential> {
@@ -489,7 +495,12 @@ impl CredentialSource for SamlCertificate {
         Box::pin(async { Ok(()) })
     }
     fn disable<'a>(&'a self, _id: &'a str) -> BoxFut<'a, Result<()>> {
-        Box::pin(async { Err(Error::Refused { code: "NotSupported", message: "a SAML signing certificate cannot be deactivated; Entra signs with one preferred certificate".into() }) })
+        Box::pin(async {
+            Err(Error::Refused {
+                code: "NotSupported",
+                message: "a SAML signing certificate cannot be deactivated; Entra signs with one preferred certificate".into(),
+            })
+        })
     }
     fn enable<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<()>> {
         self.switch(id)
@@ -541,11 +552,15 @@ region = "us-east-1"
         assert_eq!(e.key.as_deref(), Some("certificate_name"));
         let e = super::super::parse_source(table(&format!("{base}certificate_name = \"CN=AWS\"\n"))).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("service_principal_id"));
-        let e = super::super::parse_source(table(&format!("{base}service_principal_id = \"sp\"\napp_id = \"a\"\ncertificate_name = \"CN=AWS\"\n"))).unwrap_err();
+        let e = super::super::parse_source(table(&format!("{base}service_principal_id = \"sp\"\napp_id = \"a\"\ncertificate_name = \"CN=AWS\"\n")))
+            .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("service_principal_id"));
-        let e = super::super::parse_source(table(&format!("{base}app_id = \"a\"\ncertificate_name = \"CN=AWS\"\ncertificate_lifetime = \"1096d\"\n"))).unwrap_err();
+        let e = super::super::parse_source(table(&format!("{base}app_id = \"a\"\ncertificate_name = \"CN=AWS\"\ncertificate_lifetime = \"1096d\"\n")))
+            .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("certificate_lifetime"));
-        assert!(super::super::parse_source(table(&format!("{base}app_id = \"a\"\ncertificate_name = \"CN=AWS\"\ncertificate_lifetime = \"365d\"\n"))).is_ok());
+        assert!(
+            super::super::parse_source(table(&format!("{base}app_id = \"a\"\ncertificate_name = \"CN=AWS\"\ncertificate_lifetime = \"365d\"\n"))).is_ok()
+        );
     }
 
     #[test]
@@ -571,7 +586,8 @@ region = "us-east-1"
         s.trust = Some(crate::saga::Trust { old: Some("OLD".into()), ..Default::default() });
         s.new_key = Some("NEW".into());
         s.status = Status::Compensated;
-        s.failure = Some(crate::saga::Failure { step: Step::AwaitTrust, code: "TrustNotConfirmed".into(), message: String::new(), operator_fixable: true });
+        s.failure =
+            Some(crate::saga::Failure { step: Step::AwaitTrust, code: "TrustNotConfirmed".into(), message: String::new(), operator_fixable: true });
         let a = advice(&s, Some("OLD"));
         assert!(a.contains("Entra signs with the OLD certificate OLD") && a.contains("upload OLD again"), "{a}");
         s.status = Status::RolledBack;

@@ -371,7 +371,8 @@ pub struct TargetEntry {
 /// one line here.
 pub const SOURCES: &[SourceEntry] = &[iam::SOURCE, scim::SOURCE, entra_saml::SOURCE];
 /// **The registry** of targets.
-pub const TARGETS: &[TargetEntry] = &[auth0::TARGET, auth0_smtp::TARGET, entra::TARGET, github::TARGET, secretsmanager::TARGET, identity_center_saml::TARGET];
+pub const TARGETS: &[TargetEntry] =
+    &[auth0::TARGET, auth0_smtp::TARGET, entra::TARGET, github::TARGET, secretsmanager::TARGET, identity_center_saml::TARGET];
 
 /// Parse a `source` table through the registry.
 pub fn parse_source(mut table: toml::Table) -> std::result::Result<Arc<dyn SourceSpec>, ConfigProblem> {

@@ -133,7 +133,10 @@ pub fn render_trust_prompt_for(rot: &crate::connectors::Rotation, saga: &Saga, h
         steps.push(format!("Tell keyturn it is done: `keyturn confirm {id}`."));
         vec![format!("keyturn confirm {id}")]
     } else {
-        steps.push(format!("If sign-in works: `keyturn confirm {id}` (keyturn then removes the old {}). If it does not: `keyturn confirm {id} --broken`.", hand.noun));
+        steps.push(format!(
+            "If sign-in works: `keyturn confirm {id}` (keyturn then removes the old {}). If it does not: `keyturn confirm {id} --broken`.",
+            hand.noun
+        ));
         vec![format!("keyturn confirm {id}"), format!("keyturn confirm {id} --broken")]
     };
     let deadline = saga.deadline.map(fmt_ms).unwrap_or_else(|| "none".into());
