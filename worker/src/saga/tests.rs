@@ -539,13 +539,13 @@ fn effect_for(step: Step, variant: u8) -> Effect {
     match (step, variant % 4) {
         (Step::Start, 0) => Effect::Started { keys: vec![] },
         (Step::Start, 1) => Effect::Started { keys: vec![key("A"), key("B")] },
+        (Step::Start, 3) => Effect::Started { keys: vec![key("OLD"), KeyRef { id: "SPARE".into(), active: false, created_at: Some(1) }] },
         (Step::Start, _) => Effect::Started { keys: vec![key("OLD")] },
         (Step::VerifyTarget, 0) => Effect::Verified(Verification::HoldsOld),
         (Step::VerifyTarget, 1) => Effect::Verified(Verification::Opaque),
         (Step::VerifyTarget, 2) => Effect::Verified(Verification::Unhealthy("disabled".into())),
         (Step::VerifyTarget, _) => Effect::Verified(Verification::HoldsNew),
         (Step::AwaitNew | Step::AwaitRetire | Step::AwaitTrust | Step::AwaitSignIn, 0) => Effect::Expired,
-        (Step::Start, 3) => Effect::Started { keys: vec![key("OLD"), KeyRef { id: "SPARE".into(), active: false, created_at: Some(1) }] },
         (step, _) => happy_effect(step, "NEW"),
     }
 }
@@ -622,7 +622,7 @@ proptest! {
                     match confirm(&s, false, clock(s.updated_at + 1, t)) {
                         Ok(r) if before.trust.is_some() => { prop_assert!(matches!(before.step, Step::AwaitTrust | Step::AwaitSignIn)); s = r; }
                         Ok(r) => { prop_assert!(before.manual && before.target == TargetState::HoldsNew); s = r; }
-                        Err(_) => prop_assert!(!(s.manual && s.step == Step::AwaitRetire) && !(s.trust.is_some() && s.awaits_person())),
+                        Err(_) => prop_assert!(!(s.manual && s.step == Step::AwaitRetire || s.trust.is_some() && s.awaits_person())),
                     }
                 }
                 Event::Broken => {
