@@ -58,6 +58,12 @@ pub struct Saml {
     pub trusted: Vec<String>,
     /// Public certificates (base64 DER) by thumbprint, as issued.
     pub certs: Vec<(String, String)>,
+    /// Seeded faults on the SAML writes: each write is answered 503 with
+    /// this probability, after being applied or not (a coin toss: an
+    /// answer lost after the write landed).
+    pub faults: Option<(fastrand::Rng, f64)>,
+    /// Faults injected so far: (path, applied).
+    pub injected: Vec<(String, bool)>,
 }
 
 impl Saml {
@@ -104,6 +110,31 @@ fn cki_of(thumbprint: &str) -> String {
 /// Graph's answer to `servicePrincipal` SAML certificate calls, or `None`
 /// for any other path.
 fn respond_saml(st: &mut State, req: &Request, p: &str, body: &Value) -> Option<(u16, ResponseTemplate)> {
+    let fault = match (&mut st.saml.faults, req.method.as_str()) {
+        (Some((rng, p)), "PATCH" | "POST") => (rng.f64() < *p).then(|| rng.bool()),
+        _ => None,
+    };
+    let answer = match fault {
+        Some(false) => {
+            return saml_paths(p)
+                .then(|| (503, graph_err(503, "serviceUnavailable", "Service unavailable")))
+                .inspect(|_| st.saml.injected.push((p.to_string(), false)))
+        }
+        _ => respond_saml_write(st, req, p, body)?,
+    };
+    if fault == Some(true) {
+        st.saml.injected.push((p.to_string(), true));
+        return Some((503, graph_err(503, "serviceUnavailable", "Service unavailable")));
+    }
+    Some(answer)
+}
+
+fn saml_paths(p: &str) -> bool {
+    let sp = format!("/v1.0/servicePrincipals/{SP}");
+    p == sp || p == format!("{sp}/addTokenSigningCertificate") || p == format!("{sp}/removePassword")
+}
+
+fn respond_saml_write(st: &mut State, req: &Request, p: &str, body: &Value) -> Option<(u16, ResponseTemplate)> {
     let sp = format!("/v1.0/servicePrincipals/{SP}");
     let bad = |m: &str| (400, graph_err(400, "Request_BadRequest", m));
     if p == sp && req.method.as_str() == "GET" {

@@ -244,3 +244,35 @@ async fn no_sign_in_confirmation_by_the_deadline_switches_back_too() {
     let action = rolled.document["recommended_action"].as_str().unwrap();
     assert!(action.contains(&format!("Entra signs with the OLD certificate {old} again")), "{action}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_failing_writes_at_random_leave_no_stray_certificate_and_the_same_end() {
+    let env = env("1h", "1h").await;
+    let seed = std::env::var("KEYTURN_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(5u64);
+    eprintln!("fault seed {seed} (KEYTURN_TEST_SEED)");
+    let side = env.saml.as_ref().unwrap();
+    let (old, spare) = (side.old.clone(), side.spare.clone());
+    side.graph.state.lock().unwrap().saml.faults = Some((fastrand::Rng::with_seed(seed), 0.5));
+    let (saga_id, cfg, w) = rotate(&env).await;
+    let mut seen = vec![];
+    let ask = wait_for(&env, &mut seen, "rotation.action_required", Some("trust_new")).await;
+    let new = ask.document["new_token"].as_str().unwrap().to_string();
+    assert_eq!(certificates(&env), vec![spare.clone(), old.clone(), new.clone()], "a certificate made by a failed attempt is removed");
+    upload(&env, &new);
+    let (code, out, err) = cli(&env, &cfg, &["confirm", &saga_id]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for(&env, &mut seen, "rotation.action_required", Some("check_sign_in")).await;
+    assert!(sign_in_works(&env));
+    let (code, out, err) = cli(&env, &cfg, &["confirm", &saga_id]);
+    assert_eq!(code, 0, "{out}{err}");
+    let saga = env.wait_terminal(&saga_id, Duration::from_secs(60)).await;
+    w.stop().await;
+
+    assert_eq!(saga.status, Status::Succeeded, "{:#?}", saga.history);
+    assert_eq!(certificates(&env), vec![spare, new.clone()]);
+    let st = env.saml.as_ref().unwrap().graph.state.lock().unwrap();
+    assert_eq!(st.saml.preferred.as_deref(), Some(new.as_str()));
+    assert_eq!(st.saml.password_credentials.len(), 2, "one passwordCredential per certificate left");
+    assert!(!st.saml.injected.is_empty(), "the seed injected faults");
+    eprintln!("faults injected: {:?}", st.saml.injected);
+}

@@ -44,6 +44,7 @@ use super::token::TokenCache;
 use super::{http_retry, BoxFut, BuildContext, ConfigProblem, CredentialSource, NewCredential, RetryPolicy, SourceEntry, SourceSpec, Subject, TrustSteps};
 use crate::clock::{fmt_ms, Dur, Millis};
 use crate::error::{Error, Result};
+use crate::preflight::{Check, Findings};
 use crate::saga::{InUse, KeyRef, Saga, Status, Step};
 use crate::secrets::{SecretRef, SecretResolver};
 
@@ -165,7 +166,12 @@ impl SourceSpec for SamlCertConfig {
             retry: RetryPolicy::default(),
         };
         let api = Api { service: SERVICE, http: s.http.clone(), retry: s.retry, map_error: graph_error, headers: Vec::new() };
-        Arc::new(SamlCertificate { token: TokenCache::new(s.clock.clone()), s, api })
+        // Making a certificate is not idempotent: no in-process retry. A
+        // failed attempt goes back to the saga, whose next attempt records
+        // its intent and removes what the failed one may have made.
+        let once = RetryPolicy { attempts: 1, ..s.retry };
+        let issue_api = Api { service: SERVICE, http: s.http.clone(), retry: once, map_error: graph_error, headers: Vec::new() };
+        Arc::new(SamlCertificate { token: TokenCache::new(s.clock.clone()), s, api, issue_api })
     }
 }
 
@@ -188,6 +194,18 @@ impl Principal {
     }
 }
 
+/// A Graph v1.0 URL of the service principal (and an action under it),
+/// built by the URL parser.
+pub fn graph_url(base: &str, principal: &Principal, action: Option<&str>, query: Option<&str>) -> Result<reqwest::Url> {
+    let seg = principal.segment();
+    let mut all = match principal {
+        Principal::Object(_) => vec!["v1.0", "servicePrincipals", seg.as_str()],
+        Principal::App(_) => vec!["v1.0", seg.as_str()],
+    };
+    all.extend(action);
+    super::http::endpoint(&super::http::base(base)?, &all, query)
+}
+
 struct Settings {
     tenant_id: String,
     client_id: String,
@@ -208,6 +226,8 @@ pub struct SamlCertificate {
     s: Settings,
     token: TokenCache,
     api: Api,
+    /// The same, without in-process retries (`addTokenSigningCertificate`).
+    issue_api: Api,
 }
 
 /// One certificate on the service principal, from its `Verify` keyCredential.
@@ -263,13 +283,7 @@ pub fn pem(key_b64: &str) -> String {
 
 impl SamlCertificate {
     fn graph(&self, action: Option<&str>, query: Option<&str>) -> Result<reqwest::Url> {
-        let seg = self.s.principal.segment();
-        let mut all = match &self.s.principal {
-            Principal::Object(_) => vec!["v1.0", "servicePrincipals", seg.as_str()],
-            Principal::App(_) => vec!["v1.0", seg.as_str()],
-        };
-        all.extend(action);
-        super::http::endpoint(&super::http::base(&self.s.graph_base_url)?, &all, query)
+        graph_url(&self.s.graph_base_url, &self.s.principal, action, query)
     }
 
     async fn fetch_token(&self) -> Result<(SecretString, Duration)> {
@@ -341,7 +355,8 @@ impl SamlCertificate {
         }
         let end = self.s.clock.now_ms().saturating_add(self.s.lifetime.as_millis() as u64);
         let body = json!({"displayName": self.s.certificate_name, "endDateTime": fmt_ms(end)});
-        let c = self.call(Method::POST, self.graph(Some("addTokenSigningCertificate"), None), "POST addTokenSigningCertificate", Some(body)).await?;
+        let url = self.graph(Some("addTokenSigningCertificate"), None)?;
+        let c = self.issue_api.call(&self.token, || self.fetch_token(), Method::POST, &url, "POST addTokenSigningCertificate", Some(&body)).await?;
         let key = c["key"].as_str().unwrap_or("").to_string();
         let thumbprint = c["thumbprint"].as_str().map(str::to_ascii_uppercase).or_else(|| thumbprint_of(&key)).ok_or_else(|| Error::Http {
             service: SERVICE,
@@ -370,8 +385,8 @@ impl SamlCertificate {
         }
     }
 
-    /// Remove a certificate: its keyCredentials (PATCH without them), then
-    /// its passwordCredential (`removePassword`). Gone already is success;
+    /// Remove a certificate: its passwordCredential (`removePassword`), then
+    /// its keyCredentials (PATCH without them). Gone already is success;
     /// the certificate Entra signs with is never removed.
     async fn remove(&self, thumbprint: &str) -> Result<()> {
         let sp = self.read().await?;
@@ -383,15 +398,24 @@ impl SamlCertificate {
         }
         let Some(cert) = certificates(&sp).into_iter().find(|c| c.thumbprint.eq_ignore_ascii_case(thumbprint)) else { return Ok(()) };
         let cki = cert.custom_key_identifier;
+        // The passwordCredential first, the keyCredentials last: the
+        // `Verify` entry is what finds the certificate again, so a removal
+        // cut short (an answer lost, a crash) is completed by the next one.
+        let passwords = sp["passwordCredentials"].as_array().cloned().unwrap_or_default();
+        for p in passwords.iter().filter(|p| p["customKeyIdentifier"].as_str() == Some(cki.as_str())) {
+            let Some(key_id) = p["keyId"].as_str() else { continue };
+            match self.call(Method::POST, self.graph(Some("removePassword"), None), "POST removePassword", Some(json!({"keyId": key_id}))).await {
+                // Gone already (an earlier call's answer was lost): done.
+                Err(Error::Http { status: 404, .. }) => {}
+                other => {
+                    other?;
+                }
+            }
+        }
         let keys = sp["keyCredentials"].as_array().cloned().unwrap_or_default();
         let keep: Vec<Value> = keys.iter().filter(|k| k["customKeyIdentifier"].as_str() != Some(cki.as_str())).cloned().collect();
         if keep.len() != keys.len() {
             self.call(Method::PATCH, self.graph(None, None), "PATCH keyCredentials", Some(json!({"keyCredentials": keep}))).await?;
-        }
-        let passwords = sp["passwordCredentials"].as_array().cloned().unwrap_or_default();
-        for p in passwords.iter().filter(|p| p["customKeyIdentifier"].as_str() == Some(cki.as_str())) {
-            let Some(key_id) = p["keyId"].as_str() else { continue };
-            self.call(Method::POST, self.graph(Some("removePassword"), None), "POST removePassword", Some(json!({"keyId": key_id}))).await?;
         }
         Ok(())
     }
@@ -434,6 +458,46 @@ impl SamlCertificate {
             ],
             deadline: format!("keyturn switches Entra back to the old certificate {old}; sign-in then works only if IAM Identity Center trusts {old}"),
         })
+    }
+}
+
+impl SamlCertificate {
+    /// `keyturn doctor`: a Graph token, and the service principal readable
+    /// with a certificate Entra signs with. Changes nothing.
+    async fn doctor_impl(&self) -> Findings {
+        let mut f = Findings::default();
+        let fix = format!(
+            "Entra: App registrations → {} → API permissions → Microsoft Graph → Application permissions → Application.ReadWrite.OwnedBy (and make the app an owner of the enterprise application) or Application.ReadWrite.All; then Grant admin consent",
+            self.s.client_id
+        );
+        match self.read().await {
+            Err(e) => f.checks.push(Check::fail(
+                "service principal",
+                e.to_string(),
+                format!("check tenant_id, client_id, the client secret and service_principal_id/app_id; {fix}"),
+            )),
+            Ok(sp) => {
+                let preferred = Self::preferred(&sp);
+                let certs = certificates(&sp);
+                match certs.iter().find(|c| Some(&c.thumbprint) == preferred.as_ref()) {
+                    Some(c) => f.checks.push(Check::ok(
+                        "SAML signing certificate",
+                        format!(
+                            "Entra signs with {} (expires {}); {} certificate(s) on the app",
+                            c.thumbprint,
+                            c.end.map(fmt_ms).unwrap_or_else(|| "unknown".into()),
+                            certs.len()
+                        ),
+                    )),
+                    None => f.checks.push(Check::warn(
+                        "SAML signing certificate",
+                        "the service principal names no certificate it signs with (preferredTokenSigningKeyThumbprint)",
+                        "set up SAML single sign-on for the application in Entra first",
+                    )),
+                }
+            }
+        }
+        f
     }
 }
 
@@ -502,8 +566,16 @@ impl CredentialSource for SamlCertificate {
             })
         })
     }
-    fn enable<'a>(&'a self, id: &'a str) -> BoxFut<'a, Result<()>> {
-        self.switch(id)
+    fn enable<'a>(&'a self, _id: &'a str) -> BoxFut<'a, Result<()>> {
+        Box::pin(async {
+            Err(Error::Refused {
+                code: "NotSupported",
+                message: "a SAML signing certificate is not enabled: Entra signs with its preferred certificate (switch)".into(),
+            })
+        })
+    }
+    fn doctor(&self) -> BoxFut<'_, Findings> {
+        Box::pin(self.doctor_impl())
     }
     fn retire<'a>(&'a self, id: &'a str, _switched_at: Millis) -> BoxFut<'a, Result<()>> {
         Box::pin(self.remove(id))
@@ -598,5 +670,9 @@ region = "us-east-1"
         s.failure = None;
         assert!(advice(&s, Some("NEW")).contains("Entra signs with the NEW certificate NEW"));
         assert_eq!(Principal::App("a1".into()).segment(), "servicePrincipals(appId='a1')");
+        let by_app = graph_url("https://graph.microsoft.com", &Principal::App("a1-b2".into()), Some("addTokenSigningCertificate"), None).unwrap();
+        assert_eq!(by_app.as_str(), "https://graph.microsoft.com/v1.0/servicePrincipals(appId='a1-b2')/addTokenSigningCertificate");
+        let by_id = graph_url("https://graph.microsoft.com", &Principal::Object("sp1".into()), None, Some("$select=appId")).unwrap();
+        assert_eq!(by_id.as_str(), "https://graph.microsoft.com/v1.0/servicePrincipals/sp1?$select=appId");
     }
 }
