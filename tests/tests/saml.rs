@@ -27,7 +27,7 @@ async fn wait_for(env: &TestEnv, seen: &mut Vec<Notification>, event: &str, acti
         assert!(
             start.elapsed() < Duration::from_secs(40),
             "no {event} {action:?} notification; got {:?}",
-            seen.iter().map(|n| (&n.attributes["event"], n.document["action"].clone())).collect::<Vec<_>>()
+            seen.iter().map(|n| (&n.attributes["event"], n.document["action"].clone(), n.document["failure"].clone())).collect::<Vec<_>>()
         );
         seen.extend(env.notifications(0, Duration::from_secs(1)).await);
     }
@@ -117,6 +117,9 @@ async fn the_ask(env: &TestEnv, seen: &mut Vec<Notification>, saga_id: &str) -> 
 async fn the_certificate_is_rotated_with_the_persons_two_confirmations() {
     let env = env("1h", "1h").await;
     let (old, spare) = (env.saml.as_ref().unwrap().old.clone(), env.saml.as_ref().unwrap().spare.clone());
+    // When the certificate in use expires (the seam expiry-driven starts read).
+    let source = env.engine("probe").rotations().get("entra-saml").unwrap().source.clone();
+    assert_eq!(source.expires_at().await.unwrap(), Some(1_798_761_600_000), "the old certificate's endDateTime, 2027-01-01");
     let (saga_id, cfg, w) = rotate(&env).await;
     let mut seen = vec![];
     let new = the_ask(&env, &mut seen, &saga_id).await;
@@ -158,6 +161,9 @@ async fn the_certificate_is_rotated_with_the_persons_two_confirmations() {
     }
     assert_eq!(preferred(&env).as_deref(), Some(new.as_str()));
     assert!(sign_in_works(&env));
+    let expires = source.expires_at().await.unwrap().unwrap();
+    let three_years = saga.created_at + 1095 * 86_400_000;
+    assert!(expires.abs_diff(three_years) < 86_400_000, "the new certificate lives certificate_lifetime: {expires} vs {three_years}");
     assert_eq!(done.document["in_use_now"], format!("{new} (new key)"));
     let action = done.document["recommended_action"].as_str().unwrap();
     assert!(action.contains(&format!("Entra signs with the NEW certificate {new}")) && action.contains(&format!("{old} was removed")), "{action}");
@@ -254,8 +260,26 @@ async fn graph_failing_writes_at_random_leave_no_stray_certificate_and_the_same_
     let (old, spare) = (side.old.clone(), side.spare.clone());
     side.graph.state.lock().unwrap().saml.faults = Some((fastrand::Rng::with_seed(seed), 0.5));
     let (saga_id, cfg, w) = rotate(&env).await;
-    let mut seen = vec![];
-    let ask = wait_for(&env, &mut seen, "rotation.action_required", Some("trust_new")).await;
+    let mut seen: Vec<Notification> = vec![];
+    // Every attempt to make the certificate may fail (max_attempts = 4):
+    // then the rotation fails with nothing left behind.
+    let start = Instant::now();
+    let ask = loop {
+        if let Some(n) = seen.iter().find(|n| n.document["action"] == "trust_new" || n.attributes["event"] == "rotation.failed") {
+            break n.clone();
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "neither asked nor failed: {seen:?}");
+        seen.extend(env.notifications(0, Duration::from_secs(1)).await);
+    };
+    if ask.attributes["event"] == "rotation.failed" {
+        w.stop().await;
+        assert_eq!(ask.document["failure"]["step"], "issue_new", "{}", ask.document);
+        assert_eq!(certificates(&env), vec![spare, old.clone()], "no certificate of a failed attempt is left");
+        assert_eq!(env.saml.as_ref().unwrap().graph.state.lock().unwrap().saml.password_credentials.len(), 2);
+        assert_eq!(preferred(&env).as_deref(), Some(old.as_str()));
+        assert_eq!(ask.document["in_use_now"], format!("{old} (old key)"));
+        return;
+    }
     let new = ask.document["new_token"].as_str().unwrap().to_string();
     assert_eq!(certificates(&env), vec![spare.clone(), old.clone(), new.clone()], "a certificate made by a failed attempt is removed");
     upload(&env, &new);

@@ -356,7 +356,24 @@ impl SamlCertificate {
         let end = self.s.clock.now_ms().saturating_add(self.s.lifetime.as_millis() as u64);
         let body = json!({"displayName": self.s.certificate_name, "endDateTime": fmt_ms(end)});
         let url = self.graph(Some("addTokenSigningCertificate"), None)?;
-        let c = self.issue_api.call(&self.token, || self.fetch_token(), Method::POST, &url, "POST addTokenSigningCertificate", Some(&body)).await?;
+        let began = self.s.clock.now_ms();
+        let c = match self.issue_api.call(&self.token, || self.fetch_token(), Method::POST, &url, "POST addTokenSigningCertificate", Some(&body)).await {
+            Ok(c) => c,
+            Err(e) if e.may_have_applied() => {
+                // The answer was lost: remove what this call may have made
+                // now, as the next attempt would (the saga may not retry).
+                if let Ok(keys) = self.inventory_impl().await {
+                    for orphan in crate::saga::triage_keys(&keys, keep, &[began]).orphans {
+                        tracing::warn!(thumbprint = %orphan, "removing the certificate a call whose answer was lost made");
+                        if let Err(r) = self.remove(&orphan).await {
+                            tracing::warn!(error = %r, "could not remove it now; the next attempt will");
+                        }
+                    }
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let key = c["key"].as_str().unwrap_or("").to_string();
         let thumbprint = c["thumbprint"].as_str().map(str::to_ascii_uppercase).or_else(|| thumbprint_of(&key)).ok_or_else(|| Error::Http {
             service: SERVICE,
