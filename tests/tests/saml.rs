@@ -312,3 +312,49 @@ async fn rotation_under_faults(seed: u64) {
     assert!(!st.saml.injected.is_empty(), "the seed injected faults");
     eprintln!("faults injected: {:?}", st.saml.injected);
 }
+
+/// The fake refuses what Graph refuses, with Graph's error shape: a display
+/// name without `CN=`, an unknown preferred thumbprint, and removing the
+/// certificate Entra signs with; reads carry no private part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_graph_fake_refuses_what_graph_refuses() {
+    use keyturn_testkit::graph_fake::{FakeGraph, CLIENT_ID, SP, TENANT};
+    let g = FakeGraph::start("s3cret", "", "").await;
+    let old =
+        g.state.lock().unwrap().saml.add_certificate("CN=Old", "2024-01-01T00:00:00Z", "2027-01-01T00:00:00Z")["thumbprint"].as_str().unwrap().to_string();
+    g.state.lock().unwrap().saml.preferred = Some(old.clone());
+    let http = reqwest::Client::new();
+    let scope = format!("{}/.default", g.server.uri());
+    let form = [("client_id", CLIENT_ID), ("client_secret", "s3cret"), ("scope", scope.as_str()), ("grant_type", "client_credentials")];
+    let t: serde_json::Value = http.post(format!("{}/{TENANT}/oauth2/v2.0/token", g.server.uri())).form(&form).send().await.unwrap().json().await.unwrap();
+    let token = t["access_token"].as_str().unwrap().to_string();
+    let sp = format!("{}/v1.0/servicePrincipals/{SP}", g.server.uri());
+    let call = |m: reqwest::Method, url: String, body: serde_json::Value| {
+        let (http, token) = (http.clone(), token.clone());
+        async move {
+            let r = http.request(m, url).bearer_auth(token).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    let (status, body) = call(reqwest::Method::POST, format!("{sp}/addTokenSigningCertificate"), serde_json::json!({"displayName": "AWS"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("Request_BadRequest")), "{body}");
+    let (status, body) = call(reqwest::Method::PATCH, sp.clone(), serde_json::json!({"preferredTokenSigningKeyThumbprint": "00AA"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("preferredTokenSigningKeyThumbprint"));
+    let (status, body) = call(reqwest::Method::PATCH, sp.clone(), serde_json::json!({"keyCredentials": []})).await;
+    assert_eq!(status, 400, "the certificate in use cannot be removed: {body}");
+    let (status, made) = call(reqwest::Method::POST, format!("{sp}/addTokenSigningCertificate"), serde_json::json!({"displayName": "CN=New"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(made["usage"], "Verify");
+    assert_eq!(
+        made["endDateTime"].as_str().unwrap()[..4].parse::<i32>().unwrap() - made["startDateTime"].as_str().unwrap()[..4].parse::<i32>().unwrap(),
+        3,
+        "default: 3 years"
+    );
+    let (_, read) = call(reqwest::Method::GET, format!("{sp}?$select=keyCredentials"), serde_json::Value::Null).await;
+    let keys = read["keyCredentials"].as_array().unwrap();
+    assert_eq!(keys.len(), 4, "a Sign and a Verify entry per certificate");
+    assert!(keys.iter().filter(|k| k["usage"] == "Sign").all(|k| k["key"].is_null()), "no private part is read");
+    assert!(read["passwordCredentials"].as_array().unwrap().iter().all(|p| p["secretText"].is_null()));
+}

@@ -107,6 +107,12 @@ pub fn request_rollback(saga: &Saga, clock: Clock) -> Result<Saga, RollbackRefus
         s.goto(Step::RestoreNew, clock);
         return Ok(s);
     }
+    if saga.trust.is_some() {
+        return Err(RollbackRefused(format!(
+            "saga {} switches the source itself: while it waits for a sign-in check, `keyturn confirm {} --broken` switches back to the old credential",
+            saga.saga_id, saga.saga_id
+        )));
+    }
     if let Some(e) = saga.exposure.as_ref().filter(|e| e.role == ExposedRole::Old) {
         return Err(RollbackRefused(format!("saga {} replaces key {}, which AWS reported exposed; it is never reactivated", saga.saga_id, e.key_id)));
     }

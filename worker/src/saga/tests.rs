@@ -197,6 +197,8 @@ fn trust_answers_are_taken_only_in_turn() {
     let auto = new_saga();
     assert!(confirm(&auto, false, clock(1, 1)).is_err());
     assert!(provide(&trust_at(Step::AwaitTrust).0, "X".into(), None, clock(1, 1)).is_err(), "a trust saga takes no credential from a person");
+    let (s, _) = trust_at(Step::AwaitSignIn);
+    assert!(request_rollback(&s, clock(s.updated_at + 1, 1)).unwrap_err().0.contains("--broken"), "rollback points to the sign-in answer");
 }
 
 fn manual_saga() -> Saga {
