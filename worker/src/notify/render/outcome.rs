@@ -175,6 +175,14 @@ fn key_lines(saga: &Saga, keys_now: Option<&[KeyRef]>, w: &HandWords) -> Vec<(St
 }
 
 fn target_line(saga: &Saga, w: &HandWords) -> &'static str {
+    if let Some(t) = &saga.trust {
+        // Nothing reads the target back: what the person said.
+        return if t.trusted {
+            "trusts the new credential, as the person confirmed (it may no longer trust the old one)"
+        } else {
+            "not confirmed to trust the new credential (it trusts what it trusted before, unless a person changed it)"
+        };
+    }
     if saga.manual {
         return match saga.target {
             TargetState::Untouched => "unchanged (never sent the new token)",

@@ -117,13 +117,29 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
     )
 }
 
-/// A wait of a saga with the trust shape ([`crate::saga::Trust`]): the
-/// `action_required` notice (first) or a reminder, with the source's steps
-/// ([`crate::connectors::TrustSteps`]) and the commands that answer it.
+/// A wait of a saga with the trust shape ([`crate::saga::Trust`]) for a
+/// configured rotation: [`render_trust_prompt`] with its connectors' names.
 pub fn render_trust_prompt_for(rot: &crate::connectors::Rotation, saga: &Saga, hand: &crate::connectors::TrustSteps, reminder: bool) -> Notification {
-    use crate::saga::Step;
     let (credential, target) = (rot.source.describe(), rot.target.describe());
-    let (credential_kind, target_kind) = (rot.source.kind(), rot.target.kind());
+    let ctx = Context {
+        credential_kind: rot.source.kind(),
+        credential: &credential,
+        target_kind: rot.target.kind(),
+        target: &target,
+        keys_now: None,
+        advice: None,
+        words: None,
+    };
+    render_trust_prompt(saga, &ctx, hand, reminder)
+}
+
+/// A wait of a saga with the trust shape: the `action_required` notice
+/// (first) or a reminder, with the source's steps
+/// ([`crate::connectors::TrustSteps`]) and the commands that answer it.
+pub fn render_trust_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::TrustSteps, reminder: bool) -> Notification {
+    use crate::saga::Step;
+    let (credential, target) = (ctx.credential, ctx.target);
+    let (credential_kind, target_kind) = (ctx.credential_kind, ctx.target_kind);
     let event = if reminder { "rotation.reminder" } else { "rotation.action_required" };
     let headline = if reminder { format!("Reminder: {}", hand.title) } else { format!("Action required: {}", hand.title) };
     let id = &saga.saga_id;
