@@ -45,7 +45,7 @@ use super::{http_retry, BoxFut, BuildContext, ConfigProblem, CredentialSource, N
 use crate::clock::{fmt_ms, Dur, Millis};
 use crate::error::{Error, Result};
 use crate::preflight::{Check, Findings};
-use crate::saga::{InUse, KeyRef, Saga, Status, Step};
+use crate::saga::{KeyRef, Saga, Status, Step};
 use crate::secrets::{SecretRef, SecretResolver};
 
 const SERVICE: &str = "graph";
@@ -542,9 +542,20 @@ pub fn advice(saga: &Saga, now: Option<&str>) -> String {
         (Status::RolledBack, _) => format!(
             "{signs} again. Sign-in to AWS works only if IAM Identity Center trusts {old}: if you replaced it there with {new}, upload {old} again ({console}; download it from the {entra}). The new certificate {new} stays on the app, unused, so you can switch to it from the Entra console once IAM Identity Center trusts it; remove it there or run `{rotate}` later."
         ),
-        (_, _) if t.trusted && t.in_use != InUse::New || matches!(saga.failure.as_ref().map(|f| f.step), Some(Step::SwitchNew | Step::SwitchBack)) => format!(
-            "{signs}. You confirmed IAM Identity Center trusts the new certificate {new}: if it trusts only {new}, sign-in to AWS is broken until Entra signs with {new} (in the {entra}: choose {new} > Make certificate active) or until IAM Identity Center trusts {old} again ({console})."
+        (Status::NeedsAttention, _) if saga.failure.as_ref().is_some_and(|f| f.step == Step::RemoveOld) => format!(
+            "{signs}, and you confirmed sign-in works with it. The old certificate {old} could not be removed: remove it in the {entra} (it is not in use)."
         ),
+        (_, _) if t.trusted => match now {
+            Some(n) if n == new => format!(
+                "{signs}: sign-in to AWS works if IAM Identity Center trusts {new}, as you confirmed. To go back to {old} instead: make {old} active in the {entra} and make sure IAM Identity Center trusts {old} ({console})."
+            ),
+            Some(n) if n == old => format!(
+                "{signs}. You confirmed IAM Identity Center trusts the new certificate {new}: if it trusts only {new}, sign-in to AWS is broken until Entra signs with {new} (in the {entra}: choose {new} > Make certificate active) or until IAM Identity Center trusts {old} again ({console})."
+            ),
+            _ => format!(
+                "{signs}. Sign-in to AWS works when Entra signs with the certificate IAM Identity Center trusts: compare the active certificate in the {entra} with the one in the {console} ({new} if you uploaded it, as you confirmed)."
+            ),
+        },
         (Status::NeedsAttention, _) => format!(
             "{signs}. Sign-in works with the certificate IAM Identity Center trusts: check it in the {console}, and remove the certificate neither uses in the {entra}."
         ),
@@ -683,6 +694,17 @@ region = "us-east-1"
         s.failure = Some(crate::saga::Failure { step: Step::AwaitSignIn, code: "SignInBroken".into(), message: String::new(), operator_fixable: true });
         let a = advice(&s, Some("OLD"));
         assert!(a.contains("OLD certificate OLD again") && a.contains("trusts OLD"), "{a}");
+        // A switch back that failed for good, Entra still on the new one.
+        s.status = Status::NeedsAttention;
+        s.trust.as_mut().unwrap().trusted = true;
+        s.failure =
+            Some(crate::saga::Failure { step: Step::SwitchBack, code: "serviceUnavailable".into(), message: String::new(), operator_fixable: false });
+        let a = advice(&s, Some("NEW"));
+        assert!(a.contains("Entra signs with the NEW certificate NEW: sign-in to AWS works if IAM Identity Center trusts NEW"), "{a}");
+        let a = advice(&s, Some("OLD"));
+        assert!(a.contains("broken until Entra signs with NEW"), "{a}");
+        s.failure = Some(crate::saga::Failure { step: Step::RemoveOld, code: "x".into(), message: String::new(), operator_fixable: false });
+        assert!(advice(&s, Some("NEW")).contains("OLD could not be removed"));
         s.status = Status::Succeeded;
         s.failure = None;
         assert!(advice(&s, Some("NEW")).contains("Entra signs with the NEW certificate NEW"));
