@@ -109,6 +109,9 @@ async fn the_ask(env: &TestEnv, seen: &mut Vec<Notification>, saga_id: &str) -> 
         assert!(steps.contains(needle), "missing {needle:?} in {steps}");
     }
     assert!(certificates(env).contains(&new), "the new certificate is on the service principal");
+    let store = keyturn::store::Store::new(env.clients.dynamodb.clone(), "keyturn-sagas");
+    let stored = store.load(saga_id).await.unwrap().unwrap();
+    assert!(stored.secret.is_none() && !stored.saga.secret_stored, "nothing ahead needs the certificate sealed: not stored");
     assert_eq!(preferred(env).as_deref(), Some(side.old.as_str()), "Entra still signs with the old one");
     new
 }

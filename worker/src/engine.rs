@@ -384,6 +384,9 @@ impl<Q: Queue> Steps<Q> {
             let secret = match result.secret {
                 // The machine decided the secret is no longer needed.
                 SecretWrite::Keep if attempt.secret_stored && !tr.saga.secret_stored => SecretWrite::Erase,
+                // Made now and needed by no step ahead (a certificate the
+                // person gets in the notice): never stored.
+                SecretWrite::Set(_) if !tr.saga.secret_stored => SecretWrite::Erase,
                 other => other,
             };
             // Due now and not the end: run it here, under the same lease.
