@@ -52,6 +52,10 @@ pub struct Options {
     pub scim: Option<(&'static str, &'static str)>,
     /// With `scim`: `restart_job = true`, `run_timeout = "5s"`.
     pub scim_restart: bool,
+    /// Add the `entra-saml` rotation (the SAML signing certificate of the
+    /// fake Graph's service principal), with this `reminder_every` and
+    /// `person_deadline`.
+    pub saml: Option<(&'static str, &'static str)>,
     /// More `[rotation.policy]` lines for the `auth0-ses` rotation.
     pub extra_policy: &'static str,
     /// Run moto with its IAM clock set back by the seconds written in this
@@ -74,6 +78,7 @@ impl Default for Options {
             propagation_timeout: "30s",
             scim: None,
             scim_restart: false,
+            saml: None,
             extra_policy: "",
             iam_clock: None,
         }
@@ -107,6 +112,51 @@ pub struct TestEnv {
     pub dlq_url: String,
     /// With `Options::scim`: the fake Graph and the tokens.
     pub scim: Option<ScimSide>,
+    /// With `Options::saml`: the fake Graph whose service principal holds the certificates.
+    pub saml: Option<SamlSide>,
+}
+
+/// The Entra side of the `entra-saml` rotation.
+pub struct SamlSide {
+    pub graph: crate::graph_fake::FakeGraph,
+    /// The thumbprint of the certificate Entra signs with before the rotation
+    /// (IAM Identity Center trusts it).
+    pub old: String,
+    /// An older, unused certificate on the service principal.
+    pub spare: String,
+}
+
+/// A `[[rotation]]` of the fake service principal's SAML signing certificate.
+pub fn saml_rotation_toml(graph_uri: &str, reminder_every: &str, person_deadline: &str) -> String {
+    use crate::graph_fake::{CLIENT_ID, SP, TENANT};
+    format!(
+        r#"
+[[rotation]]
+id = "entra-saml"
+
+[rotation.source]
+kind = "entra_saml_certificate"
+tenant_id = "{TENANT}"
+client_id = "{CLIENT_ID}"
+client_secret = {{ secrets_manager = "keyturn/entra-saml", json_key = "client_secret" }}
+service_principal_id = "{SP}"
+certificate_name = "CN=Microsoft Azure Federated SSO Certificate"
+certificate_lifetime = "1095d"
+region = "{REGION}"
+login_base_url = "{graph_uri}"
+graph_base_url = "{graph_uri}"
+
+[rotation.target]
+kind = "identity_center_saml"
+
+[rotation.policy]
+reminder_every = "{reminder_every}"
+person_deadline = "{person_deadline}"
+max_attempts = 4
+retry_base = "200ms"
+retry_cap = "2s"
+"#
+    )
 }
 
 /// The Entra side of the `entra-scim` rotation.
@@ -352,6 +402,32 @@ impl TestEnv {
             scim = Some(side);
         }
 
+        let mut saml = None;
+        let mut saml_cfg = String::new();
+        if let Some((reminder_every, person_deadline)) = opts.saml {
+            let client_secret = format!("graph-secret-{}", uuid::Uuid::new_v4().simple());
+            let graph = crate::graph_fake::FakeGraph::start(&client_secret, "", "").await;
+            let (old, spare) = {
+                let mut st = graph.state.lock().unwrap();
+                st.saml.app_id = "11111111-2222-3333-4444-555555555555".into();
+                let spare = st.saml.add_certificate("CN=Microsoft Azure Federated SSO Certificate", "2020-01-01T00:00:00Z", "2023-01-01T00:00:00Z");
+                let old = st.saml.add_certificate("CN=Microsoft Azure Federated SSO Certificate", "2024-01-01T00:00:00Z", "2027-01-01T00:00:00Z");
+                let (old, spare) = (old["thumbprint"].as_str().unwrap().to_string(), spare["thumbprint"].as_str().unwrap().to_string());
+                st.saml.preferred = Some(old.clone());
+                st.saml.trusted = vec![old.clone()];
+                (old, spare)
+            };
+            clients
+                .secrets
+                .create_secret()
+                .name("keyturn/entra-saml")
+                .secret_string(serde_json::json!({"client_secret": client_secret}).to_string())
+                .send()
+                .await?;
+            saml_cfg = saml_rotation_toml(&graph.server.uri(), reminder_every, person_deadline);
+            saml = Some(SamlSide { graph, old, spare });
+        }
+
         let current = old_keys.first().map(|k| k.0.clone()).unwrap_or_else(|| "AKIA_NONE".into());
         let auth0 = FakeAuth0::start(&auth0_client_secret, &current).await;
 
@@ -368,7 +444,7 @@ topic_arn = "{topic_arn}"
 chat_topic_arn = "{chat_topic_arn}"
 kms_key_id = "alias/keyturn"
 {intake_cfg}
-{worker}{rotation}{sched}{second}{scim_cfg}"#,
+{worker}{rotation}{sched}{second}{scim_cfg}{saml_cfg}"#,
             worker = FAST_WORKER_TOML,
             rotation = rotation_toml(
                 "auth0-ses",
@@ -406,6 +482,7 @@ kms_key_id = "alias/keyturn"
             queue_url,
             dlq_url,
             scim,
+            saml,
         })
     }
 

@@ -8,7 +8,10 @@
 //! the `secretText` once, listing never shows it, `removePassword`; the token
 //! endpoint takes exactly the app's current passwords, a new one after an
 //! optional seeded-random replication delay, a removed one refused with
-//! `AADSTS7000215`).
+//! `AADSTS7000215`); and the service principal's SAML signing certificates ([`Saml`]):
+//! `addTokenSigningCertificate` (`CN=` checked), reads without private parts,
+//! `preferredTokenSigningKeyThumbprint` (an unknown thumbprint is a 400),
+//! removal by PATCHing `keyCredentials` and `removePassword`.
 
 use std::sync::{Arc, Mutex};
 
@@ -76,6 +79,171 @@ pub struct State {
     /// The scope a token must be asked for: this fake's own origin +
     /// `/.default` (the Graph resource the token is for).
     pub graph_scope: String,
+    /// The service principal's SAML signing certificates and the one it signs with.
+    pub saml: Saml,
+}
+
+/// The SAML side of the service principal [`SP`]: what
+/// `addTokenSigningCertificate` adds (a `Sign` and a `Verify`
+/// keyCredential and a passwordCredential sharing one
+/// `customKeyIdentifier`), `preferredTokenSigningKeyThumbprint`, and a
+/// simulated IAM Identity Center that trusts the certificates a test says.
+#[derive(Default)]
+pub struct Saml {
+    pub app_id: String,
+    pub key_credentials: Vec<Value>,
+    pub password_credentials: Vec<Value>,
+    pub preferred: Option<String>,
+    /// Thumbprints IAM Identity Center trusts (what a person uploaded).
+    pub trusted: Vec<String>,
+    /// Public certificates (base64 DER) by thumbprint, as issued.
+    pub certs: Vec<(String, String)>,
+    /// Seeded faults on the SAML writes: each write is answered 503 with
+    /// this probability, after being applied or not (a coin toss: an
+    /// answer lost after the write landed).
+    pub faults: Option<(fastrand::Rng, f64)>,
+    /// Faults injected so far: (path, applied).
+    pub injected: Vec<(String, bool)>,
+}
+
+impl Saml {
+    /// Whether a sign-in to AWS through Entra works now: Entra signs with
+    /// a certificate IAM Identity Center trusts.
+    pub fn sign_in_works(&self) -> bool {
+        self.preferred.as_ref().is_some_and(|p| self.trusted.contains(p))
+    }
+    /// The thumbprints of the certificates on the service principal.
+    pub fn thumbprints(&self) -> Vec<String> {
+        let ckis: Vec<&str> = self.key_credentials.iter().filter(|k| k["usage"] == "Verify").filter_map(|k| k["customKeyIdentifier"].as_str()).collect();
+        self.certs.iter().filter(|(t, _)| ckis.contains(&cki_of(t).as_str())).map(|(t, _)| t.clone()).collect()
+    }
+    /// Make a certificate as Entra does (a random DER blob stands in for
+    /// the certificate; its thumbprint is the blob's SHA-1), valid
+    /// `start`..`end` (RFC 3339). Returns the `selfSignedCertificate`.
+    pub fn add_certificate(&mut self, display_name: &str, start: &str, end: &str) -> Value {
+        use sha1::Digest;
+        let der: Vec<u8> = (0..320).map(|_| fastrand::u8(..)).collect();
+        let digest = sha1::Sha1::digest(&der);
+        let thumbprint: String = digest.iter().map(|b| format!("{b:02X}")).collect();
+        let key = aws_smithy_types::base64::encode(&der);
+        let cki = aws_smithy_types::base64::encode(digest.as_slice());
+        let entry = |usage: &str, ty: &str, key: Value| json!({"customKeyIdentifier": cki, "displayName": display_name, "endDateTime": end, "key": key, "keyId": uuid::Uuid::new_v4().to_string(), "startDateTime": start, "type": ty, "usage": usage});
+        self.key_credentials.push(entry("Sign", "X509CertAndPassword", Value::Null));
+        self.key_credentials.push(entry("Verify", "AsymmetricX509Cert", key.clone().into()));
+        self.password_credentials.push(json!({"customKeyIdentifier": cki, "displayName": display_name, "endDateTime": end, "hint": null, "keyId": uuid::Uuid::new_v4().to_string(), "secretText": null, "startDateTime": start}));
+        self.certs.push((thumbprint.clone(), key.clone()));
+        json!({"customKeyIdentifier": cki, "displayName": display_name, "endDateTime": end, "key": key, "keyId": self.key_credentials.last().unwrap()["keyId"], "startDateTime": start, "thumbprint": thumbprint, "type": "AsymmetricX509Cert", "usage": "Verify"})
+    }
+    fn view(&self) -> Value {
+        // Reads never carry private parts: a Sign entry's key is null, and
+        // a password's secretText is never returned.
+        json!({"id": SP, "appId": self.app_id, "keyCredentials": self.key_credentials, "passwordCredentials": self.password_credentials,
+               "preferredTokenSigningKeyThumbprint": self.preferred})
+    }
+}
+
+fn cki_of(thumbprint: &str) -> String {
+    let bytes: Vec<u8> = (0..thumbprint.len() / 2).filter_map(|i| u8::from_str_radix(&thumbprint[2 * i..2 * i + 2], 16).ok()).collect();
+    aws_smithy_types::base64::encode(&bytes)
+}
+
+/// Graph's answer to `servicePrincipal` SAML certificate calls, or `None`
+/// for any other path.
+fn respond_saml(st: &mut State, req: &Request, p: &str, body: &Value) -> Option<(u16, ResponseTemplate)> {
+    let fault = match (&mut st.saml.faults, req.method.as_str()) {
+        (Some((rng, p)), "PATCH" | "POST") => (rng.f64() < *p).then(|| rng.bool()),
+        _ => None,
+    };
+    let answer = match fault {
+        Some(false) => {
+            return saml_paths(p)
+                .then(|| (503, graph_err(503, "serviceUnavailable", "Service unavailable")))
+                .inspect(|_| st.saml.injected.push((p.to_string(), false)))
+        }
+        _ => respond_saml_write(st, req, p, body)?,
+    };
+    if fault == Some(true) {
+        st.saml.injected.push((p.to_string(), true));
+        return Some((503, graph_err(503, "serviceUnavailable", "Service unavailable")));
+    }
+    Some(answer)
+}
+
+fn saml_paths(p: &str) -> bool {
+    let sp = format!("/v1.0/servicePrincipals/{SP}");
+    p == sp || p == format!("{sp}/addTokenSigningCertificate") || p == format!("{sp}/removePassword")
+}
+
+fn respond_saml_write(st: &mut State, req: &Request, p: &str, body: &Value) -> Option<(u16, ResponseTemplate)> {
+    let sp = format!("/v1.0/servicePrincipals/{SP}");
+    let bad = |m: &str| (400, graph_err(400, "Request_BadRequest", m));
+    if p == sp && req.method.as_str() == "GET" {
+        return Some((200, ResponseTemplate::new(200).set_body_json(st.saml.view())));
+    }
+    if p == sp && req.method.as_str() == "PATCH" {
+        let saml = &mut st.saml;
+        if let Some(t) = body.get("preferredTokenSigningKeyThumbprint") {
+            let t = t.as_str().unwrap_or("").to_ascii_uppercase();
+            if !saml.thumbprints().contains(&t) {
+                return Some(bad(&format!("Invalid value specified for property 'preferredTokenSigningKeyThumbprint' of resource 'ServicePrincipal': no key credential has thumbprint {t}.")));
+            }
+            saml.preferred = Some(t);
+        }
+        if let Some(keys) = body.get("keyCredentials") {
+            // Only removal is supported here: every entry must be one that exists.
+            let Some(keys) = keys.as_array() else { return Some(bad("keyCredentials must be an array")) };
+            let existing: Vec<&str> = saml.key_credentials.iter().filter_map(|k| k["keyId"].as_str()).collect();
+            if keys.iter().any(|k| !k["keyId"].as_str().is_some_and(|id| existing.contains(&id))) {
+                return Some(bad("Key credential not found (the fake takes keyCredentials PATCHes that remove entries only)."));
+            }
+            let keep: Vec<String> = keys.iter().filter_map(|k| k["keyId"].as_str().map(str::to_string)).collect();
+            // Entra refuses to remove the certificate it signs with.
+            let preferred_cki = saml.preferred.as_deref().map(cki_of);
+            if let Some(cki) = preferred_cki {
+                let removed_in_use =
+                    saml.key_credentials.iter().any(|k| k["customKeyIdentifier"] == cki && !keep.iter().any(|id| k["keyId"] == id.as_str()));
+                if removed_in_use {
+                    return Some(bad("The certificate referenced by preferredTokenSigningKeyThumbprint cannot be removed."));
+                }
+            }
+            saml.key_credentials.retain(|k| keep.iter().any(|id| k["keyId"] == id.as_str()));
+        }
+        return Some((204, ResponseTemplate::new(204)));
+    }
+    if p == format!("{sp}/addTokenSigningCertificate") {
+        let name = body["displayName"].as_str().unwrap_or("");
+        if !name.starts_with("CN=") {
+            return Some(bad("The display name of a token signing certificate must start with 'CN='."));
+        }
+        let now = chrono_like_now();
+        let end = match body["endDateTime"].as_str() {
+            Some(e) => {
+                let ms =
+                    |t: &str| aws_smithy_types::DateTime::from_str(t, aws_smithy_types::date_time::Format::DateTime).ok().and_then(|d| d.to_millis().ok());
+                match (ms(e), ms(&now)) {
+                    (Some(end), Some(start)) if end > start && end - start <= 3 * 366 * 86_400_000 => e.to_string(),
+                    _ => return Some(bad("endDateTime must be after now and at most 3 years away.")),
+                }
+            }
+            None => {
+                let three_years = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 + 3 * 365 * 86_400_000;
+                aws_smithy_types::DateTime::from_millis(three_years).fmt(aws_smithy_types::date_time::Format::DateTime).unwrap()
+            }
+        };
+        let cert = st.saml.add_certificate(name, &now, &end);
+        return Some((200, ResponseTemplate::new(200).set_body_json(cert)));
+    }
+    if p == format!("{sp}/removePassword") {
+        let id = body["keyId"].as_str().unwrap_or("");
+        let before = st.saml.password_credentials.len();
+        st.saml.password_credentials.retain(|c| c["keyId"] != id);
+        return Some(if st.saml.password_credentials.len() < before {
+            (204, ResponseTemplate::new(204))
+        } else {
+            (404, graph_err(404, "Request_ResourceNotFound", "No password credential found with the given keyId."))
+        });
+    }
+    None
 }
 
 pub struct FakeGraph {
@@ -144,6 +312,9 @@ fn respond(st: &mut State, req: &Request, p: &str) -> (u16, ResponseTemplate) {
     }
     let body: Value = req.body_json().unwrap_or(Value::Null);
     if let Some(answer) = application(st, req, p, &body) {
+        return answer;
+    }
+    if let Some(answer) = respond_saml(st, req, p, &body) {
         return answer;
     }
     if p.ends_with("/validateCredentials") {
@@ -299,6 +470,7 @@ impl FakeGraph {
         Mock::given(method("POST")).and(path_regex(".*")).respond_with(R(state.clone())).mount(&server).await;
         Mock::given(method("GET")).and(path_regex(".*")).respond_with(R(state.clone())).mount(&server).await;
         Mock::given(method("PUT")).and(path_regex(".*")).respond_with(R(state.clone())).mount(&server).await;
+        Mock::given(method("PATCH")).and(path_regex(".*")).respond_with(R(state.clone())).mount(&server).await;
         state.lock().unwrap().graph_scope = format!("{}/.default", server.uri());
         FakeGraph { server, state }
     }

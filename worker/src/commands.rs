@@ -97,6 +97,9 @@ impl<Q: Queue> Commands<Q> {
         saga.origin.request = req.info.clone();
         saga.origin.overrides = req.overrides.clone();
         saga.exposure = req.exposure.clone();
+        // The shape the machine follows: the person makes the target trust
+        // the new credential, then the source switches to it.
+        saga.trust = rot.source.person_trusts().then(saga::Trust::default);
         let created = self
             .shared
             .store
@@ -148,10 +151,18 @@ impl<Q: Queue> Commands<Q> {
         .await
     }
 
-    /// A person confirms the old credential is deleted.
+    /// A person confirms what the saga waits for: the old credential is
+    /// deleted, the target trusts the new one, or sign-in works with it.
     #[instrument(skip(self), fields(worker = %self.shared.worker_id))]
     pub async fn confirm(&self, saga_id: &str) -> Result<Saga> {
-        self.person_command(saga_id, |s, c| saga::confirm_retired(s, c).map_err(not_waiting), || SecretWrite::Keep).await
+        self.person_command(saga_id, |s, c| saga::confirm(s, false, c).map_err(not_waiting), || SecretWrite::Keep).await
+    }
+
+    /// A person reports sign-in broken with the new credential: the saga
+    /// switches the source back to the old one.
+    #[instrument(skip(self), fields(worker = %self.shared.worker_id))]
+    pub async fn report_broken(&self, saga_id: &str) -> Result<Saga> {
+        self.person_command(saga_id, |s, c| saga::confirm(s, true, c).map_err(not_waiting), || SecretWrite::Keep).await
     }
 
     /// Apply a person's command: load, transition, commit conditionally,

@@ -241,6 +241,10 @@ impl<Q: Queue> Engine<Q> {
     pub async fn confirm(&self, saga_id: &str) -> Result<Saga> {
         self.commands.confirm(saga_id).await
     }
+    /// A person reports sign-in broken after a switch ([`Commands::report_broken`]).
+    pub async fn report_broken(&self, saga_id: &str) -> Result<Saga> {
+        self.commands.report_broken(saga_id).await
+    }
     /// An operator lifts a rotation's quarantine ([`Commands::release`]).
     pub async fn release(&self, rotation_id: &str) -> Result<bool> {
         self.commands.release(rotation_id).await
@@ -380,6 +384,9 @@ impl<Q: Queue> Steps<Q> {
             let secret = match result.secret {
                 // The machine decided the secret is no longer needed.
                 SecretWrite::Keep if attempt.keys.secret_stored && !tr.saga.keys.secret_stored => SecretWrite::Erase,
+                // Made now and needed by no step ahead (a certificate the
+                // person gets in the notice): never stored.
+                SecretWrite::Set(_) if !tr.saga.keys.secret_stored => SecretWrite::Erase,
                 other => other,
             };
             // Due now and not the end: run it here, under the same lease.
@@ -601,7 +608,7 @@ impl<Q: Queue> Steps<Q> {
             Ok(()) => {
                 let limit = rot.source.max_credentials();
                 match rot.source.inventory().await {
-                    Ok(keys) if keys.len() >= limit && !saga.person.manual => match self.attention.keys_of_earlier_sagas(saga, &keys).await {
+                    Ok(keys) if keys.len() >= limit && !saga.person.manual && saga.trust.is_none() => match self.attention.keys_of_earlier_sagas(saga, &keys).await {
                         // No room for a new key, and one of them ours: say which saga holds them.
                         Some(message) => StepResult::of(Err(Error::Refused { code: "KeysOfEarlierSaga", message })),
                         None => StepResult::of(Ok(Effect::Started { keys, limit })),
@@ -749,6 +756,9 @@ impl<Q: Queue> Steps<Q> {
             }
             Step::RestoreOld => StepResult::of(for_each(&old_ids, |id| src.enable(id)).await.map(|_| Effect::Restored)),
             Step::AwaitNew | Step::AwaitRetire => StepResult::of(self.prompt(rot, saga).await),
+            Step::AwaitTrust | Step::SwitchNew | Step::AwaitSignIn | Step::SwitchBack | Step::RemoveOld => {
+                StepResult::of(self.trust_step(rot, saga).await)
+            }
             Step::Finalize => {
                 // The console handover secrets go however the saga ended.
                 let r = match self.handovers.cleanup(saga).await {
@@ -794,6 +804,37 @@ async fn disable_old(src: &dyn crate::connectors::CredentialSource, saga: &Saga,
         }
     })
     .await
+}
+
+impl<Q: Queue> Steps<Q> {
+    /// The steps of a saga with the trust shape ([`saga::Trust`]): the
+    /// person's waits (ask, remind, or report the deadline) and the
+    /// source's switches and removal.
+    async fn trust_step(&self, rot: &Rotation, saga: &Saga) -> Result<Effect> {
+        let src = rot.source.as_ref();
+        let new = saga.keys.new_key.clone().ok_or_else(|| Error::Corrupt("no new credential recorded".into()));
+        let old = saga.trust.as_ref().and_then(|t| t.old.clone());
+        match saga.step {
+            Step::AwaitTrust | Step::AwaitSignIn => {
+                if saga::prompt(saga, self.shared.now_ms()) == saga::Prompt::Expired {
+                    warn!(deadline = saga.person.deadline, "nobody acted before the deadline");
+                    return Ok(Effect::Expired);
+                }
+                let steps = src.trust_steps(saga.step, &new?, old.as_deref()).await?;
+                self.finalizer.prompt_trust(rot, saga, &steps).await
+            }
+            Step::SwitchNew => src.switch(&new?).await.map(|_| Effect::Switched),
+            Step::SwitchBack => match old {
+                Some(old) => src.switch(&old).await.map(|_| Effect::Switched),
+                None => Err(Error::Corrupt("no old credential to switch back to".into())),
+            },
+            Step::RemoveOld => match old {
+                Some(old) => src.retire(&old, saga.usage_cutoff()).await.map(|_| Effect::Retired),
+                None => Ok(Effect::Retired),
+            },
+            other => Err(Error::Corrupt(format!("{other} is not a step of a trust saga"))),
+        }
+    }
 }
 
 async fn for_each<'a, F, Fut>(ids: &'a [String], mut f: F) -> Result<()>

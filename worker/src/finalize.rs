@@ -50,6 +50,16 @@ impl<Q: Queue> Finalizer<Q> {
         Ok(Effect::Prompted)
     }
 
+    /// A wait of a saga with the trust shape came due (not past its
+    /// deadline): ask or remind, with the source's steps.
+    pub(crate) async fn prompt_trust(&self, rot: &Rotation, saga: &Saga, steps: &crate::connectors::TrustSteps) -> Result<Effect> {
+        let reminder = saga::prompt(saga, self.shared.now_ms()) == Prompt::Remind;
+        let n = notify::render_trust_prompt_for(rot, saga, steps, reminder);
+        self.notifier.publish(&n).await?;
+        info!(event = %n.attributes["event"], step = %saga.step, "asked a person to act");
+        Ok(Effect::Prompted)
+    }
+
     /// Notify about the outcome. Erasing the secret and releasing the lock
     /// happen in the commit that follows.
     pub(crate) async fn finalize(&self, rot: &Rotation, saga: &Saga) -> Result<()> {
@@ -81,10 +91,16 @@ impl<Q: Queue> Finalizer<Q> {
                 target_kind: rot.target.kind(),
                 target: &target,
                 keys_now: keys.as_deref(),
-                advice: end.outcome.failure.as_ref().and_then(|f| {
-                    let rotate = format!("keyturn rotate {}", end.rotation_id);
-                    rot.target.advice(&f.code, &rotate).or_else(|| rot.source.advice(&f.code, &rotate))
-                }),
+                advice: if end.trust.is_some() {
+                    // The source names the credential it uses now, as just listed.
+                    let in_use = keys.as_ref().and_then(|k| k.iter().find(|k| k.active)).map(|k| k.id.as_str());
+                    rot.source.trust_advice(&end, in_use)
+                } else {
+                    end.outcome.failure.as_ref().and_then(|f| {
+                        let rotate = format!("keyturn rotate {}", end.rotation_id);
+                        rot.target.advice(&f.code, &rotate).or_else(|| rot.source.advice(&f.code, &rotate))
+                    })
+                },
                 words: rot.target.by_hand_words(),
             },
         );

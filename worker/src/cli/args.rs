@@ -153,12 +153,16 @@ pub enum Command {
         #[command(flatten)]
         wait: Wait,
     },
-    /// Confirm you deleted the old credential (SCIM token) a saga asked you
-    /// to delete; this completes the rotation.
+    /// Confirm what a saga asked you for: that you deleted the old credential
+    /// (SCIM token), that IAM Identity Center trusts the new SAML signing
+    /// certificate, or that sign-in works with it (`--broken`: it does not).
     #[command(mut_arg("wait", |a| a.help("Wait for the completion notice to be sent.")), mut_arg("timeout", |a| a.default_value("5m")))]
     Confirm {
-        /// The saga that asked you to delete the old token.
+        /// The saga that asked you.
         saga_id: String,
+        /// Sign-in does not work with the new certificate: switch back to the old one.
+        #[arg(long)]
+        broken: bool,
         #[command(flatten)]
         wait: Wait,
     },

@@ -72,7 +72,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Provide { saga_id, from_secret, json_key, old_token_created, old_token_id, wait } => {
             provide(&cx, &saga_id, from_secret, json_key, old_token(old_token_created, old_token_id), &wait).await
         }
-        Command::Confirm { saga_id, wait } => confirm(&cx, &saga_id, &wait).await,
+        Command::Confirm { saga_id, broken, wait } => confirm(&cx, &saga_id, broken, &wait).await,
         Command::Release { rotation, .. } => release(&cx, &rotation).await,
         Command::Dlq { command } => dlq(&cx, command).await,
         Command::Plan { event, scan, .. } => plan(&cx, event, scan).await,
@@ -240,11 +240,17 @@ async fn provide(
 }
 
 /// `keyturn confirm`.
-async fn confirm(cx: &Context, saga_id: &str, wait: &Wait) -> anyhow::Result<i32> {
-    cx.engine.confirm(saga_id).await?;
-    say!(cx.out, "saga {saga_id}: deletion of the old token confirmed; the rotation completes now");
+async fn confirm(cx: &Context, saga_id: &str, broken: bool, wait: &Wait) -> anyhow::Result<i32> {
+    let next = if broken { cx.engine.report_broken(saga_id).await? } else { cx.engine.confirm(saga_id).await? };
+    let said = match (next.trust.is_some(), broken) {
+        (false, _) => "deletion of the old token confirmed; the rotation completes now".to_string(),
+        (true, true) => "sign-in reported broken; keyturn switches back to the old credential now".to_string(),
+        (true, false) => format!("confirmed; keyturn goes on with {}", next.step),
+    };
+    say!(cx.out, "saga {saga_id}: {said}");
     if wait.wait {
-        let code = follow(cx.out, &cx.engine.store, saga_id, wait.timeout()).await?;
+        // A trust saga waits on the person again after the switch.
+        let code = crate::cli::render::follow_until(cx.out, &cx.engine.store, saga_id, wait.timeout(), |s| s.awaits_person()).await?;
         return finish(cx.out, &cx.engine.store, saga_id, code).await;
     }
     finish(cx.out, &cx.engine.store, saga_id, 0).await

@@ -31,7 +31,7 @@ use secrecy::SecretString;
 use crate::aws::Clients;
 use crate::error::Result;
 use crate::preflight::{Check, Findings};
-use crate::saga::{KeyRef, Millis, Policy, Verification};
+use crate::saga::{KeyRef, Millis, Policy, Saga, Step, Verification};
 use crate::secrets::{SecretRef, SecretResolver};
 
 pub mod auth0;
@@ -39,10 +39,12 @@ pub mod auth0_secret;
 pub mod auth0_smtp;
 pub mod check;
 pub mod entra;
+pub mod entra_saml;
 pub mod entra_secret;
 pub mod github;
 pub mod http;
 pub mod iam;
+pub mod identity_center_saml;
 mod retry;
 pub mod scim;
 pub mod secretsmanager;
@@ -122,6 +124,20 @@ impl HandWords {
 /// `disable_old` step takes it as nothing to do, so the old credential stays
 /// valid through the grace period and is then deleted.
 pub const CANNOT_DISABLE: &str = "CannotDisable";
+
+/// What a person must do in a wait of a saga with the trust shape
+/// ([`CredentialSource::person_trusts`]), in the source's own terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustSteps {
+    /// What the credential is called, e.g. `SAML signing certificate`.
+    pub noun: &'static str,
+    /// What the person is asked to do, for the notice's headline.
+    pub title: String,
+    /// The steps (the new credential itself included, when the target needs it).
+    pub steps: Vec<String>,
+    /// What keyturn does at the deadline, and which credential works then.
+    pub deadline: String,
+}
 
 /// Where credentials come from.
 pub trait CredentialSource: Send + Sync {
@@ -207,6 +223,30 @@ pub trait CredentialSource: Send + Sync {
     /// before it.
     fn expires_at(&self) -> BoxFut<'_, Result<Option<Millis>>> {
         Box::pin(async { Ok(None) })
+    }
+    /// `true` when the source switches to a new credential only after a
+    /// person made the target trust it (a SAML signing certificate): the
+    /// saga records [`crate::saga::Trust`] at the request and waits for the
+    /// person at `await_trust` and `await_sign_in`, and calls [`Self::switch`].
+    fn person_trusts(&self) -> bool {
+        false
+    }
+    /// The person's steps for a trust wait (`step`: `AwaitTrust` or
+    /// `AwaitSignIn`) about the new credential `new_id` replacing `old_id`.
+    fn trust_steps<'a>(&'a self, _step: Step, _new_id: &'a str, _old_id: Option<&'a str>) -> BoxFut<'a, Result<TrustSteps>> {
+        let kind = self.kind();
+        Box::pin(async move { Err(crate::error::Error::Config(format!("the {kind} source has no person's steps"))) })
+    }
+    /// Make the source use credential `id` (read back). Idempotent.
+    fn switch<'a>(&'a self, _id: &'a str) -> BoxFut<'a, Result<()>> {
+        let kind = self.kind();
+        Box::pin(async move { Err(crate::error::Error::Config(format!("the {kind} source cannot switch credentials"))) })
+    }
+    /// What a person should do after a saga with the trust shape ended, in
+    /// the source's own terms; `in_use_now` is the credential the source
+    /// uses as just read (`None`: unknown).
+    fn trust_advice(&self, _saga: &Saga, _in_use_now: Option<&str>) -> Option<String> {
+        None
     }
     /// Where the credential lives and with which identity keyturn acts
     /// there (IAM: the account, and the member-account role it assumes),
@@ -407,9 +447,10 @@ pub struct TargetEntry {
 
 /// **The registry.** Adding a connector is a module in this directory and
 /// one line here.
-pub const SOURCES: &[SourceEntry] = &[iam::SOURCE, scim::SOURCE, auth0_secret::SOURCE, entra_secret::SOURCE];
+pub const SOURCES: &[SourceEntry] = &[iam::SOURCE, scim::SOURCE, auth0_secret::SOURCE, entra_secret::SOURCE, entra_saml::SOURCE];
 /// **The registry** of targets.
-pub const TARGETS: &[TargetEntry] = &[auth0::TARGET, auth0_smtp::TARGET, entra::TARGET, github::TARGET, secretsmanager::TARGET];
+pub const TARGETS: &[TargetEntry] =
+    &[auth0::TARGET, auth0_smtp::TARGET, entra::TARGET, github::TARGET, secretsmanager::TARGET, identity_center_saml::TARGET];
 
 /// Parse a `source` table through the registry.
 pub fn parse_source(mut table: toml::Table) -> std::result::Result<Arc<dyn SourceSpec>, ConfigProblem> {

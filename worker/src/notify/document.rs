@@ -74,6 +74,9 @@ pub struct OutcomeDoc {
     pub status_command: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exposure: Option<ExposureDoc>,
+    /// The credential the source uses now (a saga with the trust shape).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_use_now: Option<String>,
 }
 
 /// The target as an outcome leaves it.
@@ -261,7 +264,8 @@ pub struct PromptDoc {
     pub saga_id: String,
     pub status: &'static str,
     pub trigger: String,
-    /// `create_new` or `delete_old`.
+    /// `create_new` or `delete_old`; for a saga with the trust shape
+    /// `trust_new` or `check_sign_in`.
     pub action: &'static str,
     /// The reminder's number; `null` on the first notice.
     pub reminder: Option<u32>,

@@ -9,6 +9,9 @@ use super::*;
 pub const OLD_GONE: &str = "OldCredentialGone";
 
 pub(super) fn on_failed(s: &mut Saga, err: &StepError, policy: &Policy, clock: Clock) {
+    if trust::is_trust(s) && trust::on_failed_trust(s, err, clock) {
+        return;
+    }
     match s.step {
         Step::Start => {
             s.fail(err);
@@ -21,18 +24,7 @@ pub(super) fn on_failed(s: &mut Saga, err: &StepError, policy: &Policy, clock: C
             s.close(Status::NeedsAttention, clock);
         }
         Step::IssueNew if policy.old_dies_at_issue && (err.code == OLD_GONE || err.may_have_applied || s.keys.issue_intents > 1) => {
-            // An attempt may have replaced the old credential (it died with
-            // the call) and keyturn never saw the new one: nothing to undo.
-            s.fail(err);
-            if err.code != OLD_GONE {
-                if let Some(f) = s.outcome.failure.as_mut() {
-                    f.message.push_str(
-                        "; an attempt may have replaced the credential without keyturn receiving the new one: check that the credential keyturn reads still works, and if not, make a new one by hand and store it there",
-                    );
-                    f.operator_fixable = true;
-                }
-            }
-            s.close(Status::NeedsAttention, clock);
+            issue_lost(s, err, clock)
         }
         Step::IssueNew | Step::ProveNew => {
             s.fail(err);
@@ -67,7 +59,18 @@ pub(super) fn on_failed(s: &mut Saga, err: &StepError, policy: &Policy, clock: C
             s.fail(err);
             s.compensate(clock);
         }
-        Step::DisableOld | Step::RetireOld | Step::RestoreOld | Step::AwaitRetire | Step::DisableNew | Step::RetireNew | Step::RestoreNew => {
+        Step::DisableOld
+        | Step::RetireOld
+        | Step::RestoreOld
+        | Step::AwaitRetire
+        | Step::DisableNew
+        | Step::RetireNew
+        | Step::RestoreNew
+        | Step::AwaitTrust
+        | Step::SwitchNew
+        | Step::AwaitSignIn
+        | Step::SwitchBack
+        | Step::RemoveOld => {
             // The target holds the new key: never undo that. Stop with both
             // keys in place for a person.
             s.fail(err);
@@ -100,6 +103,22 @@ pub(super) fn on_failed(s: &mut Saga, err: &StepError, policy: &Policy, clock: C
     }
 }
 
+/// An issue of a source whose old credential dies at issue may have
+/// replaced it while keyturn never saw the new one: nothing to undo, a
+/// person checks.
+fn issue_lost(s: &mut Saga, err: &StepError, clock: Clock) {
+    s.fail(err);
+    if err.code != OLD_GONE {
+        if let Some(f) = s.outcome.failure.as_mut() {
+            f.message.push_str(
+                "; an attempt may have replaced the credential without keyturn receiving the new one: check that the credential keyturn reads still works, and if not, make a new one by hand and store it there",
+            );
+            f.operator_fixable = true;
+        }
+    }
+    s.close(Status::NeedsAttention, clock);
+}
+
 /// Why an operator's rollback request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -116,6 +135,12 @@ pub fn request_rollback(saga: &Saga, clock: Clock) -> Result<Saga, RollbackRefus
         s.note(clock.now, "rollback_requested", "operator asked to reactivate the new key".into());
         s.goto(Step::RestoreNew, clock);
         return Ok(s);
+    }
+    if saga.trust.is_some() {
+        return Err(RollbackRefused(format!(
+            "saga {} switches the source itself: while it waits for a sign-in check, `keyturn confirm {} --broken` switches back to the old credential",
+            saga.saga_id, saga.saga_id
+        )));
     }
     if let Some(e) = saga.exposure.as_ref().filter(|e| e.role == ExposedRole::Old) {
         return Err(RollbackRefused(format!("saga {} replaces key {}, which AWS reported exposed; it is never reactivated", saga.saga_id, e.key_id)));

@@ -55,6 +55,7 @@ pub fn advance(saga: &Saga, outcome: &Outcome, policy: &Policy, clock: Clock) ->
                 Step::ProveNew => clock.now < s.run.step_started_at.saturating_add(policy.propagation_timeout),
                 // Cleanup must not give up quickly: secrets and locks are at stake.
                 Step::Finalize | Step::RevokeNew | Step::RestoreOld => s.run.step_attempts < policy.max_attempts.saturating_mul(3),
+                step if trust::long_budget(step) => s.run.step_attempts < policy.max_attempts.saturating_mul(3),
                 _ => s.run.step_attempts < policy.max_attempts,
             };
             let time_up = s.awaits_person() && s.person.deadline.is_some_and(|d| clock.now >= d);
@@ -95,6 +96,9 @@ pub fn advance(saga: &Saga, outcome: &Outcome, policy: &Policy, clock: Clock) ->
 }
 
 pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clock) {
+    if trust::is_trust(s) && trust::on_done_trust(s, effect, policy, clock) {
+        return;
+    }
     match (s.step, effect) {
         (Step::Start, Effect::Started { keys, limit }) => on_started(s, keys, *limit, policy, clock),
         (Step::IssueNew, Effect::Issued { key_id }) => {
@@ -147,7 +151,7 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
             s.close(Status::Compensated, clock);
         }
         (Step::RestoreNew, Effect::RestoredNew) => on_restored_new(s, clock),
-        (Step::AwaitNew | Step::AwaitRetire, Effect::Prompted) if s.person.deadline.is_none_or(|d| clock.now < d) => {
+        (Step::AwaitNew | Step::AwaitRetire | Step::AwaitTrust | Step::AwaitSignIn, Effect::Prompted) if s.person.deadline.is_none_or(|d| clock.now < d) => {
             // Stay, and come back for the next reminder (or the deadline).
             s.person.prompts += 1;
             s.run.step_attempts = 0;
@@ -156,7 +160,7 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
             s.run.token = format!("{:032x}", clock.token);
         }
         // A notice sent at or after the deadline changes nothing: time is up.
-        (Step::AwaitNew | Step::AwaitRetire, Effect::Prompted | Effect::Expired) => expire(s, policy, clock),
+        (Step::AwaitNew | Step::AwaitRetire | Step::AwaitTrust | Step::AwaitSignIn, Effect::Prompted | Effect::Expired) => expire(s, policy, clock),
         (step, effect) => unexpected(s, step, effect, policy, clock),
     }
 }
@@ -164,6 +168,10 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
 /// `Start` listed the credential's keys; `limit` is how many may exist at
 /// once (the source's number), so a new one needs `keys.len() < limit`.
 fn on_started(s: &mut Saga, keys: &[KeyRef], limit: usize, policy: &Policy, clock: Clock) {
+    if trust::is_trust(s) {
+        trust::on_started_trust(s, keys, clock);
+        return;
+    }
     if s.person.manual {
         // Nothing to list: the old credential is the one the person
         // named when asking for the rotation (or names when providing).
@@ -306,7 +314,9 @@ fn unexpected(s: &mut Saga, step: Step, effect: &Effect, policy: &Policy, clock:
 
 /// A wait on a person reached its deadline.
 pub(super) fn expire(s: &mut Saga, policy: &Policy, clock: Clock) {
-    if s.step == Step::AwaitNew {
+    if matches!(s.step, Step::AwaitTrust | Step::AwaitSignIn) {
+        trust::expire_trust(s, policy, clock);
+    } else if s.step == Step::AwaitNew {
         s.outcome.failure = Some(Failure {
             step: Step::AwaitNew,
             code: "DeadlinePassed".into(),
@@ -381,7 +391,7 @@ pub(super) fn waiting_for(saga: &Saga, step: Step, what: &str) -> Result<(), Not
     if saga.status.is_terminal() {
         return Err(NotWaiting(format!("saga {} already ended ({}); nothing is waiting for {what}", saga.saga_id, saga.status.as_str())));
     }
-    if !saga.person.manual {
+    if !saga.person.manual && saga.trust.is_none() {
         return Err(NotWaiting(format!("saga {} rotates a credential keyturn creates and deletes itself; it never waits for {what}", saga.saga_id)));
     }
     if saga.step != step {
@@ -407,6 +417,19 @@ pub fn provide(saga: &Saga, new_id: String, old: Option<KeyRef>, clock: Clock) -
     // proof, and it runs before anything is saved.
     s.goto(Step::PushToTarget, clock);
     Ok(s)
+}
+
+/// A person's `keyturn confirm` (with `--broken`: sign-in is broken): for
+/// a saga with [`Saga::trust`] see [`confirm_trust`]; otherwise the old
+/// credential is deleted ([`confirm_retired`]), and `broken` is refused.
+pub fn confirm(saga: &Saga, broken: bool, clock: Clock) -> Result<Saga, NotWaiting> {
+    if saga.trust.is_some() {
+        return confirm_trust(saga, broken, clock);
+    }
+    if broken {
+        return Err(NotWaiting(format!("saga {} never switches sign-in itself; `--broken` answers only a sign-in check", saga.saga_id)));
+    }
+    confirm_retired(saga, clock)
 }
 
 /// A person confirmed the old credential is deleted: the rotation is done.

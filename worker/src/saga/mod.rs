@@ -40,6 +40,14 @@
 //! source: a rejected or unused new token is left for the person to delete,
 //! and the notice says so.
 //!
+//! # A credential the target must be made to trust
+//!
+//! A SAML signing certificate is made by the source, but only a person can
+//! make the target (IAM Identity Center) trust it, and the source must not
+//! switch to it before. A saga with [`Saga::trust`] waits for the person
+//! twice, around the source's own switch: `AwaitTrust`, `SwitchNew`,
+//! `AwaitSignIn`, then `RemoveOld` or `SwitchBack` (see `trust.rs`).
+//!
 //! # The compensation rule
 //!
 //! The new credential is revoked only while no consumer can hold it: the
@@ -63,6 +71,7 @@ mod expose;
 mod record;
 mod step;
 mod triage;
+mod trust;
 
 pub use compensate::*;
 pub use decide::*;
@@ -71,6 +80,7 @@ pub use expose::*;
 pub use record::*;
 pub use step::*;
 pub use triage::*;
+pub use trust::confirm_trust;
 
 /// `7d`, `36h`, `90s` — for messages.
 pub fn human_ms(ms: u64) -> String {

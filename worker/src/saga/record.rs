@@ -149,6 +149,12 @@ pub struct Saga {
     /// made this an emergency: no grace period, no usage gate for the exposed key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exposure: Option<Exposure>,
+    /// The saga's shape when the source switches to the new credential only
+    /// after a person made the target trust it (a SAML signing certificate
+    /// and IAM Identity Center): recorded at the request from the source,
+    /// and what the machine learns the shape from. `None`: any other saga.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<Trust>,
 }
 
 /// The current step's run: the token its message carries, its attempts, and
@@ -259,6 +265,36 @@ pub struct Origin {
     /// What the request shortened of the rotation's policy.
     #[serde(default, skip_serializing_if = "Overrides::is_empty")]
     pub overrides: Overrides,
+}
+
+/// Which credential the source uses, as keyturn last set or read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InUse {
+    /// The one in use when the saga started.
+    #[default]
+    Old,
+    New,
+    /// A switch failed after it may have been applied.
+    Unknown,
+}
+
+/// A saga whose target a person makes trust the new credential, after
+/// which the source switches to it (see [`Step::AwaitTrust`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trust {
+    /// The credential the source used when the saga started (`None`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<String>,
+    /// The person confirmed the target trusts the new credential.
+    #[serde(default)]
+    pub trusted: bool,
+    /// Which credential the source uses.
+    #[serde(default)]
+    pub in_use: InUse,
+    /// The person confirmed sign-in works with the new credential.
+    #[serde(default)]
+    pub works: bool,
 }
 
 /// A rotation asked for through the request API (`keyturn.rotation-request.v1`).
@@ -422,6 +458,7 @@ impl Saga {
             resolution: Resolution::default(),
             origin: Origin::default(),
             exposure: None,
+            trust: None,
         }
     }
 
@@ -476,7 +513,7 @@ impl Saga {
         // Running towards its end (finalize): the outcome it closes with.
         let outcome = if self.status.is_terminal() { self.status } else { self.outcome.closing.unwrap_or(self.status) };
         let done = outcome == Status::Succeeded;
-        (done && !self.person.manual && self.effects.old_deleted && !self.resolution.new_disabled && !self.effects.new_revoked)
+        (done && !self.person.manual && self.trust.is_none() && self.effects.old_deleted && !self.resolution.new_disabled && !self.effects.new_revoked)
             .then(|| vec![KeyRef { id: new.clone(), active: true, created_at: None }])
     }
 
@@ -486,6 +523,7 @@ impl Saga {
     /// request for the credential is answered with this saga.
     pub fn unresolved(&self) -> bool {
         !self.person.manual
+            && self.trust.is_none()
             && self.status == Status::NeedsAttention
             && self.keys.new_key.is_some()
             && !self.effects.new_revoked
@@ -509,7 +547,7 @@ impl Saga {
 
     /// Whether the saga is waiting on a person.
     pub fn awaits_person(&self) -> bool {
-        !self.status.is_terminal() && matches!(self.step, Step::AwaitNew | Step::AwaitRetire)
+        !self.status.is_terminal() && matches!(self.step, Step::AwaitNew | Step::AwaitRetire | Step::AwaitTrust | Step::AwaitSignIn)
     }
 
     /// The compensation rule: may the new credential be deleted now?

@@ -40,10 +40,26 @@ pub enum Step {
     /// Operator rollback of a "keep the old key" resolution during its grace
     /// period: reactivate the new key (the saga needs attention again).
     RestoreNew,
+    /// Wait for a person to make the target trust the new credential
+    /// (IAM Identity Center: upload the new SAML signing certificate) and
+    /// confirm it (`keyturn confirm`); remind them; remove the new one at
+    /// the deadline. Only for a saga with [`Saga::trust`].
+    AwaitTrust,
+    /// Make the source use the new credential (Entra: sign with the new
+    /// certificate), read back.
+    SwitchNew,
+    /// Wait for a person to confirm sign-in works with the new credential
+    /// (`keyturn confirm`) or report it broken (`keyturn confirm --broken`);
+    /// switch back at the deadline.
+    AwaitSignIn,
+    /// Make the source use the old credential again, read back.
+    SwitchBack,
+    /// Remove the old credential from the source (sign-in was confirmed).
+    RemoveOld,
 }
 
 impl Step {
-    pub const ALL: [Step; 15] = [
+    pub const ALL: [Step; 20] = [
         Step::Start,
         Step::IssueNew,
         Step::ProveNew,
@@ -59,6 +75,11 @@ impl Step {
         Step::DisableNew,
         Step::RetireNew,
         Step::RestoreNew,
+        Step::AwaitTrust,
+        Step::SwitchNew,
+        Step::AwaitSignIn,
+        Step::SwitchBack,
+        Step::RemoveOld,
     ];
 
     /// Steps that use the new credential's secret.
@@ -83,6 +104,11 @@ impl Step {
             Step::DisableNew => "disable_new",
             Step::RetireNew => "retire_new",
             Step::RestoreNew => "restore_new",
+            Step::AwaitTrust => "await_trust",
+            Step::SwitchNew => "switch_new",
+            Step::AwaitSignIn => "await_sign_in",
+            Step::SwitchBack => "switch_back",
+            Step::RemoveOld => "remove_old",
         }
     }
 }
@@ -193,6 +219,8 @@ pub enum Effect {
     Prompted,
     /// A wait step reached its deadline without the person's command.
     Expired,
+    /// The source uses the credential the step switched to (read back).
+    Switched,
 }
 
 /// What reading the target back showed.

@@ -69,7 +69,137 @@ fn happy_effect(step: Step, new_id: &str) -> Effect {
         Step::DisableNew => Effect::DisabledNew,
         Step::RetireNew => Effect::RetiredNew,
         Step::RestoreNew => Effect::RestoredNew,
+        Step::AwaitTrust | Step::AwaitSignIn => Effect::Prompted,
+        Step::SwitchNew | Step::SwitchBack => Effect::Switched,
+        Step::RemoveOld => Effect::Retired,
     }
+}
+
+fn trust_saga() -> Saga {
+    let mut s = Saga::new("t1".into(), "saml".into(), "entra_saml_certificate:t:sp".into(), "manual".into(), 0, 1);
+    s.trust = Some(Trust::default());
+    s
+}
+
+/// A trust saga driven to `step` the happy way, and its token counter.
+fn trust_at(step: Step) -> (Saga, u128) {
+    let mut t = 100;
+    let mut s = trust_saga();
+    s = run(&s, done(Effect::Started { keys: vec![key("OLD"), KeyRef { id: "SPARE".into(), active: false, created_at: Some(1) }], limit: 2 }), &mut t).saga;
+    while s.step != step {
+        assert!(!s.status.is_terminal(), "never reached {step}: {s:?}");
+        s = match s.step {
+            Step::AwaitTrust | Step::AwaitSignIn => confirm(&s, false, clock(s.updated_at + 1, t)).unwrap(),
+            other => run(&s, done(happy_effect(other, "NEW")), &mut t).saga,
+        };
+        t += 1;
+    }
+    (s, t)
+}
+
+#[test]
+fn a_trust_saga_waits_for_the_person_twice_and_switches_in_between() {
+    let (s, mut t) = trust_at(Step::IssueNew);
+    let tr = s.trust.clone().unwrap();
+    assert_eq!(tr.old.as_deref(), Some("OLD"), "the credential in use is the old one");
+    assert_eq!(s.keys.old_keys.len(), 2, "two certificates are no refusal: an unused one is kept");
+    let s = run(&s, done(Effect::Issued { key_id: "NEW".into() }), &mut t).saga;
+    assert_eq!(s.step, Step::AwaitTrust);
+    assert!(s.awaits_person() && s.person.deadline.is_some());
+    assert_eq!(s.effects.target, TargetState::Untouched, "nothing trusts the new one yet");
+    let s = run(&s, done(Effect::Prompted), &mut t).saga;
+    assert_eq!((s.step, s.person.prompts), (Step::AwaitTrust, 1));
+    let s = confirm(&s, false, clock(s.updated_at + 1, 7)).unwrap();
+    assert_eq!(s.step, Step::SwitchNew);
+    assert!(s.trust.as_ref().unwrap().trusted);
+    assert_eq!(s.effects.target, TargetState::HoldsNew, "the person's word: the new one may be the only one trusted");
+    let s = run(&s, done(Effect::Switched), &mut t).saga;
+    assert_eq!(s.step, Step::AwaitSignIn);
+    assert_eq!(s.trust.as_ref().unwrap().in_use, InUse::New);
+    assert!(s.effects.switched_at.is_some() && s.person.deadline.is_some());
+    let s = confirm(&s, false, clock(s.updated_at + 1, 8)).unwrap();
+    assert_eq!(s.step, Step::RemoveOld);
+    let s = run(&s, done(Effect::Retired), &mut t).saga;
+    assert_eq!((s.step, s.outcome.closing), (Step::Finalize, Some(Status::Succeeded)));
+    let s = run(&s, done(Effect::Finalized), &mut t).saga;
+    assert_eq!(s.status, Status::Succeeded);
+    assert!(s.effects.old_deleted && !s.effects.new_revoked && !s.unresolved() && s.resolution.attention.is_none());
+    assert_eq!(s.keys_left(), None, "other certificates may remain: the notice lists them");
+}
+
+#[test]
+fn no_trust_by_the_deadline_removes_the_new_certificate_and_keeps_the_old_in_use() {
+    let (s, mut t) = trust_at(Step::AwaitTrust);
+    let late = Clock { now: s.person.deadline.unwrap(), jitter: 0.5, token: 99 };
+    let s = advance(&begin_attempt(&s, late.now), &done(Effect::Expired), &policy(), late).saga;
+    assert_eq!(s.step, Step::RevokeNew);
+    assert_eq!(s.outcome.failure.as_ref().unwrap().code, "TrustNotConfirmed");
+    let s = run(&s, done(Effect::Revoked), &mut t).saga;
+    let s = run(&s, done(Effect::Finalized), &mut t).saga;
+    assert_eq!(s.status, Status::Compensated);
+    assert!(s.effects.new_revoked);
+    assert_eq!(s.trust.as_ref().unwrap().in_use, InUse::Old);
+}
+
+#[test]
+fn sign_in_reported_broken_or_unconfirmed_switches_back_and_keeps_the_new_certificate() {
+    for broken in [true, false] {
+        let (s, mut t) = trust_at(Step::AwaitSignIn);
+        let s = if broken {
+            confirm(&s, true, clock(s.updated_at + 1, 50)).unwrap()
+        } else {
+            let late = Clock { now: s.person.deadline.unwrap(), jitter: 0.5, token: 51 };
+            advance(&begin_attempt(&s, late.now), &done(Effect::Expired), &policy(), late).saga
+        };
+        assert_eq!(s.step, Step::SwitchBack);
+        assert_eq!(s.outcome.failure.as_ref().unwrap().code, if broken { "SignInBroken" } else { "SignInNotConfirmed" });
+        let s = run(&s, done(Effect::Switched), &mut t).saga;
+        let s = run(&s, done(Effect::Finalized), &mut t).saga;
+        assert_eq!(s.status, Status::RolledBack);
+        let tr = s.trust.unwrap();
+        assert_eq!(tr.in_use, InUse::Old);
+        assert!(!s.effects.new_revoked && !s.effects.old_deleted, "both certificates stay: the target may trust only the new one");
+        assert!(s.outcome.compensations.iter().any(|c| c.contains("switched back to the old credential OLD")), "{:?}", s.outcome.compensations);
+    }
+}
+
+#[test]
+fn a_failed_switch_is_retried_long_then_stops_for_a_person_never_removing_the_new_one() {
+    let (mut s, mut t) = trust_at(Step::SwitchNew);
+    let mut attempts = 0;
+    while s.step == Step::SwitchNew && !s.status.is_terminal() {
+        s = run(&s, Outcome::Failed(err(true, true)), &mut t).saga;
+        attempts += 1;
+    }
+    assert_eq!(attempts, policy().max_attempts * 3, "the cleanup budget: switching keeps sign-in on a trusted certificate");
+    assert_eq!((s.step, s.outcome.closing), (Step::Finalize, Some(Status::NeedsAttention)));
+    assert_eq!(s.trust.as_ref().unwrap().in_use, InUse::Unknown, "a switch that may have applied leaves it unknown");
+    let (s, mut t) = trust_at(Step::SwitchNew);
+    let s = run(&s, Outcome::Failed(err(false, false)), &mut t).saga;
+    assert_eq!(s.outcome.closing, Some(Status::NeedsAttention));
+    assert_eq!(s.trust.as_ref().unwrap().in_use, InUse::Old);
+    assert!(!s.effects.new_revoked);
+    // Switching back that fails for good: stop for a person too.
+    let (s, mut t) = trust_at(Step::AwaitSignIn);
+    let s = confirm(&s, true, clock(s.updated_at + 1, 60)).unwrap();
+    let s = run(&s, Outcome::Failed(err(false, false)), &mut t).saga;
+    assert_eq!(s.outcome.closing, Some(Status::NeedsAttention));
+}
+
+#[test]
+fn trust_answers_are_taken_only_in_turn() {
+    let (s, _) = trust_at(Step::AwaitTrust);
+    assert!(confirm(&s, true, clock(s.updated_at + 1, 1)).unwrap_err().0.contains("has not switched"));
+    let (s, _) = trust_at(Step::SwitchNew);
+    assert!(confirm(&s, false, clock(s.updated_at + 1, 1)).is_err(), "no confirmation while switching");
+    assert!(confirm(&s, true, clock(s.updated_at + 1, 1)).is_err());
+    let manual = manual_saga();
+    assert!(confirm(&manual, true, clock(1, 1)).unwrap_err().0.contains("--broken"));
+    let auto = new_saga();
+    assert!(confirm(&auto, false, clock(1, 1)).is_err());
+    assert!(provide(&trust_at(Step::AwaitTrust).0, "X".into(), None, clock(1, 1)).is_err(), "a trust saga takes no credential from a person");
+    let (s, _) = trust_at(Step::AwaitSignIn);
+    assert!(request_rollback(&s, clock(s.updated_at + 1, 1)).unwrap_err().0.contains("--broken"), "rollback points to the sign-in answer");
 }
 
 fn manual_saga() -> Saga {
@@ -404,8 +534,11 @@ enum Event {
     Rollback,
     /// A person hands over the new credential.
     Provide,
-    /// A person confirms the old credential is deleted.
+    /// A person confirms the old credential is deleted (or, for a trust
+    /// saga, that the target trusts the new one / sign-in works).
     Confirm,
+    /// A person reports sign-in broken (`keyturn confirm --broken`).
+    Broken,
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -416,6 +549,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => Just(Event::Rollback),
         1 => Just(Event::Provide),
         1 => Just(Event::Confirm),
+        1 => Just(Event::Broken),
     ]
 }
 
@@ -423,12 +557,13 @@ fn effect_for(step: Step, variant: u8) -> Effect {
     match (step, variant % 4) {
         (Step::Start, 0) => Effect::Started { keys: vec![], limit: 2 },
         (Step::Start, 1) => Effect::Started { keys: vec![key("A"), key("B")], limit: 2 },
+        (Step::Start, 3) => Effect::Started { keys: vec![key("OLD"), KeyRef { id: "SPARE".into(), active: false, created_at: Some(1) }], limit: 2 },
         (Step::Start, _) => Effect::Started { keys: vec![key("OLD")], limit: 2 },
         (Step::VerifyTarget, 0) => Effect::Verified(Verification::HoldsOld),
         (Step::VerifyTarget, 1) => Effect::Verified(Verification::Opaque),
         (Step::VerifyTarget, 2) => Effect::Verified(Verification::Unhealthy("disabled".into())),
         (Step::VerifyTarget, _) => Effect::Verified(Verification::HoldsNew),
-        (Step::AwaitNew | Step::AwaitRetire, 0) => Effect::Expired,
+        (Step::AwaitNew | Step::AwaitRetire | Step::AwaitTrust | Step::AwaitSignIn, 0) => Effect::Expired,
         (step, _) => happy_effect(step, "NEW"),
     }
 }
@@ -439,10 +574,10 @@ proptest! {
     #[test]
     fn every_run_terminates_safely(
         events in proptest::collection::vec(event(), 0..300),
-        manual in any::<bool>(),
+        shape in 0u8..3,
         resolutions in proptest::collection::vec((any::<bool>(), any::<bool>()), 0..3),
     ) {
-        let mut s = if manual { manual_saga() } else { new_saga() };
+        let mut s = match shape { 0 => new_saga(), 1 => manual_saga(), _ => trust_saga() };
         let mut t: u128 = 10;
         let mut seen_tokens: Vec<(Step, String)> = vec![(s.step, s.run.token.clone())];
         let mut events = events.into_iter();
@@ -489,7 +624,7 @@ proptest! {
             // waiting person acts.
             let ev = events.next().unwrap_or(match s.step {
                 Step::AwaitNew => Event::Provide,
-                Step::AwaitRetire => Event::Confirm,
+                Step::AwaitRetire | Step::AwaitTrust | Step::AwaitSignIn => Event::Confirm,
                 _ => Event::Ok(3),
             });
             match ev {
@@ -502,9 +637,17 @@ proptest! {
                 }
                 Event::Confirm => {
                     t += 1;
-                    match confirm_retired(&s, clock(s.updated_at + 1, t)) {
+                    match confirm(&s, false, clock(s.updated_at + 1, t)) {
+                        Ok(r) if before.trust.is_some() => { prop_assert!(matches!(before.step, Step::AwaitTrust | Step::AwaitSignIn)); s = r; }
                         Ok(r) => { prop_assert!(before.person.manual && before.effects.target == TargetState::HoldsNew); s = r; }
-                        Err(_) => prop_assert!(!(s.person.manual && s.step == Step::AwaitRetire)),
+                        Err(_) => prop_assert!(!(s.person.manual && s.step == Step::AwaitRetire || s.trust.is_some() && s.awaits_person())),
+                    }
+                }
+                Event::Broken => {
+                    t += 1;
+                    match confirm(&s, true, clock(s.updated_at + 1, t)) {
+                        Ok(r) => { prop_assert!(before.trust.is_some() && before.step == Step::AwaitSignIn); s = r; }
+                        Err(_) => prop_assert!(!(s.trust.is_some() && s.step == Step::AwaitSignIn && !s.status.is_terminal())),
                     }
                 }
                 Event::Stale(i) => {
@@ -555,6 +698,27 @@ proptest! {
                 prop_assert_eq!(s.effects.target, TargetState::HoldsNew);
             }
             prop_assert!(s.outcome.history.len() <= HISTORY_LIMIT);
+            // A trust saga: the source switches to the new credential only
+            // after the person said the target trusts it, removes the old one
+            // only after they said sign-in works, and never removes the new
+            // one once they said the target trusts it.
+            if let Some(tr) = &s.trust {
+                prop_assert!(!matches!(s.step, Step::AwaitNew | Step::AwaitRetire | Step::ProveNew | Step::PushToTarget | Step::VerifyTarget | Step::DisableOld | Step::RetireOld | Step::RestoreOld | Step::DisableNew | Step::RetireNew | Step::RestoreNew), "trust saga at {}", s.step);
+                if matches!(s.step, Step::SwitchNew | Step::AwaitSignIn) || tr.in_use != InUse::Old {
+                    prop_assert!(tr.trusted);
+                }
+                if s.step == Step::RemoveOld || s.effects.old_deleted {
+                    prop_assert!(tr.works && tr.in_use == InUse::New);
+                }
+                if s.step == Step::RevokeNew {
+                    prop_assert!(!tr.trusted && tr.in_use == InUse::Old);
+                }
+                if s.step == Step::SwitchBack {
+                    prop_assert!(!tr.works && tr.old.is_some());
+                }
+            } else {
+                prop_assert!(!matches!(s.step, Step::AwaitTrust | Step::SwitchNew | Step::AwaitSignIn | Step::SwitchBack | Step::RemoveOld));
+            }
             // A credential made by hand is never created, disabled, deleted
             // or restored by the machine; an automatic one never waits on a person.
             if s.person.manual {
@@ -587,11 +751,16 @@ proptest! {
             }
             Status::Compensated => {
                 prop_assert!(!s.effects.target.may_hold_new());
+                prop_assert!(s.trust.as_ref().is_none_or(|t| !t.trusted && t.in_use == InUse::Old));
                 prop_assert!(s.keys.new_key.is_none() || s.effects.new_revoked || s.person.manual);
                 prop_assert!(!s.effects.old_disabled);
             }
             Status::Refused => prop_assert!(s.keys.new_key.is_none()),
-            Status::RolledBack => prop_assert!(s.effects.old_restored && !s.effects.old_deleted),
+            Status::RolledBack => {
+                prop_assert!(s.effects.old_restored && !s.effects.old_deleted);
+                // A trust saga rolled back: the source uses the old one again.
+                prop_assert!(s.trust.as_ref().is_none_or(|t| t.in_use == InUse::Old && !t.works));
+            }
             Status::NeedsAttention => prop_assert!(s.outcome.failure.is_some()),
             Status::Running | Status::Compensating => unreachable!(),
         }

@@ -388,6 +388,60 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
         quarantine(Change::Lifted, &Health { consecutive_failures: 0, last_counted_saga: Some("S-ok".into()), quarantine: None }),
     ));
 
+    // A credential the target must be made to trust (the Entra SAML
+    // signing certificate of IAM Identity Center).
+    fn ctx<'a>(keys: Option<&'a [KeyRef]>, s: &Saga) -> Context<'a> {
+        Context {
+            credential_kind: "entra_saml_certificate",
+            credential: "Entra SAML signing certificate of service principal sp-1 (tenant t-1)",
+            target_kind: "identity_center_saml",
+            target: "IAM Identity Center identity source (IdP certificate, set in the console)",
+            keys_now: keys,
+            advice: Some(crate::connectors::entra_saml::advice(s, keys.and_then(|k| k.iter().find(|k| k.active)).map(|k| k.id.as_str()))),
+            words: None,
+        }
+    }
+    let mut t = Saga::new("S-saml".into(), "entra-saml".into(), "entra_saml_certificate:t-1:sp-1".into(), "manual".into(), T0, 1);
+    t.trust = Some(crate::saga::Trust { old: Some("OLDTHUMB".into()), ..Default::default() });
+    t.keys.old_keys = vec![KeyRef { id: "OLDTHUMB".into(), active: true, created_at: Some(T0 - 700 * 86_400_000) }];
+    t.keys.new_key = Some("NEWTHUMB".into());
+    t.step = Step::AwaitTrust;
+    t.person.deadline = Some(T0 + 2 * 86_400_000);
+    let trust_steps = crate::connectors::TrustSteps {
+        noun: "SAML signing certificate",
+        title: "give the target the new SAML signing certificate".into(),
+        steps: vec!["Upload the certificate NEWTHUMB.".into(), "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----".into()],
+        deadline: "keyturn removes the new certificate; the old one (OLDTHUMB) stays in use".into(),
+    };
+    out.push(("saml_action_required_trust", render_trust_prompt(&t, &ctx(None, &t), &trust_steps, false)));
+    let mut c = t.clone();
+    c.step = Step::AwaitSignIn;
+    c.person.prompts = 1;
+    c.trust.as_mut().unwrap().trusted = true;
+    c.effects.target = TargetState::HoldsNew;
+    c.trust.as_mut().unwrap().in_use = crate::saga::InUse::New;
+    out.push(("saml_reminder_sign_in", render_trust_prompt(&c, &ctx(None, &c), &trust_steps, true)));
+    let old_in_use = [KeyRef { id: "OLDTHUMB".into(), active: true, created_at: None }, KeyRef { id: "NEWTHUMB".into(), active: false, created_at: None }];
+    let new_in_use = [KeyRef { id: "NEWTHUMB".into(), active: true, created_at: None }];
+    let mut ok = c.clone();
+    ok.status = Status::Succeeded;
+    ok.effects.old_deleted = true;
+    ok.trust.as_mut().unwrap().works = true;
+    out.push(("saml_succeeded", render(&ok, &ctx(Some(&new_in_use), &ok))));
+    let mut back = c.clone();
+    back.status = Status::RolledBack;
+    back.effects.old_restored = true;
+    back.trust.as_mut().unwrap().in_use = crate::saga::InUse::Old;
+    back.outcome.failure = failure(Step::AwaitSignIn, "SignInBroken", "a person reported that sign-in does not work with the new credential", true);
+    back.outcome.compensations = vec!["switched back to the old credential OLDTHUMB".into()];
+    out.push(("saml_rolled_back", render(&back, &ctx(Some(&old_in_use), &back))));
+    let mut late = t.clone();
+    late.status = Status::Compensated;
+    late.effects.new_revoked = true;
+    late.outcome.failure = failure(Step::AwaitTrust, "TrustNotConfirmed", "nobody confirmed within 2d that the target trusts the new credential", true);
+    let only_old = [KeyRef { id: "OLDTHUMB".into(), active: true, created_at: None }];
+    out.push(("saml_trust_not_confirmed", render(&late, &ctx(Some(&only_old), &late))));
+
     // Configuration.
     out.push(("config_rejected", render_config_rejected("ssm:/keyturn/config", "7", "6", "rotation[1].target: unknown field `tenant`")));
     out

@@ -24,7 +24,7 @@ fn headline(status: Status) -> &'static str {
 /// What a person should do, from the outcome and the failure code; a
 /// connector's own advice for its error code comes first.
 pub fn recommended_action(saga: &Saga, advice: Option<&str>, words: Option<&'static HandWords>) -> String {
-    if let (Some(a), false) = (advice, saga.status == Status::Succeeded) {
+    if let (Some(a), false) = (advice, saga.status == Status::Succeeded && saga.trust.is_none()) {
         return a.to_string();
     }
     if saga.person.manual {
@@ -174,6 +174,14 @@ fn key_lines(saga: &Saga, keys_now: Option<&[KeyRef]>, w: &HandWords) -> Vec<(St
 }
 
 fn target_line(saga: &Saga, w: &HandWords) -> &'static str {
+    if let Some(t) = &saga.trust {
+        // Nothing reads the target back: what the person said.
+        return if t.trusted {
+            "trusts the new credential, as the person confirmed (it may no longer trust the old one)"
+        } else {
+            "not confirmed to trust the new credential (it trusts what it trusted before, unless a person changed it)"
+        };
+    }
     if saga.person.manual {
         return match saga.effects.target {
             TargetState::Untouched => "unchanged (never sent the new token)",
@@ -189,6 +197,16 @@ fn target_line(saga: &Saga, w: &HandWords) -> &'static str {
         TargetState::HoldsOld => "holds the old key",
         TargetState::Uncertain => "unknown: it may hold the new key",
         TargetState::Accepted | TargetState::HoldsNew => "holds the new key",
+    }
+}
+
+/// The credential the source uses now (a saga with the trust shape), from
+/// the keys just listed: the active one, and whether it is the new or old.
+fn in_use_now(saga: &Saga, keys_now: Option<&[KeyRef]>) -> String {
+    match keys_now.and_then(|k| k.iter().find(|k| k.active)) {
+        Some(k) => format!("{} ({})", k.id, key_role(saga, &k.id)),
+        None if keys_now.is_some() => "none".into(),
+        None => "unknown (could not list)".into(),
     }
 }
 
@@ -231,6 +249,9 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
         t.push_str(&format!("  {id}  {state:<8}  {role}\n"));
     }
     t.push_str(&format!("Target now:      {}\n", target_line(saga, w)));
+    if saga.trust.is_some() {
+        t.push_str(&format!("In use now:      {}\n", in_use_now(saga, ctx.keys_now)));
+    }
     t.push_str(&format!("Recommended action: {action}\n"));
     t.push_str("Next attempt:    none scheduled (start one with keyturn rotate)\n");
     t.push_str(&format!("More:            keyturn status {}\n", saga.saga_id));
@@ -255,6 +276,8 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
         next_attempt: None,
         status_command: format!("keyturn status {}", saga.saga_id),
         exposure: None,
+        // The credential the source uses now (a saga with the trust shape).
+        in_use_now: saga.trust.is_some().then(|| in_use_now(saga, ctx.keys_now)),
     };
     let attributes = BTreeMap::from([
         ("event", event.to_string()),

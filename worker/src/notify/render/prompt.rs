@@ -114,3 +114,92 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
         saga,
     )
 }
+
+/// A wait of a saga with the trust shape ([`crate::saga::Trust`]) for a
+/// configured rotation: [`render_trust_prompt`] with its connectors' names.
+pub fn render_trust_prompt_for(rot: &crate::connectors::Rotation, saga: &Saga, hand: &crate::connectors::TrustSteps, reminder: bool) -> Notification {
+    let (credential, target) = (rot.source.describe(), rot.target.describe());
+    let ctx = Context {
+        credential_kind: rot.source.kind(),
+        credential: &credential,
+        target_kind: rot.target.kind(),
+        target: &target,
+        keys_now: None,
+        advice: None,
+        words: None,
+    };
+    render_trust_prompt(saga, &ctx, hand, reminder)
+}
+
+/// A wait of a saga with the trust shape: the `action_required` notice
+/// (first) or a reminder, with the source's steps
+/// ([`crate::connectors::TrustSteps`]) and the commands that answer it.
+pub fn render_trust_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::TrustSteps, reminder: bool) -> Notification {
+    use crate::saga::Step;
+    let (credential, target) = (ctx.credential, ctx.target);
+    let (credential_kind, target_kind) = (ctx.credential_kind, ctx.target_kind);
+    let event = if reminder { "rotation.reminder" } else { "rotation.action_required" };
+    let headline = if reminder { format!("Reminder: {}", hand.title) } else { format!("Action required: {}", hand.title) };
+    let id = &saga.saga_id;
+    let trusting = saga.step == Step::AwaitTrust;
+    let mut steps = hand.steps.clone();
+    let commands = if trusting {
+        steps.push(format!("Tell keyturn it is done: `keyturn confirm {id}`."));
+        vec![format!("keyturn confirm {id}")]
+    } else {
+        steps.push(format!(
+            "If sign-in works: `keyturn confirm {id}` (keyturn then removes the old {}). If it does not: `keyturn confirm {id} --broken`.",
+            hand.noun
+        ));
+        vec![format!("keyturn confirm {id}"), format!("keyturn confirm {id} --broken")]
+    };
+    let deadline = saga.person.deadline.map(fmt_ms).unwrap_or_else(|| "none".into());
+    let mut t = format!("{headline}\n\n");
+    t.push_str(&format!("Rotation:        {}\n", saga.rotation_id));
+    t.push_str(&format!("Saga:            {id}\n"));
+    t.push_str(&format!("Credential:      {credential} ({credential_kind})\n"));
+    t.push_str(&format!("Target:          {target} ({target_kind})\n"));
+    t.push_str(&format!("Started:         {} by {}\n", fmt_ms(saga.created_at), saga.trigger));
+    if reminder {
+        t.push_str(&format!("Reminder:        {} (keyturn is still waiting)\n", saga.person.prompts));
+    }
+    t.push_str(&format!("Deadline:        {deadline}; after it {}.\n", hand.deadline));
+    t.push_str("What to do:\n");
+    for (i, step) in steps.iter().enumerate() {
+        t.push_str(&format!("  {}. {step}\n", i + 1));
+    }
+    t.push_str(&format!("More:            keyturn status {id}\n"));
+    let document = to_document(&PromptDoc {
+        head: Head { event, severity: "warning" },
+        rotation_id: saga.rotation_id.clone(),
+        saga_id: id.clone(),
+        status: saga.status.as_str(),
+        trigger: saga.trigger.clone(),
+        action: if trusting { "trust_new" } else { "check_sign_in" },
+        reminder: reminder.then_some(saga.person.prompts),
+        deadline: saga.person.deadline,
+        credential: Named::new(credential_kind, credential),
+        target: Named::new(target_kind, target),
+        old_token: saga.trust.as_ref().and_then(|t| t.old.clone()).map(|id| OldToken { id, created: None }),
+        new_token: saga.keys.new_key.clone(),
+        steps,
+        commands,
+        status_command: format!("keyturn status {id}"),
+    });
+    let subject = format!("[keyturn] {headline}: {}", saga.rotation_id).replace(['\r', '\n'], " ").chars().take(100).collect();
+    correlate(
+        Notification {
+            subject,
+            text: t,
+            document,
+            attributes: BTreeMap::from([
+                ("event", event.to_string()),
+                ("severity", "warning".to_string()),
+                ("rotation_id", saga.rotation_id.clone()),
+                ("credential_kind", credential_kind.to_string()),
+                ("target_kind", target_kind.to_string()),
+            ]),
+        },
+        saga,
+    )
+}
