@@ -190,7 +190,10 @@ pub struct Keys {
 }
 
 /// What the saga has done so far: where the target stands, and what became
-/// of the keys (compensation and the notices go by it).
+/// of the keys (compensation and the notices go by it). The flags stay
+/// booleans even where two describe one key's state (`old_disabled`,
+/// `old_restored`): each is a key of its own in the stored document, which
+/// an enum would change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Effects {
     pub target: TargetState,

@@ -24,26 +24,13 @@ pub fn render_evidence(saga: &Saga, ctx: &OwnedContext, verdict: &crate::saga::V
         )
     };
     let headline = format!("Evidence: the target uses the {keep} key");
-    let text = format!(
-        "{headline}\n\nRotation:        {}\nSaga:            {} (needs attention, both keys in place)\nCredential:      {} ({})\nTarget:          {} ({})\nNew key:         {}\nOld key:         {}\nEvidence:        {}\nRecommended action: {action}\nMore:            keyturn status {}\n",
-        saga.rotation_id,
-        saga.saga_id,
-        ctx.credential,
-        ctx.credential_kind,
-        ctx.target,
-        ctx.target_kind,
-        saga.keys.new_key.as_deref().unwrap_or("none"),
-        saga.keys.old_keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", "),
-        verdict.reason,
-        saga.saga_id
-    );
-    let document = to_document(&EvidenceDoc {
+    let d = EvidenceDoc {
         head: Head { event: "rotation.evidence", severity: "warning" },
         rotation_id: saga.rotation_id.clone(),
         saga_id: saga.saga_id.clone(),
         status: saga.status.as_str(),
-        credential: Named::new(&ctx.credential_kind, &ctx.credential),
-        target: Named::new(&ctx.target_kind, &ctx.target),
+        credential: Named::new(ctx.credential_kind, &ctx.credential),
+        target: Named::new(ctx.target_kind, &ctx.target),
         new_key: saga.keys.new_key.clone(),
         old_keys: saga.keys.old_keys.iter().map(|k| k.id.clone()).collect(),
         keep: verdict.keep.map(|k| k.as_str()),
@@ -52,7 +39,22 @@ pub fn render_evidence(saga: &Saga, ctx: &OwnedContext, verdict: &crate::saga::V
         recommended_action: action,
         resolve_command: format!("keyturn resolve {} --keep {keep}", saga.saga_id),
         status_command: format!("keyturn status {}", saga.saga_id),
-    });
+    };
+    let text = format!(
+        "{headline}\n\nRotation:        {}\nSaga:            {} (needs attention, both keys in place)\nCredential:      {} ({})\nTarget:          {} ({})\nNew key:         {}\nOld key:         {}\nEvidence:        {}\nRecommended action: {}\nMore:            {}\n",
+        d.rotation_id,
+        d.saga_id,
+        d.credential.name,
+        d.credential.kind,
+        d.target.name,
+        d.target.kind,
+        d.new_key.as_deref().unwrap_or("none"),
+        d.old_keys.join(", "),
+        d.evidence,
+        d.recommended_action,
+        d.status_command
+    );
+    let document = to_document(&d);
     correlate(
         Notification {
             subject: format!("[keyturn] {headline}: {} ({}) -> {}", saga.rotation_id, ctx.credential, ctx.target)

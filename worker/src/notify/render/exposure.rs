@@ -141,21 +141,23 @@ pub fn render_exposed_blocked(
     let action = format!(
         "The exposed key {key_id} may still be active. Saga {saga_id} holds this credential and cannot be taken over: {why}. If it needs attention with both keys in place, decide now which key the target uses and run `keyturn resolve {saga_id} --keep new|old`; deactivate the exposed key by hand if its consumer can be stopped (`aws iam update-access-key --access-key-id {key_id} --status Inactive`)."
     );
+    let d = ExposedBlockedDoc {
+        head: Head { event: "rotation.exposed_key", severity: "critical" },
+        rotation_id: rotation_id.into(),
+        saga_id: saga_id.into(),
+        correlation_id: correlation_id.into(),
+        exposure: BlockedExposure { key_id: key_id.into(), state: "unknown", aws_quarantine: AWS_QUARANTINE, blocked: why.into() },
+        recommended_action: action,
+        status_command: format!("keyturn status {saga_id}"),
+    };
     let text = format!(
-        "Exposed key: a person must act\n\nRotation:        {rotation_id}\nSaga:            {saga_id}\nExposed key:     {key_id}\nWhat AWS did:    {AWS_QUARANTINE}\nRecommended action: {action}\nMore:            keyturn status {saga_id}\n"
+        "Exposed key: a person must act\n\nRotation:        {}\nSaga:            {}\nExposed key:     {}\nWhat AWS did:    {}\nRecommended action: {}\nMore:            {}\n",
+        d.rotation_id, d.saga_id, d.exposure.key_id, d.exposure.aws_quarantine, d.recommended_action, d.status_command
     );
     Notification {
         subject: format!("[keyturn] Exposed key: a person must act: {rotation_id}").chars().take(100).collect(),
         text,
-        document: to_document(&ExposedBlockedDoc {
-            head: Head { event: "rotation.exposed_key", severity: "critical" },
-            rotation_id: rotation_id.into(),
-            saga_id: saga_id.into(),
-            correlation_id: correlation_id.into(),
-            exposure: BlockedExposure { key_id: key_id.into(), state: "unknown", aws_quarantine: AWS_QUARANTINE, blocked: why.into() },
-            recommended_action: action,
-            status_command: format!("keyturn status {saga_id}"),
-        }),
+        document: to_document(&d),
         attributes: exposed_key_attributes(rotation_id, credential_kind, target_kind, correlation_id),
     }
 }
@@ -189,26 +191,33 @@ pub fn render_exposed_settled(
         "Remove the public copy of the key.".to_string(),
         "Detach AWS's quarantine policy from the user once the investigation is done: it restricts the user's current key too.".to_string(),
     ];
+    let d = ExposedSettledDoc {
+        head: Head { event: "rotation.exposed_key", severity: "critical" },
+        rotation_id: rotation_id.into(),
+        correlation_id: correlation_id.into(),
+        exposure: SettledExposure {
+            key_id: key_id.into(),
+            state: "settled",
+            found: what.into(),
+            health_event: event_arn.into(),
+            aws_quarantine: AWS_QUARANTINE,
+            next_steps: steps.to_vec(),
+        },
+    };
+    let x = &d.exposure;
     let text = format!(
-        "Exposed key: nothing left to rotate\n\nRotation:        {rotation_id}\nExposed key:     {key_id}\nAWS Health event: {event_arn}\nWhat keyturn found: {what}\nWhat AWS did:    {AWS_QUARANTINE}\nNext steps:\n{}",
-        steps.iter().enumerate().map(|(i, s)| format!("  {}. {s}\n", i + 1)).collect::<String>()
+        "Exposed key: nothing left to rotate\n\nRotation:        {}\nExposed key:     {}\nAWS Health event: {}\nWhat keyturn found: {}\nWhat AWS did:    {}\nNext steps:\n{}",
+        d.rotation_id,
+        x.key_id,
+        x.health_event,
+        x.found,
+        x.aws_quarantine,
+        x.next_steps.iter().enumerate().map(|(i, s)| format!("  {}. {s}\n", i + 1)).collect::<String>()
     );
     Notification {
         subject: format!("[keyturn] Exposed key {key_id}: nothing left to rotate ({rotation_id})").chars().take(100).collect(),
         text,
-        document: to_document(&ExposedSettledDoc {
-            head: Head { event: "rotation.exposed_key", severity: "critical" },
-            rotation_id: rotation_id.into(),
-            correlation_id: correlation_id.into(),
-            exposure: SettledExposure {
-                key_id: key_id.into(),
-                state: "settled",
-                found: what.into(),
-                health_event: event_arn.into(),
-                aws_quarantine: AWS_QUARANTINE,
-                next_steps: steps.to_vec(),
-            },
-        }),
+        document: to_document(&d),
         attributes: exposed_key_attributes(rotation_id, credential_kind, target_kind, correlation_id),
     }
 }

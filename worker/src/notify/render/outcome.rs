@@ -217,45 +217,6 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
     // SNS subjects: one line, at most 100 characters.
     let subject: String = subject.replace(['\r', '\n'], " ").chars().take(100).collect();
     let w = words_of(ctx.words);
-    let keys = key_lines(saga, ctx.keys_now, w);
-    let action = recommended_action(saga, ctx.advice.as_deref(), ctx.words);
-    let rolled_back = if saga.outcome.compensations.is_empty() { vec!["nothing".to_string()] } else { saga.outcome.compensations.clone() };
-    let failure = saga.outcome.failure.as_ref();
-
-    let mut t = String::new();
-    t.push_str(&format!("{}\n\n", headline(saga.status)));
-    t.push_str(&format!("Rotation:        {}\n", saga.rotation_id));
-    t.push_str(&format!("Saga:            {}\n", saga.saga_id));
-    t.push_str(&format!("Credential:      {} ({})\n", ctx.credential, ctx.credential_kind));
-    t.push_str(&format!("Target:          {} ({})\n", ctx.target, ctx.target_kind));
-    t.push_str(&format!("Outcome:         {}\n", saga.status.as_str()));
-    t.push_str(&format!("Started:         {} by {}\n", fmt_ms(saga.created_at), saga.trigger));
-    if let Some(r) = &saga.origin.request {
-        let event = r.event_account.as_deref().map(|a| (a, r.event_source.as_deref().unwrap_or("")));
-        t.push_str(&format!("Requested by:    {} (as the request says); {}\n", r.requester, sent_by(r.sender.as_deref(), event)));
-    }
-    if let Some(f) = failure {
-        t.push_str(&format!("Failed step:     {}\n", f.step));
-        t.push_str(&format!("Error code:      {}\n", f.code));
-        t.push_str(&format!("Error message:   {}\n", f.message));
-        t.push_str(&format!("Operator can fix: {}\n", if f.operator_fixable { "yes" } else { "no (transient or external)" }));
-    }
-    t.push_str(&format!("Rolled back:     {}\n", rolled_back.join("; ")));
-    t.push_str(if saga.person.manual { "Tokens now (no API lists them; as keyturn recorded them):\n" } else { "Keys now:\n" });
-    if keys.is_empty() {
-        t.push_str("  (could not list the keys)\n");
-    }
-    for (id, state, role) in &keys {
-        t.push_str(&format!("  {id}  {state:<8}  {role}\n"));
-    }
-    t.push_str(&format!("Target now:      {}\n", target_line(saga, w)));
-    if saga.trust.is_some() {
-        t.push_str(&format!("In use now:      {}\n", in_use_now(saga, ctx.keys_now)));
-    }
-    t.push_str(&format!("Recommended action: {action}\n"));
-    t.push_str("Next attempt:    none scheduled (start one with keyturn rotate)\n");
-    t.push_str(&format!("More:            keyturn status {}\n", saga.saga_id));
-
     let mut doc = OutcomeDoc {
         head: Head { event, severity },
         rotation_id: saga.rotation_id.clone(),
@@ -264,21 +225,57 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
         trigger: saga.trigger.clone(),
         credential: Named::new(ctx.credential_kind, ctx.credential),
         target: TargetNow { kind: ctx.target_kind.into(), name: ctx.target.into(), state: target_line(saga, w) },
-        failure: failure.map(|f| FailureDoc {
+        failure: saga.outcome.failure.as_ref().map(|f| FailureDoc {
             step: f.step.as_str(),
             code: f.code.clone(),
             message: f.message.clone(),
             operator_fixable: f.operator_fixable,
         }),
         rolled_back: saga.outcome.compensations.clone(),
-        keys: keys.into_iter().map(|(id, state, role)| KeyLine { id, state, role }).collect(),
-        recommended_action: action,
+        keys: key_lines(saga, ctx.keys_now, w).into_iter().map(|(id, state, role)| KeyLine { id, state, role }).collect(),
+        recommended_action: recommended_action(saga, ctx.advice.as_deref(), ctx.words),
         next_attempt: None,
         status_command: format!("keyturn status {}", saga.saga_id),
         exposure: None,
         // The credential the source uses now (a saga with the trust shape).
         in_use_now: saga.trust.is_some().then(|| in_use_now(saga, ctx.keys_now)),
     };
+
+    // The text says what the document says, in lines.
+    let d = &doc;
+    let mut t = String::new();
+    t.push_str(&format!("{}\n\n", headline(saga.status)));
+    t.push_str(&format!("Rotation:        {}\n", d.rotation_id));
+    t.push_str(&format!("Saga:            {}\n", d.saga_id));
+    t.push_str(&format!("Credential:      {} ({})\n", d.credential.name, d.credential.kind));
+    t.push_str(&format!("Target:          {} ({})\n", d.target.name, d.target.kind));
+    t.push_str(&format!("Outcome:         {}\n", d.status));
+    t.push_str(&format!("Started:         {} by {}\n", fmt_ms(saga.created_at), d.trigger));
+    if let Some(r) = &saga.origin.request {
+        let event = r.event_account.as_deref().map(|a| (a, r.event_source.as_deref().unwrap_or("")));
+        t.push_str(&format!("Requested by:    {} (as the request says); {}\n", r.requester, sent_by(r.sender.as_deref(), event)));
+    }
+    if let Some(f) = &d.failure {
+        t.push_str(&format!("Failed step:     {}\n", f.step));
+        t.push_str(&format!("Error code:      {}\n", f.code));
+        t.push_str(&format!("Error message:   {}\n", f.message));
+        t.push_str(&format!("Operator can fix: {}\n", if f.operator_fixable { "yes" } else { "no (transient or external)" }));
+    }
+    t.push_str(&format!("Rolled back:     {}\n", if d.rolled_back.is_empty() { "nothing".to_string() } else { d.rolled_back.join("; ") }));
+    t.push_str(if saga.person.manual { "Tokens now (no API lists them; as keyturn recorded them):\n" } else { "Keys now:\n" });
+    if d.keys.is_empty() {
+        t.push_str("  (could not list the keys)\n");
+    }
+    for k in &d.keys {
+        t.push_str(&format!("  {}  {:<8}  {}\n", k.id, k.state, k.role));
+    }
+    t.push_str(&format!("Target now:      {}\n", d.target.state));
+    if let Some(in_use) = &d.in_use_now {
+        t.push_str(&format!("In use now:      {in_use}\n"));
+    }
+    t.push_str(&format!("Recommended action: {}\n", d.recommended_action));
+    t.push_str("Next attempt:    none scheduled (start one with keyturn rotate)\n");
+    t.push_str(&format!("More:            {}\n", d.status_command));
     let attributes = BTreeMap::from([
         ("event", event.to_string()),
         ("severity", severity.to_string()),

@@ -37,7 +37,6 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
     let creating = saga.step == Step::AwaitNew;
     let (title, action) = if creating { (format!("create a new {noun}"), "create_new") } else { (format!("delete the old {noun}"), "delete_old") };
     let headline = if reminder { format!("Reminder: {title}") } else { format!("Action required: {title}") };
-    let deadline = saga.person.deadline.map(fmt_ms).unwrap_or_else(|| "none".into());
     let mut steps: Vec<String> = Vec::new();
     let mut commands: Vec<String> = Vec::new();
     let id = &saga.saga_id;
@@ -65,22 +64,7 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
     } else {
         "keyturn stops waiting and reports the rotation needs attention; the old token stays valid until someone deletes it or it expires"
     };
-    let mut t = format!("{headline}\n\n");
-    t.push_str(&format!("Rotation:        {}\n", saga.rotation_id));
-    t.push_str(&format!("Saga:            {id}\n"));
-    t.push_str(&format!("Credential:      {} ({})\n", ctx.credential, ctx.credential_kind));
-    t.push_str(&format!("Target:          {} ({})\n", ctx.target, ctx.target_kind));
-    t.push_str(&format!("Started:         {} by {}\n", fmt_ms(saga.created_at), saga.trigger));
-    if reminder {
-        t.push_str(&format!("Reminder:        {} (keyturn is still waiting)\n", saga.person.prompts));
-    }
-    t.push_str(&format!("Deadline:        {deadline}; after it {consequence}.\n"));
-    t.push_str("What to do:\n");
-    for (i, step) in steps.iter().enumerate() {
-        t.push_str(&format!("  {}. {step}\n", i + 1));
-    }
-    t.push_str(&format!("More:            keyturn status {id}\n"));
-    let document = to_document(&PromptDoc {
+    let d = PromptDoc {
         head: Head { event, severity },
         rotation_id: saga.rotation_id.clone(),
         saga_id: id.clone(),
@@ -96,7 +80,25 @@ pub fn render_prompt(saga: &Saga, ctx: &Context<'_>, hand: &crate::connectors::B
         steps,
         commands,
         status_command: format!("keyturn status {id}"),
-    });
+    };
+    // The text says what the document says, in lines.
+    let deadline = d.deadline.map(fmt_ms).unwrap_or_else(|| "none".into());
+    let mut t = format!("{headline}\n\n");
+    t.push_str(&format!("Rotation:        {}\n", d.rotation_id));
+    t.push_str(&format!("Saga:            {}\n", d.saga_id));
+    t.push_str(&format!("Credential:      {} ({})\n", d.credential.name, d.credential.kind));
+    t.push_str(&format!("Target:          {} ({})\n", d.target.name, d.target.kind));
+    t.push_str(&format!("Started:         {} by {}\n", fmt_ms(saga.created_at), d.trigger));
+    if let Some(n) = d.reminder {
+        t.push_str(&format!("Reminder:        {n} (keyturn is still waiting)\n"));
+    }
+    t.push_str(&format!("Deadline:        {deadline}; after it {consequence}.\n"));
+    t.push_str("What to do:\n");
+    for (i, step) in d.steps.iter().enumerate() {
+        t.push_str(&format!("  {}. {step}\n", i + 1));
+    }
+    t.push_str(&format!("More:            {}\n", d.status_command));
+    let document = to_document(&d);
     let subject = format!("[keyturn] {headline}: {}", saga.rotation_id).replace(['\r', '\n'], " ").chars().take(100).collect();
     correlate(
         Notification {

@@ -26,10 +26,26 @@ pub fn render_quarantine(
         Change::Disabled => ("rotation.disabled", "critical", "Rotation disabled after quarantine"),
         Change::Lifted | Change::None => ("rotation.quarantine_lifted", "info", "Rotation quarantine lifted"),
     };
-    let q = h.quarantine.as_ref();
-    let mut t = format!("{headline}\n\nRotation:        {rotation_id}\nCredential:      {credential}\nTarget:          {target}\n");
-    if let Some(q) = q {
-        t.push_str(&format!("Reason:          {}\nFailed in a row: {}\nQuarantined since: {}\n", q.reason, h.consecutive_failures, fmt_ms(q.began)));
+    let d = QuarantineDoc {
+        head: Head { event, severity },
+        rotation_id: rotation_id.into(),
+        credential: Named::new(credential_kind, credential),
+        target: Named::new(target_kind, target),
+        consecutive_failures: h.consecutive_failures,
+        quarantine: h.quarantine.as_ref().map(|q| QuarantineState {
+            since: q.began,
+            reason: q.reason.clone(),
+            series: q.series,
+            next_attempt: q.next_attempt,
+            disabled: q.disabled,
+        }),
+        last_saga: saga.map(str::to_string),
+    };
+    // The text says what the document says, in lines.
+    let id = &d.rotation_id;
+    let mut t = format!("{headline}\n\nRotation:        {id}\nCredential:      {}\nTarget:          {}\n", d.credential.name, d.target.name);
+    if let Some(q) = &d.quarantine {
+        t.push_str(&format!("Reason:          {}\nFailed in a row: {}\nQuarantined since: {}\n", q.reason, d.consecutive_failures, fmt_ms(q.since)));
         t.push_str(&format!(
             "Next attempt:    {}\n",
             if q.disabled {
@@ -38,25 +54,14 @@ pub fn render_quarantine(
                 format!("{} (automatic triggers back off: 6h, 12h, then daily)", fmt_ms(q.next_attempt))
             }
         ));
-        t.push_str(&format!("Recommended action: fix the cause (see the last saga: keyturn status {}), then `keyturn rotate {rotation_id}` to test it, or `keyturn release {rotation_id}`.\n", saga.unwrap_or("<saga>")));
+        t.push_str(&format!(
+            "Recommended action: fix the cause (see the last saga: keyturn status {}), then `keyturn rotate {id}` to test it, or `keyturn release {id}`.\n",
+            d.last_saga.as_deref().unwrap_or("<saga>")
+        ));
     } else {
         t.push_str("Automatic triggers rotate this credential again as usual.\n");
     }
-    let document = to_document(&QuarantineDoc {
-        head: Head { event, severity },
-        rotation_id: rotation_id.into(),
-        credential: Named::new(credential_kind, credential),
-        target: Named::new(target_kind, target),
-        consecutive_failures: h.consecutive_failures,
-        quarantine: q.map(|q| QuarantineState {
-            since: q.began,
-            reason: q.reason.clone(),
-            series: q.series,
-            next_attempt: q.next_attempt,
-            disabled: q.disabled,
-        }),
-        last_saga: saga.map(str::to_string),
-    });
+    let document = to_document(&d);
     Notification {
         subject: format!("[keyturn] {headline}: {rotation_id} ({credential}) -> {target}").chars().take(100).collect(),
         text: t,

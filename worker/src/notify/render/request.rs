@@ -22,19 +22,39 @@ pub fn render_request_answer(
         crate::intake::RequestTarget::Rotation(id) => format!("rotation {id}"),
         crate::intake::RequestTarget::User { account_id, user_name } => format!("iam user {user_name} in account {account_id}"),
     };
+    let d = RequestAnswerDoc {
+        head: Head { event, severity },
+        rotation_id: rotation_id.map(str::to_string),
+        saga_id: saga_id.map(str::to_string),
+        outcome: outcome.into(),
+        reason_rejected: reason.map(str::to_string),
+        request: RequestDoc {
+            requester: r.requester.clone(),
+            reason: r.reason.clone(),
+            idempotency_key: r.idempotency_key.clone(),
+            sender: r.sender.clone(),
+            event_account: r.event.as_ref().map(|e| e.account.clone()),
+            event_source: r.event.as_ref().map(|e| e.source.clone()),
+        },
+        correlation_id: r.correlation().to_string(),
+        status_command: saga_id.map(|id| format!("keyturn status {id}")),
+    };
+    // The text says what the document says, in lines.
+    let q = &d.request;
     let mut text = format!(
-        "{}\n\nRequested:       {named}\nRequester:       {} (as the request says)\nSent by:         {}\nReason:          {}\nIdempotency key: {}\nCorrelation id:  {}\nOutcome:         {outcome}\n",
+        "{}\n\nRequested:       {named}\nRequester:       {} (as the request says)\nSent by:         {}\nReason:          {}\nIdempotency key: {}\nCorrelation id:  {}\nOutcome:         {}\n",
         if accepted { "Rotation request accepted" } else { "Rotation request rejected" },
-        r.requester,
-        sent_by(r.sender.as_deref(), r.event.as_ref().map(|e| (e.account.as_str(), e.source.as_str()))),
-        r.reason,
-        r.idempotency_key,
-        r.correlation()
+        q.requester,
+        sent_by(q.sender.as_deref(), q.event_account.as_deref().zip(q.event_source.as_deref())),
+        q.reason,
+        q.idempotency_key,
+        d.correlation_id,
+        d.outcome
     );
-    if let Some(id) = saga_id {
-        text.push_str(&format!("Saga:            {id}\nMore:            keyturn status {id}\n"));
+    if let (Some(id), Some(more)) = (&d.saga_id, &d.status_command) {
+        text.push_str(&format!("Saga:            {id}\nMore:            {more}\n"));
     }
-    if let Some(why) = reason {
+    if let Some(why) = &d.reason_rejected {
         text.push_str(&format!("Why:             {why}\n"));
     }
     Notification {
@@ -44,23 +64,7 @@ pub fn render_request_answer(
             .take(100)
             .collect(),
         text,
-        document: to_document(&RequestAnswerDoc {
-            head: Head { event, severity },
-            rotation_id: rotation_id.map(str::to_string),
-            saga_id: saga_id.map(str::to_string),
-            outcome: outcome.into(),
-            reason_rejected: reason.map(str::to_string),
-            request: RequestDoc {
-                requester: r.requester.clone(),
-                reason: r.reason.clone(),
-                idempotency_key: r.idempotency_key.clone(),
-                sender: r.sender.clone(),
-                event_account: r.event.as_ref().map(|e| e.account.clone()),
-                event_source: r.event.as_ref().map(|e| e.source.clone()),
-            },
-            correlation_id: r.correlation().to_string(),
-            status_command: saga_id.map(|id| format!("keyturn status {id}")),
-        }),
+        document: to_document(&d),
         attributes: BTreeMap::from([
             ("event", event.to_string()),
             ("severity", severity.to_string()),

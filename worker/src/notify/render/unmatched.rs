@@ -7,21 +7,23 @@ use super::super::Notification;
 
 /// The one-time report of an IAM user with a failing finding and no rotation.
 pub fn render_unmatched(account: &str, user: &str, finding_id: &str, credential_kind: &str) -> Notification {
-    let text = format!(
-        "Finding for an IAM user keyturn does not rotate\n\n\
-         User:            {user}\n\
-         Account:         {account}\n\
-         Finding:         {finding_id}\n\
-         Recommended action: add a [[rotation]] for this user to keyturn's configuration, or rotate its key another way. \
-         This is reported once; later re-imports of the finding are only counted.\n"
-    );
-    let document = to_document(&UnmatchedDoc {
+    let d = UnmatchedDoc {
         head: Head { event: "rotation.unmatched", severity: "warning" },
         account_id: account.into(),
         user: user.into(),
         finding_id: finding_id.into(),
         recommended_action: "add a [[rotation]] for this user, or rotate its key another way",
-    });
+    };
+    let text = format!(
+        "Finding for an IAM user keyturn does not rotate\n\n\
+         User:            {}\n\
+         Account:         {}\n\
+         Finding:         {}\n\
+         Recommended action: add a [[rotation]] for this user to keyturn's configuration, or rotate its key another way. \
+         This is reported once; later re-imports of the finding are only counted.\n",
+        d.user, d.account_id, d.finding_id
+    );
+    let document = to_document(&d);
     Notification {
         subject: format!("[keyturn] No rotation for iam user {user} (account {account})").chars().take(100).collect(),
         text,
