@@ -608,11 +608,13 @@ impl<Q: Queue> Steps<Q> {
             Ok(()) => {
                 let limit = rot.source.max_credentials();
                 match rot.source.inventory().await {
-                    Ok(keys) if keys.len() >= limit && !saga.person.manual && saga.trust.is_none() => match self.attention.keys_of_earlier_sagas(saga, &keys).await {
-                        // No room for a new key, and one of them ours: say which saga holds them.
-                        Some(message) => StepResult::of(Err(Error::Refused { code: "KeysOfEarlierSaga", message })),
-                        None => StepResult::of(Ok(Effect::Started { keys, limit })),
-                    },
+                    Ok(keys) if keys.len() >= limit && !saga.person.manual && saga.trust.is_none() => {
+                        match self.attention.keys_of_earlier_sagas(saga, &keys).await {
+                            // No room for a new key, and one of them ours: say which saga holds them.
+                            Some(message) => StepResult::of(Err(Error::Refused { code: "KeysOfEarlierSaga", message })),
+                            None => StepResult::of(Ok(Effect::Started { keys, limit })),
+                        }
+                    }
                     r => StepResult::of(r.map(|keys| Effect::Started { keys, limit })),
                 }
             }

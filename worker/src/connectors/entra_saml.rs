@@ -691,7 +691,8 @@ region = "us-east-1"
         let a = advice(&s, Some("OLD"));
         assert!(a.contains("Entra signs with the OLD certificate OLD") && a.contains("upload OLD again"), "{a}");
         s.status = Status::RolledBack;
-        s.outcome.failure = Some(crate::saga::Failure { step: Step::AwaitSignIn, code: "SignInBroken".into(), message: String::new(), operator_fixable: true });
+        s.outcome.failure =
+            Some(crate::saga::Failure { step: Step::AwaitSignIn, code: "SignInBroken".into(), message: String::new(), operator_fixable: true });
         let a = advice(&s, Some("OLD"));
         assert!(a.contains("OLD certificate OLD again") && a.contains("trusts OLD"), "{a}");
         // A switch back that failed for good, Entra still on the new one.

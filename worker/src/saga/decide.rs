@@ -151,7 +151,9 @@ pub(super) fn on_done(s: &mut Saga, effect: &Effect, policy: &Policy, clock: Clo
             s.close(Status::Compensated, clock);
         }
         (Step::RestoreNew, Effect::RestoredNew) => on_restored_new(s, clock),
-        (Step::AwaitNew | Step::AwaitRetire | Step::AwaitTrust | Step::AwaitSignIn, Effect::Prompted) if s.person.deadline.is_none_or(|d| clock.now < d) => {
+        (Step::AwaitNew | Step::AwaitRetire | Step::AwaitTrust | Step::AwaitSignIn, Effect::Prompted)
+            if s.person.deadline.is_none_or(|d| clock.now < d) =>
+        {
             // Stay, and come back for the next reminder (or the deadline).
             s.person.prompts += 1;
             s.run.step_attempts = 0;

@@ -85,7 +85,8 @@ fn trust_saga() -> Saga {
 fn trust_at(step: Step) -> (Saga, u128) {
     let mut t = 100;
     let mut s = trust_saga();
-    s = run(&s, done(Effect::Started { keys: vec![key("OLD"), KeyRef { id: "SPARE".into(), active: false, created_at: Some(1) }], limit: 2 }), &mut t).saga;
+    s = run(&s, done(Effect::Started { keys: vec![key("OLD"), KeyRef { id: "SPARE".into(), active: false, created_at: Some(1) }], limit: 2 }), &mut t)
+        .saga;
     while s.step != step {
         assert!(!s.status.is_terminal(), "never reached {step}: {s:?}");
         s = match s.step {
