@@ -28,13 +28,17 @@ pub const EXPOSED_ROTATION: &str = "exposed";
 
 /// The `[worker]` table of the exposure measurements (the priority-lane
 /// test and the benchmark's exposure figure): concurrency 4, short polls
-/// and leases so a test does not wait out production timings.
+/// and leases so a test does not wait out production timings. The sweeper
+/// runs on its production timings: nothing here needs it (a killed
+/// worker's messages come back from SQS), and a sweep every second of
+/// hundreds of waiting sagas by every replica loaded moto, and so every
+/// call of the emergency, with work no deployment does.
 pub const EXPOSURE_WORKER: &str = r#"concurrency = 4
 wait_time = "1s"
 visibility_timeout = "10s"
 lease = "3s"
-sweep_interval = "1s"
-sweep_after = "3s"
+sweep_interval = "60s"
+sweep_after = "120s"
 shutdown_grace = "5s""#;
 /// How long the fake Auth0 takes to answer in the exposure measurements.
 pub const EXPOSURE_AUTH0_LATENCY_MS: u64 = 100;
