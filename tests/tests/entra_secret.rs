@@ -145,7 +145,7 @@ async fn the_client_secret_is_rotated_while_scim_rotations_keep_working() {
     assert_eq!(code, 0, "{plan}{err}");
     let end_ms = aws_smithy_types::DateTime::from_str(&first_end, aws_smithy_types::date_time::Format::DateTime).unwrap().to_millis().unwrap() as u64;
     let expect = format!(
-        "entra-own: starts {} (30.0d before the secret expires {})",
+        "entra-own: starts {} (30.0d before the credential in use expires {})",
         keyturn::clock::fmt_date(end_ms - 30 * 86_400_000),
         keyturn::clock::fmt_date(end_ms)
     );
@@ -278,7 +278,7 @@ async fn the_expiry_is_asked_at_most_daily() {
     // 340 days on, the password (a year left) is due: asked on every scan.
     clock.advance(Duration::from_secs(340 * 86_400));
     let plan = engine.plan_scan().await.unwrap().join("\n");
-    assert!(plan.contains("entra-own: starts now (30.0d before the secret expires"), "{plan}");
+    assert!(plan.contains("entra-own: starts now (30.0d before the credential in use expires"), "{plan}");
     engine.plan_scan().await.unwrap();
     // Two due plans: each asks again, and its dry run lists the passwords once.
     assert_eq!(reads(), 6, "a due answer is asked again on every scan");

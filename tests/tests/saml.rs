@@ -361,3 +361,25 @@ async fn the_graph_fake_refuses_what_graph_refuses() {
     assert!(keys.iter().filter(|k| k["usage"] == "Sign").all(|k| k["key"].is_null()), "no private part is read");
     assert!(read["passwordCredentials"].as_array().unwrap().iter().all(|p| p["secretText"].is_null()));
 }
+
+/// `plan --scan` says when a `[rotation.schedule] before_expiry` starts the
+/// rotation, from the expiry of the certificate Entra signs with (read from
+/// the service principal: 2027-01-01 in the fake), the way it does for
+/// keyturn's own Entra client secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_says_when_the_certificates_expiry_starts_the_rotation() {
+    let env = env("1h", "1h").await;
+    let dir = std::env::temp_dir().join(format!("keyturn-saml-plan-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The saml rotation is the configuration's last: the schedule is its.
+    let cfg = dir.join("keyturn.toml");
+    std::fs::write(&cfg, format!("{}\n[rotation.schedule]\nbefore_expiry = \"10d\"\n", env.config_text)).unwrap();
+    let (code, out, err) = cli(&env, &cfg, &["check-config"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, plan, err) = cli(&env, &cfg, &["plan", "--scan"]);
+    assert_eq!(code, 0, "{plan}{err}");
+    // 10 days before 2027-01-01; "starts now" once that date has passed.
+    let line = plan.lines().find(|l| l.starts_with("entra-saml: starts ")).unwrap_or_else(|| panic!("no start line for entra-saml in:\n{plan}"));
+    assert!(line.ends_with("(10.0d before the credential in use expires 2027-01-01)"), "{line}");
+    assert!(line.starts_with("entra-saml: starts 2026-12-22 (") || line.starts_with("entra-saml: starts now ("), "{line}");
+}

@@ -565,7 +565,7 @@ impl<Q: Queue> Intake<Q> {
     pub async fn plan_scan(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for item in self.scan_expiry(self.shared.now_ms()).await {
-            let when = format!("{} before the secret expires {}", days(item.before_expiry), crate::clock::fmt_date(item.expires_at));
+            let when = format!("{} before the credential in use expires {}", days(item.before_expiry), crate::clock::fmt_date(item.expires_at));
             if item.due {
                 out.push(format!("{}: starts now ({when})", item.rotation_id));
                 out.extend(self.describe_plan(&item.rotation_id, &[]).await?);
