@@ -9,6 +9,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use keyturn::clock::Clock;
 use keyturn::saga::{Saga, Status, Step};
 use keyturn::store::Created;
 use keyturn_testkit::auth0_fake::{ALL_SCOPES, CLIENT_ID, CLIENT_KEYS_SCOPE};
@@ -80,9 +81,14 @@ impl Worker {
 /// The environment, its configuration with the secret rotation added
 /// (written to a file for the worker), and an engine to ask and watch with.
 async fn setup(name: &str, endpoint: Option<String>) -> (TestEnv, keyturn::config::Config, Worker, Engine) {
+    setup_with(name, endpoint, "").await
+}
+
+/// [`setup`], with `extra` appended to the secret rotation's tables.
+async fn setup_with(name: &str, endpoint: Option<String>, extra: &str) -> (TestEnv, keyturn::config::Config, Worker, Engine) {
     let env = TestEnv::new(Options::default()).await.unwrap();
     env.auth0.set_granted_scopes(&format!("{ALL_SCOPES} {CLIENT_KEYS_SCOPE}"));
-    let text = format!("{}\n{}", env.config_text, secret_rotation(&env.auth0.uri()));
+    let text = format!("{}\n{}{extra}", env.config_text, secret_rotation(&env.auth0.uri()));
     let cfg = keyturn::config::Config::parse(&text).unwrap();
     let dir = std::env::temp_dir().join(format!("keyturn-{name}-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -375,4 +381,30 @@ async fn doctor_checks_the_token_and_the_scope() {
     assert!(scopes.to_string().contains("grant update:client_keys"), "{scopes}");
     assert!(env.auth0.rotated().is_empty(), "doctor rotates nothing");
     assert!(env.auth0.accepts_secret(&env.auth0_client_secret));
+}
+
+/// Auth0 shows no age for a client secret, so a `[rotation.schedule]
+/// max_age` counts from keyturn's last successful rotation of it: before
+/// the first one `plan` says so and the scan starts nothing; after it,
+/// `plan` says how long ago, and the scan starts the rotation once max_age
+/// has passed since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_age_counts_from_keyturns_last_rotation_of_the_secret() {
+    let (env, _cfg, mut worker, engine) = setup_with("auth0-secret-age", None, "\n[rotation.schedule]\nmax_age = \"90d\"\n").await;
+    let now = keyturn::clock::SystemClock.now_ms();
+    let plan = engine.plan_scan().await.unwrap().join("\n");
+    assert!(plan.contains("auth0-secret: the source tells no age and keyturn has not rotated it yet"), "{plan}");
+    let far = now + 200 * 86_400_000;
+    let never = engine.scan_keys(far).await.unwrap().into_iter().find(|i| i.rotation_id == "auth0-secret").unwrap();
+    assert!(!never.due, "never rotated by keyturn: no max_age start, however late");
+
+    let _w = worker.spawn();
+    let id = request(&engine, "auth0-secret").await;
+    assert_eq!(wait_end(&engine, &id, Duration::from_secs(120)).await.status, Status::Succeeded);
+    let plan = engine.plan_scan().await.unwrap().join("\n");
+    assert!(plan.contains("auth0-secret: last rotated by keyturn 0.0d ago (the source tells no age); max_age 90.0d: nothing to do"), "{plan}");
+    let due_at = |items: Vec<keyturn::triggers::ScanItem>| items.into_iter().find(|i| i.rotation_id == "auth0-secret").unwrap().due;
+    assert!(!due_at(engine.scan_keys(now + 89 * 86_400_000).await.unwrap()));
+    assert!(due_at(engine.scan_keys(now + 91 * 86_400_000).await.unwrap()), "90 days after keyturn's rotation it is due");
+    assert!(works(&env).await);
 }

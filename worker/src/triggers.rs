@@ -90,6 +90,20 @@ pub struct ScanItem {
     pub age: Duration,
     pub max_age: Duration,
     pub due: bool,
+    /// What the age is counted from.
+    pub basis: AgeBasis,
+}
+
+/// What a [`ScanItem`]'s age is counted from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgeBasis {
+    /// The credential's creation time, as the source lists it.
+    Created,
+    /// keyturn's last successful rotation of it (the source tells no age).
+    LastRotation,
+    /// Neither: the source tells no age and keyturn never rotated it, so
+    /// `max_age` starts nothing until a first rotation by hand.
+    Unknown,
 }
 
 /// A rotation's credential expiry, as the scan sees it
@@ -358,11 +372,33 @@ impl<Q: Queue> Intake<Q> {
         let rots = self.shared.rotations();
         for cfg in &rots.configs {
             let (Some(max_age), Some(rot)) = (cfg.schedule.as_ref().and_then(|s| s.max_age), rots.get(&cfg.id)) else { continue };
+            if !rot.source.tells_age() {
+                let item = |age: Duration, basis| ScanItem {
+                    rotation_id: cfg.id.clone(),
+                    key_id: "the current credential".into(),
+                    age,
+                    max_age: max_age.0,
+                    due: basis == AgeBasis::LastRotation && age >= max_age.0,
+                    basis,
+                };
+                out.push(match self.shared.store.last_success(&cfg.id).await? {
+                    Some(done) => item(Duration::from_millis(now.saturating_sub(done)), AgeBasis::LastRotation),
+                    None => item(Duration::ZERO, AgeBasis::Unknown),
+                });
+                continue;
+            }
             let keys = rot.source.inventory().await?;
             let oldest = keys.iter().filter(|k| k.active).filter_map(|k| k.created_at.map(|c| (k, c))).min_by_key(|(_, c)| *c);
             if let Some((k, created)) = oldest {
                 let age = Duration::from_millis(now.saturating_sub(created));
-                out.push(ScanItem { rotation_id: cfg.id.clone(), key_id: k.id.clone(), age, max_age: max_age.0, due: age >= max_age.0 });
+                out.push(ScanItem {
+                    rotation_id: cfg.id.clone(),
+                    key_id: k.id.clone(),
+                    age,
+                    max_age: max_age.0,
+                    due: age >= max_age.0,
+                    basis: AgeBasis::Created,
+                });
             }
         }
         Ok(out)
@@ -574,6 +610,31 @@ impl<Q: Queue> Intake<Q> {
             }
         }
         for item in self.scan_keys(self.shared.now_ms()).await? {
+            match item.basis {
+                AgeBasis::Unknown => {
+                    out.push(format!(
+                        "{}: the source tells no age and keyturn has not rotated it yet: max_age {} counts from the first rotation (keyturn rotate {})",
+                        item.rotation_id,
+                        days(item.max_age),
+                        item.rotation_id
+                    ));
+                    continue;
+                }
+                AgeBasis::LastRotation => {
+                    out.push(format!(
+                        "{}: last rotated by keyturn {} ago (the source tells no age); max_age {}: {}",
+                        item.rotation_id,
+                        days(item.age),
+                        days(item.max_age),
+                        if item.due { "starts now" } else { "nothing to do" }
+                    ));
+                    if item.due {
+                        out.extend(self.describe_plan(&item.rotation_id, &[]).await?);
+                    }
+                    continue;
+                }
+                AgeBasis::Created => {}
+            }
             if item.due {
                 out.push(format!("{}: key {} is {} old, past max_age {}", item.rotation_id, item.key_id, days(item.age), days(item.max_age)));
                 out.extend(self.describe_plan(&item.rotation_id, &[]).await?);

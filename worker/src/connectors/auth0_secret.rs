@@ -342,6 +342,10 @@ impl Auth0ClientSecret {
 }
 
 impl CredentialSource for Auth0ClientSecret {
+    fn tells_age(&self) -> bool {
+        // Auth0 shows no creation time for a client secret.
+        false
+    }
     fn kind(&self) -> &'static str {
         SOURCE.kind
     }

@@ -165,6 +165,13 @@ pub trait CredentialSource: Send + Sync {
     fn max_credentials(&self) -> usize {
         2
     }
+    /// Whether [`CredentialSource::inventory`] tells when each credential
+    /// was made. A source that cannot (an Auth0 client secret: Auth0 shows
+    /// no age) has its `[rotation.schedule] max_age` counted from keyturn's
+    /// last successful rotation of it instead.
+    fn tells_age(&self) -> bool {
+        true
+    }
     /// Every credential currently in place, active or not.
     fn inventory(&self) -> BoxFut<'_, Result<Vec<KeyRef>>>;
     /// Create a new credential. `earlier_intents` are the times earlier
