@@ -221,7 +221,9 @@ async fn provide(
         }
         None => read_token(saga_id)?,
     };
-    // The credential in its own source's format (the saga's rotation).
+    // A usage mistake (nothing given, not one word) before any AWS call;
+    // then the credential in its own source's format (the saga's rotation).
+    clean_token(&token, None)?;
     let rotation = cx.engine.store.load(saga_id).await?.and_then(|s| cx.engine.shared.rotations().get(&s.saga.rotation_id).cloned());
     let token = clean_token(&token, rotation.as_ref().map(|r| r.source.as_ref()))?;
     let next = cx.engine.provide(saga_id, &token, old).await?;
