@@ -143,7 +143,11 @@ async fn a_finding_starts_a_rotation_only_while_a_key_is_past_its_age() {
     env.put_event(CONSOLIDATED).await.unwrap();
     let done = env.wait_sagas_done(2, T).await;
     assert_eq!(done.len(), 2, "exactly one new rotation: {done:#?}");
-    assert!(done.iter().all(|s| s.status == Status::Succeeded));
+    assert!(
+        done.iter().all(|s| s.status == Status::Succeeded),
+        "both succeed: {:#?}",
+        done.iter().map(|s| (&s.saga_id, s.status, s.step, &s.outcome.failure, &s.outcome.history)).collect::<Vec<_>>()
+    );
     let second = done.iter().find(|s| s.keys.new_key.as_deref() != Some(first_new.as_str())).unwrap();
     assert_eq!(second.keys.old_keys[0].id, first_new, "the second rotation replaced the first one's key");
 
