@@ -54,6 +54,27 @@ impl Workers {
     }
 }
 
+/// The driver's own calls to moto (requests, reads), retried while they fail
+/// with a retryable error. Under the soak's load moto answers HTTP 500 now and
+/// then: its `TransactWriteItems` deep-copies the whole table while other
+/// requests write to it. The driver is not what the suite tests; keyturn's
+/// workers meet the same answers and retry them as any retryable AWS error
+/// (their steps' attempts show in `step_retries`). Counted in `driver_retries`.
+async fn again<T, F: std::future::Future<Output = keyturn::error::Result<T>>>(retries: &mut u32, mut call: impl FnMut() -> F) -> T {
+    let mut attempt = 0u64;
+    loop {
+        match call().await {
+            Ok(v) => return v,
+            Err(e) if e.is_retryable() && attempt < 20 => {
+                attempt += 1;
+                *retries += 1;
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Err(e) => panic!("the driver's call failed {attempt} times: {e}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_killed_at_random_leave_every_rotation_consistent() {
     let seed: u64 = std::env::var("KEYTURN_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261121);
@@ -110,10 +131,12 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
     let engine = keyturn::app::engine(&cfg, &env.clients, "test-driver".into());
     // Every credential rotates again as soon as its last saga ended, for the
     // whole chaos window: steps are always in flight when a worker dies.
+    let mut driver_retries = 0u32;
     let mut current: Vec<String> = Vec::new();
     let mut all_sagas: Vec<String> = Vec::new();
     for i in 0..credentials {
-        let Created::New(id) = engine.request(&format!("r{i}"), "crash-suite").await.unwrap() else { panic!() };
+        let rid = format!("r{i}");
+        let Created::New(id) = again(&mut driver_retries, || engine.request(&rid, "crash-suite")).await else { panic!() };
         current.push(id.clone());
         all_sagas.push(id);
     }
@@ -123,8 +146,9 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
     let chaos_end = Instant::now() + chaos;
     while Instant::now() < chaos_end {
         for (i, cur) in current.iter_mut().enumerate() {
-            if engine.store().load(cur).await.unwrap().unwrap().saga.status.is_terminal() {
-                if let Created::New(id) = engine.request(&format!("r{i}"), "crash-suite").await.unwrap() {
+            if again(&mut driver_retries, || engine.store().load(cur)).await.unwrap().saga.status.is_terminal() {
+                let rid = format!("r{i}");
+                if let Created::New(id) = again(&mut driver_retries, || engine.request(&rid, "crash-suite")).await {
                     *cur = id.clone();
                     all_sagas.push(id);
                 }
@@ -146,7 +170,7 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
     loop {
         let mut all = true;
         for id in &all_sagas {
-            if !engine.store().load(id).await.unwrap().unwrap().saga.status.is_terminal() {
+            if !again(&mut driver_retries, || engine.store().load(id)).await.unwrap().saga.status.is_terminal() {
                 all = false;
             }
         }
@@ -159,10 +183,10 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
     // Invariants.
     let mut violations: Vec<String> = Vec::new();
     let (mut succeeded, mut compensated, mut limit_hits, mut takeovers) = (0, 0, 0, 0);
-    let raw = engine.store().raw_items().await.unwrap();
+    let raw = again(&mut driver_retries, || engine.store().raw_items()).await;
     // Every saga of the run ended, in a state a rotation may end in.
     for id in &all_sagas {
-        let saga = engine.store().load(id).await.unwrap().unwrap().saga;
+        let saga = again(&mut driver_retries, || engine.store().load(id)).await.unwrap().saga;
         let hits = saga.outcome.history.iter().filter(|a| a.code.as_deref() == Some("LimitExceeded")).count();
         if hits > 0 {
             // IAM refused a third key: keyturn tried to create one at the limit.
@@ -183,7 +207,7 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
     // Each credential's keys match the outcome of its last saga.
     for (i, id) in current.iter().enumerate() {
         let (user, _, auth0) = &tenants[i];
-        let saga = engine.store().load(id).await.unwrap().unwrap().saga;
+        let saga = again(&mut driver_retries, || engine.store().load(id)).await.unwrap().saga;
         let old = saga.keys.old_keys.first().map(|k| k.id.clone()).unwrap_or_default();
         let keys = env.clients.iam.list_access_keys().user_name(user).send().await.unwrap();
         let keys: Vec<(String, bool)> = keys
@@ -222,7 +246,7 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
         }
     }
     println!(
-        "crash suite{}: seed={seed} chaos={}s latency={LATENCY_MS}ms credentials={credentials} rotations={} workers={WORKERS} kills={kills} restarts={kills} succeeded={succeeded} compensated={compensated} step_retries={takeovers} limit_exceeded={limit_hits} violations={}",
+        "crash suite{}: seed={seed} chaos={}s latency={LATENCY_MS}ms credentials={credentials} rotations={} workers={WORKERS} kills={kills} restarts={kills} succeeded={succeeded} compensated={compensated} step_retries={takeovers} limit_exceeded={limit_hits} driver_retries={driver_retries} violations={}",
         if soak.is_some() { " (soak)" } else { "" },
         chaos.as_secs(),
         all_sagas.len(),
