@@ -87,6 +87,7 @@ pub const SOURCE: SourceEntry = SourceEntry {
     kind: "auth0_client_secret",
     credential_type: "auth0_client_secret",
     subjects: &[],
+    exposure: None,
     parse: |t| {
         let c: Auth0SecretConfig = super::from_table(t)?;
         super::auth0::check_tenant(&c.domain, c.base_url.as_deref(), &c.client_id)?;

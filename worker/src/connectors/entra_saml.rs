@@ -85,6 +85,7 @@ pub const SOURCE: SourceEntry = SourceEntry {
     kind: "entra_saml_certificate",
     credential_type: "saml_signing_certificate",
     subjects: &[],
+    exposure: None,
     parse: |t| {
         let c: SamlCertConfig = super::from_table(t)?;
         check(&c)?;

@@ -81,6 +81,7 @@ pub const SOURCE: SourceEntry = SourceEntry {
     kind: "entra_client_secret",
     credential_type: "entra_client_secret",
     subjects: &[],
+    exposure: None,
     parse: |t| {
         let c: EntraSecretConfig = super::from_table(t)?;
         for (key, v) in [("tenant_id", &c.tenant_id), ("client_id", &c.client_id), ("application_id", &c.application_id)] {

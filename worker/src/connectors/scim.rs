@@ -39,6 +39,7 @@ pub const SOURCE: SourceEntry = SourceEntry {
     kind: "scim_token",
     credential_type: "scim_token",
     subjects: &[EXPIRY],
+    exposure: None,
     parse: |t| {
         let c: ScimTokenConfig = super::from_table(t)?;
         super::check::check_region(&c.region).map_err(|m| ConfigProblem::at("region", m))?;
