@@ -446,6 +446,21 @@ impl ConfigProblem {
     }
 }
 
+/// How long a credential lives that only keyturn's own records date (one
+/// made by hand, which no API lists: [`SourceSpec::recorded_lifetime`]),
+/// and how `keyturn report` words its next rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedLifetime {
+    /// From its creation to its expiry.
+    pub lifetime: Millis,
+    /// How long before the expiry the event that starts its rotation comes.
+    pub rotation_before: Millis,
+    /// Why the rotation is due then (the report's `next_due_reason`).
+    pub due_reason: &'static str,
+    /// The `next_due_reason` while no rotation has recorded one yet.
+    pub unrecorded: &'static str,
+}
+
 /// A validated `source = { kind = … }` table. The connector owns its type,
 /// its validation and its meaning; the configuration root holds it as this.
 pub trait SourceSpec: Send + Sync + std::fmt::Debug {
@@ -471,6 +486,12 @@ pub trait SourceSpec: Send + Sync + std::fmt::Debug {
         false
     }
     fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn CredentialSource>;
+    /// For a credential no API dates (made by hand): how long it lives from
+    /// when a rotation recorded it, which `keyturn report` counts its expiry
+    /// and next rotation from. `None`: the report does not date it this way.
+    fn recorded_lifetime(&self) -> Option<&'static RecordedLifetime> {
+        None
+    }
     /// The reference keyturn itself reads this credential from (its own
     /// client secret), when it is one: the target must write exactly there
     /// ([`TargetSpec::writes_secret`]), checked with the configuration.
@@ -731,11 +752,6 @@ mod tests {
     /// Where a line outside `connectors/` may name a connector (directory or
     /// file under `src/`, what, why). Everything else must not.
     const ALLOWED: &[(&str, &str, &str)] = &[
-        // `keyturn report` shows a SCIM token's age and expiry (its row and
-        // the `scim_token` field of `keyturn.report.v1`): no source says yet
-        // how long its credential lives.
-        ("report/", "SCIM", "the SCIM token row of keyturn report"),
-        ("report/", "connectors::scim::", "the SCIM token row of keyturn report"),
         // The ASFF resource type is intake's own term for a finding's user
         // (the `Subject::kind` it describes); the IAM source registers it.
         ("intake/", "\"AwsIamUser", "intake parses ASFF resources of this type"),
