@@ -158,6 +158,9 @@ async fn an_already_rotated_key_is_reported_with_nothing_to_rotate() {
     let n = of(&seen, "rotation.exposed_key")[0];
     assert_eq!(n.document["exposure"]["state"], "settled");
     assert!(n.document["exposure"]["found"].as_str().unwrap().contains(&id), "names the saga that replaced it");
+    // The IAM source's words reach the notice (`CredentialSource::exposure_words`).
+    assert!(n.document["exposure"]["aws_quarantine"].as_str().unwrap().contains("AWSCompromisedKeyQuarantine"), "{}", n.document);
+    assert!(n.document["exposure"]["next_steps"][0].as_str().unwrap().contains("userIdentity.accessKeyId"), "{}", n.document);
     assert_eq!(env.sagas().await.len(), 1, "nothing new started");
     assert!(of(&seen, "rotation.unmatched").is_empty(), "a key keyturn rotated is not 'unmatched'");
 }
@@ -182,6 +185,9 @@ async fn an_uncovered_exposed_key_is_reported_and_deactivated_only_when_configur
     assert_eq!(un[0].attributes["severity"], "critical");
     assert_eq!((un[0].document["key_id"].as_str(), un[0].document["user"].as_str()), (Some(k1.as_str()), Some("stranger")));
     assert_eq!(un[0].document["deactivated"], false);
+    // No rotation, no source: the registry's words for an IAM user's key.
+    assert!(un[0].document["aws_quarantine"].as_str().unwrap().contains("AWSCompromisedKeyQuarantine"), "{}", un[0].document);
+    assert!(un[0].document["recommended_action"].as_str().unwrap().contains("CloudTrail"), "{}", un[0].document);
     assert_eq!(key_status(&env, "stranger", &k1).await, Some(true), "not deactivated unless configured");
     assert!(env.sagas().await.is_empty());
 

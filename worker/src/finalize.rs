@@ -102,6 +102,7 @@ impl<Q: Queue> Finalizer<Q> {
                     })
                 },
                 words: rot.target.by_hand_words(),
+                exposure: rot.source.exposure_words(),
             },
         );
         self.notifier.publish(&n).await?;

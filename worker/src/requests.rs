@@ -220,8 +220,8 @@ impl<Q: Queue> Intake<Q> {
         }
         // One notice for every uncovered key of this message.
         if !uncovered.is_empty() {
-            let kind = crate::connectors::source_kind_for(intake::IAM_USER);
-            self.notifier.publish(&notify::render_exposed_unmatched_digest(account_id, &uncovered, event_arn, kind)).await?;
+            let (kind, words) = (crate::connectors::source_kind_for(intake::IAM_USER), crate::connectors::exposure_words_for(intake::IAM_USER));
+            self.notifier.publish(&notify::render_exposed_unmatched_digest(account_id, &uncovered, event_arn, kind, words)).await?;
         }
         if let Some(wait) = busy {
             // Handled keys answer as duplicates of this same message, by its id.
@@ -251,10 +251,9 @@ impl<Q: Queue> Intake<Q> {
             _ => {
                 let why = format!("the event names iam user {user}, not a key, and the user has {} active keys keyturn rotates", active.len());
                 warn!(account = %account, user = %user, reason = %why, "exposed credentials of a user: cannot tell which key");
-                let kind = crate::connectors::source_kind_for(intake::IAM_USER);
-                self.notifier
-                    .publish(&notify::render_exposed_unmatched(account, "(the event names the user, not the key)", Some(user), event_arn, None, kind))
-                    .await?;
+                let (kind, words) = (crate::connectors::source_kind_for(intake::IAM_USER), crate::connectors::exposure_words_for(intake::IAM_USER));
+                let n = notify::render_exposed_unmatched(account, "(the event names the user, not the key)", Some(user), event_arn, None, kind, words);
+                self.notifier.publish(&n).await?;
                 Ok(Err(why))
             }
         }
@@ -278,7 +277,16 @@ impl<Q: Queue> Intake<Q> {
         let Some(rot) = self.shared.rotations().get(&s.rotation_id).cloned() else { return Ok(None) };
         let why = format!("exposed key {key} no longer exists: saga {} of rotation {} replaced it", s.saga_id, s.rotation_id);
         warn!(key = %key, saga = %s.saga_id, "exposed key was already rotated away; reported");
-        let n = notify::render_exposed_settled(&s.rotation_id, key, &why, event_arn, rot.source.kind(), rot.target.kind(), s.correlation());
+        let n = notify::render_exposed_settled(
+            &s.rotation_id,
+            key,
+            &why,
+            event_arn,
+            rot.source.kind(),
+            rot.target.kind(),
+            s.correlation(),
+            rot.source.exposure_words(),
+        );
         self.notifier.publish(&n).await?;
         Ok(Some(why))
     }
@@ -319,7 +327,16 @@ impl<Q: Queue> Intake<Q> {
                         format!("exposed key {} was already inactive; keyturn deleted it", k.id)
                     };
                     warn!(rotation = %rotation_id, key = %key, %why, "exposed key settled without a rotation");
-                    let n = notify::render_exposed_settled(rotation_id, key, &why, event_arn, rot.source.kind(), rot.target.kind(), event_arn);
+                    let n = notify::render_exposed_settled(
+                        rotation_id,
+                        key,
+                        &why,
+                        event_arn,
+                        rot.source.kind(),
+                        rot.target.kind(),
+                        event_arn,
+                        rot.source.exposure_words(),
+                    );
                     self.notifier.publish(&n).await?;
                     return Ok(Emergency::Settled(why));
                 }
@@ -363,8 +380,16 @@ impl<Q: Queue> Intake<Q> {
                 }
                 Err(saga::NotExposable(why)) => {
                     warn!(saga = %saga_id, key = %key, reason = %why, "exposed key: the saga holding the credential cannot take it over; a person must act");
-                    let n =
-                        notify::render_exposed_blocked(rotation_id, &saga_id, key, &why, rot.source.kind(), rot.target.kind(), stored.saga.correlation());
+                    let n = notify::render_exposed_blocked(
+                        rotation_id,
+                        &saga_id,
+                        key,
+                        &why,
+                        rot.source.kind(),
+                        rot.target.kind(),
+                        stored.saga.correlation(),
+                        rot.source.exposure_words(),
+                    );
                     self.notifier.publish(&n).await?;
                     return Ok(Emergency::Blocked(why));
                 }

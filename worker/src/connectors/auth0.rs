@@ -158,43 +158,7 @@ impl Auth0EmailProvider {
     /// A client-credentials token, its lifetime and the scopes granted (the
     /// token response's `scope`, which Auth0 sends for this grant).
     async fn request_token(&self, client_secret: SecretString) -> Result<(SecretString, Duration, Option<String>)> {
-        let audience = format!("https://{}/api/v2/", self.s.domain);
-        let url = self.url(&["oauth", "token"], None)?;
-        let (token, expires_in, scope) = http_retry(self.s.retry, || async {
-            let body = json!({
-                "grant_type": "client_credentials",
-                "client_id": self.s.client_id,
-                "client_secret": client_secret.expose_secret(),
-                "audience": audience,
-            });
-            let (status, headers, text) = self.api.send("POST /oauth/token", self.s.http.post(url.clone()).json(&body), false).await?;
-            if !status.is_success() {
-                return Err(http_error("POST /oauth/token", status, &headers, &text, false));
-            }
-            let v: Value = serde_json::from_str(&text).map_err(|_| Error::Http {
-                service: SERVICE,
-                operation: "POST /oauth/token",
-                status: status.as_u16(),
-                code: "invalid_response".into(),
-                message: "token response is not JSON".into(),
-                retry_after: None,
-                may_have_applied: false,
-            })?;
-            let token = v.get("access_token").and_then(Value::as_str).ok_or_else(|| Error::Http {
-                service: SERVICE,
-                operation: "POST /oauth/token",
-                status: status.as_u16(),
-                code: "invalid_response".into(),
-                message: "token response has no access_token".into(),
-                retry_after: None,
-                may_have_applied: false,
-            })?;
-            let scope = v.get("scope").and_then(Value::as_str).map(str::to_string);
-            Ok((SecretString::from(token.to_string()), v.get("expires_in").and_then(Value::as_u64).unwrap_or(86_400), scope))
-        })
-        .await
-        .map_err(|e| e.redact(client_secret.expose_secret()))?;
-        Ok((token, Duration::from_secs(expires_in), scope))
+        management_token(&self.api, &self.s.base_url, &self.s.domain, &self.s.client_id, &client_secret).await
     }
 
     /// `keyturn doctor` for any Auth0 target: a token can be obtained, it
@@ -357,6 +321,51 @@ impl Target for Auth0EmailProvider {
     fn consumer_service(&self) -> Option<&'static str> {
         Some("ses")
     }
+}
+
+/// A client-credentials token for the Management API of tenant `domain`
+/// with `client_id` and `secret`: `POST {base_url}/oauth/token` (audience
+/// `https://{domain}/api/v2/`) through `api` (its retries, no redirect).
+/// The token, its lifetime and the scopes granted (the response's `scope`,
+/// which Auth0 sends for this grant); the secret never appears in an
+/// error. The one token request of every Auth0 connector.
+pub(super) async fn management_token(
+    api: &Api,
+    base_url: &str,
+    domain: &str,
+    client_id: &str,
+    secret: &SecretString,
+) -> Result<(SecretString, Duration, Option<String>)> {
+    let audience = format!("https://{domain}/api/v2/");
+    let url = super::http::endpoint(&super::http::base(base_url)?, &["oauth", "token"], None)?;
+    let invalid = |status: StatusCode, message: &str| Error::Http {
+        service: SERVICE,
+        operation: "POST /oauth/token",
+        status: status.as_u16(),
+        code: "invalid_response".into(),
+        message: message.into(),
+        retry_after: None,
+        may_have_applied: false,
+    };
+    let (token, expires_in, scope) = http_retry(api.retry, || async {
+        let body = json!({
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": secret.expose_secret(),
+            "audience": audience,
+        });
+        let (status, headers, text) = api.send("POST /oauth/token", api.http.post(url.clone()).json(&body), false).await?;
+        if !status.is_success() {
+            return Err(http_error("POST /oauth/token", status, &headers, &text, false));
+        }
+        let v: Value = serde_json::from_str(&text).map_err(|_| invalid(status, "token response is not JSON"))?;
+        let token = v.get("access_token").and_then(Value::as_str).ok_or_else(|| invalid(status, "token response has no access_token"))?;
+        let scope = v.get("scope").and_then(Value::as_str).map(str::to_string);
+        Ok((SecretString::from(token.to_string()), v.get("expires_in").and_then(Value::as_u64).unwrap_or(86_400), scope))
+    })
+    .await
+    .map_err(|e| e.redact(secret.expose_secret()))?;
+    Ok((token, Duration::from_secs(expires_in), scope))
 }
 
 /// Build the error for a non-2xx answer from Auth0's error body and headers.

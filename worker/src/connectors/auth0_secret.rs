@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::auth0::http_error;
 use super::http::Api;
@@ -87,6 +87,7 @@ pub const SOURCE: SourceEntry = SourceEntry {
     kind: "auth0_client_secret",
     credential_type: "auth0_client_secret",
     subjects: &[],
+    exposure: None,
     parse: |t| {
         let c: Auth0SecretConfig = super::from_table(t)?;
         super::auth0::check_tenant(&c.domain, c.base_url.as_deref(), &c.client_id)?;
@@ -177,29 +178,7 @@ impl Auth0ClientSecret {
     /// A client-credentials token for the Management API, its lifetime and
     /// granted scopes. The secret never appears in an error.
     async fn request_token(&self, client_id: &str, secret: &SecretString) -> Result<(SecretString, Duration, Option<String>)> {
-        let url = self.url(&["oauth", "token"])?;
-        let audience = format!("https://{}/api/v2/", self.cfg.domain);
-        http_retry(self.api.retry, || async {
-            let body = json!({"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret.expose_secret(), "audience": audience});
-            let (status, headers, text) = self.api.send("POST /oauth/token", self.api.http.post(url.clone()).json(&body), false).await?;
-            if !status.is_success() {
-                return Err(http_error("POST /oauth/token", status, &headers, &text, false));
-            }
-            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let token = v.get("access_token").and_then(Value::as_str).ok_or_else(|| Error::Http {
-                service: "auth0",
-                operation: "POST /oauth/token",
-                status: status.as_u16(),
-                code: "invalid_response".into(),
-                message: "token response has no access_token".into(),
-                retry_after: None,
-                may_have_applied: false,
-            })?;
-            let scope = v.get("scope").and_then(Value::as_str).map(str::to_string);
-            Ok((SecretString::from(token.to_string()), Duration::from_secs(v.get("expires_in").and_then(Value::as_u64).unwrap_or(86_400)), scope))
-        })
-        .await
-        .map_err(|e| e.redact(secret.expose_secret()))
+        super::auth0::management_token(&self.api, &self.base_url, &self.cfg.domain, client_id, secret).await
     }
 
     /// A new Management API token with the secret keyturn is configured

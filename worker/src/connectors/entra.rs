@@ -54,6 +54,35 @@ pub fn graph_scope(graph_base_url: &str) -> String {
     }
 }
 
+/// A client-credentials token for Graph with `secret`, and its lifetime:
+/// `POST {login_base_url}/{tenant_id}/oauth2/v2.0/token` (form, scope
+/// [`graph_scope`] of `graph_base_url`) through `api` (its retries, no
+/// redirect). Graph's error is kept; the secret never appears in one. The
+/// one token request of every Graph connector.
+pub(super) async fn graph_token(
+    api: &Api,
+    login_base_url: &str,
+    graph_base_url: &str,
+    tenant_id: &str,
+    client_id: &str,
+    secret: &SecretString,
+) -> Result<(SecretString, Duration)> {
+    let scope = graph_scope(graph_base_url);
+    let url = super::http::endpoint(&super::http::base(login_base_url)?, &[tenant_id, "oauth2", "v2.0", "token"], None)?;
+    http_retry(api.retry, || async {
+        let form = [("client_id", client_id), ("client_secret", secret.expose_secret()), ("scope", scope.as_str()), ("grant_type", "client_credentials")];
+        let (status, headers, text) = api.send("POST token", api.http.post(url.clone()).form(&form), false).await?;
+        if !status.is_success() {
+            return Err(graph_error("POST token", status, &headers, &text, false));
+        }
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let t = v["access_token"].as_str().ok_or_else(|| graph_error("POST token", status, &headers, "{}", false))?;
+        Ok((SecretString::from(t.to_string()), Duration::from_secs(v["expires_in"].as_u64().unwrap_or(3599))))
+    })
+    .await
+    .map_err(|e| e.redact(secret.expose_secret()))
+}
+
 /// How notices word the hand-over of an IAM Identity Center SCIM token
 /// into Entra ([`super::HandWords`]).
 pub const BY_HAND_WORDS: super::HandWords = super::HandWords {
@@ -206,30 +235,12 @@ impl EntraProvisioning {
     }
 
     async fn fetch_token(&self) -> Result<(SecretString, Duration)> {
-        self.s.secrets.with(&self.s.client_secret, |secret| self.fetch_token_with(secret)).await
-    }
-
-    async fn fetch_token_with(&self, secret: SecretString) -> Result<(SecretString, Duration)> {
-        let scope = graph_scope(&self.s.graph_base_url);
-        let url = super::http::endpoint(&super::http::base(&self.s.login_base_url)?, &[self.s.tenant_id.as_str(), "oauth2", "v2.0", "token"], None)?;
-        let (token, expires_in) = http_retry(self.s.retry, || async {
-            let form = [
-                ("client_id", self.s.client_id.as_str()),
-                ("client_secret", secret.expose_secret()),
-                ("scope", scope.as_str()),
-                ("grant_type", "client_credentials"),
-            ];
-            let (status, headers, text) = self.api.send("POST token", self.s.http.post(url.clone()).form(&form), false).await?;
-            if !status.is_success() {
-                return Err(graph_error("POST token", status, &headers, &text, false));
-            }
-            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let t = v["access_token"].as_str().ok_or_else(|| graph_error("POST token", status, &headers, "{}", false))?;
-            Ok((SecretString::from(t.to_string()), v["expires_in"].as_u64().unwrap_or(3599)))
-        })
-        .await
-        .map_err(|e| e.redact(secret.expose_secret()))?;
-        Ok((token, Duration::from_secs(expires_in)))
+        let s = &self.s;
+        s.secrets
+            .with(&s.client_secret, |secret| async move {
+                graph_token(&self.api, &s.login_base_url, &s.graph_base_url, &s.tenant_id, &s.client_id, &secret).await
+            })
+            .await
     }
 
     /// One Graph call ([`Api::call`]: token, retries, an expired token

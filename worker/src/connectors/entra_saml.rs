@@ -38,10 +38,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 
-use super::entra::{graph_error, graph_scope};
+use super::entra::{graph_error, graph_token};
 use super::http::Api;
 use super::token::TokenCache;
-use super::{http_retry, BoxFut, BuildContext, ConfigProblem, CredentialSource, NewCredential, RetryPolicy, SourceEntry, SourceSpec, Subject, TrustSteps};
+use super::{BoxFut, BuildContext, ConfigProblem, CredentialSource, NewCredential, RetryPolicy, SourceEntry, SourceSpec, Subject, TrustSteps};
 use crate::clock::{fmt_ms, Dur, Millis};
 use crate::error::{Error, Result};
 use crate::preflight::{Check, Findings};
@@ -85,6 +85,7 @@ pub const SOURCE: SourceEntry = SourceEntry {
     kind: "entra_saml_certificate",
     credential_type: "saml_signing_certificate",
     subjects: &[],
+    exposure: None,
     parse: |t| {
         let c: SamlCertConfig = super::from_table(t)?;
         check(&c)?;
@@ -287,31 +288,12 @@ impl SamlCertificate {
     }
 
     async fn fetch_token(&self) -> Result<(SecretString, Duration)> {
-        self.s.secrets.with(&self.s.client_secret, |secret| self.fetch_token_with(secret)).await
-    }
-
-    async fn fetch_token_with(&self, secret: SecretString) -> Result<(SecretString, Duration)> {
-        use secrecy::ExposeSecret;
-        let scope = graph_scope(&self.s.graph_base_url);
-        let url = super::http::endpoint(&super::http::base(&self.s.login_base_url)?, &[self.s.tenant_id.as_str(), "oauth2", "v2.0", "token"], None)?;
-        let (token, expires_in) = http_retry(self.s.retry, || async {
-            let form = [
-                ("client_id", self.s.client_id.as_str()),
-                ("client_secret", secret.expose_secret()),
-                ("scope", scope.as_str()),
-                ("grant_type", "client_credentials"),
-            ];
-            let (status, headers, text) = self.api.send("POST token", self.s.http.post(url.clone()).form(&form), false).await?;
-            if !status.is_success() {
-                return Err(graph_error("POST token", status, &headers, &text, false));
-            }
-            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let t = v["access_token"].as_str().ok_or_else(|| graph_error("POST token", status, &headers, "{}", false))?;
-            Ok((SecretString::from(t.to_string()), v["expires_in"].as_u64().unwrap_or(3599)))
-        })
-        .await
-        .map_err(|e| e.redact(secret.expose_secret()))?;
-        Ok((token, Duration::from_secs(expires_in)))
+        let s = &self.s;
+        s.secrets
+            .with(&s.client_secret, |secret| async move {
+                graph_token(&self.api, &s.login_base_url, &s.graph_base_url, &s.tenant_id, &s.client_id, &secret).await
+            })
+            .await
     }
 
     async fn call(&self, method: Method, url: Result<reqwest::Url>, operation: &'static str, body: Option<Value>) -> Result<Value> {

@@ -41,12 +41,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::entra::{graph_error, graph_scope};
+use super::entra::{graph_error, graph_token};
 use super::http::Api;
 use super::token::TokenCache;
-use super::{
-    http_retry, BoxFut, BuildContext, ConfigProblem, CredentialSource, NewCredential, RetryPolicy, SourceEntry, SourceSpec, Subject, CANNOT_DISABLE,
-};
+use super::{BoxFut, BuildContext, ConfigProblem, CredentialSource, NewCredential, RetryPolicy, SourceEntry, SourceSpec, Subject, CANNOT_DISABLE};
 use crate::clock::Dur;
 use crate::error::{Error, Result};
 use crate::preflight::{Check, Findings};
@@ -81,6 +79,7 @@ pub const SOURCE: SourceEntry = SourceEntry {
     kind: "entra_client_secret",
     credential_type: "entra_client_secret",
     subjects: &[],
+    exposure: None,
     parse: |t| {
         let c: EntraSecretConfig = super::from_table(t)?;
         for (key, v) in [("tenant_id", &c.tenant_id), ("client_id", &c.client_id), ("application_id", &c.application_id)] {
@@ -201,32 +200,14 @@ impl EntraClientSecret {
     }
 
     /// A client-credentials token for Graph with `secret`.
-    async fn token_with(&self, secret: &SecretString, retry: RetryPolicy) -> Result<(SecretString, Duration)> {
-        let scope = graph_scope(&self.graph);
-        let url = super::http::endpoint(&super::http::base(&self.login)?, &[self.cfg.tenant_id.as_str(), "oauth2", "v2.0", "token"], None)?;
-        http_retry(retry, || async {
-            let form = [
-                ("client_id", self.cfg.client_id.as_str()),
-                ("client_secret", secret.expose_secret()),
-                ("scope", scope.as_str()),
-                ("grant_type", "client_credentials"),
-            ];
-            let (status, headers, text) = self.api.send("POST token", self.api.http.post(url.clone()).form(&form), false).await?;
-            if !status.is_success() {
-                return Err(graph_error("POST token", status, &headers, &text, false));
-            }
-            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let t = v["access_token"].as_str().ok_or_else(|| graph_error("POST token", status, &headers, "{}", false))?;
-            Ok((SecretString::from(t.to_string()), Duration::from_secs(v["expires_in"].as_u64().unwrap_or(3599))))
-        })
-        .await
-        .map_err(|e| e.redact(secret.expose_secret()))
+    async fn token_with(&self, secret: &SecretString) -> Result<(SecretString, Duration)> {
+        graph_token(&self.api, &self.login, &self.graph, &self.cfg.tenant_id, &self.cfg.client_id, secret).await
     }
 
     /// The token keyturn calls Graph with: from the secret it reads now
     /// (re-read once if the token endpoint refuses a cached value).
     async fn fetch_token(&self) -> Result<(SecretString, Duration)> {
-        self.secrets.with(&self.cfg.client_secret, |s| async move { self.token_with(&s, self.api.retry).await }).await
+        self.secrets.with(&self.cfg.client_secret, |s| async move { self.token_with(&s).await }).await
     }
 
     async fn call(&self, api: &Api, method: Method, url: Result<reqwest::Url>, operation: &'static str, body: Option<Value>) -> Result<Value> {
@@ -284,7 +265,7 @@ impl EntraClientSecret {
     }
 
     async fn prove_impl(&self, cred: &NewCredential) -> Result<()> {
-        match self.token_with(&cred.secret, self.api.retry).await {
+        match self.token_with(&cred.secret).await {
             Ok(_) => Ok(()),
             Err(Error::Http { code, message, .. }) if code == "invalid_client" || code == "unauthorized_client" => Err(Error::NotYet {
                 code: "SecretNotReplicated",

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{BoxFut, BuildContext, ConfigProblem, CredentialSource, NewCredential, SourceEntry, SourceSpec, Subject, SubjectKind};
+use super::{BoxFut, BuildContext, ConfigProblem, CredentialSource, ExposureWords, NewCredential, SourceEntry, SourceSpec, Subject, SubjectKind};
 use crate::accounts::{Access, Accounts};
 use crate::error::{aws, Error, Result};
 use crate::preflight::{AwsAction, Check, Findings};
@@ -43,11 +43,32 @@ pub struct IamAccessKeyConfig {
 /// name the resource (`Subject::name` is the user name).
 pub const USER: SubjectKind = SubjectKind { kind: "AwsIamUser", trigger: "" };
 
+/// How notices word an exposed access key (AWS Health's
+/// `AWS_RISK_CREDENTIALS_EXPOSED`): AWS's quarantine policy, CloudTrail,
+/// `aws iam` commands.
+pub const EXPOSURE_WORDS: ExposureWords = ExposureWords {
+    provider_action: "AWS attaches its managed quarantine policy (AWSCompromisedKeyQuarantineV2 or V3) to the IAM user when it reports one of its keys exposed. The policy denies a set of sensitive actions to every key of that user, the new key included; keyturn does not detach it.",
+    still_active: "The exposed key {key} still works for whoever found it. keyturn could not replace it ({status}: see above). Deactivate it now if the risk outweighs the outage: `aws iam update-access-key --user-name <user> --access-key-id {key} --status Inactive` (its consumer stops working), or fix the cause and run `keyturn rotate {rotation}`.",
+    find_use: "Find what the key was used for: CloudTrail events with userIdentity.accessKeyId = {key} (all regions), from well before the event until {until}.",
+    lift_restriction: "When the investigation is done, detach the AWS quarantine policy from {credential}: it restricts the new key too. Before that, check the consumer's calls are not denied by it.",
+    kept_inactive: "The exposed key is kept inactive for forensics (policy exposed_key = keep_inactive). Delete it when the investigation is done: until then the user has two keys and `keyturn rotate {rotation}` is refused.",
+    deactivate_by_hand: "`aws iam update-access-key --access-key-id {key} --status Inactive`",
+    settled_find_use: "Find what the key was used for while it was public: CloudTrail events with userIdentity.accessKeyId = {key}, all regions.",
+    settled_lift: "Detach AWS's quarantine policy from the user once the investigation is done: it restricts the user's current key too.",
+    owner: "IAM user {user}",
+    owner_unknown: "an IAM user keyturn could not find in its account",
+    uncovered_deactivated: "Give the consumer of {key} a new key, then delete {key}. Investigate its use in CloudTrail, remove the public copy, and detach AWS's quarantine policy from the user when done.",
+    uncovered_failed: "Deactivate {key} by hand now, give its consumer a new key, investigate its use in CloudTrail and remove the public copy.",
+    uncovered_active: "Rotate {key} by hand now (or deactivate it, which breaks its consumer), investigate its use in CloudTrail, remove the public copy; add a [[rotation]] for this user so keyturn can replace it next time.",
+    uncovered_many: "rotate (or deactivate) each active key by hand now, investigate its use in CloudTrail and remove the public copy. A key no user in this account owns may be made up: check the event.",
+};
+
 /// The registry entry.
 pub const SOURCE: SourceEntry = SourceEntry {
     kind: "iam_access_key",
     credential_type: "aws_access_key",
     subjects: &[USER],
+    exposure: Some(&EXPOSURE_WORDS),
     parse: |t| {
         let c: IamAccessKeyConfig = super::from_table(t)?;
         if !super::check::valid_iam_name(&c.user_name) {
@@ -450,6 +471,9 @@ impl CredentialSource for IamAccessKey {
     }
     fn advice(&self, code: &str, rotate: &str) -> Option<String> {
         advice(code, rotate)
+    }
+    fn exposure_words(&self) -> Option<&'static ExposureWords> {
+        SOURCE.exposure
     }
     /// IAM allows two access keys per user: a rotation needs one free slot.
     fn max_credentials(&self) -> usize {

@@ -119,6 +119,59 @@ impl HandWords {
     }
 }
 
+/// How notices about an exposed credential (a key its provider reported
+/// public) word it in the source's own terms: what the provider did on its
+/// own, how to find the credential's use and to deactivate it by hand, and
+/// what to do about one no rotation covers. Notifications keep the layout
+/// (the timeline, the order of the steps) and speak of the credential's
+/// service only through these. Each text may hold `{key}` (the exposed
+/// credential's id) and the placeholders its field names;
+/// [`ExposureWords::say`] fills them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExposureWords {
+    /// What the provider does on its own to a credential it reports exposed.
+    pub provider_action: &'static str,
+    /// The step while the exposed credential still works after a rotation
+    /// that could not replace it: `{status}` (the saga's), `{rotation}`.
+    pub still_active: &'static str,
+    /// The step to find the credential's use, until `{until}` (a time).
+    pub find_use: &'static str,
+    /// The step to lift the provider's restriction after the investigation,
+    /// from `{credential}` (the source as it describes itself).
+    pub lift_restriction: &'static str,
+    /// The step when the exposed credential is kept inactive for forensics:
+    /// `{rotation}`.
+    pub kept_inactive: &'static str,
+    /// How to deactivate the exposed credential by hand (the notice of a
+    /// saga that cannot take the exposure over).
+    pub deactivate_by_hand: &'static str,
+    /// A credential with nothing left to rotate: the step to find its use
+    /// while it was public.
+    pub settled_find_use: &'static str,
+    /// A credential with nothing left to rotate: the step to lift the
+    /// provider's restriction.
+    pub settled_lift: &'static str,
+    /// Who owns an exposed credential no rotation covers: `{user}`.
+    pub owner: &'static str,
+    /// Who owns it when keyturn found no owner.
+    pub owner_unknown: &'static str,
+    /// What to do about an uncovered credential keyturn deactivated.
+    pub uncovered_deactivated: &'static str,
+    /// What to do about an uncovered credential keyturn failed to deactivate.
+    pub uncovered_failed: &'static str,
+    /// What to do about an uncovered credential left active.
+    pub uncovered_active: &'static str,
+    /// What to do about several uncovered credentials of one event.
+    pub uncovered_many: &'static str,
+}
+
+impl ExposureWords {
+    /// `text` with its placeholders filled (as [`HandWords::say`]).
+    pub fn say(text: &str, vars: &[(&str, &str)]) -> String {
+        HandWords::say(text, vars)
+    }
+}
+
 /// The code of `Error::Refused` from `disable`/`enable` of a source whose
 /// credentials cannot be disabled (an Entra password): the engine's
 /// `disable_old` step takes it as nothing to do, so the old credential stays
@@ -222,6 +275,11 @@ pub trait CredentialSource: Send + Sync {
     /// rotation again. `None`: the generic advice. A target's own advice
     /// ([`Target::advice`]) comes first.
     fn advice(&self, _code: &str, _rotate: &str) -> Option<String> {
+        None
+    }
+    /// How notices about an exposed credential of this source word it
+    /// (see [`ExposureWords`]). `None`: the notices' generic words.
+    fn exposure_words(&self) -> Option<&'static ExposureWords> {
         None
     }
     /// When the credential now in use expires (Entra: a password's
@@ -388,6 +446,21 @@ impl ConfigProblem {
     }
 }
 
+/// How long a credential lives that only keyturn's own records date (one
+/// made by hand, which no API lists: [`SourceSpec::recorded_lifetime`]),
+/// and how `keyturn report` words its next rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedLifetime {
+    /// From its creation to its expiry.
+    pub lifetime: Millis,
+    /// How long before the expiry the event that starts its rotation comes.
+    pub rotation_before: Millis,
+    /// Why the rotation is due then (the report's `next_due_reason`).
+    pub due_reason: &'static str,
+    /// The `next_due_reason` while no rotation has recorded one yet.
+    pub unrecorded: &'static str,
+}
+
 /// A validated `source = { kind = … }` table. The connector owns its type,
 /// its validation and its meaning; the configuration root holds it as this.
 pub trait SourceSpec: Send + Sync + std::fmt::Debug {
@@ -413,6 +486,12 @@ pub trait SourceSpec: Send + Sync + std::fmt::Debug {
         false
     }
     fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn CredentialSource>;
+    /// For a credential no API dates (made by hand): how long it lives from
+    /// when a rotation recorded it, which `keyturn report` counts its expiry
+    /// and next rotation from. `None`: the report does not date it this way.
+    fn recorded_lifetime(&self) -> Option<&'static RecordedLifetime> {
+        None
+    }
     /// The reference keyturn itself reads this credential from (its own
     /// client secret), when it is one: the target must write exactly there
     /// ([`TargetSpec::writes_secret`]), checked with the configuration.
@@ -442,6 +521,9 @@ pub struct SourceEntry {
     /// The kinds of subject of events it can cover (intake reads AWS Health
     /// notices of these codes; who reports an unmatched one).
     pub subjects: &'static [SubjectKind],
+    /// How notices word an exposed credential of this kind, also when no
+    /// rotation covers it ([`exposure_words_for`]).
+    pub exposure: Option<&'static ExposureWords>,
     pub parse: fn(toml::Table) -> std::result::Result<Arc<dyn SourceSpec>, ConfigProblem>,
 }
 
@@ -492,6 +574,12 @@ pub fn check_pair(source: &dyn SourceSpec, target: &dyn TargetSpec) -> std::resu
 /// of `rotation.unmatched`).
 pub fn source_kind_for(subject: &str) -> &'static str {
     SOURCES.iter().find(|e| e.subjects.iter().any(|k| k.kind == subject)).map(|e| e.kind).unwrap_or("none")
+}
+
+/// How notices word an exposed credential of a kind of subject no rotation
+/// covers: the words of the source kind that covers it ([`source_kind_for`]).
+pub fn exposure_words_for(subject: &str) -> Option<&'static ExposureWords> {
+    SOURCES.iter().find(|e| e.subjects.iter().any(|k| k.kind == subject)).and_then(|e| e.exposure)
 }
 
 /// The registered kind of subject `kind` names, if a source covers it
@@ -664,18 +752,14 @@ mod tests {
     /// Where a line outside `connectors/` may name a connector (directory or
     /// file under `src/`, what, why). Everything else must not.
     const ALLOWED: &[(&str, &str, &str)] = &[
-        // `keyturn report` shows a SCIM token's age and expiry (its row and
-        // the `scim_token` field of `keyturn.report.v1`): no source says yet
-        // how long its credential lives.
-        ("report/", "SCIM", "the SCIM token row of keyturn report"),
-        ("report/", "connectors::scim::", "the SCIM token row of keyturn report"),
         // The ASFF resource type is intake's own term for a finding's user
         // (the `Subject::kind` it describes); the IAM source registers it.
         ("intake/", "\"AwsIamUser", "intake parses ASFF resources of this type"),
-        // Exposed-key notices are about AWS access keys (AWS Health's
-        // AWS_RISK_CREDENTIALS_EXPOSED); their wording is not yet the source's.
-        ("notify/render/exposure.rs", "aws iam ", "exposed access keys: deactivating one by hand"),
+        // `keyturn report` is an inventory of IAM access keys (it pages IAM
+        // itself, for the keys no rotation covers too): the fix of an unused
+        // key is IAM's own command.
         ("report/", "aws iam ", "the fix column of keyturn report's key rows"),
+        ("report/", "update-access-key", "the fix column of keyturn report's key rows"),
         // The request API's sender is an IAM principal, not a credential keyturn rotates.
         ("config.rs", "aws iam ", "finding a role's RoleId for [requests] allowed_senders"),
     ];
@@ -685,7 +769,9 @@ mod tests {
     /// names a connector's module or one of its types (`connectors::scim::`,
     /// `ScimToken`, …), a subject kind a source registers, or a connector's
     /// wording (SCIM, Entra, Auth0, GitHub, IAM Identity Center, the IAM
-    /// console, `aws iam` commands), except the lines [`ALLOWED`] lists with
+    /// console, `aws iam` commands, the exposed-key words of the IAM source:
+    /// AWS's quarantine policy, `update-access-key`, CloudTrail's
+    /// `accessKeyId`), except the lines [`ALLOWED`] lists with
     /// their reason; and no job of the engine makes IAM calls of its own
     /// (they go through the sources and `accounts`). Complements
     /// `kind_names_appear_only_in_the_registry`, which checks kind-name
@@ -717,7 +803,22 @@ mod tests {
         assert!(needles.iter().any(|n| n == "ScimToken") && needles.iter().any(|n| n == "connectors::iam::"), "the scan sees the connectors: {needles:?}");
         needles.extend(SOURCES.iter().flat_map(|e| e.subjects.iter()).map(|k| format!("\"{}", k.kind)));
         let types = needles.len();
-        needles.extend(["SCIM", "Entra", "Auth0", "GitHub", "Identity Center", "IAM console", "STS health", "aws iam "].map(String::from));
+        needles.extend(
+            [
+                "SCIM",
+                "Entra",
+                "Auth0",
+                "GitHub",
+                "Identity Center",
+                "IAM console",
+                "STS health",
+                "aws iam ",
+                "AWSCompromisedKeyQuarantine",
+                "update-access-key",
+                "accessKeyId",
+            ]
+            .map(String::from),
+        );
         let lines = code_lines(&src, &outside);
         assert!(lines.len() > 5_000, "the scan sees the crate");
         let mut hits = Vec::new();

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::check::HandedProblem;
-use super::{BoxFut, BuildContext, ByHand, ConfigProblem, CredentialSource, NewCredential, SourceEntry, SourceSpec, Subject, SubjectKind};
+use super::{
+    BoxFut, BuildContext, ByHand, ConfigProblem, CredentialSource, NewCredential, RecordedLifetime, SourceEntry, SourceSpec, Subject, SubjectKind,
+};
 use crate::error::{Error, Result};
 use crate::saga::{KeyRef, Millis};
 
@@ -39,12 +41,24 @@ pub const SOURCE: SourceEntry = SourceEntry {
     kind: "scim_token",
     credential_type: "scim_token",
     subjects: &[EXPIRY],
+    exposure: None,
     parse: |t| {
         let c: ScimTokenConfig = super::from_table(t)?;
         super::check::check_region(&c.region).map_err(|m| ConfigProblem::at("region", m))?;
         super::check::check_account(c.account_id.as_deref()).map_err(|m| ConfigProblem::at("account_id", m))?;
         Ok(Arc::new(c))
     },
+};
+
+const DAY: Millis = 86_400_000;
+
+/// An IAM Identity Center SCIM token lives one year; AWS Health announces
+/// its expiry from 90 days before (which starts the rotation, [`EXPIRY`]).
+pub const LIFETIME: RecordedLifetime = RecordedLifetime {
+    lifetime: 365 * DAY,
+    rotation_before: 90 * DAY,
+    due_reason: "AWS Health's expiry notice, 90 days before the token expires",
+    unrecorded: "no SCIM token recorded yet: the first rotation records one",
 };
 
 impl SourceSpec for ScimTokenConfig {
@@ -62,6 +76,9 @@ impl SourceSpec for ScimTokenConfig {
     }
     fn account_id(&self) -> Option<&str> {
         self.account_id.as_deref()
+    }
+    fn recorded_lifetime(&self) -> Option<&'static RecordedLifetime> {
+        Some(&LIFETIME)
     }
     fn build(&self, _ctx: &BuildContext<'_>) -> Arc<dyn CredentialSource> {
         Arc::new(ScimToken::new(self.region.clone(), self.account_id.clone()))

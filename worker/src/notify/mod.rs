@@ -38,6 +38,8 @@ pub struct Context<'a> {
     pub advice: Option<String>,
     /// The target's words for a credential made by hand ([`crate::connectors::Target::by_hand_words`]).
     pub words: Option<&'static crate::connectors::HandWords>,
+    /// The source's words for an exposed credential ([`crate::connectors::CredentialSource::exposure_words`]).
+    pub exposure: Option<&'static crate::connectors::ExposureWords>,
 }
 
 /// [`Context`] with owned strings (no key list), for notices outside a step.

@@ -18,6 +18,7 @@ fn ctx(keys: &[KeyRef]) -> Context<'_> {
         keys_now: Some(keys),
         advice: None,
         words: None,
+        exposure: Some(&crate::connectors::iam::EXPOSURE_WORDS),
     }
 }
 
@@ -95,6 +96,7 @@ fn scim_ctx() -> Context<'static> {
         keys_now: None,
         advice: None,
         words: Some(&crate::connectors::entra::BY_HAND_WORDS),
+        exposure: None,
     }
 }
 
@@ -242,6 +244,53 @@ fn the_exposed_key_notice_gives_timeline_aws_quarantine_and_next_steps() {
     assert!(n.document["exposure"]["next_steps"][0].as_str().unwrap().contains("update-access-key"));
 }
 
+/// The provider's sentences of an exposed-key notice are the source's
+/// (`CredentialSource::exposure_words`); notify keeps the layout. A source
+/// with no words of its own gets neutral ones, naming no provider.
+#[test]
+fn an_exposed_key_notice_takes_the_providers_words_from_the_source() {
+    use crate::saga::{ExposedRole, Exposure};
+    let mut s = saga();
+    s.status = Status::Compensated;
+    s.effects.target = TargetState::Rejected;
+    s.exposure = Some(Exposure {
+        key_id: "AKIAOLD".into(),
+        role: ExposedRole::Old,
+        seen_at: 10_000,
+        event: "arn:aws:health:global::event/RISK/AWS_RISK_CREDENTIALS_EXPOSED/X".into(),
+        keep_inactive: false,
+        inactive_at: None,
+        deleted_at: None,
+        follow_up: false,
+    });
+    let keys = [KeyRef { id: "AKIAOLD".into(), active: true, created_at: None }];
+    let iam = render(&s, &ctx(&keys));
+    let neutral = render(&s, &Context { exposure: None, ..ctx(&keys) });
+    let provider = ["aws iam update-access-key", "AWSCompromisedKeyQuarantine", "userIdentity.accessKeyId", "CloudTrail"];
+    for needle in provider {
+        assert!(iam.text.contains(needle), "the IAM source's words: missing {needle:?} in\n{}", iam.text);
+        assert!(
+            !neutral.text.contains(needle) && !neutral.document.to_string().contains(needle),
+            "{needle:?} without the source's words:\n{}",
+            neutral.text
+        );
+    }
+    // The layout is the same: headline, timeline, the steps in order.
+    for n in [&iam, &neutral] {
+        assert!(n.text.starts_with("Exposed key is STILL ACTIVE"), "{}", n.text);
+        assert!(n.document["exposure"]["next_steps"][0].as_str().unwrap().starts_with("The exposed key AKIAOLD still works"), "{}", n.document);
+        assert_eq!(n.document["exposure"]["next_steps"].as_array().unwrap().len(), 4, "{}", n.document);
+    }
+    assert_eq!(iam.document["exposure"]["aws_quarantine"], crate::connectors::iam::EXPOSURE_WORDS.provider_action);
+    // Uncovered keys: the registry's words for the subject intake reports.
+    let words = crate::connectors::exposure_words_for(crate::intake::IAM_USER);
+    assert_eq!(words, Some(&crate::connectors::iam::EXPOSURE_WORDS));
+    let n = render_exposed_unmatched("1", "AKIAX", Some("bot"), "arn", None, "iam_access_key", words);
+    assert!(n.text.contains("User:            IAM user bot") && n.text.contains("CloudTrail"), "{}", n.text);
+    let n = render_exposed_unmatched("1", "AKIAX", Some("bot"), "arn", None, "iam_access_key", None);
+    assert!(!n.text.contains("CloudTrail") && !n.text.contains("IAM user"), "{}", n.text);
+}
+
 #[tokio::test]
 async fn put_events_retries_only_the_failed_entries() {
     use std::sync::Mutex;
@@ -321,7 +370,7 @@ fn chat_messages_carry_no_markup_from_outside_and_stay_bounded() {
 }
 
 /// Connector names and wording live under `connectors/` (the targets'
-/// `HandWords`, advice and by-hand steps): notify's code — comments and
+/// `HandWords`, advice and by-hand steps, the sources' `ExposureWords`): notify's code — comments and
 /// tests aside — names none of them.
 #[test]
 fn notify_names_no_connector() {
@@ -347,7 +396,9 @@ fn notify_names_no_connector() {
             if line.trim_start().starts_with("//") {
                 continue;
             }
-            for name in ["Entra", "Identity Center", "SCIM", "Auth0", "GitHub", "Test connection"] {
+            for name in
+                ["Entra", "Identity Center", "SCIM", "Auth0", "GitHub", "Test connection", "aws iam ", "AWSCompromisedKeyQuarantine", "accessKeyId"]
+            {
                 if line.contains(name) {
                     hits.push(format!("{}:{}: {name}", f.display(), i + 1));
                 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use super::model::{self, AccountRow, KeyFacts, KeyRow, OpenSaga, QuarantineRow, Report, RotationRow, ScimTokenRow, DAY, IAM3_DAYS};
+use super::model::{self, AccountRow, KeyFacts, KeyRow, OpenSaga, QuarantineRow, Report, RotationRow, DAY, IAM3_DAYS};
 use crate::accounts::{Access, Accounts, HomeCell};
 use crate::clock::{fmt_ms, Millis};
 use crate::config::Config;
@@ -228,7 +228,8 @@ async fn user_keys(iam: &aws_sdk_iam::Client, account: &str, user: String) -> Re
     }
 }
 
-/// A rotation's state: last success, next due, open saga, quarantine, SCIM token.
+/// A rotation's state: last success, next due, open saga, quarantine, and
+/// the credential keyturn recorded when only its records date it.
 async fn rotation_row(store: &Store, r: &crate::config::RotationConfig, oldest_key: Option<Millis>) -> Result<RotationRow> {
     let (health, _) = store.health(&r.id).await?;
     let credential = r.source.credential_key();
@@ -248,21 +249,16 @@ async fn rotation_row(store: &Store, r: &crate::config::RotationConfig, oldest_k
         None => store.last_success(&r.id).await?,
     };
 
-    let mut scim_token = None;
-    let (next_due, next_due_reason) = if r.source.kind() == crate::connectors::scim::SOURCE.kind {
-        // The token handed over in the last success; else the token in use
-        // as a person described it to a later saga.
+    let mut recorded_row = None;
+    let (next_due, next_due_reason) = if let Some(life) = r.source.recorded_lifetime() {
+        // The credential handed over in the last success; else the one in
+        // use as a person described it to a later saga.
         let recorded = succeeded
             .and_then(|s| s.saga.outcome.history.iter().rev().find(|a| a.outcome == "provided").map(|a| (a.at, s.saga.saga_id.clone())))
             .or_else(|| recent.iter().find_map(|s| s.saga.keys.old_keys.first().and_then(|k| k.created_at).map(|c| (c, s.saga.saga_id.clone()))));
-        match recorded {
-            Some((created, saga_id)) => {
-                let expires = created + model::SCIM_TOKEN_LIFETIME;
-                scim_token = Some(ScimTokenRow { created_at: fmt_ms(created), expires_at: fmt_ms(expires), saga_id });
-                (Some(expires - model::SCIM_NOTICE_BEFORE), "AWS Health's expiry notice, 90 days before the token expires".to_string())
-            }
-            None => (None, "no SCIM token recorded yet: the first rotation records one".to_string()),
-        }
+        let (row, due, reason) = model::recorded_due(life, recorded);
+        recorded_row = row;
+        (due, reason)
     } else {
         match oldest_key {
             Some(created) => {
@@ -297,6 +293,6 @@ async fn rotation_row(store: &Store, r: &crate::config::RotationConfig, oldest_k
         open_saga,
         consecutive_failures: health.consecutive_failures,
         quarantine,
-        scim_token,
+        scim_token: recorded_row,
     })
 }

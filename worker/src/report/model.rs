@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::clock::{fmt_ms, Millis};
+use crate::connectors::RecordedLifetime;
 use crate::saga::{Saga, Status};
 
 /// The JSON document's `schema`.
@@ -20,11 +21,6 @@ pub const SCHEMA: &str = "keyturn.report.v1";
 pub const IAM3_DAYS: u64 = 90;
 pub const DAY: Millis = 86_400_000;
 const WEEK: Millis = 7 * DAY;
-/// An IAM Identity Center SCIM token lives one year.
-pub const SCIM_TOKEN_LIFETIME: Millis = 365 * DAY;
-/// AWS Health announces a SCIM token's expiry from 90 days before it
-/// (which starts keyturn's rotation).
-pub const SCIM_NOTICE_BEFORE: Millis = 90 * DAY;
 
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
@@ -134,9 +130,12 @@ pub struct RotationRow {
     pub consecutive_failures: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quarantine: Option<QuarantineRow>,
-    /// SCIM token rotations: the token keyturn last recorded.
+    /// A credential only keyturn's records date (its source has a
+    /// [`RecordedLifetime`]): the one keyturn last recorded. The field keeps
+    /// its `keyturn.report.v1` name for subscribers (today only the SCIM
+    /// token source dates its credential so).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub scim_token: Option<ScimTokenRow>,
+    pub scim_token: Option<RecordedRow>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,12 +154,13 @@ pub struct QuarantineRow {
     pub disabled: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct ScimTokenRow {
-    /// When a person handed the token over (its creation, within minutes),
-    /// or the creation date given for the token in use (`--old-token-created`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RecordedRow {
+    /// When a person handed the credential over (its creation, within
+    /// minutes), or the creation date given for the one in use
+    /// (`--old-token-created`).
     pub created_at: String,
-    /// One year after creation.
+    /// Its source's [`RecordedLifetime::lifetime`] after creation.
     pub expires_at: String,
     /// The saga that recorded it.
     pub saga_id: String,
@@ -398,6 +398,20 @@ fn rotation_id_for(user: &str) -> String {
     user.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect()
 }
 
+/// A credential only keyturn's records date: its row, when its rotation is
+/// next due and why, from its source's `life` and what a saga `recorded`
+/// (its creation, and that saga's id; `None` before a first rotation).
+pub fn recorded_due(life: &RecordedLifetime, recorded: Option<(Millis, String)>) -> (Option<RecordedRow>, Option<Millis>, String) {
+    match recorded {
+        Some((created, saga_id)) => {
+            let expires = created + life.lifetime;
+            let row = RecordedRow { created_at: fmt_ms(created), expires_at: fmt_ms(expires), saga_id };
+            (Some(row), Some(expires.saturating_sub(life.rotation_before)), life.due_reason.to_string())
+        }
+        None => (None, None, life.unrecorded.to_string()),
+    }
+}
+
 /// A rotation failing again and again: two consecutive failed sagas, or quarantine.
 pub fn rotation_finding(r: &RotationRow) -> Option<Finding> {
     if r.consecutive_failures < 2 && r.quarantine.is_none() {
@@ -558,6 +572,43 @@ mod tests {
         // The configuration snippet parses as TOML.
         let snippet = f[1].fix.replace("[rotation.target]", "[rotation.target]\nkind = \"x\"");
         assert!(snippet.parse::<toml::Table>().is_ok(), "{snippet}");
+    }
+
+    /// The SCIM token row: its source dates it (one year from the record,
+    /// due 90 days before, as AWS Health announces), the report only counts;
+    /// an access key source gives no recorded lifetime. The JSON keeps the
+    /// `scim_token` field of `keyturn.report.v1`.
+    #[test]
+    fn a_recorded_credential_is_dated_by_its_source() {
+        let t = |s: &str| s.parse::<toml::Table>().unwrap();
+        let scim = crate::connectors::parse_source(t("kind = \"scim_token\"\nregion = \"us-east-1\"")).unwrap();
+        let iam = crate::connectors::parse_source(t("kind = \"iam_access_key\"\nuser_name = \"u\"")).unwrap();
+        assert!(iam.recorded_lifetime().is_none());
+        let life = scim.recorded_lifetime().expect("a SCIM token is dated by keyturn's records");
+        let created = NOW - 10 * DAY;
+        let (row, due, reason) = recorded_due(life, Some((created, "S-1".into())));
+        let row = row.unwrap();
+        assert_eq!((row.created_at.as_str(), row.saga_id.as_str()), (fmt_ms(created).as_str(), "S-1"));
+        assert_eq!(row.expires_at, fmt_ms(created + 365 * DAY));
+        assert_eq!(due, Some(created + 275 * DAY));
+        assert_eq!(reason, "AWS Health's expiry notice, 90 days before the token expires");
+        assert_eq!(recorded_due(life, None), (None, None, "no SCIM token recorded yet: the first rotation records one".to_string()));
+        let mut r = RotationRow {
+            rotation_id: "r".into(),
+            source: String::new(),
+            target: String::new(),
+            last_success: None,
+            next_due: None,
+            next_due_reason: reason,
+            open_saga: None,
+            consecutive_failures: 0,
+            quarantine: None,
+            scim_token: None,
+        };
+        r.scim_token = recorded_due(life, Some((created, "S-1".into()))).0;
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["scim_token"]["saga_id"], "S-1", "{v}");
+        assert_eq!(v["scim_token"]["expires_at"], fmt_ms(created + 365 * DAY).as_str());
     }
 
     #[test]

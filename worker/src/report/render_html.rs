@@ -245,7 +245,7 @@ fn charts(s: &mut String, r: &Report) {
 
 /// One row per configured rotation.
 fn rotations(s: &mut String, r: &Report) {
-    s.push_str("<section id=\"rotations\"><h2>Rotations</h2><table><tr><th>rotation</th><th>credential</th><th>target</th><th>last success</th><th>next due</th><th>open saga</th><th>failures / quarantine</th><th>SCIM token</th></tr>");
+    s.push_str("<section id=\"rotations\"><h2>Rotations</h2><table><tr><th>rotation</th><th>credential</th><th>target</th><th>last success</th><th>next due</th><th>open saga</th><th>failures / quarantine</th><th>recorded credential</th></tr>");
     for ro in &r.rotations {
         let open = ro.open_saga.as_ref().map(|o| format!("<code>{}</code><br>{} at {}", esc(&o.saga_id), pill(&o.status, &o.status), esc(&o.step)));
         let q = match &ro.quarantine {
@@ -259,7 +259,7 @@ fn rotations(s: &mut String, r: &Report) {
             ),
             None => ro.consecutive_failures.to_string(),
         };
-        let scim = ro.scim_token.as_ref().map(|t| format!("created {}<br>expires {}", esc(&t.created_at), esc(&t.expires_at)));
+        let recorded = ro.scim_token.as_ref().map(|t| format!("created {}<br>expires {}", esc(&t.created_at), esc(&t.expires_at)));
         let _ = write!(
             s,
             "<tr><td><b>{}</b></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}<br><span class=\"muted\">{}</span></td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -271,7 +271,7 @@ fn rotations(s: &mut String, r: &Report) {
             esc(&ro.next_due_reason),
             open.unwrap_or_else(|| "<span class=\"muted\">none</span>".into()),
             q,
-            scim.unwrap_or_else(|| "<span class=\"muted\">—</span>".into())
+            recorded.unwrap_or_else(|| "<span class=\"muted\">—</span>".into())
         );
     }
     s.push_str("</table></section>");

@@ -58,6 +58,7 @@ fn iam_ctx<'a>(keys: Option<&'a [KeyRef]>, advice: Option<&str>) -> Context<'a> 
         keys_now: keys,
         advice: advice.map(str::to_string),
         words: None,
+        exposure: Some(&crate::connectors::iam::EXPOSURE_WORDS),
     }
 }
 
@@ -78,6 +79,7 @@ fn scim_ctx() -> Context<'static> {
         keys_now: None,
         advice: None,
         words: Some(&crate::connectors::entra::BY_HAND_WORDS),
+        exposure: None,
     }
 }
 
@@ -230,6 +232,7 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
             "iam_access_key",
             "auth0_email_provider",
             "corr-7f3a9c",
+            Some(&crate::connectors::iam::EXPOSURE_WORDS),
         ),
     ));
     out.push((
@@ -242,20 +245,23 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
             "iam_access_key",
             "auth0_email_provider",
             "arn:aws:health:global::event/RISK/AWS_RISK_CREDENTIALS_EXPOSED/EXAMPLE",
+            Some(&crate::connectors::iam::EXPOSURE_WORDS),
         ),
     ));
     let arn = "arn:aws:health:global::event/RISK/AWS_RISK_CREDENTIALS_EXPOSED/EXAMPLE";
+    // An uncovered key has no source instance: the registry's words for its subject, as intake asks.
+    let uncovered = crate::connectors::exposure_words_for(crate::intake::IAM_USER);
     out.push((
         "exposed_unmatched_active",
-        render_exposed_unmatched("111122223333", "AKIAUNCOVERED0000003", Some("build-bot"), arn, None, "iam_access_key"),
+        render_exposed_unmatched("111122223333", "AKIAUNCOVERED0000003", Some("build-bot"), arn, None, "iam_access_key", uncovered),
     ));
     out.push((
         "exposed_unmatched_deactivated",
-        render_exposed_unmatched("111122223333", "AKIAUNCOVERED0000003", Some("build-bot"), arn, Some(Ok(())), "iam_access_key"),
+        render_exposed_unmatched("111122223333", "AKIAUNCOVERED0000003", Some("build-bot"), arn, Some(Ok(())), "iam_access_key", uncovered),
     ));
     out.push((
         "exposed_unmatched_failed",
-        render_exposed_unmatched("111122223333", "AKIAUNCOVERED0000003", None, arn, Some(Err("AccessDenied".into())), "iam_access_key"),
+        render_exposed_unmatched("111122223333", "AKIAUNCOVERED0000003", None, arn, Some(Err("AccessDenied".into())), "iam_access_key", uncovered),
     ));
     out.push((
         "exposed_unmatched_digest",
@@ -268,6 +274,7 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
             ],
             arn,
             "iam_access_key",
+            uncovered,
         ),
     ));
 
@@ -399,6 +406,7 @@ pub(crate) fn cases() -> Vec<(&'static str, Notification)> {
             keys_now: keys,
             advice: Some(crate::connectors::entra_saml::advice(s, keys.and_then(|k| k.iter().find(|k| k.active)).map(|k| k.id.as_str()))),
             words: None,
+            exposure: None,
         }
     }
     let mut t = Saga::new("S-saml".into(), "entra-saml".into(), "entra_saml_certificate:t-1:sp-1".into(), "manual".into(), T0, 1);

@@ -1,8 +1,12 @@
 //! Exposed access keys: the emergency's outcome, blocked and settled exposures, uncovered keys.
+//!
+//! The layout is here; the sentences about the credential's provider (what
+//! it did, its audit log, its commands) are the source's [`ExposureWords`].
 
 use std::collections::BTreeMap;
 
 use crate::clock::fmt_ms;
+use crate::connectors::ExposureWords;
 use crate::saga::{Millis, Saga, Status};
 
 use super::super::document::{
@@ -12,8 +16,29 @@ use super::super::document::{
 use super::super::Notification;
 use super::unmatched::unmatched_attributes;
 
-/// What AWS does to a user whose key it reports exposed, for the notices.
-pub const AWS_QUARANTINE: &str = "AWS attaches its managed quarantine policy (AWSCompromisedKeyQuarantineV2 or V3) to the IAM user when it reports one of its keys exposed. The policy denies a set of sensitive actions to every key of that user, the new key included; keyturn does not detach it.";
+/// The words for an exposed credential when its source has none of its
+/// own: neutral, naming no connector.
+pub const GENERIC_EXPOSURE_WORDS: ExposureWords = ExposureWords {
+    provider_action: "not known: the credential's source does not say what its provider does to a credential it reports exposed.",
+    still_active: "The exposed key {key} still works for whoever found it. keyturn could not replace it ({status}: see above). Deactivate it now if the risk outweighs the outage (its consumer stops working), or fix the cause and run `keyturn rotate {rotation}`.",
+    find_use: "Find what the key was used for in its provider's audit log, from well before the event until {until}.",
+    lift_restriction: "When the investigation is done, lift any restriction the provider put on {credential}.",
+    kept_inactive: "The exposed key is kept inactive for forensics (policy exposed_key = keep_inactive). Delete it when the investigation is done.",
+    deactivate_by_hand: "where the credential was made",
+    settled_find_use: "Find what the key was used for while it was public, in its provider's audit log.",
+    settled_lift: "Lift any restriction the provider put on the credential once the investigation is done.",
+    owner: "{user}",
+    owner_unknown: "an owner keyturn could not find in its account",
+    uncovered_deactivated: "Give the consumer of {key} a new key, then delete {key}. Investigate its use and remove the public copy.",
+    uncovered_failed: "Deactivate {key} by hand now, give its consumer a new key, investigate its use and remove the public copy.",
+    uncovered_active: "Rotate {key} by hand now (or deactivate it, which breaks its consumer), investigate its use, remove the public copy; add a [[rotation]] for it so keyturn can replace it next time.",
+    uncovered_many: "rotate (or deactivate) each active key by hand now, investigate its use and remove the public copy. A key no owner in this account has may be made up: check the event.",
+};
+
+/// The source's words, or the generic ones.
+pub(super) fn exposure_words_of(words: Option<&'static ExposureWords>) -> &'static ExposureWords {
+    words.unwrap_or(&GENERIC_EXPOSURE_WORDS)
+}
 
 fn after(t: Millis, seen: Millis) -> String {
     format!("{} (+{:.1}s after keyturn saw the event)", fmt_ms(t), t.saturating_sub(seen) as f64 / 1000.0)
@@ -22,8 +47,15 @@ fn after(t: Millis, seen: Millis) -> String {
 /// The outcome notice of a saga that dealt with an exposed key (an
 /// emergency rotation, or a saga taken over): `rotation.exposed_key`,
 /// critical, with the incident's timeline, what AWS did and the next steps.
-pub(super) fn exposed_notice(mut n: Notification, doc: &mut OutcomeDoc, saga: &Saga, e: &crate::saga::Exposure) -> Notification {
+pub(super) fn exposed_notice(
+    mut n: Notification,
+    doc: &mut OutcomeDoc,
+    saga: &Saga,
+    e: &crate::saga::Exposure,
+    words: Option<&'static ExposureWords>,
+) -> Notification {
     use crate::saga::ExposedRole;
+    let w = exposure_words_of(words);
     let state = if e.deleted_at.is_some() {
         "deleted"
     } else if e.inactive_at.is_some() {
@@ -39,7 +71,7 @@ pub(super) fn exposed_notice(mut n: Notification, doc: &mut OutcomeDoc, saga: &S
     };
     let credential = doc.credential.name.clone();
     let live = saga.effects.switched_at.filter(|_| saga.effects.target.may_hold_new());
-    let steps = exposure_steps(saga, e, state, &credential);
+    let steps = exposure_steps(saga, e, state, &credential, w);
     let mut t = format!("{headline}\n\n");
     t.push_str(&format!(
         "Exposed key:     {} ({} key of this rotation), now {state}\n",
@@ -62,7 +94,7 @@ pub(super) fn exposed_notice(mut n: Notification, doc: &mut OutcomeDoc, saga: &S
             "no".into()
         })
     ));
-    t.push_str(&format!("What AWS did:    {AWS_QUARANTINE}\n"));
+    t.push_str(&format!("What AWS did:    {}\n", w.provider_action));
     t.push_str("Next steps:\n");
     for (i, step) in steps.iter().enumerate() {
         t.push_str(&format!("  {}. {step}\n", i + 1));
@@ -83,7 +115,7 @@ pub(super) fn exposed_notice(mut n: Notification, doc: &mut OutcomeDoc, saga: &S
             exposed_key_deleted: e.deleted_at.map(fmt_ms),
             seconds_to_inactive: e.inactive_at.map(|i| i.saturating_sub(e.seen_at) as f64 / 1000.0),
         },
-        aws_quarantine: AWS_QUARANTINE,
+        aws_quarantine: w.provider_action,
         follow_up_rotation: e.follow_up,
         next_steps: steps,
     });
@@ -93,16 +125,11 @@ pub(super) fn exposed_notice(mut n: Notification, doc: &mut OutcomeDoc, saga: &S
 }
 
 /// What a person should do about an exposed key, in order.
-fn exposure_steps(saga: &Saga, e: &crate::saga::Exposure, state: &str, credential: &str) -> Vec<String> {
+fn exposure_steps(saga: &Saga, e: &crate::saga::Exposure, state: &str, credential: &str, w: &ExposureWords) -> Vec<String> {
     let mut steps = Vec::new();
+    let (rotation, key) = (saga.rotation_id.as_str(), e.key_id.as_str());
     if state == "ACTIVE" {
-        steps.push(format!(
-            "The exposed key {} still works for whoever found it. keyturn could not replace it ({}: see above). Deactivate it now if the risk outweighs the outage: `aws iam update-access-key --user-name <user> --access-key-id {} --status Inactive` (its consumer stops working), or fix the cause and run `keyturn rotate {}`.",
-            e.key_id,
-            saga.status.as_str(),
-            e.key_id,
-            saga.rotation_id
-        ));
+        steps.push(ExposureWords::say(w.still_active, &[("status", saga.status.as_str()), ("rotation", rotation), ("key", key)]));
     }
     if e.follow_up {
         steps.push(format!(
@@ -110,25 +137,18 @@ fn exposure_steps(saga: &Saga, e: &crate::saga::Exposure, state: &str, credentia
             saga.rotation_id
         ));
     }
-    steps.push(format!(
-        "Find what the key was used for: CloudTrail events with userIdentity.accessKeyId = {} (all regions), from well before the event until {}.",
-        e.key_id,
-        fmt_ms(e.deleted_at.or(e.inactive_at).unwrap_or(saga.updated_at))
-    ));
+    let until = fmt_ms(e.deleted_at.or(e.inactive_at).unwrap_or(saga.updated_at));
+    steps.push(ExposureWords::say(w.find_use, &[("until", until.as_str()), ("key", key)]));
     steps.push("Remove the public copy of the key (the repository, commit history, paste or package where it was found).".into());
-    steps.push(format!(
-        "When the investigation is done, detach the AWS quarantine policy from {credential}: it restricts the new key too. Before that, check the consumer's calls are not denied by it."
-    ));
+    steps.push(ExposureWords::say(w.lift_restriction, &[("credential", credential)]));
     if e.deleted_at.is_none() && e.inactive_at.is_some() && e.keep_inactive {
-        steps.push(format!(
-            "The exposed key is kept inactive for forensics (policy exposed_key = keep_inactive). Delete it when the investigation is done: until then the user has two keys and `keyturn rotate {}` is refused.",
-            saga.rotation_id
-        ));
+        steps.push(ExposureWords::say(w.kept_inactive, &[("rotation", rotation)]));
     }
     steps
 }
 
 /// An exposed key a running saga could not take over (it needs a person).
+#[allow(clippy::too_many_arguments)]
 pub fn render_exposed_blocked(
     rotation_id: &str,
     saga_id: &str,
@@ -137,16 +157,19 @@ pub fn render_exposed_blocked(
     credential_kind: &str,
     target_kind: &str,
     correlation_id: &str,
+    words: Option<&'static ExposureWords>,
 ) -> Notification {
+    let w = exposure_words_of(words);
+    let by_hand = ExposureWords::say(w.deactivate_by_hand, &[("key", key_id)]);
     let action = format!(
-        "The exposed key {key_id} may still be active. Saga {saga_id} holds this credential and cannot be taken over: {why}. If it needs attention with both keys in place, decide now which key the target uses and run `keyturn resolve {saga_id} --keep new|old`; deactivate the exposed key by hand if its consumer can be stopped (`aws iam update-access-key --access-key-id {key_id} --status Inactive`)."
+        "The exposed key {key_id} may still be active. Saga {saga_id} holds this credential and cannot be taken over: {why}. If it needs attention with both keys in place, decide now which key the target uses and run `keyturn resolve {saga_id} --keep new|old`; deactivate the exposed key by hand if its consumer can be stopped ({by_hand})."
     );
     let d = ExposedBlockedDoc {
         head: Head { event: "rotation.exposed_key", severity: "critical" },
         rotation_id: rotation_id.into(),
         saga_id: saga_id.into(),
         correlation_id: correlation_id.into(),
-        exposure: BlockedExposure { key_id: key_id.into(), state: "unknown", aws_quarantine: AWS_QUARANTINE, blocked: why.into() },
+        exposure: BlockedExposure { key_id: key_id.into(), state: "unknown", aws_quarantine: w.provider_action, blocked: why.into() },
         recommended_action: action,
         status_command: format!("keyturn status {saga_id}"),
     };
@@ -177,6 +200,7 @@ fn exposed_key_attributes(rotation_id: &str, credential_kind: &str, target_kind:
 /// An exposed key with nothing left to rotate (already rotated away, or
 /// inactive and now deleted or kept): `rotation.exposed_key`, critical —
 /// the key was public, its past use needs looking at.
+#[allow(clippy::too_many_arguments)]
 pub fn render_exposed_settled(
     rotation_id: &str,
     key_id: &str,
@@ -185,12 +209,10 @@ pub fn render_exposed_settled(
     credential_kind: &str,
     target_kind: &str,
     correlation_id: &str,
+    words: Option<&'static ExposureWords>,
 ) -> Notification {
-    let steps = [
-        format!("Find what the key was used for while it was public: CloudTrail events with userIdentity.accessKeyId = {key_id}, all regions."),
-        "Remove the public copy of the key.".to_string(),
-        "Detach AWS's quarantine policy from the user once the investigation is done: it restricts the user's current key too.".to_string(),
-    ];
+    let w = exposure_words_of(words);
+    let steps = [ExposureWords::say(w.settled_find_use, &[("key", key_id)]), "Remove the public copy of the key.".to_string(), w.settled_lift.to_string()];
     let d = ExposedSettledDoc {
         head: Head { event: "rotation.exposed_key", severity: "critical" },
         rotation_id: rotation_id.into(),
@@ -200,7 +222,7 @@ pub fn render_exposed_settled(
             state: "settled",
             found: what.into(),
             health_event: event_arn.into(),
-            aws_quarantine: AWS_QUARANTINE,
+            aws_quarantine: w.provider_action,
             next_steps: steps.to_vec(),
         },
     };
@@ -231,24 +253,21 @@ pub fn render_exposed_unmatched(
     event_arn: &str,
     deactivated: Option<std::result::Result<(), String>>,
     credential_kind: &str,
+    words: Option<&'static ExposureWords>,
 ) -> Notification {
-    let who = user.map(|u| format!("IAM user {u}")).unwrap_or_else(|| "an IAM user keyturn could not find in its account".into());
+    let w = exposure_words_of(words);
+    let who = user.map(|u| ExposureWords::say(w.owner, &[("user", u)])).unwrap_or_else(|| w.owner_unknown.into());
     let (state, action) = match &deactivated {
-        Some(Ok(())) => (
-            "deactivated by keyturn (exposure.deactivate_uncovered): whatever used this key has stopped working".to_string(),
-            format!("Give the consumer of {key_id} a new key, then delete {key_id}. Investigate its use in CloudTrail, remove the public copy, and detach AWS's quarantine policy from the user when done."),
-        ),
-        Some(Err(e)) => (
-            format!("STILL ACTIVE: keyturn tried to deactivate it and failed ({e})"),
-            format!("Deactivate {key_id} by hand now, give its consumer a new key, investigate its use in CloudTrail and remove the public copy."),
-        ),
-        None => (
-            "STILL ACTIVE: no rotation covers it and exposure.deactivate_uncovered is off".to_string(),
-            format!("Rotate {key_id} by hand now (or deactivate it, which breaks its consumer), investigate its use in CloudTrail, remove the public copy; add a [[rotation]] for this user so keyturn can replace it next time."),
-        ),
+        Some(Ok(())) => {
+            ("deactivated by keyturn (exposure.deactivate_uncovered): whatever used this key has stopped working".to_string(), w.uncovered_deactivated)
+        }
+        Some(Err(e)) => (format!("STILL ACTIVE: keyturn tried to deactivate it and failed ({e})"), w.uncovered_failed),
+        None => ("STILL ACTIVE: no rotation covers it and exposure.deactivate_uncovered is off".to_string(), w.uncovered_active),
     };
+    let action = ExposureWords::say(action, &[("key", key_id)]);
     let text = format!(
-        "Exposed access key that no rotation covers\n\nKey:             {key_id}\nUser:            {who}\nAccount:         {account}\nAWS Health event: {event_arn}\nKey now:         {state}\nWhat AWS did:    {AWS_QUARANTINE}\nRecommended action: {action}\n"
+        "Exposed access key that no rotation covers\n\nKey:             {key_id}\nUser:            {who}\nAccount:         {account}\nAWS Health event: {event_arn}\nKey now:         {state}\nWhat AWS did:    {}\nRecommended action: {action}\n",
+        w.provider_action
     );
     Notification {
         subject: format!("[keyturn] Exposed key {key_id} not covered by any rotation (account {account})").chars().take(100).collect(),
@@ -262,7 +281,7 @@ pub fn render_exposed_unmatched(
             health_event: event_arn.into(),
             deactivated: matches!(deactivated, Some(Ok(()))),
             key_state: state,
-            aws_quarantine: AWS_QUARANTINE,
+            aws_quarantine: w.provider_action,
             recommended_action: action,
         }),
         attributes: unmatched_attributes("critical", credential_kind),
@@ -279,20 +298,26 @@ pub fn render_exposed_unmatched_digest(
     items: &[(String, Option<String>, Option<std::result::Result<(), String>>)],
     event_arn: &str,
     credential_kind: &str,
+    words: Option<&'static ExposureWords>,
 ) -> Notification {
     if let [(key, owner, deactivated)] = items {
-        return render_exposed_unmatched(account, key, owner.as_deref(), event_arn, deactivated.clone(), credential_kind);
+        return render_exposed_unmatched(account, key, owner.as_deref(), event_arn, deactivated.clone(), credential_kind, words);
     }
+    let w = exposure_words_of(words);
     let state = |d: &Option<std::result::Result<(), String>>| match d {
         Some(Ok(())) => "deactivated by keyturn".to_string(),
         Some(Err(e)) => format!("STILL ACTIVE: deactivation failed ({e})"),
         None => "STILL ACTIVE".to_string(),
     };
-    let mut text = format!("{} exposed access keys that no rotation covers\n\nAccount:         {account}\nAWS Health event: {event_arn}\nWhat AWS did:    {AWS_QUARANTINE}\nKeys:\n", items.len());
+    let mut text = format!(
+        "{} exposed access keys that no rotation covers\n\nAccount:         {account}\nAWS Health event: {event_arn}\nWhat AWS did:    {}\nKeys:\n",
+        items.len(),
+        w.provider_action
+    );
     for (key, owner, d) in items {
         text.push_str(&format!("  {key}  {}  {}\n", owner.as_deref().unwrap_or("(no user found in this account)"), state(d)));
     }
-    text.push_str("Recommended action: rotate (or deactivate) each active key by hand now, investigate its use in CloudTrail and remove the public copy. A key no user in this account owns may be made up: check the event.\n");
+    text.push_str(&format!("Recommended action: {}\n", w.uncovered_many));
     Notification {
         subject: format!("[keyturn] {} exposed keys not covered by any rotation (account {account})", items.len()),
         text,
@@ -306,7 +331,7 @@ pub fn render_exposed_unmatched_digest(
                 .iter()
                 .map(|(k, o, d)| UncoveredKey { key_id: k.clone(), user: o.clone(), deactivated: matches!(d, Some(Ok(()))), key_state: state(d) })
                 .collect(),
-            aws_quarantine: AWS_QUARANTINE,
+            aws_quarantine: w.provider_action,
         }),
         attributes: unmatched_attributes("critical", credential_kind),
     }

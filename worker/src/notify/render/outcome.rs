@@ -285,7 +285,7 @@ pub fn render(saga: &Saga, ctx: &Context<'_>) -> Notification {
     ]);
     let n = Notification { subject, text: t, document: serde_json::Value::Null, attributes };
     let n = match &saga.exposure {
-        Some(e) => exposed_notice(n, &mut doc, saga, e),
+        Some(e) => exposed_notice(n, &mut doc, saga, e, ctx.exposure),
         None => n,
     };
     correlate(Notification { document: to_document(&doc), ..n }, saga)

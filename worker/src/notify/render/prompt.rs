@@ -25,6 +25,7 @@ pub fn render_prompt_for(rot: &crate::connectors::Rotation, saga: &Saga, hand: &
         keys_now: None,
         advice: None,
         words: rot.target.by_hand_words(),
+        exposure: rot.source.exposure_words(),
     };
     render_prompt(saga, &ctx, hand, reminder)
 }
@@ -129,6 +130,7 @@ pub fn render_trust_prompt_for(rot: &crate::connectors::Rotation, saga: &Saga, h
         keys_now: None,
         advice: None,
         words: None,
+        exposure: rot.source.exposure_words(),
     };
     render_trust_prompt(saga, &ctx, hand, reminder)
 }
