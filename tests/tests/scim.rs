@@ -225,7 +225,10 @@ async fn every_step_message_twice_and_graph_throttling_change_nothing() {
     seen_after(&env, &mut seen, "delete_old").await;
     engine.confirm(&id).await.unwrap();
     let saga = env.wait_terminal(&id, Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // let the duplicates arrive
+    // Every copy due by now (each sent a second after its original) was
+    // received and handled, and what handling them sent too; only the
+    // wake-ups an hour away stay delayed.
+    queue.wait_handled(Duration::from_secs(60), Duration::from_secs(30)).await;
     w.stop().await;
     seen.extend(env.notifications(0, Duration::from_secs(2)).await);
 
