@@ -339,11 +339,7 @@ async fn create_intake(sqs: &aws_sdk_sqs::Client, sdk: &SdkConfig) -> anyhow::Re
     let iq_arn = queue_arn(sqs, &iq).await?;
     let eb = aws_sdk_eventbridge::Client::new(sdk);
     eb.put_rule().name("keyturn-intake").event_pattern(r#"{"source":["aws.securityhub","aws.health","keyturn.requests"]}"#).send().await?;
-    eb.put_targets()
-        .rule("keyturn-intake")
-        .targets(aws_sdk_eventbridge::types::Target::builder().id("intake").arn(iq_arn).build()?)
-        .send()
-        .await?;
+    eb.put_targets().rule("keyturn-intake").targets(aws_sdk_eventbridge::types::Target::builder().id("intake").arn(iq_arn).build()?).send().await?;
     let intake_cfg = format!("intake_queue_url = \"{iq}\"\nintake_dlq_url = \"{idlq}\"\n");
     Ok(((iq, idlq), intake_cfg))
 }
@@ -483,11 +479,8 @@ impl TestEnv {
         clients.securityhub =
             aws_sdk_securityhub::Client::from_conf(aws_sdk_securityhub::config::Builder::from(&sdk).endpoint_url(securityhub.server.uri()).build());
 
-        let (intake, intake_cfg) = if opts.intake {
-            create_intake(&clients.sqs, &sdk).await.map(|(q, cfg)| (Some(q), cfg))?
-        } else {
-            (None, String::new())
-        };
+        let (intake, intake_cfg) =
+            if opts.intake { create_intake(&clients.sqs, &sdk).await.map(|(q, cfg)| (Some(q), cfg))? } else { (None, String::new()) };
         let mut second = String::new();
         if let Some(age) = opts.second_rotation_max_age {
             clients.iam.create_user().user_name("mailer-2").send().await?;

@@ -81,10 +81,7 @@ wait_time = "45s"
     let secret_line = "client_secret = { env = \"KEYTURN_AUTH0_CLIENT_SECRET\" }";
     for (edit, key) in [
         (base.replace(secret_line, "clientsecret = { env = \"KEYTURN_AUTH0_CLIENT_SECRET\" }"), "target.clientsecret: unknown key"),
-        (
-            base.replace(secret_line, "client_secret = \"hunter2-s3cr3t\""),
-            "target.client_secret: inline secrets are not allowed",
-        ),
+        (base.replace(secret_line, "client_secret = \"hunter2-s3cr3t\""), "target.client_secret: inline secrets are not allowed"),
         (base.replace("grace_period = \"1d\"", "grace = \"1d\""), "policy.grace: unknown key"),
     ] {
         std::fs::write(&path, &edit).unwrap();

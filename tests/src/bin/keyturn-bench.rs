@@ -341,7 +341,17 @@ async fn run_script(fleet: &Fleet, n: usize) -> anyhow::Result<Script> {
     clear(proxy);
     let moto_cpu1 = cpu_ms(fleet.moto.pid())?;
     let out = Command::new("python3")
-        .args(["bench/sequential.py", "--endpoint", &proxy.endpoint, "--auth0", &fleet.auth0, "--client-secret", &fleet.client_secret, "--topic", &fleet.topic])
+        .args([
+            "bench/sequential.py",
+            "--endpoint",
+            &proxy.endpoint,
+            "--auth0",
+            &fleet.auth0,
+            "--client-secret",
+            &fleet.client_secret,
+            "--topic",
+            &fleet.topic,
+        ])
         .args(["--rotations", &n.to_string()])
         .stderr(Stdio::inherit())
         .output()?;

@@ -314,7 +314,9 @@ impl RequestDoc {
 /// may carry something secret by mistake, and reasons are logged and kept
 /// on the DLQ message.
 pub fn parse_request(v: &Value) -> Result<RotationRequest, IntakeError> {
-    let doc: RequestDoc = typed(v, "", "the request must be a JSON object", |k, fields| format!("unknown field {k} (expected one of {})", fields.join(", "))).map_err(bad)?;
+    let doc: RequestDoc =
+        typed(v, "", "the request must be a JSON object", |k, fields| format!("unknown field {k} (expected one of {})", fields.join(", ")))
+            .map_err(bad)?;
     doc.into_request().map_err(bad)
 }
 
