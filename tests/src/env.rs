@@ -126,6 +126,19 @@ pub struct SamlSide {
     pub spare: String,
 }
 
+/// The `[rotation.policy]` of a rotation with a person in it (SCIM, SAML).
+fn person_policy(reminder_every: &str, person_deadline: &str) -> String {
+    format!(
+        r#"[rotation.policy]
+reminder_every = "{reminder_every}"
+person_deadline = "{person_deadline}"
+max_attempts = 4
+retry_base = "200ms"
+retry_cap = "2s"
+"#
+    )
+}
+
 /// A `[[rotation]]` of the fake service principal's SAML signing certificate.
 pub fn saml_rotation_toml(graph_uri: &str, reminder_every: &str, person_deadline: &str) -> String {
     use crate::graph_fake::{CLIENT_ID, SP, TENANT};
@@ -149,13 +162,8 @@ graph_base_url = "{graph_uri}"
 [rotation.target]
 kind = "identity_center_saml"
 
-[rotation.policy]
-reminder_every = "{reminder_every}"
-person_deadline = "{person_deadline}"
-max_attempts = 4
-retry_base = "200ms"
-retry_cap = "2s"
-"#
+{policy}"#,
+        policy = person_policy(reminder_every, person_deadline)
     )
 }
 
@@ -195,13 +203,8 @@ scim_endpoint = "{SCIM_ENDPOINT}"
 login_base_url = "{graph_uri}"
 graph_base_url = "{graph_uri}"
 {restart}
-[rotation.policy]
-reminder_every = "{reminder_every}"
-person_deadline = "{person_deadline}"
-max_attempts = 4
-retry_base = "200ms"
-retry_cap = "2s"
-"#
+{policy}"#,
+        policy = person_policy(reminder_every, person_deadline)
     )
 }
 
@@ -258,35 +261,192 @@ pub async fn sdk_config(endpoint: &str, credentials: Credentials) -> SdkConfig {
         .await
 }
 
+/// moto, and the SDK configuration that signs for it: with `enforce_auth`,
+/// as an administrator made in the first (free) requests.
+async fn start_moto(opts: &Options) -> anyhow::Result<(Moto, SdkConfig)> {
+    // With enforcement, the first three requests are free: they create an
+    // administrator whose key signs everything after.
+    let mut moto_env: Vec<(&str, String)> = vec![];
+    if opts.enforce_auth {
+        moto_env.push(("INITIAL_NO_AUTH_ACTION_COUNT", "3".into()));
+    }
+    if let Some(clock) = &opts.iam_clock {
+        moto_env.push(("PYTHONPATH", concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/moto_clock").into()));
+        moto_env.push(("KEYTURN_TEST_IAM_CLOCK", clock.display().to_string()));
+    }
+    let moto = Moto::start(&moto_env.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await?;
+    let mut sdk = sdk_config(&moto.endpoint, Credentials::new("testing", "testing", None, None, "keyturn-tests")).await;
+    if opts.enforce_auth {
+        let iam = aws_sdk_iam::Client::new(&sdk);
+        iam.create_user().user_name("keyturn-admin").send().await?;
+        iam.put_user_policy()
+            .user_name("keyturn-admin")
+            .policy_name("all")
+            .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#)
+            .send()
+            .await?;
+        let k = iam.create_access_key().user_name("keyturn-admin").send().await?;
+        let k = k.access_key().unwrap();
+        let admin = Credentials::new(k.access_key_id(), k.secret_access_key(), None, None, "keyturn-admin");
+        sdk = sdk_config(&moto.endpoint, admin).await;
+    }
+    Ok((moto, sdk))
+}
+
+/// The resources of a deployment in moto: queues, table, topics, KMS key.
+struct Resources {
+    queue_url: String,
+    dlq_url: String,
+    priority_url: String,
+    pdlq_url: String,
+    notify_queue_url: String,
+    topic_arn: String,
+    chat_topic_arn: String,
+    chat_queue_url: String,
+}
+
+impl Resources {
+    /// Create them (the notification and chat queues with `notify_sqs`).
+    async fn create(clients: &Clients, notify_sqs: &aws_sdk_sqs::Client) -> anyhow::Result<Resources> {
+        let sqs = &clients.sqs;
+        let (queue_url, dlq_url) = queue_with_dlq(sqs, "keyturn-steps").await?;
+        // The priority lane (emergencies, steps a person waits on), as the stack makes it.
+        let (priority_url, pdlq_url) = queue_with_dlq(sqs, "keyturn-steps-priority").await?;
+        let notify_queue_url = notify_sqs.create_queue().queue_name("keyturn-notifications").send().await?.queue_url.unwrap();
+        let notify_arn = queue_arn(notify_sqs, &notify_queue_url).await?;
+
+        keyturn::store::create_table(&clients.dynamodb, "keyturn-sagas").await?;
+
+        let topic_arn = clients.sns.create_topic().name("keyturn").send().await?.topic_arn.unwrap();
+        clients.sns.subscribe().topic_arn(&topic_arn).protocol("sqs").endpoint(&notify_arn).send().await?;
+        // The chat topic, with a queue standing in for the chat integration.
+        let chat_topic_arn = clients.sns.create_topic().name("keyturn-chat").send().await?.topic_arn.unwrap();
+        let chat_queue_url = notify_sqs.create_queue().queue_name("keyturn-chat-messages").send().await?.queue_url.unwrap();
+        let chat_arn = queue_arn(notify_sqs, &chat_queue_url).await?;
+        clients.sns.subscribe().topic_arn(&chat_topic_arn).protocol("sqs").endpoint(&chat_arn).attributes("RawMessageDelivery", "true").send().await?;
+
+        let key_id = clients.kms.create_key().description("keyturn sealed secrets").send().await?.key_metadata.unwrap().key_id;
+        clients.kms.create_alias().alias_name("alias/keyturn").target_key_id(&key_id).send().await?;
+        Ok(Resources { queue_url, dlq_url, priority_url, pdlq_url, notify_queue_url, topic_arn, chat_topic_arn, chat_queue_url })
+    }
+}
+
+/// The intake queue + DLQ and an EventBridge rule delivering Security Hub,
+/// AWS Health and request events to it; and its `[aws]` lines.
+async fn create_intake(sqs: &aws_sdk_sqs::Client, sdk: &SdkConfig) -> anyhow::Result<((String, String), String)> {
+    let idlq = sqs.create_queue().queue_name("keyturn-intake-dlq").send().await?.queue_url.unwrap();
+    let iq = sqs.create_queue().queue_name("keyturn-intake").send().await?.queue_url.unwrap();
+    let iq_arn = queue_arn(sqs, &iq).await?;
+    let eb = aws_sdk_eventbridge::Client::new(sdk);
+    eb.put_rule().name("keyturn-intake").event_pattern(r#"{"source":["aws.securityhub","aws.health","keyturn.requests"]}"#).send().await?;
+    eb.put_targets().rule("keyturn-intake").targets(aws_sdk_eventbridge::types::Target::builder().id("intake").arn(iq_arn).build()?).send().await?;
+    let intake_cfg = format!("intake_queue_url = \"{iq}\"\nintake_dlq_url = \"{idlq}\"\n");
+    Ok(((iq, idlq), intake_cfg))
+}
+
+/// Put `{"client_secret": secret}` into Secrets Manager as `name`.
+async fn put_client_secret(clients: &Clients, name: &str, secret: &str) -> anyhow::Result<()> {
+    clients.secrets.create_secret().name(name).secret_string(serde_json::json!({"client_secret": secret}).to_string()).send().await?;
+    Ok(())
+}
+
+impl ScimSide {
+    /// The fake Graph holding the old token (and accepting the new one in
+    /// Test connection), its client secret in Secrets Manager; and the
+    /// rotation's configuration.
+    async fn create(clients: &Clients, reminder_every: &str, person_deadline: &str, restart: bool) -> anyhow::Result<(ScimSide, String)> {
+        let side = ScimSide {
+            new_token: format!("scim-new-{}", uuid::Uuid::new_v4().simple()),
+            old_token: format!("scim-old-{}", uuid::Uuid::new_v4().simple()),
+            client_secret: format!("graph-secret-{}", uuid::Uuid::new_v4().simple()),
+            graph: crate::graph_fake::FakeGraph::start("", "", "").await,
+        };
+        {
+            side.graph.set_client_secret(&side.client_secret);
+            let mut st = side.graph.state.lock().unwrap();
+            st.valid_scim_token = side.new_token.clone();
+            for kv in st.secrets.iter_mut() {
+                if kv["key"] == "SecretToken" {
+                    kv["value"] = side.old_token.clone().into();
+                }
+            }
+        }
+        put_client_secret(clients, "keyturn/entra", &side.client_secret).await?;
+        let cfg = scim_rotation_toml(&side.graph.server.uri(), reminder_every, person_deadline, restart);
+        Ok((side, cfg))
+    }
+}
+
+impl SamlSide {
+    /// The fake Graph whose service principal signs with `old` (and holds
+    /// an unused `spare`), its client secret in Secrets Manager; and the
+    /// rotation's configuration.
+    async fn create(clients: &Clients, reminder_every: &str, person_deadline: &str) -> anyhow::Result<(SamlSide, String)> {
+        let client_secret = format!("graph-secret-{}", uuid::Uuid::new_v4().simple());
+        let graph = crate::graph_fake::FakeGraph::start(&client_secret, "", "").await;
+        let (old, spare) = {
+            let mut st = graph.state.lock().unwrap();
+            st.saml.app_id = "11111111-2222-3333-4444-555555555555".into();
+            let spare = st.saml.add_certificate("CN=Microsoft Azure Federated SSO Certificate", "2020-01-01T00:00:00Z", "2023-01-01T00:00:00Z");
+            let old = st.saml.add_certificate("CN=Microsoft Azure Federated SSO Certificate", "2024-01-01T00:00:00Z", "2027-01-01T00:00:00Z");
+            let (old, spare) = (old["thumbprint"].as_str().unwrap().to_string(), spare["thumbprint"].as_str().unwrap().to_string());
+            st.saml.preferred = Some(old.clone());
+            st.saml.trusted = vec![old.clone()];
+            (old, spare)
+        };
+        put_client_secret(clients, "keyturn/entra-saml", &client_secret).await?;
+        let cfg = saml_rotation_toml(&graph.server.uri(), reminder_every, person_deadline);
+        Ok((SamlSide { graph, old, spare }, cfg))
+    }
+}
+
+/// The `[rotation.schedule]` table for `max_age`, if any.
+fn schedule(max_age: Option<&str>) -> String {
+    max_age.map(|a| format!("\n[rotation.schedule]\nmax_age = \"{a}\"\n")).unwrap_or_default()
+}
+
+/// The configuration of a test environment: `[aws]` naming `r`, fast
+/// `[worker]` timings, the `auth0-ses` rotation into the fake Auth0 at
+/// `auth0_uri`, and the optional rotations' tables (`more`).
+fn config_toml(opts: &Options, r: &Resources, intake_cfg: &str, auth0_uri: &str, secret_ref: &str, more: &str) -> String {
+    let Resources { queue_url, dlq_url, priority_url, pdlq_url, topic_arn, chat_topic_arn, .. } = r;
+    format!(
+        r#"# keyturn configuration for a local run against moto and the fake Auth0.
+[aws]
+region = "{REGION}"
+queue_url = "{queue_url}"
+dlq_url = "{dlq_url}"
+priority_queue_url = "{priority_url}"
+priority_dlq_url = "{pdlq_url}"
+table = "keyturn-sagas"
+topic_arn = "{topic_arn}"
+chat_topic_arn = "{chat_topic_arn}"
+kms_key_id = "alias/keyturn"
+{intake_cfg}
+{worker}{rotation}{sched}{more}"#,
+        worker = FAST_WORKER_TOML,
+        rotation = rotation_toml(
+            "auth0-ses",
+            USER,
+            "example.eu.auth0.com",
+            auth0_uri,
+            secret_ref,
+            &format!(
+                "grace_period = \"{}\"\npropagation_timeout = \"{}\"\nmax_attempts = 4\nretry_base = \"200ms\"\nretry_cap = \"2s\"\nquarantine_after = {}\n{}",
+                opts.grace_period,
+                opts.propagation_timeout,
+                opts.quarantine_after.unwrap_or(3),
+                opts.extra_policy
+            ),
+        ),
+        sched = schedule(opts.max_age),
+    )
+}
+
 impl TestEnv {
     pub async fn new(opts: Options) -> anyhow::Result<TestEnv> {
         crate::capture::install();
-        // With enforcement, the first three requests are free: they create an
-        // administrator whose key signs everything after.
-        let mut moto_env: Vec<(&str, String)> = vec![];
-        if opts.enforce_auth {
-            moto_env.push(("INITIAL_NO_AUTH_ACTION_COUNT", "3".into()));
-        }
-        if let Some(clock) = &opts.iam_clock {
-            moto_env.push(("PYTHONPATH", concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/moto_clock").into()));
-            moto_env.push(("KEYTURN_TEST_IAM_CLOCK", clock.display().to_string()));
-        }
-        let moto = Moto::start(&moto_env.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await?;
-        let mut sdk = sdk_config(&moto.endpoint, Credentials::new("testing", "testing", None, None, "keyturn-tests")).await;
-        if opts.enforce_auth {
-            let iam = aws_sdk_iam::Client::new(&sdk);
-            iam.create_user().user_name("keyturn-admin").send().await?;
-            iam.put_user_policy()
-                .user_name("keyturn-admin")
-                .policy_name("all")
-                .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#)
-                .send()
-                .await?;
-            let k = iam.create_access_key().user_name("keyturn-admin").send().await?;
-            let k = k.access_key().unwrap();
-            let admin = Credentials::new(k.access_key_id(), k.secret_access_key(), None, None, "keyturn-admin");
-            sdk = sdk_config(&moto.endpoint, admin).await;
-        }
+        let (moto, sdk) = start_moto(&opts).await?;
         let mut clients = Clients::new(sdk.clone());
         let notify_moto = if opts.enforce_auth { Some(Moto::start(&[]).await?) } else { None };
         let notify_sqs = match &notify_moto {
@@ -305,38 +465,13 @@ impl TestEnv {
             let k = k.access_key().unwrap();
             old_keys.push((k.access_key_id().to_string(), k.secret_access_key().to_string()));
         }
-
-        let sqs = &clients.sqs;
-        let (queue_url, dlq_url) = queue_with_dlq(sqs, "keyturn-steps").await?;
-        // The priority lane (emergencies, steps a person waits on), as the stack makes it.
-        let (priority_url, pdlq_url) = queue_with_dlq(sqs, "keyturn-steps-priority").await?;
-        let notify_queue_url = notify_sqs.create_queue().queue_name("keyturn-notifications").send().await?.queue_url.unwrap();
-        let notify_arn = queue_arn(&notify_sqs, &notify_queue_url).await?;
-
-        keyturn::store::create_table(&clients.dynamodb, "keyturn-sagas").await?;
-
-        let topic_arn = clients.sns.create_topic().name("keyturn").send().await?.topic_arn.unwrap();
-        clients.sns.subscribe().topic_arn(&topic_arn).protocol("sqs").endpoint(&notify_arn).send().await?;
-        // The chat topic, with a queue standing in for the chat integration.
-        let chat_topic_arn = clients.sns.create_topic().name("keyturn-chat").send().await?.topic_arn.unwrap();
-        let chat_queue_url = notify_sqs.create_queue().queue_name("keyturn-chat-messages").send().await?.queue_url.unwrap();
-        let chat_arn = queue_arn(&notify_sqs, &chat_queue_url).await?;
-        clients.sns.subscribe().topic_arn(&chat_topic_arn).protocol("sqs").endpoint(&chat_arn).attributes("RawMessageDelivery", "true").send().await?;
-
-        let key_id = clients.kms.create_key().description("keyturn sealed secrets").send().await?.key_metadata.unwrap().key_id;
-        clients.kms.create_alias().alias_name("alias/keyturn").target_key_id(&key_id).send().await?;
+        let resources = Resources::create(&clients, &notify_sqs).await?;
 
         let auth0_client_secret = format!("auth0-client-secret-{}", uuid::Uuid::new_v4());
         let secret_ref = match &opts.client_secret_env {
             Some(var) => format!(r#"{{ env = "{var}" }}"#),
             None => {
-                clients
-                    .secrets
-                    .create_secret()
-                    .name("keyturn/auth0")
-                    .secret_string(serde_json::json!({"client_secret": auth0_client_secret}).to_string())
-                    .send()
-                    .await?;
+                put_client_secret(&clients, "keyturn/auth0", &auth0_client_secret).await?;
                 r#"{ secrets_manager = "keyturn/auth0", json_key = "client_secret" }"#.to_string()
             }
         };
@@ -344,23 +479,8 @@ impl TestEnv {
         clients.securityhub =
             aws_sdk_securityhub::Client::from_conf(aws_sdk_securityhub::config::Builder::from(&sdk).endpoint_url(securityhub.server.uri()).build());
 
-        let mut intake = None;
-        let mut intake_cfg = String::new();
-        if opts.intake {
-            let idlq = sqs.create_queue().queue_name("keyturn-intake-dlq").send().await?.queue_url.unwrap();
-            let iq = sqs.create_queue().queue_name("keyturn-intake").send().await?.queue_url.unwrap();
-            let iq_arn = queue_arn(sqs, &iq).await?;
-            let eb = aws_sdk_eventbridge::Client::new(&sdk);
-            eb.put_rule().name("keyturn-intake").event_pattern(r#"{"source":["aws.securityhub","aws.health","keyturn.requests"]}"#).send().await?;
-            eb.put_targets()
-                .rule("keyturn-intake")
-                .targets(aws_sdk_eventbridge::types::Target::builder().id("intake").arn(iq_arn).build()?)
-                .send()
-                .await?;
-            intake_cfg = format!("intake_queue_url = \"{iq}\"\nintake_dlq_url = \"{idlq}\"\n");
-            intake = Some((iq, idlq));
-        }
-        let schedule = |max_age: Option<&str>| max_age.map(|a| format!("\n[rotation.schedule]\nmax_age = \"{a}\"\n")).unwrap_or_default();
+        let (intake, intake_cfg) =
+            if opts.intake { create_intake(&clients.sqs, &sdk).await.map(|(q, cfg)| (Some(q), cfg))? } else { (None, String::new()) };
         let mut second = String::new();
         if let Some(age) = opts.second_rotation_max_age {
             clients.iam.create_user().user_name("mailer-2").send().await?;
@@ -371,99 +491,21 @@ impl TestEnv {
                 schedule(Some(age))
             );
         }
-
-        let mut scim = None;
-        let mut scim_cfg = String::new();
-        if let Some((reminder_every, person_deadline)) = opts.scim {
-            let side = ScimSide {
-                new_token: format!("scim-new-{}", uuid::Uuid::new_v4().simple()),
-                old_token: format!("scim-old-{}", uuid::Uuid::new_v4().simple()),
-                client_secret: format!("graph-secret-{}", uuid::Uuid::new_v4().simple()),
-                graph: crate::graph_fake::FakeGraph::start("", "", "").await,
-            };
-            {
-                side.graph.set_client_secret(&side.client_secret);
-                let mut st = side.graph.state.lock().unwrap();
-                st.valid_scim_token = side.new_token.clone();
-                for kv in st.secrets.iter_mut() {
-                    if kv["key"] == "SecretToken" {
-                        kv["value"] = side.old_token.clone().into();
-                    }
-                }
-            }
-            clients
-                .secrets
-                .create_secret()
-                .name("keyturn/entra")
-                .secret_string(serde_json::json!({"client_secret": side.client_secret}).to_string())
-                .send()
-                .await?;
-            scim_cfg = scim_rotation_toml(&side.graph.server.uri(), reminder_every, person_deadline, opts.scim_restart);
-            scim = Some(side);
-        }
-
-        let mut saml = None;
-        let mut saml_cfg = String::new();
-        if let Some((reminder_every, person_deadline)) = opts.saml {
-            let client_secret = format!("graph-secret-{}", uuid::Uuid::new_v4().simple());
-            let graph = crate::graph_fake::FakeGraph::start(&client_secret, "", "").await;
-            let (old, spare) = {
-                let mut st = graph.state.lock().unwrap();
-                st.saml.app_id = "11111111-2222-3333-4444-555555555555".into();
-                let spare = st.saml.add_certificate("CN=Microsoft Azure Federated SSO Certificate", "2020-01-01T00:00:00Z", "2023-01-01T00:00:00Z");
-                let old = st.saml.add_certificate("CN=Microsoft Azure Federated SSO Certificate", "2024-01-01T00:00:00Z", "2027-01-01T00:00:00Z");
-                let (old, spare) = (old["thumbprint"].as_str().unwrap().to_string(), spare["thumbprint"].as_str().unwrap().to_string());
-                st.saml.preferred = Some(old.clone());
-                st.saml.trusted = vec![old.clone()];
-                (old, spare)
-            };
-            clients
-                .secrets
-                .create_secret()
-                .name("keyturn/entra-saml")
-                .secret_string(serde_json::json!({"client_secret": client_secret}).to_string())
-                .send()
-                .await?;
-            saml_cfg = saml_rotation_toml(&graph.server.uri(), reminder_every, person_deadline);
-            saml = Some(SamlSide { graph, old, spare });
-        }
+        let (scim, scim_cfg) = match opts.scim {
+            Some((every, deadline)) => ScimSide::create(&clients, every, deadline, opts.scim_restart).await.map(|(s, cfg)| (Some(s), cfg))?,
+            None => (None, String::new()),
+        };
+        let (saml, saml_cfg) = match opts.saml {
+            Some((every, deadline)) => SamlSide::create(&clients, every, deadline).await.map(|(s, cfg)| (Some(s), cfg))?,
+            None => (None, String::new()),
+        };
 
         let current = old_keys.first().map(|k| k.0.clone()).unwrap_or_else(|| "AKIA_NONE".into());
         let auth0 = FakeAuth0::start(&auth0_client_secret, &current).await;
-
-        let config_text = format!(
-            r#"# keyturn configuration for a local run against moto and the fake Auth0.
-[aws]
-region = "{REGION}"
-queue_url = "{queue_url}"
-dlq_url = "{dlq_url}"
-priority_queue_url = "{priority_url}"
-priority_dlq_url = "{pdlq_url}"
-table = "keyturn-sagas"
-topic_arn = "{topic_arn}"
-chat_topic_arn = "{chat_topic_arn}"
-kms_key_id = "alias/keyturn"
-{intake_cfg}
-{worker}{rotation}{sched}{second}{scim_cfg}{saml_cfg}"#,
-            worker = FAST_WORKER_TOML,
-            rotation = rotation_toml(
-                "auth0-ses",
-                USER,
-                "example.eu.auth0.com",
-                &auth0.uri(),
-                &secret_ref,
-                &format!(
-                    "grace_period = \"{}\"\npropagation_timeout = \"{}\"\nmax_attempts = 4\nretry_base = \"200ms\"\nretry_cap = \"2s\"\nquarantine_after = {}\n{}",
-                    opts.grace_period,
-                    opts.propagation_timeout,
-                    opts.quarantine_after.unwrap_or(3),
-                    opts.extra_policy
-                ),
-            ),
-            sched = schedule(opts.max_age),
-            second = second.replace("AUTH0_URI", &auth0.uri()),
-        );
+        let more = format!("{}{scim_cfg}{saml_cfg}", second.replace("AUTH0_URI", &auth0.uri()));
+        let config_text = config_toml(&opts, &resources, &intake_cfg, &auth0.uri(), &secret_ref, &more);
         let config = Config::parse(&config_text).map_err(|e| anyhow::anyhow!("generated config invalid: {e}"))?;
+        let Resources { queue_url, dlq_url, notify_queue_url, chat_queue_url, .. } = resources;
         Ok(TestEnv {
             moto,
             notify_moto,
@@ -738,6 +780,28 @@ pub fn keyturn_bin() -> std::path::PathBuf {
     let bin = dir.join("keyturn");
     assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` first", bin.display());
     bin
+}
+
+/// `keyturn --config <cfg> <args>` as a user runs it against `env`'s moto,
+/// with `stdin` (if any) as its input: exit code, stdout, stderr.
+pub fn cli(env: &TestEnv, cfg: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(keyturn_bin())
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .envs(env.cli_env())
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// The notifications of one event kind (`event` attribute).

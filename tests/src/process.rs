@@ -1,6 +1,7 @@
 //! A child process that cannot outlive its owner: killed and reaped on drop,
 //! whatever path the owner leaves by (an error, a panic, an early return).
-//! Used by the tool binaries and the integration tests that run workers.
+//! Used by the tool binaries and the integration tests that run workers
+//! ([`WorkerProcesses`]: `keyturn worker` processes with their logs).
 
 use std::io;
 use std::process::{Child, Command, ExitStatus};
@@ -58,6 +59,45 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.kill();
+    }
+}
+
+/// `keyturn worker` processes of one configuration file, started with the
+/// environment `env`, each logging at debug level to `worker-<n>.log` in
+/// `dir` (n counts every start, restarts included); each is killed and
+/// reaped when its [`Guard`] drops.
+pub struct WorkerProcesses {
+    pub config: std::path::PathBuf,
+    pub env: Vec<(&'static str, String)>,
+    pub dir: std::path::PathBuf,
+    pub started: usize,
+}
+
+impl WorkerProcesses {
+    pub fn new(config: std::path::PathBuf, env: Vec<(&'static str, String)>, dir: std::path::PathBuf) -> Self {
+        WorkerProcesses { config, env, dir, started: 0 }
+    }
+
+    /// Start one more.
+    pub fn spawn(&mut self) -> Guard {
+        self.started += 1;
+        let log = std::fs::File::create(self.dir.join(format!("worker-{}.log", self.started))).unwrap();
+        Guard::spawn(
+            Command::new(crate::env::keyturn_bin())
+                .args(["worker", "--config"])
+                .arg(&self.config)
+                .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+                .env("RUST_LOG", "keyturn=debug,warn")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(log),
+        )
+        .unwrap()
+    }
+
+    /// Every worker's log so far.
+    pub fn logs(&self) -> String {
+        (1..=self.started).map(|i| std::fs::read_to_string(self.dir.join(format!("worker-{i}.log"))).unwrap_or_default()).collect()
     }
 }
 

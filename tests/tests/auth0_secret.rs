@@ -14,7 +14,7 @@ use keyturn::saga::{Saga, Status, Step};
 use keyturn::store::Created;
 use keyturn_testkit::auth0_fake::{ALL_SCOPES, CLIENT_ID, CLIENT_KEYS_SCOPE};
 use keyturn_testkit::env::{keyturn_bin, Options, TestEnv};
-use keyturn_testkit::process::Guard;
+use keyturn_testkit::process::WorkerProcesses as Worker;
 use serde_json::Value;
 
 type Engine = keyturn::engine::Engine<keyturn::queue::SqsQueue>;
@@ -48,36 +48,6 @@ retry_cap = "2s"
     )
 }
 
-/// A `keyturn worker` process (killed and reaped when dropped).
-struct Worker {
-    config: std::path::PathBuf,
-    env: Vec<(&'static str, String)>,
-    dir: std::path::PathBuf,
-    started: usize,
-}
-
-impl Worker {
-    fn spawn(&mut self) -> Guard {
-        self.started += 1;
-        let log = std::fs::File::create(self.dir.join(format!("worker-{}.log", self.started))).unwrap();
-        Guard::spawn(
-            Command::new(keyturn_bin())
-                .args(["worker", "--config"])
-                .arg(&self.config)
-                .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-                .env("RUST_LOG", "keyturn=debug,warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log),
-        )
-        .unwrap()
-    }
-    /// Every worker's log so far.
-    fn logs(&self) -> String {
-        (1..=self.started).map(|i| std::fs::read_to_string(self.dir.join(format!("worker-{i}.log"))).unwrap_or_default()).collect()
-    }
-}
-
 /// The environment, its configuration with the secret rotation added
 /// (written to a file for the worker), and an engine to ask and watch with.
 async fn setup(name: &str, endpoint: Option<String>) -> (TestEnv, keyturn::config::Config, Worker, Engine) {
@@ -99,7 +69,7 @@ async fn setup_with(name: &str, endpoint: Option<String>, extra: &str) -> (TestE
         worker_env.iter_mut().filter(|(k, _)| *k == "AWS_ENDPOINT_URL").for_each(|(_, v)| *v = e.clone());
     }
     let engine = keyturn::app::engine(&cfg, &env.clients, "test-driver".into());
-    (env, cfg, Worker { config, env: worker_env, dir, started: 0 }, engine)
+    (env, cfg, Worker::new(config, worker_env, dir), engine)
 }
 
 async fn request(engine: &Engine, id: &str) -> String {

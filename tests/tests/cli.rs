@@ -13,6 +13,25 @@ fn tmpdir(name: &str) -> std::path::PathBuf {
     d
 }
 
+/// A valid configuration of one rotation, for `check-config` to refuse edits of.
+const MINIMAL_CONFIG: &str = r#"
+[aws]
+queue_url = "q"
+dlq_url = "d"
+table = "t"
+topic_arn = "arn"
+kms_key_id = "k"
+[[rotation]]
+id = "auth0-ses"
+source = { kind = "iam_access_key", user_name = "u" }
+[rotation.target]
+kind = "auth0_email_provider"
+domain = "example.eu.auth0.com"
+client_id = "abc"
+client_secret = { env = "KEYTURN_AUTH0_CLIENT_SECRET" }
+ses_region = "eu-west-1"
+"#;
+
 fn run(args: &[&str], envs: &[(&str, String)]) -> (i32, String, String) {
     let out = Command::new(keyturn_bin()).args(args).envs(envs.iter().map(|(k, v)| (*k, v.as_str()))).stdin(Stdio::null()).output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
@@ -58,31 +77,11 @@ wait_time = "45s"
     assert!(err.contains("worker.wait_time") && err.contains("20s"), "names key and problem: {err}");
 
     // Unknown keys and inline secrets: one line naming file, rotation and key.
-    let base = r#"
-[aws]
-queue_url = "q"
-dlq_url = "d"
-table = "t"
-topic_arn = "arn"
-kms_key_id = "k"
-[[rotation]]
-id = "auth0-ses"
-source = { kind = "iam_access_key", user_name = "u" }
-[rotation.target]
-kind = "auth0_email_provider"
-domain = "example.eu.auth0.com"
-client_id = "abc"
-client_secret = { env = "KEYTURN_X" }
-ses_region = "eu-west-1"
-[rotation.policy]
-grace_period = "1d"
-"#;
+    let base = format!("{MINIMAL_CONFIG}[rotation.policy]\ngrace_period = \"1d\"\n");
+    let secret_line = "client_secret = { env = \"KEYTURN_AUTH0_CLIENT_SECRET\" }";
     for (edit, key) in [
-        (base.replace("client_secret = { env = \"KEYTURN_X\" }", "clientsecret = { env = \"KEYTURN_X\" }"), "target.clientsecret: unknown key"),
-        (
-            base.replace("client_secret = { env = \"KEYTURN_X\" }", "client_secret = \"hunter2-s3cr3t\""),
-            "target.client_secret: inline secrets are not allowed",
-        ),
+        (base.replace(secret_line, "clientsecret = { env = \"KEYTURN_AUTH0_CLIENT_SECRET\" }"), "target.clientsecret: unknown key"),
+        (base.replace(secret_line, "client_secret = \"hunter2-s3cr3t\""), "target.client_secret: inline secrets are not allowed"),
         (base.replace("grace_period = \"1d\"", "grace = \"1d\""), "policy.grace: unknown key"),
     ] {
         std::fs::write(&path, &edit).unwrap();
@@ -105,23 +104,7 @@ grace_period = "1d"
 fn check_config_refuses_values_that_could_send_secrets_elsewhere() {
     let dir = tmpdir("item4");
     let path = dir.join("keyturn.toml");
-    let base = r#"
-[aws]
-queue_url = "q"
-dlq_url = "d"
-table = "t"
-topic_arn = "arn"
-kms_key_id = "k"
-[[rotation]]
-id = "auth0-ses"
-source = { kind = "iam_access_key", user_name = "u" }
-[rotation.target]
-kind = "auth0_email_provider"
-domain = "example.eu.auth0.com"
-client_id = "abc"
-client_secret = { env = "KEYTURN_AUTH0_CLIENT_SECRET" }
-ses_region = "eu-west-1"
-"#;
+    let base = MINIMAL_CONFIG;
     std::fs::write(&path, base).unwrap();
     let (code, out, err) = run(&["check-config", "--config", path.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "the base is valid: {out}{err}");

@@ -14,45 +14,17 @@
 //! target holds one; no orphan); the lock is released and the sealed secret
 //! erased. It prints its counts and the number of invariant violations.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyturn::saga::Status;
 use keyturn::store::Created;
 use keyturn_testkit::auth0_fake::FakeAuth0;
-use keyturn_testkit::env::{keyturn_bin, rotation_toml, Options, TestEnv, FAST_WORKER_TOML};
-use keyturn_testkit::process::Guard;
+use keyturn_testkit::env::{rotation_toml, Options, TestEnv, FAST_WORKER_TOML};
+use keyturn_testkit::process::{Guard, WorkerProcesses};
 
 const WORKERS: usize = 3;
 /// Added to every chunk to and from moto, each way.
 const LATENCY_MS: u64 = 60;
-
-struct Workers {
-    /// Each killed and reaped when the test ends, however it ends.
-    procs: Vec<Guard>,
-    config: std::path::PathBuf,
-    env: Vec<(&'static str, String)>,
-    log_dir: std::path::PathBuf,
-    started: usize,
-}
-
-impl Workers {
-    fn spawn(&mut self) -> Guard {
-        self.started += 1;
-        let log = std::fs::File::create(self.log_dir.join(format!("worker-{}.log", self.started))).unwrap();
-        Guard::spawn(
-            Command::new(keyturn_bin())
-                .args(["worker", "--config"])
-                .arg(&self.config)
-                .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-                .env("RUST_LOG", "keyturn=debug,warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log),
-        )
-        .unwrap()
-    }
-}
 
 /// The driver's own calls to moto (requests, reads), retried while they fail
 /// with a retryable error. Under the soak's load moto answers HTTP 500 now and
@@ -123,11 +95,9 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
             *v = proxy.endpoint.clone();
         }
     }
-    let mut workers = Workers { procs: vec![], config: config_path, env: worker_env, log_dir: dir.clone(), started: 0 };
-    for _ in 0..WORKERS {
-        let p = workers.spawn();
-        workers.procs.push(p);
-    }
+    let mut workers = WorkerProcesses::new(config_path, worker_env, dir.clone());
+    // Each killed and reaped when the test ends, however it ends.
+    let mut procs: Vec<Guard> = (0..WORKERS).map(|_| workers.spawn()).collect();
     let engine = keyturn::app::engine(&cfg, &env.clients, "test-driver".into());
     // Every credential rotates again as soon as its last saga ended, for the
     // whole chaos window: steps are always in flight when a worker dies.
@@ -156,13 +126,13 @@ async fn workers_killed_at_random_leave_every_rotation_consistent() {
         }
         tokio::time::sleep(Duration::from_millis(rng.u64(150..1200))).await;
         let i = rng.usize(0..WORKERS);
-        workers.procs[i].kill().unwrap();
+        procs[i].kill().unwrap();
         kills += 1;
         // Sometimes leave it dead for a moment, so leases expire with no one around.
         if rng.bool() {
             tokio::time::sleep(Duration::from_millis(rng.u64(0..800))).await;
         }
-        workers.procs[i] = workers.spawn();
+        procs[i] = workers.spawn();
     }
 
     // Let the survivors finish everything.

@@ -5,12 +5,11 @@
 //! commands are the real `keyturn` binary; an Entra SCIM rotation that signs
 //! in with the same secret runs before, during and after.
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyturn::saga::{Status, Step};
-use keyturn_testkit::env::{keyturn_bin, Options, TestEnv};
+use keyturn_testkit::env::{cli, keyturn_bin, Options, TestEnv};
 use keyturn_testkit::graph_fake::{APP, CLIENT_ID, FIRST_KEY_ID, TENANT};
 use keyturn_testkit::process::Guard;
 use serde_json::Value;
@@ -44,24 +43,6 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn cli(env: &TestEnv, cfg: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-    let mut child = Command::new(keyturn_bin())
-        .arg("--config")
-        .arg(cfg)
-        .args(args)
-        .envs(env.cli_env())
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(text) = stdin {
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 async fn saga_at(env: &TestEnv, saga_id: &str, step: Step, timeout: Duration) {

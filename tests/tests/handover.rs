@@ -246,9 +246,10 @@ async fn the_routed_change_event_is_acted_on_at_once_and_forged_ones_read_nothin
     env.send_intake(&put_event("entra-scim", &saga_id, "/old-token-deleted")).await.unwrap();
     let saga = env.wait_terminal(&saga_id, Duration::from_secs(60)).await;
     assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
-    // A late repeat of the event finds nothing waiting: acknowledged, not dead-lettered.
+    // A late repeat of the event finds nothing waiting: acknowledged (the
+    // intake queue empties: received, handled and deleted), not dead-lettered.
     env.send_intake(&put_event("entra-scim", &saga_id, "")).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.wait_intake_idle(Duration::from_secs(30)).await;
     w.stop().await;
     assert!(env.intake_dlq(0, Duration::from_secs(2)).await.is_empty(), "nothing more dead-lettered");
     assert!(!exists(&env, &token_secret).await && !exists(&env, &confirm_secret).await);

@@ -165,7 +165,8 @@ async fn invalid_requests_go_to_the_intake_dlq_with_reasons_and_unknown_rotation
 }
 
 /// `schemas/rotation-request.v1.json` and keyturn's validation agree on every
-/// fixture: the valid ones pass both, the invalid ones fail both. The schema
+/// fixture: the valid ones pass both, the invalid ones fail both, and no
+/// reason keyturn gives repeats a value of the request. The schema
 /// is checked with Python's `jsonschema` (installed with moto's server
 /// extras; `scripts/ensure-python-tools` makes sure).
 #[test]
@@ -203,5 +204,34 @@ for path in sys.argv[2:]:
         let by_keyturn = keyturn::intake::parse_request(&doc);
         assert_eq!(by_schema, *valid, "schema on {path:?}");
         assert_eq!(by_keyturn.is_ok(), *valid, "keyturn on {path:?}: {by_keyturn:?}");
+        if let Err(e) = by_keyturn {
+            let reason = e.to_string();
+            for s in echo_candidates(&doc) {
+                assert!(!reason.contains(&s), "{path:?}: the reason repeats {s:?} from the request: {reason}");
+            }
+        }
     }
+}
+
+/// What a reason must not repeat from a request: every string value (of six
+/// characters or more, so that the words of the reason itself do not count)
+/// and every key that does not look like a field name, at any depth. The
+/// schema name is the exception: a reason may say which one keyturn reads.
+fn echo_candidates(v: &Value) -> Vec<String> {
+    let field_like = |k: &str| k.len() <= 32 && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    let mut out = vec![];
+    match v {
+        Value::String(s) if s.chars().count() >= 6 && s != keyturn::intake::REQUEST_SCHEMA => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|x| out.extend(echo_candidates(x))),
+        Value::Object(o) => {
+            for (k, x) in o {
+                if !field_like(k) {
+                    out.push(k.clone());
+                }
+                out.extend(echo_candidates(x));
+            }
+        }
+        _ => {}
+    }
+    out
 }

@@ -4,10 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_sdk_sqs::types::QueueAttributeName;
+use keyturn::queue::StepMessage;
 use keyturn::saga::{Status, Step, TargetState};
 use keyturn::store::Created;
 use keyturn_testkit::auth0_fake::Fault;
-use keyturn_testkit::env::{Options, RunningWorker, TestEnv, USER};
+use keyturn_testkit::env::{wait_queue_idle, Options, RunningWorker, TestEnv, USER};
 use keyturn_testkit::recording::RecordingQueue;
 
 const T: Duration = Duration::from_secs(60);
@@ -334,6 +336,12 @@ async fn poison_messages_go_to_the_dlq_and_the_worker_goes_on() {
     assert_eq!(saga.status, Status::Succeeded);
 }
 
+/// Messages on the step queue that are delayed (not yet receivable).
+async fn delayed(env: &TestEnv) -> u64 {
+    let a = env.clients.sqs.get_queue_attributes().queue_url(&env.queue_url).attribute_names(QueueAttributeName::All).send().await.unwrap();
+    a.attributes.unwrap_or_default().get(&QueueAttributeName::ApproximateNumberOfMessagesDelayed).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 /// Wait until the saga reaches `step` (and return it).
 async fn wait_step(env: &TestEnv, saga_id: &str, step: Step) -> keyturn::saga::Saga {
     let store = keyturn::store::Store::new(env.clients.dynamodb.clone(), "keyturn-sagas");
@@ -357,7 +365,6 @@ async fn grace_period_is_a_durable_wait_then_the_old_key_is_deleted() {
     let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
 
     let waiting = wait_step(&env, &saga_id, Step::RetireOld).await;
-    let sent_at_wait = queue.bodies().len();
     // Nothing needs the new secret any more: it is not kept through the grace period.
     assert!(!waiting.keys.secret_stored);
     let item = engine.store().raw_items().await.unwrap().into_iter().find(|i| i.get("saga_id").and_then(|v| v.as_s().ok()) == Some(&saga_id)).unwrap();
@@ -367,12 +374,21 @@ async fn grace_period_is_a_durable_wait_then_the_old_key_is_deleted() {
     assert_eq!(keys.len(), 2);
     assert!(keys.iter().any(|k| k.id == old_id && !k.active), "{keys:?}");
     assert!(waiting.run.grace_until.is_some());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(queue.bodies().len(), sent_at_wait, "no messages while waiting: the wait is a delayed message, not a loop");
+    // The wait is one delayed message: once the step before it is
+    // acknowledged, the queue holds nothing visible or in flight, and one
+    // message delayed.
+    wait_queue_idle(&env.clients.sqs, &env.queue_url, T).await;
+    assert_eq!(delayed(&env).await, 1, "the wake-up at the end of the grace period is a delayed message");
 
     let saga = env.wait_terminal(&saga_id, T).await;
     worker.stop().await;
     assert_eq!(saga.status, Status::Succeeded);
+    // No messages while waiting, over the whole grace period: the wake-up
+    // is the only retire_old message ever sent, and nothing is sent after
+    // it but (if not run at once) the finalize step that follows it.
+    let steps: Vec<Step> = queue.bodies().iter().map(|b| serde_json::from_str::<StepMessage>(b).unwrap().step).collect();
+    let wake = steps.iter().position(|s| *s == Step::RetireOld).expect("a retire_old message");
+    assert!(steps[wake + 1..].iter().all(|s| *s == Step::Finalize), "the wait is a delayed message, not a loop: {steps:?}");
     let retired = saga.outcome.history.iter().find(|a| a.step == Step::RetireOld && a.outcome == "ok").unwrap();
     assert!(retired.at >= waiting.run.grace_until.unwrap(), "old key deleted only after the grace period");
     let keys = env.user_keys().await;

@@ -116,6 +116,29 @@ async fn the_ask(env: &TestEnv, seen: &mut Vec<Notification>, saga_id: &str) -> 
     new
 }
 
+/// A rotation up to the person's first confirmation.
+struct Confirmed {
+    old: String,
+    new: String,
+    saga_id: String,
+    cfg: std::path::PathBuf,
+    w: RunningWorker,
+    seen: Vec<Notification>,
+}
+
+/// Start a rotation, read the ask, upload the new certificate and confirm
+/// that with `keyturn confirm`.
+async fn uploaded_and_confirmed(env: &TestEnv) -> Confirmed {
+    let old = env.saml.as_ref().unwrap().old.clone();
+    let (saga_id, cfg, w) = rotate(env).await;
+    let mut seen = vec![];
+    let new = the_ask(env, &mut seen, &saga_id).await;
+    upload(env, &new);
+    let (code, out, err) = cli(env, &cfg, &["confirm", &saga_id]);
+    assert_eq!(code, 0, "{out}{err}");
+    Confirmed { old, new, saga_id, cfg, w, seen }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_certificate_is_rotated_with_the_persons_two_confirmations() {
     let env = env("1h", "1h").await;
@@ -198,13 +221,7 @@ async fn no_confirmation_by_the_deadline_removes_the_new_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_reported_broken_switches_entra_back_to_the_old_certificate() {
     let env = env("1h", "1h").await;
-    let old = env.saml.as_ref().unwrap().old.clone();
-    let (saga_id, cfg, w) = rotate(&env).await;
-    let mut seen = vec![];
-    let new = the_ask(&env, &mut seen, &saga_id).await;
-    upload(&env, &new);
-    let (code, out, err) = cli(&env, &cfg, &["confirm", &saga_id]);
-    assert_eq!(code, 0, "{out}{err}");
+    let Confirmed { old, new, saga_id, cfg, w, mut seen } = uploaded_and_confirmed(&env).await;
     wait_step(&env, &saga_id, Step::AwaitSignIn).await;
     assert_eq!(preferred(&env).as_deref(), Some(new.as_str()));
 
@@ -233,13 +250,7 @@ async fn sign_in_reported_broken_switches_entra_back_to_the_old_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_sign_in_confirmation_by_the_deadline_switches_back_too() {
     let env = env("1h", "6s").await;
-    let old = env.saml.as_ref().unwrap().old.clone();
-    let (saga_id, cfg, w) = rotate(&env).await;
-    let mut seen = vec![];
-    let new = the_ask(&env, &mut seen, &saga_id).await;
-    upload(&env, &new);
-    let (code, out, err) = cli(&env, &cfg, &["confirm", &saga_id]);
-    assert_eq!(code, 0, "{out}{err}");
+    let Confirmed { old, new, saga_id, cfg: _, w, mut seen } = uploaded_and_confirmed(&env).await;
     let saga = env.wait_terminal(&saga_id, Duration::from_secs(40)).await;
     let rolled = wait_for(&env, &mut seen, "rotation.rolled_back", None).await;
     w.stop().await;

@@ -3,15 +3,13 @@
 //! The person is played by the test: it reads the notices and runs
 //! `keyturn provide` / `keyturn confirm` (the real binary where it matters).
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keyturn::commands::Request;
 use keyturn::saga::{KeyRef, Status, Step};
 use keyturn::store::Created;
-use keyturn_testkit::env::{keyturn_bin, Notification, Options, RunningWorker, TestEnv};
+use keyturn_testkit::env::{cli, Notification, Options, RunningWorker, TestEnv};
 use keyturn_testkit::graph_fake::CREDENTIAL_FAILURE;
 use keyturn_testkit::recording::RecordingQueue;
 use secrecy::SecretString;
@@ -41,25 +39,6 @@ async fn wait_for(env: &TestEnv, seen: &mut Vec<Notification>, event: &str, time
 
 fn count(seen: &[Notification], event: &str) -> usize {
     seen.iter().filter(|n| n.attributes.get("event").map(String::as_str) == Some(event)).count()
-}
-
-fn cli(env: &TestEnv, cfg: &std::path::Path, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-    let mut child = Command::new(keyturn_bin())
-        .arg("--config")
-        .arg(cfg)
-        .args(args)
-        .envs(env.cli_env())
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(text) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(text.as_bytes()).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 async fn wait_step(env: &TestEnv, saga_id: &str, step: Step) {
@@ -246,7 +225,10 @@ async fn every_step_message_twice_and_graph_throttling_change_nothing() {
     seen_after(&env, &mut seen, "delete_old").await;
     engine.confirm(&id).await.unwrap();
     let saga = env.wait_terminal(&id, Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await; // let the duplicates arrive
+    // Every copy due by now (each sent a second after its original) was
+    // received and handled, and what handling them sent too; only the
+    // wake-ups an hour away stay delayed.
+    queue.wait_handled(Duration::from_secs(60), Duration::from_secs(30)).await;
     w.stop().await;
     seen.extend(env.notifications(0, Duration::from_secs(2)).await);
 

@@ -9,6 +9,7 @@ use keyturn::clock::Dur;
 use keyturn::queue::{Queue, StepMessage};
 use keyturn::saga::Step;
 use keyturn_testkit::env::{Options, RunningWorker, TestEnv};
+use keyturn_testkit::recording::RecordingQueue;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_received_but_not_started_are_released_at_shutdown() {
@@ -16,10 +17,12 @@ async fn messages_received_but_not_started_are_released_at_shutdown() {
     let mut cfg = env.config.worker.clone();
     cfg.wait_time = Dur(Duration::from_secs(5));
     cfg.visibility_timeout = Dur(Duration::from_secs(60));
-    let engine = Arc::new(env.engine("w1"));
+    let polled = RecordingQueue::new(env.sqs_queue(), false);
+    let engine = Arc::new(env.engine_with("w1", polled.clone()));
     let worker = RunningWorker::spawn(engine, &cfg);
-    // The worker is now in a long poll on the empty step queue.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Once its first poll has begun, the worker is in a long poll (5 s) on
+    // the empty step queue.
+    polled.wait_polling(Duration::from_secs(30)).await;
     let stopping = tokio::spawn(worker.stop());
     // Messages arrive while that poll is still open: SQS hands them to it.
     let q = env.sqs_queue();

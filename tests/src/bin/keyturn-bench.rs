@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use keyturn_testkit::fault_proxy::{FaultProxy, RateLimit};
-use keyturn_testkit::fleet::{FleetBuilder, EXPOSURE_AUTH0_LATENCY_MS, EXPOSURE_WORKER};
+use keyturn_testkit::fleet::{Fleet, FleetBuilder, EXPOSURE_AUTH0_LATENCY_MS, EXPOSURE_WORKER};
 use keyturn_testkit::process::Guard;
 
 /// Rotations per second, AWS calls, CPU and memory of keyturn against a
@@ -137,20 +137,13 @@ async fn run(a: Args) -> anyhow::Result<()> {
         .keyturn(&a.keyturn)
         .build()
         .await?;
-    let (moto, ddb, cfg_path) = (&fleet.moto, &fleet.ddb, &fleet.cfg_path);
+    let (moto, ddb) = (&fleet.moto, &fleet.ddb);
     let proxy = fleet.proxy.as_ref().expect("built through the proxy");
-    let (auth0, client_secret, topic) = (&fleet.auth0, &fleet.client_secret, &fleet.topic);
-    let env = fleet.env.clone();
 
     let log_path = a.dir.join("worker-1.log");
     let worker = fleet.worker(1)?;
     let pid = worker.id();
-    // Started: it has polled once (one ReceiveMessage through the proxy).
-    let end = Instant::now() + Duration::from_secs(60);
-    while counts(proxy).get("ReceiveMessage").copied().unwrap_or(0) == 0 {
-        anyhow::ensure!(Instant::now() < end, "the worker did not start; see {}", log_path.display());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_started(proxy, &log_path).await?;
     let startup_rss = mem_mib(pid, "VmRSS")?;
     clear(proxy);
     if let Some(rate) = a.throttle_iam {
@@ -158,9 +151,88 @@ async fn run(a: Args) -> anyhow::Result<()> {
         proxy.limit_rate(Some(RateLimit::new(&IAM_ACTIONS, rate)));
     }
 
-    // N `keyturn rotate` commands, at most 16 running at a time.
     let cpu0 = cpu_ms(pid)?;
     let moto_cpu0 = cpu_ms(moto.pid())?;
+    let t0 = Instant::now();
+    let requests = request_all(&a, &fleet).await?;
+    let (statuses, wall) = wait_all_ended(ddb, &log_path, n, t0).await?;
+    let busy_cpu = cpu_ms(pid)? - cpu0;
+    let moto_busy = cpu_ms(moto.pid())? - moto_cpu0;
+    let peak = mem_mib(pid, "VmHWM")?;
+    let calls = counts(proxy);
+    let upstream = proxy.log.lock().unwrap().upstream.clone();
+    let limited = proxy.rate.lock().unwrap().take();
+    let idle = measure_idle(pid, proxy, calls.values().sum()).await?;
+    let k = Keyturn { statuses, wall, requests, busy_cpu, moto_busy, peak, calls, upstream, limited, startup_rss, idle };
+    // SIGTERM, as ECS stops a task.
+    let _ = worker.terminate();
+    drop(worker);
+
+    let script = run_script(&fleet, n).await?;
+    print_runs(n, &k, &script);
+    print_moto(n, &k, &script);
+    if let Some(r) = &k.limited {
+        print_burst(r, &log_path);
+    }
+    println!("\nmachine: {}; moto {}; worker concurrency {}", machine(), moto_version(), a.concurrency);
+    let failed: usize = k.statuses.iter().filter(|(s, _)| s.as_str() != "succeeded").map(|(_, c)| c).sum();
+    anyhow::ensure!(failed == 0, "{failed} sagas did not succeed: {:?}", k.statuses);
+    Ok(())
+}
+
+/// What the bench measured of keyturn (worker and `keyturn rotate` commands).
+struct Keyturn {
+    statuses: BTreeMap<String, usize>,
+    wall: Duration,
+    requests: Requests,
+    busy_cpu: f64,
+    moto_busy: f64,
+    peak: f64,
+    calls: BTreeMap<String, usize>,
+    upstream: BTreeMap<String, (usize, Duration)>,
+    limited: Option<RateLimit>,
+    startup_rss: f64,
+    idle: Idle,
+}
+
+/// The `keyturn rotate` commands: how long they took, and the ones asked again.
+struct Requests {
+    took: Duration,
+    retried: usize,
+    /// Why requests failed, by the last line of their error.
+    errors: BTreeMap<String, usize>,
+}
+
+/// The worker with nothing to do.
+struct Idle {
+    cpu_pct: f64,
+    rss: f64,
+    calls: usize,
+}
+
+/// What the bench measured of the sequential script.
+struct Script {
+    wall: f64,
+    cpu: f64,
+    rss: f64,
+    calls: BTreeMap<String, usize>,
+    upstream: BTreeMap<String, (usize, Duration)>,
+    moto_busy: f64,
+}
+
+/// Until the worker started: it has polled once (one ReceiveMessage through the proxy).
+async fn wait_started(proxy: &FaultProxy, log_path: &std::path::Path) -> anyhow::Result<()> {
+    let end = Instant::now() + Duration::from_secs(60);
+    while counts(proxy).get("ReceiveMessage").copied().unwrap_or(0) == 0 {
+        anyhow::ensure!(Instant::now() < end, "the worker did not start; see {}", log_path.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// N `keyturn rotate` commands, at most 16 running at a time.
+async fn request_all(a: &Args, fleet: &Fleet) -> anyhow::Result<Requests> {
+    let n = a.rotations as usize;
     let t0 = Instant::now();
     // A request moto answers with an error (its transactions are not built
     // for this concurrency) is asked again, as an operator would.
@@ -194,8 +266,8 @@ async fn run(a: Args) -> anyhow::Result<()> {
                 Guard::spawn(
                     Command::new(&a.keyturn)
                         .args(["rotate", &format!("bench-{i}"), "--config"])
-                        .arg(cfg_path)
-                        .envs(env.iter().cloned())
+                        .arg(&fleet.cfg_path)
+                        .envs(fleet.env.iter().cloned())
                         .stdin(Stdio::null())
                         .stdout(Stdio::null())
                         .stderr(std::fs::File::create(a.dir.join(format!("rotate-{i}.err")))?),
@@ -207,13 +279,21 @@ async fn run(a: Args) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let requested = t0.elapsed();
+    Ok(Requests { took: t0.elapsed(), retried: retried_requests, errors: request_errors })
+}
 
-    // Until every saga ended (polled on moto directly: not counted). The
-    // table is scanned only once the worker's log says every saga was
-    // notified: a scan every moment would take moto's time from the worker.
-    let (statuses, wall) = loop {
-        let notified = std::fs::read_to_string(&log_path).unwrap_or_default().matches("notification published").count();
+/// Until every saga ended (polled on moto directly: not counted): the
+/// sagas by status, and the time since `t0`. The table is scanned only once
+/// the worker's log says every saga was notified: a scan every moment would
+/// take moto's time from the worker.
+async fn wait_all_ended(
+    ddb: &aws_sdk_dynamodb::Client,
+    log_path: &std::path::Path,
+    n: usize,
+    t0: Instant,
+) -> anyhow::Result<(BTreeMap<String, usize>, Duration)> {
+    loop {
+        let notified = std::fs::read_to_string(log_path).unwrap_or_default().matches("notification published").count();
         if notified < n {
             anyhow::ensure!(t0.elapsed() < Duration::from_secs(3600), "rotations did not finish within an hour ({notified} notified)");
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -236,135 +316,145 @@ async fn run(a: Args) -> anyhow::Result<()> {
         }
         let done: usize = statuses.iter().filter(|(s, _)| !matches!(s.as_str(), "running" | "compensating")).map(|(_, c)| c).sum();
         if done >= n {
-            break (statuses, t0.elapsed());
+            return Ok((statuses, t0.elapsed()));
         }
         anyhow::ensure!(t0.elapsed() < Duration::from_secs(3600), "rotations did not finish within an hour: {statuses:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let busy_cpu = cpu_ms(pid)? - cpu0;
-    let moto_busy = cpu_ms(moto.pid())? - moto_cpu0;
-    let peak = mem_mib(pid, "VmHWM")?;
-    let calls = counts(proxy);
-    let upstream = proxy.log.lock().unwrap().upstream.clone();
-    let limited = proxy.rate.lock().unwrap().take();
+    }
+}
 
-    // Idle: settle, then 20 s of nothing to do.
+/// Idle: settle, then 20 s of nothing to do (`calls_before`: what the
+/// proxy counted until then).
+async fn measure_idle(pid: u32, proxy: &FaultProxy, calls_before: usize) -> anyhow::Result<Idle> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (i0, it0) = (cpu_ms(pid)?, Instant::now());
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let idle_cpu_pct = (cpu_ms(pid)? - i0) / it0.elapsed().as_secs_f64() / 10.0;
-    let idle_rss = mem_mib(pid, "VmRSS")?;
-    let idle_calls: usize = counts(proxy).values().sum::<usize>() - calls.values().sum::<usize>();
-    // SIGTERM, as ECS stops a task.
-    let _ = worker.terminate();
-    drop(worker);
+    let cpu_pct = (cpu_ms(pid)? - i0) / it0.elapsed().as_secs_f64() / 10.0;
+    let rss = mem_mib(pid, "VmRSS")?;
+    let calls = counts(proxy).values().sum::<usize>() - calls_before;
+    Ok(Idle { cpu_pct, rss, calls })
+}
 
-    // The plain sequential script, same work, same moto (through the proxy).
+/// The plain sequential script, same work, same moto (through the proxy).
+async fn run_script(fleet: &Fleet, n: usize) -> anyhow::Result<Script> {
+    let proxy = fleet.proxy.as_ref().expect("built through the proxy");
     clear(proxy);
-    let moto_cpu1 = cpu_ms(moto.pid())?;
+    let moto_cpu1 = cpu_ms(fleet.moto.pid())?;
     let out = Command::new("python3")
-        .args(["bench/sequential.py", "--endpoint", &proxy.endpoint, "--auth0", auth0, "--client-secret", client_secret, "--topic", topic])
+        .args([
+            "bench/sequential.py",
+            "--endpoint",
+            &proxy.endpoint,
+            "--auth0",
+            &fleet.auth0,
+            "--client-secret",
+            &fleet.client_secret,
+            "--topic",
+            &fleet.topic,
+        ])
         .args(["--rotations", &n.to_string()])
         .stderr(Stdio::inherit())
         .output()?;
     anyhow::ensure!(out.status.success(), "bench/sequential.py failed");
     let script: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let script_calls = counts(proxy);
-    let script_upstream = proxy.log.lock().unwrap().upstream.clone();
-    let moto_script = cpu_ms(moto.pid())? - moto_cpu1;
-    let s_wall = script["wall_s"].as_f64().unwrap_or(0.0);
-    let s_cpu = script["cpu_ms"].as_f64().unwrap_or(0.0);
-    let s_rss = script["peak_rss_kb"].as_f64().unwrap_or(0.0) / 1024.0;
+    Ok(Script {
+        calls: counts(proxy),
+        upstream: proxy.log.lock().unwrap().upstream.clone(),
+        moto_busy: cpu_ms(fleet.moto.pid())? - moto_cpu1,
+        wall: script["wall_s"].as_f64().unwrap_or(0.0),
+        cpu: script["cpu_ms"].as_f64().unwrap_or(0.0),
+        rss: script["peak_rss_kb"].as_f64().unwrap_or(0.0) / 1024.0,
+    })
+}
 
+/// The sagas, the AWS calls per rotation and the figures of both runs side by side.
+fn print_runs(n: usize, k: &Keyturn, s: &Script) {
     let per = |c: usize| c as f64 / n as f64;
     println!(
-        "\nsagas: {statuses:?}  (all {n} requested in {:.1}s by `keyturn rotate` processes, 16 at a time; {retried_requests} asked again after an error)",
-        requested.as_secs_f64()
+        "\nsagas: {:?}  (all {n} requested in {:.1}s by `keyturn rotate` processes, 16 at a time; {} asked again after an error)",
+        k.statuses,
+        k.requests.took.as_secs_f64(),
+        k.requests.retried
     );
-    for (kind, count) in &request_errors {
+    for (kind, count) in &k.requests.errors {
         println!("  {count} × {kind}");
     }
     println!("\nAWS calls per rotation, by API action (worker + CLI | script):");
-    let actions: std::collections::BTreeSet<&String> = calls.keys().chain(script_calls.keys()).collect();
+    let actions: std::collections::BTreeSet<&String> = k.calls.keys().chain(s.calls.keys()).collect();
     for act in actions {
-        let k = calls.get(act).copied().unwrap_or(0);
-        let s = script_calls.get(act).copied().unwrap_or(0);
-        println!("  {act:<24} {:>7.2} | {:>5.2}", per(k), per(s));
+        let kc = k.calls.get(act).copied().unwrap_or(0);
+        let sc = s.calls.get(act).copied().unwrap_or(0);
+        println!("  {act:<24} {:>7.2} | {:>5.2}", per(kc), per(sc));
     }
-    let (kt, st) = (per(calls.values().sum()), per(script_calls.values().sum()));
+    let (kt, st) = (per(k.calls.values().sum()), per(s.calls.values().sum()));
     println!("  {:<24} {kt:>7.2} | {st:>5.2}", "total");
     let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}x", a / b) } else { "-".into() };
     println!("\n{:<34} {:>12} | {:>12} | {:>7}", "figure", "keyturn", "script", "ratio");
     let row = |name: &str, k: f64, s: f64, unit: &str| {
         println!("{name:<34} {:>12} | {:>12} | {:>7}", format!("{k:.2}{unit}"), format!("{s:.2}{unit}"), ratio(k, s))
     };
+    let wall = k.wall.as_secs_f64();
     row("AWS calls per rotation", kt, st, "");
-    row("CPU per rotation (ms)", busy_cpu / n as f64, s_cpu / n as f64, "");
-    row("wall time (s)", wall.as_secs_f64(), s_wall, "");
-    row("rotations per second", n as f64 / wall.as_secs_f64(), n as f64 / s_wall, "");
-    row("peak RSS (MiB)", peak, s_rss, "");
-    println!("{:<34} {:>12}", "worker RSS after start (MiB)", format!("{startup_rss:.2}"));
-    println!("{:<34} {:>12}", "worker idle RSS (MiB)", format!("{idle_rss:.2}"));
-    println!("{:<34} {:>12}", "worker idle CPU (% of one core)", format!("{idle_cpu_pct:.3}"));
-    println!("{:<34} {:>12}", "worker idle AWS calls in 20 s", idle_calls);
+    row("CPU per rotation (ms)", k.busy_cpu / n as f64, s.cpu / n as f64, "");
+    row("wall time (s)", wall, s.wall, "");
+    row("rotations per second", n as f64 / wall, n as f64 / s.wall, "");
+    row("peak RSS (MiB)", k.peak, s.rss, "");
+    println!("{:<34} {:>12}", "worker RSS after start (MiB)", format!("{:.2}", k.startup_rss));
+    println!("{:<34} {:>12}", "worker idle RSS (MiB)", format!("{:.2}", k.idle.rss));
+    println!("{:<34} {:>12}", "worker idle CPU (% of one core)", format!("{:.3}", k.idle.cpu_pct));
+    println!("{:<34} {:>12}", "worker idle AWS calls in 20 s", k.idle.calls);
+}
 
-    // Where the wall time goes: moto answers one request at a time (one
-    // Python process), so its time per call grows with the calls waiting.
+/// Where the wall time goes: moto answers one request at a time (one
+/// Python process), so its time per call grows with the calls waiting.
+fn print_moto(n: usize, k: &Keyturn, s: &Script) {
     let moto = |u: &BTreeMap<String, (usize, Duration)>| {
         let (n, t) = u.values().fold((0usize, Duration::ZERO), |(n, t), (c, d)| (n + c, t + *d));
         (n, t.as_secs_f64())
     };
-    let ((wn, wt), (sn, st_)) = (moto(&upstream), moto(&script_upstream));
+    let ((wn, wt), (sn, st_)) = (moto(&k.upstream), moto(&s.upstream));
+    let (wall, s_wall) = (k.wall.as_secs_f64(), s.wall);
     println!("\nmoto, where the wall time goes          keyturn |       script");
-    println!(
-        "{:<34} {:>12} | {:>12}",
-        "calls answered per second",
-        format!("{:.1}", wn as f64 / wall.as_secs_f64()),
-        format!("{:.1}", sn as f64 / s_wall)
-    );
+    println!("{:<34} {:>12} | {:>12}", "calls answered per second", format!("{:.1}", wn as f64 / wall), format!("{:.1}", sn as f64 / s_wall));
     println!(
         "{:<34} {:>12} | {:>12}",
         "mean time moto took per call (ms)",
         format!("{:.2}", 1000.0 * wt / wn.max(1) as f64),
         format!("{:.2}", 1000.0 * st_ / sn.max(1) as f64)
     );
-    println!("{:<34} {:>12} | {:>12}", "calls in moto at once (mean)", format!("{:.2}", wt / wall.as_secs_f64()), format!("{:.2}", st_ / s_wall));
+    println!("{:<34} {:>12} | {:>12}", "calls in moto at once (mean)", format!("{:.2}", wt / wall), format!("{:.2}", st_ / s_wall));
     println!(
         "{:<34} {:>12} | {:>12}",
         "moto CPU, % of one core",
-        format!("{:.0}", moto_busy / wall.as_secs_f64() / 10.0),
-        format!("{:.0}", moto_script / s_wall / 10.0)
+        format!("{:.0}", k.moto_busy / wall / 10.0),
+        format!("{:.0}", s.moto_busy / s_wall / 10.0)
     );
-    println!("{:<34} {:>12} | {:>12}", "moto CPU per rotation (ms)", format!("{:.1}", moto_busy / n as f64), format!("{:.1}", moto_script / n as f64));
-    let mut slow: Vec<(&String, &(usize, Duration))> = upstream.iter().collect();
+    println!("{:<34} {:>12} | {:>12}", "moto CPU per rotation (ms)", format!("{:.1}", k.moto_busy / n as f64), format!("{:.1}", s.moto_busy / n as f64));
+    let mut slow: Vec<(&String, &(usize, Duration))> = k.upstream.iter().collect();
     slow.sort_by_key(|e| std::cmp::Reverse(e.1 .1));
     let top: Vec<String> = slow.iter().take(4).map(|(a, (c, d))| format!("{a} {:.0} ms", 1000.0 * d.as_secs_f64() / (*c).max(1) as f64)).collect();
     println!("{:<34} {}", "keyturn's slowest in moto (mean)", top.join(", "));
+}
 
-    if let Some(r) = &limited {
-        let refusals = std::fs::read_to_string(&log_path).unwrap_or_default().matches("IAM is throttling").count();
-        println!(
-            "\nburst against a throttling IAM: limit {:.1} calls/s; {} IAM calls let through at {:.2}/s from the first to the last ({:.0}% of the limit); {} answered Throttling ({:.1}% of IAM calls); {refusals} steps backed off in place (worker log)",
-            r.per_sec,
-            r.admitted,
-            r.admitted_per_sec(),
-            100.0 * r.admitted_per_sec() / r.per_sec,
-            r.refused,
-            100.0 * r.refused as f64 / (r.admitted + r.refused).max(1) as f64
-        );
-    }
+/// `--throttle-iam`: how close to the limit the worker ran, how often it was refused.
+fn print_burst(r: &RateLimit, log_path: &std::path::Path) {
+    let refusals = std::fs::read_to_string(log_path).unwrap_or_default().matches("IAM is throttling").count();
+    println!(
+        "\nburst against a throttling IAM: limit {:.1} calls/s; {} IAM calls let through at {:.2}/s from the first to the last ({:.0}% of the limit); {} answered Throttling ({:.1}% of IAM calls); {refusals} steps backed off in place (worker log)",
+        r.per_sec,
+        r.admitted,
+        r.admitted_per_sec(),
+        100.0 * r.admitted_per_sec() / r.per_sec,
+        r.refused,
+        100.0 * r.refused as f64 / (r.admitted + r.refused).max(1) as f64
+    );
+}
 
+/// `2 x <cpu model>`: the CPUs this runs on.
+fn machine() -> String {
     let cpus = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpus.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("?").trim().to_string();
-    println!(
-        "\nmachine: {} x {model}; moto {}; worker concurrency {}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        moto_version(),
-        a.concurrency
-    );
-    let failed: usize = statuses.iter().filter(|(s, _)| s.as_str() != "succeeded").map(|(_, c)| c).sum();
-    anyhow::ensure!(failed == 0, "{failed} sagas did not succeed: {statuses:?}");
-    Ok(())
+    format!("{} x {model}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
 /// `--exposure`: for each backlog N, a fresh fleet (moto, N + 1 users and
@@ -424,11 +514,9 @@ async fn exposure(a: Args) -> anyhow::Result<()> {
         let what = format!("{n} requested, 2 replicas, holder killed at {:.2}s", at.as_secs_f64());
         row(what, took, format!("{} of {n}", n.saturating_sub(done)), f.count_in_logs("re-driving its step"))?;
     }
-    let cpus = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpus.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("?").trim().to_string();
     let machine = format!(
-        "\ntimed from the event reaching the intake queue; re-drives: steps the sweeper sent again up to then.\nmachine: {} x {model}; moto {}; load average: the machine's, at each figure\n",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "\ntimed from the event reaching the intake queue; re-drives: steps the sweeper sent again up to then.\nmachine: {}; moto {}; load average: the machine's, at each figure\n",
+        machine(),
         moto_version()
     );
     print!("{machine}");

@@ -666,9 +666,67 @@ fn invalid_requests_say_which_field_and_rule_and_never_echo_values() {
     let mut b = base();
     b[secretish] = "x".into();
     bodies.push(b);
+    // ... nor one in a field of the wrong type (serde's own messages would
+    // quote it: `invalid type: string "…"`), nor an override's name.
+    for (field, wrong) in [
+        ("overrides", serde_json::json!(secretish)),
+        ("overrides", serde_json::json!({ secretish: "1h" })),
+        ("overrides", serde_json::json!({"grace_period": [secretish]})),
+        ("reason", serde_json::json!({"note": secretish})),
+        ("account_id", serde_json::json!([secretish])),
+        ("schema", serde_json::json!({ secretish: secretish })),
+    ] {
+        let mut b = base();
+        b[field] = wrong;
+        bodies.push(b);
+    }
     for body in bodies {
         let e = parse(&body.to_string()).map(|_| ()).unwrap_err().to_string();
         assert!(!e.contains("wJalr") && !e.contains("EXAMPLEKEY"), "{body}: {e}");
+    }
+}
+
+/// Every field checks its own type, `null` included (present is not
+/// absent: the schema refuses `null` too), and an override's duration is
+/// the schema's exactly: digits and a unit, nothing around them.
+#[test]
+fn each_request_field_refuses_a_wrong_type_and_null_by_name() {
+    let base = || serde_json::json!({"schema": REQUEST_SCHEMA, "rotation_id": "a", "reason": "r", "requester": "c", "idempotency_key": "k"});
+    let strings = ["rotation_id", "account_id", "user_name", "reason", "requester", "idempotency_key", "correlation_id"];
+    for field in strings {
+        for wrong in [serde_json::json!(null), serde_json::json!(12), serde_json::json!(["a"]), serde_json::json!({"a": "b"}), serde_json::json!(true)] {
+            let mut b = base();
+            b[field] = wrong.clone();
+            let e = parse_request(&b).unwrap_err().to_string();
+            assert!(e.ends_with(&format!("{field}: must be a string")), "{field} = {wrong}: {e}");
+        }
+    }
+    let mut b = base();
+    b["schema"] = serde_json::Value::Null;
+    assert!(parse_request(&b).unwrap_err().to_string().contains("schema: must be"));
+    for wrong in [serde_json::json!(null), serde_json::json!("1h"), serde_json::json!(["grace_period"])] {
+        let mut b = base();
+        b["overrides"] = wrong.clone();
+        let e = parse_request(&b).unwrap_err().to_string();
+        assert!(e.ends_with("overrides: must be an object"), "{wrong}: {e}");
+    }
+    for key in ["grace_period", "person_deadline"] {
+        for wrong in [serde_json::json!(null), serde_json::json!(3600), serde_json::json!({"h": 1})] {
+            let mut b = base();
+            b["overrides"] = serde_json::json!({ key: wrong });
+            let e = parse_request(&b).unwrap_err().to_string();
+            assert!(e.contains(&format!("overrides.{key}: must be a duration string")), "{key} = {wrong}: {e}");
+        }
+        for wrong in [" 1h", "1h ", "+1h", "1 h", "1", "h", "", "1H", "1.5h"] {
+            let mut b = base();
+            b["overrides"] = serde_json::json!({ key: wrong });
+            let e = parse_request(&b).unwrap_err().to_string();
+            assert!(e.contains(&format!("overrides.{key}: must be a duration: ")), "{key} = {wrong:?}: {e}");
+        }
+        let mut b = base();
+        b["overrides"] = serde_json::json!({ key: "90s" });
+        let o = parse_request(&b).unwrap().overrides;
+        assert_eq!(if key == "grace_period" { o.grace_period } else { o.person_deadline }, Some(90_000));
     }
 }
 
