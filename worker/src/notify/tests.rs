@@ -199,23 +199,28 @@ fn every_saga_notice_carries_the_correlation_id_in_document_attribute_and_event(
     assert_eq!(render_prompt(&m, &scim_ctx(), &hand(), false).attributes["correlation_id"], "c-9");
 }
 
+/// The old key AKIAOLD reported exposed (seen at 10 s), made inactive and
+/// deleted when given.
+fn exposed_old(inactive_at: Option<crate::saga::Millis>, deleted_at: Option<crate::saga::Millis>) -> crate::saga::Exposure {
+    crate::saga::Exposure {
+        key_id: "AKIAOLD".into(),
+        role: crate::saga::ExposedRole::Old,
+        seen_at: 10_000,
+        event: "arn:aws:health:global::event/RISK/AWS_RISK_CREDENTIALS_EXPOSED/X".into(),
+        keep_inactive: false,
+        inactive_at,
+        deleted_at,
+        follow_up: false,
+    }
+}
+
 #[test]
 fn the_exposed_key_notice_gives_timeline_aws_quarantine_and_next_steps() {
-    use crate::saga::{ExposedRole, Exposure};
     let mut s = saga();
     s.status = Status::Succeeded;
     s.effects.target = TargetState::HoldsNew;
     s.effects.switched_at = Some(11_000);
-    s.exposure = Some(Exposure {
-        key_id: "AKIAOLD".into(),
-        role: ExposedRole::Old,
-        seen_at: 10_000,
-        event: "arn:aws:health:global::event/RISK/AWS_RISK_CREDENTIALS_EXPOSED/X".into(),
-        keep_inactive: false,
-        inactive_at: Some(12_500),
-        deleted_at: Some(13_000),
-        follow_up: false,
-    });
+    s.exposure = Some(exposed_old(Some(12_500), Some(13_000)));
     let keys = [KeyRef { id: "AKIANEW".into(), active: true, created_at: None }];
     let n = render(&s, &ctx(&keys));
     assert_eq!((n.attributes["event"].as_str(), n.attributes["severity"].as_str()), ("rotation.exposed_key", "critical"));
@@ -249,20 +254,10 @@ fn the_exposed_key_notice_gives_timeline_aws_quarantine_and_next_steps() {
 /// with no words of its own gets neutral ones, naming no provider.
 #[test]
 fn an_exposed_key_notice_takes_the_providers_words_from_the_source() {
-    use crate::saga::{ExposedRole, Exposure};
     let mut s = saga();
     s.status = Status::Compensated;
     s.effects.target = TargetState::Rejected;
-    s.exposure = Some(Exposure {
-        key_id: "AKIAOLD".into(),
-        role: ExposedRole::Old,
-        seen_at: 10_000,
-        event: "arn:aws:health:global::event/RISK/AWS_RISK_CREDENTIALS_EXPOSED/X".into(),
-        keep_inactive: false,
-        inactive_at: None,
-        deleted_at: None,
-        follow_up: false,
-    });
+    s.exposure = Some(exposed_old(None, None));
     let keys = [KeyRef { id: "AKIAOLD".into(), active: true, created_at: None }];
     let iam = render(&s, &ctx(&keys));
     let neutral = render(&s, &Context { exposure: None, ..ctx(&keys) });

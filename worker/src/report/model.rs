@@ -593,27 +593,17 @@ mod tests {
         assert_eq!(due, Some(created + 275 * DAY));
         assert_eq!(reason, "AWS Health's expiry notice, 90 days before the token expires");
         assert_eq!(recorded_due(life, None), (None, None, "no SCIM token recorded yet: the first rotation records one".to_string()));
-        let mut r = RotationRow {
-            rotation_id: "r".into(),
-            source: String::new(),
-            target: String::new(),
-            last_success: None,
-            next_due: None,
-            next_due_reason: reason,
-            open_saga: None,
-            consecutive_failures: 0,
-            quarantine: None,
-            scim_token: None,
-        };
+        let mut r = rotation_row(0);
+        r.next_due_reason = reason;
         r.scim_token = recorded_due(life, Some((created, "S-1".into()))).0;
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["scim_token"]["saga_id"], "S-1", "{v}");
         assert_eq!(v["scim_token"]["expires_at"], fmt_ms(created + 365 * DAY).as_str());
     }
 
-    #[test]
-    fn a_rotation_fails_repeatedly_after_two_failures_or_in_quarantine() {
-        let mut r = RotationRow {
+    /// Rotation `r` with `failures` consecutive failures and nothing else.
+    fn rotation_row(failures: u32) -> RotationRow {
+        RotationRow {
             rotation_id: "r".into(),
             source: String::new(),
             target: String::new(),
@@ -621,10 +611,15 @@ mod tests {
             next_due: None,
             next_due_reason: String::new(),
             open_saga: None,
-            consecutive_failures: 1,
+            consecutive_failures: failures,
             quarantine: None,
             scim_token: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_rotation_fails_repeatedly_after_two_failures_or_in_quarantine() {
+        let mut r = rotation_row(1);
         assert!(rotation_finding(&r).is_none());
         r.consecutive_failures = 2;
         assert!(rotation_finding(&r).unwrap().fix.contains("keyturn status r"));
