@@ -100,7 +100,10 @@ pub enum Look {
 /// message it makes names the step and, as the lease write accepts, the
 /// token of the message the holder was running steps for (`nudge`), so
 /// that SQS message stays the durable nudge should this worker die too.
-pub fn look(stored: Option<&Stored>, now: Millis) -> Look {
+/// A lease of `me` (this worker) is never taken over: its holder is alive,
+/// only late renewing it (a loaded table), and running the step twice
+/// would only cost a refused commit.
+pub fn look(stored: Option<&Stored>, me: &str, now: Millis) -> Look {
     let Some(s) = stored else { return Look::Unlist };
     if s.saga.status.is_terminal() || s.saga.exposure.is_none() {
         return Look::Unlist;
@@ -110,6 +113,7 @@ pub fn look(stored: Option<&Stored>, now: Millis) -> Look {
     }
     match &s.lease_owner {
         Some(_) if s.lease_until > now => Look::Until(s.lease_until),
+        Some(owner) if owner == me => Look::Until(now + ms(PRIORITY_LEASE)),
         Some(_) => Look::Take(StepMessage::new(&s.saga.saga_id, s.saga.step, s.nudge.as_deref().unwrap_or(&s.saga.run.token))),
         None => Look::Until(now),
     }
@@ -201,7 +205,7 @@ impl<Q: Queue> Sweeper<Q> {
         for id in due {
             let stored = self.shared.store.load(&id).await?;
             let now = self.shared.now_ms();
-            let next = match look(stored.as_ref(), now) {
+            let next = match look(stored.as_ref(), &self.shared.worker_id, now) {
                 Look::Unlist => {
                     self.shared.store.drop_emergency(&id).await?;
                     None
@@ -334,27 +338,30 @@ mod tests {
         // The holder died: its lease ended at 2,000; the step runs here,
         // named as the holder's message names it (the nudge).
         let dead = stored(true, Some("dead-worker"), 2_000);
-        assert_eq!(look(Some(&dead), 2_001), Look::Take(StepMessage::new("s1", crate::saga::Step::IssueNew, "run-token")));
+        assert_eq!(look(Some(&dead), "me", 2_001), Look::Take(StepMessage::new("s1", crate::saga::Step::IssueNew, "run-token")));
         // A live lease: nothing before its end.
-        assert_eq!(look(Some(&dead), 1_999), Look::Until(2_000));
+        assert_eq!(look(Some(&dead), "me", 1_999), Look::Until(2_000));
         // Never leased (its message is on its way): left to the queue.
-        assert_eq!(look(Some(&stored(true, None, 0)), 2_001), Look::Until(2_001));
+        assert_eq!(look(Some(&stored(true, None, 0)), "me", 2_001), Look::Until(2_001));
         // Waiting (a retry delay): nothing before the wait ends, lease or not.
         let mut waiting = stored(true, Some("dead-worker"), 2_000);
         waiting.saga.run.not_before = 5_000;
-        assert_eq!(look(Some(&waiting), 2_001), Look::Until(5_000));
+        assert_eq!(look(Some(&waiting), "me", 2_001), Look::Until(5_000));
+        // This worker's own lease, renewed late: its holder is alive.
+        let mine = stored(true, Some("me"), 2_000);
+        assert_eq!(look(Some(&mine), "me", 2_001), Look::Until(2_001 + ms(PRIORITY_LEASE)));
     }
 
     #[test]
     fn the_watch_unlists_ordinary_ended_and_missing_sagas() {
         // An ordinary saga is never an emergency's, even with a lapsed lease.
-        assert_eq!(look(Some(&stored(false, Some("dead-worker"), 2_000)), 2_001), Look::Unlist);
+        assert_eq!(look(Some(&stored(false, Some("dead-worker"), 2_000)), "me", 2_001), Look::Unlist);
         for status in [Status::Succeeded, Status::Compensated, Status::NeedsAttention, Status::Refused] {
             let mut ended = stored(true, Some("dead-worker"), 2_000);
             ended.saga.status = status;
-            assert_eq!(look(Some(&ended), 2_001), Look::Unlist, "{status:?}");
+            assert_eq!(look(Some(&ended), "me", 2_001), Look::Unlist, "{status:?}");
         }
-        assert_eq!(look(None, 2_001), Look::Unlist);
+        assert_eq!(look(None, "me", 2_001), Look::Unlist);
     }
 
     #[test]
