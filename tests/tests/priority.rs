@@ -179,7 +179,7 @@ async fn the_watch_takes_over_an_emergency_whose_worker_died_without_any_message
     let engine = Arc::new(env.engine("survivor"));
     let key = env.user_keys().await[0].id.clone();
     let (saga_id, msg) = emergency_without_its_message(&engine, "auth0-ses", &key).await;
-    assert_eq!(engine.store().emergencies().await.unwrap(), [saga_id.clone()], "listed when created");
+    assert_eq!(engine.store().emergencies().await.unwrap(), vec![saga_id.clone()], "listed when created");
     let now = SystemClock.now_ms();
     let dead = engine.store().lease(&saga_id, msg.step, &msg.token, "dead-worker", now, now + 300, now + 60_000).await.unwrap();
     assert!(matches!(dead, Lease::Taken(_)));
@@ -234,7 +234,7 @@ async fn the_watch_leaves_ordinary_sagas_and_live_leases_alone() {
     assert!(watched.take.is_empty(), "nothing taken: {:?}", watched.take.iter().map(|m| &m.message_id).collect::<Vec<_>>());
     assert_eq!(watched.listed, 1);
     assert!(watched.hold_ordinary, "a young emergency holds new ordinary steps back");
-    assert_eq!(engine.store().emergencies().await.unwrap(), [emergency.clone()], "the ordinary saga and the missing one are dropped");
+    assert_eq!(engine.store().emergencies().await.unwrap(), vec![emergency.clone()], "the ordinary saga and the missing one are dropped");
     // Once the live worker's lease lapses (it died after all), it is taken.
     clock.advance(Duration::from_secs(60));
     let watched = engine.watch().await.unwrap();
