@@ -13,19 +13,26 @@
 //! user's Auth0 tenant, and that every backlog rotation still succeeds. The
 //! second test runs two replicas and SIGKILLs the one that holds the
 //! emergency's lease the moment the test sees it (milliseconds after the
-//! saga was created), then starts it again.
+//! saga was created), then starts it again: the surviving replica's
+//! emergency watch takes the emergency over once the dead one's lease
+//! lapses. The watch's own tests run an engine in this process on moto: a
+//! dead worker's emergency taken over with no SQS message at all, what the
+//! watch leaves alone, and the registry of emergencies in flight.
 //!
 //! Without the lane the emergency's first step queued behind the backlog:
 //! 26–28 s with 60 rotations waiting, growing with the backlog.
 
 use std::time::Duration;
 
-use keyturn::clock::{Clock, SystemClock};
-use keyturn::engine::{Handled, PRIORITY_LEASE};
-use keyturn::queue::{Lane, Queue, StepMessage};
-use keyturn::saga::Status;
-use keyturn::store::{Created, Lease};
-use keyturn_testkit::env::{Options, TestEnv};
+use std::sync::Arc;
+
+use keyturn::clock::{Clock, ManualClock, SystemClock};
+use keyturn::commands::Request;
+use keyturn::engine::{Engine, Handled, PRIORITY_VISIBILITY};
+use keyturn::queue::{Lane, Queue, SqsQueue, StepMessage};
+use keyturn::saga::{ExposedRole, Exposure, KeyRef, Saga, Status, Step};
+use keyturn::store::{Created, Lease, SecretWrite};
+use keyturn_testkit::env::{Options, RunningWorker, TestEnv};
 use keyturn_testkit::fleet::{Fleet, FleetBuilder, EXPOSED_ROTATION, EXPOSURE_AUTH0_LATENCY_MS, EXPOSURE_WORKER};
 use keyturn_testkit::process::Guard;
 
@@ -123,12 +130,144 @@ async fn a_priority_step_takes_over_a_dead_workers_lease_that_is_about_to_end() 
     let msg = StepMessage::parse(&start.body).unwrap();
     let priority = engine.priority_queue().expect("the test environment has the priority lane");
     priority.send(&msg, Duration::ZERO).await.unwrap();
-    let mut m = priority.receive(1, Duration::from_secs(1), PRIORITY_LEASE).await.unwrap().pop().unwrap();
+    let mut m = priority.receive(1, Duration::from_secs(1), PRIORITY_VISIBILITY).await.unwrap().pop().unwrap();
     m.lane = Lane::Priority;
-    // A worker took the saga and died: its lease runs 0.9 s more.
+    // A worker took the saga and died: its lease runs 0.3 s more.
     let now = SystemClock.now_ms();
-    let dead = engine.store().lease(&saga_id, msg.step, &msg.token, "dead-worker", now, now + 900, now + 60_000).await.unwrap();
+    let dead = engine.store().lease(&saga_id, msg.step, &msg.token, "dead-worker", now, now + 300, now + 60_000).await.unwrap();
     assert!(matches!(dead, Lease::Taken(_)));
     let handled = engine.handle(&m).await.unwrap();
     assert!(matches!(handled, Handled::Advanced { step, .. } if step != msg.step), "taken over in place once the dead worker's lease ended: {handled:?}");
+}
+
+/// An exposure of `key` (an emergency saga's record of it).
+fn exposure(key: &str) -> Exposure {
+    Exposure {
+        key_id: key.into(),
+        role: ExposedRole::Old,
+        seen_at: SystemClock.now_ms(),
+        event: "arn:aws:health:global::event/IAM/AWS_RISK_CREDENTIALS_EXPOSED/test".into(),
+        keep_inactive: false,
+        inactive_at: None,
+        deleted_at: None,
+        follow_up: false,
+    }
+}
+
+/// Start an emergency rotation of `rotation` and take its first step
+/// message off the priority queue, as a worker that then died would have:
+/// answers the saga id and the message.
+async fn emergency_without_its_message(engine: &Engine<SqsQueue>, rotation: &str, key: &str) -> (String, StepMessage) {
+    let req = Request { trigger: "health:exposed_key".into(), exposure: Some(exposure(key)), ..Request::default() };
+    let Created::New(saga_id) = engine.request_with(rotation, req).await.unwrap() else { panic!("a new saga") };
+    let priority = engine.priority_queue().expect("the test environment has the priority lane");
+    let m = priority.receive(1, Duration::from_secs(2), Duration::from_secs(60)).await.unwrap().pop().expect("the emergency's start message");
+    priority.ack(&m).await.unwrap();
+    (saga_id, StepMessage::parse(&m.body).unwrap())
+}
+
+/// The watch's side of a SIGKILL, with no SQS message at all: the
+/// emergency's message was received and dropped, and its saga leased by a
+/// worker that then died (a lease of 300 ms, never renewed). A worker
+/// started beside it takes the step over from the registry of emergencies
+/// once the lease lapses, runs the saga to its end, and the registry
+/// forgets it. Without the watch nothing would run it before the sweeper
+/// (`sweep_after` past the lease, a minute here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_takes_over_an_emergency_whose_worker_died_without_any_message() {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    let engine = Arc::new(env.engine("survivor"));
+    let key = env.user_keys().await[0].id.clone();
+    let (saga_id, msg) = emergency_without_its_message(&engine, "auth0-ses", &key).await;
+    assert_eq!(engine.store().emergencies().await.unwrap(), vec![saga_id.clone()], "listed when created");
+    let now = SystemClock.now_ms();
+    let dead = engine.store().lease(&saga_id, msg.step, &msg.token, "dead-worker", now, now + 300, now + 60_000).await.unwrap();
+    assert!(matches!(dead, Lease::Taken(_)));
+    let cfg = keyturn::config::WorkerConfig { wait_time: keyturn::clock::Dur(Duration::from_secs(1)), ..Default::default() };
+    assert_eq!(cfg.emergency_watch.0, Duration::from_millis(100), "the default watch");
+    let worker = RunningWorker::spawn(engine.clone(), &cfg);
+    // Until the start step ran (the saga moved on), however long.
+    let moved = loop {
+        let s = engine.store().load(&saga_id).await.unwrap().unwrap();
+        if s.saga.step != Step::Start || s.saga.status.is_terminal() {
+            break SystemClock.now_ms();
+        }
+        assert!(SystemClock.now_ms() < now + 30_000, "the dead worker's emergency was not taken over in 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!("emergency taken over by the watch {} ms after the dead worker's lease ended", moved.saturating_sub(now + 300));
+    let saga = env.wait_terminal(&saga_id, Duration::from_secs(60)).await;
+    worker.stop().await;
+    assert_eq!(saga.status, Status::Succeeded, "the emergency ran to its end: {:?}", saga.outcome);
+    assert!(saga.exposure.as_ref().is_some_and(|e| e.inactive_at.is_some()), "the exposed key was deactivated");
+    assert!(engine.store().emergencies().await.unwrap().is_empty(), "an ended emergency leaves the registry");
+}
+
+/// The watch leaves alone what is not a dead worker's emergency: an
+/// ordinary saga (even listed by mistake, with a lapsed lease: it is
+/// dropped from the registry), an id with no saga (dropped), and an
+/// emergency whose worker holds a live lease; the young emergency holds
+/// ordinary steps back, for at most `HOLD_ORDINARY`. Time moves on a
+/// manual clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_leaves_ordinary_sagas_and_live_leases_alone() {
+    let env = TestEnv::new(Options { second_rotation_max_age: Some("90d"), ..Options::default() }).await.unwrap();
+    let clock = ManualClock::starting_now();
+    let engine = env.engine_at("watcher", clock.clone());
+    let now = clock.now_ms();
+    // An ordinary saga whose worker died, listed by hand.
+    let Created::New(ordinary) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!("a new saga") };
+    let m = engine.queue().receive(1, Duration::from_secs(2), Duration::from_secs(60)).await.unwrap().pop().unwrap();
+    engine.queue().ack(&m).await.unwrap();
+    let msg = StepMessage::parse(&m.body).unwrap();
+    assert!(matches!(engine.store().lease(&ordinary, msg.step, &msg.token, "dead-worker", now, now + 300, now + 60_000).await.unwrap(), Lease::Taken(_)));
+    engine.store().list_emergency(&ordinary).await.unwrap();
+    engine.store().list_emergency("no-such-saga").await.unwrap();
+    // An emergency whose worker is alive: its lease runs a minute.
+    let (emergency, msg) = emergency_without_its_message(&engine, "mailer-2", "AKIAEXPOSEDKEY000002").await;
+    assert!(matches!(
+        engine.store().lease(&emergency, msg.step, &msg.token, "live-worker", now, now + 60_000, now + 120_000).await.unwrap(),
+        Lease::Taken(_)
+    ));
+    clock.advance(Duration::from_secs(1));
+    let watched = engine.watch().await.unwrap();
+    assert!(watched.take.is_empty(), "nothing taken: {:?}", watched.take.iter().map(|m| &m.message_id).collect::<Vec<_>>());
+    assert_eq!(watched.listed, 1);
+    assert!(watched.hold_ordinary, "a young emergency holds new ordinary steps back");
+    assert_eq!(engine.store().emergencies().await.unwrap(), vec![emergency.clone()], "the ordinary saga and the missing one are dropped");
+    // Once the live worker's lease lapses (it died after all), it is taken.
+    clock.advance(Duration::from_secs(60));
+    let watched = engine.watch().await.unwrap();
+    let taken: Vec<_> = watched.take.iter().map(|m| StepMessage::parse(&m.body).unwrap()).collect();
+    assert_eq!(taken, [StepMessage::new(&emergency, Step::Start, &msg.token)]);
+    assert!(!watched.take[0].from_queue(), "a message of the watch's own, with no receipt");
+    assert!(!watched.hold_ordinary, "at most HOLD_ORDINARY after its exposure event: ordinary work is not starved");
+}
+
+/// An emergency is listed in the registry while it runs and leaves it in
+/// the write that ends it, however it ends: succeeded, compensated, or
+/// stopped for a person with both keys in place (which keeps its
+/// credential's lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_leaves_the_registry_however_it_ends() {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    let store = env.engine("store").store().clone();
+    for (i, status) in [Status::Succeeded, Status::Compensated, Status::NeedsAttention].into_iter().enumerate() {
+        let now = SystemClock.now_ms();
+        let mut saga = Saga::new(uuid::Uuid::new_v4().to_string(), "auth0-ses".into(), format!("credential-{i}"), "health:exposed_key".into(), now, 7);
+        saga.exposure = Some(exposure("AKIAEXPOSEDKEY000003"));
+        assert_eq!(store.create(&saga, 60_000).await.unwrap(), Created::New(saga.saga_id.clone()));
+        assert!(store.emergencies().await.unwrap().contains(&saga.saga_id), "{status:?}: listed when created");
+        let mut ended = saga.clone();
+        ended.status = status;
+        if status == Status::NeedsAttention {
+            ended.keys.new_key = Some("AKIANEWKEY0000000001".into());
+            ended.keys.old_keys = vec![KeyRef { id: "AKIAEXPOSEDKEY000003".into(), active: true, created_at: None }];
+            assert!(ended.unresolved(), "both keys in place");
+        }
+        store.commit(&ended, 1, None, SecretWrite::Keep, now + 60_000, None).await.unwrap();
+        assert!(!store.emergencies().await.unwrap().contains(&saga.saga_id), "{status:?}: an ended emergency leaves the registry");
+        let lock = store.lock_holder(&saga.credential).await.unwrap();
+        assert_eq!(lock.is_some(), status == Status::NeedsAttention, "{status:?}: the lock is kept only while unresolved");
+    }
 }

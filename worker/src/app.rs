@@ -124,7 +124,7 @@ fn compose<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String, queue: 
         #[cfg(feature = "fault-injection")]
         faults: Arc::new(crate::engine::Faults::default()),
     };
-    let sweeper = Sweeper { shared: shared.clone(), attention: attention.clone() };
+    let sweeper = Sweeper { shared: shared.clone(), attention: attention.clone(), looks: Default::default() };
     Engine { store, shared, steps, commands, attention, sweeper, intake, notifier }
 }
 

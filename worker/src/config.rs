@@ -201,6 +201,10 @@ pub struct WorkerConfig {
     /// `intake_concurrency`: kept free for emergencies, never taken by
     /// ordinary steps.
     pub priority_concurrency: usize,
+    /// How often the long-running worker reads the registry of emergencies
+    /// in flight to take over one whose worker died (`0s`: never; then an
+    /// emergency waits for its message to come back, about a second).
+    pub emergency_watch: Dur,
 }
 
 impl Default for WorkerConfig {
@@ -218,6 +222,7 @@ impl Default for WorkerConfig {
             retention: Dur(crate::store::DEFAULT_RETENTION),
             intake_concurrency: 2,
             priority_concurrency: 2,
+            emergency_watch: Dur(Duration::from_millis(100)),
         }
     }
 }
@@ -458,6 +463,9 @@ impl Config {
         }
         if w.lease.0 < Duration::from_secs(1) {
             return Err("worker.lease: must be at least 1s".into());
+        }
+        if !w.emergency_watch.0.is_zero() && (w.emergency_watch.0 < Duration::from_millis(10) || w.emergency_watch.0 > Duration::from_secs(10)) {
+            return Err("worker.emergency_watch: must be 0s (off) or between 10ms and 10s".into());
         }
         if w.scan_interval.0 < Duration::from_secs(1) {
             return Err("worker.scan_interval: must be at least 1s".into());

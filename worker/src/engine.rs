@@ -39,8 +39,8 @@ use crate::notify::Notifier;
 use crate::queue::{Lane, PoisonReason, Queue, Received, StepMessage};
 use crate::saga::{self, Effect, Millis, Next, Outcome, Saga, Status, Step, StepError};
 use crate::seal::Sealer;
-pub use crate::shared::PRIORITY_LEASE;
 use crate::shared::{clock, ms, resume_at, AgeClock, Rotations, Shared};
+pub use crate::shared::{PRIORITY_LEASE, PRIORITY_VISIBILITY};
 use crate::store::{Hold, Lease, SecretWrite, Store, Stored};
 use crate::sweeper::Sweeper;
 use crate::triggers::Intake;
@@ -221,6 +221,11 @@ impl<Q: Queue> Engine<Q> {
     pub async fn sweep(&self) -> Result<usize> {
         self.sweeper.sweep().await
     }
+    /// One look of the emergency watch ([`Sweeper::watch`]): the steps of
+    /// emergencies whose worker died, to run with [`Engine::handle`].
+    pub async fn watch(&self) -> Result<crate::sweeper::Watched> {
+        self.sweeper.watch().await
+    }
     /// Ask for a rotation by hand ([`Commands::request`]).
     pub async fn request(&self, rotation_id: &str, trigger: &str) -> Result<crate::store::Created> {
         self.commands.request(rotation_id, trigger).await
@@ -273,14 +278,25 @@ impl<Q: Queue> Engine<Q> {
 
 /// How long a priority step waits in place for its saga's live lease to
 /// end ([`Steps::handle`]): only for a message the saga still accepts and
-/// a lease that ends within [`PRIORITY_LEASE`] (a dead holder's last one);
-/// a longer lease is not a priority step's, and its message comes back later.
+/// a lease that ends within [`PRIORITY_LEASE`] (a dead holder's last one,
+/// or a live holder's, which it renews: then the second ask is refused
+/// too and the message waits); a longer lease is not a priority step's,
+/// and its message comes back later.
 pub(crate) fn takeover_wait(s: &Stored, msg: &StepMessage, now: Millis) -> Option<Duration> {
     let nudge = !s.saga.status.is_terminal() && s.nudge.as_deref() == Some(msg.token.as_str());
     let wanted = saga::accepts(&s.saga, msg.step, &msg.token) || nudge;
     let left = Duration::from_millis(s.lease_until.saturating_sub(now));
     // Until a few milliseconds past its end.
     (wanted && s.lease_owner.is_some() && !left.is_zero() && left <= PRIORITY_LEASE).then(|| left + Duration::from_millis(10))
+}
+
+/// How often a running step renews its lease and its message's
+/// visibility: every quarter of the lease (for a priority step's short
+/// lease, 100 ms: a heartbeat may come up to ¾ of the lease late before
+/// another replica's watch may take the step), and every third of the
+/// visibility (an SQS call per second or less, not per lease renewal).
+pub(crate) fn beats(lease: Duration, visibility: Duration) -> (Duration, Duration) {
+    ((lease / 4).max(Duration::from_millis(10)), (visibility / 3).max(Duration::from_millis(10)))
 }
 
 /// What one step's I/O produced besides its outcome.
@@ -304,12 +320,14 @@ fn into_outcome(r: Result<Effect>) -> Outcome {
 
 impl<Q: Queue> Steps<Q> {
     /// Lease the message's saga for `lease`. A priority step whose saga is
-    /// leased for at most PRIORITY_LEASE more: the holder may be dead (this
-    /// message came back because its heartbeats stopped, and a lease taken
-    /// right after a receive outlives the message's visibility by the time
-    /// the two calls took). Wait that out in place, the message kept
-    /// invisible, and ask once more, rather than putting it back for whole
-    /// SQS seconds. Returns the answer and the time it was asked at.
+    /// leased for at most PRIORITY_LEASE more: the holder may be dead (its
+    /// message came back because its heartbeats stopped, and its last lease
+    /// write, slow on a loaded table, ended later than the visibility it
+    /// renewed). Wait that out in place, the message kept invisible, and
+    /// ask once more, rather than putting it back for whole SQS seconds. A
+    /// live holder renews its lease meanwhile: the second ask is refused
+    /// and the message waits as any refused one. Returns the answer and
+    /// the time it was asked at.
     async fn lease(&self, m: &Received, msg: &StepMessage, lease: Duration, visibility: Duration) -> Result<(Result<Lease>, Millis)> {
         let sweep_after = self.shared.timings.sweep_after;
         let ask = |now: Millis| {
@@ -319,7 +337,7 @@ impl<Q: Queue> Steps<Q> {
         let leased = ask(now).await;
         if let (Lane::Priority, Ok(Lease::Refused(Some(s)))) = (m.lane, &leased) {
             if let Some(wait) = takeover_wait(s, msg, now) {
-                self.shared.queue_of(m).extend(m, visibility + PRIORITY_LEASE).await?;
+                self.shared.extend(m, visibility + PRIORITY_LEASE).await?;
                 tokio::time::sleep(wait).await;
                 let now = self.shared.now_ms();
                 return Ok((ask(now).await, now));
@@ -410,7 +428,7 @@ impl<Q: Queue> Steps<Q> {
                 Ok(v) => version = v,
                 Err(Error::Conflict { .. }) => {
                     warn!("lease lost before commit; another worker took the step over, dropping this result");
-                    self.shared.queue_of(m).ack(m).await?;
+                    self.shared.ack(m).await?;
                     return Ok(Handled::Stale);
                 }
                 Err(e) => return Err(e),
@@ -441,7 +459,7 @@ impl<Q: Queue> Steps<Q> {
             // The exposed key was this saga's new key: rotate again.
             self.intake.follow_up_exposure(&tr.saga).await;
         }
-        self.shared.queue_of(m).ack(m).await?;
+        self.shared.ack(m).await?;
         Ok(Handled::Advanced { step: tr.saga.step, status: tr.saga.status })
     }
 
@@ -468,12 +486,16 @@ impl<Q: Queue> Steps<Q> {
                 let step =
                     crate::accounts::for_saga(&attempt.saga_id, self.run_step(rotation, attempt, stored, &mut *cleartext)).instrument(step_span.clone());
                 tokio::pin!(step);
-                let mut beat = tokio::time::interval(lease.min(visibility) / 3);
+                let (lease_every, visibility_every) = beats(lease, visibility);
+                let mut beat = tokio::time::interval(lease_every);
+                let mut shown = tokio::time::interval(visibility_every);
                 beat.tick().await;
+                shown.tick().await;
                 loop {
                     tokio::select! {
                         r = &mut step => break r,
-                        _ = beat.tick() => self.heartbeat(m, &attempt.saga_id, version).await,
+                        _ = beat.tick() => self.renew_lease(m, &attempt.saga_id, version).await,
+                        _ = shown.tick() => self.renew_visibility(m).await,
                     }
                 }
             };
@@ -511,7 +533,7 @@ impl<Q: Queue> Steps<Q> {
             warn!(error = %e, "could not give the lease back; it expires on its own");
         }
         let wait = Duration::from_secs(300);
-        self.shared.queue_of(m).extend(m, wait).await?;
+        self.shared.extend(m, wait).await?;
         Ok(Handled::Retained(wait))
     }
 
@@ -520,7 +542,7 @@ impl<Q: Queue> Steps<Q> {
         let nudge = !stored.saga.status.is_terminal() && stored.nudge.as_deref() == Some(msg.token.as_str());
         if !saga::accepts(&stored.saga, msg.step, &msg.token) && !nudge {
             info!(current_step = %stored.saga.step, status = stored.saga.status.as_str(), "stale or duplicate message; acknowledged");
-            self.shared.queue_of(m).ack(m).await?;
+            self.shared.ack(m).await?;
             return Ok(Handled::Stale);
         }
         if stored.lease_owner.is_some() && stored.lease_until > now {
@@ -528,7 +550,7 @@ impl<Q: Queue> Steps<Q> {
             // Come back when its lease ends: if it finished, this message is
             // stale by then; if it crashed, we take over.
             let wait = Duration::from_millis(stored.lease_until - now) + Duration::from_secs(1);
-            self.shared.queue_of(m).extend(m, wait).await?;
+            self.shared.extend(m, wait).await?;
             return Ok(Handled::Retained(wait));
         }
         if let Some(until) = stored.saga.waiting_until(now) {
@@ -538,12 +560,12 @@ impl<Q: Queue> Steps<Q> {
                 Err(Error::Conflict { .. }) => {}
                 Err(e) => return Err(e),
             }
-            self.shared.queue_of(m).ack(m).await?;
+            self.shared.ack(m).await?;
             return Ok(Handled::Waiting);
         }
         // The lease or the wait ended between the write and the read.
         let wait = Duration::from_secs(1);
-        self.shared.queue_of(m).extend(m, wait).await?;
+        self.shared.extend(m, wait).await?;
         Ok(Handled::Retained(wait))
     }
 
@@ -570,13 +592,22 @@ impl<Q: Queue> Steps<Q> {
     }
 
     async fn heartbeat(&self, m: &Received, saga_id: &str, version: u64) {
-        let (lease, visibility) = self.shared.timings(m.lane);
+        self.renew_lease(m, saga_id, version).await;
+        self.renew_visibility(m).await;
+    }
+
+    async fn renew_lease(&self, m: &Received, saga_id: &str, version: u64) {
+        let (lease, _) = self.shared.timings(m.lane);
         let now = self.shared.now_ms();
         let until = now + ms(lease);
         if let Err(e) = self.shared.store.extend(saga_id, version, &self.shared.worker_id, until, until + ms(self.shared.timings.sweep_after)).await {
             warn!(error = %e, "could not extend the lease");
         }
-        if let Err(e) = self.shared.queue_of(m).extend(m, visibility).await {
+    }
+
+    async fn renew_visibility(&self, m: &Received) {
+        let (_, visibility) = self.shared.timings(m.lane);
+        if let Err(e) = self.shared.extend(m, visibility).await {
             warn!(error = %e, "could not extend message visibility");
         }
     }
@@ -584,7 +615,7 @@ impl<Q: Queue> Steps<Q> {
     async fn poison(&self, m: &Received, reason: PoisonReason) -> Result<Handled> {
         let why = reason.to_string();
         error!(reason = %why, receive_count = m.receive_count, "poison message; moving it to the dead-letter queue");
-        self.shared.queue_of(m).dead_letter(m, &why).await?;
+        self.shared.dead_letter(m, &why).await?;
         Ok(Handled::DeadLettered(why))
     }
 

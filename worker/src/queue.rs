@@ -86,6 +86,31 @@ pub struct Received {
     pub sender: Option<String>,
 }
 
+impl Received {
+    /// A step message no queue delivered: made by the emergency watch
+    /// (`crate::sweeper::Sweeper::watch`) from the step and token a saga
+    /// records, to take over an emergency whose worker died without
+    /// waiting for its SQS message to come back. It has no receipt: there
+    /// is no visibility to extend, and acknowledging it does nothing (the
+    /// SQS message, when it comes back, is stale or waits the lease out).
+    pub fn watched(msg: &StepMessage) -> Received {
+        Received {
+            message_id: format!("watch:{}", msg.saga_id),
+            receipt: String::new(),
+            body: msg.body(),
+            receive_count: 1,
+            lane: Lane::Priority,
+            sender: None,
+        }
+    }
+
+    /// Whether a queue delivered it (it has a receipt to acknowledge it,
+    /// extend its visibility or dead-letter it with).
+    pub fn from_queue(&self) -> bool {
+        !self.receipt.is_empty()
+    }
+}
+
 /// Which step queue a step message travels on.
 ///
 /// Why two: SQS delivers roughly in order, so a step sent behind a backlog

@@ -368,6 +368,12 @@ impl<Q: Queue> Intake<Q> {
             match saga::expose(&stored.saga, key, seen_at, event_arn, keep, clock(now)) {
                 Ok(None) => return Ok(Emergency::TookOver(saga_id)),
                 Ok(Some(next)) => {
+                    // Listed for the emergency watch before the write that
+                    // makes it an emergency (a failed write leaves a stale
+                    // entry, which the watch drops).
+                    if let Err(e) = self.shared.store.list_emergency(&saga_id).await {
+                        warn!(saga = %saga_id, error = %e, "could not list the emergency for the watch; a dead worker's takeover waits for its message");
+                    }
                     let secret = if stored.saga.keys.secret_stored && !next.keys.secret_stored { SecretWrite::Erase } else { SecretWrite::Keep };
                     match self.shared.store.commit(&next, stored.version, None, secret, now + ms(self.shared.timings.sweep_after), None).await {
                         Ok(_) => {

@@ -21,9 +21,17 @@ use crate::queue::{Lane, Queue, Received, StepMessage};
 use crate::saga::{Clock, Millis, Saga};
 use crate::store::Store;
 
-/// The longest lease and visibility of a priority-lane step: a worker that
-/// dies mid-emergency holds it back at most this long.
-pub const PRIORITY_LEASE: Duration = Duration::from_secs(1);
+/// The longest lease of a priority-lane step: a worker that dies
+/// mid-emergency holds it back this long, plus the emergency watch's
+/// interval of another replica (`[worker] emergency_watch`). Renewed by
+/// heartbeats every quarter of it while a step runs.
+pub const PRIORITY_LEASE: Duration = Duration::from_millis(400);
+
+/// The longest visibility of a priority-lane message: SQS counts whole
+/// seconds, so 1 s is its shortest. Longer than [`PRIORITY_LEASE`] on
+/// purpose: the message is the durable nudge (and Lambda's only path), the
+/// watch the fast one.
+pub const PRIORITY_VISIBILITY: Duration = Duration::from_secs(1);
 
 pub(crate) fn clock(now: Millis) -> Clock {
     Clock { now, jitter: fastrand::f64(), token: fastrand::u128(..) }
@@ -159,15 +167,43 @@ impl<Q: Queue> Shared<Q> {
     }
 
     /// The lease and message visibility a step of this lane runs under. A
-    /// priority step's are short (at most [`PRIORITY_LEASE`], heartbeats
-    /// every third of it), so an emergency whose worker died is taken over
-    /// in seconds, not after the ordinary lease.
+    /// priority step's are short (at most [`PRIORITY_LEASE`] and
+    /// [`PRIORITY_VISIBILITY`]), so an emergency whose worker died is taken
+    /// over in a fraction of a second by another replica's watch, and in
+    /// about a second by its message, not after the ordinary lease.
     pub(crate) fn timings(&self, lane: Lane) -> (Duration, Duration) {
         let Timings { lease, visibility, .. } = self.timings;
         match lane {
             Lane::Ordinary => (lease, visibility),
-            Lane::Priority => (lease.min(PRIORITY_LEASE), visibility.min(PRIORITY_LEASE)),
+            Lane::Priority => (lease.min(PRIORITY_LEASE), visibility.min(PRIORITY_VISIBILITY)),
         }
+    }
+
+    /// Acknowledge a handled message on the queue it came from (nothing
+    /// for one the emergency watch made: it has no receipt).
+    pub(crate) async fn ack(&self, m: &Received) -> crate::error::Result<()> {
+        if !m.from_queue() {
+            return Ok(());
+        }
+        self.queue_of(m).ack(m).await
+    }
+
+    /// Keep a message invisible for `visibility` from now (nothing for one
+    /// the emergency watch made).
+    pub(crate) async fn extend(&self, m: &Received, visibility: Duration) -> crate::error::Result<()> {
+        if !m.from_queue() {
+            return Ok(());
+        }
+        self.queue_of(m).extend(m, visibility).await
+    }
+
+    /// Dead-letter a poison message (one the emergency watch made is only
+    /// dropped: it came from no queue).
+    pub(crate) async fn dead_letter(&self, m: &Received, reason: &str) -> crate::error::Result<()> {
+        if !m.from_queue() {
+            return Ok(());
+        }
+        self.queue_of(m).dead_letter(m, reason).await
     }
 
     pub(crate) async fn send_next(&self, s: &Saga, now: Millis) {

@@ -13,24 +13,110 @@
 //! at least as many waiting messages as there are overdue sagas, the
 //! sweeper leaves them alone ([`redrive`]), for at most [`BACKLOG_PATIENCE`];
 //! with fewer, it re-drives as many as are missing, the longest overdue first.
+//!
+//! The emergency watch ([`Sweeper::watch`]) is the same repair, fast and
+//! for emergencies only: every `[worker] emergency_watch` (100 ms by
+//! default) a long-running worker reads the registry of emergencies in
+//! flight (one `GetItem`, [`crate::store::Store::emergencies`]) and, for a
+//! listed saga whose lease holder let its lease lapse (a worker that died:
+//! a live one renews it every 100 ms), hands back a step message made from
+//! the step and token the saga records, which the worker runs through the
+//! ordinary step pipeline as if its SQS message had come back
+//! ([`crate::queue::Received::watched`]). Taking the lease is the usual
+//! conditional write, so a replica that looks at the same moment, or the
+//! SQS message coming back later, finds the saga leased or moved on.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::{instrument, warn};
 
 use crate::attention::Attention;
 use crate::error::{Error, Result};
-use crate::queue::{Lane, Queue, StepMessage};
+use crate::queue::{Lane, Queue, Received, StepMessage};
 use crate::saga::Millis;
 use crate::saga::Status;
-use crate::shared::{lane_of, ms, Shared};
+use crate::shared::{lane_of, ms, Shared, PRIORITY_LEASE};
+use crate::store::Stored;
 
 /// The repair loop: re-drives overdue sagas, hands due evidence checks to
-/// [`Attention`].
+/// [`Attention`]; and the emergency watch.
 pub struct Sweeper<Q: Queue> {
     pub(crate) shared: Arc<Shared<Q>>,
     pub(crate) attention: Arc<Attention<Q>>,
+    /// What the emergency watch knows of each listed saga.
+    pub(crate) looks: Mutex<HashMap<String, Seen>>,
+}
+
+/// What the emergency watch knows of a listed saga.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Seen {
+    /// Its next look (its holder's lease end, its wait's end): no read of
+    /// the saga before then.
+    next: Millis,
+    /// When keyturn got its exposure event (known once read).
+    exposed_at: Option<Millis>,
+}
+
+/// How long after its exposure event an emergency in flight holds back the
+/// start of ordinary steps in every long-running worker
+/// ([`Watched::hold_ordinary`]): the emergency's calls then meet shared
+/// services (DynamoDB, IAM, the target) not loaded by a backlog. Bounded,
+/// so a stuck emergency never starves ordinary rotations.
+pub const HOLD_ORDINARY: Duration = Duration::from_secs(10);
+
+/// What one look of the emergency watch found.
+#[derive(Debug, Default)]
+pub struct Watched {
+    /// Emergencies in flight, as the registry lists them (stale entries
+    /// dropped).
+    pub listed: usize,
+    /// Steps to run now: emergencies whose holder's lease lapsed, each a
+    /// message with no receipt ([`Received::watched`]).
+    pub take: Vec<Received>,
+    /// An emergency in flight got its exposure event less than
+    /// [`HOLD_ORDINARY`] ago: start no new ordinary step.
+    pub hold_ordinary: bool,
+}
+
+/// What the emergency watch does about one listed saga, as read at `now`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Look {
+    /// Ended, gone, or no emergency: off the registry.
+    Unlist,
+    /// Nothing to do before this time: a live lease (its end), a wait (its
+    /// end), or a step whose message is on its way (the next look).
+    Until(Millis),
+    /// Its holder's lease lapsed: run its step here.
+    Take(StepMessage),
+}
+
+/// The watch's decision for a listed saga (pure). It takes only a step
+/// whose lease was taken and lapsed — a holder that stopped renewing it —
+/// and that may run now (the lease write refuses a step still waiting).
+/// A step nobody leased yet is its message's (just sent, or sent with a
+/// delay): the watch leaves it alone rather than race the queue. The
+/// message it makes names the step and, as the lease write accepts, the
+/// token of the message the holder was running steps for (`nudge`), so
+/// that SQS message stays the durable nudge should this worker die too.
+/// A lease of `me` (this worker) is never taken over: its holder is alive,
+/// only late renewing it (a loaded table), and running the step twice
+/// would only cost a refused commit.
+pub fn look(stored: Option<&Stored>, me: &str, now: Millis) -> Look {
+    let Some(s) = stored else { return Look::Unlist };
+    if s.saga.status.is_terminal() || s.saga.exposure.is_none() {
+        return Look::Unlist;
+    }
+    if let Some(until) = s.saga.waiting_until(now) {
+        return Look::Until(until);
+    }
+    match &s.lease_owner {
+        Some(_) if s.lease_until > now => Look::Until(s.lease_until),
+        Some(owner) if owner == me => Look::Until(now + ms(PRIORITY_LEASE)),
+        Some(_) => Look::Take(StepMessage::new(&s.saga.saga_id, s.saga.step, s.nudge.as_deref().unwrap_or(&s.saga.run.token))),
+        None => Look::Until(now),
+    }
 }
 
 impl<Q: Queue> Sweeper<Q> {
@@ -100,6 +186,47 @@ impl<Q: Queue> Sweeper<Q> {
             tracing::info!(postponed, waiting, "overdue sagas left to the queue's backlog (their messages are likely in it)");
         }
         Ok(n)
+    }
+
+    /// One look of the emergency watch: the registry, then each listed
+    /// saga whose next look is due ([`look`]). Sagas ended or gone leave
+    /// the registry; a saga handed back is not looked at again for a
+    /// priority lease (by then the lease taken for it is live, or the run
+    /// ended).
+    pub async fn watch(&self) -> Result<Watched> {
+        let listed = self.shared.store.emergencies().await?;
+        let now = self.shared.now_ms();
+        let due: Vec<String> = {
+            let mut looks = self.looks.lock().unwrap_or_else(|e| e.into_inner());
+            looks.retain(|id, _| listed.contains(id));
+            listed.iter().filter(|id| looks.get(*id).is_none_or(|s| s.next <= now)).cloned().collect()
+        };
+        let mut take = Vec::new();
+        for id in due {
+            let stored = self.shared.store.load(&id).await?;
+            let now = self.shared.now_ms();
+            let next = match look(stored.as_ref(), &self.shared.worker_id, now) {
+                Look::Unlist => {
+                    self.shared.store.drop_emergency(&id).await?;
+                    None
+                }
+                Look::Until(at) => Some(at),
+                Look::Take(msg) => {
+                    warn!(saga = %id, step = %msg.step, "emergency watch: the saga's worker let its lease lapse; taking its step over");
+                    take.push(Received::watched(&msg));
+                    Some(now + ms(PRIORITY_LEASE))
+                }
+            };
+            let exposed_at = stored.as_ref().and_then(|s| s.saga.exposure.as_ref()).map(|e| e.seen_at);
+            let mut looks = self.looks.lock().unwrap_or_else(|e| e.into_inner());
+            match next {
+                Some(next) => looks.insert(id, Seen { next, exposed_at }),
+                None => looks.remove(&id),
+            };
+        }
+        let looks = self.looks.lock().unwrap_or_else(|e| e.into_inner());
+        let hold_ordinary = looks.values().any(|s| s.exposed_at.is_some_and(|at| now < at + ms(HOLD_ORDINARY)));
+        Ok(Watched { listed: looks.len(), take, hold_ordinary })
     }
 
     /// `WorkerHeartbeat`, and the ages of the oldest running saga and of the
@@ -176,6 +303,65 @@ mod tests {
         assert_eq!(m, 1);
         assert!(redrive(o, 1, 1, m, p), "the longest overdue is re-driven");
         assert!((2..=500).all(|rank| !redrive(o, 1, rank, m, p)), "the other 499 are left to the backlog");
+    }
+
+    /// A saga as the watch reads it: an emergency (or not), leased by
+    /// `owner` until `lease_until`, at `issue_new`, due at 1,000.
+    fn stored(emergency: bool, owner: Option<&str>, lease_until: Millis) -> Stored {
+        let mut saga = crate::saga::Saga::new("s1".into(), "r".into(), "c".into(), "manual".into(), 1_000, 7);
+        saga.step = crate::saga::Step::IssueNew;
+        saga.exposure = emergency.then(|| crate::saga::Exposure {
+            key_id: "AKIAEXPOSED".into(),
+            role: crate::saga::ExposedRole::Old,
+            seen_at: 900,
+            event: "arn".into(),
+            keep_inactive: false,
+            inactive_at: None,
+            deleted_at: None,
+            follow_up: false,
+        });
+        Stored {
+            saga,
+            version: 3,
+            lease_owner: owner.map(String::from),
+            lease_until,
+            secret: None,
+            grant: None,
+            due_at: 0,
+            watch_at: None,
+            nudge: owner.map(|_| "run-token".to_string()),
+        }
+    }
+
+    #[test]
+    fn the_watch_takes_only_an_emergency_whose_lease_lapsed() {
+        // The holder died: its lease ended at 2,000; the step runs here,
+        // named as the holder's message names it (the nudge).
+        let dead = stored(true, Some("dead-worker"), 2_000);
+        assert_eq!(look(Some(&dead), "me", 2_001), Look::Take(StepMessage::new("s1", crate::saga::Step::IssueNew, "run-token")));
+        // A live lease: nothing before its end.
+        assert_eq!(look(Some(&dead), "me", 1_999), Look::Until(2_000));
+        // Never leased (its message is on its way): left to the queue.
+        assert_eq!(look(Some(&stored(true, None, 0)), "me", 2_001), Look::Until(2_001));
+        // Waiting (a retry delay): nothing before the wait ends, lease or not.
+        let mut waiting = stored(true, Some("dead-worker"), 2_000);
+        waiting.saga.run.not_before = 5_000;
+        assert_eq!(look(Some(&waiting), "me", 2_001), Look::Until(5_000));
+        // This worker's own lease, renewed late: its holder is alive.
+        let mine = stored(true, Some("me"), 2_000);
+        assert_eq!(look(Some(&mine), "me", 2_001), Look::Until(2_001 + ms(PRIORITY_LEASE)));
+    }
+
+    #[test]
+    fn the_watch_unlists_ordinary_ended_and_missing_sagas() {
+        // An ordinary saga is never an emergency's, even with a lapsed lease.
+        assert_eq!(look(Some(&stored(false, Some("dead-worker"), 2_000)), "me", 2_001), Look::Unlist);
+        for status in [Status::Succeeded, Status::Compensated, Status::NeedsAttention, Status::Refused] {
+            let mut ended = stored(true, Some("dead-worker"), 2_000);
+            ended.saga.status = status;
+            assert_eq!(look(Some(&ended), "me", 2_001), Look::Unlist, "{status:?}");
+        }
+        assert_eq!(look(None, "me", 2_001), Look::Unlist);
     }
 
     #[test]

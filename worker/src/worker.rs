@@ -13,7 +13,10 @@
 //! * Each message runs in its own task holding a semaphore permit; the engine
 //!   heartbeats its lease and the message's visibility while a step runs.
 //! * The sweeper and, if any rotation has a `[rotation.schedule]`, the key-age
-//!   scan run beside the pollers.
+//!   scan run beside the pollers; so does the emergency watch (every
+//!   `emergency_watch`, [`crate::sweeper::Sweeper::watch`]): an emergency
+//!   whose worker died is run here, under the priority pool's capacity, as
+//!   soon as its lease lapses, without waiting for its message.
 //! * On shutdown (SIGTERM/Ctrl-C, or the future passed in), polling stops:
 //!   a poll in progress is finished (within `wait_time`) rather than dropped,
 //!   and every message received but not started is made visible again at
@@ -42,6 +45,87 @@ pub async fn run<Q: Queue, I: Queue>(engine: Arc<Engine<Q>>, cfg: &WorkerConfig,
         priority: Arc::new(Semaphore::new(cfg.priority_concurrency)),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (background, hold_rx) = spawn_background(&engine, cfg, &pools, &stop_rx);
+    info!(
+        worker = %engine.worker_id(),
+        concurrency = cfg.concurrency,
+        intake = intake.is_some(),
+        priority_lane = engine.priority_queue().is_some(),
+        "worker started"
+    );
+
+    let step_handler = |lane: Lane| {
+        let e = engine.clone();
+        let hold = hold_rx.clone();
+        move |mut m: Received| {
+            m.lane = lane;
+            let e = e.clone();
+            let mut hold = hold.clone();
+            async move {
+                if lane == Lane::Ordinary {
+                    // Bounded by the watch (HOLD_ORDINARY); a closed channel
+                    // (the watch off or stopped) holds nothing.
+                    let _ = hold.wait_for(|held| !*held).await;
+                }
+                if let Err(err) = e.handle(&m).await {
+                    // Left on the queue: it becomes visible again and is retried.
+                    warn!(message_id = %m.message_id, lane = lane.as_str(), error = %err, "step message not handled; it will be redelivered");
+                }
+            }
+        }
+    };
+    let steps = async {
+        let handler = step_handler(Lane::Ordinary);
+        poll_loop("steps", engine.queue(), cfg, cfg.visibility_timeout.0, pools.steps.clone(), stop_rx.clone(), Some(hold_rx.clone()), handler).await
+    };
+    let priority_loop = async {
+        let Some(pq) = engine.priority_queue() else { return };
+        let visibility = engine.timings(Lane::Priority).1;
+        poll_loop("priority", pq, cfg, visibility, pools.priority.clone(), stop_rx.clone(), None, step_handler(Lane::Priority)).await
+    };
+    let intake_loop = async {
+        let Some(iq) = intake.clone() else { return };
+        let (e, q) = (engine.clone(), iq.clone());
+        let handle = move |m: Received| {
+            let (e, q) = (e.clone(), q.clone());
+            async move {
+                if let Err(err) = e.handle_intake(q.as_ref(), &m).await {
+                    warn!(message_id = %m.message_id, error = %err, "intake event not handled; it will be redelivered");
+                }
+            }
+        };
+        poll_loop("intake", iq.as_ref(), cfg, cfg.visibility_timeout.0, pools.intake.clone(), stop_rx.clone(), None, handle).await
+    };
+    let signal = async {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    tokio::join!(steps, priority_loop, intake_loop, signal);
+
+    for b in background {
+        b.abort();
+    }
+    info!(grace_s = cfg.shutdown_grace.0.as_secs(), "shutting down: waiting for in-flight work");
+    let all = async {
+        let _steps = pools.steps.clone().acquire_many_owned(cfg.concurrency as u32).await;
+        let _intake = pools.intake.clone().acquire_many_owned(cfg.intake_concurrency as u32).await;
+        let _priority = pools.priority.clone().acquire_many_owned(cfg.priority_concurrency as u32).await;
+    };
+    match tokio::time::timeout(cfg.shutdown_grace.0, all).await {
+        Ok(_) => info!("all in-flight work finished"),
+        Err(_) => warn!("shutdown grace ran out; unfinished steps will be taken over when their leases expire"),
+    }
+}
+
+/// The tasks beside the poll loops: the sweeper, the key-age scan and the
+/// emergency watch. Answers them (aborted at shutdown) and the watch's
+/// hold on ordinary steps (closed, so holding nothing, with the watch off).
+fn spawn_background<Q: Queue>(
+    engine: &Arc<Engine<Q>>,
+    cfg: &WorkerConfig,
+    pools: &Pools,
+    stop_rx: &watch::Receiver<bool>,
+) -> (Vec<tokio::task::JoinHandle<()>>, watch::Receiver<bool>) {
     let mut background = vec![{
         let engine = engine.clone();
         let every = cfg.sweep_interval.0;
@@ -72,64 +156,67 @@ pub async fn run<Q: Queue, I: Queue>(engine: Arc<Engine<Q>>, cfg: &WorkerConfig,
             }
         }));
     }
-    info!(
-        worker = %engine.worker_id(),
-        concurrency = cfg.concurrency,
-        intake = intake.is_some(),
-        priority_lane = engine.priority_queue().is_some(),
-        "worker started"
-    );
+    // While an emergency is in flight (and at most HOLD_ORDINARY), no new
+    // ordinary step starts here: the emergency's calls meet shared services
+    // not loaded by a backlog.
+    let (hold_tx, hold_rx) = watch::channel(false);
+    if !cfg.emergency_watch.0.is_zero() {
+        background.push(tokio::spawn(watch_emergencies(engine.clone(), cfg.emergency_watch.0, pools.priority.clone(), stop_rx.clone(), hold_tx)));
+    }
+    (background, hold_rx)
+}
 
-    let step_handler = |lane: Lane| {
-        let e = engine.clone();
-        move |mut m: Received| {
-            m.lane = lane;
-            let e = e.clone();
-            async move {
-                if let Err(err) = e.handle(&m).await {
-                    // Left on the queue: it becomes visible again and is retried.
-                    warn!(message_id = %m.message_id, lane = lane.as_str(), error = %err, "step message not handled; it will be redelivered");
-                }
-            }
+/// The emergency watch: every `every`, one look ([`Engine::watch`]); each
+/// emergency whose worker died runs here at once, through the step
+/// pipeline, under a permit of the priority pool (none free: the next look
+/// tries again, and the SQS message still comes back). Tells the ordinary
+/// poll loop to hold back while an emergency is young
+/// ([`crate::sweeper::HOLD_ORDINARY`]). Stops taking work on shutdown. A failed look is logged and the next one waits longer (up
+/// to 5 s), so an outage of DynamoDB is not logged ten times a second.
+async fn watch_emergencies<Q: Queue>(
+    engine: Arc<Engine<Q>>,
+    every: Duration,
+    pool: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+    hold: watch::Sender<bool>,
+) {
+    let mut pause = every;
+    loop {
+        tokio::time::sleep(pause).await;
+        if *stop.borrow() {
+            return;
         }
-    };
-    let steps = poll_loop("steps", engine.queue(), cfg, cfg.visibility_timeout.0, pools.steps.clone(), stop_rx.clone(), step_handler(Lane::Ordinary));
-    let priority_loop = async {
-        let Some(pq) = engine.priority_queue() else { return };
-        let visibility = engine.timings(Lane::Priority).1;
-        poll_loop("priority", pq, cfg, visibility, pools.priority.clone(), stop_rx.clone(), step_handler(Lane::Priority)).await
-    };
-    let intake_loop = async {
-        let Some(iq) = intake.clone() else { return };
-        let (e, q) = (engine.clone(), iq.clone());
-        let handle = move |m: Received| {
-            let (e, q) = (e.clone(), q.clone());
-            async move {
-                if let Err(err) = e.handle_intake(q.as_ref(), &m).await {
-                    warn!(message_id = %m.message_id, error = %err, "intake event not handled; it will be redelivered");
-                }
+        let watched = match engine.watch().await {
+            Ok(w) => w,
+            Err(e) => {
+                // Nothing known: ordinary work is not held on a guess.
+                hold.send_if_modified(|h| std::mem::replace(h, false));
+                pause = (pause * 2).min(Duration::from_secs(5)).max(every);
+                warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "emergency watch: could not read the emergencies in flight");
+                continue;
             }
         };
-        poll_loop("intake", iq.as_ref(), cfg, cfg.visibility_timeout.0, pools.intake.clone(), stop_rx.clone(), handle).await
-    };
-    let signal = async {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    };
-    tokio::join!(steps, priority_loop, intake_loop, signal);
-
-    for b in background {
-        b.abort();
-    }
-    info!(grace_s = cfg.shutdown_grace.0.as_secs(), "shutting down: waiting for in-flight work");
-    let all = async {
-        let _steps = pools.steps.clone().acquire_many_owned(cfg.concurrency as u32).await;
-        let _intake = pools.intake.clone().acquire_many_owned(cfg.intake_concurrency as u32).await;
-        let _priority = pools.priority.clone().acquire_many_owned(cfg.priority_concurrency as u32).await;
-    };
-    match tokio::time::timeout(cfg.shutdown_grace.0, all).await {
-        Ok(_) => info!("all in-flight work finished"),
-        Err(_) => warn!("shutdown grace ran out; unfinished steps will be taken over when their leases expire"),
+        pause = every;
+        let held = watched.hold_ordinary;
+        if hold.send_if_modified(|h| std::mem::replace(h, held) != held) {
+            info!(emergencies = watched.listed, held, "emergency watch: ordinary steps {}", if held { "held back" } else { "resume" });
+        }
+        for m in watched.take {
+            let Ok(permit) = pool.clone().try_acquire_owned() else {
+                warn!(message_id = %m.message_id, "emergency watch: no priority capacity free; the next look tries again");
+                break;
+            };
+            let e = engine.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                match e.handle(&m).await {
+                    Ok(handled) => info!(message_id = %m.message_id, ?handled, "emergency watch: step taken over"),
+                    Err(err) => {
+                        warn!(message_id = %m.message_id, error = %err, "emergency watch: step not handled; the next look or its message tries again")
+                    }
+                }
+            });
+        }
     }
 }
 
@@ -141,7 +228,8 @@ struct Pools {
 }
 
 /// Poll one queue until `stop` turns true, running `handle` per message
-/// under a semaphore permit.
+/// under a semaphore permit; while `hold` is true, receive nothing.
+#[allow(clippy::too_many_arguments)]
 async fn poll_loop<Q, H, Fut>(
     name: &'static str,
     queue: &Q,
@@ -149,6 +237,7 @@ async fn poll_loop<Q, H, Fut>(
     visibility: Duration,
     sem: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
+    mut hold: Option<watch::Receiver<bool>>,
     handle: H,
 ) where
     Q: Queue,
@@ -159,6 +248,12 @@ async fn poll_loop<Q, H, Fut>(
     loop {
         if *stop.borrow() {
             return;
+        }
+        if let Some(h) = hold.as_mut() {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = h.wait_for(|held| !*held) => {}
+            }
         }
         let first = tokio::select! {
             _ = stop.changed() => return,

@@ -36,6 +36,10 @@
 //!   it keeps the lock, carries a `watch_at` attribute (its next evidence
 //!   check), and releases the lock only when it is resolved and ends again.
 //!   Every other write of a saga is a single conditional `UpdateItem`.
+//! * `pk = "emergencies"`: the registry of emergency sagas in flight, a
+//!   string set of saga ids that long-running workers read every
+//!   `[worker] emergency_watch` ([`emergencies`]); written in the
+//!   transactions that create and end an emergency saga.
 //!
 //! The table's key is the string partition key `pk`; its global secondary
 //! indexes (all projecting every attribute) are `active-by-due` (`active`,
@@ -46,6 +50,7 @@
 //! eventually consistent: every write that follows one is conditional.
 
 mod codec;
+mod emergencies;
 mod ledger;
 mod query;
 mod sagas;

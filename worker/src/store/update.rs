@@ -1,5 +1,5 @@
 //! One builder for the store's conditional writes: the update expression
-//! (`SET`, `ADD`, `REMOVE`), the condition, and the attribute names and
+//! (`SET`, `ADD`, `REMOVE`, `DELETE`), the condition, and the attribute names and
 //! values they use.
 //!
 //! Every attribute name goes through a `#` placeholder (so reserved words
@@ -20,6 +20,7 @@ pub(crate) struct Write {
     set: Vec<String>,
     add: Vec<String>,
     remove: Vec<String>,
+    delete: Vec<String>,
     conditions: Vec<String>,
     names: HashMap<String, String>,
     values: HashMap<String, AttributeValue>,
@@ -75,6 +76,14 @@ impl Write {
         self
     }
 
+    /// `DELETE attribute value`: take the elements of the set `value` out
+    /// of the set attribute (nothing happens for elements not in it).
+    pub(crate) fn delete_from(mut self, attribute: &str, value: AttributeValue) -> Write {
+        let (a, v) = (self.name(attribute), self.value(value));
+        self.delete.push(format!("{a} {v}"));
+        self
+    }
+
     /// A condition on the item, ANDed with the others: `make` gets the
     /// builder to name attributes and values with
     /// ([`Write::name`], [`Write::value`]) and answers the clause.
@@ -94,10 +103,10 @@ impl Write {
         self.when(|w| format!("attribute_not_exists({})", w.name("pk")))
     }
 
-    /// The update expression: `SET …`, `ADD …`, `REMOVE …`, the clauses
-    /// present, in that order.
+    /// The update expression: `SET …`, `ADD …`, `REMOVE …`, `DELETE …`,
+    /// the clauses present, in that order.
     pub(crate) fn expression(&self) -> String {
-        [("SET", &self.set), ("ADD", &self.add), ("REMOVE", &self.remove)]
+        [("SET", &self.set), ("ADD", &self.add), ("REMOVE", &self.remove), ("DELETE", &self.delete)]
             .iter()
             .filter(|(_, c)| !c.is_empty())
             .map(|(k, c)| format!("{k} {}", c.join(", ")))
@@ -184,6 +193,14 @@ mod tests {
         assert_eq!(values[":v0"], n(2));
         assert_eq!(values[":v4"], n(1));
         assert_eq!(values[":v3"], AttributeValue::S("running".into()));
+    }
+
+    #[test]
+    fn a_set_element_is_deleted_in_a_clause_of_its_own() {
+        let ids = AttributeValue::Ss(vec!["s1".into()]);
+        let w = Write::new().add("sagas", ids.clone()).delete_from("sagas", ids.clone()).set("a", n(1));
+        assert_eq!(w.expression(), "SET #n1 = :v2 ADD #n0 :v0 DELETE #n0 :v1");
+        assert_eq!(w.values().unwrap()[":v1"], ids);
     }
 
     #[test]
