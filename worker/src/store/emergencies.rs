@@ -29,6 +29,15 @@ fn ids(saga_id: &str) -> AttributeValue {
     AttributeValue::Ss(vec![saga_id.to_string()])
 }
 
+/// The registry's edit: the saga id added to its set, or deleted from it.
+fn registry_write(saga_id: &str, add: bool) -> Write {
+    if add {
+        Write::new().add(SAGAS, ids(saga_id))
+    } else {
+        Write::new().delete_from(SAGAS, ids(saga_id))
+    }
+}
+
 impl Store {
     /// The emergency sagas listed as in flight (eventually consistent: a
     /// saga listed a moment ago may be missing, and one ended may still be
@@ -51,20 +60,18 @@ impl Store {
     /// List a saga as an emergency in flight (a running saga an exposure
     /// takes over: before the write that makes it one).
     pub async fn list_emergency(&self, saga_id: &str) -> Result<()> {
-        let w = Write::new().add(SAGAS, ids(saga_id));
-        w.update_item(self.client.update_item())
-            .table_name(&self.table)
-            .key("pk", s(REGISTRY))
-            .send()
-            .await
-            .map_err(|e| aws("dynamodb", "UpdateItem", e))?;
-        Ok(())
+        self.edit_registry(saga_id, true).await
     }
 
     /// Take a saga off the registry (the watch found it ended or gone).
     pub async fn drop_emergency(&self, saga_id: &str) -> Result<()> {
-        let w = Write::new().delete_from(SAGAS, ids(saga_id));
-        w.update_item(self.client.update_item())
+        self.edit_registry(saga_id, false).await
+    }
+
+    /// Add the saga to the registry's set, or delete it from it.
+    async fn edit_registry(&self, saga_id: &str, add: bool) -> Result<()> {
+        registry_write(saga_id, add)
+            .update_item(self.client.update_item())
             .table_name(&self.table)
             .key("pk", s(REGISTRY))
             .send()
@@ -76,7 +83,9 @@ impl Store {
     /// The registry's part of a transaction: list the saga (`add`) or take
     /// it off.
     pub(super) fn emergency_update(&self, saga_id: &str, add: bool) -> Result<Update> {
-        let w = if add { Write::new().add(SAGAS, ids(saga_id)) } else { Write::new().delete_from(SAGAS, ids(saga_id)) };
-        w.update(Update::builder().table_name(&self.table).key("pk", s(REGISTRY))).build().map_err(|e| Error::Config(e.to_string()))
+        registry_write(saga_id, add)
+            .update(Update::builder().table_name(&self.table).key("pk", s(REGISTRY)))
+            .build()
+            .map_err(|e| Error::Config(e.to_string()))
     }
 }
