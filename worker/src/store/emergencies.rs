@@ -5,20 +5,23 @@
 //! ([`Store::emergencies`]) to take over, within a fraction of a second,
 //! an emergency whose worker died (`crate::sweeper::Sweeper::watch`).
 //!
-//! A saga enters it in the transaction that creates it ([`Store::create_with`])
-//! or, taken over by an exposure while it ran, before the write that makes
-//! it an emergency ([`Store::list_emergency`]); it leaves it in the
-//! transaction of its terminal write ([`Store::commit`]). The registry only
+//! A saga enters it right after the write that creates it
+//! ([`Store::create_with`]) or, taken over by an exposure while it ran,
+//! before the write that makes it an emergency ([`Store::list_emergency`]);
+//! it leaves it right after its terminal write ([`Store::commit`]). These
+//! are single-item writes of their own, never part of a saga's
+//! transaction: every emergency writes this one item, and concurrent
+//! transactions on one item cancel each other. The registry only
 //! speeds a takeover up — the step message and the sweeper stay the durable
 //! path — so a stale entry (a saga ended or gone, a write that failed after
 //! the entry was added) is harmless: the watch drops it when it reads the
 //! saga ([`Store::drop_emergency`]).
 
-use aws_sdk_dynamodb::types::{AttributeValue, Update};
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::update::Write;
 use super::{s, Store};
-use crate::error::{aws, Error, Result};
+use crate::error::{aws, Result};
 
 /// The registry item's key.
 const REGISTRY: &str = "emergencies";
@@ -80,12 +83,28 @@ impl Store {
         Ok(())
     }
 
-    /// The registry's part of a transaction: list the saga (`add`) or take
-    /// it off.
-    pub(super) fn emergency_update(&self, saga_id: &str, add: bool) -> Result<Update> {
-        registry_write(saga_id, add)
-            .update(Update::builder().table_name(&self.table).key("pk", s(REGISTRY)))
-            .build()
-            .map_err(|e| Error::Config(e.to_string()))
+    /// After the write that created (or reopened) an emergency saga: list
+    /// it. A separate single-item write, not part of the saga's
+    /// transaction, on purpose: the registry is one item every emergency
+    /// writes, and in a transaction concurrent writes to it would cancel
+    /// each other (`TransactionConflict`) — two emergencies of one event
+    /// would then hold each other up. A worker that dies before this write
+    /// leaves the saga unlisted: its takeover waits for its message.
+    pub(super) async fn list_if_emergency(&self, saga: &crate::saga::Saga) {
+        if saga.exposure.is_some() {
+            if let Err(e) = self.list_emergency(&saga.saga_id).await {
+                tracing::warn!(saga = %saga.saga_id, error = %e, "could not list the emergency for the watch; a dead worker's takeover waits for its message");
+            }
+        }
+    }
+
+    /// After the write that ended an emergency saga: take it off the
+    /// registry (a failure leaves a stale entry, which the watch drops).
+    pub(super) async fn unlist_if_emergency(&self, saga: &crate::saga::Saga) {
+        if saga.exposure.is_some() {
+            if let Err(e) = self.drop_emergency(&saga.saga_id).await {
+                tracing::warn!(saga = %saga.saga_id, error = %e, "could not take the ended emergency off the registry; the watch drops it");
+            }
+        }
     }
 }

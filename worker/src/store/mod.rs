@@ -38,8 +38,8 @@
 //!   Every other write of a saga is a single conditional `UpdateItem`.
 //! * `pk = "emergencies"`: the registry of emergency sagas in flight, a
 //!   string set of saga ids that long-running workers read every
-//!   `[worker] emergency_watch` ([`emergencies`]); written in the
-//!   transactions that create and end an emergency saga.
+//!   `[worker] emergency_watch` ([`emergencies`]); written right after
+//!   the writes that create and end an emergency saga, never inside them.
 //!
 //! The table's key is the string partition key `pk`; its global secondary
 //! indexes (all projecting every attribute) are `active-by-due` (`active`,

@@ -18,8 +18,7 @@ impl Store {
     }
 
     /// [`Store::create`], recording a request's idempotency key in the same
-    /// transaction (and listing an emergency saga in the registry of
-    /// emergencies in flight, [`Store::emergencies`]): `idempotency` is (key, end of its window in ms). A key
+    /// transaction: `idempotency` is (key, end of its window in ms). A key
     /// already recorded and not expired answers its saga
     /// (`Created::Existing`); a request that finds the credential's lock
     /// held records its key for the saga holding it.
@@ -45,16 +44,15 @@ impl Store {
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(lock).build())
             .transact_items(TransactWriteItem::builder().put(item).build());
-        if saga.exposure.is_some() {
-            // An emergency: listed for every worker's watch in the same write.
-            tx = tx.transact_items(TransactWriteItem::builder().update(self.emergency_update(&saga.saga_id, true)?).build());
-        }
         if let Some((key, until)) = idempotency {
             tx = tx.transact_items(TransactWriteItem::builder().put(self.request_put(key, &saga.saga_id, &saga.rotation_id, until, now)?).build());
         }
         let res = tx.send().await;
         match res {
-            Ok(_) => Ok(Created::New(saga.saga_id.clone())),
+            Ok(_) => {
+                self.list_if_emergency(saga).await;
+                Ok(Created::New(saga.saga_id.clone()))
+            }
             Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => {
                 if let Some((key, until)) = idempotency {
                     if let Some((id, _)) = self.idempotent(key, now).await? {
@@ -171,9 +169,9 @@ impl Store {
     /// cleared; with it, `saga` is the next step's attempt (after
     /// [`crate::saga::begin_attempt`]) and the lease is kept and extended for
     /// it. A plain conditional `UpdateItem`, except for a terminal state that
-    /// releases the credential lock, or ends an emergency: one transaction
-    /// with the lock's delete and the emergency's removal from the registry
-    /// of emergencies in flight ([`Store::emergencies`]).
+    /// releases the credential lock: one transaction with the lock's delete.
+    /// An emergency that ends then leaves the registry of emergencies in
+    /// flight ([`Store::unlist_if_emergency`]).
     pub async fn commit(
         &self,
         saga: &Saga,
@@ -218,28 +216,29 @@ impl Store {
             SecretWrite::Set(blob) => w.set("secret", AttributeValue::B(blob.into())).remove("grant"),
             SecretWrite::Erase => w.remove("secret").remove("grant"),
         };
-        // An emergency that ends leaves the registry in the same write.
-        let unlist = saga.status.is_terminal() && saga.exposure.is_some();
-        if (saga.status.is_terminal() && !unresolved) || unlist {
+        if saga.status.is_terminal() && !unresolved {
             let upd = w
                 .update(aws_sdk_dynamodb::types::Update::builder().table_name(&self.table).key("pk", saga_pk(&saga.saga_id)))
                 .build()
                 .map_err(|e| Error::Config(e.to_string()))?;
-            let mut tx = self.client.transact_write_items().transact_items(TransactWriteItem::builder().update(upd).build());
-            if !unresolved {
-                let del = lock_of(&saga.saga_id)
-                    .delete(Delete::builder().table_name(&self.table).key("pk", lock_pk(&saga.credential)))
-                    .build()
-                    .map_err(|e| Error::Config(e.to_string()))?;
-                tx = tx.transact_items(TransactWriteItem::builder().delete(del).build());
-            }
-            if unlist {
-                tx = tx.transact_items(TransactWriteItem::builder().update(self.emergency_update(&saga.saga_id, false)?).build());
-            }
-            return conditional(tx.send().await, "TransactWriteItems", &saga.saga_id, expected).map(|_| next);
+            let del = lock_of(&saga.saga_id)
+                .delete(Delete::builder().table_name(&self.table).key("pk", lock_pk(&saga.credential)))
+                .build()
+                .map_err(|e| Error::Config(e.to_string()))?;
+            let tx = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().update(upd).build())
+                .transact_items(TransactWriteItem::builder().delete(del).build());
+            conditional(tx.send().await, "TransactWriteItems", &saga.saga_id, expected)?;
+        } else {
+            let res = w.update_item(self.client.update_item()).table_name(&self.table).key("pk", saga_pk(&saga.saga_id)).send().await;
+            conditional(res, "UpdateItem", &saga.saga_id, expected)?;
         }
-        let res = w.update_item(self.client.update_item()).table_name(&self.table).key("pk", saga_pk(&saga.saga_id)).send().await;
-        conditional(res, "UpdateItem", &saga.saga_id, expected).map(|_| next)
+        if saga.status.is_terminal() {
+            self.unlist_if_emergency(saga).await;
+        }
+        Ok(next)
     }
 
     /// Run an unresolved saga again (`keyturn resolve`, or evidence with
@@ -275,16 +274,15 @@ impl Store {
             )
             .build()
             .map_err(|e| Error::Config(e.to_string()))?;
-        let mut tx = self
+        let tx = self
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().update(upd).build())
             .transact_items(TransactWriteItem::builder().put(lock).build());
-        if saga.exposure.is_some() {
-            // An emergency running again is listed again.
-            tx = tx.transact_items(TransactWriteItem::builder().update(self.emergency_update(&saga.saga_id, true)?).build());
-        }
-        conditional(tx.send().await, "TransactWriteItems", &saga.saga_id, expected).map(|_| next)
+        conditional(tx.send().await, "TransactWriteItems", &saga.saga_id, expected)?;
+        // An emergency running again is listed again.
+        self.list_if_emergency(saga).await;
+        Ok(next)
     }
 
     /// Claim an unresolved saga's evidence check: move `watch_at` to `next`
