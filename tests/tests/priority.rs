@@ -234,6 +234,7 @@ async fn the_watch_leaves_ordinary_sagas_and_live_leases_alone() {
     assert!(watched.take.is_empty(), "nothing taken: {:?}", watched.take.iter().map(|m| &m.message_id).collect::<Vec<_>>());
     assert_eq!(watched.listed, 1);
     assert!(watched.hold_ordinary, "a young emergency holds new ordinary steps back");
+    assert_eq!(watched.next_due, Some(Duration::from_secs(59)), "the next look of the emergency is due when its live lease ends");
     assert_eq!(engine.store().emergencies().await.unwrap(), vec![emergency.clone()], "the ordinary saga and the missing one are dropped");
     // Once the live worker's lease lapses (it died after all), it is taken.
     clock.advance(Duration::from_secs(60));
@@ -242,6 +243,31 @@ async fn the_watch_leaves_ordinary_sagas_and_live_leases_alone() {
     assert_eq!(taken, [StepMessage::new(&emergency, Step::Start, &msg.token)]);
     assert!(!watched.take[0].from_queue(), "a message of the watch's own, with no receipt");
     assert!(!watched.hold_ordinary, "at most HOLD_ORDINARY after its exposure event: ordinary work is not starved");
+}
+
+/// While an emergency holds ordinary work back, an ordinary run in progress
+/// stops at its next step boundary: the step it ran is committed and its
+/// successor goes out as a message (waiting like any ordinary one) instead
+/// of running at once under the same lease. Without the hold the same
+/// message runs several steps in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_ordinary_run_stops_at_its_next_step_boundary() {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    let engine = env.engine("held");
+    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!("a new saga") };
+    let start = engine.queue().receive(1, Duration::from_secs(2), Duration::from_secs(60)).await.unwrap().pop().unwrap();
+    engine.hold_ordinary(true);
+    let handled = engine.handle(&start).await.unwrap();
+    assert_eq!(handled, Handled::Advanced { step: Step::IssueNew, status: Status::Running }, "one step, then it stopped");
+    let next = engine.queue().receive(1, Duration::from_secs(2), Duration::from_secs(60)).await.unwrap().pop().expect("its successor as a message");
+    assert_eq!(StepMessage::parse(&next.body).unwrap().step, Step::IssueNew);
+    assert_eq!(engine.store().load(&saga_id).await.unwrap().unwrap().lease_owner, None, "no lease kept while it waits");
+    engine.hold_ordinary(false);
+    let handled = engine.handle(&next).await.unwrap();
+    assert!(
+        matches!(handled, Handled::Advanced { step, .. } if !matches!(step, Step::IssueNew | Step::ProveNew)),
+        "not held: several steps in place: {handled:?}"
+    );
 }
 
 /// An emergency is listed in the registry while it runs and leaves it in

@@ -101,3 +101,25 @@ async fn a_scope_granted_after_a_refusal_works_on_the_next_run() {
     assert_eq!(patches, vec![403, 403, 200], "refused, refused with the cached token, accepted with the new one");
     assert!(!saga.outcome.history.iter().any(|a| a.outcome == "retry"), "the refresh is not a step retry: {:#?}", saga.outcome.history);
 }
+
+/// `Target::warm`, which an emergency's early steps start: the token is
+/// fetched ahead of the push, and the push then uses it rather than ask
+/// again. A token endpoint that refuses the warm-up costs only that try
+/// (nothing kept, nothing raised): the next asks again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warmed_target_pushes_with_the_token_fetched_ahead() {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    let engine = Arc::new(env.engine("w1"));
+    let target = engine.rotations().get("auth0-ses").unwrap().target.clone();
+    env.auth0.script_token(keyturn_testkit::auth0_fake::Fault::InsufficientScope);
+    target.warm().await;
+    assert!(env.auth0.tokens_issued().is_empty(), "the refused warm-up kept no token");
+    target.warm().await;
+    assert_eq!(env.auth0.tokens_issued().len(), 1, "the warm-up fetched the token");
+    let w = RunningWorker::spawn(engine.clone(), &env.config.worker);
+    let saga = rotate_once(&env, &engine).await;
+    w.stop().await;
+    assert_eq!(saga.status, Status::Succeeded, "{saga:#?}");
+    assert!(!env.auth0.patches().is_empty(), "the push reached Auth0");
+    assert_eq!(env.auth0.tokens_issued().len(), 1, "the push used the token fetched ahead");
+}

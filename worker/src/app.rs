@@ -121,6 +121,7 @@ fn compose<Q: Queue>(cfg: &Config, clients: &Clients, worker_id: String, queue: 
         handovers,
         attention: attention.clone(),
         intake: intake.clone(),
+        ordinary_held: Default::default(),
         #[cfg(feature = "fault-injection")]
         faults: Arc::new(crate::engine::Faults::default()),
     };

@@ -108,7 +108,12 @@ impl<Q: Queue> Commands<Q> {
         if let Created::New(id) = &created {
             info!(saga = %id, rotation = rotation_id, delay_s = req.delay.as_secs(), "rotation requested");
             let lane = if req.person_waits { Lane::Priority } else { lane_of(&saga) };
-            if let Err(e) = self.shared.on(lane).send(&StepMessage::new(id, Step::Start, &saga.run.token), req.delay).await {
+            // An emergency is listed for the watch as its first step goes
+            // out: both after the saga exists, neither waiting for the other
+            // (the watch acts only once a lease taken for that step lapses).
+            let first = StepMessage::new(id, Step::Start, &saga.run.token);
+            let (sent, ()) = tokio::join!(self.shared.on(lane).send(&first, req.delay), self.shared.store.list_if_emergency(&saga));
+            if let Err(e) = sent {
                 // The saga is stored; the sweeper will send the message.
                 warn!(saga = %id, error = %e, "could not enqueue start; the sweeper will re-drive it");
             }

@@ -132,6 +132,10 @@ pub struct Steps<Q: Queue> {
     pub(crate) handovers: Arc<crate::handover::Handovers<Q>>,
     pub(crate) attention: Arc<Attention<Q>>,
     pub(crate) intake: Arc<Intake<Q>>,
+    /// The emergency watch holds ordinary work back
+    /// ([`Engine::hold_ordinary`]): an ordinary run then stops at its next
+    /// step boundary.
+    pub(crate) ordinary_held: std::sync::atomic::AtomicBool,
     #[cfg(feature = "fault-injection")]
     pub(crate) faults: Arc<Faults>,
 }
@@ -225,6 +229,16 @@ impl<Q: Queue> Engine<Q> {
     /// emergencies whose worker died, to run with [`Engine::handle`].
     pub async fn watch(&self) -> Result<crate::sweeper::Watched> {
         self.sweeper.watch().await
+    }
+    /// While an emergency is young (the watch says so), an ordinary run in
+    /// progress stops at its next step boundary: the step is committed and
+    /// its successor goes out as a message (which waits like any ordinary
+    /// one) instead of running here at once. A backlog's runs so stop
+    /// loading DynamoDB, IAM and the targets within one step each — their
+    /// last steps included, whose commits (ending a saga, releasing its
+    /// lock) are transactions.
+    pub fn hold_ordinary(&self, held: bool) {
+        self.steps.ordinary_held.store(held, std::sync::atomic::Ordering::Relaxed);
     }
     /// Ask for a rotation by hand ([`Commands::request`]).
     pub async fn request(&self, rotation_id: &str, trigger: &str) -> Result<crate::store::Created> {
@@ -407,8 +421,10 @@ impl<Q: Queue> Steps<Q> {
                 SecretWrite::Set(_) if !tr.saga.keys.secret_stored => SecretWrite::Erase,
                 other => other,
             };
-            // Due now and not the end: run it here, under the same lease.
-            let go_on = tr.next == Next::Run && resume_at(&tr.saga, now) == now && !tr.saga.status.is_terminal() && run < MAX_RUN;
+            // Due now and not the end: run it here, under the same lease
+            // (an ordinary run not while an emergency holds ordinary work).
+            let held = m.lane == Lane::Ordinary && self.ordinary_held.load(std::sync::atomic::Ordering::Relaxed);
+            let go_on = tr.next == Next::Run && resume_at(&tr.saga, now) == now && !tr.saga.status.is_terminal() && run < MAX_RUN && !held;
             let (written, due, hold) = if go_on {
                 let until = now + ms(lease);
                 (
@@ -719,6 +735,12 @@ impl<Q: Queue> Steps<Q> {
     async fn run_step(&self, rot: &Rotation, saga: &Saga, stored: &Stored, cleartext: &mut Option<NewCredential>) -> Option<StepResult> {
         let old_ids: Vec<String> = saga.keys.old_keys.iter().map(|k| k.id.clone()).collect();
         let src = rot.source.as_ref();
+        if saga.exposure.is_some() && matches!(saga.step, Step::Start | Step::IssueNew | Step::ProveNew) {
+            // An emergency's target gets ready (its API token) while the
+            // new key is made and proven: the push then does not wait for it.
+            let target = rot.target.clone();
+            tokio::spawn(async move { target.warm().await });
+        }
         let r = match saga.step {
             // A target that would be damaged refuses before anything is created.
             Step::Start => self.start(rot, saga).await,

@@ -160,17 +160,13 @@ impl<Q: Queue> Intake<Q> {
                 None
             }
         };
-        let mut keys: Vec<(String, Option<String>)> = Vec::new();
-        for key in key_ids {
-            let owner = match &account_keys {
-                Some(k) => k.owner(key).await?,
-                None => None,
-            };
-            keys.push((key.clone(), owner));
-        }
+        let mut keys = self.owners_and_claims(account_keys.as_ref(), key_ids, &m.message_id, event_arn, seen_at).await?;
         for (account, user) in users {
             match self.only_active_key(&rots, &home, account, user, event_arn).await? {
-                Ok(one) => keys.push((one, Some(user.clone()))),
+                Ok(one) => {
+                    let claimed = self.shared.store.claim_exposure(&one, &m.message_id, event_arn, seen_at).await?;
+                    keys.push((one, Some(user.clone()), claimed));
+                }
                 Err(why) => report.ignored.push(why),
             }
         }
@@ -178,8 +174,8 @@ impl<Q: Queue> Intake<Q> {
         // The saga list is read once per message, and only if a key has no owner.
         let mut sagas: Option<Vec<Saga>> = None;
         let mut uncovered = Vec::new();
-        for (key, owner) in keys {
-            if !self.shared.store.claim_exposure(&key, &m.message_id, event_arn, seen_at).await? {
+        for (key, owner, claimed) in keys {
+            if !claimed {
                 info!(key = %key, event = %event_arn, "exposure of this key already handled (a repeated event)");
                 report.duplicates.push(key);
                 continue;
@@ -230,6 +226,34 @@ impl<Q: Queue> Intake<Q> {
             return intake_queue.extend(m, wait).await;
         }
         settle(intake_queue, m, overflow, report).await
+    }
+
+    /// Each exposed key id: its owner (None: unknown, or no account to
+    /// look in) and whether this message claims it (false: a repeated
+    /// event handled it). The two are independent, so they are asked at
+    /// once — one round trip, not two, before an emergency can start; a
+    /// claim of a message that then fails is its own again when the
+    /// message comes back.
+    async fn owners_and_claims(
+        &self,
+        account_keys: Option<&AccountKeys>,
+        key_ids: &[String],
+        message_id: &str,
+        event_arn: &str,
+        seen_at: saga::Millis,
+    ) -> Result<Vec<(String, Option<String>, bool)>> {
+        let mut keys = Vec::new();
+        for key in key_ids {
+            let owner = async {
+                match account_keys {
+                    Some(k) => k.owner(key).await,
+                    None => Ok(None),
+                }
+            };
+            let (owner, claimed) = tokio::join!(owner, self.shared.store.claim_exposure(key, message_id, event_arn, seen_at));
+            keys.push((key.clone(), owner?, claimed?));
+        }
+        Ok(keys)
     }
 
     /// The event names the user, not the key: the key is the user's only
@@ -316,10 +340,14 @@ impl<Q: Queue> Intake<Q> {
         let rot = self.shared.rotations().get(rotation_id).cloned().ok_or_else(|| Error::Config(format!("no rotation {rotation_id}")))?;
         let keep = rot.policy.keep_exposed_inactive;
         for _ in 0..5 {
-            let Some(saga_id) = self.shared.store.lock_holder(&rot.credential).await? else {
+            // Whether a saga holds the credential, and the source's keys
+            // (read only when none does): asked at once, one round trip
+            // before the emergency saga is created instead of two.
+            let (holder, inventory) = tokio::join!(self.shared.store.lock_holder(&rot.credential), rot.source.inventory());
+            let Some(saga_id) = holder? else {
                 // An exposed key that is already inactive is no consumer's:
                 // no rotation (which would find two keys), just finish it.
-                if let Some(k) = rot.source.inventory().await?.into_iter().find(|k| k.id == key && !k.active) {
+                if let Some(k) = inventory?.into_iter().find(|k| k.id == key && !k.active) {
                     let why = if keep {
                         format!("exposed key {} is already inactive; kept for forensics (policy exposed_key = keep_inactive)", k.id)
                     } else {

@@ -78,6 +78,11 @@ pub struct Watched {
     /// An emergency in flight got its exposure event less than
     /// [`HOLD_ORDINARY`] ago: start no new ordinary step.
     pub hold_ordinary: bool,
+    /// How soon the earliest next look of a listed saga is due (its
+    /// holder's lease end): the watch looks again then if that comes
+    /// before its period, so a dead holder's step is taken when its lease
+    /// ends, not up to a period later.
+    pub next_due: Option<Duration>,
 }
 
 /// What the emergency watch does about one listed saga, as read at `now`.
@@ -226,7 +231,8 @@ impl<Q: Queue> Sweeper<Q> {
         }
         let looks = self.looks.lock().unwrap_or_else(|e| e.into_inner());
         let hold_ordinary = looks.values().any(|s| s.exposed_at.is_some_and(|at| now < at + ms(HOLD_ORDINARY)));
-        Ok(Watched { listed: looks.len(), take, hold_ordinary })
+        let next_due = looks.values().map(|s| s.next).min().map(|at| Duration::from_millis(at.saturating_sub(self.shared.now_ms())));
+        Ok(Watched { listed: looks.len(), take, hold_ordinary, next_due })
     }
 
     /// `WorkerHeartbeat`, and the ages of the oldest running saga and of the

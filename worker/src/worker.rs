@@ -46,6 +46,15 @@ pub async fn run<Q: Queue, I: Queue>(engine: Arc<Engine<Q>>, cfg: &WorkerConfig,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let (background, hold_rx) = spawn_background(&engine, cfg, &pools, &stop_rx);
+    // The worker's own account (`sts:GetCallerIdentity`, once per process)
+    // is read now, not on the clock of the first event that needs it (an
+    // exposed key's: every intake event checks its account against it).
+    let warm = engine.clone();
+    tokio::spawn(async move {
+        if let Err(e) = warm.rotations().accounts.home().await {
+            warn!(error = %e, "could not read the worker's own account yet; the first intake event tries again");
+        }
+    });
     info!(
         worker = %engine.worker_id(),
         concurrency = cfg.concurrency,
@@ -126,13 +135,24 @@ fn spawn_background<Q: Queue>(
     pools: &Pools,
     stop_rx: &watch::Receiver<bool>,
 ) -> (Vec<tokio::task::JoinHandle<()>>, watch::Receiver<bool>) {
+    // While an emergency is in flight (and at most HOLD_ORDINARY), no new
+    // ordinary step starts here: the emergency's calls meet shared services
+    // not loaded by a backlog.
+    // Held from the start until the first look tells (a replica started in
+    // the middle of an emergency does not begin with a backlog's steps).
+    let (hold_tx, hold_rx) = watch::channel(!cfg.emergency_watch.0.is_zero());
     let mut background = vec![{
         let engine = engine.clone();
         let every = cfg.sweep_interval.0;
+        let mut hold = hold_rx.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
+                // The sweep reads every saga and re-drives ordinary work:
+                // not while an emergency holds ordinary work back (a closed
+                // channel, the watch off, holds nothing).
+                let _ = hold.wait_for(|held| !*held).await;
                 match engine.sweep().await {
                     Ok(0) => {}
                     Ok(n) => info!(redriven = n, "sweeper re-drove stuck sagas"),
@@ -156,10 +176,6 @@ fn spawn_background<Q: Queue>(
             }
         }));
     }
-    // While an emergency is in flight (and at most HOLD_ORDINARY), no new
-    // ordinary step starts here: the emergency's calls meet shared services
-    // not loaded by a backlog.
-    let (hold_tx, hold_rx) = watch::channel(false);
     if !cfg.emergency_watch.0.is_zero() {
         background.push(tokio::spawn(watch_emergencies(engine.clone(), cfg.emergency_watch.0, pools.priority.clone(), stop_rx.clone(), hold_tx)));
     }
@@ -180,7 +196,15 @@ async fn watch_emergencies<Q: Queue>(
     stop: watch::Receiver<bool>,
     hold: watch::Sender<bool>,
 ) {
-    let mut pause = every;
+    // Both who start ordinary steps hear it: the poll loop (none received)
+    // and the engine (runs stop at their next step boundary).
+    let set_hold = |held: bool| {
+        engine.hold_ordinary(held);
+        hold.send_if_modified(|h| std::mem::replace(h, held) != held)
+    };
+    // The first look at once: until it, ordinary work is held.
+    let mut pause = Duration::ZERO;
+    let mut first = true;
     loop {
         tokio::time::sleep(pause).await;
         if *stop.borrow() {
@@ -190,17 +214,21 @@ async fn watch_emergencies<Q: Queue>(
             Ok(w) => w,
             Err(e) => {
                 // Nothing known: ordinary work is not held on a guess.
-                hold.send_if_modified(|h| std::mem::replace(h, false));
+                set_hold(false);
                 pause = (pause * 2).min(Duration::from_secs(5)).max(every);
                 warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "emergency watch: could not read the emergencies in flight");
                 continue;
             }
         };
-        pause = every;
+        // The next look: after the period, or when a listed saga's lease
+        // ends if that is sooner (a few milliseconds at least).
+        pause = watched.next_due.map_or(every, |d| d.clamp(Duration::from_millis(5), every));
         let held = watched.hold_ordinary;
-        if hold.send_if_modified(|h| std::mem::replace(h, held) != held) {
+        // (The first look's all-clear is the start, not news.)
+        if set_hold(held) && (held || !first) {
             info!(emergencies = watched.listed, held, "emergency watch: ordinary steps {}", if held { "held back" } else { "resume" });
         }
+        first = false;
         for m in watched.take {
             let Ok(permit) = pool.clone().try_acquire_owned() else {
                 warn!(message_id = %m.message_id, "emergency watch: no priority capacity free; the next look tries again");

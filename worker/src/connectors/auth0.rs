@@ -233,6 +233,14 @@ impl Auth0EmailProvider {
         self.api.call(&self.token, || self.fetch_token(), method, &url, operation, body.as_ref()).await
     }
 
+    /// [`Target::warm`] for every Auth0 target: the Management API token,
+    /// fetched and cached now (a failure is the push's to meet again).
+    pub(super) async fn warm_token(&self) {
+        if let Err(e) = self.token.get_or_fetch(|| self.fetch_token()).await {
+            tracing::debug!(error = %e, "Auth0 token not fetched ahead of the push");
+        }
+    }
+
     async fn push_impl(&self, cred: &NewCredential) -> Result<()> {
         let mut body = json!({
             "name": "ses",
@@ -306,6 +314,9 @@ impl Target for Auth0EmailProvider {
     }
     fn describe(&self) -> String {
         format!("Auth0 {}", self.s.domain)
+    }
+    fn warm(&self) -> BoxFut<'_, ()> {
+        Box::pin(self.warm_token())
     }
     fn push<'a>(&'a self, cred: &'a NewCredential, _old_ids: &'a [String]) -> BoxFut<'a, Result<()>> {
         Box::pin(self.push_impl(cred))

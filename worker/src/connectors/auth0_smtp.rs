@@ -163,6 +163,9 @@ impl Target for Auth0SesSmtp {
     fn describe(&self) -> String {
         format!("Auth0 {} (SMTP via {})", self.cfg.domain, self.host())
     }
+    fn warm(&self) -> BoxFut<'_, ()> {
+        Box::pin(self.client.warm_token())
+    }
     fn push<'a>(&'a self, cred: &'a NewCredential, _old_ids: &'a [String]) -> BoxFut<'a, Result<()>> {
         Box::pin(self.push_impl(cred))
     }

@@ -372,6 +372,14 @@ impl Target for GitHubActionsSecrets {
     fn describe(&self) -> String {
         format!("GitHub Actions secrets {} and {} of {}", self.cfg.access_key_id_secret, self.cfg.secret_access_key_secret, self.place())
     }
+    /// The token read ahead of the push (its Secrets Manager read).
+    fn warm(&self) -> BoxFut<'_, ()> {
+        Box::pin(async {
+            if let Err(e) = self.token.get_or_fetch(|| self.fetch_token()).await {
+                tracing::debug!(error = %e, "GitHub token not read ahead of the push");
+            }
+        })
+    }
     fn push<'a>(&'a self, cred: &'a NewCredential, old_ids: &'a [String]) -> BoxFut<'a, Result<()>> {
         Box::pin(async move { self.push_impl(cred, old_ids).await.map_err(|e| e.redact(cred.secret.expose_secret())) })
     }

@@ -343,6 +343,14 @@ pub trait Target: Send + Sync {
     fn preflight(&self) -> BoxFut<'_, Result<()>> {
         Box::pin(async { Ok(()) })
     }
+    /// Get ready for a push that is coming soon, without changing
+    /// anything: e.g. fetch the API token now, so the push does not wait
+    /// for it. An emergency's early steps start it beside their own work
+    /// (the exposed key lives until the push and the read-back are done).
+    /// Best effort: what fails here is left for the push to meet and report.
+    fn warm(&self) -> BoxFut<'_, ()> {
+        Box::pin(async {})
+    }
     /// Hand the new credential over.
     /// `old_ids` are the credentials it replaces (a target that writes in
     /// several parts can put an old id back when a later part is refused).

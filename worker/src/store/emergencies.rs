@@ -90,7 +90,7 @@ impl Store {
     /// each other (`TransactionConflict`) — two emergencies of one event
     /// would then hold each other up. A worker that dies before this write
     /// leaves the saga unlisted: its takeover waits for its message.
-    pub(super) async fn list_if_emergency(&self, saga: &crate::saga::Saga) {
+    pub async fn list_if_emergency(&self, saga: &crate::saga::Saga) {
         if saga.exposure.is_some() {
             if let Err(e) = self.list_emergency(&saga.saga_id).await {
                 tracing::warn!(saga = %saga.saga_id, error = %e, "could not list the emergency for the watch; a dead worker's takeover waits for its message");

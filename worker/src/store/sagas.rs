@@ -12,16 +12,23 @@ use crate::saga::{Millis, Saga, Step};
 
 impl Store {
     /// Create a saga and take the credential's lock in one transaction. If
-    /// the lock is held, answer the saga that holds it.
+    /// the lock is held, answer the saga that holds it. A new emergency is
+    /// then listed for the watch ([`Store::list_if_emergency`]).
     pub async fn create(&self, saga: &Saga, sweep_after: Millis) -> Result<Created> {
-        self.create_with(saga, sweep_after, None, saga.created_at).await
+        let created = self.create_with(saga, sweep_after, None, saga.created_at).await?;
+        if matches!(created, Created::New(_)) {
+            self.list_if_emergency(saga).await;
+        }
+        Ok(created)
     }
 
     /// [`Store::create`], recording a request's idempotency key in the same
     /// transaction: `idempotency` is (key, end of its window in ms). A key
     /// already recorded and not expired answers its saga
     /// (`Created::Existing`); a request that finds the credential's lock
-    /// held records its key for the saga holding it.
+    /// held records its key for the saga holding it. Unlike `create`, it
+    /// does not list a new emergency for the watch: the caller does
+    /// ([`Store::list_if_emergency`]), beside sending its first step.
     pub async fn create_with(&self, saga: &Saga, sweep_after: Millis, idempotency: Option<(&str, Millis)>, now: Millis) -> Result<Created> {
         let lock = Write::new()
             .when_new()
@@ -49,10 +56,7 @@ impl Store {
         }
         let res = tx.send().await;
         match res {
-            Ok(_) => {
-                self.list_if_emergency(saga).await;
-                Ok(Created::New(saga.saga_id.clone()))
-            }
+            Ok(_) => Ok(Created::New(saga.saga_id.clone())),
             Err(e) if e.as_service_error().is_some_and(is_conditional_failure) => {
                 if let Some((key, until)) = idempotency {
                     if let Some((id, _)) = self.idempotent(key, now).await? {
