@@ -16,7 +16,8 @@
 //!
 //! The emergency watch ([`Sweeper::watch`]) is the same repair, fast and
 //! for emergencies only: every `[worker] emergency_watch` (100 ms by
-//! default) a long-running worker reads the registry of emergencies in
+//! default), and when a listed emergency's lease is due to end if that is
+//! sooner ([`Watched::next_due`]), a long-running worker reads the registry of emergencies in
 //! flight (one `GetItem`, [`crate::store::Store::emergencies`]) and, for a
 //! listed saga whose lease holder let its lease lapse (a worker that died:
 //! a live one renews it every 100 ms), hands back a step message made from

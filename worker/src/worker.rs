@@ -16,7 +16,9 @@
 //!   scan run beside the pollers; so does the emergency watch (every
 //!   `emergency_watch`, [`crate::sweeper::Sweeper::watch`]): an emergency
 //!   whose worker died is run here, under the priority pool's capacity, as
-//!   soon as its lease lapses, without waiting for its message.
+//!   soon as its lease lapses, without waiting for its message; and while
+//!   an emergency is young, ordinary work is held back (no step received,
+//!   runs stopped at their next step boundary, no sweep).
 //! * On shutdown (SIGTERM/Ctrl-C, or the future passed in), polling stops:
 //!   a poll in progress is finished (within `wait_time`) rather than dropped,
 //!   and every message received but not started is made visible again at
@@ -182,12 +184,15 @@ fn spawn_background<Q: Queue>(
     (background, hold_rx)
 }
 
-/// The emergency watch: every `every`, one look ([`Engine::watch`]); each
-/// emergency whose worker died runs here at once, through the step
+/// The emergency watch: one look ([`Engine::watch`]) at once, then every
+/// `every` or when a listed emergency's lease is due to end, if sooner;
+/// each emergency whose worker died runs here at once, through the step
 /// pipeline, under a permit of the priority pool (none free: the next look
 /// tries again, and the SQS message still comes back). Tells the ordinary
-/// poll loop to hold back while an emergency is young
-/// ([`crate::sweeper::HOLD_ORDINARY`]). Stops taking work on shutdown. A failed look is logged and the next one waits longer (up
+/// poll loop, the sweeper and the engine to hold ordinary work back while
+/// an emergency is young ([`crate::sweeper::HOLD_ORDINARY`]; held from the
+/// start until the first look). Stops taking work on shutdown. A failed
+/// look releases the hold, is logged, and the next one waits longer (up
 /// to 5 s), so an outage of DynamoDB is not logged ten times a second.
 async fn watch_emergencies<Q: Queue>(
     engine: Arc<Engine<Q>>,
