@@ -171,13 +171,18 @@ async fn an_uncovered_exposed_key_is_reported_and_deactivated_only_when_configur
     let iam = &env.clients.iam;
     iam.create_user().user_name("stranger").send().await.unwrap();
     let k1 = iam.create_access_key().user_name("stranger").send().await.unwrap().access_key.unwrap().access_key_id;
-    let (_engine, w) = worker(&env);
+    let (engine, w) = worker(&env);
     env.send_intake(&event_for(&k1, 1)).await.unwrap();
     env.send_intake(&event_for(&k1, 2)).await.unwrap();
     let mut seen = vec![];
     wait_for(&env, &mut seen, "rotation.unmatched").await;
     // Both events handled (the repeat too) before counting the notices.
     env.wait_intake_idle(T).await;
+    // While each event was read every worker held ordinary work back (the
+    // announcement in the registry); read, and with no emergency started,
+    // nothing holds it any more.
+    let registry = engine.store().registry().await.unwrap();
+    assert_eq!((registry.sagas.len(), registry.arriving_until), (0, 0), "{registry:?}");
     seen.extend(env.notifications(0, Duration::from_secs(1)).await);
     w.stop().await;
     let un = of(&seen, "rotation.unmatched");

@@ -31,6 +31,7 @@ use keyturn::commands::Request;
 use keyturn::engine::{Engine, Handled, PRIORITY_VISIBILITY};
 use keyturn::queue::{Lane, Queue, SqsQueue, StepMessage};
 use keyturn::saga::{ExposedRole, Exposure, KeyRef, Saga, Status, Step};
+use keyturn::shared::ARRIVAL_HOLD;
 use keyturn::store::{Created, Lease, SecretWrite};
 use keyturn_testkit::env::{Options, RunningWorker, TestEnv};
 use keyturn_testkit::fleet::{Fleet, FleetBuilder, EXPOSED_ROTATION, EXPOSURE_AUTH0_LATENCY_MS, EXPOSURE_WORKER};
@@ -243,6 +244,32 @@ async fn the_watch_leaves_ordinary_sagas_and_live_leases_alone() {
     assert_eq!(taken, [StepMessage::new(&emergency, Step::Start, &msg.token)]);
     assert!(!watched.take[0].from_queue(), "a message of the watch's own, with no receipt");
     assert!(!watched.hold_ordinary, "at most HOLD_ORDINARY after its exposure event: ordinary work is not starved");
+}
+
+/// An exposure event being read (the intake announces it in the registry
+/// as it starts, and ends the announcement once read) holds ordinary work
+/// back before any emergency saga exists: until it is read, and for at
+/// most `ARRIVAL_HOLD` should its reader die. Time moves on a manual clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_exposure_holds_ordinary_work_for_a_few_seconds_at_most() {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    let clock = ManualClock::starting_now();
+    let engine = env.engine_at("watcher", clock.clone());
+    assert!(!engine.watch().await.unwrap().hold_ordinary, "nothing announced: nothing held");
+    let until = clock.now_ms() + ARRIVAL_HOLD.as_millis() as u64;
+    engine.store().announce_exposure(until).await.unwrap();
+    let watched = engine.watch().await.unwrap();
+    assert!(watched.hold_ordinary && watched.listed == 0, "held with no emergency listed yet: {watched:?}");
+    // Another event's end leaves this one's announcement; its own ends it.
+    engine.store().end_announcement(until - 1).await.unwrap();
+    assert!(engine.watch().await.unwrap().hold_ordinary, "another event's end leaves it");
+    engine.store().end_announcement(until).await.unwrap();
+    assert!(!engine.watch().await.unwrap().hold_ordinary, "read: held no longer");
+    // Never ended (the intake died): at most ARRIVAL_HOLD.
+    engine.store().announce_exposure(until).await.unwrap();
+    assert!(engine.watch().await.unwrap().hold_ordinary);
+    clock.advance(ARRIVAL_HOLD);
+    assert!(!engine.watch().await.unwrap().hold_ordinary, "at most ARRIVAL_HOLD");
 }
 
 /// While an emergency holds ordinary work back, an ordinary run in progress

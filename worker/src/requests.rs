@@ -18,7 +18,7 @@ use crate::intake::{self, RequestTarget, RotationRequest};
 use crate::notify;
 use crate::queue::{Queue, Received};
 use crate::saga::{self, ExposedRole, Exposure, RequestInfo, Saga};
-use crate::shared::{clock, ms, Rotations};
+use crate::shared::{clock, ms, Rotations, ARRIVAL_HOLD};
 use crate::store::{Created, SecretWrite};
 use crate::triggers::{settle, Intake, IntakeReport};
 
@@ -160,7 +160,16 @@ impl<Q: Queue> Intake<Q> {
                 None
             }
         };
-        let mut keys = self.owners_and_claims(account_keys.as_ref(), key_ids, &m.message_id, event_arn, seen_at).await?;
+        // Every worker holds ordinary work back from now (their watches
+        // read the announcement) while this intake looks the keys up.
+        let until = seen_at + ms(ARRIVAL_HOLD);
+        let announce = async {
+            if let Err(e) = self.shared.store.announce_exposure(until).await {
+                warn!(error = %e, "could not announce the exposure to the other workers; ordinary work goes on until the emergency is listed");
+            }
+        };
+        let (keys, ()) = tokio::join!(self.owners_and_claims(account_keys.as_ref(), key_ids, &m.message_id, event_arn, seen_at), announce);
+        let mut keys = keys?;
         for (account, user) in users {
             match self.only_active_key(&rots, &home, account, user, event_arn).await? {
                 Ok(one) => {
@@ -213,6 +222,11 @@ impl<Q: Queue> Intake<Q> {
                     report.ignored.push(why);
                 }
             }
+        }
+        // Read: the emergencies started are listed and hold ordinary work
+        // themselves; an event that started none holds it no longer.
+        if let Err(e) = self.shared.store.end_announcement(until).await {
+            warn!(error = %e, "could not end the exposure's announcement; ordinary work resumes within seconds");
         }
         // One notice for every uncovered key of this message.
         if !uncovered.is_empty() {

@@ -33,6 +33,14 @@ pub const PRIORITY_LEASE: Duration = Duration::from_millis(400);
 /// watch the fast one.
 pub const PRIORITY_VISIBILITY: Duration = Duration::from_secs(1);
 
+/// How long an exposure event being read holds ordinary work back before
+/// its emergency saga exists ([`crate::store::Store::announce_exposure`]):
+/// long enough for the intake to create the saga (whose own hold then
+/// runs to [`crate::sweeper::HOLD_ORDINARY`] after the event), short so an event that
+/// starts no emergency (a repeat, a key no rotation covers) costs the
+/// backlog little.
+pub const ARRIVAL_HOLD: Duration = Duration::from_secs(3);
+
 pub(crate) fn clock(now: Millis) -> Clock {
     Clock { now, jitter: fastrand::f64(), token: fastrand::u128(..) }
 }

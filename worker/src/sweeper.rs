@@ -125,6 +125,14 @@ pub fn look(stored: Option<&Stored>, me: &str, now: Millis) -> Look {
     }
 }
 
+/// How soon the watch should look again for the listed sagas' next looks
+/// (pure): the earliest one still ahead. One due now or past (a step whose
+/// message nobody leased yet) waits for the watch's period: looking sooner
+/// would only spin until its message is received.
+pub fn next_due(nexts: impl Iterator<Item = Millis>, now: Millis) -> Option<Duration> {
+    nexts.filter(|&at| at > now).min().map(|at| Duration::from_millis(at - now))
+}
+
 impl<Q: Queue> Sweeper<Q> {
     /// Re-send the message of every saga that is overdue and not leased:
     /// covers a crash between commit and send, and lost messages.
@@ -200,7 +208,8 @@ impl<Q: Queue> Sweeper<Q> {
     /// priority lease (by then the lease taken for it is live, or the run
     /// ended).
     pub async fn watch(&self) -> Result<Watched> {
-        let listed = self.shared.store.emergencies().await?;
+        let registry = self.shared.store.registry().await?;
+        let listed = registry.sagas;
         let now = self.shared.now_ms();
         let due: Vec<String> = {
             let mut looks = self.looks.lock().unwrap_or_else(|e| e.into_inner());
@@ -231,8 +240,8 @@ impl<Q: Queue> Sweeper<Q> {
             };
         }
         let looks = self.looks.lock().unwrap_or_else(|e| e.into_inner());
-        let hold_ordinary = looks.values().any(|s| s.exposed_at.is_some_and(|at| now < at + ms(HOLD_ORDINARY)));
-        let next_due = looks.values().map(|s| s.next).min().map(|at| Duration::from_millis(at.saturating_sub(self.shared.now_ms())));
+        let hold_ordinary = now < registry.arriving_until || looks.values().any(|s| s.exposed_at.is_some_and(|at| now < at + ms(HOLD_ORDINARY)));
+        let next_due = next_due(looks.values().map(|s| s.next), self.shared.now_ms());
         Ok(Watched { listed: looks.len(), take, hold_ordinary, next_due })
     }
 
@@ -357,6 +366,15 @@ mod tests {
         // This worker's own lease, renewed late: its holder is alive.
         let mine = stored(true, Some("me"), 2_000);
         assert_eq!(look(Some(&mine), "me", 2_001), Look::Until(2_001 + ms(PRIORITY_LEASE)));
+    }
+
+    #[test]
+    fn the_watch_looks_again_at_the_earliest_lease_end_ahead_never_spinning_on_a_step_due_now() {
+        assert_eq!(next_due([1_400, 1_250, 2_000].into_iter(), 1_000), Some(Duration::from_millis(250)));
+        // Due now or past (no lease yet): left to the watch's period.
+        assert_eq!(next_due([1_000, 900].into_iter(), 1_000), None);
+        assert_eq!(next_due([1_000, 1_300].into_iter(), 1_000), Some(Duration::from_millis(300)));
+        assert_eq!(next_due(std::iter::empty(), 1_000), None);
     }
 
     #[test]

@@ -149,6 +149,8 @@ fn spawn_background<Q: Queue>(
         let mut hold = hold_rx.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
+            // Sweeps missed while held are not made up in a burst.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 // The sweep reads every saga and re-drives ordinary work:

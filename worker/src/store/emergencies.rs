@@ -16,6 +16,11 @@
 //! path — so a stale entry (a saga ended or gone, a write that failed after
 //! the entry was added) is harmless: the watch drops it when it reads the
 //! saga ([`Store::drop_emergency`]).
+//!
+//! The item also says when an exposure event is being read
+//! (`arriving_until`, [`Store::announce_exposure`]): the intake writes it
+//! as it starts on the event, before the emergency saga exists, so every
+//! worker's watch holds ordinary work back while the intake's calls run.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
@@ -27,6 +32,18 @@ use crate::error::{aws, Result};
 const REGISTRY: &str = "emergencies";
 /// Its string set of saga ids.
 const SAGAS: &str = "sagas";
+/// Until when (epoch ms) an exposure event being read holds ordinary work.
+const ARRIVING: &str = "arriving_until";
+
+/// What the registry says, in one read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registry {
+    /// The emergency sagas listed as in flight.
+    pub sagas: Vec<String>,
+    /// Until when an exposure event being read holds ordinary work back
+    /// (0: none announced).
+    pub arriving_until: crate::saga::Millis,
+}
 
 fn ids(saga_id: &str) -> AttributeValue {
     AttributeValue::Ss(vec![saga_id.to_string()])
@@ -46,18 +63,64 @@ impl Store {
     /// saga listed a moment ago may be missing, and one ended may still be
     /// there; the watch reads each saga itself before acting).
     pub async fn emergencies(&self) -> Result<Vec<String>> {
+        Ok(self.registry().await?.sagas)
+    }
+
+    /// The whole registry in one eventually consistent `GetItem`: the
+    /// emergencies listed and any exposure event being read.
+    pub async fn registry(&self) -> Result<Registry> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
             .key("pk", s(REGISTRY))
-            .projection_expression("#s")
+            .projection_expression("#s, #a")
             .expression_attribute_names("#s", SAGAS)
+            .expression_attribute_names("#a", ARRIVING)
             .send()
             .await
             .map_err(|e| aws("dynamodb", "GetItem", e))?;
         self.count_read(1);
-        Ok(out.item.and_then(|i| i.get(SAGAS).and_then(|v| v.as_ss().ok()).cloned()).unwrap_or_default())
+        let item = out.item.unwrap_or_default();
+        Ok(Registry {
+            sagas: item.get(SAGAS).and_then(|v| v.as_ss().ok()).cloned().unwrap_or_default(),
+            arriving_until: item.get(ARRIVING).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0),
+        })
+    }
+
+    /// An exposure event is being read: hold ordinary work back until
+    /// `until` (every worker's watch reads it), so the intake's calls and
+    /// the emergency's first steps meet a table not loaded by a backlog.
+    /// One `UpdateItem`; a later announcement replaces an earlier one.
+    pub async fn announce_exposure(&self, until: crate::saga::Millis) -> Result<()> {
+        Write::new()
+            .set(ARRIVING, super::n(until))
+            .update_item(self.client.update_item())
+            .table_name(&self.table)
+            .key("pk", s(REGISTRY))
+            .send()
+            .await
+            .map_err(|e| aws("dynamodb", "UpdateItem", e))?;
+        Ok(())
+    }
+
+    /// The exposure event announced until `until` has been read (its
+    /// emergencies, if any, are listed and hold ordinary work themselves):
+    /// the announcement goes, unless a later event's replaced it.
+    pub async fn end_announcement(&self, until: crate::saga::Millis) -> Result<()> {
+        let res = Write::new()
+            .remove(ARRIVING)
+            .when_eq(ARRIVING, super::n(until))
+            .update_item(self.client.update_item())
+            .table_name(&self.table)
+            .key("pk", s(REGISTRY))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(super::is_conditional_failure) => Ok(()),
+            Err(e) => Err(aws("dynamodb", "UpdateItem", e)),
+        }
     }
 
     /// List a saga as an emergency in flight (a running saga an exposure

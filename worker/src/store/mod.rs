@@ -71,6 +71,7 @@ use crate::error::{aws, Error, Result};
 use crate::saga::{Millis, Saga, Status};
 
 use codec::decode;
+pub use emergencies::Registry;
 pub use schema::{create_table, Index, ACTIVE_INDEX, CREATED_INDEX, DEFAULT_RETENTION, INDEXES, ROTATION_INDEX, TTL_ATTRIBUTE};
 
 /// A saga as loaded, with its concurrency-control attributes.
