@@ -163,12 +163,8 @@ impl<Q: Queue> Intake<Q> {
         // Every worker holds ordinary work back from now (their watches
         // read the announcement) while this intake looks the keys up.
         let until = seen_at + ms(ARRIVAL_HOLD);
-        let announce = async {
-            if let Err(e) = self.shared.store.announce_exposure(until).await {
-                warn!(error = %e, "could not announce the exposure to the other workers; ordinary work goes on until the emergency is listed");
-            }
-        };
-        let (keys, ()) = tokio::join!(self.owners_and_claims(account_keys.as_ref(), key_ids, &m.message_id, event_arn, seen_at), announce);
+        let (keys, ()) =
+            tokio::join!(self.owners_and_claims(account_keys.as_ref(), key_ids, &m.message_id, event_arn, seen_at), self.announce(until, false));
         let mut keys = keys?;
         for (account, user) in users {
             match self.only_active_key(&rots, &home, account, user, event_arn).await? {
@@ -225,9 +221,7 @@ impl<Q: Queue> Intake<Q> {
         }
         // Read: the emergencies started are listed and hold ordinary work
         // themselves; an event that started none holds it no longer.
-        if let Err(e) = self.shared.store.end_announcement(until).await {
-            warn!(error = %e, "could not end the exposure's announcement; ordinary work resumes within seconds");
-        }
+        self.announce(until, true).await;
         // One notice for every uncovered key of this message.
         if !uncovered.is_empty() {
             let (kind, words) = (crate::connectors::source_kind_for(intake::IAM_USER), crate::connectors::exposure_words_for(intake::IAM_USER));
@@ -240,6 +234,22 @@ impl<Q: Queue> Intake<Q> {
             return intake_queue.extend(m, wait).await;
         }
         settle(intake_queue, m, overflow, report).await
+    }
+
+    /// Announce an exposure event being read until `until` (every
+    /// worker's watch then holds ordinary work back), or, `read`, end that
+    /// announcement. A failure is logged, never fatal: the announcement
+    /// only speeds the emergency up.
+    async fn announce(&self, until: saga::Millis, read: bool) {
+        let store = &self.shared.store;
+        let (r, what) = if read {
+            (store.end_announcement(until).await, "end the exposure's announcement (ordinary work resumes within seconds)")
+        } else {
+            (store.announce_exposure(until).await, "announce the exposure to the other workers (ordinary work goes on until the emergency is listed)")
+        };
+        if let Err(e) = r {
+            warn!(error = %e, "could not {what}");
+        }
     }
 
     /// Each exposed key id: its owner (None: unknown, or no account to
