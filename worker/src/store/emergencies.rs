@@ -22,6 +22,9 @@
 //! as it starts on the event, before the emergency saga exists, so every
 //! worker's watch holds ordinary work back while the intake's calls run.
 
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::update::Write;
@@ -93,30 +96,14 @@ impl Store {
     /// the emergency's first steps meet a table not loaded by a backlog.
     /// One `UpdateItem`; a later announcement replaces an earlier one.
     pub async fn announce_exposure(&self, until: crate::saga::Millis) -> Result<()> {
-        Write::new()
-            .set(ARRIVING, super::n(until))
-            .update_item(self.client.update_item())
-            .table_name(&self.table)
-            .key("pk", s(REGISTRY))
-            .send()
-            .await
-            .map_err(|e| aws("dynamodb", "UpdateItem", e))?;
-        Ok(())
+        self.write_registry(Write::new().set(ARRIVING, super::n(until))).await.map_err(|e| aws("dynamodb", "UpdateItem", e))
     }
 
     /// The exposure event announced until `until` has been read (its
     /// emergencies, if any, are listed and hold ordinary work themselves):
     /// the announcement goes, unless a later event's replaced it.
     pub async fn end_announcement(&self, until: crate::saga::Millis) -> Result<()> {
-        let res = Write::new()
-            .remove(ARRIVING)
-            .when_eq(ARRIVING, super::n(until))
-            .update_item(self.client.update_item())
-            .table_name(&self.table)
-            .key("pk", s(REGISTRY))
-            .send()
-            .await;
-        match res {
+        match self.write_registry(Write::new().remove(ARRIVING).when_eq(ARRIVING, super::n(until))).await {
             Ok(_) => Ok(()),
             Err(e) if e.as_service_error().is_some_and(super::is_conditional_failure) => Ok(()),
             Err(e) => Err(aws("dynamodb", "UpdateItem", e)),
@@ -136,14 +123,13 @@ impl Store {
 
     /// Add the saga to the registry's set, or delete it from it.
     async fn edit_registry(&self, saga_id: &str, add: bool) -> Result<()> {
-        registry_write(saga_id, add)
-            .update_item(self.client.update_item())
-            .table_name(&self.table)
-            .key("pk", s(REGISTRY))
-            .send()
-            .await
-            .map_err(|e| aws("dynamodb", "UpdateItem", e))?;
-        Ok(())
+        self.write_registry(registry_write(saga_id, add)).await.map_err(|e| aws("dynamodb", "UpdateItem", e))
+    }
+
+    /// One `UpdateItem` of the registry item (AWS's own error kept, so a
+    /// caller can tell a failed condition).
+    async fn write_registry(&self, w: Write) -> std::result::Result<(), SdkError<UpdateItemError, HttpResponse>> {
+        w.update_item(self.client.update_item()).table_name(&self.table).key("pk", s(REGISTRY)).send().await.map(|_| ())
     }
 
     /// After the write that created (or reopened) an emergency saga: list
