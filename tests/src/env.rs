@@ -681,6 +681,13 @@ impl TestEnv {
         keyturn::app::sqs_queue(&self.config, &self.clients)
     }
 
+    /// Whether `user`'s access key `key` is active (`None`: the user has
+    /// no such key, e.g. it was deleted).
+    pub async fn key_status(&self, user: &str, key: &str) -> Option<bool> {
+        let out = self.clients.iam.list_access_keys().user_name(user).send().await.unwrap();
+        out.access_key_metadata().iter().find(|k| k.access_key_id() == Some(key)).map(|k| k.status() == Some(&aws_sdk_iam::types::StatusType::Active))
+    }
+
     pub async fn user_keys(&self) -> Vec<KeyRef> {
         let out = self.clients.iam.list_access_keys().user_name(USER).send().await.unwrap();
         out.access_key_metadata()

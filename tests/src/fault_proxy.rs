@@ -110,8 +110,17 @@ impl RateLimit {
 #[derive(Debug)]
 struct Rule {
     action: String,
+    /// Only calls whose form carries this parameter with this value
+    /// (e.g. `UserName`), if given.
+    only: Option<(String, String)>,
     fault: Fault,
     uses: usize,
+}
+
+impl Rule {
+    fn matches(&self, action: &str, form: &[(String, String)]) -> bool {
+        self.uses > 0 && self.action == action && self.only.as_ref().is_none_or(|(k, v)| form.iter().any(|(fk, fv)| fk == k && fv == v))
+    }
 }
 
 #[derive(Default)]
@@ -225,7 +234,19 @@ impl FaultProxy {
 
     /// Inject `fault` into the next `uses` calls of `action` (e.g. "CreateAccessKey").
     pub fn inject(&self, action: &str, fault: Fault, uses: usize) {
-        self.rules.lock().unwrap().push(Rule { action: action.into(), fault, uses });
+        self.rules.lock().unwrap().push(Rule { action: action.into(), only: None, fault, uses });
+    }
+
+    /// Inject `fault` into the next `uses` calls of `action` whose form
+    /// parameter `param` is `value` (e.g. `("UserName", "mailer")`: one
+    /// IAM user's calls), leaving every other call of `action` alone.
+    pub fn inject_where(&self, action: &str, (param, value): (&str, &str), fault: Fault, uses: usize) {
+        self.rules.lock().unwrap().push(Rule { action: action.into(), only: Some((param.into(), value.into())), fault, uses });
+    }
+
+    /// Stop injecting faults into `action`: every rule for it is spent.
+    pub fn stop(&self, action: &str) {
+        self.rules.lock().unwrap().iter_mut().filter(|r| r.action == action).for_each(|r| r.uses = 0);
     }
 
     /// How many calls of `action` were answered with a fault.
@@ -272,9 +293,10 @@ async fn handle(
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let action = action_of(&parts.headers, &body);
+    let form = if parts.headers.get("x-amz-target").is_none() && !action.is_empty() { form_pairs(&body) } else { vec![] };
     let fault = {
         let mut rules = rules.lock().unwrap();
-        match rules.iter_mut().find(|r| r.action == action && r.uses > 0) {
+        match rules.iter_mut().find(|r| r.matches(&action, &form)) {
             Some(r) => {
                 r.uses -= 1;
                 Some(r.fault.clone())
@@ -290,7 +312,7 @@ async fn handle(
         let mut log = log.lock().unwrap();
         log.signers.push((action.clone(), signer(&parts.headers)));
         if parts.headers.get("x-amz-target").is_none() && !action.is_empty() {
-            log.forms.push((action.clone(), form_pairs(&body)));
+            log.forms.push((action.clone(), form));
         }
         log.seen.push((action.clone(), matches!(fault, Some(Fault::QueryError { .. }) | Some(Fault::Reset))));
     }

@@ -39,11 +39,6 @@ async fn wait_for(env: &TestEnv, seen: &mut Vec<Notification>, event: &str) {
     }
 }
 
-async fn key_status(env: &TestEnv, user: &str, key: &str) -> Option<bool> {
-    let out = env.clients.iam.list_access_keys().user_name(user).send().await.unwrap();
-    out.access_key_metadata().iter().find(|k| k.access_key_id() == Some(key)).map(|k| k.status() == Some(&aws_sdk_iam::types::StatusType::Active))
-}
-
 fn worker(env: &TestEnv) -> (Arc<keyturn::engine::Engine<keyturn::queue::SqsQueue>>, RunningWorker) {
     let engine = Arc::new(env.engine("w1"));
     let w = RunningWorker::spawn_with_intake(engine.clone(), &env.config.worker, env.intake_queue());
@@ -62,7 +57,7 @@ async fn an_exposed_idle_key_is_replaced_then_deactivated_and_deleted_within_sec
     let sent = Instant::now();
     env.send_intake(&event_for(&exposed, 1)).await.unwrap();
     let inactive_after = loop {
-        if key_status(&env, USER, &exposed).await != Some(true) {
+        if env.key_status(USER, &exposed).await != Some(true) {
             break sent.elapsed();
         }
         assert!(sent.elapsed() < T, "the exposed key is still active");
@@ -80,10 +75,10 @@ async fn an_exposed_idle_key_is_replaced_then_deactivated_and_deleted_within_sec
     // the saga: wait for that commit rather than read the record at once.
     let saga = &env.wait_terminal(&all[0].saga_id, T).await;
     assert_eq!((saga.status, saga.trigger.as_str()), (Status::Succeeded, "health:exposed_key"));
-    assert_eq!(key_status(&env, USER, &exposed).await, None, "deleted, not waiting out the grace period");
+    assert_eq!(env.key_status(USER, &exposed).await, None, "deleted, not waiting out the grace period");
     let new_key = saga.keys.new_key.clone().unwrap();
     assert_eq!(env.auth0.provider().unwrap().access_key_id, new_key, "the mail keeps flowing with the new key");
-    assert_eq!(key_status(&env, USER, &new_key).await, Some(true));
+    assert_eq!(env.key_status(USER, &new_key).await, Some(true));
     // The timeline: event seen, new key live in the target, exposed key inactive, deleted, in that order.
     let e = saga.exposure.clone().unwrap();
     let (live, inactive, deleted) = (saga.effects.switched_at.unwrap(), e.inactive_at.unwrap(), e.deleted_at.unwrap());
@@ -129,14 +124,14 @@ async fn exposure_in_the_grace_period_deletes_the_old_key_now() {
         assert!(start.elapsed() < T, "never reached the grace period: {s:#?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(key_status(&env, USER, &exposed).await, Some(false), "inactive, in its grace period");
+    assert_eq!(env.key_status(USER, &exposed).await, Some(false), "inactive, in its grace period");
     env.send_intake(&event_for(&exposed, 1)).await.unwrap();
     let saga = env.wait_terminal(&id, T).await;
     let mut seen = vec![];
     wait_for(&env, &mut seen, "rotation.exposed_key").await;
     w.stop().await;
     assert_eq!(saga.status, Status::Succeeded);
-    assert_eq!(key_status(&env, USER, &exposed).await, None, "deleted now, not in a week");
+    assert_eq!(env.key_status(USER, &exposed).await, None, "deleted now, not in a week");
     assert_eq!(env.sagas().await.len(), 1, "the running saga took the emergency over; no second saga");
     let e = saga.exposure.unwrap();
     assert!(e.deleted_at.is_some() && e.inactive_at.is_some());
@@ -150,7 +145,7 @@ async fn an_already_rotated_key_is_reported_with_nothing_to_rotate() {
     let (engine, w) = worker(&env);
     let Created::New(id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!() };
     assert_eq!(env.wait_terminal(&id, T).await.status, Status::Succeeded);
-    assert_eq!(key_status(&env, USER, &exposed).await, None);
+    assert_eq!(env.key_status(USER, &exposed).await, None);
     env.send_intake(&event_for(&exposed, 1)).await.unwrap();
     let mut seen = vec![];
     wait_for(&env, &mut seen, "rotation.exposed_key").await;
@@ -193,7 +188,7 @@ async fn an_uncovered_exposed_key_is_reported_and_deactivated_only_when_configur
     // No rotation, no source: the registry's words for an IAM user's key.
     assert!(un[0].document["aws_quarantine"].as_str().unwrap().contains("AWSCompromisedKeyQuarantine"), "{}", un[0].document);
     assert!(un[0].document["recommended_action"].as_str().unwrap().contains("CloudTrail"), "{}", un[0].document);
-    assert_eq!(key_status(&env, "stranger", &k1).await, Some(true), "not deactivated unless configured");
+    assert_eq!(env.key_status("stranger", &k1).await, Some(true), "not deactivated unless configured");
     assert!(env.sagas().await.is_empty());
 
     // With [exposure] deactivate_uncovered = true: deactivated, with a warning that its consumer breaks.
@@ -210,7 +205,7 @@ async fn an_uncovered_exposed_key_is_reported_and_deactivated_only_when_configur
     assert_eq!(n.document["key_id"], k2.as_str());
     assert_eq!(n.document["deactivated"], true);
     assert!(n.document["key_state"].as_str().unwrap().contains("stopped working"), "{}", n.document);
-    assert_eq!(key_status(&env, "stranger", &k2).await, Some(false));
+    assert_eq!(env.key_status("stranger", &k2).await, Some(false));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,7 +220,7 @@ async fn an_event_naming_the_user_rotates_its_only_active_key() {
     let all = env.sagas().await;
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].exposure.as_ref().unwrap().key_id, exposed);
-    assert_eq!(key_status(&env, USER, &exposed).await, None, "no grace period of 1h: deleted");
+    assert_eq!(env.key_status(USER, &exposed).await, None, "no grace period of 1h: deleted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,7 +259,7 @@ async fn an_exposed_new_key_finishes_its_saga_then_a_fresh_rotation_replaces_it(
     assert_eq!((second.status, second.trigger.as_str()), (Status::Succeeded, "health:exposed_key:follow_up"));
     assert_eq!(second.exposure.as_ref().unwrap().key_id, exposed);
     assert_eq!(second.correlation(), first.correlation(), "one incident, one correlation id");
-    assert_eq!(key_status(&env, USER, &exposed).await, None, "the exposed key is deleted");
+    assert_eq!(env.key_status(USER, &exposed).await, None, "the exposed key is deleted");
     let keys = env.user_keys().await;
     assert_eq!(keys.len(), 1);
     assert_eq!(env.auth0.provider().unwrap().access_key_id, keys[0].id, "Auth0 holds the third key");

@@ -31,11 +31,6 @@ fn worker_for(cfg: &Config, clients: &keyturn::aws::Clients) -> RunningWorker {
     RunningWorker::spawn_with_intake(engine, &cfg.worker, keyturn::app::intake_queue(cfg, clients).map(Arc::new))
 }
 
-async fn key_active(env: &TestEnv, key: &str) -> Option<bool> {
-    let out = env.clients.iam.list_access_keys().user_name(USER).send().await.unwrap();
-    out.access_key_metadata().iter().find(|k| k.access_key_id() == Some(key)).map(|k| k.status() == Some(&aws_sdk_iam::types::StatusType::Active))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_exposure_naming_another_account_is_dead_lettered_and_the_covered_key_stays_active() {
     let env = env().await;
@@ -50,7 +45,7 @@ async fn a_forged_exposure_naming_another_account_is_dead_lettered_and_the_cover
     assert_eq!(dlq.len(), 1, "{dlq:?}");
     let reason = dlq[0].1.clone().unwrap_or_default();
     assert!(reason.contains("does not serve") && reason.contains("999999999999"), "{reason}");
-    assert_eq!(key_active(&env, &key).await, Some(true), "the worker's own covered key is untouched");
+    assert_eq!(env.key_status(USER, &key).await, Some(true), "the worker's own covered key is untouched");
     assert!(env.sagas().await.is_empty(), "nothing started");
     let seen = env.notifications(0, Duration::from_secs(2)).await;
     assert!(of(&seen, "rotation.unmatched").is_empty(), "nothing reported as uncovered");

@@ -17,12 +17,14 @@
 //! emergency watch takes the emergency over once the dead one's lease
 //! lapses. The watch's own tests run an engine in this process on moto: a
 //! dead worker's emergency taken over with no SQS message at all, what the
-//! watch leaves alone, and the registry of emergencies in flight.
+//! watch leaves alone, and the registry of emergencies in flight. One more
+//! puts a fault proxy between that engine and moto's IAM to show an
+//! emergency going first while IAM throttles the only ordinary step.
 //!
 //! Without the lane the emergency's first step queued behind the backlog:
 //! 26–28 s with 60 rotations waiting, growing with the backlog.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
@@ -33,7 +35,8 @@ use keyturn::queue::{Lane, Queue, SqsQueue, StepMessage};
 use keyturn::saga::{ExposedRole, Exposure, KeyRef, Saga, Status, Step};
 use keyturn::shared::ARRIVAL_HOLD;
 use keyturn::store::{Created, Lease, SecretWrite};
-use keyturn_testkit::env::{Options, RunningWorker, TestEnv};
+use keyturn_testkit::env::{Options, RunningWorker, TestEnv, USER};
+use keyturn_testkit::fault_proxy::{Fault, FaultProxy};
 use keyturn_testkit::fleet::{Fleet, FleetBuilder, EXPOSED_ROTATION, EXPOSURE_AUTH0_LATENCY_MS, EXPOSURE_WORKER};
 use keyturn_testkit::process::Guard;
 
@@ -122,9 +125,7 @@ async fn an_emergency_survives_a_sigkill_of_the_replica_that_holds_it() {
 /// back for another whole SQS second and more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_priority_step_takes_over_a_dead_workers_lease_that_is_about_to_end() {
-    let env = TestEnv::new(Options::default()).await.unwrap();
-    let engine = env.engine("survivor");
-    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!("a new saga") };
+    let (_env, engine, saga_id) = one_rotation_requested("survivor").await;
     // Its start step onto the priority lane (as a person's `rotate --wait` puts it).
     let start = engine.queue().receive(1, Duration::from_secs(1), Duration::from_secs(60)).await.unwrap().pop().unwrap();
     engine.queue().ack(&start).await.unwrap();
@@ -139,6 +140,15 @@ async fn a_priority_step_takes_over_a_dead_workers_lease_that_is_about_to_end() 
     assert!(matches!(dead, Lease::Taken(_)));
     let handled = engine.handle(&m).await.unwrap();
     assert!(matches!(handled, Handled::Advanced { step, .. } if step != msg.step), "taken over in place once the dead worker's lease ended: {handled:?}");
+}
+
+/// A test environment, an engine as worker `worker`, and a rotation of
+/// `auth0-ses` it requested (the saga's id; its first step on the queue).
+async fn one_rotation_requested(worker: &str) -> (TestEnv, Engine<SqsQueue>, String) {
+    let env = TestEnv::new(Options::default()).await.unwrap();
+    let engine = env.engine(worker);
+    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!("a new saga") };
+    (env, engine, saga_id)
 }
 
 /// An exposure of `key` (an emergency saga's record of it).
@@ -279,9 +289,7 @@ async fn an_announced_exposure_holds_ordinary_work_for_a_few_seconds_at_most() {
 /// message runs several steps in place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_ordinary_run_stops_at_its_next_step_boundary() {
-    let env = TestEnv::new(Options::default()).await.unwrap();
-    let engine = env.engine("held");
-    let Created::New(saga_id) = engine.request("auth0-ses", "manual").await.unwrap() else { panic!("a new saga") };
+    let (_env, engine, saga_id) = one_rotation_requested("held").await;
     let start = engine.queue().receive(1, Duration::from_secs(2), Duration::from_secs(60)).await.unwrap().pop().unwrap();
     engine.hold_ordinary(true);
     let handled = engine.handle(&start).await.unwrap();
@@ -322,5 +330,66 @@ async fn an_emergency_leaves_the_registry_however_it_ends() {
         assert!(!store.emergencies().await.unwrap().contains(&saga.saga_id), "{status:?}: an ended emergency leaves the registry");
         let lock = store.lock_holder(&saga.credential).await.unwrap();
         assert_eq!(lock.is_some(), status == Status::NeedsAttention, "{status:?}: the lock is kept only while unresolved");
+    }
+}
+
+/// An emergency under IAM throttling still goes first. One step at a time
+/// (`concurrency = 1`), and IAM throttles every `CreateAccessKey` of the
+/// ordinary rotation's user: its `issue_new` waits the throttling out in
+/// place (the AWS SDK's adaptive retries, then the engine's), holding the
+/// worker's one AIMD slot for tens of seconds. The exposure event for the
+/// other rotation's key then arrives: the emergency's steps take no room
+/// under the limit, so the exposed key is made inactive while the ordinary
+/// step is still being throttled. Once IAM relents the ordinary rotation
+/// succeeds too. (With priority steps waiting for a slot like any other,
+/// the emergency waits for the throttled step to give its slot back, and
+/// this test fails.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_under_iam_throttling_still_goes_first() {
+    const EXPOSED_EVENT: &str = include_str!("../fixtures/health-key-exposed.json");
+    let _one = SERIAL.lock().await;
+    let env = TestEnv::new(Options { intake: true, second_rotation_max_age: Some("90d"), ..Options::default() }).await.unwrap();
+    let proxy = FaultProxy::start(env.moto.endpoint.clone()).await.unwrap();
+    proxy.inject_where("CreateAccessKey", ("UserName", "mailer-2"), Fault::iam_throttling(), usize::MAX);
+    let mut cfg = env.config.clone();
+    cfg.worker.concurrency = 1;
+    let engine = Arc::new(keyturn::app::engine(&cfg, &env.clients_via(&proxy.endpoint).await, "throttled".into()));
+    let w = RunningWorker::spawn_with_intake(engine.clone(), &cfg.worker, env.intake_queue());
+    let Created::New(ordinary) = engine.request("mailer-2", "manual").await.unwrap() else { panic!("a new saga") };
+    let throttled = || proxy.injected("CreateAccessKey");
+    // Its first call refused: the SDK's retry of it waits for the adaptive
+    // rate limiter (tens of seconds), the step holding its slot meanwhile.
+    wait_until(Duration::from_secs(30), "the ordinary step is throttled", || async { throttled() >= 1 }).await;
+
+    let exposed = env.old_keys[0].0.clone();
+    let sent = Instant::now();
+    env.send_intake(&EXPOSED_EVENT.replace("AKIAEXPOSEDKEY000001", &exposed)).await.unwrap();
+    wait_until(Duration::from_secs(30), "the exposed key inactive", || async { env.key_status(USER, &exposed).await != Some(true) }).await;
+    let took = sent.elapsed();
+    let throttled_then = throttled();
+    println!(
+        "under IAM throttling, one step at a time: exposed key inactive {:.2}s after the event, the ordinary step throttled {throttled_then} times so far",
+        took.as_secs_f64()
+    );
+    let step_of = || async { engine.store().load(&ordinary).await.unwrap().map(|s| (s.saga.step, s.saga.status)) };
+    assert_eq!(step_of().await, Some((Step::IssueNew, Status::Running)), "the ordinary step had not got past IAM");
+    // It was still being throttled, in place, holding its slot, after the emergency.
+    wait_until(Duration::from_secs(60), "the ordinary step still throttled", || async { throttled() > throttled_then }).await;
+    assert_eq!(step_of().await, Some((Step::IssueNew, Status::Running)));
+
+    proxy.stop("CreateAccessKey");
+    let ordinary = env.wait_terminal(&ordinary, Duration::from_secs(120)).await;
+    assert_eq!(ordinary.status, Status::Succeeded, "{ordinary:#?}");
+    let emergency = env.sagas().await.into_iter().find(|s| s.exposure.is_some()).expect("the emergency saga");
+    let emergency = env.wait_terminal(&emergency.saga_id, Duration::from_secs(120)).await;
+    assert_eq!(emergency.status, Status::Succeeded, "{emergency:#?}");
+    w.stop().await;
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(limit: Duration, what: &str, mut done: impl FnMut() -> F) {
+    let start = Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
