@@ -25,6 +25,14 @@
 //!   of their lifetime (at most five minutes) is left, like the HTTP
 //!   connectors' tokens: a saga's steps, run seconds apart, assume the role
 //!   once. Expired entries are dropped whenever a new one is stored.
+//! - **Urgent calls have an IAM rate of their own.** The IAM client's
+//!   adaptive retry paces every call of its retry partition once IAM
+//!   throttles one ([`crate::aws::iam_client`]). An emergency's calls
+//!   (steps on the priority lane, run inside [`urgently`], and the exposure
+//!   lookups of [`Accounts::keys`]) go through a client of a second
+//!   partition ([`crate::aws::urgent_iam`]), so a backlog that IAM throttles
+//!   does not pace them; should IAM refuse them too, they slow down on
+//!   their own.
 //! - **A role that cannot be assumed fails the call before any change**: the
 //!   first call of a saga is `ListAccessKeys`, so the saga stops at `start`
 //!   with nothing created, and its notification names the role, the account
@@ -47,6 +55,19 @@ const SESSION: Duration = Duration::from_secs(3600);
 
 tokio::task_local! {
     static SAGA: String;
+    static URGENT: bool;
+}
+
+/// Run `f` urgently (`urgent`: a step on the priority lane): a source's
+/// IAM calls inside it use the urgent IAM client, whose rate IAM's
+/// throttling of ordinary calls does not lower.
+pub async fn urgently<F: Future>(urgent: bool, f: F) -> F::Output {
+    URGENT.scope(urgent, f).await
+}
+
+/// Whether the current task runs inside [`urgently`]`(true, …)`.
+pub fn is_urgent() -> bool {
+    URGENT.try_with(|u| *u).unwrap_or(false)
 }
 
 /// Run `f` as part of saga `saga_id`: roles assumed inside it name the saga
@@ -184,10 +205,14 @@ pub struct Accounts {
     home: Arc<HomeCell>,
     default_role: Option<String>,
     external_id: Option<String>,
-    cache: Mutex<HashMap<(String, String), Cached>>,
+    /// Keyed by (role, session, urgent): an urgent client is made from the
+    /// urgent home client, so it keeps that client's retry partition.
+    cache: Mutex<HashMap<(String, String, bool), Cached>>,
     /// When assumed credentials are renewed.
     clock: crate::clock::SharedClock,
-    /// IAM with the worker's own credentials (as `aws::Clients::iam`), for [`Accounts::keys`].
+    /// IAM with the worker's own credentials, urgent (as
+    /// [`crate::aws::urgent_iam`]), for [`Accounts::keys`]: only exposure
+    /// events look keys up by id.
     home_iam: aws_sdk_iam::Client,
 }
 
@@ -199,7 +224,7 @@ impl Accounts {
         external_id: Option<String>,
         clock: crate::clock::SharedClock,
     ) -> Accounts {
-        let home_iam = crate::aws::iam_client(aws_sdk_iam::config::Builder::from(&base));
+        let home_iam = crate::aws::urgent_iam(&crate::aws::iam_client(aws_sdk_iam::config::Builder::from(&base)));
         Accounts { base, home, default_role, external_id, cache: Mutex::default(), clock, home_iam }
     }
 
@@ -207,7 +232,7 @@ impl Accounts {
     /// `[aws] member_role_name`; the worker's own credentials at home).
     pub async fn keys(&self, account: &str, role_arn: Option<&str>) -> Result<AccountKeys> {
         let access = self.access(Some(account), role_arn).await?;
-        Ok(AccountKeys { iam: self.iam(&self.home_iam, &access).await? })
+        Ok(AccountKeys { iam: urgently(true, self.iam(&self.home_iam, &access)).await? })
     }
 
     /// The worker's account (`sts:GetCallerIdentity`, once per process).
@@ -248,7 +273,7 @@ impl Accounts {
     pub async fn iam(&self, home: &aws_sdk_iam::Client, access: &Access) -> Result<aws_sdk_iam::Client> {
         let Access::Role { account, role_arn } = access else { return Ok(home.clone()) };
         let session = session_name();
-        let key = (role_arn.clone(), session.clone());
+        let key = (role_arn.clone(), session.clone(), is_urgent());
         // Held across AssumeRole on purpose: steps of one saga arriving at
         // once assume the role once, not once each.
         let mut cache = self.cache.lock().await;
@@ -300,6 +325,24 @@ mod tests {
 
     fn home() -> Home {
         Home { account: "111111111111".into(), partition: "aws".into() }
+    }
+
+    #[tokio::test]
+    async fn calls_are_urgent_only_inside_urgently_true() {
+        assert!(!is_urgent());
+        assert!(urgently(true, async { is_urgent() }).await);
+        assert!(!urgently(false, async { is_urgent() }).await);
+        assert!(urgently(true, for_saga("s", async { is_urgent() })).await, "a saga's scope inside keeps it");
+    }
+
+    #[test]
+    fn the_urgent_iam_client_has_a_rate_of_its_own() {
+        let conf = aws_sdk_iam::config::Builder::default().behavior_version(aws_config::BehaviorVersion::latest());
+        let iam = crate::aws::iam_client(conf);
+        let urgent = crate::aws::urgent_iam(&iam);
+        assert_eq!(iam.config().retry_partition().map(|p| p.to_string()), Some(crate::aws::IAM_PARTITION.to_string()));
+        assert_eq!(urgent.config().retry_partition().map(|p| p.to_string()), Some(crate::aws::URGENT_IAM_PARTITION.to_string()));
+        assert_eq!(urgent.config().retry_config().map(|r| r.mode()), iam.config().retry_config().map(|r| r.mode()), "adaptive too");
     }
 
     #[test]

@@ -93,5 +93,20 @@ fn dynamodb_client(conf: aws_sdk_dynamodb::config::Builder) -> aws_sdk_dynamodb:
 /// from this client's configuration ([`crate::accounts`]) and share it.
 pub fn iam_client(conf: aws_sdk_iam::config::Builder) -> aws_sdk_iam::Client {
     use aws_sdk_iam::config::retry::{RetryConfig, RetryPartition};
-    aws_sdk_iam::Client::from_conf(conf.retry_config(RetryConfig::adaptive()).retry_partition(RetryPartition::custom("keyturn-iam").build()).build())
+    aws_sdk_iam::Client::from_conf(conf.retry_config(RetryConfig::adaptive()).retry_partition(RetryPartition::custom(IAM_PARTITION).build()).build())
+}
+
+/// The retry partition of ordinary IAM calls: the SDK keeps one adaptive
+/// rate per partition name, process-wide.
+pub const IAM_PARTITION: &str = "keyturn-iam";
+/// The retry partition of urgent IAM calls (an exposed key's emergency).
+pub const URGENT_IAM_PARTITION: &str = "keyturn-iam-urgent";
+
+/// `iam` for urgent calls: the same configuration in a retry partition of
+/// its own, so the adaptive rate that IAM's throttling of a backlog has
+/// lowered does not pace an emergency's calls; their own `Throttling`
+/// slows them on their own rate ([`crate::accounts::urgently`]).
+pub fn urgent_iam(iam: &aws_sdk_iam::Client) -> aws_sdk_iam::Client {
+    use aws_sdk_iam::config::retry::RetryPartition;
+    aws_sdk_iam::Client::from_conf(iam.config().to_builder().retry_partition(RetryPartition::custom(URGENT_IAM_PARTITION).build()).build())
 }

@@ -499,9 +499,17 @@ impl<Q: Queue> Steps<Q> {
         let result = loop {
             let result = {
                 // Roles assumed in member accounts name this saga in their session.
-                let step =
-                    crate::accounts::for_saga(&attempt.saga_id, self.run_step(rotation, attempt, stored, &mut *cleartext)).instrument(step_span.clone());
-                tokio::pin!(step);
+                // A priority step's IAM calls are urgent: a rate of their own.
+                // On the heap: a step's future is large (every connector's
+                // calls), and a caller polling `handle` on a small stack
+                // (a test's thread, in a debug build) overflowed it.
+                let mut step = Box::pin(
+                    crate::accounts::urgently(
+                        m.lane == Lane::Priority,
+                        crate::accounts::for_saga(&attempt.saga_id, self.run_step(rotation, attempt, stored, &mut *cleartext)),
+                    )
+                    .instrument(step_span.clone()),
+                );
                 let (lease_every, visibility_every) = beats(lease, visibility);
                 let mut beat = tokio::time::interval(lease_every);
                 let mut shown = tokio::time::interval(visibility_every);

@@ -198,7 +198,10 @@ impl<Q: Queue> Intake<Q> {
                 return Ok(report);
             }
             Event::KeyExposed { account_id, event_arn, key_ids, users } => {
-                self.handle_exposed(intake_queue, m, &account_id, &event_arn, &key_ids, &users, overflow, &mut report).await?;
+                // Urgent: its IAM calls (the key's owner, the user's keys,
+                // an uncovered key's deactivation) have a rate of their own.
+                crate::accounts::urgently(true, self.handle_exposed(intake_queue, m, &account_id, &event_arn, &key_ids, &users, overflow, &mut report))
+                    .await?;
                 return Ok(report);
             }
             other => other,

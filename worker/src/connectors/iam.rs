@@ -123,6 +123,7 @@ impl SourceSpec for IamAccessKeyConfig {
     fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn CredentialSource> {
         Arc::new(IamAccessKey {
             iam: ctx.clients.iam.clone(),
+            urgent_iam: crate::aws::urgent_iam(&ctx.clients.iam),
             base: ctx.clients.base.clone(),
             accounts: ctx.accounts.clone(),
             clock: ctx.clock.clone(),
@@ -138,6 +139,8 @@ impl SourceSpec for IamAccessKeyConfig {
 pub struct IamAccessKey {
     /// The worker's own IAM client (home account).
     iam: aws_sdk_iam::Client,
+    /// The same for urgent calls (an emergency's steps): a rate of its own.
+    urgent_iam: aws_sdk_iam::Client,
     base: aws_config::SdkConfig,
     accounts: Arc<Accounts>,
     user: String,
@@ -153,10 +156,12 @@ impl IamAccessKey {
         self.accounts.access(self.account_id.as_deref(), self.role_arn.as_deref()).await
     }
 
-    /// The IAM client acting in the user's account.
+    /// The IAM client acting in the user's account (the urgent one inside
+    /// [`crate::accounts::urgently`]).
     async fn client(&self) -> Result<aws_sdk_iam::Client> {
         let access = self.access().await?;
-        self.accounts.iam(&self.iam, &access).await
+        let home = if crate::accounts::is_urgent() { &self.urgent_iam } else { &self.iam };
+        self.accounts.iam(home, &access).await
     }
 
     async fn list(&self) -> Result<Vec<KeyRef>> {
