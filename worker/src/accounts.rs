@@ -210,8 +210,8 @@ pub struct Accounts {
     cache: Mutex<HashMap<(String, String, bool), Cached>>,
     /// When assumed credentials are renewed.
     clock: crate::clock::SharedClock,
-    /// IAM with the worker's own credentials, urgent (as
-    /// [`crate::aws::urgent_iam`]), for [`Accounts::keys`]: only exposure
+    /// IAM with the worker's own credentials, the urgent client
+    /// (`aws::Clients::iam_urgent`), for [`Accounts::keys`]: only exposure
     /// events look keys up by id.
     home_iam: aws_sdk_iam::Client,
 }
@@ -223,8 +223,8 @@ impl Accounts {
         default_role: Option<String>,
         external_id: Option<String>,
         clock: crate::clock::SharedClock,
+        home_iam: aws_sdk_iam::Client,
     ) -> Accounts {
-        let home_iam = crate::aws::urgent_iam(&crate::aws::iam_client(aws_sdk_iam::config::Builder::from(&base)));
         Accounts { base, home, default_role, external_id, cache: Mutex::default(), clock, home_iam }
     }
 

@@ -138,8 +138,14 @@ pub fn build_rotations(
     home: &Arc<HomeCell>,
     clock: &SharedClock,
 ) -> Rotations {
-    let accounts =
-        Arc::new(Accounts::new(clients.base.clone(), home.clone(), cfg.aws.member_role_name.clone(), cfg.aws.external_id.clone(), clock.clone()));
+    let accounts = Arc::new(Accounts::new(
+        clients.base.clone(),
+        home.clone(),
+        cfg.aws.member_role_name.clone(),
+        cfg.aws.external_id.clone(),
+        clock.clone(),
+        clients.iam_urgent.clone(),
+    ));
     let ctx = connectors::BuildContext { clients, accounts: &accounts, secrets, http, clock };
     let built: HashMap<_, _> =
         cfg.rotations.iter().map(|r| (r.id.clone(), connectors::build(&r.id, r.source.as_ref(), r.target.as_ref(), r.policy.to_policy(), &ctx))).collect();

@@ -18,6 +18,9 @@ use aws_smithy_types::timeout::TimeoutConfig;
 pub struct Clients {
     pub base: SdkConfig,
     pub iam: aws_sdk_iam::Client,
+    /// IAM for urgent calls (an exposed key's emergency): `iam`'s
+    /// configuration with an adaptive rate of its own ([`urgent_iam`]).
+    pub iam_urgent: aws_sdk_iam::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub sns: aws_sdk_sns::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
@@ -55,8 +58,10 @@ impl Clients {
                     .build(),
             )
             .build();
+        let iam = iam_client(aws_sdk_iam::config::Builder::from(&base));
         Clients {
-            iam: iam_client(aws_sdk_iam::config::Builder::from(&base)),
+            iam_urgent: urgent_iam(&iam),
+            iam,
             sqs: aws_sdk_sqs::Client::from_conf(sqs_conf),
             sns: aws_sdk_sns::Client::new(&base),
             dynamodb: dynamodb_client(aws_sdk_dynamodb::config::Builder::from(&base)),
@@ -96,16 +101,17 @@ pub fn iam_client(conf: aws_sdk_iam::config::Builder) -> aws_sdk_iam::Client {
     aws_sdk_iam::Client::from_conf(conf.retry_config(RetryConfig::adaptive()).retry_partition(RetryPartition::custom(IAM_PARTITION).build()).build())
 }
 
-/// The retry partition of ordinary IAM calls: the SDK keeps one adaptive
-/// rate per partition name, process-wide.
+/// The retry partition of ordinary IAM calls.
 pub const IAM_PARTITION: &str = "keyturn-iam";
 /// The retry partition of urgent IAM calls (an exposed key's emergency).
 pub const URGENT_IAM_PARTITION: &str = "keyturn-iam-urgent";
 
 /// `iam` for urgent calls: the same configuration in a retry partition of
-/// its own, so the adaptive rate that IAM's throttling of a backlog has
-/// lowered does not pace an emergency's calls; their own `Throttling`
-/// slows them on their own rate ([`crate::accounts::urgently`]).
+/// its own, which brings a fresh adaptive rate (a built partition carries
+/// its rate; every client made from its configuration shares it), so the
+/// rate that IAM's throttling of a backlog has lowered does not pace an
+/// emergency's calls; their own `Throttling` slows them on their own rate
+/// ([`crate::accounts::urgently`]). Made once per [`Clients`].
 pub fn urgent_iam(iam: &aws_sdk_iam::Client) -> aws_sdk_iam::Client {
     use aws_sdk_iam::config::retry::RetryPartition;
     aws_sdk_iam::Client::from_conf(iam.config().to_builder().retry_partition(RetryPartition::custom(URGENT_IAM_PARTITION).build()).build())

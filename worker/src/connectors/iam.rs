@@ -123,7 +123,7 @@ impl SourceSpec for IamAccessKeyConfig {
     fn build(&self, ctx: &BuildContext<'_>) -> Arc<dyn CredentialSource> {
         Arc::new(IamAccessKey {
             iam: ctx.clients.iam.clone(),
-            urgent_iam: crate::aws::urgent_iam(&ctx.clients.iam),
+            urgent_iam: ctx.clients.iam_urgent.clone(),
             base: ctx.clients.base.clone(),
             accounts: ctx.accounts.clone(),
             clock: ctx.clock.clone(),

@@ -60,7 +60,8 @@ pub async fn report(cfg: &Config, base: &aws_config::SdkConfig, req: &Request) -
     let iam = aws_sdk_iam::Client::new(base);
     let store = Store::new(aws_sdk_dynamodb::Client::new(base), &cfg.aws.table);
     let accounts =
-        Accounts::new(base.clone(), Arc::new(HomeCell::default()), cfg.aws.member_role_name.clone(), cfg.aws.external_id.clone(), crate::clock::system());
+        // (Its IAM client for exposure lookups goes unused here.)
+        Accounts::new(base.clone(), Arc::new(HomeCell::default()), cfg.aws.member_role_name.clone(), cfg.aws.external_id.clone(), crate::clock::system(), iam.clone());
     // Roles assumed for the report name it in their session: `keyturn-report`.
     crate::accounts::for_saga("report", async {
         let home = accounts.home().await?.account.clone();
