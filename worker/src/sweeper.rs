@@ -241,7 +241,7 @@ impl<Q: Queue> Sweeper<Q> {
         }
         let looks = self.looks.lock().unwrap_or_else(|e| e.into_inner());
         let hold_ordinary = now < registry.arriving_until || looks.values().any(|s| s.exposed_at.is_some_and(|at| now < at + ms(HOLD_ORDINARY)));
-        let next_due = next_due(looks.values().map(|s| s.next), self.shared.now_ms());
+        let next_due = next_due(looks.values().map(|s| s.next), now);
         Ok(Watched { listed: looks.len(), take, hold_ordinary, next_due })
     }
 

@@ -61,7 +61,7 @@ pub(super) fn active(saga: &Saga) -> bool {
 
 pub(super) fn decode(item: &HashMap<String, AttributeValue>) -> Result<Stored> {
     let get_s = |k: &str| item.get(k).and_then(|v| v.as_s().ok());
-    let get_n = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<u64>().ok());
+    let get_n = |k: &str| super::num(item, k);
     let doc = get_s("doc").ok_or_else(|| Error::Corrupt("saga item without doc".into()))?;
     let mut saga: Saga = serde_json::from_str(doc).map_err(|e| Error::Corrupt(format!("saga doc: {e}")))?;
     // Attempts begun since the doc was written count as made, at the time

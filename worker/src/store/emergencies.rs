@@ -87,7 +87,7 @@ impl Store {
         let item = out.item.unwrap_or_default();
         Ok(Registry {
             sagas: item.get(SAGAS).and_then(|v| v.as_ss().ok()).cloned().unwrap_or_default(),
-            arriving_until: item.get(ARRIVING).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).unwrap_or(0),
+            arriving_until: super::num(&item, ARRIVING).unwrap_or(0),
         })
     }
 

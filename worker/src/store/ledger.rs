@@ -26,7 +26,7 @@ impl Store {
             .map_err(|e| aws("dynamodb", "GetItem", e))?;
         let Some(item) = out.item else { return Ok(None) };
         let get_s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-        let expires = item.get("expires_at").and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let expires = super::num(&item, "expires_at").unwrap_or(0);
         if expires.saturating_mul(1000) <= now {
             return Ok(None);
         }

@@ -160,6 +160,12 @@ fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
+/// A number attribute of `item` as a `u64` (`None`: absent, not a number,
+/// or out of range): how every reader of the table decodes one.
+fn num(item: &std::collections::HashMap<String, AttributeValue>, key: &str) -> Option<u64> {
+    item.get(key).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+}
+
 fn saga_pk(id: &str) -> AttributeValue {
     s(format!("saga#{id}"))
 }
